@@ -1,0 +1,10 @@
+//! Types shared by every openvpc component: resource IDs in AWS form and CIDR
+//! arithmetic with AWS's validation rules. Pure values: no I/O, no storage.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cidr;
+pub mod id;
+
+pub use cidr::{CidrError, Ipv4Cidr};
+pub use id::{IdError, ResourceId, ResourceKind};
