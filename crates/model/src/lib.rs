@@ -5,6 +5,7 @@
 
 pub mod cidr;
 pub mod id;
+pub mod rule;
 
 pub use cidr::{CidrError, Ipv4Cidr};
 pub use id::{IdError, ResourceId, ResourceKind};

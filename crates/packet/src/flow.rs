@@ -40,8 +40,10 @@ pub struct FlowKey {
     pub protocol: u8,
     /// 4 or 6.
     pub family: u8,
-    /// Always zero; makes the padding explicit so the key hashes as bytes.
-    pad: u16,
+    /// A conntrack zone: which table the key belongs to (the dataplane puts
+    /// the ENI's slot here, so one hash table serves every ENI of a host
+    /// without a wider key). Zero for plain keys; it fills what would be padding.
+    pub zone: u16,
 }
 
 impl Hash for FlowKey {
@@ -75,7 +77,7 @@ impl FlowKey {
             dst_port,
             protocol,
             family: 4,
-            pad: 0,
+            zone: 0,
         }
     }
 
@@ -87,7 +89,7 @@ impl FlowKey {
             dst_port,
             protocol,
             family: 6,
-            pad: 0,
+            zone: 0,
         }
     }
 
@@ -119,7 +121,7 @@ impl FlowKey {
         addr(self.family, self.dst)
     }
 
-    /// The key of the opposite direction.
+    /// The key of the opposite direction, in the same zone.
     #[inline]
     pub fn reversed(&self) -> FlowKey {
         FlowKey {
@@ -129,8 +131,15 @@ impl FlowKey {
             dst_port: self.src_port,
             protocol: self.protocol,
             family: self.family,
-            pad: 0,
+            zone: self.zone,
         }
+    }
+
+    /// The same key in another zone.
+    #[inline]
+    pub fn in_zone(mut self, zone: u16) -> FlowKey {
+        self.zone = zone;
+        self
     }
 
     /// The same key for both directions: the (address, port) pair that sorts
@@ -240,7 +249,7 @@ pub fn parse_ip(packet: &[u8], ether_type: u16) -> Result<ParsedFlow, Error> {
             dst_port: l4_info.dst_port,
             protocol,
             family,
-            pad: 0,
+            zone: 0,
         },
         l3_offset: 0,
         l4_offset,

@@ -1,0 +1,110 @@
+//! A frame buffer with headroom, so encapsulation prepends headers in place
+//! instead of copying the frame. Callers keep a pool of these and reuse them:
+//! the fast path never allocates.
+
+/// Bytes kept free in front of the frame: enough for Geneve with options.
+pub const HEADROOM: usize = 128;
+
+/// One frame and the room in front of it.
+#[derive(Debug, Clone)]
+pub struct PacketBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Default for PacketBuf {
+    fn default() -> Self {
+        Self::with_capacity(2048)
+    }
+}
+
+impl PacketBuf {
+    /// An empty buffer able to hold frames of `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        PacketBuf {
+            buf: Vec::with_capacity(HEADROOM + capacity),
+            start: HEADROOM,
+        }
+    }
+
+    /// A buffer holding a copy of `frame`.
+    pub fn from_frame(frame: &[u8]) -> Self {
+        let mut b = Self::with_capacity(frame.len());
+        b.set(frame);
+        b
+    }
+
+    /// Replaces the contents with `frame`, restoring the headroom. Allocates
+    /// only if `frame` is larger than any frame this buffer held before.
+    pub fn set(&mut self, frame: &[u8]) {
+        // The headroom's old bytes are overwritten before they are read, so
+        // only a new buffer pays for zeroing it.
+        if self.buf.len() < HEADROOM {
+            self.buf.resize(HEADROOM, 0);
+        } else {
+            self.buf.truncate(HEADROOM);
+        }
+        self.buf.extend_from_slice(frame);
+        self.start = HEADROOM;
+    }
+
+    /// The frame.
+    #[inline]
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    #[inline]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Grows the frame at the front by `header.len()` bytes holding `header`.
+    /// Returns false (and changes nothing) if the headroom is too small.
+    #[inline]
+    pub fn push_front(&mut self, header: &[u8]) -> bool {
+        let Some(start) = self.start.checked_sub(header.len()) else {
+            return false;
+        };
+        self.buf[start..self.start].copy_from_slice(header);
+        self.start = start;
+        true
+    }
+
+    /// Drops `n` bytes from the front (a decapsulated header).
+    #[inline]
+    pub fn pop_front(&mut self, n: usize) -> bool {
+        if n > self.len() {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn push_and_pop() {
+        let mut b = PacketBuf::from_frame(b"inner");
+        assert!(b.push_front(b"hdr:"));
+        assert_eq!(b.data(), b"hdr:inner");
+        assert!(b.pop_front(4));
+        assert_eq!(b.data(), b"inner");
+        assert!(!b.pop_front(6));
+        assert!(!b.push_front(&[0u8; HEADROOM + 1]));
+        assert_eq!(b.data(), b"inner");
+        b.set(b"x");
+        assert_eq!(b.len(), 1);
+    }
+}
