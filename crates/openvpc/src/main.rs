@@ -3,6 +3,9 @@
 
 mod cmd;
 
+#[global_allocator]
+static ALLOCATOR: cmd::alloc_counter::CountingAllocator = cmd::alloc_counter::CountingAllocator;
+
 use clap::{Parser, Subcommand};
 
 /// openvpc: isolated virtual networks for ordinary Linux hosts, driven

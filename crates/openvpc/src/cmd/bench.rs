@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use openvpc_dataplane::workload::Workload;
+use openvpc_dataplane::{Output, PacketBuf};
 use openvpc_packet::{FlowHasher, flow, geneve, sample};
+
+use super::alloc_counter::allocations;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -25,6 +29,19 @@ enum Target {
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
     },
+    /// The virtual router: fast path at 1k and 1M flows, slow path, memory
+    /// and allocations per flow (the goals are in DESIGN.md).
+    Dataplane {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How long to measure each fast-path figure, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Flows in the large-table measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        flows: usize,
+    },
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -32,6 +49,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Target::Packet { json, seconds } => {
             packet(json, Duration::from_secs_f64(seconds.max(0.01)))
         }
+        Target::Dataplane {
+            json,
+            seconds,
+            flows,
+        } => dataplane(
+            json,
+            Duration::from_secs_f64(seconds.max(0.01)),
+            flows.max(1),
+        ),
     }
 }
 
@@ -82,6 +108,97 @@ fn packet(json: bool, budget: Duration) -> anyhow::Result<()> {
         println!(
             "{:<44} {:>8.1} ns/key",
             "flow hash (seeded, per process)", hash
+        );
+    }
+    Ok(())
+}
+
+/// Fast-path figures for `flows` established flows: (packets per second,
+/// allocations per packet, flow-table bytes per flow).
+fn fast_path(flows: usize, budget: Duration, json: bool) -> anyhow::Result<(f64, f64, f64)> {
+    if !json {
+        eprintln!("establishing {flows} flows...");
+    }
+    let mut w = Workload::new(flows);
+    let established = w.establish(1_000);
+    anyhow::ensure!(
+        established == flows,
+        "only {established} of {flows} flows were established: the workload is broken"
+    );
+    let bytes_per_flow = w.router.flow_table_bytes() as f64 / flows as f64;
+    let mut buf = PacketBuf::default();
+    let (mut sent, mut i) = (0u64, 0usize);
+    let allocs_before = allocations();
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        for _ in 0..4096 {
+            let out = w.send(i, &mut buf, 2_000);
+            debug_assert!(matches!(out, Output::Underlay { .. }));
+            black_box(out);
+            i += 1;
+            if i == flows {
+                i = 0;
+            }
+        }
+        sent += 4096;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let allocs = allocations() - allocs_before;
+    Ok((
+        sent as f64 / elapsed,
+        allocs as f64 / sent as f64,
+        bytes_per_flow,
+    ))
+}
+
+fn dataplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
+    let (small_pps, _, _) = fast_path(1_000, budget, json)?;
+    let (large_pps, allocs, bytes_per_flow) = fast_path(flows, budget, json)?;
+    if !json {
+        eprintln!("measuring new flows...");
+    }
+    let new_flows = 200_000;
+    let mut w = Workload::new(new_flows);
+    let start = Instant::now();
+    let established = w.establish(1_000);
+    let slow = established as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        established == new_flows,
+        "only {established} of {new_flows} new flows were admitted"
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "fast_path_mpps_1k": small_pps / 1e6,
+                "fast_path_mpps_1m": large_pps / 1e6,
+                "slow_path_flows_per_sec": slow,
+                "bytes_per_flow": bytes_per_flow,
+                "allocs_per_packet_fast_path": allocs,
+            })
+        );
+    } else {
+        println!(
+            "{:<52} {:>10.2} Mpps",
+            "fast path, 1k established flows, 64 B + encap",
+            small_pps / 1e6
+        );
+        println!(
+            "{:<52} {:>10.2} Mpps",
+            format!("fast path, {flows} established flows"),
+            large_pps / 1e6
+        );
+        println!(
+            "{:<52} {:>10.0} flows/s",
+            "slow path, new flows (100 SG, 20 ACL, 1000 routes)", slow
+        );
+        println!(
+            "{:<52} {:>10.1} bytes",
+            "flow-table memory per flow (both directions)", bytes_per_flow
+        );
+        println!(
+            "{:<52} {:>10.3}",
+            "allocations per fast-path packet", allocs
         );
     }
     Ok(())

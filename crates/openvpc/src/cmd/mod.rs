@@ -1,4 +1,5 @@
 //! One module per subcommand.
 
+pub mod alloc_counter;
 pub mod bench;
 pub mod decode;
