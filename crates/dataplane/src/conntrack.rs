@@ -269,6 +269,18 @@ pub struct Conn {
     flags: u8,
 }
 
+impl Default for Conn {
+    /// A placeholder (an unreplied non-TCP flow seen at time 0), for
+    /// preallocated tables whose empty slots need some value.
+    fn default() -> Self {
+        Conn {
+            last_seen: 0,
+            state: State::OtherUnreplied,
+            flags: 0,
+        }
+    }
+}
+
 impl Conn {
     /// A new connection from its first packet (`tcp_flags` is the TCP flag
     /// byte, 0 for other protocols), or `None` if that packet cannot start one.

@@ -121,6 +121,9 @@ impl Fabric {
         let n = self.routers.len();
         let underlay = IpAddr::V4(Ipv4Addr::new(192, 0, 2, n as u8 + 1));
         let mut cfg = RouterConfig::new(underlay);
+        // Test regions are small; a production-sized table would be written
+        // out in full for every host of every test case.
+        cfg.flow_capacity = 4096;
         tune(&mut cfg);
         self.routers.push(Router::new(cfg, self.mapping.clone()));
         self.underlays.push(underlay);

@@ -26,8 +26,8 @@ use crate::buf::PacketBuf;
 use crate::conntrack::{Conn, Direction, Protocol, Verdict};
 use crate::drop::{DropCounters, DropReason};
 use crate::eni::{EniConfig, EniError};
-use crate::flow_table::{FlowEntry, FlowTable, Hop, TableStats, way_index};
-use crate::flowlog::{DirCounters, FlowLogRecord, LogAction, RejectLog};
+use crate::flow_table::{FlowEntry, FlowTable, Hop, TableStats};
+use crate::flowlog::{FlowLogRecord, LogAction, RejectLog};
 use crate::gateway::{self, GatewayConfig};
 use crate::mapping::{Lookup, Mapping};
 use crate::policy::{SgVerdict, Way, evaluate_groups};
@@ -395,6 +395,38 @@ impl<M: Mapping> Router<M> {
         self.process(index, Way::Egress, buf, &pf, now)
     }
 
+    /// Frames sent by the instance behind ENI `index`, processed together:
+    /// every frame is parsed and hashed and its flow-table slot prefetched
+    /// before any is looked up, so the cache misses of a batch overlap.
+    /// `outs[i]` receives the output for `bufs[i]`.
+    pub fn from_instance_batch(
+        &mut self,
+        index: EniIndex,
+        bufs: &mut [PacketBuf],
+        outs: &mut [Output],
+        now: u64,
+    ) {
+        for (bufs, outs) in bufs.chunks_mut(BATCH).zip(outs.chunks_mut(BATCH)) {
+            let mut prepared: [Option<(ParsedFlow, u64)>; BATCH] = [None; BATCH];
+            for (slot, buf) in prepared.iter_mut().zip(bufs.iter()) {
+                if let Some(pf) = plain_unicast_flow(buf.data()) {
+                    let (nkey, _) = pf.key.in_zone(index).normalized();
+                    let hash = self.flows.hash(&nkey);
+                    self.flows.prefetch(hash);
+                    *slot = Some((pf, hash));
+                }
+            }
+            for ((buf, out), prep) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
+                *out = match prep {
+                    Some((pf, hash)) if self.slot(index).is_some() => {
+                        self.process_hashed(index, Way::Egress, buf, &pf, hash, now)
+                    }
+                    _ => self.from_instance(index, buf, now),
+                };
+            }
+        }
+    }
+
     /// A Geneve datagram received on the underlay (the UDP payload).
     pub fn from_underlay(&mut self, buf: &mut PacketBuf, now: u64) -> Output {
         let (vni, header_len) = match GeneveHeader::view(buf.data()) {
@@ -490,9 +522,23 @@ impl<M: Mapping> Router<M> {
         if pf.icmp_error {
             return self.icmp_error(index, way, buf, pf, now);
         }
+        let (nkey, _) = pf.key.in_zone(index).normalized();
+        let hash = self.flows.hash(&nkey);
+        self.process_hashed(index, way, buf, pf, hash, now)
+    }
+
+    /// [`Self::process`] with the normalised key's hash already computed.
+    fn process_hashed(
+        &mut self,
+        index: EniIndex,
+        way: Way,
+        buf: &mut PacketBuf,
+        pf: &ParsedFlow,
+        hash: u64,
+        now: u64,
+    ) -> Output {
         let key = pf.key.in_zone(index);
         let (nkey, swapped) = key.normalized();
-        let hash = self.flows.hash(&nkey);
         let Some(slot) = self.slot(index) else {
             return self.drop(DropReason::UnknownSource);
         };
@@ -509,7 +555,7 @@ impl<M: Mapping> Router<M> {
             } else {
                 let hop = entry.hop(way);
                 if hop != Hop::Unknown {
-                    let dir = if way == entry.origin {
+                    let dir = if way == entry.origin() {
                         Direction::Original
                     } else {
                         Direction::Reply
@@ -526,10 +572,10 @@ impl<M: Mapping> Router<M> {
                         return self.drop(reason);
                     }
                     if stale.is_none() {
-                        if entry.log_start_ms == 0 {
-                            entry.log_start_ms = now;
+                        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+                            flush_counters(&mut self.finished_logs, &self.enis, &nkey, entry);
+                            entry.count(way, pf.ip_len, pf.tcp_flags, now);
                         }
-                        entry.counters_mut(way).add(pf.ip_len, pf.tcp_flags);
                         self.stats.fast_path += 1;
                         return self.apply(index, hop, buf, pf, hash, now);
                     }
@@ -576,7 +622,7 @@ impl<M: Mapping> Router<M> {
         };
         let sdc_fails =
             way == Way::Egress && slot.cfg.source_dest_check && !slot.cfg.owns(pf.key.src_ip());
-        let sg_fails = !entry.tracked
+        let sg_fails = !entry.tracked()
             && evaluate_groups(
                 slot.cfg.security_groups.iter().map(Arc::as_ref),
                 way,
@@ -595,8 +641,7 @@ impl<M: Mapping> Router<M> {
         }
         if let Some(entry) = self.flows.get_mut(hash, nkey) {
             entry.epoch = epoch;
-            entry.egress = Hop::Unknown;
-            entry.ingress = Hop::Unknown;
+            entry.clear_hops();
         }
         Ok(())
     }
@@ -613,7 +658,10 @@ impl<M: Mapping> Router<M> {
         hash: u64,
         now: u64,
     ) -> Output {
-        let existing = self.flows.get(hash, &nkey).map(|e| (e.origin, e.tracked));
+        let existing = self
+            .flows
+            .get(hash, &nkey)
+            .map(|e| (e.origin(), e.tracked()));
         let Some(slot) = self.slot(index) else {
             return self.drop(DropReason::UnknownSource);
         };
@@ -675,17 +723,7 @@ impl<M: Mapping> Router<M> {
                 else {
                     return self.drop(DropReason::ConntrackInvalid);
                 };
-                let mut entry = FlowEntry {
-                    conn,
-                    counters: [DirCounters::default(); 2],
-                    log_start_ms: 0,
-                    epoch,
-                    egress: Hop::Unknown,
-                    ingress: Hop::Unknown,
-                    origin: way,
-                    tracked,
-                    local_is_src,
-                };
+                let mut entry = FlowEntry::new(conn, epoch, way, tracked, local_is_src);
                 entry.set_hop(way, hop);
                 let enis = &self.enis;
                 let finished = &mut self.finished_logs;
@@ -721,10 +759,10 @@ impl<M: Mapping> Router<M> {
             self.log_reject(reason, key, way, pf, now);
             return self.drop(reason);
         }
-        if entry.log_start_ms == 0 {
-            entry.log_start_ms = now;
+        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+            flush_counters(&mut self.finished_logs, &self.enis, &nkey, entry);
+            entry.count(way, pf.ip_len, pf.tcp_flags, now);
         }
-        entry.counters_mut(way).add(pf.ip_len, pf.tcp_flags);
         self.apply(index, hop, buf, pf, hash, now)
     }
 
@@ -944,8 +982,7 @@ impl<M: Mapping> Router<M> {
             {
                 push_records(&mut out, id, k, e);
             }
-            e.counters = [DirCounters::default(); 2];
-            e.log_start_ms = 0;
+            e.reset_counters();
         }
         self.rejects.drain(
             |zone| {
@@ -965,6 +1002,22 @@ impl<M: Mapping> Router<M> {
     }
 }
 
+/// Frames a batch takes at a time: enough to overlap the cache misses of
+/// that many lookups, few enough that their slots stay in L1.
+pub const BATCH: usize = 32;
+
+/// The flow of an ordinary unicast IP frame, the kind the batch path takes;
+/// `None` for anything the gateway layer or an error path must see (ARP,
+/// DHCP, broadcast, fragments, ICMP errors, malformed frames).
+#[inline]
+fn plain_unicast_flow(frame: &[u8]) -> Option<ParsedFlow> {
+    if frame.first().is_none_or(|b| b & 1 == 1) || gateway::is_dhcp_request(frame) {
+        return None;
+    }
+    let pf = flow::parse_ethernet(frame).ok()?;
+    (!pf.later_fragment && !pf.icmp_error).then_some(pf)
+}
+
 /// A TCP SYN without ACK: the first packet of a new connection.
 fn is_opening_syn(pf: &ParsedFlow) -> bool {
     use openvpc_packet::tcp::flags;
@@ -975,13 +1028,16 @@ fn is_opening_syn(pf: &ParsedFlow) -> bool {
 /// Appends one record per direction with traffic in the current interval,
 /// each keyed the way its packets travel.
 fn push_records(out: &mut Vec<FlowLogRecord>, id: String, key: &FlowKey, entry: &FlowEntry) {
+    let Some(start_ms) = entry.log_start_ms() else {
+        return;
+    };
     for way in [Way::Egress, Way::Ingress] {
-        let c = &entry.counters[way_index(way)];
+        let c = entry.counters(way);
         if c.packets == 0 {
             continue;
         }
         // Egress packets have the local end as source.
-        let directional = if (way == Way::Egress) == entry.local_is_src {
+        let directional = if (way == Way::Egress) == entry.local_is_src() {
             *key
         } else {
             key.reversed()
@@ -990,10 +1046,24 @@ fn push_records(out: &mut Vec<FlowLogRecord>, id: String, key: &FlowKey, entry: 
             id.clone(),
             &directional,
             way,
-            c,
-            entry.log_start_ms,
+            &c,
+            start_ms,
             entry.conn.last_seen(),
             LogAction::Accept,
         ));
     }
+}
+
+/// Moves an entry's counters into records before they would wrap.
+#[cold]
+fn flush_counters(
+    out: &mut Vec<FlowLogRecord>,
+    enis: &[Option<EniSlot>],
+    key: &FlowKey,
+    entry: &mut FlowEntry,
+) {
+    if let Some(Some(slot)) = enis.get(usize::from(key.zone)) {
+        push_records(out, slot.cfg.id.clone(), key, entry);
+    }
+    entry.reset_counters();
 }

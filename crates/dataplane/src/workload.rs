@@ -210,6 +210,23 @@ impl Workload {
         ok
     }
 
+    /// Sends the frames of flows `first..first + bufs.len()` (wrapping) as
+    /// one batch.
+    #[inline]
+    pub fn send_batch(
+        &mut self,
+        first: usize,
+        bufs: &mut [PacketBuf],
+        outs: &mut [Output],
+        now: u64,
+    ) {
+        let n = self.frames.len();
+        for (k, buf) in bufs.iter_mut().enumerate() {
+            buf.set(&self.frames[(first + k) % n]);
+        }
+        self.router.from_instance_batch(self.eni, bufs, outs, now);
+    }
+
     /// Sends flow `i`'s frame through the router using `buf`.
     #[inline]
     pub fn send(&mut self, i: usize, buf: &mut PacketBuf, now: u64) -> Output {
