@@ -95,12 +95,12 @@ where
     // spec 3.2: ICMP is always tracked; TCP/UDP are untracked when an
     // admitting rule covers all addresses and the opposite direction has an
     // all-addresses rule for all ports.
-    let trackable_protocol = !matches!(fields.protocol, 6 | 17);
+    let always_tracked = !matches!(fields.protocol, 6 | 17);
     let opposite = match way {
         Way::Ingress => Way::Egress,
         Way::Egress => Way::Ingress,
     };
-    let untracked = !trackable_protocol
+    let untracked = !always_tracked
         && admitting.any(|r| r.covers_all_addresses(peer))
         && groups
             .flat_map(|g| g.rules(opposite))

@@ -65,6 +65,38 @@ fn region(name: &'static str) -> TestFabric {
     f
 }
 
+/// The three-way handshake from a1:40000 to b:`port`; each step must arrive.
+fn open_tcp(f: &mut TestFabric, port: u16) {
+    let steps = [
+        (
+            "eni-a1",
+            "eni-b",
+            syn(1, "10.0.1.10", 40000, "10.0.2.20", port),
+        ),
+        (
+            "eni-b",
+            "eni-a1",
+            tcp(
+                3,
+                "10.0.2.20",
+                port,
+                "10.0.1.10",
+                40000,
+                flags::SYN | flags::ACK,
+            ),
+        ),
+        (
+            "eni-a1",
+            "eni-b",
+            tcp(1, "10.0.1.10", 40000, "10.0.2.20", port, flags::ACK),
+        ),
+    ];
+    for (from, to, frame) in steps {
+        let d = f.send(from, &frame);
+        assert!(delivered(&d, to), "handshake step {from} -> {to}: {d:?}");
+    }
+}
+
 fn delivered(d: &Delivery, eni: &str) -> bool {
     d.delivered_to(eni).is_some()
 }
@@ -460,22 +492,7 @@ fn custom_tcp_timeout() {
         ..Timeouts::default()
     };
     f.update_eni(cfg).unwrap();
-    f.send("eni-a1", &syn(1, "10.0.1.10", 40000, "10.0.2.20", 80));
-    f.send(
-        "eni-b",
-        &tcp(
-            3,
-            "10.0.2.20",
-            80,
-            "10.0.1.10",
-            40000,
-            flags::SYN | flags::ACK,
-        ),
-    );
-    f.send(
-        "eni-a1",
-        &tcp(1, "10.0.1.10", 40000, "10.0.2.20", 80, flags::ACK),
-    );
+    open_tcp(&mut f, 80);
     f.advance(59_000);
     let d = f.send(
         "eni-b",
@@ -620,22 +637,7 @@ fn nacl_deny_added_breaks_established_flow_and_logs_reject() {
 fn flow_logs_count_both_directions() {
     // spec 8.1: one record per direction with packets, bytes and OR of flags.
     let mut f = region("flow_logs_count_both_directions");
-    f.send("eni-a1", &syn(1, "10.0.1.10", 40000, "10.0.2.20", 80));
-    f.send(
-        "eni-b",
-        &tcp(
-            3,
-            "10.0.2.20",
-            80,
-            "10.0.1.10",
-            40000,
-            flags::SYN | flags::ACK,
-        ),
-    );
-    f.send(
-        "eni-a1",
-        &tcp(1, "10.0.1.10", 40000, "10.0.2.20", 80, flags::ACK),
-    );
+    open_tcp(&mut f, 80);
     let logs = f.routers[0].drain_flow_logs();
     let out = logs.iter().find(|r| r.direction == Way::Egress).unwrap();
     assert_eq!(
@@ -904,4 +906,53 @@ fn dhcp_discover_gets_an_offer_with_the_eni_address() {
         "yiaddr is the ENI's address"
     );
     assert_eq!(&dhcp[4..8], &[0xde, 0xad, 0xbe, 0xef], "xid echoed");
+}
+
+/// An ICMP error from `from` (MAC `n`) to `to`, quoting `quoted` (an
+/// Ethernet frame whose IP header and first 8 L4 bytes are quoted).
+fn icmp_error(n: u8, from: &str, to: &str, quoted: &[u8]) -> Vec<u8> {
+    let ip_len = 20 + 8;
+    openvpc_packet::builder::PacketBuilder {
+        ethernet: Some(openvpc_packet::ethernet::EthernetRepr {
+            dst: ROUTER_MAC,
+            src: mac(n),
+            vlan: None,
+            ethertype: 0,
+        }),
+        ip: openvpc_packet::builder::IpRepr::V4(openvpc_packet::ipv4::Ipv4Repr::new(
+            ip(from),
+            ip(to),
+            0,
+            0,
+        )),
+        l4: openvpc_packet::builder::L4Repr::Icmpv4(openvpc_packet::icmp::IcmpRepr {
+            icmp_type: icmpv4::types::DEST_UNREACHABLE,
+            code: 3,
+            rest: [0; 4],
+        }),
+    }
+    .build(&quoted[14..14 + ip_len])
+    .unwrap()
+}
+
+#[test]
+fn icmp_errors_of_tracked_flows_pass_the_security_groups() {
+    // spec 3.2: ICMP errors related to a tracked flow are allowed; unrelated
+    // ones are judged by the rules (sg-client admits nothing in).
+    let mut f = region("icmp_errors_of_tracked_flows_pass_the_security_groups");
+    let syn_frame = syn(1, "10.0.1.10", 40000, "10.0.2.20", 80);
+    assert!(delivered(&f.send("eni-a1", &syn_frame), "eni-b"));
+    let related = icmp_error(3, "10.0.2.20", "10.0.1.10", &syn_frame);
+    let d = f.send("eni-b", &related);
+    assert!(delivered(&d, "eni-a1"), "{d:?}");
+    let unrelated = icmp_error(
+        3,
+        "10.0.2.20",
+        "10.0.1.10",
+        &syn(1, "10.0.1.10", 40999, "10.0.2.20", 80),
+    );
+    assert_eq!(
+        f.send("eni-b", &unrelated).drop_reason(),
+        Some(DropReason::SgDeny)
+    );
 }

@@ -333,7 +333,7 @@ proptest! {
             ip: IpRepr::V4(Ipv4Repr::new(Ipv4Addr::new(10,0,0,1), Ipv4Addr::new(10,0,0,2), 0, 0)),
             l4: L4Repr::Tcp(TcpRepr::new(1000, 80, 2)),
         }.build(b"payload").unwrap();
-        let mut frame = encapsulate(7, &inner);
+        let mut frame = openvpc_packet::sample::geneve_frame(7, &inner).unwrap();
         if at < frame.len() { frame[at] = value; }
         frame.truncate(frame.len().saturating_sub(cut));
         if let Ok(d) = geneve::decap(&frame) {
@@ -375,30 +375,4 @@ proptest! {
 /// verify; every other value must match exactly.
 fn same_checksum(a: u16, b: u16) -> bool {
     a == b || (a == 0 && b == 0xffff) || (a == 0xffff && b == 0)
-}
-
-fn encapsulate(vni: u32, inner: &[u8]) -> Vec<u8> {
-    let mut payload = vec![0u8; 8];
-    GeneveRepr::ethernet(vni).emit(&mut payload).unwrap();
-    payload.extend_from_slice(inner);
-    PacketBuilder {
-        ethernet: Some(EthernetRepr {
-            dst: MacAddr([2, 0, 0, 0, 1, 2]),
-            src: MacAddr([2, 0, 0, 0, 1, 1]),
-            vlan: None,
-            ethertype: 0,
-        }),
-        ip: IpRepr::V4(Ipv4Repr::new(
-            Ipv4Addr::new(192, 0, 2, 1),
-            Ipv4Addr::new(192, 0, 2, 2),
-            0,
-            0,
-        )),
-        l4: L4Repr::Udp(UdpRepr {
-            src_port: 50000,
-            dst_port: geneve::PORT,
-        }),
-    }
-    .build(&payload)
-    .unwrap()
 }
