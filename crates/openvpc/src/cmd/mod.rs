@@ -3,3 +3,4 @@
 pub mod alloc_counter;
 pub mod bench;
 pub mod decode;
+pub mod server;

@@ -1,0 +1,73 @@
+//! The EC2 actions: each takes the request's parameters and the caller's
+//! account, reads and writes the store inside that account's key space, and
+//! returns the XML body. Dispatch by `Action` lives here.
+
+pub mod vpc;
+
+use crate::account::Account;
+use crate::error::ApiError;
+use crate::query::{Params, Tag};
+use crate::store::{Store, StoreError};
+
+/// Who is asking, where, and the store to act on.
+pub struct Ctx<'a> {
+    pub store: &'a dyn Store,
+    pub account: &'a Account,
+    pub region: &'a str,
+    pub request_id: &'a str,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("account", &self.account.id)
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx<'_> {
+    /// The store key of a resource of this account and region.
+    pub fn key(&self, kind: &str, id: &str) -> Vec<u8> {
+        format!("r/{}/{}/{kind}/{id}", self.account.id, self.region).into_bytes()
+    }
+
+    /// The prefix under which every resource of `kind` of this account lives.
+    pub fn prefix(&self, kind: &str) -> Vec<u8> {
+        format!("r/{}/{}/{kind}/", self.account.id, self.region).into_bytes()
+    }
+}
+
+/// Runs the request's action.
+pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let action = params.required("Action")?;
+    match action {
+        "CreateVpc" => vpc::create(ctx, params),
+        "DescribeVpcs" => vpc::describe(ctx, params),
+        "DeleteVpc" => vpc::delete(ctx, params),
+        other => Err(ApiError::invalid_action(other)),
+    }
+}
+
+pub(crate) fn store_error(e: StoreError) -> ApiError {
+    ApiError::internal(format!("The store failed: {e}"))
+}
+
+/// Tags from `TagSpecification`s for `resource_type`; a specification for
+/// another type is refused, as EC2 does.
+pub(crate) fn tags_for(params: &Params, resource_type: &str) -> Result<Vec<Tag>, ApiError> {
+    let mut tags = Vec::new();
+    for (kind, t) in params.tag_specifications()? {
+        if kind != resource_type {
+            return Err(ApiError::new(
+                "InvalidParameterValue",
+                format!(
+                    "'{kind}' is not a valid taggable resource type for this operation; use '{resource_type}'"
+                ),
+            ));
+        }
+        tags.extend(t);
+    }
+    crate::query::check_tags(&tags)?;
+    Ok(tags)
+}

@@ -1,0 +1,126 @@
+//! `openvpc server` and `openvpc accounts`: the regional API on the embedded
+//! store, and the accounts that may use it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use openvpc_control::account::{self, Account};
+use openvpc_control::server::{ApiState, serve};
+use openvpc_control::store::RedbStore;
+
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to serve the EC2 API on.
+    #[arg(long, default_value = "127.0.0.1:8773")]
+    listen: SocketAddr,
+    /// Where the store and the credentials file live.
+    #[arg(long, default_value = "./openvpc-data")]
+    data_dir: PathBuf,
+    /// The region clients should name (requests carry theirs in the signature).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    #[command(subcommand)]
+    command: AccountsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account with its own keys, added to the credentials file as
+    /// profile NAME. Run it while the server is stopped.
+    Create {
+        name: String,
+        #[arg(long, default_value = "./openvpc-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn open_store(data_dir: &Path) -> anyhow::Result<RedbStore> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let path = data_dir.join("store.redb");
+    RedbStore::open(&path).with_context(|| {
+        format!(
+            "opening the store {}: if an openvpc server is running on this data directory, stop it first",
+            path.display()
+        )
+    })
+}
+
+fn credentials_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials")
+}
+
+/// Adds a profile to the credentials file, creating it owner-readable only.
+fn append_credentials(data_dir: &Path, profile: &str, account: &Account) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = credentials_path(data_dir);
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{}", account.credentials_ini(profile))?;
+    Ok(())
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.data_dir)?;
+    if account::list(&store)?.is_empty() {
+        let admin = Account::generate("admin", None);
+        account::create(&store, &admin)?;
+        append_credentials(&args.data_dir, "default", &admin)?;
+        eprintln!(
+            "created the admin account {} (keys in the credentials file)",
+            admin.id
+        );
+    }
+    let credentials = std::fs::canonicalize(credentials_path(&args.data_dir))
+        .unwrap_or_else(|_| credentials_path(&args.data_dir));
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| {
+                format!("listening on {}: is another server using it?", args.listen)
+            })?;
+        let local = listener.local_addr()?;
+        println!("AWS_ENDPOINT_URL=http://{local}");
+        println!("AWS_SHARED_CREDENTIALS_FILE={}", credentials.display());
+        println!("AWS_DEFAULT_REGION={}", args.region);
+        let state = ApiState {
+            store: Arc::new(store),
+        };
+        serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .context("serving the API")
+    })
+}
+
+pub fn accounts(args: AccountsArgs) -> anyhow::Result<()> {
+    match args.command {
+        AccountsCommand::Create { name, data_dir } => {
+            let store = open_store(&data_dir)?;
+            let account = Account::generate(&name, None);
+            account::create(&store, &account)?;
+            append_credentials(&data_dir, &name, &account)?;
+            println!("{}", account.id);
+            eprintln!(
+                "account {} ({name}) created; its keys are profile [{name}] in {}",
+                account.id,
+                credentials_path(&data_dir).display()
+            );
+            Ok(())
+        }
+    }
+}
