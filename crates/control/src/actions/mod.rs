@@ -38,15 +38,19 @@ impl Ctx<'_> {
     }
 }
 
+/// A resource module's entry point: runs `action` if the module owns it.
+pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
+
+/// Every resource module, one line each.
+const HANDLERS: &[Handler] = &[vpc::dispatch];
+
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let action = params.required("Action")?;
-    match action {
-        "CreateVpc" => vpc::create(ctx, params),
-        "DescribeVpcs" => vpc::describe(ctx, params),
-        "DeleteVpc" => vpc::delete(ctx, params),
-        other => Err(ApiError::invalid_action(other)),
-    }
+    HANDLERS
+        .iter()
+        .find_map(|handler| handler(ctx, action, params))
+        .unwrap_or_else(|| Err(ApiError::invalid_action(action)))
 }
 
 pub(crate) fn store_error(e: StoreError) -> ApiError {

@@ -41,6 +41,16 @@ pub struct Vpc {
     pub vni: u32,
 }
 
+/// The VPC actions this module answers.
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "CreateVpc" => create(ctx, params),
+        "DescribeVpcs" => describe(ctx, params),
+        "DeleteVpc" => delete(ctx, params),
+        _ => return None,
+    })
+}
+
 /// spec 1.1: /16 to /28, never in 169.254.0.0/16.
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, ApiError> {
     let cidr: Ipv4Cidr = text.parse().map_err(|_| {
