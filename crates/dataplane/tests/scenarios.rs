@@ -956,3 +956,112 @@ fn icmp_errors_of_tracked_flows_pass_the_security_groups() {
         Some(DropReason::SgDeny)
     );
 }
+
+/// A TCP segment over IPv6 from an instance (MAC `n`) to the router.
+fn tcp6(n: u8, src: &str, sport: u16, dst: &str, dport: u16, tcp_flags: u8) -> Vec<u8> {
+    openvpc_packet::builder::PacketBuilder {
+        ethernet: Some(openvpc_packet::ethernet::EthernetRepr {
+            dst: ROUTER_MAC,
+            src: mac(n),
+            vlan: None,
+            ethertype: 0,
+        }),
+        ip: openvpc_packet::builder::IpRepr::V6(openvpc_packet::ipv6::Ipv6Repr::new(
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            0,
+            0,
+        )),
+        l4: openvpc_packet::builder::L4Repr::Tcp(openvpc_packet::tcp::TcpRepr::new(
+            sport, dport, tcp_flags,
+        )),
+    }
+    .build(b"")
+    .unwrap()
+}
+
+#[test]
+fn ipv6_across_subnets_and_hosts() {
+    // spec 2.1: IPv6 has its own routes (the VPC's /56 is local); SGs and
+    // NACLs match IPv6 CIDRs; replies are tracked as for IPv4.
+    let mut f = TestFabric::new("ipv6_across_subnets_and_hosts");
+    f.add_host();
+    f.add_host();
+    let table = std::sync::Arc::new(openvpc_dataplane::route::RouteTable::new(
+        "rtb-6",
+        [
+            Route {
+                destination: net(VPC),
+                target: RouteTarget::Local,
+            },
+            Route {
+                destination: net("2600:1f18:1:ab00::/56"),
+                target: RouteTarget::Local,
+            },
+        ],
+    ));
+    let with_v6 = |id: &str, v4: &str, v6: &str| {
+        let mut s = (*subnet(id, v4, NetworkAcl::allow_all("acl-d"), table.clone())).clone();
+        s.ipv6_cidr = Some(v6.parse().unwrap());
+        std::sync::Arc::new(s)
+    };
+    let sa = with_v6("subnet-a", "10.0.1.0/24", "2600:1f18:1:ab01::/64");
+    let sb = with_v6("subnet-b", "10.0.2.0/24", "2600:1f18:1:ab02::/64");
+    let web6 = group(
+        "sg-web6",
+        vec![allow(TrafficMatch::tcp(443, 443), "2600:1f18:1:ab00::/56")],
+    );
+    // spec 2.1/3.1: 0.0.0.0/0 does not cover IPv6; an IPv6 group needs ::/0.
+    let v4_only = group("sg-v4-only", vec![]);
+    let client = std::sync::Arc::new(SecurityGroup {
+        id: "sg-client6".into(),
+        ingress: vec![],
+        egress: vec![SgRule::new(
+            TrafficMatch::ALL,
+            [net("0.0.0.0/0"), net("::/0")],
+        )],
+    });
+    let mut a = eni(
+        "eni-a",
+        1,
+        "10.0.1.10",
+        &sa,
+        VNI,
+        VPC,
+        vec![v4_only.clone()],
+    );
+    a.ipv6 = vec!["2600:1f18:1:ab01::10".parse().unwrap()];
+    let mut b = eni("eni-b", 3, "10.0.2.20", &sb, VNI, VPC, vec![web6]);
+    b.ipv6 = vec!["2600:1f18:1:ab02::20".parse().unwrap()];
+    f.add_eni(0, a).unwrap();
+    f.add_eni(1, b).unwrap();
+    let (a6, b6) = ("2600:1f18:1:ab01::10", "2600:1f18:1:ab02::20");
+    let d = f.send("eni-a", &tcp6(1, a6, 40000, b6, 443, flags::SYN));
+    assert_eq!(
+        d.drop_reason(),
+        Some(DropReason::SgDeny),
+        "an IPv4-only egress rule"
+    );
+    let sa = f.router("eni-a").unwrap().eni(0).unwrap().subnet.clone();
+    let mut a = eni("eni-a", 1, "10.0.1.10", &sa, VNI, VPC, vec![client]);
+    a.ipv6 = vec![a6.parse().unwrap()];
+    f.update_eni(a).unwrap();
+    let d = f.send("eni-a", &tcp6(1, a6, 40000, b6, 443, flags::SYN));
+    let frame = d
+        .delivered_to("eni-b")
+        .unwrap_or_else(|| panic!("SYN over IPv6: {d:?}"));
+    assert_eq!(EthernetHeader::view(frame).unwrap().0.dst, mac(3));
+    let d = f.send(
+        "eni-b",
+        &tcp6(3, b6, 443, a6, 40000, flags::SYN | flags::ACK),
+    );
+    assert!(delivered(&d, "eni-a"), "the tracked reply: {d:?}");
+    let d = f.send("eni-a", &tcp6(1, a6, 40001, b6, 22, flags::SYN));
+    assert_eq!(d.drop_reason(), Some(DropReason::SgDeny));
+    // spec 5.4: the source/destination check covers IPv6 addresses too.
+    let d = f.send(
+        "eni-a",
+        &tcp6(1, "2600:1f18:1:ab01::99", 40000, b6, 443, flags::SYN),
+    );
+    assert_eq!(d.drop_reason(), Some(DropReason::SourceDestCheck));
+}
