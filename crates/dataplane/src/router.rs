@@ -429,45 +429,70 @@ impl<M: Mapping> Router<M> {
 
     /// A Geneve datagram received on the underlay (the UDP payload).
     pub fn from_underlay(&mut self, buf: &mut PacketBuf, now: u64) -> Output {
-        let (vni, header_len) = match GeneveHeader::view(buf.data()) {
-            Ok(g) => {
-                if g.header.protocol.get() != ethertype::TEB {
-                    return self.drop(DropReason::UnsupportedEthertype);
-                }
-                // No option is understood here, so a critical one must drop
-                // the packet (RFC 8926 §3.5).
-                if g.options().any(|o| o.critical) {
-                    return self.drop(DropReason::CriticalOption);
-                }
-                (g.header.vni(), GeneveHeader::LEN + g.options.len())
-            }
-            Err(_) => return self.drop(DropReason::Malformed),
-        };
-        buf.pop_front(header_len);
-        let pf = match flow::parse_ethernet(buf.data()) {
-            Ok(pf) => pf,
-            Err(_) => return self.drop(DropReason::Malformed),
-        };
-        if pf.later_fragment {
-            return self.drop(DropReason::Fragment);
+        match self.classify_underlay(buf) {
+            Ok((index, pf)) => self.process(index, Way::Ingress, buf, &pf, now),
+            Err(reason) => self.drop(reason),
         }
-        let index = match self.by_addr.get(&(vni, pf.key.dst_ip())) {
-            Some(&i) => i,
-            None => {
-                // Transit traffic to an appliance ENI is addressed to its MAC;
-                // it is admitted only where the source/destination check is off.
-                let mac = EthernetHeader::view(buf.data()).map(|(h, _)| h.dst);
-                match mac.ok().and_then(|m| self.by_mac.get(&(vni, m)).copied()) {
-                    Some(i) if self.slot(i).is_some_and(|s| !s.cfg.source_dest_check) => i,
-                    Some(_) => return self.drop(DropReason::SourceDestCheck),
-                    None if self.vni_enis.contains_key(&vni) => {
-                        return self.drop(DropReason::UnknownEni);
-                    }
-                    None => return self.drop(DropReason::UnknownVni),
-                }
+    }
+
+    /// Geneve datagrams from the underlay, processed together as in
+    /// [`Self::from_instance_batch`]. `outs[i]` receives `bufs[i]`'s output.
+    pub fn from_underlay_batch(&mut self, bufs: &mut [PacketBuf], outs: &mut [Output], now: u64) {
+        for (bufs, outs) in bufs.chunks_mut(BATCH).zip(outs.chunks_mut(BATCH)) {
+            let mut prepared: [Option<Classified>; BATCH] = [None; BATCH];
+            for (slot, buf) in prepared.iter_mut().zip(bufs.iter_mut()) {
+                *slot = Some(self.classify_underlay(buf).map(|(index, pf)| {
+                    let (nkey, _) = pf.key.in_zone(index).normalized();
+                    let hash = self.flows.hash(&nkey);
+                    self.flows.prefetch(hash);
+                    (index, pf, hash)
+                }));
             }
-        };
-        self.process(index, Way::Ingress, buf, &pf, now)
+            for ((buf, out), prep) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
+                *out = match prep {
+                    Some(Ok((index, pf, _))) if pf.icmp_error => {
+                        self.process(index, Way::Ingress, buf, &pf, now)
+                    }
+                    Some(Ok((index, pf, hash))) => {
+                        self.process_hashed(index, Way::Ingress, buf, &pf, hash, now)
+                    }
+                    Some(Err(reason)) => self.drop(reason),
+                    None => self.drop(DropReason::Malformed),
+                };
+            }
+        }
+    }
+
+    /// Decapsulates a datagram and finds the local ENI it is for; isolation
+    /// is enforced here: only an ENI of the packet's own VNI can be chosen.
+    fn classify_underlay(&self, buf: &mut PacketBuf) -> Result<(EniIndex, ParsedFlow), DropReason> {
+        let g = GeneveHeader::view(buf.data()).map_err(|_| DropReason::Malformed)?;
+        if g.header.protocol.get() != ethertype::TEB {
+            return Err(DropReason::UnsupportedEthertype);
+        }
+        // No option is understood here, so a critical one must drop the
+        // packet (RFC 8926 §3.5).
+        if g.options().any(|o| o.critical) {
+            return Err(DropReason::CriticalOption);
+        }
+        let (vni, header_len) = (g.header.vni(), GeneveHeader::LEN + g.options.len());
+        buf.pop_front(header_len);
+        let pf = flow::parse_ethernet(buf.data()).map_err(|_| DropReason::Malformed)?;
+        if pf.later_fragment {
+            return Err(DropReason::Fragment);
+        }
+        if let Some(&i) = self.by_addr.get(&(vni, pf.key.dst_ip())) {
+            return Ok((i, pf));
+        }
+        // Transit traffic to an appliance ENI is addressed to its MAC; it is
+        // admitted only where the source/destination check is off.
+        let mac = EthernetHeader::view(buf.data()).map(|(h, _)| h.dst);
+        match mac.ok().and_then(|m| self.by_mac.get(&(vni, m)).copied()) {
+            Some(i) if self.slot(i).is_some_and(|s| !s.cfg.source_dest_check) => Ok((i, pf)),
+            Some(_) => Err(DropReason::SourceDestCheck),
+            None if self.vni_enis.contains_key(&vni) => Err(DropReason::UnknownEni),
+            None => Err(DropReason::UnknownVni),
+        }
     }
 
     fn answer_arp(&mut self, index: EniIndex, buf: &mut PacketBuf) -> Output {
@@ -1001,6 +1026,9 @@ impl<M: Mapping> Router<M> {
         self.flows.get(self.flows.hash(&n), &n)
     }
 }
+
+/// A received datagram after decapsulation: its ENI, flow and flow hash.
+type Classified = Result<(EniIndex, ParsedFlow, u64), DropReason>;
 
 /// Frames a batch takes at a time: enough to overlap the cache misses of
 /// that many lookups, few enough that their slots stay in L1.

@@ -318,3 +318,53 @@ proptest! {
         prop_assert_eq!(one.router.stats(), batched.router.stats());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The receive side too: a batch of underlay datagrams (valid, for other
+    /// VNIs, truncated, with critical options) gives the same outputs and
+    /// bytes as one at a time.
+    #[test]
+    fn underlay_batches_equal_one_at_a_time(
+        picks in prop::collection::vec((0usize..4, 0usize..5, 0u8..6, 0u16..4), 1..60),
+    ) {
+        use openvpc_dataplane::{Output, PacketBuf};
+        use openvpc_packet::geneve::{GeneveOptionRepr, GeneveRepr};
+        let policy = VpcPolicy {
+            acls: [NetworkAcl::allow_all("a"), NetworkAcl::allow_all("b")],
+            groups: vec![(vec![SgRule::new(TrafficMatch::ALL, [net("0.0.0.0/0")])], vec![SgRule::new(TrafficMatch::ALL, [net("0.0.0.0/0")])]); 4],
+        };
+        let mut one = build(std::slice::from_ref(&policy));
+        let mut batched = build(std::slice::from_ref(&policy));
+        let datagrams: Vec<Vec<u8>> = picks.iter().map(|(from, to, kind, port)| {
+            let p = Probe { vpc: 0, from: *from, to: *to, udp: true, sport: *port, dport: 53, syn_ack: false };
+            let inner = packet(&p);
+            let mut g = GeneveRepr::ethernet(if *kind == 1 { 999 } else { 100 });
+            if *kind == 2 {
+                g.options.push(GeneveOptionRepr { class: 1, option_type: 1, critical: true, data: vec![0; 4] });
+            }
+            let mut d = vec![0u8; g.header_len()];
+            g.emit(&mut d).unwrap();
+            d.extend_from_slice(&inner);
+            if *kind == 3 { d.truncate(30); }
+            d
+        }).collect();
+        // Host 0 receives everything, as if its peers had sent it.
+        let mut expected = Vec::new();
+        for d in &datagrams {
+            let mut b = PacketBuf::from_frame(d);
+            let out = one.routers[0].from_underlay(&mut b, 5_000);
+            expected.push((out, b.data().to_vec()));
+        }
+        let mut bufs: Vec<PacketBuf> = datagrams.iter().map(|d| PacketBuf::from_frame(d)).collect();
+        let mut outs = vec![Output::Pending; bufs.len()];
+        batched.routers[0].from_underlay_batch(&mut bufs, &mut outs, 5_000);
+        for (k, ((out, bytes), (got, buf))) in expected.iter().zip(outs.iter().zip(&bufs)).enumerate() {
+            prop_assert_eq!(out, got, "datagram {}", k);
+            prop_assert_eq!(&bytes[..], buf.data(), "datagram {}", k);
+        }
+        prop_assert_eq!(one.routers[0].drops(), batched.routers[0].drops());
+        prop_assert_eq!(one.routers[0].stats(), batched.routers[0].stats());
+    }
+}
