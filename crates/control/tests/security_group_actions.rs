@@ -155,6 +155,10 @@ fn vpc_with_groups_cannot_be_deleted() {
     )
     .unwrap();
     call(&store, &a, &format!("Action=DeleteVpc&VpcId={v}")).unwrap();
+    assert!(
+        store.range(b"r/", None, usize::MAX).unwrap().is_empty(),
+        "the VPC left no group records behind"
+    );
 }
 
 // spec 3.1: a new group has no ingress and one egress rule.
@@ -191,7 +195,7 @@ fn create_and_describe() {
         "Action=DescribeSecurityGroups&Filter.1.Name=tag:Name&Filter.1.Value.1=w",
     )
     .unwrap();
-    assert_eq!(all(&by_tag, "groupId"), [id.clone()]);
+    assert_eq!(all(&by_tag, "groupId"), std::slice::from_ref(&id));
     let by_name = call(&store, &a, "Action=DescribeSecurityGroups&GroupName.1=web").unwrap();
     assert_eq!(all(&by_name, "groupId"), [id]);
 }
@@ -604,7 +608,7 @@ fn referenced_group_cannot_be_deleted() {
     assert!(xml.contains("<return>true</return>"));
     // A self-reference does not block; deletion by name works.
     let self_ref = format!(
-        "Action=AuthorizeSecurityGroupIngress&GroupId={db}&IpPermissions.1.IpProtocol=-1&IpPermissions.1.UserIdGroupPairs.1.GroupId={db}"
+        "Action=AuthorizeSecurityGroupIngress&GroupId={db}&IpPermissions.1.IpProtocol=-1&IpPermissions.1.Groups.1.GroupId={db}"
     );
     call(&store, &a, &self_ref).unwrap();
     call(&store, &a, "Action=DeleteSecurityGroup&GroupName=db").unwrap();

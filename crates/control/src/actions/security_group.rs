@@ -32,6 +32,9 @@ const MAX_TEXT: usize = 255;
 
 const KIND: &str = "security-group";
 const NAME_KIND: &str = "security-group-name";
+/// A per-VPC key every CreateSecurityGroup rewrites, so that DeleteVpc can
+/// compare against it and never miss a group created while it checked.
+const MARKER_KIND: &str = "security-group-vpc";
 
 /// Where a rule's traffic comes from (ingress) or goes to (egress).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,6 +207,12 @@ pub fn vpc_delete_ops(ctx: &Ctx, vpc_id: &str) -> Result<(Vec<Compare>, Vec<Op>)
         ops.push(Op::Delete(name_key(ctx, vpc_id, &g.name)));
     }
     // No non-default group may appear while the VPC goes away.
+    let marker = ctx.key(MARKER_KIND, vpc_id);
+    compares.push(match ctx.store.get(&marker).map_err(store_error)? {
+        Some(kv) => Compare::ModRevision(marker.clone(), kv.mod_revision),
+        None => Compare::Absent(marker.clone()),
+    });
+    ops.push(Op::Delete(marker));
     Ok((compares, ops))
 }
 
@@ -299,6 +308,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         ops: vec![
             Op::Put(key, json(&group)?),
             Op::Put(name, group.id.as_bytes().to_vec()),
+            Op::Put(ctx.key(MARKER_KIND, vpc_id), group.id.as_bytes().to_vec()),
         ],
     };
     match ctx.store.txn(txn).map_err(store_error)? {
@@ -522,10 +532,14 @@ fn wanted_rules(ctx: &Ctx, params: &Params, egress: bool) -> Result<Vec<Wanted>,
                 description: description(&r)?,
             });
         }
-        for r in p.structs("UserIdGroupPairs")? {
+        // botocore sends UserIdGroupPairs as `Groups.N` (its wire name); the
+        // member name is accepted too.
+        let mut pairs = p.structs("Groups")?;
+        pairs.extend(p.structs("UserIdGroupPairs")?);
+        for r in pairs {
             let group_id = r
                 .required("GroupId")
-                .map_err(|_| ApiError::missing_parameter("UserIdGroupPairs.N.GroupId"))?;
+                .map_err(|_| ApiError::missing_parameter("Groups.N.GroupId"))?;
             ResourceId::parse(ResourceKind::SecurityGroup, group_id)
                 .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
             // Groups of other accounts are reachable only through peering,
