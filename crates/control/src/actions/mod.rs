@@ -2,6 +2,7 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod security_group;
 pub mod vpc;
 
 use crate::account::Account;
@@ -42,7 +43,7 @@ impl Ctx<'_> {
 pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 
 /// Every resource module, one line each.
-const HANDLERS: &[Handler] = &[vpc::dispatch];
+const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch];
 
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, store_error, tags_for};
+use super::{Ctx, security_group, store_error, tags_for};
 use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::query::Params;
@@ -144,7 +144,10 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 .map(|kv| Compare::ModRevision(kv.key.clone(), kv.mod_revision)),
         );
         compares.push(Compare::Absent(ctx.key("vpc", &vpc.id)));
-        let txn = Txn {
+        // spec 1.6: the default security group comes with the VPC, atomically.
+        let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
+        compares.extend(sg_compares);
+        let mut txn = Txn {
             compares,
             ops: vec![
                 Op::Put(
@@ -157,6 +160,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ],
         };
+        txn.ops.extend(sg_ops);
         if let TxnResult::Committed(_) = ctx.store.txn(txn).map_err(store_error)? {
             // AWS answers CreateVpc with the VPC still pending.
             let shown = Vpc {
@@ -360,10 +364,14 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             format!("The vpc ID '{id}' does not exist"),
         ));
     };
-    let txn = Txn {
+    let mut txn = Txn {
         compares: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
         ops: vec![Op::Delete(key)],
     };
+    // spec 1.7: the default security group goes with the VPC; others block it.
+    let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
+    txn.compares.extend(sg_compares);
+    txn.ops.extend(sg_ops);
     match ctx.store.txn(txn).map_err(store_error)? {
         TxnResult::Committed(_) => Ok(Xml::response("DeleteVpc", ctx.request_id, |x| {
             x.elem("return", true);

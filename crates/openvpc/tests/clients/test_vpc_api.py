@@ -30,6 +30,15 @@ def error_code(excinfo):
 def clean():
     for profile in ("default", "bob"):
         client = ec2(profile)
+        # Non-default security groups block DeleteVpc (spec 1.7); rules that
+        # reference other groups block DeleteSecurityGroup, so drop them first.
+        groups = client.describe_security_groups()["SecurityGroups"]
+        for group in groups:
+            if group["IpPermissions"]:
+                client.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+        for group in groups:
+            if group["GroupName"] != "default":
+                client.delete_security_group(GroupId=group["GroupId"])
         for vpc in client.describe_vpcs()["Vpcs"]:
             client.delete_vpc(VpcId=vpc["VpcId"])
     yield

@@ -1,0 +1,1120 @@
+//! Security groups and their rules (spec 1.6, 3.1, 3.3, 12): CreateSecurityGroup,
+//! DescribeSecurityGroups, DeleteSecurityGroup, Authorize/Revoke ingress and
+//! egress, DescribeSecurityGroupRules, and the default group every VPC gets,
+//! whose ops CreateVpc and DeleteVpc add to their own transactions.
+//!
+//! A group and all its rules are one record; a second record per group,
+//! `security-group-name/{vpc}:{name}`, makes names unique per VPC inside the
+//! store's transactions. This module validates and stores rules; it never
+//! evaluates them against packets (that is the dataplane's job).
+
+use std::net::Ipv6Addr;
+
+use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch, ip_protocol};
+use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, store_error, tags_for};
+use crate::error::ApiError;
+use crate::filter::Filter;
+use crate::query::Params;
+use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
+use crate::xml::Xml;
+
+/// spec 3.3: security groups per region (default quota).
+pub const GROUP_QUOTA: usize = 2500;
+
+/// spec 3.3: rules per group, per direction and per address family.
+pub const RULES_PER_DIRECTION: usize = 60;
+
+/// spec 3.1: the longest name and description.
+const MAX_TEXT: usize = 255;
+
+const KIND: &str = "security-group";
+const NAME_KIND: &str = "security-group-name";
+/// A per-VPC key every CreateSecurityGroup rewrites, so that DeleteVpc can
+/// compare against it and never miss a group created while it checked.
+const MARKER_KIND: &str = "security-group-vpc";
+
+/// Where a rule's traffic comes from (ingress) or goes to (egress).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// A canonical IPv4 CIDR.
+    Ipv4(String),
+    /// A canonical IPv6 CIDR.
+    Ipv6(String),
+    /// The ENIs that carry another group (or this one).
+    Group { user_id: String, group_id: String },
+}
+
+/// One rule as stored: one protocol/port match and one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub id: String,
+    pub traffic: TrafficMatch,
+    pub target: Target,
+    pub description: Option<String>,
+    pub tags: Vec<(String, String)>,
+}
+
+/// A security group as stored, with its rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    pub description: String,
+    pub vpc_id: String,
+    pub is_default: bool,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+    pub tags: Vec<(String, String)>,
+}
+
+impl SecurityGroup {
+    fn rules(&self, egress: bool) -> &Vec<Rule> {
+        if egress { &self.egress } else { &self.ingress }
+    }
+
+    fn rules_mut(&mut self, egress: bool) -> &mut Vec<Rule> {
+        if egress {
+            &mut self.egress
+        } else {
+            &mut self.ingress
+        }
+    }
+
+    /// True if one of this group's rules names `group_id`.
+    fn references(&self, group_id: &str) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .any(|r| matches!(&r.target, Target::Group { group_id: g, .. } if g == group_id))
+    }
+}
+
+/// The security-group actions this module answers.
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "CreateSecurityGroup" => create(ctx, params),
+        "DescribeSecurityGroups" => describe(ctx, params),
+        "DeleteSecurityGroup" => delete(ctx, params),
+        "AuthorizeSecurityGroupIngress" => authorize(ctx, params, false),
+        "AuthorizeSecurityGroupEgress" => authorize(ctx, params, true),
+        "RevokeSecurityGroupIngress" => revoke(ctx, params, false),
+        "RevokeSecurityGroupEgress" => revoke(ctx, params, true),
+        "DescribeSecurityGroupRules" => describe_rules(ctx, params),
+        _ => return None,
+    })
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn parse_group(kv: &KeyValue) -> Result<SecurityGroup, ApiError> {
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("A stored security group is unreadable: {e}")))
+}
+
+fn name_key(ctx: &Ctx, vpc_id: &str, name: &str) -> Vec<u8> {
+    ctx.key(NAME_KIND, &format!("{vpc_id}:{name}"))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        "InvalidGroup.NotFound",
+        format!("The security group '{id}' does not exist"),
+    )
+}
+
+fn conflict() -> ApiError {
+    ApiError::new(
+        "RequestLimitExceeded",
+        "Too many concurrent changes; retry the request.",
+    )
+    .with_status(503)
+}
+
+/// The egress rule of every new group: all traffic to 0.0.0.0/0 (spec 3.1).
+fn allow_all_egress() -> Rule {
+    Rule {
+        id: ResourceId::generate(ResourceKind::SecurityGroupRule).to_string(),
+        traffic: TrafficMatch::ALL,
+        target: Target::Ipv4("0.0.0.0/0".into()),
+        description: None,
+        tags: Vec::new(),
+    }
+}
+
+/// spec 1.6: the compares and ops that create a VPC's default group, for
+/// CreateVpc to add to the transaction that creates the VPC.
+pub fn default_group_ops(ctx: &Ctx, vpc_id: &str) -> Result<(Vec<Compare>, Vec<Op>), ApiError> {
+    let id = ResourceId::generate(ResourceKind::SecurityGroup).to_string();
+    let group = SecurityGroup {
+        ingress: vec![Rule {
+            id: ResourceId::generate(ResourceKind::SecurityGroupRule).to_string(),
+            traffic: TrafficMatch::ALL,
+            target: Target::Group {
+                user_id: ctx.account.id.clone(),
+                group_id: id.clone(),
+            },
+            description: None,
+            tags: Vec::new(),
+        }],
+        egress: vec![allow_all_egress()],
+        id,
+        owner_id: ctx.account.id.clone(),
+        name: "default".into(),
+        description: "default VPC security group".into(),
+        vpc_id: vpc_id.into(),
+        is_default: true,
+        tags: Vec::new(),
+    };
+    let key = ctx.key(KIND, &group.id);
+    let name = name_key(ctx, vpc_id, &group.name);
+    Ok((
+        vec![Compare::Absent(key.clone()), Compare::Absent(name.clone())],
+        vec![
+            Op::Put(key, json(&group)?),
+            Op::Put(name, group.id.as_bytes().to_vec()),
+        ],
+    ))
+}
+
+/// spec 1.7: the compares and ops that remove a VPC's default group with the
+/// VPC, or `DependencyViolation` while the VPC has other groups.
+pub fn vpc_delete_ops(ctx: &Ctx, vpc_id: &str) -> Result<(Vec<Compare>, Vec<Op>), ApiError> {
+    let mut compares = Vec::new();
+    let mut ops = Vec::new();
+    for kv in ctx
+        .store
+        .range(&ctx.prefix(KIND), None, usize::MAX)
+        .map_err(store_error)?
+    {
+        let g = parse_group(&kv)?;
+        if g.vpc_id != vpc_id {
+            continue;
+        }
+        if !g.is_default {
+            return Err(ApiError::new(
+                "DependencyViolation",
+                format!("The vpc '{vpc_id}' has dependencies and cannot be deleted."),
+            ));
+        }
+        compares.push(Compare::ModRevision(kv.key.clone(), kv.mod_revision));
+        ops.push(Op::Delete(kv.key));
+        ops.push(Op::Delete(name_key(ctx, vpc_id, &g.name)));
+    }
+    // No non-default group may appear while the VPC goes away.
+    let marker = ctx.key(MARKER_KIND, vpc_id);
+    compares.push(match ctx.store.get(&marker).map_err(store_error)? {
+        Some(kv) => Compare::ModRevision(marker.clone(), kv.mod_revision),
+        None => Compare::Absent(marker.clone()),
+    });
+    ops.push(Op::Delete(marker));
+    Ok((compares, ops))
+}
+
+/// spec 3.1: names are at most 255 characters, never `sg-…`, and `default`
+/// is the default group's.
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim_end_matches(' ');
+    if name.is_empty() || name.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid_value(
+            "GroupName",
+            name,
+            "Group names are 1 to 255 characters long.",
+        ));
+    }
+    if name.starts_with("sg-") {
+        return Err(ApiError::invalid_value(
+            "GroupName",
+            name,
+            "Group names may not start with 'sg-'.",
+        ));
+    }
+    if name == "default" {
+        return Err(ApiError::new(
+            "InvalidGroup.Reserved",
+            "The security group 'default' is reserved; choose another name.",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+fn check_description(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid_value(
+            field,
+            text,
+            "Descriptions are at most 255 characters long.",
+        ));
+    }
+    Ok(())
+}
+
+pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let name = check_name(params.required("GroupName")?)?;
+    let description = params.required("GroupDescription")?;
+    check_description("GroupDescription", description)?;
+    let vpc_id = params.required("VpcId")?;
+    ResourceId::parse(ResourceKind::Vpc, vpc_id)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let tags = tags_for(params, "security-group")?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let vpc_key = ctx.key("vpc", vpc_id);
+    if ctx.store.get(&vpc_key).map_err(store_error)?.is_none() {
+        return Err(ApiError::new(
+            "InvalidVpcID.NotFound",
+            format!("The vpc ID '{vpc_id}' does not exist"),
+        ));
+    }
+    // A cheap quota check: concurrent creates may pass it together.
+    let count = ctx
+        .store
+        .range(&ctx.prefix(KIND), None, GROUP_QUOTA)
+        .map_err(store_error)?
+        .len();
+    if count >= GROUP_QUOTA {
+        return Err(ApiError::new(
+            "SecurityGroupLimitExceeded",
+            format!(
+                "The maximum number of security groups has been reached ({GROUP_QUOTA} per region). Delete a group or ask for a higher quota."
+            ),
+        ));
+    }
+    let group = SecurityGroup {
+        id: ResourceId::generate(ResourceKind::SecurityGroup).to_string(),
+        owner_id: ctx.account.id.clone(),
+        name,
+        description: description.into(),
+        vpc_id: vpc_id.into(),
+        is_default: false,
+        ingress: Vec::new(),
+        egress: vec![allow_all_egress()],
+        tags: tags.into_iter().map(|t| (t.key, t.value)).collect(),
+    };
+    let key = ctx.key(KIND, &group.id);
+    let name = name_key(ctx, vpc_id, &group.name);
+    let txn = Txn {
+        compares: vec![
+            Compare::Exists(vpc_key),
+            Compare::Absent(name.clone()),
+            Compare::Absent(key.clone()),
+        ],
+        ops: vec![
+            Op::Put(key, json(&group)?),
+            Op::Put(name, group.id.as_bytes().to_vec()),
+            Op::Put(ctx.key(MARKER_KIND, vpc_id), group.id.as_bytes().to_vec()),
+        ],
+    };
+    match ctx.store.txn(txn).map_err(store_error)? {
+        TxnResult::Committed(_) => Ok(Xml::response("CreateSecurityGroup", ctx.request_id, |x| {
+            x.elem("return", true).elem("groupId", &group.id).list(
+                "tagSet",
+                &group.tags,
+                |x, (k, v)| {
+                    x.elem("key", k).elem("value", v);
+                },
+            );
+        })),
+        TxnResult::Failed { failed_compare: 0 } => Err(ApiError::new(
+            "InvalidVpcID.NotFound",
+            format!("The vpc ID '{vpc_id}' does not exist"),
+        )),
+        TxnResult::Failed { .. } => Err(ApiError::new(
+            "InvalidGroup.Duplicate",
+            format!(
+                "The security group '{}' already exists for VPC '{vpc_id}'",
+                group.name
+            ),
+        )),
+    }
+}
+
+/// Reads one group of this account, or `InvalidGroup.NotFound`.
+fn load(ctx: &Ctx, id: &str) -> Result<(SecurityGroup, KeyValue), ApiError> {
+    ResourceId::parse(ResourceKind::SecurityGroup, id)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let kv = ctx
+        .store
+        .get(&ctx.key(KIND, id))
+        .map_err(store_error)?
+        .ok_or_else(|| not_found(id))?;
+    Ok((parse_group(&kv)?, kv))
+}
+
+fn all_groups(ctx: &Ctx) -> Result<Vec<(SecurityGroup, KeyValue)>, ApiError> {
+    ctx.store
+        .range(&ctx.prefix(KIND), None, usize::MAX)
+        .map_err(store_error)?
+        .into_iter()
+        .map(|kv| Ok((parse_group(&kv)?, kv)))
+        .collect()
+}
+
+/// The group a request names with `GroupId`, or else with `GroupName`
+/// (which must be unique in the account, since there is no EC2-Classic).
+fn group_id_of(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    if let Some(id) = params.get("GroupId") {
+        return Ok(id.to_owned());
+    }
+    let Some(name) = params.get("GroupName") else {
+        return Err(ApiError::missing_parameter("GroupId"));
+    };
+    let found: Vec<String> = all_groups(ctx)?
+        .into_iter()
+        .filter(|(g, _)| g.name == name)
+        .map(|(g, _)| g.id)
+        .collect();
+    match found.as_slice() {
+        [id] => Ok(id.clone()),
+        [] => Err(not_found(name)),
+        _ => Err(ApiError::new(
+            "InvalidParameterCombination",
+            format!("Several VPCs have a security group named '{name}'; use GroupId."),
+        )),
+    }
+}
+
+/// One requested permission, expanded into one rule per target.
+#[derive(Debug)]
+struct Wanted {
+    traffic: TrafficMatch,
+    target: Target,
+    description: Option<String>,
+}
+
+/// spec 3.1: tcp/udp need a port range within 0–65535; ICMP carries a type
+/// and a code, each -1 for any; other protocols have no ports.
+fn traffic(protocol: &str, from: Option<i32>, to: Option<i32>) -> Result<TrafficMatch, ApiError> {
+    let protocol: IpProtocol =
+        protocol
+            .parse()
+            .map_err(|e: openvpc_model::rule::ProtocolError| {
+                ApiError::new("InvalidParameterValue", e.to_string())
+            })?;
+    let bad_range = || {
+        ApiError::new(
+            "InvalidParameterValue",
+            format!(
+                "Invalid value for portRange ({} to {}). Ports are 0 to 65535 with FromPort no greater than ToPort; ICMP types and codes are 0 to 255, or -1 for all.",
+                from.map_or("none".into(), |p| p.to_string()),
+                to.map_or("none".into(), |p| p.to_string())
+            ),
+        )
+    };
+    let l4 = match protocol {
+        IpProtocol::Number(ip_protocol::TCP | ip_protocol::UDP) => {
+            let (Some(from), Some(to)) = (from, to) else {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    "Invalid value for portRange. Must specify both from and to ports with TCP/UDP.",
+                ));
+            };
+            let (Ok(from), Ok(to)) = (u16::try_from(from), u16::try_from(to)) else {
+                return Err(bad_range());
+            };
+            if from > to {
+                return Err(bad_range());
+            }
+            L4Match::Ports { from, to }
+        }
+        IpProtocol::Number(ip_protocol::ICMP | ip_protocol::ICMPV6) => {
+            let field = |v: Option<i32>| match v.unwrap_or(-1) {
+                -1 => Ok(None),
+                n => u8::try_from(n).map(Some).map_err(|_| bad_range()),
+            };
+            let icmp_type = field(from)?;
+            let code = field(to)?;
+            if icmp_type.is_none() && code.is_some() {
+                return Err(bad_range());
+            }
+            L4Match::Icmp { icmp_type, code }
+        }
+        _ => L4Match::Any,
+    };
+    Ok(TrafficMatch { protocol, l4 })
+}
+
+/// FromPort and ToPort as the API shows them, if the protocol has them.
+fn ports(t: &TrafficMatch) -> Option<(i32, i32)> {
+    match t.l4 {
+        L4Match::Ports { from, to } => Some((i32::from(from), i32::from(to))),
+        L4Match::Icmp { icmp_type, code } => {
+            Some((icmp_type.map_or(-1, i32::from), code.map_or(-1, i32::from)))
+        }
+        L4Match::Any => None,
+    }
+}
+
+fn ipv4_cidr(text: &str) -> Result<String, ApiError> {
+    text.parse::<Ipv4Cidr>()
+        .map(|c| c.to_string())
+        .map_err(|_| {
+            ApiError::invalid_value("CidrIp", text, "This is not a valid IPv4 CIDR block.")
+        })
+}
+
+/// An IPv6 CIDR with its host bits cleared.
+fn ipv6_cidr(text: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::invalid_value("CidrIpv6", text, "This is not a valid IPv6 CIDR block.");
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let len: u32 = len.parse().map_err(|_| bad())?;
+    if len > 128 {
+        return Err(bad());
+    }
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    Ok(format!("{}/{len}", Ipv6Addr::from(u128::from(addr) & mask)))
+}
+
+fn description(p: &Params) -> Result<Option<String>, ApiError> {
+    match p.get("Description") {
+        Some(d) => {
+            check_description("Description", d)?;
+            Ok(Some(d.to_owned()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// `IpPermissions.N.…`, or for ingress the legacy flat form
+/// (`IpProtocol`, `FromPort`, `ToPort`, `CidrIp`), one entry per target.
+fn wanted_rules(ctx: &Ctx, params: &Params, egress: bool) -> Result<Vec<Wanted>, ApiError> {
+    let mut out = Vec::new();
+    let permissions = params.structs("IpPermissions")?;
+    if permissions.is_empty() {
+        if let (false, Some(protocol)) = (egress, params.get("IpProtocol")) {
+            let traffic = traffic(
+                protocol,
+                params.number("FromPort")?,
+                params.number("ToPort")?,
+            )?;
+            out.push(Wanted {
+                traffic,
+                target: Target::Ipv4(ipv4_cidr(params.required("CidrIp")?)?),
+                description: None,
+            });
+            return Ok(out);
+        }
+        return Err(ApiError::missing_parameter("IpPermissions"));
+    }
+    for p in permissions {
+        let protocol = p
+            .required("IpProtocol")
+            .map_err(|_| ApiError::missing_parameter("IpPermissions.N.IpProtocol"))?;
+        let traffic = traffic(protocol, p.number("FromPort")?, p.number("ToPort")?)?;
+        let before = out.len();
+        for r in p.structs("IpRanges")? {
+            let cidr = r
+                .required("CidrIp")
+                .map_err(|_| ApiError::missing_parameter("IpRanges.N.CidrIp"))?;
+            out.push(Wanted {
+                traffic,
+                target: Target::Ipv4(ipv4_cidr(cidr)?),
+                description: description(&r)?,
+            });
+        }
+        for r in p.structs("Ipv6Ranges")? {
+            let cidr = r
+                .required("CidrIpv6")
+                .map_err(|_| ApiError::missing_parameter("Ipv6Ranges.N.CidrIpv6"))?;
+            out.push(Wanted {
+                traffic,
+                target: Target::Ipv6(ipv6_cidr(cidr)?),
+                description: description(&r)?,
+            });
+        }
+        // botocore sends UserIdGroupPairs as `Groups.N` (its wire name); the
+        // member name is accepted too.
+        let mut pairs = p.structs("Groups")?;
+        pairs.extend(p.structs("UserIdGroupPairs")?);
+        for r in pairs {
+            let group_id = r
+                .required("GroupId")
+                .map_err(|_| ApiError::missing_parameter("Groups.N.GroupId"))?;
+            ResourceId::parse(ResourceKind::SecurityGroup, group_id)
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            // Groups of other accounts are reachable only through peering,
+            // which does not exist yet: a reference names a group of ours.
+            if r.get("UserId").is_some_and(|u| u != ctx.account.id) {
+                return Err(not_found(group_id));
+            }
+            out.push(Wanted {
+                traffic,
+                target: Target::Group {
+                    user_id: ctx.account.id.clone(),
+                    group_id: group_id.to_owned(),
+                },
+                description: description(&r)?,
+            });
+        }
+        if let Some(pl) = p.structs("PrefixListIds")?.first() {
+            let id = pl.get("PrefixListId").unwrap_or("");
+            return Err(ApiError::new(
+                "InvalidPrefixListId.NotFound",
+                format!("The prefix list '{id}' does not exist"),
+            ));
+        }
+        if out.len() == before {
+            return Err(ApiError::new(
+                "InvalidPermission.Malformed",
+                "Each IpPermissions entry needs IpRanges, Ipv6Ranges or UserIdGroupPairs.",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn same_rule(rule: &Rule, w: &Wanted) -> bool {
+    rule.traffic == w.traffic && rule.target == w.target
+}
+
+fn describe_target(t: &Target) -> &str {
+    match t {
+        Target::Ipv4(c) | Target::Ipv6(c) => c,
+        Target::Group { group_id, .. } => group_id,
+    }
+}
+
+/// spec 3.3: 60 rules per direction, IPv4 and IPv6 counted apart; a group
+/// reference counts in both.
+fn over_limit(rules: &[Rule]) -> bool {
+    let v4 = rules
+        .iter()
+        .filter(|r| !matches!(r.target, Target::Ipv6(_)))
+        .count();
+    let v6 = rules
+        .iter()
+        .filter(|r| !matches!(r.target, Target::Ipv4(_)))
+        .count();
+    v4 > RULES_PER_DIRECTION || v6 > RULES_PER_DIRECTION
+}
+
+pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiError> {
+    let group_id = group_id_of(ctx, params)?;
+    let wanted = wanted_rules(ctx, params, egress)?;
+    let tags: Vec<(String, String)> = tags_for(params, "security-group-rule")?
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let action = if egress {
+        "AuthorizeSecurityGroupEgress"
+    } else {
+        "AuthorizeSecurityGroupIngress"
+    };
+    for _ in 0..16 {
+        let (mut group, kv) = load(ctx, &group_id)?;
+        let mut compares = vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)];
+        let mut added = Vec::new();
+        for w in &wanted {
+            let rules = group.rules(egress);
+            if rules.iter().chain(&added).any(|r| same_rule(r, w)) {
+                return Err(ApiError::new(
+                    "InvalidPermission.Duplicate",
+                    format!(
+                        "the specified rule \"peer: {}, {}, ALLOW\" already exists",
+                        describe_target(&w.target),
+                        w.traffic.protocol
+                    ),
+                ));
+            }
+            if let Target::Group {
+                group_id: other, ..
+            } = &w.target
+                && *other != group.id
+            {
+                let key = ctx.key(KIND, other);
+                if ctx.store.get(&key).map_err(store_error)?.is_none() {
+                    return Err(not_found(other));
+                }
+                if !compares.iter().any(|c| c.key() == key.as_slice()) {
+                    compares.push(Compare::Exists(key));
+                }
+            }
+            added.push(Rule {
+                id: ResourceId::generate(ResourceKind::SecurityGroupRule).to_string(),
+                traffic: w.traffic,
+                target: w.target.clone(),
+                description: w.description.clone(),
+                tags: tags.clone(),
+            });
+        }
+        group.rules_mut(egress).extend(added.iter().cloned());
+        if over_limit(group.rules(egress)) {
+            return Err(ApiError::new(
+                "RulesPerSecurityGroupLimitExceeded",
+                format!(
+                    "The maximum number of rules per security group has been reached ({RULES_PER_DIRECTION} per direction and address family)."
+                ),
+            ));
+        }
+        let txn = Txn {
+            compares,
+            ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
+        };
+        match ctx.store.txn(txn).map_err(store_error)? {
+            TxnResult::Committed(_) => {
+                return Ok(Xml::response(action, ctx.request_id, |x| {
+                    x.elem("return", true)
+                        .list("securityGroupRuleSet", &added, |x, r| {
+                            write_rule(x, &group, r, egress);
+                        });
+                }));
+            }
+            // The group changed, or a referenced group went away: re-check.
+            TxnResult::Failed { .. } => continue,
+        }
+    }
+    Err(conflict())
+}
+
+pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiError> {
+    let group_id = group_id_of(ctx, params)?;
+    let rule_ids = params.list("SecurityGroupRuleId")?;
+    for id in &rule_ids {
+        ResourceId::parse(ResourceKind::SecurityGroupRule, id)
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    }
+    let wanted = if rule_ids.is_empty() {
+        wanted_rules(ctx, params, egress)?
+    } else {
+        Vec::new()
+    };
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let action = if egress {
+        "RevokeSecurityGroupEgress"
+    } else {
+        "RevokeSecurityGroupIngress"
+    };
+    for _ in 0..16 {
+        let (mut group, kv) = load(ctx, &group_id)?;
+        let rules = group.rules_mut(egress);
+        for id in &rule_ids {
+            let before = rules.len();
+            rules.retain(|r| r.id != *id);
+            if rules.len() == before {
+                return Err(ApiError::new(
+                    "InvalidSecurityGroupRuleId.NotFound",
+                    format!(
+                        "The security group rule ID '{id}' does not exist in group '{group_id}'"
+                    ),
+                ));
+            }
+        }
+        for w in &wanted {
+            let before = rules.len();
+            rules.retain(|r| !same_rule(r, w));
+            if rules.len() == before {
+                return Err(ApiError::new(
+                    "InvalidPermission.NotFound",
+                    format!(
+                        "The specified rule does not exist in this security group: peer {}, protocol {}",
+                        describe_target(&w.target),
+                        w.traffic.protocol
+                    ),
+                ));
+            }
+        }
+        let txn = Txn {
+            compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+            ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
+        };
+        if let TxnResult::Committed(_) = ctx.store.txn(txn).map_err(store_error)? {
+            return Ok(Xml::response(action, ctx.request_id, |x| {
+                x.elem("return", true);
+            }));
+        }
+    }
+    Err(conflict())
+}
+
+pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = group_id_of(ctx, params)?;
+    ResourceId::parse(ResourceKind::SecurityGroup, &id)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    for _ in 0..16 {
+        let groups = all_groups(ctx)?;
+        let Some((group, kv)) = groups.iter().find(|(g, _)| g.id == id) else {
+            return Err(not_found(&id));
+        };
+        if group.is_default {
+            return Err(ApiError::new(
+                "CannotDelete",
+                format!(
+                    "the specified group: \"{id}\" name: \"default\" cannot be deleted by a user"
+                ),
+            ));
+        }
+        if groups.iter().any(|(g, _)| g.id != id && g.references(&id)) {
+            return Err(ApiError::new(
+                "DependencyViolation",
+                format!("resource {id} has a dependent object"),
+            ));
+        }
+        // No other group may gain a reference to this one meanwhile.
+        let txn = Txn {
+            compares: groups
+                .iter()
+                .map(|(_, kv)| Compare::ModRevision(kv.key.clone(), kv.mod_revision))
+                .collect(),
+            ops: vec![
+                Op::Delete(kv.key.clone()),
+                Op::Delete(name_key(ctx, &group.vpc_id, &group.name)),
+            ],
+        };
+        if let TxnResult::Committed(_) = ctx.store.txn(txn).map_err(store_error)? {
+            return Ok(Xml::response("DeleteSecurityGroup", ctx.request_id, |x| {
+                x.elem("return", true).elem("groupId", &id);
+            }));
+        }
+    }
+    Err(conflict())
+}
+
+fn write_tags(x: &mut Xml, tags: &[(String, String)]) {
+    x.list("tagSet", tags, |x, (k, v)| {
+        x.elem("key", k).elem("value", v);
+    });
+}
+
+/// One `securityGroupRuleSet` item.
+fn write_rule(x: &mut Xml, g: &SecurityGroup, r: &Rule, egress: bool) {
+    x.elem("securityGroupRuleId", &r.id)
+        .elem("groupId", &g.id)
+        .elem("groupOwnerId", &g.owner_id)
+        .elem("isEgress", egress)
+        .elem("ipProtocol", r.traffic.protocol);
+    let (from, to) = ports(&r.traffic).unwrap_or((-1, -1));
+    x.elem("fromPort", from).elem("toPort", to);
+    match &r.target {
+        Target::Ipv4(c) => {
+            x.elem("cidrIpv4", c);
+        }
+        Target::Ipv6(c) => {
+            x.elem("cidrIpv6", c);
+        }
+        Target::Group { user_id, group_id } => {
+            x.node("referencedGroupInfo", |x| {
+                x.elem("groupId", group_id).elem("userId", user_id);
+            });
+        }
+    }
+    x.opt("description", r.description.as_deref());
+    write_tags(x, &r.tags);
+}
+
+/// `ipPermissions` items: rules with the same protocol and ports share one.
+fn write_permissions(x: &mut Xml, name: &str, rules: &[Rule]) {
+    let mut keys: Vec<TrafficMatch> = Vec::new();
+    for r in rules {
+        if !keys.contains(&r.traffic) {
+            keys.push(r.traffic);
+        }
+    }
+    x.list(name, keys, |x, t| {
+        let of_kind: Vec<&Rule> = rules.iter().filter(|r| r.traffic == t).collect();
+        x.elem("ipProtocol", t.protocol);
+        if let Some((from, to)) = ports(&t) {
+            x.elem("fromPort", from).elem("toPort", to);
+        }
+        x.list(
+            "groups",
+            of_kind.iter().filter_map(|r| match &r.target {
+                Target::Group { user_id, group_id } => Some((user_id, group_id, r)),
+                _ => None,
+            }),
+            |x, (user_id, group_id, r)| {
+                x.elem("userId", user_id)
+                    .elem("groupId", group_id)
+                    .opt("description", r.description.as_deref());
+            },
+        )
+        .list(
+            "ipRanges",
+            of_kind.iter().filter_map(|r| match &r.target {
+                Target::Ipv4(c) => Some((c, r)),
+                _ => None,
+            }),
+            |x, (c, r)| {
+                x.elem("cidrIp", c)
+                    .opt("description", r.description.as_deref());
+            },
+        )
+        .list(
+            "ipv6Ranges",
+            of_kind.iter().filter_map(|r| match &r.target {
+                Target::Ipv6(c) => Some((c, r)),
+                _ => None,
+            }),
+            |x, (c, r)| {
+                x.elem("cidrIpv6", c)
+                    .opt("description", r.description.as_deref());
+            },
+        )
+        .list("prefixListIds", std::iter::empty::<()>(), |_, _| {});
+    });
+}
+
+fn write_group(x: &mut Xml, g: &SecurityGroup) {
+    x.elem("ownerId", &g.owner_id)
+        .elem("groupId", &g.id)
+        .elem("groupName", &g.name)
+        .elem("groupDescription", &g.description)
+        .elem("vpcId", &g.vpc_id);
+    write_permissions(x, "ipPermissions", &g.ingress);
+    write_permissions(x, "ipPermissionsEgress", &g.egress);
+    write_tags(x, &g.tags);
+}
+
+fn tag_filter(tags: &[(String, String)], name: &str) -> Option<Vec<String>> {
+    if name == "tag-key" {
+        return Some(tags.iter().map(|(k, _)| k.clone()).collect());
+    }
+    if name == "tag-value" {
+        return Some(tags.iter().map(|(_, v)| v.clone()).collect());
+    }
+    let key = name.strip_prefix("tag:")?;
+    Some(
+        tags.iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect(),
+    )
+}
+
+/// The values a rule list offers to an `ip-permission.*` filter.
+fn permission_values(rules: &[Rule], field: &str) -> Option<Vec<String>> {
+    Some(match field {
+        "protocol" => rules
+            .iter()
+            .map(|r| r.traffic.protocol.to_string())
+            .collect(),
+        "from-port" => rules
+            .iter()
+            .filter_map(|r| ports(&r.traffic).map(|p| p.0.to_string()))
+            .collect(),
+        "to-port" => rules
+            .iter()
+            .filter_map(|r| ports(&r.traffic).map(|p| p.1.to_string()))
+            .collect(),
+        "cidr" => rules
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Ipv4(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect(),
+        "ipv6-cidr" => rules
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Ipv6(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect(),
+        "group-id" => rules
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::Group { group_id, .. } => Some(group_id.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => return None,
+    })
+}
+
+/// The values a group offers to a filter, or `None` for an unknown filter name.
+fn group_filter_values(g: &SecurityGroup, name: &str) -> Option<Vec<String>> {
+    Some(match name {
+        "group-id" => vec![g.id.clone()],
+        "group-name" => vec![g.name.clone()],
+        "vpc-id" => vec![g.vpc_id.clone()],
+        "description" => vec![g.description.clone()],
+        "owner-id" => vec![g.owner_id.clone()],
+        _ => {
+            if let Some(field) = name.strip_prefix("egress.ip-permission.") {
+                return permission_values(&g.egress, field);
+            }
+            if let Some(field) = name.strip_prefix("ip-permission.") {
+                return permission_values(&g.ingress, field);
+            }
+            return tag_filter(&g.tags, name);
+        }
+    })
+}
+
+fn matches_all<T>(
+    item: &T,
+    filters: &[Filter],
+    values: impl Fn(&T, &str) -> Option<Vec<String>>,
+) -> Result<bool, ApiError> {
+    for f in filters {
+        let values = values(item, &f.name).ok_or_else(|| {
+            ApiError::new(
+                "InvalidParameterValue",
+                format!("The filter '{}' is invalid", f.name),
+            )
+        })?;
+        if !f.matches(values.iter().map(String::as_str)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Pagination tokens name the last item returned; they are opaque to clients.
+fn decode_token(params: &Params, kind: ResourceKind) -> Result<Option<String>, ApiError> {
+    let Some(token) = params.get("NextToken") else {
+        return Ok(None);
+    };
+    token
+        .strip_prefix("v1.")
+        .filter(|id| ResourceId::parse(kind, id).is_ok())
+        .map(|id| Some(id.to_owned()))
+        .ok_or_else(|| {
+            ApiError::new(
+                "InvalidNextToken",
+                format!(
+                    "The token '{token}' is invalid: pass the nextToken of a previous response"
+                ),
+            )
+        })
+}
+
+/// Cuts `items` (sorted by ID) to a page; the token for the next page.
+fn page<T>(items: &mut Vec<T>, max: Option<u32>, id: impl Fn(&T) -> &str) -> Option<String> {
+    match max {
+        Some(max) if items.len() > max as usize => {
+            items.truncate(max as usize);
+            items.last().map(|last| format!("v1.{}", id(last)))
+        }
+        _ => None,
+    }
+}
+
+pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = params.list("GroupId")?;
+    for id in &ids {
+        ResourceId::parse(ResourceKind::SecurityGroup, id)
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    }
+    let names = params.list("GroupName")?;
+    let filters = params.filters()?;
+    let max = params.max_results(5..=1000)?;
+    let after = decode_token(params, ResourceKind::SecurityGroup)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
+    // spec 12.3: every named group must exist, or the whole call fails.
+    for id in &ids {
+        if !groups.iter().any(|g| g.id == *id) {
+            return Err(not_found(id));
+        }
+    }
+    for name in &names {
+        if !groups.iter().any(|g| g.name == *name) {
+            return Err(not_found(name));
+        }
+    }
+    let mut shown = Vec::new();
+    for g in groups {
+        if (!ids.is_empty() && !ids.contains(&g.id))
+            || (!names.is_empty() && !names.contains(&g.name))
+            || after.as_ref().is_some_and(|a| g.id <= *a)
+        {
+            continue;
+        }
+        if matches_all(&g, &filters, group_filter_values)? {
+            shown.push(g);
+        }
+    }
+    shown.sort_by(|a, b| a.id.cmp(&b.id));
+    let next = page(&mut shown, max, |g| &g.id);
+    Ok(Xml::response(
+        "DescribeSecurityGroups",
+        ctx.request_id,
+        |x| {
+            x.list("securityGroupInfo", &shown, write_group)
+                .opt("nextToken", next);
+        },
+    ))
+}
+
+pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = params.list("SecurityGroupRuleId")?;
+    for id in &ids {
+        ResourceId::parse(ResourceKind::SecurityGroupRule, id)
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    }
+    let filters = params.filters()?;
+    let max = params.max_results(5..=1000)?;
+    let after = decode_token(params, ResourceKind::SecurityGroupRule)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
+    let mut rules: Vec<(&SecurityGroup, &Rule, bool)> = groups
+        .iter()
+        .flat_map(|g| {
+            g.ingress
+                .iter()
+                .map(move |r| (g, r, false))
+                .chain(g.egress.iter().map(move |r| (g, r, true)))
+        })
+        .collect();
+    for id in &ids {
+        if !rules.iter().any(|(_, r, _)| r.id == *id) {
+            return Err(ApiError::new(
+                "InvalidSecurityGroupRuleId.NotFound",
+                format!("The security group rule ID '{id}' does not exist"),
+            ));
+        }
+    }
+    let values = |item: &(&SecurityGroup, &Rule, bool), name: &str| -> Option<Vec<String>> {
+        let (g, r, _) = item;
+        Some(match name {
+            "group-id" => vec![g.id.clone()],
+            "security-group-rule-id" => vec![r.id.clone()],
+            _ => return tag_filter(&r.tags, name),
+        })
+    };
+    let mut shown = Vec::new();
+    for item in rules.drain(..) {
+        if (!ids.is_empty() && !ids.contains(&item.1.id))
+            || after.as_ref().is_some_and(|a| item.1.id <= *a)
+        {
+            continue;
+        }
+        if matches_all(&item, &filters, values)? {
+            shown.push(item);
+        }
+    }
+    shown.sort_by(|a, b| a.1.id.cmp(&b.1.id));
+    let next = page(&mut shown, max, |item| &item.1.id);
+    Ok(Xml::response(
+        "DescribeSecurityGroupRules",
+        ctx.request_id,
+        |x| {
+            x.list("securityGroupRuleSet", &shown, |x, (g, r, egress)| {
+                write_rule(x, g, r, *egress);
+            })
+            .opt("nextToken", next);
+        },
+    ))
+}
