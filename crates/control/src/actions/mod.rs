@@ -2,6 +2,7 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod resource;
 pub mod security_group;
 pub mod vpc;
 

@@ -14,6 +14,7 @@ use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch, ip_protocol};
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
+use super::resource::commit_outside_tx;
 use super::{Ctx, store_error, tags_for};
 use crate::error::ApiError;
 use crate::filter::Filter;
@@ -30,7 +31,7 @@ pub const RULES_PER_DIRECTION: usize = 60;
 /// spec 3.1: the longest name and description.
 const MAX_TEXT: usize = 255;
 
-const KIND: &str = "security-group";
+const KIND: &str = "sg";
 const NAME_KIND: &str = "security-group-name";
 /// A per-VPC key every CreateSecurityGroup rewrites, so that DeleteVpc can
 /// compare against it and never miss a group created while it checked.
@@ -311,7 +312,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             Op::Put(ctx.key(MARKER_KIND, vpc_id), group.id.as_bytes().to_vec()),
         ],
     };
-    match ctx.store.txn(txn).map_err(store_error)? {
+    match commit_outside_tx(ctx, txn)? {
         TxnResult::Committed(_) => Ok(Xml::response("CreateSecurityGroup", ctx.request_id, |x| {
             x.elem("return", true).elem("groupId", &group.id).list(
                 "tagSet",
@@ -663,7 +664,7 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
             compares,
             ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
         };
-        match ctx.store.txn(txn).map_err(store_error)? {
+        match commit_outside_tx(ctx, txn)? {
             TxnResult::Committed(_) => {
                 return Ok(Xml::response(action, ctx.request_id, |x| {
                     x.elem("return", true)
@@ -732,7 +733,7 @@ pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiErr
             compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
             ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
         };
-        if let TxnResult::Committed(_) = ctx.store.txn(txn).map_err(store_error)? {
+        if let TxnResult::Committed(_) = commit_outside_tx(ctx, txn)? {
             return Ok(Xml::response(action, ctx.request_id, |x| {
                 x.elem("return", true);
             }));
@@ -778,7 +779,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 Op::Delete(name_key(ctx, &group.vpc_id, &group.name)),
             ],
         };
-        if let TxnResult::Committed(_) = ctx.store.txn(txn).map_err(store_error)? {
+        if let TxnResult::Committed(_) = commit_outside_tx(ctx, txn)? {
             return Ok(Xml::response("DeleteSecurityGroup", ctx.request_id, |x| {
                 x.elem("return", true).elem("groupId", &id);
             }));
