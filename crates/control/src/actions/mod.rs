@@ -4,6 +4,7 @@
 
 pub mod resource;
 pub mod security_group;
+pub mod subnet;
 pub mod vpc;
 
 use crate::account::Account;
@@ -44,7 +45,7 @@ impl Ctx<'_> {
 pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 
 /// Every resource module, one line each.
-const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch];
+const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch, subnet::dispatch];
 
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

@@ -11,6 +11,7 @@ use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
 };
+use super::subnet::Subnet;
 use super::{Ctx, security_group, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
@@ -229,6 +230,14 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     )
 }
 
+/// spec 1.7: the refusal of DeleteVpc while dependents remain.
+pub fn has_dependencies(id: &str) -> ApiError {
+    ApiError::new(
+        "DependencyViolation",
+        format!("The vpc '{id}' has dependencies and cannot be deleted."),
+    )
+}
+
 pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, id)?;
@@ -237,6 +246,10 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     transact(ctx, |tx| {
         tx.load::<Vpc>(id)?;
+        // spec 1.7: subnets (and what lives in them) keep the VPC.
+        if tx.list::<Subnet>()?.iter().any(|s| s.vpc_id == id) {
+            return Err(has_dependencies(id));
+        }
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);
