@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod actions;
+pub mod client;
 pub mod error;
 pub mod filter;
 pub mod query;
