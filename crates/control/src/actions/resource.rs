@@ -299,23 +299,32 @@ pub fn tag_filter_values(tags: &Tags, name: &str) -> Option<Vec<String>> {
     }
 }
 
-/// True if the resource passes every filter; an unknown filter name is
-/// `InvalidParameterValue`.
-pub fn matches_filters<R: Resource>(r: &R, filters: &[Filter]) -> Result<bool, ApiError> {
+/// True if `item` passes every filter, given the values it offers to each
+/// filter name; an unknown filter name is `InvalidParameterValue`.
+pub fn filters_match<T>(
+    item: &T,
+    filters: &[Filter],
+    values: impl Fn(&T, &str) -> Option<Vec<String>>,
+) -> Result<bool, ApiError> {
     for f in filters {
-        let values = tag_filter_values(r.tags(), &f.name)
-            .or_else(|| r.filter_values(&f.name))
-            .ok_or_else(|| {
-                ApiError::new(
-                    "InvalidParameterValue",
-                    format!("The filter '{}' is invalid", f.name),
-                )
-            })?;
+        let values = values(item, &f.name).ok_or_else(|| {
+            ApiError::new(
+                "InvalidParameterValue",
+                format!("The filter '{}' is invalid", f.name),
+            )
+        })?;
         if !f.matches(values.iter().map(String::as_str)) {
             return Ok(false);
         }
     }
     Ok(true)
+}
+
+/// True if the resource passes every filter, the tag filters included.
+pub fn matches_filters<R: Resource>(r: &R, filters: &[Filter]) -> Result<bool, ApiError> {
+    filters_match(r, filters, |r, name| {
+        tag_filter_values(r.tags(), name).or_else(|| r.filter_values(name))
+    })
 }
 
 /// How one Describe action is spelled on the wire.
@@ -353,10 +362,7 @@ pub fn describe_where<R: Resource>(
     }
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;
-    let after = match params.get("NextToken") {
-        Some(token) => Some(decode_token(R::KIND, token)?),
-        None => None,
-    };
+    let after = next_token(params, R::KIND)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -377,25 +383,23 @@ pub fn describe_where<R: Resource>(
             shown.push(r);
         }
     }
-    let next = match max {
-        Some(max) if shown.len() > max as usize => {
-            shown.truncate(max as usize);
-            shown.last().map(|r| format!("v1.{}", r.id()))
-        }
-        _ => None,
-    };
+    let next = page(&mut shown, max, |r| r.id());
     Ok(Xml::response(spec.action, ctx.request_id, |x| {
         x.list(spec.set, &shown, |x, r| r.write(x))
             .opt("nextToken", next);
     }))
 }
 
-/// Pagination tokens name the last ID returned; they are opaque to clients.
-fn decode_token(kind: ResourceKind, token: &str) -> Result<String, ApiError> {
+/// The ID after which a page starts, from `NextToken`. Tokens name the last
+/// ID returned; they are opaque to clients.
+pub fn next_token(params: &Params, kind: ResourceKind) -> Result<Option<String>, ApiError> {
+    let Some(token) = params.get("NextToken") else {
+        return Ok(None);
+    };
     token
         .strip_prefix("v1.")
         .filter(|id| ResourceId::parse(kind, id).is_ok())
-        .map(str::to_owned)
+        .map(|id| Some(id.to_owned()))
         .ok_or_else(|| {
             ApiError::new(
                 "InvalidNextToken",
@@ -404,6 +408,17 @@ fn decode_token(kind: ResourceKind, token: &str) -> Result<String, ApiError> {
                 ),
             )
         })
+}
+
+/// Cuts `items` (sorted by ID) to a page of `max`; the token of the next page.
+pub fn page<T>(items: &mut Vec<T>, max: Option<u32>, id: impl Fn(&T) -> &str) -> Option<String> {
+    match max {
+        Some(max) if items.len() > max as usize => {
+            items.truncate(max as usize);
+            items.last().map(|last| format!("v1.{}", id(last)))
+        }
+        _ => None,
+    }
 }
 
 /// Commits a transaction built without [`Tx`], moving the account's fence so

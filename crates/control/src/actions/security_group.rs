@@ -14,10 +14,12 @@ use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch, ip_protocol};
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
-use super::resource::commit_outside_tx;
+use super::resource::{
+    Resource, Tags, commit_outside_tx, filters_match, next_token, page, tag_filter_values,
+    write_tags,
+};
 use super::{Ctx, store_error, tags_for};
 use crate::error::ApiError;
-use crate::filter::Filter;
 use crate::query::Params;
 use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
 use crate::xml::Xml;
@@ -55,7 +57,7 @@ pub struct Rule {
     pub traffic: TrafficMatch,
     pub target: Target,
     pub description: Option<String>,
-    pub tags: Vec<(String, String)>,
+    pub tags: Tags,
 }
 
 /// A security group as stored, with its rules.
@@ -69,7 +71,7 @@ pub struct SecurityGroup {
     pub is_default: bool,
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
-    pub tags: Vec<(String, String)>,
+    pub tags: Tags,
 }
 
 impl SecurityGroup {
@@ -91,6 +93,28 @@ impl SecurityGroup {
             .iter()
             .chain(&self.egress)
             .any(|r| matches!(&r.target, Target::Group { group_id: g, .. } if g == group_id))
+    }
+}
+
+impl Resource for SecurityGroup {
+    const KIND: ResourceKind = ResourceKind::SecurityGroup;
+    const NOT_FOUND: &'static str = "InvalidGroup.NotFound";
+    const NOUN: &'static str = "security group";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        group_filter_values(self, name)
+    }
+
+    fn write(&self, x: &mut Xml) {
+        write_group(x, self);
     }
 }
 
@@ -788,12 +812,6 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     Err(conflict())
 }
 
-fn write_tags(x: &mut Xml, tags: &[(String, String)]) {
-    x.list("tagSet", tags, |x, (k, v)| {
-        x.elem("key", k).elem("value", v);
-    });
-}
-
 /// One `securityGroupRuleSet` item.
 fn write_rule(x: &mut Xml, g: &SecurityGroup, r: &Rule, egress: bool) {
     x.elem("securityGroupRuleId", &r.id)
@@ -883,22 +901,6 @@ fn write_group(x: &mut Xml, g: &SecurityGroup) {
     write_tags(x, &g.tags);
 }
 
-fn tag_filter(tags: &[(String, String)], name: &str) -> Option<Vec<String>> {
-    if name == "tag-key" {
-        return Some(tags.iter().map(|(k, _)| k.clone()).collect());
-    }
-    if name == "tag-value" {
-        return Some(tags.iter().map(|(_, v)| v.clone()).collect());
-    }
-    let key = name.strip_prefix("tag:")?;
-    Some(
-        tags.iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .collect(),
-    )
-}
-
 /// The values a rule list offers to an `ip-permission.*` filter.
 fn permission_values(rules: &[Rule], field: &str) -> Option<Vec<String>> {
     Some(match field {
@@ -954,58 +956,9 @@ fn group_filter_values(g: &SecurityGroup, name: &str) -> Option<Vec<String>> {
             if let Some(field) = name.strip_prefix("ip-permission.") {
                 return permission_values(&g.ingress, field);
             }
-            return tag_filter(&g.tags, name);
+            return tag_filter_values(&g.tags, name);
         }
     })
-}
-
-fn matches_all<T>(
-    item: &T,
-    filters: &[Filter],
-    values: impl Fn(&T, &str) -> Option<Vec<String>>,
-) -> Result<bool, ApiError> {
-    for f in filters {
-        let values = values(item, &f.name).ok_or_else(|| {
-            ApiError::new(
-                "InvalidParameterValue",
-                format!("The filter '{}' is invalid", f.name),
-            )
-        })?;
-        if !f.matches(values.iter().map(String::as_str)) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Pagination tokens name the last item returned; they are opaque to clients.
-fn decode_token(params: &Params, kind: ResourceKind) -> Result<Option<String>, ApiError> {
-    let Some(token) = params.get("NextToken") else {
-        return Ok(None);
-    };
-    token
-        .strip_prefix("v1.")
-        .filter(|id| ResourceId::parse(kind, id).is_ok())
-        .map(|id| Some(id.to_owned()))
-        .ok_or_else(|| {
-            ApiError::new(
-                "InvalidNextToken",
-                format!(
-                    "The token '{token}' is invalid: pass the nextToken of a previous response"
-                ),
-            )
-        })
-}
-
-/// Cuts `items` (sorted by ID) to a page; the token for the next page.
-fn page<T>(items: &mut Vec<T>, max: Option<u32>, id: impl Fn(&T) -> &str) -> Option<String> {
-    match max {
-        Some(max) if items.len() > max as usize => {
-            items.truncate(max as usize);
-            items.last().map(|last| format!("v1.{}", id(last)))
-        }
-        _ => None,
-    }
 }
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
@@ -1017,7 +970,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let names = params.list("GroupName")?;
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;
-    let after = decode_token(params, ResourceKind::SecurityGroup)?;
+    let after = next_token(params, ResourceKind::SecurityGroup)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -1041,7 +994,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         {
             continue;
         }
-        if matches_all(&g, &filters, group_filter_values)? {
+        if filters_match(&g, &filters, group_filter_values)? {
             shown.push(g);
         }
     }
@@ -1065,7 +1018,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;
-    let after = decode_token(params, ResourceKind::SecurityGroupRule)?;
+    let after = next_token(params, ResourceKind::SecurityGroupRule)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -1092,7 +1045,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         Some(match name {
             "group-id" => vec![g.id.clone()],
             "security-group-rule-id" => vec![r.id.clone()],
-            _ => return tag_filter(&r.tags, name),
+            _ => return tag_filter_values(&r.tags, name),
         })
     };
     let mut shown = Vec::new();
@@ -1102,7 +1055,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         {
             continue;
         }
-        if matches_all(&item, &filters, values)? {
+        if filters_match(&item, &filters, values)? {
             shown.push(item);
         }
     }
