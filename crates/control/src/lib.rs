@@ -9,6 +9,7 @@ pub mod account;
 pub mod actions;
 pub mod error;
 pub mod filter;
+pub mod moto_api;
 pub mod query;
 pub mod server;
 pub mod sigv4;
