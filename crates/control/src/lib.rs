@@ -10,6 +10,7 @@ pub mod actions;
 pub mod client;
 pub mod error;
 pub mod filter;
+pub mod moto_api;
 pub mod query;
 pub mod server;
 pub mod sigv4;

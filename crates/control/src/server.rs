@@ -2,6 +2,10 @@
 //! their SigV4 signature, resolves the caller's account and region, and
 //! runs the action. Thin on purpose: protocol and actions live in their own
 //! modules and know nothing of HTTP.
+//!
+//! Under `--moto-compat` (for running moto's test suite, never in production)
+//! signatures are only checked for form, every request acts as moto's fixed
+//! account, and `POST /moto-api/reset` wipes every resource; see `moto_api`.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,9 +16,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::account;
+use crate::account::{self, Account};
 use crate::actions::{Ctx, dispatch};
 use crate::error::ApiError;
+use crate::moto_api;
 use crate::query::Params;
 use crate::sigv4;
 use crate::store::Store;
@@ -23,6 +28,10 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
+    /// `Some` under `--moto-compat`: every request with a well-formed
+    /// signature acts as this account, whatever its key and secret, and the
+    /// moto reset hook is served. `None` verifies every signature.
+    pub moto_compat: Option<Account>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -31,11 +40,14 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// The router serving the EC2 Query API at `/`.
+/// The router serving the EC2 Query API at `/` (and moto's reset hook under
+/// `--moto-compat`).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route("/", axum::routing::any(handle))
-        .with_state(state)
+    let mut router = Router::new().route("/", axum::routing::any(handle));
+    if state.moto_compat.is_some() {
+        router = router.route("/moto-api/reset", axum::routing::any(moto_reset));
+    }
+    router.with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` completes.
@@ -108,6 +120,40 @@ async fn handle(
     }
 }
 
+/// moto's `/moto-api/reset`, answered as moto's own server does: 200 with
+/// `{"status": "ok"}` to a POST, 400 to anything else.
+async fn moto_reset(State(state): State<ApiState>, method: Method) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    if method != Method::POST {
+        return (
+            StatusCode::BAD_REQUEST,
+            json,
+            r#"{"Error": "Need to POST to reset Moto"}"#,
+        )
+            .into_response();
+    }
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || moto_api::reset(store.as_ref())).await {
+        Ok(Ok(deleted)) => {
+            tracing::debug!(deleted, "moto reset");
+            (StatusCode::OK, json, r#"{"status": "ok"}"#).into_response()
+        }
+        Ok(Err(e)) => reset_failed(&e),
+        Err(e) => reset_failed(&e),
+    }
+}
+
+fn reset_failed(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "moto reset failed");
+    let body = serde_json::json!({ "Error": format!("The reset failed: {e}") }).to_string();
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 fn xml_response(status: StatusCode, body: String) -> Response {
     (
         status,
@@ -138,13 +184,19 @@ pub fn execute(
         body,
     };
     let store = state.store.as_ref();
-    let verified = sigv4::verify(&request, now, |key| {
-        account::by_access_key(store, key)
-            .ok()
-            .flatten()
-            .map(|a| a.secret_access_key)
-    })
-    .map_err(|e| ApiError::new(e.code(), e.to_string()).with_status(e.status()))?;
+    let auth_error =
+        |e: sigv4::AuthError| ApiError::new(e.code(), e.to_string()).with_status(e.status());
+    let verified = if state.moto_compat.is_some() {
+        sigv4::read_unverified(&request).map_err(auth_error)?
+    } else {
+        sigv4::verify(&request, now, |key| {
+            account::by_access_key(store, key)
+                .ok()
+                .flatten()
+                .map(|a| a.secret_access_key)
+        })
+        .map_err(auth_error)?
+    };
     if verified.service != "ec2" {
         return Err(ApiError::new(
             "SignatureDoesNotMatch",
@@ -155,13 +207,16 @@ pub fn execute(
         )
         .with_status(403));
     }
-    let account = account::by_access_key(store, &verified.access_key)?.ok_or_else(|| {
-        ApiError::new(
-            "AuthFailure",
-            "AWS was not able to validate the provided access credentials",
-        )
-        .with_status(401)
-    })?;
+    let account = match &state.moto_compat {
+        Some(moto) => moto.clone(),
+        None => account::by_access_key(store, &verified.access_key)?.ok_or_else(|| {
+            ApiError::new(
+                "AuthFailure",
+                "AWS was not able to validate the provided access credentials",
+            )
+            .with_status(401)
+        })?,
+    };
     let params = Params::parse(body, query);
     let ctx = Ctx {
         store,

@@ -29,6 +29,13 @@ impl std::fmt::Debug for Ctx<'_> {
     }
 }
 
+/// Every key prefix under which actions keep state: resources (`r/`, then
+/// account, region, kind and ID, as [`Ctx::key`] builds them) and per-region
+/// counters (`region/`). Accounts and access keys live outside them. A module
+/// that keeps state under a new prefix adds it here, so `--moto-compat`'s
+/// reset clears it too.
+pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/"];
+
 impl Ctx<'_> {
     /// The store key of a resource of this account and region.
     pub fn key(&self, kind: &str, id: &str) -> Vec<u8> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openvpc_control::account::{self, Account};
+use openvpc_control::moto_api;
 use openvpc_control::server::{ApiState, serve};
 use openvpc_control::store::RedbStore;
 
@@ -22,6 +23,11 @@ pub struct ServerArgs {
     /// The region clients should name (requests carry theirs in the signature).
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// For running moto's test suite only: accept any well-formed signature
+    /// as account 123456789012 and serve `POST /moto-api/reset`, which
+    /// deletes every resource. Never on a server anyone else can reach.
+    #[arg(long)]
+    moto_compat: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +89,18 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             admin.id
         );
     }
+    let moto_compat = if args.moto_compat {
+        let moto = moto_api::ensure_account(&store)?;
+        tracing::warn!(
+            account = %moto.id,
+            "--moto-compat: SIGNATURES ARE NOT VERIFIED (any key acts as account {}) and \
+             POST /moto-api/reset DELETES EVERY RESOURCE; for moto's test suite only",
+            moto.id
+        );
+        Some(moto)
+    } else {
+        None
+    };
     let credentials = std::fs::canonicalize(credentials_path(&args.data_dir))
         .unwrap_or_else(|_| credentials_path(&args.data_dir));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -98,6 +116,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         println!("AWS_DEFAULT_REGION={}", args.region);
         let state = ApiState {
             store: Arc::new(store),
+            moto_compat,
         };
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,0 +1,168 @@
+//! `--moto-compat` as the server sees it: made-up keys act as moto's account
+//! only with the flag, the service scope is still checked, and moto's reset
+//! hook (served over real HTTP) wipes resources but keeps accounts, and does
+//! not exist without the flag.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openvpc_control::account::{self, Account};
+use openvpc_control::server::{ApiState, execute, serve};
+use openvpc_control::store::{MemoryStore, Store};
+use openvpc_control::{ApiError, moto_api, sigv4};
+
+fn state(moto_compat: bool) -> (ApiState, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    let moto = moto_compat.then(|| moto_api::ensure_account(store.as_ref()).unwrap());
+    let state = ApiState {
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        moto_compat: moto,
+    };
+    (state, store)
+}
+
+/// Runs `body` signed now with moto's made-up key, scoped to `service`.
+fn call(state: &ApiState, service: &str, body: &str) -> Result<String, ApiError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut headers = vec![
+        ("Host".to_owned(), "127.0.0.1".to_owned()),
+        (
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+        ),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let params = sigv4::SigningParams {
+        access_key: "FOOBARKEY",
+        secret_key: "FOOBARSECRET",
+        region: "us-east-1",
+        service,
+        time_unix: now,
+        content_sha256_header: false,
+    };
+    let signed = sigv4::sign(&request, &params).unwrap();
+    headers.extend(signed);
+    execute(
+        state,
+        "POST",
+        "/",
+        "",
+        &headers,
+        body.as_bytes(),
+        "req-test",
+    )
+}
+
+#[test]
+fn made_up_keys_are_refused_without_the_flag() {
+    let (state, _) = state(false);
+    let e = call(&state, "ec2", "Action=DescribeVpcs").unwrap_err();
+    assert_eq!((e.code.as_ref(), e.status), ("AuthFailure", 401));
+}
+
+#[test]
+fn made_up_keys_act_as_motos_account_with_the_flag() {
+    let (state, store) = state(true);
+    let xml = call(&state, "ec2", "Action=CreateVpc&CidrBlock=10.0.0.0%2F16").unwrap();
+    assert!(xml.contains("<ownerId>123456789012</ownerId>"), "{xml}");
+    assert!(
+        !store
+            .range(b"r/123456789012/us-east-1/", None, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let e = call(&state, "sts", "Action=GetCallerIdentity").unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.status),
+        ("SignatureDoesNotMatch", 403),
+        "the service scope is still checked"
+    );
+    let e = execute(&state, "POST", "/", "", &[], b"Action=DescribeVpcs", "r").unwrap_err();
+    assert_eq!(
+        e.code, "AuthFailure",
+        "an unsigned request is still refused"
+    );
+}
+
+/// Sends one HTTP/1.1 request to a freshly served router; returns the status
+/// and body.
+fn http(state: ApiState, method: &str, path: &str) -> (u16, String) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("an HTTP status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn reset_deletes_every_resource_and_keeps_accounts() {
+    let (state, store) = state(true);
+    call(&state, "ec2", "Action=CreateVpc&CidrBlock=10.0.0.0%2F16").unwrap();
+    let other = Account::generate("other", None);
+    account::create(store.as_ref(), &other).unwrap();
+    store
+        .put(
+            format!("r/{}/eu-west-1/vpc/vpc-1", other.id).as_bytes(),
+            b"{}",
+        )
+        .unwrap();
+
+    let (status, body) = http(state.clone(), "GET", "/moto-api/reset");
+    assert_eq!(status, 400, "moto answers 400 to anything but POST: {body}");
+    assert!(!store.range(b"r/", None, 1).unwrap().is_empty());
+
+    let (status, body) = http(state.clone(), "POST", "/moto-api/reset");
+    assert_eq!((status, body.as_str()), (200, r#"{"status": "ok"}"#));
+    assert!(store.range(b"r/", None, 1).unwrap().is_empty());
+    assert!(store.range(b"region/", None, 1).unwrap().is_empty());
+    assert_eq!(account::list(store.as_ref()).unwrap().len(), 2);
+    let xml = call(&state, "ec2", "Action=DescribeVpcs").unwrap();
+    assert!(!xml.contains("<vpcId>"), "{xml}");
+}
+
+#[test]
+fn there_is_no_reset_without_the_flag() {
+    let (state, store) = state(false);
+    store
+        .put(b"r/111111111111/us-east-1/vpc/vpc-1", b"{}")
+        .unwrap();
+    let (status, _) = http(state, "POST", "/moto-api/reset");
+    assert_eq!(status, 404);
+    assert!(!store.range(b"r/", None, 1).unwrap().is_empty());
+}

@@ -1,0 +1,34 @@
+//! Runs moto's published VPC tests against this build's `openvpc server
+//! --moto-compat` through `scripts/moto-suite`, which fails if any test listed
+//! in `tests/moto-passing.txt` (the ratchet) no longer passes. The script owns
+//! the details (fetching moto's tests, the server, pytest, the comparison);
+//! this test only hands it the binary, so the suite runs under nextest with
+//! the other client tests.
+//!
+//! `scripts/test` creates the Python environment and sets `OPENVPC_PYTHON`;
+//! without it the test skips, unless `OPENVPC_REQUIRE_TOOLS` is set.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn moto_vpc_tests_in_the_ratchet_still_pass() {
+    let Some(python) = std::env::var_os("OPENVPC_PYTHON") else {
+        assert!(
+            std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
+            "OPENVPC_PYTHON is not set: run scripts/test, which creates the Python environment"
+        );
+        eprintln!("skipping: OPENVPC_PYTHON is not set (scripts/test sets it)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-suite");
+    let status = Command::new(python)
+        .arg(&script)
+        .args(["--openvpc", env!("CARGO_BIN_EXE_openvpc")])
+        .status()
+        .expect("running scripts/moto-suite");
+    assert!(
+        status.success(),
+        "moto tests in crates/openvpc/tests/moto-passing.txt no longer pass (listed above)"
+    );
+}
