@@ -8,17 +8,14 @@
 //! `scripts/test` creates the Python environment and sets `OPENVPC_PYTHON`;
 //! without it the test skips, unless `OPENVPC_REQUIRE_TOOLS` is set.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
 #[test]
 fn moto_vpc_tests_in_the_ratchet_still_pass() {
-    let Some(python) = std::env::var_os("OPENVPC_PYTHON") else {
-        assert!(
-            std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
-            "OPENVPC_PYTHON is not set: run scripts/test, which creates the Python environment"
-        );
-        eprintln!("skipping: OPENVPC_PYTHON is not set (scripts/test sets it)");
+    let Some(python) = common::python() else {
         return;
     };
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/moto-suite");

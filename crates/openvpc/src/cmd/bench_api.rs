@@ -131,9 +131,16 @@ fn measure(
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let endpoint = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, ApiState { store }, async {
-        let _ = stopped.await;
-    }));
+    let server = runtime.spawn(serve(
+        listener,
+        ApiState {
+            store,
+            moto_compat: None,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let client = Client::new(&endpoint, &me.access_key_id, &me.secret_access_key, REGION);
     if !json {
         eprintln!("measuring {samples} calls per action through {endpoint}...");
