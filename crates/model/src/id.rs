@@ -1,5 +1,6 @@
 //! Resource IDs as AWS writes them: a prefix, a dash, and 17 lowercase hex
-//! digits (spec 12.4). Older 8-digit IDs are accepted when parsing.
+//! digits (spec 12.4). Older 8-digit IDs, and any shorter run of hex
+//! digits, are accepted when parsing.
 
 use core::fmt;
 use core::str::FromStr;
@@ -76,7 +77,7 @@ pub enum IdError {
         prefix: &'static str,
         kind: ResourceKind,
     },
-    #[error("Invalid id: \"{id}\": after \"{prefix}-\" an ID has 8 or 17 lowercase hex digits")]
+    #[error("Invalid id: \"{id}\": after \"{prefix}-\" an ID has up to 17 lowercase hex digits")]
     BadDigits {
         id: String,
         prefix: &'static str,
@@ -122,7 +123,9 @@ impl ResourceId {
         let hex = digits
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if !hex || !(digits.len() == 17 || digits.len() == 8) {
+        // AWS writes 17 digits (8 before 2018); shorter ones are well formed
+        // but name nothing, so they get `.NotFound` rather than `.Malformed`.
+        if !hex || digits.is_empty() || digits.len() > 17 {
             return Err(IdError::BadDigits {
                 id: text.into(),
                 prefix,
@@ -220,6 +223,10 @@ mod tests {
         assert_eq!(e.code(), "InvalidSubnetID.Malformed");
         assert!(e.to_string().contains("subnet-"));
         assert!(ResourceId::parse(ResourceKind::Vpc, "vpc-0123456789ABCDEF0").is_err());
+        assert!(ResourceId::parse(ResourceKind::Vpc, "vpc-0123456789abcdef01").is_err());
+        assert!(ResourceId::parse(ResourceKind::Vpc, "vpc-").is_err());
+        // Well formed, though no such VPC exists: the API answers NotFound.
+        assert!(ResourceId::parse(ResourceKind::Vpc, "vpc-12345").is_ok());
         assert_eq!(
             "zzz-1".parse::<ResourceId>().unwrap_err().code(),
             "InvalidParameterValue"
