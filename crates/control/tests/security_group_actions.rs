@@ -509,7 +509,7 @@ fn rule_errors() {
         ),
         (
             perm(
-                "tcp&IpPermissions.1.FromPort=1&IpPermissions.1.ToPort=2&IpPermissions.1.UserIdGroupPairs.1.GroupId=sg-bad",
+                "tcp&IpPermissions.1.FromPort=1&IpPermissions.1.ToPort=2&IpPermissions.1.UserIdGroupPairs.1.GroupId=sg-notahexid",
             ),
             "InvalidGroupId.Malformed",
         ),

@@ -3,6 +3,7 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod resource;
+pub mod route_table;
 pub mod security_group;
 pub mod subnet;
 pub mod vpc;
@@ -52,7 +53,12 @@ impl Ctx<'_> {
 pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 
 /// Every resource module, one line each.
-const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch, subnet::dispatch];
+const HANDLERS: &[Handler] = &[
+    vpc::dispatch,
+    security_group::dispatch,
+    subnet::dispatch,
+    route_table::dispatch,
+];
 
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

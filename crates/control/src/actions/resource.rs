@@ -356,6 +356,19 @@ pub fn describe_where<R: Resource>(
     spec: DescribeSpec,
     keep: impl Fn(&R) -> bool,
 ) -> Result<String, ApiError> {
+    describe_with(ctx, params, spec, keep, |tx| tx.list::<R>())
+}
+
+/// [`describe_where`] over the resources `load` returns, for kinds whose
+/// shown values are computed from other records at read time (a route's
+/// `blackhole` state comes from its target).
+pub fn describe_with<R: Resource>(
+    ctx: &Ctx,
+    params: &Params,
+    spec: DescribeSpec,
+    keep: impl Fn(&R) -> bool,
+    mut load: impl FnMut(&mut Tx) -> Result<Vec<R>, ApiError>,
+) -> Result<String, ApiError> {
     let ids = params.list(spec.ids)?;
     for id in &ids {
         check_id(R::KIND, id)?;
@@ -366,7 +379,7 @@ pub fn describe_where<R: Resource>(
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let all: Vec<R> = transact(ctx, |tx| tx.list::<R>())?;
+    let all: Vec<R> = transact(ctx, &mut load)?;
     // spec 12.3: every named resource must exist, or the whole call fails.
     if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == *id)) {
         return Err(not_found::<R>(missing));

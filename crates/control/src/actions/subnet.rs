@@ -14,7 +14,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::vpc::Vpc;
-use super::{Ctx, tags_for};
+use super::{Ctx, route_table, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -382,6 +382,8 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 format!("The subnet '{id}' has dependencies and cannot be deleted."),
             ));
         }
+        // spec 2.1: the subnet's explicit association goes with it.
+        route_table::subnet_deleted(tx, id)?;
         tx.delete::<Subnet>(id);
         Ok(())
     })?;
