@@ -316,7 +316,9 @@ fn authorize_describe_revoke() {
     .unwrap();
     assert_eq!(all(&xml, "securityGroupRuleId").len(), 3);
     assert!(xml.contains(&format!("<referencedGroupInfo><groupId>{web}</groupId><userId>111111111111</userId></referencedGroupInfo>")));
-    assert!(xml.contains("<cidrIpv6>2001:db8::/64</cidrIpv6>"), "{xml}");
+    // Group rules keep the CIDR as written (only VPC, subnet and ACL blocks
+    // are masked, spec 1.1).
+    assert!(xml.contains("<cidrIpv6>2001:db8::1/64</cidrIpv6>"), "{xml}");
     let xml = call(
         &store,
         &a,

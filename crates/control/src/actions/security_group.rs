@@ -383,8 +383,11 @@ fn all_groups(ctx: &Ctx) -> Result<Vec<(SecurityGroup, KeyValue)>, ApiError> {
 
 /// The group a request names with `GroupId`, or else with `GroupName`
 /// (which must be unique in the account, since there is no EC2-Classic).
+/// The group an Authorize/Revoke names, by `GroupId` or `GroupName`; it must
+/// exist, which is checked before the rules are (as EC2 and moto do).
 fn group_id_of(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if let Some(id) = params.get("GroupId") {
+        load(ctx, id)?;
         return Ok(id.to_owned());
     }
     let Some(name) = params.get("GroupName") else {
@@ -476,9 +479,13 @@ fn ports(t: &TrafficMatch) -> Option<(i32, i32)> {
     }
 }
 
+/// A rule's IPv4 CIDR as the caller wrote it: spec 1.1 masks host bits of
+/// VPC, subnet and ACL blocks, but a group rule keeps its text (so
+/// `5.0.0.0/0` and `0.0.0.0/0` are two rules, as in EC2); the dataplane
+/// masks when it compiles the rule.
 fn ipv4_cidr(text: &str) -> Result<String, ApiError> {
     text.parse::<Ipv4Cidr>()
-        .map(|c| c.to_string())
+        .map(|_| text.to_owned())
         .map_err(|_| {
             ApiError::invalid_value("CidrIp", text, "This is not a valid IPv4 CIDR block.")
         })
@@ -496,8 +503,8 @@ fn ipv6_cidr(text: &str) -> Result<String, ApiError> {
     if len > 128 {
         return Err(bad());
     }
-    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-    Ok(format!("{}/{len}", Ipv6Addr::from(u128::from(addr) & mask)))
+    // Kept as written, like IPv4 (see `ipv4_cidr`).
+    Ok(format!("{addr}/{len}"))
 }
 
 fn description(p: &Params) -> Result<Option<String>, ApiError> {
