@@ -2,6 +2,9 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod address;
+pub mod instance;
+pub mod network_interface;
 pub mod resource;
 pub mod route_table;
 pub mod security_group;
@@ -58,6 +61,9 @@ const HANDLERS: &[Handler] = &[
     security_group::dispatch,
     subnet::dispatch,
     route_table::dispatch,
+    network_interface::dispatch,
+    address::dispatch,
+    instance::dispatch,
 ];
 
 /// Runs the request's action.

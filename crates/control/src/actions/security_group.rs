@@ -14,9 +14,10 @@ use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch, ip_protocol};
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
+use super::network_interface::NetworkInterface;
 use super::resource::{
-    Resource, Tags, commit_outside_tx, filters_match, next_token, page, tag_filter_values,
-    write_tags,
+    Resource, Tags, Tx, commit_outside_tx, filters_match, next_token, page, tag_filter_values,
+    transact, write_tags,
 };
 use super::{Ctx, store_error, tags_for};
 use crate::error::ApiError;
@@ -146,7 +147,7 @@ fn name_key(ctx: &Ctx, vpc_id: &str, name: &str) -> Vec<u8> {
     ctx.key(NAME_KIND, &format!("{vpc_id}:{name}"))
 }
 
-fn not_found(id: &str) -> ApiError {
+pub(crate) fn not_found(id: &str) -> ApiError {
     ApiError::new(
         "InvalidGroup.NotFound",
         format!("The security group '{id}' does not exist"),
@@ -773,6 +774,20 @@ pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiErr
     Err(conflict())
 }
 
+/// Every group of the account as a transaction sees them, for the modules
+/// built on `Tx` (ENIs name groups; DeleteSecurityGroup checks ENIs).
+pub fn groups_in(tx: &mut Tx) -> Result<Vec<SecurityGroup>, ApiError> {
+    let prefix = tx.ctx().prefix(KIND);
+    tx.range_raw(&prefix)?
+        .into_iter()
+        .map(|(_, v)| {
+            serde_json::from_slice(&v).map_err(|e| {
+                ApiError::internal(format!("A stored security group is unreadable: {e}"))
+            })
+        })
+        .collect()
+}
+
 pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = group_id_of(ctx, params)?;
     ResourceId::parse(ResourceKind::SecurityGroup, &id)
@@ -780,9 +795,11 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    for _ in 0..16 {
-        let groups = all_groups(ctx)?;
-        let Some((group, kv)) = groups.iter().find(|(g, _)| g.id == id) else {
+    // One transaction over the account (its fence covers groups and ENIs),
+    // so no rule reference or ENI can appear while the group goes.
+    transact(ctx, |tx| {
+        let groups = groups_in(tx)?;
+        let Some(group) = groups.iter().find(|g| g.id == id) else {
             return Err(not_found(&id));
         };
         if group.is_default {
@@ -793,30 +810,26 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ));
         }
-        if groups.iter().any(|(g, _)| g.id != id && g.references(&id)) {
+        // spec 3.1: a group referenced by another group's rule, or carried
+        // by an ENI, cannot go.
+        let referenced = groups.iter().any(|g| g.id != id && g.references(&id));
+        let attached = tx
+            .list::<NetworkInterface>()?
+            .iter()
+            .any(|e| e.groups.iter().any(|g| g.id == id));
+        if referenced || attached {
             return Err(ApiError::new(
                 "DependencyViolation",
                 format!("resource {id} has a dependent object"),
             ));
         }
-        // No other group may gain a reference to this one meanwhile.
-        let txn = Txn {
-            compares: groups
-                .iter()
-                .map(|(_, kv)| Compare::ModRevision(kv.key.clone(), kv.mod_revision))
-                .collect(),
-            ops: vec![
-                Op::Delete(kv.key.clone()),
-                Op::Delete(name_key(ctx, &group.vpc_id, &group.name)),
-            ],
-        };
-        if let TxnResult::Committed(_) = commit_outside_tx(ctx, txn)? {
-            return Ok(Xml::response("DeleteSecurityGroup", ctx.request_id, |x| {
-                x.elem("return", true).elem("groupId", &id);
-            }));
-        }
-    }
-    Err(conflict())
+        tx.delete_raw(ctx.key(KIND, &id));
+        tx.delete_raw(name_key(ctx, &group.vpc_id, &group.name));
+        Ok(())
+    })?;
+    Ok(Xml::response("DeleteSecurityGroup", ctx.request_id, |x| {
+        x.elem("return", true).elem("groupId", &id);
+    }))
 }
 
 /// One `securityGroupRuleSet` item.

@@ -1,0 +1,1046 @@
+//! Elastic network interfaces (spec 3.2, 3.3, 5.4, 12): CreateNetworkInterface,
+//! DeleteNetworkInterface, DescribeNetworkInterfaces, Attach/Detach,
+//! Modify/DescribeNetworkInterfaceAttribute and Assign/UnassignPrivateIpAddresses.
+//!
+//! An ENI owns its private addresses in its subnet's address book
+//! ([`Subnet::allocate`]), its security groups, its source/destination check
+//! and conntrack timeouts, and the public addresses mapped onto its private
+//! ones (an auto-assigned public IPv4 or an Elastic IP, see `address.rs`).
+//! Instances (`instance.rs`) create, attach and delete ENIs through the
+//! helpers here, so every path keeps the address book and the public pool
+//! in step.
+
+use std::net::Ipv4Addr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openvpc_model::ResourceKind;
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+
+use super::address::{self, Address};
+use super::instance::Instance;
+use super::resource::{
+    DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
+    transact, write_tags,
+};
+use super::security_group;
+use super::subnet::Subnet;
+use super::{Ctx, tags_for};
+use crate::error::ApiError;
+use crate::query::Params;
+use crate::xml::Xml;
+
+/// spec 3.3: security groups per ENI (default quota).
+pub const GROUPS_PER_INTERFACE: usize = 5;
+
+/// Private IPv4 addresses per ENI, primary included. AWS's limit depends on
+/// the instance type (from 2 on a t2.nano to 50 on the largest types); we
+/// apply one fixed limit, that of a mid-sized type such as m5.large (10).
+pub const PRIVATE_IPS_PER_INTERFACE: usize = 10;
+
+/// spec 3.2: conntrack idle timeouts, defaults and allowed ranges (seconds).
+pub const TCP_ESTABLISHED_DEFAULT: u32 = 432_000;
+pub const UDP_STREAM_DEFAULT: u32 = 180;
+pub const UDP_DEFAULT: u32 = 30;
+
+/// A security group as an ENI carries it: names never change, so the name
+/// is kept with the ID for Describe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// The ENI's attachment to an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: String,
+    pub instance_id: String,
+    pub instance_owner_id: String,
+    pub device_index: u32,
+    pub delete_on_termination: bool,
+    pub attach_time: String,
+}
+
+/// A public IPv4 mapped 1:1 onto one of the ENI's private addresses (spec 5.1):
+/// auto-assigned (no allocation) or an Elastic IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicMapping {
+    pub private_ip: Ipv4Addr,
+    pub public_ip: Ipv4Addr,
+    pub allocation_id: Option<String>,
+    pub association_id: Option<String>,
+    pub ip_owner_id: String,
+}
+
+/// spec 3.2: the per-ENI idle timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conntrack {
+    pub tcp_established: u32,
+    pub udp_stream: u32,
+    pub udp: u32,
+}
+
+/// An ENI as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInterface {
+    pub id: String,
+    pub region: String,
+    pub subnet_id: String,
+    pub vpc_id: String,
+    pub availability_zone: String,
+    pub availability_zone_id: String,
+    pub owner_id: String,
+    pub description: String,
+    /// The primary address first, then the secondaries.
+    pub private_ips: Vec<Ipv4Addr>,
+    pub groups: Vec<GroupRef>,
+    pub mac_address: String,
+    pub source_dest_check: bool,
+    pub interface_type: String,
+    pub requester_managed: bool,
+    pub attachment: Option<Attachment>,
+    pub public: Vec<PublicMapping>,
+    /// The ENI got an auto-assigned public IPv4 at launch, and gets a fresh
+    /// one back when an Elastic IP leaves its primary address (spec 5.3).
+    pub auto_public: bool,
+    pub conntrack: Option<Conntrack>,
+    pub tags: Tags,
+}
+
+impl NetworkInterface {
+    pub fn primary_ip(&self) -> Option<Ipv4Addr> {
+        self.private_ips.first().copied()
+    }
+
+    pub fn status(&self) -> &'static str {
+        if self.attachment.is_some() {
+            "in-use"
+        } else {
+            "available"
+        }
+    }
+
+    /// The public mapping of the primary address, if any.
+    pub fn primary_public(&self) -> Option<&PublicMapping> {
+        let primary = self.primary_ip()?;
+        self.public.iter().find(|p| p.private_ip == primary)
+    }
+
+    pub fn attached_to(&self, instance_id: &str) -> bool {
+        self.attachment
+            .as_ref()
+            .is_some_and(|a| a.instance_id == instance_id)
+    }
+}
+
+/// `ip-10-0-0-5.ec2.internal` in us-east-1, `ip-….REGION.compute.internal` elsewhere.
+pub fn private_dns_name(region: &str, ip: Ipv4Addr) -> String {
+    let host = ip.to_string().replace('.', "-");
+    if region == "us-east-1" {
+        format!("ip-{host}.ec2.internal")
+    } else {
+        format!("ip-{host}.{region}.compute.internal")
+    }
+}
+
+/// `ec2-198-51-100-4.compute-1.amazonaws.com` in us-east-1, `….REGION.compute.amazonaws.com` elsewhere.
+pub fn public_dns_name(region: &str, ip: Ipv4Addr) -> String {
+    let host = ip.to_string().replace('.', "-");
+    if region == "us-east-1" {
+        format!("ec2-{host}.compute-1.amazonaws.com")
+    } else {
+        format!("ec2-{host}.{region}.compute.amazonaws.com")
+    }
+}
+
+/// Now in ISO 8601 (UTC, milliseconds), as EC2 writes timestamps.
+pub fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn write_association(x: &mut Xml, region: &str, p: &PublicMapping) {
+    x.node("association", |x| {
+        x.elem("publicIp", p.public_ip)
+            .elem("publicDnsName", public_dns_name(region, p.public_ip))
+            .elem("ipOwnerId", &p.ip_owner_id)
+            .opt("allocationId", p.allocation_id.as_deref())
+            .opt("associationId", p.association_id.as_deref());
+    });
+}
+
+pub fn write_groups(x: &mut Xml, groups: &[GroupRef]) {
+    x.list("groupSet", groups, |x, g| {
+        x.elem("groupId", &g.id).elem("groupName", &g.name);
+    });
+}
+
+fn write_attachment(x: &mut Xml, a: &Attachment) {
+    x.node("attachment", |x| {
+        x.elem("attachmentId", &a.id)
+            .elem("instanceId", &a.instance_id)
+            .elem("instanceOwnerId", &a.instance_owner_id)
+            .elem("deviceIndex", a.device_index)
+            .elem("networkCardIndex", 0)
+            .elem("status", "attached")
+            .elem("attachTime", &a.attach_time)
+            .elem("deleteOnTermination", a.delete_on_termination);
+    });
+}
+
+fn write_conntrack(x: &mut Xml, c: &Conntrack) {
+    x.node("connectionTrackingConfiguration", |x| {
+        x.elem("tcpEstablishedTimeout", c.tcp_established)
+            .elem("udpStreamTimeout", c.udp_stream)
+            .elem("udpTimeout", c.udp);
+    });
+}
+
+/// The members an ENI has both in DescribeNetworkInterfaces and inside an
+/// instance's `networkInterfaceSet`.
+pub fn write_common(x: &mut Xml, e: &NetworkInterface) {
+    x.elem("networkInterfaceId", &e.id)
+        .elem("subnetId", &e.subnet_id)
+        .elem("vpcId", &e.vpc_id)
+        .elem("description", &e.description)
+        .elem("ownerId", &e.owner_id)
+        .elem("status", e.status())
+        .elem("macAddress", &e.mac_address)
+        .opt("privateIpAddress", e.primary_ip())
+        .opt(
+            "privateDnsName",
+            e.primary_ip().map(|ip| private_dns_name(&e.region, ip)),
+        )
+        .elem("sourceDestCheck", e.source_dest_check)
+        .elem("interfaceType", &e.interface_type);
+    write_groups(x, &e.groups);
+    if let Some(p) = e.primary_public() {
+        write_association(x, &e.region, p);
+    }
+    let primary = e.primary_ip();
+    x.list("privateIpAddressesSet", &e.private_ips, |x, ip| {
+        x.elem("privateIpAddress", ip)
+            .elem("privateDnsName", private_dns_name(&e.region, *ip))
+            .elem("primary", Some(*ip) == primary);
+        if let Some(p) = e.public.iter().find(|p| p.private_ip == *ip) {
+            write_association(x, &e.region, p);
+        }
+    })
+    .list("ipv6AddressesSet", std::iter::empty::<()>(), |_, _| {});
+    if let Some(c) = &e.conntrack {
+        write_conntrack(x, c);
+    }
+}
+
+impl Resource for NetworkInterface {
+    const KIND: ResourceKind = ResourceKind::NetworkInterface;
+    const NOT_FOUND: &'static str = "InvalidNetworkInterfaceID.NotFound";
+    const NOUN: &'static str = "networkInterface";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        let one = |v: String| Some(vec![v]);
+        let ips = || self.private_ips.iter().map(ToString::to_string).collect();
+        let att = |f: fn(&Attachment) -> String| self.attachment.iter().map(f).collect();
+        match name {
+            "network-interface-id" => one(self.id.clone()),
+            "subnet-id" => one(self.subnet_id.clone()),
+            "vpc-id" => one(self.vpc_id.clone()),
+            "private-ip-address" | "addresses.private-ip-address" => Some(ips()),
+            "addresses.primary" => Some(
+                self.private_ips
+                    .iter()
+                    .enumerate()
+                    .map(|(i, _)| (i == 0).to_string())
+                    .collect(),
+            ),
+            "private-dns-name" => Some(
+                self.private_ips
+                    .iter()
+                    .map(|ip| private_dns_name(&self.region, *ip))
+                    .collect(),
+            ),
+            "association.public-ip" | "addresses.association.public-ip" => Some(
+                self.public
+                    .iter()
+                    .map(|p| p.public_ip.to_string())
+                    .collect(),
+            ),
+            "association.allocation-id" => Some(
+                self.public
+                    .iter()
+                    .filter_map(|p| p.allocation_id.clone())
+                    .collect(),
+            ),
+            "association.association-id" => Some(
+                self.public
+                    .iter()
+                    .filter_map(|p| p.association_id.clone())
+                    .collect(),
+            ),
+            "group-id" => Some(self.groups.iter().map(|g| g.id.clone()).collect()),
+            "group-name" => Some(self.groups.iter().map(|g| g.name.clone()).collect()),
+            "status" => one(self.status().into()),
+            "attachment.instance-id" => Some(att(|a| a.instance_id.clone())),
+            "attachment.instance-owner-id" => Some(att(|a| a.instance_owner_id.clone())),
+            "attachment.attachment-id" => Some(att(|a| a.id.clone())),
+            "attachment.device-index" => Some(att(|a| a.device_index.to_string())),
+            "attachment.delete-on-termination" => {
+                Some(att(|a| a.delete_on_termination.to_string()))
+            }
+            "attachment.status" => Some(att(|_| "attached".into())),
+            "availability-zone" => one(self.availability_zone.clone()),
+            "description" => one(self.description.clone()),
+            "mac-address" => one(self.mac_address.clone()),
+            "owner-id" => one(self.owner_id.clone()),
+            "requester-managed" => one(self.requester_managed.to_string()),
+            "source-dest-check" => one(self.source_dest_check.to_string()),
+            "interface-type" => one(self.interface_type.clone()),
+            _ => None,
+        }
+    }
+
+    fn write(&self, x: &mut Xml) {
+        write_common(x, self);
+        x.elem("availabilityZone", &self.availability_zone)
+            .elem("availabilityZoneId", &self.availability_zone_id)
+            .elem("requesterManaged", self.requester_managed);
+        if let Some(a) = &self.attachment {
+            write_attachment(x, a);
+        }
+        write_tags(x, &self.tags);
+    }
+}
+
+/// The ENI actions this module answers.
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "CreateNetworkInterface" => create(ctx, params),
+        "DeleteNetworkInterface" => delete(ctx, params),
+        "DescribeNetworkInterfaces" => describe(ctx, params),
+        "AttachNetworkInterface" => attach(ctx, params),
+        "DetachNetworkInterface" => detach(ctx, params),
+        "ModifyNetworkInterfaceAttribute" => modify_attribute(ctx, params),
+        "DescribeNetworkInterfaceAttribute" => describe_attribute(ctx, params),
+        "AssignPrivateIpAddresses" => assign_private_ips(ctx, params),
+        "UnassignPrivateIpAddresses" => unassign_private_ips(ctx, params),
+        _ => return None,
+    })
+}
+
+/// An IPv4 address parameter.
+pub fn parse_ip(name: &str, text: &str) -> Result<Ipv4Addr, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid_value(name, text, "This is not a valid IPv4 address."))
+}
+
+fn check_timeout(
+    name: &str,
+    value: Option<u32>,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>, ApiError> {
+    match value {
+        Some(v) if !range.contains(&v) => Err(ApiError::invalid_value(
+            &format!("ConnectionTrackingSpecification.{name}"),
+            &v.to_string(),
+            &format!("Use {} to {} seconds.", range.start(), range.end()),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// spec 3.2: `ConnectionTrackingSpecification.*` over `current` (or the
+/// defaults); `None` when the request sets no timeout.
+pub fn conntrack_of(
+    params: &Params,
+    current: Option<Conntrack>,
+) -> Result<Option<Conntrack>, ApiError> {
+    let p = "ConnectionTrackingSpecification";
+    let tcp = check_timeout(
+        "TcpEstablishedTimeout",
+        params.number(&format!("{p}.TcpEstablishedTimeout"))?,
+        60..=TCP_ESTABLISHED_DEFAULT,
+    )?;
+    let stream = check_timeout(
+        "UdpStreamTimeout",
+        params.number(&format!("{p}.UdpStreamTimeout"))?,
+        60..=180,
+    )?;
+    let udp = check_timeout(
+        "UdpTimeout",
+        params.number(&format!("{p}.UdpTimeout"))?,
+        30..=60,
+    )?;
+    if tcp.is_none() && stream.is_none() && udp.is_none() {
+        return Ok(current);
+    }
+    let base = current.unwrap_or(Conntrack {
+        tcp_established: TCP_ESTABLISHED_DEFAULT,
+        udp_stream: UDP_STREAM_DEFAULT,
+        udp: UDP_DEFAULT,
+    });
+    Ok(Some(Conntrack {
+        tcp_established: tcp.unwrap_or(base.tcp_established),
+        udp_stream: stream.unwrap_or(base.udp_stream),
+        udp: udp.unwrap_or(base.udp),
+    }))
+}
+
+fn too_many_groups() -> ApiError {
+    ApiError::new(
+        "SecurityGroupsPerInterfaceLimitExceeded",
+        format!(
+            "The maximum number of security groups per interface ({GROUPS_PER_INTERFACE}) has been reached."
+        ),
+    )
+}
+
+/// The groups named by ID for an ENI in `vpc_id`, or the VPC's default
+/// group when none is named. spec 3.1/3.3: each must exist in that VPC, and
+/// at most five.
+pub fn resolve_groups(
+    tx: &mut Tx,
+    vpc_id: &str,
+    ids: &[String],
+) -> Result<Vec<GroupRef>, ApiError> {
+    let mut wanted: Vec<&String> = Vec::new();
+    for id in ids {
+        if !wanted.contains(&id) {
+            wanted.push(id);
+        }
+    }
+    if wanted.len() > GROUPS_PER_INTERFACE {
+        return Err(too_many_groups());
+    }
+    let all = security_group::groups_in(tx)?;
+    if wanted.is_empty() {
+        return all
+            .iter()
+            .find(|g| g.is_default && g.vpc_id == vpc_id)
+            .map(|g| {
+                vec![GroupRef {
+                    id: g.id.clone(),
+                    name: g.name.clone(),
+                }]
+            })
+            .ok_or_else(|| {
+                ApiError::internal(format!("The VPC '{vpc_id}' has no default security group"))
+            });
+    }
+    wanted
+        .into_iter()
+        .map(|id| {
+            check_id(ResourceKind::SecurityGroup, id)?;
+            let g = all
+                .iter()
+                .find(|g| g.id == *id)
+                .ok_or_else(|| security_group::not_found(id))?;
+            if g.vpc_id != vpc_id {
+                return Err(ApiError::new(
+                    "InvalidParameter",
+                    format!(
+                        "Security group {id} and the network interface belong to different networks (VPC {} and {vpc_id})."
+                    , g.vpc_id),
+                ));
+            }
+            Ok(GroupRef {
+                id: g.id.clone(),
+                name: g.name.clone(),
+            })
+        })
+        .collect()
+}
+
+fn too_many_ips(n: usize) -> ApiError {
+    ApiError::new(
+        "PrivateIpAddressLimitExceeded",
+        format!(
+            "Number of private addresses ({n}) exceeds the limit of {PRIVATE_IPS_PER_INTERFACE} per network interface."
+        ),
+    )
+}
+
+/// What a new ENI's addresses should be.
+#[derive(Debug, Clone, Default)]
+pub struct AddressRequest {
+    pub primary: Option<Ipv4Addr>,
+    pub secondaries: Vec<Ipv4Addr>,
+    pub secondary_count: usize,
+}
+
+impl AddressRequest {
+    /// `PrivateIpAddress`, `PrivateIpAddresses.N.{PrivateIpAddress,Primary}`
+    /// and `SecondaryPrivateIpAddressCount` (RunInstances' `NetworkInterface.N`
+    /// spells the list `PrivateIpAddressesSet`, hence `list_name`).
+    pub fn from_params(params: &Params, list_name: &str) -> Result<Self, ApiError> {
+        let mut req = AddressRequest {
+            primary: params
+                .get("PrivateIpAddress")
+                .map(|t| parse_ip("PrivateIpAddress", t))
+                .transpose()?,
+            ..Default::default()
+        };
+        for item in params.structs(list_name)? {
+            let ip = parse_ip(
+                "PrivateIpAddresses.PrivateIpAddress",
+                item.required("PrivateIpAddress")?,
+            )?;
+            if item.bool("Primary")?.unwrap_or(false) {
+                if req.primary.is_some_and(|p| p != ip) {
+                    return Err(ApiError::new(
+                        "InvalidParameterValue",
+                        "Only one primary private address may be given.",
+                    ));
+                }
+                req.primary = Some(ip);
+            } else if req.primary != Some(ip) && !req.secondaries.contains(&ip) {
+                req.secondaries.push(ip);
+            }
+        }
+        req.secondary_count = params
+            .number::<usize>("SecondaryPrivateIpAddressCount")?
+            .unwrap_or(0);
+        let total = 1 + req.secondaries.len() + req.secondary_count;
+        if total > PRIVATE_IPS_PER_INTERFACE {
+            return Err(too_many_ips(total));
+        }
+        Ok(req)
+    }
+}
+
+/// A fresh locally administered MAC (`02:…`), unique among the account's ENIs.
+fn new_mac(taken: &[NetworkInterface]) -> String {
+    let mut rng = rand::rng();
+    loop {
+        let bytes: [u8; 5] = rng.random();
+        let mac = format!(
+            "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            bytes[0], bytes[1], bytes[2], bytes[3], bytes[4]
+        );
+        if !taken.iter().any(|e| e.mac_address == mac) {
+            return mac;
+        }
+    }
+}
+
+/// Everything but the subnet and the addresses that a new ENI needs.
+#[derive(Debug, Clone)]
+pub struct EniSpec {
+    pub description: String,
+    pub addresses: AddressRequest,
+    pub groups: Vec<GroupRef>,
+    pub conntrack: Option<Conntrack>,
+    pub tags: Tags,
+}
+
+/// Creates an ENI in `subnet_id`, taking its addresses from the subnet's
+/// address book; stores both.
+pub fn create_in(
+    tx: &mut Tx,
+    subnet_id: &str,
+    spec: EniSpec,
+) -> Result<NetworkInterface, ApiError> {
+    let ctx = tx.ctx();
+    let mut subnet = tx.load::<Subnet>(subnet_id)?;
+    let a = &spec.addresses;
+    let mut ips = Vec::new();
+    if let Some(p) = a.primary {
+        ips.push(subnet.allocate(Some(p))?);
+    }
+    for ip in &a.secondaries {
+        ips.push(subnet.allocate(Some(*ip))?);
+    }
+    if a.primary.is_none() {
+        ips.insert(0, subnet.allocate(None)?);
+    }
+    for _ in 0..a.secondary_count {
+        ips.push(subnet.allocate(None)?);
+    }
+    let existing = tx.list::<NetworkInterface>()?;
+    let eni = NetworkInterface {
+        id: new_id(ResourceKind::NetworkInterface),
+        region: ctx.region.to_owned(),
+        subnet_id: subnet.id.clone(),
+        vpc_id: subnet.vpc_id.clone(),
+        availability_zone: subnet.availability_zone.clone(),
+        availability_zone_id: subnet.availability_zone_id.clone(),
+        owner_id: ctx.account.id.clone(),
+        description: spec.description,
+        private_ips: ips,
+        groups: spec.groups,
+        mac_address: new_mac(&existing),
+        // spec 5.4: on by default.
+        source_dest_check: true,
+        interface_type: "interface".into(),
+        requester_managed: false,
+        attachment: None,
+        public: Vec::new(),
+        auto_public: false,
+        conntrack: spec.conntrack,
+        tags: spec.tags,
+    };
+    tx.put(&subnet)?;
+    tx.put(&eni)?;
+    Ok(eni)
+}
+
+/// Deletes an ENI: its private addresses go back to the subnet, an
+/// auto-assigned public address to the region's pool, and Elastic IPs on it
+/// are disassociated (they stay allocated to the account).
+pub fn delete_in(tx: &mut Tx, eni: &NetworkInterface) -> Result<(), ApiError> {
+    if let Some(mut subnet) = tx.get::<Subnet>(&eni.subnet_id)? {
+        for ip in &eni.private_ips {
+            subnet.release(*ip);
+        }
+        tx.put(&subnet)?;
+    }
+    for p in &eni.public {
+        if p.allocation_id.is_none() {
+            address::give_back(tx, p.public_ip)?;
+        }
+    }
+    for mut a in tx.list::<Address>()? {
+        if a.association
+            .as_ref()
+            .is_some_and(|s| s.network_interface_id == eni.id)
+        {
+            a.association = None;
+            tx.put(&a)?;
+        }
+    }
+    tx.delete::<NetworkInterface>(&eni.id);
+    Ok(())
+}
+
+/// Points the Elastic IPs on `eni` at the instance it is (now) attached to.
+pub fn sync_address_instances(tx: &mut Tx, eni: &NetworkInterface) -> Result<(), ApiError> {
+    let instance = eni.attachment.as_ref().map(|a| a.instance_id.clone());
+    for mut a in tx.list::<Address>()? {
+        if let Some(s) = a.association.as_mut()
+            && s.network_interface_id == eni.id
+            && s.instance_id != instance
+        {
+            s.instance_id.clone_from(&instance);
+            tx.put(&a)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let subnet_id = params.required("SubnetId")?;
+    check_id(ResourceKind::Subnet, subnet_id)?;
+    let addresses = AddressRequest::from_params(params, "PrivateIpAddresses")?;
+    let group_ids = params.list("SecurityGroupId")?;
+    let conntrack = conntrack_of(params, None)?;
+    let description = params.get("Description").unwrap_or("").to_owned();
+    let tags: Tags = tags_for(params, "network-interface")?
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let eni = transact(ctx, |tx| {
+        let subnet = tx.load::<Subnet>(subnet_id)?;
+        let groups = resolve_groups(tx, &subnet.vpc_id, &group_ids)?;
+        create_in(
+            tx,
+            subnet_id,
+            EniSpec {
+                description: description.clone(),
+                addresses: addresses.clone(),
+                groups,
+                conntrack,
+                tags: tags.clone(),
+            },
+        )
+    })?;
+    Ok(Xml::response(
+        "CreateNetworkInterface",
+        ctx.request_id,
+        |x| {
+            x.node("networkInterface", |x| eni.write(x));
+        },
+    ))
+}
+
+fn in_use(id: &str) -> ApiError {
+    ApiError::new(
+        "InvalidNetworkInterface.InUse",
+        format!("Network interface '{id}' is currently in use."),
+    )
+}
+
+pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let eni = tx.load::<NetworkInterface>(id)?;
+        if eni.attachment.is_some() {
+            return Err(in_use(id));
+        }
+        delete_in(tx, &eni)
+    })?;
+    Ok(ok_return(ctx, "DeleteNetworkInterface"))
+}
+
+pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    describe_resources::<NetworkInterface>(
+        ctx,
+        params,
+        DescribeSpec {
+            action: "DescribeNetworkInterfaces",
+            ids: "NetworkInterfaceId",
+            set: "networkInterfaceSet",
+        },
+    )
+}
+
+/// Attaches `eni` to `instance` at `device_index`, checking what AWS checks.
+pub fn attach_in(
+    tx: &mut Tx,
+    eni: &mut NetworkInterface,
+    instance: &Instance,
+    device_index: u32,
+    delete_on_termination: bool,
+) -> Result<String, ApiError> {
+    if eni.attachment.is_some() {
+        return Err(in_use(&eni.id));
+    }
+    if !matches!(instance.state.as_str(), "running" | "stopped" | "pending") {
+        return Err(ApiError::new(
+            "IncorrectInstanceState",
+            format!(
+                "The instance '{}' is not in a valid state for this operation ({}).",
+                instance.id, instance.state
+            ),
+        ));
+    }
+    if eni.availability_zone != instance.availability_zone || eni.vpc_id != instance.vpc_id {
+        return Err(ApiError::new(
+            "InvalidParameterCombination",
+            "You may not attach a network interface to an instance if they are not in the same availability zone",
+        ));
+    }
+    let taken = tx.list::<NetworkInterface>()?.into_iter().any(|e| {
+        e.attachment
+            .as_ref()
+            .is_some_and(|a| a.instance_id == instance.id && a.device_index == device_index)
+    });
+    if taken {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!(
+                "Instance '{}' already has an interface attached at device index '{device_index}'.",
+                instance.id
+            ),
+        ));
+    }
+    let attachment_id = new_id(ResourceKind::NetworkInterfaceAttachment);
+    eni.attachment = Some(Attachment {
+        id: attachment_id.clone(),
+        instance_id: instance.id.clone(),
+        instance_owner_id: instance.owner_id.clone(),
+        device_index,
+        delete_on_termination,
+        attach_time: timestamp(),
+    });
+    tx.put(eni)?;
+    sync_address_instances(tx, eni)?;
+    Ok(attachment_id)
+}
+
+pub fn attach(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let eni_id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, eni_id)?;
+    let instance_id = params.required("InstanceId")?;
+    check_id(ResourceKind::Instance, instance_id)?;
+    let device_index = params
+        .number::<u32>("DeviceIndex")?
+        .ok_or_else(|| ApiError::missing_parameter("DeviceIndex"))?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let attachment_id = transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(eni_id)?;
+        let instance = tx.load::<Instance>(instance_id)?;
+        attach_in(tx, &mut eni, &instance, device_index, false)
+    })?;
+    Ok(Xml::response(
+        "AttachNetworkInterface",
+        ctx.request_id,
+        |x| {
+            x.elem("attachmentId", &attachment_id)
+                .elem("networkCardIndex", 0);
+        },
+    ))
+}
+
+pub fn detach(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let attachment_id = params.required("AttachmentId")?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let mut eni = tx
+            .list::<NetworkInterface>()?
+            .into_iter()
+            .find(|e| e.attachment.as_ref().is_some_and(|a| a.id == attachment_id))
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidAttachmentID.NotFound",
+                    format!("The network interface attachment ID '{attachment_id}' does not exist"),
+                )
+            })?;
+        // An instance's primary interface stays with it for its whole life.
+        if eni.attachment.as_ref().is_some_and(|a| a.device_index == 0) {
+            return Err(ApiError::new(
+                "OperationNotPermitted",
+                "The network interface at device index 0 and networkCard index 0 cannot be detached.",
+            ));
+        }
+        eni.attachment = None;
+        tx.put(&eni)?;
+        sync_address_instances(tx, &eni)
+    })?;
+    Ok(ok_return(ctx, "DetachNetworkInterface"))
+}
+
+pub fn modify_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    let source_dest = params.bool("SourceDestCheck.Value")?;
+    let description = params.get("Description.Value");
+    let group_ids = params.list("SecurityGroupId")?;
+    let delete_on_termination = params.bool("Attachment.DeleteOnTermination")?;
+    let attachment_id = params.get("Attachment.AttachmentId");
+    // Validated before the transaction; applied over the stored value inside.
+    conntrack_of(params, None)?;
+    let has_conntrack = params
+        .names()
+        .any(|n| n.starts_with("ConnectionTrackingSpecification."));
+    if source_dest.is_none()
+        && description.is_none()
+        && group_ids.is_empty()
+        && delete_on_termination.is_none()
+        && !has_conntrack
+    {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Specify an attribute to modify: SourceDestCheck, Description, SecurityGroupId, Attachment or ConnectionTrackingSpecification.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(id)?;
+        if let Some(v) = source_dest {
+            eni.source_dest_check = v;
+        }
+        if let Some(d) = description {
+            eni.description = d.to_owned();
+        }
+        if !group_ids.is_empty() {
+            let vpc_id = eni.vpc_id.clone();
+            eni.groups = resolve_groups(tx, &vpc_id, &group_ids)?;
+        }
+        if let Some(v) = delete_on_termination {
+            match eni.attachment.as_mut() {
+                Some(a) if attachment_id.is_none_or(|want| want == a.id) => {
+                    a.delete_on_termination = v;
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        "InvalidAttachmentID.NotFound",
+                        format!(
+                            "The network interface attachment ID '{}' does not exist",
+                            attachment_id.unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+        }
+        eni.conntrack = conntrack_of(params, eni.conntrack)?;
+        tx.put(&eni)
+    })?;
+    Ok(ok_return(ctx, "ModifyNetworkInterfaceAttribute"))
+}
+
+pub fn describe_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    let attribute = params.required("Attribute")?;
+    if !matches!(
+        attribute,
+        "description" | "groupSet" | "sourceDestCheck" | "attachment"
+    ) {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!("Value ({attribute}) for parameter attribute is invalid. Unknown attribute."),
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let eni = transact(ctx, |tx| tx.load::<NetworkInterface>(id))?;
+    Ok(Xml::response(
+        "DescribeNetworkInterfaceAttribute",
+        ctx.request_id,
+        |x| {
+            x.elem("networkInterfaceId", &eni.id);
+            match attribute {
+                "description" => {
+                    x.node("description", |x| {
+                        x.elem("value", &eni.description);
+                    });
+                }
+                "groupSet" => write_groups(x, &eni.groups),
+                "sourceDestCheck" => {
+                    x.node("sourceDestCheck", |x| {
+                        x.elem("value", eni.source_dest_check);
+                    });
+                }
+                _ => {
+                    if let Some(a) = &eni.attachment {
+                        write_attachment(x, a);
+                    }
+                }
+            }
+        },
+    ))
+}
+
+pub fn assign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    let wanted = params
+        .list("PrivateIpAddress")?
+        .iter()
+        .map(|t| parse_ip("PrivateIpAddress", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = params
+        .number::<usize>("SecondaryPrivateIpAddressCount")?
+        .unwrap_or(0);
+    if wanted.is_empty() && count == 0 {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Specify PrivateIpAddress.N or SecondaryPrivateIpAddressCount.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let (eni, added) = transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(id)?;
+        let total = eni.private_ips.len() + wanted.len() + count;
+        if total > PRIVATE_IPS_PER_INTERFACE {
+            return Err(too_many_ips(total));
+        }
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let mut added = Vec::new();
+        for ip in &wanted {
+            added.push(subnet.allocate(Some(*ip))?);
+        }
+        for _ in 0..count {
+            added.push(subnet.allocate(None)?);
+        }
+        eni.private_ips.extend(&added);
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        Ok((eni, added))
+    })?;
+    Ok(Xml::response(
+        "AssignPrivateIpAddresses",
+        ctx.request_id,
+        |x| {
+            x.elem("networkInterfaceId", &eni.id)
+                .list("assignedPrivateIpAddressesSet", &added, |x, ip| {
+                    x.elem("privateIpAddress", ip);
+                })
+                .list("assignedIpv4PrefixSet", std::iter::empty::<()>(), |_, _| {});
+        },
+    ))
+}
+
+pub fn unassign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    let gone = params
+        .list("PrivateIpAddress")?
+        .iter()
+        .map(|t| parse_ip("PrivateIpAddress", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if gone.is_empty() {
+        return Err(ApiError::missing_parameter("PrivateIpAddress.1"));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(id)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        for ip in &gone {
+            if eni.primary_ip() == Some(*ip) {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "The primary address {ip} of network interface '{id}' cannot be unassigned."
+                    ),
+                ));
+            }
+            if !eni.private_ips.contains(ip) {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "Some of the specified addresses are not assigned to interface {id}: {ip}"
+                    ),
+                ));
+            }
+            if eni.public.iter().any(|p| p.private_ip == *ip) {
+                return Err(ApiError::new(
+                    "InvalidIPAddress.InUse",
+                    format!(
+                        "The address {ip} has an Elastic IP associated; disassociate it first."
+                    ),
+                ));
+            }
+            eni.private_ips.retain(|a| a != ip);
+            subnet.release(*ip);
+        }
+        tx.put(&subnet)?;
+        tx.put(&eni)
+    })?;
+    Ok(ok_return(ctx, "UnassignPrivateIpAddresses"))
+}
