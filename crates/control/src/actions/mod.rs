@@ -2,6 +2,7 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod network_acl;
 pub mod resource;
 pub mod security_group;
 pub mod subnet;
@@ -45,7 +46,12 @@ impl Ctx<'_> {
 pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 
 /// Every resource module, one line each.
-const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch, subnet::dispatch];
+const HANDLERS: &[Handler] = &[
+    vpc::dispatch,
+    security_group::dispatch,
+    subnet::dispatch,
+    network_acl::dispatch,
+];
 
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

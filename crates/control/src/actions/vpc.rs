@@ -12,7 +12,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::subnet::Subnet;
-use super::{Ctx, security_group, tags_for};
+use super::{Ctx, network_acl, security_group, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -125,6 +125,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             vni,
         };
         tx.put(&vpc)?;
+        // spec 1.6: the default network ACL comes with the VPC, atomically.
+        network_acl::vpc_created(tx, &vpc)?;
         // spec 1.6: the default security group comes with the VPC, atomically.
         let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
         tx.include(sg_compares, sg_ops);
@@ -250,6 +252,8 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         if tx.list::<Subnet>()?.iter().any(|s| s.vpc_id == id) {
             return Err(has_dependencies(id));
         }
+        // spec 1.7: the default network ACL goes with the VPC; custom ones block it.
+        network_acl::vpc_deleted(tx, id)?;
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);
