@@ -167,7 +167,7 @@ fn every_vpc_gets_a_default_acl() {
         id.starts_with("acl-") && id.len() == 21,
         "spec 12.4 ID format: {id}"
     );
-    assert_eq!(first(&xml, "isDefault"), "true");
+    assert_eq!(first(&xml, "default"), "true");
     assert_eq!(first(&xml, "ownerId"), "111111111111");
     assert_eq!(
         entries(&xml),
@@ -190,7 +190,7 @@ fn custom_acl_denies_everything_and_starts_unassociated() {
         "Action=CreateNetworkAcl&VpcId={}&TagSpecification.1.ResourceType=network-acl&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web",
         w.vpc
     ));
-    assert_eq!(first(&xml, "isDefault"), "false");
+    assert_eq!(first(&xml, "default"), "false");
     assert_eq!(first(&xml, "vpcId"), w.vpc);
     assert_eq!(
         entries(&xml),
@@ -589,7 +589,7 @@ fn subnet_associations() {
     let xml = w.describe(&format!(
         "&Filter.1.Name=association.subnet-id&Filter.1.Value.1={s1}"
     ));
-    assert_eq!(all(&xml, "isDefault"), ["false"]);
+    assert_eq!(all(&xml, "default"), ["false"]);
     // The old association ID is gone.
     assert_eq!(
         w.code(&format!(

@@ -320,7 +320,8 @@ impl Resource for NetworkAcl {
     fn write(&self, x: &mut Xml) {
         x.elem("networkAclId", &self.id)
             .elem("vpcId", &self.vpc_id)
-            .elem("isDefault", self.is_default)
+            // botocore reads `IsDefault` from `<default>`, not `<isDefault>`.
+            .elem("default", self.is_default)
             .list("entrySet", &self.shown(), write_rule)
             .list("associationSet", &self.associations, |x, a| {
                 x.elem("networkAclAssociationId", &a.id)
