@@ -920,6 +920,17 @@ fn ipv6_rules_when_the_vpc_gains_ipv6() {
             .map(|r| (r.rule_number, r.cidr.clone())),
         Some((network_acl::IPV6_STAR_RULE, EntryCidr::Ipv6("::/0".into())))
     );
+    // A custom ACL created afterwards has both `*` rules in each direction.
+    let later = w.custom_acl();
+    assert_eq!(
+        entries(&w.show(&later)),
+        [
+            "32767 true -1 deny 0.0.0.0/0",
+            "32768 true -1 deny ::/0",
+            "32767 false -1 deny 0.0.0.0/0",
+            "32768 false -1 deny ::/0",
+        ]
+    );
 }
 
 // Accounts are isolated: another account sees none of these ACLs.

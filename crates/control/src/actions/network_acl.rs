@@ -487,7 +487,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     let acl = transact(ctx, |tx| {
         tx.load::<Vpc>(vpc_id)?;
-        if acls_of_vpc(tx, vpc_id)?.len() >= ACLS_PER_VPC {
+        let siblings = acls_of_vpc(tx, vpc_id)?;
+        if siblings.len() >= ACLS_PER_VPC {
             return Err(ApiError::new(
                 "NetworkAclLimitExceeded",
                 format!(
@@ -503,7 +504,9 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             is_default: false,
             entries: Vec::new(),
             associations: Vec::new(),
-            ipv6: false,
+            // An IPv6 VPC's ACLs also get the IPv6 `*` rules; its default
+            // ACL records whether it has IPv6.
+            ipv6: siblings.iter().any(|a| a.is_default && a.ipv6),
             tags: tags
                 .iter()
                 .map(|t| (t.key.clone(), t.value.clone()))
