@@ -1,6 +1,7 @@
 //! IPv4 CIDR blocks with the rules AWS applies to them: host bits are masked
 //! silently (spec 1.1), VPC and subnet blocks are /16 to /28, and a subnet
 //! loses five addresses to the network, router, DNS, future use and broadcast.
+//! IPv6 blocks in rules are only canonicalised ([`canonical_ipv6_cidr`]).
 
 use core::fmt;
 use core::net::Ipv4Addr;
@@ -35,6 +36,11 @@ impl Ipv4Cidr {
         Ipv4Net::new(addr, prefix_len)
             .map(|n| Ipv4Cidr(n.trunc()))
             .map_err(|_| CidrError::Syntax(format!("{addr}/{prefix_len}")))
+    }
+
+    /// `0.0.0.0/0`: every IPv4 address.
+    pub fn any() -> Self {
+        Ipv4Cidr(Ipv4Net::default())
     }
 
     pub fn network(&self) -> Ipv4Addr {
@@ -141,12 +147,56 @@ impl From<Ipv4Cidr> for String {
     }
 }
 
+/// An IPv6 CIDR in canonical form (host bits cleared, as AWS shows it), or
+/// `CidrError::Syntax`.
+pub fn canonical_ipv6_cidr(text: &str) -> Result<String, CidrError> {
+    let bad = || CidrError::Syntax(text.into());
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: core::net::Ipv6Addr = addr.parse().map_err(|_| bad())?;
+    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let len: u32 = len.parse().map_err(|_| bad())?;
+    if len > 128 {
+        return Err(bad());
+    }
+    let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+    Ok(format!(
+        "{}/{len}",
+        core::net::Ipv6Addr::from(u128::from(addr) & mask)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cidr(s: &str) -> Ipv4Cidr {
         s.parse().unwrap()
+    }
+
+    // spec 3.1, 4.1: IPv6 rule CIDRs are canonicalised too.
+    #[test]
+    fn canonicalises_ipv6() {
+        assert_eq!(
+            canonical_ipv6_cidr("2001:db8::1/64").unwrap(),
+            "2001:db8::/64"
+        );
+        assert_eq!(canonical_ipv6_cidr("::/0").unwrap(), "::/0");
+        for bad in [
+            "asdf",
+            "2001:db8::/129",
+            "2001:db8::",
+            "::/+1",
+            "10.0.0.0/8",
+        ] {
+            assert!(canonical_ipv6_cidr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn any_is_the_default_route() {
+        assert_eq!(Ipv4Cidr::any().to_string(), "0.0.0.0/0");
     }
 
     // spec 1.1: host bits are masked silently.

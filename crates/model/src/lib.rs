@@ -7,5 +7,5 @@ pub mod cidr;
 pub mod id;
 pub mod rule;
 
-pub use cidr::{CidrError, Ipv4Cidr};
+pub use cidr::{CidrError, Ipv4Cidr, canonical_ipv6_cidr};
 pub use id::{IdError, ResourceId, ResourceKind};

@@ -80,6 +80,17 @@ pub struct TrafficMatch {
     pub l4: L4Match,
 }
 
+/// Why a rule's port range or ICMP type/code was refused (spec 3.1, 4.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortsError {
+    #[error("Invalid value for portRange. Must specify both from and to ports with TCP/UDP.")]
+    Missing,
+    #[error(
+        "Invalid value for portRange ({from} to {to}). Ports are 0 to 65535 with FromPort no greater than ToPort; ICMP types and codes are 0 to 255, or -1 for all."
+    )]
+    Range { from: String, to: String },
+}
+
 /// Just the fields of a packet that rules look at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PacketFields {
@@ -108,6 +119,51 @@ impl TrafficMatch {
             protocol: IpProtocol::Number(ip_protocol::UDP),
             l4: L4Match::Ports { from, to },
         }
+    }
+
+    /// The match an API request describes, shared by security-group rules
+    /// (`FromPort`/`ToPort`) and network ACL entries (`PortRange`,
+    /// `IcmpTypeCode`): TCP/UDP need a port range within 0–65535; ICMP and
+    /// ICMPv6 carry a type and a code, each -1 (or absent) for any; other
+    /// protocols have no ports, so whatever was sent for them is ignored.
+    pub fn from_api(
+        protocol: IpProtocol,
+        from: Option<i32>,
+        to: Option<i32>,
+    ) -> Result<Self, PortsError> {
+        let bad_range = || PortsError::Range {
+            from: from.map_or("none".into(), |p| p.to_string()),
+            to: to.map_or("none".into(), |p| p.to_string()),
+        };
+        let l4 = match protocol {
+            IpProtocol::Number(ip_protocol::TCP | ip_protocol::UDP) => {
+                let (Some(from), Some(to)) = (from, to) else {
+                    return Err(PortsError::Missing);
+                };
+                let (Ok(from), Ok(to)) = (u16::try_from(from), u16::try_from(to)) else {
+                    return Err(bad_range());
+                };
+                if from > to {
+                    return Err(bad_range());
+                }
+                L4Match::Ports { from, to }
+            }
+            IpProtocol::Number(ip_protocol::ICMP | ip_protocol::ICMPV6) => {
+                let field = |v: Option<i32>| match v.unwrap_or(-1) {
+                    -1 => Ok(None),
+                    n => u8::try_from(n).map(Some).map_err(|_| bad_range()),
+                };
+                let icmp_type = field(from)?;
+                let code = field(to)?;
+                // A code only means something within a type.
+                if icmp_type.is_none() && code.is_some() {
+                    return Err(bad_range());
+                }
+                L4Match::Icmp { icmp_type, code }
+            }
+            _ => L4Match::Any,
+        };
+        Ok(TrafficMatch { protocol, l4 })
     }
 
     /// True if a packet with these fields matches.
@@ -193,6 +249,35 @@ mod tests {
         };
         assert!(m.matches(&fields(47, 9999)));
         assert!(TrafficMatch::ALL.matches(&fields(132, 1)));
+    }
+
+    // spec 3.1, 4.1: tcp/udp need an ordered port range; other protocols ignore ports.
+    #[test]
+    fn from_api_validates_ports() {
+        let tcp = IpProtocol::Number(ip_protocol::TCP);
+        assert_eq!(
+            TrafficMatch::from_api(tcp, Some(22), Some(22)).unwrap(),
+            TrafficMatch::tcp(22, 22)
+        );
+        assert_eq!(
+            TrafficMatch::from_api(tcp, None, None),
+            Err(PortsError::Missing)
+        );
+        assert!(TrafficMatch::from_api(tcp, Some(23), Some(22)).is_err());
+        assert!(TrafficMatch::from_api(tcp, Some(0), Some(65536)).is_err());
+        assert_eq!(
+            TrafficMatch::from_api(IpProtocol::All, Some(22), Some(22)).unwrap(),
+            TrafficMatch::ALL
+        );
+        let icmp = IpProtocol::Number(ip_protocol::ICMP);
+        assert!(TrafficMatch::from_api(icmp, Some(-1), Some(4)).is_err());
+        assert_eq!(
+            TrafficMatch::from_api(icmp, None, None).unwrap().l4,
+            L4Match::Icmp {
+                icmp_type: None,
+                code: None
+            }
+        );
     }
 
     // spec 3.1: for ICMP, FromPort/ToPort are type and code with -1 wildcards.

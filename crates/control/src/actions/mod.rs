@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod instance;
+pub mod network_acl;
 pub mod network_interface;
 pub mod resource;
 pub mod route_table;
@@ -64,6 +65,7 @@ const HANDLERS: &[Handler] = &[
     network_interface::dispatch,
     address::dispatch,
     instance::dispatch,
+    network_acl::dispatch,
 ];
 
 /// Runs the request's action.

@@ -8,10 +8,8 @@
 //! store's transactions. This module validates and stores rules; it never
 //! evaluates them against packets (that is the dataplane's job).
 
-use std::net::Ipv6Addr;
-
-use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch, ip_protocol};
-use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
+use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch};
+use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind, canonical_ipv6_cidr};
 use serde::{Deserialize, Serialize};
 
 use super::network_interface::NetworkInterface;
@@ -417,8 +415,8 @@ struct Wanted {
     description: Option<String>,
 }
 
-/// spec 3.1: tcp/udp need a port range within 0–65535; ICMP carries a type
-/// and a code, each -1 for any; other protocols have no ports.
+/// spec 3.1: the protocol (names allowed) and its ports or ICMP fields,
+/// validated by the model's rules shared with network ACL entries.
 fn traffic(protocol: &str, from: Option<i32>, to: Option<i32>) -> Result<TrafficMatch, ApiError> {
     let protocol: IpProtocol =
         protocol
@@ -426,47 +424,8 @@ fn traffic(protocol: &str, from: Option<i32>, to: Option<i32>) -> Result<Traffic
             .map_err(|e: openvpc_model::rule::ProtocolError| {
                 ApiError::new("InvalidParameterValue", e.to_string())
             })?;
-    let bad_range = || {
-        ApiError::new(
-            "InvalidParameterValue",
-            format!(
-                "Invalid value for portRange ({} to {}). Ports are 0 to 65535 with FromPort no greater than ToPort; ICMP types and codes are 0 to 255, or -1 for all.",
-                from.map_or("none".into(), |p| p.to_string()),
-                to.map_or("none".into(), |p| p.to_string())
-            ),
-        )
-    };
-    let l4 = match protocol {
-        IpProtocol::Number(ip_protocol::TCP | ip_protocol::UDP) => {
-            let (Some(from), Some(to)) = (from, to) else {
-                return Err(ApiError::new(
-                    "InvalidParameterValue",
-                    "Invalid value for portRange. Must specify both from and to ports with TCP/UDP.",
-                ));
-            };
-            let (Ok(from), Ok(to)) = (u16::try_from(from), u16::try_from(to)) else {
-                return Err(bad_range());
-            };
-            if from > to {
-                return Err(bad_range());
-            }
-            L4Match::Ports { from, to }
-        }
-        IpProtocol::Number(ip_protocol::ICMP | ip_protocol::ICMPV6) => {
-            let field = |v: Option<i32>| match v.unwrap_or(-1) {
-                -1 => Ok(None),
-                n => u8::try_from(n).map(Some).map_err(|_| bad_range()),
-            };
-            let icmp_type = field(from)?;
-            let code = field(to)?;
-            if icmp_type.is_none() && code.is_some() {
-                return Err(bad_range());
-            }
-            L4Match::Icmp { icmp_type, code }
-        }
-        _ => L4Match::Any,
-    };
-    Ok(TrafficMatch { protocol, l4 })
+    TrafficMatch::from_api(protocol, from, to)
+        .map_err(|e| ApiError::new("InvalidParameterValue", e.to_string()))
 }
 
 /// FromPort and ToPort as the API shows them, if the protocol has them.
@@ -494,18 +453,12 @@ fn ipv4_cidr(text: &str) -> Result<String, ApiError> {
 
 /// An IPv6 CIDR with its host bits cleared.
 fn ipv6_cidr(text: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::invalid_value("CidrIpv6", text, "This is not a valid IPv6 CIDR block.");
-    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
-    let addr: Ipv6Addr = addr.parse().map_err(|_| bad())?;
-    if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let len: u32 = len.parse().map_err(|_| bad())?;
-    if len > 128 {
-        return Err(bad());
-    }
     // Kept as written, like IPv4 (see `ipv4_cidr`).
-    Ok(format!("{addr}/{len}"))
+    canonical_ipv6_cidr(text)
+        .map(|_| text.to_owned())
+        .map_err(|_| {
+            ApiError::invalid_value("CidrIpv6", text, "This is not a valid IPv6 CIDR block.")
+        })
 }
 
 fn description(p: &Params) -> Result<Option<String>, ApiError> {

@@ -14,7 +14,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::vpc::Vpc;
-use super::{Ctx, route_table, tags_for};
+use super::{Ctx, network_acl, route_table, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -312,6 +312,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let subnet = new_subnet(ctx, &vpc, cidr, &zone, false, tags_of(&tags));
         tx.put(&subnet)?;
+        // spec 4.2: every subnet starts associated with its VPC's default ACL.
+        network_acl::subnet_created(tx, &subnet)?;
         Ok(subnet)
     })?;
     Ok(Xml::response("CreateSubnet", ctx.request_id, |x| {
@@ -385,6 +387,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         // spec 2.1: the subnet's explicit association goes with it.
         route_table::subnet_deleted(tx, id)?;
         tx.delete::<Subnet>(id);
+        network_acl::subnet_deleted(tx, id)?;
         Ok(())
     })?;
     Ok(ok_return(ctx, "DeleteSubnet"))

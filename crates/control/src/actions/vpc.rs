@@ -12,7 +12,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::subnet::Subnet;
-use super::{Ctx, route_table, security_group, tags_for};
+use super::{Ctx, network_acl, route_table, security_group, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -127,6 +127,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         tx.put(&vpc)?;
         // spec 1.6: the main route table comes with the VPC, atomically.
         route_table::vpc_created(tx, &vpc)?;
+        // spec 1.6: the default network ACL comes with the VPC, atomically.
+        network_acl::vpc_created(tx, &vpc)?;
         // spec 1.6: the default security group comes with the VPC, atomically.
         let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
         tx.include(sg_compares, sg_ops);
@@ -254,6 +256,8 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         // spec 1.7: the main route table goes with the VPC; others block it.
         route_table::vpc_deleting(tx, id)?;
+        // spec 1.7: the default network ACL goes with the VPC; custom ones block it.
+        network_acl::vpc_deleted(tx, id)?;
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);

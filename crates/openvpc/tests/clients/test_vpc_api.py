@@ -30,6 +30,12 @@ def error_code(excinfo):
 def clean():
     for profile in ("default", "bob"):
         client = ec2(profile)
+        # Subnets hold ACL associations, and custom network ACLs block
+        # DeleteVpc (spec 1.7, 4.2): subnets go first, then custom ACLs.
+        for subnet in client.describe_subnets()["Subnets"]:
+            client.delete_subnet(SubnetId=subnet["SubnetId"])
+        for acl in client.describe_network_acls(Filters=[{"Name": "default", "Values": ["false"]}])["NetworkAcls"]:
+            client.delete_network_acl(NetworkAclId=acl["NetworkAclId"])
         # Non-default security groups block DeleteVpc (spec 1.7); rules that
         # reference other groups block DeleteSecurityGroup, so drop them first.
         groups = client.describe_security_groups()["SecurityGroups"]
