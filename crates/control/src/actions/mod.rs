@@ -2,8 +2,11 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod egress_only_internet_gateway;
+pub mod internet_gateway;
 pub mod resource;
 pub mod security_group;
+pub mod tags;
 pub mod vpc;
 
 use crate::account::Account;
@@ -44,7 +47,13 @@ impl Ctx<'_> {
 pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 
 /// Every resource module, one line each.
-const HANDLERS: &[Handler] = &[vpc::dispatch, security_group::dispatch];
+const HANDLERS: &[Handler] = &[
+    vpc::dispatch,
+    security_group::dispatch,
+    internet_gateway::dispatch,
+    egress_only_internet_gateway::dispatch,
+    tags::dispatch,
+];
 
 /// Runs the request's action.
 pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

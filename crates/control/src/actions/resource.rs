@@ -347,6 +347,27 @@ pub fn describe_where<R: Resource>(
     spec: DescribeSpec,
     keep: impl Fn(&R) -> bool,
 ) -> Result<String, ApiError> {
+    describe_impl::<R>(ctx, params, spec, keep, true)
+}
+
+/// [`describe`] for the few actions where EC2 answers a named ID that names
+/// nothing by leaving it out rather than failing the call
+/// (DescribeEgressOnlyInternetGateways).
+pub fn describe_skipping_missing<R: Resource>(
+    ctx: &Ctx,
+    params: &Params,
+    spec: DescribeSpec,
+) -> Result<String, ApiError> {
+    describe_impl::<R>(ctx, params, spec, |_| true, false)
+}
+
+fn describe_impl<R: Resource>(
+    ctx: &Ctx,
+    params: &Params,
+    spec: DescribeSpec,
+    keep: impl Fn(&R) -> bool,
+    named_must_exist: bool,
+) -> Result<String, ApiError> {
     let ids = params.list(spec.ids)?;
     for id in &ids {
         check_id(R::KIND, id)?;
@@ -362,7 +383,9 @@ pub fn describe_where<R: Resource>(
     }
     let all: Vec<R> = transact(ctx, |tx| tx.list::<R>())?;
     // spec 12.3: every named resource must exist, or the whole call fails.
-    if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == *id)) {
+    if named_must_exist
+        && let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == *id))
+    {
         return Err(not_found::<R>(missing));
     }
     let mut shown = Vec::new();
