@@ -115,8 +115,9 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     ))
 }
 
-/// EC2 leaves out named gateways that do not exist (a deleted one simply
-/// disappears) instead of failing the call.
+/// A named gateway that does not exist (a deleted one) is left out rather
+/// than failing the call: moto answers so, and Terraform's provider reads an
+/// empty answer, not an error code, as "gone" for this action alone.
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     describe_skipping_missing::<EgressOnlyInternetGateway>(
         ctx,
