@@ -261,6 +261,11 @@ fn cidr_rules() {
     assert_eq!(store.revision().unwrap(), before, "no refusal wrote");
     let e = call(&store, &a, &associate(&v, "192.168.0.0/16")).unwrap_err();
     assert!(e.message.contains("restricted"), "{}", e.message);
+    let e = call(&store, &a, &associate(&v, "1000.1.0.0/20")).unwrap_err();
+    assert_eq!(
+        e.message,
+        "Value (1000.1.0.0/20) for parameter cidrBlock is invalid. This is not a valid CIDR block."
+    );
     // Permitted: other 10/8 blocks, public blocks and 100.64/10.
     for cidr in [
         "10.1.0.0/16",

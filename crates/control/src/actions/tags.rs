@@ -309,7 +309,9 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             };
             let prefix = ctx.prefix(segment(*kind));
             for (key, value) in tx.range_raw(&prefix)? {
-                records.push((*kind, row, key[prefix.len()..].to_vec(), value));
+                if let Some(suffix) = key.strip_prefix(prefix.as_slice()) {
+                    records.push((*kind, row, suffix.to_vec(), value));
+                }
             }
         }
         Ok(records)

@@ -86,7 +86,9 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
 /// spec 1.1: /16 to /28, never in 169.254.0.0/16.
 fn parse_cidr(text: &str) -> Result<Ipv4Cidr, ApiError> {
     let cidr: Ipv4Cidr = text.parse().map_err(|_| {
-        ApiError::invalid_value("CidrBlock", text, "This is not a valid CIDR block.")
+        // EC2 names the parameter in lowerCamelCase here; clients (and
+        // moto's tests) compare the whole message.
+        ApiError::invalid_value("cidrBlock", text, "This is not a valid CIDR block.")
     })?;
     let link_local: Ipv4Cidr = Ipv4Cidr::new(Ipv4Addr::new(169, 254, 0, 0), 16)
         .map_err(|e| ApiError::internal(e.to_string()))?;
