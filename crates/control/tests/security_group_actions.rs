@@ -4,50 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use openvpc_control::ApiError;
+mod common;
+
+use common::{account, all, call, code, first, vpc};
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
-
-fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
-    let ctx = Ctx {
-        store,
-        account,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
-}
-
-fn code(store: &dyn Store, account: &Account, body: &str) -> String {
-    call(store, account, body).unwrap_err().code.into_owned()
-}
-
-/// The text of every `<name>` element, in order.
-fn all(xml: &str, name: &str) -> Vec<String> {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-fn first(xml: &str, name: &str) -> String {
-    all(xml, name).remove(0)
-}
-
-fn account() -> Account {
-    Account::generate("a", Some("111111111111"))
-}
-
-fn vpc(store: &dyn Store, a: &Account) -> String {
-    first(
-        &call(store, a, "Action=CreateVpc&CidrBlock=10.0.0.0%2F16").unwrap(),
-        "vpcId",
-    )
-}
 
 fn group(store: &dyn Store, a: &Account, vpc: &str, name: &str) -> String {
     first(

@@ -3,23 +3,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 
-use openvpc_control::ApiError;
+use common::call;
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
-
-fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
-    let ctx = Ctx {
-        store,
-        account,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
-}
 
 fn vpc_ids(xml: &str) -> Vec<String> {
     xml.split("<vpcId>")

@@ -3,13 +3,16 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod address;
+pub mod egress_only_internet_gateway;
 pub mod instance;
+pub mod internet_gateway;
 pub mod network_acl;
 pub mod network_interface;
 pub mod resource;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
+pub mod tags;
 pub mod vpc;
 
 use crate::account::Account;
@@ -66,6 +69,9 @@ const HANDLERS: &[Handler] = &[
     address::dispatch,
     instance::dispatch,
     network_acl::dispatch,
+    internet_gateway::dispatch,
+    egress_only_internet_gateway::dispatch,
+    tags::dispatch,
 ];
 
 /// Runs the request's action.

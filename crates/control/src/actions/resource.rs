@@ -356,7 +356,7 @@ pub fn describe_where<R: Resource>(
     spec: DescribeSpec,
     keep: impl Fn(&R) -> bool,
 ) -> Result<String, ApiError> {
-    describe_with(ctx, params, spec, keep, |tx| tx.list::<R>())
+    describe_impl(ctx, params, spec, keep, |tx| tx.list::<R>(), true)
 }
 
 /// [`describe_where`] over the resources `load` returns, for kinds whose
@@ -367,7 +367,29 @@ pub fn describe_with<R: Resource>(
     params: &Params,
     spec: DescribeSpec,
     keep: impl Fn(&R) -> bool,
+    load: impl FnMut(&mut Tx) -> Result<Vec<R>, ApiError>,
+) -> Result<String, ApiError> {
+    describe_impl(ctx, params, spec, keep, load, true)
+}
+
+/// [`describe`] for the few actions where EC2 answers a named ID that names
+/// nothing by leaving it out rather than failing the call
+/// (DescribeEgressOnlyInternetGateways).
+pub fn describe_skipping_missing<R: Resource>(
+    ctx: &Ctx,
+    params: &Params,
+    spec: DescribeSpec,
+) -> Result<String, ApiError> {
+    describe_impl(ctx, params, spec, |_: &R| true, |tx| tx.list::<R>(), false)
+}
+
+fn describe_impl<R: Resource>(
+    ctx: &Ctx,
+    params: &Params,
+    spec: DescribeSpec,
+    keep: impl Fn(&R) -> bool,
     mut load: impl FnMut(&mut Tx) -> Result<Vec<R>, ApiError>,
+    named_must_exist: bool,
 ) -> Result<String, ApiError> {
     let ids = params.list(spec.ids)?;
     for id in &ids {
@@ -381,7 +403,9 @@ pub fn describe_with<R: Resource>(
     }
     let all: Vec<R> = transact(ctx, &mut load)?;
     // spec 12.3: every named resource must exist, or the whole call fails.
-    if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == *id)) {
+    if named_must_exist
+        && let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| r.id() == *id))
+    {
         return Err(not_found::<R>(missing));
     }
     let mut shown = Vec::new();

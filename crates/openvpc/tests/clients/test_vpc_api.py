@@ -45,6 +45,13 @@ def clean():
         for group in groups:
             if group["GroupName"] != "default":
                 client.delete_security_group(GroupId=group["GroupId"])
+        # Attached internet gateways and egress-only ones block DeleteVpc too.
+        for gateway in client.describe_egress_only_internet_gateways()["EgressOnlyInternetGateways"]:
+            client.delete_egress_only_internet_gateway(EgressOnlyInternetGatewayId=gateway["EgressOnlyInternetGatewayId"])
+        for gateway in client.describe_internet_gateways()["InternetGateways"]:
+            for attachment in gateway["Attachments"]:
+                client.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=attachment["VpcId"])
+            client.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
         for vpc in client.describe_vpcs()["Vpcs"]:
             client.delete_vpc(VpcId=vpc["VpcId"])
     yield

@@ -1,0 +1,62 @@
+//! Helpers the action tests share: calling an action over a store without
+//! HTTP, reading elements out of the XML it returns, and making the
+//! resources most tests start from.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use openvpc_control::ApiError;
+use openvpc_control::account::Account;
+use openvpc_control::actions::{Ctx, dispatch};
+use openvpc_control::query::Params;
+use openvpc_control::store::Store;
+
+pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
+    let ctx = Ctx {
+        store,
+        account,
+        region: "us-east-1",
+        request_id: "req-test",
+    };
+    dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
+}
+
+/// The error code of a call that must fail.
+pub fn code(store: &dyn Store, account: &Account, body: &str) -> String {
+    call(store, account, body).unwrap_err().code.into_owned()
+}
+
+/// The text of every `<name>` element, in order.
+pub fn all(xml: &str, name: &str) -> Vec<String> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
+        .collect()
+}
+
+pub fn first(xml: &str, name: &str) -> String {
+    all(xml, name).remove(0)
+}
+
+pub fn account() -> Account {
+    Account::generate("a", Some("111111111111"))
+}
+
+/// A new VPC with `10.0.0.0/16`; its ID.
+pub fn vpc(store: &dyn Store, a: &Account) -> String {
+    vpc_with(store, a, "10.0.0.0/16")
+}
+
+/// A new VPC with this (unencoded) CIDR; its ID.
+pub fn vpc_with(store: &dyn Store, a: &Account, cidr: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!("Action=CreateVpc&CidrBlock={}", cidr.replace('/', "%2F")),
+        )
+        .unwrap(),
+        "vpcId",
+    )
+}
