@@ -17,7 +17,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::account::{self, Account};
-use crate::actions::{Ctx, dispatch};
+use crate::actions::{Ctx, default_vpc, dispatch};
 use crate::error::ApiError;
 use crate::moto_api;
 use crate::query::Params;
@@ -224,5 +224,7 @@ pub fn execute(
         region: &verified.region,
         request_id,
     };
+    // spec 1.3: an account finds a default VPC in every region it uses.
+    default_vpc::ensure(&ctx)?;
     dispatch(&ctx, &params)
 }

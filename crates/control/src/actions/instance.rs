@@ -13,7 +13,6 @@ use openvpc_model::ResourceKind;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
-use super::Ctx;
 use super::address;
 use super::network_interface::{
     self as eni_mod, AddressRequest, EniSpec, GroupRef, NetworkInterface, PublicMapping,
@@ -23,6 +22,7 @@ use super::network_interface::{
 use super::resource::{Resource, Tags, Tx, check_id, ok_return, transact, write_tags};
 use super::security_group;
 use super::subnet::Subnet;
+use super::{Ctx, default_vpc};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -501,13 +501,8 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 check_id(ResourceKind::Subnet, s)?;
                 s.clone()
             }
-            (None, None) => {
-                // A default VPC would supply a subnet here; none exists yet.
-                return Err(ApiError::new(
-                    "VPCIdNotSpecified",
-                    "No default VPC for this user. Specify a SubnetId (or a NetworkInterface) to launch into.",
-                ));
-            }
+            // spec 1.3: a launch without a subnet goes to a default subnet.
+            (None, None) => default_vpc::subnet_for_launch(tx, placement_zone)?.id,
         };
         let subnet = tx.load::<Subnet>(&subnet_id)?;
         if let Some(zone) = placement_zone

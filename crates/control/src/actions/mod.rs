@@ -3,6 +3,7 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod address;
+pub mod default_vpc;
 pub mod egress_only_internet_gateway;
 pub mod instance;
 pub mod internet_gateway;
@@ -62,6 +63,7 @@ pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 /// Every resource module, one line each.
 const HANDLERS: &[Handler] = &[
     vpc::dispatch,
+    default_vpc::dispatch,
     security_group::dispatch,
     subnet::dispatch,
     route_table::dispatch,

@@ -17,7 +17,7 @@ use super::resource::{
     Resource, Tags, Tx, commit_outside_tx, filters_match, next_token, page, tag_filter_values,
     transact, write_tags,
 };
-use super::{Ctx, store_error, tags_for};
+use super::{Ctx, default_vpc, store_error, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
@@ -282,7 +282,17 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let name = check_name(params.required("GroupName")?)?;
     let description = params.required("GroupDescription")?;
     check_description("GroupDescription", description)?;
-    let vpc_id = params.required("VpcId")?;
+    // spec 1.3: without a VpcId the group goes to the default VPC.
+    let default_vpc_id;
+    let vpc_id = match params.get("VpcId") {
+        Some(id) => id,
+        None => {
+            default_vpc_id = transact(ctx, default_vpc::find)?
+                .ok_or_else(default_vpc::no_default_vpc)?
+                .id;
+            &default_vpc_id
+        }
+    };
     ResourceId::parse(ResourceKind::Vpc, vpc_id)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let tags = tags_for(params, "security-group")?;

@@ -109,6 +109,67 @@ fn vni_counter_key(region: &str) -> Vec<u8> {
 /// First VNI handed out; lower values stay free for infrastructure.
 const FIRST_VNI: u32 = 4096;
 
+/// What a new VPC is made of; the rest takes its defaults.
+#[derive(Debug, Clone)]
+pub struct NewVpc<'a> {
+    pub cidr: Ipv4Cidr,
+    pub tenancy: &'a str,
+    pub is_default: bool,
+    pub ipv6: bool,
+    pub tags: Tags,
+}
+
+/// Creates a VPC with everything spec 1.6 gives every VPC (main route
+/// table, default network ACL, default security group) in `tx`, within the
+/// region's VPC quota. The default VPC (spec 1.3) starts here too.
+pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
+    let ctx = tx.ctx();
+    if tx.list::<Vpc>()?.len() >= VPC_QUOTA {
+        return Err(ApiError::new(
+            "VpcLimitExceeded",
+            format!(
+                "The maximum number of VPCs has been reached ({VPC_QUOTA} per region). Delete a VPC or ask for a higher quota."
+            ),
+        ));
+    }
+    let vni = next_vni(tx)?;
+    let ipv6_cidr_associations = if new.ipv6 {
+        vec![amazon_ipv6_block(tx)?]
+    } else {
+        Vec::new()
+    };
+    let vpc = Vpc {
+        id: new_id(ResourceKind::Vpc),
+        owner_id: ctx.account.id.clone(),
+        cidr_block: new.cidr.to_string(),
+        cidr_associations: vec![CidrAssociation {
+            association_id: new_id(ResourceKind::VpcCidrAssociation),
+            cidr_block: new.cidr.to_string(),
+            state: "associated".into(),
+        }],
+        state: "available".into(),
+        dhcp_options_id: "default".into(),
+        instance_tenancy: new.tenancy.into(),
+        is_default: new.is_default,
+        enable_dns_support: true,
+        // spec 1.4: hostnames are on in the default VPC only.
+        enable_dns_hostnames: new.is_default,
+        tags: new.tags,
+        vni,
+        enable_network_address_usage_metrics: false,
+        ipv6_cidr_associations,
+    };
+    tx.put(&vpc)?;
+    // spec 1.6: the main route table comes with the VPC, atomically.
+    route_table::vpc_created(tx, &vpc)?;
+    // spec 1.6: the default network ACL comes with the VPC, atomically.
+    network_acl::vpc_created(tx, &vpc)?;
+    // spec 1.6: the default security group comes with the VPC, atomically.
+    let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
+    tx.include(sg_compares, sg_ops);
+    Ok(vpc)
+}
+
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let cidr = parse_cidr(params.required("CidrBlock")?)?;
     let tenancy = params.get("InstanceTenancy").unwrap_or("default");
@@ -124,53 +185,18 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
+    let tags: Tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
     let vpc = transact(ctx, |tx| {
-        if tx.list::<Vpc>()?.len() >= VPC_QUOTA {
-            return Err(ApiError::new(
-                "VpcLimitExceeded",
-                format!(
-                    "The maximum number of VPCs has been reached ({VPC_QUOTA} per region). Delete a VPC or ask for a higher quota."
-                ),
-            ));
-        }
-        let vni = next_vni(tx)?;
-        let ipv6_cidr_associations = if ipv6 {
-            vec![amazon_ipv6_block(tx)?]
-        } else {
-            Vec::new()
-        };
-        let vpc = Vpc {
-            id: new_id(ResourceKind::Vpc),
-            owner_id: ctx.account.id.clone(),
-            cidr_block: cidr.to_string(),
-            cidr_associations: vec![CidrAssociation {
-                association_id: new_id(ResourceKind::VpcCidrAssociation),
-                cidr_block: cidr.to_string(),
-                state: "associated".into(),
-            }],
-            state: "available".into(),
-            dhcp_options_id: "default".into(),
-            instance_tenancy: tenancy.into(),
-            is_default: false,
-            enable_dns_support: true,
-            enable_dns_hostnames: false,
-            tags: tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
-            vni,
-            enable_network_address_usage_metrics: false,
-            ipv6_cidr_associations,
-        };
-        tx.put(&vpc)?;
-        // spec 1.6: the main route table comes with the VPC, atomically.
-        route_table::vpc_created(tx, &vpc)?;
-        // spec 1.6: the default network ACL comes with the VPC, atomically.
-        network_acl::vpc_created(tx, &vpc)?;
-        // spec 1.6: the default security group comes with the VPC, atomically.
-        let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
-        tx.include(sg_compares, sg_ops);
-        Ok(vpc)
+        insert_vpc(
+            tx,
+            NewVpc {
+                cidr,
+                tenancy,
+                is_default: false,
+                ipv6,
+                tags: tags.clone(),
+            },
+        )
     })?;
     // AWS answers CreateVpc with the VPC still pending.
     let shown = Vpc {

@@ -15,50 +15,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
-
-
-def ec2(profile="default"):
-    session = boto3.Session(profile_name=profile, region_name="us-east-1")
-    return session.client("ec2", endpoint_url=ENDPOINT)
-
-
-def error_code(excinfo):
-    return excinfo.value.response["Error"]["Code"]
-
-
-def cleanup(client):
-    live = client.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
-    )["Reservations"]
-    ids = [i["InstanceId"] for r in live for i in r["Instances"]]
-    if ids:
-        client.terminate_instances(InstanceIds=ids)
-    for address in client.describe_addresses()["Addresses"]:
-        if address.get("AssociationId"):
-            client.disassociate_address(AssociationId=address["AssociationId"])
-        client.release_address(AllocationId=address["AllocationId"])
-    for eni in client.describe_network_interfaces()["NetworkInterfaces"]:
-        attachment = eni.get("Attachment")
-        if attachment and attachment["DeviceIndex"] != 0:
-            client.detach_network_interface(AttachmentId=attachment["AttachmentId"])
-        client.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
-    for subnet in client.describe_subnets()["Subnets"]:
-        client.delete_subnet(SubnetId=subnet["SubnetId"])
-    for group in client.describe_security_groups()["SecurityGroups"]:
-        if group["GroupName"] != "default":
-            client.delete_security_group(GroupId=group["GroupId"])
-    for vpc in client.describe_vpcs()["Vpcs"]:
-        client.delete_vpc(VpcId=vpc["VpcId"])
-
-
-@pytest.fixture(autouse=True)
-def clean():
-    for profile in ("default", "bob"):
-        cleanup(ec2(profile))
-    yield
-    for profile in ("default", "bob"):
-        cleanup(ec2(profile))
+from conftest import ENDPOINT, ec2, error_code  # noqa: F401
 
 
 def network(client, public=False):

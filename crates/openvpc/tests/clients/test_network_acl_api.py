@@ -12,7 +12,7 @@ import subprocess
 import botocore.exceptions
 import pytest
 
-from test_vpc_api import clean, ec2, error_code  # noqa: F401 (the fixture is autouse)
+from conftest import ENDPOINT, ec2, error_code  # noqa: F401
 
 
 def new_vpc(client, cidr="10.0.0.0/16"):

@@ -14,16 +14,7 @@ import boto3
 import botocore.exceptions
 import pytest
 
-ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
-
-
-def ec2(profile="default"):
-    session = boto3.Session(profile_name=profile, region_name="us-east-1")
-    return session.client("ec2", endpoint_url=ENDPOINT)
-
-
-def error_code(excinfo):
-    return excinfo.value.response["Error"]["Code"]
+from conftest import ENDPOINT, ec2, error_code  # noqa: F401
 
 
 def aws(*args):
@@ -34,31 +25,6 @@ def aws(*args):
         text=True,
     )
     return json.loads(out.stdout) if out.stdout.strip() else None
-
-
-def wipe(client):
-    # Tables hold subnets and gateways; subnets and custom tables hold the
-    # VPC (spec 1.7), so they go first.
-    for table in client.describe_route_tables()["RouteTables"]:
-        for assoc in table["Associations"]:
-            if not assoc["Main"]:
-                client.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
-    for table in client.describe_route_tables()["RouteTables"]:
-        if not any(a["Main"] for a in table["Associations"]):
-            client.delete_route_table(RouteTableId=table["RouteTableId"])
-    for subnet in client.describe_subnets()["Subnets"]:
-        client.delete_subnet(SubnetId=subnet["SubnetId"])
-    for vpc in client.describe_vpcs()["Vpcs"]:
-        client.delete_vpc(VpcId=vpc["VpcId"])
-
-
-@pytest.fixture(autouse=True)
-def clean():
-    for profile in ("default", "bob"):
-        wipe(ec2(profile))
-    yield
-    for profile in ("default", "bob"):
-        wipe(ec2(profile))
 
 
 def main_table(client, vpc_id):

@@ -14,47 +14,7 @@ import botocore.config
 import botocore.exceptions
 import pytest
 
-ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
-
-
-def ec2(profile="default", **kwargs):
-    session = boto3.Session(profile_name=profile, region_name="us-east-1")
-    return session.client("ec2", endpoint_url=ENDPOINT, **kwargs)
-
-
-def error_code(excinfo):
-    return excinfo.value.response["Error"]["Code"]
-
-
-@pytest.fixture(autouse=True)
-def clean():
-    for profile in ("default", "bob"):
-        client = ec2(profile)
-        # Subnets hold ACL associations, and custom network ACLs block
-        # DeleteVpc (spec 1.7, 4.2): subnets go first, then custom ACLs.
-        for subnet in client.describe_subnets()["Subnets"]:
-            client.delete_subnet(SubnetId=subnet["SubnetId"])
-        for acl in client.describe_network_acls(Filters=[{"Name": "default", "Values": ["false"]}])["NetworkAcls"]:
-            client.delete_network_acl(NetworkAclId=acl["NetworkAclId"])
-        # Non-default security groups block DeleteVpc (spec 1.7); rules that
-        # reference other groups block DeleteSecurityGroup, so drop them first.
-        groups = client.describe_security_groups()["SecurityGroups"]
-        for group in groups:
-            if group["IpPermissions"]:
-                client.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
-        for group in groups:
-            if group["GroupName"] != "default":
-                client.delete_security_group(GroupId=group["GroupId"])
-        # Attached internet gateways and egress-only ones block DeleteVpc too.
-        for gateway in client.describe_egress_only_internet_gateways()["EgressOnlyInternetGateways"]:
-            client.delete_egress_only_internet_gateway(EgressOnlyInternetGatewayId=gateway["EgressOnlyInternetGatewayId"])
-        for gateway in client.describe_internet_gateways()["InternetGateways"]:
-            for attachment in gateway["Attachments"]:
-                client.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=attachment["VpcId"])
-            client.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
-        for vpc in client.describe_vpcs()["Vpcs"]:
-            client.delete_vpc(VpcId=vpc["VpcId"])
-    yield
+from conftest import ENDPOINT, ec2, error_code  # noqa: F401
 
 
 def test_create_describe_delete():

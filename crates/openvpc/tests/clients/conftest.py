@@ -1,0 +1,79 @@
+"""What every client test shares: a clean region before each test.
+
+`wipe` deletes everything the accounts own, in the order dependencies
+demand (spec 1.7): instances, addresses and interfaces first, then subnets
+and what subnets hold, custom tables, ACLs and groups, gateways, and the
+VPCs themselves (the default VPC too, which then stays deleted, spec 1.3).
+"""
+
+import os
+
+import boto3
+import pytest
+
+ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
+PROFILES = ("default", "bob")
+
+
+def ec2(profile="default", **kwargs):
+    session = boto3.Session(profile_name=profile, region_name="us-east-1")
+    return session.client("ec2", endpoint_url=ENDPOINT, **kwargs)
+
+
+def wipe(client):
+    live = client.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
+    )["Reservations"]
+    ids = [i["InstanceId"] for r in live for i in r["Instances"]]
+    if ids:
+        client.terminate_instances(InstanceIds=ids)
+    for address in client.describe_addresses()["Addresses"]:
+        if address.get("AssociationId"):
+            client.disassociate_address(AssociationId=address["AssociationId"])
+        client.release_address(AllocationId=address["AllocationId"])
+    for eni in client.describe_network_interfaces()["NetworkInterfaces"]:
+        attachment = eni.get("Attachment")
+        if attachment and attachment["DeviceIndex"] != 0:
+            client.detach_network_interface(AttachmentId=attachment["AttachmentId"])
+        client.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+    # Tables hold subnets and gateways; subnets hold ACL associations; custom
+    # tables and ACLs hold the VPC.
+    for table in client.describe_route_tables()["RouteTables"]:
+        for assoc in table["Associations"]:
+            if not assoc["Main"]:
+                client.disassociate_route_table(AssociationId=assoc["RouteTableAssociationId"])
+    for table in client.describe_route_tables()["RouteTables"]:
+        if not any(a["Main"] for a in table["Associations"]):
+            client.delete_route_table(RouteTableId=table["RouteTableId"])
+    for subnet in client.describe_subnets()["Subnets"]:
+        client.delete_subnet(SubnetId=subnet["SubnetId"])
+    for acl in client.describe_network_acls(Filters=[{"Name": "default", "Values": ["false"]}])["NetworkAcls"]:
+        client.delete_network_acl(NetworkAclId=acl["NetworkAclId"])
+    # Rules that reference other groups block DeleteSecurityGroup: drop them first.
+    groups = client.describe_security_groups()["SecurityGroups"]
+    for group in groups:
+        if group["IpPermissions"]:
+            client.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+    for group in groups:
+        if group["GroupName"] != "default":
+            client.delete_security_group(GroupId=group["GroupId"])
+    for gateway in client.describe_egress_only_internet_gateways()["EgressOnlyInternetGateways"]:
+        client.delete_egress_only_internet_gateway(EgressOnlyInternetGatewayId=gateway["EgressOnlyInternetGatewayId"])
+    for gateway in client.describe_internet_gateways()["InternetGateways"]:
+        for attachment in gateway["Attachments"]:
+            client.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=attachment["VpcId"])
+        client.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+    for vpc in client.describe_vpcs()["Vpcs"]:
+        client.delete_vpc(VpcId=vpc["VpcId"])
+
+
+@pytest.fixture(autouse=True)
+def clean():
+    # Before each test only: every test starts from an empty region, and what
+    # the last one leaves dies with the server.
+    for profile in PROFILES:
+        wipe(ec2(profile))
+
+
+def error_code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
