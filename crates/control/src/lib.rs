@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod filter;
 pub mod moto_api;
+pub mod moto_foreign;
 pub mod query;
 pub mod server;
 pub mod sigv4;

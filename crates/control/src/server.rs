@@ -5,7 +5,9 @@
 //!
 //! Under `--moto-compat` (for running moto's test suite, never in production)
 //! signatures are only checked for form, every request acts as moto's fixed
-//! account, and `POST /moto-api/reset` wipes every resource; see `moto_api`.
+//! account, `POST /moto-api/reset` wipes every resource (see `moto_api`), and
+//! the S3 and CloudWatch Logs calls moto's flow-log tests make are answered
+//! (see `moto_foreign`).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,6 +22,7 @@ use crate::account::{self, Account};
 use crate::actions::{Ctx, default_vpc, dispatch};
 use crate::error::ApiError;
 use crate::moto_api;
+use crate::moto_foreign;
 use crate::query::Params;
 use crate::sigv4;
 use crate::store::Store;
@@ -45,7 +48,10 @@ impl std::fmt::Debug for ApiState {
 pub fn router(state: ApiState) -> Router {
     let mut router = Router::new().route("/", axum::routing::any(handle));
     if state.moto_compat.is_some() {
-        router = router.route("/moto-api/reset", axum::routing::any(moto_reset));
+        router = router
+            .route("/moto-api/reset", axum::routing::any(moto_reset))
+            // S3's path-style calls (`PUT /BUCKET`) land off `/`.
+            .fallback(handle);
     }
     router.with_state(state)
 }
@@ -82,6 +88,25 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let request_id = request_id();
+    if let Some(moto) = &state.moto_compat {
+        // moto's flow-log tests call S3 and CloudWatch Logs on this endpoint.
+        let (store, account) = (Arc::clone(&state.store), moto.id.clone());
+        let (m, p, h, b) = (
+            method.clone(),
+            uri.path().to_owned(),
+            headers.clone(),
+            body.clone(),
+        );
+        let foreign = tokio::task::spawn_blocking(move || {
+            moto_foreign::answer(store.as_ref(), &account, &m, &p, &h, &b)
+        })
+        .await
+        .ok()
+        .flatten();
+        if let Some(response) = foreign {
+            return response;
+        }
+    }
     let id = request_id.clone();
     let result = tokio::task::spawn_blocking(move || {
         let headers: Vec<(String, String)> = headers
@@ -226,5 +251,10 @@ pub fn execute(
     };
     // spec 1.3: an account finds a default VPC in every region it uses.
     default_vpc::ensure(&ctx)?;
+    if state.moto_compat.is_some()
+        && let Some(answer) = moto_foreign::ec2_action(&ctx, &params)
+    {
+        return answer;
+    }
     dispatch(&ctx, &params)
 }

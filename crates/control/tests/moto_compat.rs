@@ -152,8 +152,10 @@ fn reset_deletes_every_resource_and_keeps_accounts() {
     assert!(store.range(b"r/", None, 1).unwrap().is_empty());
     assert!(store.range(b"region/", None, 1).unwrap().is_empty());
     assert_eq!(account::list(store.as_ref()).unwrap().len(), 2);
+    // Only the default VPC, made again as on a fresh account (spec 1.3).
     let xml = call(&state, "ec2", "Action=DescribeVpcs").unwrap();
-    assert!(!xml.contains("<vpcId>"), "{xml}");
+    assert_eq!(xml.matches("<vpcId>").count(), 1, "{xml}");
+    assert!(xml.contains("<cidrBlock>172.31.0.0/16</cidrBlock>"), "{xml}");
 }
 
 #[test]

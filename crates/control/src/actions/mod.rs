@@ -3,8 +3,10 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod address;
+pub mod customer_gateway;
 pub mod default_vpc;
 pub mod egress_only_internet_gateway;
+pub mod flow_log;
 pub mod instance;
 pub mod internet_gateway;
 pub mod network_acl;
@@ -15,6 +17,8 @@ pub mod security_group;
 pub mod subnet;
 pub mod tags;
 pub mod vpc;
+pub mod vpn_connection;
+pub mod vpn_gateway;
 
 use crate::account::Account;
 use crate::error::ApiError;
@@ -40,10 +44,11 @@ impl std::fmt::Debug for Ctx<'_> {
 
 /// Every key prefix under which actions keep state: resources (`r/`, then
 /// account, region, kind and ID, as [`Ctx::key`] builds them) and per-region
-/// counters (`region/`). Accounts and access keys live outside them. A module
+/// counters (`region/`), and the names `--moto-compat` records for other
+/// services (`compat/`, see `moto_foreign`). Accounts and access keys live outside them. A module
 /// that keeps state under a new prefix adds it here, so `--moto-compat`'s
 /// reset clears it too.
-pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/"];
+pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/"];
 
 impl Ctx<'_> {
     /// The store key of a resource of this account and region.
@@ -73,6 +78,10 @@ const HANDLERS: &[Handler] = &[
     network_acl::dispatch,
     internet_gateway::dispatch,
     egress_only_internet_gateway::dispatch,
+    customer_gateway::dispatch,
+    vpn_gateway::dispatch,
+    vpn_connection::dispatch,
+    flow_log::dispatch,
     tags::dispatch,
 ];
 

@@ -352,6 +352,10 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         {
             return Err(has_dependencies(id));
         }
+        // spec 1.7, 10.1: an attached VPN gateway blocks DeleteVpc.
+        if super::vpn_gateway::attached_to(tx, id)?.is_some() {
+            return Err(has_dependencies(id));
+        }
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);

@@ -57,6 +57,23 @@ def wipe(client):
     for group in groups:
         if group["GroupName"] != "default":
             client.delete_security_group(GroupId=group["GroupId"])
+    # Flow logs go with their resources; VPN connections hold their
+    # gateways, and an attached VPN gateway blocks DeleteVpc (spec 10.1).
+    flow_logs = [f["FlowLogId"] for f in client.describe_flow_logs()["FlowLogs"]]
+    if flow_logs:
+        client.delete_flow_logs(FlowLogIds=flow_logs)
+    for connection in client.describe_vpn_connections()["VpnConnections"]:
+        if connection["State"] != "deleted":
+            client.delete_vpn_connection(VpnConnectionId=connection["VpnConnectionId"])
+    for gateway in client.describe_customer_gateways()["CustomerGateways"]:
+        if gateway["State"] != "deleted":
+            client.delete_customer_gateway(CustomerGatewayId=gateway["CustomerGatewayId"])
+    for gateway in client.describe_vpn_gateways()["VpnGateways"]:
+        for attachment in gateway["VpcAttachments"]:
+            if attachment["State"] == "attached":
+                client.detach_vpn_gateway(VpnGatewayId=gateway["VpnGatewayId"], VpcId=attachment["VpcId"])
+        if gateway["State"] != "deleted":
+            client.delete_vpn_gateway(VpnGatewayId=gateway["VpnGatewayId"])
     for gateway in client.describe_egress_only_internet_gateways()["EgressOnlyInternetGateways"]:
         client.delete_egress_only_internet_gateway(EgressOnlyInternetGatewayId=gateway["EgressOnlyInternetGatewayId"])
     for gateway in client.describe_internet_gateways()["InternetGateways"]:
