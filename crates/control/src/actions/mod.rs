@@ -3,6 +3,7 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod address;
+pub mod dhcp_options;
 pub mod egress_only_internet_gateway;
 pub mod instance;
 pub mod internet_gateway;
@@ -71,6 +72,7 @@ const HANDLERS: &[Handler] = &[
     network_acl::dispatch,
     internet_gateway::dispatch,
     egress_only_internet_gateway::dispatch,
+    dhcp_options::dispatch,
     tags::dispatch,
 ];
 

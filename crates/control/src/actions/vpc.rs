@@ -16,7 +16,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::subnet::Subnet;
-use super::{Ctx, network_acl, route_table, security_group, tags_for};
+use super::{Ctx, dhcp_options, network_acl, route_table, security_group, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -139,6 +139,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         } else {
             Vec::new()
         };
+        // spec 1.6: the account's default DHCP options set is associated.
+        let dhcp_options_id = dhcp_options::default_set_id(tx)?;
         let vpc = Vpc {
             id: new_id(ResourceKind::Vpc),
             owner_id: ctx.account.id.clone(),
@@ -149,7 +151,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 state: "associated".into(),
             }],
             state: "available".into(),
-            dhcp_options_id: "default".into(),
+            dhcp_options_id,
             instance_tenancy: tenancy.into(),
             is_default: false,
             enable_dns_support: true,
