@@ -9,6 +9,7 @@ pub mod instance;
 pub mod internet_gateway;
 pub mod network_acl;
 pub mod network_interface;
+pub mod prefix_list;
 pub mod resource;
 pub mod route_table;
 pub mod security_group;
@@ -73,6 +74,7 @@ const HANDLERS: &[Handler] = &[
     internet_gateway::dispatch,
     egress_only_internet_gateway::dispatch,
     dhcp_options::dispatch,
+    prefix_list::dispatch,
     tags::dispatch,
 ];
 

@@ -24,7 +24,7 @@ use super::resource::{
 };
 use super::subnet::Subnet;
 use super::vpc::{Vpc, has_dependencies};
-use super::{Ctx, tags_for};
+use super::{Ctx, prefix_list, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -1006,6 +1006,12 @@ pub fn create_route(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         check_target(tx, &table, &target)?;
         let destination = destination.clone()?;
         check_reserved(&destination)?;
+        // spec 2.4: a prefix-list destination names a list that exists.
+        if let Destination::PrefixList(id) = &destination
+            && prefix_list::find(tx, id)?.is_none()
+        {
+            return Err(prefix_list::not_found(id));
+        }
         check_family(&destination, &target)?;
         if table.route(&destination).is_some() {
             return Err(ApiError::new(
