@@ -16,6 +16,7 @@ pub mod security_group;
 pub mod subnet;
 pub mod tags;
 pub mod vpc;
+pub mod vpc_endpoint;
 
 use crate::account::Account;
 use crate::error::ApiError;
@@ -75,6 +76,7 @@ const HANDLERS: &[Handler] = &[
     egress_only_internet_gateway::dispatch,
     dhcp_options::dispatch,
     prefix_list::dispatch,
+    vpc_endpoint::dispatch,
     tags::dispatch,
 ];
 
