@@ -39,6 +39,13 @@ impl Xml {
         self
     }
 
+    /// Escaped text with no element around it: the members of string lists
+    /// such as `<cidrSet><item>…</item></cidrSet>`.
+    pub fn text(&mut self, text: impl Display) -> &mut Self {
+        self.out.push_str(&escape(&text.to_string()));
+        self
+    }
+
     /// `<name>text</name>` when there is a value; nothing otherwise.
     pub fn opt(&mut self, name: &str, text: Option<impl Display>) -> &mut Self {
         if let Some(t) = text {

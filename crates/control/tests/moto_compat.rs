@@ -155,7 +155,10 @@ fn reset_deletes_every_resource_and_keeps_accounts() {
     // Only the default VPC, made again as on a fresh account (spec 1.3).
     let xml = call(&state, "ec2", "Action=DescribeVpcs").unwrap();
     assert_eq!(xml.matches("<vpcId>").count(), 1, "{xml}");
-    assert!(xml.contains("<cidrBlock>172.31.0.0/16</cidrBlock>"), "{xml}");
+    assert!(
+        xml.contains("<cidrBlock>172.31.0.0/16</cidrBlock>"),
+        "{xml}"
+    );
 }
 
 #[test]

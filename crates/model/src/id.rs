@@ -55,7 +55,7 @@ kinds! {
     PrefixList => "pl", "InvalidPrefixListId.Malformed";
     NetworkInterface => "eni", "InvalidNetworkInterfaceID.Malformed";
     NetworkInterfaceAttachment => "eni-attach", "InvalidAttachmentID.Malformed";
-    DhcpOptions => "dopt", "InvalidDhcpOptionsID.Malformed";
+    DhcpOptions => "dopt", "InvalidDhcpOptionsId.Malformed";
     Instance => "i", "InvalidInstanceID.Malformed";
     TransitGateway => "tgw", "InvalidTransitGatewayID.Malformed";
 }

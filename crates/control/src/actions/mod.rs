@@ -5,18 +5,21 @@
 pub mod address;
 pub mod customer_gateway;
 pub mod default_vpc;
+pub mod dhcp_options;
 pub mod egress_only_internet_gateway;
 pub mod flow_log;
 pub mod instance;
 pub mod internet_gateway;
 pub mod network_acl;
 pub mod network_interface;
+pub mod prefix_list;
 pub mod resource;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
 pub mod tags;
 pub mod vpc;
+pub mod vpc_endpoint;
 pub mod vpn_connection;
 pub mod vpn_gateway;
 
@@ -82,6 +85,9 @@ const HANDLERS: &[Handler] = &[
     vpn_gateway::dispatch,
     vpn_connection::dispatch,
     flow_log::dispatch,
+    dhcp_options::dispatch,
+    prefix_list::dispatch,
+    vpc_endpoint::dispatch,
     tags::dispatch,
 ];
 

@@ -24,7 +24,7 @@ use super::resource::{
 };
 use super::subnet::Subnet;
 use super::vpc::{Vpc, has_dependencies};
-use super::{Ctx, tags_for};
+use super::{Ctx, prefix_list, tags_for, vpc_endpoint};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -759,6 +759,22 @@ fn destination_param(params: &Params) -> Result<Destination, ApiError> {
     }
 }
 
+/// spec 11: a gateway endpoint's route is changed through the endpoint
+/// (ModifyVpcEndpoint), never directly.
+fn refuse_endpoint_route(tx: &mut Tx, table: &RouteTable, i: usize) -> Result<(), ApiError> {
+    let route = &table.routes[i];
+    if vpc_endpoint::owns_route(tx, &table.id, route)? {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!(
+                "The route to {} in {} belongs to VPC endpoint {}; change the endpoint's route tables with ModifyVpcEndpoint instead.",
+                route.destination, table.id, route.target.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// spec 2.3: destinations AWS keeps for itself.
 fn check_reserved(destination: &Destination) -> Result<(), ApiError> {
     let reserved = match destination {
@@ -952,6 +968,8 @@ pub fn delete_table(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 format!("The routeTable '{id}' has dependencies and cannot be deleted."),
             ));
         }
+        // spec 11: the table leaves the endpoints that routed through it.
+        vpc_endpoint::route_table_deleted(tx, id)?;
         tx.delete::<RouteTable>(id);
         Ok(())
     })?;
@@ -1006,6 +1024,12 @@ pub fn create_route(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         check_target(tx, &table, &target)?;
         let destination = destination.clone()?;
         check_reserved(&destination)?;
+        // spec 2.4: a prefix-list destination names a list that exists.
+        if let Destination::PrefixList(id) = &destination
+            && prefix_list::find(tx, id)?.is_none()
+        {
+            return Err(prefix_list::not_found(id));
+        }
         check_family(&destination, &target)?;
         if table.route(&destination).is_some() {
             return Err(ApiError::new(
@@ -1066,6 +1090,7 @@ pub fn replace_route(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             )
         })?;
         check_target(tx, &table, &target)?;
+        refuse_endpoint_route(tx, &table, i)?;
         if table.routes[i].is_local() {
             // spec 2.2: the local route may go through an appliance and back.
             if !(target.is_local() || target.is_middlebox())
@@ -1106,6 +1131,8 @@ pub fn delete_route(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             )
         })?;
+        // spec 11: an endpoint's route goes with ModifyVpcEndpoint only.
+        refuse_endpoint_route(tx, &table, i)?;
         // spec 2.2: the local route is always there.
         if table.routes[i].is_local() {
             return Err(ApiError::new(

@@ -13,6 +13,7 @@ use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind, canonical_ipv6_cidr};
 use serde::{Deserialize, Serialize};
 
 use super::network_interface::NetworkInterface;
+use super::prefix_list::{self, PrefixList};
 use super::resource::{
     Resource, Tags, Tx, commit_outside_tx, filters_match, next_token, page, tag_filter_values,
     transact, write_tags,
@@ -47,6 +48,8 @@ pub enum Target {
     Ipv6(String),
     /// The ENIs that carry another group (or this one).
     Group { user_id: String, group_id: String },
+    /// The CIDRs of a managed prefix list (spec 3.1).
+    PrefixList(String),
 }
 
 /// One rule as stored: one protocol/port match and one target.
@@ -92,6 +95,14 @@ impl SecurityGroup {
             .iter()
             .chain(&self.egress)
             .any(|r| matches!(&r.target, Target::Group { group_id: g, .. } if g == group_id))
+    }
+
+    /// True if one of this group's rules names the prefix list `id`.
+    pub fn references_prefix_list(&self, id: &str) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .any(|r| matches!(&r.target, Target::PrefixList(p) if p == id))
     }
 }
 
@@ -552,17 +563,22 @@ fn wanted_rules(ctx: &Ctx, params: &Params, egress: bool) -> Result<Vec<Wanted>,
                 description: description(&r)?,
             });
         }
-        if let Some(pl) = p.structs("PrefixListIds")?.first() {
-            let id = pl.get("PrefixListId").unwrap_or("");
-            return Err(ApiError::new(
-                "InvalidPrefixListId.NotFound",
-                format!("The prefix list '{id}' does not exist"),
-            ));
+        for r in p.structs("PrefixListIds")? {
+            let id = r
+                .required("PrefixListId")
+                .map_err(|_| ApiError::missing_parameter("PrefixListIds.N.PrefixListId"))?;
+            ResourceId::parse(ResourceKind::PrefixList, id)
+                .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+            out.push(Wanted {
+                traffic,
+                target: Target::PrefixList(id.to_owned()),
+                description: description(&r)?,
+            });
         }
         if out.len() == before {
             return Err(ApiError::new(
                 "InvalidPermission.Malformed",
-                "Each IpPermissions entry needs IpRanges, Ipv6Ranges or UserIdGroupPairs.",
+                "Each IpPermissions entry needs IpRanges, Ipv6Ranges, UserIdGroupPairs or PrefixListIds.",
             ));
         }
     }
@@ -577,21 +593,78 @@ fn describe_target(t: &Target) -> &str {
     match t {
         Target::Ipv4(c) | Target::Ipv6(c) => c,
         Target::Group { group_id, .. } => group_id,
+        Target::PrefixList(id) => id,
     }
 }
 
 /// spec 3.3: 60 rules per direction, IPv4 and IPv6 counted apart; a group
-/// reference counts in both.
-fn over_limit(rules: &[Rule]) -> bool {
-    let v4 = rules
-        .iter()
-        .filter(|r| !matches!(r.target, Target::Ipv6(_)))
-        .count();
-    let v6 = rules
-        .iter()
-        .filter(|r| !matches!(r.target, Target::Ipv4(_)))
-        .count();
+/// reference counts in both. spec 3.1: a prefix list counts its weight
+/// (`list` gives it, with its family; `None` for a list that is gone) in
+/// its own family.
+fn over_limit(rules: &[Rule], list: &dyn Fn(&str) -> Option<(usize, bool)>) -> bool {
+    let (mut v4, mut v6) = (0usize, 0usize);
+    for r in rules {
+        match &r.target {
+            Target::Ipv4(_) => v4 += 1,
+            Target::Ipv6(_) => v6 += 1,
+            Target::Group { .. } => {
+                v4 += 1;
+                v6 += 1;
+            }
+            Target::PrefixList(id) => match list(id) {
+                Some((w, true)) => v6 += w,
+                Some((w, false)) => v4 += w,
+                None => {}
+            },
+        }
+    }
     v4 > RULES_PER_DIRECTION || v6 > RULES_PER_DIRECTION
+}
+
+fn rule_limit_exceeded() -> ApiError {
+    ApiError::new(
+        "RulesPerSecurityGroupLimitExceeded",
+        format!(
+            "The maximum number of rules per security group has been reached ({RULES_PER_DIRECTION} per direction and address family; a customer-managed prefix list counts as its maximum entries)."
+        ),
+    )
+}
+
+/// spec 3.1: the group's rules still fit the quota once `changed` (a list
+/// being resized) has its new size. For ModifyManagedPrefixList.
+pub fn check_quota_with(
+    tx: &mut Tx,
+    g: &SecurityGroup,
+    changed: &PrefixList,
+) -> Result<(), ApiError> {
+    if !g.references_prefix_list(&changed.id) {
+        return Ok(());
+    }
+    let mut weights: Vec<(String, usize, bool)> = Vec::new();
+    for r in g.ingress.iter().chain(&g.egress) {
+        if let Target::PrefixList(id) = &r.target
+            && !weights.iter().any(|(w, _, _)| w == id)
+        {
+            let list = if *id == changed.id {
+                Some(changed.clone())
+            } else {
+                prefix_list::find(tx, id)?
+            };
+            if let Some(l) = list {
+                weights.push((id.clone(), l.rule_weight(), l.is_ipv6()));
+            }
+        }
+    }
+    let lookup = |id: &str| {
+        weights
+            .iter()
+            .find(|(w, _, _)| w == id)
+            .map(|(_, w, v6)| (*w, *v6))
+    };
+    if over_limit(&g.ingress, &lookup) || over_limit(&g.egress, &lookup) {
+        return Err(rule_limit_exceeded());
+    }
+    Ok(())
 }
 
 pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiError> {
@@ -638,6 +711,16 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
                     compares.push(Compare::Exists(key));
                 }
             }
+            if let Target::PrefixList(id) = &w.target {
+                let (_, key) = prefix_list::find_in_store(ctx, id)?
+                    .ok_or_else(|| prefix_list::not_found(id))?;
+                // A stored list must still exist when the rule commits.
+                if let Some(key) = key
+                    && !compares.iter().any(|c| c.key() == key.as_slice())
+                {
+                    compares.push(Compare::Exists(key));
+                }
+            }
             added.push(Rule {
                 id: ResourceId::generate(ResourceKind::SecurityGroupRule).to_string(),
                 traffic: w.traffic,
@@ -647,13 +730,23 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
             });
         }
         group.rules_mut(egress).extend(added.iter().cloned());
-        if over_limit(group.rules(egress)) {
-            return Err(ApiError::new(
-                "RulesPerSecurityGroupLimitExceeded",
-                format!(
-                    "The maximum number of rules per security group has been reached ({RULES_PER_DIRECTION} per direction and address family)."
-                ),
-            ));
+        let mut weights: Vec<(String, usize, bool)> = Vec::new();
+        for r in group.rules(egress) {
+            if let Target::PrefixList(id) = &r.target
+                && !weights.iter().any(|(w, _, _)| w == id)
+                && let Some((l, _)) = prefix_list::find_in_store(ctx, id)?
+            {
+                weights.push((id.clone(), l.rule_weight(), l.is_ipv6()));
+            }
+        }
+        let lookup = |id: &str| {
+            weights
+                .iter()
+                .find(|(w, _, _)| w == id)
+                .map(|(_, w, v6)| (*w, *v6))
+        };
+        if over_limit(group.rules(egress), &lookup) {
+            return Err(rule_limit_exceeded());
         }
         let txn = Txn {
             compares,
@@ -816,6 +909,9 @@ fn write_rule(x: &mut Xml, g: &SecurityGroup, r: &Rule, egress: bool) {
                 x.elem("groupId", group_id).elem("userId", user_id);
             });
         }
+        Target::PrefixList(id) => {
+            x.elem("prefixListId", id);
+        }
     }
     x.opt("description", r.description.as_deref());
     write_tags(x, &r.tags);
@@ -869,7 +965,17 @@ fn write_permissions(x: &mut Xml, name: &str, rules: &[Rule]) {
                     .opt("description", r.description.as_deref());
             },
         )
-        .list("prefixListIds", std::iter::empty::<()>(), |_, _| {});
+        .list(
+            "prefixListIds",
+            of_kind.iter().filter_map(|r| match &r.target {
+                Target::PrefixList(id) => Some((id, r)),
+                _ => None,
+            }),
+            |x, (id, r)| {
+                x.elem("prefixListId", id)
+                    .opt("description", r.description.as_deref());
+            },
+        );
     });
 }
 
@@ -917,6 +1023,13 @@ fn permission_values(rules: &[Rule], field: &str) -> Option<Vec<String>> {
             .iter()
             .filter_map(|r| match &r.target {
                 Target::Group { group_id, .. } => Some(group_id.clone()),
+                _ => None,
+            })
+            .collect(),
+        "prefix-list-id" => rules
+            .iter()
+            .filter_map(|r| match &r.target {
+                Target::PrefixList(id) => Some(id.clone()),
                 _ => None,
             })
             .collect(),

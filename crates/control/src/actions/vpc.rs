@@ -16,7 +16,7 @@ use super::resource::{
     transact, write_tags,
 };
 use super::subnet::Subnet;
-use super::{Ctx, network_acl, route_table, security_group, tags_for};
+use super::{Ctx, dhcp_options, network_acl, route_table, security_group, tags_for, vpc_endpoint};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -133,6 +133,8 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
         ));
     }
     let vni = next_vni(tx)?;
+    // spec 1.6: the account's default DHCP options set is associated.
+    let dhcp_options_id = dhcp_options::default_set_id(tx)?;
     let ipv6_cidr_associations = if new.ipv6 {
         vec![amazon_ipv6_block(tx)?]
     } else {
@@ -148,7 +150,7 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
             state: "associated".into(),
         }],
         state: "available".into(),
-        dhcp_options_id: "default".into(),
+        dhcp_options_id,
         instance_tenancy: new.tenancy.into(),
         is_default: new.is_default,
         enable_dns_support: true,
@@ -356,6 +358,8 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         if super::vpn_gateway::attached_to(tx, id)?.is_some() {
             return Err(has_dependencies(id));
         }
+        // spec 1.7: gateway endpoints are not deleted by the API: they block it.
+        vpc_endpoint::vpc_deleting(tx, id)?;
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);

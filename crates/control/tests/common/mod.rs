@@ -60,3 +60,52 @@ pub fn vpc_with(store: &dyn Store, a: &Account, cidr: &str) -> String {
         "vpcId",
     )
 }
+
+/// A new security group named `name` in `vpc`; its ID.
+pub fn security_group(store: &dyn Store, a: &Account, vpc: &str, name: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!("Action=CreateSecurityGroup&GroupName={name}&GroupDescription=d&VpcId={vpc}"),
+        )
+        .unwrap(),
+        "groupId",
+    )
+}
+
+/// The ID of `vpc`'s main route table.
+pub fn main_route_table(store: &dyn Store, a: &Account, vpc: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=DescribeRouteTables&Filter.1.Name=vpc-id&Filter.1.Value.1={vpc}&Filter.2.Name=association.main&Filter.2.Value.1=true"
+            ),
+        )
+        .unwrap(),
+        "routeTableId",
+    )
+}
+
+/// A new IPv4 customer-managed prefix list with `max` entries at most and
+/// the (unencoded) CIDRs given; its ID.
+pub fn prefix_list(store: &dyn Store, a: &Account, max: u32, cidrs: &[&str]) -> String {
+    let entries: String = cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("&Entry.{}.Cidr={}", i + 1, c.replace('/', "%2F")))
+        .collect();
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=CreateManagedPrefixList&PrefixListName=corp&MaxEntries={max}&AddressFamily=IPv4{entries}"
+            ),
+        )
+        .unwrap(),
+        "prefixListId",
+    )
+}

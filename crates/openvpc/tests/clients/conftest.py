@@ -80,8 +80,20 @@ def wipe(client):
         for attachment in gateway["Attachments"]:
             client.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=attachment["VpcId"])
         client.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+    # Gateway endpoints block DeleteVpc (spec 1.7); their routes go with them.
+    endpoints = [e["VpcEndpointId"] for e in client.describe_vpc_endpoints()["VpcEndpoints"]]
+    if endpoints:
+        client.delete_vpc_endpoints(VpcEndpointIds=endpoints)
     for vpc in client.describe_vpcs()["Vpcs"]:
         client.delete_vpc(VpcId=vpc["VpcId"])
+    # Rules and routes naming prefix lists are gone with their groups and
+    # tables; the account's own lists can go now.
+    for pl in client.describe_managed_prefix_lists()["PrefixLists"]:
+        if pl["OwnerId"] != "AWS":
+            client.delete_managed_prefix_list(PrefixListId=pl["PrefixListId"])
+    # DHCP options sets outlive VPCs (spec 1.6): delete them last.
+    for dopt in client.describe_dhcp_options()["DhcpOptions"]:
+        client.delete_dhcp_options(DhcpOptionsId=dopt["DhcpOptionsId"])
 
 
 @pytest.fixture(autouse=True)

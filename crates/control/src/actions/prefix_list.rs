@@ -1,0 +1,693 @@
+//! Managed prefix lists (spec 3.1, 11, 13; `pl-`): the customer-managed lists
+//! of an account (CreateManagedPrefixList, DescribeManagedPrefixLists,
+//! GetManagedPrefixListEntries, ModifyManagedPrefixList,
+//! DeleteManagedPrefixList) and the AWS-managed lists of the S3 and DynamoDB
+//! gateway endpoints (DescribePrefixLists, and DescribeManagedPrefixLists
+//! with owner `AWS`), plus the lookups security groups, routes and VPC
+//! endpoints use to name a list.
+//!
+//! AWS-managed lists are not stored: they are the same for every account of
+//! a region, with an ID derived from the region and service, so they cannot
+//! be changed, deleted or raced. Their CIDRs come from the documentation
+//! range 192.0.2.0/24 (RFC 5737), which the EIP pool (198.51.100.0/24,
+//! 203.0.113.0/24) does not use, so the dataplane can serve them locally.
+//!
+//! Every change to a customer list's entries makes a new version; all
+//! versions are kept so that GetManagedPrefixListEntries can read an old one.
+
+use openvpc_model::{Ipv4Cidr, ResourceKind};
+use serde::{Deserialize, Serialize};
+
+use super::resource::{
+    DescribeSpec, Resource, Tags, Tx, check_id, describe_with, filters_match, new_id, transact,
+    write_tags,
+};
+use super::route_table::{Destination, Ipv6Cidr, RouteTable};
+use super::security_group::groups_in;
+use super::{Ctx, store_error, tags_for};
+use crate::error::ApiError;
+use crate::query::Params;
+use crate::xml::Xml;
+
+/// spec 13: customer-managed prefix lists per region.
+pub const PREFIX_LIST_QUOTA: usize = 100;
+/// spec 13: entries per customer-managed list.
+pub const MAX_ENTRIES: u32 = 1000;
+/// Name and description lengths AWS allows.
+const MAX_TEXT: usize = 255;
+/// The owner AWS-managed lists show.
+pub const AWS_OWNER: &str = "AWS";
+/// The services with an AWS-managed list and a gateway endpoint (spec 11).
+pub const GATEWAY_SERVICES: [&str; 2] = ["s3", "dynamodb"];
+
+/// One entry of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub cidr: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A prefix list: stored for customer-managed lists, built for AWS-managed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrefixList {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    /// `IPv4` or `IPv6`.
+    pub address_family: String,
+    pub max_entries: u32,
+    /// The entries of every version, oldest first: version N is `versions[N-1]`.
+    pub versions: Vec<Vec<Entry>>,
+    pub state: String,
+    /// The region, for the ARN.
+    pub region: String,
+    #[serde(default)]
+    pub aws_managed: bool,
+    pub tags: Tags,
+}
+
+impl PrefixList {
+    pub fn version(&self) -> u64 {
+        self.versions.len() as u64
+    }
+
+    /// The current entries.
+    pub fn entries(&self) -> &[Entry] {
+        self.versions.last().map(Vec::as_slice).unwrap_or_default()
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.address_family == "IPv6"
+    }
+
+    /// spec 3.1: what a reference to the list costs in a security group's
+    /// rule quota: a customer-managed list its max entries, an AWS-managed
+    /// one its weight (1 for S3 and DynamoDB).
+    pub fn rule_weight(&self) -> usize {
+        if self.aws_managed {
+            1
+        } else {
+            self.max_entries as usize
+        }
+    }
+
+    fn arn(&self) -> String {
+        let owner = if self.aws_managed {
+            "aws"
+        } else {
+            &self.owner_id
+        };
+        format!(
+            "arn:aws:ec2:{}:{owner}:prefix-list/{}",
+            self.region, self.id
+        )
+    }
+}
+
+impl Resource for PrefixList {
+    const KIND: ResourceKind = ResourceKind::PrefixList;
+    const NOT_FOUND: &'static str = "InvalidPrefixListID.NotFound";
+    const NOUN: &'static str = "prefix list";
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        Some(match name {
+            "prefix-list-id" => vec![self.id.clone()],
+            "prefix-list-name" => vec![self.name.clone()],
+            "owner-id" => vec![self.owner_id.clone()],
+            _ => return None,
+        })
+    }
+
+    fn write(&self, x: &mut Xml) {
+        x.elem("prefixListId", &self.id)
+            .elem("addressFamily", &self.address_family)
+            .elem("state", &self.state)
+            .elem("prefixListArn", self.arn())
+            .elem("prefixListName", &self.name);
+        // AWS shows neither a size nor a version for its own lists.
+        if !self.aws_managed {
+            x.elem("maxEntries", self.max_entries)
+                .elem("version", self.version());
+        }
+        write_tags(x, &self.tags);
+        x.elem("ownerId", &self.owner_id);
+    }
+}
+
+/// The prefix-list actions this module answers.
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "CreateManagedPrefixList" => create(ctx, params),
+        "DescribeManagedPrefixLists" => describe(ctx, params),
+        "GetManagedPrefixListEntries" => get_entries(ctx, params),
+        "ModifyManagedPrefixList" => modify(ctx, params),
+        "DeleteManagedPrefixList" => delete(ctx, params),
+        "DescribePrefixLists" => describe_aws(ctx, params),
+        _ => return None,
+    })
+}
+
+/// `com.amazonaws.REGION.SERVICE`, the name of a gateway service and its list.
+pub fn service_name(region: &str, service: &str) -> String {
+    format!("com.amazonaws.{region}.{service}")
+}
+
+/// The fixed ID of an AWS-managed list: in us-east-1 the IDs AWS uses
+/// there (clients and scripts hard-code them), elsewhere 8 hex digits (as
+/// AWS's own lists have) from an FNV-1a hash of region and service, so it is
+/// the same for every account and every run.
+fn aws_list_id(region: &str, service: &str) -> String {
+    match (region, service) {
+        ("us-east-1", "s3") => return "pl-63a5400a".into(),
+        ("us-east-1", "dynamodb") => return "pl-02cd2c6b".into(),
+        _ => {}
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for b in region.bytes().chain([b'/']).chain(service.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    format!("pl-{h:08x}")
+}
+
+/// The region's AWS-managed lists (spec 11), sorted by ID.
+pub fn aws_lists(region: &str) -> Vec<PrefixList> {
+    let mut lists: Vec<PrefixList> = GATEWAY_SERVICES
+        .iter()
+        .map(|service| {
+            let cidrs: &[&str] = if *service == "s3" {
+                &["192.0.2.0/25"]
+            } else {
+                &["192.0.2.128/25"]
+            };
+            PrefixList {
+                id: aws_list_id(region, service),
+                owner_id: AWS_OWNER.into(),
+                name: service_name(region, service),
+                address_family: "IPv4".into(),
+                max_entries: 0,
+                versions: vec![
+                    cidrs
+                        .iter()
+                        .map(|c| Entry {
+                            cidr: (*c).into(),
+                            description: None,
+                        })
+                        .collect(),
+                ],
+                state: "create-complete".into(),
+                region: region.to_owned(),
+                aws_managed: true,
+                tags: Vec::new(),
+            }
+        })
+        .collect();
+    lists.sort_by(|a, b| a.id.cmp(&b.id));
+    lists
+}
+
+/// The AWS-managed list of a gateway service (`s3`, `dynamodb`).
+pub fn aws_list_for(region: &str, service: &str) -> Option<PrefixList> {
+    let name = service_name(region, service);
+    aws_lists(region).into_iter().find(|l| l.name == name)
+}
+
+/// The error for a list ID that names nothing.
+pub fn not_found(id: &str) -> ApiError {
+    ApiError::new(
+        "InvalidPrefixListID.NotFound",
+        format!("The prefix list ID '{id}' does not exist"),
+    )
+}
+
+/// The list with this ID as a transaction sees it: an AWS-managed list of
+/// the region or a list of the account.
+pub fn find(tx: &mut Tx, id: &str) -> Result<Option<PrefixList>, ApiError> {
+    if let Some(l) = aws_lists(tx.ctx().region).into_iter().find(|l| l.id == id) {
+        return Ok(Some(l));
+    }
+    tx.get::<PrefixList>(id)
+}
+
+/// A list found by [`find_in_store`], and its store key if it is stored.
+pub type Found = (PrefixList, Option<Vec<u8>>);
+
+/// [`find`] for modules that read the store without a [`Tx`] (security
+/// groups): the list and, for a stored one, its key.
+pub fn find_in_store(ctx: &Ctx, id: &str) -> Result<Option<Found>, ApiError> {
+    if let Some(l) = aws_lists(ctx.region).into_iter().find(|l| l.id == id) {
+        return Ok(Some((l, None)));
+    }
+    let key = ctx.key(ResourceKind::PrefixList.prefix(), id);
+    match ctx.store.get(&key).map_err(store_error)? {
+        Some(kv) => {
+            let l = serde_json::from_slice(&kv.value).map_err(|e| {
+                ApiError::internal(format!("A stored prefix list is unreadable: {e}"))
+            })?;
+            Ok(Some((l, Some(key))))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A CIDR of the list's family, in canonical form.
+fn entry_cidr(family: &str, text: &str) -> Result<String, ApiError> {
+    let parsed = if family == "IPv6" {
+        text.parse::<Ipv6Cidr>().ok().map(|c| c.to_string())
+    } else {
+        text.parse::<Ipv4Cidr>().ok().map(|c| c.to_string())
+    };
+    parsed.ok_or_else(|| {
+        ApiError::invalid_value(
+            "Cidr",
+            text,
+            &format!("This is not a valid {family} CIDR block."),
+        )
+    })
+}
+
+/// `Prefix.N.Cidr` with optional `Prefix.N.Description`.
+fn entries_param(params: &Params, prefix: &str, family: &str) -> Result<Vec<Entry>, ApiError> {
+    let mut out: Vec<Entry> = Vec::new();
+    for e in params.structs(prefix)? {
+        let cidr = entry_cidr(
+            family,
+            e.required("Cidr")
+                .map_err(|_| ApiError::missing_parameter(&format!("{prefix}.N.Cidr")))?,
+        )?;
+        let description = e.get("Description").map(str::to_owned);
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_TEXT)
+        {
+            return Err(ApiError::invalid_value(
+                "Description",
+                description.as_deref().unwrap_or_default(),
+                "Descriptions are at most 255 characters long.",
+            ));
+        }
+        if out.iter().any(|o| o.cidr == cidr) {
+            return Err(ApiError::invalid_value(
+                prefix,
+                &cidr,
+                "The CIDR is given more than once.",
+            ));
+        }
+        out.push(Entry { cidr, description });
+    }
+    Ok(out)
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid_value(
+            "PrefixListName",
+            name,
+            "Names are 1 to 255 characters long.",
+        ));
+    }
+    // The prefix is AWS's, for its own lists.
+    if name.starts_with("com.amazonaws") {
+        return Err(ApiError::invalid_value(
+            "PrefixListName",
+            name,
+            "Names may not start with 'com.amazonaws'.",
+        ));
+    }
+    Ok(())
+}
+
+fn check_max_entries(n: i64) -> Result<u32, ApiError> {
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_ENTRIES).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid_value(
+                "MaxEntries",
+                &n.to_string(),
+                "The maximum number of entries is from 1 to 1000.",
+            )
+        })
+}
+
+fn too_many(id: &str, max: u32) -> ApiError {
+    ApiError::new(
+        "InvalidParameterValue",
+        format!(
+            "The prefix list {id} would have more than its maximum of {max} entries; raise MaxEntries first."
+        ),
+    )
+}
+
+fn response(ctx: &Ctx, action: &str, list: &PrefixList) -> String {
+    Xml::response(action, ctx.request_id, |x| {
+        x.node("prefixList", |x| list.write(x));
+    })
+}
+
+pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let name = params.required("PrefixListName")?;
+    check_name(name)?;
+    let max_entries = check_max_entries(
+        params
+            .number::<i64>("MaxEntries")?
+            .ok_or_else(|| ApiError::missing_parameter("MaxEntries"))?,
+    )?;
+    let family = params.required("AddressFamily")?;
+    if !matches!(family, "IPv4" | "IPv6") {
+        // moto takes any family; AWS takes these two (spec 11).
+        return Err(ApiError::invalid_value(
+            "AddressFamily",
+            family,
+            "Use IPv4 or IPv6.",
+        ));
+    }
+    let entries = entries_param(params, "Entry", family)?;
+    if entries.len() > max_entries as usize {
+        return Err(too_many(name, max_entries));
+    }
+    let tags: Tags = tags_for(params, "prefix-list")?
+        .into_iter()
+        .map(|t| (t.key, t.value))
+        .collect();
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let list = transact(ctx, |tx| {
+        if tx.list::<PrefixList>()?.len() >= PREFIX_LIST_QUOTA {
+            return Err(ApiError::new(
+                "PrefixListLimitExceeded",
+                format!(
+                    "The maximum number of prefix lists has been reached ({PREFIX_LIST_QUOTA} per region). Delete a list or ask for a higher quota."
+                ),
+            ));
+        }
+        let list = PrefixList {
+            id: new_id(ResourceKind::PrefixList),
+            owner_id: ctx.account.id.clone(),
+            name: name.to_owned(),
+            address_family: family.to_owned(),
+            max_entries,
+            versions: vec![entries.clone()],
+            state: "create-complete".into(),
+            region: ctx.region.to_owned(),
+            aws_managed: false,
+            tags: tags.clone(),
+        };
+        tx.put(&list)?;
+        Ok(list)
+    })?;
+    Ok(response(ctx, "CreateManagedPrefixList", &list))
+}
+
+/// The AWS-managed lists and the account's, sorted by ID.
+fn all_lists(tx: &mut Tx) -> Result<Vec<PrefixList>, ApiError> {
+    let mut lists = aws_lists(tx.ctx().region);
+    lists.extend(tx.list::<PrefixList>()?);
+    lists.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(lists)
+}
+
+pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    describe_with::<PrefixList>(
+        ctx,
+        params,
+        DescribeSpec {
+            action: "DescribeManagedPrefixLists",
+            ids: "PrefixListId",
+            set: "prefixListSet",
+        },
+        |_| true,
+        all_lists,
+    )
+}
+
+/// spec 11: DescribePrefixLists shows the AWS-managed lists, with their CIDRs.
+pub fn describe_aws(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = params.list("PrefixListId")?;
+    for id in &ids {
+        check_id(ResourceKind::PrefixList, id)?;
+    }
+    let filters = params.filters()?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let lists = aws_lists(ctx.region);
+    if let Some(missing) = ids.iter().find(|id| !lists.iter().any(|l| &l.id == *id)) {
+        return Err(not_found(missing));
+    }
+    let mut shown = Vec::new();
+    for l in lists {
+        if !ids.is_empty() && !ids.contains(&l.id) {
+            continue;
+        }
+        if filters_match(&l, &filters, |l, name| match name {
+            "prefix-list-id" | "prefix-list-name" => l.filter_values(name),
+            _ => None,
+        })? {
+            shown.push(l);
+        }
+    }
+    Ok(Xml::response("DescribePrefixLists", ctx.request_id, |x| {
+        x.list("prefixListSet", &shown, |x, l| {
+            x.elem("prefixListId", &l.id)
+                .elem("prefixListName", &l.name)
+                .list("cidrSet", l.entries(), |x, e| {
+                    x.text(&e.cidr);
+                });
+        });
+    }))
+}
+
+pub fn get_entries(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("PrefixListId")?;
+    check_id(ResourceKind::PrefixList, id)?;
+    let target = params.number::<i64>("TargetVersion")?;
+    let max = params.max_results(1..=100)?;
+    let start: usize = match params.get("NextToken") {
+        None => 0,
+        Some(t) => t
+            .strip_prefix("v1.")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidNextToken",
+                    format!(
+                        "The token '{t}' is invalid: pass the nextToken of a previous response"
+                    ),
+                )
+            })?,
+    };
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let list = transact(ctx, |tx| find(tx, id)?.ok_or_else(|| not_found(id)))?;
+    let entries: &[Entry] = match target {
+        None => list.entries(),
+        Some(v) => usize::try_from(v)
+            .ok()
+            .and_then(|v| v.checked_sub(1))
+            .and_then(|i| list.versions.get(i))
+            .filter(|_| !list.aws_managed)
+            .map(Vec::as_slice)
+            .ok_or_else(|| {
+                ApiError::invalid_value(
+                    "TargetVersion",
+                    &v.to_string(),
+                    &format!("The prefix list {id} has versions 1 to {}.", list.version()),
+                )
+            })?,
+    };
+    let rest = entries.get(start..).unwrap_or_default();
+    let (page, next) = match max {
+        Some(m) if rest.len() > m as usize => (&rest[..m as usize], Some(start + m as usize)),
+        _ => (rest, None),
+    };
+    Ok(Xml::response(
+        "GetManagedPrefixListEntries",
+        ctx.request_id,
+        |x| {
+            x.list("entrySet", page, |x, e| {
+                x.elem("cidr", &e.cidr)
+                    .opt("description", e.description.as_deref());
+            })
+            .opt("nextToken", next.map(|n| format!("v1.{n}")));
+        },
+    ))
+}
+
+/// A customer-managed list of the account, for a change: AWS's own lists
+/// cannot be changed.
+fn load_own(tx: &mut Tx, id: &str) -> Result<PrefixList, ApiError> {
+    let list = find(tx, id)?.ok_or_else(|| not_found(id))?;
+    if list.aws_managed {
+        return Err(ApiError::new(
+            "OperationNotPermitted",
+            format!("The prefix list {id} is managed by AWS and cannot be changed."),
+        ));
+    }
+    Ok(list)
+}
+
+pub fn modify(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("PrefixListId")?;
+    check_id(ResourceKind::PrefixList, id)?;
+    let current = params.number::<i64>("CurrentVersion")?;
+    let name = params.get("PrefixListName");
+    if let Some(n) = name {
+        check_name(n)?;
+    }
+    let max_entries = params
+        .number::<i64>("MaxEntries")?
+        .map(check_max_entries)
+        .transpose()?;
+    let has_entries = params.structs("AddEntry")?.len() + params.structs("RemoveEntry")?.len() > 0;
+    if max_entries.is_some() && has_entries {
+        return Err(ApiError::new(
+            "InvalidParameterCombination",
+            "MaxEntries cannot be changed in the same request as the entries.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let list = transact(ctx, |tx| {
+        let mut list = load_own(tx, id)?;
+        // Optimistic concurrency for clients: a stale version is refused.
+        if let Some(v) = current
+            && v != list.version() as i64
+        {
+            return Err(ApiError::new(
+                "PrefixListVersionMismatch",
+                format!(
+                    "The prefix list {id} is at version {}, not {v}; read it again and retry.",
+                    list.version()
+                ),
+            ));
+        }
+        if let Some(n) = name {
+            n.clone_into(&mut list.name);
+        }
+        if has_entries {
+            let add = entries_param(params, "AddEntry", &list.address_family)?;
+            let remove: Vec<String> = params
+                .structs("RemoveEntry")?
+                .iter()
+                .map(|e| {
+                    entry_cidr(
+                        &list.address_family,
+                        e.required("Cidr")
+                            .map_err(|_| ApiError::missing_parameter("RemoveEntry.N.Cidr"))?,
+                    )
+                })
+                .collect::<Result<_, _>>()?;
+            let mut entries = list.entries().to_vec();
+            for cidr in &remove {
+                if add.iter().any(|a| &a.cidr == cidr) {
+                    return Err(ApiError::new(
+                        "InvalidParameterCombination",
+                        format!("The CIDR {cidr} is both added and removed."),
+                    ));
+                }
+                let before = entries.len();
+                entries.retain(|e| &e.cidr != cidr);
+                if entries.len() == before {
+                    return Err(ApiError::invalid_value(
+                        "RemoveEntry",
+                        cidr,
+                        &format!("The prefix list {id} has no entry for this CIDR."),
+                    ));
+                }
+            }
+            for a in add {
+                // Adding a CIDR the list has replaces its description.
+                match entries.iter_mut().find(|e| e.cidr == a.cidr) {
+                    Some(e) => e.description = a.description,
+                    None => entries.push(a),
+                }
+            }
+            if entries.len() > list.max_entries as usize {
+                return Err(too_many(id, list.max_entries));
+            }
+            list.versions.push(entries);
+        }
+        if let Some(m) = max_entries {
+            if (m as usize) < list.entries().len() {
+                return Err(too_many(id, m));
+            }
+            list.max_entries = m;
+            // spec 3.1: a list weighs its max entries in every group that
+            // names it, so a bigger list must still fit their quotas.
+            for g in groups_in(tx)? {
+                super::security_group::check_quota_with(tx, &g, &list)?;
+            }
+        }
+        list.state = "modify-complete".into();
+        tx.put(&list)?;
+        Ok(list)
+    })?;
+    Ok(response(ctx, "ModifyManagedPrefixList", &list))
+}
+
+pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("PrefixListId")?;
+    check_id(ResourceKind::PrefixList, id)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let list = transact(ctx, |tx| {
+        let list = load_own(tx, id)?;
+        let in_rule = groups_in(tx)?.iter().any(|g| g.references_prefix_list(id));
+        let in_route = tx.list::<RouteTable>()?.iter().any(|t| {
+            t.routes
+                .iter()
+                .any(|r| r.destination == Destination::PrefixList(id.to_owned()))
+        });
+        if in_rule || in_route {
+            return Err(ApiError::new(
+                "DependencyViolation",
+                format!(
+                    "The prefix list {id} is referenced by a {}; remove the reference first.",
+                    if in_rule {
+                        "security group rule"
+                    } else {
+                        "route"
+                    }
+                ),
+            ));
+        }
+        tx.delete::<PrefixList>(id);
+        Ok(list)
+    })?;
+    let shown = PrefixList {
+        state: "delete-complete".into(),
+        ..list
+    };
+    Ok(response(ctx, "DeleteManagedPrefixList", &shown))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // spec 11: AWS-managed lists have fixed, well-formed IDs per region.
+    #[test]
+    fn aws_list_ids_are_fixed_per_region() {
+        let a = aws_lists("us-east-1");
+        assert_eq!(a, aws_lists("us-east-1"));
+        assert_ne!(a[0].id, aws_lists("eu-west-1")[0].id);
+        for l in &a {
+            assert!(check_id(ResourceKind::PrefixList, &l.id).is_ok());
+            assert_eq!(l.id.len(), 3 + 8);
+        }
+    }
+}
