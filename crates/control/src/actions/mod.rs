@@ -6,6 +6,7 @@ pub mod address;
 pub mod egress_only_internet_gateway;
 pub mod instance;
 pub mod internet_gateway;
+pub mod nat_gateway;
 pub mod network_acl;
 pub mod network_interface;
 pub mod resource;
@@ -14,6 +15,7 @@ pub mod security_group;
 pub mod subnet;
 pub mod tags;
 pub mod vpc;
+pub mod vpc_peering;
 
 use crate::account::Account;
 use crate::error::ApiError;
@@ -71,6 +73,8 @@ const HANDLERS: &[Handler] = &[
     network_acl::dispatch,
     internet_gateway::dispatch,
     egress_only_internet_gateway::dispatch,
+    nat_gateway::dispatch,
+    vpc_peering::dispatch,
     tags::dispatch,
 ];
 

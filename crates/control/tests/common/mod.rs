@@ -60,3 +60,75 @@ pub fn vpc_with(store: &dyn Store, a: &Account, cidr: &str) -> String {
         "vpcId",
     )
 }
+
+/// A new subnet of `vpc` with this (unencoded) CIDR in `us-east-1a`; its ID.
+pub fn subnet(store: &dyn Store, a: &Account, vpc: &str, cidr: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone=us-east-1a",
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap(),
+        "subnetId",
+    )
+}
+
+/// A new internet gateway attached to `vpc`; its ID.
+pub fn attached_igw(store: &dyn Store, a: &Account, vpc: &str) -> String {
+    let igw = first(
+        &call(store, a, "Action=CreateInternetGateway").unwrap(),
+        "internetGatewayId",
+    );
+    call(
+        store,
+        a,
+        &format!("Action=AttachInternetGateway&InternetGatewayId={igw}&VpcId={vpc}"),
+    )
+    .unwrap();
+    igw
+}
+
+/// A new Elastic IP; its allocation ID.
+pub fn eip(store: &dyn Store, a: &Account) -> String {
+    first(
+        &call(store, a, "Action=AllocateAddress&Domain=vpc").unwrap(),
+        "allocationId",
+    )
+}
+
+/// The main route table of `vpc`.
+pub fn main_route_table(store: &dyn Store, a: &Account, vpc: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=DescribeRouteTables&Filter.1.Name=vpc-id&Filter.1.Value.1={vpc}&Filter.2.Name=association.main&Filter.2.Value.1=true"
+            ),
+        )
+        .unwrap(),
+        "routeTableId",
+    )
+}
+
+/// Rewrites fields of a stored record, as time passing would (tests of
+/// expiry and visibility windows).
+pub fn edit_record(
+    store: &dyn Store,
+    a: &Account,
+    segment: &str,
+    id: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let key = format!("r/{}/us-east-1/{segment}/{id}", a.id);
+    let kv = store.get(key.as_bytes()).unwrap().unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    edit(&mut value);
+    store
+        .put(key.as_bytes(), &serde_json::to_vec(&value).unwrap())
+        .unwrap();
+}

@@ -30,6 +30,25 @@ def error_code(excinfo):
 def clean():
     for profile in ("default", "bob"):
         client = ec2(profile)
+        # Live peerings: pending ones from another account keep the
+        # accepter's VPC (spec 7.2), so the accepter rejects them and the
+        # requester withdraws its own; active ones are deleted.
+        for pcx in client.describe_vpc_peering_connections()["VpcPeeringConnections"]:
+            state = pcx["Status"]["Code"]
+            if state == "pending-acceptance":
+                try:
+                    client.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+                except botocore.exceptions.ClientError:
+                    client.reject_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+            elif state == "active":
+                client.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+        # NAT gateways hold an ENI in their subnet (spec 6.1) and their EIPs.
+        for gateway in client.describe_nat_gateways()["NatGateways"]:
+            if gateway["State"] not in ("deleted", "failed"):
+                client.delete_nat_gateway(NatGatewayId=gateway["NatGatewayId"])
+        for address in client.describe_addresses()["Addresses"]:
+            if "AssociationId" not in address:
+                client.release_address(AllocationId=address["AllocationId"])
         # Subnets hold ACL associations, and custom network ACLs block
         # DeleteVpc (spec 1.7, 4.2): subnets go first, then custom ACLs.
         for subnet in client.describe_subnets()["Subnets"]:
