@@ -53,15 +53,16 @@ def test_public_nat_gateway_lifecycle():
 
     # spec 6.1, 12.1: pending first, available after; the ClientToken makes
     # a retry return the same gateway.
-    created = client.create_nat_gateway(
+    request = dict(
         SubnetId=subnet,
         AllocationId=alloc,
         ClientToken="nat-token-1",
         TagSpecifications=[{"ResourceType": "natgateway", "Tags": [{"Key": "Name", "Value": "egress"}]}],
-    )["NatGateway"]
+    )
+    created = client.create_nat_gateway(**request)["NatGateway"]
     nat = created["NatGatewayId"]
     assert created["State"] == "pending"
-    again = client.create_nat_gateway(SubnetId=subnet, AllocationId=alloc, ClientToken="nat-token-1")
+    again = client.create_nat_gateway(**request)
     assert again["NatGateway"]["NatGatewayId"] == nat
     fails("IdempotentParameterMismatch", client.create_nat_gateway, SubnetId=subnet,
           ConnectivityType="private", ClientToken="nat-token-1")
@@ -114,7 +115,9 @@ def test_nat_gateway_failures_and_private():
     assert private["ConnectivityType"] == "private"
     assert len(private["NatGatewayAddresses"]) == 3
     assert all("PublicIp" not in a for a in private["NatGatewayAddresses"])
-    states = {g["NatGatewayId"]: g["State"] for g in client.describe_nat_gateways()["NatGateways"]}
+    # (Gateways of earlier tests stay visible, deleted, for an hour.)
+    mine = client.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NatGateways"]
+    states = {g["NatGatewayId"]: g["State"] for g in mine}
     assert states == {failed["NatGatewayId"]: "failed", private["NatGatewayId"]: "available"}
     fails("NatGatewayNotFound", client.describe_nat_gateways, NatGatewayIds=["nat-0123456789abcdef0"])
 
