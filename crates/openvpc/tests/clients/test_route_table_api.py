@@ -48,6 +48,10 @@ def wipe(client):
             client.delete_route_table(RouteTableId=table["RouteTableId"])
     for subnet in client.describe_subnets()["Subnets"]:
         client.delete_subnet(SubnetId=subnet["SubnetId"])
+    # Custom network ACLs (left by test_network_acl_api.py, which runs
+    # before) keep their VPC too (spec 1.7).
+    for acl in client.describe_network_acls(Filters=[{"Name": "default", "Values": ["false"]}])["NetworkAcls"]:
+        client.delete_network_acl(NetworkAclId=acl["NetworkAclId"])
     for vpc in client.describe_vpcs()["Vpcs"]:
         client.delete_vpc(VpcId=vpc["VpcId"])
 
