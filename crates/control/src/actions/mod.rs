@@ -10,6 +10,7 @@ pub mod egress_only_internet_gateway;
 pub mod flow_log;
 pub mod instance;
 pub mod internet_gateway;
+pub mod nat_gateway;
 pub mod network_acl;
 pub mod network_interface;
 pub mod prefix_list;
@@ -20,6 +21,7 @@ pub mod subnet;
 pub mod tags;
 pub mod vpc;
 pub mod vpc_endpoint;
+pub mod vpc_peering;
 pub mod vpn_connection;
 pub mod vpn_gateway;
 
@@ -88,6 +90,8 @@ const HANDLERS: &[Handler] = &[
     dhcp_options::dispatch,
     prefix_list::dispatch,
     vpc_endpoint::dispatch,
+    nat_gateway::dispatch,
+    vpc_peering::dispatch,
     tags::dispatch,
 ];
 

@@ -156,10 +156,20 @@ pub fn public_dns_name(region: &str, ip: Ipv4Addr) -> String {
 
 /// Now in ISO 8601 (UTC, milliseconds), as EC2 writes timestamps.
 pub fn timestamp() -> String {
-    let secs = SystemTime::now()
+    format_time(now_secs())
+}
+
+/// Now in seconds since the Unix epoch: what records store to compute
+/// time-driven states (expiry, how long an ended resource stays visible).
+pub fn now_secs() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch in ISO 8601 (UTC, milliseconds).
+pub fn format_time(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -709,6 +719,16 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let eni = tx.load::<NetworkInterface>(id)?;
         if eni.attachment.is_some() {
             return Err(in_use(id));
+        }
+        // A managed interface (a NAT gateway's) goes only with its owner.
+        if eni.requester_managed {
+            return Err(ApiError::new(
+                "OperationNotPermitted",
+                format!(
+                    "Network interface '{id}' is managed by another resource ({}); delete that resource instead.",
+                    eni.description
+                ),
+            ));
         }
         delete_in(tx, &eni)
     })?;

@@ -16,7 +16,10 @@ use super::resource::{
     transact, write_tags,
 };
 use super::subnet::Subnet;
-use super::{Ctx, dhcp_options, network_acl, route_table, security_group, tags_for, vpc_endpoint};
+use super::{
+    Ctx, dhcp_options, network_acl, route_table, security_group, tags_for, vpc_endpoint,
+    vpc_peering,
+};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -360,6 +363,9 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         // spec 1.7: gateway endpoints are not deleted by the API: they block it.
         vpc_endpoint::vpc_deleting(tx, id)?;
+        // spec 7.2: its active peerings go with it; a pending request from
+        // another account keeps it.
+        vpc_peering::vpc_deleting(tx, id)?;
         // spec 1.7: the default security group goes with the VPC; others block it.
         let (sg_compares, sg_ops) = security_group::vpc_delete_ops(ctx, id)?;
         tx.include(sg_compares, sg_ops);

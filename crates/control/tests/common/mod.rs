@@ -109,3 +109,60 @@ pub fn prefix_list(store: &dyn Store, a: &Account, max: u32, cidrs: &[&str]) -> 
         "prefixListId",
     )
 }
+
+/// A new subnet of `vpc` with this (unencoded) CIDR in `us-east-1a`; its ID.
+pub fn subnet(store: &dyn Store, a: &Account, vpc: &str, cidr: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone=us-east-1a",
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap(),
+        "subnetId",
+    )
+}
+
+/// A new internet gateway attached to `vpc`; its ID.
+pub fn attached_igw(store: &dyn Store, a: &Account, vpc: &str) -> String {
+    let igw = first(
+        &call(store, a, "Action=CreateInternetGateway").unwrap(),
+        "internetGatewayId",
+    );
+    call(
+        store,
+        a,
+        &format!("Action=AttachInternetGateway&InternetGatewayId={igw}&VpcId={vpc}"),
+    )
+    .unwrap();
+    igw
+}
+
+/// A new Elastic IP; its allocation ID.
+pub fn eip(store: &dyn Store, a: &Account) -> String {
+    first(
+        &call(store, a, "Action=AllocateAddress&Domain=vpc").unwrap(),
+        "allocationId",
+    )
+}
+
+/// Rewrites fields of a stored record, as time passing would (tests of
+/// expiry and visibility windows).
+pub fn edit_record(
+    store: &dyn Store,
+    a: &Account,
+    segment: &str,
+    id: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let key = format!("r/{}/us-east-1/{segment}/{id}", a.id);
+    let kv = store.get(key.as_bytes()).unwrap().unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&kv.value).unwrap();
+    edit(&mut value);
+    store
+        .put(key.as_bytes(), &serde_json::to_vec(&value).unwrap())
+        .unwrap();
+}

@@ -9,6 +9,7 @@ VPCs themselves (the default VPC too, which then stays deleted, spec 1.3).
 import os
 
 import boto3
+import botocore.exceptions
 import pytest
 
 ENDPOINT = os.environ["AWS_ENDPOINT_URL"]
@@ -21,6 +22,22 @@ def ec2(profile="default", **kwargs):
 
 
 def wipe(client):
+    # Live peerings: pending ones from another account keep the accepter's
+    # VPC (spec 7.2), so the accepter rejects them and the requester
+    # withdraws its own; active ones are deleted.
+    for pcx in client.describe_vpc_peering_connections()["VpcPeeringConnections"]:
+        state = pcx["Status"]["Code"]
+        if state == "pending-acceptance":
+            try:
+                client.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+            except botocore.exceptions.ClientError:
+                client.reject_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+        elif state == "active":
+            client.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
+    # NAT gateways hold an ENI in their subnet (spec 6.1) and their EIPs.
+    for gateway in client.describe_nat_gateways()["NatGateways"]:
+        if gateway["State"] not in ("deleted", "failed"):
+            client.delete_nat_gateway(NatGatewayId=gateway["NatGatewayId"])
     live = client.describe_instances(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
     )["Reservations"]

@@ -1,0 +1,443 @@
+//! NAT gateways over the in-memory store, without HTTP: the managed ENI and
+//! its Elastic IPs, public and private gateways, the failed state, the
+//! ClientToken, the per-AZ quota, deletion and what it frees, route
+//! blackholes, and how long ended gateways stay visible (spec 6, 12, 13).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{
+    account, all, attached_igw, call, code, edit_record, eip, first, main_route_table, subnet, vpc,
+};
+use openvpc_control::account::Account;
+use openvpc_control::store::{MemoryStore, Store};
+
+/// A VPC with an attached internet gateway and a /24 subnet.
+fn public_subnet(store: &dyn Store, a: &Account) -> (String, String) {
+    let v = vpc(store, a);
+    attached_igw(store, a, &v);
+    let s = subnet(store, a, &v, "10.0.1.0/24");
+    (v, s)
+}
+
+fn describe(store: &dyn Store, a: &Account, query: &str) -> String {
+    call(store, a, &format!("Action=DescribeNatGateways{query}")).unwrap()
+}
+
+// spec 6.1: a public gateway gets a requester-managed ENI in its subnet and
+// its EIP on that ENI; the first answer is `pending`, later ones `available`.
+#[test]
+fn create_public_gateway() {
+    let store = MemoryStore::new();
+    let a = account();
+    let (v, s) = public_subnet(&store, &a);
+    let alloc = eip(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}&TagSpecification.1.ResourceType=natgateway&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=out"),
+    )
+    .unwrap();
+    let id = first(&xml, "natGatewayId");
+    assert!(id.starts_with("nat-"));
+    assert_eq!(first(&xml, "state"), "pending");
+    assert_eq!(first(&xml, "connectivityType"), "public");
+    let eni = first(&xml, "networkInterfaceId");
+    let private_ip = first(&xml, "privateIp");
+    assert!(private_ip.starts_with("10.0.1."));
+
+    let d = describe(&store, &a, &format!("&NatGatewayId.1={id}"));
+    assert_eq!(first(&d, "state"), "available");
+    assert_eq!(first(&d, "vpcId"), v);
+    assert_eq!(first(&d, "subnetId"), s);
+    assert_eq!(first(&d, "allocationId"), alloc);
+    assert_eq!(first(&d, "isPrimary"), "true");
+    assert_eq!(first(&d, "value"), "out");
+
+    let e = call(
+        &store,
+        &a,
+        &format!("Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}"),
+    )
+    .unwrap();
+    assert_eq!(first(&e, "interfaceType"), "nat_gateway");
+    assert_eq!(first(&e, "requesterManaged"), "true");
+
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&addr, "networkInterfaceId"), eni);
+    assert_eq!(first(&addr, "privateIpAddress"), private_ip);
+    // The managed ENI is deleted with its gateway, never on its own.
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DeleteNetworkInterface&NetworkInterfaceId={eni}")
+        ),
+        "OperationNotPermitted"
+    );
+}
+
+// spec 6.1: a public gateway in a VPC without an internet gateway fails with
+// Gateway.NotAttached and holds no address.
+#[test]
+fn public_gateway_without_igw_fails() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.1.0/24");
+    let alloc = eip(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "state"), "failed");
+    assert_eq!(first(&xml, "failureCode"), "Gateway.NotAttached");
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert!(all(&addr, "associationId").is_empty());
+    // Nothing in the subnet, so it can go.
+    call(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")).unwrap();
+}
+
+// spec 6.1: an allocation that does not exist or is in use fails the gateway.
+#[test]
+fn allocation_problems_fail_the_gateway() {
+    let store = MemoryStore::new();
+    let a = account();
+    let (_, s) = public_subnet(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId=eipalloc-0123456789abcdef0"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "failureCode"), "InvalidAllocationID.NotFound");
+    let alloc = eip(&store, &a);
+    call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "failureCode"), "Resource.AlreadyAssociated");
+    // spec 6.1: a public gateway needs an EIP.
+    assert_eq!(
+        code(&store, &a, &format!("Action=CreateNatGateway&SubnetId={s}")),
+        "MissingParameter"
+    );
+}
+
+// spec 6.1: a private gateway takes no EIP and may have secondary private
+// addresses; spec 6.2: at most 8 addresses in all.
+#[test]
+fn private_gateway_addresses() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.1.0/24");
+    let alloc = eip(&store, &a);
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private&AllocationId={alloc}"
+            )
+        ),
+        "InvalidParameterCombination"
+    );
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private&PrivateIpAddress=10.0.1.50&SecondaryPrivateIpAddressCount=2"
+        ),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "connectivityType"), "private");
+    let ips = all(&xml, "privateIp");
+    assert_eq!(ips.len(), 3);
+    assert_eq!(ips[0], "10.0.1.50");
+    assert!(all(&xml, "publicIp").is_empty());
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private&SecondaryPrivateIpAddressCount=8"
+            )
+        ),
+        "InvalidParameterValue"
+    );
+}
+
+// spec 6.2: secondary EIPs each sit on a secondary private address.
+#[test]
+fn secondary_allocations() {
+    let store = MemoryStore::new();
+    let a = account();
+    let (_, s) = public_subnet(&store, &a);
+    let (e1, e2) = (eip(&store, &a), eip(&store, &a));
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=CreateNatGateway&SubnetId={s}&AllocationId={e1}&SecondaryAllocationId.1={e2}"
+        ),
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "allocationId"), vec![e1.clone(), e2.clone()]);
+    assert_eq!(all(&xml, "isPrimary"), vec!["true", "false"]);
+    assert_eq!(all(&xml, "privateIp").len(), 2);
+    let addr = call(&store, &a, "Action=DescribeAddresses").unwrap();
+    assert_eq!(all(&addr, "associationId").len(), 2);
+}
+
+// spec 6.2 and 12.1: the same ClientToken and parameters return the same
+// gateway; the token with other parameters is IdempotentParameterMismatch.
+#[test]
+fn client_token_idempotency() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.1.0/24");
+    let s2 = subnet(&store, &a, &v, "10.0.2.0/24");
+    let req =
+        format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private&ClientToken=tok-1");
+    let one = first(&call(&store, &a, &req).unwrap(), "natGatewayId");
+    let two = call(&store, &a, &req).unwrap();
+    assert_eq!(first(&two, "natGatewayId"), one);
+    assert_eq!(first(&two, "clientToken"), "tok-1");
+    assert_eq!(
+        all(&describe(&store, &a, ""), "natGatewayId"),
+        vec![one.clone()]
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateNatGateway&SubnetId={s2}&ConnectivityType=private&ClientToken=tok-1"
+            )
+        ),
+        "IdempotentParameterMismatch"
+    );
+}
+
+// spec 6.2, 13: 5 NAT gateways per availability zone; a deleted one frees
+// its place.
+#[test]
+fn quota_per_zone() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.1.0/24");
+    let create = format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private");
+    let ids: Vec<String> = (0..5)
+        .map(|_| first(&call(&store, &a, &create).unwrap(), "natGatewayId"))
+        .collect();
+    assert_eq!(code(&store, &a, &create), "NatGatewayLimitExceeded");
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={}", ids[0]),
+    )
+    .unwrap();
+    call(&store, &a, &create).unwrap();
+}
+
+// spec 6.2: deleting frees the ENI and disassociates the EIP (still
+// allocated); routes to the gateway become blackholes; the subnet is kept
+// by the gateway until then (spec 1.7).
+#[test]
+fn delete_frees_eni_and_eip() {
+    let store = MemoryStore::new();
+    let a = account();
+    let (v, s) = public_subnet(&store, &a);
+    let alloc = eip(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    let id = first(&xml, "natGatewayId");
+    let eni = first(&xml, "networkInterfaceId");
+    let rt = main_route_table(&store, &a, &v);
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=CreateRoute&RouteTableId={rt}&DestinationCidrBlock=0.0.0.0%2F0&NatGatewayId={id}"
+        ),
+    )
+    .unwrap();
+    // spec 2.5: whether the table's route is a blackhole.
+    let blackholed = |store: &dyn Store| {
+        let t = call(
+            store,
+            &a,
+            &format!("Action=DescribeRouteTables&RouteTableId.1={rt}&Filter.1.Name=route.state&Filter.1.Value.1=blackhole"),
+        )
+        .unwrap();
+        !all(&t, "routeTableId").is_empty()
+    };
+    assert!(!blackholed(&store));
+    assert_eq!(
+        code(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")),
+        "DependencyViolation"
+    );
+    assert_eq!(
+        code(&store, &a, &format!("Action=DeleteVpc&VpcId={v}")),
+        "DependencyViolation"
+    );
+
+    let d = call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&d, "natGatewayId"), id);
+    assert_eq!(
+        first(
+            &describe(&store, &a, &format!("&NatGatewayId.1={id}")),
+            "state"
+        ),
+        "deleted"
+    );
+    assert!(blackholed(&store));
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(all(&addr, "allocationId"), vec![alloc]);
+    assert!(all(&addr, "associationId").is_empty());
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}")
+        ),
+        "InvalidNetworkInterfaceID.NotFound"
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DeleteNatGateway&NatGatewayId={id}")
+        ),
+        "NatGatewayNotFound"
+    );
+    call(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")).unwrap();
+}
+
+// spec 6.1 (deleted: [U]): a deleted gateway stays visible for an hour, then
+// it is gone.
+#[test]
+fn deleted_gateway_hidden_after_an_hour() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.1.0/24");
+    let id = first(
+        &call(
+            &store,
+            &a,
+            &format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private"),
+        )
+        .unwrap(),
+        "natGatewayId",
+    );
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        all(&describe(&store, &a, ""), "natGatewayId"),
+        vec![id.clone()]
+    );
+    edit_record(&store, &a, "nat", &id, |r| {
+        let t = r["ended_at"].as_u64().unwrap();
+        r["ended_at"] = (t - 3601).into();
+    });
+    assert!(all(&describe(&store, &a, ""), "natGatewayId").is_empty());
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DescribeNatGateways&NatGatewayId.1={id}")
+        ),
+        "NatGatewayNotFound"
+    );
+}
+
+// spec 12.1: DescribeNatGateways' filters (moto's names).
+#[test]
+fn describe_filters() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s1 = subnet(&store, &a, &v, "10.0.1.0/24");
+    let s2 = subnet(&store, &a, &v, "10.0.2.0/24");
+    let create = |s: &str| {
+        first(
+            &call(
+                &store,
+                &a,
+                &format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private"),
+            )
+            .unwrap(),
+            "natGatewayId",
+        )
+    };
+    let (g1, g2) = (create(&s1), create(&s2));
+    let f = |name: &str, value: &str| {
+        all(
+            &describe(
+                &store,
+                &a,
+                &format!("&Filter.1.Name={name}&Filter.1.Value.1={value}"),
+            ),
+            "natGatewayId",
+        )
+    };
+    assert_eq!(f("subnet-id", &s1), vec![g1.clone()]);
+    assert_eq!(f("nat-gateway-id", &g2), vec![g2.clone()]);
+    assert_eq!(f("vpc-id", &v).len(), 2);
+    assert_eq!(f("state", "available").len(), 2);
+    assert!(f("state", "pending").is_empty());
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=DescribeNatGateways&Filter.1.Name=bogus&Filter.1.Value.1=x"
+        ),
+        "InvalidParameterValue"
+    );
+    // Another account sees none of them.
+    let b = Account::generate("b", Some("222222222222"));
+    assert!(all(&describe(&store, &b, ""), "natGatewayId").is_empty());
+}
