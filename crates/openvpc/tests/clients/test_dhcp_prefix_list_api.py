@@ -13,7 +13,7 @@ import subprocess
 import botocore.exceptions
 import pytest
 
-from test_vpc_api import clean, ec2, error_code  # noqa: F401 (the fixture is autouse)
+from conftest import ENDPOINT, ec2, error_code  # noqa: F401
 
 
 def fails(code, call, *args, **kwargs):

@@ -118,9 +118,12 @@ def test_accounts_are_isolated():
 def test_bad_signatures_are_refused():
     session = boto3.Session(profile_name="default", region_name="us-east-1")
     creds = session.get_credentials()
+    # Change the last character to one it is not (a fixed "x" would leave
+    # one secret in 64 unchanged).
+    last = "y" if creds.secret_key.endswith("x") else "x"
     wrong_secret = boto3.client(
         "ec2", endpoint_url=ENDPOINT, region_name="us-east-1",
-        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key[:-1] + "x",
+        aws_access_key_id=creds.access_key, aws_secret_access_key=creds.secret_key[:-1] + last,
     )
     with pytest.raises(botocore.exceptions.ClientError) as e:
         wrong_secret.describe_vpcs()
