@@ -195,8 +195,9 @@ fn create_errors() {
             "MissingParameter",
         ),
         (
+            // spec 1.3: no VpcId means the default VPC, and there is none.
             "Action=CreateSecurityGroup&GroupName=x&GroupDescription=d".into(),
-            "MissingParameter",
+            "VPCIdNotSpecified",
         ),
         (
             "Action=CreateSecurityGroup&VpcId=vpc-0123456789abcdef0&GroupName=x&GroupDescription=d"
