@@ -165,7 +165,8 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
     // spec 1.6: the default network ACL comes with the VPC, atomically.
     network_acl::vpc_created(tx, &vpc)?;
     // spec 1.6: the default security group comes with the VPC, atomically.
-    let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
+    let (sg_compares, sg_ops) =
+        security_group::default_group_ops(ctx, &vpc.id, !vpc.ipv6_cidr_associations.is_empty())?;
     tx.include(sg_compares, sg_ops);
     Ok(vpc)
 }

@@ -1,0 +1,299 @@
+//! EC2 behaviours found missing or wrong by running moto's published VPC
+//! tests (issue 4), checked over the in-memory store: each test names the
+//! spec rule or the EC2 behaviour it pins, and the moto test that found it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{account, all, call, code, first, vpc};
+use openvpc_control::account::Account;
+use openvpc_control::store::{MemoryStore, Store};
+
+fn group(store: &dyn Store, a: &Account, vpc: &str, name: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!("Action=CreateSecurityGroup&VpcId={vpc}&GroupName={name}&GroupDescription=d"),
+        )
+        .unwrap(),
+        "groupId",
+    )
+}
+
+// Security groups carry their ARN (`securityGroupArn`), in the create
+// answer and in DescribeSecurityGroups.
+#[test]
+fn security_groups_show_their_arn() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateSecurityGroup&VpcId={v}&GroupName=web&GroupDescription=d"),
+    )
+    .unwrap();
+    let id = first(&xml, "groupId");
+    let arn = format!("arn:aws:ec2:us-east-1:111111111111:security-group/{id}");
+    assert_eq!(first(&xml, "securityGroupArn"), arn);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroups&GroupId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "securityGroupArn"), arn);
+}
+
+// spec 3.1: a group needs a description; EC2 takes an empty one as missing.
+#[test]
+fn an_empty_group_description_is_missing() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=CreateSecurityGroup&VpcId={v}&GroupName=web&GroupDescription="),
+        ),
+        "MissingParameter"
+    );
+}
+
+// spec 1.6 (default group) and EC2 for every new group: a VPC with IPv6
+// gives new groups an egress rule to ::/0 as well as to 0.0.0.0/0.
+#[test]
+fn groups_in_an_ipv6_vpc_also_allow_all_ipv6_egress() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v4 = vpc(&store, &a);
+    let v6 = first(
+        &call(
+            &store,
+            &a,
+            "Action=CreateVpc&CidrBlock=10.1.0.0%2F16&AmazonProvidedIpv6CidrBlock=true",
+        )
+        .unwrap(),
+        "vpcId",
+    );
+    for (v, ipv6) in [(&v4, false), (&v6, true)] {
+        let g = group(&store, &a, v, "web");
+        let xml = call(
+            &store,
+            &a,
+            &format!("Action=DescribeSecurityGroups&Filter.1.Name=vpc-id&Filter.1.Value.1={v}"),
+        )
+        .unwrap();
+        assert!(xml.contains(&g));
+        let egress = all(&xml, "ipPermissionsEgress");
+        assert_eq!(egress.len(), 2, "the default group and ours");
+        for e in egress {
+            assert!(e.contains("<cidrIp>0.0.0.0/0</cidrIp>"), "{e}");
+            assert_eq!(e.contains("<cidrIpv6>::/0</cidrIpv6>"), ipv6, "{e}");
+        }
+    }
+}
+
+// spec 3.3: a group at its rule quota refuses another rule with
+// RulesPerSecurityGroupLimitExceeded, even one it already has.
+#[test]
+fn the_rule_quota_is_checked_before_duplicates() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    let other = group(&store, &a, &v, "db");
+    let by_group = format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={g}&IpPermissions.1.IpProtocol=-1&IpPermissions.1.Groups.1.GroupId={other}"
+    );
+    call(&store, &a, &by_group).unwrap();
+    let ranges: String = (0..59)
+        .map(|i| format!("&IpPermissions.1.IpRanges.{}.CidrIp={i}.0.0.0%2F8", i + 1))
+        .collect();
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=AuthorizeSecurityGroupIngress&GroupId={g}&IpPermissions.1.IpProtocol=-1{ranges}"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        code(&store, &a, &by_group),
+        "RulesPerSecurityGroupLimitExceeded"
+    );
+}
+
+// EC2: a `group-id` filter of DescribeSecurityGroupRules must name
+// well-formed group IDs; a well-formed one that names nothing matches none.
+#[test]
+fn rule_search_by_a_malformed_group_id_fails() {
+    let store = MemoryStore::new();
+    let a = account();
+    let e = call(
+        &store,
+        &a,
+        "Action=DescribeSecurityGroupRules&Filter.1.Name=group-id&Filter.1.Value.1=foobar",
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidGroupId.Malformed");
+    assert!(
+        e.message
+            .contains("The security group ID 'foobar' is malformed")
+    );
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeSecurityGroupRules&Filter.1.Name=group-id&Filter.1.Value.1=sg-005216b55886f0fdc",
+    )
+    .unwrap();
+    assert!(all(&xml, "securityGroupRuleId").is_empty());
+}
+
+// EC2 matches `egress.ip-permission.group-name` only on rules written with
+// the group's name; rules keep IDs, so a filter by name matches none.
+#[test]
+fn egress_group_name_filter_is_known_and_matches_id_rules_not() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    let target = group(&store, &a, &v, "db");
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=AuthorizeSecurityGroupEgress&GroupId={g}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=1&IpPermissions.1.ToPort=2&IpPermissions.1.Groups.1.GroupId={target}"
+        ),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeSecurityGroups&Filter.1.Name=egress.ip-permission.group-name&Filter.1.Value.1=db",
+    )
+    .unwrap();
+    assert!(all(&xml, "groupId").is_empty(), "{xml}");
+}
+
+// UpdateSecurityGroupRuleDescriptionsIngress: the rules named by their
+// permission get the new description; the others keep theirs.
+#[test]
+fn rule_descriptions_update_by_permission() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    let perm = |action: &str, desc: &str| {
+        format!(
+            "Action={action}&GroupId={g}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=1.2.3.4%2F32&IpPermissions.1.IpRanges.1.Description={desc}"
+        )
+    };
+    call(&store, &a, &perm("AuthorizeSecurityGroupIngress", "first")).unwrap();
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=AuthorizeSecurityGroupIngress&GroupId={g}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=1.2.3.5%2F32&IpPermissions.1.IpRanges.1.Description=other"
+        ),
+    )
+    .unwrap();
+    call(
+        &store,
+        &a,
+        &perm("UpdateSecurityGroupRuleDescriptionsIngress", "second"),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroups&GroupId.1={g}"),
+    )
+    .unwrap();
+    let descriptions = all(&first(&xml, "ipPermissions"), "description");
+    assert_eq!(descriptions, ["second", "other"]);
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &perm("UpdateSecurityGroupRuleDescriptionsEgress", "x")
+        ),
+        "InvalidPermission.NotFound"
+    );
+}
+
+// ModifySecurityGroupRules: replaces a rule's protocol, ports, target and
+// description in place (same rule ID), with EC2's checks.
+#[test]
+fn modify_security_group_rules_replaces_a_rule() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=AuthorizeSecurityGroupIngress&GroupId={g}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=1.2.3.4%2F32"
+        ),
+    )
+    .unwrap();
+    let rule = first(&xml, "securityGroupRuleId");
+    let modify = |group: &str, rule: &str, fields: &str| {
+        format!(
+            "Action=ModifySecurityGroupRules&GroupId={group}&SecurityGroupRule.1.SecurityGroupRuleId={rule}{fields}"
+        )
+    };
+    let good = "&SecurityGroupRule.1.SecurityGroupRule.IpProtocol=udp&SecurityGroupRule.1.SecurityGroupRule.FromPort=26000&SecurityGroupRule.1.SecurityGroupRule.ToPort=26500&SecurityGroupRule.1.SecurityGroupRule.CidrIpv4=2.3.4.5%2F32&SecurityGroupRule.1.SecurityGroupRule.Description=mod";
+    assert_eq!(
+        code(&store, &a, &modify("sg-00000000", &rule, good)),
+        "InvalidGroup.NotFound"
+    );
+    assert_eq!(
+        code(&store, &a, &modify(&g, "sgr-00000000", good)),
+        "InvalidSecurityGroupRuleId.NotFound"
+    );
+    let e = call(
+        &store,
+        &a,
+        &modify(
+            &g,
+            &rule,
+            "&SecurityGroupRule.1.SecurityGroupRule.IpProtocol=udp&SecurityGroupRule.1.SecurityGroupRule.ToPort=1&SecurityGroupRule.1.SecurityGroupRule.CidrIpv4=2.3.4.5%2F32",
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "InvalidParameterValue",
+            "Invalid value for portRange. Must specify both from and to ports with TCP/UDP."
+        )
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &modify(
+                &g,
+                &rule,
+                "&SecurityGroupRule.1.SecurityGroupRule.IpProtocol=udp&SecurityGroupRule.1.SecurityGroupRule.FromPort=1&SecurityGroupRule.1.SecurityGroupRule.ToPort=1",
+            )
+        ),
+        "MissingParameter"
+    );
+    call(&store, &a, &modify(&g, &rule, good)).unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroupRules&SecurityGroupRuleId.1={rule}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "ipProtocol"), "udp");
+    assert_eq!(first(&xml, "fromPort"), "26000");
+    assert_eq!(first(&xml, "cidrIpv4"), "2.3.4.5/32");
+    assert_eq!(first(&xml, "description"), "mod");
+}
