@@ -297,3 +297,138 @@ fn modify_security_group_rules_replaces_a_rule() {
     assert_eq!(first(&xml, "cidrIpv4"), "2.3.4.5/32");
     assert_eq!(first(&xml, "description"), "mod");
 }
+
+// EC2 still answers DescribeVpcs' filter by its camel-case name `isDefault`.
+#[test]
+fn vpcs_filter_by_is_default_in_both_spellings() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    for name in ["is-default", "isDefault"] {
+        let xml = call(
+            &store,
+            &a,
+            &format!("Action=DescribeVpcs&Filter.1.Name={name}&Filter.1.Value.1=false"),
+        )
+        .unwrap();
+        assert_eq!(all(&xml, "vpcId"), std::slice::from_ref(&v));
+    }
+}
+
+// ModifyVpcTenancy: dedicated → default only, EC2's code and message
+// for anything else.
+#[test]
+fn vpc_tenancy_moves_to_default_only() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = first(
+        &call(
+            &store,
+            &a,
+            "Action=CreateVpc&CidrBlock=10.0.0.0%2F16&InstanceTenancy=dedicated",
+        )
+        .unwrap(),
+        "vpcId",
+    );
+    let e = call(
+        &store,
+        &a,
+        &format!("Action=ModifyVpcTenancy&VpcId={v}&InstanceTenancy=unknown"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "UnsupportedTenancy",
+            "The tenancy value unknown is not supported."
+        )
+    );
+    call(
+        &store,
+        &a,
+        &format!("Action=ModifyVpcTenancy&VpcId={v}&InstanceTenancy=default"),
+    )
+    .unwrap();
+    let xml = call(&store, &a, &format!("Action=DescribeVpcs&VpcId.1={v}")).unwrap();
+    assert_eq!(first(&xml, "instanceTenancy"), "default");
+}
+
+// EC2 answers a VPC or subnet ID with the right prefix but odd digits as one
+// that names nothing (moto's test_vpc_get_by_id, test_subnet_get_by_id,
+// test_create_with_unknown_vpc); a wrong prefix stays malformed.
+#[test]
+fn odd_vpc_and_subnet_ids_name_nothing() {
+    let store = MemoryStore::new();
+    let a = account();
+    assert_eq!(
+        code(&store, &a, "Action=DescribeVpcs&VpcId.1=vpc-does_not_exist"),
+        "InvalidVpcID.NotFound"
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=DescribeSubnets&SubnetId.1=subnet-does_not_exist"
+        ),
+        "InvalidSubnetID.NotFound"
+    );
+    assert_eq!(
+        code(&store, &a, "Action=DescribeVpcs&VpcId.1=foo-1"),
+        "InvalidVpcID.Malformed"
+    );
+    let e = call(
+        &store,
+        &a,
+        "Action=CreateEgressOnlyInternetGateway&VpcId=vpc-says-what",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "InvalidVpcID.NotFound",
+            "VpcID vpc-says-what does not exist."
+        )
+    );
+}
+
+// spec 1.3: one default VPC per region, refused with EC2's exact message.
+#[test]
+fn a_second_default_vpc_is_refused_with_ec2s_message() {
+    let store = MemoryStore::new();
+    let a = account();
+    call(&store, &a, "Action=CreateDefaultVpc").unwrap();
+    let e = call(&store, &a, "Action=CreateDefaultVpc").unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "DefaultVpcAlreadyExists",
+            "A Default VPC already exists for this account in this region."
+        )
+    );
+}
+
+// spec 1.3: a second default subnet in a zone is refused, naming the one
+// that is already there.
+#[test]
+fn a_second_default_subnet_names_the_first() {
+    let store = MemoryStore::new();
+    let a = account();
+    call(&store, &a, "Action=CreateDefaultVpc").unwrap();
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeSubnets&Filter.1.Name=availability-zone&Filter.1.Value.1=us-east-1a",
+    )
+    .unwrap();
+    let existing = first(&xml, "subnetId");
+    let e = call(
+        &store,
+        &a,
+        "Action=CreateDefaultSubnet&AvailabilityZone=us-east-1a",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.message,
+        format!("'{existing}' is already the default subnet in us-east-1a.")
+    );
+}
