@@ -22,6 +22,21 @@ fn group(store: &dyn Store, a: &Account, vpc: &str, name: &str) -> String {
     )
 }
 
+fn subnet(store: &dyn Store, a: &Account, vpc: &str, cidr: &str) -> String {
+    first(
+        &call(
+            store,
+            a,
+            &format!(
+                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}",
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap(),
+        "subnetId",
+    )
+}
+
 // Security groups carry their ARN (`securityGroupArn`), in the create
 // answer and in DescribeSecurityGroups.
 #[test]
@@ -404,6 +419,139 @@ fn a_second_default_vpc_is_refused_with_ec2s_message() {
             "DefaultVpcAlreadyExists",
             "A Default VPC already exists for this account in this region."
         )
+    );
+}
+
+// CreateSubnetCidrReservation / GetSubnetCidrReservations /
+// DeleteSubnetCidrReservation: inside the subnet, not overlapping, listed
+// by family and filterable by type; explicit ones are never auto-assigned.
+#[test]
+fn subnet_cidr_reservations_set_addresses_aside() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.0.0/24");
+    let reserve = |kind: &str, cidr: &str| {
+        call(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateSubnetCidrReservation&SubnetId={s}&ReservationType={kind}&Cidr={}",
+                cidr.replace('/', "%2F")
+            ),
+        )
+    };
+    let e = reserve("prefix", "10.1.0.0/31").unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "InvalidParameterValue",
+            "Reservation CIDR should be within subnet CIDR block (10.0.0.0/24)"
+        )
+    );
+    let xml = reserve("explicit", "10.0.0.4/30").unwrap();
+    let id = first(&xml, "subnetCidrReservationId");
+    assert!(id.starts_with("scr-"));
+    assert_eq!(first(&xml, "cidr"), "10.0.0.4/30");
+    let e = reserve("prefix", "10.0.0.6/31").unwrap_err();
+    assert_eq!(
+        e.message,
+        "Reservation CIDR 10.0.0.6/31 has overlap with existing reserved CIDR block"
+    );
+    // The first automatic address skips the explicit reservation.
+    let eni = call(
+        &store,
+        &a,
+        &format!("Action=CreateNetworkInterface&SubnetId={s}"),
+    )
+    .unwrap();
+    assert_eq!(first(&eni, "privateIpAddress"), "10.0.0.8");
+    let get = |filter: &str| {
+        call(
+            &store,
+            &a,
+            &format!("Action=GetSubnetCidrReservations&SubnetId={s}{filter}"),
+        )
+        .unwrap()
+    };
+    let xml = get("");
+    assert_eq!(
+        all(
+            &first(&xml, "subnetIpv4CidrReservationSet"),
+            "subnetCidrReservationId"
+        ),
+        std::slice::from_ref(&id)
+    );
+    assert!(
+        xml.contains("<subnetIpv6CidrReservationSet/>")
+            || xml.contains("<subnetIpv6CidrReservationSet></subnetIpv6CidrReservationSet>"),
+        "{xml}"
+    );
+    let xml = get("&Filter.1.Name=reservationType&Filter.1.Value.1=prefix");
+    assert!(all(&xml, "subnetCidrReservationId").is_empty());
+    let e = call(
+        &store,
+        &a,
+        "Action=DeleteSubnetCidrReservation&SubnetCidrReservationId=scr-not-exists",
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.code.as_ref(), e.message.as_str()),
+        (
+            "InvalidSubnetCidrReservationID.NotFound",
+            "The subnet-cidr-reservation ID 'scr-not-exists' does not exist"
+        )
+    );
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteSubnetCidrReservation&SubnetCidrReservationId={id}"),
+    )
+    .unwrap();
+    assert!(all(&get(""), "subnetCidrReservationId").is_empty());
+}
+
+// ModifySubnetAttribute sets the resource-name DNS record options shown in
+// privateDnsNameOptionsOnLaunch.
+#[test]
+fn subnet_resource_name_dns_records_can_be_enabled() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.0.0/24");
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=ModifySubnetAttribute&SubnetId={s}&EnableResourceNameDnsARecordOnLaunch.Value=true"
+        ),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSubnets&SubnetId.1={s}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "enableResourceNameDnsARecord"), "true");
+    assert_eq!(first(&xml, "enableResourceNameDnsAAAARecord"), "false");
+}
+
+// CreateSubnet names its CIDR parameter `cidrBlock` in the error, as EC2.
+#[test]
+fn an_invalid_subnet_cidr_names_cidr_block() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let e = call(
+        &store,
+        &a,
+        &format!("Action=CreateSubnet&VpcId={v}&CidrBlock=1000.1.0.0%2F20"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.message,
+        "Value (1000.1.0.0/20) for parameter cidrBlock is invalid. This is not a valid CIDR block."
     );
 }
 
