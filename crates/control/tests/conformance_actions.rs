@@ -580,3 +580,53 @@ fn a_second_default_subnet_names_the_first() {
         format!("'{existing}' is already the default subnet in us-east-1a.")
     );
 }
+
+// EC2 makes the first of several listed private addresses the primary when
+// none is marked (moto's test_available_ip_addresses_in_subnet_with_enis).
+#[test]
+fn the_first_listed_private_address_is_the_primary() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.0.0/24");
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=CreateNetworkInterface&SubnetId={s}&PrivateIpAddresses.1.PrivateIpAddress=10.0.0.4&PrivateIpAddresses.2.PrivateIpAddress=10.0.0.5"
+        ),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "privateIpAddress"), "10.0.0.4");
+    let mut ips = all(&xml, "privateIpAddress");
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips, ["10.0.0.4", "10.0.0.5"]);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSubnets&SubnetId.1={s}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "availableIpAddressCount"), "249");
+}
+
+// DescribeAddressesAttribute (domain-name): each address with its IP and
+// allocation ID; no reverse-DNS record is ever set here.
+#[test]
+fn addresses_attribute_lists_the_addresses() {
+    let store = MemoryStore::new();
+    let a = account();
+    let xml = call(&store, &a, "Action=AllocateAddress&Domain=vpc").unwrap();
+    let id = first(&xml, "allocationId");
+    let ip = first(&xml, "publicIp");
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddressesAttribute&AllocationId.1={id}&Attribute=domain-name"),
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "allocationId"), [id]);
+    assert_eq!(all(&xml, "publicIp"), [ip]);
+    assert!(!xml.contains("ptrRecord"));
+}

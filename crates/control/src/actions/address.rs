@@ -173,6 +173,7 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DisassociateAddress" => disassociate(ctx, params),
         "ReleaseAddress" => release(ctx, params),
         "DescribeAddresses" => describe(ctx, params),
+        "DescribeAddressesAttribute" => describe_attribute(ctx, params),
         _ => return None,
     })
 }
@@ -472,6 +473,45 @@ pub fn release(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         Ok(())
     })?;
     Ok(ok_return(ctx, "ReleaseAddress"))
+}
+
+/// DescribeAddressesAttribute: the one attribute, `domain-name` (the
+/// reverse-DNS record), which no address here has set, so each address
+/// shows only its IP and allocation ID.
+pub fn describe_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = params.list("AllocationId")?;
+    let attribute = params.get("Attribute");
+    if let Some(other) = attribute.filter(|a| *a != "domain-name") {
+        return Err(ApiError::invalid_value(
+            "Attribute",
+            other,
+            "The only attribute is 'domain-name'.",
+        ));
+    }
+    let max = params.max_results(1..=1000)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let all = transact(ctx, |tx| tx.list::<Address>())?;
+    if let Some(missing) = ids.iter().find(|id| !all.iter().any(|a| a.id == **id)) {
+        return Err(allocation_not_found(missing));
+    }
+    let mut shown: Vec<Address> = all
+        .into_iter()
+        .filter(|a| ids.is_empty() || ids.contains(&a.id))
+        .collect();
+    if let Some(max) = max {
+        shown.truncate(max as usize);
+    }
+    Ok(Xml::response(
+        "DescribeAddressesAttribute",
+        ctx.request_id,
+        |x| {
+            x.list("addressSet", &shown, |x, a| {
+                x.elem("publicIp", a.public_ip).elem("allocationId", &a.id);
+            });
+        },
+    ))
 }
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
