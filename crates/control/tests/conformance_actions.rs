@@ -630,3 +630,39 @@ fn addresses_attribute_lists_the_addresses() {
     assert_eq!(all(&xml, "publicIp"), [ip]);
     assert!(!xml.contains("ptrRecord"));
 }
+
+// EC2: an IPv6-only subnet needs an IPv6 block (checked first) and takes no
+// IPv4 one (moto's AWS-verified test_create_ipv6native_subnet_* tests).
+#[test]
+fn ipv6_native_subnets_need_ipv6_and_refuse_ipv4() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    for extra in ["", "&CidrBlock=10.0.0.0%2F24"] {
+        let e = call(
+            &store,
+            &a,
+            &format!("Action=CreateSubnet&VpcId={v}&Ipv6Native=true{extra}"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.code.as_ref(), e.message.as_str()),
+            (
+                "MissingParameter",
+                "Either 'ipv6CidrBlock' or 'ipv6IpamPoolId' should be provided."
+            )
+        );
+    }
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateSubnet&VpcId={v}&Ipv6Native=true&CidrBlock=10.0.0.0%2F24&Ipv6CidrBlock=2001%3Adb8%3A%3A%2F64"
+            )
+        ),
+        "InvalidParameterCombination"
+    );
+    let xml = call(&store, &a, "Action=DescribeSubnets").unwrap();
+    assert!(all(&xml, "subnetId").is_empty(), "nothing was made");
+}

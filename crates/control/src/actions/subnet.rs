@@ -296,9 +296,32 @@ fn check_range(vpc: &Vpc, cidr: Ipv4Cidr) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An IPv6-only subnet (`Ipv6Native`) needs an IPv6 block and takes no
+/// IPv4 one; EC2 checks the first before the second, with these messages.
+fn check_ipv6_native(params: &Params) -> Result<(), ApiError> {
+    if params.bool("Ipv6Native")? != Some(true) {
+        return Ok(());
+    }
+    let given = |names: [&str; 2]| names.iter().any(|n| params.get(n).is_some());
+    if !given(["Ipv6CidrBlock", "Ipv6IpamPoolId"]) {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Either 'ipv6CidrBlock' or 'ipv6IpamPoolId' should be provided.",
+        ));
+    }
+    if given(["CidrBlock", "Ipv4IpamPoolId"]) {
+        return Err(ApiError::new(
+            "InvalidParameterCombination",
+            "When specifying ipv4 parameters, cidrBlock or ipv4IpamPoolId, you cannot set ipv6Native to true.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, vpc_id)?;
+    check_ipv6_native(params)?;
     let text = params.required("CidrBlock")?;
     let cidr: Ipv4Cidr = text.parse().map_err(|_| {
         ApiError::invalid_value("cidrBlock", text, "This is not a valid CIDR block.")
