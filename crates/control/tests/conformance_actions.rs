@@ -666,3 +666,62 @@ fn ipv6_native_subnets_need_ipv6_and_refuse_ipv4() {
     let xml = call(&store, &a, "Action=DescribeSubnets").unwrap();
     assert!(all(&xml, "subnetId").is_empty(), "nothing was made");
 }
+
+// EC2 tags security-group rules (resource type `security-group-rule`): the
+// tags show in DescribeSecurityGroupRules and DescribeTags, and go again.
+#[test]
+fn security_group_rules_take_tags() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroupRules&Filter.1.Name=group-id&Filter.1.Value.1={g}"),
+    )
+    .unwrap();
+    let rule = first(&xml, "securityGroupRuleId");
+    call(
+        &store,
+        &a,
+        &format!("Action=CreateTags&ResourceId.1={rule}&Tag.1.Key=team&Tag.1.Value=blue"),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroupRules&SecurityGroupRuleId.1={rule}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "key"), "team");
+    assert_eq!(first(&xml, "value"), "blue");
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeTags&Filter.1.Name=resource-type&Filter.1.Value.1=security-group-rule",
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "resourceId"), std::slice::from_ref(&rule));
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteTags&ResourceId.1={rule}"),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeSecurityGroupRules&SecurityGroupRuleId.1={rule}"),
+    )
+    .unwrap();
+    assert!(all(&xml, "key").is_empty(), "{xml}");
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=CreateTags&ResourceId.1=sgr-0123456789abcdef0&Tag.1.Key=k&Tag.1.Value=v"
+        ),
+        "InvalidSecurityGroupRuleId.NotFound"
+    );
+}
