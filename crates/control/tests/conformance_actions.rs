@@ -725,3 +725,30 @@ fn security_group_rules_take_tags() {
         "InvalidSecurityGroupRuleId.NotFound"
     );
 }
+
+// AllocateAddress with `Address` recovers that address if it is free in the
+// region's pool, and names no address otherwise (EC2 allows recovery or a
+// pool of one's own only; it never hands out an arbitrary address).
+#[test]
+fn a_specific_address_is_allocated_only_from_the_pool() {
+    let store = MemoryStore::new();
+    let a = account();
+    let xml = call(
+        &store,
+        &a,
+        "Action=AllocateAddress&Domain=vpc&Address=198.51.100.77",
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "publicIp"), "198.51.100.77");
+    for taken_or_foreign in ["198.51.100.77", "127.38.43.222", "198.51.100.0"] {
+        assert_eq!(
+            code(
+                &store,
+                &a,
+                &format!("Action=AllocateAddress&Domain=vpc&Address={taken_or_foreign}")
+            ),
+            "InvalidAddress.NotFound",
+            "{taken_or_foreign}"
+        );
+    }
+}
