@@ -1,7 +1,8 @@
 //! What `openvpc server --moto-compat` adds so moto's published test suite
 //! can run against openvpc in its server mode: the fixed account every
-//! request acts as (moto's `123456789012`), and the reset hook moto's
-//! `mock_aws` calls before and after each test (`POST /moto-api/reset`).
+//! request acts as (moto's `123456789012`), the reset hook moto's
+//! `mock_aws` calls before and after each test (`POST /moto-api/reset`), and
+//! STS's `GetCallerIdentity`, which moto's `account_id` fixture calls.
 //!
 //! This module owns those two; it must never be reachable without the flag,
 //! since reset wipes every account's resources and the fixed account skips
@@ -10,7 +11,9 @@
 use crate::account::{self, Account};
 use crate::actions::STATE_PREFIXES;
 use crate::error::ApiError;
+use crate::query::Params;
 use crate::store::{Op, Store, StoreError, Txn};
+use crate::xml::escape;
 
 /// The account moto's tests expect to be (moto's `DEFAULT_ACCOUNT_ID`).
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -28,6 +31,26 @@ pub fn ensure_account(store: &dyn Store) -> Result<Account, ApiError> {
     let created = Account::generate("moto", Some(ACCOUNT_ID));
     account::create(store, &created)?;
     Ok(created)
+}
+
+/// STS as moto's tests need it: `GetCallerIdentity` names the fixed account;
+/// every other STS action is unknown.
+pub fn sts(account: &Account, params: &Params, request_id: &str) -> Result<String, ApiError> {
+    let action = params.get("Action").unwrap_or("");
+    if action != "GetCallerIdentity" {
+        return Err(ApiError::invalid_action(action));
+    }
+    let id = escape(&account.id);
+    let user = escape(&account.name);
+    let key = escape(&account.access_key_id);
+    let request_id = escape(request_id);
+    Ok(format!(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
+         <GetCallerIdentityResult><Arn>arn:aws:iam::{id}:user/{user}</Arn>\
+         <UserId>{key}</UserId><Account>{id}</Account></GetCallerIdentityResult>\
+         <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\
+         </GetCallerIdentityResponse>"
+    ))
 }
 
 /// Deletes every resource of every account in every region, and the region

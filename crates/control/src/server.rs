@@ -5,9 +5,9 @@
 //!
 //! Under `--moto-compat` (for running moto's test suite, never in production)
 //! signatures are only checked for form, every request acts as moto's fixed
-//! account, `POST /moto-api/reset` wipes every resource (see `moto_api`), and
-//! the S3 and CloudWatch Logs calls moto's flow-log tests make are answered
-//! (see `moto_foreign`).
+//! account, `POST /moto-api/reset` wipes every resource (see `moto_api`),
+//! STS's `GetCallerIdentity` names moto's account, and the S3 and CloudWatch
+//! Logs calls moto's flow-log tests make are answered (see `moto_foreign`).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -222,6 +222,12 @@ pub fn execute(
         })
         .map_err(auth_error)?
     };
+    // moto's `account_id` fixture asks STS who it is before a test runs; in
+    // compat mode that is the one other question answered, and only that one.
+    if let (Some(moto), "sts") = (&state.moto_compat, verified.service.as_str()) {
+        let params = Params::parse(body, query);
+        return moto_api::sts(moto, &params, request_id);
+    }
     if verified.service != "ec2" {
         return Err(ApiError::new(
             "SignatureDoesNotMatch",

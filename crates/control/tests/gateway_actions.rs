@@ -407,8 +407,9 @@ fn egress_only_gateway_lifecycle() {
             "InvalidVpcID.NotFound",
         ),
         (
+            // EC2 answers any `vpc-` ID that names nothing as not found.
             "Action=CreateEgressOnlyInternetGateway&VpcId=vpc-says-what".to_owned(),
-            "InvalidVpcID.Malformed",
+            "InvalidVpcID.NotFound",
         ),
         (
             format!(

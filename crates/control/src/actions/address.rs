@@ -80,6 +80,26 @@ pub fn take(tx: &mut Tx) -> Result<Ipv4Addr, ApiError> {
     ))
 }
 
+/// Takes `wanted` for the caller's account if it is a free address of the
+/// region's pool: AllocateAddress's `Address`, which EC2 allows only to
+/// recover a released address (or for a pool of one's own, which does not
+/// exist here). Released addresses are not remembered, so any free pool
+/// address counts as recoverable; anything else names no address.
+fn take_specific(tx: &mut Tx, wanted: Ipv4Addr) -> Result<Ipv4Addr, ApiError> {
+    let mut pool = read_pool(tx)?;
+    let in_pool = PUBLIC_POOL.iter().any(|range| {
+        range.parse::<Ipv4Cidr>().is_ok_and(|c| {
+            c.contains_addr(wanted) && wanted != c.network() && wanted != c.broadcast()
+        })
+    });
+    if !in_pool || pool.contains_key(&wanted) {
+        return Err(address_not_found(&wanted.to_string()));
+    }
+    pool.insert(wanted, tx.ctx().account.id.clone());
+    write_pool(tx, &pool)?;
+    Ok(wanted)
+}
+
 /// Returns a public address to the region's pool.
 pub fn give_back(tx: &mut Tx, ip: Ipv4Addr) -> Result<(), ApiError> {
     let mut pool = read_pool(tx)?;
@@ -173,6 +193,7 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DisassociateAddress" => disassociate(ctx, params),
         "ReleaseAddress" => release(ctx, params),
         "DescribeAddresses" => describe(ctx, params),
+        "DescribeAddressesAttribute" => describe_attribute(ctx, params),
         _ => return None,
     })
 }
@@ -225,6 +246,10 @@ pub fn allocate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if !matches!(domain, "vpc" | "standard") {
         return Err(ApiError::invalid_value("Domain", domain, "Use 'vpc'."));
     }
+    let wanted = params
+        .get("Address")
+        .map(|t| parse_ip("Address", t))
+        .transpose()?;
     let tags: Tags = tags_for(params, "elastic-ip")?
         .into_iter()
         .map(|t| (t.key, t.value))
@@ -243,7 +268,10 @@ pub fn allocate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let address = Address {
             id: new_id(ResourceKind::ElasticIpAllocation),
-            public_ip: take(tx)?,
+            public_ip: match wanted {
+                Some(ip) => take_specific(tx, ip)?,
+                None => take(tx)?,
+            },
             domain: domain.to_owned(),
             owner_id: ctx.account.id.clone(),
             region: ctx.region.to_owned(),
@@ -472,6 +500,45 @@ pub fn release(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         Ok(())
     })?;
     Ok(ok_return(ctx, "ReleaseAddress"))
+}
+
+/// DescribeAddressesAttribute: the one attribute, `domain-name` (the
+/// reverse-DNS record), which no address here has set, so each address
+/// shows only its IP and allocation ID.
+pub fn describe_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = params.list("AllocationId")?;
+    let attribute = params.get("Attribute");
+    if let Some(other) = attribute.filter(|a| *a != "domain-name") {
+        return Err(ApiError::invalid_value(
+            "Attribute",
+            other,
+            "The only attribute is 'domain-name'.",
+        ));
+    }
+    let max = params.max_results(1..=1000)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let all = transact(ctx, |tx| tx.list::<Address>())?;
+    if let Some(missing) = ids.iter().find(|id| !all.iter().any(|a| a.id == **id)) {
+        return Err(allocation_not_found(missing));
+    }
+    let mut shown: Vec<Address> = all
+        .into_iter()
+        .filter(|a| ids.is_empty() || ids.contains(&a.id))
+        .collect();
+    if let Some(max) = max {
+        shown.truncate(max as usize);
+    }
+    Ok(Xml::response(
+        "DescribeAddressesAttribute",
+        ctx.request_id,
+        |x| {
+            x.list("addressSet", &shown, |x, a| {
+                x.elem("publicIp", a.public_ip).elem("allocationId", &a.id);
+            });
+        },
+    ))
 }
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

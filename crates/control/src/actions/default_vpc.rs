@@ -176,13 +176,10 @@ pub fn create_vpc(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     let vpc = transact(ctx, |tx| {
         // spec 1.3: at most one per region.
-        if let Some(existing) = find(tx)? {
+        if find(tx)?.is_some() {
             return Err(ApiError::new(
                 "DefaultVpcAlreadyExists",
-                format!(
-                    "A Default VPC already exists for this account in this region: {}",
-                    existing.id
-                ),
+                "A Default VPC already exists for this account in this region.",
             ));
         }
         tx.put_raw(marker_key(ctx), b"made".to_vec());
@@ -216,14 +213,17 @@ pub fn create_subnet(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             ));
         };
         // spec 1.3: at most one default subnet per zone.
-        if tx
+        if let Some(existing) = tx
             .list::<Subnet>()?
-            .iter()
-            .any(|s| s.vpc_id == vpc.id && s.default_for_az && s.availability_zone == zone.name)
+            .into_iter()
+            .find(|s| s.vpc_id == vpc.id && s.default_for_az && s.availability_zone == zone.name)
         {
             return Err(ApiError::new(
                 "DefaultSubnetAlreadyExistsInAvailabilityZone",
-                format!("A default subnet already exists in {}", zone.name),
+                format!(
+                    "'{}' is already the default subnet in {}.",
+                    existing.id, zone.name
+                ),
             ));
         }
         add_default_subnet(tx, &vpc, &zone)

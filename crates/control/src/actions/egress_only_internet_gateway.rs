@@ -72,13 +72,25 @@ impl Resource for EgressOnlyInternetGateway {
 
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
-    check_id(ResourceKind::Vpc, vpc_id)?;
+    // EC2 answers any `vpc-` ID that names no VPC alike, malformed or not,
+    // and words it its own way here (moto's test_create_with_unknown_vpc).
+    let unknown_vpc = || {
+        ApiError::new(
+            "InvalidVpcID.NotFound",
+            format!("VpcID {vpc_id} does not exist."),
+        )
+    };
+    if !vpc_id.starts_with("vpc-") {
+        check_id(ResourceKind::Vpc, vpc_id)?;
+    }
     let tags = tags_for(params, "egress-only-internet-gateway")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let eigw = transact(ctx, |tx| {
-        tx.load::<Vpc>(vpc_id)?;
+        if check_id(ResourceKind::Vpc, vpc_id).is_err() || tx.get::<Vpc>(vpc_id)?.is_none() {
+            return Err(unknown_vpc());
+        }
         // spec 5.2 and 13: one egress-only gateway per VPC at a time.
         if let Some(other) = tx
             .list::<EgressOnlyInternetGateway>()?

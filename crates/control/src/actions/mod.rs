@@ -18,6 +18,7 @@ pub mod resource;
 pub mod route_table;
 pub mod security_group;
 pub mod subnet;
+pub mod subnet_cidr_reservation;
 pub mod tags;
 pub mod vpc;
 pub mod vpc_endpoint;
@@ -76,6 +77,7 @@ const HANDLERS: &[Handler] = &[
     default_vpc::dispatch,
     security_group::dispatch,
     subnet::dispatch,
+    subnet_cidr_reservation::dispatch,
     route_table::dispatch,
     network_interface::dispatch,
     address::dispatch,

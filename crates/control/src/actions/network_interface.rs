@@ -534,6 +534,11 @@ impl AddressRequest {
                 req.secondaries.push(ip);
             }
         }
+        // With addresses listed but none marked primary, EC2 makes the first
+        // the primary rather than picking another one.
+        if req.primary.is_none() && !req.secondaries.is_empty() {
+            req.primary = Some(req.secondaries.remove(0));
+        }
         req.secondary_count = params
             .number::<usize>("SecondaryPrivateIpAddressCount")?
             .unwrap_or(0);

@@ -58,6 +58,20 @@ pub fn check_id(kind: ResourceKind, id: &str) -> Result<(), ApiError> {
         .map_err(|e| ApiError::new(e.code(), e.to_string()))
 }
 
+/// [`check_id`] as DescribeVpcs and DescribeSubnets apply it: EC2 answers
+/// an ID with the kind's prefix but odd digits (`vpc-does_not_exist`) as one
+/// that names nothing (`.NotFound`), and only a wrong prefix as malformed.
+pub fn check_described_id(kind: ResourceKind, id: &str) -> Result<(), ApiError> {
+    if matches!(kind, ResourceKind::Vpc | ResourceKind::Subnet)
+        && id
+            .strip_prefix(kind.prefix())
+            .is_some_and(|rest| rest.starts_with('-'))
+    {
+        return Ok(());
+    }
+    check_id(kind, id)
+}
+
 /// A fresh ID of `kind`.
 pub fn new_id(kind: ResourceKind) -> String {
     ResourceId::generate(kind).to_string()
@@ -393,7 +407,7 @@ fn describe_impl<R: Resource>(
 ) -> Result<String, ApiError> {
     let ids = params.list(spec.ids)?;
     for id in &ids {
-        check_id(R::KIND, id)?;
+        check_described_id(R::KIND, id)?;
     }
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;

@@ -13,6 +13,7 @@ use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
 };
+use super::subnet_cidr_reservation::CidrReservation;
 use super::vpc::Vpc;
 use super::{Ctx, network_acl, route_table, tags_for};
 use crate::error::ApiError;
@@ -41,10 +42,19 @@ pub struct Subnet {
     pub enable_dns64: bool,
     #[serde(default = "ip_name")]
     pub hostname_type: String,
+    /// Whether launched instances get DNS A / AAAA records of their
+    /// resource name (`privateDnsNameOptionsOnLaunch`).
+    #[serde(default)]
+    pub resource_name_dns_a: bool,
+    #[serde(default)]
+    pub resource_name_dns_aaaa: bool,
     /// Private addresses held by ENIs (and managed interfaces) in the subnet.
     #[serde(default)]
     pub allocated: Vec<Ipv4Addr>,
     pub tags: Tags,
+    /// Parts of the range set aside (CreateSubnetCidrReservation).
+    #[serde(default)]
+    pub cidr_reservations: Vec<CidrReservation>,
 }
 
 fn ip_name() -> String {
@@ -90,9 +100,16 @@ impl Subnet {
                 }
                 ip
             }
+            // Explicit reservations are never handed out automatically.
             None => (4..self.cidr_block.size().saturating_sub(1))
                 .filter_map(|n| self.cidr_block.nth(n as u32))
-                .find(|ip| !self.allocated.contains(ip))
+                .find(|ip| {
+                    !self.allocated.contains(ip)
+                        && !self
+                            .cidr_reservations
+                            .iter()
+                            .any(|r| r.reservation_type == "explicit" && r.cidr.contains_addr(*ip))
+                })
                 .ok_or_else(|| {
                     ApiError::new(
                         "InsufficientFreeAddressesInSubnet",
@@ -174,8 +191,11 @@ impl Resource for Subnet {
             .elem("ipv6Native", false)
             .node("privateDnsNameOptionsOnLaunch", |x| {
                 x.elem("hostnameType", &self.hostname_type)
-                    .elem("enableResourceNameDnsARecord", false)
-                    .elem("enableResourceNameDnsAAAARecord", false);
+                    .elem("enableResourceNameDnsARecord", self.resource_name_dns_a)
+                    .elem(
+                        "enableResourceNameDnsAAAARecord",
+                        self.resource_name_dns_aaaa,
+                    );
             });
         write_tags(x, &self.tags);
     }
@@ -276,12 +296,35 @@ fn check_range(vpc: &Vpc, cidr: Ipv4Cidr) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An IPv6-only subnet (`Ipv6Native`) needs an IPv6 block and takes no
+/// IPv4 one; EC2 checks the first before the second, with these messages.
+fn check_ipv6_native(params: &Params) -> Result<(), ApiError> {
+    if params.bool("Ipv6Native")? != Some(true) {
+        return Ok(());
+    }
+    let given = |names: [&str; 2]| names.iter().any(|n| params.get(n).is_some());
+    if !given(["Ipv6CidrBlock", "Ipv6IpamPoolId"]) {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Either 'ipv6CidrBlock' or 'ipv6IpamPoolId' should be provided.",
+        ));
+    }
+    if given(["CidrBlock", "Ipv4IpamPoolId"]) {
+        return Err(ApiError::new(
+            "InvalidParameterCombination",
+            "When specifying ipv4 parameters, cidrBlock or ipv4IpamPoolId, you cannot set ipv6Native to true.",
+        ));
+    }
+    Ok(())
+}
+
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, vpc_id)?;
+    check_ipv6_native(params)?;
     let text = params.required("CidrBlock")?;
     let cidr: Ipv4Cidr = text.parse().map_err(|_| {
-        ApiError::invalid_value("CidrBlock", text, "This is not a valid CIDR block.")
+        ApiError::invalid_value("cidrBlock", text, "This is not a valid CIDR block.")
     })?;
     let zone = zone_of(ctx, params)?;
     let tags = tags_for(params, "subnet")?;
@@ -352,6 +395,9 @@ pub fn new_subnet(
         assign_ipv6_address_on_creation: false,
         enable_dns64: false,
         hostname_type: ip_name(),
+        resource_name_dns_a: false,
+        resource_name_dns_aaaa: false,
+        cidr_reservations: Vec::new(),
         allocated: Vec::new(),
         tags,
     }
@@ -404,6 +450,8 @@ pub fn modify_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> 
     let map_public = attribute_bool(params, "MapPublicIpOnLaunch")?;
     let assign_ipv6 = attribute_bool(params, "AssignIpv6AddressOnCreation")?;
     let dns64 = attribute_bool(params, "EnableDns64")?;
+    let dns_a = attribute_bool(params, "EnableResourceNameDnsARecordOnLaunch")?;
+    let dns_aaaa = attribute_bool(params, "EnableResourceNameDnsAAAARecordOnLaunch")?;
     let hostname_type = params.get("PrivateDnsHostnameTypeOnLaunch");
     if let Some(t) = hostname_type
         && !matches!(t, "ip-name" | "resource-name")
@@ -419,6 +467,8 @@ pub fn modify_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> 
         assign_ipv6.is_some(),
         dns64.is_some(),
         hostname_type.is_some(),
+        dns_a.is_some(),
+        dns_aaaa.is_some(),
     ]
     .iter()
     .filter(|&&g| g)
@@ -445,6 +495,12 @@ pub fn modify_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> 
         }
         if let Some(t) = hostname_type {
             subnet.hostname_type = t.to_owned();
+        }
+        if let Some(v) = dns_a {
+            subnet.resource_name_dns_a = v;
+        }
+        if let Some(v) = dns_aaaa {
+            subnet.resource_name_dns_aaaa = v;
         }
         tx.put(&subnet)
     })?;

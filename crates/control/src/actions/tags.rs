@@ -6,6 +6,10 @@
 //!
 //! [`taggable`] is the one table of what each kind is called in DescribeTags
 //! and which code answers an ID that names nothing.
+//!
+//! Security-group rules are the one exception to "a record per resource":
+//! a rule's tags sit in its object inside its group's `ingress` or `egress`
+//! list, so the rule's group is found by scanning the groups.
 
 use std::collections::BTreeSet;
 
@@ -13,7 +17,7 @@ use openvpc_model::{ResourceId, ResourceKind};
 use serde_json::Value;
 
 use super::Ctx;
-use super::resource::{Tags, ok_return, segment, tag_filter_values, to_json, transact};
+use super::resource::{Tags, Tx, ok_return, segment, tag_filter_values, to_json, transact};
 use crate::error::ApiError;
 use crate::filter::Filter;
 use crate::query::{MAX_TAGS, Params};
@@ -46,8 +50,9 @@ const fn t(resource_type: &'static str, not_found: &'static str) -> Option<Tagga
 
 /// What the tag actions know of each kind (EC2's resource types; moto's
 /// NotFound codes, which are EC2's). `None` for kinds that are not tagged on
-/// their own: associations and attachments, and security-group rules, which
-/// live inside their group's record. The match is exhaustive so that a new
+/// their own record: associations and attachments, and security-group rules,
+/// which live inside their group's record (tagged there, see `RULE_ROW`).
+/// The match is exhaustive so that a new
 /// kind cannot be added without deciding its row.
 pub const fn taggable(kind: ResourceKind) -> Option<Taggable> {
     use ResourceKind as K;
@@ -87,6 +92,15 @@ pub const fn taggable(kind: ResourceKind) -> Option<Taggable> {
     }
 }
 
+/// Security-group rules: tagged inside their group's record (see above).
+const RULE_ROW: Taggable = Taggable {
+    resource_type: "security-group-rule",
+    not_found: "InvalidSecurityGroupRuleId.NotFound",
+};
+
+/// The rule lists of a security-group record.
+const RULE_LISTS: [&str; 2] = ["ingress", "egress"];
+
 fn invalid_id(id: &str) -> ApiError {
     ApiError::new(
         "InvalidID",
@@ -106,7 +120,10 @@ fn resources(params: &Params) -> Result<Vec<(ResourceKind, Taggable, String)>, A
     for id in ids {
         let parsed: ResourceId = id.parse().map_err(|_| invalid_id(&id))?;
         let kind = parsed.kind();
-        let row = taggable(kind).ok_or_else(|| invalid_id(&id))?;
+        let row = match kind {
+            ResourceKind::SecurityGroupRule => RULE_ROW,
+            _ => taggable(kind).ok_or_else(|| invalid_id(&id))?,
+        };
         if seen.insert(id.clone()) {
             out.push((kind, row, id));
         }
@@ -145,6 +162,10 @@ fn edit_tags(
 ) -> Result<(), ApiError> {
     transact(ctx, |tx| {
         for (kind, row, id) in targets {
+            if *kind == ResourceKind::SecurityGroupRule {
+                edit_rule_tags(tx, id, &edit)?;
+                continue;
+            }
             let key = ctx.key(segment(*kind), id);
             let raw = tx.get_raw(&key)?.ok_or_else(|| not_found(*row, id))?;
             let mut record: Value = serde_json::from_slice(&raw).map_err(|e| unreadable(id, e))?;
@@ -161,6 +182,40 @@ fn edit_tags(
         }
         Ok(())
     })
+}
+
+/// Runs `edit` on the tags of the security-group rule `id`, in its group.
+fn edit_rule_tags(
+    tx: &mut Tx,
+    id: &str,
+    edit: &impl Fn(&mut Tags) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let prefix = tx.ctx().prefix(segment(ResourceKind::SecurityGroup));
+    for (key, raw) in tx.range_raw(&prefix)? {
+        let mut record: Value = serde_json::from_slice(&raw).map_err(|e| unreadable(id, e))?;
+        let place = RULE_LISTS.iter().find_map(|list| {
+            let rules = record.get(*list)?.as_array()?;
+            let i = rules
+                .iter()
+                .position(|r| r.get("id").and_then(Value::as_str) == Some(id))?;
+            Some((*list, i))
+        });
+        let Some(rule) = place.and_then(|(list, i)| record.get_mut(list)?.get_mut(i)) else {
+            continue;
+        };
+        let mut tags = read_tags(rule, id)?;
+        edit(&mut tags)?;
+        let Some(fields) = rule.as_object_mut() else {
+            return Err(unreadable(id, "a rule is not a JSON object"));
+        };
+        fields.insert(
+            "tags".into(),
+            serde_json::to_value(&tags).map_err(|e| unreadable(id, e))?,
+        );
+        tx.put_raw(key, to_json(&record)?);
+        return Ok(());
+    }
+    Err(not_found(RULE_ROW, id))
 }
 
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
@@ -328,19 +383,33 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             continue;
         }
         let record: Value = serde_json::from_slice(&value).map_err(|e| unreadable(&id, e))?;
-        let tags = read_tags(&record, &id)?;
-        for (key, value) in &tags {
-            let row = TagRow {
-                resource_id: id.clone(),
-                key: key.clone(),
-                value: value.clone(),
-                resource_type: taggable.resource_type,
-            };
-            let past_token = after
-                .as_ref()
-                .is_none_or(|(a_id, a_key)| (&row.resource_id, &row.key) > (a_id, a_key));
-            if past_token && row_matches(&row, &tags, &filters)? {
-                rows.push(row);
+        let mut tagged = vec![(id.clone(), taggable, read_tags(&record, &id)?)];
+        // A group's rules carry their own tags (see the module comment).
+        if kind == ResourceKind::SecurityGroup {
+            for rule in RULE_LISTS
+                .iter()
+                .filter_map(|list| record.get(*list)?.as_array())
+                .flatten()
+            {
+                if let Some(rule_id) = rule.get("id").and_then(Value::as_str) {
+                    tagged.push((rule_id.to_owned(), RULE_ROW, read_tags(rule, rule_id)?));
+                }
+            }
+        }
+        for (id, taggable, tags) in tagged {
+            for (key, value) in &tags {
+                let row = TagRow {
+                    resource_id: id.clone(),
+                    key: key.clone(),
+                    value: value.clone(),
+                    resource_type: taggable.resource_type,
+                };
+                let past_token = after
+                    .as_ref()
+                    .is_none_or(|(a_id, a_key)| (&row.resource_id, &row.key) > (a_id, a_key));
+                if past_token && row_matches(&row, &tags, &filters)? {
+                    rows.push(row);
+                }
             }
         }
     }

@@ -83,6 +83,7 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DescribeVpcAttribute" => describe_attribute(ctx, params),
         "AssociateVpcCidrBlock" => associate_cidr_block(ctx, params),
         "DisassociateVpcCidrBlock" => disassociate_cidr_block(ctx, params),
+        "ModifyVpcTenancy" => modify_tenancy(ctx, params),
         _ => return None,
     })
 }
@@ -170,7 +171,8 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
     // spec 1.6: the default network ACL comes with the VPC, atomically.
     network_acl::vpc_created(tx, &vpc)?;
     // spec 1.6: the default security group comes with the VPC, atomically.
-    let (sg_compares, sg_ops) = security_group::default_group_ops(ctx, &vpc.id)?;
+    let (sg_compares, sg_ops) =
+        security_group::default_group_ops(ctx, &vpc.id, !vpc.ipv6_cidr_associations.is_empty())?;
     tx.include(sg_compares, sg_ops);
     Ok(vpc)
 }
@@ -258,7 +260,8 @@ impl Resource for Vpc {
                 .map(|a| a.state.clone())
                 .collect(),
             "dhcp-options-id" => vec![v.dhcp_options_id.clone()],
-            "is-default" => vec![v.is_default.to_string()],
+            // EC2 still answers the filter's older camel-case name.
+            "is-default" | "isDefault" => vec![v.is_default.to_string()],
             "owner-id" => vec![v.owner_id.clone()],
             "state" => vec![v.state.clone()],
             "instance-tenancy" => vec![v.instance_tenancy.clone()],
@@ -497,6 +500,31 @@ pub fn modify_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> 
         tx.put(&vpc)
     })?;
     Ok(ok_return(ctx, "ModifyVpcAttribute"))
+}
+
+/// ModifyVpcTenancy: EC2 only ever moves a VPC from `dedicated` to
+/// `default` (instances already running keep their tenancy).
+pub fn modify_tenancy(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("VpcId")?;
+    check_id(ResourceKind::Vpc, id)?;
+    let tenancy = params.required("InstanceTenancy")?;
+    if tenancy != "default" {
+        return Err(ApiError::new(
+            "UnsupportedTenancy",
+            format!("The tenancy value {tenancy} is not supported."),
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let mut vpc = tx.load::<Vpc>(id)?;
+        vpc.instance_tenancy = tenancy.into();
+        tx.put(&vpc)
+    })?;
+    Ok(Xml::response("ModifyVpcTenancy", ctx.request_id, |x| {
+        x.elem("returnValue", true);
+    }))
 }
 
 pub fn describe_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
