@@ -3,115 +3,12 @@
 //! reassociation, release, and DescribeAddresses' IDs and filters.
 
 #![allow(clippy::unwrap_used)]
-// The Env helpers are the same in every action test; not all are used here.
-#![allow(dead_code)]
 
-use openvpc_control::ApiError;
+mod common;
+
+use common::{Env, all, call, first};
+
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::query::Params;
-use openvpc_control::store::{MemoryStore, Store};
-
-fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
-    let ctx = Ctx {
-        store,
-        account,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
-}
-
-fn code(store: &dyn Store, account: &Account, body: &str) -> String {
-    match call(store, account, body) {
-        Ok(xml) => panic!("{body} succeeded: {xml}"),
-        Err(e) => e.code.into_owned(),
-    }
-}
-
-fn all(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-fn first(xml: &str, tag: &str) -> String {
-    all(xml, tag).into_iter().next().unwrap_or_default()
-}
-
-struct Env {
-    store: MemoryStore,
-    a: Account,
-    vpc: String,
-    subnet: String,
-}
-
-impl Env {
-    fn new() -> Env {
-        let store = MemoryStore::new();
-        let a = Account::generate("a", Some("111111111111"));
-        let vpc = first(
-            &call(&store, &a, "Action=CreateVpc&CidrBlock=10.0.0.0%2F16").unwrap(),
-            "vpcId",
-        );
-        let subnet = first(
-            &call(
-                &store,
-                &a,
-                &format!("Action=CreateSubnet&VpcId={vpc}&CidrBlock=10.0.1.0%2F24"),
-            )
-            .unwrap(),
-            "subnetId",
-        );
-        Env {
-            store,
-            a,
-            vpc,
-            subnet,
-        }
-    }
-
-    fn ok(&self, body: &str) -> String {
-        call(&self.store, &self.a, body).unwrap()
-    }
-
-    fn err(&self, body: &str) -> String {
-        code(&self.store, &self.a, body)
-    }
-
-    fn group(&self, name: &str) -> String {
-        first(
-            &self.ok(&format!(
-                "Action=CreateSecurityGroup&GroupName={name}&GroupDescription=d&VpcId={}",
-                self.vpc
-            )),
-            "groupId",
-        )
-    }
-
-    fn eni(&self, extra: &str) -> String {
-        first(
-            &self.ok(&format!(
-                "Action=CreateNetworkInterface&SubnetId={}{extra}",
-                self.subnet
-            )),
-            "networkInterfaceId",
-        )
-    }
-
-    fn available(&self) -> String {
-        first(
-            &self.ok(&format!(
-                "Action=DescribeSubnets&SubnetId.1={}",
-                self.subnet
-            )),
-            "availableIpAddressCount",
-        )
-    }
-}
 
 fn setup_instance(e: &Env, extra: &str) -> (String, String) {
     let run = e.ok(&format!(

@@ -4,12 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{all, call, code, first};
+
 use openvpc_control::ApiError;
 use openvpc_control::account::Account;
+use openvpc_control::actions::Ctx;
 use openvpc_control::actions::network_acl::{self, EntryCidr};
 use openvpc_control::actions::resource::transact;
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_model::rule::RuleAction;
 
@@ -24,32 +27,11 @@ fn ctx<'a>(store: &'a dyn Store, account: &'a Account) -> Ctx<'a> {
     }
 }
 
-fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
-    dispatch(&ctx(store, account), &Params::parse(body.as_bytes(), ""))
-}
-
 fn err(store: &dyn Store, account: &Account, body: &str) -> ApiError {
     match call(store, account, body) {
         Ok(xml) => panic!("{body} succeeded: {xml}"),
         Err(e) => e,
     }
-}
-
-fn code(store: &dyn Store, account: &Account, body: &str) -> String {
-    err(store, account, body).code.into_owned()
-}
-
-fn all(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-fn first(xml: &str, tag: &str) -> String {
-    all(xml, tag).into_iter().next().unwrap_or_default()
 }
 
 /// The entries of the first ACL in `xml`, each as

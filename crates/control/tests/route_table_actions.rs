@@ -9,6 +9,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{all, first};
+
 use openvpc_control::ApiError;
 use openvpc_control::account::Account;
 use openvpc_control::actions::resource::transact;
@@ -173,19 +177,6 @@ impl World {
         .unwrap()
         .id
     }
-}
-
-fn all(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-fn first(xml: &str, tag: &str) -> String {
-    all(xml, tag).into_iter().next().unwrap_or_default()
 }
 
 fn route(dest: &str, target: &str, state: &str, origin: &str) -> (String, String, String, String) {

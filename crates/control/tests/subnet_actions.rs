@@ -4,41 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{all, call, code, first};
+
 use openvpc_control::ApiError;
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
-
-fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
-    let ctx = Ctx {
-        store,
-        account,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
-}
-
-fn code(store: &dyn Store, account: &Account, body: &str) -> String {
-    match call(store, account, body) {
-        Ok(xml) => panic!("{body} succeeded: {xml}"),
-        Err(e) => e.code.into_owned(),
-    }
-}
-
-fn all(xml: &str, tag: &str) -> Vec<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|s| s.split_once(&close).map(|(v, _)| v.to_owned()))
-        .collect()
-}
-
-fn first(xml: &str, tag: &str) -> String {
-    all(xml, tag).into_iter().next().unwrap_or_default()
-}
 
 fn setup() -> (MemoryStore, Account, String) {
     let store = MemoryStore::new();

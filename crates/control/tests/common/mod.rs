@@ -8,7 +8,7 @@ use openvpc_control::ApiError;
 use openvpc_control::account::Account;
 use openvpc_control::actions::{Ctx, dispatch};
 use openvpc_control::query::Params;
-use openvpc_control::store::Store;
+use openvpc_control::store::{MemoryStore, Store};
 
 pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
     let ctx = Ctx {
@@ -22,7 +22,10 @@ pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, 
 
 /// The error code of a call that must fail.
 pub fn code(store: &dyn Store, account: &Account, body: &str) -> String {
-    call(store, account, body).unwrap_err().code.into_owned()
+    match call(store, account, body) {
+        Ok(xml) => panic!("{body} succeeded: {xml}"),
+        Err(e) => e.code.into_owned(),
+    }
 }
 
 /// The text of every `<name>` element, in order.
@@ -35,8 +38,9 @@ pub fn all(xml: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The text of the first `<name>` element, or "" when there is none.
 pub fn first(xml: &str, name: &str) -> String {
-    all(xml, name).remove(0)
+    all(xml, name).into_iter().next().unwrap_or_default()
 }
 
 pub fn account() -> Account {
@@ -165,4 +169,77 @@ pub fn edit_record(
     store
         .put(key.as_bytes(), &serde_json::to_vec(&value).unwrap())
         .unwrap();
+}
+
+/// A store with one account, a VPC (10.0.0.0/16) and a subnet
+/// (10.0.1.0/24): what the ENI, address and instance tests start from.
+pub struct Env {
+    pub store: MemoryStore,
+    pub a: Account,
+    pub vpc: String,
+    pub subnet: String,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let store = MemoryStore::new();
+        let a = Account::generate("a", Some("111111111111"));
+        let vpc = first(
+            &call(&store, &a, "Action=CreateVpc&CidrBlock=10.0.0.0%2F16").unwrap(),
+            "vpcId",
+        );
+        let subnet = first(
+            &call(
+                &store,
+                &a,
+                &format!("Action=CreateSubnet&VpcId={vpc}&CidrBlock=10.0.1.0%2F24"),
+            )
+            .unwrap(),
+            "subnetId",
+        );
+        Env {
+            store,
+            a,
+            vpc,
+            subnet,
+        }
+    }
+
+    pub fn ok(&self, body: &str) -> String {
+        call(&self.store, &self.a, body).unwrap()
+    }
+
+    pub fn err(&self, body: &str) -> String {
+        code(&self.store, &self.a, body)
+    }
+
+    pub fn group(&self, name: &str) -> String {
+        first(
+            &self.ok(&format!(
+                "Action=CreateSecurityGroup&GroupName={name}&GroupDescription=d&VpcId={}",
+                self.vpc
+            )),
+            "groupId",
+        )
+    }
+
+    pub fn eni(&self, extra: &str) -> String {
+        first(
+            &self.ok(&format!(
+                "Action=CreateNetworkInterface&SubnetId={}{extra}",
+                self.subnet
+            )),
+            "networkInterfaceId",
+        )
+    }
+
+    pub fn available(&self) -> String {
+        first(
+            &self.ok(&format!(
+                "Action=DescribeSubnets&SubnetId.1={}",
+                self.subnet
+            )),
+            "availableIpAddressCount",
+        )
+    }
 }
