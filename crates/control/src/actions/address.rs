@@ -250,10 +250,7 @@ pub fn allocate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         .get("Address")
         .map(|t| parse_ip("Address", t))
         .transpose()?;
-    let tags: Tags = tags_for(params, "elastic-ip")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "elastic-ip")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

@@ -76,10 +76,6 @@ pub(crate) fn ipsec_type(params: &Params) -> Result<String, ApiError> {
     Ok(t.to_owned())
 }
 
-pub(crate) fn tag_pairs(tags: Vec<crate::query::Tag>) -> Tags {
-    tags.into_iter().map(|t| (t.key, t.value)).collect()
-}
-
 /// A customer gateway as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomerGateway {
@@ -210,7 +206,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     };
     let (asn, extended) = bgp_asn(params)?;
     let device_name = params.get("DeviceName").map(str::to_owned);
-    let tags = tag_pairs(tags_for(params, "customer-gateway")?);
+    let tags = tags_for(params, "customer-gateway")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

@@ -247,10 +247,7 @@ fn configurations(params: &Params) -> Result<Vec<(String, Vec<String>)>, ApiErro
 
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let configurations = configurations(params)?;
-    let tags: Tags = tags_for(params, "dhcp-options")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "dhcp-options")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

@@ -109,10 +109,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             id: new_id(ResourceKind::EgressOnlyInternetGateway),
             owner_id: ctx.account.id.clone(),
             vpc_id: vpc_id.to_owned(),
-            tags: tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
+            tags: tags.clone(),
         };
         tx.put(&eigw)?;
         Ok(eigw)

@@ -20,7 +20,6 @@ use std::collections::BTreeSet;
 use openvpc_model::{ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
-use super::customer_gateway::tag_pairs;
 use super::network_interface::timestamp;
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
@@ -489,7 +488,7 @@ fn read_request(params: &Params) -> Result<Request, ApiError> {
         destination_options,
         client_token: params.get("ClientToken").map(str::to_owned),
         fingerprint,
-        tags: tag_pairs(tags_for(params, "vpc-flow-log")?),
+        tags: tags_for(params, "vpc-flow-log")?,
     })
 }
 

@@ -97,10 +97,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             id: new_id(ResourceKind::InternetGateway),
             owner_id: ctx.account.id.clone(),
             vpc_id: None,
-            tags: tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
+            tags: tags.clone(),
         };
         tx.put(&igw)?;
         Ok(igw)

@@ -28,7 +28,7 @@ pub mod vpn_gateway;
 
 use crate::account::Account;
 use crate::error::ApiError;
-use crate::query::{Params, Tag};
+use crate::query::Params;
 use crate::store::{Store, StoreError};
 
 /// Who is asking, where, and the store to act on.
@@ -112,7 +112,7 @@ pub(crate) fn store_error(e: StoreError) -> ApiError {
 
 /// Tags from `TagSpecification`s for `resource_type`; a specification for
 /// another type is refused, as EC2 does.
-pub(crate) fn tags_for(params: &Params, resource_type: &str) -> Result<Vec<Tag>, ApiError> {
+pub(crate) fn tags_for(params: &Params, resource_type: &str) -> Result<resource::Tags, ApiError> {
     let mut tags = Vec::new();
     for (kind, t) in params.tag_specifications()? {
         if kind != resource_type {
@@ -126,5 +126,5 @@ pub(crate) fn tags_for(params: &Params, resource_type: &str) -> Result<Vec<Tag>,
         tags.extend(t);
     }
     crate::query::check_tags(&tags)?;
-    Ok(tags)
+    Ok(tags.into_iter().map(|t| (t.key, t.value)).collect())
 }

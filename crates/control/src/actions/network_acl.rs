@@ -507,10 +507,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             // An IPv6 VPC's ACLs also get the IPv6 `*` rules; its default
             // ACL records whether it has IPv6.
             ipv6: siblings.iter().any(|a| a.is_default && a.ipv6),
-            tags: tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
+            tags: tags.clone(),
         };
         tx.put(&acl)?;
         Ok(acl)

@@ -676,10 +676,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let group_ids = params.list("SecurityGroupId")?;
     let conntrack = conntrack_of(params, None)?;
     let description = params.get("Description").unwrap_or("").to_owned();
-    let tags: Tags = tags_for(params, "network-interface")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "network-interface")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

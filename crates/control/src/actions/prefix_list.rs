@@ -375,10 +375,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if entries.len() > max_entries as usize {
         return Err(too_many(name, max_entries));
     }
-    let tags: Tags = tags_for(params, "prefix-list")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "prefix-list")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

@@ -927,10 +927,7 @@ fn check_gateway_associations(tx: &mut Tx, table: &RouteTable) -> Result<(), Api
 pub fn create_table(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, vpc_id)?;
-    let tags: Tags = tags_for(params, "route-table")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "route-table")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

@@ -376,7 +376,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         is_default: false,
         ingress: Vec::new(),
         egress: allow_all_egress(!vpc.ipv6_cidr_associations.is_empty()),
-        tags: tags.into_iter().map(|t| (t.key, t.value)).collect(),
+        tags,
     };
     let key = ctx.key(KIND, &group.id);
     let name = name_key(ctx, vpc_id, &group.name);
@@ -705,10 +705,7 @@ pub fn check_quota_with(
 pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiError> {
     let group_id = group_id_of(ctx, params)?;
     let wanted = wanted_rules(ctx, params, egress)?;
-    let tags: Vec<(String, String)> = tags_for(params, "security-group-rule")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "security-group-rule")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

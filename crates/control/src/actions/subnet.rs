@@ -353,7 +353,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ));
         }
-        let subnet = new_subnet(ctx, &vpc, cidr, &zone, false, tags_of(&tags));
+        let subnet = new_subnet(ctx, &vpc, cidr, &zone, false, tags.clone());
         tx.put(&subnet)?;
         // spec 4.2: every subnet starts associated with its VPC's default ACL.
         network_acl::subnet_created(tx, &subnet)?;
@@ -362,12 +362,6 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     Ok(Xml::response("CreateSubnet", ctx.request_id, |x| {
         x.node("subnet", |x| subnet.write(x));
     }))
-}
-
-fn tags_of(tags: &[crate::query::Tag]) -> Tags {
-    tags.iter()
-        .map(|t| (t.key.clone(), t.value.clone()))
-        .collect()
 }
 
 /// A new subnet record (the default VPC's subnets come from here too).

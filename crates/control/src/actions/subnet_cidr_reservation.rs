@@ -111,10 +111,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             cidr,
             reservation_type: reservation_type.to_owned(),
             description: params.get("Description").map(str::to_owned),
-            tags: tags
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
+            tags: tags.clone(),
         };
         subnet.cidr_reservations.push(reservation.clone());
         tx.put(&subnet)?;

@@ -192,7 +192,6 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let tags: Tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
     let vpc = transact(ctx, |tx| {
         insert_vpc(
             tx,

@@ -210,10 +210,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let tables = route_table_ids(params, "RouteTableId")?;
     let policy = params.get("PolicyDocument").unwrap_or(FULL_ACCESS);
     check_policy(policy)?;
-    let tags: Tags = tags_for(params, "vpc-endpoint")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "vpc-endpoint")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

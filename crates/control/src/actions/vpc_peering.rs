@@ -447,10 +447,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             "A VPC cannot be peered with itself.",
         ));
     }
-    let tags: Tags = tags_for(params, "vpc-peering-connection")?
-        .into_iter()
-        .map(|t| (t.key, t.value))
-        .collect();
+    let tags: Tags = tags_for(params, "vpc-peering-connection")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

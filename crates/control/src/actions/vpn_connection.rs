@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::address;
 use super::customer_gateway::{
-    CustomerGateway, check_named, ipsec_type, load_named, now_secs, still_visible, tag_pairs,
+    CustomerGateway, check_named, ipsec_type, load_named, now_secs, still_visible,
 };
 use super::network_interface::timestamp;
 use super::resource::{
@@ -396,7 +396,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     let static_routes_only = params.bool("Options.StaticRoutesOnly")?.unwrap_or(false);
     let requested = tunnel_requests(params)?;
-    let tags = tag_pairs(tags_for(params, "vpn-connection")?);
+    let tags = tags_for(params, "vpn-connection")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }

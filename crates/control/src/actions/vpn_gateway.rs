@@ -13,9 +13,7 @@
 use openvpc_model::ResourceKind;
 use serde::{Deserialize, Serialize};
 
-use super::customer_gateway::{
-    check_named, ipsec_type, load_named, now_secs, still_visible, tag_pairs,
-};
+use super::customer_gateway::{check_named, ipsec_type, load_named, now_secs, still_visible};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_where, new_id, ok_return, transact,
     write_tags,
@@ -144,7 +142,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let gateway_type = ipsec_type(params)?;
     let asn = amazon_side_asn(params)?;
     let availability_zone = params.get("AvailabilityZone").map(str::to_owned);
-    let tags = tag_pairs(tags_for(params, "vpn-gateway")?);
+    let tags = tags_for(params, "vpn-gateway")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
