@@ -71,7 +71,10 @@ def test_errors_have_aws_codes():
         (lambda: client.create_vpc(CidrBlock="169.254.0.0/16"), "InvalidVpc.Range"),
         (lambda: client.create_vpc(CidrBlock="10.0.0.0/33"), "InvalidParameterValue"),
         (lambda: client.create_vpc(CidrBlock="10.0.0.0/16", DryRun=True), "DryRunOperation"),
-        (lambda: client.describe_vpcs(VpcIds=["vpc-XYZ"]), "InvalidVpcID.Malformed"),
+        # Describe answers an ID that cannot exist as one that does not;
+        # an action on one refuses it as malformed.
+        (lambda: client.describe_vpcs(VpcIds=["vpc-XYZ"]), "InvalidVpcID.NotFound"),
+        (lambda: client.delete_vpc(VpcId="vpc-XYZ"), "InvalidVpcID.Malformed"),
         (lambda: client.describe_vpcs(VpcIds=["vpc-0123456789abcdef0"]), "InvalidVpcID.NotFound"),
         (lambda: client.delete_vpc(VpcId="vpc-0123456789abcdef0"), "InvalidVpcID.NotFound"),
         # botocore checks MaxResults itself; skip that so the server's check is tested.
