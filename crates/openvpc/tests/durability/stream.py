@@ -10,7 +10,10 @@ appends a line `created|deleted KIND ID [VPC]` to ACKS and flushes it.
 `stream.py check ACKS` asserts: every acknowledged creation not followed by
 an acknowledged deletion exists; every acknowledged deletion is gone; every
 VPC has exactly one default group and every group's VPC exists (nothing
-half-created or half-deleted). It exits non-zero with the reasons.
+half-created or half-deleted). It exits non-zero with the reasons. The one
+call in flight when a server died may or may not have happened: the stream
+writes `start` when it begins, so the last line before each `start` (and
+the file's last line) tells which object that call was about.
 """
 
 import os
@@ -35,6 +38,7 @@ def write(path):
             acks.flush()
             os.fsync(acks.fileno())
 
+        ack("start")
         i = 0
         while True:
             try:
@@ -56,20 +60,31 @@ def check(path):
     client = ec2()
     live = {}
     gone = set()
-    with open(path, encoding="utf-8") as acks:
-        for line in acks:
-            verb, kind, ident = line.split()[:3]
-            if verb == "created":
-                live[ident] = kind
-            else:
-                live.pop(ident, None)
-                gone.add(ident)
+    lines = [line.split() for line in open(path, encoding="utf-8")]
+    # The call after a round's last acknowledgement was in flight when the
+    # server died: the group it deleted, or the VPC it deleted, may be gone.
+    in_flight = set()
+    ends = [lines[i - 1] for i, line in enumerate(lines) if line == ["start"] and i > 0] + lines[-1:]
+    for last in ends:
+        if last[:2] == ["created", "sg"]:
+            in_flight.add(last[2])
+        elif last[:2] == ["deleted", "sg"]:
+            in_flight.add(last[3])
+    for line in lines:
+        if line == ["start"]:
+            continue
+        verb, kind, ident = line[:3]
+        if verb == "created":
+            live[ident] = kind
+        else:
+            live.pop(ident, None)
+            gone.add(ident)
     vpcs = {v["VpcId"] for v in client.describe_vpcs()["Vpcs"]}
     groups = client.describe_security_groups()["SecurityGroups"]
     group_ids = {g["GroupId"] for g in groups}
     problems = []
     for ident, kind in live.items():
-        if ident not in (vpcs if kind == "vpc" else group_ids):
+        if ident not in (vpcs if kind == "vpc" else group_ids) and ident not in in_flight:
             problems.append(f"acknowledged {kind} {ident} is missing")
     for ident in gone:
         if ident in vpcs or ident in group_ids:
