@@ -10,6 +10,11 @@
 //! The trait is synchronous and the client is async: the store owns a small
 //! tokio runtime, spawns each request on it and waits on a std channel, which
 //! works from any thread, including another runtime's blocking pool.
+//!
+//! etcd bounds what one txn may hold: `--max-txn-ops` (128 by default)
+//! compares and ops per branch, `--max-request-bytes` (1.5 MiB) in all. A
+//! txn past them fails with a backend error; run etcd with larger limits if
+//! actions that touch many objects at once need them.
 
 use std::future::Future;
 use std::time::Duration;
