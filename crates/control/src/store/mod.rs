@@ -5,7 +5,7 @@
 //! not been compacted away.
 //!
 //! This module owns the [`Store`] trait, its types and errors, and the backends
-//! ([`RedbStore`], [`MemoryStore`]). It knows nothing of resources: keys and
+//! ([`RedbStore`], [`MemoryStore`], [`EtcdStore`]). It knows nothing of resources: keys and
 //! values are opaque bytes, and the API layer decides what they mean.
 //!
 //! Semantics every backend follows (the `conformance` module, public with the
@@ -18,11 +18,14 @@
 //! - A txn may change each key at most once, and keys are never empty.
 //! - [`Store::changes`] never splits one revision's events across two calls.
 
+pub mod etcd;
 pub mod memory;
 pub mod redb;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod test_etcd;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +33,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub use etcd::EtcdStore;
 pub use memory::MemoryStore;
 pub use redb::RedbStore;
 

@@ -1,5 +1,6 @@
-//! `openvpc server` and `openvpc accounts`: the regional API on the embedded
-//! store, and the accounts that may use it.
+//! `openvpc server` and `openvpc accounts`: the regional API on its store (the
+//! embedded redb file, or an etcd cluster several servers share), and the
+//! accounts that may use it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use clap::{Args, Subcommand};
 use openvpc_control::account::{self, Account};
 use openvpc_control::moto_api;
 use openvpc_control::server::{ApiState, serve};
-use openvpc_control::store::RedbStore;
+use openvpc_control::store::{EtcdStore, RedbStore, Store};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -20,6 +21,10 @@ pub struct ServerArgs {
     /// Where the store and the credentials file live.
     #[arg(long, default_value = "./openvpc-data")]
     data_dir: PathBuf,
+    /// The store: `etcd://host:port[,host:port...]` for an etcd cluster that
+    /// several servers share; by default the embedded store in --data-dir.
+    #[arg(long)]
+    store: Option<String>,
     /// The region clients should name (requests carry theirs in the signature).
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -44,19 +49,30 @@ enum AccountsCommand {
         name: String,
         #[arg(long, default_value = "./openvpc-data")]
         data_dir: PathBuf,
+        /// The server's --store, if it has one.
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<RedbStore> {
+/// The etcd store `url` names, or else the redb file in `data_dir` (which is
+/// made either way: the credentials file lives there).
+fn open_store(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    if let Some(url) = url {
+        let store = EtcdStore::open_url(url)
+            .with_context(|| format!("opening the etcd store {url}: is etcd running there?"))?;
+        return Ok(Arc::new(store));
+    }
     let path = data_dir.join("store.redb");
-    RedbStore::open(&path).with_context(|| {
+    let store = RedbStore::open(&path).with_context(|| {
         format!(
             "opening the store {}: if an openvpc server is running on this data directory, stop it first",
             path.display()
         )
-    })
+    })?;
+    Ok(Arc::new(store))
 }
 
 fn credentials_path(data_dir: &Path) -> PathBuf {
@@ -79,10 +95,10 @@ fn append_credentials(data_dir: &Path, profile: &str, account: &Account) -> anyh
 }
 
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data_dir)?;
-    if account::list(&store)?.is_empty() {
+    let store = open_store(&args.data_dir, args.store.as_deref())?;
+    if account::list(&*store)?.is_empty() {
         let admin = Account::generate("admin", None);
-        account::create(&store, &admin)?;
+        account::create(&*store, &admin)?;
         append_credentials(&args.data_dir, "default", &admin)?;
         eprintln!(
             "created the admin account {} (keys in the credentials file)",
@@ -90,7 +106,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         );
     }
     let moto_compat = if args.moto_compat {
-        let moto = moto_api::ensure_account(&store)?;
+        let moto = moto_api::ensure_account(&*store)?;
         tracing::warn!(
             account = %moto.id,
             "--moto-compat: SIGNATURES ARE NOT VERIFIED (any key acts as account {}) and \
@@ -114,10 +130,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         println!("AWS_ENDPOINT_URL=http://{local}");
         println!("AWS_SHARED_CREDENTIALS_FILE={}", credentials.display());
         println!("AWS_DEFAULT_REGION={}", args.region);
-        let state = ApiState {
-            store: Arc::new(store),
-            moto_compat,
-        };
+        let state = ApiState { store, moto_compat };
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })
@@ -128,10 +141,14 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
 
 pub fn accounts(args: AccountsArgs) -> anyhow::Result<()> {
     match args.command {
-        AccountsCommand::Create { name, data_dir } => {
-            let store = open_store(&data_dir)?;
+        AccountsCommand::Create {
+            name,
+            data_dir,
+            store,
+        } => {
+            let store = open_store(&data_dir, store.as_deref())?;
             let account = Account::generate(&name, None);
-            account::create(&store, &account)?;
+            account::create(&*store, &account)?;
             append_credentials(&data_dir, &name, &account)?;
             println!("{}", account.id);
             eprintln!(

@@ -39,9 +39,15 @@ impl Drop for Server {
 
 /// Starts `openvpc server` on a free port and reads the lines it prints.
 pub fn start(data_dir: &Path) -> Server {
+    start_with(data_dir, &[])
+}
+
+/// [`start`] with more arguments (`--store etcd://...`).
+pub fn start_with(data_dir: &Path, args: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_openvpc"))
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
