@@ -134,6 +134,9 @@ pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         "DescribeListeners" => describe_listeners,
         "ModifyListener" => modify_listener,
         "DeleteListener" => delete_listener,
+        "AddTags" => add_tags,
+        "RemoveTags" => remove_tags,
+        "DescribeTags" => describe_tags,
         _ => return Err(ApiError::invalid_action(action)),
     };
     handler(ctx, params)
@@ -1471,4 +1474,102 @@ fn delete_listener(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         release_unused(tx, &l.target_group_arn)
     })?;
     Ok(answer(ctx, "DeleteListener", |_| {}))
+}
+
+// ---------------------------------------------------------------- tags
+
+/// spec 12.1: at most 50 tags per resource.
+const MAX_TAGS: usize = 50;
+
+/// Runs `edit` on the tags of the load balancer or target group `arn` and
+/// stores the result; returns the tags.
+fn with_tags(
+    tx: &mut Tx,
+    arn: &str,
+    edit: impl FnOnce(&mut Vec<(String, String)>) -> Result<(), ApiError>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    if arn.contains(":loadbalancer/") {
+        let mut lb = find_lb(tx, arn)?;
+        edit(&mut lb.tags)?;
+        let id = lb.id.clone();
+        put(tx, LB_SEGMENT, &id, &lb)?;
+        Ok(lb.tags)
+    } else if arn.contains(":targetgroup/") {
+        let mut tg = find_tg(tx, arn)?;
+        edit(&mut tg.tags)?;
+        let id = tg.id.clone();
+        put(tx, TG_SEGMENT, &id, &tg)?;
+        Ok(tg.tags)
+    } else {
+        Err(validation(format!(
+            "'{arn}' is not a load balancer or target group ARN: openvpc tags those two"
+        )))
+    }
+}
+
+fn resource_arns(params: &Params) -> Result<Vec<String>, ApiError> {
+    let arns = params.list("ResourceArns.member")?;
+    if arns.is_empty() {
+        return Err(validation("At least one resource ARN must be specified"));
+    }
+    Ok(arns)
+}
+
+fn add_tags(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arns = resource_arns(params)?;
+    let new = tags(params)?;
+    transact(ctx, |tx| {
+        for arn in &arns {
+            with_tags(tx, arn, |tags| {
+                for (k, v) in &new {
+                    // A key given again takes the new value.
+                    match tags.iter_mut().find(|(key, _)| key == k) {
+                        Some(t) => t.1 = v.clone(),
+                        None => tags.push((k.clone(), v.clone())),
+                    }
+                }
+                if tags.len() > MAX_TAGS {
+                    return Err(ApiError::new(
+                        "TooManyTags",
+                        format!("A resource can have at most {MAX_TAGS} tags"),
+                    ));
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(answer(ctx, "AddTags", |_| {}))
+}
+
+fn remove_tags(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arns = resource_arns(params)?;
+    let keys = params.list("TagKeys.member")?;
+    transact(ctx, |tx| {
+        for arn in &arns {
+            with_tags(tx, arn, |tags| {
+                tags.retain(|(k, _)| !keys.contains(k));
+                Ok(())
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(answer(ctx, "RemoveTags", |_| {}))
+}
+
+fn describe_tags(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arns = resource_arns(params)?;
+    let rows = transact(ctx, |tx| {
+        arns.iter()
+            .map(|arn| Ok((arn.clone(), with_tags(tx, arn, |_| Ok(()))?)))
+            .collect::<Result<Vec<_>, ApiError>>()
+    })?;
+    Ok(answer(ctx, "DescribeTags", |x| {
+        x.members("TagDescriptions", &rows, |x, (arn, tags)| {
+            x.elem("ResourceArn", arn);
+            x.members("Tags", tags, |x, (k, v)| {
+                x.elem("Key", k).elem("Value", v);
+            });
+        });
+    }))
 }

@@ -630,3 +630,51 @@ fn malformed_arns_are_validation_errors() {
     );
     assert_eq!(code(&env, "Action=Nope"), "InvalidAction");
 }
+
+#[test]
+fn tags_on_load_balancers_and_target_groups() {
+    // spec 12.1: tags at create time or later; at most 50 per resource.
+    let env = Env::new();
+    let lb = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name=web&Type=network&Subnets.member.1={}&Tags.member.1.Key=env&Tags.member.1.Value=test",
+                env.subnet
+            ),
+        ),
+        "LoadBalancerArn",
+    );
+    let tg = target_group(&env, "tg", "");
+    ok(
+        &env,
+        &format!(
+            "Action=AddTags&ResourceArns.member.1={lb}&ResourceArns.member.2={tg}&Tags.member.1.Key=team&Tags.member.1.Value=net"
+        ),
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTags&ResourceArns.member.1={lb}&ResourceArns.member.2={tg}"),
+    );
+    assert_eq!(all(&xml, "ResourceArn"), vec![lb.as_str(), tg.as_str()]);
+    assert_eq!(all(&xml, "Key"), ["env", "team", "team"]);
+    ok(
+        &env,
+        &format!("Action=RemoveTags&ResourceArns.member.1={lb}&TagKeys.member.1=env"),
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTags&ResourceArns.member.1={lb}"),
+    );
+    assert_eq!(all(&xml, "Key"), ["team"]);
+    let many: String = (1..=50)
+        .map(|i| format!("&Tags.member.{i}.Key=k{i}&Tags.member.{i}.Value=v"))
+        .collect();
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=AddTags&ResourceArns.member.1={lb}{many}")
+        ),
+        "TooManyTags"
+    );
+}
