@@ -49,6 +49,9 @@ def test_nlb_target_group_listener_and_health():
     described = lb_client.describe_load_balancers(Names=["web"])["LoadBalancers"]
     assert [d["State"]["Code"] for d in described] == ["active"]
 
+    tags = lb_client.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"]
+    assert tags == [{"ResourceArn": lb["LoadBalancerArn"], "Tags": [{"Key": "env", "Value": "test"}]}]
+
     attributes = lb_client.describe_load_balancer_attributes(LoadBalancerArn=lb["LoadBalancerArn"])["Attributes"]
     assert {"Key": "load_balancing.cross_zone.enabled", "Value": "false"} in attributes
 
