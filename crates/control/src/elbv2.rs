@@ -200,6 +200,14 @@ fn listeners(tx: &mut Tx) -> Result<Vec<Listener>, ApiError> {
     Ok(all)
 }
 
+/// Whether a load balancer has a node in `subnet_id`: its ENI there keeps
+/// the subnet alive (spec 9.1 and 1.7), so DeleteSubnet asks.
+pub fn subnet_in_use(tx: &mut Tx, subnet_id: &str) -> Result<bool, ApiError> {
+    Ok(load_balancers(tx)?
+        .iter()
+        .any(|lb| lb.zones.iter().any(|z| z.subnet_id == subnet_id)))
+}
+
 fn lb_not_found(arn: &str) -> ApiError {
     ApiError::new(
         "LoadBalancerNotFound",
@@ -282,8 +290,8 @@ fn tags(params: &Params) -> Result<Vec<(String, String)>, ApiError> {
     Ok(tags.into_iter().map(|t| (t.key, t.value)).collect())
 }
 
-/// A page of `items` after `Marker` (the name of the first item of the
-/// page, as our markers are issued), at most `PageSize` (1–400) long, and
+/// A page of `items` from `Marker` (the name or ARN of the page's first
+/// item, as our markers are issued), at most `PageSize` (1–400) long, and
 /// the marker of the next page.
 fn page<T>(
     params: &Params,
@@ -300,9 +308,12 @@ fn page<T>(
         None => 400,
     };
     if let Some(marker) = params.get("Marker") {
+        // The marker names the first item of the page; if that item has
+        // gone since, the page starts at the next name in order.
         let start = items
             .iter()
-            .position(|i| name(i) >= marker)
+            .position(|i| name(i) == marker)
+            .or_else(|| items.iter().position(|i| name(i) > marker))
             .unwrap_or(items.len());
         items.drain(..start);
     }

@@ -678,3 +678,50 @@ fn tags_on_load_balancers_and_target_groups() {
         "TooManyTags"
     );
 }
+
+#[test]
+fn a_load_balancer_keeps_its_subnets() {
+    // spec 9.1 and 1.7: an NLB node's ENI keeps its subnet alive.
+    let env = Env::new();
+    let lb = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name=web&Type=network&Subnets.member.1={}",
+                env.subnet
+            ),
+        ),
+        "LoadBalancerArn",
+    );
+    let delete = format!("Action=DeleteSubnet&SubnetId={}", env.subnet);
+    assert_eq!(
+        common::code(&env.store, &env.a, &delete),
+        "DependencyViolation"
+    );
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={lb}"),
+    );
+    call(&env.store, &env.a, &delete).unwrap();
+}
+
+#[test]
+fn listener_pages_follow_their_markers() {
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    for (i, port) in [80u16, 81, 82].iter().enumerate() {
+        let tg = target_group(&env, &format!("tg{i}"), "");
+        listener(&env, &lb, *port, &tg).unwrap();
+    }
+    let first_page = ok(
+        &env,
+        &format!("Action=DescribeListeners&LoadBalancerArn={lb}&PageSize=2"),
+    );
+    assert_eq!(all(&first_page, "Port"), ["80", "81"]);
+    let marker = first(&first_page, "NextMarker");
+    let next = ok(
+        &env,
+        &format!("Action=DescribeListeners&LoadBalancerArn={lb}&PageSize=2&Marker={marker}"),
+    );
+    assert_eq!(all(&next, "Port"), ["82"]);
+}
