@@ -76,6 +76,10 @@ pub struct TargetGroup {
     /// When a listener first sent it traffic: health checks start then.
     pub in_use_since: Option<u64>,
     pub tags: Vec<(String, String)>,
+    /// Attributes changed from their defaults (spec 9.1); the rest are
+    /// computed by [`tg_attributes`].
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// Health check settings (spec 9.4).
@@ -134,6 +138,8 @@ pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         "DescribeListeners" => describe_listeners,
         "ModifyListener" => modify_listener,
         "DeleteListener" => delete_listener,
+        "DescribeTargetGroupAttributes" => describe_target_group_attributes,
+        "ModifyTargetGroupAttributes" => modify_target_group_attributes,
         "AddTags" => add_tags,
         "RemoveTags" => remove_tags,
         "DescribeTags" => describe_tags,
@@ -906,6 +912,7 @@ fn create_target_group(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             targets: Vec::new(),
             in_use_since: None,
             tags: tags.clone(),
+            attributes: Default::default(),
         };
         put(tx, TG_SEGMENT, &id, &tg)?;
         Ok(tg)
@@ -1582,5 +1589,109 @@ fn describe_tags(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 x.elem("Key", k).elem("Value", v);
             });
         });
+    }))
+}
+
+// ---------------------------------------------------------------- target group attributes
+
+/// spec 9.3: client IP preservation cannot be turned off for `ip` targets
+/// with UDP or TCP_UDP.
+fn client_ip_forced(tg: &TargetGroup) -> bool {
+    tg.target_type == "ip" && (tg.protocol == "UDP" || tg.protocol == "TCP_UDP")
+}
+
+/// Every attribute of a target group: spec 9.1's defaults (9.3's for client
+/// IP preservation), overridden by what was modified.
+fn tg_attributes(tg: &TargetGroup) -> Vec<(&'static str, String)> {
+    let preserve = tg.target_type == "instance" || client_ip_forced(tg);
+    let defaults: [(&'static str, String); 7] = [
+        ("deregistration_delay.timeout_seconds", "300".to_owned()),
+        (
+            "deregistration_delay.connection_termination.enabled",
+            "false".to_owned(),
+        ),
+        ("proxy_protocol_v2.enabled", "false".to_owned()),
+        ("stickiness.enabled", "false".to_owned()),
+        ("stickiness.type", "source_ip".to_owned()),
+        ("preserve_client_ip.enabled", preserve.to_string()),
+        (
+            "load_balancing.cross_zone.enabled",
+            "use_load_balancer_configuration".to_owned(),
+        ),
+    ];
+    defaults
+        .into_iter()
+        .map(|(k, v)| (k, tg.attributes.get(k).cloned().unwrap_or(v)))
+        .collect()
+}
+
+/// Checks one attribute change against spec 9.1's ranges.
+fn check_tg_attribute(tg: &TargetGroup, key: &str, value: &str) -> Result<(), ApiError> {
+    match key {
+        "deregistration_delay.timeout_seconds" => match value.parse::<u32>() {
+            Ok(n) if n <= 3600 => Ok(()),
+            _ => Err(validation(format!(
+                "Attribute '{key}' must be a number from 0 to 3600, not '{value}'"
+            ))),
+        },
+        "deregistration_delay.connection_termination.enabled"
+        | "proxy_protocol_v2.enabled"
+        | "stickiness.enabled" => bool_attribute(key, value).map(drop),
+        "preserve_client_ip.enabled" => {
+            if !bool_attribute(key, value)? && client_ip_forced(tg) {
+                return Err(config(
+                    "Client IP preservation cannot be disabled for ip targets of UDP or TCP_UDP target groups",
+                ));
+            }
+            Ok(())
+        }
+        "stickiness.type" if value == "source_ip" => Ok(()),
+        "stickiness.type" => Err(validation(format!(
+            "Stickiness type '{value}' must be 'source_ip' on network load balancers"
+        ))),
+        "load_balancing.cross_zone.enabled"
+            if ["true", "false", "use_load_balancer_configuration"].contains(&value) =>
+        {
+            Ok(())
+        }
+        "load_balancing.cross_zone.enabled" => Err(validation(format!(
+            "Attribute '{key}' must be true, false or use_load_balancer_configuration, not '{value}'"
+        ))),
+        _ => Err(validation(format!(
+            "Target group attribute key '{key}' is not recognized"
+        ))),
+    }
+}
+
+fn describe_target_group_attributes(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arn = params.required("TargetGroupArn")?;
+    let tg = transact(ctx, |tx| find_tg(tx, arn))?;
+    Ok(answer(ctx, "DescribeTargetGroupAttributes", |x| {
+        write_attributes(x, &tg_attributes(&tg))
+    }))
+}
+
+fn modify_target_group_attributes(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arn = params.required("TargetGroupArn")?;
+    let changes = params.structs("Attributes.member")?;
+    if changes.is_empty() {
+        return Err(validation("At least one attribute must be specified"));
+    }
+    let tg = transact(ctx, |tx| {
+        let mut tg = find_tg(tx, arn)?;
+        for change in &changes {
+            let key = change
+                .required("Key")
+                .map_err(|_| validation("Attributes.member.N.Key is required"))?;
+            let value = change.get("Value").unwrap_or("");
+            check_tg_attribute(&tg, key, value)?;
+            tg.attributes.insert(key.to_owned(), value.to_owned());
+        }
+        let id = tg.id.clone();
+        put(tx, TG_SEGMENT, &id, &tg)?;
+        Ok(tg)
+    })?;
+    Ok(answer(ctx, "ModifyTargetGroupAttributes", |x| {
+        write_attributes(x, &tg_attributes(&tg))
     }))
 }

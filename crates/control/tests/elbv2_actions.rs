@@ -725,3 +725,61 @@ fn listener_pages_follow_their_markers() {
     );
     assert_eq!(all(&next, "Port"), ["82"]);
 }
+
+#[test]
+fn target_group_attributes_default_and_client_ip_rules() {
+    // spec 9.1 defaults; spec 9.3: client IP preservation on for instance
+    // targets, off for TCP ip targets, forced on for UDP ip targets.
+    let env = Env::new();
+    let instance_tg = target_group(&env, "inst", "");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTargetGroupAttributes&TargetGroupArn={instance_tg}"),
+    );
+    assert!(xml.contains("<Key>deregistration_delay.timeout_seconds</Key><Value>300</Value>"));
+    assert!(xml.contains("<Key>preserve_client_ip.enabled</Key><Value>true</Value>"));
+    assert!(xml.contains(
+        "<Key>load_balancing.cross_zone.enabled</Key><Value>use_load_balancer_configuration</Value>"
+    ));
+    let ip_tg = target_group(&env, "ip", "&TargetType=ip");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTargetGroupAttributes&TargetGroupArn={ip_tg}"),
+    );
+    assert!(xml.contains("<Key>preserve_client_ip.enabled</Key><Value>false</Value>"));
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=ModifyTargetGroupAttributes&TargetGroupArn={ip_tg}&Attributes.member.1.Key=deregistration_delay.timeout_seconds&Attributes.member.1.Value=0"
+        ),
+    );
+    assert!(xml.contains("<Key>deregistration_delay.timeout_seconds</Key><Value>0</Value>"));
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyTargetGroupAttributes&TargetGroupArn={ip_tg}&Attributes.member.1.Key=deregistration_delay.timeout_seconds&Attributes.member.1.Value=3601"
+            )
+        ),
+        "ValidationError"
+    );
+    let udp = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateTargetGroup&Name=udp&Protocol=UDP&Port=53&VpcId={}&TargetType=ip",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyTargetGroupAttributes&TargetGroupArn={udp}&Attributes.member.1.Key=preserve_client_ip.enabled&Attributes.member.1.Value=false"
+            )
+        ),
+        "InvalidConfigurationRequest"
+    );
+}
