@@ -1,6 +1,7 @@
 //! API errors as EC2 reports them: a code, a message that says what to do,
 //! and an HTTP status, rendered in EC2's own error shape (spec 12.2: root
-//! `<Response>`, `<RequestID>` with a capital ID).
+//! `<Response>`, `<RequestID>` with a capital ID), or in the standard Query
+//! protocol's `<ErrorResponse>` for ELBv2 (spec 12.5).
 
 use std::borrow::Cow;
 
@@ -13,6 +14,20 @@ pub struct ApiError {
     pub code: Cow<'static, str>,
     pub message: String,
     pub status: u16,
+    /// Which service's error body to render: EC2's own, or the standard
+    /// Query protocol's `<ErrorResponse>` (ELBv2) in that namespace.
+    pub shape: ErrorShape,
+}
+
+/// The error body a service's clients parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ErrorShape {
+    /// EC2's `<Response><Errors><Error>` with `<RequestID>`.
+    #[default]
+    Ec2,
+    /// The standard Query protocol's `<ErrorResponse xmlns=…>` with a
+    /// `<Type>` and `<RequestId>`, in this namespace (ELBv2).
+    Query(&'static str),
 }
 
 impl ApiError {
@@ -22,6 +37,7 @@ impl ApiError {
             code: code.into(),
             message: message.into(),
             status: 400,
+            shape: ErrorShape::Ec2,
         }
     }
 
@@ -64,8 +80,29 @@ impl ApiError {
         Self::new("InternalError", message).with_status(500)
     }
 
-    /// The error body EC2 sends.
+    /// The same error rendered in the standard Query protocol's shape.
+    pub fn in_query_shape(mut self, namespace: &'static str) -> Self {
+        self.shape = ErrorShape::Query(namespace);
+        self
+    }
+
+    /// The error body the service sends.
     pub fn to_xml(&self, request_id: &str) -> String {
+        if let ErrorShape::Query(namespace) = self.shape {
+            // Query-protocol clients read `Type` to tell the caller's faults
+            // from the service's.
+            let kind = if self.status >= 500 {
+                "Receiver"
+            } else {
+                "Sender"
+            };
+            return format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{namespace}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+                escape(&self.code),
+                escape(&self.message),
+                escape(request_id)
+            );
+        }
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{}</Code><Message>{}</Message></Error></Errors><RequestID>{}</RequestID></Response>",
             escape(&self.code),
@@ -90,5 +127,15 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>InvalidVpcID.NotFound</Code><Message>The vpc ID &apos;vpc-1&lt;2&gt;&apos; does not exist</Message></Error></Errors><RequestID>req-1</RequestID></Response>"
         );
         assert_eq!(ApiError::dry_run().status, 412);
+    }
+
+    #[test]
+    fn renders_query_protocol_error_shape() {
+        // spec 12.5 (NLB): `<ErrorResponse><Error><Type>Sender</Type>…`.
+        let e = ApiError::new("LoadBalancerNotFound", "gone").in_query_shape("urn:x");
+        assert_eq!(
+            e.to_xml("req-1"),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"urn:x\"><Error><Type>Sender</Type><Code>LoadBalancerNotFound</Code><Message>gone</Message></Error><RequestId>req-1</RequestId></ErrorResponse>"
+        );
     }
 }

@@ -8,6 +8,7 @@
 pub mod account;
 pub mod actions;
 pub mod client;
+pub mod elbv2;
 pub mod error;
 pub mod filter;
 pub mod moto_api;

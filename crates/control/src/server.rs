@@ -1,4 +1,4 @@
-//! The HTTP shell of the API: accepts EC2 Query requests on `/`, verifies
+//! The HTTP shell of the API: accepts EC2 (and ELBv2) Query requests on `/`, verifies
 //! their SigV4 signature, resolves the caller's account and region, and
 //! runs the action. Thin on purpose: protocol and actions live in their own
 //! modules and know nothing of HTTP.
@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::account::{self, Account};
 use crate::actions::{Ctx, default_vpc, dispatch};
+use crate::elbv2;
 use crate::error::ApiError;
 use crate::moto_api;
 use crate::moto_foreign;
@@ -228,7 +229,8 @@ pub fn execute(
         let params = Params::parse(body, query);
         return moto_api::sts(moto, &params, request_id);
     }
-    if verified.service != "ec2" {
+    let elb = verified.service == "elasticloadbalancing";
+    if verified.service != "ec2" && !elb {
         return Err(ApiError::new(
             "SignatureDoesNotMatch",
             format!(
@@ -238,15 +240,25 @@ pub fn execute(
         )
         .with_status(403));
     }
+    // ELBv2 clients parse the Query protocol's error shape, not EC2's.
+    let shape = |e: ApiError| {
+        if elb {
+            e.in_query_shape(elbv2::NAMESPACE)
+        } else {
+            e
+        }
+    };
     let account = match &state.moto_compat {
         Some(moto) => moto.clone(),
-        None => account::by_access_key(store, &verified.access_key)?.ok_or_else(|| {
-            ApiError::new(
-                "AuthFailure",
-                "AWS was not able to validate the provided access credentials",
-            )
-            .with_status(401)
-        })?,
+        None => account::by_access_key(store, &verified.access_key)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    "AuthFailure",
+                    "AWS was not able to validate the provided access credentials",
+                )
+                .with_status(401)
+            })
+            .map_err(shape)?,
     };
     let params = Params::parse(body, query);
     let ctx = Ctx {
@@ -256,7 +268,10 @@ pub fn execute(
         request_id,
     };
     // spec 1.3: an account finds a default VPC in every region it uses.
-    default_vpc::ensure(&ctx)?;
+    default_vpc::ensure(&ctx).map_err(shape)?;
+    if elb {
+        return elbv2::dispatch(&ctx, &params).map_err(shape);
+    }
     if state.moto_compat.is_some()
         && let Some(answer) = moto_foreign::ec2_action(&ctx, &params)
     {

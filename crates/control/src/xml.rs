@@ -1,6 +1,7 @@
 //! Builds EC2 Query responses: `<{Action}Response>` in the 2016-11-15
 //! namespace with `requestId` first, lowerCamelCase members, and lists as
-//! wrappers of `<item>` (spec 12.2).
+//! wrappers of `<item>` (spec 12.2); and the standard Query protocol's
+//! `<{Action}Result>` with `<member>` lists that ELBv2 answers in (spec 12.5).
 
 use std::fmt::{Display, Write};
 
@@ -30,6 +31,47 @@ impl Xml {
         body(&mut x);
         let _ = write!(x.out, "</{action}Response>");
         x.out
+    }
+
+    /// A whole standard-Query-protocol response (ELBv2, spec 12.5):
+    /// `<{action}Response xmlns=…><{action}Result>` around what `body`
+    /// writes, then `<ResponseMetadata><RequestId>`.
+    pub fn query_response(
+        action: &str,
+        namespace: &str,
+        request_id: &str,
+        body: impl FnOnce(&mut Xml),
+    ) -> String {
+        let mut x = Xml::default();
+        x.out
+            .push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = write!(x.out, "<{action}Response xmlns=\"{namespace}\">");
+        let _ = write!(x.out, "<{action}Result>");
+        body(&mut x);
+        let _ = write!(x.out, "</{action}Result>");
+        x.node("ResponseMetadata", |x| {
+            x.elem("RequestId", request_id);
+        });
+        let _ = write!(x.out, "</{action}Response>");
+        x.out
+    }
+
+    /// `<name><member>…</member>…</name>`: a list in the standard Query
+    /// protocol.
+    pub fn members<T>(
+        &mut self,
+        name: &str,
+        items: impl IntoIterator<Item = T>,
+        mut each: impl FnMut(&mut Xml, T),
+    ) -> &mut Self {
+        let _ = write!(self.out, "<{name}>");
+        for item in items {
+            self.out.push_str("<member>");
+            each(self, item);
+            self.out.push_str("</member>");
+        }
+        let _ = write!(self.out, "</{name}>");
+        self
     }
 
     /// `<name>text</name>`, escaped.
@@ -94,6 +136,20 @@ mod tests {
         assert_eq!(
             xml,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeVpcsResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>r-1</requestId><vpcSet><item><vpcId>vpc-1</vpcId></item><item><vpcId>vpc-2</vpcId></item></vpcSet></DescribeVpcsResponse>"
+        );
+    }
+
+    #[test]
+    fn query_response_shape() {
+        // spec 12.5 (NLB): `<OpResponse><OpResult>…</OpResult><ResponseMetadata>`.
+        let xml = Xml::query_response("DescribeListeners", "urn:x", "r-1", |x| {
+            x.members("Listeners", ["a"], |x, arn| {
+                x.elem("ListenerArn", arn);
+            });
+        });
+        assert_eq!(
+            xml,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeListenersResponse xmlns=\"urn:x\"><DescribeListenersResult><Listeners><member><ListenerArn>a</ListenerArn></member></Listeners></DescribeListenersResult><ResponseMetadata><RequestId>r-1</RequestId></ResponseMetadata></DescribeListenersResponse>"
         );
     }
 

@@ -187,3 +187,28 @@ fn there_is_no_reset_without_the_flag() {
     assert_eq!(status, 404);
     assert!(!store.range(b"r/", None, 1).unwrap().is_empty());
 }
+
+/// spec 12.5: requests signed for `elasticloadbalancing` reach the ELBv2
+/// actions, and their errors come in the Query protocol's shape.
+#[test]
+fn elasticloadbalancing_requests_reach_elbv2_with_its_error_shape() {
+    let (state, _) = state(true);
+    let xml = call(
+        &state,
+        "elasticloadbalancing",
+        "Action=DescribeLoadBalancers&Version=2015-12-01",
+    )
+    .unwrap();
+    assert!(
+        xml.contains("<DescribeLoadBalancersResult><LoadBalancers></LoadBalancers>"),
+        "{xml}"
+    );
+    let e = call(
+        &state,
+        "elasticloadbalancing",
+        "Action=DescribeLoadBalancers&Names.member.1=nope",
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "LoadBalancerNotFound");
+    assert!(e.to_xml("r").contains("<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type>"));
+}

@@ -417,8 +417,9 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     transact(ctx, |tx| {
         let subnet = tx.load::<Subnet>(id)?;
-        // spec 1.7 (and its subnet form in 12.3): ENIs keep a subnet alive.
-        if !subnet.allocated.is_empty() {
+        // spec 1.7 (and its subnet form in 12.3): ENIs keep a subnet alive,
+        // a load balancer node's among them (spec 9.1).
+        if !subnet.allocated.is_empty() || crate::elbv2::subnet_in_use(tx, id)? {
             return Err(ApiError::new(
                 "DependencyViolation",
                 format!("The subnet '{id}' has dependencies and cannot be deleted."),

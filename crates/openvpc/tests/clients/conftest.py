@@ -1,8 +1,9 @@
 """What every client test shares: a clean region before each test.
 
 `wipe` deletes everything the accounts own, in the order dependencies
-demand (spec 1.7): instances, addresses and interfaces first, then subnets
-and what subnets hold, custom tables, ACLs and groups, gateways, and the
+demand (spec 1.7): load balancers and target groups first (ELBv2,
+`wipe_load_balancers`), then instances, addresses and interfaces, then
+subnets and what subnets hold, custom tables, ACLs and groups, gateways, and the
 VPCs themselves (the default VPC too, which then stays deleted, spec 1.3).
 """
 
@@ -19,6 +20,25 @@ PROFILES = ("default", "bob")
 def ec2(profile="default", **kwargs):
     session = boto3.Session(profile_name=profile, region_name="us-east-1")
     return session.client("ec2", endpoint_url=ENDPOINT, **kwargs)
+
+
+def elbv2(profile="default", **kwargs):
+    session = boto3.Session(profile_name=profile, region_name="us-east-1")
+    return session.client("elbv2", endpoint_url=ENDPOINT, **kwargs)
+
+
+def wipe_load_balancers(client):
+    # Load balancers hold their subnets and their listeners hold target
+    # groups, so they go before anything of EC2's; deleting a load balancer
+    # deletes its listeners.
+    for lb in client.describe_load_balancers()["LoadBalancers"]:
+        client.modify_load_balancer_attributes(
+            LoadBalancerArn=lb["LoadBalancerArn"],
+            Attributes=[{"Key": "deletion_protection.enabled", "Value": "false"}],
+        )
+        client.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    for group in client.describe_target_groups()["TargetGroups"]:
+        client.delete_target_group(TargetGroupArn=group["TargetGroupArn"])
 
 
 def wipe(client):
@@ -118,6 +138,7 @@ def clean():
     # Before each test only: every test starts from an empty region, and what
     # the last one leaves dies with the server.
     for profile in PROFILES:
+        wipe_load_balancers(elbv2(profile))
         wipe(ec2(profile))
 
 

@@ -1,0 +1,785 @@
+//! The ELBv2 actions (spec 9 and 12.5) over the in-memory store: network
+//! load balancers, target groups, targets and listeners, their quotas and
+//! their error codes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Env, all, call, edit_record, first};
+use openvpc_control::ApiError;
+use openvpc_control::actions::Ctx;
+use openvpc_control::elbv2;
+use openvpc_control::query::Params;
+
+fn elb(env: &Env, body: &str) -> Result<String, ApiError> {
+    let ctx = Ctx {
+        store: &env.store,
+        account: &env.a,
+        region: "us-east-1",
+        request_id: "req-test",
+    };
+    elbv2::dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
+}
+
+fn ok(env: &Env, body: &str) -> String {
+    elb(env, body).unwrap_or_else(|e| panic!("{body} failed: {e}"))
+}
+
+fn code(env: &Env, body: &str) -> String {
+    match elb(env, body) {
+        Ok(xml) => panic!("{body} succeeded: {xml}"),
+        Err(e) => {
+            assert_eq!(e.status, 400, "{body}: {e}");
+            e.code.into_owned()
+        }
+    }
+}
+
+fn subnet_in(env: &Env, cidr: &str, az: &str) -> String {
+    first(
+        &call(
+            &env.store,
+            &env.a,
+            &format!(
+                "Action=CreateSubnet&VpcId={}&CidrBlock={}&AvailabilityZone={az}",
+                env.vpc,
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap(),
+        "subnetId",
+    )
+}
+
+/// An NLB over two subnets in two AZs; its ARN.
+fn nlb(env: &Env, name: &str) -> String {
+    let a = subnet_in(env, &format!("10.0.{}.0/24", 10 + name.len()), "us-east-1a");
+    let b = subnet_in(
+        env,
+        &format!("10.0.{}.0/24", 100 + name.len()),
+        "us-east-1b",
+    );
+    first(
+        &ok(
+            env,
+            &format!(
+                "Action=CreateLoadBalancer&Name={name}&Type=network&Subnets.member.1={a}&Subnets.member.2={b}"
+            ),
+        ),
+        "LoadBalancerArn",
+    )
+}
+
+fn target_group(env: &Env, name: &str, extra: &str) -> String {
+    first(
+        &ok(
+            env,
+            &format!(
+                "Action=CreateTargetGroup&Name={name}&Protocol=TCP&Port=80&VpcId={}{extra}",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    )
+}
+
+fn listener(env: &Env, lb: &str, port: u16, tg: &str) -> Result<String, ApiError> {
+    elb(
+        env,
+        &format!(
+            "Action=CreateListener&LoadBalancerArn={lb}&Protocol=TCP&Port={port}&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={tg}"
+        ),
+    )
+}
+
+#[test]
+fn create_load_balancer_answers_arn_dns_and_provisioning() {
+    // spec 9.1: DNS name `<name>-<id>.elb.<region>.amazonaws.com`; the
+    // Create answer shows provisioning, Describe shows active.
+    let env = Env::new();
+    let a = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=CreateLoadBalancer&Name=web&Type=network&Scheme=internal&SubnetMappings.member.1.SubnetId={a}&Tags.member.1.Key=env&Tags.member.1.Value=test"
+        ),
+    );
+    let arn = first(&xml, "LoadBalancerArn");
+    let id = arn.rsplit('/').next().unwrap();
+    assert!(
+        arn.starts_with(
+            "arn:aws:elasticloadbalancing:us-east-1:111111111111:loadbalancer/net/web/"
+        ),
+        "{arn}"
+    );
+    assert_eq!(id.len(), 16);
+    assert_eq!(
+        first(&xml, "DNSName"),
+        format!("web-{id}.elb.us-east-1.amazonaws.com")
+    );
+    assert_eq!(first(&xml, "Code"), "provisioning");
+    assert_eq!(first(&xml, "Scheme"), "internal");
+    assert_eq!(first(&xml, "VpcId"), env.vpc);
+    assert_eq!(first(&xml, "ZoneName"), "us-east-1a");
+    assert_eq!(first(&xml, "CanonicalHostedZoneId"), "Z26RNL4JYFTOTI");
+    assert!(xml.contains("<CreateLoadBalancerResult><LoadBalancers><member>"));
+    let described = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
+    );
+    assert_eq!(first(&described, "Code"), "active");
+    assert_eq!(first(&described, "Type"), "network");
+}
+
+#[test]
+fn only_network_load_balancers_are_created() {
+    // Task rule: application (AWS's default type) is refused clearly.
+    let env = Env::new();
+    for t in ["&Type=application", ""] {
+        let body = format!(
+            "Action=CreateLoadBalancer&Name=web{t}&Subnets.member.1={}",
+            env.subnet
+        );
+        let e = elb(&env, &body).unwrap_err();
+        assert_eq!(e.code, "ValidationError");
+        assert!(
+            e.message.contains("only network load balancers"),
+            "{}",
+            e.message
+        );
+    }
+}
+
+#[test]
+fn load_balancer_subnets_must_exist_be_one_per_az_and_share_a_vpc() {
+    let env = Env::new();
+    let base = "Action=CreateLoadBalancer&Name=web&Type=network";
+    assert_eq!(
+        code(
+            &env,
+            &format!("{base}&Subnets.member.1=subnet-0123456789abcdef0")
+        ),
+        "SubnetNotFound"
+    );
+    let same_az = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
+    let other_az = subnet_in(&env, "10.0.3.0/24", "us-east-1a");
+    assert_eq!(
+        code(
+            &env,
+            &format!("{base}&Subnets.member.1={same_az}&Subnets.member.2={other_az}")
+        ),
+        "InvalidConfigurationRequest"
+    );
+    let vpc2 = common::vpc_with(&env.store, &env.a, "10.9.0.0/16");
+    let foreign = first(
+        &call(
+            &env.store,
+            &env.a,
+            &format!("Action=CreateSubnet&VpcId={vpc2}&CidrBlock=10.9.1.0%2F24&AvailabilityZone=us-east-1b"),
+        )
+        .unwrap(),
+        "subnetId",
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!("{base}&Subnets.member.1={same_az}&Subnets.member.2={foreign}")
+        ),
+        "InvalidConfigurationRequest"
+    );
+    assert_eq!(code(&env, base), "ValidationError", "a subnet is required");
+}
+
+#[test]
+fn subnets_of_another_account_are_not_found() {
+    // Records are per account: another account's subnet names nothing.
+    let env = Env::new();
+    let body = format!(
+        "Action=CreateLoadBalancer&Name=web&Type=network&Subnets.member.1={}",
+        env.subnet
+    );
+    let other = openvpc_control::account::Account::generate("b", Some("222222222222"));
+    let ctx = Ctx {
+        store: &env.store,
+        account: &other,
+        region: "us-east-1",
+        request_id: "r",
+    };
+    let e = elbv2::dispatch(&ctx, &Params::parse(body.as_bytes(), "")).unwrap_err();
+    assert_eq!(e.code, "SubnetNotFound");
+}
+
+#[test]
+fn duplicate_names_and_the_50_load_balancer_quota() {
+    // spec 13: 50 NLBs per region.
+    let env = Env::new();
+    let body = |n: usize| {
+        format!(
+            "Action=CreateLoadBalancer&Name=lb{n}&Type=network&Subnets.member.1={}",
+            env.subnet
+        )
+    };
+    for n in 0..elbv2::MAX_LOAD_BALANCERS {
+        ok(&env, &body(n));
+    }
+    assert_eq!(code(&env, &body(0)), "DuplicateLoadBalancerName");
+    assert_eq!(code(&env, &body(999)), "TooManyLoadBalancers");
+}
+
+#[test]
+fn describe_load_balancers_by_name_and_pages() {
+    let env = Env::new();
+    for n in ["a", "b", "c"] {
+        ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name={n}&Type=network&Subnets.member.1={}",
+                env.subnet
+            ),
+        );
+    }
+    let xml = ok(&env, "Action=DescribeLoadBalancers&Names.member.1=b");
+    assert_eq!(all(&xml, "LoadBalancerName"), ["b"]);
+    assert_eq!(
+        code(&env, "Action=DescribeLoadBalancers&Names.member.1=zz"),
+        "LoadBalancerNotFound"
+    );
+    let page1 = ok(&env, "Action=DescribeLoadBalancers&PageSize=2");
+    assert_eq!(all(&page1, "LoadBalancerName"), ["a", "b"]);
+    let marker = first(&page1, "NextMarker");
+    let page2 = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&PageSize=2&Marker={marker}"),
+    );
+    assert_eq!(all(&page2, "LoadBalancerName"), ["c"]);
+    assert_eq!(first(&page2, "NextMarker"), "");
+    assert_eq!(
+        code(&env, "Action=DescribeLoadBalancers&PageSize=0"),
+        "ValidationError"
+    );
+}
+
+#[test]
+fn attributes_default_and_deletion_protection_blocks_delete() {
+    // spec 9.5: cross-zone is off by default.
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancerAttributes&LoadBalancerArn={lb}"),
+    );
+    assert!(xml.contains("<Key>load_balancing.cross_zone.enabled</Key><Value>false</Value>"));
+    assert!(xml.contains("<Key>deletion_protection.enabled</Key><Value>false</Value>"));
+    ok(
+        &env,
+        &format!(
+            "Action=ModifyLoadBalancerAttributes&LoadBalancerArn={lb}&Attributes.member.1.Key=deletion_protection.enabled&Attributes.member.1.Value=true&Attributes.member.2.Key=load_balancing.cross_zone.enabled&Attributes.member.2.Value=true"
+        ),
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancerAttributes&LoadBalancerArn={lb}"),
+    );
+    assert!(xml.contains("<Key>load_balancing.cross_zone.enabled</Key><Value>true</Value>"));
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DeleteLoadBalancer&LoadBalancerArn={lb}")
+        ),
+        "OperationNotPermitted"
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyLoadBalancerAttributes&LoadBalancerArn={lb}&Attributes.member.1.Key=nope&Attributes.member.1.Value=1"
+            )
+        ),
+        "ValidationError"
+    );
+}
+
+#[test]
+fn target_group_gets_nlb_health_check_defaults() {
+    // spec 9.4: TCP checks on the traffic port, 30 s, 10 s, 5 and 2.
+    let env = Env::new();
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=CreateTargetGroup&Name=tg&Protocol=UDP&Port=53&VpcId={}&TargetType=ip",
+            env.vpc
+        ),
+    );
+    assert_eq!(first(&xml, "HealthCheckProtocol"), "TCP");
+    assert_eq!(first(&xml, "HealthCheckPort"), "traffic-port");
+    assert_eq!(first(&xml, "HealthCheckIntervalSeconds"), "30");
+    assert_eq!(first(&xml, "HealthCheckTimeoutSeconds"), "10");
+    assert_eq!(first(&xml, "HealthyThresholdCount"), "5");
+    assert_eq!(first(&xml, "UnhealthyThresholdCount"), "2");
+    assert_eq!(first(&xml, "TargetType"), "ip");
+    assert!(!xml.contains("HealthCheckPath"));
+    // spec 9.4: HTTP checks time out after 6 s, with path / and 200-399.
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=CreateTargetGroup&Name=web&Protocol=TCP&Port=80&VpcId={}&HealthCheckProtocol=HTTP",
+            env.vpc
+        ),
+    );
+    assert_eq!(first(&xml, "HealthCheckTimeoutSeconds"), "6");
+    assert_eq!(first(&xml, "HealthCheckPath"), "/");
+    assert_eq!(first(&xml, "HttpCode"), "200-399");
+    let arn = first(&xml, "TargetGroupArn");
+    let modified = ok(
+        &env,
+        &format!(
+            "Action=ModifyTargetGroup&TargetGroupArn={arn}&HealthCheckIntervalSeconds=10&HealthCheckPath=%2Fping"
+        ),
+    );
+    assert_eq!(first(&modified, "HealthCheckIntervalSeconds"), "10");
+    assert_eq!(first(&modified, "HealthCheckPath"), "/ping");
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=ModifyTargetGroup&TargetGroupArn={arn}&HealthCheckIntervalSeconds=1")
+        ),
+        "ValidationError"
+    );
+}
+
+#[test]
+fn target_group_validation_and_duplicates() {
+    let env = Env::new();
+    let base = |extra: &str| {
+        format!(
+            "Action=CreateTargetGroup&Name=tg&Port=80&VpcId={}{extra}",
+            env.vpc
+        )
+    };
+    assert_eq!(code(&env, &base("&Protocol=HTTP")), "ValidationError");
+    assert_eq!(
+        code(&env, &base("&Protocol=TCP&TargetType=lambda")),
+        "ValidationError"
+    );
+    assert_eq!(
+        code(
+            &env,
+            "Action=CreateTargetGroup&Name=tg&Protocol=TCP&Port=80&VpcId=vpc-0123456789abcdef0"
+        ),
+        "ValidationError",
+        "the VPC must exist"
+    );
+    ok(&env, &base("&Protocol=TCP"));
+    assert_eq!(
+        code(&env, &base("&Protocol=TCP")),
+        "DuplicateTargetGroupName"
+    );
+    assert_eq!(
+        code(
+            &env,
+            "Action=DescribeTargetGroups&TargetGroupArns.member.1=arn:aws:elasticloadbalancing:us-east-1:111111111111:targetgroup/x/0000000000000000"
+        ),
+        "TargetGroupNotFound"
+    );
+}
+
+#[test]
+fn listeners_forward_refuse_duplicate_ports_and_pin_the_group() {
+    // spec 9.1: one forward default action; a port once per NLB.
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "tg", "");
+    let xml = listener(&env, &lb, 80, &tg).unwrap();
+    let arn = first(&xml, "ListenerArn");
+    assert!(arn.contains(":listener/net/web/"), "{arn}");
+    assert_eq!(first(&xml, "TargetGroupArn"), tg);
+    assert_eq!(
+        listener(&env, &lb, 80, &tg).unwrap_err().code,
+        "DuplicateListener"
+    );
+    let described = ok(
+        &env,
+        &format!("Action=DescribeListeners&LoadBalancerArn={lb}"),
+    );
+    assert_eq!(all(&described, "ListenerArn"), vec![arn.as_str()]);
+    let groups = ok(
+        &env,
+        &format!("Action=DescribeTargetGroups&TargetGroupArns.member.1={tg}"),
+    );
+    assert!(groups.contains(&format!(
+        "<LoadBalancerArns><member>{lb}</member></LoadBalancerArns>"
+    )));
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DeleteTargetGroup&TargetGroupArn={tg}")
+        ),
+        "ResourceInUse"
+    );
+    let modified = ok(
+        &env,
+        &format!("Action=ModifyListener&ListenerArn={arn}&Port=8080"),
+    );
+    assert_eq!(first(&modified, "Port"), "8080");
+    ok(&env, &format!("Action=DeleteListener&ListenerArn={arn}"));
+    assert_eq!(
+        code(&env, &format!("Action=DeleteListener&ListenerArn={arn}")),
+        "ListenerNotFound"
+    );
+    ok(
+        &env,
+        &format!("Action=DeleteTargetGroup&TargetGroupArn={tg}"),
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DescribeTargetGroups&TargetGroupArns.member.1={tg}")
+        ),
+        "TargetGroupNotFound"
+    );
+}
+
+#[test]
+fn listener_protocol_must_match_the_group() {
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let udp_tg = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateTargetGroup&Name=u&Protocol=UDP&Port=53&VpcId={}",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    );
+    assert_eq!(
+        listener(&env, &lb, 53, &udp_tg).unwrap_err().code,
+        "ValidationError",
+        "a TCP listener cannot forward to a UDP group"
+    );
+    assert_eq!(
+        listener(&env, "arn:aws:elasticloadbalancing:us-east-1:111111111111:loadbalancer/net/x/0000000000000000", 53, &udp_tg)
+            .unwrap_err()
+            .code,
+        "LoadBalancerNotFound"
+    );
+}
+
+#[test]
+fn deleting_a_load_balancer_deletes_its_listeners() {
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "tg", "");
+    let l = first(&listener(&env, &lb, 80, &tg).unwrap(), "ListenerArn");
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={lb}"),
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DescribeListeners&ListenerArns.member.1={l}")
+        ),
+        "ListenerNotFound"
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={lb}")
+        ),
+        "LoadBalancerNotFound"
+    );
+    // The group is free again.
+    ok(
+        &env,
+        &format!("Action=DeleteTargetGroup&TargetGroupArn={tg}"),
+    );
+    // AWS: deleting a load balancer that is gone succeeds.
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={lb}"),
+    );
+}
+
+#[test]
+fn ip_targets_must_be_in_the_vpc_or_private_ranges() {
+    // spec 9.1: ip targets in the VPC or 10/8, 100.64/10, 172.16/12,
+    // 192.168/16; public IPs are refused.
+    let env = Env::new();
+    let tg = target_group(&env, "tg", "&TargetType=ip");
+    ok(
+        &env,
+        &format!(
+            "Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10&Targets.member.2.Id=192.168.0.5&Targets.member.2.Port=8080"
+        ),
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=8.8.8.8")
+        ),
+        "InvalidTarget"
+    );
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(all(&health, "Id"), ["10.0.1.10", "192.168.0.5"]);
+    assert_eq!(all(&health, "Port"), ["80", "8080"]);
+    ok(
+        &env,
+        &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10"),
+    );
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(all(&health, "Id"), ["192.168.0.5"]);
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10")
+        ),
+        "InvalidTarget"
+    );
+}
+
+#[test]
+fn instance_targets_must_exist_and_go_unused_initial_healthy() {
+    // spec 9.4 target states: unused until a listener uses the group,
+    // initial for interval × healthy threshold, then healthy.
+    let env = Env::new();
+    let instance = first(
+        &call(
+            &env.store,
+            &env.a,
+            &format!(
+                "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={}",
+                env.subnet
+            ),
+        )
+        .unwrap(),
+        "instanceId",
+    );
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "tg", "");
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=i-0123456789abcdef0"
+            )
+        ),
+        "InvalidTarget"
+    );
+    ok(
+        &env,
+        &format!("Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id={instance}"),
+    );
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(first(&health, "State"), "unused");
+    assert_eq!(first(&health, "Reason"), "Target.NotInUse");
+    listener(&env, &lb, 80, &tg).unwrap();
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(first(&health, "State"), "initial");
+    assert_eq!(first(&health, "Reason"), "Elb.RegistrationInProgress");
+    assert_eq!(first(&health, "HealthCheckPort"), "80");
+    // 150 s later (30 s × 5), the checks have passed.
+    let id = tg.rsplit('/').next().unwrap();
+    edit_record(&env.store, &env.a, "elb-tg", id, |v| {
+        v["in_use_since"] = serde_json::json!(1);
+        v["targets"][0]["registered"] = serde_json::json!(1);
+    });
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(first(&health, "State"), "healthy");
+    assert!(!health.contains("<Reason>"));
+    let asked = ok(
+        &env,
+        &format!(
+            "Action=DescribeTargetHealth&TargetGroupArn={tg}&Targets.member.1.Id=i-0123456789abcdef0"
+        ),
+    );
+    assert_eq!(first(&asked, "Reason"), "Target.NotRegistered");
+}
+
+#[test]
+fn malformed_arns_are_validation_errors() {
+    let env = Env::new();
+    assert_eq!(
+        code(
+            &env,
+            "Action=DescribeLoadBalancers&LoadBalancerArns.member.1=nope"
+        ),
+        "ValidationError"
+    );
+    assert_eq!(
+        code(&env, "Action=DescribeListeners"),
+        "ValidationError",
+        "a load balancer or listener ARNs are required"
+    );
+    assert_eq!(code(&env, "Action=Nope"), "InvalidAction");
+}
+
+#[test]
+fn tags_on_load_balancers_and_target_groups() {
+    // spec 12.1: tags at create time or later; at most 50 per resource.
+    let env = Env::new();
+    let lb = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name=web&Type=network&Subnets.member.1={}&Tags.member.1.Key=env&Tags.member.1.Value=test",
+                env.subnet
+            ),
+        ),
+        "LoadBalancerArn",
+    );
+    let tg = target_group(&env, "tg", "");
+    ok(
+        &env,
+        &format!(
+            "Action=AddTags&ResourceArns.member.1={lb}&ResourceArns.member.2={tg}&Tags.member.1.Key=team&Tags.member.1.Value=net"
+        ),
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTags&ResourceArns.member.1={lb}&ResourceArns.member.2={tg}"),
+    );
+    assert_eq!(all(&xml, "ResourceArn"), vec![lb.as_str(), tg.as_str()]);
+    assert_eq!(all(&xml, "Key"), ["env", "team", "team"]);
+    ok(
+        &env,
+        &format!("Action=RemoveTags&ResourceArns.member.1={lb}&TagKeys.member.1=env"),
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTags&ResourceArns.member.1={lb}"),
+    );
+    assert_eq!(all(&xml, "Key"), ["team"]);
+    let many: String = (1..=50)
+        .map(|i| format!("&Tags.member.{i}.Key=k{i}&Tags.member.{i}.Value=v"))
+        .collect();
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=AddTags&ResourceArns.member.1={lb}{many}")
+        ),
+        "TooManyTags"
+    );
+}
+
+#[test]
+fn a_load_balancer_keeps_its_subnets() {
+    // spec 9.1 and 1.7: an NLB node's ENI keeps its subnet alive.
+    let env = Env::new();
+    let lb = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name=web&Type=network&Subnets.member.1={}",
+                env.subnet
+            ),
+        ),
+        "LoadBalancerArn",
+    );
+    let delete = format!("Action=DeleteSubnet&SubnetId={}", env.subnet);
+    assert_eq!(
+        common::code(&env.store, &env.a, &delete),
+        "DependencyViolation"
+    );
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={lb}"),
+    );
+    call(&env.store, &env.a, &delete).unwrap();
+}
+
+#[test]
+fn listener_pages_follow_their_markers() {
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    for (i, port) in [80u16, 81, 82].iter().enumerate() {
+        let tg = target_group(&env, &format!("tg{i}"), "");
+        listener(&env, &lb, *port, &tg).unwrap();
+    }
+    let first_page = ok(
+        &env,
+        &format!("Action=DescribeListeners&LoadBalancerArn={lb}&PageSize=2"),
+    );
+    assert_eq!(all(&first_page, "Port"), ["80", "81"]);
+    let marker = first(&first_page, "NextMarker");
+    let next = ok(
+        &env,
+        &format!("Action=DescribeListeners&LoadBalancerArn={lb}&PageSize=2&Marker={marker}"),
+    );
+    assert_eq!(all(&next, "Port"), ["82"]);
+}
+
+#[test]
+fn target_group_attributes_default_and_client_ip_rules() {
+    // spec 9.1 defaults; spec 9.3: client IP preservation on for instance
+    // targets, off for TCP ip targets, forced on for UDP ip targets.
+    let env = Env::new();
+    let instance_tg = target_group(&env, "inst", "");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTargetGroupAttributes&TargetGroupArn={instance_tg}"),
+    );
+    assert!(xml.contains("<Key>deregistration_delay.timeout_seconds</Key><Value>300</Value>"));
+    assert!(xml.contains("<Key>preserve_client_ip.enabled</Key><Value>true</Value>"));
+    assert!(xml.contains(
+        "<Key>load_balancing.cross_zone.enabled</Key><Value>use_load_balancer_configuration</Value>"
+    ));
+    let ip_tg = target_group(&env, "ip", "&TargetType=ip");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeTargetGroupAttributes&TargetGroupArn={ip_tg}"),
+    );
+    assert!(xml.contains("<Key>preserve_client_ip.enabled</Key><Value>false</Value>"));
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=ModifyTargetGroupAttributes&TargetGroupArn={ip_tg}&Attributes.member.1.Key=deregistration_delay.timeout_seconds&Attributes.member.1.Value=0"
+        ),
+    );
+    assert!(xml.contains("<Key>deregistration_delay.timeout_seconds</Key><Value>0</Value>"));
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyTargetGroupAttributes&TargetGroupArn={ip_tg}&Attributes.member.1.Key=deregistration_delay.timeout_seconds&Attributes.member.1.Value=3601"
+            )
+        ),
+        "ValidationError"
+    );
+    let udp = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateTargetGroup&Name=udp&Protocol=UDP&Port=53&VpcId={}&TargetType=ip",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyTargetGroupAttributes&TargetGroupArn={udp}&Attributes.member.1.Key=preserve_client_ip.enabled&Attributes.member.1.Value=false"
+            )
+        ),
+        "InvalidConfigurationRequest"
+    );
+}
