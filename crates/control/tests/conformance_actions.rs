@@ -6,36 +6,8 @@
 
 mod common;
 
-use common::{account, all, call, code, first, vpc};
-use openvpc_control::account::Account;
-use openvpc_control::store::{MemoryStore, Store};
-
-fn group(store: &dyn Store, a: &Account, vpc: &str, name: &str) -> String {
-    first(
-        &call(
-            store,
-            a,
-            &format!("Action=CreateSecurityGroup&VpcId={vpc}&GroupName={name}&GroupDescription=d"),
-        )
-        .unwrap(),
-        "groupId",
-    )
-}
-
-fn subnet(store: &dyn Store, a: &Account, vpc: &str, cidr: &str) -> String {
-    first(
-        &call(
-            store,
-            a,
-            &format!(
-                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}",
-                cidr.replace('/', "%2F")
-            ),
-        )
-        .unwrap(),
-        "subnetId",
-    )
-}
+use common::{account, all, call, code, first, security_group, subnet, vpc};
+use openvpc_control::store::MemoryStore;
 
 // Security groups carry their ARN (`securityGroupArn`), in the create
 // answer and in DescribeSecurityGroups.
@@ -95,7 +67,7 @@ fn groups_in_an_ipv6_vpc_also_allow_all_ipv6_egress() {
         "vpcId",
     );
     for (v, ipv6) in [(&v4, false), (&v6, true)] {
-        let g = group(&store, &a, v, "web");
+        let g = security_group(&store, &a, v, "web");
         let xml = call(
             &store,
             &a,
@@ -119,8 +91,8 @@ fn the_rule_quota_is_checked_before_duplicates() {
     let store = MemoryStore::new();
     let a = account();
     let v = vpc(&store, &a);
-    let g = group(&store, &a, &v, "web");
-    let other = group(&store, &a, &v, "db");
+    let g = security_group(&store, &a, &v, "web");
+    let other = security_group(&store, &a, &v, "db");
     let by_group = format!(
         "Action=AuthorizeSecurityGroupIngress&GroupId={g}&IpPermissions.1.IpProtocol=-1&IpPermissions.1.Groups.1.GroupId={other}"
     );
@@ -175,8 +147,8 @@ fn egress_group_name_filter_is_known_and_matches_id_rules_not() {
     let store = MemoryStore::new();
     let a = account();
     let v = vpc(&store, &a);
-    let g = group(&store, &a, &v, "web");
-    let target = group(&store, &a, &v, "db");
+    let g = security_group(&store, &a, &v, "web");
+    let target = security_group(&store, &a, &v, "db");
     call(
         &store,
         &a,
@@ -201,7 +173,7 @@ fn rule_descriptions_update_by_permission() {
     let store = MemoryStore::new();
     let a = account();
     let v = vpc(&store, &a);
-    let g = group(&store, &a, &v, "web");
+    let g = security_group(&store, &a, &v, "web");
     let perm = |action: &str, desc: &str| {
         format!(
             "Action={action}&GroupId={g}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=1.2.3.4%2F32&IpPermissions.1.IpRanges.1.Description={desc}"
@@ -247,7 +219,7 @@ fn modify_security_group_rules_replaces_a_rule() {
     let store = MemoryStore::new();
     let a = account();
     let v = vpc(&store, &a);
-    let g = group(&store, &a, &v, "web");
+    let g = security_group(&store, &a, &v, "web");
     let xml = call(
         &store,
         &a,
@@ -674,7 +646,7 @@ fn security_group_rules_take_tags() {
     let store = MemoryStore::new();
     let a = account();
     let v = vpc(&store, &a);
-    let g = group(&store, &a, &v, "web");
+    let g = security_group(&store, &a, &v, "web");
     let xml = call(
         &store,
         &a,
