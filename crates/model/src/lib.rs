@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cidr;
+pub mod host;
 pub mod id;
 pub mod rule;
 

@@ -1,0 +1,215 @@
+//! What the control plane and the hosts say to each other: a host's
+//! registration, the compiled state of each ENI placed on it (every group
+//! reference, prefix list and route target already resolved), the deltas of
+//! the watch stream, and the mapping service's questions and answers.
+//!
+//! These are plain serde values sent as JSON over the agent API
+//! (`/agent/v1/…`). They name no store keys and no dataplane types: the
+//! server compiles resources into them, the agent turns them into router
+//! configuration.
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::rule::{RuleAction, TrafficMatch};
+
+/// The UDP port hosts speak Geneve on (RFC 8926).
+pub const GENEVE_PORT: u16 = 6081;
+
+/// The header an agent sends its shared token in.
+pub const TOKEN_HEADER: &str = "x-openvpc-agent-token";
+
+/// What an agent says about itself when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRegistration {
+    pub host_id: String,
+    /// The availability zone's name, e.g. `us-east-1a`.
+    pub availability_zone: String,
+    /// The address other hosts send this host's Geneve traffic to.
+    pub underlay_ip: IpAddr,
+}
+
+/// A registered host as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub host_id: String,
+    pub region: String,
+    pub availability_zone: String,
+    pub underlay_ip: IpAddr,
+    /// Unix seconds of the last registration.
+    pub registered_at: i64,
+}
+
+/// One ENI as its host must run it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EniState {
+    pub eni_id: String,
+    pub account_id: String,
+    /// The instance it is attached to; `None` for a detached ENI, which a
+    /// host does not run.
+    pub instance_id: Option<String>,
+    /// 0 for the primary ENI (`eth0` in the instance).
+    pub device_index: u32,
+    /// `02:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// Primary private IPv4 first, then secondaries.
+    pub ipv4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    pub vpc_id: String,
+    /// The VPC's Geneve VNI, unique in the region.
+    pub vni: u32,
+    /// The VPC's primary CIDR: base + 2 is its DNS server.
+    pub vpc_cidr: Ipv4Net,
+    pub subnet: SubnetState,
+    pub security_groups: Vec<SecurityGroupState>,
+    pub source_dest_check: bool,
+    pub conntrack: ConntrackState,
+    /// DHCP option 12, e.g. `ip-10-0-1-10`.
+    pub hostname: Option<String>,
+    /// DHCP option 15, e.g. `ec2.internal`.
+    pub domain_name: Option<String>,
+}
+
+/// The subnet of an ENI with its network ACL and route table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetState {
+    pub subnet_id: String,
+    pub cidr: Ipv4Net,
+    pub ipv6_cidr: Option<Ipv6Net>,
+    pub network_acl: NetworkAclState,
+    pub route_table: RouteTableState,
+}
+
+/// A security group with its references expanded to addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupState {
+    pub group_id: String,
+    pub ingress: Vec<SecurityGroupRuleState>,
+    pub egress: Vec<SecurityGroupRuleState>,
+}
+
+/// One rule: a referenced group becomes its members' addresses, a prefix
+/// list its entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupRuleState {
+    pub traffic: TrafficMatch,
+    pub peers: Vec<IpNet>,
+}
+
+/// A network ACL's numbered entries; the final `*` deny is implicit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAclState {
+    pub network_acl_id: String,
+    pub ingress: Vec<NetworkAclEntryState>,
+    pub egress: Vec<NetworkAclEntryState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAclEntryState {
+    pub rule_number: u16,
+    pub traffic: TrafficMatch,
+    pub cidr: IpNet,
+    pub action: RuleAction,
+}
+
+/// A route table with prefix-list destinations expanded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTableState {
+    pub route_table_id: String,
+    pub routes: Vec<RouteState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteState {
+    pub destination: IpNet,
+    pub target: RouteTargetState,
+}
+
+/// Where a route sends packets, resolved as far as the control plane can.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RouteTargetState {
+    /// Inside the VPC: the mapping service names the host.
+    Local,
+    /// A gateway (`igw-`, `eigw-`, `nat-`, `vgw-`, `tgw-`, `vpce-`). `node`
+    /// is the underlay address of the node that serves it; `None` while no
+    /// such node runs, and the host drops what it would send there.
+    Gateway {
+        gateway_id: String,
+        node: Option<IpAddr>,
+    },
+    /// A peered VPC: packets continue in the peer's VNI.
+    Peering {
+        peering_id: String,
+        peer_vni: u32,
+    },
+    /// A network interface; `host` is `None` while it is not placed.
+    Eni {
+        eni_id: String,
+        host: Option<IpAddr>,
+        mac: String,
+    },
+    Blackhole,
+}
+
+/// Idle timeouts of the ENI's connection tracking, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConntrackState {
+    pub tcp_established: u32,
+    pub udp_stream: u32,
+    pub udp: u32,
+}
+
+/// The answer to a watch: what changed on a host since a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HostDelta {
+    /// Resume the next watch from here.
+    pub revision: u64,
+    /// True when this is the host's whole state: drop every ENI not in
+    /// `upserts`. Sent on first contact and when the asked revision is too
+    /// old to replay.
+    pub full: bool,
+    /// ENIs to install or replace whole.
+    pub upserts: Vec<EniState>,
+    /// ENI IDs to remove.
+    pub removals: Vec<String>,
+    /// Mappings that changed: drop them from the cache and ask again.
+    pub invalidations: Vec<MappingKey>,
+}
+
+/// A mapping-service question: who owns this address in this VPC?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MappingKey {
+    pub vni: u32,
+    pub ip: IpAddr,
+}
+
+/// Who owns an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingRecord {
+    /// The underlay address of the host that runs the ENI.
+    pub underlay_ip: IpAddr,
+    pub eni_id: String,
+    pub mac: String,
+}
+
+/// One answer of a batch lookup; `record` is `None` when nothing placed
+/// owns the address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappingAnswer {
+    pub key: MappingKey,
+    pub record: Option<MappingRecord>,
+}
+
+/// The agent API's endpoints, relative to the server's URL.
+pub mod path {
+    /// POST a [`super::HostRegistration`]; answers the [`super::HostRecord`].
+    pub const REGISTER: &str = "/agent/v1/register";
+    /// GET `?host=ID&since=REV[&wait_ms=N]`; answers a [`super::HostDelta`],
+    /// waiting up to `wait_ms` for a change when there is none.
+    pub const WATCH: &str = "/agent/v1/watch";
+    /// POST a list of [`super::MappingKey`]; answers a list of
+    /// [`super::MappingAnswer`] in the same order.
+    pub const MAPPINGS: &str = "/agent/v1/mappings";
+}
