@@ -1,0 +1,292 @@
+//! The agent's conversation with the control plane over the agent API:
+//! register, long-poll the watch for deltas (handed to the reconciler), and
+//! answer the worker's mapping questions in batches.
+//!
+//! When the server is away the dataplane keeps running on what it has: the
+//! loops log the outage once, retry with backoff, and resume the watch from
+//! the last revision they saw.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use openvpc_model::host::{
+    HostDelta, HostRecord, HostRegistration, MappingAnswer, MappingKey, TOKEN_HEADER, path,
+};
+
+use crate::reconcile::Reconciler;
+use crate::worker::WorkerClient;
+
+/// How long the server may hold a watch open.
+pub const WATCH_WAIT_MS: u64 = 25_000;
+/// Most keys in one mapping request.
+pub const MAPPING_BATCH: usize = 1_024;
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A failed exchange with the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{what}: {source}; is the server at {url} up and the agent token right?")]
+    Http {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("{what}: the server's answer is not what this agent understands: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("mapping lookup: asked {asked} keys, got {answered} answers")]
+    Mismatch { asked: usize, answered: usize },
+}
+
+/// A blocking client for the agent API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    /// Long polls wait longer than anything else may.
+    watch: ureq::Agent,
+    short: ureq::Agent,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+impl Client {
+    pub fn new(server_url: &str, token: &str) -> Self {
+        Client {
+            base: server_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            watch: agent(Duration::from_millis(WATCH_WAIT_MS + 10_000)),
+            short: agent(Duration::from_secs(10)),
+        }
+    }
+
+    fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        endpoint: &str,
+        body: &T,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{endpoint}", self.base);
+        let http = |source| ClientError::Http {
+            what,
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let body =
+            serde_json::to_vec(body).map_err(|source| ClientError::Decode { what, source })?;
+        let mut resp = self
+            .short
+            .post(&url)
+            .header(TOKEN_HEADER, &self.token)
+            .content_type("application/json")
+            .send(&body[..])
+            .map_err(http)?;
+        let text = resp.body_mut().read_to_vec().map_err(http)?;
+        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+
+    /// `POST /agent/v1/register`.
+    pub fn register(&self, reg: &HostRegistration) -> Result<HostRecord, ClientError> {
+        self.post("register", path::REGISTER, reg)
+    }
+
+    /// `GET /agent/v1/watch`: what changed since `since`, waiting up to
+    /// `wait_ms` for something to.
+    pub fn watch(&self, host_id: &str, since: u64, wait_ms: u64) -> Result<HostDelta, ClientError> {
+        let what = "watch";
+        let url = format!("{}{}", self.base, path::WATCH);
+        let http = |source| ClientError::Http {
+            what,
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let mut resp = self
+            .watch
+            .get(&url)
+            .query("host", host_id)
+            .query("since", since.to_string())
+            .query("wait_ms", wait_ms.to_string())
+            .header(TOKEN_HEADER, &self.token)
+            .call()
+            .map_err(http)?;
+        // A full state of many ENIs is larger than ureq's default limit.
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 << 20)
+            .read_to_vec()
+            .map_err(http)?;
+        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+
+    /// `POST /agent/v1/mappings`: one answer per key, in order.
+    pub fn mappings(&self, keys: &[MappingKey]) -> Result<Vec<MappingAnswer>, ClientError> {
+        let answers: Vec<MappingAnswer> = self.post("mapping lookup", path::MAPPINGS, &keys)?;
+        if answers.len() != keys.len() {
+            return Err(ClientError::Mismatch {
+                asked: keys.len(),
+                answered: answers.len(),
+            });
+        }
+        Ok(answers)
+    }
+}
+
+/// Remembers whether the server is reachable, so an outage is logged once
+/// when it starts and once when it ends, not per retry.
+#[derive(Debug, Default)]
+struct Outage {
+    down: bool,
+    backoff: Duration,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, e: &ClientError) -> Duration {
+        if !self.down {
+            self.down = true;
+            tracing::warn!(error = %e, "{what} failed; the dataplane keeps its current state and retries");
+            self.backoff = MIN_BACKOFF;
+        } else {
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        self.backoff
+    }
+
+    fn ok(&mut self, what: &str) {
+        if self.down {
+            tracing::info!("{what}: the server answers again");
+        }
+        self.down = false;
+    }
+}
+
+/// Sleeps `d` in short steps; false if asked to stop meanwhile.
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// Registers, then follows the watch until `stop`, applying every delta.
+pub fn watch_loop(
+    client: &Client,
+    reg: &HostRegistration,
+    reconciler: &mut Reconciler,
+    stop: &AtomicBool,
+) {
+    let mut outage = Outage::default();
+    let mut since = 0;
+    let mut registered = false;
+    while !stop.load(Ordering::Relaxed) {
+        if !registered {
+            match client.register(reg) {
+                Ok(_) => {
+                    registered = true;
+                    outage.ok("register");
+                }
+                Err(e) => {
+                    let wait = outage.failed("register", &e);
+                    if !sleep_unless_stopped(stop, wait) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+        match client.watch(&reg.host_id, since, WATCH_WAIT_MS) {
+            Ok(delta) => {
+                outage.ok("watch");
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let report = reconciler.apply(&delta);
+                if report.installed + report.removed > 0 || !report.errors.is_empty() {
+                    tracing::info!(
+                        revision = delta.revision,
+                        full = delta.full,
+                        installed = report.installed,
+                        removed = report.removed,
+                        errors = report.errors.len(),
+                        "applied host delta"
+                    );
+                }
+                since = delta.revision;
+            }
+            Err(e) => {
+                let wait = outage.failed("watch", &e);
+                // The server may have restarted and forgotten us.
+                registered = false;
+                if !sleep_unless_stopped(stop, wait) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Answers the worker's mapping questions until `stop`: coalesces what has
+/// queued up, asks the server, feeds the answers back. A failed lookup is
+/// not retried here: the cache asks again after its retry interval.
+pub fn lookup_loop(
+    client: &Client,
+    rx: &Receiver<Vec<MappingKey>>,
+    worker: &WorkerClient,
+    stop: &Arc<AtomicBool>,
+) {
+    lookup_loop_with(rx, worker, stop, |keys| client.mappings(keys));
+}
+
+/// [`lookup_loop`] over any resolver (tests answer from a table).
+pub fn lookup_loop_with(
+    rx: &Receiver<Vec<MappingKey>>,
+    worker: &WorkerClient,
+    stop: &AtomicBool,
+    mut resolve: impl FnMut(&[MappingKey]) -> Result<Vec<MappingAnswer>, ClientError>,
+) {
+    let mut outage = Outage::default();
+    while !stop.load(Ordering::Relaxed) {
+        let mut keys = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(k) => k,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        while let Ok(more) = rx.try_recv() {
+            keys.extend(more);
+        }
+        keys.sort_unstable_by_key(|k| (k.vni, k.ip));
+        keys.dedup();
+        for chunk in keys.chunks(MAPPING_BATCH) {
+            match resolve(chunk) {
+                Ok(answers) => {
+                    outage.ok("mapping lookup");
+                    if worker.mappings(answers).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    outage.failed("mapping lookup", &e);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The host agent's I/O shell (DESIGN.md, "The packet path" and "Mapping
+//! service"): instances as network namespaces with TAP devices, the Geneve
+//! underlay over UDP, one worker thread driving the sans-IO router, and the
+//! client side of the agent API (register, watch, mapping lookups).
+//!
+//! Policy and packet logic live in `openvpc-dataplane`; this crate only
+//! moves bytes and state to and from it.
+//!
+//! Threads: the worker (packets), the control loop (watch → reconciler:
+//! namespaces, TAPs, DHCP clients) and the lookup loop (mapping batches).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod control;
+pub mod install;
+pub mod instance;
+pub mod mapping;
+pub mod netns;
+pub mod reconcile;
+pub mod worker;
+
+use core::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use openvpc_dataplane::RouterConfig;
+use openvpc_model::host::HostRegistration;
+
+pub use instance::remove_instances;
+pub use worker::{WorkerClient, WorkerConfig, WorkerHandle, WorkerStatus};
+
+/// What an agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The server's base URL, e.g. `http://127.0.0.1:8080`.
+    pub server_url: String,
+    /// The shared agent token, sent in [`openvpc_model::host::TOKEN_HEADER`].
+    pub token: String,
+    pub host_id: String,
+    pub availability_zone: String,
+    /// The address other hosts send this host's Geneve traffic to; the
+    /// underlay socket binds it.
+    pub underlay_ip: IpAddr,
+    /// The network namespace the underlay address lives in (the lab's
+    /// hosts); `None` for the agent's own.
+    pub underlay_netns: Option<String>,
+    /// Where the agent keeps the list of instance namespaces it owns.
+    pub state_dir: PathBuf,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Instance(#[from] instance::InstanceError),
+    #[error(transparent)]
+    Worker(#[from] worker::WorkerError),
+    #[error("could not start an agent thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    stop: Arc<AtomicBool>,
+    worker: Option<WorkerHandle>,
+    control: Option<JoinHandle<()>>,
+    lookup: Option<JoinHandle<()>>,
+}
+
+/// The agent: start it, query it, stop it.
+#[derive(Debug)]
+pub struct Agent;
+
+/// How long `stop` waits for a watch that is still open; the thread exits
+/// on its own when the server answers.
+const CONTROL_STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl Agent {
+    /// Binds the underlay, starts the worker and the control threads.
+    /// Instance namespaces listed in the state directory are adopted: the
+    /// first full state from the server re-attaches or removes them.
+    pub fn start(cfg: AgentConfig) -> Result<AgentHandle, AgentError> {
+        let instances = instance::Instances::load(&cfg.state_dir)?;
+        let router = RouterConfig::new(cfg.underlay_ip);
+        let mtu = router.instance_mtu;
+        let mut wcfg = WorkerConfig::new(router);
+        wcfg.underlay_netns = cfg.underlay_netns.clone();
+        let (lookups_tx, lookups_rx) = std::sync::mpsc::channel();
+        let worker = worker::spawn(wcfg, lookups_tx)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = control::Client::new(&cfg.server_url, &cfg.token);
+
+        let lookup = {
+            let (client, worker, stop) = (client.clone(), worker.client(), stop.clone());
+            std::thread::Builder::new()
+                .name("openvpc-lookup".into())
+                .spawn(move || control::lookup_loop(&client, &lookups_rx, &worker, &stop))?
+        };
+        let control = {
+            let reg = HostRegistration {
+                host_id: cfg.host_id.clone(),
+                availability_zone: cfg.availability_zone.clone(),
+                underlay_ip: cfg.underlay_ip,
+            };
+            let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu);
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("openvpc-control".into())
+                .spawn(move || control::watch_loop(&client, &reg, &mut reconciler, &stop))?
+        };
+        Ok(AgentHandle {
+            stop,
+            worker: Some(worker),
+            control: Some(control),
+            lookup: Some(lookup),
+        })
+    }
+}
+
+impl AgentHandle {
+    /// The worker's counters.
+    pub fn status(&self) -> Option<WorkerStatus> {
+        self.worker.as_ref().and_then(|w| w.client().status().ok())
+    }
+
+    /// Stops the agent. Instance namespaces and their TAPs stay: they
+    /// outlive the agent, and the next agent re-attaches them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.lookup.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.control.take() {
+            // A long poll cannot be interrupted; wait a little, then leave
+            // the thread to end when its request does.
+            let deadline = std::time::Instant::now() + CONTROL_STOP_GRACE;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs an agent until `should_stop` returns true (checked every 200 ms).
+pub fn run(cfg: AgentConfig, should_stop: impl Fn() -> bool) -> Result<(), AgentError> {
+    let handle = Agent::start(cfg)?;
+    while !should_stop() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    handle.stop();
+    Ok(())
+}

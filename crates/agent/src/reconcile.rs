@@ -1,0 +1,234 @@
+//! Makes the host match the control plane's deltas: converts each ENI's
+//! desired state, creates its instance namespace and TAP, hands both to the
+//! worker, starts DHCP, and tears down what was removed.
+//!
+//! An ENI whose state did not change is left alone, so a full resync after
+//! a server outage does not disturb established flows (a re-install would
+//! bump the ENI's epoch). No HTTP here: the control loop feeds deltas in,
+//! and tests can too.
+
+use std::collections::{HashMap, HashSet};
+use std::thread::JoinHandle;
+
+use openvpc_model::host::{EniState, HostDelta};
+
+use crate::install::{Converter, InstallError};
+use crate::instance::{InstanceError, Instances};
+use crate::worker::{WorkerClient, WorkerError};
+
+/// Why one ENI could not be installed; the others still are.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Install(#[from] InstallError),
+    #[error("ENI {eni}: {source}")]
+    Router {
+        eni: String,
+        #[source]
+        source: openvpc_dataplane::eni::EniError,
+    },
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// The host side of the desired state.
+#[derive(Debug)]
+pub struct Reconciler {
+    worker: WorkerClient,
+    instances: Instances,
+    converter: Converter,
+    installed: HashMap<String, EniState>,
+    instance_mtu: u16,
+    dhcp: Vec<JoinHandle<()>>,
+}
+
+/// What a delta did, for logs and tests.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    pub installed: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub errors: Vec<(String, ReconcileError)>,
+}
+
+/// True if the ENI can be re-configured in place: same instance, device
+/// and MAC, so the TAP the worker holds is still the right one.
+fn same_device(a: &EniState, b: &EniState) -> bool {
+    a.instance_id == b.instance_id && a.device_index == b.device_index && a.mac == b.mac
+}
+
+impl Reconciler {
+    /// `instance_mtu` is the router's: the TAPs get it.
+    pub fn new(worker: WorkerClient, instances: Instances, instance_mtu: u16) -> Self {
+        Reconciler {
+            worker,
+            instances,
+            converter: Converter::new(),
+            installed: HashMap::new(),
+            instance_mtu,
+            dhcp: Vec::new(),
+        }
+    }
+
+    /// The ENIs installed now, by ID.
+    pub fn installed(&self) -> impl Iterator<Item = &EniState> {
+        self.installed.values()
+    }
+
+    /// Applies one watch answer.
+    pub fn apply(&mut self, delta: &HostDelta) -> ApplyReport {
+        let mut report = ApplyReport::default();
+        if delta.full {
+            let keep: HashSet<&str> = delta.upserts.iter().map(|e| e.eni_id.as_str()).collect();
+            let gone: Vec<String> = self
+                .installed
+                .keys()
+                .filter(|id| !keep.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in gone {
+                self.remove(&id, &mut report);
+            }
+        }
+        for id in &delta.removals {
+            self.remove(id, &mut report);
+        }
+        for state in &delta.upserts {
+            if state.instance_id.is_none() {
+                // A detached ENI is not run by any host.
+                self.remove(&state.eni_id, &mut report);
+                continue;
+            }
+            if self.installed.get(&state.eni_id) == Some(state) {
+                report.unchanged += 1;
+                continue;
+            }
+            match self.install(state) {
+                Ok(()) => report.installed += 1,
+                Err(e) => {
+                    tracing::warn!(eni = state.eni_id, error = %e, "ENI not installed");
+                    report.errors.push((state.eni_id.clone(), e));
+                }
+            }
+        }
+        if !delta.invalidations.is_empty()
+            && let Err(e) = self.worker.invalidate(delta.invalidations.clone())
+        {
+            report.errors.push((String::new(), e.into()));
+        }
+        if delta.full {
+            self.remove_orphans();
+        }
+        self.converter.retain_used(self.installed.values());
+        self.dhcp.retain(|h| !h.is_finished());
+        report
+    }
+
+    fn install(&mut self, state: &EniState) -> Result<(), ReconcileError> {
+        let config = self.converter.eni_config(state)?;
+        config.validate().map_err(|source| ReconcileError::Router {
+            eni: state.eni_id.clone(),
+            source,
+        })?;
+        let Some(instance) = state.instance_id.as_deref() else {
+            return Ok(());
+        };
+        let reuse = self
+            .installed
+            .get(&state.eni_id)
+            .is_some_and(|old| same_device(old, state));
+        let tap = if reuse {
+            None
+        } else {
+            if self.installed.contains_key(&state.eni_id) {
+                // Moved to another instance or device: the old TAP goes.
+                let mut scratch = ApplyReport::default();
+                self.remove(&state.eni_id, &mut scratch);
+            }
+            self.instances.ensure(instance)?;
+            Some(self.instances.attach(
+                instance,
+                state.device_index,
+                config.mac,
+                self.instance_mtu,
+            )?)
+        };
+        let new_tap = tap.is_some();
+        self.worker
+            .upsert_eni(config, tap)?
+            .map_err(|source| ReconcileError::Router {
+                eni: state.eni_id.clone(),
+                source,
+            })?;
+        self.installed.insert(state.eni_id.clone(), state.clone());
+        if new_tap && let Some(h) = Instances::start_dhcp(instance, state.device_index) {
+            self.dhcp.push(h);
+        }
+        Ok(())
+    }
+
+    /// Removes an ENI: from the router (closing its TAP queue), then the TAP,
+    /// then the instance's namespace if no other ENI of it remains.
+    fn remove(&mut self, eni_id: &str, report: &mut ApplyReport) {
+        let Some(old) = self.installed.remove(eni_id) else {
+            return;
+        };
+        report.removed += 1;
+        let mut fail = |e: ReconcileError| {
+            tracing::warn!(eni = eni_id, error = %e, "ENI removal incomplete");
+            report.errors.push((eni_id.to_string(), e));
+        };
+        if let Err(e) = self.worker.remove_eni(eni_id) {
+            fail(e.into());
+        }
+        let Some(instance) = old.instance_id.as_deref() else {
+            return;
+        };
+        let still_used = self
+            .installed
+            .values()
+            .any(|s| s.instance_id.as_deref() == Some(instance));
+        let result = if still_used {
+            self.instances.detach(instance, old.device_index)
+        } else {
+            self.instances.remove(instance)
+        };
+        if let Err(e) = result {
+            fail(e.into());
+        }
+    }
+
+    /// After a full state: namespaces this agent made for instances it no
+    /// longer runs (terminated while it was down) are deleted.
+    fn remove_orphans(&mut self) {
+        let live: HashSet<&str> = self
+            .installed
+            .values()
+            .filter_map(|s| s.instance_id.as_deref())
+            .collect();
+        let orphans: Vec<String> = self
+            .instances
+            .owned()
+            .filter(|n| !live.contains(n))
+            .map(str::to_string)
+            .collect();
+        for name in orphans {
+            tracing::info!(
+                instance = name,
+                "removing the namespace of an instance no longer on this host"
+            );
+            if let Err(e) = self.instances.remove(&name) {
+                tracing::warn!(instance = name, error = %e, "could not remove instance namespace");
+            }
+        }
+    }
+
+    /// Waits for the DHCP clients started so far (tests and orderly stops).
+    pub fn wait_dhcp(&mut self) {
+        for h in self.dhcp.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
