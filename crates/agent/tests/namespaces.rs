@@ -1,0 +1,408 @@
+//! Real packets through real namespaces (testing ladder step 3; needs root).
+//!
+//! Instances are network namespaces with TAPs created by the agent's own
+//! code, addressed by busybox udhcpc talking to the dataplane's DHCP server,
+//! and exercised with ping and HTTP. Each test owns every namespace it makes
+//! (names carry the test process's PID) and removes them in drop guards.
+
+use core::net::{IpAddr, Ipv4Addr};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use openvpc_agent::control::lookup_loop_with;
+use openvpc_agent::instance::Instances;
+use openvpc_agent::netns;
+use openvpc_agent::reconcile::Reconciler;
+use openvpc_agent::worker::{self, WorkerConfig, WorkerHandle};
+use openvpc_dataplane::RouterConfig;
+use openvpc_model::host::{
+    ConntrackState, EniState, HostDelta, MappingAnswer, MappingKey, MappingRecord,
+    NetworkAclEntryState, NetworkAclState, RouteState, RouteTableState, RouteTargetState,
+    SecurityGroupRuleState, SecurityGroupState, SubnetState,
+};
+use openvpc_model::rule::{RuleAction, TrafficMatch};
+
+const VNI: u32 = 4242;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root for network namespaces, TAP devices and veth pairs");
+            return;
+        }
+    };
+}
+
+fn ip(args: &[&str]) {
+    netns::run("ip", args).unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn allow_all_entry() -> NetworkAclEntryState {
+    NetworkAclEntryState {
+        rule_number: 100,
+        traffic: TrafficMatch::ALL,
+        cidr: "0.0.0.0/0".parse().unwrap(),
+        action: RuleAction::Allow,
+    }
+}
+
+/// An ENI in subnet 10.0.1.0/24 of VPC 10.0.0.0/16 whose security group
+/// admits the subnet and sends anywhere.
+fn eni(id: &str, instance: &str, addr: Ipv4Addr, mac: &str) -> EniState {
+    EniState {
+        eni_id: id.into(),
+        account_id: "111122223333".into(),
+        instance_id: Some(instance.into()),
+        device_index: 0,
+        mac: mac.into(),
+        ipv4: vec![addr],
+        ipv6: vec![],
+        vpc_id: "vpc-test".into(),
+        vni: VNI,
+        vpc_cidr: "10.0.0.0/16".parse().unwrap(),
+        subnet: SubnetState {
+            subnet_id: "subnet-test".into(),
+            cidr: "10.0.1.0/24".parse().unwrap(),
+            ipv6_cidr: None,
+            network_acl: NetworkAclState {
+                network_acl_id: "acl-test".into(),
+                ingress: vec![allow_all_entry()],
+                egress: vec![allow_all_entry()],
+            },
+            route_table: RouteTableState {
+                route_table_id: "rtb-test".into(),
+                routes: vec![RouteState {
+                    destination: "10.0.0.0/16".parse().unwrap(),
+                    target: RouteTargetState::Local,
+                }],
+            },
+        },
+        security_groups: vec![SecurityGroupState {
+            group_id: "sg-test".into(),
+            ingress: vec![SecurityGroupRuleState {
+                traffic: TrafficMatch::ALL,
+                peers: vec!["10.0.1.0/24".parse().unwrap()],
+            }],
+            egress: vec![SecurityGroupRuleState {
+                traffic: TrafficMatch::ALL,
+                peers: vec!["0.0.0.0/0".parse().unwrap()],
+            }],
+        }],
+        source_dest_check: true,
+        conntrack: ConntrackState {
+            tcp_established: 432_000,
+            udp_stream: 180,
+            udp: 30,
+        },
+        hostname: None,
+        domain_name: None,
+    }
+}
+
+/// A mapping service answering from a fixed table, as the server would.
+type Table = Arc<HashMap<MappingKey, MappingRecord>>;
+
+fn answer(table: &Table, keys: &[MappingKey]) -> Vec<MappingAnswer> {
+    keys.iter()
+        .map(|k| MappingAnswer {
+            key: *k,
+            record: table.get(k).cloned(),
+        })
+        .collect()
+}
+
+fn record(state: &EniState, host: IpAddr) -> (MappingKey, MappingRecord) {
+    (
+        MappingKey {
+            vni: state.vni,
+            ip: IpAddr::V4(state.ipv4[0]),
+        },
+        MappingRecord {
+            underlay_ip: host,
+            eni_id: state.eni_id.clone(),
+            mac: state.mac.clone(),
+        },
+    )
+}
+
+/// One host: a worker whose underlay lives in its own namespace, its lookup
+/// thread and its reconciler. Dropping it stops both and removes the
+/// instance namespaces it made.
+struct Host {
+    stop: Arc<AtomicBool>,
+    lookup: Option<JoinHandle<()>>,
+    worker: Option<WorkerHandle>,
+    reconciler: Reconciler,
+    state_dir: PathBuf,
+}
+
+impl Host {
+    fn start(underlay_ns: &str, underlay: IpAddr, table: Table, state_dir: &Path) -> Host {
+        let router = RouterConfig::new(underlay);
+        let mtu = router.instance_mtu;
+        let mut cfg = WorkerConfig::new(router);
+        cfg.underlay_netns = Some(underlay_ns.to_string());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worker = worker::spawn(cfg, tx).unwrap_or_else(|e| panic!("{e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let lookup = {
+            let (client, stop) = (worker.client(), stop.clone());
+            std::thread::spawn(move || {
+                lookup_loop_with(&rx, &client, &stop, |keys| Ok(answer(&table, keys)))
+            })
+        };
+        let instances = Instances::load(state_dir).unwrap();
+        Host {
+            reconciler: Reconciler::new(worker.client(), instances, mtu),
+            stop,
+            lookup: Some(lookup),
+            worker: Some(worker),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
+
+    fn install(&mut self, enis: Vec<EniState>) {
+        let report = self.reconciler.apply(&HostDelta {
+            revision: 1,
+            full: true,
+            upserts: enis,
+            removals: vec![],
+            invalidations: vec![],
+        });
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        self.reconciler.wait_dhcp();
+    }
+
+    fn status(&self) -> String {
+        match self.worker.as_ref().map(|w| w.client().status()) {
+            Some(Ok(s)) => format!("{s:#?}"),
+            _ => "worker gone".into(),
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.lookup.take() {
+            let _ = t.join();
+        }
+        if let Some(w) = self.worker.take() {
+            w.stop();
+        }
+        if let Err(e) = openvpc_agent::remove_instances(&self.state_dir) {
+            eprintln!("cleanup: {e}");
+        }
+    }
+}
+
+/// Namespaces made by the test itself (not by an agent) and children to
+/// kill; removed on drop.
+#[derive(Default)]
+struct Guard {
+    netns: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Guard {
+    fn netns(&mut self, name: &str) {
+        self.netns.push(name.to_string());
+        netns::ensure(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in self.netns.iter().rev() {
+            if let Err(e) = netns::delete(n) {
+                eprintln!("cleanup {n}: {e}");
+            }
+        }
+    }
+}
+
+fn exec(ns: &str, cmd: &[&str]) -> std::process::Output {
+    let mut args = vec!["netns", "exec", ns];
+    args.extend_from_slice(cmd);
+    Command::new("ip").args(&args).output().unwrap()
+}
+
+fn assert_address(ns: &str, want: &str) {
+    let addrs = netns::ipv4_addresses(ns, "eth0").unwrap();
+    assert_eq!(addrs, vec![want.to_string()], "DHCP did not configure {ns}");
+}
+
+/// Pings, then fetches a page over TCP from an HTTP server in `server_ns`.
+fn check_traffic(
+    guard: &mut Guard,
+    client_ns: &str,
+    server_ns: &str,
+    server_ip: &str,
+    hosts: &[&Host],
+) {
+    let status = || {
+        hosts
+            .iter()
+            .map(|h| h.status())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let ping = exec(
+        client_ns,
+        &["busybox", "ping", "-c", "3", "-W", "1", server_ip],
+    );
+    assert!(
+        ping.status.success(),
+        "ping {server_ip} from {client_ns} failed:\n{}{}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr),
+        status()
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let token = format!("openvpc-agent-test-{}", std::process::id());
+    std::fs::write(root.path().join("index.html"), &token).unwrap();
+    let root_dir = root.path().to_str().unwrap().to_string();
+    guard.children.push(
+        Command::new("ip")
+            .args([
+                "netns", "exec", server_ns, "busybox", "httpd", "-f", "-p", "8080", "-h", &root_dir,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{server_ip}:8080/index.html");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = exec(client_ns, &["curl", "-s", "--max-time", "3", &url]);
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) == token {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "HTTP to {url} from {client_ns} failed: {out:?}\n{}",
+            status()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn two_instances_on_one_host_get_dhcp_and_talk() {
+    require_root!();
+    let pid = std::process::id();
+    let (a, b) = (format!("i-{pid:08x}0a"), format!("i-{pid:08x}0b"));
+    let mut guard = Guard::default();
+    let underlay_ns = format!("ovu-{pid}-solo");
+    guard.netns(&underlay_ns);
+    let underlay: IpAddr = "127.0.0.1".parse().unwrap();
+
+    let ea = eni(
+        "eni-a",
+        &a,
+        Ipv4Addr::new(10, 0, 1, 10),
+        "02:00:0a:00:01:0a",
+    );
+    let eb = eni(
+        "eni-b",
+        &b,
+        Ipv4Addr::new(10, 0, 1, 11),
+        "02:00:0a:00:01:0b",
+    );
+    let table: Table = Arc::new([record(&ea, underlay), record(&eb, underlay)].into());
+    let state = tempfile::tempdir().unwrap();
+    let mut host = Host::start(&underlay_ns, underlay, table, state.path());
+    host.install(vec![ea.clone(), eb.clone()]);
+
+    assert_address(&a, "10.0.1.10/24");
+    assert_address(&b, "10.0.1.11/24");
+    check_traffic(&mut guard, &a, &b, "10.0.1.11", &[&host]);
+
+    // A resync with the same state changes nothing: the flows stay.
+    let report = host.reconciler.apply(&HostDelta {
+        revision: 2,
+        full: true,
+        upserts: vec![ea, eb],
+        ..HostDelta::default()
+    });
+    assert_eq!((report.installed, report.unchanged), (0, 2));
+
+    // Terminating B's instance removes its namespace.
+    let report = host.reconciler.apply(&HostDelta {
+        revision: 3,
+        removals: vec!["eni-b".into()],
+        ..HostDelta::default()
+    });
+    assert_eq!(report.removed, 1);
+    assert!(!netns::exists(&b));
+    assert!(netns::exists(&a));
+    drop(host);
+    assert!(!netns::exists(&a), "remove_instances left {a}");
+}
+
+#[test]
+fn two_hosts_over_a_geneve_underlay() {
+    require_root!();
+    let pid = std::process::id();
+    let (a, b) = (format!("i-{pid:08x}1a"), format!("i-{pid:08x}1b"));
+    let mut guard = Guard::default();
+    let (u1, u2) = (format!("ovu-{pid}-h1"), format!("ovu-{pid}-h2"));
+    guard.netns(&u1);
+    guard.netns(&u2);
+    // The veth pair is made here and both ends moved out, so deleting the
+    // namespaces deletes it.
+    let (v1, v2) = (format!("ov{pid}a"), format!("ov{pid}b"));
+    ip(&["link", "add", &v1, "type", "veth", "peer", "name", &v2]);
+    ip(&["link", "set", &v1, "netns", &u1]);
+    ip(&["link", "set", &v2, "netns", &u2]);
+    ip(&["-n", &u1, "addr", "add", "10.254.0.1/24", "dev", &v1]);
+    ip(&["-n", &u2, "addr", "add", "10.254.0.2/24", "dev", &v2]);
+    ip(&["-n", &u1, "link", "set", &v1, "up"]);
+    ip(&["-n", &u2, "link", "set", &v2, "up"]);
+    let (h1, h2): (IpAddr, IpAddr) = ("10.254.0.1".parse().unwrap(), "10.254.0.2".parse().unwrap());
+
+    let ea = eni(
+        "eni-a",
+        &a,
+        Ipv4Addr::new(10, 0, 1, 20),
+        "02:00:0a:00:01:14",
+    );
+    let eb = eni(
+        "eni-b",
+        &b,
+        Ipv4Addr::new(10, 0, 1, 21),
+        "02:00:0a:00:01:15",
+    );
+    let table: Table = Arc::new([record(&ea, h1), record(&eb, h2)].into());
+    let (s1, s2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut host1 = Host::start(&u1, h1, table.clone(), s1.path());
+    let mut host2 = Host::start(&u2, h2, table, s2.path());
+    host1.install(vec![ea]);
+    host2.install(vec![eb]);
+
+    assert_address(&a, "10.0.1.20/24");
+    assert_address(&b, "10.0.1.21/24");
+    check_traffic(&mut guard, &a, &b, "10.0.1.21", &[&host1, &host2]);
+
+    // The traffic really crossed the underlay sockets, both ways.
+    for h in [&host1, &host2] {
+        let s = h.worker.as_ref().unwrap().client().status().unwrap();
+        assert!(s.io.underlay_tx > 0 && s.io.underlay_rx > 0, "{s:#?}");
+    }
+}
