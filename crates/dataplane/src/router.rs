@@ -501,12 +501,24 @@ impl<M: Mapping> Router<M> {
         };
         let vni = slot.cfg.vni;
         let mapping = &mut self.mapping;
+        let mut pending = false;
         let reply = gateway::answer_arp(&slot.gateway, buf.data(), |ip| {
             match mapping.lookup(vni, IpAddr::V4(ip)) {
                 Lookup::Found(e) => Some(e.mac),
-                Lookup::Pending | Lookup::Absent => None,
+                Lookup::Pending => {
+                    pending = true;
+                    None
+                }
+                Lookup::Absent => None,
             }
         });
+        // An ARP request for a peer being looked up waits like any first
+        // packet: dropped, the instance would retry only after its ARP
+        // retransmit time (1 s on Linux).
+        if pending && matches!(reply, Ok(None)) {
+            self.stats.pending += 1;
+            return Output::Pending;
+        }
         self.gateway_reply(index, buf, reply)
     }
 
