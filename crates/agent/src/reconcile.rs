@@ -50,6 +50,8 @@ pub struct ApplyReport {
     pub installed: usize,
     pub unchanged: usize,
     pub removed: usize,
+    /// DHCP clients started (new interfaces without an address).
+    pub dhcp_started: usize,
     pub errors: Vec<(String, ReconcileError)>,
 }
 
@@ -106,7 +108,10 @@ impl Reconciler {
                 continue;
             }
             match self.install(state) {
-                Ok(()) => report.installed += 1,
+                Ok(dhcp) => {
+                    report.installed += 1;
+                    report.dhcp_started += usize::from(dhcp);
+                }
                 Err(e) => {
                     tracing::warn!(eni = state.eni_id, error = %e, "ENI not installed");
                     report.errors.push((state.eni_id.clone(), e));
@@ -126,14 +131,15 @@ impl Reconciler {
         report
     }
 
-    fn install(&mut self, state: &EniState) -> Result<(), ReconcileError> {
+    /// Installs one ENI; true if a DHCP client was started for it.
+    fn install(&mut self, state: &EniState) -> Result<bool, ReconcileError> {
         let config = self.converter.eni_config(state)?;
         config.validate().map_err(|source| ReconcileError::Router {
             eni: state.eni_id.clone(),
             source,
         })?;
         let Some(instance) = state.instance_id.as_deref() else {
-            return Ok(());
+            return Ok(false);
         };
         let reuse = self
             .installed
@@ -165,8 +171,9 @@ impl Reconciler {
         self.installed.insert(state.eni_id.clone(), state.clone());
         if new_tap && let Some(h) = Instances::start_dhcp(instance, state.device_index) {
             self.dhcp.push(h);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Removes an ENI: from the router (closing its TAP queue), then the TAP,

@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     pub router: RouterConfig,
     /// The namespace the underlay socket lives in; `None` for ours.
     pub underlay_netns: Option<String>,
+    /// The port the underlay socket binds: [`GENEVE_PORT`], or 0 in tests
+    /// that cannot own it. Peers are always sent to [`GENEVE_PORT`].
+    pub underlay_port: u16,
     /// Most frames waiting for a mapping at once.
     pub pending_capacity: usize,
     /// How long a frame may wait for its mapping.
@@ -76,6 +79,7 @@ impl WorkerConfig {
         WorkerConfig {
             router,
             underlay_netns: None,
+            underlay_port: GENEVE_PORT,
             pending_capacity: 256,
             pending_timeout_ms: 1_000,
             mapping_capacity: crate::mapping::DEFAULT_CAPACITY,
@@ -237,7 +241,7 @@ pub fn spawn(
     cfg: WorkerConfig,
     lookups: Sender<Vec<MappingKey>>,
 ) -> Result<WorkerHandle, WorkerError> {
-    let addr = SocketAddr::new(cfg.router.underlay, GENEVE_PORT);
+    let addr = SocketAddr::new(cfg.router.underlay, cfg.underlay_port);
     let udp = netns::in_netns(cfg.underlay_netns.as_deref(), || {
         Ok(UdpSocket::bind(addr).map_err(|source| WorkerError::Bind { addr, source }))
     })??;
@@ -269,6 +273,7 @@ pub fn spawn(
         start,
         last_housekeeping: 0,
     };
+    let addr = worker.udp.local_addr()?;
     let thread = std::thread::Builder::new()
         .name("openvpc-worker".into())
         .spawn(move || worker.run())?;
@@ -642,3 +647,240 @@ impl Worker {
 
 /// A stop command was received.
 struct Stopped;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr};
+    use std::os::fd::OwnedFd;
+
+    use openvpc_model::host::MappingRecord;
+    use openvpc_packet::MacAddr;
+    use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
+    use openvpc_packet::ethernet::EthernetRepr;
+    use openvpc_packet::ipv4::Ipv4Repr;
+    use openvpc_packet::udp::UdpRepr;
+
+    use crate::install::Converter;
+    use crate::install::tests::eni;
+
+    const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    /// A stand-in for a TAP: a datagram socket pair keeps frame boundaries
+    /// as a TAP does. The worker gets one end, the "instance" the other.
+    fn fake_tap() -> (File, UnixDatagram) {
+        let (agent, instance) = UnixDatagram::pair().unwrap();
+        agent.set_nonblocking(true).unwrap();
+        instance
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        (File::from(OwnedFd::from(agent)), instance)
+    }
+
+    fn udp_frame(
+        src_mac: &str,
+        dst_mac: &str,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        PacketBuilder {
+            ethernet: Some(EthernetRepr {
+                dst: dst_mac.parse().unwrap(),
+                src: src_mac.parse().unwrap(),
+                vlan: None,
+                ethertype: 0,
+            }),
+            ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
+            l4: L4Repr::Udp(UdpRepr {
+                src_port: 40000,
+                dst_port: 9,
+            }),
+        }
+        .build(payload)
+        .unwrap()
+    }
+
+    struct Setup {
+        worker: WorkerHandle,
+        lookups: Receiver<Vec<MappingKey>>,
+        a: UnixDatagram,
+        b: UnixDatagram,
+    }
+
+    /// A worker on loopback (any port) with ENIs A (10.0.1.10) and B
+    /// (10.0.1.11) on fake TAPs.
+    fn setup(pending_capacity: usize) -> Setup {
+        let mut cfg = WorkerConfig::new(RouterConfig::new(LOCAL));
+        cfg.underlay_port = 0;
+        cfg.pending_capacity = pending_capacity;
+        let (tx, lookups) = mpsc::channel();
+        let worker = spawn(cfg, tx).unwrap();
+        let mut conv = Converter::new();
+        let client = worker.client();
+        let (ta, a) = fake_tap();
+        let (tb, b) = fake_tap();
+        for (state, tap) in [
+            (
+                eni(
+                    "eni-a",
+                    "i-a",
+                    Ipv4Addr::new(10, 0, 1, 10),
+                    "02:00:00:00:00:0a",
+                ),
+                ta,
+            ),
+            (
+                eni(
+                    "eni-b",
+                    "i-b",
+                    Ipv4Addr::new(10, 0, 1, 11),
+                    "02:00:00:00:00:0b",
+                ),
+                tb,
+            ),
+        ] {
+            let cfg = conv.eni_config(&state).unwrap();
+            client.upsert_eni(cfg, Some(tap)).unwrap().unwrap();
+        }
+        Setup {
+            worker,
+            lookups,
+            a,
+            b,
+        }
+    }
+
+    // DESIGN.md "Mapping service": the first packet waits while the lookup runs.
+    #[test]
+    fn first_packet_waits_for_its_mapping_then_arrives() {
+        let s = setup(256);
+        let client = s.worker.client();
+        let frame = udp_frame(
+            "02:00:00:00:00:0a",
+            "02:00:00:00:00:0b",
+            Ipv4Addr::new(10, 0, 1, 10),
+            Ipv4Addr::new(10, 0, 1, 11),
+            b"hello over the worker",
+        );
+        s.a.send(&frame).unwrap();
+        let keys = s.lookups.recv_timeout(Duration::from_secs(3)).unwrap();
+        let key = MappingKey {
+            vni: 77,
+            ip: "10.0.1.11".parse().unwrap(),
+        };
+        assert_eq!(keys, vec![key]);
+        let st = client.status().unwrap();
+        assert_eq!((st.pending, st.io.pending_queued), (1, 1), "{st:#?}");
+        client
+            .mappings(vec![MappingAnswer {
+                key,
+                record: Some(MappingRecord {
+                    underlay_ip: LOCAL,
+                    eni_id: "eni-b".into(),
+                    mac: "02:00:00:00:00:0b".into(),
+                }),
+            }])
+            .unwrap();
+        let mut got = [0u8; 2048];
+        let n = s.b.recv(&mut got).unwrap();
+        assert_eq!(n, frame.len());
+        assert!(got[..n].ends_with(b"hello over the worker"));
+        // Delivered to B's MAC.
+        assert_eq!(got[..6], MacAddr([2, 0, 0, 0, 0, 0x0b]).0);
+        let st = client.status().unwrap();
+        assert_eq!(
+            (st.pending, st.io.tap_tx, st.io.pending_timed_out),
+            (0, 1, 0),
+            "{st:#?}"
+        );
+        assert_eq!(st.enis, ["eni-a", "eni-b"]);
+        // The next packet of the flow takes the fast path at once.
+        s.a.send(&frame).unwrap();
+        assert_eq!(s.b.recv(&mut got).unwrap(), frame.len());
+        assert!(client.status().unwrap().router.fast_path >= 1);
+        // Removing an ENI closes its queue.
+        assert!(client.remove_eni("eni-b").unwrap());
+        assert!(!client.remove_eni("eni-b").unwrap());
+        s.b.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert_eq!(s.b.recv(&mut got).unwrap_or(0), 0);
+        s.worker.stop();
+    }
+
+    #[test]
+    fn unanswered_packets_are_bounded_and_time_out() {
+        let s = setup(2);
+        let client = s.worker.client();
+        let frame = udp_frame(
+            "02:00:00:00:00:0a",
+            "02:00:00:00:00:0c",
+            Ipv4Addr::new(10, 0, 1, 10),
+            Ipv4Addr::new(10, 0, 1, 12),
+            b"nobody home",
+        );
+        for _ in 0..3 {
+            s.a.send(&frame).unwrap();
+        }
+        // Asked once, however many frames wait.
+        assert_eq!(
+            s.lookups
+                .recv_timeout(Duration::from_secs(3))
+                .unwrap()
+                .len(),
+            1
+        );
+        std::thread::sleep(Duration::from_millis(1_300));
+        let st = client.status().unwrap();
+        assert_eq!(st.pending, 0, "{st:#?}");
+        assert_eq!(st.io.pending_queued, 2, "{st:#?}");
+        assert_eq!(st.io.pending_overflow, 1, "{st:#?}");
+        assert_eq!(st.io.pending_timed_out, 2, "{st:#?}");
+        assert!(s.lookups.try_recv().is_err());
+        s.worker.stop();
+    }
+
+    // An ARP request for a peer not yet looked up waits for the answer
+    // instead of costing the instance a 1 s ARP retransmit.
+    #[test]
+    fn arp_for_an_unknown_peer_waits_for_its_mapping() {
+        use openvpc_packet::arp::{ArpOp, ArpRepr};
+        let s = setup(256);
+        let request = ArpRepr {
+            op: ArpOp::Request,
+            sender_mac: "02:00:00:00:00:0a".parse().unwrap(),
+            sender_ip: Ipv4Addr::new(10, 0, 1, 10),
+            target_mac: MacAddr::ZERO,
+            target_ip: Ipv4Addr::new(10, 0, 1, 11),
+        };
+        let mut frame = vec![0u8; 42];
+        EthernetRepr {
+            dst: MacAddr::BROADCAST,
+            src: request.sender_mac,
+            vlan: None,
+            ethertype: openvpc_packet::ethernet::ethertype::ARP,
+        }
+        .emit(&mut frame)
+        .unwrap();
+        request.emit(&mut frame[14..]).unwrap();
+        s.a.send(&frame).unwrap();
+        let keys = s.lookups.recv_timeout(Duration::from_secs(3)).unwrap();
+        s.worker
+            .client()
+            .mappings(vec![MappingAnswer {
+                key: keys[0],
+                record: Some(MappingRecord {
+                    underlay_ip: LOCAL,
+                    eni_id: "eni-b".into(),
+                    mac: "02:00:00:00:00:0b".into(),
+                }),
+            }])
+            .unwrap();
+        let mut got = [0u8; 2048];
+        let n = s.a.recv(&mut got).unwrap();
+        let reply = ArpRepr::parse(&got[14..n]).unwrap();
+        assert_eq!(reply.op, ArpOp::Reply);
+        assert_eq!(reply.sender_mac, MacAddr([2, 0, 0, 0, 0, 0x0b]));
+        s.worker.stop();
+    }
+}

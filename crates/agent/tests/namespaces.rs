@@ -144,6 +144,8 @@ struct Host {
     worker: Option<WorkerHandle>,
     reconciler: Reconciler,
     state_dir: PathBuf,
+    /// Stop as an agent does: instances stay for the next one.
+    keep_instances: bool,
 }
 
 impl Host {
@@ -168,10 +170,12 @@ impl Host {
             lookup: Some(lookup),
             worker: Some(worker),
             state_dir: state_dir.to_path_buf(),
+            keep_instances: false,
         }
     }
 
-    fn install(&mut self, enis: Vec<EniState>) {
+    /// Applies a full state of `enis`; returns how many DHCP clients ran.
+    fn install(&mut self, enis: Vec<EniState>) -> usize {
         let report = self.reconciler.apply(&HostDelta {
             revision: 1,
             full: true,
@@ -181,6 +185,12 @@ impl Host {
         });
         assert!(report.errors.is_empty(), "{:?}", report.errors);
         self.reconciler.wait_dhcp();
+        report.dhcp_started
+    }
+
+    /// Stops the worker as an agent stop does, leaving the instances.
+    fn stop_keeping_instances(mut self) {
+        self.keep_instances = true;
     }
 
     fn status(&self) -> String {
@@ -199,6 +209,9 @@ impl Drop for Host {
         }
         if let Some(w) = self.worker.take() {
             w.stop();
+        }
+        if self.keep_instances {
+            return;
         }
         if let Err(e) = openvpc_agent::remove_instances(&self.state_dir) {
             eprintln!("cleanup: {e}");
@@ -327,12 +340,28 @@ fn two_instances_on_one_host_get_dhcp_and_talk() {
     );
     let table: Table = Arc::new([record(&ea, underlay), record(&eb, underlay)].into());
     let state = tempfile::tempdir().unwrap();
-    let mut host = Host::start(&underlay_ns, underlay, table, state.path());
-    host.install(vec![ea.clone(), eb.clone()]);
+    let mut host = Host::start(&underlay_ns, underlay, table.clone(), state.path());
+    assert_eq!(host.install(vec![ea.clone(), eb.clone()]), 2);
 
     assert_address(&a, "10.0.1.10/24");
     assert_address(&b, "10.0.1.11/24");
     check_traffic(&mut guard, &a, &b, "10.0.1.11", &[&host]);
+
+    // An agent restart: the instances and their persistent TAPs outlive
+    // the worker; the next one re-attaches them, and they keep their
+    // addresses without asking DHCP again.
+    host.stop_keeping_instances();
+    assert!(netns::exists(&a) && netns::exists(&b));
+    let mut host = Host::start(&underlay_ns, underlay, table, state.path());
+    assert_eq!(
+        host.install(vec![ea.clone(), eb.clone()]),
+        0,
+        "DHCP ran again"
+    );
+    assert_address(&a, "10.0.1.10/24");
+    assert_address(&b, "10.0.1.11/24");
+    let ping = exec(&a, &["busybox", "ping", "-c", "2", "-W", "1", "10.0.1.11"]);
+    assert!(ping.status.success(), "{ping:?}\n{}", host.status());
 
     // A resync with the same state changes nothing: the flows stay.
     let report = host.reconciler.apply(&HostDelta {
@@ -393,8 +422,8 @@ fn two_hosts_over_a_geneve_underlay() {
     let (s1, s2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut host1 = Host::start(&u1, h1, table.clone(), s1.path());
     let mut host2 = Host::start(&u2, h2, table, s2.path());
-    host1.install(vec![ea]);
-    host2.install(vec![eb]);
+    assert_eq!(host1.install(vec![ea]), 1);
+    assert_eq!(host2.install(vec![eb]), 1);
 
     assert_address(&a, "10.0.1.20/24");
     assert_address(&b, "10.0.1.21/24");
