@@ -6,7 +6,6 @@
 //! (names carry the test process's PID) and removes them in drop guards.
 
 use core::net::{IpAddr, Ipv4Addr};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,19 +19,10 @@ use openvpc_agent::netns;
 use openvpc_agent::reconcile::Reconciler;
 use openvpc_agent::worker::{self, WorkerConfig, WorkerHandle};
 use openvpc_dataplane::RouterConfig;
-use openvpc_model::host::{
-    ConntrackState, EniState, HostDelta, MappingAnswer, MappingKey, MappingRecord,
-    NetworkAclEntryState, NetworkAclState, RouteState, RouteTableState, RouteTargetState,
-    SecurityGroupRuleState, SecurityGroupState, SubnetState,
-};
-use openvpc_model::rule::{RuleAction, TrafficMatch};
+use openvpc_model::host::{EniState, HostDelta};
 
-const VNI: u32 = 4242;
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
+mod common;
+use common::{Table, answer, eni, is_root, record};
 
 macro_rules! require_root {
     () => {
@@ -45,94 +35,6 @@ macro_rules! require_root {
 
 fn ip(args: &[&str]) {
     netns::run("ip", args).unwrap_or_else(|e| panic!("{e}"));
-}
-
-fn allow_all_entry() -> NetworkAclEntryState {
-    NetworkAclEntryState {
-        rule_number: 100,
-        traffic: TrafficMatch::ALL,
-        cidr: "0.0.0.0/0".parse().unwrap(),
-        action: RuleAction::Allow,
-    }
-}
-
-/// An ENI in subnet 10.0.1.0/24 of VPC 10.0.0.0/16 whose security group
-/// admits the subnet and sends anywhere.
-fn eni(id: &str, instance: &str, addr: Ipv4Addr, mac: &str) -> EniState {
-    EniState {
-        eni_id: id.into(),
-        account_id: "111122223333".into(),
-        instance_id: Some(instance.into()),
-        device_index: 0,
-        mac: mac.into(),
-        ipv4: vec![addr],
-        ipv6: vec![],
-        vpc_id: "vpc-test".into(),
-        vni: VNI,
-        vpc_cidr: "10.0.0.0/16".parse().unwrap(),
-        subnet: SubnetState {
-            subnet_id: "subnet-test".into(),
-            cidr: "10.0.1.0/24".parse().unwrap(),
-            ipv6_cidr: None,
-            network_acl: NetworkAclState {
-                network_acl_id: "acl-test".into(),
-                ingress: vec![allow_all_entry()],
-                egress: vec![allow_all_entry()],
-            },
-            route_table: RouteTableState {
-                route_table_id: "rtb-test".into(),
-                routes: vec![RouteState {
-                    destination: "10.0.0.0/16".parse().unwrap(),
-                    target: RouteTargetState::Local,
-                }],
-            },
-        },
-        security_groups: vec![SecurityGroupState {
-            group_id: "sg-test".into(),
-            ingress: vec![SecurityGroupRuleState {
-                traffic: TrafficMatch::ALL,
-                peers: vec!["10.0.1.0/24".parse().unwrap()],
-            }],
-            egress: vec![SecurityGroupRuleState {
-                traffic: TrafficMatch::ALL,
-                peers: vec!["0.0.0.0/0".parse().unwrap()],
-            }],
-        }],
-        source_dest_check: true,
-        conntrack: ConntrackState {
-            tcp_established: 432_000,
-            udp_stream: 180,
-            udp: 30,
-        },
-        hostname: None,
-        domain_name: None,
-    }
-}
-
-/// A mapping service answering from a fixed table, as the server would.
-type Table = Arc<HashMap<MappingKey, MappingRecord>>;
-
-fn answer(table: &Table, keys: &[MappingKey]) -> Vec<MappingAnswer> {
-    keys.iter()
-        .map(|k| MappingAnswer {
-            key: *k,
-            record: table.get(k).cloned(),
-        })
-        .collect()
-}
-
-fn record(state: &EniState, host: IpAddr) -> (MappingKey, MappingRecord) {
-    (
-        MappingKey {
-            vni: state.vni,
-            ip: IpAddr::V4(state.ipv4[0]),
-        },
-        MappingRecord {
-            underlay_ip: host,
-            eni_id: state.eni_id.clone(),
-            mac: state.mac.clone(),
-        },
-    )
 }
 
 /// One host: a worker whose underlay lives in its own namespace, its lookup
