@@ -331,6 +331,34 @@ fn two_hosts_over_a_geneve_underlay() {
     assert_address(&b, "10.0.1.21/24");
     check_traffic(&mut guard, &a, &b, "10.0.1.21", &[&host1, &host2]);
 
+    // A bulk TCP transfer through the underlay (not a performance test:
+    // debug builds, two cores; it checks that full-size segments pass).
+    guard.children.push(
+        Command::new("ip")
+            .args(["netns", "exec", &b, "iperf3", "-s", "-1", "-p", "5201"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let report = loop {
+        let out = exec(
+            &a,
+            &["iperf3", "-c", "10.0.1.21", "-p", "5201", "-t", "2", "-J"],
+        );
+        if out.status.success() {
+            break serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        }
+        assert!(Instant::now() < deadline, "iperf3 failed: {out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    eprintln!("iperf3 over the Geneve underlay: {:.0} Mbit/s", bps / 1e6);
+    assert!(bps > 1e6, "{report}");
+
     // The traffic really crossed the underlay sockets, both ways.
     for h in [&host1, &host2] {
         let s = h.worker.as_ref().unwrap().client().status().unwrap();
