@@ -63,6 +63,7 @@ fn agent(timeout: Duration) -> ureq::Agent {
 }
 
 impl Client {
+    /// A client for the server at `server_url`, authenticating with `token`.
     pub fn new(server_url: &str, token: &str) -> Self {
         Client {
             base: server_url.trim_end_matches('/').to_string(),

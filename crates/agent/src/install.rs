@@ -184,6 +184,7 @@ pub struct Converter {
 }
 
 impl Converter {
+    /// An empty converter: nothing interned yet.
     pub fn new() -> Self {
         Self::default()
     }

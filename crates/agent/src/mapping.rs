@@ -59,6 +59,7 @@ impl Default for MappingCache {
 }
 
 impl MappingCache {
+    /// An empty cache holding at most `capacity` entries.
     pub fn new(capacity: usize) -> Self {
         MappingCache {
             entries: HashMap::new(),
@@ -79,6 +80,7 @@ impl MappingCache {
         std::mem::take(&mut self.wanted)
     }
 
+    /// True if keys wait to be asked.
     pub fn has_wanted(&self) -> bool {
         !self.wanted.is_empty()
     }
@@ -137,14 +139,17 @@ impl MappingCache {
         });
     }
 
+    /// Entries held: answers and open questions.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True if the cache holds nothing.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The cache's counters.
     pub fn stats(&self) -> MappingStats {
         self.stats
     }

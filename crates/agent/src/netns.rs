@@ -77,10 +77,12 @@ pub fn check_name(name: &str) -> Result<(), NetnsError> {
     }
 }
 
+/// The file `ip netns` keeps namespace `name` in.
 pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NETNS_DIR).join(name)
 }
 
+/// True if namespace `name` exists.
 pub fn exists(name: &str) -> bool {
     netns_path(name).exists()
 }

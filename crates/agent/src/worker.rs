@@ -75,6 +75,7 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
+    /// Defaults: our namespace, port 6081, 256 frames waiting at most 1 s.
     pub fn new(router: RouterConfig) -> Self {
         WorkerConfig {
             router,
@@ -189,6 +190,7 @@ impl WorkerClient {
         self.send(Command::Invalidate(keys))
     }
 
+    /// A snapshot of the worker's counters.
     pub fn status(&self) -> Result<WorkerStatus, WorkerError> {
         let (reply, rx) = mpsc::channel();
         self.send(Command::Status(reply))?;
@@ -206,6 +208,7 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
+    /// A sender of commands to this worker.
     pub fn client(&self) -> WorkerClient {
         self.client.clone()
     }
