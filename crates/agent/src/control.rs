@@ -6,16 +6,18 @@
 //! loops log the outage once, retry with backoff, and resume the watch from
 //! the last revision they saw.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openvpc_model::host::{
     HostDelta, HostRecord, HostRegistration, MappingAnswer, MappingKey, TOKEN_HEADER, path,
 };
 
 use crate::reconcile::Reconciler;
+use crate::snapshot::{self, Snapshot};
 use crate::worker::WorkerClient;
 
 /// How long the server may hold a watch open.
@@ -188,16 +190,70 @@ fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// How often the snapshot is refreshed while nothing changes.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(30);
+
+/// Writes what the host runs now to the snapshot; skipped (the old one
+/// stays) if the worker does not answer.
+fn save_snapshot(dir: &Path, reconciler: &Reconciler) {
+    let Ok(mappings) = reconciler.worker().known_mappings() else {
+        return;
+    };
+    let snap = Snapshot {
+        enis: reconciler.installed().cloned().collect(),
+        mappings,
+    };
+    if let Err(e) = snapshot::save(dir, &snap) {
+        tracing::warn!(error = %e, "could not save the snapshot");
+    }
+}
+
+/// Installs the last snapshot, if any; true if one was installed.
+fn restore_snapshot(dir: &Path, reconciler: &mut Reconciler) -> bool {
+    let snap = match snapshot::load(dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => return false,
+        Err(e) => {
+            tracing::warn!(error = %e, "snapshot ignored");
+            return false;
+        }
+    };
+    // Owners first, so the instances' first packets find them.
+    if reconciler.worker().mappings(snap.mappings).is_err() {
+        return false;
+    }
+    let report = reconciler.apply(&HostDelta {
+        revision: 0,
+        full: true,
+        upserts: snap.enis,
+        ..HostDelta::default()
+    });
+    tracing::info!(
+        installed = report.installed,
+        errors = report.errors.len(),
+        "running on the last snapshot until the server answers"
+    );
+    true
+}
+
 /// Registers, then follows the watch until `stop`, applying every delta.
+///
+/// With `snapshot_dir`, the last snapshot there is installed before the
+/// server is first asked, and refreshed as the state changes (and on
+/// exit), so a restarted agent keeps its instances working while the
+/// server is away.
 pub fn watch_loop(
     client: &Client,
     reg: &HostRegistration,
     reconciler: &mut Reconciler,
     stop: &AtomicBool,
+    snapshot_dir: Option<&Path>,
 ) {
+    let mut on_snapshot = snapshot_dir.is_some_and(|d| restore_snapshot(d, reconciler));
     let mut outage = Outage::default();
     let mut since = 0;
     let mut registered = false;
+    let mut saved = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if !registered {
             match client.register(reg) {
@@ -208,7 +264,7 @@ pub fn watch_loop(
                 Err(e) => {
                     let wait = outage.failed("register", &e);
                     if !sleep_unless_stopped(stop, wait) {
-                        return;
+                        break;
                     }
                     continue;
                 }
@@ -218,7 +274,7 @@ pub fn watch_loop(
             Ok(delta) => {
                 outage.ok("watch");
                 if stop.load(Ordering::Relaxed) {
-                    return;
+                    break;
                 }
                 let report = reconciler.apply(&delta);
                 if report.installed + report.removed > 0 || !report.errors.is_empty() {
@@ -231,17 +287,33 @@ pub fn watch_loop(
                         "applied host delta"
                     );
                 }
+                if on_snapshot && delta.full {
+                    // Owners that changed while we were away were never
+                    // invalidated: ask again for all of them.
+                    let _ = reconciler.worker().forget_mappings();
+                    on_snapshot = false;
+                }
                 since = delta.revision;
+                let changed = report.installed + report.removed > 0;
+                if let Some(dir) = snapshot_dir
+                    && (changed || saved.elapsed() >= SNAPSHOT_EVERY)
+                {
+                    save_snapshot(dir, reconciler);
+                    saved = Instant::now();
+                }
             }
             Err(e) => {
                 let wait = outage.failed("watch", &e);
                 // The server may have restarted and forgotten us.
                 registered = false;
                 if !sleep_unless_stopped(stop, wait) {
-                    return;
+                    break;
                 }
             }
         }
+    }
+    if let Some(dir) = snapshot_dir {
+        save_snapshot(dir, reconciler);
     }
 }
 

@@ -17,6 +17,7 @@ pub mod instance;
 pub mod mapping;
 pub mod netns;
 pub mod reconcile;
+pub mod snapshot;
 pub mod worker;
 
 use core::net::IpAddr;
@@ -82,7 +83,9 @@ const CONTROL_STOP_GRACE: Duration = Duration::from_secs(2);
 impl Agent {
     /// Binds the underlay, starts the worker and the control threads.
     /// Instance namespaces listed in the state directory are adopted: the
-    /// first full state from the server re-attaches or removes them.
+    /// last snapshot re-attaches them at once (so they keep working while
+    /// the server is away), and the first full state from the server
+    /// re-attaches or removes them.
     pub fn start(cfg: AgentConfig) -> Result<AgentHandle, AgentError> {
         let instances = instance::Instances::load(&cfg.state_dir)?;
         let router = RouterConfig::new(cfg.underlay_ip);
@@ -107,10 +110,12 @@ impl Agent {
                 underlay_ip: cfg.underlay_ip,
             };
             let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu);
-            let stop = stop.clone();
+            let (stop, state_dir) = (stop.clone(), cfg.state_dir.clone());
             std::thread::Builder::new()
                 .name("openvpc-control".into())
-                .spawn(move || control::watch_loop(&client, &reg, &mut reconciler, &stop))?
+                .spawn(move || {
+                    control::watch_loop(&client, &reg, &mut reconciler, &stop, Some(&state_dir))
+                })?
         };
         Ok(AgentHandle {
             stop,

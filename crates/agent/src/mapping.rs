@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};
-use openvpc_model::host::{MappingAnswer, MappingKey};
+use openvpc_model::host::{MappingAnswer, MappingKey, MappingRecord};
 
 /// How long "nobody owns this address" is believed.
 pub const NEGATIVE_TTL_MS: u64 = 1_000;
@@ -154,6 +154,34 @@ impl MappingCache {
         self.stats
     }
 
+    /// Every known owner, as the server's answers (for a snapshot that a
+    /// restarted agent can run on while the server is away).
+    pub fn known(&self) -> Vec<MappingAnswer> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Found(m) => Some(MappingAnswer {
+                    key: *k,
+                    record: Some(MappingRecord {
+                        underlay_ip: m.underlay,
+                        eni_id: m.eni.to_string(),
+                        mac: m.mac.to_string(),
+                    }),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Forgets everything; true if a known owner was dropped (see
+    /// [`Self::answer`]). Used once the server is back after a restart on
+    /// a snapshot, whose entries may have gone stale unseen.
+    pub fn clear(&mut self) -> bool {
+        let had_owners = self.entries.values().any(|e| matches!(e, Entry::Found(_)));
+        self.entries.clear();
+        had_owners
+    }
+
     /// The cached owner of a key, without asking anyone.
     pub fn get(&self, key: &MappingKey) -> Option<&MappingEntry> {
         match self.entries.get(key) {
@@ -199,7 +227,6 @@ impl Mapping for MappingCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openvpc_model::host::MappingRecord;
     use openvpc_packet::MacAddr;
 
     fn key(ip: &str) -> MappingKey {
@@ -301,6 +328,27 @@ mod tests {
         c.set_now(3_600_000 + RETRY_MS);
         assert_eq!(c.lookup(7, q.ip), Lookup::Pending);
         assert_eq!(c.take_wanted(), vec![q]);
+    }
+
+    #[test]
+    fn known_owners_round_trip_and_clear() {
+        let mut c = MappingCache::default();
+        let (k, q) = (key("10.0.1.11"), key("10.0.1.12"));
+        c.answer(&[
+            found(k, "192.0.2.2"),
+            MappingAnswer {
+                key: q,
+                record: None,
+            },
+        ]);
+        let known = c.known();
+        assert_eq!(known, vec![found(k, "192.0.2.2")]);
+        let mut restored = MappingCache::default();
+        assert!(!restored.answer(&known));
+        assert!(matches!(restored.lookup(7, k.ip), Lookup::Found(_)));
+        assert!(restored.clear());
+        assert!(restored.is_empty());
+        assert!(!restored.clear());
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl Reconciler {
         }
     }
 
+    /// The worker this reconciler installs into.
+    pub fn worker(&self) -> &WorkerClient {
+        &self.worker
+    }
+
     /// The ENIs installed now, by ID.
     pub fn installed(&self) -> impl Iterator<Item = &EniState> {
         self.installed.values()

@@ -131,6 +131,8 @@ enum Command {
     Mappings(Vec<MappingAnswer>),
     Invalidate(Vec<MappingKey>),
     Status(Sender<WorkerStatus>),
+    Known(Sender<Vec<MappingAnswer>>),
+    Forget,
     Stop,
 }
 
@@ -188,6 +190,19 @@ impl WorkerClient {
     /// Drops changed mappings from the cache.
     pub fn invalidate(&self, keys: Vec<MappingKey>) -> Result<(), WorkerError> {
         self.send(Command::Invalidate(keys))
+    }
+
+    /// Every mapping the cache knows an owner for.
+    pub fn known_mappings(&self) -> Result<Vec<MappingAnswer>, WorkerError> {
+        let (reply, rx) = mpsc::channel();
+        self.send(Command::Known(reply))?;
+        rx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| WorkerError::Gone)
+    }
+
+    /// Empties the mapping cache: every destination is asked again.
+    pub fn forget_mappings(&self) -> Result<(), WorkerError> {
+        self.send(Command::Forget)
     }
 
     /// A snapshot of the worker's counters.
@@ -490,6 +505,14 @@ impl Worker {
                 }
                 Command::Status(reply) => {
                     let _ = reply.send(self.status());
+                }
+                Command::Known(reply) => {
+                    let _ = reply.send(self.router.mapping_mut().known());
+                }
+                Command::Forget => {
+                    if self.router.mapping_mut().clear() {
+                        self.router.mappings_changed();
+                    }
                 }
             }
         }

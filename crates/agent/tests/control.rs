@@ -203,7 +203,7 @@ fn watch_resumes_from_the_last_revision_after_an_outage() {
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = stop.clone();
-        std::thread::spawn(move || control::watch_loop(&client, &reg, &mut reconciler, &stop))
+        std::thread::spawn(move || control::watch_loop(&client, &reg, &mut reconciler, &stop, None))
     };
     wait_until("the watch to resume", Duration::from_secs(10), || {
         server.requests(path::WATCH).len() >= 6
@@ -233,7 +233,9 @@ macro_rules! require_root {
 
 /// The whole agent from its public API against the fake endpoint: two
 /// instances appear from one full state, get addresses, and reach each
-/// other; stopping the agent leaves them; `remove_instances` removes them.
+/// other; stopping the agent leaves them; a new agent started while the
+/// server is down runs them from its snapshot (fail static);
+/// `remove_instances` removes them.
 #[test]
 fn agent_runs_instances_from_the_watch() {
     require_root!();
@@ -266,7 +268,10 @@ fn agent_runs_instances_from_the_watch() {
     );
     let table: Table = Arc::new([record(&ea, underlay), record(&eb, underlay)].into());
     let enis = vec![ea, eb];
+    let down = Arc::new(AtomicBool::new(false));
+    let server_down = down.clone();
     let server = FakeServer::start(Arc::new(move |req: &Req| match req.path.as_str() {
+        _ if server_down.load(Ordering::SeqCst) => (503, "{}".into()),
         path::REGISTER => {
             let reg: HostRegistration = serde_json::from_slice(&req.body).unwrap();
             json(&record_of(&reg))
@@ -290,7 +295,7 @@ fn agent_runs_instances_from_the_watch() {
         }
         _ => (404, "{}".into()),
     }));
-    let agent = Agent::start(AgentConfig {
+    let config = AgentConfig {
         server_url: server.url(),
         token: TOKEN.into(),
         host_id: "h-1".into(),
@@ -298,8 +303,8 @@ fn agent_runs_instances_from_the_watch() {
         underlay_ip: underlay,
         underlay_netns: Some(underlay_ns.clone()),
         state_dir: state.path().to_path_buf(),
-    })
-    .unwrap();
+    };
+    let agent = Agent::start(config.clone()).unwrap();
     for (ns, want) in [(&a, "10.0.1.30/24"), (&b, "10.0.1.31/24")] {
         wait_until(
             &format!("{ns} to get {want} over DHCP"),
@@ -307,8 +312,8 @@ fn agent_runs_instances_from_the_watch() {
             || netns::ipv4_addresses(ns, "eth0").is_ok_and(|v| v == [want]),
         );
     }
-    let ping = std::process::Command::new("ip")
-        .args([
+    let ping = || {
+        let args = [
             "netns",
             "exec",
             &a,
@@ -319,15 +324,32 @@ fn agent_runs_instances_from_the_watch() {
             "-W",
             "1",
             "10.0.1.31",
-        ])
-        .output()
-        .unwrap();
-    assert!(ping.status.success(), "{ping:?}\n{:#?}", agent.status());
+        ];
+        std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ping();
+    assert!(out.status.success(), "{out:?}\n{:#?}", agent.status());
     let status = agent.status().unwrap();
     assert!(status.mapping.answers >= 1, "{status:#?}");
     agent.stop();
     // Instances outlive the agent.
     assert!(netns::exists(&a) && netns::exists(&b));
+
+    // The server goes away; a new agent runs the instances from its
+    // snapshot: TAPs re-attached, owners known, no lookup needed.
+    down.store(true, Ordering::SeqCst);
+    let agent = Agent::start(config).unwrap();
+    wait_until(
+        "the snapshot to be installed",
+        Duration::from_secs(10),
+        || agent.status().is_some_and(|s| s.enis.len() == 2),
+    );
+    let out = ping();
+    assert!(out.status.success(), "{out:?}\n{:#?}", agent.status());
+    agent.stop();
     let mut removed = openvpc_agent::remove_instances(state.path()).unwrap();
     removed.sort();
     assert_eq!(removed, [a.clone(), b.clone()]);
