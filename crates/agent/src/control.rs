@@ -236,7 +236,8 @@ fn restore_snapshot(dir: &Path, reconciler: &mut Reconciler) -> bool {
     true
 }
 
-/// Registers, then follows the watch until `stop`, applying every delta.
+/// Registers, then follows the watch until `stop`, applying every delta;
+/// sets `synced` once the server's state has been applied.
 ///
 /// With `snapshot_dir`, the last snapshot there is installed before the
 /// server is first asked, and refreshed as the state changes (and on
@@ -247,6 +248,7 @@ pub fn watch_loop(
     reg: &HostRegistration,
     reconciler: &mut Reconciler,
     stop: &AtomicBool,
+    synced: &AtomicBool,
     snapshot_dir: Option<&Path>,
 ) {
     let mut on_snapshot = snapshot_dir.is_some_and(|d| restore_snapshot(d, reconciler));
@@ -294,6 +296,7 @@ pub fn watch_loop(
                     on_snapshot = false;
                 }
                 since = delta.revision;
+                synced.store(true, Ordering::Relaxed);
                 let changed = report.installed + report.removed > 0;
                 if let Some(dir) = snapshot_dir
                     && (changed || saved.elapsed() >= SNAPSHOT_EVERY)

@@ -67,6 +67,7 @@ pub enum AgentError {
 #[derive(Debug)]
 pub struct AgentHandle {
     stop: Arc<AtomicBool>,
+    synced: Arc<AtomicBool>,
     worker: Option<WorkerHandle>,
     control: Option<JoinHandle<()>>,
     lookup: Option<JoinHandle<()>>,
@@ -95,6 +96,7 @@ impl Agent {
         let (lookups_tx, lookups_rx) = std::sync::mpsc::channel();
         let worker = worker::spawn(wcfg, lookups_tx)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let synced = Arc::new(AtomicBool::new(false));
         let client = control::Client::new(&cfg.server_url, &cfg.token);
 
         let lookup = {
@@ -110,15 +112,23 @@ impl Agent {
                 underlay_ip: cfg.underlay_ip,
             };
             let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu);
-            let (stop, state_dir) = (stop.clone(), cfg.state_dir.clone());
+            let (stop, synced, state_dir) = (stop.clone(), synced.clone(), cfg.state_dir.clone());
             std::thread::Builder::new()
                 .name("openvpc-control".into())
                 .spawn(move || {
-                    control::watch_loop(&client, &reg, &mut reconciler, &stop, Some(&state_dir))
+                    control::watch_loop(
+                        &client,
+                        &reg,
+                        &mut reconciler,
+                        &stop,
+                        &synced,
+                        Some(&state_dir),
+                    )
                 })?
         };
         Ok(AgentHandle {
             stop,
+            synced,
             worker: Some(worker),
             control: Some(control),
             lookup: Some(lookup),
@@ -127,6 +137,19 @@ impl Agent {
 }
 
 impl AgentHandle {
+    /// Waits until the agent has registered and applied the server's state
+    /// for this host; false if that took longer than `timeout`.
+    pub fn wait_synced(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.synced.load(Ordering::Relaxed) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// The worker's counters.
     pub fn status(&self) -> Option<WorkerStatus> {
         self.worker.as_ref().and_then(|w| w.client().status().ok())

@@ -203,7 +203,16 @@ fn watch_resumes_from_the_last_revision_after_an_outage() {
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let stop = stop.clone();
-        std::thread::spawn(move || control::watch_loop(&client, &reg, &mut reconciler, &stop, None))
+        std::thread::spawn(move || {
+            control::watch_loop(
+                &client,
+                &reg,
+                &mut reconciler,
+                &stop,
+                &AtomicBool::new(false),
+                None,
+            )
+        })
     };
     wait_until("the watch to resume", Duration::from_secs(10), || {
         server.requests(path::WATCH).len() >= 6

@@ -19,10 +19,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the virtual router of this host: its instances (network
+    /// namespaces on TAP devices) and its Geneve underlay, fed by a server.
+    Agent(cmd::agent::AgentArgs),
     /// Measure openvpc's components on this machine.
     Bench(cmd::bench::BenchArgs),
     /// Decode a frame given in hex and explain each header, inner and outer.
     Decode(cmd::decode::DecodeArgs),
+    /// Run a command inside an instance on this machine.
+    Exec(cmd::exec::ExecArgs),
+    /// Several hosts as network namespaces on this machine, for tests and demos.
+    Lab(cmd::lab::LabArgs),
     /// Run the regional control plane: the EC2 API on the embedded store.
     Server(cmd::server::ServerArgs),
     /// Manage the accounts of a region.
@@ -39,6 +46,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Exec(args) => cmd::exec::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Accounts(args) => cmd::server::accounts(args),
         Command::Bench(args) => cmd::bench::run(args),

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod alloc_counter;
 pub mod bench;
 pub mod bench_api;
 pub mod decode;
+pub mod exec;
+pub mod lab;
 pub mod server;

@@ -1,0 +1,93 @@
+//! `openvpc agent`: the virtual router of one host, its instances and its
+//! underlay, fed by the regional server.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use openvpc_agent::{Agent, AgentConfig};
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The regional server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8773")]
+    server: String,
+    /// This host's name in the region (unique).
+    #[arg(long)]
+    host_id: String,
+    /// The availability zone this host serves, e.g. us-east-1a.
+    #[arg(long)]
+    az: String,
+    /// The address other hosts reach this one's Geneve port (6081) at.
+    #[arg(long)]
+    underlay_ip: IpAddr,
+    /// The network namespace that holds --underlay-ip, if not this one.
+    #[arg(long)]
+    underlay_netns: Option<String>,
+    /// Where the agent keeps the list of the instances it runs.
+    #[arg(long, default_value = "./openvpc-agent")]
+    state_dir: PathBuf,
+    /// The server's agent token (`agent-token` in the server's --data-dir).
+    #[arg(long, default_value = "./openvpc-data/agent-token")]
+    token_file: PathBuf,
+}
+
+/// Reads the token the server wrote.
+pub fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "reading the agent token {}: point --token-file at the `agent-token` file in the server's --data-dir",
+            path.display()
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
+/// Stops on SIGINT or SIGTERM.
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing a signal handler")?;
+    }
+    Ok(stop)
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let cfg = AgentConfig {
+        server_url: args.server.clone(),
+        token: read_token(&args.token_file)?,
+        host_id: args.host_id.clone(),
+        availability_zone: args.az.clone(),
+        underlay_ip: args.underlay_ip,
+        underlay_netns: args.underlay_netns.clone(),
+        state_dir: args.state_dir.clone(),
+    };
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating {}", args.state_dir.display()))?;
+    let stop = stop_on_signals()?;
+    let agent = Agent::start(cfg).context("starting the agent (are you root?)")?;
+    // Ready means registered and running the server's state for this host,
+    // so `lab up` can hand the region to clients.
+    while !agent.wait_synced(Duration::from_secs(1)) {
+        if stop.load(Ordering::Relaxed) {
+            agent.stop();
+            return Ok(());
+        }
+        eprintln!("agent {}: waiting for the server at {}", args.host_id, args.server);
+    }
+    std::fs::write(args.state_dir.join(openvpc_lab::READY_FILE), b"")
+        .with_context(|| format!("writing to {}", args.state_dir.display()))?;
+    eprintln!(
+        "agent {} ({}) serving; underlay {}:6081",
+        args.host_id, args.az, args.underlay_ip
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.stop();
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! `openvpc exec INSTANCE -- CMD…`: runs a command inside an instance on
+//! this machine (its network namespace carries the instance's ID).
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The instance, e.g. i-0123456789abcdef0.
+    instance_id: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn run(args: ExecArgs) -> anyhow::Result<()> {
+    if !args.instance_id.starts_with("i-") {
+        anyhow::bail!(
+            "'{}' is not an instance ID: give one like i-0123456789abcdef0 (aws ec2 describe-instances lists them)",
+            args.instance_id
+        );
+    }
+    if !openvpc_lab::netns_exists(&args.instance_id) {
+        anyhow::bail!(
+            "instance {} does not run on this machine: check that it is running \
+             (aws ec2 describe-instances --instance-ids {0}) and that an agent on this \
+             machine holds it (`openvpc up` or `openvpc lab up`)",
+            args.instance_id
+        );
+    }
+    // exec replaces this process, so the command's exit status and signals
+    // are the caller's directly.
+    let err = Command::new("ip")
+        .args(["netns", "exec", &args.instance_id])
+        .args(&args.command)
+        .exec();
+    Err(anyhow::anyhow!("running `ip netns exec`: {err}"))
+}
