@@ -54,7 +54,7 @@ impl std::fmt::Debug for Ctx<'_> {
 /// services (`compat/`, see `moto_foreign`). Accounts and access keys live outside them. A module
 /// that keeps state under a new prefix adds it here, so `--moto-compat`'s
 /// reset clears it too.
-pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/"];
+pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/", b"placements/"];
 
 impl Ctx<'_> {
     /// The store key of a resource of this account and region.
