@@ -114,6 +114,8 @@ struct Index {
     mappings: HashMap<(String, u32, Ipv4Addr), Key>,
     /// Region → the mapping keys that changed.
     invalidations: HashMap<String, Log<MappingKey>>,
+    /// ENI compiles since the index was built (the build's own excluded).
+    compiles: u64,
 }
 
 /// What one applied record changed.
@@ -451,6 +453,9 @@ impl Index {
 
     /// Compiles `eni` again and records what changed at `revision`.
     fn recompile(&mut self, revision: Revision, eni: &str, log: bool) {
+        if log {
+            self.compiles += 1;
+        }
         let mut deps = Vec::new();
         let compiled = match compile(&self.mirror, eni, &mut deps) {
             Ok(c) => c,
@@ -822,6 +827,13 @@ impl Fleet {
             .iter()
             .find(|(k, _)| id_of(k) == eni_id)
             .map(|(k, c)| (region_of(k).to_owned(), id_of(&c.host).to_owned()))
+    }
+
+    /// How many ENI compiles the index ran since it was built: what tests
+    /// read to check that a change costs work proportional to what it
+    /// touches.
+    pub fn compiles(&self) -> u64 {
+        lock(&self.index).compiles
     }
 
     /// The hosts of `region` the index knows, sorted by ID.
