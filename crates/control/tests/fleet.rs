@@ -565,6 +565,137 @@ fn termination_removes_the_eni_and_invalidates_its_mapping() {
     );
     // The placement marker is gone: h1 counts one fewer instance.
     assert_eq!(t.w.host_of("i", &instance).as_deref(), Some("h1"));
+    let marker = format!("placements/{REGION}/h1/{instance}");
+    assert!(t.w.store.get(marker.as_bytes()).unwrap().is_none());
+}
+
+#[test]
+fn prefix_lists_expand_in_rules_and_routes_and_follow_their_changes() {
+    let w = world();
+    let sg = w.group("web");
+    let list = common::prefix_list(
+        w.store.as_ref(),
+        &w.a,
+        5,
+        &["192.0.2.0/24", "198.51.100.0/24"],
+    );
+    w.ok(&format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={sg}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=443&IpPermissions.1.ToPort=443&IpPermissions.1.PrefixListIds.1.PrefixListId={list}"
+    ));
+    let igw = common::attached_igw(w.store.as_ref(), &w.a, &w.vpc);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationPrefixListId={list}&GatewayId={igw}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let s = fleet.eni_state(&eni).unwrap();
+    let net = |t: &str| t.parse::<IpNet>().unwrap();
+    assert_eq!(
+        s.security_groups[0].ingress[0].peers,
+        vec![net("192.0.2.0/24"), net("198.51.100.0/24")]
+    );
+    let via_igw: Vec<String> = s
+        .subnet
+        .route_table
+        .routes
+        .iter()
+        .filter(|r| matches!(r.target, RouteTargetState::Gateway { .. }))
+        .map(|r| r.destination.to_string())
+        .collect();
+    assert_eq!(via_igw, ["192.0.2.0/24", "198.51.100.0/24"]);
+    // A new version of the list reaches the ENI.
+    let before = fleet.revision();
+    w.ok(&format!(
+        "Action=ModifyManagedPrefixList&PrefixListId={list}&CurrentVersion=1&AddEntry.1.Cidr=203.0.113.0%2F24"
+    ));
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", before);
+    assert_eq!(eni_ids(&delta), vec![eni]);
+    assert_eq!(
+        delta.upserts[0].security_groups[0].ingress[0].peers.len(),
+        3
+    );
+}
+
+#[test]
+fn a_route_to_an_instance_follows_it_and_blackholes_when_it_ends() {
+    let w = world();
+    let sg = w.group("web");
+    let (appliance, appliance_eni, _) = w.run(&w.subnet_b, &sg);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=172.16.0.0%2F12&InstanceId={appliance}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let target = |fleet: &Fleet| {
+        fleet
+            .eni_state(&eni)
+            .unwrap()
+            .subnet
+            .route_table
+            .routes
+            .into_iter()
+            .find(|r| r.destination.to_string() == "172.16.0.0/12")
+            .unwrap()
+            .target
+    };
+    assert!(
+        matches!(target(&fleet), RouteTargetState::Eni { eni_id, host: Some(h), .. } if eni_id == appliance_eni && h.to_string() == "192.0.2.2")
+    );
+    w.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={appliance}"
+    ));
+    fleet.catch_up().unwrap();
+    assert_eq!(target(&fleet), RouteTargetState::Blackhole);
+}
+
+#[test]
+fn a_peering_route_carries_the_peer_vni_once_active() {
+    let w = world();
+    let sg = w.group("web");
+    let peer = common::vpc_with(w.store.as_ref(), &w.a, "10.1.0.0/16");
+    let peer_vni = w.record("vpc", &peer)["vni"].as_u64().unwrap() as u32;
+    assert_ne!(peer_vni, w.vni());
+    let pcx = first(
+        &w.ok(&format!(
+            "Action=CreateVpcPeeringConnection&VpcId={}&PeerVpcId={peer}",
+            w.vpc
+        )),
+        "vpcPeeringConnectionId",
+    );
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=10.1.0.0%2F16&VpcPeeringConnectionId={pcx}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let target = |fleet: &Fleet| {
+        fleet
+            .eni_state(&eni)
+            .unwrap()
+            .subnet
+            .route_table
+            .routes
+            .into_iter()
+            .find(|r| r.destination.to_string() == "10.1.0.0/16")
+            .unwrap()
+            .target
+    };
+    // spec 2.5: a peering that is not active yet carries nothing.
+    assert_eq!(target(&fleet), RouteTargetState::Blackhole);
+    w.ok(&format!(
+        "Action=AcceptVpcPeeringConnection&VpcPeeringConnectionId={pcx}"
+    ));
+    fleet.catch_up().unwrap();
+    assert_eq!(
+        target(&fleet),
+        RouteTargetState::Peering {
+            peering_id: pcx,
+            peer_vni
+        }
+    );
 }
 
 #[test]
