@@ -461,11 +461,20 @@ fn a_new_member_reaches_the_enis_whose_groups_reference_it() {
         ip: IpAddr::V4(web2_ip)
     }));
     // Work: the new ENI and db's, never other's or web's.
-    assert!(
-        fleet.compiles() - compiles <= 3,
-        "{}",
-        fleet.compiles() - compiles
-    );
+    assert_eq!(fleet.compiles() - compiles, 2);
+}
+
+#[test]
+fn a_launch_compiles_only_its_own_eni() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let compiles = fleet.compiles();
+    let solo = t.w.group("solo");
+    // Same subnet as the others: its address book changes, their state not.
+    let (_, eni, _) = t.w.run(&t.w.subnet_a, &solo);
+    fleet.catch_up().unwrap();
+    assert_eq!(fleet.compiles() - compiles, 1);
+    assert!(fleet.eni_state(&eni).is_some());
 }
 
 #[test]

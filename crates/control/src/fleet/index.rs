@@ -197,9 +197,15 @@ impl Index {
         let scope = scope(key);
         match segment {
             "vpc" => {
-                let new = parse(key, value);
+                let new: Option<crate::actions::vpc::Vpc> = parse(key, value);
                 let old = swap(&mut m.vpcs, key, new.clone());
-                if old == new {
+                // Compiles read only these: a tag or attribute change
+                // touches no ENI.
+                let used = |v: &Option<crate::actions::vpc::Vpc>| {
+                    v.as_ref()
+                        .map(|v| (v.id.clone(), v.vni, v.cidr_block.clone()))
+                };
+                if used(&old) == used(&new) {
                     return;
                 }
                 for v in old.iter().chain(new.iter()) {
@@ -213,8 +219,15 @@ impl Index {
                 }
             }
             "subnet" => {
-                let new = parse(key, value);
-                if swap(&mut m.subnets, key, new.clone()) == new {
+                let new: Option<crate::actions::subnet::Subnet> = parse(key, value);
+                let old = swap(&mut m.subnets, key, new.clone());
+                // Every address handed out or returned rewrites the subnet
+                // (its address book); compiles read only its range, so that
+                // must not recompile every ENI of the subnet.
+                let used = |s: &Option<crate::actions::subnet::Subnet>| {
+                    s.as_ref().map(|s| (s.cidr_block, s.vpc_id.clone()))
+                };
+                if used(&old) == used(&new) {
                     return;
                 }
             }
@@ -315,8 +328,13 @@ impl Index {
                 }
             }
             "i" => {
-                let new = parse(key, value);
-                if swap(&mut m.instances, key, new.clone()) == new {
+                let new: Option<crate::actions::instance::Instance> = parse(key, value);
+                let old = swap(&mut m.instances, key, new.clone());
+                // Compiles read only whether it exists and its state.
+                let used = |i: &Option<crate::actions::instance::Instance>| {
+                    i.as_ref().map(|i| i.state.clone())
+                };
+                if used(&old) == used(&new) {
                     return;
                 }
             }
