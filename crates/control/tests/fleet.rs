@@ -708,6 +708,34 @@ fn a_peering_route_carries_the_peer_vni_once_active() {
 }
 
 #[test]
+fn a_secondary_address_is_mapped_and_announced() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let xml = t.w.ok(&format!(
+        "Action=AssignPrivateIpAddresses&NetworkInterfaceId={}&SecondaryPrivateIpAddressCount=1",
+        t.other_eni
+    ));
+    assert!(
+        xml.contains("<assignedPrivateIpAddressesSet><item>"),
+        "{xml}"
+    );
+    fleet.catch_up().unwrap();
+    let state = fleet.eni_state(&t.other_eni).unwrap();
+    assert_eq!(state.ipv4.len(), 2);
+    let secondary = MappingKey {
+        vni: t.w.vni(),
+        ip: IpAddr::V4(state.ipv4[1]),
+    };
+    let answer = &fleet.lookup(REGION, &[secondary])[0];
+    assert_eq!(answer.record.as_ref().unwrap().eni_id, t.other_eni);
+    let delta = fleet.delta(REGION, "h2", before);
+    assert!(delta.upserts.is_empty(), "h2 runs none of it");
+    // The region's invalidations reach every host's watch.
+    assert_eq!(delta.invalidations, vec![secondary]);
+}
+
+#[test]
 fn attach_puts_an_eni_on_the_instances_host_and_detach_takes_it_off() {
     let w = world();
     let sg = w.group("web");

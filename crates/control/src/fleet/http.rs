@@ -254,8 +254,10 @@ async fn watch(
         if !empty || left.is_zero() {
             return json(StatusCode::OK, &delta);
         }
-        // Woken by the tailer when the index moves; answer on the deadline.
-        if tokio::time::timeout(left, changes.changed()).await.is_err() {
+        // Woken by the tailer when the index moves; answer on the deadline
+        // (or at once should the index be going away).
+        let woken = tokio::time::timeout(left, changes.changed()).await;
+        if !matches!(woken, Ok(Ok(()))) {
             return json(
                 StatusCode::OK,
                 &api.fleet.delta(&region, &query.host, query.since),

@@ -514,14 +514,26 @@ impl Index {
             compiled.as_ref().map(MapSig::of),
         );
         if old_sig != new_sig {
+            // Only the addresses whose answer changed are announced: all of
+            // them when the ENI moved, changed MAC or VPC, came or went.
+            let same_owner = matches!((&old_sig, &new_sig), (Some(o), Some(n))
+                if o.vni == n.vni && o.host == n.host && o.mac == n.mac);
             if let Some(sig) = &old_sig {
+                let gone: Vec<Ipv4Addr> = sig
+                    .ips
+                    .iter()
+                    .filter(|ip| {
+                        !same_owner || new_sig.as_ref().is_none_or(|n| !n.ips.contains(ip))
+                    })
+                    .copied()
+                    .collect();
                 for ip in &sig.ips {
                     let k = (region.clone(), sig.vni, *ip);
                     if self.mappings.get(&k).is_some_and(|owner| owner == eni) {
                         self.mappings.remove(&k);
                     }
                 }
-                self.invalidate(revision, &region, sig.vni, &sig.ips, log);
+                self.invalidate(revision, &region, sig.vni, &gone, log);
             }
             if let Some(sig) = &new_sig {
                 for ip in &sig.ips {
@@ -532,9 +544,7 @@ impl Index {
                     .ips
                     .iter()
                     .filter(|ip| {
-                        old_sig
-                            .as_ref()
-                            .is_none_or(|o| o.vni != sig.vni || !o.ips.contains(ip))
+                        !same_owner || old_sig.as_ref().is_none_or(|o| !o.ips.contains(ip))
                     })
                     .copied()
                     .collect();
