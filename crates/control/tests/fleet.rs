@@ -1001,3 +1001,57 @@ fn the_agent_api_registers_watches_and_maps() {
         400
     );
 }
+
+#[test]
+fn two_servers_on_one_etcd_share_the_token_and_follow_each_other() {
+    use openvpc_control::store::test_etcd::{self, TestEtcd};
+    if !test_etcd::available() {
+        return;
+    }
+    let etcd = TestEtcd::start();
+    let one: Arc<dyn Store> = Arc::new(etcd.store());
+    let two: Arc<dyn Store> = Arc::new(etcd.store());
+    assert_eq!(
+        agent_token(one.as_ref()).unwrap(),
+        agent_token(two.as_ref()).unwrap()
+    );
+    // Server two's index follows what server one writes.
+    let fleet = Fleet::load(Arc::clone(&two)).unwrap();
+    let _tailer = fleet.spawn_tailer().unwrap();
+    let a = common::account();
+    registry::register(
+        one.as_ref(),
+        REGION,
+        &HostRegistration {
+            host_id: "h1".into(),
+            availability_zone: "us-east-1a".into(),
+            underlay_ip: "192.0.2.1".parse().unwrap(),
+        },
+        1,
+    )
+    .unwrap();
+    let vpc = common::vpc(one.as_ref(), &a);
+    let subnet = common::subnet(one.as_ref(), &a, &vpc, "10.0.1.0/24");
+    let sg = common::security_group(one.as_ref(), &a, &vpc, "web");
+    let eni = first(
+        &call(
+            one.as_ref(),
+            &a,
+            &format!(
+                "Action=RunInstances&ImageId=ami-12c6146b&SubnetId={subnet}&SecurityGroupId.1={sg}"
+            ),
+        )
+        .unwrap(),
+        "networkInterfaceId",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fleet.eni_state(&eni).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server two never saw the ENI"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let full = fleet.delta(REGION, "h1", 0);
+    assert_eq!(eni_ids(&full), vec![eni]);
+}
