@@ -359,6 +359,22 @@ fn explicit_acl_entries_and_eni_routes_resolve() {
     );
     let delta = fleet.delta(REGION, "h1", before);
     assert_eq!(eni_ids(&delta), vec![eni]);
+    // The appliance's mapping moved with its host.
+    let appliance_ip = fleet.eni_state(&appliance).unwrap().ipv4[0];
+    assert_eq!(
+        delta.invalidations,
+        vec![MappingKey {
+            vni: w.vni(),
+            ip: IpAddr::V4(appliance_ip)
+        }]
+    );
+    // Registering again unchanged (an agent restart) tells nobody anything.
+    let moved = fleet.revision();
+    w.register("h2", "us-east-1b", "192.0.2.22");
+    fleet.catch_up().unwrap();
+    assert!(fleet.revision() > moved);
+    let nothing = fleet.delta(REGION, "h1", moved);
+    assert!(nothing.upserts.is_empty() && nothing.invalidations.is_empty());
 }
 
 /// Web and db groups, db allowing 5432 from web; an instance of each on h1

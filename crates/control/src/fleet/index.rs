@@ -26,8 +26,13 @@ use super::FleetError;
 use super::compile::{
     Compiled, Dep, Key, Mirror, compile, host_key, id_of, region_of, rkey, scope,
 };
+use crate::actions::instance::Instance;
+use crate::actions::network_acl::NetworkAcl;
+use crate::actions::network_interface::NetworkInterface;
 use crate::actions::resource::RawEntry;
 use crate::actions::route_table::{RouteTable, record_state};
+use crate::actions::subnet::Subnet;
+use crate::actions::vpc::Vpc;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
 
 /// How many entries each host's and each region's log keeps; an agent
@@ -179,7 +184,13 @@ impl Index {
             }
             let new: Option<HostRecord> = parse(key, value);
             let old = swap(&mut self.mirror.hosts, key, new.clone());
-            if old != new {
+            // A restarting agent registers again: only a new zone or
+            // underlay address changes what anyone was told.
+            let used = |h: &Option<HostRecord>| {
+                h.as_ref()
+                    .map(|h| (h.availability_zone.clone(), h.underlay_ip))
+            };
+            if used(&old) != used(&new) {
                 dirty.deps.push(Dep::Record(key.to_owned()));
                 dirty.hosts.push(key.to_owned());
             }
@@ -197,11 +208,11 @@ impl Index {
         let scope = scope(key);
         match segment {
             "vpc" => {
-                let new: Option<crate::actions::vpc::Vpc> = parse(key, value);
+                let new: Option<Vpc> = parse(key, value);
                 let old = swap(&mut m.vpcs, key, new.clone());
                 // Compiles read only these: a tag or attribute change
                 // touches no ENI.
-                let used = |v: &Option<crate::actions::vpc::Vpc>| {
+                let used = |v: &Option<Vpc>| {
                     v.as_ref()
                         .map(|v| (v.id.clone(), v.vni, v.cidr_block.clone()))
                 };
@@ -219,25 +230,24 @@ impl Index {
                 }
             }
             "subnet" => {
-                let new: Option<crate::actions::subnet::Subnet> = parse(key, value);
+                let new: Option<Subnet> = parse(key, value);
                 let old = swap(&mut m.subnets, key, new.clone());
                 // Every address handed out or returned rewrites the subnet
                 // (its address book); compiles read only its range, so that
                 // must not recompile every ENI of the subnet.
-                let used = |s: &Option<crate::actions::subnet::Subnet>| {
-                    s.as_ref().map(|s| (s.cidr_block, s.vpc_id.clone()))
-                };
+                let used =
+                    |s: &Option<Subnet>| s.as_ref().map(|s| (s.cidr_block, s.vpc_id.clone()));
                 if used(&old) == used(&new) {
                     return;
                 }
             }
             "acl" => {
-                let new: Option<crate::actions::network_acl::NetworkAcl> = parse(key, value);
+                let new: Option<NetworkAcl> = parse(key, value);
                 let old = swap(&mut m.acls, key, new.clone());
                 if old == new {
                     return;
                 }
-                let subnets = |a: &Option<crate::actions::network_acl::NetworkAcl>| {
+                let subnets = |a: &Option<NetworkAcl>| {
                     a.iter()
                         .flat_map(|a| &a.associations)
                         .map(|s| rkey(scope, "subnet", &s.subnet_id))
@@ -245,7 +255,7 @@ impl Index {
                 };
                 // A default ACL's associations are implicit (the subnets
                 // without an explicit one), whatever it lists.
-                let explicit = |a: &Option<crate::actions::network_acl::NetworkAcl>| {
+                let explicit = |a: &Option<NetworkAcl>| {
                     if a.as_ref().is_some_and(|a| a.is_default) {
                         BTreeSet::new()
                     } else {
@@ -255,7 +265,7 @@ impl Index {
                 for s in reassociate(&mut m.acl_of_subnet, key, &explicit(&old), &explicit(&new)) {
                     dirty.deps.push(Dep::AclOf(s));
                 }
-                let vpc_of = |a: &Option<crate::actions::network_acl::NetworkAcl>| {
+                let vpc_of = |a: &Option<NetworkAcl>| {
                     a.as_ref()
                         .filter(|a| a.is_default)
                         .map(|a| rkey(scope, "vpc", &a.vpc_id))
@@ -328,35 +338,30 @@ impl Index {
                 }
             }
             "i" => {
-                let new: Option<crate::actions::instance::Instance> = parse(key, value);
+                let new: Option<Instance> = parse(key, value);
                 let old = swap(&mut m.instances, key, new.clone());
                 // Compiles read only whether it exists and its state.
-                let used = |i: &Option<crate::actions::instance::Instance>| {
-                    i.as_ref().map(|i| i.state.clone())
-                };
+                let used = |i: &Option<Instance>| i.as_ref().map(|i| i.state.clone());
                 if used(&old) == used(&new) {
                     return;
                 }
             }
             "eni" => {
-                let new: Option<crate::actions::network_interface::NetworkInterface> =
-                    parse(key, value);
+                let new: Option<NetworkInterface> = parse(key, value);
                 let old = swap(&mut m.enis, key, new.clone());
                 if old == new {
                     return;
                 }
                 dirty.enis.push(key.to_owned());
                 // Membership of groups: who carries which, with which addresses.
-                let groups = |e: &Option<crate::actions::network_interface::NetworkInterface>| {
+                let groups = |e: &Option<NetworkInterface>| {
                     e.iter()
                         .flat_map(|e| &e.groups)
                         .map(|g| rkey(scope, "sg", &g.id))
                         .collect::<BTreeSet<_>>()
                 };
                 let (was_in, is_in) = (groups(&old), groups(&new));
-                let ips = |e: &Option<crate::actions::network_interface::NetworkInterface>| {
-                    e.as_ref().map(|e| e.private_ips.clone())
-                };
+                let ips = |e: &Option<NetworkInterface>| e.as_ref().map(|e| e.private_ips.clone());
                 let touched: Vec<&Key> = if ips(&old) == ips(&new) {
                     was_in.symmetric_difference(&is_in).collect()
                 } else {
@@ -380,7 +385,7 @@ impl Index {
                         .insert(key.to_owned());
                 }
                 // Attachment: which instance's ENIs it is among.
-                let instance = |e: &Option<crate::actions::network_interface::NetworkInterface>| {
+                let instance = |e: &Option<NetworkInterface>| {
                     e.as_ref()
                         .and_then(|e| e.attachment.as_ref())
                         .map(|a| (rkey(scope, "i", &a.instance_id), a.device_index))
