@@ -809,6 +809,30 @@ fn a_tailer_follows_the_store() {
 }
 
 #[test]
+fn a_compacted_change_log_rebuilds_the_index() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let instance = t.w.record("eni", &t.other_eni)["attachment"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.w.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={instance}"
+    ));
+    t.w.store.compact(t.w.store.revision().unwrap()).unwrap();
+    fleet.catch_up().unwrap();
+    assert_eq!(fleet.revision(), t.w.store.revision().unwrap());
+    assert_eq!(fleet.eni_state(&t.other_eni), None);
+    // What happened in between cannot be replayed: the host gets it whole.
+    let delta = fleet.delta(REGION, "h1", before);
+    assert!(delta.full);
+    let mut left = vec![t.web_eni.clone(), t.db_eni.clone()];
+    left.sort();
+    assert_eq!(eni_ids(&delta), left);
+}
+
+#[test]
 fn the_token_is_made_once_per_store() {
     let store = MemoryStore::new();
     let token = agent_token(&store).unwrap();

@@ -927,3 +927,34 @@ fn tail(weak: &Weak<Fleet>, store: &dyn Store) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_replays_after_its_floor_only() {
+        let mut log: Log<u32> = Log::new(10);
+        for (rev, item) in [(11, 1), (12, 2), (12, 3), (14, 4)] {
+            log.push(rev, item);
+        }
+        let after =
+            |log: &Log<u32>, since| log.since(since).map(|i| i.copied().collect::<Vec<_>>());
+        assert_eq!(after(&log, 9), None);
+        assert_eq!(after(&log, 10), Some(vec![1, 2, 3, 4]));
+        assert_eq!(after(&log, 11), Some(vec![2, 3, 4]));
+        assert_eq!(after(&log, 14), Some(vec![]));
+    }
+
+    #[test]
+    fn a_full_log_raises_its_floor() {
+        let mut log: Log<usize> = Log::new(0);
+        for i in 0..=LOG_CAPACITY {
+            log.push(i as Revision + 1, i);
+        }
+        // The entry of revision 1 is gone: only from 1 on is complete.
+        assert_eq!(log.floor, 1);
+        assert!(log.since(0).is_none());
+        assert_eq!(log.since(1).map(Iterator::count), Some(LOG_CAPACITY));
+    }
+}
