@@ -11,6 +11,7 @@ pub mod client;
 pub mod elbv2;
 pub mod error;
 pub mod filter;
+pub mod fleet;
 pub mod moto_api;
 pub mod moto_foreign;
 pub mod query;

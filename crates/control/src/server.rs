@@ -22,6 +22,7 @@ use crate::account::{self, Account};
 use crate::actions::{Ctx, default_vpc, dispatch};
 use crate::elbv2;
 use crate::error::ApiError;
+use crate::fleet::{self, AgentApi};
 use crate::moto_api;
 use crate::moto_foreign;
 use crate::query::Params;
@@ -36,6 +37,9 @@ pub struct ApiState {
     /// signature acts as this account, whatever its key and secret, and the
     /// moto reset hook is served. `None` verifies every signature.
     pub moto_compat: Option<Account>,
+    /// The agent API (`/agent/v1/…`: host registration, watch, mapping
+    /// service); `None` serves none of it.
+    pub agent: Option<AgentApi>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -45,8 +49,9 @@ impl std::fmt::Debug for ApiState {
 }
 
 /// The router serving the EC2 Query API at `/` (and moto's reset hook under
-/// `--moto-compat`).
+/// `--moto-compat`), and the agent API under `/agent/v1/` when configured.
 pub fn router(state: ApiState) -> Router {
+    let agent = state.agent.clone();
     let mut router = Router::new().route("/", axum::routing::any(handle));
     if state.moto_compat.is_some() {
         router = router
@@ -54,7 +59,11 @@ pub fn router(state: ApiState) -> Router {
             // S3's path-style calls (`PUT /BUCKET`) land off `/`.
             .fallback(handle);
     }
-    router.with_state(state)
+    let router = router.with_state(state);
+    match agent {
+        Some(agent) => router.merge(fleet::http::router(agent)),
+        None => router,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes.

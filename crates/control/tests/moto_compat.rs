@@ -20,6 +20,7 @@ fn state(moto_compat: bool) -> (ApiState, Arc<MemoryStore>) {
     let state = ApiState {
         store: Arc::clone(&store) as Arc<dyn Store>,
         moto_compat: moto,
+        agent: None,
     };
     (state, store)
 }

@@ -167,8 +167,9 @@ pub struct HostDelta {
     /// Resume the next watch from here.
     pub revision: u64,
     /// True when this is the host's whole state: drop every ENI not in
-    /// `upserts`. Sent on first contact and when the asked revision is too
-    /// old to replay.
+    /// `upserts`, and every cached mapping too (a full state carries no
+    /// invalidations). Sent on first contact and when the asked revision is
+    /// too old to replay.
     pub full: bool,
     /// ENIs to install or replace whole.
     pub upserts: Vec<EniState>,

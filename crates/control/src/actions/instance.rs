@@ -24,6 +24,7 @@ use super::security_group;
 use super::subnet::Subnet;
 use super::{Ctx, default_vpc};
 use crate::error::ApiError;
+use crate::fleet::registry::{Placer, placement_key};
 use crate::query::Params;
 use crate::xml::Xml;
 
@@ -58,6 +59,10 @@ pub struct Instance {
     pub client_token: Option<String>,
     pub state_reason: String,
     pub tags: Tags,
+    /// The registered host it runs on; `None` while the region has no hosts
+    /// (an API-only server).
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 impl Resource for Instance {
@@ -536,6 +541,7 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 name_ids.push(g.id.clone());
             }
         }
+        let mut placer = Placer::for_zone(tx, &subnet.availability_zone)?;
         let reservation_id = new_reservation_id();
         let launch_time = timestamp();
         let mut views = Vec::new();
@@ -560,6 +566,7 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 client_token: client_token.clone(),
                 state_reason: String::new(),
                 tags: instance_tags.clone(),
+                host_id: placer.as_mut().and_then(Placer::place),
             };
             let launched =
                 launch_interfaces(tx, &mut instance, &interfaces, &name_ids, &interface_tags);
@@ -568,6 +575,10 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 // spec: MinCount is what must fit; beyond it, launch what fits.
                 Err(e) if index >= min && e.code == "InsufficientFreeAddressesInSubnet" => break,
                 Err(e) => return Err(e),
+            }
+            if let Some(host) = &instance.host_id {
+                let marker = placement_key(ctx.region, host, &instance.id);
+                tx.put_raw(marker, ctx.account.id.clone().into_bytes());
             }
             tx.put(&instance)?;
             views.push(View::load(tx, instance)?);
@@ -760,9 +771,13 @@ fn terminate_in(tx: &mut Tx, instance: &mut Instance) -> Result<(), ApiError> {
             eni_mod::delete_in(tx, &eni)?;
         } else {
             eni.attachment = None;
+            eni.host_id = None;
             tx.put(&eni)?;
             eni_mod::sync_address_instances(tx, &eni)?;
         }
+    }
+    if let Some(host) = &instance.host_id {
+        tx.delete_raw(placement_key(&instance.region, host, &instance.id));
     }
     instance.state = "terminated".into();
     instance.private_ip = None;

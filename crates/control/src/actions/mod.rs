@@ -51,10 +51,12 @@ impl std::fmt::Debug for Ctx<'_> {
 /// Every key prefix under which actions keep state: resources (`r/`, then
 /// account, region, kind and ID, as [`Ctx::key`] builds them) and per-region
 /// counters (`region/`), and the names `--moto-compat` records for other
-/// services (`compat/`, see `moto_foreign`). Accounts and access keys live outside them. A module
+/// services (`compat/`, see `moto_foreign`), and which host each instance
+/// was placed on (`placements/`, see `fleet::registry`). Accounts, access
+/// keys and registered hosts (`hosts/`) live outside them. A module
 /// that keeps state under a new prefix adds it here, so `--moto-compat`'s
 /// reset clears it too.
-pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/"];
+pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/", b"placements/"];
 
 impl Ctx<'_> {
     /// The store key of a resource of this account and region.

@@ -106,6 +106,9 @@ pub struct NetworkInterface {
     pub auto_public: bool,
     pub conntrack: Option<Conntrack>,
     pub tags: Tags,
+    /// The host that runs it: its instance's, while attached.
+    #[serde(default)]
+    pub host_id: Option<String>,
 }
 
 impl NetworkInterface {
@@ -620,6 +623,7 @@ pub fn create_in(
         auto_public: false,
         conntrack: spec.conntrack,
         tags: spec.tags,
+        host_id: None,
     };
     tx.put(&subnet)?;
     tx.put(&eni)?;
@@ -798,6 +802,8 @@ pub fn attach_in(
         delete_on_termination,
         attach_time: timestamp(),
     });
+    // The ENI runs where its instance does.
+    eni.host_id.clone_from(&instance.host_id);
     tx.put(eni)?;
     sync_address_instances(tx, eni)?;
     Ok(attachment_id)
@@ -853,6 +859,7 @@ pub fn detach(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             ));
         }
         eni.attachment = None;
+        eni.host_id = None;
         tx.put(&eni)?;
         sync_address_instances(tx, &eni)
     })?;

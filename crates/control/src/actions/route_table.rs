@@ -110,7 +110,7 @@ impl TargetKind {
 
     /// The store segment (ID prefix) of a target of this kind, or `None` for
     /// a gateway ID of no kind a route can name.
-    fn segment(self, id: &str) -> Option<&'static str> {
+    pub(crate) fn segment(self, id: &str) -> Option<&'static str> {
         Some(match self {
             TargetKind::Gateway => ["igw", "vgw", "vpce"]
                 .into_iter()
@@ -626,7 +626,7 @@ pub fn table_for_subnet(tx: &mut Tx, subnet: &Subnet) -> Result<RouteTable, ApiE
 
 /// Target states in which a route to it is a blackhole (spec 2.5): gone,
 /// going, failed, or a peering that is not active (yet or any more).
-const DEAD_STATES: &[&str] = &[
+pub(crate) const DEAD_STATES: &[&str] = &[
     "deleted",
     "deleting",
     "failed",
@@ -653,7 +653,7 @@ fn target_record(tx: &mut Tx, target: &Target) -> Result<Option<serde_json::Valu
         .map(|raw| serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null)))
 }
 
-fn record_state(record: &serde_json::Value) -> Option<&str> {
+pub(crate) fn record_state(record: &serde_json::Value) -> Option<&str> {
     match record.get("state")? {
         serde_json::Value::String(s) => Some(s),
         other => other

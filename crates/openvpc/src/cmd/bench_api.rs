@@ -136,6 +136,7 @@ fn measure(
         ApiState {
             store,
             moto_compat: None,
+            agent: None,
         },
         async {
             let _ = stopped.await;

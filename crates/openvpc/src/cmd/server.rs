@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use openvpc_control::account::{self, Account};
+use openvpc_control::fleet;
 use openvpc_control::moto_api;
 use openvpc_control::server::{ApiState, serve};
 use openvpc_control::store::{EtcdStore, RedbStore, Store};
@@ -117,6 +118,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The agent API: the shared token (written to --data-dir/agent-token),
+    // the fleet index and its tailer.
+    let agent = fleet::start(Arc::clone(&store), &args.region, &args.data_dir)
+        .context("starting the agent API")?;
     let credentials = std::fs::canonicalize(credentials_path(&args.data_dir))
         .unwrap_or_else(|_| credentials_path(&args.data_dir));
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -130,7 +135,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         println!("AWS_ENDPOINT_URL=http://{local}");
         println!("AWS_SHARED_CREDENTIALS_FILE={}", credentials.display());
         println!("AWS_DEFAULT_REGION={}", args.region);
-        let state = ApiState { store, moto_compat };
+        let state = ApiState {
+            store,
+            moto_compat,
+            agent: Some(agent),
+        };
         serve(listener, state, async {
             let _ = tokio::signal::ctrl_c().await;
         })

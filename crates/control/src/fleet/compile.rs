@@ -1,0 +1,550 @@
+//! The compiler: one ENI record plus the records it names (VPC, subnet,
+//! network ACL, route table, security groups and whatever their rules and
+//! routes point at) into the [`EniState`] its host runs, with every group
+//! reference, prefix list and route target resolved.
+//!
+//! It reads from a [`Mirror`], the fleet index's copy of the records it
+//! needs, and reports every record and association it looked at as a
+//! [`Dep`], so the index knows which ENIs a later change touches. It never
+//! reads the store itself and never writes anything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use openvpc_model::cidr::Ipv4Cidr;
+use openvpc_model::host::{
+    ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, RouteState,
+    RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState, SubnetState,
+};
+
+use crate::actions::instance::Instance;
+use crate::actions::network_acl::{EntryCidr, NetworkAcl};
+use crate::actions::network_interface::{
+    NetworkInterface, TCP_ESTABLISHED_DEFAULT, UDP_DEFAULT, UDP_STREAM_DEFAULT,
+};
+use crate::actions::prefix_list::{PrefixList, aws_lists};
+use crate::actions::route_table::{DEAD_STATES, Destination, RouteTable, Target, TargetKind};
+use crate::actions::security_group::{self, SecurityGroup};
+use crate::actions::subnet::Subnet;
+use crate::actions::vpc::Vpc;
+use crate::actions::vpc_peering::VpcPeering;
+
+/// A record's store key, `r/{account}/{region}/{segment}/{id}` (or
+/// `hosts/{region}/{id}`): how the index names records.
+pub type Key = String;
+
+/// The network ACL entry number of the implicit final `*` rule, which the
+/// host applies without being told.
+const STAR_RULE: u16 = 32767;
+
+/// Something a compiled ENI depends on: when it changes, the ENI is
+/// compiled again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dep {
+    /// A record, by store key (present or not).
+    Record(Key),
+    /// Which network ACL is explicitly associated with this subnet.
+    AclOf(Key),
+    /// Which network ACL is this VPC's default.
+    DefaultAcl(Key),
+    /// Which route table is explicitly associated with this subnet.
+    TableOf(Key),
+    /// Which route table is this VPC's main one.
+    MainTable(Key),
+    /// The addresses of the ENIs carrying this security group.
+    Members(Key),
+    /// Which ENIs are attached to this instance.
+    InstanceEnis(Key),
+    /// Which VPC record has this ID (peerings name VPCs of other accounts).
+    VpcId(String),
+}
+
+/// The records the compiler reads, as the fleet index mirrors them from the
+/// store, with the associations resolved into indices.
+#[derive(Debug, Default)]
+pub struct Mirror {
+    pub vpcs: HashMap<Key, Vpc>,
+    pub vpc_by_id: HashMap<String, Key>,
+    pub subnets: HashMap<Key, Subnet>,
+    pub acls: HashMap<Key, NetworkAcl>,
+    /// Subnet key → the ACL explicitly associated with it.
+    pub acl_of_subnet: HashMap<Key, Key>,
+    /// VPC key → its default ACL.
+    pub default_acl: HashMap<Key, Key>,
+    pub tables: HashMap<Key, RouteTable>,
+    /// Subnet key → the route table explicitly associated with it.
+    pub table_of_subnet: HashMap<Key, Key>,
+    /// VPC key → its main route table.
+    pub main_table: HashMap<Key, Key>,
+    pub groups: HashMap<Key, SecurityGroup>,
+    /// Security group key → the ENIs carrying it.
+    pub members: HashMap<Key, BTreeSet<Key>>,
+    pub lists: HashMap<Key, PrefixList>,
+    pub peerings: HashMap<Key, VpcPeering>,
+    pub enis: HashMap<Key, NetworkInterface>,
+    pub instances: HashMap<Key, Instance>,
+    /// Instance key → the ENIs attached to it.
+    pub instance_enis: HashMap<Key, BTreeSet<Key>>,
+    /// Route targets known only by existence and state: gateways of every
+    /// kind. `None` when the record has no state.
+    pub gateways: HashMap<Key, Option<String>>,
+    pub hosts: HashMap<Key, HostRecord>,
+}
+
+/// Why an ENI could not be compiled: a record it names is missing or
+/// unreadable. The ENI is left off its host until the record appears.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    #[error("ENI {eni} names {what} {id}, which does not exist")]
+    Missing {
+        eni: String,
+        what: &'static str,
+        id: String,
+    },
+    #[error("ENI {eni}: {what} {value:?} is not a valid CIDR")]
+    BadCidr {
+        eni: String,
+        what: &'static str,
+        value: String,
+    },
+}
+
+/// A compiled ENI and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    /// The store key of its host (`hosts/{region}/{host_id}`).
+    pub host: Key,
+    pub state: EniState,
+}
+
+/// `r/{account}/{region}` of a resource key.
+pub fn scope(key: &str) -> &str {
+    let mut slashes = key.match_indices('/').map(|(i, _)| i);
+    match slashes.nth(2) {
+        Some(end) => &key[..end],
+        None => key,
+    }
+}
+
+/// The region of a scope or resource key.
+pub fn region_of(key: &str) -> &str {
+    key.split('/').nth(2).unwrap_or("")
+}
+
+/// The ID at the end of a key.
+pub fn id_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The key of a resource in `scope`.
+pub fn rkey(scope: &str, segment: &str, id: &str) -> Key {
+    format!("{scope}/{segment}/{id}")
+}
+
+/// The key of the host an ENI of `region` names.
+pub fn host_key(region: &str, host_id: &str) -> Key {
+    super::registry::host_key(region, host_id)
+}
+
+/// DHCP option 15 as EC2 hands it out.
+pub fn domain_name(region: &str) -> String {
+    if region == "us-east-1" {
+        "ec2.internal".into()
+    } else {
+        format!("{region}.compute.internal")
+    }
+}
+
+fn v4net(c: Ipv4Cidr) -> Ipv4Net {
+    // An Ipv4Cidr's prefix length is at most 32, so this cannot fail.
+    Ipv4Net::new(c.network(), c.prefix_len()).unwrap_or_default()
+}
+
+/// Whether the ENI runs on a host now: attached to an instance that is not
+/// terminated, and placed. Its host key and instance when it does.
+pub fn live_on<'m>(
+    m: &'m Mirror,
+    eni_key: &str,
+    eni: &NetworkInterface,
+    deps: &mut Vec<Dep>,
+) -> Option<(Key, &'m Instance)> {
+    let attachment = eni.attachment.as_ref()?;
+    let instance_key = rkey(scope(eni_key), "i", &attachment.instance_id);
+    deps.push(Dep::Record(instance_key.clone()));
+    let instance = m.instances.get(&instance_key)?;
+    if instance.state == "terminated" {
+        return None;
+    }
+    let host = eni.host_id.as_deref()?;
+    Some((host_key(region_of(eni_key), host), instance))
+}
+
+/// Compiles the ENI at `eni_key`; `Ok(None)` when it runs on no host.
+/// Everything consulted is pushed onto `deps`, also on failure.
+pub fn compile(
+    m: &Mirror,
+    eni_key: &str,
+    deps: &mut Vec<Dep>,
+) -> Result<Option<Compiled>, CompileError> {
+    deps.push(Dep::Record(eni_key.to_owned()));
+    let Some(eni) = m.enis.get(eni_key) else {
+        return Ok(None);
+    };
+    let Some((host, _instance)) = live_on(m, eni_key, eni, deps) else {
+        return Ok(None);
+    };
+    let scope = scope(eni_key);
+    let region = region_of(eni_key);
+    let missing = |what: &'static str, id: &str| CompileError::Missing {
+        eni: eni.id.clone(),
+        what,
+        id: id.to_owned(),
+    };
+
+    let vpc_key = rkey(scope, "vpc", &eni.vpc_id);
+    deps.push(Dep::Record(vpc_key.clone()));
+    let vpc = m
+        .vpcs
+        .get(&vpc_key)
+        .ok_or_else(|| missing("VPC", &eni.vpc_id))?;
+    let vpc_cidr: Ipv4Net =
+        vpc.cidr_block
+            .parse::<Ipv4Cidr>()
+            .map(v4net)
+            .map_err(|_| CompileError::BadCidr {
+                eni: eni.id.clone(),
+                what: "the VPC's CIDR",
+                value: vpc.cidr_block.clone(),
+            })?;
+
+    let subnet_key = rkey(scope, "subnet", &eni.subnet_id);
+    deps.push(Dep::Record(subnet_key.clone()));
+    let subnet = m
+        .subnets
+        .get(&subnet_key)
+        .ok_or_else(|| missing("subnet", &eni.subnet_id))?;
+
+    let network_acl = compile_acl(m, &subnet_key, &vpc_key, deps)
+        .ok_or_else(|| missing("a network ACL for subnet", &subnet.id))?;
+    let route_table = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, deps)
+        .ok_or_else(|| missing("a route table for subnet", &subnet.id))?;
+
+    let mut security_groups = Vec::new();
+    for group in &eni.groups {
+        let key = rkey(scope, "sg", &group.id);
+        deps.push(Dep::Record(key.clone()));
+        let sg = m
+            .groups
+            .get(&key)
+            .ok_or_else(|| missing("security group", &group.id))?;
+        security_groups.push(compile_group(m, region, sg, deps));
+    }
+
+    let conntrack = eni.conntrack.map_or(
+        ConntrackState {
+            tcp_established: TCP_ESTABLISHED_DEFAULT,
+            udp_stream: UDP_STREAM_DEFAULT,
+            udp: UDP_DEFAULT,
+        },
+        |c| ConntrackState {
+            tcp_established: c.tcp_established,
+            udp_stream: c.udp_stream,
+            udp: c.udp,
+        },
+    );
+    let attachment = eni.attachment.as_ref();
+    let state = EniState {
+        eni_id: eni.id.clone(),
+        account_id: eni.owner_id.clone(),
+        instance_id: attachment.map(|a| a.instance_id.clone()),
+        device_index: attachment.map_or(0, |a| a.device_index),
+        mac: eni.mac_address.clone(),
+        ipv4: eni.private_ips.clone(),
+        ipv6: Vec::new(),
+        vpc_id: eni.vpc_id.clone(),
+        vni: vpc.vni,
+        vpc_cidr,
+        subnet: SubnetState {
+            subnet_id: subnet.id.clone(),
+            cidr: v4net(subnet.cidr_block),
+            ipv6_cidr: None,
+            network_acl,
+            route_table,
+        },
+        security_groups,
+        source_dest_check: eni.source_dest_check,
+        conntrack,
+        hostname: eni
+            .primary_ip()
+            .map(|ip| format!("ip-{}", ip.to_string().replace('.', "-"))),
+        domain_name: Some(domain_name(region)),
+    };
+    Ok(Some(Compiled { host, state }))
+}
+
+/// The subnet's ACL: its explicit association, else the VPC's default.
+fn compile_acl(
+    m: &Mirror,
+    subnet_key: &str,
+    vpc_key: &str,
+    deps: &mut Vec<Dep>,
+) -> Option<NetworkAclState> {
+    deps.push(Dep::AclOf(subnet_key.to_owned()));
+    let key = match m.acl_of_subnet.get(subnet_key) {
+        Some(k) => k,
+        None => {
+            deps.push(Dep::DefaultAcl(vpc_key.to_owned()));
+            m.default_acl.get(vpc_key)?
+        }
+    };
+    deps.push(Dep::Record(key.clone()));
+    let acl = m.acls.get(key)?;
+    let (mut ingress, mut egress) = (Vec::new(), Vec::new());
+    for entry in &acl.entries {
+        if entry.rule_number >= STAR_RULE {
+            continue;
+        }
+        let cidr = match &entry.cidr {
+            EntryCidr::Ipv4(c) => IpNet::V4(v4net(*c)),
+            EntryCidr::Ipv6(text) => match text.parse::<Ipv6Net>() {
+                Ok(n) => IpNet::V6(n),
+                Err(_) => continue,
+            },
+        };
+        let state = NetworkAclEntryState {
+            rule_number: entry.rule_number,
+            traffic: entry.traffic,
+            cidr,
+            action: entry.action,
+        };
+        if entry.egress {
+            egress.push(state);
+        } else {
+            ingress.push(state);
+        }
+    }
+    ingress.sort_by_key(|e| e.rule_number);
+    egress.sort_by_key(|e| e.rule_number);
+    Some(NetworkAclState {
+        network_acl_id: acl.id.clone(),
+        ingress,
+        egress,
+    })
+}
+
+/// The CIDRs of a prefix list: an AWS-managed list of the region, or a
+/// stored one of the scope.
+fn list_entries(m: &Mirror, scope: &str, id: &str, deps: &mut Vec<Dep>) -> Vec<IpNet> {
+    let region = region_of(scope);
+    let managed;
+    let list = if let Some(l) = aws_lists(region).into_iter().find(|l| l.id == id) {
+        managed = l;
+        Some(&managed)
+    } else {
+        let key = rkey(scope, "pl", id);
+        deps.push(Dep::Record(key.clone()));
+        m.lists.get(&key)
+    };
+    list.map(|l| {
+        l.entries()
+            .iter()
+            .filter_map(|e| e.cidr.parse::<IpNet>().ok())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The subnet's route table: its explicit association, else the VPC's main.
+fn compile_routes(
+    m: &Mirror,
+    scope: &str,
+    subnet_key: &str,
+    vpc_key: &str,
+    vpc: &Vpc,
+    deps: &mut Vec<Dep>,
+) -> Option<RouteTableState> {
+    deps.push(Dep::TableOf(subnet_key.to_owned()));
+    let key = match m.table_of_subnet.get(subnet_key) {
+        Some(k) => k,
+        None => {
+            deps.push(Dep::MainTable(vpc_key.to_owned()));
+            m.main_table.get(vpc_key)?
+        }
+    };
+    deps.push(Dep::Record(key.clone()));
+    let table = m.tables.get(key)?;
+    let mut routes = Vec::new();
+    for route in &table.routes {
+        let destinations: Vec<IpNet> = match &route.destination {
+            Destination::Ipv4(c) => vec![IpNet::V4(v4net(*c))],
+            Destination::Ipv6(c) => match Ipv6Net::new(c.network.into(), c.prefix_len) {
+                Ok(n) => vec![IpNet::V6(n)],
+                Err(_) => continue,
+            },
+            Destination::PrefixList(id) => list_entries(m, scope, id, deps),
+        };
+        let target = resolve_target(m, scope, vpc, &route.target, deps);
+        routes.extend(destinations.into_iter().map(|destination| RouteState {
+            destination,
+            target: target.clone(),
+        }));
+    }
+    Some(RouteTableState {
+        route_table_id: table.id.clone(),
+        routes,
+    })
+}
+
+/// The underlay address of the host a placed ENI runs on.
+fn underlay_of(
+    m: &Mirror,
+    eni_key: &str,
+    eni: &NetworkInterface,
+    deps: &mut Vec<Dep>,
+) -> Option<IpAddr> {
+    let host = host_key(region_of(eni_key), eni.host_id.as_deref()?);
+    deps.push(Dep::Record(host.clone()));
+    m.hosts.get(&host).map(|h| h.underlay_ip)
+}
+
+fn eni_target(m: &Mirror, eni_key: &str, deps: &mut Vec<Dep>) -> RouteTargetState {
+    deps.push(Dep::Record(eni_key.to_owned()));
+    match m.enis.get(eni_key) {
+        Some(eni) => RouteTargetState::Eni {
+            eni_id: eni.id.clone(),
+            host: underlay_of(m, eni_key, eni, deps),
+            mac: eni.mac_address.clone(),
+        },
+        None => RouteTargetState::Blackhole,
+    }
+}
+
+/// spec 2.5: a target that is gone or not usable makes a blackhole.
+fn resolve_target(
+    m: &Mirror,
+    scope: &str,
+    vpc: &Vpc,
+    target: &Target,
+    deps: &mut Vec<Dep>,
+) -> RouteTargetState {
+    if target.is_local() {
+        return RouteTargetState::Local;
+    }
+    let Some(segment) = target.kind.segment(&target.id) else {
+        return RouteTargetState::Blackhole;
+    };
+    let key = rkey(scope, segment, &target.id);
+    deps.push(Dep::Record(key.clone()));
+    match target.kind {
+        TargetKind::NetworkInterface => eni_target(m, &key, deps),
+        TargetKind::Instance => {
+            let Some(instance) = m.instances.get(&key) else {
+                return RouteTargetState::Blackhole;
+            };
+            if DEAD_STATES.contains(&instance.state.as_str()) {
+                return RouteTargetState::Blackhole;
+            }
+            deps.push(Dep::InstanceEnis(key.clone()));
+            let primary = m.instance_enis.get(&key).and_then(|enis| {
+                enis.iter().find(|k| {
+                    m.enis
+                        .get(*k)
+                        .and_then(|e| e.attachment.as_ref())
+                        .is_some_and(|a| a.device_index == 0)
+                })
+            });
+            match primary {
+                Some(eni_key) => eni_target(m, eni_key, deps),
+                None => RouteTargetState::Blackhole,
+            }
+        }
+        TargetKind::VpcPeeringConnection => {
+            let Some(pcx) = m.peerings.get(&key) else {
+                return RouteTargetState::Blackhole;
+            };
+            if pcx.state != "active" {
+                return RouteTargetState::Blackhole;
+            }
+            let peer = if pcx.requester.vpc_id == vpc.id {
+                &pcx.accepter.vpc_id
+            } else {
+                &pcx.requester.vpc_id
+            };
+            deps.push(Dep::VpcId(peer.clone()));
+            let peer_vni = m
+                .vpc_by_id
+                .get(peer)
+                .and_then(|k| m.vpcs.get(k))
+                .map(|v| v.vni);
+            match peer_vni {
+                Some(peer_vni) => RouteTargetState::Peering {
+                    peering_id: pcx.id.clone(),
+                    peer_vni,
+                },
+                None => RouteTargetState::Blackhole,
+            }
+        }
+        _ => match m.gateways.get(&key) {
+            Some(state) if !state.as_deref().is_some_and(|s| DEAD_STATES.contains(&s)) => {
+                RouteTargetState::Gateway {
+                    gateway_id: target.id.clone(),
+                    node: None,
+                }
+            }
+            _ => RouteTargetState::Blackhole,
+        },
+    }
+}
+
+/// A group's rules with each peer expanded to addresses.
+fn compile_group(
+    m: &Mirror,
+    region: &str,
+    sg: &SecurityGroup,
+    deps: &mut Vec<Dep>,
+) -> SecurityGroupState {
+    let scope = format!("r/{}/{region}", sg.owner_id);
+    let mut rules = |rules: &[security_group::Rule]| -> Vec<SecurityGroupRuleState> {
+        rules
+            .iter()
+            .map(|rule| SecurityGroupRuleState {
+                traffic: rule.traffic,
+                peers: peers(m, &scope, &rule.target, deps),
+            })
+            .collect()
+    };
+    let ingress = rules(&sg.ingress);
+    let egress = rules(&sg.egress);
+    SecurityGroupState {
+        group_id: sg.id.clone(),
+        ingress,
+        egress,
+    }
+}
+
+fn peers(
+    m: &Mirror,
+    scope: &str,
+    target: &security_group::Target,
+    deps: &mut Vec<Dep>,
+) -> Vec<IpNet> {
+    use security_group::Target as T;
+    match target {
+        T::Ipv4(c) | T::Ipv6(c) => c.parse::<IpNet>().into_iter().collect(),
+        T::PrefixList(id) => list_entries(m, scope, id, deps),
+        T::Group { user_id, group_id } => {
+            let key = rkey(&format!("r/{user_id}/{}", region_of(scope)), "sg", group_id);
+            deps.push(Dep::Members(key.clone()));
+            let mut out: BTreeSet<Ipv4Addr> = BTreeSet::new();
+            for member in m.members.get(&key).into_iter().flatten() {
+                if let Some(eni) = m.enis.get(member) {
+                    out.extend(eni.private_ips.iter().copied());
+                }
+            }
+            out.into_iter()
+                .map(|ip| IpNet::V4(Ipv4Net::from(ip)))
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The agent API over HTTP (`/agent/v1/…`, see `openvpc_model::host::path`):
+//! registration, the watch of a host's state and mapping lookups, as JSON.
+//! Every call must carry the shared token in `TOKEN_HEADER`; errors are JSON
+//! `{"error": CODE, "message": TEXT}` with a 4xx/5xx status.
+//!
+//! Thin: the registry and the fleet index do the work; this only parses,
+//! authenticates and moves blocking work off the async threads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use openvpc_model::host::{HostRegistration, MappingKey, TOKEN_HEADER, path};
+use serde::{Deserialize, Serialize};
+
+use super::index::{Fleet, MAX_MAPPING_KEYS};
+use super::registry::{self, RegistryError};
+use super::token::token_matches;
+
+/// The longest a watch waits for a change before answering an empty delta.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
+/// What the agent API handlers share.
+#[derive(Clone)]
+pub struct AgentApi {
+    pub fleet: Arc<Fleet>,
+    token: Arc<str>,
+    /// The region of requests that name none (the server's `--region`).
+    pub region: Arc<str>,
+}
+
+impl std::fmt::Debug for AgentApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentApi")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AgentApi {
+    pub fn new(fleet: Arc<Fleet>, token: String, region: &str) -> Self {
+        AgentApi {
+            fleet,
+            token: token.into(),
+            region: region.into(),
+        }
+    }
+
+    /// The shared token agents must present.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+/// The routes of the agent API.
+pub fn router(api: AgentApi) -> Router {
+    Router::new()
+        .route(path::REGISTER, axum::routing::post(register))
+        .route(path::WATCH, axum::routing::get(watch))
+        .route(path::MAPPINGS, axum::routing::post(mappings))
+        .with_state(api)
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    json(
+        status,
+        &ErrorBody {
+            error: code,
+            message: message.into(),
+        },
+    )
+}
+
+/// An answer refusing a request, boxed: responses are large.
+type Refused = Box<Response>;
+
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Refused {
+    Box::new(error(status, code, message))
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the answer failed: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// `Err` with the 401 answer unless the request carries the token.
+fn authenticate(api: &AgentApi, headers: &HeaderMap) -> Result<(), Refused> {
+    let given = headers.get(TOKEN_HEADER).map(|v| v.as_bytes());
+    match given {
+        Some(given) if token_matches(given, api.token.as_bytes()) => Ok(()),
+        Some(_) => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "InvalidToken",
+            format!(
+                "The {TOKEN_HEADER} header does not match this server's agent token; use the one in the server's data directory (agent-token)."
+            ),
+        )),
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "MissingToken",
+            format!(
+                "Send the server's agent token (the agent-token file in its data directory) in the {TOKEN_HEADER} header."
+            ),
+        )),
+    }
+}
+
+/// The region a request names, or the server's.
+fn region(api: &AgentApi, asked: Option<String>) -> Result<String, Refused> {
+    let region = asked.unwrap_or_else(|| api.region.to_string());
+    if registry::valid_region(&region) {
+        Ok(region)
+    } else {
+        Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidRegion",
+            format!("The region {region:?} is not valid; name one such as us-east-1."),
+        ))
+    }
+}
+
+fn internal(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "agent API request failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        format!("The server failed: {e}"),
+    )
+}
+
+/// Brings the index up to the store, so an answer reflects every write
+/// made before the request.
+async fn catch_up(fleet: &Arc<Fleet>) -> Result<(), Refused> {
+    let fleet = Arc::clone(fleet);
+    match tokio::task::spawn_blocking(move || fleet.catch_up()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Box::new(internal(&e))),
+        Err(e) => Err(Box::new(internal(&e))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RegionQuery {
+    region: Option<String>,
+}
+
+async fn register(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let region = match region(&api, query.region) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let registration: HostRegistration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRegistration",
+                format!("The body must be a JSON HostRegistration: {e}"),
+            );
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let store = Arc::clone(api.fleet.store());
+    let result = tokio::task::spawn_blocking(move || {
+        registry::register(store.as_ref(), &region, &registration, now)
+    })
+    .await;
+    match result {
+        Ok(Ok(record)) => {
+            tracing::info!(host = %record.host_id, zone = %record.availability_zone, underlay = %record.underlay_ip, "host registered");
+            json(StatusCode::OK, &record)
+        }
+        Ok(Err(e @ RegistryError::Store(_))) => internal(&e),
+        Ok(Err(e)) => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRegistration",
+            e.to_string(),
+        ),
+        Err(e) => internal(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct WatchQuery {
+    host: String,
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    region: Option<String>,
+}
+
+async fn watch(
+    State(api): State<AgentApi>,
+    query: Result<Query<WatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidWatch",
+                format!("Ask as ?host=ID&since=REVISION[&wait_ms=N]: {e}"),
+            );
+        }
+    };
+    let region = match region(&api, query.region) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if let Err(r) = catch_up(&api.fleet).await {
+        return *r;
+    }
+    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
+    let mut changes = api.fleet.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let delta = api.fleet.delta(&region, &query.host, query.since);
+        let empty = !delta.full
+            && delta.upserts.is_empty()
+            && delta.removals.is_empty()
+            && delta.invalidations.is_empty();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !empty || left.is_zero() {
+            return json(StatusCode::OK, &delta);
+        }
+        // Woken by the tailer when the index moves; answer on the deadline
+        // (or at once should the index be going away).
+        let woken = tokio::time::timeout(left, changes.changed()).await;
+        if !matches!(woken, Ok(Ok(()))) {
+            return json(
+                StatusCode::OK,
+                &api.fleet.delta(&region, &query.host, query.since),
+            );
+        }
+    }
+}
+
+async fn mappings(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let region = match region(&api, query.region) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    let keys: Vec<MappingKey> = match serde_json::from_slice(&body) {
+        Ok(k) => k,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidMappingRequest",
+                format!("The body must be a JSON list of mapping keys: {e}"),
+            );
+        }
+    };
+    if keys.len() > MAX_MAPPING_KEYS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "TooManyKeys",
+            format!(
+                "A request may ask about {MAX_MAPPING_KEYS} keys at most, not {}; split it.",
+                keys.len()
+            ),
+        );
+    }
+    if let Err(r) = catch_up(&api.fleet).await {
+        return *r;
+    }
+    json(StatusCode::OK, &api.fleet.lookup(&region, &keys))
+}

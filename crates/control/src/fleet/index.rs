@@ -1,0 +1,960 @@
+//! The fleet index: the server's in-memory view of every host's desired
+//! state, built once from the store and then kept current by tailing the
+//! store's change log (so it follows writes of other servers on one etcd).
+//!
+//! Incremental by construction: each compiled ENI records what it read
+//! ([`Dep`]); a changed record marks only the ENIs that read it (or the
+//! association it moved) and only those are compiled again. An ENI whose
+//! compiled state did not change is not reported. Per host, a bounded log of
+//! (revision, ENI) serves watch deltas from a revision; per region, a
+//! bounded log of (revision, mapping key) says which mapping answers
+//! changed. A revision older than what the logs hold gets the full state.
+//!
+//! It owns no store data: losing it costs a rebuild, nothing else.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use openvpc_model::host::{
+    EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord,
+};
+use serde::de::DeserializeOwned;
+
+use super::FleetError;
+use super::compile::{
+    Compiled, Dep, Key, Mirror, compile, host_key, id_of, region_of, rkey, scope,
+};
+use crate::actions::instance::Instance;
+use crate::actions::network_acl::NetworkAcl;
+use crate::actions::network_interface::NetworkInterface;
+use crate::actions::resource::RawEntry;
+use crate::actions::route_table::{RouteTable, record_state};
+use crate::actions::subnet::Subnet;
+use crate::actions::vpc::Vpc;
+use crate::store::{Event, EventKind, Revision, Store, StoreError};
+
+/// How many entries each host's and each region's log keeps; an agent
+/// further behind than that gets the full state.
+pub const LOG_CAPACITY: usize = 65_536;
+
+/// Events read from the store per call while catching up.
+const BATCH: usize = 1024;
+
+/// The most addresses one mapping request may ask about.
+pub const MAX_MAPPING_KEYS: usize = 1024;
+
+/// A bounded log of what changed at which revision.
+#[derive(Debug)]
+struct Log<T> {
+    /// The oldest `since` this log can replay from completely.
+    floor: Revision,
+    entries: VecDeque<(Revision, T)>,
+}
+
+impl<T: Clone> Log<T> {
+    fn new(floor: Revision) -> Self {
+        Log {
+            floor,
+            entries: VecDeque::new(),
+        }
+    }
+
+    fn push(&mut self, revision: Revision, item: T) {
+        if self.entries.len() >= LOG_CAPACITY
+            && let Some((dropped, _)) = self.entries.pop_front()
+        {
+            self.floor = self.floor.max(dropped);
+        }
+        self.entries.push_back((revision, item));
+    }
+
+    /// The items after `since`, oldest first; `None` if some are gone.
+    fn since(&self, since: Revision) -> Option<impl Iterator<Item = &T>> {
+        (since >= self.floor).then(|| {
+            let start = self.entries.partition_point(|(r, _)| *r <= since);
+            self.entries.range(start..).map(|(_, t)| t)
+        })
+    }
+}
+
+/// What the mapping service needs of a running ENI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MapSig {
+    vni: u32,
+    ips: Vec<Ipv4Addr>,
+    host: Key,
+    mac: String,
+}
+
+impl MapSig {
+    fn of(c: &Compiled) -> MapSig {
+        MapSig {
+            vni: c.state.vni,
+            ips: c.state.ipv4.clone(),
+            host: c.host.clone(),
+            mac: c.state.mac.clone(),
+        }
+    }
+}
+
+/// The index proper; [`Fleet`] wraps it in a lock.
+#[derive(Debug, Default)]
+struct Index {
+    revision: Revision,
+    /// The revision the index was built at: every log can replay from here.
+    base: Revision,
+    mirror: Mirror,
+    /// Dep → the ENIs whose compiled state read it.
+    readers: HashMap<Dep, HashSet<Key>>,
+    /// ENI → what its last compile read.
+    reads: HashMap<Key, Vec<Dep>>,
+    /// ENIs running on a host, compiled.
+    live: HashMap<Key, Compiled>,
+    /// Host key → the ENIs running on it.
+    host_enis: HashMap<Key, BTreeSet<Key>>,
+    host_logs: HashMap<Key, Log<Key>>,
+    /// (region, VNI, address) → the running ENI that owns it.
+    mappings: HashMap<(String, u32, Ipv4Addr), Key>,
+    /// Region → the mapping keys that changed.
+    invalidations: HashMap<String, Log<MappingKey>>,
+    /// ENI compiles since the index was built (the build's own excluded).
+    compiles: u64,
+}
+
+/// What one applied record changed.
+#[derive(Debug, Default)]
+struct Dirty {
+    deps: Vec<Dep>,
+    enis: Vec<Key>,
+    /// Hosts whose record changed: their ENIs' mappings changed.
+    hosts: Vec<Key>,
+}
+
+fn parse<T: DeserializeOwned>(key: &str, value: Option<&[u8]>) -> Option<T> {
+    let value = value?;
+    match serde_json::from_slice(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "fleet: unreadable record ignored");
+            None
+        }
+    }
+}
+
+/// Replaces (or removes) a record in `map`; the old value.
+fn swap<T>(map: &mut HashMap<Key, T>, key: &str, new: Option<T>) -> Option<T> {
+    match new {
+        Some(v) => map.insert(key.to_owned(), v),
+        None => map.remove(key),
+    }
+}
+
+/// Points `index[k] = value` for the keys of `new` and unpoints the keys of
+/// `old` that pointed at `value`; returns the keys whose target changed.
+fn reassociate(
+    index: &mut HashMap<Key, Key>,
+    value: &str,
+    old: &BTreeSet<Key>,
+    new: &BTreeSet<Key>,
+) -> Vec<Key> {
+    let mut changed = Vec::new();
+    for k in old.difference(new) {
+        if index.get(k).is_some_and(|v| v == value) {
+            index.remove(k);
+            changed.push(k.clone());
+        }
+    }
+    for k in new {
+        if index.get(k).is_none_or(|v| v != value) {
+            index.insert(k.clone(), value.to_owned());
+            changed.push(k.clone());
+        }
+    }
+    changed
+}
+
+impl Index {
+    /// Applies one record's new value (`None`: deleted) to the mirror.
+    fn apply(&mut self, key: &str, value: Option<&[u8]>, dirty: &mut Dirty) {
+        if let Some(rest) = key.strip_prefix(super::registry::HOSTS_PREFIX) {
+            if rest.split('/').count() != 2 {
+                return;
+            }
+            let new: Option<HostRecord> = parse(key, value);
+            let old = swap(&mut self.mirror.hosts, key, new.clone());
+            // A restarting agent registers again: only a new zone or
+            // underlay address changes what anyone was told.
+            let used = |h: &Option<HostRecord>| {
+                h.as_ref()
+                    .map(|h| (h.availability_zone.clone(), h.underlay_ip))
+            };
+            if used(&old) != used(&new) {
+                dirty.deps.push(Dep::Record(key.to_owned()));
+                dirty.hosts.push(key.to_owned());
+            }
+            return;
+        }
+        if !key.starts_with("r/") {
+            return;
+        }
+        let parts: Vec<&str> = key.split('/').collect();
+        let [_, _, _, segment, _] = parts[..] else {
+            return;
+        };
+        let m = &mut self.mirror;
+        let record = Dep::Record(key.to_owned());
+        let scope = scope(key);
+        match segment {
+            "vpc" => {
+                let new: Option<Vpc> = parse(key, value);
+                let old = swap(&mut m.vpcs, key, new.clone());
+                // Compiles read only these: a tag or attribute change
+                // touches no ENI.
+                let used = |v: &Option<Vpc>| {
+                    v.as_ref()
+                        .map(|v| (v.id.clone(), v.vni, v.cidr_block.clone()))
+                };
+                if used(&old) == used(&new) {
+                    return;
+                }
+                for v in old.iter().chain(new.iter()) {
+                    dirty.deps.push(Dep::VpcId(v.id.clone()));
+                }
+                if let Some(v) = &old {
+                    m.vpc_by_id.remove(&v.id);
+                }
+                if let Some(v) = &new {
+                    m.vpc_by_id.insert(v.id.clone(), key.to_owned());
+                }
+            }
+            "subnet" => {
+                let new: Option<Subnet> = parse(key, value);
+                let old = swap(&mut m.subnets, key, new.clone());
+                // Every address handed out or returned rewrites the subnet
+                // (its address book); compiles read only its range, so that
+                // must not recompile every ENI of the subnet.
+                let used =
+                    |s: &Option<Subnet>| s.as_ref().map(|s| (s.cidr_block, s.vpc_id.clone()));
+                if used(&old) == used(&new) {
+                    return;
+                }
+            }
+            "acl" => {
+                let new: Option<NetworkAcl> = parse(key, value);
+                let old = swap(&mut m.acls, key, new.clone());
+                if old == new {
+                    return;
+                }
+                let subnets = |a: &Option<NetworkAcl>| {
+                    a.iter()
+                        .flat_map(|a| &a.associations)
+                        .map(|s| rkey(scope, "subnet", &s.subnet_id))
+                        .collect::<BTreeSet<_>>()
+                };
+                // A default ACL's associations are implicit (the subnets
+                // without an explicit one), whatever it lists.
+                let explicit = |a: &Option<NetworkAcl>| {
+                    if a.as_ref().is_some_and(|a| a.is_default) {
+                        BTreeSet::new()
+                    } else {
+                        subnets(a)
+                    }
+                };
+                for s in reassociate(&mut m.acl_of_subnet, key, &explicit(&old), &explicit(&new)) {
+                    dirty.deps.push(Dep::AclOf(s));
+                }
+                let vpc_of = |a: &Option<NetworkAcl>| {
+                    a.as_ref()
+                        .filter(|a| a.is_default)
+                        .map(|a| rkey(scope, "vpc", &a.vpc_id))
+                };
+                let (was, is) = (vpc_of(&old), vpc_of(&new));
+                if was != is {
+                    if let Some(vpc) = was
+                        && m.default_acl.get(&vpc).is_some_and(|k| k == key)
+                    {
+                        m.default_acl.remove(&vpc);
+                        dirty.deps.push(Dep::DefaultAcl(vpc));
+                    }
+                    if let Some(vpc) = is {
+                        m.default_acl.insert(vpc.clone(), key.to_owned());
+                        dirty.deps.push(Dep::DefaultAcl(vpc));
+                    }
+                }
+            }
+            "rtb" => {
+                let new: Option<RouteTable> = parse(key, value);
+                let old = swap(&mut m.tables, key, new.clone());
+                if old == new {
+                    return;
+                }
+                let subnets = |t: &Option<RouteTable>| {
+                    t.iter()
+                        .flat_map(|t| &t.associations)
+                        .filter_map(|a| a.subnet_id.as_ref())
+                        .map(|s| rkey(scope, "subnet", s))
+                        .collect::<BTreeSet<_>>()
+                };
+                for s in reassociate(&mut m.table_of_subnet, key, &subnets(&old), &subnets(&new)) {
+                    dirty.deps.push(Dep::TableOf(s));
+                }
+                let main_of = |t: &Option<RouteTable>| {
+                    t.as_ref()
+                        .filter(|t| t.associations.iter().any(|a| a.main))
+                        .map(|t| rkey(scope, "vpc", &t.vpc_id))
+                };
+                let (was, is) = (main_of(&old), main_of(&new));
+                if was != is {
+                    if let Some(vpc) = was
+                        && m.main_table.get(&vpc).is_some_and(|k| k == key)
+                    {
+                        m.main_table.remove(&vpc);
+                        dirty.deps.push(Dep::MainTable(vpc));
+                    }
+                    if let Some(vpc) = is {
+                        m.main_table.insert(vpc.clone(), key.to_owned());
+                        dirty.deps.push(Dep::MainTable(vpc));
+                    }
+                }
+            }
+            "sg" => {
+                let new = parse(key, value);
+                if swap(&mut m.groups, key, new.clone()) == new {
+                    return;
+                }
+            }
+            "pl" => {
+                let new = parse(key, value);
+                if swap(&mut m.lists, key, new.clone()) == new {
+                    return;
+                }
+            }
+            "pcx" => {
+                let new = parse(key, value);
+                if swap(&mut m.peerings, key, new.clone()) == new {
+                    return;
+                }
+            }
+            "i" => {
+                let new: Option<Instance> = parse(key, value);
+                let old = swap(&mut m.instances, key, new.clone());
+                // Compiles read only whether it exists and its state.
+                let used = |i: &Option<Instance>| i.as_ref().map(|i| i.state.clone());
+                if used(&old) == used(&new) {
+                    return;
+                }
+            }
+            "eni" => {
+                let new: Option<NetworkInterface> = parse(key, value);
+                let old = swap(&mut m.enis, key, new.clone());
+                if old == new {
+                    return;
+                }
+                dirty.enis.push(key.to_owned());
+                // Membership of groups: who carries which, with which addresses.
+                let groups = |e: &Option<NetworkInterface>| {
+                    e.iter()
+                        .flat_map(|e| &e.groups)
+                        .map(|g| rkey(scope, "sg", &g.id))
+                        .collect::<BTreeSet<_>>()
+                };
+                let (was_in, is_in) = (groups(&old), groups(&new));
+                let ips = |e: &Option<NetworkInterface>| e.as_ref().map(|e| e.private_ips.clone());
+                let touched: Vec<&Key> = if ips(&old) == ips(&new) {
+                    was_in.symmetric_difference(&is_in).collect()
+                } else {
+                    was_in.union(&is_in).collect()
+                };
+                for g in touched {
+                    dirty.deps.push(Dep::Members(g.clone()));
+                }
+                for g in was_in.difference(&is_in) {
+                    if let Some(set) = m.members.get_mut(g) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            m.members.remove(g);
+                        }
+                    }
+                }
+                for g in &is_in {
+                    m.members
+                        .entry(g.clone())
+                        .or_default()
+                        .insert(key.to_owned());
+                }
+                // Attachment: which instance's ENIs it is among.
+                let instance = |e: &Option<NetworkInterface>| {
+                    e.as_ref()
+                        .and_then(|e| e.attachment.as_ref())
+                        .map(|a| (rkey(scope, "i", &a.instance_id), a.device_index))
+                };
+                let (was, is) = (instance(&old), instance(&new));
+                if was != is {
+                    if let Some((i, _)) = &was {
+                        if let Some(set) = m.instance_enis.get_mut(i) {
+                            set.remove(key);
+                            if set.is_empty() {
+                                m.instance_enis.remove(i);
+                            }
+                        }
+                        dirty.deps.push(Dep::InstanceEnis(i.clone()));
+                    }
+                    if let Some((i, _)) = &is {
+                        m.instance_enis
+                            .entry(i.clone())
+                            .or_default()
+                            .insert(key.to_owned());
+                        dirty.deps.push(Dep::InstanceEnis(i.clone()));
+                    }
+                }
+            }
+            "igw" | "eigw" | "nat" | "vgw" | "tgw" | "vpce" | "cagw" | "lgw" => {
+                let new = value.map(|v| {
+                    serde_json::from_slice::<serde_json::Value>(v)
+                        .ok()
+                        .and_then(|r| record_state(&r).map(str::to_owned))
+                });
+                if swap(&mut m.gateways, key, new.clone()) == new {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        dirty.deps.push(record);
+    }
+
+    /// The ENIs that read any of `deps`, plus `enis`.
+    fn affected(&self, dirty: &Dirty) -> BTreeSet<Key> {
+        let mut out: BTreeSet<Key> = dirty.enis.iter().cloned().collect();
+        for dep in &dirty.deps {
+            if let Some(readers) = self.readers.get(dep) {
+                out.extend(readers.iter().cloned());
+            }
+        }
+        out
+    }
+
+    fn invalidate(
+        &mut self,
+        revision: Revision,
+        region: &str,
+        vni: u32,
+        ips: &[Ipv4Addr],
+        log: bool,
+    ) {
+        if !log {
+            return;
+        }
+        let base = self.base;
+        let entries = self
+            .invalidations
+            .entry(region.to_owned())
+            .or_insert_with(|| Log::new(base));
+        for ip in ips {
+            entries.push(
+                revision,
+                MappingKey {
+                    vni,
+                    ip: IpAddr::V4(*ip),
+                },
+            );
+        }
+    }
+
+    fn log_host(&mut self, revision: Revision, host: &str, eni: &str, log: bool) {
+        let base = self.base;
+        let entries = self
+            .host_logs
+            .entry(host.to_owned())
+            .or_insert_with(|| Log::new(base));
+        if log {
+            entries.push(revision, eni.to_owned());
+        }
+    }
+
+    /// Compiles `eni` again and records what changed at `revision`.
+    fn recompile(&mut self, revision: Revision, eni: &str, log: bool) {
+        if log {
+            self.compiles += 1;
+        }
+        let mut deps = Vec::new();
+        let compiled = match compile(&self.mirror, eni, &mut deps) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "fleet: ENI left off its host");
+                None
+            }
+        };
+        // Re-point the reverse index at what this compile read.
+        if let Some(old) = self.reads.remove(eni) {
+            for dep in old {
+                if let Some(set) = self.readers.get_mut(&dep) {
+                    set.remove(eni);
+                    if set.is_empty() {
+                        self.readers.remove(&dep);
+                    }
+                }
+            }
+        }
+        deps.sort();
+        deps.dedup();
+        for dep in &deps {
+            self.readers
+                .entry(dep.clone())
+                .or_default()
+                .insert(eni.to_owned());
+        }
+        self.reads.insert(eni.to_owned(), deps);
+
+        let old = self.live.get(eni).cloned();
+        if old == compiled {
+            return;
+        }
+        let region = region_of(eni).to_owned();
+        // The mapping service's view.
+        let (old_sig, new_sig) = (
+            old.as_ref().map(MapSig::of),
+            compiled.as_ref().map(MapSig::of),
+        );
+        if old_sig != new_sig {
+            // Only the addresses whose answer changed are announced: all of
+            // them when the ENI moved, changed MAC or VPC, came or went.
+            let same_owner = matches!((&old_sig, &new_sig), (Some(o), Some(n))
+                if o.vni == n.vni && o.host == n.host && o.mac == n.mac);
+            if let Some(sig) = &old_sig {
+                let gone: Vec<Ipv4Addr> = sig
+                    .ips
+                    .iter()
+                    .filter(|ip| {
+                        !same_owner || new_sig.as_ref().is_none_or(|n| !n.ips.contains(ip))
+                    })
+                    .copied()
+                    .collect();
+                for ip in &sig.ips {
+                    let k = (region.clone(), sig.vni, *ip);
+                    if self.mappings.get(&k).is_some_and(|owner| owner == eni) {
+                        self.mappings.remove(&k);
+                    }
+                }
+                self.invalidate(revision, &region, sig.vni, &gone, log);
+            }
+            if let Some(sig) = &new_sig {
+                for ip in &sig.ips {
+                    self.mappings
+                        .insert((region.clone(), sig.vni, *ip), eni.to_owned());
+                }
+                let fresh: Vec<Ipv4Addr> = sig
+                    .ips
+                    .iter()
+                    .filter(|ip| {
+                        !same_owner || old_sig.as_ref().is_none_or(|o| !o.ips.contains(ip))
+                    })
+                    .copied()
+                    .collect();
+                self.invalidate(revision, &region, sig.vni, &fresh, log);
+            }
+        }
+        // The hosts' view.
+        if let Some(old) = &old
+            && compiled.as_ref().is_none_or(|c| c.host != old.host)
+        {
+            if let Some(set) = self.host_enis.get_mut(&old.host) {
+                set.remove(eni);
+            }
+            self.log_host(revision, &old.host, eni, log);
+        }
+        match compiled {
+            Some(c) => {
+                self.host_enis
+                    .entry(c.host.clone())
+                    .or_default()
+                    .insert(eni.to_owned());
+                self.log_host(revision, &c.host, eni, log);
+                self.live.insert(eni.to_owned(), c);
+            }
+            None => {
+                self.live.remove(eni);
+            }
+        }
+    }
+
+    /// Applies one revision's events and compiles what they touched.
+    fn apply_revision(&mut self, revision: Revision, events: &[&Event], log: bool) {
+        let mut dirty = Dirty::default();
+        for event in events {
+            let Ok(key) = std::str::from_utf8(&event.key) else {
+                continue;
+            };
+            let value = match event.kind {
+                EventKind::Put => event.value.as_deref(),
+                EventKind::Delete => None,
+            };
+            self.apply(key, value, &mut dirty);
+        }
+        // A host that moved or left changes the mapping of everything on it.
+        for host in &dirty.hosts {
+            let on_host: Vec<(u32, Vec<Ipv4Addr>)> = self
+                .host_enis
+                .get(host)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| self.live.get(e))
+                .map(|c| (c.state.vni, c.state.ipv4.clone()))
+                .collect();
+            let region = host.split('/').nth(1).unwrap_or("").to_owned();
+            for (vni, ips) in on_host {
+                self.invalidate(revision, &region, vni, &ips, log);
+            }
+        }
+        for eni in self.affected(&dirty) {
+            self.recompile(revision, &eni, log);
+        }
+        self.revision = self.revision.max(revision);
+    }
+
+    /// The delta of `host` since `since`.
+    fn delta(&self, host: &str, region: &str, since: Revision) -> HostDelta {
+        let full = || {
+            let mut upserts: Vec<EniState> = self
+                .host_enis
+                .get(host)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| self.live.get(e))
+                .map(|c| c.state.clone())
+                .collect();
+            upserts.sort_by(|a, b| a.eni_id.cmp(&b.eni_id));
+            HostDelta {
+                revision: self.revision,
+                full: true,
+                upserts,
+                removals: Vec::new(),
+                invalidations: Vec::new(),
+            }
+        };
+        if since == 0 || since > self.revision {
+            return full();
+        }
+        let empty = Log::new(self.base);
+        let host_log = self.host_logs.get(host).unwrap_or(&empty);
+        let inv_empty = Log::new(self.base);
+        let inv_log = self.invalidations.get(region).unwrap_or(&inv_empty);
+        let (Some(changed), Some(invalid)) = (host_log.since(since), inv_log.since(since)) else {
+            return full();
+        };
+        let mut seen = HashSet::new();
+        let mut upserts = Vec::new();
+        let mut removals = Vec::new();
+        for eni in changed {
+            if !seen.insert(eni) {
+                continue;
+            }
+            let here = self.host_enis.get(host).is_some_and(|s| s.contains(eni));
+            match self.live.get(eni) {
+                Some(c) if here => upserts.push(c.state.clone()),
+                _ => removals.push(id_of(eni).to_owned()),
+            }
+        }
+        upserts.sort_by(|a: &EniState, b| a.eni_id.cmp(&b.eni_id));
+        removals.sort();
+        let mut seen = HashSet::new();
+        let invalidations = invalid.filter(|k| seen.insert(**k)).copied().collect();
+        HostDelta {
+            revision: self.revision,
+            full: false,
+            upserts,
+            removals,
+            invalidations,
+        }
+    }
+}
+
+/// The fleet index of one server process, shared by the agent API handlers
+/// and the tailer thread.
+pub struct Fleet {
+    store: Arc<dyn Store>,
+    index: Mutex<Index>,
+    /// Held while reading and applying the change log, so catch-ups from
+    /// handlers and the tailer do not interleave.
+    applying: Mutex<()>,
+    /// The index's revision, for watchers waiting on a change.
+    revision: tokio::sync::watch::Sender<Revision>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("revision", &*self.revision.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads every key under `prefix` in pages.
+fn scan(store: &dyn Store, prefix: &[u8]) -> Result<Vec<RawEntry>, StoreError> {
+    let mut out = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = store.range(prefix, after.as_deref(), BATCH)?;
+        let done = page.len() < BATCH;
+        after = page.last().map(|kv| kv.key.clone());
+        out.extend(page.into_iter().map(|kv| (kv.key, kv.value)));
+        if done || after.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Builds an index of the store as it is now.
+fn build(store: &dyn Store) -> Result<Index, StoreError> {
+    let revision = store.revision()?;
+    let mut index = Index {
+        revision,
+        base: revision,
+        ..Index::default()
+    };
+    let mut events = Vec::new();
+    for prefix in [&b"r/"[..], super::registry::HOSTS_PREFIX.as_bytes()] {
+        for (key, value) in scan(store, prefix)? {
+            events.push(Event {
+                revision,
+                kind: EventKind::Put,
+                key,
+                value: Some(value),
+            });
+        }
+    }
+    let refs: Vec<&Event> = events.iter().collect();
+    index.apply_revision(revision, &refs, false);
+    Ok(index)
+}
+
+impl Fleet {
+    /// Builds the index from the store's current contents.
+    pub fn load(store: Arc<dyn Store>) -> Result<Arc<Fleet>, FleetError> {
+        let index = build(store.as_ref())?;
+        let (revision, _) = tokio::sync::watch::channel(index.revision);
+        let fleet = Arc::new(Fleet {
+            store,
+            index: Mutex::new(index),
+            applying: Mutex::new(()),
+            revision,
+        });
+        // Changes that landed during the scan.
+        fleet.catch_up()?;
+        Ok(fleet)
+    }
+
+    /// The store the index follows.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The store revision the index reflects.
+    pub fn revision(&self) -> Revision {
+        lock(&self.index).revision
+    }
+
+    /// A receiver that sees the index's revision change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Applies every change the store has committed since the index's
+    /// revision; returns the new revision. Rebuilds the index (so agents get
+    /// full states) if the store compacted history the index had not read.
+    pub fn catch_up(&self) -> Result<Revision, FleetError> {
+        let _applying = lock(&self.applying);
+        let mut from = lock(&self.index).revision;
+        let head = self.store.revision()?;
+        loop {
+            if from >= head {
+                break;
+            }
+            let events = match self.store.changes(b"", from, BATCH) {
+                Ok(events) => events,
+                Err(StoreError::Compacted { .. }) => {
+                    tracing::warn!(from, "fleet: change log compacted, rebuilding the index");
+                    let index = build(self.store.as_ref())?;
+                    from = index.revision;
+                    *lock(&self.index) = index;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let Some(last) = events.last().map(|e| e.revision) else {
+                break;
+            };
+            let mut by_revision: BTreeMap<Revision, Vec<&Event>> = BTreeMap::new();
+            for e in &events {
+                by_revision.entry(e.revision).or_default().push(e);
+            }
+            let mut index = lock(&self.index);
+            for (revision, events) in by_revision {
+                index.apply_revision(revision, &events, true);
+            }
+            drop(index);
+            from = last;
+        }
+        let mut index = lock(&self.index);
+        index.revision = index.revision.max(head);
+        let revision = index.revision;
+        drop(index);
+        self.revision.send_if_modified(|r| {
+            let changed = *r != revision;
+            *r = revision;
+            changed
+        });
+        Ok(revision)
+    }
+
+    /// What changed on `host_id` of `region` since `since` (0: everything).
+    pub fn delta(&self, region: &str, host_id: &str, since: Revision) -> HostDelta {
+        lock(&self.index).delta(&host_key(region, host_id), region, since)
+    }
+
+    /// The mapping service: who runs each (VNI, address) of `region`.
+    pub fn lookup(&self, region: &str, keys: &[MappingKey]) -> Vec<MappingAnswer> {
+        let index = lock(&self.index);
+        keys.iter()
+            .map(|key| {
+                let record = match key.ip {
+                    IpAddr::V4(ip) => index
+                        .mappings
+                        .get(&(region.to_owned(), key.vni, ip))
+                        .and_then(|eni| index.live.get(eni))
+                        .and_then(|c| {
+                            index.mirror.hosts.get(&c.host).map(|h| MappingRecord {
+                                underlay_ip: h.underlay_ip,
+                                eni_id: c.state.eni_id.clone(),
+                                mac: c.state.mac.clone(),
+                            })
+                        }),
+                    IpAddr::V6(_) => None,
+                };
+                MappingAnswer { key: *key, record }
+            })
+            .collect()
+    }
+
+    /// The compiled state of a running ENI, by ID (for tools and tests).
+    pub fn eni_state(&self, eni_id: &str) -> Option<EniState> {
+        let index = lock(&self.index);
+        index
+            .live
+            .iter()
+            .find(|(k, _)| id_of(k) == eni_id)
+            .map(|(_, c)| c.state.clone())
+    }
+
+    /// The host (`region`, host ID) an ENI runs on, by ENI ID.
+    pub fn host_of(&self, eni_id: &str) -> Option<(String, String)> {
+        let index = lock(&self.index);
+        index
+            .live
+            .iter()
+            .find(|(k, _)| id_of(k) == eni_id)
+            .map(|(k, c)| (region_of(k).to_owned(), id_of(&c.host).to_owned()))
+    }
+
+    /// How many ENI compiles the index ran since it was built: what tests
+    /// read to check that a change costs work proportional to what it
+    /// touches.
+    pub fn compiles(&self) -> u64 {
+        lock(&self.index).compiles
+    }
+
+    /// The hosts of `region` the index knows, sorted by ID.
+    pub fn registered_hosts(&self, region: &str) -> Vec<HostRecord> {
+        let index = lock(&self.index);
+        let mut hosts: Vec<HostRecord> = index
+            .mirror
+            .hosts
+            .values()
+            .filter(|h| h.region == region)
+            .cloned()
+            .collect();
+        hosts.sort_by(|a, b| a.host_id.cmp(&b.host_id));
+        hosts
+    }
+
+    /// Starts a thread that keeps the index current, waiting on the store
+    /// for each new revision. It stops when the last `Arc` of the fleet is
+    /// dropped.
+    pub fn spawn_tailer(self: &Arc<Self>) -> Result<std::thread::JoinHandle<()>, FleetError> {
+        let weak: Weak<Fleet> = Arc::downgrade(self);
+        let store = Arc::clone(&self.store);
+        std::thread::Builder::new()
+            .name("fleet-tailer".into())
+            .spawn(move || tail(&weak, store.as_ref()))
+            .map_err(FleetError::Thread)
+    }
+}
+
+fn tail(weak: &Weak<Fleet>, store: &dyn Store) {
+    let mut failures = 0u32;
+    loop {
+        let Some(fleet) = weak.upgrade() else {
+            return;
+        };
+        let after = fleet.revision();
+        drop(fleet);
+        // Waking once a second lets the thread notice the fleet is gone.
+        let waited = store.wait_for(after, Duration::from_secs(1));
+        let Some(fleet) = weak.upgrade() else {
+            return;
+        };
+        let result = waited.map_err(FleetError::from).and_then(|r| {
+            if r > after {
+                fleet.catch_up().map(drop)
+            } else {
+                Ok(())
+            }
+        });
+        drop(fleet);
+        match result {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "fleet: following the store failed; retrying");
+                std::thread::sleep(Duration::from_millis(100 * u64::from(failures.min(50))));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_replays_after_its_floor_only() {
+        let mut log: Log<u32> = Log::new(10);
+        for (rev, item) in [(11, 1), (12, 2), (12, 3), (14, 4)] {
+            log.push(rev, item);
+        }
+        let after =
+            |log: &Log<u32>, since| log.since(since).map(|i| i.copied().collect::<Vec<_>>());
+        assert_eq!(after(&log, 9), None);
+        assert_eq!(after(&log, 10), Some(vec![1, 2, 3, 4]));
+        assert_eq!(after(&log, 11), Some(vec![2, 3, 4]));
+        assert_eq!(after(&log, 14), Some(vec![]));
+    }
+
+    #[test]
+    fn a_full_log_raises_its_floor() {
+        let mut log: Log<usize> = Log::new(0);
+        for i in 0..=LOG_CAPACITY {
+            log.push(i as Revision + 1, i);
+        }
+        // The entry of revision 1 is gone: only from 1 on is complete.
+        assert_eq!(log.floor, 1);
+        assert!(log.since(0).is_none());
+        assert_eq!(log.since(1).map(Iterator::count), Some(LOG_CAPACITY));
+    }
+}

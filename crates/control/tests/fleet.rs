@@ -1,0 +1,1097 @@
+//! The control side of hosts over the in-memory store: registration and
+//! placement by zone and load, the compiled state of an ENI (addresses,
+//! VNI, network ACL, routes, security groups with references expanded),
+//! incremental watch deltas and their resumption, the mapping service with
+//! its invalidations, and the agent API's HTTP endpoints and token.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use common::{call, code, first};
+use ipnet::IpNet;
+use openvpc_control::account::Account;
+use openvpc_control::fleet::registry::{self, hosts};
+use openvpc_control::fleet::{AgentApi, Fleet, agent_token};
+use openvpc_control::server::{ApiState, router};
+use openvpc_control::store::{MemoryStore, Store};
+use openvpc_model::host::{
+    HostDelta, HostRegistration, MappingAnswer, MappingKey, RouteTargetState, TOKEN_HEADER, path,
+};
+use openvpc_model::rule::{RuleAction, TrafficMatch};
+
+const REGION: &str = "us-east-1";
+
+struct World {
+    store: Arc<MemoryStore>,
+    a: Account,
+    vpc: String,
+    /// 10.0.1.0/24 in us-east-1a.
+    subnet_a: String,
+    /// 10.0.2.0/24 in us-east-1b.
+    subnet_b: String,
+}
+
+impl World {
+    fn ok(&self, body: &str) -> String {
+        call(self.store.as_ref(), &self.a, body).unwrap()
+    }
+
+    fn err(&self, body: &str) -> String {
+        code(self.store.as_ref(), &self.a, body)
+    }
+
+    fn register(&self, host: &str, zone: &str, underlay: &str) {
+        registry::register(
+            self.store.as_ref(),
+            REGION,
+            &HostRegistration {
+                host_id: host.into(),
+                availability_zone: zone.into(),
+                underlay_ip: underlay.parse().unwrap(),
+            },
+            1,
+        )
+        .unwrap();
+    }
+
+    fn subnet(&self, cidr: &str, zone: &str) -> String {
+        first(
+            &self.ok(&format!(
+                "Action=CreateSubnet&VpcId={}&CidrBlock={}&AvailabilityZone={zone}",
+                self.vpc,
+                cidr.replace('/', "%2F")
+            )),
+            "subnetId",
+        )
+    }
+
+    fn group(&self, name: &str) -> String {
+        common::security_group(self.store.as_ref(), &self.a, &self.vpc, name)
+    }
+
+    /// Launches one instance; (instance ID, primary ENI ID, private IP).
+    fn run(&self, subnet: &str, group: &str) -> (String, String, Ipv4Addr) {
+        let xml = self.ok(&format!(
+            "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={subnet}&SecurityGroupId.1={group}"
+        ));
+        (
+            first(&xml, "instanceId"),
+            first(&xml, "networkInterfaceId"),
+            first(&xml, "privateIpAddress").parse().unwrap(),
+        )
+    }
+
+    fn record(&self, segment: &str, id: &str) -> serde_json::Value {
+        let key = format!("r/{}/{REGION}/{segment}/{id}", self.a.id);
+        let kv = self.store.get(key.as_bytes()).unwrap().unwrap();
+        serde_json::from_slice(&kv.value).unwrap()
+    }
+
+    fn host_of(&self, segment: &str, id: &str) -> Option<String> {
+        self.record(segment, id)["host_id"]
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    fn vni(&self) -> u32 {
+        self.record("vpc", &self.vpc)["vni"].as_u64().unwrap() as u32
+    }
+
+    fn fleet(&self) -> Arc<Fleet> {
+        Fleet::load(Arc::clone(&self.store) as Arc<dyn Store>).unwrap()
+    }
+}
+
+/// A VPC with a subnet in each of us-east-1a and us-east-1b, and hosts
+/// h1 (us-east-1a) and h2 (us-east-1b).
+fn world() -> World {
+    let w = bare_world();
+    w.register("h1", "us-east-1a", "192.0.2.1");
+    w.register("h2", "us-east-1b", "192.0.2.2");
+    w
+}
+
+/// [`world`] without hosts.
+fn bare_world() -> World {
+    let store = Arc::new(MemoryStore::new());
+    let a = common::account();
+    let vpc = common::vpc(store.as_ref(), &a);
+    let mut w = World {
+        store,
+        a,
+        vpc,
+        subnet_a: String::new(),
+        subnet_b: String::new(),
+    };
+    w.subnet_a = w.subnet("10.0.1.0/24", "us-east-1a");
+    w.subnet_b = w.subnet("10.0.2.0/24", "us-east-1b");
+    w
+}
+
+fn eni_ids(delta: &HostDelta) -> Vec<String> {
+    delta.upserts.iter().map(|e| e.eni_id.clone()).collect()
+}
+
+#[test]
+fn instances_go_to_a_host_of_their_subnets_zone() {
+    let w = world();
+    let sg = w.group("web");
+    let (i1, eni1, _) = w.run(&w.subnet_a, &sg);
+    let (i2, eni2, _) = w.run(&w.subnet_b, &sg);
+    assert_eq!(w.host_of("i", &i1).as_deref(), Some("h1"));
+    assert_eq!(w.host_of("eni", &eni1).as_deref(), Some("h1"));
+    assert_eq!(w.host_of("i", &i2).as_deref(), Some("h2"));
+    assert_eq!(w.host_of("eni", &eni2).as_deref(), Some("h2"));
+}
+
+#[test]
+fn placement_picks_the_least_loaded_host_ties_by_id() {
+    let w = world();
+    w.register("h0", "us-east-1a", "192.0.2.10");
+    let sg = w.group("web");
+    // h0 and h1 are empty: h0 wins the tie, then h1, then h0 again.
+    let placed: Vec<String> = (0..3)
+        .map(|_| w.host_of("i", &w.run(&w.subnet_a, &sg).0).unwrap())
+        .collect();
+    assert_eq!(placed, ["h0", "h1", "h0"]);
+    // One launch of several counts its own instances too.
+    let xml = w.ok(&format!(
+        "Action=RunInstances&ImageId=ami-12c6146b&MinCount=2&MaxCount=2&SubnetId={}&SecurityGroupId.1={sg}",
+        w.subnet_a
+    ));
+    let hosts: Vec<String> = common::all(&xml, "instanceId")
+        .iter()
+        .map(|i| w.host_of("i", i).unwrap())
+        .collect();
+    assert_eq!(hosts, ["h1", "h0"]);
+}
+
+#[test]
+fn re_registering_a_host_updates_it() {
+    let w = world();
+    w.register("h1", "us-east-1b", "192.0.2.99");
+    let all = hosts(w.store.as_ref(), REGION).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].availability_zone, "us-east-1b");
+    assert_eq!(all[0].underlay_ip.to_string(), "192.0.2.99");
+}
+
+#[test]
+fn a_region_without_hosts_leaves_instances_unplaced() {
+    let w = bare_world();
+    let sg = w.group("web");
+    let (i, eni, _) = w.run(&w.subnet_a, &sg);
+    assert_eq!(w.host_of("i", &i), None);
+    assert_eq!(w.host_of("eni", &eni), None);
+    let fleet = w.fleet();
+    assert_eq!(fleet.eni_state(&eni), None);
+    // DescribeInstances shows nothing new.
+    let xml = w.ok(&format!("Action=DescribeInstances&InstanceId.1={i}"));
+    assert!(!xml.contains("host"), "{xml}");
+}
+
+#[test]
+fn a_zone_without_hosts_has_no_capacity() {
+    let w = world();
+    let sg = w.group("web");
+    let subnet_c = w.subnet("10.0.3.0/24", "us-east-1c");
+    assert_eq!(
+        w.err(&format!(
+            "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={subnet_c}&SecurityGroupId.1={sg}"
+        )),
+        "InsufficientInstanceCapacity"
+    );
+    let e = call(
+        w.store.as_ref(),
+        &w.a,
+        &format!("Action=RunInstances&ImageId=ami-12c6146b&SubnetId={subnet_c}"),
+    )
+    .unwrap_err();
+    assert!(e.message.contains("--az us-east-1c"), "{}", e.message);
+}
+
+#[test]
+fn an_eni_compiles_with_its_addresses_acl_and_routes() {
+    let w = world();
+    let sg = w.group("web");
+    let igw = common::attached_igw(w.store.as_ref(), &w.a, &w.vpc);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=0.0.0.0%2F0&GatewayId={igw}"
+    ));
+    let (_, eni, ip) = w.run(&w.subnet_a, &sg);
+    let mac = first(
+        &w.ok(&format!(
+            "Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}"
+        )),
+        "macAddress",
+    );
+    let fleet = w.fleet();
+    let s = fleet.eni_state(&eni).unwrap();
+    assert_eq!(s.ipv4, vec![ip]);
+    assert_eq!(s.mac, mac);
+    assert_eq!(s.vni, w.vni());
+    assert_eq!(s.vpc_id, w.vpc);
+    assert_eq!(s.vpc_cidr.to_string(), "10.0.0.0/16");
+    assert_eq!(s.subnet.subnet_id, w.subnet_a);
+    assert_eq!(s.subnet.cidr.to_string(), "10.0.1.0/24");
+    assert_eq!(s.device_index, 0);
+    assert!(s.source_dest_check);
+    assert_eq!(s.conntrack.tcp_established, 432_000);
+    assert_eq!(s.account_id, w.a.id);
+    let dashed = ip.to_string().replace('.', "-");
+    assert_eq!(s.hostname, Some(format!("ip-{dashed}")));
+    assert_eq!(s.domain_name.as_deref(), Some("ec2.internal"));
+    // The default ACL: rule 100 allows everything; the `*` rule is implicit.
+    let acl = &s.subnet.network_acl;
+    assert_eq!(acl.ingress.len(), 1);
+    assert_eq!(acl.ingress[0].rule_number, 100);
+    assert_eq!(acl.ingress[0].action, RuleAction::Allow);
+    assert_eq!(acl.ingress[0].traffic, TrafficMatch::ALL);
+    assert_eq!(acl.egress.len(), 1);
+    // The main table: local, then the internet gateway.
+    let routes = &s.subnet.route_table.routes;
+    assert_eq!(s.subnet.route_table.route_table_id, rtb);
+    let local = routes
+        .iter()
+        .find(|r| r.destination.to_string() == "10.0.0.0/16")
+        .unwrap();
+    assert_eq!(local.target, RouteTargetState::Local);
+    let default = routes
+        .iter()
+        .find(|r| r.destination.to_string() == "0.0.0.0/0")
+        .unwrap();
+    assert_eq!(
+        default.target,
+        RouteTargetState::Gateway {
+            gateway_id: igw,
+            node: None
+        }
+    );
+    // The group: no ingress, egress to anywhere.
+    assert_eq!(s.security_groups.len(), 1);
+    assert_eq!(s.security_groups[0].group_id, sg);
+    assert!(s.security_groups[0].ingress.is_empty());
+    assert_eq!(
+        s.security_groups[0].egress[0].peers,
+        vec!["0.0.0.0/0".parse::<IpNet>().unwrap()]
+    );
+}
+
+#[test]
+fn explicit_acl_entries_and_eni_routes_resolve() {
+    let w = world();
+    let sg = w.group("web");
+    let (_, appliance, _) = w.run(&w.subnet_b, &sg);
+    let acl = first(
+        &w.ok(&format!("Action=CreateNetworkAcl&VpcId={}", w.vpc)),
+        "networkAclId",
+    );
+    w.ok(&format!(
+        "Action=CreateNetworkAclEntry&NetworkAclId={acl}&RuleNumber=200&Protocol=6&RuleAction=deny&Egress=false&CidrBlock=10.9.0.0%2F16&PortRange.From=22&PortRange.To=22"
+    ));
+    let assoc = first(
+        &w.ok(&format!(
+            "Action=DescribeNetworkAcls&Filter.1.Name=association.subnet-id&Filter.1.Value.1={}",
+            w.subnet_a
+        )),
+        "networkAclAssociationId",
+    );
+    w.ok(&format!(
+        "Action=ReplaceNetworkAclAssociation&AssociationId={assoc}&NetworkAclId={acl}"
+    ));
+    let rtb = first(
+        &w.ok(&format!("Action=CreateRouteTable&VpcId={}", w.vpc)),
+        "routeTableId",
+    );
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=10.8.0.0%2F16&NetworkInterfaceId={appliance}"
+    ));
+    w.ok(&format!(
+        "Action=AssociateRouteTable&RouteTableId={rtb}&SubnetId={}",
+        w.subnet_a
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let s = fleet.eni_state(&eni).unwrap();
+    let acl_state = &s.subnet.network_acl;
+    assert_eq!(acl_state.network_acl_id, acl);
+    assert_eq!(acl_state.ingress.len(), 1);
+    assert_eq!(acl_state.ingress[0].rule_number, 200);
+    assert_eq!(acl_state.ingress[0].action, RuleAction::Deny);
+    assert_eq!(acl_state.ingress[0].traffic, TrafficMatch::tcp(22, 22));
+    assert!(acl_state.egress.is_empty());
+    assert_eq!(s.subnet.route_table.route_table_id, rtb);
+    let mac = fleet.eni_state(&appliance).unwrap().mac;
+    let via = s
+        .subnet
+        .route_table
+        .routes
+        .iter()
+        .find(|r| r.destination.to_string() == "10.8.0.0/16")
+        .unwrap();
+    assert_eq!(
+        via.target,
+        RouteTargetState::Eni {
+            eni_id: appliance.clone(),
+            host: Some("192.0.2.2".parse().unwrap()),
+            mac
+        }
+    );
+    // The appliance's host moves: the route follows.
+    let before = fleet.revision();
+    w.register("h2", "us-east-1b", "192.0.2.22");
+    fleet.catch_up().unwrap();
+    let s = fleet.eni_state(&eni).unwrap();
+    let via = s
+        .subnet
+        .route_table
+        .routes
+        .iter()
+        .find(|r| r.destination.to_string() == "10.8.0.0/16")
+        .unwrap();
+    assert!(
+        matches!(&via.target, RouteTargetState::Eni { host: Some(h), .. } if h.to_string() == "192.0.2.22")
+    );
+    let delta = fleet.delta(REGION, "h1", before);
+    assert_eq!(eni_ids(&delta), vec![eni]);
+    // The appliance's mapping moved with its host.
+    let appliance_ip = fleet.eni_state(&appliance).unwrap().ipv4[0];
+    assert_eq!(
+        delta.invalidations,
+        vec![MappingKey {
+            vni: w.vni(),
+            ip: IpAddr::V4(appliance_ip)
+        }]
+    );
+    // Registering again unchanged (an agent restart) tells nobody anything.
+    let moved = fleet.revision();
+    w.register("h2", "us-east-1b", "192.0.2.22");
+    fleet.catch_up().unwrap();
+    assert!(fleet.revision() > moved);
+    let nothing = fleet.delta(REGION, "h1", moved);
+    assert!(nothing.upserts.is_empty() && nothing.invalidations.is_empty());
+}
+
+/// Web and db groups, db allowing 5432 from web; an instance of each on h1
+/// and an unrelated one (group "other") on h1.
+struct Tiers {
+    w: World,
+    web: String,
+    db: String,
+    other: String,
+    web_eni: String,
+    web_ip: Ipv4Addr,
+    db_eni: String,
+    other_eni: String,
+}
+
+fn tiers() -> Tiers {
+    let w = world();
+    let web = w.group("web");
+    let db = w.group("db");
+    let other = w.group("other");
+    w.ok(&format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={db}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=5432&IpPermissions.1.ToPort=5432&IpPermissions.1.UserIdGroupPairs.1.GroupId={web}"
+    ));
+    let (_, web_eni, web_ip) = w.run(&w.subnet_a, &web);
+    let (_, db_eni, _) = w.run(&w.subnet_a, &db);
+    let (_, other_eni, _) = w.run(&w.subnet_a, &other);
+    Tiers {
+        w,
+        web,
+        db,
+        other,
+        web_eni,
+        web_ip,
+        db_eni,
+        other_eni,
+    }
+}
+
+#[test]
+fn a_group_reference_expands_to_its_members_addresses() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let db = fleet.eni_state(&t.db_eni).unwrap();
+    let rule = &db.security_groups[0].ingress[0];
+    assert_eq!(rule.traffic, TrafficMatch::tcp(5432, 5432));
+    assert_eq!(rule.peers, vec![IpNet::from(IpAddr::V4(t.web_ip))]);
+}
+
+#[test]
+fn a_rule_change_reaches_exactly_the_enis_carrying_the_group() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let compiles = fleet.compiles();
+    t.w.ok(&format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=0.0.0.0%2F0",
+        t.web
+    ));
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", before);
+    assert!(!delta.full);
+    // Only web's ENI changed: db's rule names web's members, which did not.
+    assert_eq!(eni_ids(&delta), vec![t.web_eni.clone()]);
+    assert!(delta.removals.is_empty());
+    assert!(delta.invalidations.is_empty());
+    // Work: web's ENI only, not the region.
+    assert_eq!(fleet.compiles() - compiles, 1);
+    assert!(
+        fleet.delta(REGION, "h2", before).upserts.is_empty(),
+        "h2 runs nothing of web"
+    );
+    let _ = (&t.db, &t.other, &t.other_eni);
+}
+
+#[test]
+fn a_new_member_reaches_the_enis_whose_groups_reference_it() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let compiles = fleet.compiles();
+    let (_, web2, web2_ip) = t.w.run(&t.w.subnet_b, &t.web);
+    fleet.catch_up().unwrap();
+    // h1: db's ENI (its rule now names two addresses); not web's, not other's.
+    let h1 = fleet.delta(REGION, "h1", before);
+    assert_eq!(eni_ids(&h1), vec![t.db_eni.clone()]);
+    let peers = &h1.upserts[0].security_groups[0].ingress[0].peers;
+    assert_eq!(
+        peers,
+        &vec![
+            IpNet::from(IpAddr::V4(t.web_ip)),
+            IpNet::from(IpAddr::V4(web2_ip))
+        ]
+    );
+    // h2: the new ENI itself.
+    let h2 = fleet.delta(REGION, "h2", before);
+    assert_eq!(eni_ids(&h2), vec![web2.clone()]);
+    // The new address is announced to mapping caches.
+    assert!(h1.invalidations.contains(&MappingKey {
+        vni: t.w.vni(),
+        ip: IpAddr::V4(web2_ip)
+    }));
+    // Work: the new ENI and db's, never other's or web's.
+    assert_eq!(fleet.compiles() - compiles, 2);
+}
+
+#[test]
+fn a_launch_compiles_only_its_own_eni() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let compiles = fleet.compiles();
+    let solo = t.w.group("solo");
+    // Same subnet as the others: its address book changes, their state not.
+    let (_, eni, _) = t.w.run(&t.w.subnet_a, &solo);
+    fleet.catch_up().unwrap();
+    assert_eq!(fleet.compiles() - compiles, 1);
+    assert!(fleet.eni_state(&eni).is_some());
+}
+
+#[test]
+fn a_watch_from_zero_is_full_and_from_a_revision_resumes() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let full = fleet.delta(REGION, "h1", 0);
+    assert!(full.full);
+    let mut all = vec![t.web_eni.clone(), t.db_eni.clone(), t.other_eni.clone()];
+    all.sort();
+    assert_eq!(eni_ids(&full), all);
+    assert_eq!(full.revision, t.w.store.revision().unwrap());
+    // Nothing happened since: an empty delta at the same revision.
+    let empty = fleet.delta(REGION, "h1", full.revision);
+    assert!(!empty.full && empty.upserts.is_empty() && empty.removals.is_empty());
+    assert_eq!(empty.revision, full.revision);
+    // Two changes; resuming from between them sees only the second.
+    t.w.ok(&format!(
+        "Action=ModifyNetworkInterfaceAttribute&NetworkInterfaceId={}&SourceDestCheck.Value=false",
+        t.other_eni
+    ));
+    fleet.catch_up().unwrap();
+    let middle = fleet.revision();
+    t.w.ok(&format!(
+        "Action=ModifyNetworkInterfaceAttribute&NetworkInterfaceId={}&SourceDestCheck.Value=false",
+        t.web_eni
+    ));
+    fleet.catch_up().unwrap();
+    let both = fleet.delta(REGION, "h1", full.revision);
+    let mut two = vec![t.other_eni.clone(), t.web_eni.clone()];
+    two.sort();
+    assert_eq!(eni_ids(&both), two);
+    let second = fleet.delta(REGION, "h1", middle);
+    assert_eq!(eni_ids(&second), vec![t.web_eni.clone()]);
+    assert!(!second.upserts[0].source_dest_check);
+    // A revision from before the index was built gets the full state.
+    let old = fleet.delta(REGION, "h1", 1);
+    assert!(old.full);
+    // A fresh index (another server, or a restart) resumes the same way.
+    let other = t.w.fleet();
+    assert!(other.delta(REGION, "h1", middle).full);
+    assert!(!other.delta(REGION, "h1", other.revision()).full);
+}
+
+#[test]
+fn termination_removes_the_eni_and_invalidates_its_mapping() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let vni = t.w.vni();
+    let key = MappingKey {
+        vni,
+        ip: IpAddr::V4(t.web_ip),
+    };
+    let unknown = MappingKey {
+        vni,
+        ip: "10.0.1.250".parse().unwrap(),
+    };
+    let other_vpc = MappingKey {
+        vni: vni + 1000,
+        ip: IpAddr::V4(t.web_ip),
+    };
+    let answers = fleet.lookup(REGION, &[key, unknown, other_vpc]);
+    let record = answers[0].record.clone().unwrap();
+    assert_eq!(answers[0].key, key);
+    assert_eq!(record.eni_id, t.web_eni);
+    assert_eq!(record.underlay_ip.to_string(), "192.0.2.1");
+    assert_eq!(record.mac, fleet.eni_state(&t.web_eni).unwrap().mac);
+    assert_eq!(answers[1].record, None);
+    assert_eq!(answers[2].record, None);
+
+    let before = fleet.revision();
+    let instance = t.w.record("eni", &t.web_eni)["attachment"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.w.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={instance}"
+    ));
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", before);
+    assert_eq!(delta.removals, vec![t.web_eni.clone()]);
+    assert!(delta.invalidations.contains(&key));
+    // db's rule no longer names web's old address.
+    assert_eq!(eni_ids(&delta), vec![t.db_eni.clone()]);
+    assert!(
+        delta.upserts[0].security_groups[0].ingress[0]
+            .peers
+            .is_empty()
+    );
+    assert_eq!(fleet.lookup(REGION, &[key])[0].record, None);
+    assert!(
+        !fleet
+            .delta(REGION, "h1", 0)
+            .upserts
+            .iter()
+            .any(|e| e.eni_id == t.web_eni)
+    );
+    // The placement marker is gone: h1 counts one fewer instance.
+    assert_eq!(t.w.host_of("i", &instance).as_deref(), Some("h1"));
+    let marker = format!("placements/{REGION}/h1/{instance}");
+    assert!(t.w.store.get(marker.as_bytes()).unwrap().is_none());
+}
+
+#[test]
+fn prefix_lists_expand_in_rules_and_routes_and_follow_their_changes() {
+    let w = world();
+    let sg = w.group("web");
+    let list = common::prefix_list(
+        w.store.as_ref(),
+        &w.a,
+        5,
+        &["192.0.2.0/24", "198.51.100.0/24"],
+    );
+    w.ok(&format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={sg}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=443&IpPermissions.1.ToPort=443&IpPermissions.1.PrefixListIds.1.PrefixListId={list}"
+    ));
+    let igw = common::attached_igw(w.store.as_ref(), &w.a, &w.vpc);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationPrefixListId={list}&GatewayId={igw}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let s = fleet.eni_state(&eni).unwrap();
+    let net = |t: &str| t.parse::<IpNet>().unwrap();
+    assert_eq!(
+        s.security_groups[0].ingress[0].peers,
+        vec![net("192.0.2.0/24"), net("198.51.100.0/24")]
+    );
+    let via_igw: Vec<String> = s
+        .subnet
+        .route_table
+        .routes
+        .iter()
+        .filter(|r| matches!(r.target, RouteTargetState::Gateway { .. }))
+        .map(|r| r.destination.to_string())
+        .collect();
+    assert_eq!(via_igw, ["192.0.2.0/24", "198.51.100.0/24"]);
+    // A new version of the list reaches the ENI.
+    let before = fleet.revision();
+    w.ok(&format!(
+        "Action=ModifyManagedPrefixList&PrefixListId={list}&CurrentVersion=1&AddEntry.1.Cidr=203.0.113.0%2F24"
+    ));
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", before);
+    assert_eq!(eni_ids(&delta), vec![eni]);
+    assert_eq!(
+        delta.upserts[0].security_groups[0].ingress[0].peers.len(),
+        3
+    );
+}
+
+#[test]
+fn a_route_to_an_instance_follows_it_and_blackholes_when_it_ends() {
+    let w = world();
+    let sg = w.group("web");
+    let (appliance, appliance_eni, _) = w.run(&w.subnet_b, &sg);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=172.16.0.0%2F12&InstanceId={appliance}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let target = |fleet: &Fleet| {
+        fleet
+            .eni_state(&eni)
+            .unwrap()
+            .subnet
+            .route_table
+            .routes
+            .into_iter()
+            .find(|r| r.destination.to_string() == "172.16.0.0/12")
+            .unwrap()
+            .target
+    };
+    assert!(
+        matches!(target(&fleet), RouteTargetState::Eni { eni_id, host: Some(h), .. } if eni_id == appliance_eni && h.to_string() == "192.0.2.2")
+    );
+    w.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={appliance}"
+    ));
+    fleet.catch_up().unwrap();
+    assert_eq!(target(&fleet), RouteTargetState::Blackhole);
+}
+
+#[test]
+fn a_peering_route_carries_the_peer_vni_once_active() {
+    let w = world();
+    let sg = w.group("web");
+    let peer = common::vpc_with(w.store.as_ref(), &w.a, "10.1.0.0/16");
+    let peer_vni = w.record("vpc", &peer)["vni"].as_u64().unwrap() as u32;
+    assert_ne!(peer_vni, w.vni());
+    let pcx = first(
+        &w.ok(&format!(
+            "Action=CreateVpcPeeringConnection&VpcId={}&PeerVpcId={peer}",
+            w.vpc
+        )),
+        "vpcPeeringConnectionId",
+    );
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=10.1.0.0%2F16&VpcPeeringConnectionId={pcx}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let target = |fleet: &Fleet| {
+        fleet
+            .eni_state(&eni)
+            .unwrap()
+            .subnet
+            .route_table
+            .routes
+            .into_iter()
+            .find(|r| r.destination.to_string() == "10.1.0.0/16")
+            .unwrap()
+            .target
+    };
+    // spec 2.5: a peering that is not active yet carries nothing.
+    assert_eq!(target(&fleet), RouteTargetState::Blackhole);
+    w.ok(&format!(
+        "Action=AcceptVpcPeeringConnection&VpcPeeringConnectionId={pcx}"
+    ));
+    fleet.catch_up().unwrap();
+    assert_eq!(
+        target(&fleet),
+        RouteTargetState::Peering {
+            peering_id: pcx,
+            peer_vni
+        }
+    );
+}
+
+#[test]
+fn a_secondary_address_is_mapped_and_announced() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let xml = t.w.ok(&format!(
+        "Action=AssignPrivateIpAddresses&NetworkInterfaceId={}&SecondaryPrivateIpAddressCount=1",
+        t.other_eni
+    ));
+    assert!(
+        xml.contains("<assignedPrivateIpAddressesSet><item>"),
+        "{xml}"
+    );
+    fleet.catch_up().unwrap();
+    let state = fleet.eni_state(&t.other_eni).unwrap();
+    assert_eq!(state.ipv4.len(), 2);
+    let secondary = MappingKey {
+        vni: t.w.vni(),
+        ip: IpAddr::V4(state.ipv4[1]),
+    };
+    let answer = &fleet.lookup(REGION, &[secondary])[0];
+    assert_eq!(answer.record.as_ref().unwrap().eni_id, t.other_eni);
+    let delta = fleet.delta(REGION, "h2", before);
+    assert!(delta.upserts.is_empty(), "h2 runs none of it");
+    // The region's invalidations reach every host's watch.
+    assert_eq!(delta.invalidations, vec![secondary]);
+}
+
+#[test]
+fn attach_puts_an_eni_on_the_instances_host_and_detach_takes_it_off() {
+    let w = world();
+    let sg = w.group("web");
+    let (instance, _, _) = w.run(&w.subnet_a, &sg);
+    let eni = first(
+        &w.ok(&format!(
+            "Action=CreateNetworkInterface&SubnetId={}&SecurityGroupId.1={sg}",
+            w.subnet_a
+        )),
+        "networkInterfaceId",
+    );
+    let fleet = w.fleet();
+    let before = fleet.revision();
+    let attachment = first(
+        &w.ok(&format!(
+            "Action=AttachNetworkInterface&NetworkInterfaceId={eni}&InstanceId={instance}&DeviceIndex=1"
+        )),
+        "attachmentId",
+    );
+    assert_eq!(w.host_of("eni", &eni).as_deref(), Some("h1"));
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", before);
+    assert_eq!(eni_ids(&delta), vec![eni.clone()]);
+    assert_eq!(delta.upserts[0].device_index, 1);
+    assert_eq!(
+        delta.upserts[0].instance_id.as_deref(),
+        Some(instance.as_str())
+    );
+    let attached = fleet.revision();
+    w.ok(&format!(
+        "Action=DetachNetworkInterface&AttachmentId={attachment}"
+    ));
+    assert_eq!(w.host_of("eni", &eni), None);
+    fleet.catch_up().unwrap();
+    let delta = fleet.delta(REGION, "h1", attached);
+    assert_eq!(delta.removals, vec![eni.clone()]);
+    assert_eq!(fleet.eni_state(&eni), None);
+}
+
+#[test]
+fn a_tailer_follows_the_store() {
+    let w = world();
+    let fleet = w.fleet();
+    let _tailer = fleet.spawn_tailer().unwrap();
+    let sg = w.group("web");
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fleet.eni_state(&eni).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tailer never caught up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_compacted_change_log_rebuilds_the_index() {
+    let t = tiers();
+    let fleet = t.w.fleet();
+    let before = fleet.revision();
+    let instance = t.w.record("eni", &t.other_eni)["attachment"]["instance_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.w.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={instance}"
+    ));
+    t.w.store.compact(t.w.store.revision().unwrap()).unwrap();
+    fleet.catch_up().unwrap();
+    assert_eq!(fleet.revision(), t.w.store.revision().unwrap());
+    assert_eq!(fleet.eni_state(&t.other_eni), None);
+    // What happened in between cannot be replayed: the host gets it whole.
+    let delta = fleet.delta(REGION, "h1", before);
+    assert!(delta.full);
+    let mut left = vec![t.web_eni.clone(), t.db_eni.clone()];
+    left.sort();
+    assert_eq!(eni_ids(&delta), left);
+}
+
+#[test]
+fn the_token_is_made_once_per_store() {
+    let store = MemoryStore::new();
+    let token = agent_token(&store).unwrap();
+    assert_eq!(token.len(), 64);
+    assert_eq!(agent_token(&store).unwrap(), token);
+    let dir = tempfile::tempdir().unwrap();
+    let path = openvpc_control::fleet::token::write_token_file(dir.path(), &token).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), token);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+// ---- over HTTP ----
+
+struct Server {
+    url: String,
+    token: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn serve(w: &World) -> Server {
+    let store = Arc::clone(&w.store) as Arc<dyn Store>;
+    let token = agent_token(store.as_ref()).unwrap();
+    let fleet = Fleet::load(Arc::clone(&store)).unwrap();
+    fleet.spawn_tailer().unwrap();
+    let state = ApiState {
+        store,
+        moto_compat: None,
+        agent: Some(AgentApi::new(fleet, token.clone(), REGION)),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, router(state)).await });
+    Server {
+        url,
+        token,
+        _runtime: runtime,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// (status, body) of a POST.
+fn post(s: &Server, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut request = agent().post(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        request = request.header(TOKEN_HEADER, t);
+    }
+    let mut response = request.send(body.as_bytes()).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn get(s: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = agent().get(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        request = request.header(TOKEN_HEADER, t);
+    }
+    let mut response = request.call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+#[test]
+fn the_agent_api_refuses_a_missing_or_wrong_token() {
+    let w = world();
+    let s = serve(&w);
+    let registration =
+        r#"{"host_id":"h9","availability_zone":"us-east-1a","underlay_ip":"192.0.2.9"}"#;
+    for token in [None, Some("0".repeat(64).as_str()), Some("short")] {
+        let (status, body) = post(&s, path::REGISTER, token, registration);
+        assert_eq!(status, 401, "{body}");
+        let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(error["error"].is_string() && error["message"].is_string());
+        assert_eq!(
+            get(&s, &format!("{}?host=h1&since=0", path::WATCH), token).0,
+            401
+        );
+        assert_eq!(post(&s, path::MAPPINGS, token, "[]").0, 401);
+    }
+    assert!(
+        hosts(w.store.as_ref(), REGION)
+            .unwrap()
+            .iter()
+            .all(|h| h.host_id != "h9")
+    );
+}
+
+#[test]
+fn the_agent_api_registers_watches_and_maps() {
+    let w = world();
+    let s = serve(&w);
+    let token = Some(s.token.as_str());
+    let (status, body) = post(
+        &s,
+        path::REGISTER,
+        token,
+        r#"{"host_id":"h3","availability_zone":"us-east-1a","underlay_ip":"192.0.2.3"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let record: openvpc_model::host::HostRecord = serde_json::from_str(&body).unwrap();
+    assert_eq!(record.region, REGION);
+    assert_eq!(record.availability_zone, "us-east-1a");
+    let (status, _) = post(
+        &s,
+        path::REGISTER,
+        token,
+        r#"{"host_id":"h4","availability_zone":"eu-west-1a","underlay_ip":"192.0.2.4"}"#,
+    );
+    assert_eq!(status, 400);
+    assert_eq!(post(&s, path::REGISTER, token, "not json").0, 400);
+
+    // h1 and h3 serve us-east-1a: the first launch goes to h1.
+    let sg = w.group("web");
+    let (_, eni, ip) = w.run(&w.subnet_a, &sg);
+    let (status, body) = get(&s, &format!("{}?host=h1&since=0", path::WATCH), token);
+    assert_eq!(status, 200, "{body}");
+    let full: HostDelta = serde_json::from_str(&body).unwrap();
+    assert!(full.full);
+    assert_eq!(eni_ids(&full), vec![eni.clone()]);
+
+    // A watch with nothing new waits, then answers empty at the same revision.
+    let started = std::time::Instant::now();
+    let (_, body) = get(
+        &s,
+        &format!(
+            "{}?host=h1&since={}&wait_ms=200",
+            path::WATCH,
+            full.revision
+        ),
+        token,
+    );
+    let empty: HostDelta = serde_json::from_str(&body).unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    assert!(!empty.full && empty.upserts.is_empty());
+    assert_eq!(empty.revision, full.revision);
+
+    // A change while a watch waits ends the wait.
+    let url = format!(
+        "{}{}?host=h1&since={}&wait_ms=20000",
+        s.url,
+        path::WATCH,
+        full.revision
+    );
+    let header = s.token.clone();
+    let waiting = std::thread::spawn(move || {
+        let mut r = agent()
+            .get(url)
+            .header(TOKEN_HEADER, header)
+            .call()
+            .unwrap();
+        r.body_mut().read_to_string().unwrap()
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    w.ok(&format!(
+        "Action=ModifyNetworkInterfaceAttribute&NetworkInterfaceId={eni}&SourceDestCheck.Value=false"
+    ));
+    let woke: HostDelta = serde_json::from_str(&waiting.join().unwrap()).unwrap();
+    assert_eq!(eni_ids(&woke), vec![eni.clone()]);
+    assert!(!woke.upserts[0].source_dest_check);
+
+    // Mappings, in order.
+    let keys = vec![
+        MappingKey {
+            vni: w.vni(),
+            ip: IpAddr::V4(ip),
+        },
+        MappingKey {
+            vni: w.vni(),
+            ip: "10.0.1.99".parse().unwrap(),
+        },
+    ];
+    let (status, body) = post(
+        &s,
+        path::MAPPINGS,
+        token,
+        &serde_json::to_string(&keys).unwrap(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answers: Vec<MappingAnswer> = serde_json::from_str(&body).unwrap();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].key, keys[0]);
+    assert_eq!(answers[0].record.as_ref().unwrap().eni_id, eni);
+    assert_eq!(answers[1].record, None);
+    let too_many = vec![keys[0]; 1025];
+    assert_eq!(
+        post(
+            &s,
+            path::MAPPINGS,
+            token,
+            &serde_json::to_string(&too_many).unwrap()
+        )
+        .0,
+        400
+    );
+}
+
+#[test]
+fn two_servers_on_one_etcd_share_the_token_and_follow_each_other() {
+    use openvpc_control::store::test_etcd::{self, TestEtcd};
+    if !test_etcd::available() {
+        return;
+    }
+    let etcd = TestEtcd::start();
+    let one: Arc<dyn Store> = Arc::new(etcd.store());
+    let two: Arc<dyn Store> = Arc::new(etcd.store());
+    assert_eq!(
+        agent_token(one.as_ref()).unwrap(),
+        agent_token(two.as_ref()).unwrap()
+    );
+    // Server two's index follows what server one writes.
+    let fleet = Fleet::load(Arc::clone(&two)).unwrap();
+    let _tailer = fleet.spawn_tailer().unwrap();
+    let a = common::account();
+    registry::register(
+        one.as_ref(),
+        REGION,
+        &HostRegistration {
+            host_id: "h1".into(),
+            availability_zone: "us-east-1a".into(),
+            underlay_ip: "192.0.2.1".parse().unwrap(),
+        },
+        1,
+    )
+    .unwrap();
+    let vpc = common::vpc(one.as_ref(), &a);
+    let subnet = common::subnet(one.as_ref(), &a, &vpc, "10.0.1.0/24");
+    let sg = common::security_group(one.as_ref(), &a, &vpc, "web");
+    let eni = first(
+        &call(
+            one.as_ref(),
+            &a,
+            &format!(
+                "Action=RunInstances&ImageId=ami-12c6146b&SubnetId={subnet}&SecurityGroupId.1={sg}"
+            ),
+        )
+        .unwrap(),
+        "networkInterfaceId",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fleet.eni_state(&eni).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server two never saw the ENI"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let full = fleet.delta(REGION, "h1", 0);
+    assert_eq!(eni_ids(&full), vec![eni]);
+}
