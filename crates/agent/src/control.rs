@@ -251,7 +251,9 @@ pub fn watch_loop(
     synced: &AtomicBool,
     snapshot_dir: Option<&Path>,
 ) {
-    let mut on_snapshot = snapshot_dir.is_some_and(|d| restore_snapshot(d, reconciler));
+    if let Some(dir) = snapshot_dir {
+        restore_snapshot(dir, reconciler);
+    }
     let mut outage = Outage::default();
     let mut since = 0;
     let mut registered = false;
@@ -289,11 +291,12 @@ pub fn watch_loop(
                         "applied host delta"
                     );
                 }
-                if on_snapshot && delta.full {
-                    // Owners that changed while we were away were never
-                    // invalidated: ask again for all of them.
-                    let _ = reconciler.worker().forget_mappings();
-                    on_snapshot = false;
+                if delta.full {
+                    // A full state carries no invalidations: owners that
+                    // changed while we were away (on a snapshot, or beyond
+                    // the server's log) would stay stale, so ask again for
+                    // all of them, still forwarding on the old answers.
+                    let _ = reconciler.worker().refresh_mappings();
                 }
                 since = delta.revision;
                 synced.store(true, Ordering::Relaxed);

@@ -173,13 +173,15 @@ impl MappingCache {
             .collect()
     }
 
-    /// Forgets everything; true if a known owner was dropped (see
-    /// [`Self::answer`]). Used once the server is back after a restart on
-    /// a snapshot, whose entries may have gone stale unseen.
-    pub fn clear(&mut self) -> bool {
-        let had_owners = self.entries.values().any(|e| matches!(e, Entry::Found(_)));
-        self.entries.clear();
-        had_owners
+    /// Every key with a known owner: what to ask again after a full state,
+    /// which carries no invalidations. The owners stay in use meanwhile;
+    /// answers that differ replace them (see [`Self::answer`]).
+    pub fn known_keys(&self) -> Vec<MappingKey> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Found(_)))
+            .map(|(k, _)| *k)
+            .collect()
     }
 
     /// The cached owner of a key, without asking anyone.
@@ -346,9 +348,8 @@ mod tests {
         let mut restored = MappingCache::default();
         assert!(!restored.answer(&known));
         assert!(matches!(restored.lookup(7, k.ip), Lookup::Found(_)));
-        assert!(restored.clear());
-        assert!(restored.is_empty());
-        assert!(!restored.clear());
+        // After a full state the known owners are asked again, not dropped.
+        assert_eq!(restored.known_keys(), vec![k]);
     }
 
     #[test]

@@ -132,7 +132,8 @@ enum Command {
     Invalidate(Vec<MappingKey>),
     Status(Sender<WorkerStatus>),
     Known(Sender<Vec<MappingAnswer>>),
-    Forget,
+    /// Ask the server again for every known owner, keeping them meanwhile.
+    Refresh,
     Stop,
 }
 
@@ -201,8 +202,10 @@ impl WorkerClient {
     }
 
     /// Empties the mapping cache: every destination is asked again.
-    pub fn forget_mappings(&self) -> Result<(), WorkerError> {
-        self.send(Command::Forget)
+    /// Re-asks the server for every known owner without dropping any: after
+    /// a full state, so a stale owner is corrected and flows keep running.
+    pub fn refresh_mappings(&self) -> Result<(), WorkerError> {
+        self.send(Command::Refresh)
     }
 
     /// A snapshot of the worker's counters.
@@ -509,9 +512,10 @@ impl Worker {
                 Command::Known(reply) => {
                     let _ = reply.send(self.router.mapping_mut().known());
                 }
-                Command::Forget => {
-                    if self.router.mapping_mut().clear() {
-                        self.router.mappings_changed();
+                Command::Refresh => {
+                    let keys = self.router.mapping_mut().known_keys();
+                    if !keys.is_empty() {
+                        let _ = self.lookups.send(keys);
                     }
                 }
             }

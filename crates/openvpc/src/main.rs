@@ -32,6 +32,9 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Run the regional control plane: the EC2 API on the embedded store.
     Server(cmd::server::ServerArgs),
+    /// Run a one-machine region: the server on the embedded store and this
+    /// host's agent, until Ctrl-C (needs root).
+    Up(cmd::up::UpArgs),
     /// Manage the accounts of a region.
     Accounts(cmd::server::AccountsArgs),
 }
@@ -50,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Exec(args) => cmd::exec::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Server(args) => cmd::server::run(args),
+        Command::Up(args) => cmd::up::run(args),
         Command::Accounts(args) => cmd::server::accounts(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Decode(args) => cmd::decode::run(args),

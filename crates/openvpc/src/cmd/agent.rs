@@ -51,7 +51,8 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
 pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop)).context("installing a signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing a signal handler")?;
     }
     Ok(stop)
 }
@@ -77,7 +78,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             agent.stop();
             return Ok(());
         }
-        eprintln!("agent {}: waiting for the server at {}", args.host_id, args.server);
+        eprintln!(
+            "agent {}: waiting for the server at {}",
+            args.host_id, args.server
+        );
     }
     std::fs::write(args.state_dir.join(openvpc_lab::READY_FILE), b"")
         .with_context(|| format!("writing to {}", args.state_dir.display()))?;

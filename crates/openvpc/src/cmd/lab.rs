@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use openvpc_lab::{Launch, LabPlan};
+use openvpc_lab::{LabPlan, Launch};
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
@@ -72,10 +72,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
                     )
                 })?;
             let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-            println!(
-                "AWS_ENDPOINT_URL={}",
-                state.endpoint.unwrap_or_default()
-            );
+            println!("AWS_ENDPOINT_URL={}", state.endpoint.unwrap_or_default());
             println!(
                 "AWS_SHARED_CREDENTIALS_FILE={}",
                 dir.join("credentials").display()
@@ -98,7 +95,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
                 &dir,
                 |state_dir| {
                     if let Err(e) = openvpc_agent::remove_instances(state_dir) {
-                        eprintln!("lab: removing the instances of {}: {e}", state_dir.display());
+                        eprintln!(
+                            "lab: removing the instances of {}: {e}",
+                            state_dir.display()
+                        );
                     }
                 },
                 |step| eprintln!("lab: {step}"),

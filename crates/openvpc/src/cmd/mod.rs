@@ -8,3 +8,4 @@ pub mod decode;
 pub mod exec;
 pub mod lab;
 pub mod server;
+pub mod up;

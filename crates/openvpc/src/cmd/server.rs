@@ -95,18 +95,32 @@ fn append_credentials(data_dir: &Path, profile: &str, account: &Account) -> anyh
     Ok(())
 }
 
-pub fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let store = open_store(&args.data_dir, args.store.as_deref())?;
+/// A region ready to serve: its store, its state, and the credentials file.
+pub struct Region {
+    pub state: ApiState,
+    pub credentials: PathBuf,
+    pub token: String,
+}
+
+/// Opens the store, makes the admin account on first start, and starts
+/// the agent API (its token is written to `data_dir/agent-token`).
+pub fn open_region(
+    data_dir: &Path,
+    store_url: Option<&str>,
+    region: &str,
+    moto_compat: bool,
+) -> anyhow::Result<Region> {
+    let store = open_store(data_dir, store_url)?;
     if account::list(&*store)?.is_empty() {
         let admin = Account::generate("admin", None);
         account::create(&*store, &admin)?;
-        append_credentials(&args.data_dir, "default", &admin)?;
+        append_credentials(data_dir, "default", &admin)?;
         eprintln!(
             "created the admin account {} (keys in the credentials file)",
             admin.id
         );
     }
-    let moto_compat = if args.moto_compat {
+    let moto_compat = if moto_compat {
         let moto = moto_api::ensure_account(&*store)?;
         tracing::warn!(
             account = %moto.id,
@@ -118,29 +132,52 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    // The agent API: the shared token (written to --data-dir/agent-token),
-    // the fleet index and its tailer.
-    let agent = fleet::start(Arc::clone(&store), &args.region, &args.data_dir)
-        .context("starting the agent API")?;
-    let credentials = std::fs::canonicalize(credentials_path(&args.data_dir))
-        .unwrap_or_else(|_| credentials_path(&args.data_dir));
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| {
-                format!("listening on {}: is another server using it?", args.listen)
-            })?;
-        let local = listener.local_addr()?;
-        println!("AWS_ENDPOINT_URL=http://{local}");
-        println!("AWS_SHARED_CREDENTIALS_FILE={}", credentials.display());
-        println!("AWS_DEFAULT_REGION={}", args.region);
-        let state = ApiState {
+    let token = fleet::agent_token(store.as_ref()).context("reading the agent token")?;
+    let agent =
+        fleet::start(Arc::clone(&store), region, data_dir).context("starting the agent API")?;
+    let credentials = std::fs::canonicalize(credentials_path(data_dir))
+        .unwrap_or_else(|_| credentials_path(data_dir));
+    Ok(Region {
+        state: ApiState {
             store,
             moto_compat,
             agent: Some(agent),
-        };
-        serve(listener, state, async {
+        },
+        credentials,
+        token,
+    })
+}
+
+/// Binds `listen` and prints the three lines a client exports.
+pub async fn bind_and_announce(
+    listen: SocketAddr,
+    region: &Region,
+    region_name: &str,
+) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}: is another server using it?"))?;
+    let local = listener.local_addr()?;
+    println!("AWS_ENDPOINT_URL=http://{local}");
+    println!(
+        "AWS_SHARED_CREDENTIALS_FILE={}",
+        region.credentials.display()
+    );
+    println!("AWS_DEFAULT_REGION={region_name}");
+    Ok((listener, local))
+}
+
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let region = open_region(
+        &args.data_dir,
+        args.store.as_deref(),
+        &args.region,
+        args.moto_compat,
+    )?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let (listener, _) = bind_and_announce(args.listen, &region, &args.region).await?;
+        serve(listener, region.state, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await
