@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -175,14 +176,58 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.moto_compat,
     )?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         let (listener, _) = bind_and_announce(args.listen, &region, &args.region).await?;
-        serve(listener, region.state, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+        let server = ApiServer::start(listener, region.state);
+        server.run_until(tokio::signal::ctrl_c()).await
+    });
+    // Agents' long polls may still be open: they reconnect to the next server.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
+}
+
+/// The API served on a task, stopped on request.
+pub struct ApiServer {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// How long a stopping server waits for requests in flight. Agents' watch
+/// requests wait up to 25 s for a change, so they are cut, not awaited.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+impl ApiServer {
+    pub fn start(listener: tokio::net::TcpListener, state: ApiState) -> ApiServer {
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        ApiServer { task, shutdown }
+    }
+
+    /// Serves until `stop` completes (or the server fails), then stops.
+    pub async fn run_until(mut self, stop: impl Future<Output = impl Sized>) -> anyhow::Result<()> {
+        tokio::select! {
+            result = &mut self.task => return finished(result),
+            _ = stop => {}
+        }
+        self.stop().await
+    }
+
+    /// Stops taking requests and waits [`STOP_GRACE`] for those in flight.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        match tokio::time::timeout(STOP_GRACE, self.task).await {
+            Ok(result) => finished(result),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+fn finished(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result
+        .context("the API server task failed")?
         .context("serving the API")
-    })
 }
 
 pub fn accounts(args: AccountsArgs) -> anyhow::Result<()> {

@@ -9,10 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use openvpc_agent::{Agent, AgentConfig};
-use openvpc_control::server::serve;
 
 use super::agent::stop_on_signals;
-use super::server::{bind_and_announce, open_region};
+use super::server::{ApiServer, bind_and_announce, open_region};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -39,12 +38,10 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let zone = format!("{}a", args.region);
     let stop = stop_on_signals()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let (listener, local) =
-        runtime.block_on(bind_and_announce(args.listen, &region, &args.region))?;
-    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, region.state, async {
-        let _ = shutdown_rx.await;
-    }));
+    let (server, local) = runtime.block_on(async {
+        let (listener, local) = bind_and_announce(args.listen, &region, &args.region).await?;
+        anyhow::Ok((ApiServer::start(listener, region.state), local))
+    })?;
 
     let host_id = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
@@ -82,10 +79,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     eprintln!("up: stopping");
     agent.stop();
-    let _ = shutdown_tx.send(());
-    runtime
-        .block_on(server)
-        .context("the API server task failed")?
-        .context("serving the API")?;
-    Ok(())
+    let result = runtime.block_on(server.stop());
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
