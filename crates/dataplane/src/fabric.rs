@@ -155,6 +155,25 @@ impl Fabric {
         self.add_eni(host, cfg)
     }
 
+    /// Takes an ENI off its host and its addresses out of the mapping (an
+    /// instance terminated); true if it was there.
+    pub fn remove_eni(&mut self, eni: &str) -> bool {
+        let Some((host, index)) = self.eni_host.remove(eni) else {
+            return false;
+        };
+        if let Some(cfg) = self.routers[host].eni(index) {
+            let mut mapping = self.mapping.0.borrow_mut();
+            for addr in cfg.addresses() {
+                mapping.0.remove(&(cfg.vni, addr));
+            }
+        }
+        let removed = self.routers[host].remove_eni(eni);
+        for router in &mut self.routers {
+            router.mappings_changed();
+        }
+        removed
+    }
+
     pub fn router(&self, eni: &str) -> Option<&Router<SharedMapping>> {
         self.eni_host.get(eni).map(|(h, _)| &self.routers[*h])
     }

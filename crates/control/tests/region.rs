@@ -1,0 +1,423 @@
+//! The deterministic in-process region (issue 6, testing ladder step 2):
+//! the same resources as the root lab tests, created through the EC2
+//! actions, compiled by the fleet index into per-host state, converted by
+//! the agent's installer, and run by production routers over the in-memory
+//! fabric. No root, no sockets, no clocks: every API change is followed by
+//! the watch delta the agents would get, applied the way they apply it.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use common::{call, first};
+use openvpc_agent::install::Converter;
+use openvpc_control::account::Account;
+use openvpc_control::fleet::Fleet;
+use openvpc_control::fleet::registry;
+use openvpc_control::store::{MemoryStore, Store};
+use openvpc_dataplane::DropReason;
+use openvpc_dataplane::fabric::{Delivery, Fabric};
+use openvpc_dataplane::router::RouterConfig;
+use openvpc_model::host::HostRegistration;
+use openvpc_packet::MacAddr;
+use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
+use openvpc_packet::ethernet::EthernetRepr;
+use openvpc_packet::icmp::IcmpRepr;
+use openvpc_packet::ipv4::Ipv4Repr;
+use openvpc_packet::tcp::{TcpRepr, flags};
+use openvpc_packet::udp::UdpRepr;
+
+const REGION: &str = "us-east-1";
+
+/// Three hosts (h1 and h3 in us-east-1a, h2 in us-east-1b) as the lab makes
+/// them, one account, and the routers of the hosts fed from the fleet.
+struct Region {
+    store: Arc<MemoryStore>,
+    account: Account,
+    fleet: Arc<Fleet>,
+    fabric: Fabric,
+    converter: Converter,
+    /// Host ID → the fabric's host number, and the revision it has seen.
+    hosts: Vec<(String, usize, u64)>,
+    /// Instance ID → (ENI ID, MAC, private IP).
+    instances: HashMap<String, (String, MacAddr, Ipv4Addr)>,
+}
+
+struct Instance {
+    id: String,
+    ip: Ipv4Addr,
+}
+
+impl Region {
+    fn new() -> Region {
+        let store = Arc::new(MemoryStore::new());
+        let account = common::account();
+        let mut fabric = Fabric::new();
+        let mut hosts = Vec::new();
+        for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1a"]
+            .iter()
+            .enumerate()
+        {
+            let n = fabric.add_host();
+            // The fabric numbers its hosts' underlays 192.0.2.(n+1).
+            let underlay = IpAddr::V4(Ipv4Addr::new(192, 0, 2, n as u8 + 1));
+            let host_id = format!("h{}", i + 1);
+            registry::register(
+                store.as_ref(),
+                REGION,
+                &HostRegistration {
+                    host_id: host_id.clone(),
+                    availability_zone: (*zone).into(),
+                    underlay_ip: underlay,
+                },
+                1,
+            )
+            .unwrap();
+            hosts.push((host_id, n, 0));
+        }
+        let fleet = Fleet::load(Arc::clone(&store) as Arc<dyn Store>).unwrap();
+        Region {
+            store,
+            account,
+            fleet,
+            fabric,
+            converter: Converter::new(),
+            hosts,
+            instances: HashMap::new(),
+        }
+    }
+
+    fn ok(&self, body: &str) -> String {
+        call(self.store.as_ref(), &self.account, body)
+            .unwrap_or_else(|e| panic!("{body}: {} {}", e.code, e.message))
+    }
+
+    fn vpc(&self, cidr: &str) -> String {
+        common::vpc_with(self.store.as_ref(), &self.account, cidr)
+    }
+
+    fn subnet(&self, vpc: &str, cidr: &str, zone: &str) -> String {
+        first(
+            &self.ok(&format!(
+                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone={zone}",
+                cidr.replace('/', "%2F")
+            )),
+            "subnetId",
+        )
+    }
+
+    fn group(&self, vpc: &str, name: &str) -> String {
+        common::security_group(self.store.as_ref(), &self.account, vpc, name)
+    }
+
+    /// Allows `proto` to `port` from `cidr` into `group`.
+    fn allow(&self, group: &str, proto: &str, port: i32, cidr: &str) {
+        self.ok(&format!(
+            "Action=AuthorizeSecurityGroupIngress&GroupId={group}&IpPermissions.1.IpProtocol={proto}\
+             &IpPermissions.1.FromPort={port}&IpPermissions.1.ToPort={port}\
+             &IpPermissions.1.IpRanges.1.CidrIp={}",
+            cidr.replace('/', "%2F")
+        ));
+    }
+
+    fn run(&mut self, subnet: &str, groups: &[&str], ip: Option<&str>) -> Instance {
+        let mut body = format!(
+            "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={subnet}"
+        );
+        for (i, g) in groups.iter().enumerate() {
+            body.push_str(&format!("&SecurityGroupId.{}={g}", i + 1));
+        }
+        if let Some(ip) = ip {
+            body.push_str(&format!("&PrivateIpAddress={ip}"));
+        }
+        let xml = self.ok(&body);
+        let id = first(&xml, "instanceId");
+        let ip: Ipv4Addr = first(&xml, "privateIpAddress").parse().unwrap();
+        let mac: MacAddr = first(&xml, "macAddress").parse().unwrap();
+        let eni = first(&xml, "networkInterfaceId");
+        self.instances.insert(id.clone(), (eni, mac, ip));
+        self.sync();
+        Instance { id, ip }
+    }
+
+    /// What every agent does on a watch: fetch the delta since its last
+    /// revision and install or remove what it names.
+    fn sync(&mut self) {
+        self.fleet.catch_up().unwrap();
+        for (host_id, n, since) in &mut self.hosts {
+            let delta = self.fleet.delta(REGION, host_id, *since);
+            for state in &delta.upserts {
+                let cfg = self.converter.eni_config(state).unwrap();
+                if self.fabric.eni_index(&cfg.id).is_some() {
+                    self.fabric.update_eni(cfg).unwrap();
+                } else {
+                    self.fabric.add_eni(*n, cfg).unwrap();
+                }
+            }
+            for eni in &delta.removals {
+                self.fabric.remove_eni(eni);
+            }
+            *since = delta.revision;
+        }
+    }
+
+    fn frame(
+        &self,
+        from: &Instance,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        l4: L4Repr,
+    ) -> (String, Vec<u8>) {
+        let (eni, mac, _) = &self.instances[&from.id];
+        let frame = PacketBuilder {
+            ethernet: Some(EthernetRepr {
+                dst: RouterConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).router_mac,
+                src: *mac,
+                vlan: None,
+                ethertype: 0,
+            }),
+            ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
+            l4,
+        }
+        .build(b"payload")
+        .unwrap();
+        (eni.clone(), frame)
+    }
+
+    fn send(&mut self, from: &Instance, dst: Ipv4Addr, l4: L4Repr) -> Delivery {
+        self.send_from(from, from.ip, dst, l4)
+    }
+
+    fn send_from(&mut self, from: &Instance, src: Ipv4Addr, dst: Ipv4Addr, l4: L4Repr) -> Delivery {
+        let (eni, frame) = self.frame(from, src, dst, l4);
+        self.fabric.send(&eni, &frame)
+    }
+
+    fn eni_of(&self, instance: &Instance) -> &str {
+        &self.instances[&instance.id].0
+    }
+
+    fn delivered_to(&self, d: &Delivery, instance: &Instance) -> bool {
+        d.delivered_to(self.eni_of(instance)).is_some()
+    }
+}
+
+fn tcp(sport: u16, dport: u16, tcp_flags: u8) -> L4Repr {
+    let mut t = TcpRepr::new(sport, dport, tcp_flags);
+    t.seq = 1000;
+    L4Repr::Tcp(t)
+}
+
+fn syn(sport: u16, dport: u16) -> L4Repr {
+    tcp(sport, dport, flags::SYN)
+}
+
+fn udp(sport: u16, dport: u16) -> L4Repr {
+    L4Repr::Udp(UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+    })
+}
+
+fn echo(id: u16) -> L4Repr {
+    L4Repr::Icmpv4(IcmpRepr::echo(8, id, 1))
+}
+
+#[test]
+fn instances_talk_across_hosts_under_their_groups() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let sub_b = r.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    let web = r.group(&vpc, "web");
+    r.allow(&web, "tcp", 8080, "10.0.0.0/16");
+    r.allow(&web, "udp", 9000, "10.0.0.0/16");
+    r.allow(&web, "icmp", -1, "10.0.0.0/16");
+    let client = r.group(&vpc, "client");
+    let db = r.group(&vpc, "db");
+    r.ok(&format!(
+        "Action=AuthorizeSecurityGroupIngress&GroupId={db}&IpPermissions.1.IpProtocol=tcp\
+         &IpPermissions.1.FromPort=5432&IpPermissions.1.ToPort=5432\
+         &IpPermissions.1.Groups.1.GroupId={client}"
+    ));
+    let a1 = r.run(&sub_a, &[&web], None);
+    let b1 = r.run(&sub_b, &[&web, &db], None);
+    let a2 = r.run(&sub_a, &[&web, &client], None);
+    let a3 = r.run(&sub_a, &[&web], None);
+
+    // Across hosts and subnets, and between two instances of h1.
+    let d = r.send(&a1, b1.ip, syn(40000, 8080));
+    assert!(r.delivered_to(&d, &b1), "a1 -> b1:8080 {d:?}");
+    let d = r.send(&a1, a3.ip, echo(7));
+    assert!(r.delivered_to(&d, &a3), "a1 -> a3 ping (same host) {d:?}");
+    let d = r.send(&b1, a2.ip, echo(8));
+    assert!(r.delivered_to(&d, &a2), "b1 -> a2 ping {d:?}");
+    let d = r.send(&a1, b1.ip, udp(40001, 9000));
+    assert!(r.delivered_to(&d, &b1), "a1 -> b1 udp/9000 {d:?}");
+
+    // spec 3.2: the reply comes back although no rule of a1 admits it.
+    let d = r.send(&b1, a1.ip, tcp(8080, 40000, flags::SYN | flags::ACK));
+    assert!(r.delivered_to(&d, &a1), "b1's SYN-ACK back to a1 {d:?}");
+
+    // Only allowed ports; the group reference admits a2, not a1.
+    let d = r.send(&a1, b1.ip, syn(40002, 8081));
+    assert_eq!(d.drop_reason(), Some(DropReason::SgDeny), "8081 {d:?}");
+    let d = r.send(&a2, b1.ip, syn(40003, 5432));
+    assert!(r.delivered_to(&d, &b1), "a2 (client) -> 5432 {d:?}");
+    let d = r.send(&a1, b1.ip, syn(40004, 5432));
+    assert_eq!(
+        d.drop_reason(),
+        Some(DropReason::SgDeny),
+        "a1 -> 5432 {d:?}"
+    );
+
+    // Revoking 8080 stops new connections at once.
+    r.ok(&format!(
+        "Action=RevokeSecurityGroupIngress&GroupId={web}&IpPermissions.1.IpProtocol=tcp\
+         &IpPermissions.1.FromPort=8080&IpPermissions.1.ToPort=8080\
+         &IpPermissions.1.IpRanges.1.CidrIp=10.0.0.0%2F16"
+    ));
+    r.sync();
+    let d = r.send(&a1, b1.ip, syn(40005, 8080));
+    assert_eq!(
+        d.drop_reason(),
+        Some(DropReason::SgDeny),
+        "after revoke {d:?}"
+    );
+
+    // Terminating b1 takes its ENI off h2: its address no longer answers.
+    r.ok(&format!("Action=TerminateInstances&InstanceId.1={}", b1.id));
+    r.sync();
+    let d = r.send(&a1, b1.ip, echo(9));
+    assert!(
+        !r.delivered_to(&d, &b1),
+        "terminated b1 still reached: {d:?}"
+    );
+}
+
+#[test]
+fn acls_source_dest_check_and_overlapping_vpcs() {
+    let mut r = Region::new();
+    let mut pairs = Vec::new();
+    for name in ["blue", "green"] {
+        let vpc = r.vpc("10.0.0.0/16");
+        let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+        let sub_b = r.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+        let open = r.group(&vpc, name);
+        r.allow(&open, "-1", -1, "0.0.0.0/0");
+        let client = r.run(&sub_a, &[&open], Some("10.0.1.10"));
+        let server = r.run(&sub_b, &[&open], Some("10.0.2.20"));
+        pairs.push((vpc, sub_b, client, server));
+    }
+    // Same addresses in both VPCs: each client reaches its own server only.
+    for (_, _, client, server) in &pairs {
+        let d = r.send(client, server.ip, syn(41000, 80));
+        assert!(
+            r.delivered_to(&d, server),
+            "{} -> own server {d:?}",
+            client.id
+        );
+    }
+
+    // spec 4.1: on blue's server subnet, deny 90 beats allow 100.
+    let (vpc, sub_b, client, server) = &pairs[0];
+    let acl = first(
+        &r.ok(&format!("Action=CreateNetworkAcl&VpcId={vpc}")),
+        "networkAclId",
+    );
+    let entry =
+        |r: &Region, n: u16, egress: bool, proto: &str, ports: Option<(u16, u16)>, action: &str| {
+            let mut body = format!(
+                "Action=CreateNetworkAclEntry&NetworkAclId={acl}&RuleNumber={n}&Protocol={proto}\
+             &RuleAction={action}&Egress={egress}&CidrBlock=0.0.0.0%2F0"
+            );
+            if let Some((from, to)) = ports {
+                body.push_str(&format!("&PortRange.From={from}&PortRange.To={to}"));
+            }
+            r.ok(&body);
+        };
+    entry(&r, 90, false, "6", Some((8080, 8080)), "deny");
+    entry(&r, 100, false, "-1", None, "allow");
+    entry(&r, 100, true, "6", Some((1024, 65535)), "allow");
+    let acls = r.ok(&format!(
+        "Action=DescribeNetworkAcls&Filter.1.Name=association.subnet-id&Filter.1.Value.1={sub_b}"
+    ));
+    // The default ACL lists every subnet's association: take sub_b's.
+    let assoc = acls
+        .split("<item>")
+        .find(|item| item.contains(&format!("<subnetId>{sub_b}</subnetId>")))
+        .map(|item| first(item, "networkAclAssociationId"))
+        .unwrap();
+    r.ok(&format!(
+        "Action=ReplaceNetworkAclAssociation&AssociationId={assoc}&NetworkAclId={acl}"
+    ));
+    r.sync();
+    let d = r.send(client, server.ip, syn(41001, 8080));
+    assert_eq!(d.drop_reason(), Some(DropReason::NaclDeny), "deny 90 {d:?}");
+    let d = r.send(client, server.ip, syn(41002, 8081));
+    assert!(r.delivered_to(&d, server), "8081 passes allow 100 {d:?}");
+    // Stateless: the reply to the ephemeral port leaves through egress 100…
+    let d = r.send(server, client.ip, tcp(8081, 41002, flags::SYN | flags::ACK));
+    assert!(r.delivered_to(&d, client), "reply to 41002 {d:?}");
+    // …and a reply to a port below it is denied by the final `*` rule.
+    let d = r.send(client, server.ip, syn(1000, 8081));
+    assert!(r.delivered_to(&d, server));
+    let d = r.send(server, client.ip, tcp(8081, 1000, flags::SYN | flags::ACK));
+    assert_eq!(
+        d.drop_reason(),
+        Some(DropReason::NaclDeny),
+        "reply to 1000 {d:?}"
+    );
+
+    // Source/destination check: a spoofed source is dropped until it is off.
+    let (_, _, green_client, green_server) = &pairs[1];
+    let spoofed = Ipv4Addr::new(10, 0, 1, 200);
+    let d = r.send_from(green_client, spoofed, green_server.ip, udp(5000, 9000));
+    assert_eq!(d.drop_reason(), Some(DropReason::SourceDestCheck), "{d:?}");
+    r.ok(&format!(
+        "Action=ModifyInstanceAttribute&InstanceId={}&SourceDestCheck.Value=false",
+        green_client.id
+    ));
+    r.sync();
+    let d = r.send_from(green_client, spoofed, green_server.ip, udp(5000, 9000));
+    assert!(r.delivered_to(&d, green_server), "check off {d:?}");
+    // Still only inside green: blue's server never sees green's frames.
+    assert!(!r.delivered_to(&d, server));
+}
+
+#[test]
+fn a_blackhole_route_drops() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let open = r.group(&vpc, "open");
+    r.allow(&open, "-1", -1, "0.0.0.0/0");
+    let a1 = r.run(&sub_a, &[&open], None);
+    let appliance = r.run(&sub_a, &[&open], None);
+    // 192.168.0.0/16 through the appliance instance.
+    let table = common::main_route_table(r.store.as_ref(), &r.account, &vpc);
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=192.168.0.0%2F16&InstanceId={}",
+        appliance.id
+    ));
+    r.ok(&format!(
+        "Action=ModifyInstanceAttribute&InstanceId={}&SourceDestCheck.Value=false",
+        appliance.id
+    ));
+    r.sync();
+    let far = Ipv4Addr::new(192, 168, 1, 1);
+    let d = r.send(&a1, far, echo(1));
+    assert!(r.delivered_to(&d, &appliance), "to the appliance {d:?}");
+    // spec 2.5: the target goes away, the route turns blackhole.
+    r.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={}",
+        appliance.id
+    ));
+    r.sync();
+    let d = r.send(&a1, far, echo(2));
+    assert_eq!(d.drop_reason(), Some(DropReason::Blackhole), "{d:?}");
+}
