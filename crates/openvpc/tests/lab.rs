@@ -491,11 +491,32 @@ fn check_geneve_on_underlay(lab: &Lab, a1: &Instance, b1: &Instance) {
         "tshark saw no Geneve-encapsulated ping to {}: {text}",
         b1.ip
     );
+    // The VNI the agent of h1 was given for a1's VPC (its snapshot of the
+    // server's state), as the wire carries it.
+    let snapshot: Value = serde_json::from_slice(
+        &std::fs::read(lab.dir.path().join("hosts/h1/snapshot.json")).unwrap(),
+    )
+    .unwrap();
+    let vni = snapshot["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["instance_id"] == a1.id.as_str())
+        .map(|e| e["vni"].as_u64().unwrap())
+        .expect("a1 in h1's snapshot");
     let vnis: Vec<&str> = text.lines().filter_map(|l| l.split('\t').next()).collect();
     assert!(
-        vnis.iter().all(|v| v == &vnis[0] && !v.is_empty()),
-        "one VNI for the VPC: {vnis:?}"
+        !vnis.is_empty() && vnis.iter().all(|v| parse_number(v) == Some(vni)),
+        "tshark's VNIs {vnis:?}, the VPC's {vni}"
     );
+}
+
+/// tshark prints the Geneve VNI in hex (`0x…`); decimal is accepted too.
+fn parse_number(s: &str) -> Option<u64> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    }
 }
 
 #[test]
