@@ -42,6 +42,27 @@ struct Lab {
 }
 
 impl Lab {
+    /// The lab every test here uses (3 hosts in 2 AZs) with one VPC of
+    /// `cidr` and a subnet in each AZ; `None` (said why) where tests cannot run.
+    fn with_vpc(cidr: &str) -> Option<(Lab, String, String, String)> {
+        if let Some(why) = cannot_run() {
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let lab = Lab::up(3, 2);
+        let (vpc, sub_a, sub_b) = lab.vpc_with_subnets(cidr);
+        Some((lab, vpc, sub_a, sub_b))
+    }
+
+    /// A VPC with 10.0.1.0/24 in us-east-1a and 10.0.2.0/24 in us-east-1b
+    /// (the CIDR must hold them).
+    fn vpc_with_subnets(&self, cidr: &str) -> (String, String, String) {
+        let vpc = self.vpc(cidr);
+        let sub_a = self.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+        let sub_b = self.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+        (vpc, sub_a, sub_b)
+    }
+
     fn up(hosts: usize, azs: usize) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new(OPENVPC)
@@ -362,14 +383,9 @@ fn zone_of(lab: &Lab, instance: &Instance) -> String {
 
 #[test]
 fn instances_talk_across_hosts_subnets_and_groups() {
-    if let Some(why) = cannot_run() {
-        eprintln!("skipping: {why}");
+    let Some((mut lab, vpc, sub_a, sub_b)) = Lab::with_vpc("10.0.0.0/16") else {
         return;
-    }
-    let mut lab = Lab::up(3, 2);
-    let vpc = lab.vpc("10.0.0.0/16");
-    let sub_a = lab.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
-    let sub_b = lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    };
     let web = lab.group(&vpc, "web");
     lab.allow(&web, "tcp", "8080", "10.0.0.0/16");
     lab.allow(&web, "udp", "9000", "10.0.0.0/16");
@@ -521,14 +537,9 @@ fn parse_number(s: &str) -> Option<u64> {
 
 #[test]
 fn network_acls_and_source_destination_check() {
-    if let Some(why) = cannot_run() {
-        eprintln!("skipping: {why}");
+    let Some((mut lab, vpc, sub_a, sub_b)) = Lab::with_vpc("10.0.0.0/16") else {
         return;
-    }
-    let mut lab = Lab::up(3, 2);
-    let vpc = lab.vpc("10.0.0.0/16");
-    let sub_a = lab.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
-    let sub_b = lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    };
     let open = lab.group(&vpc, "open");
     lab.allow(&open, "-1", "-1", "0.0.0.0/0");
     let a1 = lab.instance(&sub_a, &[&open], None);
@@ -659,16 +670,12 @@ fn network_acls_and_source_destination_check() {
 
 #[test]
 fn overlapping_vpcs_stay_apart_and_restarts_keep_connectivity() {
-    if let Some(why) = cannot_run() {
-        eprintln!("skipping: {why}");
+    let Some((mut lab, blue, blue_a, blue_b)) = Lab::with_vpc("10.0.0.0/16") else {
         return;
-    }
-    let mut lab = Lab::up(3, 2);
+    };
+    let green = lab.vpc_with_subnets("10.0.0.0/16");
     let mut pairs = Vec::new();
-    for name in ["blue", "green"] {
-        let vpc = lab.vpc("10.0.0.0/16");
-        let sub_a = lab.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
-        let sub_b = lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    for (name, (vpc, sub_a, sub_b)) in [("blue", (blue, blue_a, blue_b)), ("green", green)] {
         let open = lab.group(&vpc, name);
         lab.allow(&open, "-1", "-1", "10.0.0.0/16");
         let client = lab.instance(&sub_a, &[&open], Some("10.0.1.10"));
@@ -689,6 +696,28 @@ fn overlapping_vpcs_stay_apart_and_restarts_keep_connectivity() {
     let keeper = lab.udp_echo(server, 9000);
     assert!(udp(client, "10.0.2.20", 9000, None));
 
+    // The server goes away: traffic keeps flowing on what the agents hold.
+    let server_pid = lab.lab_json()["processes"][0]["pid"].as_u64().unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &server_pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    for (client, server) in &pairs {
+        assert_eq!(
+            curl(client, "10.0.2.20", 8080).as_deref(),
+            Some(server.id.as_str()),
+            "with the server away"
+        );
+    }
+    assert!(
+        udp(client, "10.0.2.20", 9000, None),
+        "UDP with the server away"
+    );
+    // It comes back; the agents resync.
     lab.restart("server", true);
     for (client, server) in &pairs {
         assert_eq!(

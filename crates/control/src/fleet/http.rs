@@ -135,6 +135,28 @@ fn region(api: &AgentApi, asked: Option<String>) -> Result<String, Refused> {
     }
 }
 
+/// What the POST endpoints share: the token, the region, and a JSON body
+/// of type `T` (`code` and `shape` name it in the 400 answer).
+fn posted<T: serde::de::DeserializeOwned>(
+    api: &AgentApi,
+    headers: &HeaderMap,
+    asked_region: Option<String>,
+    body: &[u8],
+    code: &'static str,
+    shape: &str,
+) -> Result<(String, T), Refused> {
+    authenticate(api, headers)?;
+    let region = region(api, asked_region)?;
+    let value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("The body must be {shape}: {e}"),
+        ))
+    })?;
+    Ok((region, value))
+}
+
 fn internal(e: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %e, "agent API request failed");
     error(
@@ -166,22 +188,16 @@ async fn register(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&api, &headers) {
-        return *r;
-    }
-    let region = match region(&api, query.region) {
-        Ok(r) => r,
+    let (region, registration): (_, HostRegistration) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidRegistration",
+        "a JSON HostRegistration",
+    ) {
+        Ok(v) => v,
         Err(r) => return *r,
-    };
-    let registration: HostRegistration = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidRegistration",
-                format!("The body must be a JSON HostRegistration: {e}"),
-            );
-        }
     };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -272,22 +288,16 @@ async fn mappings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&api, &headers) {
-        return *r;
-    }
-    let region = match region(&api, query.region) {
-        Ok(r) => r,
+    let (region, keys): (_, Vec<MappingKey>) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidMappingRequest",
+        "a JSON list of mapping keys",
+    ) {
+        Ok(v) => v,
         Err(r) => return *r,
-    };
-    let keys: Vec<MappingKey> = match serde_json::from_slice(&body) {
-        Ok(k) => k,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidMappingRequest",
-                format!("The body must be a JSON list of mapping keys: {e}"),
-            );
-        }
     };
     if keys.len() > MAX_MAPPING_KEYS {
         return error(
