@@ -29,6 +29,7 @@ enum LabCommand {
         /// Where the lab keeps its state, logs, endpoint and credentials.
         #[arg(long, default_value = "./openvpc-lab")]
         dir: PathBuf,
+        /// The region; its zones are REGIONa, REGIONb, …
         #[arg(long, default_value = "us-east-1")]
         region: String,
     },
@@ -37,6 +38,7 @@ enum LabCommand {
     Restart {
         /// `server`, or the host ID of an agent.
         part: String,
+        /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
         dir: PathBuf,
         /// Stop it with SIGKILL, as a crash would, instead of SIGTERM.
@@ -46,6 +48,7 @@ enum LabCommand {
     /// Take a lab down: stop its processes, remove its instances,
     /// namespaces and links. Also cleans up after a crashed `up`.
     Down {
+        /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
         dir: PathBuf,
     },

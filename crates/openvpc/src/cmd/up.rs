@@ -21,6 +21,7 @@ pub struct UpArgs {
     /// Where the store, the credentials and the agent's state live.
     #[arg(long, default_value = "./openvpc-data")]
     data_dir: PathBuf,
+    /// The region; this host serves its zone REGIONa.
     #[arg(long, default_value = "us-east-1")]
     region: String,
 }
