@@ -1381,6 +1381,45 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     ))
 }
 
+/// The order of DescribeSecurityGroupRules: by group, each group's egress
+/// rules before its ingress rules, then by rule ID. EC2 documents no order;
+/// this one is stable across pages and puts a new group's default egress
+/// rule first, as moto does (its tests take the first rule of a fresh
+/// group to be that rule).
+fn rule_order<'r>(item: &(&'r SecurityGroup, &'r Rule, bool)) -> (&'r str, u8, &'r str) {
+    let (g, r, egress) = item;
+    (g.id.as_str(), if *egress { 0 } else { 1 }, r.id.as_str())
+}
+
+/// The position after which a DescribeSecurityGroupRules page starts, from
+/// its `NextToken` (`v2.{group}.{0 egress|1 ingress}.{rule}`: the order key
+/// of the last rule shown, so a page is well defined even if that rule has
+/// gone since).
+fn rule_token(params: &Params) -> Result<Option<(String, u8, String)>, ApiError> {
+    let Some(token) = params.get("NextToken") else {
+        return Ok(None);
+    };
+    let parsed = token.strip_prefix("v2.").and_then(|rest| {
+        let mut parts = rest.splitn(3, '.');
+        let group = parts.next()?;
+        let rank = match parts.next()? {
+            "0" => 0,
+            "1" => 1,
+            _ => return None,
+        };
+        let rule = parts.next()?;
+        (ResourceId::parse(ResourceKind::SecurityGroup, group).is_ok()
+            && ResourceId::parse(ResourceKind::SecurityGroupRule, rule).is_ok())
+        .then(|| (group.to_owned(), rank, rule.to_owned()))
+    });
+    parsed.map(Some).ok_or_else(|| {
+        ApiError::new(
+            "InvalidNextToken",
+            format!("The token '{token}' is invalid: pass the nextToken of a previous response"),
+        )
+    })
+}
+
 pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let ids = params.list("SecurityGroupRuleId")?;
     for id in &ids {
@@ -1400,7 +1439,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
     }
     let max = params.max_results(5..=1000)?;
-    let after = next_token(params, ResourceKind::SecurityGroupRule)?;
+    let after = rule_token(params)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -1433,7 +1472,9 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let mut shown = Vec::new();
     for item in rules.drain(..) {
         if (!ids.is_empty() && !ids.contains(&item.1.id))
-            || after.as_ref().is_some_and(|a| item.1.id <= *a)
+            || after
+                .as_ref()
+                .is_some_and(|a| rule_order(&item) <= (a.0.as_str(), a.1, a.2.as_str()))
         {
             continue;
         }
@@ -1441,8 +1482,17 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             shown.push(item);
         }
     }
-    shown.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-    let next = page(&mut shown, max, |item| &item.1.id);
+    shown.sort_by(|a, b| rule_order(a).cmp(&rule_order(b)));
+    let next = match max {
+        Some(max) if shown.len() > max as usize => {
+            shown.truncate(max as usize);
+            shown.last().map(|item| {
+                let (group, rank, rule) = rule_order(item);
+                format!("v2.{group}.{rank}.{rule}")
+            })
+        }
+        _ => None,
+    };
     Ok(Xml::response(
         "DescribeSecurityGroupRules",
         ctx.request_id,
