@@ -878,3 +878,125 @@ fn vpn_objects_take_tags() {
     .unwrap();
     assert_eq!(first(&xml, "value"), "net");
 }
+
+// spec 2.7, 10.3: a table propagating an attached VGW shows the static
+// routes of the gateway's VPN connections with Origin
+// EnableVgwRoutePropagation; a static route to the same prefix wins and is
+// shown alone, one prefix from two connections is one route, and the
+// routes go when propagation stops or their connections are deleted.
+#[test]
+fn propagated_routes_from_vpn_static_routes() {
+    let store = MemoryStore::new();
+    let a = account();
+    let net = vpc(&store, &a);
+    let table = first(
+        &call(&store, &a, &format!("Action=CreateRouteTable&VpcId={net}")).unwrap(),
+        "routeTableId",
+    );
+    let v = vgw(&store, &a);
+    call(&store, &a, &attach(&v, &net)).unwrap();
+    let c = cgw(&store, &a, "203.0.113.9", 65000);
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let xml = vpn(&store, &a, &c, &v, "&Options.StaticRoutesOnly=true").unwrap();
+        conns.push(first(&xml, "vpnConnectionId"));
+    }
+    let vpn_route = |conn: &str, cidr: &str| {
+        call(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateVpnConnectionRoute&VpnConnectionId={conn}&DestinationCidrBlock={}",
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap();
+    };
+    vpn_route(&conns[0], "192.168.0.0/16");
+    vpn_route(&conns[1], "192.168.0.0/16");
+    vpn_route(&conns[0], "172.16.0.0/12");
+    call(
+        &store,
+        &a,
+        &format!("Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=172.16.0.0%2F12&GatewayId={v}"),
+    )
+    .unwrap();
+    // (destination, gateway, origin, state) of each route of the table.
+    let routes = || -> Vec<(String, String, String, String)> {
+        let xml = call(
+            &store,
+            &a,
+            &format!("Action=DescribeRouteTables&RouteTableId.1={table}"),
+        )
+        .unwrap();
+        let set = xml
+            .split("<routeSet>")
+            .nth(1)
+            .unwrap()
+            .split("</routeSet>")
+            .next()
+            .unwrap()
+            .to_owned();
+        set.split("<item>")
+            .skip(1)
+            .map(|r| {
+                (
+                    first(r, "destinationCidrBlock"),
+                    first(r, "gatewayId"),
+                    first(r, "origin"),
+                    first(r, "state"),
+                )
+            })
+            .collect()
+    };
+    let propagated = |routes: &[(String, String, String, String)]| -> Vec<String> {
+        routes
+            .iter()
+            .filter(|r| r.2 == "EnableVgwRoutePropagation")
+            .map(|r| r.0.clone())
+            .collect()
+    };
+    // Not propagating yet.
+    assert!(propagated(&routes()).is_empty());
+    let enable = format!("Action=EnableVgwRoutePropagation&RouteTableId={table}&GatewayId={v}");
+    call(&store, &a, &enable).unwrap();
+    let shown = routes();
+    assert_eq!(propagated(&shown), ["192.168.0.0/16"]);
+    let route = shown.iter().find(|r| r.0 == "192.168.0.0/16").unwrap();
+    assert_eq!((route.1.as_str(), route.3.as_str()), (v.as_str(), "active"));
+    let static_route: Vec<_> = shown.iter().filter(|r| r.0 == "172.16.0.0/12").collect();
+    assert_eq!(static_route.len(), 1);
+    assert_eq!(static_route[0].2, "CreateRoute");
+    // The origin filter sees them.
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeRouteTables&Filter.1.Name=route.origin&Filter.1.Value.1=EnableVgwRoutePropagation",
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "routeTableId").first(), Some(&table));
+    // A deleted connection takes its routes along; the other still has one.
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={}", conns[0]),
+    )
+    .unwrap();
+    assert_eq!(propagated(&routes()), ["192.168.0.0/16"]);
+    call(
+        &store,
+        &a,
+        &format!("Action=DisableVgwRoutePropagation&RouteTableId={table}&GatewayId={v}"),
+    )
+    .unwrap();
+    assert!(propagated(&routes()).is_empty());
+    call(&store, &a, &enable).unwrap();
+    assert_eq!(propagated(&routes()), ["192.168.0.0/16"]);
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={}", conns[1]),
+    )
+    .unwrap();
+    assert!(propagated(&routes()).is_empty());
+}
