@@ -652,8 +652,9 @@ fn pagination() {
 }
 
 // DescribeSecurityGroupRules lists each group's egress rules before its
-// ingress rules (a fresh group's default egress rule comes first), and
-// pages through that order with MaxResults and NextToken.
+// ingress rules (a fresh group's default egress rule comes first), each in
+// the order they were authorized, and pages through that order with
+// MaxResults and NextToken.
 #[test]
 fn rules_list_egress_first_and_page_in_order() {
     let store = MemoryStore::new();
@@ -670,6 +671,12 @@ fn rules_list_egress_first_and_page_in_order() {
     assert_eq!(egress.len(), 7);
     assert_eq!(egress[0], "true");
     assert!(egress[1..].iter().all(|e| e == "false"));
+    // Ingress rules in the order they were authorized.
+    let cidrs = all(&xml, "cidrIpv4");
+    let want: Vec<String> = std::iter::once("0.0.0.0/0".to_owned())
+        .chain((1..=6).map(|i| format!("203.0.113.{i}/32")))
+        .collect();
+    assert_eq!(cidrs, want);
     let every = all(&xml, "securityGroupRuleId");
 
     let mut paged = Vec::new();

@@ -1381,21 +1381,26 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     ))
 }
 
+/// A rule as DescribeSecurityGroupRules lists it: its group, itself,
+/// whether it is an egress rule, and its place among the group's rules of
+/// that direction.
+type ListedRule<'r> = (&'r SecurityGroup, &'r Rule, bool, usize);
+
 /// The order of DescribeSecurityGroupRules: by group, each group's egress
-/// rules before its ingress rules, then by rule ID. EC2 documents no order;
-/// this one is stable across pages and puts a new group's default egress
-/// rule first, as moto does (its tests take the first rule of a fresh
-/// group to be that rule).
-fn rule_order<'r>(item: &(&'r SecurityGroup, &'r Rule, bool)) -> (&'r str, u8, &'r str) {
-    let (g, r, egress) = item;
-    (g.id.as_str(), if *egress { 0 } else { 1 }, r.id.as_str())
+/// rules before its ingress rules, each in the order they were authorized.
+/// EC2 documents no order; this one is stable across calls and pages, and
+/// puts a new group's default egress rule first, as moto does (its tests
+/// take the first rule of a fresh group to be that rule, and the rules of
+/// one call in the order given).
+fn rule_order<'r>(item: &ListedRule<'r>) -> (&'r str, u8, usize) {
+    let (g, _, egress, index) = item;
+    (g.id.as_str(), if *egress { 0 } else { 1 }, *index)
 }
 
 /// The position after which a DescribeSecurityGroupRules page starts, from
-/// its `NextToken` (`v2.{group}.{0 egress|1 ingress}.{rule}`: the order key
-/// of the last rule shown, so a page is well defined even if that rule has
-/// gone since).
-fn rule_token(params: &Params) -> Result<Option<(String, u8, String)>, ApiError> {
+/// its `NextToken` (`v2.{group}.{0 egress|1 ingress}.{index}`: the order
+/// key of the last rule shown).
+fn rule_token(params: &Params) -> Result<Option<(String, u8, usize)>, ApiError> {
     let Some(token) = params.get("NextToken") else {
         return Ok(None);
     };
@@ -1407,10 +1412,10 @@ fn rule_token(params: &Params) -> Result<Option<(String, u8, String)>, ApiError>
             "1" => 1,
             _ => return None,
         };
-        let rule = parts.next()?;
-        (ResourceId::parse(ResourceKind::SecurityGroup, group).is_ok()
-            && ResourceId::parse(ResourceKind::SecurityGroupRule, rule).is_ok())
-        .then(|| (group.to_owned(), rank, rule.to_owned()))
+        let index = parts.next()?.parse().ok()?;
+        ResourceId::parse(ResourceKind::SecurityGroup, group)
+            .is_ok()
+            .then(|| (group.to_owned(), rank, index))
     });
     parsed.map(Some).ok_or_else(|| {
         ApiError::new(
@@ -1444,25 +1449,31 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         return Err(ApiError::dry_run());
     }
     let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
-    let mut rules: Vec<(&SecurityGroup, &Rule, bool)> = groups
+    let mut rules: Vec<ListedRule> = groups
         .iter()
         .flat_map(|g| {
             g.ingress
                 .iter()
-                .map(move |r| (g, r, false))
-                .chain(g.egress.iter().map(move |r| (g, r, true)))
+                .enumerate()
+                .map(move |(i, r)| (g, r, false, i))
+                .chain(
+                    g.egress
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, r)| (g, r, true, i)),
+                )
         })
         .collect();
     for id in &ids {
-        if !rules.iter().any(|(_, r, _)| r.id == *id) {
+        if !rules.iter().any(|(_, r, _, _)| r.id == *id) {
             return Err(ApiError::new(
                 "InvalidSecurityGroupRuleId.NotFound",
                 format!("The security group rule ID '{id}' does not exist"),
             ));
         }
     }
-    let values = |item: &(&SecurityGroup, &Rule, bool), name: &str| -> Option<Vec<String>> {
-        let (g, r, _) = item;
+    let values = |item: &ListedRule, name: &str| -> Option<Vec<String>> {
+        let (g, r, _, _) = item;
         Some(match name {
             "group-id" => vec![g.id.clone()],
             "security-group-rule-id" => vec![r.id.clone()],
@@ -1474,7 +1485,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         if (!ids.is_empty() && !ids.contains(&item.1.id))
             || after
                 .as_ref()
-                .is_some_and(|a| rule_order(&item) <= (a.0.as_str(), a.1, a.2.as_str()))
+                .is_some_and(|a| rule_order(&item) <= (a.0.as_str(), a.1, a.2))
         {
             continue;
         }
@@ -1487,8 +1498,8 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         Some(max) if shown.len() > max as usize => {
             shown.truncate(max as usize);
             shown.last().map(|item| {
-                let (group, rank, rule) = rule_order(item);
-                format!("v2.{group}.{rank}.{rule}")
+                let (group, rank, index) = rule_order(item);
+                format!("v2.{group}.{rank}.{index}")
             })
         }
         _ => None,
@@ -1497,7 +1508,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         "DescribeSecurityGroupRules",
         ctx.request_id,
         |x| {
-            x.list("securityGroupRuleSet", &shown, |x, (g, r, egress)| {
+            x.list("securityGroupRuleSet", &shown, |x, (g, r, egress, _)| {
                 write_rule(x, g, r, *egress);
             })
             .opt("nextToken", next);
