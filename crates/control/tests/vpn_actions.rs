@@ -1000,3 +1000,76 @@ fn propagated_routes_from_vpn_static_routes() {
     .unwrap();
     assert!(propagated(&routes()).is_empty());
 }
+
+// spec 10.2: a connection's local and remote IPv4 network CIDRs default to
+// 0.0.0.0/0, can be set at creation and changed with
+// ModifyVpnConnectionOptions; the IPv6 ones do not apply to IPv4 tunnels.
+#[test]
+fn modify_vpn_connection_options() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vgw(&store, &a);
+    let c = cgw(&store, &a, "203.0.113.10", 65000);
+    let xml = vpn(&store, &a, &c, &v, "").unwrap();
+    let id = first(&xml, "vpnConnectionId");
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "0.0.0.0/0");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "0.0.0.0/0");
+    let xml = vpn(
+        &store,
+        &a,
+        &c,
+        &v,
+        "&Options.LocalIpv4NetworkCidr=192.168.0.0%2F16",
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "192.168.0.0/16");
+
+    let modify = |q: &str| format!("Action=ModifyVpnConnectionOptions&VpnConnectionId={id}{q}");
+    let xml = call(
+        &store,
+        &a,
+        &modify("&LocalIpv4NetworkCidr=172.16.0.0%2F12&RemoteIpv4NetworkCidr=10.0.0.0%2F16"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "vpnConnectionId"), id);
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "172.16.0.0/12");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "10.0.0.0/16");
+    call(&store, &a, &modify("&RemoteIpv4NetworkCidr=10.1.0.0%2F16")).unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeVpnConnections&VpnConnectionId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "172.16.0.0/12");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "10.1.0.0/16");
+    for (q, want) in [
+        ("", "MissingParameter"),
+        ("&LocalIpv4NetworkCidr=bogus", "InvalidParameterValue"),
+        ("&LocalIpv6NetworkCidr=%3A%3A%2F0", "InvalidParameterValue"),
+        (
+            "&LocalIpv4NetworkCidr=10.0.0.0%2F8&DryRun=true",
+            "DryRunOperation",
+        ),
+    ] {
+        assert_eq!(code(&store, &a, &modify(q)), want, "{q}");
+    }
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=ModifyVpnConnectionOptions&VpnConnectionId=vpn-0123abcd&LocalIpv4NetworkCidr=10.0.0.0%2F8"
+        ),
+        "InvalidVpnConnectionID.NotFound"
+    );
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        code(&store, &a, &modify("&LocalIpv4NetworkCidr=10.0.0.0%2F8")),
+        "IncorrectState"
+    );
+}
