@@ -441,3 +441,269 @@ fn describe_filters() {
     let b = Account::generate("b", Some("222222222222"));
     assert!(all(&describe(&store, &b, ""), "natGatewayId").is_empty());
 }
+
+/// (privateIp, allocationId, isPrimary) of each address Describe shows.
+fn nat_addresses(store: &dyn Store, a: &Account, id: &str) -> Vec<(String, String, String)> {
+    let d = describe(store, a, &format!("&NatGatewayId.1={id}"));
+    let set = d
+        .split("<natGatewayAddressSet>")
+        .nth(1)
+        .unwrap()
+        .split("</natGatewayAddressSet>")
+        .next()
+        .unwrap()
+        .to_owned();
+    set.split("<item>")
+        .skip(1)
+        .map(|i| {
+            (
+                first(i, "privateIp"),
+                all(i, "allocationId").first().cloned().unwrap_or_default(),
+                first(i, "isPrimary"),
+            )
+        })
+        .collect()
+}
+
+// spec 6.2: a public gateway takes secondary Elastic IPs, each on a new
+// private address of its ENI (up to 8 addresses in all), and gives them
+// back; the primary stays.
+#[test]
+fn public_gateway_secondary_addresses() {
+    let store = MemoryStore::new();
+    let a = account();
+    let (_, s) = public_subnet(&store, &a);
+    let primary = eip(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={primary}"),
+    )
+    .unwrap();
+    let id = first(&xml, "natGatewayId");
+    let eni = first(&xml, "networkInterfaceId");
+    let primary_assoc = first(&xml, "associationId");
+    let second = eip(&store, &a);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={second}&PrivateIpAddress.1=10.0.1.50"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "status"), "associating");
+    assert_eq!(first(&xml, "privateIp"), "10.0.1.50");
+    assert_eq!(first(&xml, "isPrimary"), "false");
+    let assoc = first(&xml, "associationId");
+    let shown = nat_addresses(&store, &a, &id);
+    assert_eq!(shown.len(), 2);
+    assert_eq!(
+        shown[1],
+        ("10.0.1.50".to_owned(), second.clone(), "false".to_owned())
+    );
+    // The EIP is on the gateway's ENI, so it is in use.
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={second}"),
+    )
+    .unwrap();
+    assert_eq!(first(&addr, "networkInterfaceId"), eni);
+    assert_eq!(first(&addr, "privateIpAddress"), "10.0.1.50");
+    // Errors: a taken EIP, an unknown one, the private-gateway actions,
+    // too many addresses, and the primary's association.
+    for (query, want) in [
+        (
+            format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={second}"),
+            "Resource.AlreadyAssociated",
+        ),
+        (
+            format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1=eipalloc-0123456789abcdef0"),
+            "InvalidAllocationID.NotFound",
+        ),
+        (
+            format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}"),
+            "MissingParameter",
+        ),
+        (
+            format!("Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=1"),
+            "InvalidParameterCombination",
+        ),
+        (
+            format!("Action=DisassociateNatGatewayAddress&NatGatewayId={id}&AssociationId.1={primary_assoc}"),
+            "InvalidParameterValue",
+        ),
+        (
+            format!("Action=DisassociateNatGatewayAddress&NatGatewayId={id}&AssociationId.1=eipassoc-0123456789abcdef0"),
+            "InvalidAssociationID.NotFound",
+        ),
+        (
+            format!("Action=DisassociateNatGatewayAddress&NatGatewayId={id}&AssociationId.1={assoc}&MaxDrainDurationSeconds=5000"),
+            "InvalidParameterValue",
+        ),
+        (
+            "Action=AssociateNatGatewayAddress&NatGatewayId=nat-0123456789abcdef0&AllocationId.1=eipalloc-0123456789abcdef0".to_owned(),
+            "NatGatewayNotFound",
+        ),
+    ] {
+        assert_eq!(code(&store, &a, &query), want, "{query}");
+    }
+    // 2 + 7 > 8: refused before the allocations are looked at.
+    let many: String = (1..=7)
+        .map(|i| format!("&AllocationId.{i}=eipalloc-{i:017x}"))
+        .collect();
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}{many}")
+        ),
+        "InvalidParameterValue"
+    );
+    // Disassociating frees the EIP (still allocated) and its private address.
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DisassociateNatGatewayAddress&NatGatewayId={id}&AssociationId.1={assoc}&MaxDrainDurationSeconds=60"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "status"), "disassociating");
+    assert_eq!(nat_addresses(&store, &a, &id).len(), 1);
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={second}"),
+    )
+    .unwrap();
+    assert!(all(&addr, "networkInterfaceId").is_empty());
+    let e = call(
+        &store,
+        &a,
+        &format!("Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}"),
+    )
+    .unwrap();
+    assert!(!e.contains("10.0.1.50"));
+}
+
+// spec 6.2: a private gateway takes secondary private addresses, named or
+// counted, and gives them back; the primary stays.
+#[test]
+fn private_gateway_secondary_addresses() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let s = subnet(&store, &a, &v, "10.0.2.0/24");
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private"),
+    )
+    .unwrap();
+    let id = first(&xml, "natGatewayId");
+    let primary_ip = first(&xml, "privateIp");
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1=10.0.2.40"
+        ),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "status"), "assigning");
+    assert_eq!(all(&xml, "privateIp"), ["10.0.2.40"]);
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=2"),
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "privateIp").len(), 2);
+    assert_eq!(nat_addresses(&store, &a, &id).len(), 4);
+    for (query, want) in [
+        (
+            format!("Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}"),
+            "MissingParameter",
+        ),
+        (
+            format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=8"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=5"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1=10.0.2.40"
+            ),
+            "InvalidIPAddress.InUse",
+        ),
+        (
+            format!(
+                "Action=UnassignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1={primary_ip}"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=UnassignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1=10.0.2.99"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1=eipalloc-0123456789abcdef0"
+            ),
+            "InvalidParameterCombination",
+        ),
+        (
+            format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=1&DryRun=true"
+            ),
+            "DryRunOperation",
+        ),
+    ] {
+        assert_eq!(code(&store, &a, &query), want, "{query}");
+    }
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=UnassignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1=10.0.2.40"
+        ),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "status"), "unassigning");
+    let left = nat_addresses(&store, &a, &id);
+    assert_eq!(left.len(), 3);
+    assert!(left.iter().all(|(ip, _, _)| ip != "10.0.2.40"));
+    // The freed address can be taken again.
+    call(
+        &store,
+        &a,
+        &format!(
+            "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddress.1=10.0.2.40"
+        ),
+    )
+    .unwrap();
+    // A deleted gateway's addresses cannot change.
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=1"
+            )
+        ),
+        "NatGatewayNotFound"
+    );
+}

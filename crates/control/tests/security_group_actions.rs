@@ -650,3 +650,48 @@ fn pagination() {
         "InvalidNextToken"
     );
 }
+
+// DescribeSecurityGroupRules lists each group's egress rules before its
+// ingress rules (a fresh group's default egress rule comes first), each in
+// the order they were authorized, and pages through that order with
+// MaxResults and NextToken.
+#[test]
+fn rules_list_egress_first_and_page_in_order() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let g = group(&store, &a, &v, "web");
+    for i in 1..=6 {
+        call(&store, &a, &ssh_from(&g, &format!("203.0.113.{i}%2F32"))).unwrap();
+    }
+    let by_group =
+        format!("Action=DescribeSecurityGroupRules&Filter.1.Name=group-id&Filter.1.Value.1={g}");
+    let xml = call(&store, &a, &by_group).unwrap();
+    let egress = all(&xml, "isEgress");
+    assert_eq!(egress.len(), 7);
+    assert_eq!(egress[0], "true");
+    assert!(egress[1..].iter().all(|e| e == "false"));
+    // Ingress rules in the order they were authorized.
+    let cidrs = all(&xml, "cidrIpv4");
+    let want: Vec<String> = std::iter::once("0.0.0.0/0".to_owned())
+        .chain((1..=6).map(|i| format!("203.0.113.{i}/32")))
+        .collect();
+    assert_eq!(cidrs, want);
+    let every = all(&xml, "securityGroupRuleId");
+
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let xml = call(&store, &a, &format!("{by_group}&MaxResults=5{token}")).unwrap();
+        paged.extend(all(&xml, "securityGroupRuleId"));
+        match all(&xml, "nextToken").first() {
+            Some(t) => token = format!("&NextToken={t}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, every);
+    assert_eq!(
+        code(&store, &a, &format!("{by_group}&NextToken=v2.bogus")),
+        "InvalidNextToken"
+    );
+}

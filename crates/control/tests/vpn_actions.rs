@@ -878,3 +878,198 @@ fn vpn_objects_take_tags() {
     .unwrap();
     assert_eq!(first(&xml, "value"), "net");
 }
+
+// spec 2.7, 10.3: a table propagating an attached VGW shows the static
+// routes of the gateway's VPN connections with Origin
+// EnableVgwRoutePropagation; a static route to the same prefix wins and is
+// shown alone, one prefix from two connections is one route, and the
+// routes go when propagation stops or their connections are deleted.
+#[test]
+fn propagated_routes_from_vpn_static_routes() {
+    let store = MemoryStore::new();
+    let a = account();
+    let net = vpc(&store, &a);
+    let table = first(
+        &call(&store, &a, &format!("Action=CreateRouteTable&VpcId={net}")).unwrap(),
+        "routeTableId",
+    );
+    let v = vgw(&store, &a);
+    call(&store, &a, &attach(&v, &net)).unwrap();
+    let c = cgw(&store, &a, "203.0.113.9", 65000);
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let xml = vpn(&store, &a, &c, &v, "&Options.StaticRoutesOnly=true").unwrap();
+        conns.push(first(&xml, "vpnConnectionId"));
+    }
+    let vpn_route = |conn: &str, cidr: &str| {
+        call(
+            &store,
+            &a,
+            &format!(
+                "Action=CreateVpnConnectionRoute&VpnConnectionId={conn}&DestinationCidrBlock={}",
+                cidr.replace('/', "%2F")
+            ),
+        )
+        .unwrap();
+    };
+    vpn_route(&conns[0], "192.168.0.0/16");
+    vpn_route(&conns[1], "192.168.0.0/16");
+    vpn_route(&conns[0], "172.16.0.0/12");
+    call(
+        &store,
+        &a,
+        &format!("Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=172.16.0.0%2F12&GatewayId={v}"),
+    )
+    .unwrap();
+    // (destination, gateway, origin, state) of each route of the table.
+    let routes = || -> Vec<(String, String, String, String)> {
+        let xml = call(
+            &store,
+            &a,
+            &format!("Action=DescribeRouteTables&RouteTableId.1={table}"),
+        )
+        .unwrap();
+        let set = xml
+            .split("<routeSet>")
+            .nth(1)
+            .unwrap()
+            .split("</routeSet>")
+            .next()
+            .unwrap()
+            .to_owned();
+        set.split("<item>")
+            .skip(1)
+            .map(|r| {
+                (
+                    first(r, "destinationCidrBlock"),
+                    first(r, "gatewayId"),
+                    first(r, "origin"),
+                    first(r, "state"),
+                )
+            })
+            .collect()
+    };
+    let propagated = |routes: &[(String, String, String, String)]| -> Vec<String> {
+        routes
+            .iter()
+            .filter(|r| r.2 == "EnableVgwRoutePropagation")
+            .map(|r| r.0.clone())
+            .collect()
+    };
+    // Not propagating yet.
+    assert!(propagated(&routes()).is_empty());
+    let enable = format!("Action=EnableVgwRoutePropagation&RouteTableId={table}&GatewayId={v}");
+    call(&store, &a, &enable).unwrap();
+    let shown = routes();
+    assert_eq!(propagated(&shown), ["192.168.0.0/16"]);
+    let route = shown.iter().find(|r| r.0 == "192.168.0.0/16").unwrap();
+    assert_eq!((route.1.as_str(), route.3.as_str()), (v.as_str(), "active"));
+    let static_route: Vec<_> = shown.iter().filter(|r| r.0 == "172.16.0.0/12").collect();
+    assert_eq!(static_route.len(), 1);
+    assert_eq!(static_route[0].2, "CreateRoute");
+    // The origin filter sees them.
+    let xml = call(
+        &store,
+        &a,
+        "Action=DescribeRouteTables&Filter.1.Name=route.origin&Filter.1.Value.1=EnableVgwRoutePropagation",
+    )
+    .unwrap();
+    assert_eq!(all(&xml, "routeTableId").first(), Some(&table));
+    // A deleted connection takes its routes along; the other still has one.
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={}", conns[0]),
+    )
+    .unwrap();
+    assert_eq!(propagated(&routes()), ["192.168.0.0/16"]);
+    call(
+        &store,
+        &a,
+        &format!("Action=DisableVgwRoutePropagation&RouteTableId={table}&GatewayId={v}"),
+    )
+    .unwrap();
+    assert!(propagated(&routes()).is_empty());
+    call(&store, &a, &enable).unwrap();
+    assert_eq!(propagated(&routes()), ["192.168.0.0/16"]);
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={}", conns[1]),
+    )
+    .unwrap();
+    assert!(propagated(&routes()).is_empty());
+}
+
+// spec 10.2: a connection's local and remote IPv4 network CIDRs default to
+// 0.0.0.0/0, can be set at creation and changed with
+// ModifyVpnConnectionOptions; the IPv6 ones do not apply to IPv4 tunnels.
+#[test]
+fn modify_vpn_connection_options() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vgw(&store, &a);
+    let c = cgw(&store, &a, "203.0.113.10", 65000);
+    let xml = vpn(&store, &a, &c, &v, "").unwrap();
+    let id = first(&xml, "vpnConnectionId");
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "0.0.0.0/0");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "0.0.0.0/0");
+    let xml = vpn(
+        &store,
+        &a,
+        &c,
+        &v,
+        "&Options.LocalIpv4NetworkCidr=192.168.0.0%2F16",
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "192.168.0.0/16");
+
+    let modify = |q: &str| format!("Action=ModifyVpnConnectionOptions&VpnConnectionId={id}{q}");
+    let xml = call(
+        &store,
+        &a,
+        &modify("&LocalIpv4NetworkCidr=172.16.0.0%2F12&RemoteIpv4NetworkCidr=10.0.0.0%2F16"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "vpnConnectionId"), id);
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "172.16.0.0/12");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "10.0.0.0/16");
+    call(&store, &a, &modify("&RemoteIpv4NetworkCidr=10.1.0.0%2F16")).unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!("Action=DescribeVpnConnections&VpnConnectionId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "localIpv4NetworkCidr"), "172.16.0.0/12");
+    assert_eq!(first(&xml, "remoteIpv4NetworkCidr"), "10.1.0.0/16");
+    for (q, want) in [
+        ("", "MissingParameter"),
+        ("&LocalIpv4NetworkCidr=bogus", "InvalidParameterValue"),
+        ("&LocalIpv6NetworkCidr=%3A%3A%2F0", "InvalidParameterValue"),
+        (
+            "&LocalIpv4NetworkCidr=10.0.0.0%2F8&DryRun=true",
+            "DryRunOperation",
+        ),
+    ] {
+        assert_eq!(code(&store, &a, &modify(q)), want, "{q}");
+    }
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=ModifyVpnConnectionOptions&VpnConnectionId=vpn-0123abcd&LocalIpv4NetworkCidr=10.0.0.0%2F8"
+        ),
+        "InvalidVpnConnectionID.NotFound"
+    );
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteVpnConnection&VpnConnectionId={id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        code(&store, &a, &modify("&LocalIpv4NetworkCidr=10.0.0.0%2F8")),
+        "IncorrectState"
+    );
+}

@@ -3,6 +3,7 @@
 //! returns the XML body. Dispatch by `Action` lives here.
 
 pub mod address;
+pub mod classic_link;
 pub mod customer_gateway;
 pub mod default_vpc;
 pub mod dhcp_options;
@@ -76,6 +77,7 @@ pub type Handler = fn(&Ctx, &str, &Params) -> Option<Result<String, ApiError>>;
 /// Every resource module, one line each.
 const HANDLERS: &[Handler] = &[
     vpc::dispatch,
+    classic_link::dispatch,
     default_vpc::dispatch,
     security_group::dispatch,
     subnet::dispatch,

@@ -1,7 +1,11 @@
 //! NAT gateways (spec 6, 12, 13): CreateNatGateway, DescribeNatGateways and
-//! DeleteNatGateway. A gateway's record holds its addresses; its private
-//! addresses live on a requester-managed ENI (`interfaceType nat_gateway`)
-//! in its subnet, created and deleted with it, and a public gateway's
+//! DeleteNatGateway, and secondary addresses: AssociateNatGatewayAddress and
+//! DisassociateNatGatewayAddress (Elastic IPs of a public gateway),
+//! AssignPrivateNatGatewayAddress and UnassignPrivateNatGatewayAddress
+//! (private addresses of a private gateway). A gateway's record holds its
+//! addresses; its private addresses live on a requester-managed ENI
+//! (`interfaceType nat_gateway`) in its subnet, created and deleted with
+//! it, and a public gateway's
 //! Elastic IPs are associated with that ENI, so DescribeAddresses,
 //! DeleteSubnet and ReleaseAddress see them as in use.
 //!
@@ -156,6 +160,10 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "CreateNatGateway" => create(ctx, params),
         "DescribeNatGateways" => describe(ctx, params),
         "DeleteNatGateway" => delete(ctx, params),
+        "AssociateNatGatewayAddress" => associate_address(ctx, params),
+        "DisassociateNatGatewayAddress" => disassociate_address(ctx, params),
+        "AssignPrivateNatGatewayAddress" => assign_private_address(ctx, params),
+        "UnassignPrivateNatGatewayAddress" => unassign_private_address(ctx, params),
         _ => return None,
     })
 }
@@ -598,4 +606,389 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     Ok(Xml::response("DeleteNatGateway", ctx.request_id, |x| {
         x.elem("natGatewayId", id);
     }))
+}
+
+// ---- secondary addresses (spec 6.2: up to 8 per gateway) ----
+
+/// The gateway an address action names: it must be visible and `available`
+/// (a failed or deleted gateway holds no addresses to change), of the
+/// connectivity type the action is for.
+fn live_gateway(tx: &mut Tx, id: &str, public: bool, action: &str) -> Result<NatGateway, ApiError> {
+    let gateway = visible(tx)?
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| super::resource::not_found::<NatGateway>(id))?;
+    if gateway.state != "available" {
+        // [U]: the code AWS gives for a gateway that is not available.
+        return Err(ApiError::new(
+            "NatGatewayNotFound",
+            format!(
+                "The NAT gateway '{id}' is {} and its addresses cannot be changed.",
+                gateway.state
+            ),
+        ));
+    }
+    if (gateway.connectivity_type == "public") != public {
+        return Err(combination(&format!(
+            "{action} applies to {} NAT gateways only; {id} is {}.",
+            if public { "public" } else { "private" },
+            gateway.connectivity_type
+        )));
+    }
+    Ok(gateway)
+}
+
+/// The gateway's ENI, which every available gateway has.
+fn gateway_eni(tx: &mut Tx, gateway: &NatGateway) -> Result<NetworkInterface, ApiError> {
+    let id = gateway.network_interface_id.as_deref().ok_or_else(|| {
+        ApiError::internal(format!("NAT gateway {} has no interface", gateway.id))
+    })?;
+    tx.load::<NetworkInterface>(id)
+}
+
+fn check_room(gateway: &NatGateway, adding: usize) -> Result<(), ApiError> {
+    let total = gateway.addresses.len() + adding;
+    if total > MAX_ADDRESSES {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            format!(
+                "A NAT gateway has at most {MAX_ADDRESSES} addresses (1 primary and {} secondary); {} has {} and {adding} more were asked for.",
+                MAX_ADDRESSES - 1,
+                gateway.id,
+                gateway.addresses.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The private addresses a request names (`PrivateIpAddress.N`).
+fn private_ips(params: &Params) -> Result<Vec<Ipv4Addr>, ApiError> {
+    params
+        .list("PrivateIpAddress")?
+        .iter()
+        .map(|t| parse_ip("PrivateIpAddress", t))
+        .collect()
+}
+
+/// `MaxDrainDurationSeconds` (1–4000): how long AWS lets existing
+/// connections drain. Nothing drains here, so it is only checked.
+fn check_drain(params: &Params) -> Result<(), ApiError> {
+    if let Some(secs) = params.number::<u32>("MaxDrainDurationSeconds")?
+        && !(1..=4000).contains(&secs)
+    {
+        return Err(ApiError::invalid_value(
+            "MaxDrainDurationSeconds",
+            &secs.to_string(),
+            "It must be between 1 and 4000 seconds.",
+        ));
+    }
+    Ok(())
+}
+
+/// The answer of the four address actions: the addresses changed, with the
+/// transitional status AWS shows first (`associating`, `assigning`, ...).
+fn address_response(
+    ctx: &Ctx,
+    action: &str,
+    gateway: &NatGateway,
+    changed: &[NatAddress],
+    status: &str,
+) -> String {
+    Xml::response(action, ctx.request_id, |x| {
+        x.elem("natGatewayId", &gateway.id)
+            .list("natGatewayAddressSet", changed, |x, a| {
+                x.opt("allocationId", a.allocation_id.as_deref())
+                    .opt(
+                        "networkInterfaceId",
+                        gateway.network_interface_id.as_deref(),
+                    )
+                    .opt("privateIp", a.private_ip)
+                    .opt("publicIp", a.public_ip)
+                    .opt("associationId", a.association_id.as_deref())
+                    .elem("isPrimary", a.is_primary)
+                    .elem("status", status);
+            });
+    })
+}
+
+/// AssociateNatGatewayAddress: secondary Elastic IPs for a public gateway,
+/// each on a new secondary private address of its ENI (`PrivateIpAddress.N`
+/// names them, one per allocation, or they are picked).
+pub fn associate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NatGatewayId")?;
+    check_id(ResourceKind::NatGateway, id)?;
+    let allocations = params.list("AllocationId")?;
+    if allocations.is_empty() {
+        return Err(ApiError::missing_parameter("AllocationId.1"));
+    }
+    for (i, a) in allocations.iter().enumerate() {
+        check_id(ResourceKind::ElasticIpAllocation, a)?;
+        if allocations[..i].contains(a) {
+            return Err(ApiError::invalid_value(
+                "AllocationId",
+                a,
+                "Each allocation may be given once.",
+            ));
+        }
+    }
+    let wanted_ips = private_ips(params)?;
+    if !wanted_ips.is_empty() && wanted_ips.len() != allocations.len() {
+        return Err(combination(
+            "Give one PrivateIpAddress for each AllocationId, or none.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let (gateway, added) = transact(ctx, |tx| {
+        let mut gateway = live_gateway(tx, id, true, "AssociateNatGatewayAddress")?;
+        check_room(&gateway, allocations.len())?;
+        let mut eni = gateway_eni(tx, &gateway)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let owner = tx.ctx().account.id.clone();
+        let mut added = Vec::new();
+        for (i, allocation) in allocations.iter().enumerate() {
+            let mut eip = tx.load::<Address>(allocation)?;
+            if eip.association.is_some() {
+                return Err(ApiError::new(
+                    "Resource.AlreadyAssociated",
+                    format!(
+                        "Elastic IP address {allocation} ({}) is already associated.",
+                        eip.public_ip
+                    ),
+                ));
+            }
+            let private_ip = subnet.allocate(wanted_ips.get(i).copied())?;
+            let association_id = new_id(ResourceKind::ElasticIpAssociation);
+            eni.private_ips.push(private_ip);
+            eni.public.push(PublicMapping {
+                private_ip,
+                public_ip: eip.public_ip,
+                allocation_id: Some(eip.id.clone()),
+                association_id: Some(association_id.clone()),
+                ip_owner_id: owner.clone(),
+            });
+            eip.association = Some(AddressAssociation {
+                association_id: association_id.clone(),
+                network_interface_id: eni.id.clone(),
+                private_ip,
+                instance_id: None,
+            });
+            tx.put(&eip)?;
+            added.push(NatAddress {
+                private_ip: Some(private_ip),
+                allocation_id: Some(eip.id.clone()),
+                public_ip: Some(eip.public_ip),
+                association_id: Some(association_id),
+                is_primary: false,
+                status: "succeeded".into(),
+            });
+        }
+        gateway.addresses.extend(added.iter().cloned());
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        tx.put(&gateway)?;
+        Ok((gateway, added))
+    })?;
+    Ok(address_response(
+        ctx,
+        "AssociateNatGatewayAddress",
+        &gateway,
+        &added,
+        "associating",
+    ))
+}
+
+/// DisassociateNatGatewayAddress: takes secondary Elastic IPs off a public
+/// gateway (they stay allocated to the account); the private address each
+/// was on goes with it [U: whether AWS keeps that private address]. The
+/// primary address cannot be disassociated.
+pub fn disassociate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NatGatewayId")?;
+    check_id(ResourceKind::NatGateway, id)?;
+    let associations = params.list("AssociationId")?;
+    if associations.is_empty() {
+        return Err(ApiError::missing_parameter("AssociationId.1"));
+    }
+    for a in &associations {
+        check_id(ResourceKind::ElasticIpAssociation, a)?;
+    }
+    check_drain(params)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let (gateway, removed) = transact(ctx, |tx| {
+        let mut gateway = live_gateway(tx, id, true, "DisassociateNatGatewayAddress")?;
+        let mut eni = gateway_eni(tx, &gateway)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let mut removed = Vec::new();
+        for association in &associations {
+            let Some(pos) = gateway
+                .addresses
+                .iter()
+                .position(|a| a.association_id.as_deref() == Some(association.as_str()))
+            else {
+                return Err(ApiError::new(
+                    "InvalidAssociationID.NotFound",
+                    format!(
+                        "The association ID '{association}' does not exist on NAT gateway {id}."
+                    ),
+                ));
+            };
+            if gateway.addresses[pos].is_primary {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "The association '{association}' is of the primary address of NAT gateway {id}, which cannot be disassociated."
+                    ),
+                ));
+            }
+            let address = gateway.addresses.remove(pos);
+            if let Some(allocation) = &address.allocation_id
+                && let Some(mut eip) = tx.get::<Address>(allocation)?
+            {
+                eip.association = None;
+                tx.put(&eip)?;
+            }
+            if let Some(ip) = address.private_ip {
+                eni.public.retain(|p| p.private_ip != ip);
+                eni.private_ips.retain(|a| *a != ip);
+                subnet.release(ip);
+            }
+            removed.push(address);
+        }
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        tx.put(&gateway)?;
+        Ok((gateway, removed))
+    })?;
+    Ok(address_response(
+        ctx,
+        "DisassociateNatGatewayAddress",
+        &gateway,
+        &removed,
+        "disassociating",
+    ))
+}
+
+/// AssignPrivateNatGatewayAddress: secondary private addresses for a
+/// private gateway, named (`PrivateIpAddress.N`) or counted
+/// (`PrivateIpAddressCount`, 1–7).
+pub fn assign_private_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NatGatewayId")?;
+    check_id(ResourceKind::NatGateway, id)?;
+    let wanted = private_ips(params)?;
+    let count = params.number::<usize>("PrivateIpAddressCount")?;
+    match (wanted.is_empty(), count) {
+        (true, None) => {
+            return Err(ApiError::new(
+                "MissingParameter",
+                "Specify PrivateIpAddress.N or PrivateIpAddressCount.",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(combination(
+                "Give either PrivateIpAddress.N or PrivateIpAddressCount, not both.",
+            ));
+        }
+        (_, Some(n)) if !(1..MAX_ADDRESSES).contains(&n) => {
+            return Err(ApiError::invalid_value(
+                "PrivateIpAddressCount",
+                &n.to_string(),
+                &format!("It must be between 1 and {}.", MAX_ADDRESSES - 1),
+            ));
+        }
+        _ => {}
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let (gateway, added) = transact(ctx, |tx| {
+        let mut gateway = live_gateway(tx, id, false, "AssignPrivateNatGatewayAddress")?;
+        let n = count.unwrap_or(wanted.len());
+        check_room(&gateway, n)?;
+        let mut eni = gateway_eni(tx, &gateway)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let mut added = Vec::new();
+        for i in 0..n {
+            let ip = subnet.allocate(wanted.get(i).copied())?;
+            eni.private_ips.push(ip);
+            added.push(NatAddress {
+                private_ip: Some(ip),
+                allocation_id: None,
+                public_ip: None,
+                association_id: None,
+                is_primary: false,
+                status: "succeeded".into(),
+            });
+        }
+        gateway.addresses.extend(added.iter().cloned());
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        tx.put(&gateway)?;
+        Ok((gateway, added))
+    })?;
+    Ok(address_response(
+        ctx,
+        "AssignPrivateNatGatewayAddress",
+        &gateway,
+        &added,
+        "assigning",
+    ))
+}
+
+/// UnassignPrivateNatGatewayAddress: frees secondary private addresses of
+/// a private gateway; the primary cannot be unassigned.
+pub fn unassign_private_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NatGatewayId")?;
+    check_id(ResourceKind::NatGateway, id)?;
+    let gone = private_ips(params)?;
+    if gone.is_empty() {
+        return Err(ApiError::missing_parameter("PrivateIpAddress.1"));
+    }
+    check_drain(params)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let (gateway, removed) = transact(ctx, |tx| {
+        let mut gateway = live_gateway(tx, id, false, "UnassignPrivateNatGatewayAddress")?;
+        let mut eni = gateway_eni(tx, &gateway)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let mut removed = Vec::new();
+        for ip in &gone {
+            let Some(pos) = gateway
+                .addresses
+                .iter()
+                .position(|a| a.private_ip == Some(*ip))
+            else {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!("The address {ip} is not assigned to NAT gateway {id}."),
+                ));
+            };
+            if gateway.addresses[pos].is_primary {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "The address {ip} is the primary address of NAT gateway {id}, which cannot be unassigned."
+                    ),
+                ));
+            }
+            removed.push(gateway.addresses.remove(pos));
+            eni.private_ips.retain(|a| a != ip);
+            subnet.release(*ip);
+        }
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        tx.put(&gateway)?;
+        Ok((gateway, removed))
+    })?;
+    Ok(address_response(
+        ctx,
+        "UnassignPrivateNatGatewayAddress",
+        &gateway,
+        &removed,
+        "unassigning",
+    ))
 }

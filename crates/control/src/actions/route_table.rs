@@ -24,7 +24,8 @@ use super::resource::{
 };
 use super::subnet::Subnet;
 use super::vpc::{Vpc, has_dependencies};
-use super::{Ctx, prefix_list, tags_for, vpc_endpoint};
+use super::vpn_gateway::VpnGateway;
+use super::{Ctx, prefix_list, tags_for, vpc_endpoint, vpn_connection};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -999,10 +1000,46 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                     };
                     route.blackhole = !ok;
                 }
+                add_propagated_routes(tx, table)?;
             }
             Ok(tables)
         },
     )
+}
+
+/// spec 2.7, 10.3: the routes a table learns from the VGWs propagating
+/// into it, shown with `Origin=EnableVgwRoutePropagation`: while the
+/// gateway is attached to the table's VPC, the static routes of its live
+/// VPN connections (openvpc speaks no BGP, so there are no learned ones).
+/// Computed when the table is read, never stored. A destination the table
+/// already routes statically (or locally) is not shown twice: the static
+/// route wins (spec 2.4), and several connections announcing one prefix
+/// make one route.
+fn add_propagated_routes(tx: &mut Tx, table: &mut RouteTable) -> Result<(), ApiError> {
+    for vgw_id in table.propagating_vgws.clone() {
+        let attached = tx
+            .get::<VpnGateway>(&vgw_id)?
+            .is_some_and(|g| g.is_live() && g.vpc_id.as_deref() == Some(table.vpc_id.as_str()));
+        if !attached {
+            continue;
+        }
+        for cidr in vpn_connection::static_routes_of(tx, &vgw_id)? {
+            let destination = Destination::Ipv4(cidr);
+            if table.routes.iter().any(|r| r.destination == destination) {
+                continue;
+            }
+            table.routes.push(Route {
+                destination,
+                target: Target {
+                    kind: TargetKind::Gateway,
+                    id: vgw_id.clone(),
+                },
+                origin: ORIGIN_PROPAGATED.to_owned(),
+                blackhole: false,
+            });
+        }
+    }
+    Ok(())
 }
 
 pub fn create_route(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {

@@ -1381,6 +1381,50 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     ))
 }
 
+/// A rule as DescribeSecurityGroupRules lists it: its group, itself,
+/// whether it is an egress rule, and its place among the group's rules of
+/// that direction.
+type ListedRule<'r> = (&'r SecurityGroup, &'r Rule, bool, usize);
+
+/// The order of DescribeSecurityGroupRules: by group, each group's egress
+/// rules before its ingress rules, each in the order they were authorized.
+/// EC2 documents no order; this one is stable across calls and pages, and
+/// puts a new group's default egress rule first, as moto does (its tests
+/// take the first rule of a fresh group to be that rule, and the rules of
+/// one call in the order given).
+fn rule_order<'r>(item: &ListedRule<'r>) -> (&'r str, u8, usize) {
+    let (g, _, egress, index) = item;
+    (g.id.as_str(), if *egress { 0 } else { 1 }, *index)
+}
+
+/// The position after which a DescribeSecurityGroupRules page starts, from
+/// its `NextToken` (`v2.{group}.{0 egress|1 ingress}.{index}`: the order
+/// key of the last rule shown).
+fn rule_token(params: &Params) -> Result<Option<(String, u8, usize)>, ApiError> {
+    let Some(token) = params.get("NextToken") else {
+        return Ok(None);
+    };
+    let parsed = token.strip_prefix("v2.").and_then(|rest| {
+        let mut parts = rest.splitn(3, '.');
+        let group = parts.next()?;
+        let rank = match parts.next()? {
+            "0" => 0,
+            "1" => 1,
+            _ => return None,
+        };
+        let index = parts.next()?.parse().ok()?;
+        ResourceId::parse(ResourceKind::SecurityGroup, group)
+            .is_ok()
+            .then(|| (group.to_owned(), rank, index))
+    });
+    parsed.map(Some).ok_or_else(|| {
+        ApiError::new(
+            "InvalidNextToken",
+            format!("The token '{token}' is invalid: pass the nextToken of a previous response"),
+        )
+    })
+}
+
 pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let ids = params.list("SecurityGroupRuleId")?;
     for id in &ids {
@@ -1400,30 +1444,36 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
     }
     let max = params.max_results(5..=1000)?;
-    let after = next_token(params, ResourceKind::SecurityGroupRule)?;
+    let after = rule_token(params)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
-    let mut rules: Vec<(&SecurityGroup, &Rule, bool)> = groups
+    let mut rules: Vec<ListedRule> = groups
         .iter()
         .flat_map(|g| {
             g.ingress
                 .iter()
-                .map(move |r| (g, r, false))
-                .chain(g.egress.iter().map(move |r| (g, r, true)))
+                .enumerate()
+                .map(move |(i, r)| (g, r, false, i))
+                .chain(
+                    g.egress
+                        .iter()
+                        .enumerate()
+                        .map(move |(i, r)| (g, r, true, i)),
+                )
         })
         .collect();
     for id in &ids {
-        if !rules.iter().any(|(_, r, _)| r.id == *id) {
+        if !rules.iter().any(|(_, r, _, _)| r.id == *id) {
             return Err(ApiError::new(
                 "InvalidSecurityGroupRuleId.NotFound",
                 format!("The security group rule ID '{id}' does not exist"),
             ));
         }
     }
-    let values = |item: &(&SecurityGroup, &Rule, bool), name: &str| -> Option<Vec<String>> {
-        let (g, r, _) = item;
+    let values = |item: &ListedRule, name: &str| -> Option<Vec<String>> {
+        let (g, r, _, _) = item;
         Some(match name {
             "group-id" => vec![g.id.clone()],
             "security-group-rule-id" => vec![r.id.clone()],
@@ -1433,7 +1483,9 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let mut shown = Vec::new();
     for item in rules.drain(..) {
         if (!ids.is_empty() && !ids.contains(&item.1.id))
-            || after.as_ref().is_some_and(|a| item.1.id <= *a)
+            || after
+                .as_ref()
+                .is_some_and(|a| rule_order(&item) <= (a.0.as_str(), a.1, a.2))
         {
             continue;
         }
@@ -1441,13 +1493,22 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             shown.push(item);
         }
     }
-    shown.sort_by(|a, b| a.1.id.cmp(&b.1.id));
-    let next = page(&mut shown, max, |item| &item.1.id);
+    shown.sort_by(|a, b| rule_order(a).cmp(&rule_order(b)));
+    let next = match max {
+        Some(max) if shown.len() > max as usize => {
+            shown.truncate(max as usize);
+            shown.last().map(|item| {
+                let (group, rank, index) = rule_order(item);
+                format!("v2.{group}.{rank}.{index}")
+            })
+        }
+        _ => None,
+    };
     Ok(Xml::response(
         "DescribeSecurityGroupRules",
         ctx.request_id,
         |x| {
-            x.list("securityGroupRuleSet", &shown, |x, (g, r, egress)| {
+            x.list("securityGroupRuleSet", &shown, |x, (g, r, egress, _)| {
                 write_rule(x, g, r, *egress);
             })
             .opt("nextToken", next);

@@ -1,6 +1,6 @@
 //! Site-to-Site VPN connections (spec 10.1–10.3, 13): CreateVpnConnection,
 //! DescribeVpnConnections, DeleteVpnConnection, CreateVpnConnectionRoute and
-//! DeleteVpnConnectionRoute.
+//! DeleteVpnConnectionRoute, and ModifyVpnConnectionOptions.
 //!
 //! A connection joins one customer gateway to one VPN gateway (or transit
 //! gateway) through two tunnels. Each tunnel gets an outside address from the
@@ -79,6 +79,12 @@ pub struct VpnConnection {
     pub created: String,
     #[serde(default)]
     pub deleted_at: Option<u64>,
+    /// spec 10.2: the IPv4 networks the tunnels carry on the customer side
+    /// (local) and the AWS side (remote); `None` is the default 0.0.0.0/0.
+    #[serde(default)]
+    pub local_ipv4_network_cidr: Option<Ipv4Cidr>,
+    #[serde(default)]
+    pub remote_ipv4_network_cidr: Option<Ipv4Cidr>,
     pub tags: Tags,
 }
 
@@ -140,6 +146,7 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DeleteVpnConnection" => delete(ctx, params),
         "CreateVpnConnectionRoute" => route(ctx, params, true),
         "DeleteVpnConnectionRoute" => route(ctx, params, false),
+        "ModifyVpnConnectionOptions" => modify_options(ctx, params),
         _ => return None,
     })
 }
@@ -192,8 +199,14 @@ impl Resource for VpnConnection {
         x.node("options", |x| {
             x.elem("enableAcceleration", false)
                 .elem("staticRoutesOnly", self.static_routes_only)
-                .elem("localIpv4NetworkCidr", "0.0.0.0/0")
-                .elem("remoteIpv4NetworkCidr", "0.0.0.0/0")
+                .elem(
+                    "localIpv4NetworkCidr",
+                    network_cidr(self.local_ipv4_network_cidr),
+                )
+                .elem(
+                    "remoteIpv4NetworkCidr",
+                    network_cidr(self.remote_ipv4_network_cidr),
+                )
                 .elem("outsideIpAddressType", "PublicIpv4")
                 .elem("tunnelInsideIpVersion", "ipv4")
                 .list("tunnelOptionSet", &self.tunnels, write_tunnel);
@@ -395,6 +408,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         ));
     }
     let static_routes_only = params.bool("Options.StaticRoutesOnly")?.unwrap_or(false);
+    let local_cidr = ipv4_network_param(params, "Options.LocalIpv4NetworkCidr")?;
+    let remote_cidr = ipv4_network_param(params, "Options.RemoteIpv4NetworkCidr")?;
     let requested = tunnel_requests(params)?;
     let tags = tags_for(params, "vpn-connection")?;
     if params.dry_run()? {
@@ -482,6 +497,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             amazon_asn,
             created: timestamp(),
             deleted_at: None,
+            local_ipv4_network_cidr: local_cidr,
+            remote_ipv4_network_cidr: remote_cidr,
             tags: tags.clone(),
         };
         tx.put(&vpn)?;
@@ -546,6 +563,74 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         tx.put(&vpn)
     })?;
     Ok(ok_return(ctx, "DeleteVpnConnection"))
+}
+
+/// What Describe shows for a network CIDR option.
+fn network_cidr(cidr: Option<Ipv4Cidr>) -> String {
+    cidr.map_or_else(|| "0.0.0.0/0".to_owned(), |c| c.to_string())
+}
+
+/// An IPv4 network CIDR option (spec 10.2), if given.
+fn ipv4_network_param(params: &Params, name: &str) -> Result<Option<Ipv4Cidr>, ApiError> {
+    params
+        .get(name)
+        .map(|text| {
+            text.parse::<Ipv4Cidr>()
+                .map_err(|_| ApiError::invalid_value(name, text, "Give an IPv4 CIDR block."))
+        })
+        .transpose()
+}
+
+/// ModifyVpnConnectionOptions: the local and remote IPv4 network CIDRs of
+/// a live connection (spec 10.2). The IPv6 ones apply only to connections
+/// whose tunnels carry IPv6, which openvpc does not make, so they are
+/// refused.
+pub fn modify_options(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("VpnConnectionId")?;
+    let local = ipv4_network_param(params, "LocalIpv4NetworkCidr")?;
+    let remote = ipv4_network_param(params, "RemoteIpv4NetworkCidr")?;
+    for name in ["LocalIpv6NetworkCidr", "RemoteIpv6NetworkCidr"] {
+        if let Some(text) = params.get(name) {
+            return Err(ApiError::invalid_value(
+                name,
+                text,
+                "IPv6 network CIDRs apply only to a connection whose tunnels carry IPv6 (TunnelInsideIpVersion ipv6); this one carries IPv4.",
+            ));
+        }
+    }
+    if local.is_none() && remote.is_none() {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Specify LocalIpv4NetworkCidr or RemoteIpv4NetworkCidr.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let vpn = transact(ctx, |tx| {
+        let mut vpn = load_named::<VpnConnection>(tx, id)?;
+        if !vpn.is_live() {
+            return Err(ApiError::new(
+                "IncorrectState",
+                format!("The VPN connection '{id}' is deleted."),
+            ));
+        }
+        if local.is_some() {
+            vpn.local_ipv4_network_cidr = local;
+        }
+        if remote.is_some() {
+            vpn.remote_ipv4_network_cidr = remote;
+        }
+        tx.put(&vpn)?;
+        Ok(vpn)
+    })?;
+    Ok(Xml::response(
+        "ModifyVpnConnectionOptions",
+        ctx.request_id,
+        |x| {
+            x.node("vpnConnection", |x| vpn.write(x));
+        },
+    ))
 }
 
 /// spec 10.1, 10.3: Create/DeleteVpnConnectionRoute, static routes of a
