@@ -11,6 +11,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod batch_io;
 pub mod control;
 pub mod install;
 pub mod instance;
@@ -50,6 +51,8 @@ pub struct AgentConfig {
     pub underlay_netns: Option<String>,
     /// Where the agent keeps the list of instance namespaces it owns.
     pub state_dir: PathBuf,
+    /// The CPU the dataplane thread is pinned to; `None` lets it float.
+    pub worker_cpu: Option<usize>,
 }
 
 /// Why the agent could not start.
@@ -93,6 +96,7 @@ impl Agent {
         let mtu = router.instance_mtu;
         let mut wcfg = WorkerConfig::new(router);
         wcfg.underlay_netns = cfg.underlay_netns.clone();
+        wcfg.cpu = cfg.worker_cpu;
         let (lookups_tx, lookups_rx) = std::sync::mpsc::channel();
         let worker = worker::spawn(wcfg, lookups_tx)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -27,14 +27,32 @@ use openvpc_dataplane::drop::DropReason;
 use openvpc_dataplane::eni::{EniConfig, EniError};
 use openvpc_dataplane::router::{BATCH, EniIndex, Output, Router, RouterConfig, RouterStats};
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
+use openvpc_packet::gso::{self, VnetHdr};
 
+use crate::batch_io::Mmsg;
 use crate::mapping::{MappingCache, MappingStats};
 use crate::netns::{self, NetnsError};
 
-/// Largest frame or datagram read: a 64 KiB datagram fits.
-const MAX_FRAME: usize = 65_536;
-/// How often flows are expired and negative mappings swept.
+/// Largest frame or datagram read: a 64 KiB datagram, or a TAP's TCP
+/// super-segment (64 KiB of IP, its Ethernet and `virtio_net_hdr`), fits.
+const MAX_FRAME: usize = 65_536 + 128;
+/// Most bytes one UDP GSO send may carry (a UDP datagram's limit).
+const MAX_GSO_BYTES: usize = 65_507;
+/// Most segments one UDP GSO send may carry (the kernel's UDP_MAX_SEGMENTS).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// How often flow logs are collected and negative mappings swept.
 const HOUSEKEEPING_MS: u64 = 1_000;
+/// Flow-table slots the incremental expiry visits per millisecond: a pass
+/// over the default table (1.3 M slots) takes about 3 s.
+const SWEEP_SLOTS_PER_MS: u64 = 400;
+/// Least time between two expiry steps, and most slots one step visits
+/// (about 1.5 MB, a few hundred microseconds cold): the steps stay far
+/// below the latency of one round trip.
+const SWEEP_EVERY_MS: u64 = 5;
+const SWEEP_MAX_SLOTS: u64 = 16_384;
+/// How long poll waits with nothing parked: bounds the gap between expiry
+/// steps on an idle worker.
+const IDLE_POLL_MS: i32 = 100;
 /// Batches one fd may take per wake-up before the others get their turn.
 const BATCHES_PER_WAKE: usize = 4;
 
@@ -72,6 +90,8 @@ pub struct WorkerConfig {
     pub pending_timeout_ms: u64,
     /// Most mapping cache entries.
     pub mapping_capacity: usize,
+    /// The CPU the thread pins itself to; `None` lets it float.
+    pub cpu: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -84,6 +104,7 @@ impl WorkerConfig {
             pending_capacity: 256,
             pending_timeout_ms: 1_000,
             mapping_capacity: crate::mapping::DEFAULT_CAPACITY,
+            cpu: None,
         }
     }
 }
@@ -96,6 +117,8 @@ pub struct IoCounters {
     pub underlay_rx: u64,
     pub underlay_tx: u64,
     pub tap_write_errors: u64,
+    /// TAP frames whose offload header could not be honoured (dropped).
+    pub tap_offload_errors: u64,
     pub underlay_send_errors: u64,
     pub pending_queued: u64,
     pub pending_timed_out: u64,
@@ -267,6 +290,10 @@ pub fn spawn(
         Ok(UdpSocket::bind(addr).map_err(|source| WorkerError::Bind { addr, source }))
     })??;
     udp.set_nonblocking(true)?;
+    grow_socket_buffers(&udp);
+    if let Err(e) = crate::batch_io::enable_gro(udp.as_raw_fd()) {
+        tracing::warn!(error = %e, "UDP GRO is not available; underlay datagrams arrive one by one");
+    }
     let (wake_tx, wake_rx) = UnixDatagram::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
@@ -288,16 +315,28 @@ pub fn spawn(
         pool: Vec::new(),
         bufs: (0..BATCH).map(|_| PacketBuf::default()).collect(),
         outs: vec![Output::Pending; BATCH],
-        scratch: vec![0; MAX_FRAME],
+        mmsg_rx: Mmsg::new(BATCH),
+        offload: vec![(VnetHdr::default(), 0); BATCH],
+        rx_bufs: (0..BATCH)
+            .map(|_| PacketBuf::with_capacity(MAX_FRAME))
+            .collect(),
+        coalescer: gso::Coalescer::new(),
+        gso_scratch: Vec::with_capacity(2 * MAX_FRAME),
         io: IoCounters::default(),
         cfg,
         start,
         last_housekeeping: 0,
+        last_sweep: 0,
     };
     let addr = worker.udp.local_addr()?;
     let thread = std::thread::Builder::new()
         .name("openvpc-worker".into())
-        .spawn(move || worker.run())?;
+        .spawn(move || {
+            if let Some(cpu) = worker.cfg.cpu {
+                pin_to(cpu);
+            }
+            worker.run()
+        })?;
     Ok(WorkerHandle {
         client: WorkerClient {
             tx,
@@ -308,8 +347,56 @@ pub fn spawn(
     })
 }
 
+/// Socket buffer sizes for the underlay: a TCP super-segment arrives as a
+/// burst of ~45 datagrams per 64 KiB, and the default 208 KiB receive
+/// buffer overflows (a loss, then a TCP retransmit) while the worker is
+/// still writing the previous burst to a TAP.
+const UNDERLAY_RCVBUF: i32 = 8 << 20;
+const UNDERLAY_SNDBUF: i32 = 4 << 20;
+
+/// Grows the underlay socket's buffers past the sysctl limits where we
+/// may (root: `SO_*BUFFORCE`), else as far as the limits allow.
+fn grow_socket_buffers(udp: &UdpSocket) {
+    let set = |opt: libc::c_int, value: i32| {
+        // SAFETY: setsockopt reads one c_int from a live local.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const value).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE, UNDERLAY_RCVBUF) != 0 {
+        set(libc::SO_RCVBUF, UNDERLAY_RCVBUF);
+    }
+    if set(libc::SO_SNDBUFFORCE, UNDERLAY_SNDBUF) != 0 {
+        set(libc::SO_SNDBUF, UNDERLAY_SNDBUF);
+    }
+}
+
+/// Pins the calling thread to one CPU; a failure (no such CPU) is logged
+/// and the thread floats.
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it and
+    // sched_setaffinity(0, …) reads it for the calling thread.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        tracing::warn!(cpu, error = %io::Error::last_os_error(), "could not pin the worker thread");
+    }
+}
+
 struct Tap {
     file: File,
+    /// Frames carry a `virtio_net_hdr` (a real TAP; not the tests' sockets).
+    vnet: bool,
     /// Set after a read error other than "try again" (the device went away):
     /// the fd leaves the poll set instead of waking it forever.
     dead: bool,
@@ -337,11 +424,21 @@ struct Worker {
     pool: Vec<PacketBuf>,
     bufs: Vec<PacketBuf>,
     outs: Vec<Output>,
-    scratch: Vec<u8>,
+    mmsg_rx: Mmsg,
+    /// The `virtio_net_hdr` and pre-processing length of each TAP frame of
+    /// the batch in `bufs`.
+    offload: Vec<(VnetHdr, usize)>,
+    /// Where super-segments are cut, reused.
+    gso_scratch: Vec<u8>,
+    /// Underlay receive buffers: a GRO datagram holds up to 64 KiB.
+    rx_bufs: Vec<PacketBuf>,
+    /// TCP segments for one instance waiting to go out as one TAP write.
+    coalescer: gso::Coalescer,
     io: IoCounters,
     cfg: WorkerConfig,
     start: Instant,
     last_housekeeping: u64,
+    last_sweep: u64,
 }
 
 /// What a readable fd in the poll set is.
@@ -370,7 +467,7 @@ fn emit(
             }
         }
         Output::Instance(i) => match taps.get_mut(usize::from(i)).and_then(Option::as_mut) {
-            Some(tap) => match tap.file.write(buf.data()) {
+            Some(tap) => match write_frame(tap, &VnetHdr::default(), buf.data()) {
                 Ok(_) => io.tap_tx += 1,
                 Err(_) => io.tap_write_errors += 1,
             },
@@ -378,6 +475,185 @@ fn emit(
         },
         Output::Drop(_) | Output::Pending => {}
     }
+}
+
+/// Strips the `virtio_net_hdr` from a frame read from a TAP and completes
+/// a partial checksum. What stays to do is returned: the header of a TCP
+/// super-segment (cut later, after the policy decision), or a default one.
+fn take_vnet_hdr(buf: &mut PacketBuf) -> Result<VnetHdr, ()> {
+    let hdr = VnetHdr::parse(buf.data()).map_err(|_| ())?;
+    buf.pop_front(gso::VNET_HDR_LEN);
+    if hdr.is_gso() {
+        // Only TCP/IPv4 is offered (TUN_F_TSO4); its checksums are
+        // computed per segment.
+        return if hdr.gso_type & !gso::GSO_ECN == gso::GSO_TCPV4 && hdr.gso_size > 0 {
+            Ok(hdr)
+        } else {
+            Err(())
+        };
+    }
+    if hdr.flags & gso::F_NEEDS_CSUM != 0 {
+        gso::complete_checksum(
+            buf.data_mut(),
+            usize::from(hdr.csum_start),
+            usize::from(hdr.csum_offset),
+        )
+        .map_err(|_| ())?;
+    }
+    Ok(VnetHdr::default())
+}
+
+/// Writes one frame to a TAP, behind `hdr` when the TAP takes
+/// `virtio_net_hdr`s (one `writev`, no copy).
+fn write_frame(tap: &mut Tap, hdr: &VnetHdr, frame: &[u8]) -> io::Result<usize> {
+    if !tap.vnet {
+        if hdr.is_gso() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        return tap.file.write(frame);
+    }
+    let head = hdr.bytes();
+    let iov = [
+        libc::iovec {
+            iov_base: head.as_ptr().cast_mut().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: frame.as_ptr().cast_mut().cast(),
+            iov_len: frame.len(),
+        },
+    ];
+    // SAFETY: two iovecs over live buffers that outlive the call; writev
+    // only reads them.
+    let rc = unsafe { libc::writev(tap.file.as_raw_fd(), iov.as_ptr(), 2) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
+/// Cuts an encapsulated TCP super-segment (`buf`: Geneve header, then the
+/// inner frame of `inner_len` bytes) into `mss`-sized segments and sends
+/// them with UDP GSO: one `sendmsg` per 64 KiB, the kernel cuts at the
+/// stride. Returns (datagrams sent, failed).
+fn send_gso(
+    udp: &UdpSocket,
+    scratch: &mut Vec<u8>,
+    buf: &[u8],
+    inner_len: usize,
+    mss: u16,
+    dst: SocketAddr,
+) -> (u64, u64) {
+    let prefix = buf.len().saturating_sub(inner_len);
+    scratch.clear();
+    let Ok((stride, count)) = gso::segment_tcp4(buf, prefix, usize::from(mss), scratch) else {
+        return (0, 1);
+    };
+    let per_send = (MAX_GSO_BYTES / stride).clamp(1, MAX_GSO_SEGMENTS);
+    let (addr, addr_len) = crate::batch_io::sockaddr(dst);
+    let (mut sent, mut failed) = (0, 0);
+    for chunk in scratch.chunks(per_send * stride) {
+        let segments = chunk.len().div_ceil(stride) as u64;
+        match crate::batch_io::send_segmented(udp.as_raw_fd(), chunk, stride, &addr, addr_len) {
+            Ok(()) => sent += segments,
+            Err(_) => failed += segments,
+        }
+    }
+    debug_assert_eq!((sent + failed) as usize, count);
+    (sent, failed)
+}
+
+/// Sends the outputs of a processed batch: the underlay datagrams as UDP
+/// GSO runs (one `sendmsg` per run of one size to one host), the frames
+/// for local instances one write each (a TAP takes one frame per write). Parked (pending) entries must already be gone.
+/// `offload[i]` is the `virtio_net_hdr` `bufs[i]` came with (default for
+/// none) and its frame's length before processing: super-segments are cut
+/// for the underlay and handed whole to a local TAP.
+#[allow(clippy::too_many_arguments)]
+fn emit_batch(
+    taps: &mut [Option<Tap>],
+    udp: &UdpSocket,
+    scratch: &mut Vec<u8>,
+    io: &mut IoCounters,
+    outs: &[Output],
+    bufs: &[PacketBuf],
+    offload: &[(VnetHdr, usize)],
+) {
+    let mut underlay = 0;
+    for (i, (out, buf)) in outs.iter().zip(bufs).enumerate() {
+        let (hdr, inner_len) = offload.get(i).copied().unwrap_or_default();
+        match *out {
+            Output::Underlay { dst, .. } if hdr.is_gso() => {
+                let (sent, failed) = send_gso(
+                    udp,
+                    scratch,
+                    buf.data(),
+                    inner_len,
+                    hdr.gso_size,
+                    SocketAddr::new(dst, GENEVE_PORT),
+                );
+                io.underlay_tx += sent;
+                io.underlay_send_errors += failed;
+            }
+            Output::Underlay { .. } => underlay += 1,
+            Output::Instance(t) => match taps.get_mut(usize::from(t)).and_then(Option::as_mut) {
+                Some(tap) => match write_frame(tap, &hdr, buf.data()) {
+                    Ok(_) => io.tap_tx += 1,
+                    Err(_) => io.tap_write_errors += 1,
+                },
+                None => io.tap_write_errors += 1,
+            },
+            Output::Drop(_) | Output::Pending => {}
+        }
+    }
+    if underlay == 0 {
+        return;
+    }
+    // Runs of datagrams to one host, all of one size but the last, go out
+    // as one UDP GSO send: the underlay stack (routing, veth, bridge, the
+    // receiver's socket, which takes them whole with UDP GRO) is crossed
+    // once per run instead of once per datagram. The flow's entropy source
+    // port would need one socket per port; the receiving router does not
+    // read it.
+    let mut run: Option<(SocketAddr, usize, usize)> = None; // (dst, stride, count)
+    scratch.clear();
+    let mut flush = |scratch: &mut Vec<u8>, run: &mut Option<(SocketAddr, usize, usize)>| {
+        if let Some((dst, stride, count)) = run.take() {
+            let (addr, addr_len) = crate::batch_io::sockaddr(dst);
+            match crate::batch_io::send_segmented(udp.as_raw_fd(), scratch, stride, &addr, addr_len)
+            {
+                Ok(()) => io.underlay_tx += count as u64,
+                Err(_) => io.underlay_send_errors += count as u64,
+            }
+            scratch.clear();
+        }
+    };
+    for (i, (out, buf)) in outs.iter().zip(bufs).enumerate() {
+        let Output::Underlay { dst, .. } = *out else {
+            continue;
+        };
+        if offload.get(i).is_some_and(|(h, _)| h.is_gso()) {
+            continue;
+        }
+        let dst = SocketAddr::new(dst, GENEVE_PORT);
+        let len = buf.len();
+        let joins = run.is_some_and(|(d, stride, count)| {
+            d == dst
+                && len <= stride
+                && scratch.len().is_multiple_of(stride)
+                && count < MAX_GSO_SEGMENTS
+                && scratch.len() + len <= MAX_GSO_BYTES
+        });
+        if !joins {
+            flush(scratch, &mut run);
+            run = Some((dst, len.max(1), 0));
+        }
+        scratch.extend_from_slice(buf.data());
+        if let Some((_, _, count)) = run.as_mut() {
+            *count += 1;
+        }
+    }
+    flush(scratch, &mut run);
 }
 
 impl Worker {
@@ -411,7 +687,11 @@ impl Worker {
                 dirty = false;
             }
             // Parked frames need their deadline checked soon.
-            let timeout = if self.pending.is_empty() { 500 } else { 50 };
+            let timeout = if self.pending.is_empty() {
+                IDLE_POLL_MS
+            } else {
+                50
+            };
             // SAFETY: `fds` is a live, initialised slice of pollfd and its
             // length is passed with it; poll only writes `revents`.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -443,11 +723,16 @@ impl Worker {
                 }
             }
             self.expire_pending(now);
+            let since_sweep = now.saturating_sub(self.last_sweep);
+            if since_sweep >= SWEEP_EVERY_MS {
+                self.last_sweep = now;
+                let budget = (since_sweep * SWEEP_SLOTS_PER_MS).min(SWEEP_MAX_SLOTS);
+                self.router.expire_step(now, budget as usize);
+            }
             if now.saturating_sub(self.last_housekeeping) >= HOUSEKEEPING_MS {
                 self.last_housekeeping = now;
-                self.router.expire(now);
                 self.router.mapping_mut().sweep(now);
-                self.io.flow_log_records += self.router.drain_flow_logs().len() as u64;
+                self.io.flow_log_records += self.router.take_flow_logs().len() as u64;
             }
             let wanted = self.router.mapping_mut().take_wanted();
             if !wanted.is_empty() {
@@ -475,7 +760,12 @@ impl Worker {
                         if self.taps.len() <= i {
                             self.taps.resize_with(i + 1, || None);
                         }
-                        self.taps[i] = Some(Tap { file, dead: false });
+                        let vnet = netns::tap_has_vnet_hdr(&file);
+                        self.taps[i] = Some(Tap {
+                            file,
+                            dead: false,
+                            vnet,
+                        });
                         changed = true;
                     }
                     let _ = reply.send(result);
@@ -540,36 +830,103 @@ impl Worker {
     }
 
     /// Reads datagrams until the socket is empty or the budget is spent.
+    /// A coalesced (GRO) datagram is cut back into its Geneve datagrams;
+    /// in-order TCP segments for one instance are coalesced again into one
+    /// TAP write.
     fn read_underlay(&mut self, now: u64) {
+        let mut rx = std::mem::take(&mut self.rx_bufs);
         for _ in 0..BATCHES_PER_WAKE {
+            let m = self.mmsg_rx.recv(self.udp.as_raw_fd(), &mut rx, MAX_FRAME);
+            if m == 0 {
+                break;
+            }
             let mut n = 0;
-            while n < BATCH {
-                match self.udp.recv_from(&mut self.scratch) {
-                    Ok((len, _)) => {
-                        self.bufs[n].set(&self.scratch[..len]);
-                        n += 1;
+            for (j, buf) in rx.iter().enumerate().take(m) {
+                let data = buf.data();
+                let seg = match self.mmsg_rx.segment(j) {
+                    0 => data.len().max(1),
+                    s => s,
+                };
+                for datagram in data.chunks(seg) {
+                    self.bufs[n].set(datagram);
+                    n += 1;
+                    if n == BATCH {
+                        self.underlay_batch(n, now);
+                        n = 0;
                     }
-                    Err(_) => break,
                 }
             }
-            if n == 0 {
-                return;
+            if n > 0 {
+                self.underlay_batch(n, now);
             }
-            self.io.underlay_rx += n as u64;
-            self.router
-                .from_underlay_batch(&mut self.bufs[..n], &mut self.outs[..n], now);
-            for i in 0..n {
-                emit(
-                    &mut self.taps,
-                    &self.udp,
-                    &mut self.io,
-                    self.outs[i],
-                    &self.bufs[i],
-                );
+            if m < BATCH {
+                break;
             }
-            if n < BATCH {
-                return;
+        }
+        self.rx_bufs = rx;
+        self.flush_coalesced();
+    }
+
+    /// Runs `n` underlay datagrams in `bufs` through the router and sends
+    /// what comes out, holding TCP segments back for coalescing.
+    fn underlay_batch(&mut self, n: usize, now: u64) {
+        self.io.underlay_rx += n as u64;
+        self.router
+            .from_underlay_batch(&mut self.bufs[..n], &mut self.outs[..n], now);
+        for i in 0..n {
+            if let Output::Instance(t) = self.outs[i] {
+                let t = usize::from(t);
+                let vnet = self
+                    .taps
+                    .get(t)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|tap| tap.vnet);
+                if vnet {
+                    if self.coalescer.target == t && self.coalescer.push(self.bufs[i].data()) {
+                        self.outs[i] = Output::Pending;
+                        continue;
+                    }
+                    self.flush_coalesced();
+                    self.coalescer.target = t;
+                    if !self.coalescer.push(self.bufs[i].data()) {
+                        // Written now, so it keeps its place among the
+                        // coalesced frames written in this loop.
+                        emit(
+                            &mut self.taps,
+                            &self.udp,
+                            &mut self.io,
+                            self.outs[i],
+                            &self.bufs[i],
+                        );
+                    }
+                    self.outs[i] = Output::Pending;
+                }
             }
+        }
+        emit_batch(
+            &mut self.taps,
+            &self.udp,
+            &mut self.gso_scratch,
+            &mut self.io,
+            &self.outs[..n],
+            &self.bufs[..n],
+            &[],
+        );
+    }
+
+    /// Writes the coalesced frame held, if any.
+    fn flush_coalesced(&mut self) {
+        if self.coalescer.is_empty() {
+            return;
+        }
+        let target = self.coalescer.target;
+        let (hdr, frame) = self.coalescer.frame();
+        match self.taps.get_mut(target).and_then(Option::as_mut) {
+            Some(tap) => match write_frame(tap, &hdr, frame) {
+                Ok(_) => self.io.tap_tx += 1,
+                Err(_) => self.io.tap_write_errors += 1,
+            },
+            None => self.io.tap_write_errors += 1,
         }
     }
 
@@ -585,11 +942,23 @@ impl Worker {
                 return false;
             };
             while n < BATCH {
-                match tap.file.read(&mut self.scratch) {
+                match tap.file.read(self.bufs[n].spare(MAX_FRAME)) {
                     Ok(0) => break,
                     Ok(len) => {
-                        self.bufs[n].set(&self.scratch[..len]);
-                        n += 1;
+                        let buf = &mut self.bufs[n];
+                        buf.set_len(len);
+                        let hdr = if tap.vnet {
+                            take_vnet_hdr(buf)
+                        } else {
+                            Ok(VnetHdr::default())
+                        };
+                        match hdr {
+                            Ok(hdr) => {
+                                self.offload[n] = (hdr, buf.len());
+                                n += 1;
+                            }
+                            Err(()) => self.io.tap_offload_errors += 1,
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -614,16 +983,17 @@ impl Worker {
                         let spare = self.pool.pop().unwrap_or_default();
                         let buf = std::mem::replace(&mut self.bufs[i], spare);
                         self.park(index, buf, now);
-                    } else {
-                        emit(
-                            &mut self.taps,
-                            &self.udp,
-                            &mut self.io,
-                            self.outs[i],
-                            &self.bufs[i],
-                        );
                     }
                 }
+                emit_batch(
+                    &mut self.taps,
+                    &self.udp,
+                    &mut self.gso_scratch,
+                    &mut self.io,
+                    &self.outs[..n],
+                    &self.bufs[..n],
+                    &self.offload[..n],
+                );
             }
             if dead {
                 return true;

@@ -312,6 +312,7 @@ fn agent_runs_instances_from_the_watch() {
         underlay_ip: underlay,
         underlay_netns: Some(underlay_ns.clone()),
         state_dir: state.path().to_path_buf(),
+        worker_cpu: None,
     };
     let agent = Agent::start(config.clone()).unwrap();
     for (ns, want) in [(&a, "10.0.1.30/24"), (&b, "10.0.1.31/24")] {

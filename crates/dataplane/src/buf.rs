@@ -5,11 +5,14 @@
 /// Bytes kept free in front of the frame: enough for Geneve with options.
 pub const HEADROOM: usize = 128;
 
-/// One frame and the room in front of it.
+/// One frame and the room in front of it. The vector stays initialised to
+/// its full length, so readers can fill it in place ([`PacketBuf::spare`])
+/// without zeroing it again for every frame.
 #[derive(Debug, Clone)]
 pub struct PacketBuf {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl Default for PacketBuf {
@@ -22,8 +25,9 @@ impl PacketBuf {
     /// An empty buffer able to hold frames of `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
         PacketBuf {
-            buf: Vec::with_capacity(HEADROOM + capacity),
+            buf: vec![0; HEADROOM + capacity],
             start: HEADROOM,
+            end: HEADROOM,
         }
     }
 
@@ -37,30 +41,47 @@ impl PacketBuf {
     /// Replaces the contents with `frame`, restoring the headroom. Allocates
     /// only if `frame` is larger than any frame this buffer held before.
     pub fn set(&mut self, frame: &[u8]) {
-        // The headroom's old bytes are overwritten before they are read, so
-        // only a new buffer pays for zeroing it.
-        if self.buf.len() < HEADROOM {
-            self.buf.resize(HEADROOM, 0);
-        } else {
-            self.buf.truncate(HEADROOM);
+        self.spare(frame.len()).copy_from_slice(frame);
+        self.set_len(frame.len());
+    }
+
+    /// Room for a frame of up to `max` bytes after the headroom, for a
+    /// reader to fill in place; then [`PacketBuf::set_len`] says how much
+    /// it wrote. Allocates only the first time a buffer needs `max`.
+    pub fn spare(&mut self, max: usize) -> &mut [u8] {
+        if self.buf.len() < HEADROOM + max {
+            self.buf.resize(HEADROOM + max, 0);
         }
-        self.buf.extend_from_slice(frame);
         self.start = HEADROOM;
+        self.end = HEADROOM;
+        &mut self.buf[HEADROOM..HEADROOM + max]
+    }
+
+    /// The frame is the first `len` bytes after the headroom (clamped to
+    /// what the buffer holds).
+    pub fn set_len(&mut self, len: usize) {
+        self.start = HEADROOM;
+        self.end = (HEADROOM + len).min(self.buf.len());
+    }
+
+    /// Drops bytes from the end of the frame, keeping `len`.
+    pub fn truncate(&mut self, len: usize) {
+        self.end = self.end.min(self.start + len);
     }
 
     /// The frame.
     #[inline]
     pub fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..]
+        &mut self.buf[self.start..self.end]
     }
 
     pub fn len(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     pub fn is_empty(&self) -> bool {
@@ -106,5 +127,12 @@ mod tests {
         assert_eq!(b.data(), b"inner");
         b.set(b"x");
         assert_eq!(b.len(), 1);
+        let room = b.spare(100);
+        assert_eq!(room.len(), 100);
+        room[..3].copy_from_slice(b"abc");
+        b.set_len(3);
+        assert_eq!(b.data(), b"abc");
+        b.truncate(2);
+        assert_eq!(b.data(), b"ab");
     }
 }

@@ -230,14 +230,21 @@ pub struct FlowTable {
     hasher: ahash::RandomState,
     capacity: usize,
     len: usize,
-    /// When a full table may next be swept: sweeping is O(n), so a table full
-    /// of live flows must not be swept for every refused packet.
+    /// When a full table may next be swept: even a bounded sweep step costs
+    /// tens of microseconds, so a table full of live flows must not be
+    /// swept for every refused packet.
     next_sweep_ms: u64,
+    /// Where the next incremental sweep step starts.
+    cursor: usize,
     pub stats: TableStats,
 }
 
-/// How long a full table waits between sweeps.
-const SWEEP_INTERVAL_MS: u64 = 1000;
+/// How long a full table waits between sweep steps.
+const SWEEP_INTERVAL_MS: u64 = 10;
+
+/// Slots a full table's insert examines per sweep step: bounded, so a
+/// new flow never pays for a scan of the whole table.
+const FULL_SWEEP_BUDGET: usize = 16_384;
 
 /// Slots per flow of capacity: linear probing stays short below 80 % load.
 const SLOTS_PER_FLOW: f64 = 1.25;
@@ -296,6 +303,7 @@ impl FlowTable {
             capacity,
             len: 0,
             next_sweep_ms: 0,
+            cursor: 0,
             stats: TableStats::default(),
         }
     }
@@ -433,7 +441,8 @@ impl FlowTable {
         if self.len >= self.capacity {
             if now >= self.next_sweep_ms {
                 self.next_sweep_ms = now.saturating_add(SWEEP_INTERVAL_MS);
-                let n = self.sweep(dead, evicted);
+                let mut dead = dead;
+                let n = self.sweep_step(FULL_SWEEP_BUDGET, |k, e| dead(k, e), evicted);
                 self.stats.evicted += n as u64;
             }
             if self.len >= self.capacity {
@@ -474,6 +483,50 @@ impl FlowTable {
             }
         }
         doomed.len()
+    }
+
+    /// Slots in the table (more than its capacity): a full incremental
+    /// sweep visits this many.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// One step of an incremental sweep: moves past up to `budget` slots from
+    /// where the last step stopped, wrapping around. `visit` sees every
+    /// entry passed (and may update it, e.g. harvest counters) and says
+    /// whether it is dead; dead entries are removed and handed to
+    /// `removed`. Returns how many were removed.
+    ///
+    /// The cost is bounded by `budget`, not by the table size, so callers
+    /// spread a full pass over many small steps. An entry shifted back over
+    /// the cursor by a removal near the wrap may be passed once and seen
+    /// again on the next pass: it is only expired a pass later.
+    pub fn sweep_step(
+        &mut self,
+        budget: usize,
+        mut visit: impl FnMut(&FlowKey, &mut FlowEntry) -> bool,
+        mut removed: impl FnMut(FlowKey, FlowEntry),
+    ) -> usize {
+        let mut i = self.cursor.min(self.slots.len().saturating_sub(1));
+        let mut gone = 0;
+        let mut examined = 0;
+        // Each removal shrinks the table, so re-examining a slot after one
+        // (not counted against the budget) still ends.
+        while examined < budget.min(self.slots.len()) {
+            let (k, e) = &mut self.slots[i];
+            if k.family != 0 && visit(k, e) {
+                let (k, e) = self.remove_at(i);
+                removed(k, e);
+                gone += 1;
+                // Slot i now holds an entry shifted back, or nothing: look
+                // at it again.
+                continue;
+            }
+            i = self.next(i);
+            examined += 1;
+        }
+        self.cursor = i;
+        gone
     }
 
     /// Every entry, for flow-log draining.
@@ -542,11 +595,40 @@ mod tests {
         assert_eq!(e.log_start_ms(), None);
     }
 
+    // Steps of a bounded budget, repeated for two passes, remove every dead
+    // entry and keep every live one.
+    #[test]
+    fn incremental_sweep_covers_the_table_in_bounded_steps() {
+        let mut t = FlowTable::new(1000, ahash::RandomState::with_seeds(1, 2, 3, 4));
+        for n in 0..1000 {
+            let k = key(n);
+            t.insert(t.hash(&k), k, entry(n), 0, |_, _| false, |_, _| {});
+        }
+        let mut gone = 0;
+        for _ in 0..(2 * t.slot_count()).div_ceil(64) {
+            let mut visited = 0;
+            let n = t.sweep_step(
+                64,
+                |_, e| {
+                    visited += 1;
+                    e.epoch % 3 == 0
+                },
+                |_, _| {},
+            );
+            assert!(visited <= 64 + n);
+            gone += n;
+        }
+        assert_eq!(gone, (0..1000).filter(|n| n % 3 == 0).count());
+        assert_eq!(t.len(), 1000 - gone);
+        assert!(t.iter().all(|(_, e)| e.epoch % 3 != 0));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(u32),
         Remove(u32),
         Sweep(u32),
+        Step(u32, usize),
     }
 
     proptest! {
@@ -558,6 +640,7 @@ mod tests {
                 (0u32..40).prop_map(Op::Insert),
                 (0u32..40).prop_map(Op::Remove),
                 (2u32..5).prop_map(Op::Sweep),
+                (2u32..5, 1usize..20).prop_map(|(m, b)| Op::Step(m, b)),
             ], 0..200), capacity in 1usize..40)
         {
             // A weak hash so keys collide and probe runs wrap around.
@@ -588,6 +671,28 @@ mod tests {
                         let before = model.len();
                         model.retain(|_, v| *v % m != 0);
                         prop_assert_eq!(gone.len(), before - model.len());
+                    }
+                    Op::Step(m, budget) => {
+                        let mut seen = 0;
+                        let mut gone = Vec::new();
+                        let n = t.sweep_step(
+                            budget,
+                            |_, e| {
+                                seen += 1;
+                                e.epoch % m == 0
+                            },
+                            |k, e| gone.push((k, e.epoch)),
+                        );
+                        prop_assert_eq!(n, gone.len());
+                        prop_assert!(seen <= budget + n);
+                        for (k, epoch) in gone {
+                            prop_assert_eq!(epoch % m, 0);
+                            let found = model.iter().find(|(n, _)| key(**n) == k).map(|(n, _)| *n);
+                            prop_assert!(found.is_some());
+                            if let Some(n) = found {
+                                model.remove(&n);
+                            }
+                        }
                     }
                 }
                 prop_assert_eq!(t.len(), model.len());

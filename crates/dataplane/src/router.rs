@@ -984,7 +984,8 @@ impl<M: Mapping> Router<M> {
         }
     }
 
-    /// Removes expired and closed flows. Call about once a second.
+    /// Removes expired and closed flows in one pass over the whole table:
+    /// for tests and tools; the worker uses [`Router::expire_step`].
     pub fn expire(&mut self, now: u64) -> usize {
         let enis = &self.enis;
         let finished = &mut self.finished_logs;
@@ -1006,8 +1007,68 @@ impl<M: Mapping> Router<M> {
         )
     }
 
+    /// One bounded step of expiry, for the worker's loop: examines up to
+    /// `budget` flow-table slots from where the last step stopped, removes
+    /// expired and closed flows, and moves the flow-log counts of the live
+    /// flows it passes into the finished records (their counters start
+    /// over), so [`Router::take_flow_logs`] needs no scan. A full pass is
+    /// [`Router::flow_slots`] slots. Returns how many flows were removed.
+    pub fn expire_step(&mut self, now: u64, budget: usize) -> usize {
+        let enis = &self.enis;
+        let finished = &mut self.finished_logs;
+        let eni_id = |zone: u16| {
+            enis.get(usize::from(zone))
+                .and_then(Option::as_ref)
+                .map(|s| s.cfg.id.clone())
+        };
+        let mut harvest = Vec::new();
+        let removed = self.flows.sweep_step(
+            budget,
+            |k, e| {
+                let slot = enis.get(usize::from(k.zone)).and_then(Option::as_ref);
+                let dead = slot.is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts));
+                if !dead && let (Some(s), Some(_)) = (slot, e.log_start_ms()) {
+                    push_records(&mut harvest, s.cfg.id.clone(), k, e);
+                    e.reset_counters();
+                }
+                dead
+            },
+            |k, e| {
+                if let Some(id) = eni_id(k.zone) {
+                    push_records(finished, id, &k, &e);
+                }
+            },
+        );
+        finished.append(&mut harvest);
+        removed
+    }
+
+    /// Flow-table slots: what a full pass of [`Router::expire_step`] visits.
+    pub fn flow_slots(&self) -> usize {
+        self.flows.slot_count()
+    }
+
+    /// The flow-log records gathered since the last call: flows that ended,
+    /// counts harvested by [`Router::expire_step`], and rejections. Costs
+    /// no scan of the flow table.
+    pub fn take_flow_logs(&mut self) -> Vec<FlowLogRecord> {
+        let mut out = std::mem::take(&mut self.finished_logs);
+        let enis = &self.enis;
+        self.rejects.drain(
+            |zone| {
+                enis.get(usize::from(zone))
+                    .and_then(Option::as_ref)
+                    .map(|s| s.cfg.id.clone())
+            },
+            &mut out,
+        );
+        out
+    }
+
     /// The flow-log records of the interval ending now, accepted and
-    /// rejected; counters start over.
+    /// rejected; counters start over. Scans the whole flow table: for
+    /// tests and tools; the worker uses [`Router::expire_step`] and
+    /// [`Router::take_flow_logs`].
     pub fn drain_flow_logs(&mut self) -> Vec<FlowLogRecord> {
         let mut out = std::mem::take(&mut self.finished_logs);
         let enis = &self.enis;

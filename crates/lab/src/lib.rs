@@ -209,6 +209,8 @@ pub struct Launch {
     pub exe: PathBuf,
     /// Extra `server` arguments.
     pub server_args: Vec<String>,
+    /// Extra `agent` arguments for some hosts, by host ID.
+    pub agent_args: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Where the lab keeps each part's files.
@@ -295,7 +297,7 @@ pub fn up(
         let state_dir = host_dir(dir, &host.host_id);
         fs::create_dir_all(&state_dir).map_err(io_at(&state_dir))?;
         let _ = fs::remove_file(state_dir.join(READY_FILE));
-        let args = vec![
+        let mut args = vec![
             "agent".to_owned(),
             "--server".into(),
             endpoint.clone(),
@@ -312,6 +314,14 @@ pub fn up(
             "--token-file".into(),
             token.display().to_string(),
         ];
+        args.extend(
+            launch
+                .agent_args
+                .get(&host.host_id)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         let log = log_dir(dir).join(format!("agent-{}.log", host.host_id));
         let pid = spawn(&launch.exe, &args, &log)?;
         state.processes.push(LabProcess {

@@ -20,6 +20,7 @@ mod error;
 pub mod ethernet;
 pub mod flow;
 pub mod geneve;
+pub mod gso;
 pub mod icmp;
 pub mod icmpv4;
 pub mod icmpv6;

@@ -34,6 +34,9 @@ pub struct AgentArgs {
     /// The server's agent token (`agent-token` in the server's --data-dir).
     #[arg(long, default_value = "./openvpc-data/agent-token")]
     token_file: PathBuf,
+    /// Pin the dataplane thread to this CPU (default: let it float).
+    #[arg(long)]
+    worker_cpu: Option<usize>,
 }
 
 /// Reads the token the server wrote.
@@ -66,6 +69,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         underlay_ip: args.underlay_ip,
         underlay_netns: args.underlay_netns.clone(),
         state_dir: args.state_dir.clone(),
+        worker_cpu: args.worker_cpu,
     };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;

@@ -58,10 +58,15 @@ enum Target {
         #[arg(long, default_value_t = 500)]
         samples: usize,
     },
+    /// Real traffic between two instances on two lab hosts, measured as
+    /// bench/kernel-baseline.sh measures the kernel and Open vSwitch:
+    /// iperf3 TCP and UDP 64 B, sockperf TCP ping-pong (needs root).
+    Lab(super::bench_lab::LabBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
+        Target::Lab(lab) => super::bench_lab::run(lab),
         Target::Packet { json, seconds } => {
             packet(json, Duration::from_secs_f64(seconds.max(0.01)))
         }

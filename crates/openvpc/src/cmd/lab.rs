@@ -66,6 +66,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             let launch = Launch {
                 exe: std::env::current_exe().context("finding the openvpc binary")?,
                 server_args: Vec::new(),
+                agent_args: Default::default(),
             };
             let state = openvpc_lab::up(&dir, plan, &launch, |step| eprintln!("lab: {step}"))
                 .with_context(|| {

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod alloc_counter;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_lab;
 pub mod decode;
 pub mod exec;
 pub mod lab;

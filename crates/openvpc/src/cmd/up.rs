@@ -58,6 +58,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         underlay_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         underlay_netns: None,
         state_dir: args.data_dir.join("agent"),
+        worker_cpu: None,
     })
     .context("starting this host's agent")?;
     while !agent.wait_synced(Duration::from_secs(1)) {
