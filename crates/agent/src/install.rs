@@ -229,6 +229,7 @@ impl Converter {
             security_groups,
             source_dest_check: s.source_dest_check,
             timeouts: timeouts(&s.conntrack),
+            domain_name: s.domain_name.clone(),
         })
     }
 
@@ -372,6 +373,22 @@ pub(crate) mod tests {
                 .entries(openvpc_dataplane::policy::Way::Ingress)
                 .len(),
             1
+        );
+    }
+
+    #[test]
+    fn carries_the_regions_dhcp_domain() {
+        let mut state = eni(
+            "eni-a",
+            "i-a",
+            Ipv4Addr::new(10, 0, 1, 10),
+            "02:00:00:00:00:0a",
+        );
+        state.domain_name = Some("eu-west-1.compute.internal".into());
+        let cfg = Converter::new().eni_config(&state).unwrap();
+        assert_eq!(
+            cfg.domain_name.as_deref(),
+            Some("eu-west-1.compute.internal")
         );
     }
 

@@ -57,6 +57,9 @@ pub struct EniConfig {
     pub security_groups: Vec<Arc<SecurityGroup>>,
     pub source_dest_check: bool,
     pub timeouts: Timeouts,
+    /// DHCP option 15, e.g. `eu-west-1.compute.internal`; `None` gives
+    /// us-east-1's `ec2.internal`.
+    pub domain_name: Option<String>,
 }
 
 /// Why an ENI configuration was refused.

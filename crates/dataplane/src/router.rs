@@ -299,7 +299,11 @@ impl<M: Mapping> Router<M> {
             mtu: self.cfg.instance_mtu,
             lease_secs: 3600,
             hostname: Some(format!("ip-{}", cfg.ipv4[0].to_string().replace('.', "-"))),
-            domain_name: Some("ec2.internal".into()),
+            domain_name: Some(
+                cfg.domain_name
+                    .clone()
+                    .unwrap_or_else(|| "ec2.internal".into()),
+            ),
         };
         self.enis[usize::from(index)] = Some(EniSlot {
             cfg,

@@ -183,6 +183,7 @@ impl Workload {
                 security_groups: vec![sg],
                 source_dest_check: true,
                 timeouts: Timeouts::default(),
+                domain_name: None,
             })
             .unwrap_or_default();
         let frames = (0..flows).map(|i| frame(i, flags::ACK)).collect();

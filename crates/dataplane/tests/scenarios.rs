@@ -928,6 +928,28 @@ fn dhcp_discover_gets_an_offer_with_the_eni_address() {
         "yiaddr is the ENI's address"
     );
     assert_eq!(&dhcp[4..8], &[0xde, 0xad, 0xbe, 0xef], "xid echoed");
+    let has = |dhcp: &[u8], text: &[u8]| dhcp.windows(text.len()).any(|w| w == text);
+    assert!(has(dhcp, b"ec2.internal"), "us-east-1's domain by default");
+
+    // Option 15 follows the region the control plane names (spec 1.4).
+    let index = f.fabric.eni_index("eni-a1").unwrap();
+    let mut cfg = f
+        .fabric
+        .router("eni-a1")
+        .unwrap()
+        .eni(index)
+        .unwrap()
+        .clone();
+    cfg.domain_name = Some("eu-west-1.compute.internal".into());
+    f.fabric.update_eni(cfg).unwrap();
+    let d = f.send("eni-a1", &frame);
+    let offer = d.delivered_to("eni-a1").expect("an offer");
+    let (_, l4) = openvpc_packet::ipv4::Ipv4Repr::parse(&offer[14..]).unwrap();
+    let (_, dhcp) = openvpc_packet::udp::UdpRepr::parse(l4).unwrap();
+    assert!(
+        has(dhcp, b"eu-west-1.compute.internal"),
+        "the region's domain"
+    );
 }
 
 /// An ICMP error from `from` (MAC `n`) to `to`, quoting `quoted` (an

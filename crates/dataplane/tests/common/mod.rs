@@ -98,6 +98,7 @@ pub fn eni(
         security_groups: groups,
         source_dest_check: true,
         timeouts: Timeouts::default(),
+        domain_name: None,
     }
 }
 
