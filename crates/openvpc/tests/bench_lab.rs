@@ -3,7 +3,8 @@
 //! smoke test with 1-second runs: benchmarks are not timed tests, so no
 //! figure is checked against a goal.
 //!
-//! Needs root, iperf3 and sockperf; without them the test says why and skips.
+//! Needs root, iperf3 and sockperf; without them the test says why and skips
+//! (under scripts/test, which installs both, a missing tool fails it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -22,6 +23,11 @@ fn cannot_run() -> Option<String> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
+            // scripts/test installs them: there, a missing tool is a failure.
+            assert!(
+                std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
+                "{tool} is not installed: scripts/test installs it"
+            );
             return Some(format!("{tool} is not installed"));
         }
     }
