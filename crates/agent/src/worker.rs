@@ -466,14 +466,41 @@ fn emit(
                 Err(_) => io.underlay_send_errors += 1,
             }
         }
-        Output::Instance(i) => match taps.get_mut(usize::from(i)).and_then(Option::as_mut) {
-            Some(tap) => match write_frame(tap, &VnetHdr::default(), buf.data()) {
-                Ok(_) => io.tap_tx += 1,
-                Err(_) => io.tap_write_errors += 1,
-            },
-            None => io.tap_write_errors += 1,
-        },
+        Output::Instance(i) => to_tap(taps, io, i, &VnetHdr::default(), buf.data()),
         Output::Drop(_) | Output::Pending => {}
+    }
+}
+
+/// Writes a frame to local ENI `index`'s TAP, counting the outcome.
+fn to_tap(
+    taps: &mut [Option<Tap>],
+    io: &mut IoCounters,
+    index: EniIndex,
+    hdr: &VnetHdr,
+    frame: &[u8],
+) {
+    match taps.get_mut(usize::from(index)).and_then(Option::as_mut) {
+        Some(tap) => match write_frame(tap, hdr, frame) {
+            Ok(_) => io.tap_tx += 1,
+            Err(_) => io.tap_write_errors += 1,
+        },
+        None => io.tap_write_errors += 1,
+    }
+}
+
+/// One UDP GSO send of `count` equal-`stride` datagrams to `dst`, counted.
+fn send_run(
+    udp: &UdpSocket,
+    io: &mut IoCounters,
+    data: &[u8],
+    stride: usize,
+    count: u64,
+    dst: SocketAddr,
+) {
+    let (addr, addr_len) = crate::batch_io::sockaddr(dst);
+    match crate::batch_io::send_segmented(udp.as_raw_fd(), data, stride, &addr, addr_len) {
+        Ok(()) => io.underlay_tx += count,
+        Err(_) => io.underlay_send_errors += count,
     }
 }
 
@@ -535,32 +562,33 @@ fn write_frame(tap: &mut Tap, hdr: &VnetHdr, frame: &[u8]) -> io::Result<usize> 
 /// Cuts an encapsulated TCP super-segment (`buf`: Geneve header, then the
 /// inner frame of `inner_len` bytes) into `mss`-sized segments and sends
 /// them with UDP GSO: one `sendmsg` per 64 KiB, the kernel cuts at the
-/// stride. Returns (datagrams sent, failed).
+/// stride.
 fn send_gso(
     udp: &UdpSocket,
+    io: &mut IoCounters,
     scratch: &mut Vec<u8>,
     buf: &[u8],
     inner_len: usize,
     mss: u16,
     dst: SocketAddr,
-) -> (u64, u64) {
+) {
     let prefix = buf.len().saturating_sub(inner_len);
     scratch.clear();
-    let Ok((stride, count)) = gso::segment_tcp4(buf, prefix, usize::from(mss), scratch) else {
-        return (0, 1);
+    let Ok((stride, _)) = gso::segment_tcp4(buf, prefix, usize::from(mss), scratch) else {
+        io.underlay_send_errors += 1;
+        return;
     };
     let per_send = (MAX_GSO_BYTES / stride).clamp(1, MAX_GSO_SEGMENTS);
-    let (addr, addr_len) = crate::batch_io::sockaddr(dst);
-    let (mut sent, mut failed) = (0, 0);
     for chunk in scratch.chunks(per_send * stride) {
-        let segments = chunk.len().div_ceil(stride) as u64;
-        match crate::batch_io::send_segmented(udp.as_raw_fd(), chunk, stride, &addr, addr_len) {
-            Ok(()) => sent += segments,
-            Err(_) => failed += segments,
-        }
+        send_run(
+            udp,
+            io,
+            chunk,
+            stride,
+            chunk.len().div_ceil(stride) as u64,
+            dst,
+        );
     }
-    debug_assert_eq!((sent + failed) as usize, count);
-    (sent, failed)
 }
 
 /// Sends the outputs of a processed batch: the underlay datagrams as UDP
@@ -583,26 +611,17 @@ fn emit_batch(
     for (i, (out, buf)) in outs.iter().zip(bufs).enumerate() {
         let (hdr, inner_len) = offload.get(i).copied().unwrap_or_default();
         match *out {
-            Output::Underlay { dst, .. } if hdr.is_gso() => {
-                let (sent, failed) = send_gso(
-                    udp,
-                    scratch,
-                    buf.data(),
-                    inner_len,
-                    hdr.gso_size,
-                    SocketAddr::new(dst, GENEVE_PORT),
-                );
-                io.underlay_tx += sent;
-                io.underlay_send_errors += failed;
-            }
+            Output::Underlay { dst, .. } if hdr.is_gso() => send_gso(
+                udp,
+                io,
+                scratch,
+                buf.data(),
+                inner_len,
+                hdr.gso_size,
+                SocketAddr::new(dst, GENEVE_PORT),
+            ),
             Output::Underlay { .. } => underlay += 1,
-            Output::Instance(t) => match taps.get_mut(usize::from(t)).and_then(Option::as_mut) {
-                Some(tap) => match write_frame(tap, &hdr, buf.data()) {
-                    Ok(_) => io.tap_tx += 1,
-                    Err(_) => io.tap_write_errors += 1,
-                },
-                None => io.tap_write_errors += 1,
-            },
+            Output::Instance(t) => to_tap(taps, io, t, &hdr, buf.data()),
             Output::Drop(_) | Output::Pending => {}
         }
     }
@@ -612,19 +631,12 @@ fn emit_batch(
     // Runs of datagrams to one host, all of one size but the last, go out
     // as one UDP GSO send: the underlay stack (routing, veth, bridge, the
     // receiver's socket, which takes them whole with UDP GRO) is crossed
-    // once per run instead of once per datagram. The flow's entropy source
-    // port would need one socket per port; the receiving router does not
-    // read it.
+    // once per run instead of once per datagram.
     let mut run: Option<(SocketAddr, usize, usize)> = None; // (dst, stride, count)
     scratch.clear();
     let mut flush = |scratch: &mut Vec<u8>, run: &mut Option<(SocketAddr, usize, usize)>| {
         if let Some((dst, stride, count)) = run.take() {
-            let (addr, addr_len) = crate::batch_io::sockaddr(dst);
-            match crate::batch_io::send_segmented(udp.as_raw_fd(), scratch, stride, &addr, addr_len)
-            {
-                Ok(()) => io.underlay_tx += count as u64,
-                Err(_) => io.underlay_send_errors += count as u64,
-            }
+            send_run(udp, io, scratch, stride, count as u64, dst);
             scratch.clear();
         }
     };

@@ -671,18 +671,25 @@ fn check_port(name: &str, port: u32) -> Result<u16, ApiError> {
         .ok_or_else(|| validation(format!("{name} {port} must be between 1 and 65535")))
 }
 
-fn in_range(
+/// Sets `target` from parameter `name` when it is given, refusing values
+/// outside `range`.
+fn set_in_range(
+    params: &Params,
     name: &str,
-    value: Option<u32>,
     range: std::ops::RangeInclusive<u32>,
-) -> Result<Option<u32>, ApiError> {
-    match value {
+    target: &mut u32,
+) -> Result<(), ApiError> {
+    match params.number::<u32>(name)? {
         Some(v) if !range.contains(&v) => Err(validation(format!(
             "{name} {v} must be between {} and {}",
             range.start(),
             range.end()
         ))),
-        other => Ok(other),
+        Some(v) => {
+            *target = v;
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
@@ -742,34 +749,30 @@ fn apply_health(params: &Params, health: &mut HealthCheck) -> Result<(), ApiErro
         }
         health.matcher = Some(code.to_owned());
     }
-    if let Some(v) = in_range(
+    set_in_range(
+        params,
         "HealthCheckIntervalSeconds",
-        params.number("HealthCheckIntervalSeconds")?,
         5..=300,
-    )? {
-        health.interval = v;
-    }
-    if let Some(v) = in_range(
+        &mut health.interval,
+    )?;
+    set_in_range(
+        params,
         "HealthCheckTimeoutSeconds",
-        params.number("HealthCheckTimeoutSeconds")?,
         2..=120,
-    )? {
-        health.timeout = v;
-    }
-    if let Some(v) = in_range(
+        &mut health.timeout,
+    )?;
+    set_in_range(
+        params,
         "HealthyThresholdCount",
-        params.number("HealthyThresholdCount")?,
         2..=10,
-    )? {
-        health.healthy_threshold = v;
-    }
-    if let Some(v) = in_range(
+        &mut health.healthy_threshold,
+    )?;
+    set_in_range(
+        params,
         "UnhealthyThresholdCount",
-        params.number("UnhealthyThresholdCount")?,
         2..=10,
-    )? {
-        health.unhealthy_threshold = v;
-    }
+        &mut health.unhealthy_threshold,
+    )?;
     if health.timeout >= health.interval {
         return Err(validation(format!(
             "Health check timeout ({}) must be smaller than the interval ({})",
