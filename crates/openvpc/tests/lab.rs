@@ -287,7 +287,22 @@ impl Lab {
             cmd.arg("--kill");
         }
         let status = cmd.status().unwrap();
-        assert!(status.success(), "restarting {part}");
+        if !status.success() {
+            // The lab's directory goes with the test: keep what the log says.
+            let log = self.logs().join(if part == "server" {
+                "server.log".to_owned()
+            } else {
+                format!("agent-{part}.log")
+            });
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "restarting {part} failed; the end of {}:\n{}",
+                log.display(),
+                tail.join("\n")
+            );
+        }
     }
 
     fn lab_json(&self) -> Value {
