@@ -473,18 +473,30 @@ fn stop_process(pid: u32, kill: bool) -> bool {
     // SAFETY: kill(2) with a PID read from our own state file and checked
     // to be an openvpc process; it has no memory-safety preconditions.
     unsafe { libc::kill(pid, if kill { libc::SIGKILL } else { libc::SIGTERM }) };
+    if !wait_finished(pid, Duration::from_secs(5)) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_finished(pid, Duration::from_secs(10));
+    }
+    true
+}
+
+/// Waits until `pid` has released everything it held, so a successor can
+/// bind its ports. A multi-threaded process's leader turns zombie while
+/// its other threads still exit and hold its sockets: only a zombie with
+/// no open files is finished.
+fn wait_finished(pid: i32, limit: Duration) -> bool {
     let start = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() && start.elapsed() < Duration::from_secs(5) {
-        if is_zombie(pid) {
-            break;
+    loop {
+        let open_files = fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+        if !Path::new(&format!("/proc/{pid}")).exists() || (is_zombie(pid) && open_files == 0) {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    if Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
-    true
 }
 
 fn is_zombie(pid: i32) -> bool {
