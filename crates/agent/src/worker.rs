@@ -286,9 +286,19 @@ pub fn spawn(
     lookups: Sender<Vec<MappingKey>>,
 ) -> Result<WorkerHandle, WorkerError> {
     let addr = SocketAddr::new(cfg.router.underlay, cfg.underlay_port);
-    let udp = netns::in_netns(cfg.underlay_netns.as_deref(), || {
-        Ok(UdpSocket::bind(addr).map_err(|source| WorkerError::Bind { addr, source }))
-    })??;
+    // A predecessor that was just killed may still be releasing the port
+    // (its threads outlive its leader): wait for it a little.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let udp = loop {
+        let bound = netns::in_netns(cfg.underlay_netns.as_deref(), || Ok(UdpSocket::bind(addr)))?;
+        match bound {
+            Ok(udp) => break udp,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(WorkerError::Bind { addr, source }),
+        }
+    };
     udp.set_nonblocking(true)?;
     grow_socket_buffers(&udp);
     if let Err(e) = crate::batch_io::enable_gro(udp.as_raw_fd()) {

@@ -378,12 +378,26 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
     }
     process.pid = spawn(&state.exe, &process.args, &process.log)?;
     let endpoint = state.endpoint.clone().unwrap_or_default();
-    let log = process.log.clone();
+    let (pid, args, log) = (process.pid, process.args.clone(), process.log.clone());
     save(dir, &state)?;
-    if part == "server" {
-        wait_server(&endpoint, &log)
-    } else {
-        wait_agent(dir, part)
+    let ready = |dir: &Path| {
+        if part == "server" {
+            wait_server(&endpoint, &log)
+        } else {
+            wait_agent(dir, part)
+        }
+    };
+    match ready(dir) {
+        // It exited on its way up (its log says why): one more start.
+        Err(_) if wait_finished(pid as i32, Duration::ZERO) => {
+            let pid = spawn(&state.exe, &args, &log)?;
+            if let Some(p) = state.processes.iter_mut().find(|p| p.part == part) {
+                p.pid = pid;
+            }
+            save(dir, &state)?;
+            ready(dir)
+        }
+        other => other,
     }
 }
 
