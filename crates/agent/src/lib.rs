@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// The CPU the dataplane thread is pinned to; `None` lets it float.
     pub worker_cpu: Option<usize>,
+    /// How long the dataplane thread polls before it sleeps
+    /// ([`worker::DEFAULT_BUSY_POLL`] unless tuned).
+    pub worker_busy_poll: Duration,
 }
 
 /// Why the agent could not start.
@@ -97,6 +100,7 @@ impl Agent {
         let mut wcfg = WorkerConfig::new(router);
         wcfg.underlay_netns = cfg.underlay_netns.clone();
         wcfg.cpu = cfg.worker_cpu;
+        wcfg.busy_poll = cfg.worker_busy_poll;
         let (lookups_tx, lookups_rx) = std::sync::mpsc::channel();
         let worker = worker::spawn(wcfg, lookups_tx)?;
         let stop = Arc::new(AtomicBool::new(false));

@@ -313,6 +313,7 @@ fn agent_runs_instances_from_the_watch() {
         underlay_netns: Some(underlay_ns.clone()),
         state_dir: state.path().to_path_buf(),
         worker_cpu: None,
+        worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
     };
     let agent = Agent::start(config.clone()).unwrap();
     for (ns, want) in [(&a, "10.0.1.30/24"), (&b, "10.0.1.31/24")] {

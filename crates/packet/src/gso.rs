@@ -1,7 +1,9 @@
 //! Segmentation offload in software: the `virtio_net_hdr` a TAP with
 //! `IFF_VNET_HDR` puts in front of each frame, completion of the partial
-//! checksums it announces, and TCP/IPv4 segmentation of a super-segment
-//! (what an instance hands a TAP that offers TSO) into wire-sized segments.
+//! checksums it announces, TCP/IPv4 segmentation of a super-segment
+//! (what an instance hands a TAP that offers TSO) into wire-sized segments,
+//! and the reverse for frames going to an instance: TCP segments and UDP
+//! datagrams of one flow coalesced into one super-frame.
 //!
 //! Pure functions over byte buffers; the agent does the system calls.
 
@@ -22,6 +24,8 @@ pub const GSO_NONE: u8 = 0;
 pub const GSO_TCPV4: u8 = 1;
 /// `gso_type`: a TCP/IPv6 super-segment.
 pub const GSO_TCPV6: u8 = 4;
+/// `gso_type`: a UDP super-datagram (cut into datagrams of `gso_size`).
+pub const GSO_UDP_L4: u8 = 5;
 /// `gso_type` bit: ECN was negotiated (CWR only on the first segment).
 pub const GSO_ECN: u8 = 0x80;
 
@@ -210,9 +214,17 @@ const MAX_IP_LEN: usize = 65_535;
 /// segments of one flow, with identical headers but for what segmentation
 /// changes, become one super-segment that a TAP accepts whole with a
 /// `virtio_net_hdr` — the instance's kernel then handles 64 KiB at once
-/// instead of one MSS. Frames that cannot join (other flows, SYN/FIN/RST,
-/// a gap, a short segment already taken) are refused; the caller flushes
-/// [`Coalescer::frame`] and sends them as they are.
+/// instead of one MSS. Consecutive UDP/IPv4 datagrams of one flow, all of
+/// one size but the last, become one UDP super-datagram (`GSO_UDP_L4`):
+/// the instance's kernel routes it once and cuts it back into datagrams at
+/// the socket, so a stream of small datagrams costs one TAP write per
+/// batch instead of one each. Frames that cannot join (other flows,
+/// SYN/FIN/RST, a gap, a short segment already taken) are refused; the
+/// caller flushes [`Coalescer::frame`] and sends them as they are.
+///
+/// Inner checksums are not verified: the underlay's UDP checksum covers
+/// the inner frame end to end, and the frame written carries a partial
+/// checksum the instance's kernel completes per segment.
 #[derive(Debug, Default)]
 pub struct Coalescer {
     buf: Vec<u8>,
@@ -226,6 +238,8 @@ pub struct Coalescer {
     count: usize,
     /// No more segments may join (a short one or PSH was taken).
     closed: bool,
+    /// The frames held are UDP datagrams, not TCP segments.
+    udp: bool,
     /// The caller's tag for where the frame goes (e.g. a TAP index).
     pub target: usize,
 }
@@ -250,6 +264,28 @@ fn tcp4_layout(frame: &[u8]) -> Option<(usize, usize, u8)> {
     Some((l4, data, frame[l4 + 13]))
 }
 
+/// Most datagrams in one UDP super-datagram: the kernel refuses more
+/// (`UDP_MAX_SEGMENTS` in the oldest kernels we run on).
+const MAX_UDP_SEGMENTS: usize = 64;
+
+/// (UDP header offset, payload offset) of a plain UDP/IPv4 frame.
+fn udp4_layout(frame: &[u8]) -> Option<(usize, usize)> {
+    if frame.len() < ETH_LEN + 28 || frame[12..14] != [0x08, 0x00] {
+        return None;
+    }
+    let ip = &frame[ETH_LEN..];
+    if ip[0] != 0x45 || ip[9] != 17 || ip[6] & 0x3f != 0 || ip[7] != 0 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let l4 = ETH_LEN + 20;
+    let udp_len = usize::from(u16::from_be_bytes([frame[l4 + 4], frame[l4 + 5]]));
+    if ETH_LEN + total != frame.len() || udp_len != total - 20 {
+        return None;
+    }
+    Some((l4, l4 + 8))
+}
+
 impl Coalescer {
     /// An empty coalescer whose buffer holds a 64 KiB super-segment.
     pub fn new() -> Self {
@@ -272,8 +308,11 @@ impl Coalescer {
     /// false if it cannot join: then nothing changed.
     pub fn push(&mut self, frame: &[u8]) -> bool {
         let Some((l4, data, flags)) = tcp4_layout(frame) else {
-            return false;
+            return self.push_udp(frame);
         };
+        if self.count > 0 && self.udp {
+            return false;
+        }
         let payload = &frame[data..];
         if flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 || payload.is_empty() {
             return false;
@@ -286,6 +325,7 @@ impl Coalescer {
             self.next_seq = seq.wrapping_add(payload.len() as u32);
             self.count = 1;
             self.closed = flags & TCP_PSH != 0;
+            self.udp = false;
             return true;
         }
         let b = &self.buf;
@@ -316,11 +356,49 @@ impl Coalescer {
         true
     }
 
+    /// [`Coalescer::push`] for a frame that is not a plain TCP segment.
+    fn push_udp(&mut self, frame: &[u8]) -> bool {
+        let Some((l4, data)) = udp4_layout(frame) else {
+            return false;
+        };
+        let payload = &frame[data..];
+        if payload.is_empty() {
+            return false;
+        }
+        if self.count == 0 {
+            self.buf.clear();
+            self.buf.extend_from_slice(frame);
+            (self.l4, self.data, self.seg) = (l4, data, payload.len());
+            self.count = 1;
+            self.closed = false;
+            self.udp = true;
+            return true;
+        }
+        let b = &self.buf;
+        let same = !self.udp
+            || self.closed
+            || data != self.data
+            || payload.len() > self.seg
+            || self.count >= MAX_UDP_SEGMENTS
+            || b.len() + payload.len() > ETH_LEN + MAX_IP_LEN
+            // Ethernet, IP version/TOS, flags/TTL/protocol, addresses, ports.
+            || frame[..16] != b[..16]
+            || frame[20..24] != b[20..24]
+            || frame[26..l4 + 4] != b[26..l4 + 4];
+        if same {
+            return false;
+        }
+        self.buf.extend_from_slice(payload);
+        self.count += 1;
+        self.closed = payload.len() < self.seg;
+        true
+    }
+
     /// The frame held and the `virtio_net_hdr` it goes out with: a single
     /// segment as it came (no offload), several as one TCP/IPv4
-    /// super-segment with a partial checksum for the receiver to skip. The
-    /// coalescer is empty afterwards (the slice stays valid until the next
-    /// push).
+    /// super-segment or UDP super-datagram with a partial checksum for the
+    /// receiver to complete per segment. The coalescer is empty afterwards
+    /// (the slice stays valid until the next push).
     pub fn frame(&mut self) -> (VnetHdr, &[u8]) {
         let count = std::mem::take(&mut self.count);
         self.closed = false;
@@ -336,18 +414,27 @@ impl Coalescer {
         let ip = &self.buf[l3..l3 + 20];
         let src = core::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
         let dst = core::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
-        let tcp_len = (self.buf.len() - self.l4) as u16;
+        let l4_len = (self.buf.len() - self.l4) as u16;
+        let (protocol, gso_type, csum_offset) = if self.udp {
+            // The super-datagram's own length; the kernel rewrites it (and
+            // adjusts the partial sum) per datagram.
+            self.buf[self.l4 + 4..self.l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+            (17, GSO_UDP_L4, 6)
+        } else {
+            (6, GSO_TCPV4, 16)
+        };
         // What a sender with checksum offload leaves in the field: the
         // pseudo-header sum, folded, not complemented.
-        let partial = checksum::fold(checksum::pseudo_v4(src, dst, 6, tcp_len));
-        self.buf[self.l4 + 16..self.l4 + 18].copy_from_slice(&partial.to_be_bytes());
+        let partial = checksum::fold(checksum::pseudo_v4(src, dst, protocol, l4_len));
+        let field = self.l4 + csum_offset;
+        self.buf[field..field + 2].copy_from_slice(&partial.to_be_bytes());
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
+            gso_type,
             hdr_len: self.data as u16,
             gso_size: self.seg as u16,
             csum_start: self.l4 as u16,
-            csum_offset: 16,
+            csum_offset: csum_offset as u16,
         };
         (hdr, &self.buf)
     }
@@ -360,6 +447,7 @@ mod tests {
     use crate::ethernet::EthernetRepr;
     use crate::ipv4::Ipv4Repr;
     use crate::tcp::TcpRepr;
+    use crate::udp::UdpRepr;
     use core::net::Ipv4Addr;
     use proptest::prelude::*;
 
@@ -397,6 +485,105 @@ mod tests {
         assert!(!c.push(&super_segment(b"x", 0x02)), "a SYN");
         assert!(c.push(segs[1]));
         assert_eq!(c.len(), 2);
+    }
+
+    fn datagram(payload: &[u8], src_port: u16) -> Vec<u8> {
+        PacketBuilder {
+            ethernet: Some(EthernetRepr {
+                dst: "02:00:00:00:00:0b".parse().unwrap(),
+                src: "02:00:00:00:00:0a".parse().unwrap(),
+                vlan: None,
+                ethertype: 0,
+            }),
+            ip: IpRepr::V4(Ipv4Repr::new(
+                Ipv4Addr::new(10, 0, 1, 10),
+                Ipv4Addr::new(10, 0, 2, 10),
+                0,
+                0,
+            )),
+            l4: L4Repr::Udp(UdpRepr {
+                src_port,
+                dst_port: 5201,
+            }),
+        }
+        .build(payload)
+        .unwrap()
+    }
+
+    /// Cuts a UDP super-datagram as the instance's kernel does: one
+    /// datagram per `gso_size` bytes, each with the headers, its own
+    /// lengths and a completed checksum.
+    fn cut_udp(hdr: &VnetHdr, frame: &[u8]) -> Vec<Vec<u8>> {
+        let data = usize::from(hdr.hdr_len);
+        let l4 = usize::from(hdr.csum_start);
+        let ip = 14;
+        let src = Ipv4Addr::new(
+            frame[ip + 12],
+            frame[ip + 13],
+            frame[ip + 14],
+            frame[ip + 15],
+        );
+        let dst = Ipv4Addr::new(
+            frame[ip + 16],
+            frame[ip + 17],
+            frame[ip + 18],
+            frame[ip + 19],
+        );
+        frame[data..]
+            .chunks(usize::from(hdr.gso_size))
+            .map(|chunk| {
+                let mut d = frame[..data].to_vec();
+                d.extend_from_slice(chunk);
+                let udp_len = (d.len() - l4) as u16;
+                let ip_len = (d.len() - ip) as u16;
+                d[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
+                d[ip + 10..ip + 12].fill(0);
+                let sum = checksum::of(&d[ip..l4]);
+                d[ip + 10..ip + 12].copy_from_slice(&sum.to_be_bytes());
+                d[l4 + 4..l4 + 6].copy_from_slice(&udp_len.to_be_bytes());
+                let partial = checksum::fold(checksum::pseudo_v4(src, dst, 17, udp_len));
+                d[l4 + 6..l4 + 8].copy_from_slice(&partial.to_be_bytes());
+                complete_checksum(&mut d, l4, 6).unwrap();
+                d
+            })
+            .collect()
+    }
+
+    #[test]
+    fn udp_datagrams_of_one_flow_and_size_coalesce() {
+        let mut c = Coalescer::new();
+        assert!(c.push(&datagram(&[1; 64], 40000)));
+        assert!(!c.push(&datagram(&[2; 64], 40001)), "another flow");
+        assert!(!c.push(&datagram(&[2; 65], 40000)), "a longer datagram");
+        assert!(c.push(&datagram(&[2; 64], 40000)));
+        assert!(
+            c.push(&datagram(&[3; 10], 40000)),
+            "a shorter one ends the run"
+        );
+        assert!(
+            !c.push(&datagram(&[4; 64], 40000)),
+            "nothing joins after it"
+        );
+        let tcp = super_segment(b"tcp", 0x10);
+        assert!(!c.push(&tcp), "a TCP segment does not join datagrams");
+        let (hdr, frame) = c.frame();
+        assert_eq!(hdr.gso_type, GSO_UDP_L4);
+        assert_eq!((hdr.gso_size, hdr.csum_start, hdr.csum_offset), (64, 34, 6));
+        assert_eq!(frame.len(), 42 + 64 + 64 + 10);
+        // Held TCP refuses datagrams too.
+        assert!(c.push(&tcp));
+        assert!(!c.push(&datagram(&[1; 64], 40000)));
+    }
+
+    #[test]
+    fn a_udp_run_stops_at_the_kernels_segment_limit() {
+        let mut c = Coalescer::new();
+        let d = datagram(&[9; 16], 40000);
+        for _ in 0..MAX_UDP_SEGMENTS {
+            assert!(c.push(&d));
+        }
+        assert!(!c.push(&d));
+        assert_eq!(c.len(), MAX_UDP_SEGMENTS);
     }
 
     #[test]
@@ -463,6 +650,42 @@ mod tests {
             }
             prop_assert_eq!(merged, frame);
             prop_assert!(c.is_empty());
+        }
+
+        /// Datagrams of one flow coalesce into a super-datagram that,
+        /// cut as the kernel cuts it, gives back each datagram exactly.
+        #[test]
+        fn udp_datagrams_coalesce_back(
+            size in 1usize..1400,
+            count in 1usize..80,
+            last in 1usize..1400,
+        ) {
+            let last = last.min(size);
+            let datagrams: Vec<Vec<u8>> = (0..count)
+                .map(|k| {
+                    let len = if k + 1 == count { last } else { size };
+                    datagram(&vec![k as u8; len], 40000)
+                })
+                .collect();
+            let mut c = Coalescer::new();
+            let mut taken = 0;
+            for d in &datagrams {
+                if !c.push(d) {
+                    break;
+                }
+                taken += 1;
+            }
+            prop_assert!(taken >= 1);
+            prop_assert!(taken == count || taken == MAX_UDP_SEGMENTS
+                || (taken + 1) * size + 42 > 14 + MAX_IP_LEN);
+            let (hdr, frame) = c.frame();
+            if taken == 1 {
+                prop_assert!(!hdr.is_gso());
+                prop_assert_eq!(frame, &datagrams[0][..]);
+            } else {
+                prop_assert_eq!(hdr.gso_type, GSO_UDP_L4);
+                prop_assert_eq!(cut_udp(&hdr, frame), datagrams[..taken].to_vec());
+            }
         }
 
         /// The segments carry the payload in order, each within the MSS,

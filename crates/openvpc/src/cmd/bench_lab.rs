@@ -52,6 +52,9 @@ pub struct LabBenchArgs {
     /// Leave the lab running afterwards (for profiling).
     #[arg(long)]
     keep: bool,
+    /// The agents' --worker-busy-poll-us (their default when not given).
+    #[arg(long)]
+    worker_busy_poll_us: Option<u64>,
 }
 
 pub fn run(args: LabBenchArgs) -> anyhow::Result<()> {
@@ -70,18 +73,17 @@ pub fn run(args: LabBenchArgs) -> anyhow::Result<()> {
         WorkerPin::Swap => Some(("1", "0")),
         WorkerPin::None => None,
     };
-    if let Some((h1, h2)) = cpus {
-        cfg.agent_args = BTreeMap::from([
-            (
-                "h1".to_owned(),
-                vec!["--worker-cpu".to_owned(), h1.to_owned()],
-            ),
-            (
-                "h2".to_owned(),
-                vec!["--worker-cpu".to_owned(), h2.to_owned()],
-            ),
-        ]);
+    let mut agent_args: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (host, cpu) in [("h1", cpus.map(|c| c.0)), ("h2", cpus.map(|c| c.1))] {
+        let a = agent_args.entry(host.to_owned()).or_default();
+        if let Some(cpu) = cpu {
+            a.extend(["--worker-cpu".to_owned(), cpu.to_owned()]);
+        }
+        if let Some(us) = args.worker_busy_poll_us {
+            a.extend(["--worker-busy-poll-us".to_owned(), us.to_string()]);
+        }
     }
+    cfg.agent_args = agent_args;
     let ours = openvpc_bench_lab::run(&cfg, &interrupted, |s| eprintln!("bench lab: {s}"))?;
     let baseline = if let Some(path) = &args.baseline_json {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

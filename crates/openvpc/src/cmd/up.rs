@@ -59,6 +59,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         underlay_netns: None,
         state_dir: args.data_dir.join("agent"),
         worker_cpu: None,
+        worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
     })
     .context("starting this host's agent")?;
     while !agent.wait_synced(Duration::from_secs(1)) {
