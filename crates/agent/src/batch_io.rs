@@ -233,28 +233,28 @@ pub fn enable_gro(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends `data` — segments of `stride` bytes back to back, the last maybe
-/// shorter — as one `sendmsg` with `UDP_SEGMENT`: the kernel cuts it into
-/// datagrams (in hardware or late in the stack), one per segment.
+/// Sends `parts`, read as one buffer — segments of `stride` bytes back to
+/// back, the last maybe shorter — as one `sendmsg` with `UDP_SEGMENT`: the
+/// kernel cuts it into datagrams (in hardware or late in the stack), one
+/// per segment. A segment may span parts (headers in one, payload in the
+/// next), so nothing is copied to join them.
 pub fn send_segmented(
     fd: RawFd,
-    data: &[u8],
+    parts: &[io::IoSlice<'_>],
     stride: usize,
     addr: &libc::sockaddr_storage,
     addr_len: libc::socklen_t,
 ) -> io::Result<()> {
     // One cmsg with a u16; u64s keep the buffer aligned for cmsghdr.
     let mut control = [0u64; 4];
-    let mut iov = libc::iovec {
-        iov_base: data.as_ptr().cast_mut().cast(),
-        iov_len: data.len(),
-    };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let mut msg = empty_hdr().msg_hdr;
     msg.msg_name = (addr as *const libc::sockaddr_storage).cast_mut().cast();
     msg.msg_namelen = addr_len;
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    if data.len() > stride {
+    // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads.
+    msg.msg_iov = parts.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = parts.len();
+    if len > stride {
         // SAFETY: CMSG_SPACE is a pure size computation.
         let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<u16>() as u32) } as usize;
         msg.msg_control = control.as_mut_ptr().cast();
@@ -315,7 +315,7 @@ mod tests {
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let data: Vec<u8> = (0..250u8).collect();
         let (addr, len) = sockaddr(b.local_addr().unwrap());
-        send_segmented(a.as_raw_fd(), &data, 100, &addr, len).unwrap();
+        send_segmented(a.as_raw_fd(), &[io::IoSlice::new(&data)], 100, &addr, len).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let mut m = Mmsg::new(8);
         let mut bufs: Vec<PacketBuf> = (0..8).map(|_| PacketBuf::default()).collect();

@@ -520,13 +520,13 @@ fn to_tap(
 fn send_run(
     udp: &UdpSocket,
     io: &mut IoCounters,
-    data: &[u8],
+    parts: &[io::IoSlice<'_>],
     stride: usize,
     count: u64,
     dst: SocketAddr,
 ) {
     let (addr, addr_len) = crate::batch_io::sockaddr(dst);
-    match crate::batch_io::send_segmented(udp.as_raw_fd(), data, stride, &addr, addr_len) {
+    match crate::batch_io::send_segmented(udp.as_raw_fd(), parts, stride, &addr, addr_len) {
         Ok(()) => io.underlay_tx += count,
         Err(_) => io.underlay_send_errors += count,
     }
@@ -590,32 +590,34 @@ fn write_frame(tap: &mut Tap, hdr: &VnetHdr, frame: &[u8]) -> io::Result<usize> 
 /// Cuts an encapsulated TCP super-segment (`buf`: Geneve header, then the
 /// inner frame of `inner_len` bytes) into `mss`-sized segments and sends
 /// them with UDP GSO: one `sendmsg` per 64 KiB, the kernel cuts at the
-/// stride.
+/// stride. Only the segments' headers are built (in `hdrs`); the payload
+/// goes to the kernel straight from `buf`.
 fn send_gso(
     udp: &UdpSocket,
     io: &mut IoCounters,
-    scratch: &mut Vec<u8>,
+    hdrs: &mut Vec<u8>,
     buf: &[u8],
     inner_len: usize,
     mss: u16,
     dst: SocketAddr,
 ) {
     let prefix = buf.len().saturating_sub(inner_len);
-    scratch.clear();
-    let Ok((stride, _)) = gso::segment_tcp4(buf, prefix, usize::from(mss), scratch) else {
+    hdrs.clear();
+    let Ok(cut) = gso::cut_tcp4(buf, prefix, usize::from(mss), hdrs) else {
         io.underlay_send_errors += 1;
         return;
     };
+    let stride = cut.stride();
     let per_send = (MAX_GSO_BYTES / stride).clamp(1, MAX_GSO_SEGMENTS);
-    for chunk in scratch.chunks(per_send * stride) {
-        send_run(
-            udp,
-            io,
-            chunk,
-            stride,
-            chunk.len().div_ceil(stride) as u64,
-            dst,
-        );
+    let mut parts = [io::IoSlice::new(&[]); 2 * MAX_GSO_SEGMENTS];
+    for first in (0..cut.count).step_by(per_send) {
+        let last = (first + per_send).min(cut.count);
+        for (j, k) in (first..last).enumerate() {
+            parts[2 * j] = io::IoSlice::new(&hdrs[k * cut.headers..(k + 1) * cut.headers]);
+            parts[2 * j + 1] = io::IoSlice::new(cut.chunk(buf, k));
+        }
+        let n = last - first;
+        send_run(udp, io, &parts[..2 * n], stride, n as u64, dst);
     }
 }
 
@@ -664,7 +666,14 @@ fn emit_batch(
     scratch.clear();
     let mut flush = |scratch: &mut Vec<u8>, run: &mut Option<(SocketAddr, usize, usize)>| {
         if let Some((dst, stride, count)) = run.take() {
-            send_run(udp, io, scratch, stride, count as u64, dst);
+            send_run(
+                udp,
+                io,
+                &[io::IoSlice::new(scratch)],
+                stride,
+                count as u64,
+                dst,
+            );
             scratch.clear();
         }
     };

@@ -1,10 +1,11 @@
 //! Fast-path costs of the packet layer: parsing a Geneve-encapsulated TCP
-//! frame down to its inner flow key, and hashing a flow key.
+//! frame down to its inner flow key, hashing a flow key, and the Internet
+//! checksum over a segment and over a 64 KiB super-segment.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use openvpc_packet::{FlowHasher, flow, geneve, sample};
+use openvpc_packet::{FlowHasher, checksum, flow, geneve, sample};
 
 fn parse(c: &mut Criterion) {
     let inner = sample::tcp_frame(64).expect("sample frame");
@@ -39,5 +40,17 @@ fn parse(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse);
+fn checksum(c: &mut Criterion) {
+    let mut g = c.benchmark_group("checksum");
+    for len in [1448usize, 65_536] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_function(format!("sum_{len}_bytes"), |b| {
+            b.iter(|| black_box(checksum::add(0, black_box(&data))))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, checksum);
 criterion_main!(benches);

@@ -98,20 +98,43 @@ const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
 const TCP_CWR: u8 = 0x80;
 
-/// Cuts `pkt` — `prefix` opaque bytes (e.g. a Geneve header, copied into
+/// How [`cut_tcp4`] cut a super-segment: `count` segments, segment `k`
+/// being `headers` bytes of its own headers (at `k * headers` in the
+/// header buffer) followed by [`Cut::chunk`]`(k)` of the original payload.
+/// Every segment but the last is [`Cut::stride`] bytes long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    pub headers: usize,
+    pub count: usize,
+    pub mss: usize,
+    /// Where the payload lies in the super-segment.
+    pub payload: core::ops::Range<usize>,
+}
+
+impl Cut {
+    /// Bytes of every segment but the last.
+    pub fn stride(&self) -> usize {
+        self.headers + self.mss
+    }
+
+    /// Segment `k`'s payload within the super-segment `pkt`.
+    pub fn chunk<'a>(&self, pkt: &'a [u8], k: usize) -> &'a [u8] {
+        let from = self.payload.start + k * self.mss;
+        let to = (from + self.mss).min(self.payload.end);
+        pkt.get(from..to).unwrap_or_default()
+    }
+}
+
+/// Cuts `pkt` — `prefix` opaque bytes (e.g. a Geneve header, repeated in
 /// every segment), then an Ethernet frame holding a TCP/IPv4 super-segment
-/// — into segments of at most `mss` payload bytes, appended back to back to
-/// `out`. Each segment gets its own IPv4 total length, identification
-/// (counting up) and header checksum, and its TCP sequence number, flags
-/// (FIN and PSH only on the last, CWR only on the first) and full checksum.
-/// Returns `(stride, count)`: every segment but the last is `stride` bytes,
-/// so the whole can go out as one UDP GSO send.
-pub fn segment_tcp4(
-    pkt: &[u8],
-    prefix: usize,
-    mss: usize,
-    out: &mut Vec<u8>,
-) -> Result<(usize, usize), Error> {
+/// — into segments of at most `mss` payload bytes, writing only each
+/// segment's headers to `hdrs`: the payload is not copied, so a sender can
+/// hand the kernel headers and payload slices side by side (one copy, into
+/// the socket buffer). Each segment gets its own IPv4 total length,
+/// identification (counting up) and header checksum, and its TCP sequence
+/// number, flags (FIN and PSH only on the last, CWR only on the first) and
+/// full checksum.
+pub fn cut_tcp4(pkt: &[u8], prefix: usize, mss: usize, hdrs: &mut Vec<u8>) -> Result<Cut, Error> {
     let l3 = prefix + ETH_LEN;
     let ip = pkt
         .get(l3..l3 + 20)
@@ -150,60 +173,65 @@ pub fn segment_tcp4(
     } else {
         pkt.len()
     };
-    let payload = &pkt[data..end];
-    let hdrs = &pkt[..data];
+    let cut = Cut {
+        headers: data,
+        count: (end - data).div_ceil(mss).max(1),
+        mss,
+        payload: data..end,
+    };
     let id0 = u16::from_be_bytes([pkt[l3 + 4], pkt[l3 + 5]]);
     let seq0 = u32::from_be_bytes([pkt[l4 + 4], pkt[l4 + 5], pkt[l4 + 6], pkt[l4 + 7]]);
     let flags0 = pkt[l4 + 13];
-    let count = payload.len().div_ceil(mss).max(1);
-    let stride = data + mss;
-    out.reserve(count * data + payload.len());
-    for k in 0..count {
-        let chunk = payload
-            .get(k * mss..((k + 1) * mss).min(payload.len()))
-            .unwrap_or_default();
-        let s = out.len();
-        out.extend_from_slice(hdrs);
-        out.extend_from_slice(chunk);
-        let seg = &mut out[s..];
-        let (ip_at, tcp_at) = (l3, l4);
+    let src = core::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
+    let dst = core::net::Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
+    hdrs.reserve(cut.count * data);
+    for k in 0..cut.count {
+        let chunk = cut.chunk(pkt, k);
+        let s = hdrs.len();
+        hdrs.extend_from_slice(&pkt[..data]);
+        let seg = &mut hdrs[s..];
         let ip_len = (ihl + doff + chunk.len()) as u16;
-        seg[ip_at + 2..ip_at + 4].copy_from_slice(&ip_len.to_be_bytes());
-        seg[ip_at + 4..ip_at + 6].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
-        seg[ip_at + 10..ip_at + 12].fill(0);
-        let ip_sum = checksum::of(&seg[ip_at..ip_at + ihl]);
-        seg[ip_at + 10..ip_at + 12].copy_from_slice(&ip_sum.to_be_bytes());
+        seg[l3 + 2..l3 + 4].copy_from_slice(&ip_len.to_be_bytes());
+        seg[l3 + 4..l3 + 6].copy_from_slice(&id0.wrapping_add(k as u16).to_be_bytes());
+        seg[l3 + 10..l3 + 12].fill(0);
+        let ip_sum = checksum::of(&seg[l3..l4]);
+        seg[l3 + 10..l3 + 12].copy_from_slice(&ip_sum.to_be_bytes());
         let seq = seq0.wrapping_add((k * mss) as u32);
-        seg[tcp_at + 4..tcp_at + 8].copy_from_slice(&seq.to_be_bytes());
+        seg[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut flags = flags0;
-        if k + 1 < count {
+        if k + 1 < cut.count {
             flags &= !(TCP_FIN | TCP_PSH);
         }
         if k > 0 {
             flags &= !TCP_CWR;
         }
-        seg[tcp_at + 13] = flags;
-        seg[tcp_at + 16..tcp_at + 18].fill(0);
-        let src = core::net::Ipv4Addr::new(
-            seg[ip_at + 12],
-            seg[ip_at + 13],
-            seg[ip_at + 14],
-            seg[ip_at + 15],
-        );
-        let dst = core::net::Ipv4Addr::new(
-            seg[ip_at + 16],
-            seg[ip_at + 17],
-            seg[ip_at + 18],
-            seg[ip_at + 19],
-        );
+        seg[l4 + 13] = flags;
+        seg[l4 + 16..l4 + 18].fill(0);
         let tcp_len = (doff + chunk.len()) as u16;
-        let sum = checksum::finish(checksum::add(
-            checksum::pseudo_v4(src, dst, 6, tcp_len),
-            &seg[tcp_at..],
-        ));
-        seg[tcp_at + 16..tcp_at + 18].copy_from_slice(&sum.to_be_bytes());
+        // The TCP header is a whole number of 32-bit words, so the
+        // payload's sum chains on at an even offset.
+        let sum = checksum::pseudo_v4(src, dst, 6, tcp_len);
+        let sum = checksum::finish(checksum::add(checksum::add(sum, &seg[l4..]), chunk));
+        seg[l4 + 16..l4 + 18].copy_from_slice(&sum.to_be_bytes());
     }
-    Ok((stride, count))
+    Ok(cut)
+}
+
+/// [`cut_tcp4`] with the segments written whole, back to back, to `out`.
+/// Returns `(stride, count)`.
+pub fn segment_tcp4(
+    pkt: &[u8],
+    prefix: usize,
+    mss: usize,
+    out: &mut Vec<u8>,
+) -> Result<(usize, usize), Error> {
+    let mut hdrs = Vec::new();
+    let cut = cut_tcp4(pkt, prefix, mss, &mut hdrs)?;
+    for (k, h) in hdrs.chunks(cut.headers).enumerate() {
+        out.extend_from_slice(h);
+        out.extend_from_slice(cut.chunk(pkt, k));
+    }
+    Ok((cut.stride(), cut.count))
 }
 
 const TCP_ACK: u8 = 0x10;
