@@ -10,7 +10,7 @@
 //! asked again.
 
 use core::net::IpAddr;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};

@@ -13,7 +13,7 @@
 //! [`Output`] saying where the frame (rewritten in place) must go.
 
 use core::net::IpAddr;
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use openvpc_model::rule::{PacketFields, RuleAction};
