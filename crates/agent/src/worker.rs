@@ -108,6 +108,10 @@ pub struct WorkerConfig {
 /// CPU on every empty poll so the instances sharing it lose little.
 pub const DEFAULT_BUSY_POLL: Duration = Duration::from_micros(200);
 
+/// A `sched_yield` that returns later than this ran another thread: the
+/// CPU is shared with work that the spinning would slow down.
+const YIELD_TAKEN: Duration = Duration::from_micros(20);
+
 impl WorkerConfig {
     /// Defaults: our namespace, port 6081, 256 frames waiting at most 1 s.
     pub fn new(router: RouterConfig) -> Self {
@@ -714,7 +718,9 @@ impl Worker {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut sources: Vec<Source> = Vec::new();
         let mut dirty = true;
-        let mut last_busy = Instant::now();
+        let mut spin_until = Instant::now();
+        // The last yield let another thread run for a while.
+        let mut yield_was_taken = false;
         loop {
             if dirty {
                 fds.clear();
@@ -736,7 +742,7 @@ impl Worker {
                 }
                 dirty = false;
             }
-            let spinning = last_busy.elapsed() < self.cfg.busy_poll;
+            let spinning = Instant::now() < spin_until;
             // Parked frames need their deadline checked soon.
             let timeout = if spinning {
                 0
@@ -757,12 +763,20 @@ impl Worker {
                 continue;
             }
             if rc > 0 {
-                last_busy = Instant::now();
+                spin_until = Instant::now() + self.cfg.busy_poll;
+                yield_was_taken = false;
+            } else if spinning && yield_was_taken {
+                // Another thread wants this CPU and nothing came while it
+                // ran: spinning would only slow it down, so sleep.
+                spin_until = Instant::now();
+                yield_was_taken = false;
             } else if spinning {
                 // Whoever shares this CPU (an instance, most likely the
                 // one about to answer) runs before the next poll.
+                let before = Instant::now();
                 // SAFETY: sched_yield takes no arguments and cannot fail.
                 unsafe { libc::sched_yield() };
+                yield_was_taken = before.elapsed() > YIELD_TAKEN;
             }
             let now = self.now();
             self.router.mapping_mut().set_now(now);

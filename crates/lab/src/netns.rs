@@ -36,6 +36,17 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
     ip(&["netns", "add", ul])?;
     ip(&["-n", ul, "link", "set", "lo", "up"])?;
     ip(&["-n", ul, "link", "add", "br0", "type", "bridge"])?;
+    // The bridge stands for a physical switch, which runs no host
+    // firewall: where br_netfilter is built in, each new namespace would
+    // pass every bridged frame through the (empty) iptables hooks.
+    ip(&[
+        "netns",
+        "exec",
+        ul,
+        "sh",
+        "-c",
+        "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e \"$f\" ] && echo 0 > \"$f\"; done; true",
+    ])?;
     ip(&["-n", ul, "link", "set", "br0", "up"])?;
     for host in &plan.hosts {
         let ns = host.netns.as_str();
