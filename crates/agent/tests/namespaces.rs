@@ -95,6 +95,11 @@ impl Host {
         self.keep_instances = true;
     }
 
+    /// The worker's I/O counters.
+    fn io(&self) -> openvpc_agent::worker::IoCounters {
+        self.worker.as_ref().unwrap().client().status().unwrap().io
+    }
+
     fn status(&self) -> String {
         match self.worker.as_ref().map(|w| w.client().status()) {
             Some(Ok(s)) => format!("{s:#?}"),
@@ -451,14 +456,7 @@ for n in range({COUNT}):
     s.sendto(n.to_bytes(4, "big") + bytes([n % 251]) * 196, ("{server_ip}", 5301))
 "#
     );
-    let before = server_host
-        .worker
-        .as_ref()
-        .unwrap()
-        .client()
-        .status()
-        .unwrap()
-        .io;
+    let before = server_host.io();
     let mut rx = Command::new("ip")
         .args(["netns", "exec", server_ns, "python3", "-c", &receiver])
         .stdout(Stdio::piped())
@@ -474,14 +472,7 @@ for n in range({COUNT}):
     assert!(sent.status.success(), "{sent:?}");
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let io = server_host
-        .worker
-        .as_ref()
-        .unwrap()
-        .client()
-        .status()
-        .unwrap()
-        .io;
+    let io = server_host.io();
     // Received, malformed, in order.
     assert_eq!(line.trim(), format!("{COUNT} 0 1"), "{io:#?}");
     assert_eq!(io.tap_write_errors, before.tap_write_errors, "{io:#?}");

@@ -479,9 +479,8 @@ mod tests {
     use core::net::Ipv4Addr;
     use proptest::prelude::*;
 
-    fn super_segment(payload: &[u8], flags: u8) -> Vec<u8> {
-        let mut tcp = TcpRepr::new(40000, 5201, flags);
-        tcp.seq = 0xffff_ff00;
+    /// An Ethernet frame from 10.0.1.10 to 10.0.2.10 carrying `l4`.
+    fn frame(l4: L4Repr, payload: &[u8]) -> Vec<u8> {
         PacketBuilder {
             ethernet: Some(EthernetRepr {
                 dst: "02:00:00:00:00:0b".parse().unwrap(),
@@ -495,10 +494,16 @@ mod tests {
                 0,
                 0,
             )),
-            l4: L4Repr::Tcp(tcp),
+            l4,
         }
         .build(payload)
         .unwrap()
+    }
+
+    fn super_segment(payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut tcp = TcpRepr::new(40000, 5201, flags);
+        tcp.seq = 0xffff_ff00;
+        frame(L4Repr::Tcp(tcp), payload)
     }
 
     #[test]
@@ -516,26 +521,11 @@ mod tests {
     }
 
     fn datagram(payload: &[u8], src_port: u16) -> Vec<u8> {
-        PacketBuilder {
-            ethernet: Some(EthernetRepr {
-                dst: "02:00:00:00:00:0b".parse().unwrap(),
-                src: "02:00:00:00:00:0a".parse().unwrap(),
-                vlan: None,
-                ethertype: 0,
-            }),
-            ip: IpRepr::V4(Ipv4Repr::new(
-                Ipv4Addr::new(10, 0, 1, 10),
-                Ipv4Addr::new(10, 0, 2, 10),
-                0,
-                0,
-            )),
-            l4: L4Repr::Udp(UdpRepr {
-                src_port,
-                dst_port: 5201,
-            }),
-        }
-        .build(payload)
-        .unwrap()
+        let udp = UdpRepr {
+            src_port,
+            dst_port: 5201,
+        };
+        frame(L4Repr::Udp(udp), payload)
     }
 
     /// Cuts a UDP super-datagram as the instance's kernel does: one
