@@ -414,9 +414,9 @@ fn worker_cpu_ticks() -> u64 {
     ticks
 }
 
-/// A burst of equal-sized UDP datagrams from `client_ns` reaches the
-/// receiver complete and in order, although the receiving worker hands
-/// runs of them to the TAP as one super-datagram (counted).
+/// Bursts of equal-sized UDP datagrams from `client_ns` reach the
+/// receiver intact and in order, although the receiving worker hands runs
+/// of them to the TAP as one super-datagram (counted).
 fn udp_burst_arrives_whole(
     guard: &mut Guard,
     client_ns: &str,
@@ -425,6 +425,8 @@ fn udp_burst_arrives_whole(
     server_host: &Host,
 ) {
     const COUNT: usize = 2000;
+    // Sent back to back, then a pause: each burst fits the TAP's queue.
+    const BURST: usize = 32;
     // Each datagram: its sequence number, then a filler derived from it.
     let receiver = format!(
         r#"
@@ -450,10 +452,12 @@ print(len(got), bad, int(got == sorted(got)), flush=True)
     );
     let sender = format!(
         r#"
-import socket
+import socket, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for n in range({COUNT}):
     s.sendto(n.to_bytes(4, "big") + bytes([n % 251]) * 196, ("{server_ip}", 5301))
+    if n % {BURST} == {BURST} - 1:
+        time.sleep(0.002)
 "#
     );
     let before = server_host.io();
@@ -473,8 +477,21 @@ for n in range({COUNT}):
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     let io = server_host.io();
-    // Received, malformed, in order.
-    assert_eq!(line.trim(), format!("{COUNT} 0 1"), "{io:#?}");
+    // Received, malformed, in order. UDP may lose a datagram under load
+    // (a TAP queue overflows while the worker waits for a CPU); a run
+    // coalesced wrongly would lose or garble one per burst at least.
+    let fields: Vec<usize> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    assert_eq!(fields.len(), 3, "receiver said {line:?}");
+    assert!(
+        fields[0] >= COUNT - COUNT / 100 && fields[1] == 0 && fields[2] == 1,
+        "received {}, malformed {}, in order {}: {io:#?}",
+        fields[0],
+        fields[1],
+        fields[2]
+    );
     assert_eq!(io.tap_write_errors, before.tap_write_errors, "{io:#?}");
     assert!(
         io.tap_coalesced_writes > before.tap_coalesced_writes,
