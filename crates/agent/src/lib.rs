@@ -22,7 +22,7 @@ pub mod snapshot;
 pub mod worker;
 
 use core::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -57,6 +57,10 @@ pub struct AgentConfig {
     /// ([`worker::DEFAULT_BUSY_POLL`] unless tuned).
     pub worker_busy_poll: Duration,
 }
+
+/// The file in its state directory where a running agent keeps its
+/// worker's counters (rewritten every second by `openvpc agent`).
+pub const STATUS_FILE: &str = "status.json";
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +165,22 @@ impl AgentHandle {
     /// The worker's counters.
     pub fn status(&self) -> Option<WorkerStatus> {
         self.worker.as_ref().and_then(|w| w.client().status().ok())
+    }
+
+    /// Writes the worker's counters, with the time taken, to
+    /// `dir/`[`STATUS_FILE`] (replaced whole, so a reader never sees half).
+    pub fn write_status(&self, dir: &Path) -> std::io::Result<()> {
+        let Some(status) = self.status() else {
+            return Err(std::io::Error::other("the worker has stopped"));
+        };
+        let mut json = status.to_json();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        json["unix_time"] = now.as_secs().into();
+        let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
+        std::fs::rename(&tmp, dir.join(STATUS_FILE))
     }
 
     /// Stops the agent. Instance namespaces and their TAPs stay: they

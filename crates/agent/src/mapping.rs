@@ -31,7 +31,7 @@ enum Entry {
 }
 
 /// Counters for the status query.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MappingStats {
     pub hits: u64,
     pub misses: u64,

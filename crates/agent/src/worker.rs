@@ -129,7 +129,7 @@ impl WorkerConfig {
 }
 
 /// I/O counters besides the router's own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IoCounters {
     pub tap_rx: u64,
     pub tap_tx: u64,
@@ -161,6 +161,33 @@ pub struct WorkerStatus {
     pub mapping_entries: usize,
     pub pending: usize,
     pub io: IoCounters,
+}
+
+impl WorkerStatus {
+    /// The snapshot as JSON, for operators: drops by reason name, the
+    /// rest as named counters.
+    pub fn to_json(&self) -> serde_json::Value {
+        let drops: serde_json::Map<String, serde_json::Value> = self
+            .drops
+            .iter()
+            .map(|(reason, n)| (reason.name().to_owned(), (*n).into()))
+            .collect();
+        serde_json::json!({
+            "enis": self.enis,
+            "flows": self.flows,
+            "router": {
+                "fast_path": self.router.fast_path,
+                "slow_path": self.router.slow_path,
+                "gateway_replies": self.router.gateway_replies,
+                "pending": self.router.pending,
+            },
+            "drops": drops,
+            "mapping": self.mapping,
+            "mapping_entries": self.mapping_entries,
+            "pending": self.pending,
+            "io": self.io,
+        })
+    }
 }
 
 enum Command {

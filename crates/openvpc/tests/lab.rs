@@ -305,6 +305,17 @@ impl Lab {
         }
     }
 
+    /// `openvpc lab status --json`: each host's dataplane counters.
+    fn status(&self) -> Value {
+        let out = Command::new(OPENVPC)
+            .args(["lab", "status", "--json", "--dir"])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "lab status: {out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn lab_json(&self) -> Value {
         serde_json::from_slice(&std::fs::read(self.dir.path().join("lab.json")).unwrap()).unwrap()
     }
@@ -449,6 +460,19 @@ fn instances_talk_across_hosts_subnets_and_groups() {
     // Only allowed ports connect.
     lab.http_server(&b1, 8081);
     assert_eq!(curl(&a1, &b1.ip, 8081), None, "8081 is not allowed");
+    // An operator sees it: `lab status` counts the refused SYNs as
+    // security-group drops, next to the frames that crossed the underlay.
+    eventually("lab status to count sg_deny drops", true, || {
+        let status = lab.status();
+        let hosts = status.as_object().unwrap();
+        let sum = |path: &[&str]| -> u64 {
+            hosts
+                .values()
+                .map(|h| path.iter().fold(h, |v, k| &v[k]).as_u64().unwrap_or(0))
+                .sum()
+        };
+        hosts.len() == 3 && sum(&["drops", "sg_deny"]) > 0 && sum(&["io", "underlay_tx"]) > 0
+    });
 
     // The group reference: a2 (in `client`) reaches 5432, a1 does not.
     lab.http_server(&b1, 5432);

@@ -45,6 +45,9 @@ pub struct AgentArgs {
     worker_busy_poll_us: u64,
 }
 
+/// How often the worker's counters are written to the state directory.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
 /// Reads the token the server wrote.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let token = std::fs::read_to_string(path).with_context(|| {
@@ -100,7 +103,25 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         "agent {} ({}) serving; underlay {}:6081",
         args.host_id, args.az, args.underlay_ip
     );
+    // Counters for operators (`openvpc lab status`, or the file itself).
+    let mut next_status = std::time::Instant::now();
+    let mut status_failed = false;
     while !stop.load(Ordering::Relaxed) {
+        if std::time::Instant::now() >= next_status {
+            next_status = std::time::Instant::now() + STATUS_EVERY;
+            match agent.write_status(&args.state_dir) {
+                Ok(()) => status_failed = false,
+                Err(e) if !status_failed => {
+                    status_failed = true;
+                    eprintln!(
+                        "agent {}: could not write {}: {e}",
+                        args.host_id,
+                        args.state_dir.join(openvpc_agent::STATUS_FILE).display()
+                    );
+                }
+                Err(_) => {}
+            }
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     agent.stop();

@@ -1,7 +1,7 @@
-//! `openvpc lab up|down`: several hosts as network namespaces on this
+//! `openvpc lab up|restart|status|down`: several hosts as network namespaces on this
 //! machine, with a server and an agent per host, for tests and demos.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -44,6 +44,18 @@ enum LabCommand {
         /// Stop it with SIGKILL, as a crash would, instead of SIGTERM.
         #[arg(long)]
         kill: bool,
+    },
+    /// Show each host's dataplane counters (what its agent last wrote to
+    /// `status.json` in its state directory, once a second): flows,
+    /// frames through TAPs and the underlay, drops by reason, mapping
+    /// lookups, frames waiting for a mapping.
+    Status {
+        /// The lab's directory, as given to `lab up`.
+        #[arg(long, default_value = "./openvpc-lab")]
+        dir: PathBuf,
+        /// Print one JSON object, host ID → that host's status.
+        #[arg(long)]
+        json: bool,
     },
     /// Take a lab down: stop its processes, remove its instances,
     /// namespaces and links. Also cleans up after a crashed `up`.
@@ -94,6 +106,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             eprintln!("lab: {part} restarted");
             Ok(())
         }
+        LabCommand::Status { dir, json } => status(&dir, json),
         LabCommand::Down { dir } => {
             openvpc_lab::down(
                 &dir,
@@ -110,4 +123,72 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `lab status`: each host's last `status.json`, as a table or as JSON.
+fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
+    let state = openvpc_lab::load(dir)?;
+    let plan = state
+        .plan
+        .with_context(|| format!("{} holds no plan: was `lab up` interrupted?", dir.display()))?;
+    let mut all = serde_json::Map::new();
+    for host in &plan.hosts {
+        let path = openvpc_lab::host_dir(dir, &host.host_id).join(openvpc_agent::STATUS_FILE);
+        let value = match std::fs::read(&path) {
+            Ok(text) => serde_json::from_slice(&text)
+                .with_context(|| format!("reading {}", path.display()))?,
+            // Not written yet (the agent is starting) or gone.
+            Err(e) => serde_json::json!({ "error": format!("{}: {e}", path.display()) }),
+        };
+        all.insert(host.host_id.clone(), value);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let n = |v: &serde_json::Value, path: &[&str]| {
+        path.iter()
+            .try_fold(v, |v, k| v.get(k))
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0)
+    };
+    println!(
+        "{:<6} {:>4} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}  drops",
+        "host", "age", "flows", "tap rx", "tap tx", "ul rx", "ul tx", "coalesced", "waiting"
+    );
+    for (host, v) in &all {
+        if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+            println!("{host:<6} {e}");
+            continue;
+        }
+        let drops: Vec<String> = v
+            .get("drops")
+            .and_then(serde_json::Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, c)| format!("{k}={}", c.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "{host:<6} {:>3}s {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}  {}",
+            now.saturating_sub(n(v, &["unix_time"])),
+            n(v, &["flows"]),
+            n(v, &["io", "tap_rx"]),
+            n(v, &["io", "tap_tx"]),
+            n(v, &["io", "underlay_rx"]),
+            n(v, &["io", "underlay_tx"]),
+            n(v, &["io", "tap_coalesced_writes"]),
+            n(v, &["pending"]),
+            if drops.is_empty() {
+                "-".to_owned()
+            } else {
+                drops.join(" ")
+            }
+        );
+    }
+    Ok(())
 }
