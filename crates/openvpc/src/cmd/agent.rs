@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use openvpc_agent::{Agent, AgentConfig};
+use openvpc_agent::{Agent, AgentConfig, AgentHandle};
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
@@ -103,20 +103,32 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         "agent {} ({}) serving; underlay {}:6081",
         args.host_id, args.az, args.underlay_ip
     );
-    // Counters for operators (`openvpc lab status`, or the file itself).
+    serve_until_stopped(&agent, &args.state_dir, &args.host_id, &stop);
+    agent.stop();
+    Ok(())
+}
+
+/// Keeps a started agent running until `stop` is set, rewriting its
+/// counters to `state_dir/status.json` every [`STATUS_EVERY`] for
+/// operators (`openvpc lab status`, or the file itself).
+pub fn serve_until_stopped(
+    agent: &AgentHandle,
+    state_dir: &Path,
+    host_id: &str,
+    stop: &AtomicBool,
+) {
     let mut next_status = std::time::Instant::now();
     let mut status_failed = false;
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() >= next_status {
             next_status = std::time::Instant::now() + STATUS_EVERY;
-            match agent.write_status(&args.state_dir) {
+            match agent.write_status(state_dir) {
                 Ok(()) => status_failed = false,
                 Err(e) if !status_failed => {
                     status_failed = true;
                     eprintln!(
-                        "agent {}: could not write {}: {e}",
-                        args.host_id,
-                        args.state_dir.join(openvpc_agent::STATUS_FILE).display()
+                        "agent {host_id}: could not write {}: {e}",
+                        state_dir.join(openvpc_agent::STATUS_FILE).display()
                     );
                 }
                 Err(_) => {}
@@ -124,6 +136,4 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    agent.stop();
-    Ok(())
 }

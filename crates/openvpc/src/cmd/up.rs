@@ -77,9 +77,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
          Ctrl-C stops the region; instances and resources are kept for the next `up`.",
         args.region
     );
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    super::agent::serve_until_stopped(&agent, &args.data_dir.join("agent"), &host_id, &stop);
     eprintln!("up: stopping");
     agent.stop();
     let result = runtime.block_on(server.stop());
