@@ -111,7 +111,8 @@ impl Instances {
         Ok(())
     }
 
-    /// Opens (or re-attaches to) the ENI's TAP, sets its MAC and MTU, and
+    /// Opens (or re-attaches to) the ENI's TAP, sets its MAC, MTU and
+    /// super-segment size (see [`crate::worker::tap_gso_max_size`]), and
     /// brings it up. The returned queue is nonblocking.
     pub fn attach(
         &self,
@@ -122,7 +123,8 @@ impl Instances {
     ) -> Result<File, InstanceError> {
         let name = ifname(device_index);
         let tap = netns::open_tap(instance_id, &name)?;
-        netns::configure_link(instance_id, &name, mac, mtu)?;
+        let gso_max_size = crate::worker::tap_gso_max_size(mtu);
+        netns::configure_link(instance_id, &name, mac, mtu, gso_max_size)?;
         Ok(tap)
     }
 

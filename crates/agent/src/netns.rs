@@ -270,13 +270,30 @@ pub fn tap_has_vnet_hdr(fd: &impl AsRawFd) -> bool {
     rc == 0 && (i32::from(req.flags) & libc::IFF_VNET_HDR) != 0
 }
 
-/// Sets a link's MAC and MTU and brings it up.
-pub fn configure_link(netns: &str, ifname: &str, mac: MacAddr, mtu: u16) -> Result<(), NetnsError> {
-    let (mac, mtu) = (mac.to_string(), mtu.to_string());
+/// Sets a link's MAC, MTU and largest super-segment, and brings it up.
+pub fn configure_link(
+    netns: &str,
+    ifname: &str,
+    mac: MacAddr,
+    mtu: u16,
+    gso_max_size: u32,
+) -> Result<(), NetnsError> {
+    let (mac, mtu, gso) = (mac.to_string(), mtu.to_string(), gso_max_size.to_string());
     run(
         "ip",
         &[
-            "-n", netns, "link", "set", "dev", ifname, "address", &mac, "mtu", &mtu,
+            "-n",
+            netns,
+            "link",
+            "set",
+            "dev",
+            ifname,
+            "address",
+            &mac,
+            "mtu",
+            &mtu,
+            "gso_max_size",
+            &gso,
         ],
     )?;
     run("ip", &["-n", netns, "link", "set", "dev", ifname, "up"])?;

@@ -339,6 +339,7 @@ fn two_hosts_over_a_geneve_underlay() {
 
     assert_address(&a, "10.0.1.20/24");
     assert_address(&b, "10.0.1.21/24");
+    assert_gso_max_size_fits_one_send(&a);
     check_traffic(&mut guard, &a, &b, "10.0.1.21", &[&host1, &host2]);
 
     // A bulk TCP transfer through the underlay (not a performance test:
@@ -412,6 +413,28 @@ fn worker_cpu_ticks() -> u64 {
             .sum::<u64>();
     }
     ticks
+}
+
+/// The instance's TAP offers super-segments no larger than one underlay
+/// send carries.
+fn assert_gso_max_size_fits_one_send(ns: &str) {
+    let out = exec(ns, &["ip", "-d", "link", "show", "eth0"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u32 {
+        let mut words = text.split_whitespace();
+        words
+            .by_ref()
+            .find(|w| *w == name)
+            .and_then(|_| words.next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let mtu = u16::try_from(field("mtu")).unwrap();
+    assert_eq!(
+        field("gso_max_size"),
+        openvpc_agent::worker::tap_gso_max_size(mtu),
+        "{text}"
+    );
 }
 
 /// Bursts of equal-sized UDP datagrams from `client_ns` reach the
