@@ -397,7 +397,7 @@ pub fn spawn(
             .map(|_| PacketBuf::with_capacity(MAX_FRAME))
             .collect(),
         coalescer: gso::Coalescer::new(),
-        gso_scratch: Vec::with_capacity(2 * MAX_FRAME),
+        gso_hdrs: Vec::with_capacity(4096),
         io: IoCounters::default(),
         cfg,
         start,
@@ -504,8 +504,8 @@ struct Worker {
     /// The `virtio_net_hdr` and pre-processing length of each TAP frame of
     /// the batch in `bufs`.
     offload: Vec<(VnetHdr, usize)>,
-    /// Where super-segments are cut, reused.
-    gso_scratch: Vec<u8>,
+    /// The segment headers of the super-segment being cut, reused.
+    gso_hdrs: Vec<u8>,
     /// Underlay receive buffers: a GRO datagram holds up to 64 KiB.
     rx_bufs: Vec<PacketBuf>,
     /// TCP segments for one instance waiting to go out as one TAP write.
@@ -675,11 +675,10 @@ fn send_gso(
 /// `offload[i]` is the `virtio_net_hdr` `bufs[i]` came with (default for
 /// none) and its frame's length before processing: super-segments are cut
 /// for the underlay and handed whole to a local TAP.
-#[allow(clippy::too_many_arguments)]
 fn emit_batch(
     taps: &mut [Option<Tap>],
     udp: &UdpSocket,
-    scratch: &mut Vec<u8>,
+    hdrs: &mut Vec<u8>,
     io: &mut IoCounters,
     outs: &[Output],
     bufs: &[PacketBuf],
@@ -692,7 +691,7 @@ fn emit_batch(
             Output::Underlay { dst, .. } if hdr.is_gso() => send_gso(
                 udp,
                 io,
-                scratch,
+                hdrs,
                 buf.data(),
                 inner_len,
                 hdr.gso_size,
@@ -707,23 +706,14 @@ fn emit_batch(
         return;
     }
     // Runs of datagrams to one host, all of one size but the last, go out
-    // as one UDP GSO send: the underlay stack (routing, veth, bridge, the
-    // receiver's socket, which takes them whole with UDP GRO) is crossed
-    // once per run instead of once per datagram.
-    let mut run: Option<(SocketAddr, usize, usize)> = None; // (dst, stride, count)
-    scratch.clear();
-    let mut flush = |scratch: &mut Vec<u8>, run: &mut Option<(SocketAddr, usize, usize)>| {
-        if let Some((dst, stride, count)) = run.take() {
-            send_run(
-                udp,
-                io,
-                &[io::IoSlice::new(scratch)],
-                stride,
-                count as u64,
-                dst,
-            );
-            scratch.clear();
-        }
+    // as one UDP GSO send, straight from their buffers: the underlay stack
+    // (routing, veth, bridge, the receiver's socket, which takes them whole
+    // with UDP GRO) is crossed once per run instead of once per datagram.
+    let mut parts = [io::IoSlice::new(&[]); MAX_GSO_SEGMENTS];
+    let (mut count, mut bytes) = (0, 0);
+    let mut run: Option<(SocketAddr, usize)> = None; // (dst, stride)
+    let mut send = |parts: &[io::IoSlice<'_>], (dst, stride): (SocketAddr, usize)| {
+        send_run(udp, io, parts, stride, parts.len() as u64, dst);
     };
     for (i, (out, buf)) in outs.iter().zip(bufs).enumerate() {
         let Output::Underlay { dst, .. } = *out else {
@@ -734,23 +724,27 @@ fn emit_batch(
         }
         let dst = SocketAddr::new(dst, GENEVE_PORT);
         let len = buf.len();
-        let joins = run.is_some_and(|(d, stride, count)| {
+        let joins = run.is_some_and(|(d, stride)| {
             d == dst
                 && len <= stride
-                && scratch.len().is_multiple_of(stride)
+                && bytes == count * stride
                 && count < MAX_GSO_SEGMENTS
-                && scratch.len() + len <= MAX_GSO_BYTES
+                && bytes + len <= MAX_GSO_BYTES
         });
         if !joins {
-            flush(scratch, &mut run);
-            run = Some((dst, len.max(1), 0));
+            if let Some(r) = run {
+                send(&parts[..count], r);
+            }
+            run = Some((dst, len.max(1)));
+            (count, bytes) = (0, 0);
         }
-        scratch.extend_from_slice(buf.data());
-        if let Some((_, _, count)) = run.as_mut() {
-            *count += 1;
-        }
+        parts[count] = io::IoSlice::new(buf.data());
+        count += 1;
+        bytes += len;
     }
-    flush(scratch, &mut run);
+    if let Some(r) = run {
+        send(&parts[..count], r);
+    }
 }
 
 impl Worker {
@@ -1022,14 +1016,21 @@ impl Worker {
                 }
             }
         }
+        self.emit_outputs(n, false);
+    }
+
+    /// [`emit_batch`] for the first `n` outputs, with the TAP offload
+    /// headers the frames came with if `offloaded`.
+    fn emit_outputs(&mut self, n: usize, offloaded: bool) {
+        let offload = if offloaded { &self.offload[..n] } else { &[] };
         emit_batch(
             &mut self.taps,
             &self.udp,
-            &mut self.gso_scratch,
+            &mut self.gso_hdrs,
             &mut self.io,
             &self.outs[..n],
             &self.bufs[..n],
-            &[],
+            offload,
         );
     }
 
@@ -1101,15 +1102,7 @@ impl Worker {
                         self.park(index, buf, now);
                     }
                 }
-                emit_batch(
-                    &mut self.taps,
-                    &self.udp,
-                    &mut self.gso_scratch,
-                    &mut self.io,
-                    &self.outs[..n],
-                    &self.bufs[..n],
-                    &self.offload[..n],
-                );
+                self.emit_outputs(n, true);
             }
             if dead {
                 return true;

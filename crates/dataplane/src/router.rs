@@ -994,17 +994,9 @@ impl<M: Mapping> Router<M> {
         let enis = &self.enis;
         let finished = &mut self.finished_logs;
         self.flows.sweep(
+            |k, e| slot_of(enis, k.zone).is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts)),
             |k, e| {
-                enis.get(usize::from(k.zone))
-                    .and_then(Option::as_ref)
-                    .is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts))
-            },
-            |k, e| {
-                if let Some(id) = enis
-                    .get(usize::from(k.zone))
-                    .and_then(Option::as_ref)
-                    .map(|s| s.cfg.id.clone())
-                {
+                if let Some(id) = eni_id(enis, k.zone) {
                     push_records(finished, id, &k, &e);
                 }
             },
@@ -1020,16 +1012,11 @@ impl<M: Mapping> Router<M> {
     pub fn expire_step(&mut self, now: u64, budget: usize) -> usize {
         let enis = &self.enis;
         let finished = &mut self.finished_logs;
-        let eni_id = |zone: u16| {
-            enis.get(usize::from(zone))
-                .and_then(Option::as_ref)
-                .map(|s| s.cfg.id.clone())
-        };
         let mut harvest = Vec::new();
         let removed = self.flows.sweep_step(
             budget,
             |k, e| {
-                let slot = enis.get(usize::from(k.zone)).and_then(Option::as_ref);
+                let slot = slot_of(enis, k.zone);
                 let dead = slot.is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts));
                 if !dead && let (Some(s), Some(_)) = (slot, e.log_start_ms()) {
                     push_records(&mut harvest, s.cfg.id.clone(), k, e);
@@ -1038,7 +1025,7 @@ impl<M: Mapping> Router<M> {
                 dead
             },
             |k, e| {
-                if let Some(id) = eni_id(k.zone) {
+                if let Some(id) = eni_id(enis, k.zone) {
                     push_records(finished, id, &k, &e);
                 }
             },
@@ -1058,14 +1045,7 @@ impl<M: Mapping> Router<M> {
     pub fn take_flow_logs(&mut self) -> Vec<FlowLogRecord> {
         let mut out = std::mem::take(&mut self.finished_logs);
         let enis = &self.enis;
-        self.rejects.drain(
-            |zone| {
-                enis.get(usize::from(zone))
-                    .and_then(Option::as_ref)
-                    .map(|s| s.cfg.id.clone())
-            },
-            &mut out,
-        );
+        self.rejects.drain(|zone| eni_id(enis, zone), &mut out);
         out
     }
 
@@ -1074,27 +1054,14 @@ impl<M: Mapping> Router<M> {
     /// tests and tools; the worker uses [`Router::expire_step`] and
     /// [`Router::take_flow_logs`].
     pub fn drain_flow_logs(&mut self) -> Vec<FlowLogRecord> {
-        let mut out = std::mem::take(&mut self.finished_logs);
         let enis = &self.enis;
         for (k, e) in self.flows.iter_mut() {
-            if let Some(id) = enis
-                .get(usize::from(k.zone))
-                .and_then(Option::as_ref)
-                .map(|s| s.cfg.id.clone())
-            {
-                push_records(&mut out, id, k, e);
+            if let Some(id) = eni_id(enis, k.zone) {
+                push_records(&mut self.finished_logs, id, k, e);
             }
             e.reset_counters();
         }
-        self.rejects.drain(
-            |zone| {
-                enis.get(usize::from(zone))
-                    .and_then(Option::as_ref)
-                    .map(|s| s.cfg.id.clone())
-            },
-            &mut out,
-        );
-        out
+        self.take_flow_logs()
     }
 
     /// Looks up the entry of a flow as ENI `eni` sees it, for tests and traces.
@@ -1159,6 +1126,16 @@ fn push_records(out: &mut Vec<FlowLogRecord>, id: String, key: &FlowKey, entry: 
     }
 }
 
+/// The ENI installed in slot `zone`, if any.
+fn slot_of(enis: &[Option<EniSlot>], zone: u16) -> Option<&EniSlot> {
+    enis.get(usize::from(zone)).and_then(Option::as_ref)
+}
+
+/// The ID of the ENI in slot `zone`, for its flow-log records.
+fn eni_id(enis: &[Option<EniSlot>], zone: u16) -> Option<String> {
+    slot_of(enis, zone).map(|s| s.cfg.id.clone())
+}
+
 /// Moves an entry's counters into records before they would wrap.
 #[cold]
 fn flush_counters(
@@ -1167,8 +1144,8 @@ fn flush_counters(
     key: &FlowKey,
     entry: &mut FlowEntry,
 ) {
-    if let Some(Some(slot)) = enis.get(usize::from(key.zone)) {
-        push_records(out, slot.cfg.id.clone(), key, entry);
+    if let Some(id) = eni_id(enis, key.zone) {
+        push_records(out, id, key, entry);
     }
     entry.reset_counters();
 }

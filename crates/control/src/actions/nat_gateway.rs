@@ -712,6 +712,42 @@ fn address_response(
     })
 }
 
+/// The shared part of the two actions that add secondary addresses: on
+/// the live gateway `id` (public or private), with room for `n` more,
+/// `make(tx, i, subnet, eni)` takes address `i` from the gateway's subnet
+/// onto its ENI; the gateway, ENI and subnet are saved together and the
+/// answer names the addresses added, in `status`.
+fn add_addresses(
+    ctx: &Ctx,
+    id: &str,
+    public: bool,
+    action: &str,
+    n: usize,
+    mut make: impl FnMut(
+        &mut Tx,
+        usize,
+        &mut Subnet,
+        &mut NetworkInterface,
+    ) -> Result<NatAddress, ApiError>,
+    status: &str,
+) -> Result<String, ApiError> {
+    let (gateway, added) = transact(ctx, |tx| {
+        let mut gateway = live_gateway(tx, id, public, action)?;
+        check_room(&gateway, n)?;
+        let mut eni = gateway_eni(tx, &gateway)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let added = (0..n)
+            .map(|i| make(tx, i, &mut subnet, &mut eni))
+            .collect::<Result<Vec<_>, _>>()?;
+        gateway.addresses.extend(added.iter().cloned());
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        tx.put(&gateway)?;
+        Ok((gateway, added))
+    })?;
+    Ok(address_response(ctx, action, &gateway, &added, status))
+}
+
 /// AssociateNatGatewayAddress: secondary Elastic IPs for a public gateway,
 /// each on a new secondary private address of its ENI (`PrivateIpAddress.N`
 /// names them, one per allocation, or they are picked).
@@ -741,14 +777,15 @@ pub fn associate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError>
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let (gateway, added) = transact(ctx, |tx| {
-        let mut gateway = live_gateway(tx, id, true, "AssociateNatGatewayAddress")?;
-        check_room(&gateway, allocations.len())?;
-        let mut eni = gateway_eni(tx, &gateway)?;
-        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
-        let owner = tx.ctx().account.id.clone();
-        let mut added = Vec::new();
-        for (i, allocation) in allocations.iter().enumerate() {
+    let owner = ctx.account.id.clone();
+    add_addresses(
+        ctx,
+        id,
+        true,
+        "AssociateNatGatewayAddress",
+        allocations.len(),
+        |tx, i, subnet, eni| {
+            let allocation = &allocations[i];
             let mut eip = tx.load::<Address>(allocation)?;
             if eip.association.is_some() {
                 return Err(ApiError::new(
@@ -776,28 +813,17 @@ pub fn associate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError>
                 instance_id: None,
             });
             tx.put(&eip)?;
-            added.push(NatAddress {
+            Ok(NatAddress {
                 private_ip: Some(private_ip),
                 allocation_id: Some(eip.id.clone()),
                 public_ip: Some(eip.public_ip),
                 association_id: Some(association_id),
                 is_primary: false,
                 status: "succeeded".into(),
-            });
-        }
-        gateway.addresses.extend(added.iter().cloned());
-        tx.put(&subnet)?;
-        tx.put(&eni)?;
-        tx.put(&gateway)?;
-        Ok((gateway, added))
-    })?;
-    Ok(address_response(
-        ctx,
-        "AssociateNatGatewayAddress",
-        &gateway,
-        &added,
+            })
+        },
         "associating",
-    ))
+    )
 }
 
 /// DisassociateNatGatewayAddress: takes secondary Elastic IPs off a public
@@ -904,38 +930,26 @@ pub fn assign_private_address(ctx: &Ctx, params: &Params) -> Result<String, ApiE
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let (gateway, added) = transact(ctx, |tx| {
-        let mut gateway = live_gateway(tx, id, false, "AssignPrivateNatGatewayAddress")?;
-        let n = count.unwrap_or(wanted.len());
-        check_room(&gateway, n)?;
-        let mut eni = gateway_eni(tx, &gateway)?;
-        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
-        let mut added = Vec::new();
-        for i in 0..n {
+    add_addresses(
+        ctx,
+        id,
+        false,
+        "AssignPrivateNatGatewayAddress",
+        count.unwrap_or(wanted.len()),
+        |_, i, subnet, eni| {
             let ip = subnet.allocate(wanted.get(i).copied())?;
             eni.private_ips.push(ip);
-            added.push(NatAddress {
+            Ok(NatAddress {
                 private_ip: Some(ip),
                 allocation_id: None,
                 public_ip: None,
                 association_id: None,
                 is_primary: false,
                 status: "succeeded".into(),
-            });
-        }
-        gateway.addresses.extend(added.iter().cloned());
-        tx.put(&subnet)?;
-        tx.put(&eni)?;
-        tx.put(&gateway)?;
-        Ok((gateway, added))
-    })?;
-    Ok(address_response(
-        ctx,
-        "AssignPrivateNatGatewayAddress",
-        &gateway,
-        &added,
+            })
+        },
         "assigning",
-    ))
+    )
 }
 
 /// UnassignPrivateNatGatewayAddress: frees secondary private addresses of
