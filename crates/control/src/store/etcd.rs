@@ -9,7 +9,9 @@
 //!
 //! The trait is synchronous and the client is async: the store owns a small
 //! tokio runtime, spawns each request on it and waits on a std channel, which
-//! works from any thread, including another runtime's blocking pool.
+//! works from any thread, including another runtime's blocking pool. It
+//! speaks etcd's gRPC API through the generated stubs of `openvpc-etcd-api`
+//! (no client library: the one we used needed `protoc` in every build).
 //!
 //! etcd bounds what one txn may hold: `--max-txn-ops` (128 by default)
 //! compares and ops per branch, `--max-request-bytes` (1.5 MiB) in all. A
@@ -19,10 +21,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, CompactionOptions, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType,
-    GetOptions, KvClient, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+use openvpc_etcd_api::etcdserverpb::{
+    CompactionRequest, Compare as EtcdCompare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RangeResponse, RequestOp, TxnRequest, WatchCreateRequest, WatchRequest, compare, kv_client,
+    request_op, response_op, watch_client, watch_request,
 };
+use openvpc_etcd_api::mvccpb::{self, event::EventType};
+use tokio_stream::StreamExt as _;
+use tonic::transport::{Channel, Endpoint};
 
 use super::{
     Compare, Event, EventKind, KeyValue, Op, Revision, Store, StoreError, Txn, TxnResult,
@@ -32,12 +38,15 @@ use super::{
 /// How long one request may take before the store gives up on etcd.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long `connect` waits for a first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A [`Store`] on an etcd cluster. Cheap to share: all methods take `&self`.
 pub struct EtcdStore {
     /// `None` only while dropping (the runtime is shut down without blocking).
     runtime: Option<tokio::runtime::Runtime>,
-    kv: KvClient,
-    watch: WatchClient,
+    kv: kv_client::KvClient<Channel>,
+    watch: watch_client::WatchClient<Channel>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -81,21 +90,41 @@ fn etcd(ours: Revision) -> i64 {
         .unwrap_or(i64::MAX)
 }
 
-fn backend(e: etcd_client::Error) -> StoreError {
-    StoreError::Backend(format!("etcd: {e}"))
+fn backend(e: tonic::Status) -> StoreError {
+    StoreError::Backend(format!("etcd: {}: {}", e.code(), e.message()))
 }
 
-fn is_compacted(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("compacted"))
+fn is_compacted(e: &tonic::Status) -> bool {
+    e.message().contains("compacted")
 }
 
-fn convert(kv: &etcd_client::KeyValue) -> KeyValue {
+fn convert(kv: mvccpb::KeyValue) -> KeyValue {
     KeyValue {
-        key: kv.key().to_vec(),
-        value: kv.value().to_vec(),
-        create_revision: ours(kv.create_revision()),
-        mod_revision: ours(kv.mod_revision()),
+        key: kv.key,
+        value: kv.value,
+        create_revision: ours(kv.create_revision),
+        mod_revision: ours(kv.mod_revision),
     }
+}
+
+fn header_revision(resp: &RangeResponse) -> i64 {
+    resp.header.as_ref().map_or(0, |h| h.revision)
+}
+
+/// A watch of every key from etcd revision `start`, as a request stream that
+/// stays open: etcd ends a watch whose request stream the client closed.
+fn watch_all_from(start: i64) -> impl tokio_stream::Stream<Item = WatchRequest> {
+    let create = WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: vec![0],
+                range_end: NO_END.to_vec(),
+                start_revision: start,
+                ..Default::default()
+            },
+        )),
+    };
+    tokio_stream::iter([create]).chain(tokio_stream::pending())
 }
 
 /// The first key after every key starting with `prefix`; `None` when no such
@@ -124,26 +153,55 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Backend(format!("starting the etcd client runtime: {e}")))?;
-        let endpoints = endpoints.to_vec();
-        let connect = async move {
-            let options = ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
-            Client::connect(&endpoints, Some(options))
-                .await
-                .map_err(|e| {
-                    StoreError::Backend(format!("connecting to etcd at {endpoints:?}: {e}"))
-                })
+        let mut list = Vec::with_capacity(endpoints.len());
+        for url in endpoints {
+            let endpoint = Endpoint::from_shared(url.clone())
+                .map_err(|e| StoreError::Incompatible(format!("etcd endpoint {url:?}: {e}")))?
+                .connect_timeout(Duration::from_secs(5))
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10));
+            list.push(endpoint);
+        }
+        // The balanced channel spawns its connection tasks on the runtime.
+        let channel = {
+            let _enter = runtime.enter();
+            Channel::balance_list(list.into_iter())
         };
-        let client = spawn_wait(runtime.handle(), REQUEST_TIMEOUT, connect)?;
         // Ranges of a big store and watch batches may exceed tonic's 4 MiB
         // default; etcd bounds what it sends itself.
         let store = Self {
-            kv: client.kv_client().max_decoding_message_size(usize::MAX),
-            watch: client.watch_client().max_decoding_message_size(usize::MAX),
+            kv: kv_client::KvClient::new(channel.clone()).max_decoding_message_size(usize::MAX),
+            watch: watch_client::WatchClient::new(channel).max_decoding_message_size(usize::MAX),
             runtime: Some(runtime),
         };
-        store.revision()?;
+        // The channel connects lazily: a first read says whether etcd answers.
+        let mut kv = store.kv.clone();
+        let endpoints = endpoints.to_vec();
+        let named = endpoints.clone();
+        store
+            .run(CONNECT_TIMEOUT, async move {
+                kv.range(RangeRequest {
+                    key: vec![0],
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| {
+                    StoreError::Backend(format!(
+                        "connecting to etcd at {endpoints:?}: {}",
+                        e.message()
+                    ))
+                })
+            })
+            .map_err(|e| match e {
+                StoreError::Backend(m) if m.starts_with("etcd did not answer") => {
+                    StoreError::Backend(format!(
+                        "connecting to etcd at {named:?}: no answer within {}s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ))
+                }
+                e => e,
+            })?;
         Ok(store)
     }
 
@@ -210,8 +268,14 @@ impl Store for EtcdStore {
         let mut kv = self.kv.clone();
         let key = key.to_vec();
         self.run(REQUEST_TIMEOUT, async move {
-            let resp = kv.get(key, None).await.map_err(backend)?;
-            Ok(resp.kvs().first().map(convert))
+            let resp = kv
+                .range(RangeRequest {
+                    key,
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+            Ok(resp.into_inner().kvs.into_iter().next().map(convert))
         })
     }
 
@@ -239,13 +303,16 @@ impl Store for EtcdStore {
             start = vec![0]; // etcd refuses an empty start key; [0] is the least key
         }
         // etcd's limit 0 means "no limit".
-        let options = GetOptions::new()
-            .with_range(end.unwrap_or_else(|| NO_END.to_vec()))
-            .with_limit(i64::try_from(limit).unwrap_or(0));
+        let request = RangeRequest {
+            key: start,
+            range_end: end.unwrap_or_else(|| NO_END.to_vec()),
+            limit: i64::try_from(limit).unwrap_or(0),
+            ..Default::default()
+        };
         let mut kv = self.kv.clone();
         self.run(REQUEST_TIMEOUT, async move {
-            let resp = kv.get(start, Some(options)).await.map_err(backend)?;
-            Ok(resp.kvs().iter().map(convert).collect())
+            let resp = kv.range(request).await.map_err(backend)?;
+            Ok(resp.into_inner().kvs.into_iter().map(convert).collect())
         })
     }
 
@@ -259,59 +326,100 @@ impl Store for EtcdStore {
                 Op::Delete(k) => k.len(),
             })
             .sum();
-        let compares: Vec<EtcdCompare> = txn
+        let compare: Vec<EtcdCompare> = txn
             .compares
             .iter()
-            .map(|c| match c {
-                // A key's create revision is 0 exactly when it is absent.
-                Compare::Absent(k) => EtcdCompare::create_revision(k.clone(), CompareOp::Equal, 0),
-                Compare::Exists(k) => {
-                    EtcdCompare::create_revision(k.clone(), CompareOp::Greater, 0)
-                }
-                // etcd compares an absent key's mod revision as 0, which no
-                // etcd revision of ours (>= 1) equals: as the trait wants.
-                Compare::ModRevision(k, r) => {
-                    EtcdCompare::mod_revision(k.clone(), CompareOp::Equal, etcd(*r))
+            .map(|c| {
+                let (target, result, value) = match c {
+                    // A key's create revision is 0 exactly when it is absent.
+                    Compare::Absent(_) => (
+                        compare::CompareTarget::Create,
+                        compare::CompareResult::Equal,
+                        compare::TargetUnion::CreateRevision(0),
+                    ),
+                    Compare::Exists(_) => (
+                        compare::CompareTarget::Create,
+                        compare::CompareResult::Greater,
+                        compare::TargetUnion::CreateRevision(0),
+                    ),
+                    // etcd compares an absent key's mod revision as 0, which
+                    // no etcd revision of ours (>= 1) equals: as the trait wants.
+                    Compare::ModRevision(_, r) => (
+                        compare::CompareTarget::Mod,
+                        compare::CompareResult::Equal,
+                        compare::TargetUnion::ModRevision(etcd(*r)),
+                    ),
+                };
+                EtcdCompare {
+                    result: result.into(),
+                    target: target.into(),
+                    key: c.key().to_vec(),
+                    target_union: Some(value),
+                    range_end: Vec::new(),
                 }
             })
             .collect();
-        let ops: Vec<TxnOp> = txn
+        let success: Vec<RequestOp> = txn
             .ops
             .iter()
-            .map(|op| match op {
-                Op::Put(k, v) => TxnOp::put(k.clone(), v.clone(), None),
-                Op::Delete(k) => TxnOp::delete(k.clone(), None),
+            .map(|op| {
+                let request = match op {
+                    Op::Put(key, value) => request_op::Request::RequestPut(PutRequest {
+                        key: key.clone(),
+                        value: value.clone(),
+                        ..Default::default()
+                    }),
+                    Op::Delete(key) => {
+                        request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                            key: key.clone(),
+                            ..Default::default()
+                        })
+                    }
+                };
+                RequestOp {
+                    request: Some(request),
+                }
             })
             .collect();
         // etcd says only that some compare failed; reading the compared keys
         // in the failure branch, at the same revision, tells which.
-        let reads: Vec<TxnOp> = txn
+        let failure: Vec<RequestOp> = txn
             .compares
             .iter()
-            .map(|c| TxnOp::get(c.key().to_vec(), None))
+            .map(|c| RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: c.key().to_vec(),
+                    ..Default::default()
+                })),
+            })
             .collect();
-        let request = etcd_client::Txn::new()
-            .when(compares)
-            .and_then(ops)
-            .or_else(reads);
+        let request = TxnRequest {
+            compare,
+            success,
+            failure,
+        };
         let mut kv = self.kv.clone();
         let resp = self.run(REQUEST_TIMEOUT, async move {
-            kv.txn(request).await.map_err(|e| match &e {
-                etcd_client::Error::GRpcStatus(s) if s.message().contains("too large") => {
+            kv.txn(request).await.map_err(|e| {
+                if e.message().contains("too large") {
                     StoreError::TooLarge(size)
+                } else {
+                    backend(e)
                 }
-                _ => backend(e),
             })
         })?;
-        if resp.succeeded() {
-            let revision = resp.header().map_or(0, |h| h.revision());
+        let resp = resp.into_inner();
+        if resp.succeeded {
+            let revision = resp.header.map_or(0, |h| h.revision);
             return Ok(TxnResult::Committed(ours(revision)));
         }
         let current: Vec<Option<Revision>> = resp
-            .op_responses()
-            .iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| ours(kv.mod_revision())),
+            .responses
+            .into_iter()
+            .map(|r| match r.response {
+                Some(response_op::Response::ResponseRange(range)) => {
+                    range.kvs.first().map(|kv| ours(kv.mod_revision))
+                }
                 _ => None,
             })
             .collect();
@@ -327,9 +435,15 @@ impl Store for EtcdStore {
     fn revision(&self) -> Result<Revision, StoreError> {
         let mut kv = self.kv.clone();
         self.run(REQUEST_TIMEOUT, async move {
-            let options = GetOptions::new().with_count_only();
-            let resp = kv.get(vec![0], Some(options)).await.map_err(backend)?;
-            Ok(ours(resp.header().map_or(0, |h| h.revision())))
+            let resp = kv
+                .range(RangeRequest {
+                    key: vec![0],
+                    count_only: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(backend)?;
+            Ok(ours(header_revision(resp.get_ref())))
         })
     }
 
@@ -357,10 +471,11 @@ impl Store for EtcdStore {
         let prefix = prefix.to_vec();
         let mut watch = self.watch.clone();
         self.run(REQUEST_TIMEOUT, async move {
-            let options = WatchOptions::new()
-                .with_range(NO_END.to_vec())
-                .with_start_revision(start);
-            let mut stream = watch.watch(vec![0], Some(options)).await.map_err(backend)?;
+            let mut stream = watch
+                .watch(watch_all_from(start))
+                .await
+                .map_err(backend)?
+                .into_inner();
             let mut out: Vec<Event> = Vec::new();
             loop {
                 let Some(resp) = stream.message().await.map_err(backend)? else {
@@ -368,24 +483,34 @@ impl Store for EtcdStore {
                         "etcd ended a watch before the current revision".into(),
                     ));
                 };
-                if resp.compact_revision() > 0 {
+                if resp.compact_revision > 0 {
                     return Err(StoreError::Compacted {
                         requested: from,
-                        oldest: ours(resp.compact_revision()),
+                        oldest: ours(resp.compact_revision),
                     });
                 }
-                if resp.canceled() {
+                if resp.canceled {
                     return Err(StoreError::Backend(format!(
                         "etcd cancelled a watch: {}",
-                        resp.cancel_reason()
+                        resp.cancel_reason
                     )));
                 }
                 // etcd sends each revision's events in one response (without
                 // the fragment option), so a revision is never cut here.
                 let mut done = false;
-                for event in resp.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let revision = kv.mod_revision();
+                for event in resp.events {
+                    let kind = match EventType::try_from(event.r#type) {
+                        Ok(EventType::Put) => EventKind::Put,
+                        Ok(EventType::Delete) => EventKind::Delete,
+                        Err(_) => {
+                            return Err(StoreError::Backend(format!(
+                                "etcd sent an event of unknown type {}",
+                                event.r#type
+                            )));
+                        }
+                    };
+                    let Some(kv) = event.kv else { continue };
+                    let revision = kv.mod_revision;
                     if revision <= start {
                         continue;
                     }
@@ -394,21 +519,21 @@ impl Store for EtcdStore {
                         break;
                     }
                     done = revision == head;
-                    if !kv.key().starts_with(&prefix) {
+                    if !kv.key.starts_with(&prefix) {
                         continue;
                     }
                     let revision = ours(revision);
                     if changes_full(&out, limit, revision) {
                         return Ok(out);
                     }
-                    let (kind, value) = match event.event_type() {
-                        EventType::Put => (EventKind::Put, Some(kv.value().to_vec())),
-                        EventType::Delete => (EventKind::Delete, None),
+                    let value = match kind {
+                        EventKind::Put => Some(kv.value),
+                        EventKind::Delete => None,
                     };
                     out.push(Event {
                         revision,
                         kind,
-                        key: kv.key().to_vec(),
+                        key: kv.key,
                         value,
                     });
                 }
@@ -429,13 +554,14 @@ impl Store for EtcdStore {
         let start = etcd(after).saturating_add(1);
         let mut watch = self.watch.clone();
         let waited = self.run(timeout + REQUEST_TIMEOUT, async move {
-            let options = WatchOptions::new()
-                .with_range(NO_END.to_vec())
-                .with_start_revision(start);
-            let mut stream = watch.watch(vec![0], Some(options)).await.map_err(backend)?;
+            let mut stream = watch
+                .watch(watch_all_from(start))
+                .await
+                .map_err(backend)?
+                .into_inner();
             let wait = async {
                 while let Some(resp) = stream.message().await.map_err(backend)? {
-                    if !resp.events().is_empty() || resp.canceled() || resp.compact_revision() > 0 {
+                    if !resp.events.is_empty() || resp.canceled || resp.compact_revision > 0 {
                         break;
                     }
                 }
@@ -459,10 +585,11 @@ impl Store for EtcdStore {
         self.run(REQUEST_TIMEOUT, async move {
             // etcd keeps history after its compaction revision, so compacting
             // at our `target` keeps exactly the changes after it.
-            match kv
-                .compact(etcd(target), Some(CompactionOptions::new().with_physical()))
-                .await
-            {
+            let request = CompactionRequest {
+                revision: etcd(target),
+                physical: true,
+            };
+            match kv.compact(request).await {
                 Ok(_) => Ok(()),
                 // Already compacted further: a no-op, as the trait says.
                 Err(e) if is_compacted(&e) => Ok(()),
