@@ -1,6 +1,7 @@
 //! The agent's conversation with the control plane over the agent API:
-//! register, long-poll the watch for deltas (handed to the reconciler), and
-//! answer the worker's mapping questions in batches.
+//! register, long-poll the watch for deltas (handed to the reconciler),
+//! answer the worker's mapping questions in batches, and report the
+//! instances' setup health (which doubles as the host's heartbeat).
 //!
 //! When the server is away the dataplane keeps running on what it has: the
 //! loops log the outage once, retry with backoff, and resume the watch from
@@ -13,8 +14,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use openvpc_model::host::{
-    HostDelta, HostRecord, HostRegistration, MappingAnswer, MappingKey, TOKEN_HEADER, path,
+    HealthReport, HostDelta, HostRecord, HostRegistration, MappingAnswer, MappingKey, TOKEN_HEADER,
+    path,
 };
+
+use crate::health::Health;
 
 use crate::reconcile::Reconciler;
 use crate::snapshot::{self, Snapshot};
@@ -132,6 +136,12 @@ impl Client {
             .read_to_vec()
             .map_err(http)?;
         serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+
+    /// `POST /agent/v1/health`: the instances' setup health, whole.
+    pub fn health(&self, report: &HealthReport) -> Result<(), ClientError> {
+        let _: serde_json::Value = self.post("health report", path::HEALTH, report)?;
+        Ok(())
     }
 
     /// `POST /agent/v1/mappings`: one answer per key, in order.
@@ -367,5 +377,52 @@ pub fn lookup_loop_with(
                 }
             }
         }
+    }
+}
+
+/// How often the health report is sent when nothing changed: the server
+/// shows a host's instances impaired when it hears nothing for a while
+/// (its `HOST_SILENT_AFTER`), so this is the heartbeat.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(10);
+
+/// Sends `health` to the server until `stop`: at once when a summary
+/// changes, and every [`HEALTH_EVERY`] anyway.
+pub fn health_loop(client: &Client, host_id: &str, health: &Health, stop: &AtomicBool) {
+    health_loop_with(health, host_id, stop, HEALTH_EVERY, |r| client.health(r));
+}
+
+/// [`health_loop`] over any sender (tests record what is sent).
+pub fn health_loop_with(
+    health: &Health,
+    host_id: &str,
+    stop: &AtomicBool,
+    every: Duration,
+    mut send: impl FnMut(&HealthReport) -> Result<(), ClientError>,
+) {
+    let mut outage = Outage::default();
+    let mut sent: Option<u64> = None;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let version = health.version();
+        if sent != Some(version) || Instant::now() >= next {
+            let (version, report) = health.report(host_id);
+            match send(&report) {
+                Ok(()) => {
+                    outage.ok("health report");
+                    sent = Some(version);
+                    next = Instant::now() + every;
+                }
+                Err(e) => {
+                    let wait = outage.failed("health report", &e);
+                    next = Instant::now() + wait;
+                    sent = Some(version);
+                    if !sleep_unless_stopped(stop, wait) {
+                        break;
+                    }
+                    continue;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -39,6 +39,17 @@ pub enum InstanceError {
     },
 }
 
+/// What [`Instances::start_dhcp`] did.
+#[derive(Debug)]
+pub enum DhcpStart {
+    /// The interface kept its address: nothing to ask.
+    HasAddress,
+    /// The client runs on this thread.
+    Started(JoinHandle<()>),
+    /// No client could be started, and why.
+    NotStarted(String),
+}
+
 /// The interface name of an ENI inside its instance.
 pub fn ifname(device_index: u32) -> String {
     format!("eth{device_index}")
@@ -128,27 +139,43 @@ impl Instances {
         Ok(tap)
     }
 
-    /// Starts the instance's DHCP client on a thread if the interface has
-    /// no IPv4 address yet (a re-attached TAP keeps its address).
-    pub fn start_dhcp(instance_id: &str, device_index: u32) -> Option<JoinHandle<()>> {
+    /// Starts the instance's DHCP client (`client`, see
+    /// [`netns::run_dhcp`]) on a thread if the interface has no IPv4
+    /// address yet (a re-attached TAP keeps its address). `done` hears
+    /// whether the interface got an address, or why not.
+    pub fn start_dhcp(
+        instance_id: &str,
+        device_index: u32,
+        client: &str,
+        done: impl FnOnce(Result<(), String>) + Send + 'static,
+    ) -> DhcpStart {
         let name = ifname(device_index);
         match netns::ipv4_addresses(instance_id, &name) {
-            Ok(addrs) if !addrs.is_empty() => return None,
+            Ok(addrs) if !addrs.is_empty() => return DhcpStart::HasAddress,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(instance_id, error = %e, "could not read addresses; running DHCP")
             }
         }
-        let instance_id = instance_id.to_string();
+        let (instance_id, client) = (instance_id.to_string(), client.to_string());
         std::thread::Builder::new()
             .name(format!("dhcp-{instance_id}"))
             .spawn(move || {
-                if let Err(e) = netns::run_dhcp(&instance_id, &name) {
-                    tracing::warn!(instance_id, ifname = name, error = %e, "DHCP client failed");
-                }
+                let result = netns::run_dhcp(&client, &instance_id, &name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| match netns::ipv4_addresses(&instance_id, &name) {
+                        Ok(addrs) if !addrs.is_empty() => Ok(()),
+                        Ok(_) => Err(format!(
+                            "{client} exited without setting an address on {name}"
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    });
+                done(result);
             })
-            .map_err(|e| tracing::warn!(error = %e, "could not start a DHCP thread"))
-            .ok()
+            .map_or_else(
+                |e| DhcpStart::NotStarted(format!("could not start a DHCP thread: {e}")),
+                DhcpStart::Started,
+            )
     }
 
     /// Deletes an ENI's TAP (the worker must have closed its queue).

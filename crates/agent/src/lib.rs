@@ -7,18 +7,24 @@
 //! moves bytes and state to and from it.
 //!
 //! Threads: the worker (packets), the control loop (watch → reconciler:
-//! namespaces, TAPs, DHCP clients) and the lookup loop (mapping batches).
+//! namespaces, TAPs, DHCP clients), the lookup loop (mapping batches) and
+//! the health loop (each instance's setup health, to the server).
+//!
+//! Before an agent starts, [`tools`] says which programs instances need
+//! and which are missing.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod batch_io;
 pub mod control;
+pub mod health;
 pub mod install;
 pub mod instance;
 pub mod mapping;
 pub mod netns;
 pub mod reconcile;
 pub mod snapshot;
+pub mod tools;
 pub mod worker;
 
 use core::net::IpAddr;
@@ -56,10 +62,25 @@ pub struct AgentConfig {
     /// How long the dataplane thread polls before it sleeps
     /// ([`worker::DEFAULT_BUSY_POLL`] unless tuned).
     pub worker_busy_poll: Duration,
+    /// The DHCP client instances run: [`netns::DHCP_CLIENT`], or (tests'
+    /// fault injection, see [`DHCP_CLIENT_ENV`]) a program that fails.
+    pub dhcp_client: String,
+}
+
+/// The environment variable that replaces the instances' DHCP client, for
+/// tests that need DHCP to fail on purpose (e.g. a path that does not
+/// exist): the real thing cannot be made to fail on demand.
+pub const DHCP_CLIENT_ENV: &str = "OPENVPC_TEST_DHCP_CLIENT";
+
+/// The DHCP client to run: [`DHCP_CLIENT_ENV`]'s value if set, else
+/// [`netns::DHCP_CLIENT`].
+pub fn dhcp_client_from_env() -> String {
+    std::env::var(DHCP_CLIENT_ENV).unwrap_or_else(|_| netns::DHCP_CLIENT.to_owned())
 }
 
 /// The file in its state directory where a running agent keeps its
-/// worker's counters (rewritten every second by `openvpc agent`).
+/// worker's counters and its instances' setup health (rewritten every
+/// second by `openvpc agent`).
 pub const STATUS_FILE: &str = "status.json";
 
 /// Why the agent could not start.
@@ -81,6 +102,8 @@ pub struct AgentHandle {
     worker: Option<WorkerHandle>,
     control: Option<JoinHandle<()>>,
     lookup: Option<JoinHandle<()>>,
+    health_loop: Option<JoinHandle<()>>,
+    health: health::Health,
 }
 
 /// The agent: start it, query it, stop it.
@@ -117,13 +140,23 @@ impl Agent {
                 .name("openvpc-lookup".into())
                 .spawn(move || control::lookup_loop(&client, &lookups_rx, &worker, &stop))?
         };
+        let health = health::Health::new(Some(health::INSTANCE_HEALTH_DIR.into()));
+        let health_loop = {
+            let (client, health, stop) = (client.clone(), health.clone(), stop.clone());
+            let host_id = cfg.host_id.clone();
+            std::thread::Builder::new()
+                .name("openvpc-health".into())
+                .spawn(move || control::health_loop(&client, &host_id, &health, &stop))?
+        };
         let control = {
             let reg = HostRegistration {
                 host_id: cfg.host_id.clone(),
                 availability_zone: cfg.availability_zone.clone(),
                 underlay_ip: cfg.underlay_ip,
             };
-            let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu);
+            let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu)
+                .with_health(health.clone())
+                .with_dhcp_client(&cfg.dhcp_client);
             let (stop, synced, state_dir) = (stop.clone(), synced.clone(), cfg.state_dir.clone());
             std::thread::Builder::new()
                 .name("openvpc-control".into())
@@ -144,6 +177,8 @@ impl Agent {
             worker: Some(worker),
             control: Some(control),
             lookup: Some(lookup),
+            health_loop: Some(health_loop),
+            health,
         })
     }
 }
@@ -167,8 +202,14 @@ impl AgentHandle {
         self.worker.as_ref().and_then(|w| w.client().status().ok())
     }
 
-    /// Writes the worker's counters, with the time taken, to
-    /// `dir/`[`STATUS_FILE`] (replaced whole, so a reader never sees half).
+    /// Each instance's setup health, as last recorded.
+    pub fn health(&self) -> &health::Health {
+        &self.health
+    }
+
+    /// Writes the worker's counters and the instances' setup health
+    /// (`instances`: ID → `{setup, reason?, since}`), with the time taken,
+    /// to `dir/`[`STATUS_FILE`] (replaced whole, so a reader never sees half).
     pub fn write_status(&self, dir: &Path) -> std::io::Result<()> {
         let Some(status) = self.status() else {
             return Err(std::io::Error::other("the worker has stopped"));
@@ -178,6 +219,18 @@ impl AgentHandle {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         json["unix_time"] = now.as_secs().into();
+        let (_, instances) = self.health.snapshot();
+        json["instances"] = instances
+            .iter()
+            .map(|h| {
+                let mut v = serde_json::json!({ "setup": h.setup, "since": h.since });
+                if let Some(r) = &h.reason {
+                    v["reason"] = r.clone().into();
+                }
+                (h.instance_id.clone(), v)
+            })
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&json)?)?;
         std::fs::rename(&tmp, dir.join(STATUS_FILE))
@@ -192,6 +245,9 @@ impl AgentHandle {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.lookup.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.health_loop.take() {
             let _ = t.join();
         }
         if let Some(t) = self.control.take() {

@@ -21,6 +21,11 @@ pub const NETNS_DIR: &str = "/var/run/netns";
 pub const NETNS_ETC_DIR: &str = "/etc/netns";
 /// The DHCP client's hook script (busybox udhcpc).
 pub const UDHCPC_SCRIPT: &str = "/etc/udhcpc/default.script";
+/// The DHCP client instances run (busybox udhcpc, found on `PATH`).
+pub const DHCP_CLIENT: &str = "udhcpc";
+/// How long an instance's DHCP client may take to get its address: udhcpc
+/// gives up after about 10 s by itself; past this it is killed.
+pub const DHCP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A failure of the host's networking commands or syscalls.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +145,8 @@ pub fn delete(name: &str) -> Result<(), NetnsError> {
     if etc.exists() {
         let _ = std::fs::remove_dir_all(etc);
     }
+    let health = crate::health::health_file(Path::new(crate::health::INSTANCE_HEALTH_DIR), name);
+    let _ = std::fs::remove_file(health);
     Ok(())
 }
 
@@ -327,11 +334,60 @@ pub fn ipv4_addresses(netns: &str, ifname: &str) -> Result<Vec<String>, NetnsErr
         .collect())
 }
 
-/// Asks the dataplane's DHCP server for the link's address with busybox
-/// udhcpc inside the namespace, and waits for the answer (about 10 s at
-/// most). The namespace gets its own resolv.conf first, so the hook script
-/// writes there and not over the host's.
-pub fn run_dhcp(netns: &str, ifname: &str) -> Result<(), NetnsError> {
+/// Runs a command for at most `timeout`, killing it then; a non-zero exit
+/// or the timeout is an error carrying stderr.
+pub fn run_bounded(
+    program: &str,
+    args: &[&str],
+    timeout: std::time::Duration,
+) -> Result<(), NetnsError> {
+    let cmd = || format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|source| NetnsError::Spawn { cmd: cmd(), source })?;
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => Err(NetnsError::Command {
+            cmd: cmd(),
+            status: s.to_string(),
+            stderr: stderr.trim().to_string(),
+        }),
+        None => Err(NetnsError::Command {
+            cmd: cmd(),
+            status: format!("killed after {} s", timeout.as_secs()),
+            stderr: stderr.trim().to_string(),
+        }),
+    }
+}
+
+/// Asks the dataplane's DHCP server for the link's address with `client`
+/// (busybox udhcpc, [`DHCP_CLIENT`] unless a test injects a fault) inside
+/// the namespace, and waits for the answer ([`DHCP_TIMEOUT`] at most). The
+/// namespace gets its own resolv.conf first, so the hook script writes
+/// there and not over the host's.
+pub fn run_dhcp(client: &str, netns: &str, ifname: &str) -> Result<(), NetnsError> {
     check_name(netns)?;
     check_name(ifname)?;
     let etc = Path::new(NETNS_ETC_DIR).join(netns);
@@ -344,13 +400,13 @@ pub fn run_dhcp(netns: &str, ifname: &str) -> Result<(), NetnsError> {
         std::fs::create_dir_all(&etc).map_err(io_err)?;
         std::fs::write(&resolv, b"").map_err(io_err)?;
     }
-    run(
+    run_bounded(
         "ip",
         &[
             "netns",
             "exec",
             netns,
-            "udhcpc",
+            client,
             "-i",
             ifname,
             "-q",
@@ -362,8 +418,8 @@ pub fn run_dhcp(netns: &str, ifname: &str) -> Result<(), NetnsError> {
             "-s",
             UDHCPC_SCRIPT,
         ],
-    )?;
-    Ok(())
+        DHCP_TIMEOUT,
+    )
 }
 
 #[cfg(test)]

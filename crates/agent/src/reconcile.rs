@@ -1,6 +1,7 @@
 //! Makes the host match the control plane's deltas: converts each ENI's
 //! desired state, creates its instance namespace and TAP, hands both to the
-//! worker, starts DHCP, and tears down what was removed.
+//! worker, starts DHCP, and tears down what was removed. Each step's
+//! outcome goes to the instance's [`Health`], which the agent reports.
 //!
 //! An ENI whose state did not change is left alone, so a full resync after
 //! a server outage does not disturb established flows (a re-install would
@@ -12,8 +13,10 @@ use std::thread::JoinHandle;
 
 use openvpc_model::host::{EniState, HostDelta};
 
+use crate::health::{Health, Step, StepState};
 use crate::install::{Converter, InstallError};
-use crate::instance::{InstanceError, Instances};
+use crate::instance::{DhcpStart, InstanceError, Instances};
+use crate::netns::DHCP_CLIENT;
 use crate::worker::{WorkerClient, WorkerError};
 
 /// Why one ENI could not be installed; the others still are.
@@ -42,6 +45,13 @@ pub struct Reconciler {
     installed: HashMap<String, EniState>,
     instance_mtu: u16,
     dhcp: Vec<JoinHandle<()>>,
+    health: Health,
+    /// The DHCP client instances run ([`DHCP_CLIENT`] unless a test
+    /// injects a fault).
+    dhcp_client: String,
+    /// ENIs whose install failed, with their instance: their health entry
+    /// goes when they do.
+    failed: HashMap<String, String>,
 }
 
 /// What a delta did, for logs and tests.
@@ -71,7 +81,28 @@ impl Reconciler {
             installed: HashMap::new(),
             instance_mtu,
             dhcp: Vec::new(),
+            health: Health::default(),
+            dhcp_client: DHCP_CLIENT.to_owned(),
+            failed: HashMap::new(),
         }
+    }
+
+    /// Records the instances' setup steps in `health` (shared with whoever
+    /// reports them) instead of a private record.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Runs `client` as the instances' DHCP client.
+    pub fn with_dhcp_client(mut self, client: &str) -> Self {
+        self.dhcp_client = client.to_owned();
+        self
+    }
+
+    /// The instances' setup health.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// The worker this reconciler installs into.
@@ -92,6 +123,7 @@ impl Reconciler {
             let gone: Vec<String> = self
                 .installed
                 .keys()
+                .chain(self.failed.keys())
                 .filter(|id| !keep.contains(id.as_str()))
                 .cloned()
                 .collect();
@@ -114,11 +146,15 @@ impl Reconciler {
             }
             match self.install(state) {
                 Ok(dhcp) => {
+                    self.failed.remove(&state.eni_id);
                     report.installed += 1;
                     report.dhcp_started += usize::from(dhcp);
                 }
                 Err(e) => {
                     tracing::warn!(eni = state.eni_id, error = %e, "ENI not installed");
+                    if let Some(instance) = &state.instance_id {
+                        self.failed.insert(state.eni_id.clone(), instance.clone());
+                    }
                     report.errors.push((state.eni_id.clone(), e));
                 }
             }
@@ -138,14 +174,24 @@ impl Reconciler {
 
     /// Installs one ENI; true if a DHCP client was started for it.
     fn install(&mut self, state: &EniState) -> Result<bool, ReconcileError> {
-        let config = self.converter.eni_config(state)?;
-        config.validate().map_err(|source| ReconcileError::Router {
-            eni: state.eni_id.clone(),
-            source,
-        })?;
         let Some(instance) = state.instance_id.as_deref() else {
             return Ok(false);
         };
+        let health = self.health.clone();
+        let failed = |device: Option<u32>, step: Step, e: &dyn std::fmt::Display| {
+            health.step(instance, device, step, StepState::Failed(e.to_string()));
+        };
+        let config = self
+            .converter
+            .eni_config(state)
+            .inspect_err(|e| failed(None, Step::Config, e))?;
+        config
+            .validate()
+            .map_err(|source| ReconcileError::Router {
+                eni: state.eni_id.clone(),
+                source,
+            })
+            .inspect_err(|e| failed(None, Step::Config, e))?;
         let reuse = self
             .installed
             .get(&state.eni_id)
@@ -158,13 +204,17 @@ impl Reconciler {
                 let mut scratch = ApplyReport::default();
                 self.remove(&state.eni_id, &mut scratch);
             }
-            self.instances.ensure(instance)?;
-            Some(self.instances.attach(
-                instance,
-                state.device_index,
-                config.mac,
-                self.instance_mtu,
-            )?)
+            let device = Some(state.device_index);
+            self.instances
+                .ensure(instance)
+                .inspect_err(|e| failed(None, Step::Namespace, e))?;
+            self.health
+                .step(instance, None, Step::Namespace, StepState::Ok);
+            let tap = self
+                .instances
+                .attach(instance, state.device_index, config.mac, self.instance_mtu)
+                .inspect_err(|e| failed(device, Step::Tap, e))?;
+            Some(tap)
         };
         let new_tap = tap.is_some();
         self.worker
@@ -172,18 +222,51 @@ impl Reconciler {
             .map_err(|source| ReconcileError::Router {
                 eni: state.eni_id.clone(),
                 source,
-            })?;
+            })
+            .inspect_err(|e| failed(Some(state.device_index), Step::Tap, e))?;
         self.installed.insert(state.eni_id.clone(), state.clone());
-        if new_tap && let Some(h) = Instances::start_dhcp(instance, state.device_index) {
-            self.dhcp.push(h);
-            return Ok(true);
+        if !new_tap {
+            return Ok(false);
         }
-        Ok(false)
+        let device = state.device_index;
+        self.health
+            .step(instance, Some(device), Step::Tap, StepState::Ok);
+        self.health
+            .step(instance, Some(device), Step::Dhcp, StepState::Pending);
+        let (health, id) = (self.health.clone(), instance.to_owned());
+        let done = move |result: Result<(), String>| {
+            let state = result.map_or_else(StepState::Failed, |()| StepState::Ok);
+            health.finish(&id, device, Step::Dhcp, state);
+        };
+        match Instances::start_dhcp(instance, device, &self.dhcp_client, done) {
+            DhcpStart::HasAddress => {
+                self.health
+                    .step(instance, Some(device), Step::Dhcp, StepState::Ok);
+                Ok(false)
+            }
+            DhcpStart::Started(h) => {
+                self.dhcp.push(h);
+                Ok(true)
+            }
+            DhcpStart::NotStarted(why) => {
+                self.health
+                    .step(instance, Some(device), Step::Dhcp, StepState::Failed(why));
+                Ok(false)
+            }
+        }
     }
 
     /// Removes an ENI: from the router (closing its TAP queue), then the TAP,
     /// then the instance's namespace if no other ENI of it remains.
     fn remove(&mut self, eni_id: &str, report: &mut ApplyReport) {
+        if let Some(instance) = self.failed.remove(eni_id)
+            && !self
+                .installed
+                .values()
+                .any(|s| s.instance_id.as_deref() == Some(instance.as_str()))
+        {
+            self.health.remove(&instance);
+        }
         let Some(old) = self.installed.remove(eni_id) else {
             return;
         };
@@ -203,8 +286,10 @@ impl Reconciler {
             .values()
             .any(|s| s.instance_id.as_deref() == Some(instance));
         let result = if still_used {
+            self.health.remove_device(instance, old.device_index);
             self.instances.detach(instance, old.device_index)
         } else {
+            self.health.remove(instance);
             self.instances.remove(instance)
         };
         if let Err(e) = result {
@@ -231,6 +316,7 @@ impl Reconciler {
                 instance = name,
                 "removing the namespace of an instance no longer on this host"
             );
+            self.health.remove(&name);
             if let Err(e) = self.instances.remove(&name) {
                 tracing::warn!(instance = name, error = %e, "could not remove instance namespace");
             }

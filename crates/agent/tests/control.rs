@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use openvpc_agent::control::{self, Client, ClientError};
+use openvpc_agent::health::{Health, Step, StepState};
 use openvpc_agent::instance::Instances;
 use openvpc_agent::reconcile::Reconciler;
 use openvpc_agent::worker::{self, WorkerConfig};
@@ -314,6 +315,7 @@ fn agent_runs_instances_from_the_watch() {
         state_dir: state.path().to_path_buf(),
         worker_cpu: None,
         worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
+        dhcp_client: openvpc_agent::netns::DHCP_CLIENT.into(),
     };
     let agent = Agent::start(config.clone()).unwrap();
     for (ns, want) in [(&a, "10.0.1.30/24"), (&b, "10.0.1.31/24")] {
@@ -365,4 +367,49 @@ fn agent_runs_instances_from_the_watch() {
     removed.sort();
     assert_eq!(removed, [a.clone(), b.clone()]);
     assert!(!netns::exists(&a) && !netns::exists(&b));
+}
+
+// Issue 12: the health report goes out at once when an instance's setup
+// changes, and again every period as the host's heartbeat.
+#[test]
+fn health_reports_go_out_on_change_and_as_a_heartbeat() {
+    let health = Health::new(None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let looper = {
+        let (health, stop, sent) = (health.clone(), stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            control::health_loop_with(&health, "h-1", &stop, Duration::from_millis(400), |r| {
+                sent.lock().unwrap().push(r.clone());
+                Ok(())
+            })
+        })
+    };
+    let count = || sent.lock().unwrap().len();
+    wait_until("the first report", Duration::from_secs(2), || count() >= 1);
+    assert!(sent.lock().unwrap()[0].instances.is_empty());
+    health.step(
+        "i-a",
+        Some(0),
+        Step::Dhcp,
+        StepState::Failed("no lease".into()),
+    );
+    wait_until("the report of the change", Duration::from_secs(1), || {
+        sent.lock().unwrap().iter().any(|r| !r.instances.is_empty())
+    });
+    let changed_at = count();
+    let last = sent.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.host_id, "h-1");
+    assert_eq!(
+        last.instances[0].reason.as_deref(),
+        Some("eth0 DHCP failed: no lease")
+    );
+    // Nothing changes: the next report is the heartbeat, a period later.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count(), changed_at, "sent again without a change");
+    wait_until("the heartbeat", Duration::from_secs(2), || {
+        count() > changed_at
+    });
+    stop.store(true, Ordering::Relaxed);
+    looper.join().unwrap();
 }

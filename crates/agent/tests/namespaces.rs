@@ -19,7 +19,7 @@ use openvpc_agent::netns;
 use openvpc_agent::reconcile::Reconciler;
 use openvpc_agent::worker::{self, WorkerConfig, WorkerHandle};
 use openvpc_dataplane::RouterConfig;
-use openvpc_model::host::{EniState, HostDelta};
+use openvpc_model::host::{EniState, HostDelta, InstanceSetup};
 
 mod common;
 use common::{Table, answer, eni, is_root, record};
@@ -252,6 +252,11 @@ fn two_instances_on_one_host_get_dhcp_and_talk() {
 
     assert_address(&a, "10.0.1.10/24");
     assert_address(&b, "10.0.1.11/24");
+    // Issue 12: namespace, TAP and DHCP lease done: the instance is ok.
+    for id in [&a, &b] {
+        let h = host.reconciler.health().get(id).unwrap();
+        assert_eq!(h.setup, InstanceSetup::Ok, "{h:?}");
+    }
     check_traffic(&mut guard, &a, &b, "10.0.1.11", &[&host]);
 
     // An agent restart: the instances and their persistent TAPs outlive
@@ -269,6 +274,11 @@ fn two_instances_on_one_host_get_dhcp_and_talk() {
     let mut host = Host::start(&underlay_ns, underlay, table, state.path());
     let dhcp = host.install(vec![ea.clone(), eb.clone()]);
     assert_eq!(dhcp, 0, "DHCP ran again");
+    // A kept address counts as a lease.
+    assert_eq!(
+        host.reconciler.health().get(&a).map(|h| h.setup),
+        Some(InstanceSetup::Ok)
+    );
     assert!(!netns::exists(&gone), "orphan {gone} left behind");
     assert_address(&a, "10.0.1.10/24");
     assert_address(&b, "10.0.1.11/24");
@@ -292,6 +302,7 @@ fn two_instances_on_one_host_get_dhcp_and_talk() {
     });
     assert_eq!(report.removed, 1);
     assert!(!netns::exists(&b));
+    assert!(host.reconciler.health().get(&b).is_none());
     assert!(netns::exists(&a));
     drop(host);
     assert!(!netns::exists(&a), "remove_instances left {a}");

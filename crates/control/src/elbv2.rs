@@ -114,6 +114,10 @@ pub struct Listener {
     pub port: u16,
     pub target_group_arn: String,
     pub certificate_arn: Option<String>,
+    /// `tcp.idle_timeout.seconds` when changed from the default (spec
+    /// 9.6); TCP listeners only.
+    #[serde(default)]
+    pub tcp_idle_timeout: Option<u32>,
 }
 
 type Handler = fn(&Ctx, &Params) -> Result<String, ApiError>;
@@ -138,6 +142,8 @@ pub fn dispatch(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         "DescribeListeners" => describe_listeners,
         "ModifyListener" => modify_listener,
         "DeleteListener" => delete_listener,
+        "DescribeListenerAttributes" => describe_listener_attributes,
+        "ModifyListenerAttributes" => modify_listener_attributes,
         "DescribeTargetGroupAttributes" => describe_target_group_attributes,
         "ModifyTargetGroupAttributes" => modify_target_group_attributes,
         "AddTags" => add_tags,
@@ -1115,14 +1121,10 @@ fn deregister_targets(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let arn = params.required("TargetGroupArn")?;
     transact(ctx, |tx| {
         let mut tg = find_tg(tx, arn)?;
+        // AWS: "If the specified target does not exist, the action returns
+        // successfully", so a repeated deregistration is not an error.
         for (id, port) in target_params(params, tg.port)? {
-            let before = tg.targets.len();
             tg.targets.retain(|t| !(t.id == id && t.port == port));
-            if tg.targets.len() == before {
-                return Err(invalid_target(format!(
-                    "The target '{id}' on port {port} is not registered with this target group"
-                )));
-            }
         }
         let id = tg.id.clone();
         put(tx, TG_SEGMENT, &id, &tg)
@@ -1410,6 +1412,7 @@ fn create_listener(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             port,
             target_group_arn: tg_arn.clone(),
             certificate_arn: certificate_arn.clone(),
+            tcp_idle_timeout: None,
         };
         check_listener(tx, &l, &lb)?;
         put(tx, LISTENER_SEGMENT, &id, &l)?;
@@ -1462,6 +1465,11 @@ fn modify_listener(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let old_tg = l.target_group_arn.clone();
         if let Some(p) = params.get("Protocol") {
             l.protocol = p.to_owned();
+            // spec 9.6: only TCP listeners have a configurable idle timeout;
+            // a listener that stops being one keeps no setting to reappear.
+            if l.protocol != "TCP" {
+                l.tcp_idle_timeout = None;
+            }
         }
         if let Some(port) = params.number::<u32>("Port")? {
             l.port = check_port("Port", port)?;
@@ -1495,6 +1503,76 @@ fn delete_listener(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         release_unused(tx, &l.target_group_arn)
     })?;
     Ok(answer(ctx, "DeleteListener", |_| {}))
+}
+
+/// spec 9.6: the TCP idle timeout's key, default and range.
+const TCP_IDLE_TIMEOUT: &str = "tcp.idle_timeout.seconds";
+const TCP_IDLE_TIMEOUT_DEFAULT: u32 = 350;
+const TCP_IDLE_TIMEOUT_RANGE: std::ops::RangeInclusive<u32> = 60..=6000;
+
+/// A listener's attributes: the TCP idle timeout for a TCP listener
+/// (spec 9.6), none for the others, whose timeouts are fixed (TLS: 350 s,
+/// UDP: 120 s) and which AWS shows no attributes for.
+fn listener_attributes(l: &Listener) -> Vec<(&'static str, String)> {
+    if l.protocol != "TCP" {
+        return Vec::new();
+    }
+    let seconds = l.tcp_idle_timeout.unwrap_or(TCP_IDLE_TIMEOUT_DEFAULT);
+    vec![(TCP_IDLE_TIMEOUT, seconds.to_string())]
+}
+
+fn describe_listener_attributes(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arn = params.required("ListenerArn")?;
+    let listener = transact(ctx, |tx| find_listener(tx, arn))?;
+    Ok(answer(ctx, "DescribeListenerAttributes", |x| {
+        write_attributes(x, &listener_attributes(&listener))
+    }))
+}
+
+fn modify_listener_attributes(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let arn = params.required("ListenerArn")?;
+    let changes = params.structs("Attributes.member")?;
+    if changes.is_empty() {
+        return Err(validation("At least one attribute must be specified"));
+    }
+    let listener = transact(ctx, |tx| {
+        let mut l = find_listener(tx, arn)?;
+        for change in &changes {
+            let key = change
+                .required("Key")
+                .map_err(|_| validation("Attributes.member.N.Key is required"))?;
+            let value = change.get("Value").unwrap_or("");
+            if key != TCP_IDLE_TIMEOUT {
+                return Err(validation(format!(
+                    "Listener attribute key '{key}' is not recognized; network load balancer listeners take '{TCP_IDLE_TIMEOUT}'"
+                )));
+            }
+            let seconds = value
+                .parse::<u32>()
+                .ok()
+                .filter(|s| TCP_IDLE_TIMEOUT_RANGE.contains(s))
+                .ok_or_else(|| {
+                    validation(format!(
+                        "Attribute '{key}' must be a number from {} to {}, not '{value}'",
+                        TCP_IDLE_TIMEOUT_RANGE.start(),
+                        TCP_IDLE_TIMEOUT_RANGE.end()
+                    ))
+                })?;
+            if l.protocol != "TCP" {
+                return Err(config(format!(
+                    "Attribute '{key}' can be set on TCP listeners only, not on this {} listener",
+                    l.protocol
+                )));
+            }
+            l.tcp_idle_timeout = Some(seconds);
+        }
+        let id = l.id.clone();
+        put(tx, LISTENER_SEGMENT, &id, &l)?;
+        Ok(l)
+    })?;
+    Ok(answer(ctx, "ModifyListenerAttributes", |x| {
+        write_attributes(x, &listener_attributes(&listener))
+    }))
 }
 
 // ---------------------------------------------------------------- tags

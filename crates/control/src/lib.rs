@@ -18,6 +18,7 @@ pub mod query;
 pub mod server;
 pub mod sigv4;
 pub mod store;
+pub mod sts;
 pub mod xml;
 
 pub use error::ApiError;

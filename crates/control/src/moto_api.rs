@@ -13,7 +13,7 @@ use crate::actions::STATE_PREFIXES;
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::store::{Op, Store, StoreError, Txn};
-use crate::xml::escape;
+use crate::sts::Identity;
 
 /// The account moto's tests expect to be (moto's `DEFAULT_ACCOUNT_ID`).
 pub const ACCOUNT_ID: &str = "123456789012";
@@ -33,24 +33,16 @@ pub fn ensure_account(store: &dyn Store) -> Result<Account, ApiError> {
     Ok(created)
 }
 
-/// STS as moto's tests need it: `GetCallerIdentity` names the fixed account;
-/// every other STS action is unknown.
+/// STS as moto's tests need it: `GetCallerIdentity` names the fixed account,
+/// as its IAM user `moto` with the account's access key as user ID; every
+/// other STS action is unknown (see `sts`).
 pub fn sts(account: &Account, params: &Params, request_id: &str) -> Result<String, ApiError> {
-    let action = params.get("Action").unwrap_or("");
-    if action != "GetCallerIdentity" {
-        return Err(ApiError::invalid_action(action));
-    }
-    let id = escape(&account.id);
-    let user = escape(&account.name);
-    let key = escape(&account.access_key_id);
-    let request_id = escape(request_id);
-    Ok(format!(
-        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">\
-         <GetCallerIdentityResult><Arn>arn:aws:iam::{id}:user/{user}</Arn>\
-         <UserId>{key}</UserId><Account>{id}</Account></GetCallerIdentityResult>\
-         <ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>\
-         </GetCallerIdentityResponse>"
-    ))
+    let caller = Identity {
+        account: account.id.clone(),
+        arn: format!("arn:aws:iam::{}:user/{}", account.id, account.name),
+        user_id: account.access_key_id.clone(),
+    };
+    crate::sts::dispatch(&caller, params, request_id)
 }
 
 /// Deletes every resource of every account in every region, and the region

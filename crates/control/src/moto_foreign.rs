@@ -1,8 +1,11 @@
-//! The two calls to other AWS services that moto's flow-log tests make on
-//! the same endpoint, answered under `openvpc server --moto-compat` only:
-//! S3 CreateBucket (REST: `PUT /BUCKET`, or `PUT /` with the bucket as the
+//! The calls to other AWS services that moto's EC2 tests make on the same
+//! endpoint, answered under `openvpc server --moto-compat` only: S3
+//! CreateBucket (REST: `PUT /BUCKET`, or `PUT /` with the bucket as the
 //! first label of the Host) and CloudWatch Logs CreateLogGroup (JSON
-//! protocol: `POST /` with `X-Amz-Target: Logs_20140328.CreateLogGroup`).
+//! protocol: `POST /` with `X-Amz-Target: Logs_20140328.CreateLogGroup`)
+//! for the flow-log tests, and SSM GetParameter on AWS's public AMI aliases
+//! (`/aws/service/ami-…`), with which the aws_verified ENI tests look up an
+//! image before RunInstances (see [`public_ami`]).
 //!
 //! They only record names, under `compat/` (which the moto reset clears), so
 //! that CreateFlowLogs can tell a missing bucket or log group as EC2 does
@@ -60,6 +63,7 @@ pub fn ec2_action(ctx: &Ctx, params: &Params) -> Option<Result<String, ApiError>
 enum Call {
     CreateBucket(String),
     CreateLogGroup { region: String, name: String },
+    GetParameter { region: String, name: String },
     Other(String),
 }
 
@@ -89,6 +93,13 @@ fn classify(method: &Method, path: &str, headers: &HeaderMap, body: &[u8]) -> Op
                 .and_then(|v| v.get("logGroupName")?.as_str().map(str::to_owned))
                 .unwrap_or_default();
             return Some(Call::CreateLogGroup { region, name });
+        }
+        if target == "AmazonSSM.GetParameter" {
+            let name = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("Name")?.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Some(Call::GetParameter { region, name });
         }
         return Some(Call::Other(target.to_owned()));
     }
@@ -131,6 +142,52 @@ fn json(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+/// The image ID an AWS public AMI alias (an SSM parameter under
+/// `/aws/service/ami-`, such as
+/// `/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64`)
+/// resolves to, or `None` for any other name. openvpc has no image
+/// catalogue (RunInstances records any `ami-` ID as given), so the ID is
+/// made up: 17 hex digits, as AWS's are, from an FNV-1a hash of the name,
+/// so one alias gives the same image every time.
+fn public_ami(name: &str) -> Option<String> {
+    let alias = name.strip_prefix("/aws/service/")?;
+    if !alias.starts_with("ami-") || alias.contains("//") || alias.ends_with('/') {
+        return None;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    Some(format!("ami-0{:016x}", h))
+}
+
+/// SSM's GetParameter answer for a public AMI alias, or its
+/// ParameterNotFound (an empty message, as SSM sends).
+fn get_parameter(region: &str, name: &str) -> Response {
+    match public_ami(name) {
+        Some(image) => json(
+            StatusCode::OK,
+            serde_json::json!({
+                "Parameter": {
+                    "Name": name,
+                    "Type": "String",
+                    "Value": image,
+                    "Version": 1,
+                    "LastModifiedDate": 1_700_000_000.0,
+                    "ARN": format!("arn:aws:ssm:{region}::parameter{name}"),
+                    "DataType": "aws:ec2:image",
+                }
+            })
+            .to_string(),
+        ),
+        None => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "__type": "ParameterNotFound", "message": "" }).to_string(),
+        ),
+    }
 }
 
 /// Answers a foreign request, or `None` if the request is for EC2.
@@ -176,6 +233,7 @@ pub fn answer(
                 Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
             }
         }
+        Call::GetParameter { region, name } => get_parameter(&region, &name),
         other => json(
             StatusCode::BAD_REQUEST,
             serde_json::json!({
@@ -242,6 +300,35 @@ mod tests {
                 region: "us-west-1".into(),
                 name: "g1".into()
             })
+        );
+    }
+
+    // The aws_verified ENI tests resolve AL2023's alias through SSM.
+    #[test]
+    fn ssm_public_ami_aliases() {
+        let name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64";
+        let h = headers(&[
+            ("x-amz-target", "AmazonSSM.GetParameter"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AK/20240101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=00",
+            ),
+        ]);
+        let body = serde_json::json!({ "Name": name }).to_string();
+        assert_eq!(
+            classify(&Method::POST, "/", &h, body.as_bytes()),
+            Some(Call::GetParameter {
+                region: "us-east-1".into(),
+                name: name.into()
+            })
+        );
+        let image = public_ami(name).unwrap();
+        assert_eq!(image.len(), "ami-".len() + 17);
+        assert_eq!(public_ami(name), Some(image));
+        assert_eq!(public_ami("/my/parameter"), None);
+        assert_eq!(
+            public_ami("/aws/service/global-infrastructure/regions"),
+            None
         );
     }
 }

@@ -1,13 +1,15 @@
-//! The HTTP shell of the API: accepts EC2 (and ELBv2) Query requests on `/`, verifies
-//! their SigV4 signature, resolves the caller's account and region, and
-//! runs the action. Thin on purpose: protocol and actions live in their own
-//! modules and know nothing of HTTP.
+//! The HTTP shell of the API: accepts EC2, ELBv2 and STS Query requests on
+//! `/`, verifies their SigV4 signature, resolves the caller's account and
+//! region, and runs the action of the service the request is signed for;
+//! a request signed for any other service is refused and logged by name.
+//! Thin on purpose: protocol and actions live in their own modules and know
+//! nothing of HTTP.
 //!
 //! Under `--moto-compat` (for running moto's test suite, never in production)
 //! signatures are only checked for form, every request acts as moto's fixed
 //! account, `POST /moto-api/reset` wipes every resource (see `moto_api`),
-//! STS's `GetCallerIdentity` names moto's account, and the S3 and CloudWatch
-//! Logs calls moto's flow-log tests make are answered (see `moto_foreign`).
+//! STS's `GetCallerIdentity` names moto's user, and the S3, CloudWatch Logs
+//! and SSM calls moto's EC2 tests make are answered (see `moto_foreign`).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,8 +28,9 @@ use crate::fleet::{self, AgentApi};
 use crate::moto_api;
 use crate::moto_foreign;
 use crate::query::Params;
-use crate::sigv4;
+use crate::sigv4::{self, AuthError};
 use crate::store::Store;
+use crate::sts::{self, Identity};
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -99,7 +102,7 @@ async fn handle(
 ) -> Response {
     let request_id = request_id();
     if let Some(moto) = &state.moto_compat {
-        // moto's flow-log tests call S3 and CloudWatch Logs on this endpoint.
+        // moto's EC2 tests call S3, CloudWatch Logs and SSM on this endpoint.
         let (store, account) = (Arc::clone(&state.store), moto.id.clone());
         let (m, p, h, b) = (
             method.clone(),
@@ -198,6 +201,85 @@ fn xml_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// The services this endpoint answers, by the SigV4 scope a request is
+/// signed for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Ec2,
+    /// ELBv2 (spec 9, 12.5).
+    Elbv2,
+    /// STS's `GetCallerIdentity` (see `sts`).
+    Sts,
+}
+
+impl Service {
+    const SERVED: [Service; 3] = [Service::Ec2, Service::Elbv2, Service::Sts];
+
+    /// The name a credential scope gives the service.
+    fn scope(self) -> &'static str {
+        match self {
+            Service::Ec2 => "ec2",
+            Service::Elbv2 => "elasticloadbalancing",
+            Service::Sts => "sts",
+        }
+    }
+
+    fn from_scope(scope: &str) -> Option<Self> {
+        Self::SERVED.into_iter().find(|s| s.scope() == scope)
+    }
+
+    /// The error as this service's clients parse it: EC2's own shape, or
+    /// the standard Query protocol's in the service's namespace.
+    fn shape(self, e: ApiError) -> ApiError {
+        match self {
+            Service::Ec2 => e,
+            Service::Elbv2 => e.in_query_shape(elbv2::NAMESPACE),
+            Service::Sts => e.in_query_shape(sts::NAMESPACE),
+        }
+    }
+
+    /// The error for a request whose signature this service does not accept.
+    fn auth_error(self, e: AuthError) -> ApiError {
+        let error = match (self, &e) {
+            // AWS's Query-protocol services (the common errors of ELBv2 and
+            // STS) answer an unknown key with InvalidClientTokenId and an
+            // unsigned request with MissingAuthenticationToken; EC2 answers
+            // AuthFailure to both.
+            (Service::Elbv2 | Service::Sts, AuthError::UnknownKey) => ApiError::new(
+                "InvalidClientTokenId",
+                "The security token included in the request is invalid.",
+            )
+            .with_status(403),
+            (Service::Elbv2 | Service::Sts, AuthError::Missing) => ApiError::new(
+                "MissingAuthenticationToken",
+                "Request is missing Authentication Token",
+            )
+            .with_status(403),
+            _ => ApiError::new(e.code(), e.to_string()).with_status(e.status()),
+        };
+        self.shape(error)
+    }
+}
+
+/// The refusal of a request signed for a service this endpoint does not
+/// serve: AWS's answer to a credential scoped to another service
+/// (SignatureDoesNotMatch, 403), naming every service that is served.
+fn unserved(service: &str) -> ApiError {
+    let served: Vec<String> = Service::SERVED
+        .iter()
+        .map(|s| format!("'{}'", s.scope()))
+        .collect();
+    ApiError::new(
+        "SignatureDoesNotMatch",
+        format!(
+            "Credential should be scoped to correct service: {}, not '{service}'. \
+             This endpoint serves EC2, ELBv2 and STS (GetCallerIdentity) only.",
+            served.join(", ")
+        ),
+    )
+    .with_status(403)
+}
+
 /// Authenticates and runs one request.
 pub fn execute(
     state: &ApiState,
@@ -219,10 +301,21 @@ pub fn execute(
         body,
     };
     let store = state.store.as_ref();
-    let auth_error =
-        |e: sigv4::AuthError| ApiError::new(e.code(), e.to_string()).with_status(e.status());
+    // The scope names the service before the signature is checked, so a
+    // request for a service not served here is told so (and logged by
+    // name) rather than failing on its key, and errors come in the shape
+    // of the service the client speaks.
+    let claimed = sigv4::read_unverified(&request).map_err(|e| Service::Ec2.auth_error(e))?;
+    let Some(service) = Service::from_scope(&claimed.service) else {
+        tracing::warn!(
+            service = %claimed.service,
+            "refused a request signed for a service this endpoint does not serve \
+             (it serves ec2, elasticloadbalancing and sts)"
+        );
+        return Err(unserved(&claimed.service));
+    };
     let verified = if state.moto_compat.is_some() {
-        sigv4::read_unverified(&request).map_err(auth_error)?
+        claimed
     } else {
         sigv4::verify(&request, now, |key| {
             account::by_access_key(store, key)
@@ -230,46 +323,23 @@ pub fn execute(
                 .flatten()
                 .map(|a| a.secret_access_key)
         })
-        .map_err(auth_error)?
-    };
-    // moto's `account_id` fixture asks STS who it is before a test runs; in
-    // compat mode that is the one other question answered, and only that one.
-    if let (Some(moto), "sts") = (&state.moto_compat, verified.service.as_str()) {
-        let params = Params::parse(body, query);
-        return moto_api::sts(moto, &params, request_id);
-    }
-    let elb = verified.service == "elasticloadbalancing";
-    if verified.service != "ec2" && !elb {
-        return Err(ApiError::new(
-            "SignatureDoesNotMatch",
-            format!(
-                "Credential should be scoped to correct service: 'ec2', not '{}'.",
-                verified.service
-            ),
-        )
-        .with_status(403));
-    }
-    // ELBv2 clients parse the Query protocol's error shape, not EC2's.
-    let shape = |e: ApiError| {
-        if elb {
-            e.in_query_shape(elbv2::NAMESPACE)
-        } else {
-            e
-        }
+        .map_err(|e| service.auth_error(e))?
     };
     let account = match &state.moto_compat {
         Some(moto) => moto.clone(),
-        None => account::by_access_key(store, &verified.access_key)?
-            .ok_or_else(|| {
-                ApiError::new(
-                    "AuthFailure",
-                    "AWS was not able to validate the provided access credentials",
-                )
-                .with_status(401)
-            })
-            .map_err(shape)?,
+        None => account::by_access_key(store, &verified.access_key)
+            .map_err(|e| service.shape(e))?
+            // Only a key deleted since the signature was checked gets here.
+            .ok_or_else(|| service.auth_error(AuthError::UnknownKey))?,
     };
     let params = Params::parse(body, query);
+    if service == Service::Sts {
+        // moto's `account_id` fixture asks STS who it is before a test runs.
+        return match &state.moto_compat {
+            Some(moto) => moto_api::sts(moto, &params, request_id),
+            None => sts::dispatch(&Identity::root(&account), &params, request_id),
+        };
+    }
     let ctx = Ctx {
         store,
         account: &account,
@@ -277,9 +347,9 @@ pub fn execute(
         request_id,
     };
     // spec 1.3: an account finds a default VPC in every region it uses.
-    default_vpc::ensure(&ctx).map_err(shape)?;
-    if elb {
-        return elbv2::dispatch(&ctx, &params).map_err(shape);
+    default_vpc::ensure(&ctx).map_err(|e| service.shape(e))?;
+    if service == Service::Elbv2 {
+        return elbv2::dispatch(&ctx, &params).map_err(|e| service.shape(e));
     }
     if state.moto_compat.is_some()
         && let Some(answer) = moto_foreign::ec2_action(&ctx, &params)
@@ -287,4 +357,102 @@ pub fn execute(
         return answer;
     }
     dispatch(&ctx, &params)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// Records every event's level and fields as `level name=value …`.
+    #[derive(Default, Clone)]
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    struct Fields(String);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={value:?}", field.name()));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(event.metadata().level().to_string());
+            event.record(&mut fields);
+            self.0.lock().unwrap().push(fields.0);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    // Issue 12 (bad input): the refusal of a request signed for a service
+    // this endpoint does not serve is logged at WARN, naming the service.
+    #[test]
+    fn unserved_service_is_logged_by_name() {
+        let store = Arc::new(MemoryStore::new());
+        let alice = Account::generate("alice", None);
+        account::create(store.as_ref(), &alice).unwrap();
+        let state = ApiState {
+            store,
+            moto_compat: None,
+            agent: None,
+        };
+        let mut headers = vec![("Host".to_owned(), "127.0.0.1".to_owned())];
+        let body = b"Action=ListTables";
+        let request = sigv4::Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body,
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let signed = sigv4::sign(
+            &request,
+            &sigv4::SigningParams {
+                access_key: &alice.access_key_id,
+                secret_key: &alice.secret_access_key,
+                region: "us-east-1",
+                service: "dynamodb",
+                time_unix: now,
+                content_sha256_header: false,
+            },
+        )
+        .unwrap();
+        headers.extend(signed);
+        let recorder = Recorder::default();
+        let e = tracing::subscriber::with_default(recorder.clone(), || {
+            execute(&state, "POST", "/", "", &headers, body, "r")
+        })
+        .unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        let logged = recorder.0.lock().unwrap().clone();
+        assert!(
+            logged
+                .iter()
+                .any(|l| l.starts_with(&Level::WARN.to_string()) && l.contains("service=dynamodb")),
+            "{logged:?}"
+        );
+    }
 }

@@ -537,13 +537,17 @@ fn ip_targets_must_be_in_the_vpc_or_private_ranges() {
         &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
     );
     assert_eq!(all(&health, "Id"), ["192.168.0.5"]);
-    assert_eq!(
-        code(
-            &env,
-            &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10")
-        ),
-        "InvalidTarget"
+    // AWS API reference, DeregisterTargets: a target that is not registered
+    // (here: already deregistered) "returns successfully"; nothing changes.
+    ok(
+        &env,
+        &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10"),
     );
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(all(&health, "Id"), ["192.168.0.5"]);
 }
 
 #[test]
@@ -781,5 +785,173 @@ fn target_group_attributes_default_and_client_ip_rules() {
             )
         ),
         "InvalidConfigurationRequest"
+    );
+}
+
+/// `tcp.idle_timeout.seconds` of the listener `l`, as DescribeListenerAttributes answers.
+fn idle_timeout(env: &Env, l: &str) -> Vec<String> {
+    all(
+        &ok(
+            env,
+            &format!("Action=DescribeListenerAttributes&ListenerArn={l}"),
+        ),
+        "Value",
+    )
+}
+
+fn set_listener_attribute(env: &Env, l: &str, key: &str, value: &str) -> Result<String, ApiError> {
+    elb(
+        env,
+        &format!(
+            "Action=ModifyListenerAttributes&ListenerArn={l}&Attributes.member.1.Key={key}&Attributes.member.1.Value={value}"
+        ),
+    )
+}
+
+#[test]
+fn tcp_listener_idle_timeout_defaults_to_350_and_takes_60_to_6000() {
+    // spec 9.6: TCP's idle timeout is 350 s by default, configurable 60–6000 s
+    // on TCP listeners (`tcp.idle_timeout.seconds`).
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "t", "");
+    let l = first(&listener(&env, &lb, 80, &tg).unwrap(), "ListenerArn");
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeListenerAttributes&ListenerArn={l}"),
+    );
+    assert!(
+        xml.contains("<DescribeListenerAttributesResult><Attributes><member><Key>tcp.idle_timeout.seconds</Key><Value>350</Value></member></Attributes></DescribeListenerAttributesResult>"),
+        "{xml}"
+    );
+    let xml = set_listener_attribute(&env, &l, "tcp.idle_timeout.seconds", "60").unwrap();
+    assert!(
+        xml.contains("<ModifyListenerAttributesResult><Attributes><member><Key>tcp.idle_timeout.seconds</Key><Value>60</Value></member></Attributes>"),
+        "{xml}"
+    );
+    assert_eq!(idle_timeout(&env, &l), ["60"]);
+    set_listener_attribute(&env, &l, "tcp.idle_timeout.seconds", "6000").unwrap();
+    assert_eq!(idle_timeout(&env, &l), ["6000"]);
+    // Out of range, not a number or another key: ValidationError, and the
+    // stored value stays.
+    for (key, value) in [
+        ("tcp.idle_timeout.seconds", "59"),
+        ("tcp.idle_timeout.seconds", "6001"),
+        ("tcp.idle_timeout.seconds", "abc"),
+        ("tcp.idle_timeout.seconds", ""),
+        ("idle_timeout.timeout_seconds", "60"),
+    ] {
+        assert_eq!(
+            set_listener_attribute(&env, &l, key, value)
+                .unwrap_err()
+                .code,
+            "ValidationError",
+            "{key}={value}"
+        );
+    }
+    // A request whose second attribute is refused changes nothing.
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=ModifyListenerAttributes&ListenerArn={l}&Attributes.member.1.Key=tcp.idle_timeout.seconds&Attributes.member.1.Value=120&Attributes.member.2.Key=nope&Attributes.member.2.Value=1"
+            )
+        ),
+        "ValidationError"
+    );
+    assert_eq!(idle_timeout(&env, &l), ["6000"]);
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=ModifyListenerAttributes&ListenerArn={l}")
+        ),
+        "ValidationError",
+        "at least one attribute"
+    );
+}
+
+#[test]
+fn idle_timeout_is_for_tcp_listeners_only() {
+    // spec 9.6: only TCP listeners have the setting (TLS is fixed at 350 s,
+    // UDP at 120 s): other listeners show no attributes and refuse it.
+    let env = Env::new();
+    let lb = nlb(&env, "dns");
+    let udp_tg = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateTargetGroup&Name=u&Protocol=UDP&Port=53&VpcId={}",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    );
+    let udp = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateListener&LoadBalancerArn={lb}&Protocol=UDP&Port=53&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={udp_tg}"
+            ),
+        ),
+        "ListenerArn",
+    );
+    let xml = ok(
+        &env,
+        &format!("Action=DescribeListenerAttributes&ListenerArn={udp}"),
+    );
+    assert!(xml.contains("<Attributes></Attributes>"), "{xml}");
+    assert_eq!(
+        set_listener_attribute(&env, &udp, "tcp.idle_timeout.seconds", "120")
+            .unwrap_err()
+            .code,
+        "InvalidConfigurationRequest"
+    );
+    assert!(idle_timeout(&env, &udp).is_empty());
+    // A TCP listener turned UDP loses its setting; turned back, it has the default.
+    let tcp_tg = target_group(&env, "t", "");
+    let tcp = first(&listener(&env, &lb, 80, &tcp_tg).unwrap(), "ListenerArn");
+    set_listener_attribute(&env, &tcp, "tcp.idle_timeout.seconds", "900").unwrap();
+    ok(
+        &env,
+        &format!(
+            "Action=ModifyListener&ListenerArn={tcp}&Protocol=UDP&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={udp_tg}&Port=54"
+        ),
+    );
+    assert!(idle_timeout(&env, &tcp).is_empty());
+    ok(
+        &env,
+        &format!(
+            "Action=ModifyListener&ListenerArn={tcp}&Protocol=TCP&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={tcp_tg}"
+        ),
+    );
+    assert_eq!(idle_timeout(&env, &tcp), ["350"]);
+}
+
+#[test]
+fn listener_attributes_of_unknown_listeners() {
+    // spec 12.5: ListenerNotFound for a well-formed ARN that names nothing,
+    // ValidationError for a string that is no listener ARN.
+    let env = Env::new();
+    let gone = "arn:aws:elasticloadbalancing:us-east-1:111111111111:listener/net/x/0000000000000000/0000000000000000";
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=DescribeListenerAttributes&ListenerArn={gone}")
+        ),
+        "ListenerNotFound"
+    );
+    assert_eq!(
+        set_listener_attribute(&env, gone, "tcp.idle_timeout.seconds", "60")
+            .unwrap_err()
+            .code,
+        "ListenerNotFound"
+    );
+    assert_eq!(
+        code(&env, "Action=DescribeListenerAttributes&ListenerArn=nope"),
+        "ValidationError"
+    );
+    assert_eq!(
+        code(&env, "Action=DescribeListenerAttributes"),
+        "MissingParameter"
     );
 }

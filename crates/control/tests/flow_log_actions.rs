@@ -464,3 +464,53 @@ fn flow_log_goes_with_its_resource() {
     call(&store, &a, &format!("Action=DeleteVpc&VpcId={v}")).unwrap();
     assert!(describe(&store, &a, "").is_empty());
 }
+
+// Issue 12: DeleteFlowLogs answers per item. A flow log deleted before,
+// named again beside a live one, is reported in `unsuccessful` with its
+// code while the live one is deleted; named alone, the call fails with
+// EC2's not-found message (as moto's tests of AWS's answer expect), which
+// tools treat as already gone.
+#[test]
+fn repeated_delete_flow_logs() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let w = vpc_with(&store, &a, "10.1.0.0/16");
+    let made = ids(
+        &store,
+        &a,
+        &s3(&format!("&ResourceId.1={v}&ResourceId.2={w}"), "b12"),
+    );
+    assert_eq!(made.len(), 2);
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteFlowLogs&FlowLogId.1={}", made[0]),
+    )
+    .unwrap();
+    let xml = call(
+        &store,
+        &a,
+        &format!(
+            "Action=DeleteFlowLogs&FlowLogId.1={}&FlowLogId.2={}",
+            made[0], made[1]
+        ),
+    )
+    .unwrap();
+    assert!(
+        xml.contains(&format!(
+            "<unsuccessful><item><error><code>InvalidFlowLogId.NotFound</code><message>The flow log ID &apos;{0}&apos; does not exist</message></error><resourceId>{0}</resourceId></item></unsuccessful>",
+            made[0]
+        )),
+        "{xml}"
+    );
+    assert!(describe(&store, &a, "").is_empty());
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DeleteFlowLogs&FlowLogId.1={}", made[1])
+        ),
+        "InvalidFlowLogId.NotFound"
+    );
+}

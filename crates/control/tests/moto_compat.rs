@@ -97,8 +97,9 @@ fn made_up_keys_act_as_motos_account_with_the_flag() {
     );
 }
 
-/// Compat only: STS `GetCallerIdentity` names moto's account (moto's
-/// `account_id` fixture); without the flag STS is not served at all.
+/// Compat: STS `GetCallerIdentity` names moto's account (moto's
+/// `account_id` fixture); without the flag moto's made-up key is refused
+/// as STS refuses an unknown key.
 #[test]
 fn sts_get_caller_identity_names_motos_account_only_with_the_flag() {
     let (compat, _) = state(true);
@@ -113,7 +114,7 @@ fn sts_get_caller_identity_names_motos_account_only_with_the_flag() {
     assert_eq!(e.code, "InvalidAction");
     let (plain, _) = state(false);
     let e = call(&plain, "sts", "Action=GetCallerIdentity").unwrap_err();
-    assert_eq!(e.code, "AuthFailure");
+    assert_eq!((e.code.as_ref(), e.status), ("InvalidClientTokenId", 403));
 }
 
 /// Sends one HTTP/1.1 request to a freshly served router; returns the status

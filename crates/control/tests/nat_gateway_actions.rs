@@ -341,13 +341,20 @@ fn delete_frees_eni_and_eip() {
         ),
         "InvalidNetworkInterfaceID.NotFound"
     );
+    // Issue 12: a repeated delete of the still-visible `deleted` gateway is
+    // not an error; AWS names the gateway again and nothing changes.
+    let before = describe(&store, &a, &format!("&NatGatewayId.1={id}"));
+    let again = call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&again, "natGatewayId"), id);
     assert_eq!(
-        code(
-            &store,
-            &a,
-            &format!("Action=DeleteNatGateway&NatGatewayId={id}")
-        ),
-        "NatGatewayNotFound"
+        describe(&store, &a, &format!("&NatGatewayId.1={id}")),
+        before,
+        "the repeated delete changed nothing (deleteTime included)"
     );
     call(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")).unwrap();
 }
@@ -389,6 +396,15 @@ fn deleted_gateway_hidden_after_an_hour() {
             &store,
             &a,
             &format!("Action=DescribeNatGateways&NatGatewayId.1={id}")
+        ),
+        "NatGatewayNotFound"
+    );
+    // Once it is gone, deleting it is an error again.
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=DeleteNatGateway&NatGatewayId={id}")
         ),
         "NatGatewayNotFound"
     );

@@ -342,7 +342,8 @@ fn modify_and_versions() {
 }
 
 // spec 3.1: a prefix list is a rule source; it weighs its max entries in
-// the group's rule quota, and a list in use cannot be deleted.
+// the group's rule quota, and a list in use is not deleted: the call is
+// accepted but the list stays, `delete-failed` (AWS deletes asynchronously).
 #[test]
 fn security_group_rules_name_lists() {
     let store = MemoryStore::new();
@@ -402,15 +403,9 @@ fn security_group_rules_name_lists() {
         code(&store, &a, &ingress_from_list(&g, "xx-1")),
         "InvalidPrefixListId.Malformed"
     );
-    // In use: not deletable until the rule goes.
-    assert_eq!(
-        code(
-            &store,
-            &a,
-            &format!("Action=DeleteManagedPrefixList&PrefixListId={id}")
-        ),
-        "DependencyViolation"
-    );
+    // In use: the delete is accepted, fails, and the list stays until the
+    // rule goes.
+    assert_delete_fails(&store, &a, &id, "security group rule");
     call(
         &store,
         &a,
@@ -435,7 +430,7 @@ fn security_group_rules_name_lists() {
 }
 
 // spec 2.4: a route's prefix-list destination must exist, and a list that
-// routes use cannot be deleted.
+// routes use is not deleted (the delete fails asynchronously, as above).
 #[test]
 fn routes_name_lists() {
     let store = MemoryStore::new();
@@ -472,14 +467,7 @@ fn routes_name_lists() {
     assert!(tables.contains(&format!(
         "<destinationPrefixListId>{id}</destinationPrefixListId>"
     )));
-    assert_eq!(
-        code(
-            &store,
-            &a,
-            &format!("Action=DeleteManagedPrefixList&PrefixListId={id}")
-        ),
-        "DependencyViolation"
-    );
+    assert_delete_fails(&store, &a, &id, "route");
     call(
         &store,
         &a,
@@ -492,6 +480,30 @@ fn routes_name_lists() {
         &format!("Action=DeleteManagedPrefixList&PrefixListId={id}"),
     )
     .unwrap();
+}
+
+/// DeleteManagedPrefixList on a list that `what` still names: answered
+/// `delete-in-progress`, then the list is described `delete-failed` with a
+/// message naming the reference.
+fn assert_delete_fails(store: &MemoryStore, a: &Account, id: &str, what: &str) {
+    let answer = call(
+        store,
+        a,
+        &format!("Action=DeleteManagedPrefixList&PrefixListId={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&answer, "state"), "delete-in-progress");
+    let described = call(
+        store,
+        a,
+        &format!("Action=DescribeManagedPrefixLists&PrefixListId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&described, "state"), "delete-failed");
+    assert!(
+        first(&described, "stateMessage").contains(what),
+        "{described}"
+    );
 }
 
 // Lists belong to their account.

@@ -271,6 +271,43 @@ fn custom_table_lifecycle_and_delete_rules() {
     w.ok(&format!("Action=DeleteVpc&VpcId={}", w.vpc));
 }
 
+// spec 12.1 (Idempotency): CreateRouteTable takes a ClientToken (botocore
+// fills one in on every call and resends it when it retries a timed-out
+// request, as Ansible's ec2_vpc_route_table makes it): the same token and
+// parameters return the first table and make no second one; the token with
+// other parameters is IdempotentParameterMismatch.
+#[test]
+fn create_route_table_client_token_idempotency() {
+    let w = World::new();
+    let req = format!(
+        "Action=CreateRouteTable&VpcId={}&ClientToken=tok-1&TagSpecification.1.ResourceType=route-table&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=public",
+        w.vpc
+    );
+    let one = w.ok(&req);
+    let rt = first(&one, "routeTableId");
+    assert_eq!(first(&one, "clientToken"), "tok-1");
+    let two = w.ok(&req);
+    assert_eq!(first(&two, "routeTableId"), rt);
+    assert_eq!(first(&two, "clientToken"), "tok-1");
+    assert_eq!(w.ids("").len(), 2, "the main table and one custom table");
+    assert_eq!(
+        w.code(&format!(
+            "Action=CreateRouteTable&VpcId={}&ClientToken=tok-1",
+            w.vpc
+        )),
+        "IdempotentParameterMismatch"
+    );
+    // Another token is another table; no token, a new table each time.
+    let other = w.ok_first(
+        &format!("Action=CreateRouteTable&VpcId={}&ClientToken=tok-2", w.vpc),
+        "routeTableId",
+    );
+    assert_ne!(other, rt);
+    w.table();
+    w.table();
+    assert_eq!(w.ids("").len(), 5);
+}
+
 #[test]
 fn route_tables_per_vpc_quota() {
     let w = World::new();

@@ -391,3 +391,46 @@ fn accounts_are_isolated() {
     .unwrap();
     assert_eq!(all(&xml, "resourceId"), vec![id]);
 }
+
+// Issue 12: a repeated DeleteVpcEndpoints (a retry, a second teardown) is not
+// an error: an endpoint already deleted, like one that never existed, is
+// reported in `unsuccessful` with its own code, and the call succeeds even
+// when every ID fails.
+#[test]
+fn repeated_delete_reports_each_id_in_unsuccessful() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let rtb = main_route_table(&store, &a, &v);
+    let first_id = endpoint(&store, &a, &v, &[&rtb]);
+    let delete = |ids: &[&str]| {
+        let mut body = "Action=DeleteVpcEndpoints".to_owned();
+        for (i, id) in ids.iter().enumerate() {
+            body.push_str(&format!("&VpcEndpointId.{}={id}", i + 1));
+        }
+        call(&store, &a, &body).unwrap()
+    };
+    let xml = delete(&[&first_id]);
+    assert!(xml.contains("<unsuccessful></unsuccessful>"), "{xml}");
+    let xml = delete(&[&first_id]);
+    assert_eq!(all(&xml, "resourceId"), [first_id.as_str()]);
+    assert_eq!(all(&xml, "code"), ["InvalidVpcEndpointId.NotFound"]);
+    assert!(
+        xml.contains(&format!(
+            "<unsuccessful><item><error><code>InvalidVpcEndpointId.NotFound</code><message>The VpcEndpoint Id &apos;{first_id}&apos; does not exist</message></error><resourceId>{first_id}</resourceId></item></unsuccessful>"
+        )),
+        "{xml}"
+    );
+    // Mixed with a live one: the live one goes, the gone one is reported.
+    let second = endpoint(&store, &a, &v, &[&rtb]);
+    let xml = delete(&[&first_id, &second]);
+    assert_eq!(all(&xml, "resourceId"), [first_id]);
+    assert!(
+        all(
+            &call(&store, &a, "Action=DescribeVpcEndpoints").unwrap(),
+            "vpcEndpointId"
+        )
+        .is_empty()
+    );
+    assert!(!table(&store, &a, &rtb).contains(S3_LIST));
+}

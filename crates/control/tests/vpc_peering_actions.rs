@@ -537,3 +537,97 @@ fn same_account_peering() {
         "InvalidVpcPeeringConnectionID.NotFound"
     );
 }
+
+fn associate(store: &dyn Store, who: &Account, vpc: &str, cidr: &str) -> Result<String, String> {
+    call(
+        store,
+        who,
+        &format!(
+            "Action=AssociateVpcCidrBlock&VpcId={vpc}&CidrBlock={}",
+            cidr.replace('/', "%2F")
+        ),
+    )
+    .map_err(|e| e.code.into_owned())
+}
+
+// spec 1.1: while a request the VPC made is pending-acceptance, no block can
+// be added to the requester VPC; once the request is gone, it can.
+#[test]
+fn pending_request_blocks_requester_cidr() {
+    let store = MemoryStore::new();
+    let (a, b) = accounts(&store);
+    let (va, _, pcx) = pending(&store, &a, &b);
+    assert_eq!(
+        associate(&store, &a, &va, "10.2.0.0/16").unwrap_err(),
+        "OperationNotPermitted"
+    );
+    // Nothing was half-added.
+    let d = call(&store, &a, &format!("Action=DescribeVpcs&VpcId.1={va}")).unwrap();
+    assert!(!d.contains("10.2.0.0/16"), "{d}");
+    // Withdrawn by the requester, the request no longer holds the VPC.
+    act(&store, &a, "Delete", &pcx).unwrap();
+    associate(&store, &a, &va, "10.2.0.0/16").unwrap();
+}
+
+// spec 1.1: the accepter may add a block while the request is pending; an
+// overlapping one makes the request fail.
+#[test]
+fn accepter_overlapping_block_fails_the_pending_request() {
+    let store = MemoryStore::new();
+    let (a, b) = accounts(&store);
+    let (_, vb, pcx) = pending(&store, &a, &b);
+    // 10.1/16 (b) and 10.2/16 overlap nothing of a's 10.0/16: the request stays.
+    associate(&store, &b, &vb, "10.2.0.0/16").unwrap();
+    assert_eq!(
+        status(&store, &b, &pcx).as_deref(),
+        Some("pending-acceptance")
+    );
+    // An overlapping block, shown with a second pair in 100.64/10 (a block
+    // of the requester's range is free of spec 1.1's restricted table there).
+    let vc = vpc_with(&store, &a, "100.64.0.0/16");
+    let vd = vpc_with(&store, &b, "100.65.0.0/16");
+    let p2 = first(&request(&store, &a, &vc, &vd, &b), "vpcPeeringConnectionId");
+    assert_eq!(
+        status(&store, &b, &p2).as_deref(),
+        Some("pending-acceptance")
+    );
+    associate(&store, &b, &vd, "100.64.0.0/24").unwrap();
+    assert_eq!(status(&store, &a, &p2).as_deref(), Some("failed"));
+    assert_eq!(
+        act(&store, &b, "Accept", &p2).unwrap_err(),
+        "InvalidStateTransition"
+    );
+}
+
+// spec 1.1: once the peering is active, neither side may add a block that
+// overlaps the peer's; a block that overlaps nothing is added and the
+// peering shows it.
+#[test]
+fn active_peering_refuses_overlapping_block() {
+    let store = MemoryStore::new();
+    let (a, b) = accounts(&store);
+    let va = vpc_with(&store, &a, "100.64.0.0/16");
+    let vb = vpc_with(&store, &b, "100.65.0.0/16");
+    let pcx = first(&request(&store, &a, &va, &vb, &b), "vpcPeeringConnectionId");
+    act(&store, &b, "Accept", &pcx).unwrap();
+    assert_eq!(
+        associate(&store, &a, &va, "100.65.128.0/17").unwrap_err(),
+        "InvalidVpc.Range"
+    );
+    assert_eq!(
+        associate(&store, &b, &vb, "100.64.0.0/24").unwrap_err(),
+        "InvalidVpc.Range"
+    );
+    // Refused calls stored nothing.
+    let d = call(&store, &b, &format!("Action=DescribeVpcs&VpcId.1={vb}")).unwrap();
+    assert_eq!(all(&d, "cidrBlock").len(), 2, "{d}");
+    // A block apart from the peer's is fine, and the peering records it.
+    associate(&store, &a, &va, "100.66.0.0/16").unwrap();
+    let d = call(&store, &b, "Action=DescribeVpcPeeringConnections").unwrap();
+    assert!(d.contains("100.66.0.0/16"), "{d}");
+    // ... so the peer may not take it either.
+    assert_eq!(
+        associate(&store, &b, &vb, "100.66.0.0/24").unwrap_err(),
+        "InvalidVpc.Range"
+    );
+}

@@ -313,6 +313,9 @@ pub fn up(
             state_dir.display().to_string(),
             "--token-file".into(),
             token.display().to_string(),
+            // `lab up` checked (and installed) the instances' tools once;
+            // agents installing them in parallel would fight over dpkg's lock.
+            "--no-install".into(),
         ];
         args.extend(
             launch

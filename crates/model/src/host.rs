@@ -203,6 +203,38 @@ pub struct MappingAnswer {
     pub record: Option<MappingRecord>,
 }
 
+/// How far an instance's setup on its host got: namespace, TAP and the
+/// DHCP client's lease (what DescribeInstanceStatus's instance check shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceSetup {
+    /// A step is still running (the DHCP client has not answered yet).
+    Initializing,
+    /// Every step succeeded: the instance has its address.
+    Ok,
+    /// A step failed; the report says which and why.
+    Impaired,
+}
+
+/// One instance as its agent last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceHealth {
+    pub instance_id: String,
+    pub setup: InstanceSetup,
+    /// Why it is impaired: the step and the error (`None` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds when `setup` took its current value.
+    pub since: i64,
+}
+
+/// What an agent reports about its instances, whole, every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub host_id: String,
+    pub instances: Vec<InstanceHealth>,
+}
+
 /// The agent API's endpoints, relative to the server's URL.
 pub mod path {
     /// POST a [`super::HostRegistration`]; answers the [`super::HostRecord`].
@@ -213,4 +245,7 @@ pub mod path {
     /// POST a list of [`super::MappingKey`]; answers a list of
     /// [`super::MappingAnswer`] in the same order.
     pub const MAPPINGS: &str = "/agent/v1/mappings";
+    /// POST a [`super::HealthReport`]; answers `{}`. Also the host's
+    /// heartbeat: a host that stops reporting is shown impaired.
+    pub const HEALTH: &str = "/agent/v1/health";
 }

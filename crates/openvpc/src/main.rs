@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the virtual router of this host: its instances (network
     /// namespaces on TAP devices) and its Geneve underlay, fed by a server.
+    /// First installs the programs instances need if missing (see
+    /// --no-install).
     Agent(cmd::agent::AgentArgs),
     /// Measure openvpc's components on this machine.
     Bench(cmd::bench::BenchArgs),
@@ -33,7 +35,8 @@ enum Command {
     /// Run the regional control plane: the EC2 API on the embedded store.
     Server(cmd::server::ServerArgs),
     /// Run a one-machine region: the server on the embedded store and this
-    /// host's agent, until Ctrl-C (needs root).
+    /// host's agent, until Ctrl-C (needs root). First installs the programs
+    /// instances need if missing (see --no-install).
     Up(cmd::up::UpArgs),
     /// Manage the accounts of a region.
     Accounts(cmd::server::AccountsArgs),

@@ -157,7 +157,11 @@ fn add_default_subnet(tx: &mut Tx, vpc: &Vpc, zone: &Zone) -> Result<Subnet, Api
     let free = (0..block.size() as u32 / step)
         .filter_map(|i| block.nth(i * step))
         .filter_map(|base| Ipv4Cidr::new(base, DEFAULT_SUBNET_LEN).ok())
-        .find(|c| !taken.iter().any(|s| s.cidr_block.overlaps(c)))
+        .find(|c| {
+            !taken
+                .iter()
+                .any(|s| s.cidr_block.is_some_and(|b| b.overlaps(c)))
+        })
         .ok_or_else(|| {
             ApiError::new(
                 "DefaultSubnetAlreadyExistsInAvailabilityZone",

@@ -6,6 +6,12 @@
 //! private address, groups, source/dest check and public address; the
 //! attributes that are really the ENI's are read from and written to it.
 //! There is no AMI catalogue: any `ami-` ID is recorded as given.
+//!
+//! IPv6 addresses (`Ipv6AddressCount`, `Ipv6Address.N`, the subnet's
+//! `AssignIpv6AddressOnCreation`) are taken as AWS takes them, with its
+//! instance-type rules, but are records only: the dataplane carries no IPv6
+//! yet. An instance in an IPv6-only subnet therefore has no working network
+//! here; it is launched (AWS launches it) and shows its addresses.
 
 use std::net::Ipv4Addr;
 
@@ -15,9 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use super::address;
 use super::network_interface::{
-    self as eni_mod, AddressRequest, EniSpec, GroupRef, NetworkInterface, PublicMapping,
-    conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups, timestamp,
-    write_common, write_groups,
+    self as eni_mod, AddressRequest, EniSpec, GroupRef, Ipv6Request, NetworkInterface,
+    PublicMapping, conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups,
+    timestamp, write_common, write_groups,
 };
 use super::resource::{Resource, Tags, Tx, check_id, ok_return, transact, write_tags};
 use super::security_group;
@@ -120,6 +126,49 @@ impl Resource for Instance {
     }
 }
 
+/// The instance family of a type: `t3` of `t3.micro`.
+fn family(instance_type: &str) -> &str {
+    instance_type.split('.').next().unwrap_or(instance_type)
+}
+
+/// AWS: IPv6 works on every current-generation type and on the C3, R3 and
+/// I2 previous-generation ones; these older families have none.
+const NO_IPV6_FAMILIES: &[&str] = &[
+    "m1", "m2", "m3", "c1", "t1", "g2", "cc1", "cc2", "cg1", "cr1", "hi1", "hs1",
+];
+
+/// Families that run on the Xen hypervisor rather than the Nitro System
+/// (their `.metal` sizes are Nitro). Every other family is Nitro.
+const XEN_FAMILIES: &[&str] = &[
+    "t1", "t2", "m1", "m2", "m3", "m4", "c1", "c3", "c4", "r3", "r4", "x1", "x1e", "i2", "i3",
+    "d2", "g2", "g3", "g3s", "p2", "p3", "f1", "h1", "cc1", "cc2", "cg1", "cr1", "hi1", "hs1",
+];
+
+/// AWS's refusal of IPv6 addresses on a type without IPv6.
+pub fn check_ipv6_supported(instance_type: &str) -> Result<(), ApiError> {
+    if NO_IPV6_FAMILIES.contains(&family(instance_type)) {
+        return Err(ApiError::new(
+            "UnsupportedOperation",
+            format!("IPv6 addresses are not supported on {instance_type}."),
+        ));
+    }
+    Ok(())
+}
+
+/// AWS: only instances built on the Nitro System launch in IPv6-only subnets.
+fn check_ipv6_only_supported(instance_type: &str, subnet_id: &str) -> Result<(), ApiError> {
+    let xen = XEN_FAMILIES.contains(&family(instance_type)) && !instance_type.ends_with(".metal");
+    if xen {
+        return Err(ApiError::new(
+            "UnsupportedOperation",
+            format!(
+                "Subnet {subnet_id} is IPv6-only, and only instance types built on the Nitro System launch there; {instance_type} is not one. Choose a Nitro type such as t3.micro or m5.large."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// spec 12: the state codes EC2 reports.
 pub fn state_code(state: &str) -> u32 {
     match state {
@@ -175,6 +224,12 @@ impl View {
         self.primary().map_or(&self.instance.groups, |e| &e.groups)
     }
 
+    /// The instance's IPv6 address: its primary interface's first.
+    fn ipv6_address(&self) -> Option<std::net::Ipv6Addr> {
+        self.primary()
+            .and_then(|e| e.ipv6_addresses.first().copied())
+    }
+
     fn source_dest_check(&self) -> bool {
         self.primary().is_none_or(|e| e.source_dest_check)
     }
@@ -192,6 +247,15 @@ impl View {
                     .collect(),
             ),
             "source-dest-check" => Some(vec![self.source_dest_check().to_string()]),
+            "ipv6-address" => Some(
+                self.ipv6_address()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            "network-interface.ipv6-address" | "network-interface.ipv6-addresses.ipv6-address" => {
+                from_enis(|e| e.ipv6_addresses.iter().map(ToString::to_string).collect())
+            }
             "group-id" | "instance.group-id" => {
                 Some(self.groups().iter().map(|g| g.id.clone()).collect())
             }
@@ -301,6 +365,7 @@ impl View {
             .elem("vpcId", &i.vpc_id)
             .opt("privateIpAddress", i.private_ip)
             .opt("ipAddress", public)
+            .opt("ipv6Address", self.ipv6_address())
             .elem("sourceDestCheck", self.source_dest_check());
         write_groups(x, self.groups());
         x.elem("architecture", "x86_64")
@@ -362,10 +427,18 @@ struct InterfaceRequest {
     associate_public: Option<bool>,
     delete_on_termination: bool,
     conntrack: Option<eni_mod::Conntrack>,
+    ipv6: Ipv6Request,
 }
 
 fn interface_requests(params: &Params) -> Result<Vec<InterfaceRequest>, ApiError> {
     let specs = params.structs("NetworkInterface")?;
+    let top_ipv6 = Ipv6Request::from_params(params, "Ipv6Address")?;
+    if !specs.is_empty() && top_ipv6.is_given() {
+        return Err(ApiError::new(
+            "InvalidParameterCombination",
+            "Network interfaces and an instance-level IPv6 address count or IPv6 addresses may not be specified on the same request",
+        ));
+    }
     if specs.is_empty() {
         return Ok(vec![InterfaceRequest {
             device_index: 0,
@@ -383,6 +456,7 @@ fn interface_requests(params: &Params) -> Result<Vec<InterfaceRequest>, ApiError
             associate_public: None,
             delete_on_termination: true,
             conntrack: None,
+            ipv6: top_ipv6,
         }]);
     }
     let mut out: Vec<InterfaceRequest> = specs
@@ -412,6 +486,7 @@ fn interface_requests(params: &Params) -> Result<Vec<InterfaceRequest>, ApiError
                     .bool("DeleteOnTermination")?
                     .unwrap_or(s.get("NetworkInterfaceId").is_none()),
                 conntrack: conntrack_of(s, None)?,
+                ipv6: Ipv6Request::from_params(s, "Ipv6Addresses")?,
             })
         })
         .collect::<Result<_, ApiError>>()?;
@@ -613,7 +688,7 @@ fn launch_interfaces(
                 let mut ids = req.group_ids.clone();
                 ids.extend(name_ids.iter().cloned());
                 let groups = resolve_groups(tx, &subnet.vpc_id, &ids)?;
-                let mut eni = eni_mod::create_in(
+                let mut eni = eni_mod::create_with(
                     tx,
                     &subnet_id,
                     EniSpec {
@@ -623,6 +698,7 @@ fn launch_interfaces(
                         conntrack: req.conntrack,
                         tags: interface_tags.clone(),
                     },
+                    Some(&req.ipv6),
                 )?;
                 let wants_public = req.device_index == 0
                     && req
@@ -642,6 +718,13 @@ fn launch_interfaces(
                 eni
             }
         };
+        if !eni.ipv6_addresses.is_empty() {
+            check_ipv6_supported(&instance.instance_type)?;
+        }
+        // An interface without IPv4 is an IPv6-only subnet's.
+        if eni.private_ips.is_empty() {
+            check_ipv6_only_supported(&instance.instance_type, &eni.subnet_id)?;
+        }
         if req.device_index == 0 {
             instance.private_ip = eni.primary_ip();
             instance.groups = eni.groups.clone();

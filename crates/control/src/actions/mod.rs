@@ -2,6 +2,7 @@
 //! account, reads and writes the store inside that account's key space, and
 //! returns the XML body. Dispatch by `Action` lives here.
 
+pub mod account_attributes;
 pub mod address;
 pub mod classic_link;
 pub mod customer_gateway;
@@ -10,6 +11,7 @@ pub mod dhcp_options;
 pub mod egress_only_internet_gateway;
 pub mod flow_log;
 pub mod instance;
+pub mod instance_status;
 pub mod internet_gateway;
 pub mod nat_gateway;
 pub mod network_acl;
@@ -85,7 +87,9 @@ const HANDLERS: &[Handler] = &[
     route_table::dispatch,
     network_interface::dispatch,
     address::dispatch,
+    account_attributes::dispatch,
     instance::dispatch,
+    instance_status::dispatch,
     network_acl::dispatch,
     internet_gateway::dispatch,
     egress_only_internet_gateway::dispatch,

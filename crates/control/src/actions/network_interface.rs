@@ -1,16 +1,21 @@
 //! Elastic network interfaces (spec 3.2, 3.3, 5.4, 12): CreateNetworkInterface,
 //! DeleteNetworkInterface, DescribeNetworkInterfaces, Attach/Detach,
-//! Modify/DescribeNetworkInterfaceAttribute and Assign/UnassignPrivateIpAddresses.
+//! Modify/DescribeNetworkInterfaceAttribute, Assign/UnassignPrivateIpAddresses
+//! and Assign/UnassignIpv6Addresses.
 //!
-//! An ENI owns its private addresses in its subnet's address book
-//! ([`Subnet::allocate`]), its security groups, its source/destination check
+//! An ENI owns its private addresses and its IPv6 addresses in its subnet's
+//! address book ([`Subnet::allocate`], [`Subnet::allocate_ipv6`]), its
+//! security groups, its source/destination check
 //! and conntrack timeouts, and the public addresses mapped onto its private
 //! ones (an auto-assigned public IPv4 or an Elastic IP, see `address.rs`).
 //! Instances (`instance.rs`) create, attach and delete ENIs through the
 //! helpers here, so every path keeps the address book and the public pool
 //! in step.
+//!
+//! IPv6 addresses are records only: the dataplane carries no IPv6 yet, and
+//! the fleet compiler pushes none to hosts.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openvpc_model::ResourceKind;
@@ -18,7 +23,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::address::{self, Address};
-use super::instance::Instance;
+use super::instance::{self as instance_mod, Instance};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
@@ -37,6 +42,10 @@ pub const GROUPS_PER_INTERFACE: usize = 5;
 /// the instance type (from 2 on a t2.nano to 50 on the largest types); we
 /// apply one fixed limit, that of a mid-sized type such as m5.large (10).
 pub const PRIVATE_IPS_PER_INTERFACE: usize = 10;
+
+/// IPv6 addresses per ENI. Like the IPv4 limit it depends on the instance
+/// type in AWS; we apply that of a mid-sized type such as m5.large (10).
+pub const IPV6_ADDRESSES_PER_INTERFACE: usize = 10;
 
 /// spec 3.2: conntrack idle timeouts, defaults and allowed ranges (seconds).
 pub const TCP_ESTABLISHED_DEFAULT: u32 = 432_000;
@@ -109,6 +118,9 @@ pub struct NetworkInterface {
     /// The host that runs it: its instance's, while attached.
     #[serde(default)]
     pub host_id: Option<String>,
+    /// IPv6 addresses from the subnet's IPv6 block (records only).
+    #[serde(default)]
+    pub ipv6_addresses: Vec<Ipv6Addr>,
 }
 
 impl NetworkInterface {
@@ -259,7 +271,10 @@ pub fn write_common(x: &mut Xml, e: &NetworkInterface) {
             write_association(x, &e.region, p);
         }
     })
-    .list("ipv6AddressesSet", std::iter::empty::<()>(), |_, _| {});
+    .list("ipv6AddressesSet", &e.ipv6_addresses, |x, ip| {
+        // EnablePrimaryIpv6 is not offered, so no address is primary.
+        x.elem("ipv6Address", ip).elem("isPrimaryIpv6", false);
+    });
     if let Some(c) = &e.conntrack {
         write_conntrack(x, c);
     }
@@ -336,13 +351,22 @@ impl Resource for NetworkInterface {
             "requester-managed" => one(self.requester_managed.to_string()),
             "source-dest-check" => one(self.source_dest_check.to_string()),
             "interface-type" => one(self.interface_type.clone()),
+            "ipv6-addresses.ipv6-address" | "ipv6-address" => Some(
+                self.ipv6_addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
             _ => None,
         }
     }
 
     fn write(&self, x: &mut Xml) {
         write_common(x, self);
-        x.elem("availabilityZone", &self.availability_zone)
+        // An interface without IPv4 addresses is IPv6-only.
+        x.opt("ipv6Address", self.ipv6_addresses.first())
+            .elem("ipv6Native", self.private_ips.is_empty())
+            .elem("availabilityZone", &self.availability_zone)
             .elem("availabilityZoneId", &self.availability_zone_id)
             .elem("requesterManaged", self.requester_managed);
         if let Some(a) = &self.attachment {
@@ -364,6 +388,8 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DescribeNetworkInterfaceAttribute" => describe_attribute(ctx, params),
         "AssignPrivateIpAddresses" => assign_private_ips(ctx, params),
         "UnassignPrivateIpAddresses" => unassign_private_ips(ctx, params),
+        "AssignIpv6Addresses" => assign_ipv6(ctx, params),
+        "UnassignIpv6Addresses" => unassign_ipv6(ctx, params),
         _ => return None,
     })
 }
@@ -372,6 +398,84 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
 pub fn parse_ip(name: &str, text: &str) -> Result<Ipv4Addr, ApiError> {
     text.parse()
         .map_err(|_| ApiError::invalid_value(name, text, "This is not a valid IPv4 address."))
+}
+
+/// An IPv6 address parameter.
+pub fn parse_ipv6(name: &str, text: &str) -> Result<Ipv6Addr, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid_value(name, text, "This is not a valid IPv6 address."))
+}
+
+fn too_many_ipv6(n: usize) -> ApiError {
+    ApiError::new(
+        "InvalidParameterValue",
+        format!(
+            "Number of IPv6 addresses ({n}) exceeds the limit of {IPV6_ADDRESSES_PER_INTERFACE} per network interface."
+        ),
+    )
+}
+
+/// AWS's answer when both forms are given (RunInstances, CreateNetworkInterface,
+/// AssignIpv6Addresses alike).
+fn both_ipv6_forms() -> ApiError {
+    ApiError::new(
+        "InvalidParameterCombination",
+        "IPv6 addresses and IPv6 address count may not be specified on the same request",
+    )
+}
+
+/// IPv6 prefix delegation is not offered; a request for it is refused
+/// rather than answered without the prefixes.
+fn refuse_ipv6_prefixes(params: &Params) -> Result<(), ApiError> {
+    if params.names().any(|n| n.starts_with("Ipv6Prefix")) {
+        return Err(ApiError::new(
+            "InvalidParameterValue",
+            "IPv6 prefixes (Ipv6Prefix, Ipv6PrefixCount) are not supported; ask for IPv6 addresses instead.",
+        ));
+    }
+    Ok(())
+}
+
+/// What a new ENI's IPv6 addresses should be: the addresses named, a count
+/// of random ones, or (neither given) what the subnet's
+/// `AssignIpv6AddressOnCreation` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ipv6Request {
+    pub addresses: Vec<Ipv6Addr>,
+    pub count: Option<usize>,
+}
+
+impl Ipv6Request {
+    /// `{list_name}.N.Ipv6Address` and `Ipv6AddressCount` (the list is
+    /// `Ipv6Addresses` in CreateNetworkInterface and RunInstances'
+    /// `NetworkInterface.N`, `Ipv6Address` at RunInstances' top level).
+    pub fn from_params(params: &Params, list_name: &str) -> Result<Self, ApiError> {
+        refuse_ipv6_prefixes(params)?;
+        let mut addresses: Vec<Ipv6Addr> = Vec::new();
+        for item in params.structs(list_name)? {
+            let ip = parse_ipv6(
+                &format!("{list_name}.Ipv6Address"),
+                item.required("Ipv6Address")?,
+            )?;
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        let count = params.number::<usize>("Ipv6AddressCount")?;
+        if !addresses.is_empty() && count.is_some() {
+            return Err(both_ipv6_forms());
+        }
+        let n = count.unwrap_or(addresses.len());
+        if n > IPV6_ADDRESSES_PER_INTERFACE {
+            return Err(too_many_ipv6(n));
+        }
+        Ok(Ipv6Request { addresses, count })
+    }
+
+    /// Whether the request names IPv6 addresses or a count at all.
+    pub fn is_given(&self) -> bool {
+        !self.addresses.is_empty() || self.count.is_some()
+    }
 }
 
 fn check_timeout(
@@ -578,12 +682,26 @@ pub struct EniSpec {
     pub tags: Tags,
 }
 
-/// Creates an ENI in `subnet_id`, taking its addresses from the subnet's
-/// address book; stores both.
+/// Creates a managed interface (a NAT gateway's and the like) in
+/// `subnet_id`: IPv4 only, whatever the subnet's IPv6 settings.
 pub fn create_in(
     tx: &mut Tx,
     subnet_id: &str,
     spec: EniSpec,
+) -> Result<NetworkInterface, ApiError> {
+    create_with(tx, subnet_id, spec, None)
+}
+
+/// Creates an ENI in `subnet_id`, taking its addresses from the subnet's
+/// address book; stores both. `ipv6` is `None` for a managed interface
+/// (IPv4 only); otherwise the IPv6 addresses asked for, or the subnet's
+/// `AssignIpv6AddressOnCreation` when none are. In an IPv6-only subnet the
+/// ENI has no IPv4 address at all and at least one IPv6 address.
+pub fn create_with(
+    tx: &mut Tx,
+    subnet_id: &str,
+    spec: EniSpec,
+    ipv6: Option<&Ipv6Request>,
 ) -> Result<NetworkInterface, ApiError> {
     let ctx = tx.ctx();
     let mut subnet = tx.load::<Subnet>(subnet_id)?;
@@ -595,11 +713,35 @@ pub fn create_in(
     for ip in &a.secondaries {
         ips.push(subnet.allocate(Some(*ip))?);
     }
-    if a.primary.is_none() {
+    // Every interface of a subnet with an IPv4 block has a primary IPv4
+    // address; a managed interface needs one even where there is none.
+    if a.primary.is_none() && (subnet.cidr_block.is_some() || ipv6.is_none()) {
         ips.insert(0, subnet.allocate(None)?);
     }
     for _ in 0..a.secondary_count {
         ips.push(subnet.allocate(None)?);
+    }
+    let mut ipv6_addresses = Vec::new();
+    if let Some(req) = ipv6 {
+        let auto = subnet.assign_ipv6_address_on_creation && subnet.ipv6_block().is_some();
+        let count = req
+            .count
+            .unwrap_or(usize::from(auto && req.addresses.is_empty()));
+        if subnet.ipv6_native && req.addresses.is_empty() && count == 0 {
+            return Err(ApiError::new(
+                "InvalidParameterValue",
+                format!(
+                    "Subnet '{}' is IPv6-only: a network interface in it needs at least one IPv6 address (Ipv6AddressCount of 1 or more).",
+                    subnet.id
+                ),
+            ));
+        }
+        for ip in &req.addresses {
+            ipv6_addresses.push(subnet.allocate_ipv6(Some(*ip))?);
+        }
+        for _ in 0..count {
+            ipv6_addresses.push(subnet.allocate_ipv6(None)?);
+        }
     }
     let existing = tx.list::<NetworkInterface>()?;
     let eni = NetworkInterface {
@@ -624,6 +766,7 @@ pub fn create_in(
         conntrack: spec.conntrack,
         tags: spec.tags,
         host_id: None,
+        ipv6_addresses,
     };
     tx.put(&subnet)?;
     tx.put(&eni)?;
@@ -637,6 +780,9 @@ pub fn delete_in(tx: &mut Tx, eni: &NetworkInterface) -> Result<(), ApiError> {
     if let Some(mut subnet) = tx.get::<Subnet>(&eni.subnet_id)? {
         for ip in &eni.private_ips {
             subnet.release(*ip);
+        }
+        for ip in &eni.ipv6_addresses {
+            subnet.release_ipv6(*ip);
         }
         tx.put(&subnet)?;
     }
@@ -677,6 +823,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let subnet_id = params.required("SubnetId")?;
     check_id(ResourceKind::Subnet, subnet_id)?;
     let addresses = AddressRequest::from_params(params, "PrivateIpAddresses")?;
+    let ipv6 = Ipv6Request::from_params(params, "Ipv6Addresses")?;
     let group_ids = params.list("SecurityGroupId")?;
     let conntrack = conntrack_of(params, None)?;
     let description = params.get("Description").unwrap_or("").to_owned();
@@ -687,7 +834,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let eni = transact(ctx, |tx| {
         let subnet = tx.load::<Subnet>(subnet_id)?;
         let groups = resolve_groups(tx, &subnet.vpc_id, &group_ids)?;
-        create_in(
+        create_with(
             tx,
             subnet_id,
             EniSpec {
@@ -697,6 +844,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 conntrack,
                 tags: tags.clone(),
             },
+            Some(&ipv6),
         )
     })?;
     Ok(Xml::response(
@@ -1072,4 +1220,118 @@ pub fn unassign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
         tx.put(&eni)
     })?;
     Ok(ok_return(ctx, "UnassignPrivateIpAddresses"))
+}
+
+pub fn assign_ipv6(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    refuse_ipv6_prefixes(params)?;
+    let wanted = params
+        .list("Ipv6Addresses")?
+        .iter()
+        .map(|t| parse_ipv6("Ipv6Addresses", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let count = params.number::<usize>("Ipv6AddressCount")?;
+    if !wanted.is_empty() && count.is_some() {
+        return Err(both_ipv6_forms());
+    }
+    if wanted.is_empty() && count.unwrap_or(0) == 0 {
+        return Err(ApiError::new(
+            "MissingParameter",
+            "Specify Ipv6Addresses.N or an Ipv6AddressCount of 1 or more.",
+        ));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let added = transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(id)?;
+        let total = eni.ipv6_addresses.len() + wanted.len() + count.unwrap_or(0);
+        if total > IPV6_ADDRESSES_PER_INTERFACE {
+            return Err(too_many_ipv6(total));
+        }
+        if let Some(a) = &eni.attachment {
+            let instance = tx.load::<Instance>(&a.instance_id)?;
+            instance_mod::check_ipv6_supported(&instance.instance_type)?;
+        }
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        let mut added = Vec::new();
+        for ip in &wanted {
+            added.push(subnet.allocate_ipv6(Some(*ip))?);
+        }
+        for _ in 0..count.unwrap_or(0) {
+            added.push(subnet.allocate_ipv6(None)?);
+        }
+        eni.ipv6_addresses.extend(&added);
+        tx.put(&subnet)?;
+        tx.put(&eni)?;
+        Ok(added)
+    })?;
+    // Only the addresses this call assigned, as the API reference says.
+    Ok(Xml::response("AssignIpv6Addresses", ctx.request_id, |x| {
+        x.elem("networkInterfaceId", id)
+            .list("assignedIpv6Addresses", &added, |x, ip| {
+                x.text(ip);
+            })
+            .list("assignedIpv6PrefixSet", std::iter::empty::<()>(), |_, _| {});
+    }))
+}
+
+pub fn unassign_ipv6(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInterfaceId")?;
+    check_id(ResourceKind::NetworkInterface, id)?;
+    refuse_ipv6_prefixes(params)?;
+    let gone = params
+        .list("Ipv6Addresses")?
+        .iter()
+        .map(|t| parse_ipv6("Ipv6Addresses", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if gone.is_empty() {
+        return Err(ApiError::missing_parameter("Ipv6Addresses.1"));
+    }
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        let mut eni = tx.load::<NetworkInterface>(id)?;
+        let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
+        for ip in &gone {
+            if !eni.ipv6_addresses.contains(ip) {
+                return Err(ApiError::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "Some of the specified addresses are not assigned to interface {id}: {ip}"
+                    ),
+                ));
+            }
+            eni.ipv6_addresses.retain(|a| a != ip);
+            subnet.release_ipv6(*ip);
+        }
+        // An IPv6-only interface keeps at least one address.
+        if eni.private_ips.is_empty() && eni.ipv6_addresses.is_empty() {
+            return Err(ApiError::new(
+                "InvalidParameterValue",
+                format!(
+                    "Network interface {id} is IPv6-only: its last IPv6 address cannot be unassigned."
+                ),
+            ));
+        }
+        tx.put(&subnet)?;
+        tx.put(&eni)
+    })?;
+    Ok(Xml::response(
+        "UnassignIpv6Addresses",
+        ctx.request_id,
+        |x| {
+            x.elem("networkInterfaceId", id)
+                .list("unassignedIpv6Addresses", &gone, |x, ip| {
+                    x.text(ip);
+                })
+                .list(
+                    "unassignedIpv6PrefixSet",
+                    std::iter::empty::<()>(),
+                    |_, _| {},
+                );
+        },
+    ))
 }

@@ -60,6 +60,9 @@ pub struct PrefixList {
     /// The entries of every version, oldest first: version N is `versions[N-1]`.
     pub versions: Vec<Vec<Entry>>,
     pub state: String,
+    /// Why the last change failed (`delete-failed`), as `stateMessage`.
+    #[serde(default)]
+    pub state_message: Option<String>,
     /// The region, for the ARN.
     pub region: String,
     #[serde(default)]
@@ -131,6 +134,7 @@ impl Resource for PrefixList {
         x.elem("prefixListId", &self.id)
             .elem("addressFamily", &self.address_family)
             .elem("state", &self.state)
+            .opt("stateMessage", self.state_message.as_deref())
             .elem("prefixListArn", self.arn())
             .elem("prefixListName", &self.name);
         // AWS shows neither a size nor a version for its own lists.
@@ -205,6 +209,7 @@ pub fn aws_lists(region: &str) -> Vec<PrefixList> {
                         .collect(),
                 ],
                 state: "create-complete".into(),
+                state_message: None,
                 region: region.to_owned(),
                 aws_managed: true,
                 tags: Vec::new(),
@@ -396,6 +401,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             max_entries,
             versions: vec![entries.clone()],
             state: "create-complete".into(),
+            state_message: None,
             region: ctx.region.to_owned(),
             aws_managed: false,
             tags: tags.clone(),
@@ -629,20 +635,30 @@ pub fn modify(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             }
         }
         list.state = "modify-complete".into();
+        list.state_message = None;
         tx.put(&list)?;
         Ok(list)
     })?;
     Ok(response(ctx, "ModifyManagedPrefixList", &list))
 }
 
+/// AWS deletes a list asynchronously: the call is accepted
+/// (`delete-in-progress`) even while a security group rule or a route
+/// names the list; the delete then fails and the list stays, in
+/// `delete-failed` with a `stateMessage` naming the reference, until it is
+/// deleted again once nothing names it. (The API reference only says to
+/// remove references first; moto's aws_verified
+/// test_authorize_security_group_rules_with_different_ipranges_or_prefixes
+/// deletes a list its group still names without an error, and Terraform
+/// users meet `delete-failed`, terraform-provider-aws#20991.)
 pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("PrefixListId")?;
     check_id(ResourceKind::PrefixList, id)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let list = transact(ctx, |tx| {
-        let list = load_own(tx, id)?;
+    let (list, deleted) = transact(ctx, |tx| {
+        let mut list = load_own(tx, id)?;
         let in_rule = groups_in(tx)?.iter().any(|g| g.references_prefix_list(id));
         let in_route = tx.list::<RouteTable>()?.iter().any(|t| {
             t.routes
@@ -650,23 +666,29 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 .any(|r| r.destination == Destination::PrefixList(id.to_owned()))
         });
         if in_rule || in_route {
-            return Err(ApiError::new(
-                "DependencyViolation",
-                format!(
-                    "The prefix list {id} is referenced by a {}; remove the reference first.",
-                    if in_rule {
-                        "security group rule"
-                    } else {
-                        "route"
-                    }
-                ),
+            list.state = "delete-failed".into();
+            list.state_message = Some(format!(
+                "The prefix list {id} is referenced by a {}; remove the reference, then delete it again.",
+                if in_rule {
+                    "security group rule"
+                } else {
+                    "route"
+                }
             ));
+            tx.put(&list)?;
+            return Ok((list, false));
         }
         tx.delete::<PrefixList>(id);
-        Ok(list)
+        Ok((list, true))
     })?;
     let shown = PrefixList {
-        state: "delete-complete".into(),
+        state: if deleted {
+            "delete-complete"
+        } else {
+            "delete-in-progress"
+        }
+        .into(),
+        state_message: None,
         ..list
     };
     Ok(response(ctx, "DeleteManagedPrefixList", &shown))

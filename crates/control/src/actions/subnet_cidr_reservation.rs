@@ -85,15 +85,18 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let outside = || {
             ApiError::new(
                 "InvalidParameterValue",
-                format!(
-                    "Reservation CIDR should be within subnet CIDR block ({})",
-                    subnet.cidr_block
-                ),
+                // An IPv6-only subnet has no IPv4 block to reserve in.
+                match subnet.cidr_block {
+                    Some(block) => {
+                        format!("Reservation CIDR should be within subnet CIDR block ({block})")
+                    }
+                    None => format!("Subnet {} is IPv6-only: it has no IPv4 block", subnet.id),
+                },
             )
         };
         // An IPv6 CIDR (or anything else) cannot lie in the IPv4 block.
         let cidr: Ipv4Cidr = text.parse().map_err(|_| outside())?;
-        if !subnet.cidr_block.contains(&cidr) {
+        if !subnet.cidr_block.is_some_and(|b| b.contains(&cidr)) {
             return Err(outside());
         }
         if subnet

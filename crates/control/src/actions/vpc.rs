@@ -703,6 +703,8 @@ pub fn associate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
         let shown = match &cidr {
             Some(cidr) => {
                 check_secondary(&vpc, cidr)?;
+                // spec 1.1: what the VPC's peerings allow.
+                vpc_peering::vpc_cidr_adding(tx, id, cidr)?;
                 let a = CidrAssociation {
                     association_id: new_id(ResourceKind::VpcCidrAssociation),
                     cidr_block: cidr.to_string(),
@@ -804,10 +806,9 @@ pub fn disassociate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, Api
                 }
                 let block = vpc.cidr_associations[i].cidr_block.clone();
                 if let Ok(range) = block.parse::<Ipv4Cidr>()
-                    && tx
-                        .list::<Subnet>()?
-                        .iter()
-                        .any(|s| s.vpc_id == vpc.id && range.contains(&s.cidr_block))
+                    && tx.list::<Subnet>()?.iter().any(|s| {
+                        s.vpc_id == vpc.id && s.cidr_block.is_some_and(|c| range.contains(&c))
+                    })
                 {
                     return Err(ApiError::new(
                         "InvalidCidrBlock.InUse",
@@ -823,6 +824,23 @@ pub fn disassociate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, Api
                 .iter()
                 .position(|a| a.association_id == association_id)
             {
+                // As for IPv4: a block subnets carve from stays while they do.
+                let block = vpc.ipv6_cidr_associations[i].ipv6_cidr_block.clone();
+                if let Ok(range) = block.parse::<ipnet::Ipv6Net>()
+                    && tx.list::<Subnet>()?.iter().any(|s| {
+                        s.vpc_id == vpc.id
+                            && s.ipv6_cidr_associations
+                                .iter()
+                                .any(|a| range.contains(&a.ipv6_cidr_block))
+                    })
+                {
+                    return Err(ApiError::new(
+                        "InvalidCidrBlock.InUse",
+                        format!(
+                            "The vpc IPv6 CIDR block {block} cannot be disassociated: subnets use it. Disassociate their IPv6 blocks first."
+                        ),
+                    ));
+                }
                 Association::V6(vpc.ipv6_cidr_associations.remove(i))
             } else {
                 continue;

@@ -797,3 +797,79 @@ pub fn vpc_deleting(tx: &mut Tx, vpc_id: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// AssociateVpcCidrBlock's part (spec 1.1): what the VPC's live peerings
+/// allow when it takes the IPv4 block `new`.
+/// - A request the VPC made that is `pending-acceptance`: no block at all.
+/// - A request to the VPC that is `pending-acceptance`: the block is added,
+///   but one overlapping the requester's fails the request.
+/// - An `active` (or `provisioning`) peering: the block must not overlap
+///   the peer VPC's blocks.
+///
+/// Each live peering's copy of the VPC's blocks takes the new one, so later
+/// checks and DescribeVpcPeeringConnections see it.
+pub fn vpc_cidr_adding(tx: &mut Tx, vpc_id: &str, new: &Ipv4Cidr) -> Result<(), ApiError> {
+    let me = tx.ctx().account.id.clone();
+    let now = now_secs();
+    for mut pcx in visible(tx)? {
+        if !pcx.live() || !pcx.involves(vpc_id) {
+            continue;
+        }
+        let requested = pcx.requester.vpc_id == vpc_id;
+        let (mine, peer) = if requested {
+            (&pcx.requester, &pcx.accepter)
+        } else {
+            (&pcx.accepter, &pcx.requester)
+        };
+        // The peer's blocks now (it may have added some since the request),
+        // and the copy in the peering when its VPC cannot be read.
+        let peer_vpc = if peer.owner_id == me {
+            tx.get::<Vpc>(&peer.vpc_id)?
+        } else {
+            foreign_vpc(tx, &peer.owner_id.clone(), &peer.vpc_id.clone())?
+        };
+        let peer_blocks: Vec<Ipv4Cidr> = peer_vpc
+            .map(|v| side_of(&v, &peer.region).cidr_blocks)
+            .unwrap_or_else(|| peer.cidr_blocks.clone())
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        let clash = peer_blocks.iter().find(|b| b.overlaps(new)).copied();
+        let (pcx_id, peer_vpc_id) = (pcx.id.clone(), peer.vpc_id.clone());
+        let own_vpc_id = mine.vpc_id.clone();
+        match pcx.state.as_str() {
+            "pending-acceptance" if requested => {
+                return Err(not_permitted(format!(
+                    "The VPC {vpc_id} has a VPC peering connection request ({pcx_id}) pending acceptance; no CIDR block can be added to it until the request is accepted, rejected or deleted."
+                )));
+            }
+            "pending-acceptance" if clash.is_some() => {
+                // spec 1.1: the accepter's overlapping block fails the request.
+                pcx.state = "failed".into();
+                pcx.message = FAILED_MESSAGE.to_owned();
+                pcx.ended_at = Some(now);
+                save(tx, &pcx, true)?;
+                continue;
+            }
+            "pending-acceptance" => {}
+            _ => {
+                if let Some(clash) = clash {
+                    return Err(ApiError::new(
+                        "InvalidVpc.Range",
+                        format!(
+                            "The CIDR '{new}' overlaps the block {clash} of VPC {peer_vpc_id}, which {own_vpc_id} is peered with ({pcx_id}); choose a block that overlaps none of the peer's."
+                        ),
+                    ));
+                }
+            }
+        }
+        let side = if requested {
+            &mut pcx.requester
+        } else {
+            &mut pcx.accepter
+        };
+        side.cidr_blocks.push(new.to_string());
+        save(tx, &pcx, true)?;
+    }
+    Ok(())
+}

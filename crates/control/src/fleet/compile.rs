@@ -225,6 +225,12 @@ pub fn compile(
         .get(&subnet_key)
         .ok_or_else(|| missing("subnet", &eni.subnet_id))?;
 
+    // An IPv6-only subnet's interfaces carry no IPv4, and the dataplane
+    // carries no IPv6 yet: there is nothing a host could run for them.
+    let Some(subnet_cidr) = subnet.cidr_block else {
+        return Ok(None);
+    };
+
     let network_acl = compile_acl(m, &subnet_key, &vpc_key, deps)
         .ok_or_else(|| missing("a network ACL for subnet", &subnet.id))?;
     let route_table = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, deps)
@@ -267,7 +273,7 @@ pub fn compile(
         vpc_cidr,
         subnet: SubnetState {
             subnet_id: subnet.id.clone(),
-            cidr: v4net(subnet.cidr_block),
+            cidr: v4net(subnet_cidr),
             ipv6_cidr: None,
             network_acl,
             route_table,

@@ -1,5 +1,6 @@
 //! The agent API over HTTP (`/agent/v1/…`, see `openvpc_model::host::path`):
-//! registration, the watch of a host's state and mapping lookups, as JSON.
+//! registration, the watch of a host's state, mapping lookups and the
+//! instances' health reports, as JSON.
 //! Every call must carry the shared token in `TOKEN_HEADER`; errors are JSON
 //! `{"error": CODE, "message": TEXT}` with a 4xx/5xx status.
 //!
@@ -14,9 +15,10 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use openvpc_model::host::{HostRegistration, MappingKey, TOKEN_HEADER, path};
+use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
 use serde::{Deserialize, Serialize};
 
+use super::health;
 use super::index::{Fleet, MAX_MAPPING_KEYS};
 use super::registry::{self, RegistryError};
 use super::token::token_matches;
@@ -62,6 +64,7 @@ pub fn router(api: AgentApi) -> Router {
         .route(path::REGISTER, axum::routing::post(register))
         .route(path::WATCH, axum::routing::get(watch))
         .route(path::MAPPINGS, axum::routing::post(mappings))
+        .route(path::HEALTH, axum::routing::post(health_report))
         .with_state(api)
 }
 
@@ -313,4 +316,40 @@ async fn mappings(
         return *r;
     }
     json(StatusCode::OK, &api.fleet.lookup(&region, &keys))
+}
+
+async fn health_report(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (region, report): (_, HealthReport) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidHealthReport",
+        "a JSON HealthReport",
+    ) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let store = Arc::clone(api.fleet.store());
+    let result =
+        tokio::task::spawn_blocking(move || health::record(store.as_ref(), &region, &report, now))
+            .await;
+    match result {
+        Ok(Ok(_)) => json(StatusCode::OK, &serde_json::json!({})),
+        Ok(Err(e @ RegistryError::Store(_))) => internal(&e),
+        Ok(Err(e)) => error(
+            StatusCode::BAD_REQUEST,
+            "InvalidHealthReport",
+            e.to_string(),
+        ),
+        Err(e) => internal(&e),
+    }
 }

@@ -3,14 +3,16 @@
 //! ([`registry`]), the compiler that turns resources into the state of each
 //! ENI a host runs ([`compile`]), the incremental in-memory index that keeps
 //! that state current from the store's change log and serves watch deltas and
-//! mapping lookups ([`index`]), the agents' shared token ([`token`]), and the
-//! agent API over HTTP ([`http`]).
+//! mapping lookups ([`index`]), the agents' shared token ([`token`]), what
+//! hosts report about their instances' setup ([`health`]), and the agent API
+//! over HTTP ([`http`]).
 //!
 //! It reads resource records but never writes them: the actions own them.
 //! It knows nothing of packets; the agent turns what it serves into router
 //! configuration.
 
 pub mod compile;
+pub mod health;
 pub mod http;
 pub mod index;
 pub mod registry;

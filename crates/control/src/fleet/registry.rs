@@ -53,7 +53,8 @@ pub enum RegistryError {
     Store(#[from] StoreError),
 }
 
-fn valid_name(s: &str) -> bool {
+/// True for a usable host ID: 1 to 64 letters, digits, '-', '_' or '.'.
+pub fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -43,6 +43,26 @@ pub struct AgentArgs {
     /// idle host does not spin.
     #[arg(long, default_value_t = 200)]
     worker_busy_poll_us: u64,
+    /// Only check for the programs instances need (ip, udhcpc and its hook
+    /// script, ping, curl, python3) and stop, printing the `apt-get
+    /// install` line, if one is missing. Without it, a root agent with
+    /// apt-get installs the missing Debian packages itself.
+    #[arg(long)]
+    no_install: bool,
+}
+
+/// Checks (and, unless `no_install`, installs as root) the programs
+/// instances need, before anything serves: a missing DHCP client would
+/// otherwise leave every instance without an address.
+pub fn ensure_instance_tools(no_install: bool, who: &str) -> anyhow::Result<()> {
+    use openvpc_agent::tools::{Policy, ensure};
+    let policy = if no_install {
+        Policy::CheckOnly
+    } else {
+        Policy::Install
+    };
+    ensure(policy, |line| eprintln!("{who}: {line}"))?;
+    Ok(())
 }
 
 /// How often the worker's counters are written to the state directory.
@@ -70,6 +90,7 @@ pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    ensure_instance_tools(args.no_install, &format!("agent {}", args.host_id))?;
     let cfg = AgentConfig {
         server_url: args.server.clone(),
         token: read_token(&args.token_file)?,
@@ -80,6 +101,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir.clone(),
         worker_cpu: args.worker_cpu,
         worker_busy_poll: Duration::from_micros(args.worker_busy_poll_us),
+        dhcp_client: openvpc_agent::dhcp_client_from_env(),
     };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;

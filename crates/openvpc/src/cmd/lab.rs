@@ -32,6 +32,11 @@ enum LabCommand {
         /// The region; its zones are REGIONa, REGIONb, …
         #[arg(long, default_value = "us-east-1")]
         region: String,
+        /// Only check for the programs instances need and stop if one is
+        /// missing, instead of installing their Debian packages (see
+        /// `openvpc up --help`).
+        #[arg(long)]
+        no_install: bool,
     },
     /// Restart one part of a running lab: `server` or a host ID (h1, …).
     /// Instances and their addresses stay; the agent resyncs.
@@ -48,7 +53,8 @@ enum LabCommand {
     /// Show each host's dataplane counters (what its agent last wrote to
     /// `status.json` in its state directory, once a second): flows,
     /// frames through TAPs and the underlay, drops by reason, mapping
-    /// lookups, frames waiting for a mapping.
+    /// lookups, frames waiting for a mapping; then each host's instances
+    /// whose setup (namespace, TAP, DHCP) is not `ok`, with the reason.
     Status {
         /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
@@ -73,7 +79,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             azs,
             dir,
             region,
+            no_install,
         } => {
+            super::agent::ensure_instance_tools(no_install, "lab")?;
             let plan = LabPlan::new(&dir, hosts, azs, &region)?;
             let launch = Launch {
                 exe: std::env::current_exe().context("finding the openvpc binary")?,
@@ -189,6 +197,31 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
                 drops.join(" ")
             }
         );
+    }
+    // Instances whose setup is not done or failed, with the agent's reason.
+    let mut header = false;
+    for (host, v) in &all {
+        let Some(instances) = v.get("instances").and_then(serde_json::Value::as_object) else {
+            continue;
+        };
+        for (id, h) in instances {
+            let setup = h
+                .get("setup")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("unknown");
+            if setup == "ok" {
+                continue;
+            }
+            if !header {
+                println!("\ninstances not ok:");
+                header = true;
+            }
+            let reason = h.get("reason").and_then(serde_json::Value::as_str);
+            println!(
+                "{host:<6} {id} {setup}{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

@@ -24,6 +24,12 @@ pub struct UpArgs {
     /// The region; this host serves its zone REGIONa.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Only check for the programs instances need (ip, udhcpc and its hook
+    /// script, ping, curl, python3) and stop, printing the `apt-get
+    /// install` line, if one is missing. Without it, `up` installs the
+    /// missing Debian packages with apt-get, saying so in one line.
+    #[arg(long)]
+    no_install: bool,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -34,6 +40,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
              run it with sudo (or `openvpc server` for the API alone)"
         );
     }
+    // Before anything serves: instances without their tools would be
+    // shown running while they have no address.
+    super::agent::ensure_instance_tools(args.no_install, "up")?;
     let region = open_region(&args.data_dir, None, &args.region, false)?;
     let token = region.token.clone();
     let zone = format!("{}a", args.region);
@@ -60,6 +69,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         state_dir: args.data_dir.join("agent"),
         worker_cpu: None,
         worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
+        dhcp_client: openvpc_agent::dhcp_client_from_env(),
     })
     .context("starting this host's agent")?;
     while !agent.wait_synced(Duration::from_secs(1)) {

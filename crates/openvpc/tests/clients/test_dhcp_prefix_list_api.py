@@ -101,7 +101,11 @@ def test_prefix_lists_in_rules_and_routes():
         GroupId=group,
         IpPermissions=[{"IpProtocol": "-1", "PrefixListIds": [{"PrefixListId": "pl-0123456789abcdef0"}]}],
     )
-    fails("DependencyViolation", client.delete_managed_prefix_list, PrefixListId=pl)
+    # spec 3.1: AWS accepts the delete of a list a rule names, then fails it
+    # asynchronously; the list stays, delete-failed.
+    assert client.delete_managed_prefix_list(PrefixListId=pl)["PrefixList"]["State"] == "delete-in-progress"
+    kept = client.describe_managed_prefix_lists(PrefixListIds=[pl])["PrefixLists"][0]
+    assert kept["State"] == "delete-failed" and "security group rule" in kept["StateMessage"]
     client.revoke_security_group_ingress(GroupId=group, IpPermissions=perms)
     client.delete_managed_prefix_list(PrefixListId=pl)
     fails("InvalidPrefixListID.NotFound", client.get_managed_prefix_list_entries, PrefixListId=pl)
