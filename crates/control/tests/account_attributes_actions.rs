@@ -6,20 +6,9 @@
 
 mod common;
 
-use common::{account, all, call, code, first};
+use common::{account, all, call, code, ensure_default_vpc, first};
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, default_vpc};
 use openvpc_control::store::{MemoryStore, Store};
-
-fn ensure_default_vpc(store: &dyn Store, a: &Account) {
-    let ctx = Ctx {
-        store,
-        account: a,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    default_vpc::ensure(&ctx).unwrap();
-}
 
 /// `(name, values)` of every attribute answered, in order.
 fn attributes(store: &dyn Store, a: &Account, query: &str) -> Vec<(String, Vec<String>)> {

@@ -6,20 +6,9 @@
 
 mod common;
 
-use common::{account, all, call, code, first};
+use common::{account, all, call, code, ensure_default_vpc, first};
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, default_vpc};
 use openvpc_control::store::{MemoryStore, Store};
-
-fn ensure(store: &dyn Store, a: &Account) {
-    let ctx = Ctx {
-        store,
-        account: a,
-        region: "us-east-1",
-        request_id: "req-test",
-    };
-    default_vpc::ensure(&ctx).unwrap();
-}
 
 fn describe(store: &dyn Store, a: &Account, action: &str, filter: &str, vpc: &str) -> String {
     call(
@@ -63,8 +52,8 @@ fn delete_default_vpc(store: &dyn Store, a: &Account, vpc: &str) {
 fn made_once_with_everything_aws_gives_it() {
     let store = MemoryStore::new();
     let a = account();
-    ensure(&store, &a);
-    ensure(&store, &a);
+    ensure_default_vpc(&store, &a);
+    ensure_default_vpc(&store, &a);
     let xml = call(&store, &a, "Action=DescribeVpcs").unwrap();
     let vpcs = all(&xml, "vpcId");
     assert_eq!(vpcs.len(), 1, "made once: {xml}");
@@ -117,14 +106,14 @@ fn made_once_with_everything_aws_gives_it() {
 fn deleted_stays_deleted_until_created_again() {
     let store = MemoryStore::new();
     let a = account();
-    ensure(&store, &a);
+    ensure_default_vpc(&store, &a);
     assert_eq!(
         code(&store, &a, "Action=CreateDefaultVpc"),
         "DefaultVpcAlreadyExists"
     );
     let vpc = first(&call(&store, &a, "Action=DescribeVpcs").unwrap(), "vpcId");
     delete_default_vpc(&store, &a, &vpc);
-    ensure(&store, &a);
+    ensure_default_vpc(&store, &a);
     let xml = call(&store, &a, "Action=DescribeVpcs").unwrap();
     assert!(all(&xml, "vpcId").is_empty(), "not restored: {xml}");
     assert_eq!(
@@ -145,7 +134,7 @@ fn deleted_stays_deleted_until_created_again() {
 fn default_subnets_one_per_zone() {
     let store = MemoryStore::new();
     let a = account();
-    ensure(&store, &a);
+    ensure_default_vpc(&store, &a);
     assert_eq!(
         code(
             &store,
@@ -196,7 +185,7 @@ fn launches_and_groups_fall_back_to_it() {
         "VPCIdNotSpecified",
         "no default VPC yet"
     );
-    ensure(&store, &a);
+    ensure_default_vpc(&store, &a);
     let vpc = first(&call(&store, &a, "Action=DescribeVpcs").unwrap(), "vpcId");
     let run = call(
         &store,

@@ -84,6 +84,21 @@ fn target_group(env: &Env, name: &str, extra: &str) -> String {
     )
 }
 
+/// A UDP target group on port 53 named `name` in the VPC, with `extra`
+/// parameters; its ARN.
+fn udp_target_group(env: &Env, name: &str, extra: &str) -> String {
+    first(
+        &ok(
+            env,
+            &format!(
+                "Action=CreateTargetGroup&Name={name}&Protocol=UDP&Port=53&VpcId={}{extra}",
+                env.vpc
+            ),
+        ),
+        "TargetGroupArn",
+    )
+}
+
 fn listener(env: &Env, lb: &str, port: u16, tg: &str) -> Result<String, ApiError> {
     elb(
         env,
@@ -444,16 +459,7 @@ fn listeners_forward_refuse_duplicate_ports_and_pin_the_group() {
 fn listener_protocol_must_match_the_group() {
     let env = Env::new();
     let lb = nlb(&env, "web");
-    let udp_tg = first(
-        &ok(
-            &env,
-            &format!(
-                "Action=CreateTargetGroup&Name=u&Protocol=UDP&Port=53&VpcId={}",
-                env.vpc
-            ),
-        ),
-        "TargetGroupArn",
-    );
+    let udp_tg = udp_target_group(&env, "u", "");
     assert_eq!(
         listener(&env, &lb, 53, &udp_tg).unwrap_err().code,
         "ValidationError",
@@ -767,16 +773,7 @@ fn target_group_attributes_default_and_client_ip_rules() {
         ),
         "ValidationError"
     );
-    let udp = first(
-        &ok(
-            &env,
-            &format!(
-                "Action=CreateTargetGroup&Name=udp&Protocol=UDP&Port=53&VpcId={}&TargetType=ip",
-                env.vpc
-            ),
-        ),
-        "TargetGroupArn",
-    );
+    let udp = udp_target_group(&env, "udp", "&TargetType=ip");
     assert_eq!(
         code(
             &env,
@@ -876,16 +873,7 @@ fn idle_timeout_is_for_tcp_listeners_only() {
     // UDP at 120 s): other listeners show no attributes and refuse it.
     let env = Env::new();
     let lb = nlb(&env, "dns");
-    let udp_tg = first(
-        &ok(
-            &env,
-            &format!(
-                "Action=CreateTargetGroup&Name=u&Protocol=UDP&Port=53&VpcId={}",
-                env.vpc
-            ),
-        ),
-        "TargetGroupArn",
-    );
+    let udp_tg = udp_target_group(&env, "u", "");
     let udp = first(
         &ok(
             &env,

@@ -11,12 +11,11 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::{call, code, first};
+use common::{call, code, first, get, http, post, serve_agent_api};
 use ipnet::IpNet;
 use openvpc_control::account::Account;
 use openvpc_control::fleet::registry::{self, hosts};
-use openvpc_control::fleet::{AgentApi, Fleet, agent_token};
-use openvpc_control::server::{ApiState, router};
+use openvpc_control::fleet::{Fleet, agent_token};
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_model::host::{
     HostDelta, HostRegistration, MappingAnswer, MappingKey, RouteTargetState, TOKEN_HEADER, path,
@@ -851,67 +850,10 @@ fn the_token_is_made_once_per_store() {
 
 // ---- over HTTP ----
 
-struct Server {
-    url: String,
-    token: String,
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn serve(w: &World) -> Server {
-    let store = Arc::clone(&w.store) as Arc<dyn Store>;
-    let token = agent_token(store.as_ref()).unwrap();
-    let fleet = Fleet::load(Arc::clone(&store)).unwrap();
-    fleet.spawn_tailer().unwrap();
-    let state = ApiState {
-        store,
-        moto_compat: None,
-        agent: Some(AgentApi::new(fleet, token.clone(), REGION)),
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    runtime.spawn(async move { axum::serve(listener, router(state)).await });
-    Server {
-        url,
-        token,
-        _runtime: runtime,
-    }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// (status, body) of a POST.
-fn post(s: &Server, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    let mut request = agent().post(format!("{}{path}", s.url));
-    if let Some(t) = token {
-        request = request.header(TOKEN_HEADER, t);
-    }
-    let mut response = request.send(body.as_bytes()).unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
-
-fn get(s: &Server, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut request = agent().get(format!("{}{path}", s.url));
-    if let Some(t) = token {
-        request = request.header(TOKEN_HEADER, t);
-    }
-    let mut response = request.call().unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
-
 #[test]
 fn the_agent_api_refuses_a_missing_or_wrong_token() {
     let w = world();
-    let s = serve(&w);
+    let s = serve_agent_api(&w.store);
     let registration =
         r#"{"host_id":"h9","availability_zone":"us-east-1a","underlay_ip":"192.0.2.9"}"#;
     for token in [None, Some("0".repeat(64).as_str()), Some("short")] {
@@ -936,7 +878,7 @@ fn the_agent_api_refuses_a_missing_or_wrong_token() {
 #[test]
 fn the_agent_api_registers_watches_and_maps() {
     let w = world();
-    let s = serve(&w);
+    let s = serve_agent_api(&w.store);
     let token = Some(s.token.as_str());
     let (status, body) = post(
         &s,
@@ -991,11 +933,7 @@ fn the_agent_api_registers_watches_and_maps() {
     );
     let header = s.token.clone();
     let waiting = std::thread::spawn(move || {
-        let mut r = agent()
-            .get(url)
-            .header(TOKEN_HEADER, header)
-            .call()
-            .unwrap();
+        let mut r = http().get(url).header(TOKEN_HEADER, header).call().unwrap();
         r.body_mut().read_to_string().unwrap()
     });
     std::thread::sleep(std::time::Duration::from_millis(200));

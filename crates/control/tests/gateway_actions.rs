@@ -472,3 +472,35 @@ fn egress_only_gateway_lifecycle() {
     .unwrap();
     eigw(&store, &a, &v2);
 }
+
+// spec 12.1 (Idempotency): CreateEgressOnlyInternetGateway with the
+// ClientToken of an earlier call returns that gateway (not the one-per-VPC
+// error); the token with other parameters is IdempotentParameterMismatch.
+#[test]
+fn egress_only_gateway_client_token_idempotency() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let req = format!("Action=CreateEgressOnlyInternetGateway&VpcId={v}&ClientToken=tok-1");
+    let one = call(&store, &a, &req).unwrap();
+    let id = first(&one, "egressOnlyInternetGatewayId");
+    let two = call(&store, &a, &req).unwrap();
+    assert_eq!(first(&two, "egressOnlyInternetGatewayId"), id);
+    assert_eq!(first(&two, "clientToken"), "tok-1");
+    assert_eq!(
+        all(
+            &call(&store, &a, "Action=DescribeEgressOnlyInternetGateways").unwrap(),
+            "egressOnlyInternetGatewayId"
+        ),
+        std::slice::from_ref(&id)
+    );
+    let w = vpc_with(&store, &a, "10.1.0.0/16");
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=CreateEgressOnlyInternetGateway&VpcId={w}&ClientToken=tok-1")
+        ),
+        "IdempotentParameterMismatch"
+    );
+}

@@ -323,3 +323,46 @@ fn network_interface_specs_and_pagination() {
         "InvalidNextToken"
     );
 }
+
+// spec 12.1 (Idempotency): RunInstances with the ClientToken of an earlier
+// launch (botocore fills one in on every call) answers with that launch's
+// reservation, its instances in their state now, and launches nothing; the
+// token with other parameters is IdempotentParameterMismatch.
+#[test]
+fn run_instances_client_token_idempotency() {
+    let e = Env::new();
+    let req = format!(
+        "Action=RunInstances&ImageId=ami-12c6146b&MinCount=2&MaxCount=2&SubnetId={}&ClientToken=launch-1",
+        e.subnet
+    );
+    let one = e.ok(&req);
+    let ids = all(&one, "instanceId");
+    assert_eq!(ids.len(), 2);
+    let two = e.ok(&req);
+    assert_eq!(first(&two, "reservationId"), first(&one, "reservationId"));
+    assert_eq!(all(&two, "instanceId"), ids);
+    // The first answer shows pending; the retry the state now.
+    assert_eq!(first(&one, "name"), "pending");
+    assert_eq!(first(&two, "name"), "running");
+    let described = e.ok("Action=DescribeInstances");
+    assert_eq!(all(&described, "instanceId").len(), 2, "{described}");
+    assert_eq!(first(&described, "clientToken"), "launch-1");
+    assert_eq!(
+        e.err(&format!(
+            "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={}&ClientToken=launch-1",
+            e.subnet
+        )),
+        "IdempotentParameterMismatch"
+    );
+    // Without a token each call launches.
+    let plain = format!(
+        "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={}",
+        e.subnet
+    );
+    e.ok(&plain);
+    e.ok(&plain);
+    assert_eq!(
+        all(&e.ok("Action=DescribeInstances"), "instanceId").len(),
+        4
+    );
+}

@@ -10,16 +10,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{account, all, call, code, first};
+use common::{account, all, call, code, first, post, serve_agent_api};
 use openvpc_control::account::Account;
 use openvpc_control::fleet::health::{self, HOST_SILENT_AFTER_SECS, HostHealth, health_key};
 use openvpc_control::fleet::registry;
-use openvpc_control::fleet::{AgentApi, Fleet, agent_token};
-use openvpc_control::server::{ApiState, router};
 use openvpc_control::store::{MemoryStore, Store};
-use openvpc_model::host::{
-    HealthReport, HostRegistration, InstanceHealth, InstanceSetup, TOKEN_HEADER, path,
-};
+use openvpc_model::host::{HealthReport, HostRegistration, InstanceHealth, InstanceSetup, path};
 
 const REGION: &str = "us-east-1";
 
@@ -394,35 +390,8 @@ fn pages_with_max_results_and_next_token() {
 fn the_agent_api_takes_health_reports() {
     let w = World::new(true);
     let ids = w.run(1);
-    let store = Arc::clone(&w.store) as Arc<dyn Store>;
-    let token = agent_token(store.as_ref()).unwrap();
-    let fleet = Fleet::load(Arc::clone(&store)).unwrap();
-    let state = ApiState {
-        store,
-        moto_compat: None,
-        agent: Some(AgentApi::new(fleet, token.clone(), REGION)),
-    };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let url = format!("http://{}{}", listener.local_addr().unwrap(), path::HEALTH);
-    runtime.spawn(async move { axum::serve(listener, router(state)).await });
-    let http: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let post = |token: Option<&str>, body: String| {
-        let mut req = http.post(&url);
-        if let Some(t) = token {
-            req = req.header(TOKEN_HEADER, t);
-        }
-        let mut resp = req.send(body.as_bytes()).unwrap();
-        (
-            resp.status().as_u16(),
-            resp.body_mut().read_to_string().unwrap(),
-        )
-    };
+    let s = serve_agent_api(&w.store);
+    let post = |token: Option<&str>, body: &str| post(&s, path::HEALTH, token, body);
     let report = HealthReport {
         host_id: "h1".into(),
         instances: vec![InstanceHealth {
@@ -433,9 +402,9 @@ fn the_agent_api_takes_health_reports() {
         }],
     };
     let body = serde_json::to_string(&report).unwrap();
-    assert_eq!(post(None, body.clone()).0, 401);
-    assert_eq!(post(Some(&token), "[]".into()).0, 400);
-    let (status, answer) = post(Some(&token), body);
+    assert_eq!(post(None, &body).0, 401);
+    assert_eq!(post(Some(&s.token), "[]").0, 400);
+    let (status, answer) = post(Some(&s.token), &body);
     assert_eq!(status, 200, "{answer}");
     let stored = health::load(w.store.as_ref(), REGION, "h1")
         .unwrap()

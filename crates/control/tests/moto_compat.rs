@@ -5,14 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openvpc_control::account::{self, Account};
 use openvpc_control::server::{ApiState, execute, serve};
 use openvpc_control::store::{MemoryStore, Store};
-use openvpc_control::{ApiError, moto_api, sigv4};
+use openvpc_control::{ApiError, moto_api};
 
 fn state(moto_compat: bool) -> (ApiState, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
@@ -27,43 +28,7 @@ fn state(moto_compat: bool) -> (ApiState, Arc<MemoryStore>) {
 
 /// Runs `body` signed now with moto's made-up key, scoped to `service`.
 fn call(state: &ApiState, service: &str, body: &str) -> Result<String, ApiError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut headers = vec![
-        ("Host".to_owned(), "127.0.0.1".to_owned()),
-        (
-            "Content-Type".to_owned(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
-        ),
-    ];
-    let request = sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        body: body.as_bytes(),
-    };
-    let params = sigv4::SigningParams {
-        access_key: "FOOBARKEY",
-        secret_key: "FOOBARSECRET",
-        region: "us-east-1",
-        service,
-        time_unix: now,
-        content_sha256_header: false,
-    };
-    let signed = sigv4::sign(&request, &params).unwrap();
-    headers.extend(signed);
-    execute(
-        state,
-        "POST",
-        "/",
-        "",
-        &headers,
-        body.as_bytes(),
-        "req-test",
-    )
+    common::signed_call(state, "FOOBARKEY", "FOOBARSECRET", service, body)
 }
 
 #[test]

@@ -938,3 +938,31 @@ fn another_account_sees_nothing() {
         "InvalidNetworkAclID.NotFound"
     );
 }
+
+// spec 12.1 (Idempotency): CreateNetworkAcl with the ClientToken of an
+// earlier call returns that ACL and echoes the token; the token with other
+// parameters is IdempotentParameterMismatch.
+#[test]
+fn create_client_token_idempotency() {
+    let w = World::new();
+    let req = format!("Action=CreateNetworkAcl&VpcId={}&ClientToken=tok-1", w.vpc);
+    let one = w.ok(&req);
+    let acl = first(&one, "networkAclId");
+    assert_eq!(first(&one, "clientToken"), "tok-1");
+    let two = w.ok(&req);
+    assert_eq!(first(&two, "networkAclId"), acl);
+    assert_eq!(first(&two, "clientToken"), "tok-1");
+    assert_eq!(
+        all(&w.describe(""), "networkAclId").len(),
+        2,
+        "the default ACL and one custom ACL"
+    );
+    let other_vpc = first(&w.ok("Action=CreateVpc&CidrBlock=10.1.0.0%2F16"), "vpcId");
+    assert_eq!(
+        w.code(&format!(
+            "Action=CreateNetworkAcl&VpcId={other_vpc}&ClientToken=tok-1"
+        )),
+        "IdempotentParameterMismatch"
+    );
+    assert_ne!(w.custom_acl(), acl);
+}

@@ -397,3 +397,52 @@ fn attach_detach_and_in_use() {
         "InvalidParameterCombination"
     );
 }
+
+// spec 12.1 (Idempotency): CreateNetworkInterface takes a ClientToken
+// (botocore fills one in and resends it when it retries): the same token and
+// parameters return the first interface and make no second one; the token
+// with other parameters is IdempotentParameterMismatch; a call that fails
+// keeps no token; a token over 64 ASCII characters is refused.
+#[test]
+fn create_client_token_idempotency() {
+    let e = Env::new();
+    let req = format!(
+        "Action=CreateNetworkInterface&SubnetId={}&Description=web&ClientToken=tok-1",
+        e.subnet
+    );
+    let one = e.ok(&req);
+    let id = first(&one, "networkInterfaceId");
+    assert_eq!(first(&one, "clientToken"), "tok-1");
+    let two = e.ok(&req);
+    assert_eq!(first(&two, "networkInterfaceId"), id);
+    assert_eq!(first(&two, "clientToken"), "tok-1");
+    assert_eq!(
+        all(
+            &e.ok("Action=DescribeNetworkInterfaces"),
+            "networkInterfaceId"
+        ),
+        std::slice::from_ref(&id)
+    );
+    assert_eq!(e.available(), "250", "one address taken, not two");
+    assert_eq!(
+        e.err(&format!(
+            "Action=CreateNetworkInterface&SubnetId={}&Description=db&ClientToken=tok-1",
+            e.subnet
+        )),
+        "IdempotentParameterMismatch"
+    );
+    // A failed call (its subnet does not exist) stores no token: the token
+    // then serves another request.
+    assert_eq!(
+        e.err("Action=CreateNetworkInterface&SubnetId=subnet-0123456789abcdef0&ClientToken=tok-2"),
+        "InvalidSubnetID.NotFound"
+    );
+    let other = e.eni("&ClientToken=tok-2");
+    assert_ne!(other, id);
+    assert_eq!(
+        e.err(&format!("{req}{}", "x".repeat(60))),
+        "InvalidParameterValue",
+        "65 characters"
+    );
+    e.eni(&format!("&ClientToken={}", "y".repeat(64)));
+}

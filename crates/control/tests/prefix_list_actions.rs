@@ -530,3 +530,53 @@ fn accounts_are_isolated() {
         "InvalidPrefixListID.NotFound"
     );
 }
+
+// spec 12.1 (Idempotency): CreateManagedPrefixList with the ClientToken of an
+// earlier call returns that list; the token with other parameters is
+// IdempotentParameterMismatch; this action's tokens may be 255 characters
+// (botocore's model), not 64.
+#[test]
+fn create_client_token_idempotency() {
+    let store = MemoryStore::new();
+    let a = account();
+    let req = "Action=CreateManagedPrefixList&PrefixListName=office&MaxEntries=5&AddressFamily=IPv4&Entry.1.Cidr=10.1.0.0%2F16&ClientToken=tok-1";
+    let id = first(&call(&store, &a, req).unwrap(), "prefixListId");
+    assert_eq!(first(&call(&store, &a, req).unwrap(), "prefixListId"), id);
+    let own = call(
+        &store,
+        &a,
+        &format!(
+            "Action=DescribeManagedPrefixLists&Filter.1.Name=owner-id&Filter.1.Value.1={}",
+            a.id
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        all(&own, "prefixListId"),
+        std::slice::from_ref(&id),
+        "{own}"
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            "Action=CreateManagedPrefixList&PrefixListName=office&MaxEntries=6&AddressFamily=IPv4&ClientToken=tok-1"
+        ),
+        "IdempotentParameterMismatch"
+    );
+    let base = "Action=CreateManagedPrefixList&PrefixListName=long&MaxEntries=5&AddressFamily=IPv4";
+    call(
+        &store,
+        &a,
+        &format!("{base}&ClientToken={}", "t".repeat(255)),
+    )
+    .unwrap();
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("{base}&ClientToken={}", "u".repeat(256))
+        ),
+        "InvalidParameterValue"
+    );
+}

@@ -1101,3 +1101,16 @@ fn accounts_do_not_see_each_other_s_tables() {
     .unwrap_err();
     assert_eq!(err.code, "InvalidRouteTableID.NotFound");
 }
+
+// spec 12.1 (Idempotency): a token counts for 24 hours even if what it made
+// was deleted since: the retry answers with the first call's table (AWS
+// returns "the result of the original request") and makes none.
+#[test]
+fn client_token_of_a_deleted_table() {
+    let w = World::new();
+    let req = format!("Action=CreateRouteTable&VpcId={}&ClientToken=tok-1", w.vpc);
+    let rt = w.ok_first(&req, "routeTableId");
+    w.ok(&format!("Action=DeleteRouteTable&RouteTableId={rt}"));
+    assert_eq!(w.ok_first(&req, "routeTableId"), rt);
+    assert_eq!(w.ids("").len(), 1, "only the main table");
+}

@@ -5,13 +5,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
+use std::sync::Arc;
+
+use common::signed_call;
+use openvpc_control::ApiError;
 use openvpc_control::account::{self, Account};
-use openvpc_control::server::{ApiState, execute};
+use openvpc_control::server::ApiState;
 use openvpc_control::store::{MemoryStore, Store};
-use openvpc_control::{ApiError, sigv4};
 
 fn state() -> (ApiState, Account) {
     let store = Arc::new(MemoryStore::new());
@@ -25,55 +27,9 @@ fn state() -> (ApiState, Account) {
     (state, alice)
 }
 
-/// Runs `body` signed now with `key`/`secret`, scoped to `service`.
-fn call_as(
-    state: &ApiState,
-    key: &str,
-    secret: &str,
-    service: &str,
-    body: &str,
-) -> Result<String, ApiError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let mut headers = vec![
-        ("Host".to_owned(), "127.0.0.1".to_owned()),
-        (
-            "Content-Type".to_owned(),
-            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
-        ),
-    ];
-    let request = sigv4::Request {
-        method: "POST",
-        path: "/",
-        query: "",
-        headers: &headers,
-        body: body.as_bytes(),
-    };
-    let params = sigv4::SigningParams {
-        access_key: key,
-        secret_key: secret,
-        region: "us-east-1",
-        service,
-        time_unix: now,
-        content_sha256_header: false,
-    };
-    let signed = sigv4::sign(&request, &params).unwrap();
-    headers.extend(signed);
-    execute(
-        state,
-        "POST",
-        "/",
-        "",
-        &headers,
-        body.as_bytes(),
-        "req-test",
-    )
-}
-
+/// Runs `body` signed now with `a`'s keys, scoped to `service`.
 fn call(state: &ApiState, a: &Account, service: &str, body: &str) -> Result<String, ApiError> {
-    call_as(state, &a.access_key_id, &a.secret_access_key, service, body)
+    signed_call(state, &a.access_key_id, &a.secret_access_key, service, body)
 }
 
 const STS_ERROR: &str =
@@ -105,7 +61,7 @@ fn sts_get_caller_identity_names_the_accounts_root_user() {
 #[test]
 fn sts_refusals_in_sts_shape() {
     let (state, alice) = state();
-    let e = call_as(
+    let e = signed_call(
         &state,
         &alice.access_key_id,
         "not-the-secret",
@@ -115,7 +71,7 @@ fn sts_refusals_in_sts_shape() {
     .unwrap_err();
     assert_eq!((e.code.as_ref(), e.status), ("SignatureDoesNotMatch", 403));
     assert!(e.to_xml("r").contains(STS_ERROR), "{}", e.to_xml("r"));
-    let e = call_as(
+    let e = signed_call(
         &state,
         "AKIAUNKNOWNUNKNOWN00",
         "x",
@@ -167,7 +123,7 @@ fn unserved_services_are_refused_naming_the_served_ones() {
                 .starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors>")
         );
     }
-    let e = call_as(
+    let e = signed_call(
         &state,
         "AKIAUNKNOWNUNKNOWN00",
         "x",
@@ -188,7 +144,7 @@ fn unserved_services_are_refused_naming_the_served_ones() {
 fn ec2_and_elbv2_refusals_keep_their_shapes() {
     let (state, alice) = state();
     call(&state, &alice, "ec2", "Action=DescribeVpcs").unwrap();
-    let e = call_as(
+    let e = signed_call(
         &state,
         "AKIAUNKNOWNUNKNOWN00",
         "x",
@@ -198,7 +154,7 @@ fn ec2_and_elbv2_refusals_keep_their_shapes() {
     .unwrap_err();
     assert_eq!((e.code.as_ref(), e.status), ("AuthFailure", 401));
     assert!(e.to_xml("r").contains("<Response><Errors>"));
-    let e = call_as(
+    let e = signed_call(
         &state,
         "AKIAUNKNOWNUNKNOWN00",
         "x",

@@ -182,3 +182,53 @@ fn pagination() {
         "InvalidNextToken"
     );
 }
+
+// CreateVpc API reference: `Ipv6CidrBlock` is a block of an IPv6 pool ("You
+// must also specify Ipv6Pool in the request"); without the pool the request
+// is refused, not answered with a VPC lacking the block. openvpc runs no
+// BYOIP or IPAM pools, so a request naming one is refused too, as
+// AssociateVpcCidrBlock refuses it; neither leaves anything behind.
+#[test]
+fn an_ipv6_block_needs_its_pool_and_pools_are_refused() {
+    let store = MemoryStore::new();
+    let a = Account::generate("a", Some("111111111111"));
+    let block = "Ipv6CidrBlock=2602%3A%3A%2F56";
+    for action in ["CreateVpc&CidrBlock=10.0.0.0%2F16", "AssociateVpcCidrBlock"] {
+        let vpc = if action == "AssociateVpcCidrBlock" {
+            let id =
+                vpc_ids(&call(&store, &a, "Action=CreateVpc&CidrBlock=10.9.0.0%2F16").unwrap())
+                    .remove(0);
+            format!("&VpcId={id}")
+        } else {
+            String::new()
+        };
+        let e = call(&store, &a, &format!("Action={action}{vpc}&{block}")).unwrap_err();
+        assert_eq!(
+            (e.code.as_ref(), e.message.as_str()),
+            (
+                "MissingParameter",
+                "The request must contain the parameter Ipv6Pool"
+            ),
+            "{action}"
+        );
+        for extra in [
+            format!("&{block}&Ipv6Pool=ipv6pool-ec2-0123456789abcdef0"),
+            "&Ipv6Pool=ipv6pool-ec2-0123456789abcdef0".to_owned(),
+            "&Ipv6IpamPoolId=ipam-pool-0123456789abcdef0".to_owned(),
+        ] {
+            assert_eq!(
+                call(&store, &a, &format!("Action={action}{vpc}{extra}"))
+                    .unwrap_err()
+                    .code,
+                "InvalidParameterValue",
+                "{action}{extra}"
+            );
+        }
+    }
+    let xml = call(&store, &a, "Action=DescribeVpcs").unwrap();
+    assert_eq!(vpc_ids(&xml).len(), 1, "only the VPC made to associate to");
+    assert!(
+        xml.contains("<ipv6CidrBlockAssociationSet></ipv6CidrBlockAssociationSet>"),
+        "no IPv6 block was taken: {xml}"
+    );
+}

@@ -247,9 +247,11 @@ fn cidr_rules() {
             ),
             "InvalidParameterCombination",
         ),
+        // AssociateVpcCidrBlock API reference: an Ipv6CidrBlock needs its
+        // Ipv6Pool.
         (
             format!("Action=AssociateVpcCidrBlock&VpcId={v}&Ipv6CidrBlock=2001:db8::%2F56"),
-            "InvalidParameterValue",
+            "MissingParameter",
         ),
         (
             format!("{}&DryRun=true", associate(&v, "10.1.0.0/16")),

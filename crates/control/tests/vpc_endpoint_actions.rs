@@ -434,3 +434,43 @@ fn repeated_delete_reports_each_id_in_unsuccessful() {
     );
     assert!(!table(&store, &a, &rtb).contains(S3_LIST));
 }
+
+// spec 12.1 (Idempotency): CreateVpcEndpoint with the ClientToken of an
+// earlier call returns that endpoint and adds no second route; the token
+// with other parameters is IdempotentParameterMismatch.
+#[test]
+fn create_client_token_idempotency() {
+    let store = MemoryStore::new();
+    let a = account();
+    let v = vpc(&store, &a);
+    let rt = main_route_table(&store, &a, &v);
+    let req = format!(
+        "Action=CreateVpcEndpoint&VpcId={v}&ServiceName={S3}&RouteTableId.1={rt}&ClientToken=tok-1"
+    );
+    let one = call(&store, &a, &req).unwrap();
+    let id = first(&one, "vpcEndpointId");
+    assert_eq!(first(&one, "clientToken"), "tok-1");
+    let two = call(&store, &a, &req).unwrap();
+    assert_eq!(first(&two, "vpcEndpointId"), id);
+    assert_eq!(
+        all(
+            &call(&store, &a, "Action=DescribeVpcEndpoints").unwrap(),
+            "vpcEndpointId"
+        ),
+        std::slice::from_ref(&id)
+    );
+    let routes = table(&store, &a, &rt);
+    assert_eq!(
+        all(&routes, "destinationPrefixListId"),
+        [S3_LIST],
+        "{routes}"
+    );
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=CreateVpcEndpoint&VpcId={v}&ServiceName={S3}&ClientToken=tok-1")
+        ),
+        "IdempotentParameterMismatch"
+    );
+}

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,16 +25,8 @@ const OPENVPC: &str = env!("CARGO_BIN_EXE_openvpc");
 
 /// Why this test cannot run here, if it cannot.
 fn cannot_run() -> Option<&'static str> {
-    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if euid.ok() != Some(0) {
-        return Some("not root: instances need network namespaces and TAP devices");
-    }
-    if std::env::var_os("OPENVPC_AWS_CLI").is_none() {
-        assert!(
-            std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
-            "OPENVPC_AWS_CLI is not set: run scripts/test"
-        );
-        return Some("OPENVPC_AWS_CLI is not set (scripts/test sets it)");
+    if let Some(why) = common::cannot_run_instances() {
+        return Some(why);
     }
     if !openvpc_agent::tools::missing().is_empty() {
         return Some("the tools instances need are missing (scripts/test installs them)");

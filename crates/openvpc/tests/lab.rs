@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -15,23 +17,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 const OPENVPC: &str = env!("CARGO_BIN_EXE_openvpc");
-
-/// Why these tests cannot run here, if they cannot.
-fn cannot_run() -> Option<&'static str> {
-    // /proc/self belongs to the effective user.
-    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
-    if euid.ok() != Some(0) {
-        return Some("not root: labs need network namespaces and TAP devices");
-    }
-    if std::env::var_os("OPENVPC_AWS_CLI").is_none() {
-        assert!(
-            std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
-            "OPENVPC_AWS_CLI is not set: run scripts/test"
-        );
-        return Some("OPENVPC_AWS_CLI is not set (scripts/test sets it)");
-    }
-    None
-}
 
 /// A running lab; taken down when dropped.
 struct Lab {
@@ -45,7 +30,7 @@ impl Lab {
     /// The lab every test here uses (3 hosts in 2 AZs) with one VPC of
     /// `cidr` and a subnet in each AZ; `None` (said why) where tests cannot run.
     fn with_vpc(cidr: &str) -> Option<(Lab, String, String, String)> {
-        if let Some(why) = cannot_run() {
+        if let Some(why) = common::cannot_run_instances() {
             eprintln!("skipping: {why}");
             return None;
         }

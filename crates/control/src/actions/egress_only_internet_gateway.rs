@@ -6,6 +6,7 @@
 use openvpc_model::ResourceKind;
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe_skipping_missing, new_id, transact, write_tags,
 };
@@ -84,10 +85,17 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         check_id(ResourceKind::Vpc, vpc_id)?;
     }
     let tags = tags_for(params, "egress-only-internet-gateway")?;
+    let token = ClientToken::of(params, "CreateEgressOnlyInternetGateway")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let eigw = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first gateway.
+        if let Some(eigw) =
+            idempotency::earlier_one::<EgressOnlyInternetGateway>(tx, token.as_ref())?
+        {
+            return Ok(eigw);
+        }
         if check_id(ResourceKind::Vpc, vpc_id).is_err() || tx.get::<Vpc>(vpc_id)?.is_none() {
             return Err(unknown_vpc());
         }
@@ -112,13 +120,14 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             tags: tags.clone(),
         };
         tx.put(&eigw)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&eigw))?;
         Ok(eigw)
     })?;
     Ok(Xml::response(
         "CreateEgressOnlyInternetGateway",
         ctx.request_id,
         |x| {
-            x.opt("clientToken", params.get("ClientToken"))
+            x.opt("clientToken", token.as_ref().map(ClientToken::token))
                 .node("egressOnlyInternetGateway", |x| eigw.write(x));
         },
     ))

@@ -20,6 +20,7 @@ use std::collections::BTreeSet;
 use openvpc_model::{ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::network_interface::timestamp;
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
@@ -108,11 +109,6 @@ pub struct FlowLog {
     pub deliver_logs_status: String,
     pub deliver_logs_error_message: Option<String>,
     pub creation_time: String,
-    pub client_token: Option<String>,
-    /// The request's parameters, to tell a retried create from a different
-    /// one with the same client token.
-    #[serde(default)]
-    pub request_fingerprint: String,
     pub tags: Tags,
 }
 
@@ -326,8 +322,8 @@ struct Request {
     log_format: String,
     max_aggregation_interval: u32,
     destination_options: Option<DestinationOptions>,
-    client_token: Option<String>,
-    fingerprint: String,
+    /// spec 12.1: the request's `ClientToken`.
+    token: Option<ClientToken>,
     tags: Tags,
 }
 
@@ -467,12 +463,6 @@ fn read_request(params: &Params) -> Result<Request, ApiError> {
     } else {
         None
     };
-    let fingerprint = params
-        .names()
-        .filter(|n| !matches!(*n, "DryRun" | "Action" | "Version"))
-        .map(|n| format!("{n}={}", params.get(n).unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join("&");
     Ok(Request {
         resource_type: resource_type.to_owned(),
         resource_kind,
@@ -486,8 +476,7 @@ fn read_request(params: &Params) -> Result<Request, ApiError> {
         log_format,
         max_aggregation_interval,
         destination_options,
-        client_token: params.get("ClientToken").map(str::to_owned),
-        fingerprint,
+        token: ClientToken::of(params, "CreateFlowLogs")?,
         tags: tags_for(params, "vpc-flow-log")?,
     })
 }
@@ -552,27 +541,13 @@ pub fn create(
         for id in orphans {
             tx.delete::<FlowLog>(&id);
         }
-        // spec 12.1: a retried request with the same token gets the first
-        // answer; the same token with other parameters is refused.
-        if let Some(token) = &req.client_token {
-            let earlier: Vec<&FlowLog> = existing
-                .iter()
-                .filter(|f| f.client_token.as_deref() == Some(token.as_str()))
-                .collect();
-            if let Some(first) = earlier.first() {
-                if first.request_fingerprint != req.fingerprint {
-                    return Err(ApiError::new(
-                        "IdempotentParameterMismatch",
-                        format!(
-                            "The client token '{token}' was used with different parameters; use a new token."
-                        ),
-                    ));
-                }
-                return Ok(Outcome {
-                    ids: earlier.iter().map(|f| f.id.clone()).collect(),
-                    unsuccessful: Vec::new(),
-                });
-            }
+        // spec 12.1: a retried request with the same token gets the flow
+        // logs the first made.
+        if let Some(earlier) = idempotency::earlier::<FlowLog>(tx, req.token.as_ref())? {
+            return Ok(Outcome {
+                ids: earlier.into_iter().map(|f| f.id).collect(),
+                unsuccessful: Vec::new(),
+            });
         }
         let mut outcome = Outcome {
             ids: Vec::new(),
@@ -640,8 +615,6 @@ pub fn create(
                 deliver_logs_status: if group_missing { "FAILED" } else { "SUCCESS" }.into(),
                 deliver_logs_error_message: group_missing.then(|| "Access error".to_owned()),
                 creation_time: timestamp(),
-                client_token: req.client_token.clone(),
-                request_fingerprint: req.fingerprint.clone(),
                 tags: req.tags.clone(),
             };
             // spec 8.2: one flow log per resource, traffic type and destination.
@@ -659,10 +632,11 @@ pub fn create(
             outcome.ids.push(fl.id.clone());
             made.push(fl);
         }
+        idempotency::remember(tx, req.token.as_ref(), &made)?;
         Ok(outcome)
     })?;
     Ok(Xml::response("CreateFlowLogs", ctx.request_id, |x| {
-        x.opt("clientToken", req.client_token.as_deref())
+        x.opt("clientToken", req.token.as_ref().map(ClientToken::token))
             .node("flowLogIdSet", |x| {
                 for id in &outcome.ids {
                     x.elem("item", id);

@@ -20,6 +20,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::address;
+use super::idempotency::{self, ClientToken};
 use super::network_interface::{
     self as eni_mod, AddressRequest, EniSpec, GroupRef, Ipv6Request, NetworkInterface,
     PublicMapping, conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups,
@@ -568,11 +569,24 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let placement_zone = params.get("Placement.AvailabilityZone");
     let key_name = params.get("KeyName").map(str::to_owned);
     let user_data = params.get("UserData").map(str::to_owned);
-    let client_token = params.get("ClientToken").map(str::to_owned);
+    let token = ClientToken::of(params, "RunInstances")?;
+    let client_token = token.as_ref().map(|t| t.token().to_owned());
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let (reservation_id, views) = transact(ctx, |tx| {
+    let (reservation_id, views, fresh) = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token answers with the first
+        // call's reservation, its instances in their state now.
+        if let Some(earlier) = idempotency::earlier::<Instance>(tx, token.as_ref())?
+            && let Some(first) = earlier.first()
+        {
+            let reservation_id = first.reservation_id.clone();
+            let views = earlier
+                .into_iter()
+                .map(|i| View::load(tx, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok((reservation_id, views, false));
+        }
         // The primary interface decides the instance's subnet.
         let primary = &interfaces[0];
         let subnet_id = match (&primary.existing, &primary.subnet_id) {
@@ -658,10 +672,15 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             tx.put(&instance)?;
             views.push(View::load(tx, instance)?);
         }
-        Ok((reservation_id, views))
+        let made: Vec<Instance> = views.iter().map(|v| v.instance.clone()).collect();
+        idempotency::remember(tx, token.as_ref(), &made)?;
+        Ok((reservation_id, views, true))
     })?;
+    // AWS: a retry's answer differs from the first only in the instances'
+    // state, which it shows as it is now.
+    let state = fresh.then_some("pending");
     Ok(Xml::response("RunInstances", ctx.request_id, |x| {
-        write_reservation(x, ctx, &reservation_id, &views, Some("pending"));
+        write_reservation(x, ctx, &reservation_id, &views, state);
     }))
 }
 
@@ -772,11 +791,33 @@ fn decode_token(token: &str) -> Result<String, ApiError> {
         })
 }
 
-pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+/// The instances a request lists as `InstanceId.N`, each a well-formed ID.
+pub(crate) fn listed_ids(params: &Params) -> Result<Vec<String>, ApiError> {
     let ids = params.list("InstanceId")?;
     for id in &ids {
         check_id(ResourceKind::Instance, id)?;
     }
+    Ok(ids)
+}
+
+/// `InvalidInstanceID.NotFound` for the first of `ids` that is not among
+/// `instances` (the caller's): a describe call naming one fails whole, and
+/// the waiters retry on that.
+pub(crate) fn check_all_found(ids: &[String], instances: &[Instance]) -> Result<(), ApiError> {
+    match ids
+        .iter()
+        .find(|id| !instances.iter().any(|i| i.id == **id))
+    {
+        Some(missing) => Err(ApiError::new(
+            "InvalidInstanceID.NotFound",
+            format!("The instance ID '{missing}' does not exist"),
+        )),
+        None => Ok(()),
+    }
+}
+
+pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let ids = listed_ids(params)?;
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;
     let after = params.get("NextToken").map(decode_token).transpose()?;
@@ -786,15 +827,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let (instances, enis) = transact(ctx, |tx| {
         Ok((tx.list::<Instance>()?, tx.list::<NetworkInterface>()?))
     })?;
-    if let Some(missing) = ids
-        .iter()
-        .find(|id| !instances.iter().any(|i| i.id == **id))
-    {
-        return Err(ApiError::new(
-            "InvalidInstanceID.NotFound",
-            format!("The instance ID '{missing}' does not exist"),
-        ));
-    }
+    check_all_found(&ids, &instances)?;
     let mut shown = Vec::new();
     for i in instances {
         if (!ids.is_empty() && !ids.contains(&i.id))
@@ -869,12 +902,9 @@ fn terminate_in(tx: &mut Tx, instance: &mut Instance) -> Result<(), ApiError> {
 }
 
 fn change_state(ctx: &Ctx, params: &Params, change: Change) -> Result<String, ApiError> {
-    let ids = params.list("InstanceId")?;
+    let ids = listed_ids(params)?;
     if ids.is_empty() {
         return Err(ApiError::missing_parameter("InstanceId.1"));
-    }
-    for id in &ids {
-        check_id(ResourceKind::Instance, id)?;
     }
     if params.dry_run()? {
         return Err(ApiError::dry_run());

@@ -21,9 +21,9 @@ use openvpc_model::ResourceKind;
 use openvpc_model::host::{HostRecord, InstanceSetup};
 
 use super::Ctx;
-use super::instance::{Instance, state_code};
+use super::instance::{Instance, check_all_found, listed_ids, state_code};
 use super::network_interface::{format_time, now_secs};
-use super::resource::{Resource, check_id, filters_match, next_token, page, transact};
+use super::resource::{Resource, filters_match, next_token, page, transact};
 use crate::error::ApiError;
 use crate::fleet::health::{self, HOST_SILENT_AFTER_SECS, HostHealth};
 use crate::fleet::registry::host_key;
@@ -242,10 +242,7 @@ fn registered_at(ctx: &Ctx, host_id: &str) -> Result<Option<i64>, ApiError> {
 }
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
-    let ids = params.list("InstanceId")?;
-    for id in &ids {
-        check_id(ResourceKind::Instance, id)?;
-    }
+    let ids = listed_ids(params)?;
     let filters = params.filters()?;
     let max = params.max_results(5..=1000)?;
     if max.is_some() && !ids.is_empty() {
@@ -260,16 +257,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         return Err(ApiError::dry_run());
     }
     let instances = transact(ctx, |tx| tx.list::<Instance>())?;
-    // Every named instance must be the caller's (the waiters retry on this).
-    if let Some(missing) = ids
-        .iter()
-        .find(|id| !instances.iter().any(|i| i.id == **id))
-    {
-        return Err(ApiError::new(
-            "InvalidInstanceID.NotFound",
-            format!("The instance ID '{missing}' does not exist"),
-        ));
-    }
+    check_all_found(&ids, &instances)?;
     let now = now_secs() as i64;
     let mut hosts: std::collections::BTreeMap<String, (Option<HostHealth>, Option<i64>)> =
         std::collections::BTreeMap::new();

@@ -10,6 +10,7 @@ pub mod default_vpc;
 pub mod dhcp_options;
 pub mod egress_only_internet_gateway;
 pub mod flow_log;
+pub mod idempotency;
 pub mod instance;
 pub mod instance_status;
 pub mod internet_gateway;

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::address::{Address, AddressAssociation};
+use super::idempotency::{self, ClientToken};
 use super::internet_gateway::InternetGateway;
 use super::network_interface::{
     AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, format_time,
@@ -85,9 +86,6 @@ pub struct NatGateway {
     pub delete_time: Option<String>,
     /// When it failed or was deleted (Unix seconds): it is hidden an hour later.
     pub ended_at: Option<u64>,
-    pub client_token: Option<String>,
-    /// The request's parameters, to tell a retry from a reuse of its token.
-    pub request: String,
     pub tags: Tags,
 }
 
@@ -178,10 +176,8 @@ struct Request {
     allocations: Vec<String>,
     addresses: AddressRequest,
     tags: Tags,
-    client_token: Option<String>,
-    /// Every parameter but the token, DryRun and the protocol's own, sorted:
-    /// equal for a retry of the same request.
-    fingerprint: String,
+    /// spec 12.1: the request's `ClientToken`.
+    token: Option<ClientToken>,
 }
 
 fn combination(message: &str) -> ApiError {
@@ -299,24 +295,13 @@ fn parse_request(params: &Params) -> Result<Request, ApiError> {
         tags.extend(t);
     }
     check_tags(&tags)?;
-    let mut names: Vec<&str> = params
-        .names()
-        .filter(|n| !matches!(*n, "Action" | "Version" | "ClientToken" | "DryRun"))
-        .collect();
-    names.sort_unstable();
-    let fingerprint = names
-        .iter()
-        .map(|n| format!("{n}={}", params.get(n).unwrap_or("")))
-        .collect::<Vec<_>>()
-        .join("&");
     Ok(Request {
         subnet_id: subnet_id.to_owned(),
         public,
         allocations,
         addresses,
         tags: tags.into_iter().map(|t| (t.key, t.value)).collect(),
-        client_token: params.get("ClientToken").map(str::to_owned),
-        fingerprint,
+        token: ClientToken::of(params, "CreateNatGateway")?,
     })
 }
 
@@ -368,15 +353,6 @@ fn provision_check(
     Ok(Ok(addresses))
 }
 
-fn mismatch(token: &str) -> ApiError {
-    ApiError::new(
-        "IdempotentParameterMismatch",
-        format!(
-            "The client token '{token}' was used before with different parameters; use a new token for a new request."
-        ),
-    )
-}
-
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let req = parse_request(params)?;
     if params.dry_run()? {
@@ -384,19 +360,11 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }
     let (gateway, fresh) = transact(ctx, |tx| {
         let now = now_secs();
-        let all = tx.list::<NatGateway>()?;
-        // spec 12.1: a retry with the same token returns the first answer;
-        // the token with other parameters is refused.
-        if let Some(token) = &req.client_token
-            && let Some(earlier) = all
-                .iter()
-                .find(|g| g.client_token.as_deref() == Some(token.as_str()))
-        {
-            if earlier.request != req.fingerprint {
-                return Err(mismatch(token));
-            }
-            return Ok((earlier.clone(), false));
+        // spec 12.1: a retry with the same token returns the first answer.
+        if let Some(gateway) = idempotency::earlier_one::<NatGateway>(tx, req.token.as_ref())? {
+            return Ok((gateway, false));
         }
+        let all = tx.list::<NatGateway>()?;
         // Ended gateways past their visible hour are dropped here, the next
         // time the account creates one.
         for g in all.iter().filter(|g| !g.visible(now)) {
@@ -432,8 +400,6 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             create_time: format_time(now),
             delete_time: None,
             ended_at: None,
-            client_token: req.client_token.clone(),
-            request: req.fingerprint.clone(),
             tags: req.tags.clone(),
         };
         let provisioned = match provision_check(tx, &req, &subnet)? {
@@ -460,6 +426,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 .collect();
         }
         tx.put(&gateway)?;
+        idempotency::remember(tx, req.token.as_ref(), std::slice::from_ref(&gateway))?;
         Ok((gateway, true))
     })?;
     // No provisioning to wait for: the first answer shows AWS's `pending`,
@@ -470,7 +437,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         gateway.state.as_str()
     };
     Ok(Xml::response("CreateNatGateway", ctx.request_id, |x| {
-        x.opt("clientToken", gateway.client_token.as_deref())
+        x.opt("clientToken", req.token.as_ref().map(ClientToken::token))
             .node("natGateway", |x| gateway.write_as(x, shown));
     }))
 }

@@ -15,6 +15,7 @@ use openvpc_model::rule::{IpProtocol, L4Match, RuleAction, TrafficMatch, ip_prot
 use openvpc_model::{Ipv4Cidr, ResourceKind, canonical_ipv6_cidr};
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
@@ -482,10 +483,15 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, vpc_id)?;
     let tags = tags_for(params, "network-acl")?;
+    let token = ClientToken::of(params, "CreateNetworkAcl")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let acl = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first ACL.
+        if let Some(acl) = idempotency::earlier_one::<NetworkAcl>(tx, token.as_ref())? {
+            return Ok(acl);
+        }
         tx.load::<Vpc>(vpc_id)?;
         let siblings = acls_of_vpc(tx, vpc_id)?;
         if siblings.len() >= ACLS_PER_VPC {
@@ -510,13 +516,12 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             tags: tags.clone(),
         };
         tx.put(&acl)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&acl))?;
         Ok(acl)
     })?;
     Ok(Xml::response("CreateNetworkAcl", ctx.request_id, |x| {
         x.node("networkAcl", |x| acl.write(x));
-        if let Some(token) = params.get("ClientToken") {
-            x.elem("clientToken", token);
-        }
+        x.opt("clientToken", token.as_ref().map(ClientToken::token));
     }))
 }
 

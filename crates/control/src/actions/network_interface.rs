@@ -23,6 +23,7 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::address::{self, Address};
+use super::idempotency::{self, ClientToken};
 use super::instance::{self as instance_mod, Instance};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
@@ -404,6 +405,36 @@ pub fn parse_ip(name: &str, text: &str) -> Result<Ipv4Addr, ApiError> {
 pub fn parse_ipv6(name: &str, text: &str) -> Result<Ipv6Addr, ApiError> {
     text.parse()
         .map_err(|_| ApiError::invalid_value(name, text, "This is not a valid IPv6 address."))
+}
+
+/// The addresses a request lists as `name.N`, each parsed by `parse`.
+fn listed<T>(
+    params: &Params,
+    name: &str,
+    parse: fn(&str, &str) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
+    params.list(name)?.iter().map(|t| parse(name, t)).collect()
+}
+
+/// The addresses an Unassign call lists as `name.N`: at least one.
+fn to_unassign<T>(
+    params: &Params,
+    name: &str,
+    parse: fn(&str, &str) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
+    let gone = listed(params, name, parse)?;
+    if gone.is_empty() {
+        return Err(ApiError::missing_parameter(&format!("{name}.1")));
+    }
+    Ok(gone)
+}
+
+/// AWS's answer to unassigning an address the interface does not have.
+fn not_assigned(id: &str, ip: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        "InvalidParameterValue",
+        format!("Some of the specified addresses are not assigned to interface {id}: {ip}"),
+    )
 }
 
 fn too_many_ipv6(n: usize) -> ApiError {
@@ -828,13 +859,18 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let conntrack = conntrack_of(params, None)?;
     let description = params.get("Description").unwrap_or("").to_owned();
     let tags: Tags = tags_for(params, "network-interface")?;
+    let token = ClientToken::of(params, "CreateNetworkInterface")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let eni = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first interface.
+        if let Some(eni) = idempotency::earlier_one::<NetworkInterface>(tx, token.as_ref())? {
+            return Ok(eni);
+        }
         let subnet = tx.load::<Subnet>(subnet_id)?;
         let groups = resolve_groups(tx, &subnet.vpc_id, &group_ids)?;
-        create_with(
+        let eni = create_with(
             tx,
             subnet_id,
             EniSpec {
@@ -845,13 +881,16 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 tags: tags.clone(),
             },
             Some(&ipv6),
-        )
+        )?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&eni))?;
+        Ok(eni)
     })?;
     Ok(Xml::response(
         "CreateNetworkInterface",
         ctx.request_id,
         |x| {
-            x.node("networkInterface", |x| eni.write(x));
+            x.node("networkInterface", |x| eni.write(x))
+                .opt("clientToken", token.as_ref().map(ClientToken::token));
         },
     ))
 }
@@ -1122,11 +1161,7 @@ pub fn describe_attribute(ctx: &Ctx, params: &Params) -> Result<String, ApiError
 pub fn assign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("NetworkInterfaceId")?;
     check_id(ResourceKind::NetworkInterface, id)?;
-    let wanted = params
-        .list("PrivateIpAddress")?
-        .iter()
-        .map(|t| parse_ip("PrivateIpAddress", t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let wanted = listed(params, "PrivateIpAddress", parse_ip)?;
     let count = params
         .number::<usize>("SecondaryPrivateIpAddressCount")?
         .unwrap_or(0);
@@ -1174,14 +1209,7 @@ pub fn assign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiError
 pub fn unassign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("NetworkInterfaceId")?;
     check_id(ResourceKind::NetworkInterface, id)?;
-    let gone = params
-        .list("PrivateIpAddress")?
-        .iter()
-        .map(|t| parse_ip("PrivateIpAddress", t))
-        .collect::<Result<Vec<_>, _>>()?;
-    if gone.is_empty() {
-        return Err(ApiError::missing_parameter("PrivateIpAddress.1"));
-    }
+    let gone = to_unassign(params, "PrivateIpAddress", parse_ip)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -1198,12 +1226,7 @@ pub fn unassign_private_ips(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
                 ));
             }
             if !eni.private_ips.contains(ip) {
-                return Err(ApiError::new(
-                    "InvalidParameterValue",
-                    format!(
-                        "Some of the specified addresses are not assigned to interface {id}: {ip}"
-                    ),
-                ));
+                return Err(not_assigned(id, ip));
             }
             if eni.public.iter().any(|p| p.private_ip == *ip) {
                 return Err(ApiError::new(
@@ -1226,11 +1249,7 @@ pub fn assign_ipv6(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("NetworkInterfaceId")?;
     check_id(ResourceKind::NetworkInterface, id)?;
     refuse_ipv6_prefixes(params)?;
-    let wanted = params
-        .list("Ipv6Addresses")?
-        .iter()
-        .map(|t| parse_ipv6("Ipv6Addresses", t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let wanted = listed(params, "Ipv6Addresses", parse_ipv6)?;
     let count = params.number::<usize>("Ipv6AddressCount")?;
     if !wanted.is_empty() && count.is_some() {
         return Err(both_ipv6_forms());
@@ -1281,14 +1300,7 @@ pub fn unassign_ipv6(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("NetworkInterfaceId")?;
     check_id(ResourceKind::NetworkInterface, id)?;
     refuse_ipv6_prefixes(params)?;
-    let gone = params
-        .list("Ipv6Addresses")?
-        .iter()
-        .map(|t| parse_ipv6("Ipv6Addresses", t))
-        .collect::<Result<Vec<_>, _>>()?;
-    if gone.is_empty() {
-        return Err(ApiError::missing_parameter("Ipv6Addresses.1"));
-    }
+    let gone = to_unassign(params, "Ipv6Addresses", parse_ipv6)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
@@ -1297,12 +1309,7 @@ pub fn unassign_ipv6(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let mut subnet = tx.load::<Subnet>(&eni.subnet_id)?;
         for ip in &gone {
             if !eni.ipv6_addresses.contains(ip) {
-                return Err(ApiError::new(
-                    "InvalidParameterValue",
-                    format!(
-                        "Some of the specified addresses are not assigned to interface {id}: {ip}"
-                    ),
-                ));
+                return Err(not_assigned(id, ip));
             }
             eni.ipv6_addresses.retain(|a| a != ip);
             subnet.release_ipv6(*ip);

@@ -18,6 +18,7 @@
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, filters_match, new_id, transact,
     write_tags,
@@ -381,10 +382,15 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         return Err(too_many(name, max_entries));
     }
     let tags: Tags = tags_for(params, "prefix-list")?;
+    let token = ClientToken::of(params, "CreateManagedPrefixList")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let list = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first list.
+        if let Some(list) = idempotency::earlier_one::<PrefixList>(tx, token.as_ref())? {
+            return Ok(list);
+        }
         if tx.list::<PrefixList>()?.len() >= PREFIX_LIST_QUOTA {
             return Err(ApiError::new(
                 "PrefixListLimitExceeded",
@@ -407,8 +413,10 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             tags: tags.clone(),
         };
         tx.put(&list)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&list))?;
         Ok(list)
     })?;
+    // CreateManagedPrefixList's answer has no clientToken (botocore's model).
     Ok(response(ctx, "CreateManagedPrefixList", &list))
 }
 

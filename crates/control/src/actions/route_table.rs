@@ -18,6 +18,7 @@ use std::net::Ipv6Addr;
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, ok_return, transact,
     write_tags,
@@ -331,41 +332,6 @@ pub struct RouteTable {
     #[serde(default)]
     pub propagating_vgws: Vec<String>,
     pub tags: Tags,
-    /// The `ClientToken` CreateRouteTable was called with, and that call's
-    /// other parameters: a retry with the token returns this table (spec
-    /// 12.1). botocore sends one on every CreateRouteTable and resends it
-    /// when it retries the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_token: Option<ClientToken>,
-}
-
-/// An idempotency token and the request it came with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientToken {
-    pub token: String,
-    /// The request's parameters but the token, sorted, `name=value&...`.
-    pub request: String,
-}
-
-impl ClientToken {
-    /// The token of a request, if it has one.
-    fn of(params: &Params) -> Option<Self> {
-        let token = params.get("ClientToken")?;
-        let mut names: Vec<&str> = params
-            .names()
-            .filter(|n| !matches!(*n, "Action" | "Version" | "ClientToken" | "DryRun"))
-            .collect();
-        names.sort_unstable();
-        let request = names
-            .iter()
-            .map(|n| format!("{n}={}", params.get(n).unwrap_or("")))
-            .collect::<Vec<_>>()
-            .join("&");
-        Some(Self {
-            token: token.to_owned(),
-            request,
-        })
-    }
 }
 
 impl RouteTable {
@@ -541,7 +507,6 @@ fn new_table(vpc: &Vpc, tags: Tags) -> RouteTable {
         associations: Vec::new(),
         propagating_vgws: Vec::new(),
         tags,
-        client_token: None,
     }
 }
 
@@ -965,30 +930,14 @@ pub fn create_table(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let vpc_id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, vpc_id)?;
     let tags: Tags = tags_for(params, "route-table")?;
-    let token = ClientToken::of(params);
+    let token = ClientToken::of(params, "CreateRouteTable")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let table = transact(ctx, |tx| {
-        // spec 12.1: a retry with the same token returns the first table;
-        // the token with other parameters is refused.
-        if let Some(token) = &token
-            && let Some(earlier) = tx.list::<RouteTable>()?.into_iter().find(|t| {
-                t.client_token
-                    .as_ref()
-                    .is_some_and(|c| c.token == token.token)
-            })
-        {
-            if earlier.client_token.as_ref() != Some(token) {
-                return Err(ApiError::new(
-                    "IdempotentParameterMismatch",
-                    format!(
-                        "The client token '{}' was used before with different parameters; use a new token for a new request.",
-                        token.token
-                    ),
-                ));
-            }
-            return Ok(earlier);
+        // spec 12.1: a retry with the same token returns the first table.
+        if let Some(table) = idempotency::earlier_one::<RouteTable>(tx, token.as_ref())? {
+            return Ok(table);
         }
         let vpc = tx.load::<Vpc>(vpc_id)?;
         if tables_of(tx, vpc_id)?.len() >= TABLES_PER_VPC {
@@ -999,16 +948,14 @@ pub fn create_table(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ));
         }
-        let table = RouteTable {
-            client_token: token.clone(),
-            ..new_table(&vpc, tags.clone())
-        };
+        let table = new_table(&vpc, tags.clone());
         tx.put(&table)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&table))?;
         Ok(table)
     })?;
     Ok(Xml::response("CreateRouteTable", ctx.request_id, |x| {
         x.node("routeTable", |x| table.write(x));
-        x.opt("clientToken", token.as_ref().map(|t| t.token.as_str()));
+        x.opt("clientToken", token.as_ref().map(ClientToken::token));
     }))
 }
 

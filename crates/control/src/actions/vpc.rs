@@ -177,8 +177,34 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
     Ok(vpc)
 }
 
+/// An IPv6 block from a pool needs the pool named (the API reference:
+/// "You must also specify Ipv6Pool in the request"); pools themselves
+/// (BYOIP and IPAM) are not run here, so a request naming one is refused
+/// clearly rather than given a block the caller did not choose.
+fn refuse_pools(params: &Params) -> Result<(), ApiError> {
+    if params.get("Ipv6CidrBlock").is_some() && params.get("Ipv6Pool").is_none() {
+        return Err(ApiError::missing_parameter("Ipv6Pool"));
+    }
+    for unsupported in [
+        "Ipv6Pool",
+        "Ipv6CidrBlock",
+        "Ipv4IpamPoolId",
+        "Ipv6IpamPoolId",
+    ] {
+        if let Some(v) = params.get(unsupported) {
+            return Err(ApiError::invalid_value(
+                unsupported,
+                v,
+                "Bring-your-own and IPAM pools are not supported; use CidrBlock or AmazonProvidedIpv6CidrBlock.",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let cidr = parse_cidr(params.required("CidrBlock")?)?;
+    refuse_pools(params)?;
     let tenancy = params.get("InstanceTenancy").unwrap_or("default");
     if !matches!(tenancy, "default" | "dedicated") {
         return Err(ApiError::invalid_value(
@@ -669,20 +695,7 @@ fn check_secondary(vpc: &Vpc, new: &Ipv4Cidr) -> Result<(), ApiError> {
 pub fn associate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let id = params.required("VpcId")?;
     check_id(ResourceKind::Vpc, id)?;
-    for unsupported in [
-        "Ipv6CidrBlock",
-        "Ipv6Pool",
-        "Ipv4IpamPoolId",
-        "Ipv6IpamPoolId",
-    ] {
-        if let Some(v) = params.get(unsupported) {
-            return Err(ApiError::invalid_value(
-                unsupported,
-                v,
-                "Bring-your-own and IPAM pools are not supported; use CidrBlock or AmazonProvidedIpv6CidrBlock.",
-            ));
-        }
-    }
+    refuse_pools(params)?;
     let ipv6 = params.bool("AmazonProvidedIpv6CidrBlock")?.unwrap_or(false);
     let cidr = match (params.get("CidrBlock"), ipv6) {
         (Some(_), true) => {

@@ -14,6 +14,7 @@
 use openvpc_model::ResourceKind;
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, ClientToken};
 use super::network_interface::timestamp;
 use super::prefix_list::{GATEWAY_SERVICES, aws_list_for, service_name};
 use super::resource::{
@@ -211,12 +212,17 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let policy = params.get("PolicyDocument").unwrap_or(FULL_ACCESS);
     check_policy(policy)?;
     let tags: Tags = tags_for(params, "vpc-endpoint")?;
+    let token = ClientToken::of(params, "CreateVpcEndpoint")?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
     let list = aws_list_for(ctx.region, service)
         .ok_or_else(|| ApiError::internal(format!("no prefix list for {service}")))?;
     let endpoint = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first endpoint.
+        if let Some(e) = idempotency::earlier_one::<VpcEndpoint>(tx, token.as_ref())? {
+            return Ok(e);
+        }
         tx.load::<Vpc>(vpc_id)?;
         let existing = tx.list::<VpcEndpoint>()?;
         if existing.len() >= ENDPOINT_QUOTA
@@ -251,10 +257,12 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             add_route(tx, &e, t)?;
         }
         tx.put(&e)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&e))?;
         Ok(e)
     })?;
     Ok(Xml::response("CreateVpcEndpoint", ctx.request_id, |x| {
-        x.node("vpcEndpoint", |x| endpoint.write(x));
+        x.node("vpcEndpoint", |x| endpoint.write(x))
+            .opt("clientToken", token.as_ref().map(ClientToken::token));
     }))
 }
 

@@ -14,7 +14,7 @@
 use openvpc_model::host::{HealthReport, InstanceHealth};
 use serde::{Deserialize, Serialize};
 
-use super::registry::{RegistryError, valid_name, valid_region};
+use super::registry::{RegistryError, check_host};
 use crate::store::{Store, StoreError};
 
 /// Where hosts' health reports live.
@@ -84,13 +84,8 @@ pub fn record(
     report: &HealthReport,
     now: i64,
 ) -> Result<bool, RegistryError> {
-    if !valid_region(region) {
-        return Err(RegistryError::BadRegion(region.to_owned()));
-    }
     let id = &report.host_id;
-    if !valid_name(id) {
-        return Err(RegistryError::BadHostId(id.clone()));
-    }
+    check_host(region, id)?;
     let mut instances = report.instances.clone();
     instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     if let Some(old) = load(store, region, id)?

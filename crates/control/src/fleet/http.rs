@@ -22,6 +22,7 @@ use super::health;
 use super::index::{Fleet, MAX_MAPPING_KEYS};
 use super::registry::{self, RegistryError};
 use super::token::token_matches;
+use crate::store::Store;
 
 /// The longest a watch waits for a change before answering an empty delta.
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -169,6 +170,26 @@ fn internal(e: &dyn std::fmt::Display) -> Response {
     )
 }
 
+/// What the POST endpoints' writes share: `apply` runs at the current time
+/// (Unix seconds) off the async threads; a request it refuses is a 400
+/// with `code`, a store that fails a 500.
+async fn write<R: Send + 'static>(
+    api: &AgentApi,
+    code: &'static str,
+    apply: impl FnOnce(&dyn Store, i64) -> Result<R, RegistryError> + Send + 'static,
+) -> Result<R, Refused> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let store = Arc::clone(api.fleet.store());
+    match tokio::task::spawn_blocking(move || apply(store.as_ref(), now)).await {
+        Ok(Ok(written)) => Ok(written),
+        Ok(Err(e @ RegistryError::Store(_))) => Err(Box::new(internal(&e))),
+        Ok(Err(e)) => Err(refuse(StatusCode::BAD_REQUEST, code, e.to_string())),
+        Err(e) => Err(Box::new(internal(&e))),
+    }
+}
+
 /// Brings the index up to the store, so an answer reflects every write
 /// made before the request.
 async fn catch_up(fleet: &Arc<Fleet>) -> Result<(), Refused> {
@@ -202,26 +223,16 @@ async fn register(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let store = Arc::clone(api.fleet.store());
-    let result = tokio::task::spawn_blocking(move || {
-        registry::register(store.as_ref(), &region, &registration, now)
+    let written = write(&api, "InvalidRegistration", move |store, now| {
+        registry::register(store, &region, &registration, now)
     })
     .await;
-    match result {
-        Ok(Ok(record)) => {
+    match written {
+        Ok(record) => {
             tracing::info!(host = %record.host_id, zone = %record.availability_zone, underlay = %record.underlay_ip, "host registered");
             json(StatusCode::OK, &record)
         }
-        Ok(Err(e @ RegistryError::Store(_))) => internal(&e),
-        Ok(Err(e)) => error(
-            StatusCode::BAD_REQUEST,
-            "InvalidRegistration",
-            e.to_string(),
-        ),
-        Err(e) => internal(&e),
+        Err(r) => *r,
     }
 }
 
@@ -335,21 +346,12 @@ async fn health_report(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let store = Arc::clone(api.fleet.store());
-    let result =
-        tokio::task::spawn_blocking(move || health::record(store.as_ref(), &region, &report, now))
-            .await;
-    match result {
-        Ok(Ok(_)) => json(StatusCode::OK, &serde_json::json!({})),
-        Ok(Err(e @ RegistryError::Store(_))) => internal(&e),
-        Ok(Err(e)) => error(
-            StatusCode::BAD_REQUEST,
-            "InvalidHealthReport",
-            e.to_string(),
-        ),
-        Err(e) => internal(&e),
+    let written = write(&api, "InvalidHealthReport", move |store, now| {
+        health::record(store, &region, &report, now)
+    })
+    .await;
+    match written {
+        Ok(_) => json(StatusCode::OK, &serde_json::json!({})),
+        Err(r) => *r,
     }
 }

@@ -65,6 +65,18 @@ pub fn valid_region(region: &str) -> bool {
     valid_name(region) && !region.contains('.')
 }
 
+/// `Err` unless the region and host ID a host sends can name keys (what
+/// each of a host's writes checks first).
+pub fn check_host(region: &str, host_id: &str) -> Result<(), RegistryError> {
+    if !valid_region(region) {
+        return Err(RegistryError::BadRegion(region.to_owned()));
+    }
+    if !valid_name(host_id) {
+        return Err(RegistryError::BadHostId(host_id.to_owned()));
+    }
+    Ok(())
+}
+
 /// Records (or updates) a host; `now` is Unix seconds.
 pub fn register(
     store: &dyn Store,
@@ -72,12 +84,7 @@ pub fn register(
     registration: &HostRegistration,
     now: i64,
 ) -> Result<HostRecord, RegistryError> {
-    if !valid_region(region) {
-        return Err(RegistryError::BadRegion(region.to_owned()));
-    }
-    if !valid_name(&registration.host_id) {
-        return Err(RegistryError::BadHostId(registration.host_id.clone()));
-    }
+    check_host(region, &registration.host_id)?;
     let known = zones(region);
     if !known
         .iter()

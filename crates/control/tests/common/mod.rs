@@ -1,14 +1,21 @@
 //! Helpers the action tests share: calling an action over a store without
-//! HTTP, reading elements out of the XML it returns, and making the
-//! resources most tests start from.
+//! HTTP (or signed, as the server sees a request), reading elements out of
+//! the XML it returns, making the resources most tests start from, and the
+//! agent API served over real HTTP.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
-use openvpc_control::ApiError;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use openvpc_control::account::Account;
-use openvpc_control::actions::{Ctx, dispatch};
+use openvpc_control::actions::{Ctx, default_vpc, dispatch};
+use openvpc_control::fleet::{AgentApi, Fleet, agent_token};
 use openvpc_control::query::Params;
+use openvpc_control::server::{ApiState, execute, router};
 use openvpc_control::store::{MemoryStore, Store};
+use openvpc_control::{ApiError, sigv4};
+use openvpc_model::host::TOKEN_HEADER;
 
 pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
     let ctx = Ctx {
@@ -18,6 +25,66 @@ pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, 
         request_id: "req-test",
     };
     dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
+}
+
+/// Makes the region's default VPC for `a`, as the server does on an
+/// account's first request.
+pub fn ensure_default_vpc(store: &dyn Store, a: &Account) {
+    let ctx = Ctx {
+        store,
+        account: a,
+        region: "us-east-1",
+        request_id: "req-test",
+    };
+    default_vpc::ensure(&ctx).unwrap();
+}
+
+/// Runs `body` through the server's request path, signed now with
+/// `key`/`secret` and scoped to `service`.
+pub fn signed_call(
+    state: &ApiState,
+    key: &str,
+    secret: &str,
+    service: &str,
+    body: &str,
+) -> Result<String, ApiError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut headers = vec![
+        ("Host".to_owned(), "127.0.0.1".to_owned()),
+        (
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_owned(),
+        ),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        path: "/",
+        query: "",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let params = sigv4::SigningParams {
+        access_key: key,
+        secret_key: secret,
+        region: "us-east-1",
+        service,
+        time_unix: now,
+        content_sha256_header: false,
+    };
+    let signed = sigv4::sign(&request, &params).unwrap();
+    headers.extend(signed);
+    execute(
+        state,
+        "POST",
+        "/",
+        "",
+        &headers,
+        body.as_bytes(),
+        "req-test",
+    )
 }
 
 /// The error code of a call that must fail.
@@ -242,4 +309,66 @@ impl Env {
             "availableIpAddressCount",
         )
     }
+}
+
+/// The agent API served over real HTTP from a store, with the fleet index
+/// following it; stops when dropped.
+pub struct AgentServer {
+    pub url: String,
+    /// The store's agent token.
+    pub token: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+pub fn serve_agent_api(store: &Arc<MemoryStore>) -> AgentServer {
+    let store = Arc::clone(store) as Arc<dyn Store>;
+    let token = agent_token(store.as_ref()).unwrap();
+    let fleet = Fleet::load(Arc::clone(&store)).unwrap();
+    fleet.spawn_tailer().unwrap();
+    let state = ApiState {
+        store,
+        moto_compat: None,
+        agent: Some(AgentApi::new(fleet, token.clone(), "us-east-1")),
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, router(state)).await });
+    AgentServer {
+        url,
+        token,
+        _runtime: runtime,
+    }
+}
+
+/// An HTTP client that answers 4xx and 5xx as responses, not errors.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// (status, body) of a POST to the agent API.
+pub fn post(s: &AgentServer, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let mut request = http().post(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        request = request.header(TOKEN_HEADER, t);
+    }
+    let mut response = request.send(body.as_bytes()).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+/// (status, body) of a GET from the agent API.
+pub fn get(s: &AgentServer, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = http().get(format!("{}{path}", s.url));
+    if let Some(t) = token {
+        request = request.header(TOKEN_HEADER, t);
+    }
+    let mut response = request.call().unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
 }

@@ -67,6 +67,25 @@ pub fn start_with(data_dir: &Path, args: &[&str]) -> Server {
     Server { child, env }
 }
 
+/// Why a test that starts real instances cannot run here, if it cannot:
+/// instances need root (network namespaces, TAP devices), and the test
+/// drives them with the aws CLI of scripts/test's venv.
+pub fn cannot_run_instances() -> Option<&'static str> {
+    // /proc/self belongs to the effective user.
+    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m));
+    if euid.ok() != Some(0) {
+        return Some("not root: instances need network namespaces and TAP devices");
+    }
+    if std::env::var_os("OPENVPC_AWS_CLI").is_none() {
+        assert!(
+            std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
+            "OPENVPC_AWS_CLI is not set: run scripts/test"
+        );
+        return Some("OPENVPC_AWS_CLI is not set (scripts/test sets it)");
+    }
+    None
+}
+
 /// The venv's Python that scripts/test made, or `None` (the caller skips)
 /// when it is absent outside scripts/test.
 pub fn python() -> Option<OsString> {
