@@ -4,7 +4,7 @@
 //! turns EC2 error bodies back into [`ApiError`]s. It is not a general AWS
 //! SDK: users have the aws CLI and boto3 for that.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use openvpc_model::time::now_secs;
 
 use crate::error::ApiError;
 use crate::sigv4::{self, SigningParams};
@@ -71,9 +71,7 @@ impl Client {
             ("Host".to_owned(), self.host.clone()),
             ("Content-Type".to_owned(), content_type.to_owned()),
         ];
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = now_secs() as i64;
         let signed = sigv4::sign(
             &sigv4::Request {
                 method: "POST",

@@ -5,40 +5,38 @@
 //! Thin on purpose: protocol and actions live in their own modules and know
 //! nothing of HTTP.
 //!
-//! Under `--moto-compat` (for running moto's test suite, never in production)
-//! signatures are only checked for form, every request acts as moto's fixed
-//! account, `POST /moto-api/reset` wipes every resource (see `moto_api`),
-//! STS's `GetCallerIdentity` names moto's user, and the S3, CloudWatch Logs
-//! and SSM calls moto's EC2 tests make are answered (see `moto_foreign`).
+//! `--moto-compat` (for running moto's test suite, never in production)
+//! changes what `moto_compat`'s header lists; this module never asks whether
+//! it is on, but calls that module's [`Mode`] hooks at fixed points: when
+//! routing, before a request is read as a Query call, when authenticating,
+//! for STS's caller, and before EC2 dispatch.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use openvpc_model::time::now_secs;
 
 use crate::account::{self, Account};
 use crate::actions::{Ctx, default_vpc, dispatch};
 use crate::elbv2;
 use crate::error::ApiError;
 use crate::fleet::{self, AgentApi};
-use crate::moto_api;
-use crate::moto_foreign;
+use crate::moto_compat::Mode;
 use crate::query::Params;
 use crate::sigv4::{self, AuthError};
 use crate::store::Store;
-use crate::sts::{self, Identity};
+use crate::sts;
 
 /// What every request handler shares.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
-    /// `Some` under `--moto-compat`: every request with a well-formed
-    /// signature acts as this account, whatever its key and secret, and the
-    /// moto reset hook is served. `None` verifies every signature.
+    /// `Some` (moto's account) under `--moto-compat`, `None` otherwise; read
+    /// only through `moto_compat::Mode::of`, which says what it changes.
     pub moto_compat: Option<Account>,
     /// The agent API (`/agent/v1/…`: host registration, watch, mapping
     /// service); `None` serves none of it.
@@ -55,14 +53,8 @@ impl std::fmt::Debug for ApiState {
 /// `--moto-compat`), and the agent API under `/agent/v1/` when configured.
 pub fn router(state: ApiState) -> Router {
     let agent = state.agent.clone();
-    let mut router = Router::new().route("/", axum::routing::any(handle));
-    if state.moto_compat.is_some() {
-        router = router
-            .route("/moto-api/reset", axum::routing::any(moto_reset))
-            // S3's path-style calls (`PUT /BUCKET`) land off `/`.
-            .fallback(handle);
-    }
-    let router = router.with_state(state);
+    let router = Router::new().route("/", axum::routing::any(handle));
+    let router = Mode::of(&state).routes(router, handle).with_state(state);
     match agent {
         Some(agent) => router.merge(fleet::http::router(agent)),
         None => router,
@@ -101,24 +93,11 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let request_id = request_id();
-    if let Some(moto) = &state.moto_compat {
-        // moto's EC2 tests call S3, CloudWatch Logs and SSM on this endpoint.
-        let (store, account) = (Arc::clone(&state.store), moto.id.clone());
-        let (m, p, h, b) = (
-            method.clone(),
-            uri.path().to_owned(),
-            headers.clone(),
-            body.clone(),
-        );
-        let foreign = tokio::task::spawn_blocking(move || {
-            moto_foreign::answer(store.as_ref(), &account, &m, &p, &h, &b)
-        })
+    if let Some(response) = Mode::of(&state)
+        .foreign(&state, &method, &uri, &headers, &body)
         .await
-        .ok()
-        .flatten();
-        if let Some(response) = foreign {
-            return response;
-        }
+    {
+        return response;
     }
     let id = request_id.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -156,40 +135,6 @@ async fn handle(
             xml_response(status, e.to_xml(&request_id))
         }
     }
-}
-
-/// moto's `/moto-api/reset`, answered as moto's own server does: 200 with
-/// `{"status": "ok"}` to a POST, 400 to anything else.
-async fn moto_reset(State(state): State<ApiState>, method: Method) -> Response {
-    let json = [(header::CONTENT_TYPE, "application/json")];
-    if method != Method::POST {
-        return (
-            StatusCode::BAD_REQUEST,
-            json,
-            r#"{"Error": "Need to POST to reset Moto"}"#,
-        )
-            .into_response();
-    }
-    let store = Arc::clone(&state.store);
-    match tokio::task::spawn_blocking(move || moto_api::reset(store.as_ref())).await {
-        Ok(Ok(deleted)) => {
-            tracing::debug!(deleted, "moto reset");
-            (StatusCode::OK, json, r#"{"status": "ok"}"#).into_response()
-        }
-        Ok(Err(e)) => reset_failed(&e),
-        Err(e) => reset_failed(&e),
-    }
-}
-
-fn reset_failed(e: &dyn std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "moto reset failed");
-    let body = serde_json::json!({ "Error": format!("The reset failed: {e}") }).to_string();
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response()
 }
 
 fn xml_response(status: StatusCode, body: String) -> Response {
@@ -290,9 +235,7 @@ pub fn execute(
     body: &[u8],
     request_id: &str,
 ) -> Result<String, ApiError> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = now_secs() as i64;
     let request = sigv4::Request {
         method,
         path,
@@ -314,31 +257,27 @@ pub fn execute(
         );
         return Err(unserved(&claimed.service));
     };
-    let verified = if state.moto_compat.is_some() {
-        claimed
-    } else {
-        sigv4::verify(&request, now, |key| {
-            account::by_access_key(store, key)
-                .ok()
-                .flatten()
-                .map(|a| a.secret_access_key)
-        })
-        .map_err(|e| service.auth_error(e))?
-    };
-    let account = match &state.moto_compat {
-        Some(moto) => moto.clone(),
-        None => account::by_access_key(store, &verified.access_key)
-            .map_err(|e| service.shape(e))?
-            // Only a key deleted since the signature was checked gets here.
-            .ok_or_else(|| service.auth_error(AuthError::UnknownKey))?,
+    let mode = Mode::of(state);
+    let (verified, account) = match mode.fixed_account() {
+        Some(fixed) => (claimed, fixed.clone()),
+        None => {
+            let verified = sigv4::verify(&request, now, |key| {
+                account::by_access_key(store, key)
+                    .ok()
+                    .flatten()
+                    .map(|a| a.secret_access_key)
+            })
+            .map_err(|e| service.auth_error(e))?;
+            let account = account::by_access_key(store, &verified.access_key)
+                .map_err(|e| service.shape(e))?
+                // Only a key deleted since the signature was checked gets here.
+                .ok_or_else(|| service.auth_error(AuthError::UnknownKey))?;
+            (verified, account)
+        }
     };
     let params = Params::parse(body, query);
     if service == Service::Sts {
-        // moto's `account_id` fixture asks STS who it is before a test runs.
-        return match &state.moto_compat {
-            Some(moto) => moto_api::sts(moto, &params, request_id),
-            None => sts::dispatch(&Identity::root(&account), &params, request_id),
-        };
+        return sts::dispatch(&mode.caller(&account), &params, request_id);
     }
     let ctx = Ctx {
         store,
@@ -351,9 +290,7 @@ pub fn execute(
     if service == Service::Elbv2 {
         return elbv2::dispatch(&ctx, &params).map_err(|e| service.shape(e));
     }
-    if state.moto_compat.is_some()
-        && let Some(answer) = moto_foreign::ec2_action(&ctx, &params)
-    {
+    if let Some(answer) = mode.ec2_action(&ctx, &params) {
         return answer;
     }
     dispatch(&ctx, &params)
@@ -424,10 +361,7 @@ mod tests {
             headers: &headers,
             body,
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = now_secs() as i64;
         let signed = sigv4::sign(
             &request,
             &sigv4::SigningParams {

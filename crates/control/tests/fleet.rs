@@ -982,7 +982,7 @@ fn the_agent_api_registers_watches_and_maps() {
 
 #[test]
 fn two_servers_on_one_etcd_share_the_token_and_follow_each_other() {
-    use openvpc_control::store::test_etcd::{self, TestEtcd};
+    use openvpc_store::test_etcd::{self, TestEtcd};
     if !test_etcd::available() {
         return;
     }

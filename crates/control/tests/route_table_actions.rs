@@ -334,7 +334,7 @@ fn routes_to_each_target_kind_and_their_errors() {
     let pcx = w.fake("pcx", 3, r#"{"state":"active"}"#);
     let tgw = w.fake("tgw", 4, "{}");
     let vgw = w.fake("vgw", 5, "{}");
-    let inst = w.fake("i", 6, r#"{"state":{"code":16,"name":"running"}}"#);
+    let inst = w.fake("i", 6, r#"{"state":"running"}"#);
     let eigw = w.fake("eigw", 7, "{}");
     let create = |dest: &str, target: &str| {
         let dest = if dest.contains(':') {

@@ -8,6 +8,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod buf;
 pub mod conntrack;
 pub mod drop;

@@ -1,5 +1,5 @@
 //! The gRPC client and messages of the part of etcd's v3 API that openvpc's
-//! etcd store (`openvpc-control`'s `store::etcd`) uses: KV's Range, Put,
+//! etcd store (`openvpc-store`'s `etcd` module) uses: KV's Range, Put,
 //! DeleteRange, Txn and Compact, and Watch. Only types and stubs: the store
 //! owns connections, retries and the mapping to its own trait.
 //!

@@ -3,8 +3,14 @@
 
 mod cmd;
 
+/// Only in builds for measuring (`--features count-allocations`), so that
+/// `openvpc bench dataplane` can report allocations per packet; production
+/// processes run on the system allocator. Why it is a build choice is in
+/// `openvpc_dataplane::bench::alloc_counter`.
+#[cfg(feature = "count-allocations")]
 #[global_allocator]
-static ALLOCATOR: cmd::alloc_counter::CountingAllocator = cmd::alloc_counter::CountingAllocator;
+static ALLOCATOR: openvpc_dataplane::bench::alloc_counter::CountingAllocator =
+    openvpc_dataplane::bench::alloc_counter::CountingAllocator;
 
 use clap::{Parser, Subcommand};
 

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{python, start_with};
-use openvpc_control::store::test_etcd::{self, TestEtcd};
+use openvpc_store::test_etcd::{self, TestEtcd};
 
 #[test]
 fn two_servers_share_one_etcd() {

@@ -14,10 +14,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod arp;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod builder;
 pub mod checksum;
 mod error;
 pub mod ethernet;
+pub mod explain;
 pub mod flow;
 pub mod geneve;
 pub mod gso;

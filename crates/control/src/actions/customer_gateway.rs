@@ -5,9 +5,10 @@
 //! kinds), and deleted records stay visible, as `deleted`, for a while.
 
 use std::net::Ipv4Addr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::CustomerGatewayState;
+use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
 use super::resource::{
@@ -30,13 +31,6 @@ pub const IPSEC_1: &str = "ipsec.1";
 /// How long a deleted customer gateway, VPN gateway or VPN connection stays
 /// in Describe answers as `deleted` (EC2 keeps them "for a while").
 pub const DELETED_VISIBLE_SECS: u64 = 3600;
-
-/// Seconds since the epoch, for deletion times.
-pub(crate) fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// True while a record deleted at `deleted_at` is still shown.
 pub(crate) fn still_visible(deleted_at: Option<u64>) -> bool {
@@ -81,7 +75,7 @@ pub(crate) fn ipsec_type(params: &Params) -> Result<String, ApiError> {
 pub struct CustomerGateway {
     pub id: String,
     /// `available` or `deleted`.
-    pub state: String,
+    pub state: CustomerGatewayState,
     #[serde(rename = "type")]
     pub gateway_type: String,
     pub ip_address: Option<String>,
@@ -98,7 +92,7 @@ pub struct CustomerGateway {
 
 impl CustomerGateway {
     pub fn is_live(&self) -> bool {
-        self.state != "deleted"
+        self.state.exists()
     }
 }
 
@@ -130,7 +124,7 @@ impl Resource for CustomerGateway {
             "customer-gateway-id" => vec![self.id.clone()],
             "bgp-asn" => vec![self.bgp_asn.to_string()],
             "ip-address" => self.ip_address.iter().cloned().collect(),
-            "state" => vec![self.state.clone()],
+            "state" => vec![self.state.as_str().to_owned()],
             "type" => vec![self.gateway_type.clone()],
             "device-name" => self.device_name.iter().cloned().collect(),
             _ => return None,
@@ -139,7 +133,7 @@ impl Resource for CustomerGateway {
 
     fn write(&self, x: &mut Xml) {
         x.elem("customerGatewayId", &self.id)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .elem("type", &self.gateway_type)
             .opt("ipAddress", self.ip_address.as_deref());
         if self.extended {
@@ -236,7 +230,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let cgw = CustomerGateway {
             id: new_id(ResourceKind::CustomerGateway),
-            state: "available".into(),
+            state: CustomerGatewayState::Available,
             gateway_type: gateway_type.clone(),
             ip_address: ip_address.clone(),
             bgp_asn: asn,
@@ -296,7 +290,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ));
         }
-        cgw.state = "deleted".into();
+        cgw.state = CustomerGatewayState::Deleted;
         cgw.deleted_at = Some(now_secs());
         tx.put(&cgw)
     })?;

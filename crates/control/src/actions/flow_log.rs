@@ -13,15 +13,16 @@
 //! Whether a destination exists is not this module's to know: S3 buckets
 //! and log groups live in other services. [`Destinations`] answers it;
 //! production accepts every destination ([`Unchecked`]), and `--moto-compat`
-//! passes one backed by the buckets and log groups it has been asked to make.
+//! passes one backed by the buckets and log groups it has been asked to make
+//! (`crate::moto_compat`, whose header says why only that mode checks).
 
 use std::collections::BTreeSet;
 
+use openvpc_model::time::timestamp;
 use openvpc_model::{ResourceId, ResourceKind};
 use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
-use super::network_interface::timestamp;
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
 };

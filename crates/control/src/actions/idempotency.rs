@@ -26,6 +26,7 @@
 //! as the first call made them: AWS documents that a retry returns "the
 //! result of the original request", and tools only read the IDs back from it.
 
+use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -235,10 +236,4 @@ pub fn remember<R: Resource>(
     let key = token.key(tx);
     tx.put_raw(key, to_json(&record)?);
     Ok(())
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

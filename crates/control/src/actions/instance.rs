@@ -16,6 +16,8 @@
 use std::net::Ipv4Addr;
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::InstanceState;
+use openvpc_model::time::timestamp;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +26,7 @@ use super::idempotency::{self, ClientToken};
 use super::network_interface::{
     self as eni_mod, AddressRequest, EniSpec, GroupRef, Ipv6Request, NetworkInterface,
     PublicMapping, conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups,
-    timestamp, write_common, write_groups,
+    write_common, write_groups,
 };
 use super::resource::{Resource, Tags, Tx, check_id, ok_return, transact, write_tags};
 use super::security_group;
@@ -52,7 +54,7 @@ pub struct Instance {
     pub instance_type: String,
     /// `running`, `stopped` or `terminated`: the transitional states are
     /// only ever shown in the answers of the calls that start them.
-    pub state: String,
+    pub state: InstanceState,
     pub launch_time: String,
     pub subnet_id: String,
     pub vpc_id: String,
@@ -90,8 +92,8 @@ impl Resource for Instance {
         let one = |v: String| Some(vec![v]);
         match name {
             "instance-id" => one(self.id.clone()),
-            "instance-state-name" => one(self.state.clone()),
-            "instance-state-code" => one(state_code(&self.state).to_string()),
+            "instance-state-name" => one(self.state.as_str().to_owned()),
+            "instance-state-code" => one(self.state.code().to_string()),
             "image-id" => one(self.image_id.clone()),
             "instance-type" => one(self.instance_type.clone()),
             "reservation-id" => one(self.reservation_id.clone()),
@@ -123,7 +125,7 @@ impl Resource for Instance {
             instance: self.clone(),
             enis: Vec::new(),
         }
-        .write(x, &self.state);
+        .write(x, self.state);
     }
 }
 
@@ -168,19 +170,6 @@ fn check_ipv6_only_supported(instance_type: &str, subnet_id: &str) -> Result<(),
         ));
     }
     Ok(())
-}
-
-/// spec 12: the state codes EC2 reports.
-pub fn state_code(state: &str) -> u32 {
-    match state {
-        "pending" => 0,
-        "running" => 16,
-        "shutting-down" => 32,
-        "terminated" => 48,
-        "stopping" => 64,
-        "stopped" => 80,
-        _ => 0,
-    }
 }
 
 /// An instance with its attached ENIs (primary first), as Describe shows it.
@@ -328,13 +317,13 @@ impl View {
     }
 
     /// One `instancesSet` item, showing `state`.
-    fn write(&self, x: &mut Xml, state: &str) {
+    fn write(&self, x: &mut Xml, state: InstanceState) {
         let i = &self.instance;
         let public = self.public_ip();
         x.elem("instanceId", &i.id)
             .elem("imageId", &i.image_id)
             .node("instanceState", |x| {
-                x.elem("code", state_code(state)).elem("name", state);
+                x.elem("code", state.code()).elem("name", state);
             })
             .elem(
                 "privateDnsName",
@@ -642,7 +631,7 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 region: ctx.region.to_owned(),
                 image_id: image_id.to_owned(),
                 instance_type: instance_type.clone(),
-                state: "running".into(),
+                state: InstanceState::Running,
                 launch_time: launch_time.clone(),
                 subnet_id: subnet.id.clone(),
                 vpc_id: subnet.vpc_id.clone(),
@@ -678,7 +667,7 @@ pub fn run(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     })?;
     // AWS: a retry's answer differs from the first only in the instances'
     // state, which it shows as it is now.
-    let state = fresh.then_some("pending");
+    let state = fresh.then_some(InstanceState::Pending);
     Ok(Xml::response("RunInstances", ctx.request_id, |x| {
         write_reservation(x, ctx, &reservation_id, &views, state);
     }))
@@ -765,13 +754,13 @@ fn write_reservation(
     ctx: &Ctx,
     reservation_id: &str,
     views: &[View],
-    state: Option<&str>,
+    state: Option<InstanceState>,
 ) {
     x.elem("reservationId", reservation_id)
         .elem("ownerId", &ctx.account.id)
         .list("groupSet", std::iter::empty::<()>(), |_, _| {})
         .list("instancesSet", views, |x, v| {
-            v.write(x, state.unwrap_or(&v.instance.state));
+            v.write(x, state.unwrap_or(v.instance.state));
         });
 }
 
@@ -895,7 +884,7 @@ fn terminate_in(tx: &mut Tx, instance: &mut Instance) -> Result<(), ApiError> {
     if let Some(host) = &instance.host_id {
         tx.delete_raw(placement_key(&instance.region, host, &instance.id));
     }
-    instance.state = "terminated".into();
+    instance.state = InstanceState::Terminated;
     instance.private_ip = None;
     instance.state_reason = "Client.UserInitiatedShutdown: User initiated shutdown".into();
     tx.put(&*instance)
@@ -913,11 +902,11 @@ fn change_state(ctx: &Ctx, params: &Params, change: Change) -> Result<String, Ap
         let mut out = Vec::new();
         for id in &ids {
             let mut instance = tx.load::<Instance>(id)?;
-            let previous = instance.state.clone();
+            let previous = instance.state;
             // The transitional state each call answers with; the stored
             // state is already the one it leads to.
-            let current = match (change, previous.as_str()) {
-                (_, "terminated") if change != Change::Terminate => {
+            let current = match (change, previous) {
+                (_, InstanceState::Terminated) if change != Change::Terminate => {
                     return Err(ApiError::new(
                         "IncorrectInstanceState",
                         format!(
@@ -930,24 +919,24 @@ fn change_state(ctx: &Ctx, params: &Params, change: Change) -> Result<String, Ap
                         ),
                     ));
                 }
-                (Change::Terminate, "terminated") => "terminated",
+                (Change::Terminate, InstanceState::Terminated) => InstanceState::Terminated,
                 (Change::Terminate, _) => {
                     terminate_in(tx, &mut instance)?;
-                    "shutting-down"
+                    InstanceState::ShuttingDown
                 }
-                (Change::Stop, "stopped") => "stopped",
+                (Change::Stop, InstanceState::Stopped) => InstanceState::Stopped,
                 (Change::Stop, _) => {
-                    instance.state = "stopped".into();
+                    instance.state = InstanceState::Stopped;
                     instance.state_reason = "User initiated".into();
                     tx.put(&instance)?;
-                    "stopping"
+                    InstanceState::Stopping
                 }
-                (Change::Start, "running") => "running",
+                (Change::Start, InstanceState::Running) => InstanceState::Running,
                 (Change::Start, _) => {
-                    instance.state = "running".into();
+                    instance.state = InstanceState::Running;
                     instance.state_reason = String::new();
                     tx.put(&instance)?;
-                    "pending"
+                    InstanceState::Pending
                 }
             };
             out.push((id.clone(), previous, current));
@@ -963,10 +952,10 @@ fn change_state(ctx: &Ctx, params: &Params, change: Change) -> Result<String, Ap
         x.list("instancesSet", &changes, |x, (id, previous, current)| {
             x.elem("instanceId", id)
                 .node("currentState", |x| {
-                    x.elem("code", state_code(current)).elem("name", current);
+                    x.elem("code", current.code()).elem("name", current);
                 })
                 .node("previousState", |x| {
-                    x.elem("code", state_code(previous)).elem("name", previous);
+                    x.elem("code", previous.code()).elem("name", previous);
                 });
         });
     }))

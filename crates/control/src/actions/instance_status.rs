@@ -19,10 +19,11 @@
 
 use openvpc_model::ResourceKind;
 use openvpc_model::host::{HostRecord, InstanceSetup};
+use openvpc_model::lifecycle::InstanceState;
+use openvpc_model::time::{format_time, now_secs};
 
 use super::Ctx;
-use super::instance::{Instance, check_all_found, listed_ids, state_code};
-use super::network_interface::{format_time, now_secs};
+use super::instance::{Instance, check_all_found, listed_ids};
 use super::resource::{Resource, filters_match, next_token, page, transact};
 use crate::error::ApiError;
 use crate::fleet::health::{self, HOST_SILENT_AFTER_SECS, HostHealth};
@@ -206,8 +207,8 @@ fn filter_values(r: &Row, name: &str) -> Option<Vec<String>> {
     };
     match name {
         "availability-zone" => one(&r.instance.availability_zone),
-        "instance-state-name" => one(&r.instance.state),
-        "instance-state-code" => one(&state_code(&r.instance.state).to_string()),
+        "instance-state-name" => one(r.instance.state.as_str()),
+        "instance-state-code" => one(&r.instance.state.code().to_string()),
         "instance-status.status" => one(r.checks.instance.status.as_str()),
         "instance-status.reachability" => reach(&r.checks.instance),
         "system-status.status" => one(r.checks.system.status.as_str()),
@@ -265,12 +266,17 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     for instance in instances {
         if (!ids.is_empty() && !ids.contains(&instance.id))
             || after.as_deref().is_some_and(|a| instance.id.as_str() <= a)
-            || (!include_all && instance.state != "running")
+            || (!include_all && instance.state != InstanceState::Running)
         {
             continue;
         }
         let checks = match instance.host_id.as_deref() {
-            None => checks(&instance.id, &instance.state, HostView::Unplaced, now),
+            None => checks(
+                &instance.id,
+                instance.state.as_str(),
+                HostView::Unplaced,
+                now,
+            ),
             Some(host) => {
                 if !hosts.contains_key(host) {
                     let report = host_view(ctx, host)?;
@@ -289,7 +295,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                         registered_at: None,
                     },
                 };
-                checks(&instance.id, &instance.state, view, now)
+                checks(&instance.id, instance.state.as_str(), view, now)
             }
         };
         let row = Row { instance, checks };
@@ -329,7 +335,7 @@ fn write_row(x: &mut Xml, r: &Row) {
     x.elem("instanceId", &i.id)
         .elem("availabilityZone", &i.availability_zone)
         .node("instanceState", |x| {
-            x.elem("code", state_code(&i.state)).elem("name", &i.state);
+            x.elem("code", i.state.code()).elem("name", i.state);
         });
     write_check(x, "systemStatus", &r.checks.system);
     write_check(x, "instanceStatus", &r.checks.instance);

@@ -20,6 +20,7 @@ pub mod network_interface;
 pub mod prefix_list;
 pub mod resource;
 pub mod route_table;
+pub mod route_target;
 pub mod security_group;
 pub mod subnet;
 pub mod subnet_cidr_reservation;
@@ -55,7 +56,7 @@ impl std::fmt::Debug for Ctx<'_> {
 /// Every key prefix under which actions keep state: resources (`r/`, then
 /// account, region, kind and ID, as [`Ctx::key`] builds them) and per-region
 /// counters (`region/`), and the names `--moto-compat` records for other
-/// services (`compat/`, see `moto_foreign`), and which host each instance
+/// services (`compat/`, see `moto_compat`), and which host each instance
 /// was placed on (`placements/`, see `fleet::registry`). Accounts, access
 /// keys and registered hosts (`hosts/`) live outside them. A module
 /// that keeps state under a new prefix adds it here, so `--moto-compat`'s

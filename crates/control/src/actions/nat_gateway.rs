@@ -21,6 +21,8 @@
 use std::net::Ipv4Addr;
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::{NatAddressStatus, NatGatewayState};
+use openvpc_model::time::{format_time, now_secs};
 use serde::{Deserialize, Serialize};
 
 use super::Ctx;
@@ -28,8 +30,7 @@ use super::address::{Address, AddressAssociation};
 use super::idempotency::{self, ClientToken};
 use super::internet_gateway::InternetGateway;
 use super::network_interface::{
-    AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, format_time,
-    now_secs, parse_ip,
+    AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, parse_ip,
 };
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
@@ -61,7 +62,7 @@ pub struct NatAddress {
     pub public_ip: Option<Ipv4Addr>,
     pub association_id: Option<String>,
     pub is_primary: bool,
-    pub status: String,
+    pub status: NatAddressStatus,
 }
 
 /// A NAT gateway as stored.
@@ -77,7 +78,7 @@ pub struct NatGateway {
     pub connectivity_type: String,
     /// `available`, `failed` or `deleted` (route_table reads it: the last two
     /// make routes to the gateway blackholes).
-    pub state: String,
+    pub state: NatGatewayState,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub network_interface_id: Option<String>,
@@ -98,10 +99,10 @@ impl NatGateway {
     /// Pending and available gateways (the only live stored state) hold
     /// quota; failed and deleted ones do not.
     fn live(&self) -> bool {
-        self.state == "available"
+        self.state == NatGatewayState::Available
     }
 
-    fn write_as(&self, x: &mut Xml, state: &str) {
+    fn write_as(&self, x: &mut Xml, state: NatGatewayState) {
         x.elem("createTime", &self.create_time)
             .opt("deleteTime", self.delete_time.as_deref())
             .opt("failureCode", self.failure_code.as_deref())
@@ -113,7 +114,7 @@ impl NatGateway {
                     .opt("publicIp", a.public_ip)
                     .opt("associationId", a.association_id.as_deref())
                     .elem("isPrimary", a.is_primary)
-                    .elem("status", &a.status);
+                    .elem("status", a.status);
             })
             .elem("natGatewayId", &self.id)
             .elem("state", state)
@@ -141,7 +142,7 @@ impl Resource for NatGateway {
     fn filter_values(&self, name: &str) -> Option<Vec<String>> {
         Some(match name {
             "nat-gateway-id" => vec![self.id.clone()],
-            "state" => vec![self.state.clone()],
+            "state" => vec![self.state.as_str().to_owned()],
             "subnet-id" => vec![self.subnet_id.clone()],
             "vpc-id" => vec![self.vpc_id.clone()],
             _ => return None,
@@ -149,7 +150,7 @@ impl Resource for NatGateway {
     }
 
     fn write(&self, x: &mut Xml) {
-        self.write_as(x, &self.state);
+        self.write_as(x, self.state);
     }
 }
 
@@ -392,7 +393,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             vpc_id: subnet.vpc_id.clone(),
             availability_zone: subnet.availability_zone.clone(),
             connectivity_type: if req.public { "public" } else { "private" }.into(),
-            state: "available".into(),
+            state: NatGatewayState::Available,
             failure_code: None,
             failure_message: None,
             network_interface_id: None,
@@ -407,7 +408,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             Err(f) => Ok(Err(f)),
         }?;
         if let Err((code, message)) = provisioned {
-            gateway.state = "failed".into();
+            gateway.state = NatGatewayState::Failed;
             gateway.failure_code = Some(code);
             gateway.failure_message = Some(message);
             gateway.ended_at = Some(now);
@@ -421,7 +422,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                     public_ip: None,
                     association_id: None,
                     is_primary: i == 0,
-                    status: "failed".into(),
+                    status: NatAddressStatus::Failed,
                 })
                 .collect();
         }
@@ -431,10 +432,10 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     })?;
     // No provisioning to wait for: the first answer shows AWS's `pending`,
     // Describe `available` (a failed gateway shows `failed` at once).
-    let shown = if fresh && gateway.state == "available" {
-        "pending"
+    let shown = if fresh && gateway.state == NatGatewayState::Available {
+        NatGatewayState::Pending
     } else {
-        gateway.state.as_str()
+        gateway.state
     };
     Ok(Xml::response("CreateNatGateway", ctx.request_id, |x| {
         x.opt("clientToken", req.token.as_ref().map(ClientToken::token))
@@ -483,7 +484,7 @@ fn attach_addresses(
             public_ip: None,
             association_id: None,
             is_primary: i == 0,
-            status: "succeeded".into(),
+            status: NatAddressStatus::Succeeded,
         };
         if let Some(mut eip) = eips.get(i).cloned() {
             let association_id = new_id(ResourceKind::ElasticIpAssociation);
@@ -551,7 +552,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         // AWS answers a repeated delete of a gateway that is still visible
         // as `deleted` with its ID again, changing nothing: tools that retry
         // or re-run a teardown see success, not an error.
-        if gateway.state == "deleted" {
+        if gateway.state == NatGatewayState::Deleted {
             return Ok(());
         }
         // spec 6.2: the ENI goes and the EIPs are disassociated (still
@@ -565,7 +566,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         for a in &mut gateway.addresses {
             a.association_id = None;
         }
-        gateway.state = "deleted".into();
+        gateway.state = NatGatewayState::Deleted;
         gateway.delete_time = Some(format_time(now));
         // A failed gateway keeps the hour that began when it failed.
         gateway.ended_at = Some(gateway.ended_at.unwrap_or(now));
@@ -586,7 +587,7 @@ fn live_gateway(tx: &mut Tx, id: &str, public: bool, action: &str) -> Result<Nat
         .into_iter()
         .find(|g| g.id == id)
         .ok_or_else(|| super::resource::not_found::<NatGateway>(id))?;
-    if gateway.state != "available" {
+    if gateway.state != NatGatewayState::Available {
         // [U]: the code AWS gives for a gateway that is not available.
         return Err(ApiError::new(
             "NatGatewayNotFound",
@@ -661,7 +662,7 @@ fn address_response(
     action: &str,
     gateway: &NatGateway,
     changed: &[NatAddress],
-    status: &str,
+    status: NatAddressStatus,
 ) -> String {
     Xml::response(action, ctx.request_id, |x| {
         x.elem("natGatewayId", &gateway.id)
@@ -697,7 +698,7 @@ fn add_addresses(
         &mut Subnet,
         &mut NetworkInterface,
     ) -> Result<NatAddress, ApiError>,
-    status: &str,
+    status: NatAddressStatus,
 ) -> Result<String, ApiError> {
     let (gateway, added) = transact(ctx, |tx| {
         let mut gateway = live_gateway(tx, id, public, action)?;
@@ -787,10 +788,10 @@ pub fn associate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiError>
                 public_ip: Some(eip.public_ip),
                 association_id: Some(association_id),
                 is_primary: false,
-                status: "succeeded".into(),
+                status: NatAddressStatus::Succeeded,
             })
         },
-        "associating",
+        NatAddressStatus::Associating,
     )
 }
 
@@ -862,7 +863,7 @@ pub fn disassociate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
         "DisassociateNatGatewayAddress",
         &gateway,
         &removed,
-        "disassociating",
+        NatAddressStatus::Disassociating,
     ))
 }
 
@@ -913,10 +914,10 @@ pub fn assign_private_address(ctx: &Ctx, params: &Params) -> Result<String, ApiE
                 public_ip: None,
                 association_id: None,
                 is_primary: false,
-                status: "succeeded".into(),
+                status: NatAddressStatus::Succeeded,
             })
         },
-        "assigning",
+        NatAddressStatus::Assigning,
     )
 }
 
@@ -971,6 +972,6 @@ pub fn unassign_private_address(ctx: &Ctx, params: &Params) -> Result<String, Ap
         "UnassignPrivateNatGatewayAddress",
         &gateway,
         &removed,
-        "unassigning",
+        NatAddressStatus::Unassigning,
     ))
 }

@@ -16,9 +16,10 @@
 //! the fleet compiler pushes none to hosts.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::InstanceState;
+use openvpc_model::time::timestamp;
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
@@ -168,41 +169,6 @@ pub fn public_dns_name(region: &str, ip: Ipv4Addr) -> String {
     } else {
         format!("ec2-{host}.{region}.compute.amazonaws.com")
     }
-}
-
-/// Now in ISO 8601 (UTC, milliseconds), as EC2 writes timestamps.
-pub fn timestamp() -> String {
-    format_time(now_secs())
-}
-
-/// Now in seconds since the Unix epoch: what records store to compute
-/// time-driven states (expiry, how long an ended resource stays visible).
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Seconds since the Unix epoch in ISO 8601 (UTC, milliseconds).
-pub fn format_time(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn write_association(x: &mut Xml, region: &str, p: &PublicMapping) {
@@ -951,7 +917,10 @@ pub fn attach_in(
     if eni.attachment.is_some() {
         return Err(in_use(&eni.id));
     }
-    if !matches!(instance.state.as_str(), "running" | "stopped" | "pending") {
+    if !matches!(
+        instance.state,
+        InstanceState::Running | InstanceState::Stopped | InstanceState::Pending
+    ) {
         return Err(ApiError::new(
             "IncorrectInstanceState",
             format!(

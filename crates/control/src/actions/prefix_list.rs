@@ -15,6 +15,7 @@
 //! Every change to a customer list's entries makes a new version; all
 //! versions are kept so that GetManagedPrefixListEntries can read an old one.
 
+use openvpc_model::lifecycle::PrefixListState;
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ use super::resource::{
 };
 use super::route_table::{Destination, Ipv6Cidr, RouteTable};
 use super::security_group::groups_in;
-use super::{Ctx, store_error, tags_for};
+use super::{Ctx, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
 use crate::xml::Xml;
@@ -60,7 +61,7 @@ pub struct PrefixList {
     pub max_entries: u32,
     /// The entries of every version, oldest first: version N is `versions[N-1]`.
     pub versions: Vec<Vec<Entry>>,
-    pub state: String,
+    pub state: PrefixListState,
     /// Why the last change failed (`delete-failed`), as `stateMessage`.
     #[serde(default)]
     pub state_message: Option<String>,
@@ -134,7 +135,7 @@ impl Resource for PrefixList {
     fn write(&self, x: &mut Xml) {
         x.elem("prefixListId", &self.id)
             .elem("addressFamily", &self.address_family)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .opt("stateMessage", self.state_message.as_deref())
             .elem("prefixListArn", self.arn())
             .elem("prefixListName", &self.name);
@@ -209,7 +210,7 @@ pub fn aws_lists(region: &str) -> Vec<PrefixList> {
                         })
                         .collect(),
                 ],
-                state: "create-complete".into(),
+                state: PrefixListState::CreateComplete,
                 state_message: None,
                 region: region.to_owned(),
                 aws_managed: true,
@@ -242,27 +243,6 @@ pub fn find(tx: &mut Tx, id: &str) -> Result<Option<PrefixList>, ApiError> {
         return Ok(Some(l));
     }
     tx.get::<PrefixList>(id)
-}
-
-/// A list found by [`find_in_store`], and its store key if it is stored.
-pub type Found = (PrefixList, Option<Vec<u8>>);
-
-/// [`find`] for modules that read the store without a [`Tx`] (security
-/// groups): the list and, for a stored one, its key.
-pub fn find_in_store(ctx: &Ctx, id: &str) -> Result<Option<Found>, ApiError> {
-    if let Some(l) = aws_lists(ctx.region).into_iter().find(|l| l.id == id) {
-        return Ok(Some((l, None)));
-    }
-    let key = ctx.key(ResourceKind::PrefixList.prefix(), id);
-    match ctx.store.get(&key).map_err(store_error)? {
-        Some(kv) => {
-            let l = serde_json::from_slice(&kv.value).map_err(|e| {
-                ApiError::internal(format!("A stored prefix list is unreadable: {e}"))
-            })?;
-            Ok(Some((l, Some(key))))
-        }
-        None => Ok(None),
-    }
 }
 
 /// A CIDR of the list's family, in canonical form.
@@ -406,7 +386,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             address_family: family.to_owned(),
             max_entries,
             versions: vec![entries.clone()],
-            state: "create-complete".into(),
+            state: PrefixListState::CreateComplete,
             state_message: None,
             region: ctx.region.to_owned(),
             aws_managed: false,
@@ -642,7 +622,7 @@ pub fn modify(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 super::security_group::check_quota_with(tx, &g, &list)?;
             }
         }
-        list.state = "modify-complete".into();
+        list.state = PrefixListState::ModifyComplete;
         list.state_message = None;
         tx.put(&list)?;
         Ok(list)
@@ -674,7 +654,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 .any(|r| r.destination == Destination::PrefixList(id.to_owned()))
         });
         if in_rule || in_route {
-            list.state = "delete-failed".into();
+            list.state = PrefixListState::DeleteFailed;
             list.state_message = Some(format!(
                 "The prefix list {id} is referenced by a {}; remove the reference, then delete it again.",
                 if in_rule {
@@ -691,11 +671,10 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     })?;
     let shown = PrefixList {
         state: if deleted {
-            "delete-complete"
+            PrefixListState::DeleteComplete
         } else {
-            "delete-in-progress"
-        }
-        .into(),
+            PrefixListState::DeleteInProgress
+        },
         state_message: None,
         ..list
     };

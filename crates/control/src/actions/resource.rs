@@ -46,6 +46,34 @@ pub trait Resource: Serialize + DeserializeOwned {
     fn write(&self, x: &mut Xml);
 }
 
+/// What [`Tx`] needs to store a record: the segment its keys live under
+/// (`r/{account}/{region}/{segment}/{key}`), what messages call it, and the
+/// key of one record. Every [`Resource`] is one, under its ID prefix; the
+/// ELBv2 records, whose IDs are ARNs rather than EC2 IDs, implement it
+/// directly with segments of their own.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The store segment of this kind of record.
+    fn segment() -> &'static str;
+    /// What error messages call it.
+    fn noun() -> &'static str;
+    /// The last part of this record's key.
+    fn record_id(&self) -> &str;
+}
+
+impl<R: Resource> Record for R {
+    fn segment() -> &'static str {
+        segment(R::KIND)
+    }
+
+    fn noun() -> &'static str {
+        R::NOUN
+    }
+
+    fn record_id(&self) -> &str {
+        self.id()
+    }
+}
+
 /// The store segment of a kind: its ID prefix.
 pub fn segment(kind: ResourceKind) -> &'static str {
     kind.prefix()
@@ -103,9 +131,9 @@ pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
-fn from_json<R: Resource>(value: &[u8]) -> Result<R, ApiError> {
+fn from_json<R: Record>(value: &[u8]) -> Result<R, ApiError> {
     serde_json::from_slice(value)
-        .map_err(|e| ApiError::internal(format!("A stored {} is unreadable: {e}", R::NOUN)))
+        .map_err(|e| ApiError::internal(format!("A stored {} is unreadable: {e}", R::noun())))
 }
 
 /// The account's fence: rewritten by every write of the account.
@@ -207,8 +235,8 @@ impl<'a, 'c> Tx<'a, 'c> {
     }
 
     /// The resource with this ID, if it exists.
-    pub fn get<R: Resource>(&mut self, id: &str) -> Result<Option<R>, ApiError> {
-        let key = self.ctx.key(segment(R::KIND), id);
+    pub fn get<R: Record>(&mut self, id: &str) -> Result<Option<R>, ApiError> {
+        let key = self.ctx.key(R::segment(), id);
         self.get_raw(&key)?.map(|v| from_json(&v)).transpose()
     }
 
@@ -220,8 +248,8 @@ impl<'a, 'c> Tx<'a, 'c> {
     }
 
     /// Every resource of this kind in the account, sorted by ID.
-    pub fn list<R: Resource>(&mut self) -> Result<Vec<R>, ApiError> {
-        let prefix = self.ctx.prefix(segment(R::KIND));
+    pub fn list<R: Record>(&mut self) -> Result<Vec<R>, ApiError> {
+        let prefix = self.ctx.prefix(R::segment());
         self.range_raw(&prefix)?
             .into_iter()
             .map(|(_, v)| from_json(&v))
@@ -229,14 +257,14 @@ impl<'a, 'c> Tx<'a, 'c> {
     }
 
     /// Creates or replaces a resource.
-    pub fn put<R: Resource>(&mut self, resource: &R) -> Result<(), ApiError> {
-        let key = self.ctx.key(segment(R::KIND), resource.id());
+    pub fn put<R: Record>(&mut self, resource: &R) -> Result<(), ApiError> {
+        let key = self.ctx.key(R::segment(), resource.record_id());
         self.put_raw(key, to_json(resource)?);
         Ok(())
     }
 
-    pub fn delete<R: Resource>(&mut self, id: &str) {
-        let key = self.ctx.key(segment(R::KIND), id);
+    pub fn delete<R: Record>(&mut self, id: &str) {
+        let key = self.ctx.key(R::segment(), id);
         self.delete_raw(key);
     }
 

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
 
+use openvpc_model::lifecycle::CidrBlockState;
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,7 @@ use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, ok_return, transact,
     write_tags,
 };
+use super::route_target::{self, Liveness, TargetRecord, TargetRecordKind};
 use super::subnet::Subnet;
 use super::vpc::{Vpc, has_dependencies};
 use super::vpn_gateway::VpnGateway;
@@ -490,7 +492,7 @@ fn new_table(vpc: &Vpc, tags: Tags) -> RouteTable {
     let routes = vpc
         .cidr_associations
         .iter()
-        .filter(|a| a.state == "associated")
+        .filter(|a| a.state == CidrBlockState::Associated)
         .filter_map(|a| Destination::parse_cidr(&a.cidr_block))
         .map(|destination| Route {
             destination,
@@ -626,43 +628,24 @@ pub fn table_for_subnet(tx: &mut Tx, subnet: &Subnet) -> Result<RouteTable, ApiE
 
 // ---- targets ----
 
-/// Target states in which a route to it is a blackhole (spec 2.5): gone,
-/// going, failed, or a peering that is not active (yet or any more).
-pub(crate) const DEAD_STATES: &[&str] = &[
-    "deleted",
-    "deleting",
-    "failed",
-    "pending-acceptance",
-    "provisioning",
-    "initiating-request",
-    "rejected",
-    "expired",
-    "terminated",
-    "shutting-down",
-    "stopped",
-];
-
-/// A target's stored record, read generically: the modules owning targets
-/// are written separately, so only existence, a top-level `state` (a string
-/// or `{name}`/`{code}` object) and a top-level `vpc_id` are relied on.
-fn target_record(tx: &mut Tx, target: &Target) -> Result<Option<serde_json::Value>, ApiError> {
+/// A target's stored record, read through its kind's typed view (spec 2.5);
+/// `None` when it does not exist. One that does not parse is an error naming
+/// its key, never a live target.
+fn target_record(tx: &mut Tx, target: &Target) -> Result<Option<TargetRecord>, ApiError> {
     let Some(segment) = target.kind.segment(&target.id) else {
         return Ok(None);
     };
+    let Some(kind) = TargetRecordKind::of_segment(segment) else {
+        return Ok(None);
+    };
     let key = tx.ctx().key(segment, &target.id);
-    Ok(tx
-        .get_raw(&key)?
-        .map(|raw| serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null)))
-}
-
-pub(crate) fn record_state(record: &serde_json::Value) -> Option<&str> {
-    match record.get("state")? {
-        serde_json::Value::String(s) => Some(s),
-        other => other
-            .get("name")
-            .or_else(|| other.get("code"))
-            .and_then(|v| v.as_str()),
-    }
+    let Some(raw) = tx.get_raw(&key)? else {
+        return Ok(None);
+    };
+    let key = String::from_utf8_lossy(&key);
+    route_target::target_record(kind, &key, &raw)
+        .map(Some)
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// spec 2.5: true while the target can carry traffic.
@@ -670,10 +653,7 @@ fn target_alive(tx: &mut Tx, target: &Target) -> Result<bool, ApiError> {
     if target.is_local() {
         return Ok(true);
     }
-    Ok(match target_record(tx, target)? {
-        None => false,
-        Some(record) => !record_state(&record).is_some_and(|s| DEAD_STATES.contains(&s)),
-    })
+    Ok(target_record(tx, target)?.is_some_and(|r| r.liveness == Liveness::Alive))
 }
 
 /// The target must exist, and a target that belongs to a VPC must belong to
@@ -683,7 +663,7 @@ fn check_target(tx: &mut Tx, table: &RouteTable, target: &Target) -> Result<(), 
         return Ok(());
     }
     let record = target_record(tx, target)?.ok_or_else(|| target.kind.not_found(&target.id))?;
-    if let Some(vpc) = record.get("vpc_id").and_then(|v| v.as_str())
+    if let Some(vpc) = record.vpc_id
         && vpc != table.vpc_id
     {
         return Err(ApiError::new(

@@ -178,14 +178,6 @@ pub(crate) fn not_found(id: &str) -> ApiError {
     )
 }
 
-fn conflict() -> ApiError {
-    ApiError::new(
-        "RequestLimitExceeded",
-        "Too many concurrent changes; retry the request.",
-    )
-    .with_status(503)
-}
-
 /// The egress rules of every new group: all traffic to 0.0.0.0/0 (spec
 /// 3.1), and to ::/0 as well in a VPC with IPv6 (spec 1.6 for the default
 /// group; EC2 does the same for every new group, as moto's AWS-verified
@@ -416,7 +408,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 }
 
 /// Reads one group of this account, or `InvalidGroup.NotFound`.
-fn load(ctx: &Ctx, id: &str) -> Result<(SecurityGroup, KeyValue), ApiError> {
+fn load(ctx: &Ctx, id: &str) -> Result<SecurityGroup, ApiError> {
     ResourceId::parse(ResourceKind::SecurityGroup, id)
         .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
     let kv = ctx
@@ -424,15 +416,23 @@ fn load(ctx: &Ctx, id: &str) -> Result<(SecurityGroup, KeyValue), ApiError> {
         .get(&ctx.key(KIND, id))
         .map_err(store_error)?
         .ok_or_else(|| not_found(id))?;
-    Ok((parse_group(&kv)?, kv))
+    parse_group(&kv)
 }
 
-fn all_groups(ctx: &Ctx) -> Result<Vec<(SecurityGroup, KeyValue)>, ApiError> {
+/// [`load`] inside a transaction, so that the commit fails (and the action
+/// runs again) if the group changed after it was read.
+fn load_in(tx: &mut Tx, id: &str) -> Result<SecurityGroup, ApiError> {
+    ResourceId::parse(ResourceKind::SecurityGroup, id)
+        .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    tx.get::<SecurityGroup>(id)?.ok_or_else(|| not_found(id))
+}
+
+fn all_groups(ctx: &Ctx) -> Result<Vec<SecurityGroup>, ApiError> {
     ctx.store
         .range(&ctx.prefix(KIND), None, usize::MAX)
         .map_err(store_error)?
         .into_iter()
-        .map(|kv| Ok((parse_group(&kv)?, kv)))
+        .map(|kv| parse_group(&kv))
         .collect()
 }
 
@@ -450,8 +450,8 @@ fn group_id_of(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     };
     let found: Vec<String> = all_groups(ctx)?
         .into_iter()
-        .filter(|(g, _)| g.name == name)
-        .map(|(g, _)| g.id)
+        .filter(|g| g.name == name)
+        .map(|g| g.id)
         .collect();
     match found.as_slice() {
         [id] => Ok(id.clone()),
@@ -714,8 +714,11 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
     } else {
         "AuthorizeSecurityGroupIngress"
     };
-    for _ in 0..16 {
-        let (mut group, kv) = load(ctx, &group_id)?;
+    // One transaction over the account: its fence covers the group, a
+    // referenced group and a stored prefix list, so if any of them changes
+    // before the commit the checks run again on fresh reads.
+    let (group, added) = transact(ctx, |tx| {
+        let mut group = load_in(tx, &group_id)?;
         // EC2 answers the quota before duplicates: a full group refuses even
         // a rule it already has (moto's test_sec_group_rule_limit).
         let mut counted: Vec<Rule> = group.rules(egress).clone();
@@ -730,7 +733,7 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
         for r in &counted {
             if let Target::PrefixList(id) = &r.target
                 && !weights.iter().any(|(w, _, _)| w == id)
-                && let Some((l, _)) = prefix_list::find_in_store(ctx, id)?
+                && let Some(l) = prefix_list::find(tx, id)?
             {
                 weights.push((id.clone(), l.rule_weight(), l.is_ipv6()));
             }
@@ -744,7 +747,6 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
         if over_limit(&counted, &lookup) {
             return Err(rule_limit_exceeded());
         }
-        let mut compares = vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)];
         let mut added = Vec::new();
         for w in &wanted {
             let rules = group.rules(egress);
@@ -762,24 +764,14 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
                 group_id: other, ..
             } = &w.target
                 && *other != group.id
+                && tx.get_raw(&ctx.key(KIND, other))?.is_none()
             {
-                let key = ctx.key(KIND, other);
-                if ctx.store.get(&key).map_err(store_error)?.is_none() {
-                    return Err(not_found(other));
-                }
-                if !compares.iter().any(|c| c.key() == key.as_slice()) {
-                    compares.push(Compare::Exists(key));
-                }
+                return Err(not_found(other));
             }
-            if let Target::PrefixList(id) = &w.target {
-                let (_, key) = prefix_list::find_in_store(ctx, id)?
-                    .ok_or_else(|| prefix_list::not_found(id))?;
-                // A stored list must still exist when the rule commits.
-                if let Some(key) = key
-                    && !compares.iter().any(|c| c.key() == key.as_slice())
-                {
-                    compares.push(Compare::Exists(key));
-                }
+            if let Target::PrefixList(id) = &w.target
+                && prefix_list::find(tx, id)?.is_none()
+            {
+                return Err(prefix_list::not_found(id));
             }
             added.push(Rule {
                 id: ResourceId::generate(ResourceKind::SecurityGroupRule).to_string(),
@@ -790,24 +782,15 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
             });
         }
         group.rules_mut(egress).extend(added.iter().cloned());
-        let txn = Txn {
-            compares,
-            ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
-        };
-        match commit_outside_tx(ctx, txn)? {
-            TxnResult::Committed(_) => {
-                return Ok(Xml::response(action, ctx.request_id, |x| {
-                    x.elem("return", true)
-                        .list("securityGroupRuleSet", &added, |x, r| {
-                            write_rule(x, &group, r, egress);
-                        });
-                }));
-            }
-            // The group changed, or a referenced group went away: re-check.
-            TxnResult::Failed { .. } => continue,
-        }
-    }
-    Err(conflict())
+        tx.put(&group)?;
+        Ok((group, added))
+    })?;
+    Ok(Xml::response(action, ctx.request_id, |x| {
+        x.elem("return", true)
+            .list("securityGroupRuleSet", &added, |x, r| {
+                write_rule(x, &group, r, egress);
+            });
+    }))
 }
 
 pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiError> {
@@ -830,8 +813,8 @@ pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiErr
     } else {
         "RevokeSecurityGroupIngress"
     };
-    for _ in 0..16 {
-        let (mut group, kv) = load(ctx, &group_id)?;
+    transact(ctx, |tx| {
+        let mut group = load_in(tx, &group_id)?;
         let rules = group.rules_mut(egress);
         for id in &rule_ids {
             let before = rules.len();
@@ -859,39 +842,26 @@ pub fn revoke(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, ApiErr
                 ));
             }
         }
-        let txn = Txn {
-            compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
-            ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
-        };
-        if let TxnResult::Committed(_) = commit_outside_tx(ctx, txn)? {
-            return Ok(Xml::response(action, ctx.request_id, |x| {
-                x.elem("return", true);
-            }));
-        }
-    }
-    Err(conflict())
+        tx.put(&group)
+    })?;
+    Ok(Xml::response(action, ctx.request_id, |x| {
+        x.elem("return", true);
+    }))
 }
 
-/// Reads the group, applies `change` to it, and writes it back unless the
-/// group changed meanwhile (then retries); `change` refuses by returning an
-/// error.
+/// Reads the group, applies `change` to it, and writes it back in one
+/// transaction (run again on fresh reads if the group changed meanwhile);
+/// `change` refuses by returning an error, and then nothing is written.
 fn update_group(
     ctx: &Ctx,
     group_id: &str,
     mut change: impl FnMut(&mut SecurityGroup) -> Result<(), ApiError>,
 ) -> Result<(), ApiError> {
-    for _ in 0..16 {
-        let (mut group, kv) = load(ctx, group_id)?;
+    transact(ctx, |tx| {
+        let mut group = load_in(tx, group_id)?;
         change(&mut group)?;
-        let txn = Txn {
-            compares: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
-            ops: vec![Op::Put(kv.key.clone(), json(&group)?)],
-        };
-        if let TxnResult::Committed(_) = commit_outside_tx(ctx, txn)? {
-            return Ok(());
-        }
-    }
-    Err(conflict())
+        tx.put(&group)
+    })
 }
 
 /// UpdateSecurityGroupRuleDescriptionsIngress/Egress: sets the description
@@ -1053,7 +1023,7 @@ pub fn modify_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let (group, _) = load(ctx, &group_id)?;
+    let group = load(ctx, &group_id)?;
     let mut updates = Vec::new();
     for (id, fields) in &changes {
         if !group
@@ -1345,7 +1315,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
+    let groups: Vec<SecurityGroup> = all_groups(ctx)?;
     // spec 12.3: every named group must exist, or the whole call fails.
     for id in &ids {
         if !groups.iter().any(|g| g.id == *id) {
@@ -1448,7 +1418,7 @@ pub fn describe_rules(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     if params.dry_run()? {
         return Err(ApiError::dry_run());
     }
-    let groups: Vec<SecurityGroup> = all_groups(ctx)?.into_iter().map(|(g, _)| g).collect();
+    let groups: Vec<SecurityGroup> = all_groups(ctx)?;
     let mut rules: Vec<ListedRule> = groups
         .iter()
         .flat_map(|g| {

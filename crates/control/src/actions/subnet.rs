@@ -12,6 +12,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
+use openvpc_model::lifecycle::{CidrBlockState, SubnetState};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
@@ -35,31 +36,6 @@ pub const SUBNETS_PER_VPC: usize = 200;
 /// subnets; AWS accepts the whole /56 as one subnet, which moto's
 /// AWS-verified `test_create_ipv6native_subnet` relies on).
 pub const IPV6_SUBNET_PREFIXES: [u8; 6] = [44, 48, 52, 56, 60, 64];
-
-/// The state of a subnet's CIDR block association (SubnetCidrBlockStateCode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CidrBlockState {
-    Associating,
-    Associated,
-    Disassociating,
-    Disassociated,
-    Failing,
-    Failed,
-}
-
-impl CidrBlockState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CidrBlockState::Associating => "associating",
-            CidrBlockState::Associated => "associated",
-            CidrBlockState::Disassociating => "disassociating",
-            CidrBlockState::Disassociated => "disassociated",
-            CidrBlockState::Failing => "failing",
-            CidrBlockState::Failed => "failed",
-        }
-    }
-}
 
 /// An IPv6 block associated with a subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +65,7 @@ pub struct Subnet {
     pub ipv6_allocated: Vec<Ipv6Addr>,
     pub availability_zone: String,
     pub availability_zone_id: String,
-    pub state: String,
+    pub state: SubnetState,
     pub default_for_az: bool,
     pub map_public_ip_on_launch: bool,
     #[serde(default)]
@@ -317,7 +293,7 @@ impl Resource for Subnet {
             "default-for-az" | "defaultForAz" => one(self.default_for_az.to_string()),
             "map-public-ip-on-launch" => one(self.map_public_ip_on_launch.to_string()),
             "owner-id" => one(self.owner_id.clone()),
-            "state" => one(self.state.clone()),
+            "state" => one(self.state.as_str().to_owned()),
             "subnet-arn" => one(self.arn.clone()),
             "ipv6-native" => one(self.ipv6_native.to_string()),
             "assign-ipv6-address-on-creation" => {
@@ -348,7 +324,7 @@ impl Resource for Subnet {
     fn write(&self, x: &mut Xml) {
         x.elem("subnetId", &self.id)
             .elem("subnetArn", &self.arn)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .elem("vpcId", &self.vpc_id)
             .elem("ownerId", &self.owner_id)
             .opt("cidrBlock", self.cidr_block)
@@ -466,7 +442,7 @@ fn check_range(vpc: &Vpc, cidr: Ipv4Cidr) -> Result<(), ApiError> {
     let inside = vpc
         .cidr_associations
         .iter()
-        .filter(|a| a.state == "associated")
+        .filter(|a| a.state == CidrBlockState::Associated)
         .filter_map(|a| a.cidr_block.parse::<Ipv4Cidr>().ok())
         .any(|block| block.contains(&cidr));
     if cidr.check_block_size().is_err() || !inside {
@@ -545,7 +521,7 @@ fn check_ipv6_range(
     let inside = vpc
         .ipv6_cidr_associations
         .iter()
-        .filter(|a| a.state == "associated")
+        .filter(|a| a.state == CidrBlockState::Associated)
         .filter_map(|a| a.ipv6_cidr_block.parse::<Ipv6Net>().ok())
         .any(|v| v.contains(&block));
     if !IPV6_SUBNET_PREFIXES.contains(&block.prefix_len()) || !inside {
@@ -700,7 +676,7 @@ fn subnet_record(
         ipv6_allocated: Vec::new(),
         availability_zone: zone.name.clone(),
         availability_zone_id: zone.id.clone(),
-        state: "available".into(),
+        state: SubnetState::Available,
         default_for_az,
         // spec 1.2: true on default subnets only.
         map_public_ip_on_launch: default_for_az,
@@ -737,7 +713,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let subnet = tx.load::<Subnet>(id)?;
         // spec 1.7 (and its subnet form in 12.3): ENIs keep a subnet alive,
         // a load balancer node's among them (spec 9.1).
-        if subnet.in_use() || crate::elbv2::subnet_in_use(tx, id)? {
+        if subnet.in_use() || crate::elbv2::records::subnet_in_use(tx, id)? {
             return Err(ApiError::new(
                 "DependencyViolation",
                 format!("The subnet '{id}' has dependencies and cannot be deleted."),

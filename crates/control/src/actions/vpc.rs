@@ -6,6 +6,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use openvpc_model::lifecycle::{CidrBlockState, VpcState};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +39,7 @@ pub const IPV6_CIDR_QUOTA: usize = 5;
 pub struct CidrAssociation {
     pub association_id: String,
     pub cidr_block: String,
-    pub state: String,
+    pub state: CidrBlockState,
 }
 
 /// An Amazon-provided IPv6 block associated with a VPC (spec 1.1: a /56).
@@ -46,7 +47,7 @@ pub struct CidrAssociation {
 pub struct Ipv6CidrAssociation {
     pub association_id: String,
     pub ipv6_cidr_block: String,
-    pub state: String,
+    pub state: CidrBlockState,
     pub network_border_group: String,
 }
 
@@ -58,7 +59,7 @@ pub struct Vpc {
     pub owner_id: String,
     pub cidr_block: String,
     pub cidr_associations: Vec<CidrAssociation>,
-    pub state: String,
+    pub state: VpcState,
     pub dhcp_options_id: String,
     pub instance_tenancy: String,
     pub is_default: bool,
@@ -151,9 +152,9 @@ pub fn insert_vpc(tx: &mut Tx, new: NewVpc) -> Result<Vpc, ApiError> {
         cidr_associations: vec![CidrAssociation {
             association_id: new_id(ResourceKind::VpcCidrAssociation),
             cidr_block: new.cidr.to_string(),
-            state: "associated".into(),
+            state: CidrBlockState::Associated,
         }],
-        state: "available".into(),
+        state: VpcState::Available,
         dhcp_options_id,
         instance_tenancy: new.tenancy.into(),
         is_default: new.is_default,
@@ -232,7 +233,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     })?;
     // AWS answers CreateVpc with the VPC still pending.
     let shown = Vpc {
-        state: "pending".into(),
+        state: VpcState::Pending,
         ..vpc
     };
     Ok(Xml::response("CreateVpc", ctx.request_id, |x| {
@@ -282,13 +283,13 @@ impl Resource for Vpc {
             "cidr-block-association.state" => v
                 .cidr_associations
                 .iter()
-                .map(|a| a.state.clone())
+                .map(|a| a.state.as_str().to_owned())
                 .collect(),
             "dhcp-options-id" => vec![v.dhcp_options_id.clone()],
             // EC2 still answers the filter's older camel-case name.
             "is-default" | "isDefault" => vec![v.is_default.to_string()],
             "owner-id" => vec![v.owner_id.clone()],
-            "state" => vec![v.state.clone()],
+            "state" => vec![v.state.as_str().to_owned()],
             "instance-tenancy" => vec![v.instance_tenancy.clone()],
             "ipv6-cidr-block-association.ipv6-cidr-block" => v
                 .ipv6_cidr_associations
@@ -303,7 +304,7 @@ impl Resource for Vpc {
             "ipv6-cidr-block-association.state" => v
                 .ipv6_cidr_associations
                 .iter()
-                .map(|a| a.state.clone())
+                .map(|a| a.state.as_str().to_owned())
                 .collect(),
             "ipv6-cidr-block-association.ipv6-pool" => v
                 .ipv6_cidr_associations
@@ -318,7 +319,7 @@ impl Resource for Vpc {
         let v = self;
         x.elem("vpcId", &v.id)
             .elem("ownerId", &v.owner_id)
-            .elem("state", &v.state)
+            .elem("state", v.state)
             .elem("cidrBlock", &v.cidr_block)
             .list(
                 "cidrBlockAssociationSet",
@@ -410,7 +411,7 @@ fn write_ipv6_association(x: &mut Xml, a: &Ipv6CidrAssociation) {
     x.elem("associationId", &a.association_id)
         .elem("ipv6CidrBlock", &a.ipv6_cidr_block)
         .node("ipv6CidrBlockState", |x| {
-            x.elem("state", &a.state);
+            x.elem("state", a.state);
         })
         .elem("networkBorderGroup", &a.network_border_group)
         .elem("ipv6Pool", AMAZON_IPV6_POOL)
@@ -422,7 +423,7 @@ fn write_ipv4_association(x: &mut Xml, a: &CidrAssociation) {
     x.elem("associationId", &a.association_id)
         .elem("cidrBlock", &a.cidr_block)
         .node("cidrBlockState", |x| {
-            x.elem("state", &a.state);
+            x.elem("state", a.state);
         });
 }
 
@@ -453,7 +454,7 @@ fn amazon_ipv6_block(tx: &mut Tx) -> Result<Ipv6CidrAssociation, ApiError> {
     Ok(Ipv6CidrAssociation {
         association_id: new_id(ResourceKind::VpcCidrAssociation),
         ipv6_cidr_block: format!("{network}/56"),
-        state: "associated".into(),
+        state: CidrBlockState::Associated,
         network_border_group: tx.ctx().region.to_owned(),
     })
 }
@@ -721,7 +722,7 @@ pub fn associate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
                 let a = CidrAssociation {
                     association_id: new_id(ResourceKind::VpcCidrAssociation),
                     cidr_block: cidr.to_string(),
-                    state: "associated".into(),
+                    state: CidrBlockState::Associated,
                 };
                 vpc.cidr_associations.push(a.clone());
                 // spec 1.1: every route table of the VPC gets a local route.
@@ -753,7 +754,7 @@ pub fn associate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
         "AssociateVpcCidrBlock",
         id,
         shown,
-        "associating",
+        CidrBlockState::Associating,
     ))
 }
 
@@ -769,27 +770,15 @@ fn association_response(
     action: &str,
     vpc_id: &str,
     association: Association,
-    state: &str,
+    state: CidrBlockState,
 ) -> String {
     Xml::response(action, ctx.request_id, |x| {
         match association {
             Association::V4(a) => x.node("cidrBlockAssociation", |x| {
-                write_ipv4_association(
-                    x,
-                    &CidrAssociation {
-                        state: state.into(),
-                        ..a
-                    },
-                );
+                write_ipv4_association(x, &CidrAssociation { state, ..a });
             }),
             Association::V6(a) => x.node("ipv6CidrBlockAssociation", |x| {
-                write_ipv6_association(
-                    x,
-                    &Ipv6CidrAssociation {
-                        state: state.into(),
-                        ..a
-                    },
-                );
+                write_ipv6_association(x, &Ipv6CidrAssociation { state, ..a });
             }),
         };
         x.elem("vpcId", vpc_id);
@@ -872,7 +861,7 @@ pub fn disassociate_cidr_block(ctx: &Ctx, params: &Params) -> Result<String, Api
         "DisassociateVpcCidrBlock",
         &vpc_id,
         shown,
-        "disassociating",
+        CidrBlockState::Disassociating,
     ))
 }
 

@@ -12,10 +12,11 @@
 //! endpoints are not offered.
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::VpcEndpointState;
+use openvpc_model::time::timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
-use super::network_interface::timestamp;
 use super::prefix_list::{GATEWAY_SERVICES, aws_list_for, service_name};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, filters_match,
@@ -49,7 +50,7 @@ pub struct VpcEndpoint {
     pub prefix_list_id: String,
     pub route_table_ids: Vec<String>,
     pub policy_document: String,
-    pub state: String,
+    pub state: VpcEndpointState,
     pub creation_timestamp: String,
     pub tags: Tags,
 }
@@ -84,7 +85,7 @@ impl Resource for VpcEndpoint {
             "vpc-endpoint-id" => vec![self.id.clone()],
             "vpc-id" => vec![self.vpc_id.clone()],
             "service-name" => vec![self.service_name.clone()],
-            "vpc-endpoint-state" => vec![self.state.clone()],
+            "vpc-endpoint-state" => vec![self.state.as_str().to_owned()],
             "vpc-endpoint-type" => vec!["Gateway".into()],
             "owner-id" => vec![self.owner_id.clone()],
             _ => return None,
@@ -96,7 +97,7 @@ impl Resource for VpcEndpoint {
             .elem("vpcEndpointType", "Gateway")
             .elem("vpcId", &self.vpc_id)
             .elem("serviceName", &self.service_name)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .elem("policyDocument", &self.policy_document)
             .list("routeTableIdSet", &self.route_table_ids, |x, id| {
                 x.text(id);
@@ -249,7 +250,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             prefix_list_id: list.id.clone(),
             route_table_ids: unique,
             policy_document: policy.to_owned(),
-            state: "available".into(),
+            state: VpcEndpointState::Available,
             creation_timestamp: timestamp(),
             tags: tags.clone(),
         };

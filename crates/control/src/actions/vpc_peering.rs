@@ -18,10 +18,11 @@
 
 use std::net::Ipv6Addr;
 
+use openvpc_model::lifecycle::{CidrBlockState, VpcPeeringState};
+use openvpc_model::time::{format_time, now_secs};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use serde::{Deserialize, Serialize};
 
-use super::network_interface::{format_time, now_secs};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, not_found, ok_return,
     to_json, transact, write_tags,
@@ -77,7 +78,7 @@ pub struct VpcPeering {
     pub accepter: PeeringSide,
     /// spec 7.1's status code; route_table reads it (only `active` carries
     /// traffic). `expired` is never stored: it is computed from `created_at`.
-    pub state: String,
+    pub state: VpcPeeringState,
     pub message: String,
     pub created_at: u64,
     /// When it reached an end state (failed, rejected, deleted).
@@ -90,8 +91,8 @@ impl VpcPeering {
     /// The state at `now`: a pending request past its expiry is `expired`.
     fn at(mut self, now: u64) -> Self {
         let expires = self.created_at.saturating_add(EXPIRY_SECS);
-        if self.state == "pending-acceptance" && now >= expires {
-            self.state = "expired".into();
+        if self.state == VpcPeeringState::PendingAcceptance && now >= expires {
+            self.state = VpcPeeringState::Expired;
             self.message = "Expired".into();
             self.ended_at = Some(expires);
         }
@@ -108,13 +109,15 @@ impl VpcPeering {
             return true;
         };
         let short = self.same_account();
-        let window = match self.state.as_str() {
-            "failed" => 2 * HOUR,
-            "expired" => 2 * DAY,
-            "rejected" if short || viewer != self.requester.owner_id => 2 * HOUR,
-            "rejected" => 2 * DAY,
-            "deleted" if short || self.deleted_by.as_deref() == Some(viewer) => 2 * HOUR,
-            "deleted" => 2 * DAY,
+        let window = match self.state {
+            VpcPeeringState::Failed => 2 * HOUR,
+            VpcPeeringState::Expired => 2 * DAY,
+            VpcPeeringState::Rejected if short || viewer != self.requester.owner_id => 2 * HOUR,
+            VpcPeeringState::Rejected => 2 * DAY,
+            VpcPeeringState::Deleted if short || self.deleted_by.as_deref() == Some(viewer) => {
+                2 * HOUR
+            }
+            VpcPeeringState::Deleted => 2 * DAY,
             _ => return true,
         };
         now < ended.saturating_add(window)
@@ -123,8 +126,11 @@ impl VpcPeering {
     /// A request or connection that still holds its VPC pair.
     fn live(&self) -> bool {
         matches!(
-            self.state.as_str(),
-            "initiating-request" | "pending-acceptance" | "provisioning" | "active"
+            self.state,
+            VpcPeeringState::InitiatingRequest
+                | VpcPeeringState::PendingAcceptance
+                | VpcPeeringState::Provisioning
+                | VpcPeeringState::Active
         )
     }
 
@@ -142,11 +148,11 @@ impl VpcPeering {
     }
 
     fn expiration_time(&self) -> Option<String> {
-        (self.state == "pending-acceptance")
+        (self.state == VpcPeeringState::PendingAcceptance)
             .then(|| format_time(self.created_at.saturating_add(EXPIRY_SECS)))
     }
 
-    fn write_as(&self, x: &mut Xml, code: &str, message: &str) {
+    fn write_as(&self, x: &mut Xml, code: VpcPeeringState, message: &str) {
         x.node("accepterVpcInfo", |x| write_side(x, &self.accepter))
             .opt("expirationTime", self.expiration_time())
             .node("requesterVpcInfo", |x| write_side(x, &self.requester))
@@ -220,7 +226,7 @@ impl Resource for VpcPeering {
         }
         Some(match name {
             "vpc-peering-connection-id" => vec![self.id.clone()],
-            "status-code" => vec![self.state.clone()],
+            "status-code" => vec![self.state.as_str().to_owned()],
             "status-message" => vec![self.message.clone()],
             "expiration-time" => self.expiration_time().into_iter().collect(),
             _ => return None,
@@ -228,7 +234,7 @@ impl Resource for VpcPeering {
     }
 
     fn write(&self, x: &mut Xml) {
-        self.write_as(x, &self.state, &self.message);
+        self.write_as(x, self.state, &self.message);
     }
 }
 
@@ -341,7 +347,7 @@ fn id_param(params: &Params) -> Result<&str, ApiError> {
     Ok(id)
 }
 
-fn state_transition(id: &str, state: &str) -> ApiError {
+fn state_transition(id: &str, state: VpcPeeringState) -> ApiError {
     ApiError::new(
         "InvalidStateTransition",
         format!(
@@ -400,13 +406,13 @@ fn side_of(vpc: &Vpc, region: &str) -> PeeringSide {
         cidr_blocks: vpc
             .cidr_associations
             .iter()
-            .filter(|a| a.state == "associated")
+            .filter(|a| a.state == CidrBlockState::Associated)
             .map(|a| a.cidr_block.clone())
             .collect(),
         ipv6_cidr_blocks: vpc
             .ipv6_cidr_associations
             .iter()
-            .filter(|a| a.state == "associated")
+            .filter(|a| a.state == CidrBlockState::Associated)
             .map(|a| a.ipv6_cidr_block.clone())
             .collect(),
         options: PeeringOptions::default(),
@@ -472,7 +478,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         // spec 7.2, 13: 25 outstanding requests.
         let outstanding = own
             .iter()
-            .filter(|p| p.requester.owner_id == me && p.state == "pending-acceptance")
+            .filter(|p| p.requester.owner_id == me && p.state == VpcPeeringState::PendingAcceptance)
             .count();
         if outstanding >= OUTSTANDING_QUOTA {
             return Err(ApiError::new(
@@ -515,11 +521,10 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             requester,
             accepter,
             state: if fails {
-                "failed"
+                VpcPeeringState::Failed
             } else {
-                "pending-acceptance"
-            }
-            .into(),
+                VpcPeeringState::PendingAcceptance
+            },
             message: if fails {
                 FAILED_MESSAGE.to_owned()
             } else {
@@ -541,7 +546,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             x.node("vpcPeeringConnection", |x| {
                 pcx.write_as(
                     x,
-                    "initiating-request",
+                    VpcPeeringState::InitiatingRequest,
                     &format!("Initiating Request to {}", pcx.accepter.owner_id),
                 );
             });
@@ -564,7 +569,7 @@ fn check_accepter(pcx: &VpcPeering, me: &str, verb: &str) -> Result<(), ApiError
 fn active_count(peerings: &[VpcPeering], vpc_id: &str) -> usize {
     peerings
         .iter()
-        .filter(|p| p.state == "active" && p.involves(vpc_id))
+        .filter(|p| p.state == VpcPeeringState::Active && p.involves(vpc_id))
         .count()
 }
 
@@ -578,8 +583,8 @@ pub fn accept(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         let now = now_secs();
         let mut pcx = load(tx, id)?;
         check_accepter(&pcx, me, "accept")?;
-        if pcx.state != "pending-acceptance" {
-            return Err(state_transition(id, &pcx.state));
+        if pcx.state != VpcPeeringState::PendingAcceptance {
+            return Err(state_transition(id, pcx.state));
         }
         // spec 7.2, 13: 50 active peerings per VPC, on both sides.
         let own: Vec<VpcPeering> = tx
@@ -605,7 +610,7 @@ pub fn accept(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ));
             }
         }
-        pcx.state = "active".into();
+        pcx.state = VpcPeeringState::Active;
         pcx.message = "Active".into();
         save(tx, &pcx, true)?;
         Ok(pcx)
@@ -628,10 +633,10 @@ pub fn reject(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     transact(ctx, |tx| {
         let mut pcx = load(tx, id)?;
         check_accepter(&pcx, me, "reject")?;
-        if pcx.state != "pending-acceptance" {
-            return Err(state_transition(id, &pcx.state));
+        if pcx.state != VpcPeeringState::PendingAcceptance {
+            return Err(state_transition(id, pcx.state));
         }
-        pcx.state = "rejected".into();
+        pcx.state = VpcPeeringState::Rejected;
         pcx.message = format!("Rejected by {me}");
         pcx.ended_at = Some(now_secs());
         save(tx, &pcx, true)
@@ -641,7 +646,7 @@ pub fn reject(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 
 /// Marks a peering deleted by `me` and writes both copies.
 fn mark_deleted(tx: &mut Tx, mut pcx: VpcPeering, me: &str) -> Result<(), ApiError> {
-    pcx.state = "deleted".into();
+    pcx.state = VpcPeeringState::Deleted;
     pcx.message = format!("Deleted by {me}");
     pcx.deleted_by = Some(me.to_owned());
     pcx.ended_at = Some(now_secs());
@@ -656,13 +661,13 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let me = ctx.account.id.as_str();
     transact(ctx, |tx| {
         let pcx = load(tx, id)?;
-        match pcx.state.as_str() {
+        match pcx.state {
             // spec 7.1: either side deletes an active peering.
-            "active" | "provisioning" => {}
+            VpcPeeringState::Active | VpcPeeringState::Provisioning => {}
             // spec 7.1: the requester withdraws a pending request; the
             // accepter rejects it instead.
-            "pending-acceptance" if pcx.requester.owner_id == me => {}
-            "pending-acceptance" => {
+            VpcPeeringState::PendingAcceptance if pcx.requester.owner_id == me => {}
+            VpcPeeringState::PendingAcceptance => {
                 return Err(not_permitted(format!(
                     "User {me} cannot delete pending peering {id}: the accepter rejects it instead."
                 )));
@@ -727,8 +732,8 @@ pub fn modify_options(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let (pcx, requester_set, accepter_set) = transact(ctx, |tx| {
         let mut pcx = load(tx, id)?;
         // spec 7.2: options are set once the peering is active.
-        if pcx.state != "active" {
-            return Err(state_transition(id, &pcx.state));
+        if pcx.state != VpcPeeringState::Active {
+            return Err(state_transition(id, pcx.state));
         }
         let requester = options_param(
             params,
@@ -787,7 +792,7 @@ pub fn vpc_deleting(tx: &mut Tx, vpc_id: &str) -> Result<(), ApiError> {
         if !pcx.live() || !pcx.involves(vpc_id) {
             continue;
         }
-        if pcx.state == "pending-acceptance"
+        if pcx.state == VpcPeeringState::PendingAcceptance
             && pcx.accepter.vpc_id == vpc_id
             && pcx.requester.owner_id != me
         {
@@ -837,21 +842,21 @@ pub fn vpc_cidr_adding(tx: &mut Tx, vpc_id: &str, new: &Ipv4Cidr) -> Result<(), 
         let clash = peer_blocks.iter().find(|b| b.overlaps(new)).copied();
         let (pcx_id, peer_vpc_id) = (pcx.id.clone(), peer.vpc_id.clone());
         let own_vpc_id = mine.vpc_id.clone();
-        match pcx.state.as_str() {
-            "pending-acceptance" if requested => {
+        match pcx.state {
+            VpcPeeringState::PendingAcceptance if requested => {
                 return Err(not_permitted(format!(
                     "The VPC {vpc_id} has a VPC peering connection request ({pcx_id}) pending acceptance; no CIDR block can be added to it until the request is accepted, rejected or deleted."
                 )));
             }
-            "pending-acceptance" if clash.is_some() => {
+            VpcPeeringState::PendingAcceptance if clash.is_some() => {
                 // spec 1.1: the accepter's overlapping block fails the request.
-                pcx.state = "failed".into();
+                pcx.state = VpcPeeringState::Failed;
                 pcx.message = FAILED_MESSAGE.to_owned();
                 pcx.ended_at = Some(now);
                 save(tx, &pcx, true)?;
                 continue;
             }
-            "pending-acceptance" => {}
+            VpcPeeringState::PendingAcceptance => {}
             _ => {
                 if let Some(clash) = clash {
                     return Err(ApiError::new(

@@ -10,15 +10,16 @@
 
 use std::net::Ipv4Addr;
 
+use openvpc_model::lifecycle::VpnConnectionState;
+use openvpc_model::time::{now_secs, timestamp};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
 use super::address;
 use super::customer_gateway::{
-    CustomerGateway, check_named, ipsec_type, load_named, now_secs, still_visible,
+    CustomerGateway, check_named, ipsec_type, load_named, still_visible,
 };
-use super::network_interface::timestamp;
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, describe_where, new_id, ok_return, transact, write_tags,
 };
@@ -62,7 +63,7 @@ pub struct VpnRoute {
 pub struct VpnConnection {
     pub id: String,
     /// `available` or `deleted`.
-    pub state: String,
+    pub state: VpnConnectionState,
     #[serde(rename = "type")]
     pub connection_type: String,
     pub customer_gateway_id: String,
@@ -90,7 +91,7 @@ pub struct VpnConnection {
 
 impl VpnConnection {
     pub fn is_live(&self) -> bool {
-        self.state != "deleted"
+        self.state.exists()
     }
 
     /// The device configuration EC2 returns as `customerGatewayConfiguration`
@@ -167,7 +168,7 @@ impl Resource for VpnConnection {
     fn filter_values(&self, name: &str) -> Option<Vec<String>> {
         Some(match name {
             "vpn-connection-id" => vec![self.id.clone()],
-            "state" => vec![self.state.clone()],
+            "state" => vec![self.state.as_str().to_owned()],
             "type" => vec![self.connection_type.clone()],
             "customer-gateway-id" => vec![self.customer_gateway_id.clone()],
             "vpn-gateway-id" => self.vpn_gateway_id.iter().cloned().collect(),
@@ -186,7 +187,7 @@ impl Resource for VpnConnection {
 
     fn write(&self, x: &mut Xml) {
         x.elem("vpnConnectionId", &self.id)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .elem("type", &self.connection_type)
             .elem("customerGatewayId", &self.customer_gateway_id)
             .opt("vpnGatewayId", self.vpn_gateway_id.as_deref())
@@ -484,7 +485,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let vpn = VpnConnection {
             id: new_id(ResourceKind::VpnConnection),
-            state: "available".into(),
+            state: VpnConnectionState::Available,
             connection_type: connection_type.clone(),
             customer_gateway_id: cgw_id.to_owned(),
             vpn_gateway_id: vgw_id.map(str::to_owned),
@@ -558,7 +559,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         for t in &vpn.tunnels {
             address::give_back(tx, t.outside_ip)?;
         }
-        vpn.state = "deleted".into();
+        vpn.state = VpnConnectionState::Deleted;
         vpn.deleted_at = Some(now_secs());
         tx.put(&vpn)
     })?;

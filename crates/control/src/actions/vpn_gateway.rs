@@ -11,9 +11,11 @@
 //! transaction, so two concurrent attaches cannot both win.
 
 use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::VpnGatewayState;
+use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
-use super::customer_gateway::{check_named, ipsec_type, load_named, now_secs, still_visible};
+use super::customer_gateway::{check_named, ipsec_type, load_named, still_visible};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_where, new_id, ok_return, transact,
     write_tags,
@@ -36,7 +38,7 @@ pub struct VpnGateway {
     pub id: String,
     /// `available` or `deleted`: route_table.rs reads this top-level field
     /// to show routes to a deleted gateway as `blackhole` (spec 2.5).
-    pub state: String,
+    pub state: VpnGatewayState,
     #[serde(rename = "type")]
     pub gateway_type: String,
     pub availability_zone: Option<String>,
@@ -53,7 +55,7 @@ pub struct VpnGateway {
 
 impl VpnGateway {
     pub fn is_live(&self) -> bool {
-        self.state != "deleted"
+        self.state.exists()
     }
 
     /// (VPC, state) of the attachment Describe shows, if any.
@@ -97,7 +99,7 @@ impl Resource for VpnGateway {
         let attachment = self.attachment();
         Some(match name {
             "vpn-gateway-id" => vec![self.id.clone()],
-            "state" => vec![self.state.clone()],
+            "state" => vec![self.state.as_str().to_owned()],
             "type" => vec![self.gateway_type.clone()],
             "availability-zone" => self.availability_zone.iter().cloned().collect(),
             "amazon-side-asn" => vec![self.amazon_side_asn.to_string()],
@@ -109,7 +111,7 @@ impl Resource for VpnGateway {
 
     fn write(&self, x: &mut Xml) {
         x.elem("vpnGatewayId", &self.id)
-            .elem("state", &self.state)
+            .elem("state", self.state)
             .elem("type", &self.gateway_type)
             .opt("availabilityZone", self.availability_zone.as_deref())
             .list("attachments", self.attachment(), |x, (vpc, state)| {
@@ -163,7 +165,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let vgw = VpnGateway {
             id: new_id(ResourceKind::VpnGateway),
-            state: "available".into(),
+            state: VpnGatewayState::Available,
             gateway_type: gateway_type.clone(),
             availability_zone: availability_zone.clone(),
             amazon_side_asn: asn,
@@ -225,7 +227,7 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ),
             ));
         }
-        vgw.state = "deleted".into();
+        vgw.state = VpnGatewayState::Deleted;
         vgw.deleted_at = Some(now_secs());
         tx.put(&vgw)
     })?;

@@ -17,6 +17,7 @@ use openvpc_model::host::{
     ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, RouteState,
     RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState, SubnetState,
 };
+use openvpc_model::lifecycle::InstanceState;
 
 use crate::actions::instance::Instance;
 use crate::actions::network_acl::{EntryCidr, NetworkAcl};
@@ -24,7 +25,8 @@ use crate::actions::network_interface::{
     NetworkInterface, TCP_ESTABLISHED_DEFAULT, UDP_DEFAULT, UDP_STREAM_DEFAULT,
 };
 use crate::actions::prefix_list::{PrefixList, aws_lists};
-use crate::actions::route_table::{DEAD_STATES, Destination, RouteTable, Target, TargetKind};
+use crate::actions::route_table::{Destination, RouteTable, Target, TargetKind};
+use crate::actions::route_target::Liveness;
 use crate::actions::security_group::{self, SecurityGroup};
 use crate::actions::subnet::Subnet;
 use crate::actions::vpc::Vpc;
@@ -86,9 +88,9 @@ pub struct Mirror {
     pub instances: HashMap<Key, Instance>,
     /// Instance key → the ENIs attached to it.
     pub instance_enis: HashMap<Key, BTreeSet<Key>>,
-    /// Route targets known only by existence and state: gateways of every
-    /// kind. `None` when the record has no state.
-    pub gateways: HashMap<Key, Option<String>>,
+    /// Route targets known only by existence and liveness: gateways of
+    /// every kind. An unreadable record is absent (a blackhole).
+    pub gateways: HashMap<Key, Liveness>,
     pub hosts: HashMap<Key, HostRecord>,
 }
 
@@ -173,7 +175,7 @@ pub fn live_on<'m>(
     let instance_key = rkey(scope(eni_key), "i", &attachment.instance_id);
     deps.push(Dep::Record(instance_key.clone()));
     let instance = m.instances.get(&instance_key)?;
-    if instance.state == "terminated" {
+    if instance.state == InstanceState::Terminated {
         return None;
     }
     let host = eni.host_id.as_deref()?;
@@ -448,7 +450,7 @@ fn resolve_target(
             let Some(instance) = m.instances.get(&key) else {
                 return RouteTargetState::Blackhole;
             };
-            if DEAD_STATES.contains(&instance.state.as_str()) {
+            if instance.state.is_dead() {
                 return RouteTargetState::Blackhole;
             }
             deps.push(Dep::InstanceEnis(key.clone()));
@@ -469,7 +471,7 @@ fn resolve_target(
             let Some(pcx) = m.peerings.get(&key) else {
                 return RouteTargetState::Blackhole;
             };
-            if pcx.state != "active" {
+            if !pcx.state.is_alive() {
                 return RouteTargetState::Blackhole;
             }
             let peer = if pcx.requester.vpc_id == vpc.id {
@@ -492,12 +494,10 @@ fn resolve_target(
             }
         }
         _ => match m.gateways.get(&key) {
-            Some(state) if !state.as_deref().is_some_and(|s| DEAD_STATES.contains(&s)) => {
-                RouteTargetState::Gateway {
-                    gateway_id: target.id.clone(),
-                    node: None,
-                }
-            }
+            Some(Liveness::Alive) => RouteTargetState::Gateway {
+                gateway_id: target.id.clone(),
+                node: None,
+            },
             _ => RouteTargetState::Blackhole,
         },
     }

@@ -8,7 +8,7 @@
 //! authenticates and moves blocking work off the async threads.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
+use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
 use super::health;
@@ -178,9 +179,7 @@ async fn write<R: Send + 'static>(
     code: &'static str,
     apply: impl FnOnce(&dyn Store, i64) -> Result<R, RegistryError> + Send + 'static,
 ) -> Result<R, Refused> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = now_secs() as i64;
     let store = Arc::clone(api.fleet.store());
     match tokio::task::spawn_blocking(move || apply(store.as_ref(), now)).await {
         Ok(Ok(written)) => Ok(written),

@@ -17,6 +17,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use openvpc_model::ResourceKind;
 use openvpc_model::host::{
     EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord,
 };
@@ -30,7 +31,8 @@ use crate::actions::instance::Instance;
 use crate::actions::network_acl::NetworkAcl;
 use crate::actions::network_interface::NetworkInterface;
 use crate::actions::resource::RawEntry;
-use crate::actions::route_table::{RouteTable, record_state};
+use crate::actions::route_table::RouteTable;
+use crate::actions::route_target::{self, Liveness, TargetRecordKind};
 use crate::actions::subnet::Subnet;
 use crate::actions::vpc::Vpc;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
@@ -132,12 +134,104 @@ struct Dirty {
     hosts: Vec<Key>,
 }
 
+/// What a store key holds, as far as the index cares: parsed once from the
+/// key's layout (`hosts/{region}/{host}`, `r/{account}/{region}/{kind}/{id}`),
+/// and the only place that knows those layouts' strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Record {
+    Host,
+    Vpc,
+    Subnet,
+    NetworkAcl,
+    RouteTable,
+    SecurityGroup,
+    PrefixList,
+    Peering,
+    Instance,
+    NetworkInterface,
+    /// A route target of which compiles read only the lifecycle state.
+    Gateway,
+    /// A key no compile reads: another resource kind, or another layout.
+    Ignored,
+}
+
+impl Record {
+    fn of(key: &str) -> Record {
+        if let Some(rest) = key.strip_prefix(super::registry::HOSTS_PREFIX) {
+            return if rest.split('/').count() == 2 {
+                Record::Host
+            } else {
+                Record::Ignored
+            };
+        }
+        let Some(rest) = key.strip_prefix("r/") else {
+            return Record::Ignored;
+        };
+        let [_account, _region, segment, _id] = rest.split('/').collect::<Vec<_>>()[..] else {
+            return Record::Ignored;
+        };
+        let Some(kind) = ResourceKind::ALL.iter().find(|k| k.prefix() == segment) else {
+            // Route targets with no resource kind of ours yet (carrier and
+            // local gateways), kept under AWS's ID prefixes.
+            return match segment {
+                "cagw" | "lgw" => Record::Gateway,
+                _ => Record::Ignored,
+            };
+        };
+        // Exhaustive, so that a new kind is a decision here.
+        match kind {
+            ResourceKind::Vpc => Record::Vpc,
+            ResourceKind::Subnet => Record::Subnet,
+            ResourceKind::NetworkAcl => Record::NetworkAcl,
+            ResourceKind::RouteTable => Record::RouteTable,
+            ResourceKind::SecurityGroup => Record::SecurityGroup,
+            ResourceKind::PrefixList => Record::PrefixList,
+            ResourceKind::VpcPeeringConnection => Record::Peering,
+            ResourceKind::Instance => Record::Instance,
+            ResourceKind::NetworkInterface => Record::NetworkInterface,
+            ResourceKind::InternetGateway
+            | ResourceKind::EgressOnlyInternetGateway
+            | ResourceKind::NatGateway
+            | ResourceKind::VpnGateway
+            | ResourceKind::TransitGateway
+            | ResourceKind::VpcEndpoint => Record::Gateway,
+            ResourceKind::VpcCidrAssociation
+            | ResourceKind::SubnetCidrAssociation
+            | ResourceKind::RouteTableAssociation
+            | ResourceKind::NetworkAclAssociation
+            | ResourceKind::SecurityGroupRule
+            | ResourceKind::ElasticIpAllocation
+            | ResourceKind::ElasticIpAssociation
+            | ResourceKind::FlowLog
+            | ResourceKind::CustomerGateway
+            | ResourceKind::VpnConnection
+            | ResourceKind::NetworkInterfaceAttachment
+            | ResourceKind::DhcpOptions => Record::Ignored,
+        }
+    }
+}
+
 fn parse<T: DeserializeOwned>(key: &str, value: Option<&[u8]>) -> Option<T> {
     let value = value?;
     match serde_json::from_slice(value) {
         Ok(v) => Some(v),
         Err(e) => {
             tracing::warn!(key, error = %e, "fleet: unreadable record ignored");
+            None
+        }
+    }
+}
+
+/// spec 2.5: a route target's liveness, through the same typed read as the
+/// API's. A record that does not parse is logged with its key and left out,
+/// so routes to it are blackholes until it is readable: never alive.
+fn gateway_liveness(key: &str, value: &[u8]) -> Option<Liveness> {
+    let segment = key.rsplit('/').nth(1)?;
+    let kind = TargetRecordKind::of_segment(segment)?;
+    match route_target::target_record(kind, key, value) {
+        Ok(record) => Some(record.liveness),
+        Err(e) => {
+            tracing::warn!(key, error = %e, "fleet: unreadable route target ignored");
             None
         }
     }
@@ -178,10 +272,8 @@ fn reassociate(
 impl Index {
     /// Applies one record's new value (`None`: deleted) to the mirror.
     fn apply(&mut self, key: &str, value: Option<&[u8]>, dirty: &mut Dirty) {
-        if let Some(rest) = key.strip_prefix(super::registry::HOSTS_PREFIX) {
-            if rest.split('/').count() != 2 {
-                return;
-            }
+        let record = Record::of(key);
+        if record == Record::Host {
             let new: Option<HostRecord> = parse(key, value);
             let old = swap(&mut self.mirror.hosts, key, new.clone());
             // A restarting agent registers again: only a new zone or
@@ -196,18 +288,10 @@ impl Index {
             }
             return;
         }
-        if !key.starts_with("r/") {
-            return;
-        }
-        let parts: Vec<&str> = key.split('/').collect();
-        let [_, _, _, segment, _] = parts[..] else {
-            return;
-        };
         let m = &mut self.mirror;
-        let record = Dep::Record(key.to_owned());
         let scope = scope(key);
-        match segment {
-            "vpc" => {
+        match record {
+            Record::Vpc => {
                 let new: Option<Vpc> = parse(key, value);
                 let old = swap(&mut m.vpcs, key, new.clone());
                 // Compiles read only these: a tag or attribute change
@@ -229,7 +313,7 @@ impl Index {
                     m.vpc_by_id.insert(v.id.clone(), key.to_owned());
                 }
             }
-            "subnet" => {
+            Record::Subnet => {
                 let new: Option<Subnet> = parse(key, value);
                 let old = swap(&mut m.subnets, key, new.clone());
                 // Every address handed out or returned rewrites the subnet
@@ -241,7 +325,7 @@ impl Index {
                     return;
                 }
             }
-            "acl" => {
+            Record::NetworkAcl => {
                 let new: Option<NetworkAcl> = parse(key, value);
                 let old = swap(&mut m.acls, key, new.clone());
                 if old == new {
@@ -284,7 +368,7 @@ impl Index {
                     }
                 }
             }
-            "rtb" => {
+            Record::RouteTable => {
                 let new: Option<RouteTable> = parse(key, value);
                 let old = swap(&mut m.tables, key, new.clone());
                 if old == new {
@@ -319,34 +403,34 @@ impl Index {
                     }
                 }
             }
-            "sg" => {
+            Record::SecurityGroup => {
                 let new = parse(key, value);
                 if swap(&mut m.groups, key, new.clone()) == new {
                     return;
                 }
             }
-            "pl" => {
+            Record::PrefixList => {
                 let new = parse(key, value);
                 if swap(&mut m.lists, key, new.clone()) == new {
                     return;
                 }
             }
-            "pcx" => {
+            Record::Peering => {
                 let new = parse(key, value);
                 if swap(&mut m.peerings, key, new.clone()) == new {
                     return;
                 }
             }
-            "i" => {
+            Record::Instance => {
                 let new: Option<Instance> = parse(key, value);
                 let old = swap(&mut m.instances, key, new.clone());
                 // Compiles read only whether it exists and its state.
-                let used = |i: &Option<Instance>| i.as_ref().map(|i| i.state.clone());
+                let used = |i: &Option<Instance>| i.as_ref().map(|i| i.state);
                 if used(&old) == used(&new) {
                     return;
                 }
             }
-            "eni" => {
+            Record::NetworkInterface => {
                 let new: Option<NetworkInterface> = parse(key, value);
                 let old = swap(&mut m.enis, key, new.clone());
                 if old == new {
@@ -410,19 +494,15 @@ impl Index {
                     }
                 }
             }
-            "igw" | "eigw" | "nat" | "vgw" | "tgw" | "vpce" | "cagw" | "lgw" => {
-                let new = value.map(|v| {
-                    serde_json::from_slice::<serde_json::Value>(v)
-                        .ok()
-                        .and_then(|r| record_state(&r).map(str::to_owned))
-                });
-                if swap(&mut m.gateways, key, new.clone()) == new {
+            Record::Gateway => {
+                let new = value.and_then(|v| gateway_liveness(key, v));
+                if swap(&mut m.gateways, key, new) == new {
                     return;
                 }
             }
-            _ => return,
+            Record::Host | Record::Ignored => return,
         }
-        dirty.deps.push(record);
+        dirty.deps.push(Dep::Record(key.to_owned()));
     }
 
     /// The ENIs that read any of `deps`, plus `enis`.
@@ -956,5 +1036,39 @@ mod tests {
         assert_eq!(log.floor, 1);
         assert!(log.since(0).is_none());
         assert_eq!(log.since(1).map(Iterator::count), Some(LOG_CAPACITY));
+    }
+
+    #[test]
+    fn keys_parse_to_the_records_compiles_read() {
+        let cases = [
+            ("hosts/us-east-1/h1", Record::Host),
+            ("hosts/us-east-1", Record::Ignored),
+            ("hosts/us-east-1/h1/extra", Record::Ignored),
+            ("r/123/us-east-1/vpc/vpc-1", Record::Vpc),
+            ("r/123/us-east-1/subnet/subnet-1", Record::Subnet),
+            ("r/123/us-east-1/acl/acl-1", Record::NetworkAcl),
+            ("r/123/us-east-1/rtb/rtb-1", Record::RouteTable),
+            ("r/123/us-east-1/sg/sg-1", Record::SecurityGroup),
+            ("r/123/us-east-1/pl/pl-1", Record::PrefixList),
+            ("r/123/us-east-1/pcx/pcx-1", Record::Peering),
+            ("r/123/us-east-1/i/i-1", Record::Instance),
+            ("r/123/us-east-1/eni/eni-1", Record::NetworkInterface),
+            ("r/123/us-east-1/igw/igw-1", Record::Gateway),
+            ("r/123/us-east-1/nat/nat-1", Record::Gateway),
+            ("r/123/us-east-1/cagw/cagw-1", Record::Gateway),
+            ("r/123/us-east-1/lgw/lgw-1", Record::Gateway),
+            // Kinds no compile reads, names and markers, other layouts.
+            ("r/123/us-east-1/fl/fl-1", Record::Ignored),
+            (
+                "r/123/us-east-1/security-group-name/vpc-1:web",
+                Record::Ignored,
+            ),
+            ("r/123/us-east-1/vpc", Record::Ignored),
+            ("r/123/us-east-1/vpc/vpc-1/extra", Record::Ignored),
+            ("fence/123/us-east-1", Record::Ignored),
+        ];
+        for (key, want) in cases {
+            assert_eq!(Record::of(key), want, "{key}");
+        }
     }
 }

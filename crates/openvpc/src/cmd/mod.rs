@@ -1,9 +1,7 @@
 //! One module per subcommand.
 
 pub mod agent;
-pub mod alloc_counter;
 pub mod bench;
-pub mod bench_api;
 pub mod bench_lab;
 pub mod decode;
 pub mod exec;

@@ -11,9 +11,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use openvpc_control::account::{self, Account};
 use openvpc_control::fleet;
-use openvpc_control::moto_api;
 use openvpc_control::server::{ApiState, serve};
-use openvpc_control::store::{EtcdStore, RedbStore, Store};
+use openvpc_store::{EtcdStore, RedbStore, Store};
 
 #[derive(Debug, Args)]
 pub struct ServerArgs {
@@ -121,18 +120,7 @@ pub fn open_region(
             admin.id
         );
     }
-    let moto_compat = if moto_compat {
-        let moto = moto_api::ensure_account(&*store)?;
-        tracing::warn!(
-            account = %moto.id,
-            "--moto-compat: SIGNATURES ARE NOT VERIFIED (any key acts as account {}) and \
-             POST /moto-api/reset DELETES EVERY RESOURCE; for moto's test suite only",
-            moto.id
-        );
-        Some(moto)
-    } else {
-        None
-    };
+    let moto_compat = openvpc_control::moto_compat::setup(&*store, moto_compat)?;
     let token = fleet::agent_token(store.as_ref()).context("reading the agent token")?;
     let agent =
         fleet::start(Arc::clone(&store), region, data_dir).context("starting the agent API")?;

@@ -1,16 +1,16 @@
 //! The calls to other AWS services that moto's EC2 tests make on the same
-//! endpoint, answered under `openvpc server --moto-compat` only: S3
-//! CreateBucket (REST: `PUT /BUCKET`, or `PUT /` with the bucket as the
-//! first label of the Host) and CloudWatch Logs CreateLogGroup (JSON
-//! protocol: `POST /` with `X-Amz-Target: Logs_20140328.CreateLogGroup`)
-//! for the flow-log tests, and SSM GetParameter on AWS's public AMI aliases
-//! (`/aws/service/ami-…`), with which the aws_verified ENI tests look up an
-//! image before RunInstances (see [`public_ami`]).
+//! endpoint: S3 CreateBucket (REST: `PUT /BUCKET`, or `PUT /` with the
+//! bucket as the first label of the Host) and CloudWatch Logs
+//! CreateLogGroup (JSON protocol: `POST /` with
+//! `X-Amz-Target: Logs_20140328.CreateLogGroup`) for the flow-log tests, and
+//! SSM GetParameter on AWS's public AMI aliases (`/aws/service/ami-…`), with
+//! which the aws_verified ENI tests look up an image before RunInstances
+//! (see [`public_ami`]).
 //!
 //! They only record names, under `compat/` (which the moto reset clears), so
 //! that CreateFlowLogs can tell a missing bucket or log group as EC2 does
-//! ([`CompatDestinations`]). Outside compat mode nothing here is reachable:
-//! the server routes to it only when `moto_compat` is set.
+//! ([`CompatDestinations`]; the parent module's header says why only here).
+//! Reachable only through [`super::Mode`].
 
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,7 +51,7 @@ impl Destinations for CompatDestinations {
 
 /// The EC2 actions compat mode answers differently: CreateFlowLogs checks
 /// destinations against the recorded buckets and log groups.
-pub fn ec2_action(ctx: &Ctx, params: &Params) -> Option<Result<String, ApiError>> {
+pub(super) fn ec2_action(ctx: &Ctx, params: &Params) -> Option<Result<String, ApiError>> {
     match params.get("Action") {
         Some("CreateFlowLogs") => Some(flow_log::create(ctx, params, &CompatDestinations)),
         _ => None,
@@ -192,7 +192,7 @@ fn get_parameter(region: &str, name: &str) -> Response {
 
 /// Answers a foreign request, or `None` if the request is for EC2.
 /// Blocking: the caller runs it off the async runtime.
-pub fn answer(
+pub(super) fn answer(
     store: &dyn Store,
     account: &str,
     method: &Method,

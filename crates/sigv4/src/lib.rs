@@ -1,6 +1,6 @@
 //! AWS Signature Version 4 for the EC2 Query API: verifying what the `aws` CLI,
 //! boto3 and the other SDKs send (spec 12.1), and signing for openvpc's own
-//! clients. This module owns the canonical request (URI, query, headers,
+//! clients. This crate owns the canonical request (URI, query, headers,
 //! payload hash), the credential scope, the signing-key chain, the 15-minute
 //! clock window, presigned-URL expiry, and the AWS error code and HTTP status
 //! of every way a signature can fail. It is sans-IO: it reads no clock (the
@@ -8,11 +8,16 @@
 //! lookup). It must never panic on request data, must compare signatures in
 //! constant time, and must not decide authorisation: it says who signed the
 //! request and for which region and service, and the caller checks those
-//! against the endpoint it serves.
+//! against the endpoint it serves. It knows nothing of accounts, the store or
+//! the API's actions, and keeps no date code of its own: the civil-date
+//! conversion is `openvpc_model::time`, shared by the whole project.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::BTreeMap;
 
 use hmac::{Hmac, KeyInit, Mac};
+use openvpc_model::time::{civil_time, days_from_civil, days_in_month};
 use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -1138,51 +1143,6 @@ fn format_amz_date(unix: i64) -> Option<String> {
 /// A time for an error message: `yyyymmddThhmmssZ` when it has that form.
 fn describe_time(unix: i64) -> String {
     format_amz_date(unix).unwrap_or_else(|| format!("{unix} seconds since the epoch"))
-}
-
-fn civil_time(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    (year, month, day, secs / 3_600, secs % 3_600 / 60, secs % 60)
-}
-
-fn is_leap(year: i64) -> bool {
-    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The inverse of `days_from_civil`; total for every `i64 / 86400`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Client text for an error message, single-quoted and cut to `QUOTE_LIMIT` characters.

@@ -3,17 +3,91 @@
 //! temporary directory; the store is filled through the actions (many
 //! accounts with their VPCs, subnets and rules), then one account's calls
 //! are timed one at a time from a signing client over loopback.
+//!
+//! It owns the measuring and the wording of the figures; the binary only
+//! turns its arguments into [`run`]'s and prints [`ApiFigures`]. Behind the
+//! `bench` feature: no server or tool other than `openvpc bench` needs it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
-use openvpc_control::account::{self, Account};
-use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::client::Client;
-use openvpc_control::query::Params;
-use openvpc_control::server::{ApiState, serve};
-use openvpc_control::store::{RedbStore, Store};
+use crate::account::{self, Account};
+use crate::actions::{Ctx, dispatch};
+use crate::client::{Client, ClientError};
+use crate::error::ApiError;
+use crate::query::Params;
+use crate::server::{ApiState, serve};
+use crate::store::{RedbStore, Store, StoreError};
+
+/// Why a measurement could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{call}: {error}")]
+    Action { call: String, error: ApiError },
+    #[error("no <{tag}> in the answer: {xml}")]
+    NoTag { tag: String, xml: String },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the API server stopped: {0}")]
+    Server(String),
+    #[error("no account was created")]
+    NoAccount,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// What `openvpc bench api` reports: p50 and p99 of each action, in
+/// milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiFigures {
+    /// VPCs, subnets and rules each in the store while measuring.
+    pub objects_each: usize,
+    pub describe_vpcs_filtered: (f64, f64),
+    pub create_subnet: (f64, f64),
+    pub authorize_sg_ingress: (f64, f64),
+}
+
+impl ApiFigures {
+    /// The figures as one JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "objects_each": self.objects_each,
+            "describe_vpcs_filtered_p50_ms": self.describe_vpcs_filtered.0,
+            "describe_vpcs_filtered_p99_ms": self.describe_vpcs_filtered.1,
+            "create_subnet_p50_ms": self.create_subnet.0,
+            "create_subnet_p99_ms": self.create_subnet.1,
+            "authorize_sg_ingress_p50_ms": self.authorize_sg_ingress.0,
+            "authorize_sg_ingress_p99_ms": self.authorize_sg_ingress.1,
+        })
+    }
+
+    /// The figures as a table, one line each after the store's size.
+    pub fn table(&self) -> String {
+        let stored = self.objects_each;
+        let mut out =
+            format!("store: {stored} VPCs, {stored} subnets, {stored} SG rules; goal p99 < 5 ms\n");
+        for (name, (p50, p99)) in [
+            ("DescribeVpcs (filtered)", self.describe_vpcs_filtered),
+            ("CreateSubnet", self.create_subnet),
+            ("AuthorizeSecurityGroupIngress", self.authorize_sg_ingress),
+        ] {
+            out.push_str(&format!(
+                "{name:<32} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms\n"
+            ));
+        }
+        out
+    }
+}
 
 const REGION: &str = "us-east-1";
 /// spec 13: each account holds at most 5 VPCs, so the store's VPCs come
@@ -21,26 +95,32 @@ const REGION: &str = "us-east-1";
 const VPCS_PER_ACCOUNT: usize = 5;
 
 /// The first `<tag>` value of an XML body.
-fn first(xml: &str, tag: &str) -> anyhow::Result<String> {
+fn first(xml: &str, tag: &str) -> Result<String, BenchError> {
     xml.split(&format!("<{tag}>"))
         .nth(1)
         .and_then(|rest| rest.split(&format!("</{tag}>")).next())
         .map(str::to_owned)
-        .ok_or_else(|| anyhow!("no <{tag}> in the answer: {xml}"))
+        .ok_or_else(|| BenchError::NoTag {
+            tag: tag.to_owned(),
+            xml: xml.to_owned(),
+        })
 }
 
-fn call(store: &dyn Store, account: &Account, body: &str) -> anyhow::Result<String> {
+fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, BenchError> {
     let ctx = Ctx {
         store,
         account,
         region: REGION,
         request_id: "bench",
     };
-    dispatch(&ctx, &Params::parse(body.as_bytes(), "")).map_err(|e| anyhow!("{body}: {e}"))
+    dispatch(&ctx, &Params::parse(body.as_bytes(), "")).map_err(|error| BenchError::Action {
+        call: body.to_owned(),
+        error,
+    })
 }
 
 /// One account's 5 VPCs, a subnet in each and a rule on each default group.
-fn fill_account(store: &dyn Store, account: &Account) -> anyhow::Result<Vec<String>> {
+fn fill_account(store: &dyn Store, account: &Account) -> Result<Vec<String>, BenchError> {
     let mut vpcs = Vec::new();
     for v in 0..VPCS_PER_ACCOUNT {
         let xml = call(
@@ -75,8 +155,8 @@ fn fill_account(store: &dyn Store, account: &Account) -> anyhow::Result<Vec<Stri
 /// p50 and p99 of `samples` calls, in milliseconds.
 fn latencies(
     samples: usize,
-    mut op: impl FnMut(usize) -> anyhow::Result<()>,
-) -> anyhow::Result<(f64, f64)> {
+    mut op: impl FnMut(usize) -> Result<(), BenchError>,
+) -> Result<(f64, f64), BenchError> {
     let mut times = Vec::with_capacity(samples);
     for i in 0..samples {
         let start = Instant::now();
@@ -91,45 +171,59 @@ fn latencies(
     Ok((at(0.50), at(0.99)))
 }
 
-pub fn run(json: bool, objects: usize, samples: usize) -> anyhow::Result<()> {
+/// Fills a fresh store with `objects` VPCs, subnets and rules each, then
+/// times `samples` calls per action; `progress` hears how the filling goes.
+pub fn run(
+    objects: usize,
+    samples: usize,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ApiFigures, BenchError> {
     let dir = std::env::temp_dir().join(format!("openvpc-bench-api-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = measure(&dir, json, objects, samples);
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let result = measure(&dir, objects, samples, progress);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 fn measure(
     dir: &std::path::Path,
-    json: bool,
     objects: usize,
     samples: usize,
-) -> anyhow::Result<()> {
+    progress: &mut dyn FnMut(&str),
+) -> Result<ApiFigures, BenchError> {
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&dir.join("store.redb"))?);
     let accounts = objects.div_ceil(VPCS_PER_ACCOUNT).max(1);
     let start = Instant::now();
     let mut me = None;
     for i in 0..accounts {
         let account = Account::generate(&format!("bench{i}"), None);
-        account::create(store.as_ref(), &account)?;
+        account::create(store.as_ref(), &account).map_err(|error| BenchError::Action {
+            call: format!("creating account bench{i}"),
+            error,
+        })?;
         let vpcs = fill_account(store.as_ref(), &account)?;
         if i == 0 {
             me = Some((account, vpcs));
         }
-        if !json && (i + 1) % 200 == 0 {
-            eprintln!(
+        if (i + 1) % 200 == 0 {
+            progress(&format!(
                 "filling the store: {} of {} VPCs, subnets and rules each ({:.0} s)",
                 (i + 1) * VPCS_PER_ACCOUNT,
                 accounts * VPCS_PER_ACCOUNT,
                 start.elapsed().as_secs_f64()
-            );
+            ));
         }
     }
-    let (me, vpcs) = me.context("no account was created")?;
+    let (me, vpcs) = me.ok_or(BenchError::NoAccount)?;
 
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let endpoint = format!("http://{}", listener.local_addr()?);
+    let runtime = tokio::runtime::Runtime::new().map_err(io("starting the async runtime"))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(io("listening on loopback"))?;
+    let endpoint = format!(
+        "http://{}",
+        listener.local_addr().map_err(io("listening on loopback"))?
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = runtime.spawn(serve(
         listener,
@@ -143,9 +237,9 @@ fn measure(
         },
     ));
     let client = Client::new(&endpoint, &me.access_key_id, &me.secret_access_key, REGION);
-    if !json {
-        eprintln!("measuring {samples} calls per action through {endpoint}...");
-    }
+    progress(&format!(
+        "measuring {samples} calls per action through {endpoint}..."
+    ));
 
     let describe = latencies(samples, |i| {
         let cidr = format!("10.{}.0.0/16", i % VPCS_PER_ACCOUNT);
@@ -191,31 +285,15 @@ fn measure(
         Ok(())
     })?;
     let _ = stop.send(());
-    runtime.block_on(server)??;
+    runtime
+        .block_on(server)
+        .map_err(|e| BenchError::Server(e.to_string()))?
+        .map_err(|e| BenchError::Server(e.to_string()))?;
 
-    let stored = accounts * VPCS_PER_ACCOUNT;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "objects_each": stored,
-                "describe_vpcs_filtered_p50_ms": describe.0,
-                "describe_vpcs_filtered_p99_ms": describe.1,
-                "create_subnet_p50_ms": create_subnet.0,
-                "create_subnet_p99_ms": create_subnet.1,
-                "authorize_sg_ingress_p50_ms": authorize.0,
-                "authorize_sg_ingress_p99_ms": authorize.1,
-            })
-        );
-    } else {
-        println!("store: {stored} VPCs, {stored} subnets, {stored} SG rules; goal p99 < 5 ms");
-        for (name, (p50, p99)) in [
-            ("DescribeVpcs (filtered)", describe),
-            ("CreateSubnet", create_subnet),
-            ("AuthorizeSecurityGroupIngress", authorize),
-        ] {
-            println!("{name:<32} p50 {p50:>7.2} ms   p99 {p99:>7.2} ms");
-        }
-    }
-    Ok(())
+    Ok(ApiFigures {
+        objects_each: accounts * VPCS_PER_ACCOUNT,
+        describe_vpcs_filtered: describe,
+        create_subnet,
+        authorize_sg_ingress: authorize,
+    })
 }

@@ -7,9 +7,9 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use openvpc_control::store::conformance::conformance;
-use openvpc_control::store::test_etcd::{self, TestEtcd};
-use openvpc_control::store::{EtcdStore, Store};
+use openvpc_store::conformance::conformance;
+use openvpc_store::test_etcd::{self, TestEtcd};
+use openvpc_store::{EtcdStore, Store};
 
 #[test]
 fn etcd_conformance() {

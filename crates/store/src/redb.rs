@@ -340,7 +340,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::store::{Compare, Txn};
+    use crate::{Compare, Txn};
 
     #[test]
     fn reopen_keeps_data_revision_history_and_compaction() {
@@ -451,7 +451,7 @@ mod tests {
     /// and returns the numbers it reported committed.
     fn run_and_kill(path: &Path) -> Vec<(u64, Revision)> {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "store::redb::tests::crash_writer", "--nocapture"])
+            .args(["--exact", "redb::tests::crash_writer", "--nocapture"])
             .args(["--test-threads", "1"])
             .env(CRASH_ENV, path)
             .stdin(Stdio::null())

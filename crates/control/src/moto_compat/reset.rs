@@ -1,49 +1,21 @@
-//! What `openvpc server --moto-compat` adds so moto's published test suite
-//! can run against openvpc in its server mode: the fixed account every
-//! request acts as (moto's `123456789012`), the reset hook moto's
-//! `mock_aws` calls before and after each test (`POST /moto-api/reset`), and
-//! STS's `GetCallerIdentity`, which moto's `account_id` fixture calls.
-//!
-//! This module owns those two; it must never be reachable without the flag,
-//! since reset wipes every account's resources and the fixed account skips
-//! authentication. HTTP stays in `server`.
+//! `POST /moto-api/reset`, which moto's `mock_aws` calls before and after
+//! each test: every resource of every account goes, accounts and their keys
+//! stay. Served only under `--moto-compat` (see [`super::Mode::routes`]).
 
-use crate::account::{self, Account};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
 use crate::actions::STATE_PREFIXES;
-use crate::error::ApiError;
-use crate::query::Params;
+use crate::server::ApiState;
 use crate::store::{Op, Store, StoreError, Txn};
-use crate::sts::Identity;
-
-/// The account moto's tests expect to be (moto's `DEFAULT_ACCOUNT_ID`).
-pub const ACCOUNT_ID: &str = "123456789012";
 
 /// Keys deleted per transaction by [`reset`]: small enough that one
 /// transaction stays cheap, large enough that a test's few dozen resources go
 /// in one.
 const RESET_PAGE: usize = 512;
-
-/// moto's account, created with fresh (unused) keys if the store lacks it.
-pub fn ensure_account(store: &dyn Store) -> Result<Account, ApiError> {
-    if let Some(existing) = account::by_id(store, ACCOUNT_ID)? {
-        return Ok(existing);
-    }
-    let created = Account::generate("moto", Some(ACCOUNT_ID));
-    account::create(store, &created)?;
-    Ok(created)
-}
-
-/// STS as moto's tests need it: `GetCallerIdentity` names the fixed account,
-/// as its IAM user `moto` with the account's access key as user ID; every
-/// other STS action is unknown (see `sts`).
-pub fn sts(account: &Account, params: &Params, request_id: &str) -> Result<String, ApiError> {
-    let caller = Identity {
-        account: account.id.clone(),
-        arn: format!("arn:aws:iam::{}:user/{}", account.id, account.name),
-        user_id: account.access_key_id.clone(),
-    };
-    crate::sts::dispatch(&caller, params, request_id)
-}
 
 /// Deletes every resource of every account in every region, and the region
 /// counters; accounts and their keys stay. Returns how many keys went.
@@ -68,9 +40,45 @@ pub fn reset(store: &dyn Store) -> Result<usize, StoreError> {
     Ok(deleted)
 }
 
+/// moto's `/moto-api/reset`, answered as moto's own server does: 200 with
+/// `{"status": "ok"}` to a POST, 400 to anything else.
+pub(super) async fn handle(State(state): State<ApiState>, method: Method) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    if method != Method::POST {
+        return (
+            StatusCode::BAD_REQUEST,
+            json,
+            r#"{"Error": "Need to POST to reset Moto"}"#,
+        )
+            .into_response();
+    }
+    let store = Arc::clone(&state.store);
+    match tokio::task::spawn_blocking(move || reset(store.as_ref())).await {
+        Ok(Ok(deleted)) => {
+            tracing::debug!(deleted, "moto reset");
+            (StatusCode::OK, json, r#"{"status": "ok"}"#).into_response()
+        }
+        Ok(Err(e)) => failed(&e),
+        Err(e) => failed(&e),
+    }
+}
+
+fn failed(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "moto reset failed");
+    let body = serde_json::json!({ "Error": format!("The reset failed: {e}") }).to_string();
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::account::{self, Account};
+    use crate::moto_compat::{ACCOUNT_ID, ensure_account};
     use crate::store::MemoryStore;
 
     #[test]

@@ -4,9 +4,13 @@
 //! last changed it; a change log lets watchers resume from any revision that has
 //! not been compacted away.
 //!
-//! This module owns the [`Store`] trait, its types and errors, and the backends
-//! ([`RedbStore`], [`MemoryStore`], [`EtcdStore`]). It knows nothing of resources: keys and
-//! values are opaque bytes, and the API layer decides what they mean.
+//! This crate owns the [`Store`] trait, its types and errors, and the backends
+//! ([`RedbStore`], [`MemoryStore`], [`EtcdStore`]), plus, behind the
+//! `conformance` feature, the suite every backend must pass and a throwaway
+//! etcd server for tests. It must not know anything of resources, accounts or
+//! the API: keys and values are opaque bytes, and the layers above decide what
+//! they mean. It depends on no other openvpc crate except the generated etcd
+//! client (`openvpc-etcd-api`).
 //!
 //! Semantics every backend follows (the `conformance` module, public with the
 //! `conformance` feature, checks them):
@@ -17,6 +21,8 @@
 //!   etcd.
 //! - A txn may change each key at most once, and keys are never empty.
 //! - [`Store::changes`] never splits one revision's events across two calls.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod etcd;
 pub mod memory;
