@@ -1,8 +1,20 @@
-//! The regional control plane: the EC2 Query protocol (parameters, filters,
-//! XML responses and errors), authentication (signatures are checked by
-//! `openvpc-sigv4`), accounts over the store (`openvpc-store`), and the
-//! actions that create and describe VPC resources. This crate owns what users see
-//! of openvpc through the `aws` CLI and boto3; it never touches packets.
+//! The regional control plane: what users see of openvpc through the `aws`
+//! CLI, boto3 and the tools built on them, and what hosts learn from it. It
+//! never touches packets.
+//!
+//! - The Query API: `server` (HTTP, authentication, routing by service),
+//!   `query`, `filter`, `xml` and `error` (the protocol's parameters,
+//!   filters, responses and errors), `actions` (the EC2 resources, each a
+//!   module over the `resource` framework), `elbv2` (the ELBv2 service on
+//!   the same framework), `sts` (GetCallerIdentity), `account` (accounts and
+//!   access keys), `moto_compat` (everything `--moto-compat` changes, and
+//!   nothing else asks for that mode), `client` (a signed client for tests
+//!   and tools).
+//! - `fleet`: the host registry, placement, the incremental compiler, watch
+//!   deltas, the mapping service and the agents' HTTP API.
+//! - Signatures are checked by `openvpc-sigv4`; state lives in
+//!   `openvpc-store` (both re-exported here under their old paths);
+//!   lifecycle states and time come from `openvpc-model`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -26,8 +38,5 @@ pub use openvpc_sigv4 as sigv4;
 /// The revisioned store lives in its own crate; the alias keeps
 /// `crate::store::…` paths inside this crate as they were.
 pub use openvpc_store as store;
-
-/// `moto_compat`'s earlier name (its account and reset), kept for callers.
-pub use moto_compat as moto_api;
 
 pub use error::ApiError;

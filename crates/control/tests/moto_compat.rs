@@ -13,11 +13,11 @@ use std::sync::Arc;
 use openvpc_control::account::{self, Account};
 use openvpc_control::server::{ApiState, execute, serve};
 use openvpc_control::store::{MemoryStore, Store};
-use openvpc_control::{ApiError, moto_api};
+use openvpc_control::{ApiError, moto_compat as moto};
 
 fn state(moto_compat: bool) -> (ApiState, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
-    let moto = moto_compat.then(|| moto_api::ensure_account(store.as_ref()).unwrap());
+    let moto = moto_compat.then(|| moto::ensure_account(store.as_ref()).unwrap());
     let state = ApiState {
         store: Arc::clone(&store) as Arc<dyn Store>,
         moto_compat: moto,
