@@ -10,6 +10,9 @@
 //!   access keys), `moto_compat` (everything `--moto-compat` changes, and
 //!   nothing else asks for that mode), `client` (a signed client for tests
 //!   and tools).
+//! - `records`: the stored shape of each EC2 resource record and pure
+//!   reads of it (route-target liveness among them), shared by `actions`
+//!   and `fleet`; no request handling.
 //! - `fleet`: the host registry, placement, the incremental compiler, watch
 //!   deltas, the mapping service and the agents' HTTP API.
 //! - Signatures are checked by `openvpc-sigv4`; state lives in
@@ -29,6 +32,7 @@ pub mod filter;
 pub mod fleet;
 pub mod moto_compat;
 pub mod query;
+pub mod records;
 pub mod server;
 pub mod sts;
 pub mod xml;

@@ -19,7 +19,6 @@ use openvpc_model::ResourceKind;
 use openvpc_model::lifecycle::InstanceState;
 use openvpc_model::time::timestamp;
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 
 use super::address;
 use super::idempotency::{self, ClientToken};
@@ -35,6 +34,7 @@ use super::{Ctx, default_vpc};
 use crate::error::ApiError;
 use crate::fleet::registry::{Placer, placement_key};
 use crate::query::Params;
+pub use crate::records::instance::Instance;
 use crate::xml::Xml;
 
 /// moto's default when `InstanceType` is absent.
@@ -42,37 +42,6 @@ pub const DEFAULT_INSTANCE_TYPE: &str = "m1.small";
 
 /// A launch never starts more than this many instances.
 pub const MAX_PER_LAUNCH: u32 = 100;
-
-/// An instance as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Instance {
-    pub id: String,
-    pub reservation_id: String,
-    pub owner_id: String,
-    pub region: String,
-    pub image_id: String,
-    pub instance_type: String,
-    /// `running`, `stopped` or `terminated`: the transitional states are
-    /// only ever shown in the answers of the calls that start them.
-    pub state: InstanceState,
-    pub launch_time: String,
-    pub subnet_id: String,
-    pub vpc_id: String,
-    pub availability_zone: String,
-    pub private_ip: Option<Ipv4Addr>,
-    /// The groups at launch; the primary ENI's groups win while it exists.
-    pub groups: Vec<GroupRef>,
-    pub key_name: Option<String>,
-    pub user_data: Option<String>,
-    pub ami_launch_index: u32,
-    pub client_token: Option<String>,
-    pub state_reason: String,
-    pub tags: Tags,
-    /// The registered host it runs on; `None` while the region has no hosts
-    /// (an API-only server).
-    #[serde(default)]
-    pub host_id: Option<String>,
-}
 
 impl Resource for Instance {
     const KIND: ResourceKind = ResourceKind::Instance;

@@ -13,7 +13,6 @@
 
 use openvpc_model::rule::{IpProtocol, L4Match, RuleAction, TrafficMatch, ip_protocol};
 use openvpc_model::{Ipv4Cidr, ResourceKind, canonical_ipv6_cidr};
-use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
 use super::resource::{
@@ -25,6 +24,9 @@ use super::vpc::{Vpc, has_dependencies};
 use super::{Ctx, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::network_acl::{
+    AclRule, Association, Entry, EntryCidr, IPV4_STAR_RULE, IPV6_STAR_RULE, NetworkAcl,
+};
 use crate::xml::Xml;
 
 /// spec 4.4, 13: network ACLs per VPC (default quota), the default included.
@@ -37,104 +39,11 @@ pub const RULES_PER_DIRECTION: usize = 20;
 /// spec 4.1: the highest rule number a client may use.
 pub const MAX_RULE_NUMBER: u16 = 32766;
 
-/// spec 4.1: the numbers the API shows for the IPv4 and IPv6 `*` rules.
-pub const IPV4_STAR_RULE: u32 = 32767;
-pub const IPV6_STAR_RULE: u32 = 32768;
-
 /// spec 4.2: the default ACL's allow-all rules.
 const DEFAULT_IPV4_RULE: u16 = 100;
 const DEFAULT_IPV6_RULE: u16 = 101;
 
-/// The addresses an entry matches: one canonical block of one family.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EntryCidr {
-    Ipv4(Ipv4Cidr),
-    /// Canonical text (host bits cleared).
-    Ipv6(String),
-}
-
-impl EntryCidr {
-    fn is_ipv6(&self) -> bool {
-        matches!(self, EntryCidr::Ipv6(_))
-    }
-}
-
-/// One numbered rule as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
-    pub rule_number: u16,
-    pub egress: bool,
-    pub action: RuleAction,
-    pub traffic: TrafficMatch,
-    pub cidr: EntryCidr,
-}
-
-/// A rule as the API shows it and the dataplane evaluates it: the stored
-/// entries plus the `*` rules, whose numbers (32767, 32768) do not fit the
-/// stored range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AclRule {
-    pub rule_number: u32,
-    pub egress: bool,
-    pub action: RuleAction,
-    pub traffic: TrafficMatch,
-    pub cidr: EntryCidr,
-}
-
-/// A subnet's association with an ACL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Association {
-    pub id: String,
-    pub subnet_id: String,
-}
-
-/// A network ACL as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkAcl {
-    pub id: String,
-    pub vpc_id: String,
-    pub owner_id: String,
-    pub is_default: bool,
-    /// The numbered entries of both directions, sorted by direction and number.
-    pub entries: Vec<Entry>,
-    pub associations: Vec<Association>,
-    /// True once the VPC has IPv6: the ACL then also has the IPv6 `*` rules.
-    #[serde(default)]
-    pub ipv6: bool,
-    pub tags: Tags,
-}
-
 impl NetworkAcl {
-    /// One direction's rules in evaluation order (spec 4.1: lowest number
-    /// first, the first match decides), ending with the `*` deny rules.
-    pub fn rules(&self, egress: bool) -> Vec<AclRule> {
-        let mut rules: Vec<AclRule> = self
-            .entries
-            .iter()
-            .filter(|e| e.egress == egress)
-            .map(|e| AclRule {
-                rule_number: u32::from(e.rule_number),
-                egress,
-                action: e.action,
-                traffic: e.traffic,
-                cidr: e.cidr.clone(),
-            })
-            .collect();
-        rules.sort_by_key(|r| r.rule_number);
-        let star = |rule_number, cidr| AclRule {
-            rule_number,
-            egress,
-            action: RuleAction::Deny,
-            traffic: TrafficMatch::ALL,
-            cidr,
-        };
-        rules.push(star(IPV4_STAR_RULE, EntryCidr::Ipv4(Ipv4Cidr::any())));
-        if self.ipv6 {
-            rules.push(star(IPV6_STAR_RULE, EntryCidr::Ipv6("::/0".into())));
-        }
-        rules
-    }
-
     /// Every rule as DescribeNetworkAcls lists it: egress first, as AWS does.
     fn shown(&self) -> Vec<AclRule> {
         let mut all = self.rules(true);

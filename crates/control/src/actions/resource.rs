@@ -24,8 +24,8 @@ use crate::query::Params;
 use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
 use crate::xml::Xml;
 
-/// Tags as stored on every resource: (key, value) in the order given.
-pub type Tags = Vec<(String, String)>;
+/// Tags as stored on every resource: the type lives with the records.
+pub use crate::records::Tags;
 
 /// A kind of resource stored as one JSON record per ID under
 /// `r/{account}/{region}/{prefix}/{id}`, where `prefix` is its ID prefix.
@@ -141,8 +141,8 @@ pub(crate) fn fence_key(ctx: &Ctx) -> Vec<u8> {
     format!("fence/{}/{}", ctx.account.id, ctx.region).into_bytes()
 }
 
-/// A stored key and its value.
-pub type RawEntry = (Vec<u8>, Vec<u8>);
+/// A stored key and its value: the type lives with the records.
+pub use crate::records::RawEntry;
 
 /// One action's view of the store: reads see the action's own writes, and
 /// the writes commit together or not at all.

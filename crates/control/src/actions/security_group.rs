@@ -10,7 +10,7 @@
 
 use openvpc_model::rule::{IpProtocol, L4Match, TrafficMatch};
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind, canonical_ipv6_cidr};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::network_interface::NetworkInterface;
 use super::prefix_list::{self, PrefixList};
@@ -22,6 +22,7 @@ use super::vpc::Vpc;
 use super::{Ctx, default_vpc, store_error, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::security_group::{Rule, SecurityGroup, Target};
 use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
 use crate::xml::Xml;
 
@@ -39,47 +40,6 @@ const NAME_KIND: &str = "security-group-name";
 /// A per-VPC key every CreateSecurityGroup rewrites, so that DeleteVpc can
 /// compare against it and never miss a group created while it checked.
 const MARKER_KIND: &str = "security-group-vpc";
-
-/// Where a rule's traffic comes from (ingress) or goes to (egress).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Target {
-    /// A canonical IPv4 CIDR.
-    Ipv4(String),
-    /// A canonical IPv6 CIDR.
-    Ipv6(String),
-    /// The ENIs that carry another group (or this one).
-    Group { user_id: String, group_id: String },
-    /// The CIDRs of a managed prefix list (spec 3.1).
-    PrefixList(String),
-}
-
-/// One rule as stored: one protocol/port match and one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rule {
-    pub id: String,
-    pub traffic: TrafficMatch,
-    pub target: Target,
-    pub description: Option<String>,
-    pub tags: Tags,
-}
-
-/// A security group as stored, with its rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SecurityGroup {
-    pub id: String,
-    pub owner_id: String,
-    pub name: String,
-    pub description: String,
-    pub vpc_id: String,
-    pub is_default: bool,
-    pub ingress: Vec<Rule>,
-    pub egress: Vec<Rule>,
-    pub tags: Tags,
-    /// `arn:aws:ec2:{region}:{owner}:security-group/{id}`, fixed at creation
-    /// (the record does not otherwise know its region).
-    #[serde(default)]
-    pub arn: String,
-}
 
 fn group_arn(ctx: &Ctx, id: &str) -> String {
     format!(

@@ -15,17 +15,16 @@ use ipnet::Ipv6Net;
 use openvpc_model::lifecycle::{CidrBlockState, SubnetState};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 
 use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
 };
-use super::subnet_cidr_reservation::CidrReservation;
 use super::vpc::Vpc;
 use super::{Ctx, network_acl, route_table, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::subnet::{Subnet, SubnetIpv6Association, Zone, ip_name, zones};
 use crate::xml::Xml;
 
 /// spec 13: subnets per VPC (default quota).
@@ -36,62 +35,6 @@ pub const SUBNETS_PER_VPC: usize = 200;
 /// subnets; AWS accepts the whole /56 as one subnet, which moto's
 /// AWS-verified `test_create_ipv6native_subnet` relies on).
 pub const IPV6_SUBNET_PREFIXES: [u8; 6] = [44, 48, 52, 56, 60, 64];
-
-/// An IPv6 block associated with a subnet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubnetIpv6Association {
-    pub association_id: String,
-    pub ipv6_cidr_block: Ipv6Net,
-    pub state: CidrBlockState,
-}
-
-/// A subnet as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subnet {
-    pub id: String,
-    pub vpc_id: String,
-    pub owner_id: String,
-    pub arn: String,
-    /// The IPv4 block; `None` only for an IPv6-only subnet.
-    #[serde(default)]
-    pub cidr_block: Option<Ipv4Cidr>,
-    /// Created with `Ipv6Native`: IPv6 only, no IPv4 block.
-    #[serde(default)]
-    pub ipv6_native: bool,
-    #[serde(default)]
-    pub ipv6_cidr_associations: Vec<SubnetIpv6Association>,
-    /// IPv6 addresses held by ENIs in the subnet.
-    #[serde(default)]
-    pub ipv6_allocated: Vec<Ipv6Addr>,
-    pub availability_zone: String,
-    pub availability_zone_id: String,
-    pub state: SubnetState,
-    pub default_for_az: bool,
-    pub map_public_ip_on_launch: bool,
-    #[serde(default)]
-    pub assign_ipv6_address_on_creation: bool,
-    #[serde(default)]
-    pub enable_dns64: bool,
-    #[serde(default = "ip_name")]
-    pub hostname_type: String,
-    /// Whether launched instances get DNS A / AAAA records of their
-    /// resource name (`privateDnsNameOptionsOnLaunch`).
-    #[serde(default)]
-    pub resource_name_dns_a: bool,
-    #[serde(default)]
-    pub resource_name_dns_aaaa: bool,
-    /// Private addresses held by ENIs (and managed interfaces) in the subnet.
-    #[serde(default)]
-    pub allocated: Vec<Ipv4Addr>,
-    pub tags: Tags,
-    /// Parts of the range set aside (CreateSubnetCidrReservation).
-    #[serde(default)]
-    pub cidr_reservations: Vec<CidrReservation>,
-}
-
-fn ip_name() -> String {
-    "ip-name".into()
-}
 
 impl Subnet {
     /// spec 1.2: the size less the five reserved addresses and those in use
@@ -369,45 +312,6 @@ pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<Strin
         "DescribeAvailabilityZones" => describe_zones(ctx, params),
         _ => return None,
     })
-}
-
-/// An availability zone of the region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Zone {
-    pub name: String,
-    pub id: String,
-}
-
-/// The region's zones: `REGIONa`, `REGIONb`, `REGIONc`, with AWS-style zone
-/// IDs (`use1-az1`). Agents will later declare the zones they serve.
-pub fn zones(region: &str) -> Vec<Zone> {
-    // `us-east-1` → `use1`, `ap-southeast-2` → `apse2`: AWS's short form.
-    let short: String = region
-        .split('-')
-        .enumerate()
-        .map(|(i, part)| match (i, part) {
-            (0, _) => part.to_owned(),
-            (_, "east") => "e".into(),
-            (_, "west") => "w".into(),
-            (_, "north") => "n".into(),
-            (_, "south") => "s".into(),
-            (_, "central") => "c".into(),
-            (_, "northeast") => "ne".into(),
-            (_, "southeast") => "se".into(),
-            (_, "northwest") => "nw".into(),
-            (_, "southwest") => "sw".into(),
-            _ if part.chars().all(|c| c.is_ascii_digit()) => part.to_owned(),
-            _ => part.chars().take(1).collect(),
-        })
-        .collect();
-    ["a", "b", "c"]
-        .iter()
-        .enumerate()
-        .map(|(i, letter)| Zone {
-            name: format!("{region}{letter}"),
-            id: format!("{short}-az{}", i + 1),
-        })
-        .collect()
 }
 
 /// The zone named by `AvailabilityZone` or `AvailabilityZoneId`, or the

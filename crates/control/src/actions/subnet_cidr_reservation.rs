@@ -9,25 +9,14 @@
 //! Subnets have no IPv6 block yet, so only IPv4 reservations can be made.
 
 use openvpc_model::{Ipv4Cidr, ResourceId, ResourceKind};
-use serde::{Deserialize, Serialize};
 
-use super::resource::{Tags, check_id, filters_match, tag_filter_values, transact, write_tags};
+use super::resource::{check_id, filters_match, tag_filter_values, transact, write_tags};
 use super::subnet::Subnet;
 use super::{Ctx, tags_for};
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::subnet::CidrReservation;
 use crate::xml::Xml;
-
-/// One reservation as stored in its subnet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CidrReservation {
-    pub id: String,
-    pub cidr: Ipv4Cidr,
-    /// `prefix` or `explicit`.
-    pub reservation_type: String,
-    pub description: Option<String>,
-    pub tags: Tags,
-}
 
 /// The reservation actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

@@ -8,7 +8,6 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use openvpc_model::lifecycle::{CidrBlockState, VpcState};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
-use serde::{Deserialize, Serialize};
 
 use super::egress_only_internet_gateway::EgressOnlyInternetGateway;
 use super::internet_gateway::InternetGateway;
@@ -23,6 +22,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::vpc::{CidrAssociation, Ipv6CidrAssociation, Vpc};
 use crate::xml::Xml;
 
 /// spec 13: VPCs per region (default quota).
@@ -33,46 +33,6 @@ pub const IPV4_CIDR_QUOTA: usize = 5;
 
 /// spec 1.1 and 13: IPv6 blocks per VPC (default quota).
 pub const IPV6_CIDR_QUOTA: usize = 5;
-
-/// A CIDR block associated with a VPC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CidrAssociation {
-    pub association_id: String,
-    pub cidr_block: String,
-    pub state: CidrBlockState,
-}
-
-/// An Amazon-provided IPv6 block associated with a VPC (spec 1.1: a /56).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ipv6CidrAssociation {
-    pub association_id: String,
-    pub ipv6_cidr_block: String,
-    pub state: CidrBlockState,
-    pub network_border_group: String,
-}
-
-/// A VPC as stored. Fields added after the first release carry serde
-/// defaults, so records written before them still read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Vpc {
-    pub id: String,
-    pub owner_id: String,
-    pub cidr_block: String,
-    pub cidr_associations: Vec<CidrAssociation>,
-    pub state: VpcState,
-    pub dhcp_options_id: String,
-    pub instance_tenancy: String,
-    pub is_default: bool,
-    pub enable_dns_support: bool,
-    pub enable_dns_hostnames: bool,
-    pub tags: Tags,
-    /// The Geneve VNI of the VPC's traffic, unique in the region.
-    pub vni: u32,
-    #[serde(default)]
-    pub enable_network_address_usage_metrics: bool,
-    #[serde(default)]
-    pub ipv6_cidr_associations: Vec<Ipv6CidrAssociation>,
-}
 
 /// The VPC actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

@@ -21,7 +21,6 @@ use std::net::Ipv6Addr;
 use openvpc_model::lifecycle::{CidrBlockState, VpcPeeringState};
 use openvpc_model::time::{format_time, now_secs};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
-use serde::{Deserialize, Serialize};
 
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, not_found, ok_return,
@@ -32,6 +31,7 @@ use super::{Ctx, store_error, tags_for};
 use crate::account;
 use crate::error::ApiError;
 use crate::query::Params;
+pub use crate::records::vpc_peering::{PeeringOptions, PeeringSide, VpcPeering};
 use crate::xml::Xml;
 
 /// spec 7.2, 13: a request not accepted within 168 h expires.
@@ -47,45 +47,6 @@ const DAY: u64 = 24 * HOUR;
 /// AWS's message for a request that cannot be set up.
 const FAILED_MESSAGE: &str =
     "Failed due to incorrect VPC-ID, Account ID, or overlapping CIDR range";
-
-/// One side's peering options (ModifyVpcPeeringConnectionOptions).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeeringOptions {
-    pub allow_dns_resolution_from_remote_vpc: bool,
-    pub allow_egress_from_local_classic_link_to_remote_vpc: bool,
-    pub allow_egress_from_local_vpc_to_remote_classic_link: bool,
-}
-
-/// One VPC of a peering, as it was when the request was made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeeringSide {
-    pub owner_id: String,
-    pub vpc_id: String,
-    pub region: String,
-    /// The VPC's IPv4 blocks, primary first; empty when the VPC was not found.
-    pub cidr_blocks: Vec<String>,
-    pub ipv6_cidr_blocks: Vec<String>,
-    pub options: PeeringOptions,
-}
-
-/// A peering connection as stored (in each account that takes part). No
-/// top-level `vpc_id`: route_table would require it to be the table's VPC,
-/// and a peering belongs to two.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpcPeering {
-    pub id: String,
-    pub requester: PeeringSide,
-    pub accepter: PeeringSide,
-    /// spec 7.1's status code; route_table reads it (only `active` carries
-    /// traffic). `expired` is never stored: it is computed from `created_at`.
-    pub state: VpcPeeringState,
-    pub message: String,
-    pub created_at: u64,
-    /// When it reached an end state (failed, rejected, deleted).
-    pub ended_at: Option<u64>,
-    pub deleted_by: Option<String>,
-    pub tags: Tags,
-}
 
 impl VpcPeering {
     /// The state at `now`: a pending request past its expiry is `expired`.

@@ -19,18 +19,18 @@ use openvpc_model::host::{
 };
 use openvpc_model::lifecycle::InstanceState;
 
-use crate::actions::instance::Instance;
-use crate::actions::network_acl::{EntryCidr, NetworkAcl};
-use crate::actions::network_interface::{
+use crate::records::instance::Instance;
+use crate::records::network_acl::{EntryCidr, NetworkAcl};
+use crate::records::network_interface::{
     NetworkInterface, TCP_ESTABLISHED_DEFAULT, UDP_DEFAULT, UDP_STREAM_DEFAULT,
 };
-use crate::actions::prefix_list::{PrefixList, aws_lists};
-use crate::actions::route_table::{Destination, RouteTable, Target, TargetKind};
-use crate::actions::route_target::Liveness;
-use crate::actions::security_group::{self, SecurityGroup};
-use crate::actions::subnet::Subnet;
-use crate::actions::vpc::Vpc;
-use crate::actions::vpc_peering::VpcPeering;
+use crate::records::prefix_list::{PrefixList, aws_lists};
+use crate::records::route_table::{Destination, RouteTable, Target, TargetKind};
+use crate::records::route_target::Liveness;
+use crate::records::security_group::{self, SecurityGroup};
+use crate::records::subnet::Subnet;
+use crate::records::vpc::Vpc;
+use crate::records::vpc_peering::VpcPeering;
 
 /// A record's store key, `r/{account}/{region}/{segment}/{id}` (or
 /// `hosts/{region}/{id}`): how the index names records.

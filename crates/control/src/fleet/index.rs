@@ -27,14 +27,14 @@ use super::FleetError;
 use super::compile::{
     Compiled, Dep, Key, Mirror, compile, host_key, id_of, region_of, rkey, scope,
 };
-use crate::actions::instance::Instance;
-use crate::actions::network_acl::NetworkAcl;
-use crate::actions::network_interface::NetworkInterface;
-use crate::actions::resource::RawEntry;
-use crate::actions::route_table::RouteTable;
-use crate::actions::route_target::{self, Liveness, TargetRecordKind};
-use crate::actions::subnet::Subnet;
-use crate::actions::vpc::Vpc;
+use crate::records::RawEntry;
+use crate::records::instance::Instance;
+use crate::records::network_acl::NetworkAcl;
+use crate::records::network_interface::NetworkInterface;
+use crate::records::route_table::RouteTable;
+use crate::records::route_target::{self, Liveness, TargetRecordKind};
+use crate::records::subnet::Subnet;
+use crate::records::vpc::Vpc;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
 
 /// How many entries each host's and each region's log keeps; an agent

@@ -13,8 +13,8 @@ use openvpc_model::host::{HostRecord, HostRegistration};
 
 use crate::actions::resource::Tx;
 use crate::actions::store_error;
-use crate::actions::subnet::zones;
 use crate::error::ApiError;
+use crate::records::subnet::zones;
 use crate::store::{Store, StoreError};
 
 /// Where hosts are registered.

@@ -7,6 +7,9 @@
 //! `openvpc_model::lifecycle`, and the VPC it belongs to. A record that does
 //! not parse as its kind (including a state the enum does not know) is a
 //! [`RecordError`] naming its key; it is never counted as alive.
+//!
+//! It lives with the records because it reads only stored records: it must
+//! not know the Query protocol, XML or request parameters.
 
 use openvpc_model::lifecycle::{
     InstanceState, NatGatewayState, VpcEndpointState, VpcPeeringState, VpnGatewayState,
