@@ -1,41 +1,37 @@
 //! The regional control plane: what users see of openvpc through the `aws`
 //! CLI, boto3 and the tools built on them, and what hosts learn from it. It
-//! never touches packets.
+//! never touches packets. Three top-level modules, kept apart so that each
+//! can become its own crate later (the split is modules for now):
 //!
-//! - The Query API: `server` (HTTP, authentication, routing by service),
-//!   `query`, `filter`, `xml` and `error` (the protocol's parameters,
-//!   filters, responses and errors), `actions` (the EC2 resources, each a
-//!   module over the `resource` framework), `elbv2` (the ELBv2 service on
-//!   the same framework), `sts` (GetCallerIdentity), `account` (accounts and
-//!   access keys), `moto_compat` (everything `--moto-compat` changes, and
-//!   nothing else asks for that mode), `client` (a signed client for tests
-//!   and tools).
+//! - `api`: the EC2 and ELBv2 Query services (HTTP server, authentication,
+//!   the protocol's parameters, filters, XML and errors, the actions, STS,
+//!   accounts, moto compatibility and a signed client). Its modules are
+//!   re-exported at the crate root under their old paths
+//!   (`openvpc_control::actions`, `::server`, …).
 //! - `records`: the stored shape of each EC2 resource record and pure
-//!   reads of it (route-target liveness among them), shared by `actions`
-//!   and `fleet`; no request handling.
+//!   reads of it (route-target liveness among them), shared by `api` and
+//!   `fleet`; no request handling.
 //! - `fleet`: the host registry, placement, the incremental compiler, watch
-//!   deltas, the mapping service and the agents' HTTP API.
+//!   deltas, the mapping service and the agents' HTTP API. It must not
+//!   depend on `api`'s request handling: the API reads the store for a
+//!   launch and hands `fleet` the hosts to place on.
 //! - Signatures are checked by `openvpc-sigv4`; state lives in
 //!   `openvpc-store` (both re-exported here under their old paths);
 //!   lifecycle states and time come from `openvpc-model`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod account;
-pub mod actions;
-#[cfg(feature = "bench")]
-pub mod bench;
-pub mod client;
-pub mod elbv2;
-pub mod error;
-pub mod filter;
+pub mod api;
 pub mod fleet;
-pub mod moto_compat;
-pub mod query;
 pub mod records;
-pub mod server;
-pub mod sts;
-pub mod xml;
+
+#[cfg(feature = "bench")]
+pub use api::bench;
+/// The API's modules under the paths they had before the `api` split, so
+/// tests, the binary and other crates keep their imports.
+pub use api::{
+    account, actions, client, elbv2, error, filter, moto_compat, query, server, sts, xml,
+};
 
 /// SigV4 lives in its own crate; the alias keeps `crate::sigv4::…` paths.
 pub use openvpc_sigv4 as sigv4;
@@ -43,4 +39,4 @@ pub use openvpc_sigv4 as sigv4;
 /// `crate::store::…` paths inside this crate as they were.
 pub use openvpc_store as store;
 
-pub use error::ApiError;
+pub use api::error::ApiError;

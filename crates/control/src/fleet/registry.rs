@@ -11,9 +11,6 @@ use std::collections::BTreeMap;
 
 use openvpc_model::host::{HostRecord, HostRegistration};
 
-use crate::actions::resource::Tx;
-use crate::actions::store_error;
-use crate::error::ApiError;
 use crate::records::subnet::zones;
 use crate::store::{Store, StoreError};
 
@@ -112,6 +109,13 @@ pub fn register(
     Ok(record)
 }
 
+/// How many instances are placed on `host_id`: its markers, no instance
+/// records read.
+pub fn placed_count(store: &dyn Store, region: &str, host_id: &str) -> Result<usize, StoreError> {
+    let prefix = placement_key(region, host_id, "");
+    Ok(store.range(&prefix, None, usize::MAX)?.len())
+}
+
 /// Every host registered in `region`, sorted by ID.
 pub fn hosts(store: &dyn Store, region: &str) -> Result<Vec<HostRecord>, RegistryError> {
     let prefix = format!("{HOSTS_PREFIX}{region}/");
@@ -133,36 +137,13 @@ pub struct Placer {
 }
 
 impl Placer {
-    /// The placer of a launch into `zone` of the transaction's region:
-    /// `None` when the region has no hosts at all (an API-only server, whose
-    /// instances stay unplaced); `InsufficientInstanceCapacity` when it has
-    /// hosts but none in `zone`.
-    pub fn for_zone(tx: &mut Tx, zone: &str) -> Result<Option<Placer>, ApiError> {
-        let ctx = tx.ctx();
-        let all = hosts(ctx.store, ctx.region)
-            .map_err(|e| ApiError::internal(format!("Reading the registered hosts failed: {e}")))?;
-        if all.is_empty() {
-            return Ok(None);
-        }
-        let mut load = BTreeMap::new();
-        for host in all.iter().filter(|h| h.availability_zone == zone) {
-            let prefix = placement_key(ctx.region, &host.host_id, "");
-            let placed = ctx
-                .store
-                .range(&prefix, None, usize::MAX)
-                .map_err(store_error)?
-                .len();
-            load.insert(host.host_id.clone(), placed);
-        }
-        if load.is_empty() {
-            return Err(ApiError::new(
-                "InsufficientInstanceCapacity",
-                format!(
-                    "We currently do not have sufficient capacity in the Availability Zone you requested ({zone}). No openvpc agent serves that zone: start one with --az {zone}."
-                ),
-            ));
-        }
-        Ok(Some(Placer { load }))
+    /// The placer over `load`: each host of the launch's zone with the
+    /// instances already placed on it. The caller reads these from the store
+    /// (the API, inside its launch transaction); `None` when there is no
+    /// host to place on.
+    pub fn new(load: impl IntoIterator<Item = (String, usize)>) -> Option<Placer> {
+        let load: BTreeMap<String, usize> = load.into_iter().collect();
+        (!load.is_empty()).then_some(Placer { load })
     }
 
     /// The host for the next instance: the least loaded, ties broken by host

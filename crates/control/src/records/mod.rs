@@ -5,7 +5,7 @@
 //! A module here owns the serde shape of its record kind and pure functions
 //! over that data. It must not know the Query protocol, XML or request
 //! parameters: the actions that answer requests implement `Resource` for
-//! these types in `crate::actions`.
+//! these types in `crate::api::actions`.
 
 pub mod instance;
 pub mod network_acl;

@@ -1,7 +1,7 @@
 //! A security group as stored: the record under `sg/{id}` and its rules.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::actions::security_group`.
+//! parameters, which live in `crate::api::actions::security_group`.
 
 use openvpc_model::rule::TrafficMatch;
 use serde::{Deserialize, Serialize};

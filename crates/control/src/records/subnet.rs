@@ -2,7 +2,7 @@
 //! associations and CIDR reservations, and the region's zones it is placed in.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::actions::subnet`.
+//! parameters, which live in `crate::api::actions::subnet`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -2,7 +2,7 @@
 //! account that takes part) and its two sides.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::actions::vpc_peering`.
+//! parameters, which live in `crate::api::actions::vpc_peering`.
 
 use openvpc_model::lifecycle::VpcPeeringState;
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,120 @@
+//! A small blocking EC2 Query client for openvpc's own tools (benchmarks,
+//! later the agents): form-encodes the parameters, signs the request with
+//! SigV4 like botocore does, sends it over HTTP/1.1 with keep-alive, and
+//! turns EC2 error bodies back into [`ApiError`]s. It is not a general AWS
+//! SDK: users have the aws CLI and boto3 for that.
+
+use openvpc_model::time::now_secs;
+
+use crate::api::error::ApiError;
+use crate::sigv4::{self, SigningParams};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("could not reach the API at {endpoint}: {reason}; is `openvpc server` running there?")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("the API answered {0}")]
+    Api(ApiError),
+    #[error("could not sign the request: {0}")]
+    Sign(#[from] sigv4::SignError),
+}
+
+/// A client for one endpoint, account and region.
+pub struct Client {
+    agent: ureq::Agent,
+    url: String,
+    host: String,
+    access_key: String,
+    secret_key: String,
+    region: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("access_key", &self.access_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `endpoint` (`http://host:port`).
+    pub fn new(endpoint: &str, access_key: &str, secret_key: &str, region: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        let host = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        Client {
+            agent: config.into(),
+            url: format!("http://{host}/"),
+            host,
+            access_key: access_key.to_owned(),
+            secret_key: secret_key.to_owned(),
+            region: region.to_owned(),
+        }
+    }
+
+    /// Calls `action` with `params`; returns the response body.
+    pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String, ClientError> {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("Action", action)
+            .append_pair("Version", "2016-11-15")
+            .extend_pairs(params)
+            .finish();
+        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
+        let headers = vec![
+            ("Host".to_owned(), self.host.clone()),
+            ("Content-Type".to_owned(), content_type.to_owned()),
+        ];
+        let now = now_secs() as i64;
+        let signed = sigv4::sign(
+            &sigv4::Request {
+                method: "POST",
+                path: "/",
+                query: "",
+                headers: &headers,
+                body: body.as_bytes(),
+            },
+            &SigningParams {
+                access_key: &self.access_key,
+                secret_key: &self.secret_key,
+                region: &self.region,
+                service: "ec2",
+                time_unix: now,
+                content_sha256_header: false,
+            },
+        )?;
+        let mut request = self
+            .agent
+            .post(&self.url)
+            .header("Content-Type", content_type);
+        for (name, value) in &signed {
+            request = request.header(name, value);
+        }
+        let unreachable = |e: ureq::Error| ClientError::Unreachable {
+            endpoint: self.url.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = request.send(body.as_bytes()).map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().map_err(unreachable)?;
+        if status == 200 {
+            return Ok(text);
+        }
+        let field = |name: &str| {
+            text.split(&format!("<{name}>"))
+                .nth(1)
+                .and_then(|rest| rest.split(&format!("</{name}>")).next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        Err(ClientError::Api(
+            ApiError::new(field("Code"), field("Message")).with_status(status),
+        ))
+    }
+}
