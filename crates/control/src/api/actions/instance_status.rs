@@ -134,8 +134,8 @@ pub enum HostView<'a> {
 
 /// The checks of instance `id` in `state` on `host`, at `now` (Unix
 /// seconds).
-pub fn checks(id: &str, state: &str, host: HostView<'_>, now: i64) -> Checks {
-    if state != "running" {
+pub fn checks(id: &str, state: InstanceState, host: HostView<'_>, now: i64) -> Checks {
+    if state != InstanceState::Running {
         return Checks {
             system: Check::NOT_APPLICABLE,
             instance: Check::NOT_APPLICABLE,
@@ -271,12 +271,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             continue;
         }
         let checks = match instance.host_id.as_deref() {
-            None => checks(
-                &instance.id,
-                instance.state.as_str(),
-                HostView::Unplaced,
-                now,
-            ),
+            None => checks(&instance.id, instance.state, HostView::Unplaced, now),
             Some(host) => {
                 if !hosts.contains_key(host) {
                     let report = host_view(ctx, host)?;
@@ -295,7 +290,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                         registered_at: None,
                     },
                 };
-                checks(&instance.id, instance.state.as_str(), view, now)
+                checks(&instance.id, instance.state, view, now)
             }
         };
         let row = Row { instance, checks };
@@ -376,10 +371,15 @@ mod tests {
     fn a_reporting_host_shows_its_instances_setup() {
         let now = 1000;
         let ok = host(now - 5, Some(InstanceSetup::Ok));
-        let c = checks("i-1", "running", HostView::Reported(&ok), now);
+        let c = checks("i-1", InstanceState::Running, HostView::Reported(&ok), now);
         assert_eq!(pair(&c), ("ok", Some("passed"), "ok", Some("passed")));
         let init = host(now, Some(InstanceSetup::Initializing));
-        let c = checks("i-1", "running", HostView::Reported(&init), now);
+        let c = checks(
+            "i-1",
+            InstanceState::Running,
+            HostView::Reported(&init),
+            now,
+        );
         assert_eq!(
             pair(&c),
             ("ok", Some("passed"), "initializing", Some("initializing"))
@@ -387,12 +387,17 @@ mod tests {
         // Issue 12: a failed namespace, TAP or DHCP step is impaired, since
         // the agent saw it fail.
         let bad = host(now, Some(InstanceSetup::Impaired));
-        let c = checks("i-1", "running", HostView::Reported(&bad), now);
+        let c = checks("i-1", InstanceState::Running, HostView::Reported(&bad), now);
         assert_eq!(pair(&c), ("ok", Some("passed"), "impaired", Some("failed")));
         assert_eq!(c.instance.impaired_since, Some(42));
         // Not in the report yet: the host has not set it up.
         let none = host(now, None);
-        let c = checks("i-1", "running", HostView::Reported(&none), now);
+        let c = checks(
+            "i-1",
+            InstanceState::Running,
+            HostView::Reported(&none),
+            now,
+        );
         assert_eq!(c.instance.status, Summary::Initializing);
     }
 
@@ -400,7 +405,7 @@ mod tests {
     fn a_silent_host_is_impaired_and_its_instances_unknown() {
         let now = 10_000;
         let old = host(now - HOST_SILENT_AFTER_SECS - 1, Some(InstanceSetup::Ok));
-        let c = checks("i-1", "running", HostView::Reported(&old), now);
+        let c = checks("i-1", InstanceState::Running, HostView::Reported(&old), now);
         assert_eq!(
             pair(&c),
             (
@@ -414,7 +419,7 @@ mod tests {
         // Never reported: a grace period after registering, then impaired.
         let c = checks(
             "i-1",
-            "running",
+            InstanceState::Running,
             HostView::Silent {
                 registered_at: Some(now - 3),
             },
@@ -423,7 +428,7 @@ mod tests {
         assert_eq!(c.system.status, Summary::Initializing);
         let c = checks(
             "i-1",
-            "running",
+            InstanceState::Running,
             HostView::Silent {
                 registered_at: Some(now - HOST_SILENT_AFTER_SECS - 1),
             },
@@ -432,7 +437,7 @@ mod tests {
         assert_eq!(c.system.status, Summary::Impaired);
         let c = checks(
             "i-1",
-            "running",
+            InstanceState::Running,
             HostView::Silent {
                 registered_at: None,
             },
@@ -443,7 +448,7 @@ mod tests {
 
     #[test]
     fn nothing_observed_is_never_ok() {
-        let c = checks("i-1", "running", HostView::Unplaced, 0);
+        let c = checks("i-1", InstanceState::Running, HostView::Unplaced, 0);
         assert_eq!(
             pair(&c),
             (
@@ -453,7 +458,11 @@ mod tests {
                 Some("insufficient-data")
             )
         );
-        for state in ["stopped", "terminated", "pending"] {
+        for state in [
+            InstanceState::Stopped,
+            InstanceState::Terminated,
+            InstanceState::Pending,
+        ] {
             let ok = host(0, Some(InstanceSetup::Ok));
             let c = checks("i-1", state, HostView::Reported(&ok), 0);
             assert_eq!(pair(&c), ("not-applicable", None, "not-applicable", None));

@@ -9,6 +9,7 @@ use crate::api::actions::Ctx;
 use crate::api::actions::resource::transact;
 use crate::api::error::ApiError;
 use crate::api::query::Params;
+use openvpc_model::lifecycle::InstanceState;
 use openvpc_model::time::now_secs;
 
 /// The health AWS would show for a target, without a dataplane to probe it.
@@ -25,7 +26,7 @@ use openvpc_model::time::now_secs;
 pub fn target_health(
     tg: &TargetGroup,
     target: &Target,
-    instance_state: Option<&str>,
+    instance_state: Option<InstanceState>,
     now: u64,
 ) -> (&'static str, Option<(&'static str, &'static str)>) {
     let Some(in_use) = tg.in_use_since else {
@@ -43,7 +44,7 @@ pub fn target_health(
             Some(("Target.HealthCheckDisabled", "Health checks are disabled")),
         );
     }
-    if instance_state.is_some_and(|s| s != "running") {
+    if instance_state.is_some_and(|s| s != InstanceState::Running) {
         return (
             "unused",
             Some((
@@ -85,7 +86,7 @@ pub(super) fn describe_target_health(ctx: &Ctx, params: &Params) -> Result<Strin
                     } else {
                         None
                     };
-                    target_health(&tg, t, state.as_deref(), now)
+                    target_health(&tg, t, state, now)
                 }
                 None => (
                     "unused",
@@ -165,14 +166,24 @@ mod tests {
         }
     }
 
-    fn state(tg: &TargetGroup, t: &Target, instance: Option<&str>, now: u64) -> &'static str {
+    fn state(
+        tg: &TargetGroup,
+        t: &Target,
+        instance: Option<InstanceState>,
+        now: u64,
+    ) -> &'static str {
         target_health(tg, t, instance, now).0
     }
 
     #[test]
     fn a_group_no_listener_uses_shows_unused_targets() {
         // spec 9.4: Target.NotInUse until a listener forwards to the group.
-        let (s, reason) = target_health(&group(None, true), &target(0), Some("running"), 1_000);
+        let (s, reason) = target_health(
+            &group(None, true),
+            &target(0),
+            Some(InstanceState::Running),
+            1_000,
+        );
         assert_eq!(s, "unused");
         assert_eq!(reason.map(|r| r.0), Some("Target.NotInUse"));
     }
@@ -186,7 +197,12 @@ mod tests {
 
     #[test]
     fn an_instance_that_is_not_running_is_unused() {
-        let (s, reason) = target_health(&group(Some(0), true), &target(0), Some("stopped"), 1_000);
+        let (s, reason) = target_health(
+            &group(Some(0), true),
+            &target(0),
+            Some(InstanceState::Stopped),
+            1_000,
+        );
         assert_eq!(s, "unused");
         assert_eq!(reason.map(|r| r.0), Some("Target.InvalidState"));
     }
@@ -197,8 +213,8 @@ mod tests {
         // the group's first use.
         let tg = group(Some(100), true);
         let t = target(200);
-        assert_eq!(state(&tg, &t, Some("running"), 349), "initial");
-        assert_eq!(state(&tg, &t, Some("running"), 350), "healthy");
+        assert_eq!(state(&tg, &t, Some(InstanceState::Running), 349), "initial");
+        assert_eq!(state(&tg, &t, Some(InstanceState::Running), 350), "healthy");
         // An ip target has no instance state to consult.
         assert_eq!(state(&tg, &t, None, 350), "healthy");
         // A group put to use after the registration counts from its use.

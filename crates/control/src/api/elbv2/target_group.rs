@@ -2,6 +2,7 @@
 //! TargetGroup(s), their health check settings (spec 9.4), Register and
 //! Deregister Targets, and target group attributes (spec 9.1, 9.3).
 
+use openvpc_model::lifecycle::{CidrBlockState, InstanceState};
 use std::net::Ipv4Addr;
 
 use serde::Deserialize;
@@ -176,7 +177,7 @@ fn vpc_cidrs(tx: &mut Tx, vpc_id: &str) -> Result<Option<Vec<String>>, ApiError>
     #[derive(Deserialize)]
     struct Assoc {
         cidr_block: String,
-        state: String,
+        state: CidrBlockState,
     }
     #[derive(Deserialize)]
     struct VpcRecord {
@@ -193,7 +194,7 @@ fn vpc_cidrs(tx: &mut Tx, vpc_id: &str) -> Result<Option<Vec<String>>, ApiError>
     cidrs.extend(
         vpc.cidr_associations
             .into_iter()
-            .filter(|a| a.state == "associated")
+            .filter(|a| a.state == CidrBlockState::Associated)
             .map(|a| a.cidr_block),
     );
     Ok(Some(cidrs))
@@ -384,7 +385,7 @@ fn invalid_target(message: impl Into<String>) -> ApiError {
 /// The EC2 instance fields a target needs.
 #[derive(Deserialize)]
 pub(super) struct InstanceRecord {
-    pub(super) state: String,
+    pub(super) state: InstanceState,
     vpc_id: String,
 }
 
@@ -419,7 +420,7 @@ pub(super) fn register_targets(ctx: &Ctx, params: &Params) -> Result<String, Api
                         "The following targets are not valid instances: '{id}'"
                     )));
                 };
-                if i.state == "terminated" {
+                if i.state == InstanceState::Terminated {
                     return Err(invalid_target(format!(
                         "The following targets are not in a running state and cannot be registered: '{id}'"
                     )));
