@@ -58,6 +58,10 @@ kinds! {
     DhcpOptions => "dopt", "InvalidDhcpOptionsId.Malformed";
     Instance => "i", "InvalidInstanceID.Malformed";
     TransitGateway => "tgw", "InvalidTransitGatewayID.Malformed";
+    // Reachability Analyzer. The analysis code is the one AWS's own
+    // CloudFormation handler names; the path's follows its spelling [U].
+    NetworkInsightsPath => "nip", "InvalidNetworkInsightsPathId.Malformed";
+    NetworkInsightsAnalysis => "nia", "InvalidNetworkInsightsAnalysisId.Malformed";
 }
 
 /// A syntactically valid resource ID of a known kind.

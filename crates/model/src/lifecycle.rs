@@ -271,6 +271,15 @@ lifecycle! {
     }
 }
 
+lifecycle! {
+    /// Whether a flow log's records reach its destination
+    /// (`deliverLogsStatus`).
+    FlowLogDeliveryStatus {
+        Success = "SUCCESS",
+        Failed = "FAILED",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +311,7 @@ mod tests {
         round_trips(InstanceState::ALL, InstanceState::as_str);
         round_trips(VpcEndpointState::ALL, VpcEndpointState::as_str);
         round_trips(PrefixListState::ALL, PrefixListState::as_str);
+        round_trips(FlowLogDeliveryStatus::ALL, FlowLogDeliveryStatus::as_str);
     }
 
     #[test]

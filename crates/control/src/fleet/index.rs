@@ -206,7 +206,9 @@ impl Record {
             | ResourceKind::CustomerGateway
             | ResourceKind::VpnConnection
             | ResourceKind::NetworkInterfaceAttachment
-            | ResourceKind::DhcpOptions => Record::Ignored,
+            | ResourceKind::DhcpOptions
+            | ResourceKind::NetworkInsightsPath
+            | ResourceKind::NetworkInsightsAnalysis => Record::Ignored,
         }
     }
 }

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use openvpc_model::{Ipv4Cidr, ResourceKind};
-use serde::{Deserialize, Serialize};
 
 use super::instance::Instance;
 use super::network_interface::{NetworkInterface, PublicMapping, parse_ip};
@@ -24,6 +23,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::address::{Address, AddressAssociation};
 
 /// spec 13: Elastic IPs per region (default quota).
 pub const ADDRESS_QUOTA: usize = 5;
@@ -108,28 +108,6 @@ pub fn give_back(tx: &mut Tx, ip: Ipv4Addr) -> Result<(), ApiError> {
         write_pool(tx, &pool)?;
     }
     Ok(())
-}
-
-/// Where an Elastic IP points.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AddressAssociation {
-    pub association_id: String,
-    pub network_interface_id: String,
-    pub private_ip: Ipv4Addr,
-    /// The instance the ENI is attached to, if any.
-    pub instance_id: Option<String>,
-}
-
-/// An Elastic IP as stored (keyed by its allocation ID).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Address {
-    pub id: String,
-    pub public_ip: Ipv4Addr,
-    pub domain: String,
-    pub owner_id: String,
-    pub region: String,
-    pub association: Option<AddressAssociation>,
-    pub tags: Tags,
 }
 
 impl Resource for Address {

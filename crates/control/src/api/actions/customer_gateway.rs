@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 use openvpc_model::ResourceKind;
 use openvpc_model::lifecycle::CustomerGatewayState;
 use openvpc_model::time::now_secs;
-use serde::{Deserialize, Serialize};
 
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_where, new_id, not_found, ok_return,
@@ -20,6 +19,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::customer_gateway::CustomerGateway;
 
 /// spec 13: customer gateways per region.
 pub const CUSTOMER_GATEWAY_QUOTA: usize = 50;
@@ -68,32 +68,6 @@ pub(crate) fn ipsec_type(params: &Params) -> Result<String, ApiError> {
         ));
     }
     Ok(t.to_owned())
-}
-
-/// A customer gateway as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CustomerGateway {
-    pub id: String,
-    /// `available` or `deleted`.
-    pub state: CustomerGatewayState,
-    #[serde(rename = "type")]
-    pub gateway_type: String,
-    pub ip_address: Option<String>,
-    pub bgp_asn: u64,
-    /// True when the ASN came as `BgpAsnExtended` (and is shown as such).
-    #[serde(default)]
-    pub extended: bool,
-    pub device_name: Option<String>,
-    pub certificate_arn: Option<String>,
-    #[serde(default)]
-    pub deleted_at: Option<u64>,
-    pub tags: Tags,
-}
-
-impl CustomerGateway {
-    pub fn is_live(&self) -> bool {
-        self.state.exists()
-    }
 }
 
 /// The customer-gateway actions this module answers.

@@ -14,7 +14,6 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use openvpc_model::ResourceKind;
-use serde::{Deserialize, Serialize};
 
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe as describe_resources, new_id, ok_return,
@@ -25,6 +24,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::dhcp_options::DhcpOptions;
 
 /// DHCP options sets per region (AWS's default quota).
 pub const DHCP_OPTIONS_QUOTA: usize = 1000;
@@ -34,29 +34,6 @@ pub const NO_OPTIONS: &str = "default";
 
 /// At most this many servers per server option (AWS and moto agree).
 const MAX_SERVERS: usize = 4;
-
-/// A DHCP options set as stored: its options in the order given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DhcpOptions {
-    pub id: String,
-    pub owner_id: String,
-    /// (key, values), one entry per key.
-    pub configurations: Vec<(String, Vec<String>)>,
-    /// True for the account's default set (spec 1.6).
-    #[serde(default)]
-    pub is_default: bool,
-    pub tags: Tags,
-}
-
-impl DhcpOptions {
-    /// The values of one option, if the set has it.
-    pub fn values(&self, key: &str) -> Option<&[String]> {
-        self.configurations
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
-    }
-}
 
 /// The DHCP-options actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

@@ -4,7 +4,6 @@
 //! deleted; a VPC has at most one, checked inside the creating transaction.
 
 use openvpc_model::ResourceKind;
-use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
 use super::resource::{
@@ -15,15 +14,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-
-/// An egress-only internet gateway as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EgressOnlyInternetGateway {
-    pub id: String,
-    pub owner_id: String,
-    pub vpc_id: String,
-    pub tags: Tags,
-}
+pub use crate::records::egress_only_internet_gateway::EgressOnlyInternetGateway;
 
 /// The egress-only-gateway actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

@@ -18,9 +18,9 @@
 
 use std::collections::BTreeSet;
 
+use openvpc_model::lifecycle::FlowLogDeliveryStatus;
 use openvpc_model::time::timestamp;
 use openvpc_model::{ResourceId, ResourceKind};
-use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
 use super::resource::{
@@ -30,116 +30,10 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-
-/// spec 8.1: the default (version 2) format.
-pub const DEFAULT_LOG_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}";
-
-/// spec 8.1: every field a custom format may name, with the version that
-/// introduced it.
-pub const FIELDS: &[(&str, u8)] = &[
-    ("version", 2),
-    ("account-id", 2),
-    ("interface-id", 2),
-    ("srcaddr", 2),
-    ("dstaddr", 2),
-    ("srcport", 2),
-    ("dstport", 2),
-    ("protocol", 2),
-    ("packets", 2),
-    ("bytes", 2),
-    ("start", 2),
-    ("end", 2),
-    ("action", 2),
-    ("log-status", 2),
-    ("vpc-id", 3),
-    ("subnet-id", 3),
-    ("instance-id", 3),
-    ("tcp-flags", 3),
-    ("type", 3),
-    ("pkt-srcaddr", 3),
-    ("pkt-dstaddr", 3),
-    ("region", 4),
-    ("az-id", 4),
-    ("sublocation-type", 4),
-    ("sublocation-id", 4),
-    ("pkt-src-aws-service", 5),
-    ("pkt-dst-aws-service", 5),
-    ("flow-direction", 5),
-    ("traffic-path", 5),
-    ("ecs-cluster-arn", 7),
-    ("ecs-cluster-name", 7),
-    ("ecs-container-instance-arn", 7),
-    ("ecs-container-instance-id", 7),
-    ("ecs-container-id", 7),
-    ("ecs-second-container-id", 7),
-    ("ecs-service-name", 7),
-    ("ecs-task-definition-arn", 7),
-    ("ecs-task-arn", 7),
-    ("ecs-task-id", 7),
-    ("reject-reason", 8),
-];
-
-/// Where a flow log's records go, and what only that kind of destination has.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DestinationOptions {
-    /// `plain-text` or `parquet`.
-    pub file_format: String,
-    pub hive_compatible_partitions: bool,
-    pub per_hour_partition: bool,
-}
-
-/// A flow log as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlowLog {
-    pub id: String,
-    pub resource_id: String,
-    /// `VPC`, `Subnet` or `NetworkInterface`.
-    pub resource_type: String,
-    /// `ACCEPT`, `REJECT` or `ALL`.
-    pub traffic_type: String,
-    /// `cloud-watch-logs`, `s3` or `kinesis-data-firehose`.
-    pub log_destination_type: String,
-    pub log_destination: Option<String>,
-    pub log_group_name: Option<String>,
-    pub deliver_logs_permission_arn: Option<String>,
-    pub deliver_cross_account_role: Option<String>,
-    pub log_format: String,
-    pub max_aggregation_interval: u32,
-    pub destination_options: Option<DestinationOptions>,
-    /// `SUCCESS` or `FAILED` (the destination could not be reached).
-    pub deliver_logs_status: String,
-    pub deliver_logs_error_message: Option<String>,
-    pub creation_time: String,
-    pub tags: Tags,
-}
-
-impl FlowLog {
-    /// spec 8.2: an S3 destination's bucket and key prefix (without slashes
-    /// at its ends; empty when none).
-    pub fn s3_location(&self) -> Option<(String, String)> {
-        if self.log_destination_type != "s3" {
-            return None;
-        }
-        self.log_destination.as_deref().and_then(parse_s3_arn)
-    }
-
-    /// spec 8.1: a record's `version`: the highest version among its fields.
-    pub fn format_version(&self) -> u8 {
-        parse_format(&self.log_format)
-            .map(|fields| version_of(&fields))
-            .unwrap_or(2)
-    }
-
-    /// The destination two flow logs must not share with the same resource
-    /// and traffic type (spec 8.2: `FlowLogAlreadyExists`).
-    fn destination_key(&self) -> (String, Option<String>, Option<String>) {
-        (
-            self.log_destination_type.clone(),
-            self.log_destination.clone(),
-            self.log_group_name.clone(),
-        )
-    }
-}
+pub use crate::records::flow_log::{
+    DEFAULT_LOG_FORMAT, DestinationOptions, FIELDS, FlowLog, format_fields, parse_s3_arn,
+    version_of,
+};
 
 /// The flow-log actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
@@ -173,7 +67,7 @@ impl Resource for FlowLog {
             "traffic-type" => case_variants(&self.traffic_type),
             "log-destination-type" => vec![self.log_destination_type.clone()],
             "log-group-name" => self.log_group_name.iter().cloned().collect(),
-            "deliver-log-status" => vec![self.deliver_logs_status.clone()],
+            "deliver-log-status" => vec![self.deliver_logs_status.to_string()],
             _ => return None,
         })
     }
@@ -192,7 +86,7 @@ impl Resource for FlowLog {
                 "deliverCrossAccountRole",
                 self.deliver_cross_account_role.as_deref(),
             )
-            .elem("deliverLogsStatus", &self.deliver_logs_status)
+            .elem("deliverLogsStatus", self.deliver_logs_status)
             .elem("flowLogId", &self.id)
             .elem("flowLogStatus", "ACTIVE")
             .opt("logGroupName", self.log_group_name.as_deref())
@@ -250,22 +144,6 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new("InvalidParameter", message)
 }
 
-/// `arn:<partition>:s3:::bucket[/prefix]` → (bucket, prefix).
-fn parse_s3_arn(arn: &str) -> Option<(String, String)> {
-    let rest = arn.strip_prefix("arn:")?;
-    let (partition, rest) = rest.split_once(':')?;
-    if !partition.starts_with("aws") {
-        return None;
-    }
-    let path = rest.strip_prefix("s3:::")?;
-    let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
-    let bucket_ok = (3..=63).contains(&bucket.len())
-        && bucket
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    bucket_ok.then(|| (bucket.to_owned(), prefix.trim_matches('/').to_owned()))
-}
-
 /// A log group's name from its ARN (`arn:aws:logs:region:acct:log-group:NAME[:*]`).
 fn log_group_from_arn(arn: &str) -> Option<String> {
     let (_, name) = arn.split_once(":log-group:")?;
@@ -273,39 +151,9 @@ fn log_group_from_arn(arn: &str) -> Option<String> {
     (arn.starts_with("arn:") && !name.is_empty()).then(|| name.to_owned())
 }
 
-/// spec 8.1: a custom format is `${field}` tokens separated by spaces, each a
-/// known field; the field names, in order.
+/// spec 8.1: a custom format's field names, in order.
 fn parse_format(format: &str) -> Result<Vec<&str>, ApiError> {
-    let tokens: Vec<&str> = format.split(' ').collect();
-    if format.trim().is_empty() {
-        return Err(invalid("LogFormat must name at least one field."));
-    }
-    tokens
-        .into_iter()
-        .map(|t| {
-            let name = t
-                .strip_prefix("${")
-                .and_then(|r| r.strip_suffix('}'))
-                .ok_or_else(|| {
-                    invalid(format!(
-                        "Invalid LogFormat: '{t}' is not a field; write each field as ${{field-name}}, separated by single spaces."
-                    ))
-                })?;
-            if FIELDS.iter().any(|(f, _)| *f == name) {
-                Ok(name)
-            } else {
-                Err(invalid(format!("Unknown fields provided in LogFormat: {t}")))
-            }
-        })
-        .collect()
-}
-
-fn version_of(fields: &[&str]) -> u8 {
-    fields
-        .iter()
-        .filter_map(|f| FIELDS.iter().find(|(n, _)| n == f).map(|(_, v)| *v))
-        .max()
-        .unwrap_or(2)
+    format_fields(format).map_err(|e| invalid(e.to_string()))
 }
 
 /// What one CreateFlowLogs asks for, checked; everything but the resources.
@@ -613,7 +461,11 @@ pub fn create(
                 destination_options: req.destination_options.clone(),
                 // EC2 makes a flow log to a missing group and reports its
                 // delivery as failing.
-                deliver_logs_status: if group_missing { "FAILED" } else { "SUCCESS" }.into(),
+                deliver_logs_status: if group_missing {
+                    FlowLogDeliveryStatus::Failed
+                } else {
+                    FlowLogDeliveryStatus::Success
+                },
                 deliver_logs_error_message: group_missing.then(|| "Access error".to_owned()),
                 creation_time: timestamp(),
                 tags: req.tags.clone(),

@@ -5,7 +5,6 @@
 //! attaching transaction, so two concurrent attaches can never both win.
 
 use openvpc_model::ResourceKind;
-use serde::{Deserialize, Serialize};
 
 use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe as describe_resources, new_id, ok_return,
@@ -16,20 +15,10 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::internet_gateway::InternetGateway;
 
 /// spec 13: internet gateways per region follow the VPC quota.
 pub const INTERNET_GATEWAY_QUOTA: usize = VPC_QUOTA;
-
-/// An internet gateway as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InternetGateway {
-    pub id: String,
-    pub owner_id: String,
-    /// The VPC it is attached to, if any.
-    #[serde(default)]
-    pub vpc_id: Option<String>,
-    pub tags: Tags,
-}
 
 /// The internet-gateway actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

@@ -23,7 +23,6 @@ use std::net::Ipv4Addr;
 use openvpc_model::ResourceKind;
 use openvpc_model::lifecycle::{NatAddressStatus, NatGatewayState};
 use openvpc_model::time::{format_time, now_secs};
-use serde::{Deserialize, Serialize};
 
 use super::Ctx;
 use super::address::{Address, AddressAssociation};
@@ -39,6 +38,7 @@ use super::subnet::Subnet;
 use crate::api::error::ApiError;
 use crate::api::query::{Params, check_tags};
 use crate::api::xml::Xml;
+pub use crate::records::nat_gateway::{NatAddress, NatGateway, VISIBLE_AFTER_END_SECS};
 
 /// spec 6.2, 13: NAT gateways per availability zone; pending, available and
 /// deleting ones count.
@@ -50,79 +50,27 @@ pub const NAT_GATEWAYS_PER_AZ: usize = 5;
 /// private addresses of a private gateway.
 pub const MAX_ADDRESSES: usize = 8;
 
-/// How long a failed or deleted gateway stays visible (AWS: about an hour).
-pub const VISIBLE_AFTER_END_SECS: u64 = 3600;
-
-/// One address of a gateway: a private address on its ENI and, for a public
-/// gateway, the Elastic IP associated with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NatAddress {
-    pub private_ip: Option<Ipv4Addr>,
-    pub allocation_id: Option<String>,
-    pub public_ip: Option<Ipv4Addr>,
-    pub association_id: Option<String>,
-    pub is_primary: bool,
-    pub status: NatAddressStatus,
-}
-
-/// A NAT gateway as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NatGateway {
-    pub id: String,
-    pub owner_id: String,
-    pub subnet_id: String,
-    /// Top-level so route_table can check that a route's target is in the
-    /// table's VPC.
-    pub vpc_id: String,
-    pub availability_zone: String,
-    pub connectivity_type: String,
-    /// `available`, `failed` or `deleted` (route_table reads it: the last two
-    /// make routes to the gateway blackholes).
-    pub state: NatGatewayState,
-    pub failure_code: Option<String>,
-    pub failure_message: Option<String>,
-    pub network_interface_id: Option<String>,
-    pub addresses: Vec<NatAddress>,
-    pub create_time: String,
-    pub delete_time: Option<String>,
-    /// When it failed or was deleted (Unix seconds): it is hidden an hour later.
-    pub ended_at: Option<u64>,
-    pub tags: Tags,
-}
-
-impl NatGateway {
-    fn visible(&self, now: u64) -> bool {
-        self.ended_at
-            .is_none_or(|t| now < t.saturating_add(VISIBLE_AFTER_END_SECS))
-    }
-
-    /// Pending and available gateways (the only live stored state) hold
-    /// quota; failed and deleted ones do not.
-    fn live(&self) -> bool {
-        self.state == NatGatewayState::Available
-    }
-
-    fn write_as(&self, x: &mut Xml, state: NatGatewayState) {
-        x.elem("createTime", &self.create_time)
-            .opt("deleteTime", self.delete_time.as_deref())
-            .opt("failureCode", self.failure_code.as_deref())
-            .opt("failureMessage", self.failure_message.as_deref())
-            .list("natGatewayAddressSet", &self.addresses, |x, a| {
-                x.opt("allocationId", a.allocation_id.as_deref())
-                    .opt("networkInterfaceId", self.network_interface_id.as_deref())
-                    .opt("privateIp", a.private_ip)
-                    .opt("publicIp", a.public_ip)
-                    .opt("associationId", a.association_id.as_deref())
-                    .elem("isPrimary", a.is_primary)
-                    .elem("status", a.status);
-            })
-            .elem("natGatewayId", &self.id)
-            .elem("state", state)
-            .elem("subnetId", &self.subnet_id)
-            .elem("vpcId", &self.vpc_id)
-            .elem("connectivityType", &self.connectivity_type);
-        write_tags(x, &self.tags);
-    }
+/// The gateway as the API shows it, in `state`.
+fn write_gateway(g: &NatGateway, x: &mut Xml, state: NatGatewayState) {
+    x.elem("createTime", &g.create_time)
+        .opt("deleteTime", g.delete_time.as_deref())
+        .opt("failureCode", g.failure_code.as_deref())
+        .opt("failureMessage", g.failure_message.as_deref())
+        .list("natGatewayAddressSet", &g.addresses, |x, a| {
+            x.opt("allocationId", a.allocation_id.as_deref())
+                .opt("networkInterfaceId", g.network_interface_id.as_deref())
+                .opt("privateIp", a.private_ip)
+                .opt("publicIp", a.public_ip)
+                .opt("associationId", a.association_id.as_deref())
+                .elem("isPrimary", a.is_primary)
+                .elem("status", a.status);
+        })
+        .elem("natGatewayId", &g.id)
+        .elem("state", state)
+        .elem("subnetId", &g.subnet_id)
+        .elem("vpcId", &g.vpc_id)
+        .elem("connectivityType", &g.connectivity_type);
+    write_tags(x, &g.tags);
 }
 
 impl Resource for NatGateway {
@@ -150,7 +98,7 @@ impl Resource for NatGateway {
     }
 
     fn write(&self, x: &mut Xml) {
-        self.write_as(x, self.state);
+        write_gateway(self, x, self.state);
     }
 }
 
@@ -439,7 +387,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     };
     Ok(Xml::response("CreateNatGateway", ctx.request_id, |x| {
         x.opt("clientToken", req.token.as_ref().map(ClientToken::token))
-            .node("natGateway", |x| gateway.write_as(x, shown));
+            .node("natGateway", |x| write_gateway(&gateway, x, shown));
     }))
 }
 

@@ -43,48 +43,29 @@ pub const MAX_RULE_NUMBER: u16 = 32766;
 const DEFAULT_IPV4_RULE: u16 = 100;
 const DEFAULT_IPV6_RULE: u16 = 101;
 
-impl NetworkAcl {
-    /// Every rule as DescribeNetworkAcls lists it: egress first, as AWS does.
-    fn shown(&self) -> Vec<AclRule> {
-        let mut all = self.rules(true);
-        all.extend(self.rules(false));
-        all
-    }
-
-    fn sort_entries(&mut self) {
-        self.entries.sort_by_key(|e| (!e.egress, e.rule_number));
-    }
-
-    fn entry_index(&self, rule_number: u16, egress: bool) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|e| e.rule_number == rule_number && e.egress == egress)
-    }
-
-    /// spec 4.4: at most 20 rules per direction and family, `*` included.
-    fn check_rule_quota(&self) -> Result<(), ApiError> {
-        for egress in [false, true] {
-            for ipv6 in [false, true] {
-                let custom = self
-                    .entries
-                    .iter()
-                    .filter(|e| e.egress == egress && e.cidr.is_ipv6() == ipv6)
-                    .count();
-                if custom + 1 > RULES_PER_DIRECTION {
-                    return Err(ApiError::new(
-                        "NetworkAclEntryLimitExceeded",
-                        format!(
-                            "The network ACL '{}' already has the maximum of {RULES_PER_DIRECTION} {} {} rules (the '*' rule included).",
-                            self.id,
-                            if ipv6 { "IPv6" } else { "IPv4" },
-                            if egress { "outbound" } else { "inbound" },
-                        ),
-                    ));
-                }
+/// spec 4.4: at most 20 rules per direction and family, `*` included.
+fn check_rule_quota(acl: &NetworkAcl) -> Result<(), ApiError> {
+    for egress in [false, true] {
+        for ipv6 in [false, true] {
+            let custom = acl
+                .entries
+                .iter()
+                .filter(|e| e.egress == egress && e.cidr.is_ipv6() == ipv6)
+                .count();
+            if custom + 1 > RULES_PER_DIRECTION {
+                return Err(ApiError::new(
+                    "NetworkAclEntryLimitExceeded",
+                    format!(
+                        "The network ACL '{}' already has the maximum of {RULES_PER_DIRECTION} {} {} rules (the '*' rule included).",
+                        acl.id,
+                        if ipv6 { "IPv6" } else { "IPv4" },
+                        if egress { "outbound" } else { "inbound" },
+                    ),
+                ));
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The protocol as DescribeNetworkAcls shows it: always a number, `-1` for all.
@@ -595,7 +576,7 @@ pub fn create_entry(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             ));
         }
         acl.entries.push(entry.clone());
-        acl.check_rule_quota()?;
+        check_rule_quota(&acl)?;
         acl.sort_entries();
         tx.put(&acl)
     })?;
@@ -616,7 +597,7 @@ pub fn replace_entry(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             .ok_or_else(|| entry_not_found(id, entry.rule_number, entry.egress))?;
         acl.entries[index] = entry.clone();
         // A replacement may move the rule to the other address family.
-        acl.check_rule_quota()?;
+        check_rule_quota(&acl)?;
         tx.put(&acl)
     })?;
     Ok(ok_return(ctx, "ReplaceNetworkAclEntry"))

@@ -40,20 +40,6 @@ pub const MAX_ENTRIES: u32 = 1000;
 /// Name and description lengths AWS allows.
 const MAX_TEXT: usize = 255;
 
-impl PrefixList {
-    fn arn(&self) -> String {
-        let owner = if self.aws_managed {
-            "aws"
-        } else {
-            &self.owner_id
-        };
-        format!(
-            "arn:aws:ec2:{}:{owner}:prefix-list/{}",
-            self.region, self.id
-        )
-    }
-}
-
 impl Resource for PrefixList {
     const KIND: ResourceKind = ResourceKind::PrefixList;
     const NOT_FOUND: &'static str = "InvalidPrefixListID.NotFound";

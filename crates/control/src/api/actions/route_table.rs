@@ -59,94 +59,6 @@ const TARGET_PARAMS: &[(&str, TargetKind)] = &[
     ("LocalGatewayId", TargetKind::LocalGateway),
 ];
 
-impl TargetKind {
-    /// The route's member that carries the target's ID.
-    pub fn element(self) -> &'static str {
-        match self {
-            TargetKind::Gateway => "gatewayId",
-            TargetKind::NatGateway => "natGatewayId",
-            TargetKind::NetworkInterface => "networkInterfaceId",
-            TargetKind::Instance => "instanceId",
-            TargetKind::VpcPeeringConnection => "vpcPeeringConnectionId",
-            TargetKind::EgressOnlyInternetGateway => "egressOnlyInternetGatewayId",
-            TargetKind::TransitGateway => "transitGatewayId",
-            TargetKind::CarrierGateway => "carrierGatewayId",
-            TargetKind::LocalGateway => "localGatewayId",
-        }
-    }
-
-    /// The DescribeRouteTables filter on this kind of target.
-    fn filter(self) -> &'static str {
-        match self {
-            TargetKind::Gateway => "route.gateway-id",
-            TargetKind::NatGateway => "route.nat-gateway-id",
-            TargetKind::NetworkInterface => "route.network-interface-id",
-            TargetKind::Instance => "route.instance-id",
-            TargetKind::VpcPeeringConnection => "route.vpc-peering-connection-id",
-            TargetKind::EgressOnlyInternetGateway => "route.egress-only-internet-gateway-id",
-            TargetKind::TransitGateway => "route.transit-gateway-id",
-            TargetKind::CarrierGateway => "route.carrier-gateway-id",
-            TargetKind::LocalGateway => "route.local-gateway-id",
-        }
-    }
-
-    /// The error for a target ID that names nothing.
-    fn not_found(self, id: &str) -> ApiError {
-        let (code, noun) = match self {
-            TargetKind::Gateway => ("InvalidGatewayID.NotFound", "gateway"),
-            TargetKind::NatGateway => ("InvalidNatGatewayID.NotFound", "natGateway"),
-            TargetKind::NetworkInterface => {
-                ("InvalidNetworkInterfaceID.NotFound", "networkInterface")
-            }
-            TargetKind::Instance => ("InvalidInstanceID.NotFound", "instance"),
-            TargetKind::VpcPeeringConnection => (
-                "InvalidVpcPeeringConnectionID.NotFound",
-                "vpcPeeringConnection",
-            ),
-            // moto's wording, which AWS shares: the eigw is a gateway.
-            TargetKind::EgressOnlyInternetGateway => ("InvalidGatewayID.NotFound", "eigw"),
-            TargetKind::TransitGateway => ("InvalidTransitGatewayID.NotFound", "transitGateway"),
-            TargetKind::CarrierGateway => ("InvalidCarrierGatewayID.NotFound", "carrierGateway"),
-            TargetKind::LocalGateway => ("InvalidLocalGatewayID.NotFound", "localGateway"),
-        };
-        ApiError::new(code, format!("The {noun} ID '{id}' does not exist"))
-    }
-}
-
-impl Target {
-    /// spec 2.2: what may take traffic for part of the VPC's own range: an
-    /// ENI, a NAT gateway or a Gateway Load Balancer endpoint.
-    fn is_middlebox(&self) -> bool {
-        matches!(
-            self.kind,
-            TargetKind::NetworkInterface | TargetKind::NatGateway
-        ) || (self.kind == TargetKind::Gateway && self.id.starts_with("vpce-"))
-    }
-}
-
-impl RouteTable {
-    fn route(&self, destination: &Destination) -> Option<usize> {
-        self.routes
-            .iter()
-            .position(|r| &r.destination == destination)
-    }
-
-    fn gateway_ids(&self) -> Vec<String> {
-        self.associations
-            .iter()
-            .filter_map(|a| a.gateway_id.clone())
-            .collect()
-    }
-
-    /// The VPC's CIDR blocks, as the table's local routes name them.
-    fn local_destinations(&self) -> impl Iterator<Item = &Destination> {
-        self.routes
-            .iter()
-            .filter(|r| r.is_local())
-            .map(|r| &r.destination)
-    }
-}
-
 impl Resource for RouteTable {
     const KIND: ResourceKind = ResourceKind::RouteTable;
     const NOT_FOUND: &'static str = "InvalidRouteTableID.NotFound";
@@ -445,7 +357,8 @@ fn check_target(tx: &mut Tx, table: &RouteTable, target: &Target) -> Result<(), 
     if target.is_local() {
         return Ok(());
     }
-    let record = target_record(tx, target)?.ok_or_else(|| target.kind.not_found(&target.id))?;
+    let record =
+        target_record(tx, target)?.ok_or_else(|| target_not_found(target.kind, &target.id))?;
     if let Some(vpc) = record.vpc_id
         && vpc != table.vpc_id
     {
@@ -1013,7 +926,7 @@ pub fn associate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 id: g.to_owned(),
             };
             if target_record(tx, &target)?.is_none() {
-                return Err(target.kind.not_found(g));
+                return Err(target_not_found(target.kind, g));
             }
             check_gateway_table(tx, &table, g)?;
         }
@@ -1145,4 +1058,24 @@ pub fn replace_association(ctx: &Ctx, params: &Params) -> Result<String, ApiErro
         "newAssociationId",
         &new_id_,
     ))
+}
+
+/// The error for a target ID that names nothing.
+fn target_not_found(kind: TargetKind, id: &str) -> ApiError {
+    let (code, noun) = match kind {
+        TargetKind::Gateway => ("InvalidGatewayID.NotFound", "gateway"),
+        TargetKind::NatGateway => ("InvalidNatGatewayID.NotFound", "natGateway"),
+        TargetKind::NetworkInterface => ("InvalidNetworkInterfaceID.NotFound", "networkInterface"),
+        TargetKind::Instance => ("InvalidInstanceID.NotFound", "instance"),
+        TargetKind::VpcPeeringConnection => (
+            "InvalidVpcPeeringConnectionID.NotFound",
+            "vpcPeeringConnection",
+        ),
+        // moto's wording, which AWS shares: the eigw is a gateway.
+        TargetKind::EgressOnlyInternetGateway => ("InvalidGatewayID.NotFound", "eigw"),
+        TargetKind::TransitGateway => ("InvalidTransitGatewayID.NotFound", "transitGateway"),
+        TargetKind::CarrierGateway => ("InvalidCarrierGatewayID.NotFound", "carrierGateway"),
+        TargetKind::LocalGateway => ("InvalidLocalGatewayID.NotFound", "localGateway"),
+    };
+    ApiError::new(code, format!("The {noun} ID '{id}' does not exist"))
 }

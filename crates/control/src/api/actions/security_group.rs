@@ -48,36 +48,6 @@ fn group_arn(ctx: &Ctx, id: &str) -> String {
     )
 }
 
-impl SecurityGroup {
-    fn rules(&self, egress: bool) -> &Vec<Rule> {
-        if egress { &self.egress } else { &self.ingress }
-    }
-
-    fn rules_mut(&mut self, egress: bool) -> &mut Vec<Rule> {
-        if egress {
-            &mut self.egress
-        } else {
-            &mut self.ingress
-        }
-    }
-
-    /// True if one of this group's rules names `group_id`.
-    fn references(&self, group_id: &str) -> bool {
-        self.ingress
-            .iter()
-            .chain(&self.egress)
-            .any(|r| matches!(&r.target, Target::Group { group_id: g, .. } if g == group_id))
-    }
-
-    /// True if one of this group's rules names the prefix list `id`.
-    pub fn references_prefix_list(&self, id: &str) -> bool {
-        self.ingress
-            .iter()
-            .chain(&self.egress)
-            .any(|r| matches!(&r.target, Target::PrefixList(p) if p == id))
-    }
-}
-
 impl Resource for SecurityGroup {
     const KIND: ResourceKind = ResourceKind::SecurityGroup;
     const NOT_FOUND: &'static str = "InvalidGroup.NotFound";

@@ -9,12 +9,9 @@
 //! IPv6 here is records only: the dataplane carries no IPv6 yet, so nothing
 //! in this module reaches a host.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use ipnet::Ipv6Net;
 use openvpc_model::lifecycle::{CidrBlockState, SubnetState};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
-use rand::RngExt;
 
 use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe as describe_resources, new_id, ok_return,
@@ -25,7 +22,9 @@ use super::{Ctx, network_acl, route_table, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-pub use crate::records::subnet::{Subnet, SubnetIpv6Association, Zone, ip_name, zones};
+pub use crate::records::subnet::{
+    AddressError, Subnet, SubnetIpv6Association, Zone, ip_name, zones,
+};
 
 /// spec 13: subnets per VPC (default quota).
 pub const SUBNETS_PER_VPC: usize = 200;
@@ -36,176 +35,19 @@ pub const SUBNETS_PER_VPC: usize = 200;
 /// AWS-verified `test_create_ipv6native_subnet` relies on).
 pub const IPV6_SUBNET_PREFIXES: [u8; 6] = [44, 48, 52, 56, 60, 64];
 
-impl Subnet {
-    /// spec 1.2: the size less the five reserved addresses and those in use
-    /// (none at all in an IPv6-only subnet, as AWS shows it).
-    pub fn available_addresses(&self) -> u64 {
-        self.cidr_block.map_or(0, |c| {
-            c.usable_in_subnet()
-                .saturating_sub(self.allocated.len() as u64)
-        })
-    }
-
-    /// The IPv4 block, or the error an IPv4 request in an IPv6-only subnet gets.
-    fn ipv4_block(&self) -> Result<Ipv4Cidr, ApiError> {
-        self.cidr_block.ok_or_else(|| {
-            ApiError::new(
-                "InvalidParameterValue",
-                format!(
-                    "Subnet '{}' is IPv6-only: it has no IPv4 addresses. Ask for IPv6 addresses, or use a subnet with an IPv4 block.",
-                    self.id
-                ),
-            )
-        })
-    }
-
-    /// Takes `wanted`, or the lowest free address when none is asked for.
-    /// A reserved or taken address is refused with the code AWS uses.
-    pub fn allocate(&mut self, wanted: Option<Ipv4Addr>) -> Result<Ipv4Addr, ApiError> {
-        let block = self.ipv4_block()?;
-        let address = match wanted {
-            Some(ip) => {
-                if !block.contains_addr(ip) {
-                    return Err(ApiError::new(
-                        "InvalidParameterValue",
-                        format!(
-                            "Address {ip} does not fall within the subnet's address range {block}"
-                        ),
-                    ));
-                }
-                if block.is_reserved_in_subnet(ip) {
-                    return Err(ApiError::new(
-                        "InvalidParameterValue",
-                        format!(
-                            "Address {ip} is reserved in subnet {} (the first four and the last address are AWS's)",
-                            self.id
-                        ),
-                    ));
-                }
-                if self.allocated.contains(&ip) {
-                    return Err(ApiError::new(
-                        "InvalidIPAddress.InUse",
-                        format!("Address {ip} is in use."),
-                    ));
-                }
-                ip
-            }
-            // Explicit reservations are never handed out automatically.
-            None => (4..block.size().saturating_sub(1))
-                .filter_map(|n| block.nth(n as u32))
-                .find(|ip| {
-                    !self.allocated.contains(ip)
-                        && !self
-                            .cidr_reservations
-                            .iter()
-                            .any(|r| r.reservation_type == "explicit" && r.cidr.contains_addr(*ip))
-                })
-                .ok_or_else(|| {
-                    ApiError::new(
-                        "InsufficientFreeAddressesInSubnet",
-                        format!(
-                            "There are not enough free addresses in subnet '{}' to satisfy the requested number of instances.",
-                            self.id
-                        ),
-                    )
-                })?,
-        };
-        self.allocated.push(address);
-        Ok(address)
-    }
-
-    /// Returns an address to the subnet.
-    pub fn release(&mut self, address: Ipv4Addr) {
-        self.allocated.retain(|a| *a != address);
-    }
-
-    /// The subnet's associated IPv6 block, if it has one.
-    pub fn ipv6_block(&self) -> Option<Ipv6Net> {
-        self.ipv6_cidr_associations
-            .iter()
-            .find(|a| a.state == CidrBlockState::Associated)
-            .map(|a| a.ipv6_cidr_block)
-    }
-
-    /// Whether ENIs hold any address of the subnet.
-    pub fn in_use(&self) -> bool {
-        !self.allocated.is_empty() || !self.ipv6_allocated.is_empty()
-    }
-
-    /// Takes the IPv6 address `wanted`, or a random free one of the block
-    /// (AWS hands out IPv6 addresses at random, not in order). spec 1.2: the
-    /// first four and the last address of the block are reserved here too.
-    pub fn allocate_ipv6(&mut self, wanted: Option<Ipv6Addr>) -> Result<Ipv6Addr, ApiError> {
-        let block = self.ipv6_block().ok_or_else(|| {
-            ApiError::new(
-                "InvalidParameterValue",
-                format!(
-                    "Subnet '{}' has no IPv6 CIDR block: associate one (AssociateSubnetCidrBlock) before asking for IPv6 addresses.",
-                    self.id
-                ),
-            )
-        })?;
-        let base = u128::from(block.network());
-        let last = u128::from(block.broadcast());
-        let reserved = |ip: Ipv6Addr| {
-            let n = u128::from(ip);
-            n < base.saturating_add(4) || n == last
-        };
-        let address = match wanted {
-            Some(ip) => {
-                if !block.contains(&ip) {
-                    return Err(ApiError::new(
-                        "InvalidParameterValue",
-                        format!(
-                            "Address {ip} does not fall within the subnet's address range {block}"
-                        ),
-                    ));
-                }
-                if reserved(ip) {
-                    return Err(ApiError::new(
-                        "InvalidParameterValue",
-                        format!(
-                            "Address {ip} is reserved in subnet {} (the first four and the last address are AWS's)",
-                            self.id
-                        ),
-                    ));
-                }
-                if self.ipv6_allocated.contains(&ip) {
-                    return Err(ApiError::new(
-                        "InvalidIPAddress.InUse",
-                        format!("Address {ip} is in use."),
-                    ));
-                }
-                ip
-            }
-            None => {
-                // A /64 holds 2^64 addresses, so a random pick is all but
-                // always free; the bound only keeps a pathological book from
-                // looping for ever.
-                let host_bits = 128 - u32::from(block.prefix_len());
-                let mask = u128::MAX.checked_shr(128 - host_bits).unwrap_or(0);
-                let mut rng = rand::rng();
-                (0..1000)
-                    .map(|_| Ipv6Addr::from(base | (rng.random::<u128>() & mask)))
-                    .find(|ip| !reserved(*ip) && !self.ipv6_allocated.contains(ip))
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            "InsufficientFreeAddressesInSubnet",
-                            format!(
-                                "There are not enough free IPv6 addresses in subnet '{}'.",
-                                self.id
-                            ),
-                        )
-                    })?
+impl From<AddressError> for ApiError {
+    fn from(e: AddressError) -> ApiError {
+        let code = match e {
+            AddressError::Ipv6Only { .. }
+            | AddressError::NoIpv6Block { .. }
+            | AddressError::OutOfRange { .. }
+            | AddressError::Reserved { .. } => "InvalidParameterValue",
+            AddressError::InUse { .. } => "InvalidIPAddress.InUse",
+            AddressError::Exhausted { .. } | AddressError::Ipv6Exhausted { .. } => {
+                "InsufficientFreeAddressesInSubnet"
             }
         };
-        self.ipv6_allocated.push(address);
-        Ok(address)
-    }
-
-    /// Returns an IPv6 address to the subnet.
-    pub fn release_ipv6(&mut self, address: Ipv6Addr) {
-        self.ipv6_allocated.retain(|a| *a != address);
+        ApiError::new(code, e.to_string())
     }
 }
 

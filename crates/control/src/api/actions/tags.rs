@@ -82,6 +82,14 @@ pub const fn taggable(kind: ResourceKind) -> Option<Taggable> {
         K::DhcpOptions => t("dhcp-options", "InvalidDhcpOptionID.NotFound"),
         K::Instance => t("instance", "InvalidInstanceID.NotFound"),
         K::TransitGateway => t("transit-gateway", "InvalidTransitGatewayID.NotFound"),
+        K::NetworkInsightsPath => t(
+            "network-insights-path",
+            "InvalidNetworkInsightsPathId.NotFound",
+        ),
+        K::NetworkInsightsAnalysis => t(
+            "network-insights-analysis",
+            "InvalidNetworkInsightsAnalysisId.NotFound",
+        ),
         K::VpcCidrAssociation
         | K::SubnetCidrAssociation
         | K::RouteTableAssociation

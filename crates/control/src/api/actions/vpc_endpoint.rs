@@ -14,7 +14,6 @@
 use openvpc_model::ResourceKind;
 use openvpc_model::lifecycle::VpcEndpointState;
 use openvpc_model::time::timestamp;
-use serde::{Deserialize, Serialize};
 
 use super::idempotency::{self, ClientToken};
 use super::prefix_list::{GATEWAY_SERVICES, aws_list_for, service_name};
@@ -28,6 +27,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::vpc_endpoint::VpcEndpoint;
 
 /// spec 11 and 13: gateway endpoints per region.
 pub const ENDPOINT_QUOTA: usize = 20;
@@ -37,23 +37,6 @@ pub const ENDPOINTS_PER_VPC: usize = 255;
 const MAX_POLICY: usize = 20_480;
 /// The policy an endpoint gets when none is given: full access, as AWS's.
 const FULL_ACCESS: &str = r#"{"Version":"2008-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"*","Resource":"*"}]}"#;
-
-/// A gateway endpoint as stored. `state` and `vpc_id` are top-level, which
-/// the route module reads generically for its blackhole and VPC checks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpcEndpoint {
-    pub id: String,
-    pub owner_id: String,
-    pub vpc_id: String,
-    pub service_name: String,
-    /// The service's AWS-managed list, the destination of the routes.
-    pub prefix_list_id: String,
-    pub route_table_ids: Vec<String>,
-    pub policy_document: String,
-    pub state: VpcEndpointState,
-    pub creation_timestamp: String,
-    pub tags: Tags,
-}
 
 /// The endpoint actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

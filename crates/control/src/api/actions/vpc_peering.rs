@@ -19,7 +19,7 @@
 use std::net::Ipv6Addr;
 
 use openvpc_model::lifecycle::{CidrBlockState, VpcPeeringState};
-use openvpc_model::time::{format_time, now_secs};
+use openvpc_model::time::now_secs;
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 
 use super::resource::{
@@ -32,98 +32,16 @@ use crate::api::account;
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-pub use crate::records::vpc_peering::{PeeringOptions, PeeringSide, VpcPeering};
+pub use crate::records::vpc_peering::{EXPIRY_SECS, PeeringOptions, PeeringSide, VpcPeering};
 
-/// spec 7.2, 13: a request not accepted within 168 h expires.
-pub const EXPIRY_SECS: u64 = 168 * 3600;
 /// spec 13: outstanding (pending) requests per account.
 pub const OUTSTANDING_QUOTA: usize = 25;
 /// spec 7.2, 13: active peerings per VPC (default quota).
 pub const ACTIVE_PER_VPC_QUOTA: usize = 50;
 
-const HOUR: u64 = 3600;
-const DAY: u64 = 24 * HOUR;
-
 /// AWS's message for a request that cannot be set up.
 const FAILED_MESSAGE: &str =
     "Failed due to incorrect VPC-ID, Account ID, or overlapping CIDR range";
-
-impl VpcPeering {
-    /// The state at `now`: a pending request past its expiry is `expired`.
-    fn at(mut self, now: u64) -> Self {
-        let expires = self.created_at.saturating_add(EXPIRY_SECS);
-        if self.state == VpcPeeringState::PendingAcceptance && now >= expires {
-            self.state = VpcPeeringState::Expired;
-            self.message = "Expired".into();
-            self.ended_at = Some(expires);
-        }
-        self
-    }
-
-    fn same_account(&self) -> bool {
-        self.requester.owner_id == self.accepter.owner_id
-    }
-
-    /// spec 7.1: how long an ended peering stays visible to `viewer`.
-    fn visible_to(&self, viewer: &str, now: u64) -> bool {
-        let Some(ended) = self.ended_at else {
-            return true;
-        };
-        let short = self.same_account();
-        let window = match self.state {
-            VpcPeeringState::Failed => 2 * HOUR,
-            VpcPeeringState::Expired => 2 * DAY,
-            VpcPeeringState::Rejected if short || viewer != self.requester.owner_id => 2 * HOUR,
-            VpcPeeringState::Rejected => 2 * DAY,
-            VpcPeeringState::Deleted if short || self.deleted_by.as_deref() == Some(viewer) => {
-                2 * HOUR
-            }
-            VpcPeeringState::Deleted => 2 * DAY,
-            _ => return true,
-        };
-        now < ended.saturating_add(window)
-    }
-
-    /// A request or connection that still holds its VPC pair.
-    fn live(&self) -> bool {
-        matches!(
-            self.state,
-            VpcPeeringState::InitiatingRequest
-                | VpcPeeringState::PendingAcceptance
-                | VpcPeeringState::Provisioning
-                | VpcPeeringState::Active
-        )
-    }
-
-    fn involves(&self, vpc_id: &str) -> bool {
-        self.requester.vpc_id == vpc_id || self.accepter.vpc_id == vpc_id
-    }
-
-    /// The account on the other side from `me` (itself for a same-account one).
-    fn other_account(&self, me: &str) -> &str {
-        if self.requester.owner_id == me {
-            &self.accepter.owner_id
-        } else {
-            &self.requester.owner_id
-        }
-    }
-
-    fn expiration_time(&self) -> Option<String> {
-        (self.state == VpcPeeringState::PendingAcceptance)
-            .then(|| format_time(self.created_at.saturating_add(EXPIRY_SECS)))
-    }
-
-    fn write_as(&self, x: &mut Xml, code: VpcPeeringState, message: &str) {
-        x.node("accepterVpcInfo", |x| write_side(x, &self.accepter))
-            .opt("expirationTime", self.expiration_time())
-            .node("requesterVpcInfo", |x| write_side(x, &self.requester))
-            .node("status", |x| {
-                x.elem("code", code).elem("message", message);
-            });
-        write_tags(x, &self.tags);
-        x.elem("vpcPeeringConnectionId", &self.id);
-    }
-}
 
 fn write_options(x: &mut Xml, o: &PeeringOptions) {
     x.elem(
@@ -195,7 +113,7 @@ impl Resource for VpcPeering {
     }
 
     fn write(&self, x: &mut Xml) {
-        self.write_as(x, self.state, &self.message);
+        write_peering(self, x, self.state, &self.message);
     }
 }
 
@@ -505,7 +423,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         ctx.request_id,
         |x| {
             x.node("vpcPeeringConnection", |x| {
-                pcx.write_as(
+                write_peering(
+                    &pcx,
                     x,
                     VpcPeeringState::InitiatingRequest,
                     &format!("Initiating Request to {}", pcx.accepter.owner_id),
@@ -838,4 +757,16 @@ pub fn vpc_cidr_adding(tx: &mut Tx, vpc_id: &str, new: &Ipv4Cidr) -> Result<(), 
         save(tx, &pcx, true)?;
     }
     Ok(())
+}
+
+/// A peering as the API shows it, with `code` and `message` as its status.
+fn write_peering(p: &VpcPeering, x: &mut Xml, code: VpcPeeringState, message: &str) {
+    x.node("accepterVpcInfo", |x| write_side(x, &p.accepter))
+        .opt("expirationTime", p.expiration_time())
+        .node("requesterVpcInfo", |x| write_side(x, &p.requester))
+        .node("status", |x| {
+            x.elem("code", code).elem("message", message);
+        });
+    write_tags(x, &p.tags);
+    x.elem("vpcPeeringConnectionId", &p.id);
 }

@@ -14,7 +14,6 @@ use openvpc_model::lifecycle::VpnConnectionState;
 use openvpc_model::time::{now_secs, timestamp};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use rand::RngExt;
-use serde::{Deserialize, Serialize};
 
 use super::address;
 use super::customer_gateway::{
@@ -28,6 +27,7 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::vpn_connection::{Tunnel, VpnConnection, VpnRoute};
 
 /// spec 13: VPN connections per region.
 pub const VPN_CONNECTION_QUOTA: usize = 50;
@@ -42,104 +42,51 @@ const PHASE1_LIFETIME: u32 = 28_800;
 const PHASE2_LIFETIME: u32 = 3_600;
 const DPD_TIMEOUT: u32 = 30;
 
-/// One tunnel as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tunnel {
-    pub outside_ip: Ipv4Addr,
-    /// The /30: AWS takes its first host address, the customer gateway the
-    /// second (spec 10.2).
-    pub inside_cidr: Ipv4Cidr,
-    pub pre_shared_key: String,
-}
-
-/// A static route of a connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpnRoute {
-    pub destination: Ipv4Cidr,
-}
-
-/// A VPN connection as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpnConnection {
-    pub id: String,
-    /// `available` or `deleted`.
-    pub state: VpnConnectionState,
-    #[serde(rename = "type")]
-    pub connection_type: String,
-    pub customer_gateway_id: String,
-    pub vpn_gateway_id: Option<String>,
-    pub transit_gateway_id: Option<String>,
-    pub static_routes_only: bool,
-    pub tunnels: Vec<Tunnel>,
-    pub routes: Vec<VpnRoute>,
-    /// The customer gateway's address and ASN when the connection was made,
-    /// for the configuration document.
-    pub customer_ip: Option<String>,
-    pub customer_asn: u64,
-    pub amazon_asn: u64,
-    pub created: String,
-    #[serde(default)]
-    pub deleted_at: Option<u64>,
-    /// spec 10.2: the IPv4 networks the tunnels carry on the customer side
-    /// (local) and the AWS side (remote); `None` is the default 0.0.0.0/0.
-    #[serde(default)]
-    pub local_ipv4_network_cidr: Option<Ipv4Cidr>,
-    #[serde(default)]
-    pub remote_ipv4_network_cidr: Option<Ipv4Cidr>,
-    pub tags: Tags,
-}
-
-impl VpnConnection {
-    pub fn is_live(&self) -> bool {
-        self.state.exists()
-    }
-
-    /// The device configuration EC2 returns as `customerGatewayConfiguration`
-    /// (its "generic" XML form, reduced to what a device needs).
-    fn configuration(&self) -> String {
-        let mut out = format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><vpn_connection id=\"{}\"><customer_gateway_id>{}</customer_gateway_id><vpn_gateway_id>{}</vpn_gateway_id><vpn_connection_type>{}</vpn_connection_type>",
-            self.id,
-            self.customer_gateway_id,
-            self.vpn_gateway_id
-                .as_deref()
-                .or(self.transit_gateway_id.as_deref())
-                .unwrap_or(""),
-            self.connection_type
-        );
-        for t in &self.tunnels {
-            let aws_inside = t
-                .inside_cidr
-                .nth(1)
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            let cgw_inside = t
-                .inside_cidr
-                .nth(2)
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            let bgp = |asn: u64| {
-                if self.static_routes_only {
-                    String::new()
-                } else {
-                    format!("<bgp><asn>{asn}</asn><hold_time>30</hold_time></bgp>")
-                }
-            };
-            out.push_str(&format!(
-                "<ipsec_tunnel><customer_gateway><tunnel_outside_address><ip_address>{}</ip_address></tunnel_outside_address><tunnel_inside_address><ip_address>{cgw_inside}</ip_address><network_mask>255.255.255.252</network_mask><network_cidr>30</network_cidr></tunnel_inside_address>{}</customer_gateway><vpn_gateway><tunnel_outside_address><ip_address>{}</ip_address></tunnel_outside_address><tunnel_inside_address><ip_address>{aws_inside}</ip_address><network_mask>255.255.255.252</network_mask><network_cidr>30</network_cidr></tunnel_inside_address>{}</vpn_gateway><ike><authentication_protocol>sha1</authentication_protocol><encryption_protocol>aes-128-cbc</encryption_protocol><lifetime>{PHASE1_LIFETIME}</lifetime><perfect_forward_secrecy>group2</perfect_forward_secrecy><mode>main</mode><pre_shared_key>{}</pre_shared_key></ike><ipsec><protocol>esp</protocol><authentication_protocol>hmac-sha1-96</authentication_protocol><encryption_protocol>aes-128-cbc</encryption_protocol><lifetime>{PHASE2_LIFETIME}</lifetime><perfect_forward_secrecy>group2</perfect_forward_secrecy><mode>tunnel</mode><clear_df_bit>true</clear_df_bit><fragmentation_before_encryption>true</fragmentation_before_encryption><tcp_mss_adjustment>1379</tcp_mss_adjustment><dead_peer_detection><delay>10</delay><retries>3</retries></dead_peer_detection></ipsec></ipsec_tunnel>",
-                self.customer_ip.as_deref().unwrap_or(""),
-                bgp(self.customer_asn),
-                t.outside_ip,
-                bgp(self.amazon_asn),
-                t.pre_shared_key,
-            ));
-        }
-        out.push_str("</vpn_connection>");
-        out
-    }
-}
-
 /// The VPN-connection actions this module answers.
+/// The device configuration EC2 returns as `customerGatewayConfiguration`
+/// (its "generic" XML form, reduced to what a device needs).
+fn configuration(c: &VpnConnection) -> String {
+    let mut out = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><vpn_connection id=\"{}\"><customer_gateway_id>{}</customer_gateway_id><vpn_gateway_id>{}</vpn_gateway_id><vpn_connection_type>{}</vpn_connection_type>",
+        c.id,
+        c.customer_gateway_id,
+        c.vpn_gateway_id
+            .as_deref()
+            .or(c.transit_gateway_id.as_deref())
+            .unwrap_or(""),
+        c.connection_type
+    );
+    for t in &c.tunnels {
+        let aws_inside = t
+            .inside_cidr
+            .nth(1)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let cgw_inside = t
+            .inside_cidr
+            .nth(2)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let bgp = |asn: u64| {
+            if c.static_routes_only {
+                String::new()
+            } else {
+                format!("<bgp><asn>{asn}</asn><hold_time>30</hold_time></bgp>")
+            }
+        };
+        out.push_str(&format!(
+            "<ipsec_tunnel><customer_gateway><tunnel_outside_address><ip_address>{}</ip_address></tunnel_outside_address><tunnel_inside_address><ip_address>{cgw_inside}</ip_address><network_mask>255.255.255.252</network_mask><network_cidr>30</network_cidr></tunnel_inside_address>{}</customer_gateway><vpn_gateway><tunnel_outside_address><ip_address>{}</ip_address></tunnel_outside_address><tunnel_inside_address><ip_address>{aws_inside}</ip_address><network_mask>255.255.255.252</network_mask><network_cidr>30</network_cidr></tunnel_inside_address>{}</vpn_gateway><ike><authentication_protocol>sha1</authentication_protocol><encryption_protocol>aes-128-cbc</encryption_protocol><lifetime>{PHASE1_LIFETIME}</lifetime><perfect_forward_secrecy>group2</perfect_forward_secrecy><mode>main</mode><pre_shared_key>{}</pre_shared_key></ike><ipsec><protocol>esp</protocol><authentication_protocol>hmac-sha1-96</authentication_protocol><encryption_protocol>aes-128-cbc</encryption_protocol><lifetime>{PHASE2_LIFETIME}</lifetime><perfect_forward_secrecy>group2</perfect_forward_secrecy><mode>tunnel</mode><clear_df_bit>true</clear_df_bit><fragmentation_before_encryption>true</fragmentation_before_encryption><tcp_mss_adjustment>1379</tcp_mss_adjustment><dead_peer_detection><delay>10</delay><retries>3</retries></dead_peer_detection></ipsec></ipsec_tunnel>",
+            c.customer_ip.as_deref().unwrap_or(""),
+            bgp(c.customer_asn),
+            t.outside_ip,
+            bgp(c.amazon_asn),
+            t.pre_shared_key,
+        ));
+    }
+    out.push_str("</vpn_connection>");
+    out
+}
+
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
     Some(match action {
         "CreateVpnConnection" => create(ctx, params),
@@ -180,7 +127,7 @@ impl Resource for VpnConnection {
                 .map(|r| r.destination.to_string())
                 .collect(),
             "bgp-asn" => vec![self.customer_asn.to_string()],
-            "customer-gateway-configuration" => vec![self.configuration()],
+            "customer-gateway-configuration" => vec![configuration(self)],
             _ => return None,
         })
     }
@@ -195,7 +142,7 @@ impl Resource for VpnConnection {
             .elem("category", "VPN");
         if self.is_live() {
             // The document is XML inside XML: `elem` escapes it.
-            x.elem("customerGatewayConfiguration", self.configuration());
+            x.elem("customerGatewayConfiguration", configuration(self));
         }
         x.node("options", |x| {
             x.elem("enableAcceleration", false)

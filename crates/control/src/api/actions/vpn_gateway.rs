@@ -13,7 +13,6 @@
 use openvpc_model::ResourceKind;
 use openvpc_model::lifecycle::VpnGatewayState;
 use openvpc_model::time::now_secs;
-use serde::{Deserialize, Serialize};
 
 use super::customer_gateway::{check_named, ipsec_type, load_named, still_visible};
 use super::resource::{
@@ -26,47 +25,12 @@ use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+pub use crate::records::vpn_gateway::VpnGateway;
 
 /// spec 13: VPN gateways per region.
 pub const VPN_GATEWAY_QUOTA: usize = 5;
 /// spec 10.1: the Amazon-side ASN when none is given.
 pub const DEFAULT_AMAZON_ASN: u64 = 64_512;
-
-/// A virtual private gateway as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpnGateway {
-    pub id: String,
-    /// `available` or `deleted`: route_table.rs reads this top-level field
-    /// to show routes to a deleted gateway as `blackhole` (spec 2.5).
-    pub state: VpnGatewayState,
-    #[serde(rename = "type")]
-    pub gateway_type: String,
-    pub availability_zone: Option<String>,
-    pub amazon_side_asn: u64,
-    /// The VPC it is attached to.
-    pub vpc_id: Option<String>,
-    /// The VPC it was last detached from, shown as a `detached` attachment.
-    #[serde(default)]
-    pub detached_from: Option<String>,
-    #[serde(default)]
-    pub deleted_at: Option<u64>,
-    pub tags: Tags,
-}
-
-impl VpnGateway {
-    pub fn is_live(&self) -> bool {
-        self.state.exists()
-    }
-
-    /// (VPC, state) of the attachment Describe shows, if any.
-    fn attachment(&self) -> Option<(&str, &str)> {
-        match (&self.vpc_id, &self.detached_from) {
-            (Some(vpc), _) => Some((vpc, "attached")),
-            (None, Some(vpc)) => Some((vpc, "detached")),
-            (None, None) => None,
-        }
-    }
-}
 
 /// The VPN-gateway and propagation actions this module answers.
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {

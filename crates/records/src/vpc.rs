@@ -1,7 +1,7 @@
 //! A VPC as stored: the record under `vpc/{id}` and its CIDR associations.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::api::actions::vpc`.
+//! parameters, which live in `openvpc_control::api::actions::vpc`.
 
 use openvpc_model::lifecycle::CidrBlockState;
 use openvpc_model::lifecycle::VpcState;

@@ -3,7 +3,7 @@
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format) and pure reads of it; it must not know the Query
 //! protocol, XML or request parameters, which live in
-//! `crate::api::actions::route_table`.
+//! `openvpc_control::api::actions::route_table`.
 
 use std::net::Ipv6Addr;
 
@@ -39,7 +39,7 @@ pub enum TargetKind {
 impl TargetKind {
     /// The store segment (ID prefix) of a target of this kind, or `None` for
     /// a gateway ID of no kind a route can name.
-    pub(crate) fn segment(self, id: &str) -> Option<&'static str> {
+    pub fn segment(self, id: &str) -> Option<&'static str> {
         Some(match self {
             TargetKind::Gateway => ["igw", "vgw", "vpce"]
                 .into_iter()
@@ -123,7 +123,7 @@ pub struct Ipv6Cidr {
 }
 
 impl Ipv6Cidr {
-    fn mask(len: u8) -> u128 {
+    pub fn mask(len: u8) -> u128 {
         u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
     }
 
@@ -234,5 +234,71 @@ impl RouteTable {
     /// True for the VPC's main table.
     pub fn is_main(&self) -> bool {
         self.associations.iter().any(|a| a.main)
+    }
+}
+
+impl TargetKind {
+    /// The route's member that carries the target's ID.
+    pub fn element(self) -> &'static str {
+        match self {
+            TargetKind::Gateway => "gatewayId",
+            TargetKind::NatGateway => "natGatewayId",
+            TargetKind::NetworkInterface => "networkInterfaceId",
+            TargetKind::Instance => "instanceId",
+            TargetKind::VpcPeeringConnection => "vpcPeeringConnectionId",
+            TargetKind::EgressOnlyInternetGateway => "egressOnlyInternetGatewayId",
+            TargetKind::TransitGateway => "transitGatewayId",
+            TargetKind::CarrierGateway => "carrierGatewayId",
+            TargetKind::LocalGateway => "localGatewayId",
+        }
+    }
+
+    /// The DescribeRouteTables filter on this kind of target.
+    pub fn filter(self) -> &'static str {
+        match self {
+            TargetKind::Gateway => "route.gateway-id",
+            TargetKind::NatGateway => "route.nat-gateway-id",
+            TargetKind::NetworkInterface => "route.network-interface-id",
+            TargetKind::Instance => "route.instance-id",
+            TargetKind::VpcPeeringConnection => "route.vpc-peering-connection-id",
+            TargetKind::EgressOnlyInternetGateway => "route.egress-only-internet-gateway-id",
+            TargetKind::TransitGateway => "route.transit-gateway-id",
+            TargetKind::CarrierGateway => "route.carrier-gateway-id",
+            TargetKind::LocalGateway => "route.local-gateway-id",
+        }
+    }
+}
+
+impl Target {
+    /// spec 2.2: what may take traffic for part of the VPC's own range: an
+    /// ENI, a NAT gateway or a Gateway Load Balancer endpoint.
+    pub fn is_middlebox(&self) -> bool {
+        matches!(
+            self.kind,
+            TargetKind::NetworkInterface | TargetKind::NatGateway
+        ) || (self.kind == TargetKind::Gateway && self.id.starts_with("vpce-"))
+    }
+}
+
+impl RouteTable {
+    pub fn route(&self, destination: &Destination) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| &r.destination == destination)
+    }
+
+    pub fn gateway_ids(&self) -> Vec<String> {
+        self.associations
+            .iter()
+            .filter_map(|a| a.gateway_id.clone())
+            .collect()
+    }
+
+    /// The VPC's CIDR blocks, as the table's local routes name them.
+    pub fn local_destinations(&self) -> impl Iterator<Item = &Destination> {
+        self.routes
+            .iter()
+            .filter(|r| r.is_local())
+            .map(|r| &r.destination)
     }
 }

@@ -1,7 +1,7 @@
 //! An instance as stored: the record under `i/{id}`.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::api::actions::instance`.
+//! parameters, which live in `openvpc_control::api::actions::instance`.
 
 use std::net::Ipv4Addr;
 

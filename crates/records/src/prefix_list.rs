@@ -3,7 +3,7 @@
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format) and pure reads of it; it must not know the Query
 //! protocol, XML or request parameters, which live in
-//! `crate::api::actions::prefix_list`.
+//! `openvpc_control::api::actions::prefix_list`.
 
 use openvpc_model::lifecycle::PrefixListState;
 use serde::{Deserialize, Serialize};
@@ -135,4 +135,18 @@ pub fn aws_lists(region: &str) -> Vec<PrefixList> {
 pub fn aws_list_for(region: &str, service: &str) -> Option<PrefixList> {
     let name = service_name(region, service);
     aws_lists(region).into_iter().find(|l| l.name == name)
+}
+
+impl PrefixList {
+    pub fn arn(&self) -> String {
+        let owner = if self.aws_managed {
+            "aws"
+        } else {
+            &self.owner_id
+        };
+        format!(
+            "arn:aws:ec2:{}:{owner}:prefix-list/{}",
+            self.region, self.id
+        )
+    }
 }

@@ -1,7 +1,7 @@
 //! A security group as stored: the record under `sg/{id}` and its rules.
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format); it must not know the Query protocol, XML or request
-//! parameters, which live in `crate::api::actions::security_group`.
+//! parameters, which live in `openvpc_control::api::actions::security_group`.
 
 use openvpc_model::rule::TrafficMatch;
 use serde::{Deserialize, Serialize};
@@ -47,4 +47,34 @@ pub struct SecurityGroup {
     /// (the record does not otherwise know its region).
     #[serde(default)]
     pub arn: String,
+}
+
+impl SecurityGroup {
+    pub fn rules(&self, egress: bool) -> &Vec<Rule> {
+        if egress { &self.egress } else { &self.ingress }
+    }
+
+    pub fn rules_mut(&mut self, egress: bool) -> &mut Vec<Rule> {
+        if egress {
+            &mut self.egress
+        } else {
+            &mut self.ingress
+        }
+    }
+
+    /// True if one of this group's rules names `group_id`.
+    pub fn references(&self, group_id: &str) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .any(|r| matches!(&r.target, Target::Group { group_id: g, .. } if g == group_id))
+    }
+
+    /// True if one of this group's rules names the prefix list `id`.
+    pub fn references_prefix_list(&self, id: &str) -> bool {
+        self.ingress
+            .iter()
+            .chain(&self.egress)
+            .any(|r| matches!(&r.target, Target::PrefixList(p) if p == id))
+    }
 }

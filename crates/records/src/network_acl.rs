@@ -3,7 +3,7 @@
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format) and pure reads of it; it must not know the Query
 //! protocol, XML or request parameters, which live in
-//! `crate::api::actions::network_acl`.
+//! `openvpc_control::api::actions::network_acl`.
 
 use openvpc_model::Ipv4Cidr;
 use openvpc_model::rule::{RuleAction, TrafficMatch};
@@ -103,5 +103,24 @@ impl NetworkAcl {
             rules.push(star(IPV6_STAR_RULE, EntryCidr::Ipv6("::/0".into())));
         }
         rules
+    }
+}
+
+impl NetworkAcl {
+    /// Every rule as DescribeNetworkAcls lists it: egress first, as AWS does.
+    pub fn shown(&self) -> Vec<AclRule> {
+        let mut all = self.rules(true);
+        all.extend(self.rules(false));
+        all
+    }
+
+    pub fn sort_entries(&mut self) {
+        self.entries.sort_by_key(|e| (!e.egress, e.rule_number));
+    }
+
+    pub fn entry_index(&self, rule_number: u16, egress: bool) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|e| e.rule_number == rule_number && e.egress == egress)
     }
 }

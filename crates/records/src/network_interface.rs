@@ -3,7 +3,7 @@
 //! This module owns the stored shape of that record (serde attributes are
 //! the stored format) and pure reads of it; it must not know the Query
 //! protocol, XML or request parameters, which live in
-//! `crate::api::actions::network_interface`.
+//! `openvpc_control::api::actions::network_interface`.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 

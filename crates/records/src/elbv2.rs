@@ -1,0 +1,101 @@
+//! The ELBv2 records as stored: network load balancers and their zones,
+//! target groups with their health-check settings and registered targets, and
+//! listeners. The store segments and ARN lookups stay with the API
+//! (`openvpc_control::api::elbv2::records`), which implements `Record` for them.
+//! This module owns their stored shapes; it must not know the Query
+//! protocol, XML or request parameters.
+
+use serde::{Deserialize, Serialize};
+
+use super::Tags;
+
+/// A network load balancer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadBalancer {
+    pub arn: String,
+    pub name: String,
+    /// The 16 hex digits that end the ARN and name the record.
+    pub id: String,
+    pub scheme: String,
+    pub ip_address_type: String,
+    pub vpc_id: String,
+    pub zones: Vec<Zone>,
+    pub created: u64,
+    pub tags: Tags,
+    pub cross_zone: bool,
+    pub deletion_protection: bool,
+}
+
+/// One enabled AZ: its subnet, and the EIP given for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Zone {
+    pub zone: String,
+    pub subnet_id: String,
+    pub allocation_id: Option<String>,
+}
+
+/// A target group and its registered targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub id: String,
+    pub protocol: String,
+    pub port: u16,
+    pub vpc_id: String,
+    pub target_type: String,
+    pub health: HealthCheck,
+    pub targets: Vec<Target>,
+    /// When a listener first sent it traffic: health checks start then.
+    pub in_use_since: Option<u64>,
+    pub tags: Tags,
+    /// Attributes changed from their defaults (spec 9.1); the rest are
+    /// computed by `target_group::tg_attributes`.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
+}
+
+/// Health check settings (spec 9.4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthCheck {
+    pub enabled: bool,
+    pub protocol: String,
+    pub port: String,
+    pub path: Option<String>,
+    pub interval: u32,
+    pub timeout: u32,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub matcher: Option<String>,
+}
+
+/// A registered target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub id: String,
+    pub port: u16,
+    pub registered: u64,
+}
+
+/// A listener and the target group its forward action sends to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listener {
+    pub arn: String,
+    pub id: String,
+    pub load_balancer_arn: String,
+    pub protocol: String,
+    pub port: u16,
+    pub target_group_arn: String,
+    pub certificate_arn: Option<String>,
+    /// `tcp.idle_timeout.seconds` when changed from the default (spec
+    /// 9.6); TCP listeners only.
+    #[serde(default)]
+    pub tcp_idle_timeout: Option<u32>,
+}
+
+impl LoadBalancer {
+    /// Whether the load balancer has a node (and so an ENI) in `subnet_id`.
+    pub fn in_subnet(&self, subnet_id: &str) -> bool {
+        self.zones.iter().any(|z| z.subnet_id == subnet_id)
+    }
+}
