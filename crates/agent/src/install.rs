@@ -135,7 +135,7 @@ fn nacl_entries(entries: &[NetworkAclEntryState]) -> Vec<NaclEntry> {
 fn sg_rules(rules: &[SecurityGroupRuleState]) -> Vec<SgRule> {
     rules
         .iter()
-        .map(|r| SgRule::new(r.traffic, r.peers.iter().copied()))
+        .map(|r| SgRule::new(r.traffic, r.peers.iter().copied()).with_id(r.rule_id.clone()))
         .collect()
 }
 
@@ -302,10 +302,12 @@ pub(crate) mod tests {
             security_groups: vec![SecurityGroupState {
                 group_id: "sg-1".into(),
                 ingress: vec![SecurityGroupRuleState {
+                    rule_id: None,
                     traffic: TrafficMatch::ALL,
                     peers: vec!["10.0.1.0/24".parse().unwrap()],
                 }],
                 egress: vec![SecurityGroupRuleState {
+                    rule_id: None,
                     traffic: TrafficMatch::ALL,
                     peers: vec!["0.0.0.0/0".parse().unwrap()],
                 }],

@@ -224,6 +224,17 @@ impl Mapping for MappingCache {
             _ => self.ask(key),
         }
     }
+
+    fn peek(&self, vni: u32, ip: IpAddr) -> Lookup {
+        match self.entries.get(&MappingKey { vni, ip }) {
+            Some(Entry::Found(e)) => Lookup::Found(e.clone()),
+            Some(Entry::Absent { at }) if self.now.saturating_sub(*at) < NEGATIVE_TTL_MS => {
+                Lookup::Absent
+            }
+            // Not known yet: a real packet would ask the server and wait.
+            _ => Lookup::Pending,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ reasons! {
     TableFull => "flow_table_full", "The flow table is full of live flows.";
     NextHopTableFull => "next_hop_table_full", "Too many distinct next hops.";
     GatewayUnanswered => "gateway_unanswered", "ARP or DHCP that needs no answer, or could not be answered.";
+    VlanTagged => "vlan_tagged", "A VLAN-tagged frame from an ENI, which carries untagged frames only.";
+    SpoofedMac => "spoofed_mac", "The frame, or its ARP sender, claims a MAC that is not the ENI's.";
+    DhcpForeignClient => "dhcp_foreign_client", "A DHCP request for another NIC's hardware address: its lease is never handed out.";
+    DhcpNotForRouter => "dhcp_not_for_router", "A DHCP message unicast to a server other than the subnet router.";
+    DhcpInvalid => "dhcp_invalid", "A DHCP message that breaks RFC 2131's format: truncated, bad options, or not a client's message.";
+    GatewayReplyFailed => "gateway_reply_failed", "The gateway could not build its reply (a configured host or domain name too long).";
 }
 
 impl fmt::Display for DropReason {

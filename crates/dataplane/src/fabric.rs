@@ -21,7 +21,9 @@ use openvpc_packet::udp::UdpRepr;
 use crate::buf::PacketBuf;
 use crate::drop::DropReason;
 use crate::eni::{EniConfig, EniError};
+use crate::explain::{Explanation, Fate};
 use crate::mapping::{Lookup, Mapping, MappingEntry, StaticMapping};
+use crate::policy::Way;
 use crate::router::{EniIndex, Output, Router, RouterConfig};
 
 /// A mapping table every host of the fabric shares, as if the mapping
@@ -32,6 +34,10 @@ pub struct SharedMapping(pub Rc<RefCell<StaticMapping>>);
 impl Mapping for SharedMapping {
     fn lookup(&mut self, vni: u32, addr: IpAddr) -> Lookup {
         self.0.borrow_mut().lookup(vni, addr)
+    }
+
+    fn peek(&self, vni: u32, addr: IpAddr) -> Lookup {
+        self.0.borrow().peek(vni, addr)
     }
 }
 
@@ -234,6 +240,42 @@ impl Fabric {
             host: at,
             reason: DropReason::NoRoute,
         }
+    }
+
+    /// Explains what `send(eni, frame)` would do, host by host, without
+    /// sending anything: each host's router explains its part and the walk
+    /// follows the underlay hop to the next host, as the packet would.
+    pub fn explain(&self, eni: &str, frame: &[u8]) -> Explanation {
+        let Some(&(host, index)) = self.eni_host.get(eni) else {
+            return Explanation {
+                steps: Vec::new(),
+                fate: Fate::Dropped(DropReason::UnknownSource),
+            };
+        };
+        let mut all = self.routers[host].explain(index, Way::Egress, frame);
+        for _ in 0..8 {
+            let Fate::Sent {
+                underlay,
+                vni,
+                dst_mac,
+            } = all.fate
+            else {
+                break;
+            };
+            let Some(next) = self.underlays.iter().position(|u| *u == underlay) else {
+                break;
+            };
+            let dst = openvpc_packet::flow::parse_ethernet(frame).map(|pf| pf.key.dst_ip());
+            let router = &self.routers[next];
+            let Some(index) = dst.ok().and_then(|d| router.eni_at(vni, d, dst_mac)) else {
+                all.fate = Fate::Dropped(DropReason::UnknownEni);
+                break;
+            };
+            let mut there = router.explain(index, Way::Ingress, frame);
+            all.steps.append(&mut there.steps);
+            all.fate = there.fate;
+        }
+        all
     }
 
     fn capture(&mut self, wire: String, frame: Vec<u8>) {

@@ -16,10 +16,13 @@ use core::ops::Range;
 use openvpc_packet::arp::{ArpOp, ArpRepr};
 use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
 use openvpc_packet::ethernet::{EthernetRepr, ethertype};
+use openvpc_packet::flow::ParsedFlow;
 use openvpc_packet::ip::protocol;
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::udp::UdpRepr;
 use openvpc_packet::{Error as PacketError, MacAddr};
+
+use crate::drop::DropReason;
 
 /// UDP port DHCP servers listen on.
 pub const SERVER_PORT: u16 = 67;
@@ -175,6 +178,30 @@ pub enum GatewayError {
     Emit(PacketError),
 }
 
+impl GatewayError {
+    /// The drop counter this cause is counted under.
+    pub fn drop_reason(&self) -> DropReason {
+        match self {
+            GatewayError::Malformed(_) => DropReason::Malformed,
+            GatewayError::Tagged => DropReason::VlanTagged,
+            GatewayError::NotArp(_) | GatewayError::NotDhcp => DropReason::GatewayUnanswered,
+            GatewayError::Fragment => DropReason::Fragment,
+            GatewayError::SpoofedMac { .. } => DropReason::SpoofedMac,
+            GatewayError::ForeignClient { .. } => DropReason::DhcpForeignClient,
+            GatewayError::NotForUs(_) => DropReason::DhcpNotForRouter,
+            GatewayError::DhcpTruncated { .. }
+            | GatewayError::NotBootRequest(_)
+            | GatewayError::NotEthernet { .. }
+            | GatewayError::NoMagicCookie
+            | GatewayError::OptionOverrun { .. }
+            | GatewayError::OptionLength { .. }
+            | GatewayError::NoMessageType
+            | GatewayError::UnexpectedMessageType(_) => DropReason::DhcpInvalid,
+            GatewayError::Emit(_) => DropReason::GatewayReplyFailed,
+        }
+    }
+}
+
 /// Answers an ARP request sent by the instance. `resolve(ip)` gives the MAC
 /// for a target that is another ENI (the router's mapping lookup); the subnet
 /// router (base+1), DNS (base+2 and `cfg.dns`) and IMDS answer with
@@ -254,6 +281,17 @@ fn check_source(cfg: &GatewayConfig, claimed: MacAddr) -> Result<(), GatewayErro
             eni: cfg.eni_mac,
         })
     }
+}
+
+/// True if this parsed flow is a DHCPv4 client message (UDP 68 -> 67, the
+/// first fragment): the router's parse decides, no second look at the frame.
+#[inline]
+pub fn is_dhcp_flow(pf: &ParsedFlow) -> bool {
+    pf.key.family == 4
+        && pf.key.protocol == protocol::UDP
+        && !pf.later_fragment
+        && pf.key.src_port == CLIENT_PORT
+        && pf.key.dst_port == SERVER_PORT
 }
 
 /// True if this Ethernet frame is a DHCPv4 client message (UDP 68 -> 67,

@@ -30,7 +30,13 @@ pub enum Lookup {
 
 /// Resolves (VNI, address) to its owner.
 pub trait Mapping {
+    /// The owner of `addr` in VPC `vni`; on a miss the implementation may
+    /// ask the server and answer [`Lookup::Pending`].
     fn lookup(&mut self, vni: u32, addr: IpAddr) -> Lookup;
+
+    /// What [`Mapping::lookup`] would answer now, without asking anyone or
+    /// counting anything: explain mode commits nothing.
+    fn peek(&self, vni: u32, addr: IpAddr) -> Lookup;
 }
 
 /// A fixed table: for tests and the in-memory fabric.
@@ -45,6 +51,10 @@ impl StaticMapping {
 
 impl Mapping for StaticMapping {
     fn lookup(&mut self, vni: u32, addr: IpAddr) -> Lookup {
+        self.peek(vni, addr)
+    }
+
+    fn peek(&self, vni: u32, addr: IpAddr) -> Lookup {
         match self.0.get(&(vni, addr)) {
             Some(e) => Lookup::Found(e.clone()),
             None => Lookup::Absent,
@@ -55,5 +65,9 @@ impl Mapping for StaticMapping {
 impl<M: Mapping + ?Sized> Mapping for &mut M {
     fn lookup(&mut self, vni: u32, addr: IpAddr) -> Lookup {
         (**self).lookup(vni, addr)
+    }
+
+    fn peek(&self, vni: u32, addr: IpAddr) -> Lookup {
+        (**self).peek(vni, addr)
     }
 }

@@ -10,6 +10,8 @@ use openvpc_model::rule::{PacketFields, RuleAction, TrafficMatch};
 /// One security-group rule: what traffic, to or from which addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SgRule {
+    /// The rule's `sgr-` ID, for traces; `None` where no one gave one.
+    pub id: Option<String>,
     pub traffic: TrafficMatch,
     /// The peer addresses: a CIDR, a referenced group's member addresses, or
     /// a prefix list's entries.
@@ -19,9 +21,16 @@ pub struct SgRule {
 impl SgRule {
     pub fn new(traffic: TrafficMatch, peers: impl IntoIterator<Item = IpNet>) -> Self {
         SgRule {
+            id: None,
             traffic,
             peers: peers.into_iter().collect(),
         }
+    }
+
+    /// The same rule, named.
+    pub fn with_id(mut self, id: Option<String>) -> Self {
+        self.id = id;
+        self
     }
 
     fn matches(&self, peer: IpAddr, fields: &PacketFields) -> bool {
@@ -67,10 +76,20 @@ pub enum Way {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SgVerdict {
     Deny,
-    /// Allowed; `tracked` is false for spec 3.2's untracked flows.
+    /// Allowed by `rule`; `tracked` is false for spec 3.2's untracked flows.
     Allow {
         tracked: bool,
+        rule: SgRuleRef,
     },
+}
+
+/// Which rule of an ENI's groups admitted a flow: the group's position
+/// among the ENI's groups and the rule's among that group's rules for the
+/// direction. A trace turns it into the group and `sgr-` IDs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SgRuleRef {
+    pub group: u8,
+    pub rule: u16,
 }
 
 /// Evaluates the union of an ENI's groups (spec 3.1: all rules of all groups
@@ -86,12 +105,23 @@ where
     let groups = groups.into_iter();
     let mut admitting = groups
         .clone()
-        .flat_map(|g| g.rules(way))
-        .filter(|r| r.matches(peer, fields))
+        .enumerate()
+        .flat_map(|(g, group)| {
+            group
+                .rules(way)
+                .iter()
+                .enumerate()
+                .map(move |(r, rule)| (g, r, rule))
+        })
+        .filter(|(_, _, r)| r.matches(peer, fields))
         .peekable();
-    if admitting.peek().is_none() {
+    let Some(&(g, r, _)) = admitting.peek() else {
         return SgVerdict::Deny;
-    }
+    };
+    let rule = SgRuleRef {
+        group: u8::try_from(g).unwrap_or(u8::MAX),
+        rule: u16::try_from(r).unwrap_or(u16::MAX),
+    };
     // spec 3.2: ICMP is always tracked; TCP/UDP are untracked when an
     // admitting rule covers all addresses and the opposite direction has an
     // all-addresses rule for all ports.
@@ -101,12 +131,13 @@ where
         Way::Egress => Way::Ingress,
     };
     let untracked = !always_tracked
-        && admitting.any(|r| r.covers_all_addresses(peer))
+        && admitting.any(|(_, _, r)| r.covers_all_addresses(peer))
         && groups
             .flat_map(|g| g.rules(opposite))
             .any(|r| r.covers_all_addresses(peer) && r.traffic.covers_all_ports());
     SgVerdict::Allow {
         tracked: !untracked,
+        rule,
     }
 }
 
@@ -288,10 +319,10 @@ mod tests {
             evaluate_groups(&groups[..], Way::Ingress, ip("198.51.100.9"), &tcp(22)),
             SgVerdict::Deny
         );
-        assert_eq!(
+        assert!(matches!(
             evaluate_groups(&groups[..], Way::Ingress, ip("203.0.113.1"), &tcp(22)),
-            SgVerdict::Allow { tracked: true }
-        );
+            SgVerdict::Allow { tracked: true, .. }
+        ));
         assert_eq!(
             evaluate_groups(&groups[..], Way::Egress, ip("203.0.113.1"), &tcp(22)),
             SgVerdict::Deny
@@ -310,18 +341,18 @@ mod tests {
             egress: vec![SgRule::new(TrafficMatch::ALL, [net("0.0.0.0/0")])],
         };
         let groups = [g];
-        assert_eq!(
+        assert!(matches!(
             evaluate_groups(&groups[..], Way::Ingress, ip("198.51.100.1"), &tcp(22)),
-            SgVerdict::Allow { tracked: false }
-        );
+            SgVerdict::Allow { tracked: false, .. }
+        ));
         let icmp = PacketFields {
             protocol: 1,
             icmp_type: 8,
             ..PacketFields::default()
         };
-        assert_eq!(
+        assert!(matches!(
             evaluate_groups(&groups[..], Way::Ingress, ip("203.0.113.5"), &icmp),
-            SgVerdict::Allow { tracked: true }
-        );
+            SgVerdict::Allow { tracked: true, .. }
+        ));
     }
 }

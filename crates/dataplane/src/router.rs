@@ -14,9 +14,7 @@
 
 use core::net::IpAddr;
 use hashbrown::HashMap;
-use std::sync::Arc;
 
-use openvpc_model::rule::{PacketFields, RuleAction};
 use openvpc_packet::ethernet::{self, EthernetHeader, ethertype};
 use openvpc_packet::flow::{self, ParsedFlow, entropy_port};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
@@ -26,11 +24,13 @@ use crate::buf::PacketBuf;
 use crate::conntrack::{Conn, Direction, Protocol, Verdict};
 use crate::drop::{DropCounters, DropReason};
 use crate::eni::{EniConfig, EniError};
+use crate::explain::{Explanation, Fate, Recorder, Step};
 use crate::flow_table::{FlowEntry, FlowTable, Hop, TableStats};
 use crate::flowlog::{FlowLogRecord, LogAction, RejectLog};
-use crate::gateway::{self, GatewayConfig};
+use crate::gateway::{self, GatewayConfig, GatewayError};
+use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta};
 use crate::mapping::{Lookup, Mapping};
-use crate::policy::{SgVerdict, Way, evaluate_groups};
+use crate::policy::Way;
 use crate::route::RouteTarget;
 
 /// A local ENI's slot; also its conntrack zone.
@@ -162,24 +162,6 @@ impl<M> core::fmt::Debug for Router<M> {
             .field("drops", &self.drops)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
-    }
-}
-
-/// The packet facts the policy layers look at.
-fn fields(pf: &ParsedFlow) -> PacketFields {
-    PacketFields {
-        protocol: pf.key.protocol,
-        dst_port: pf.key.dst_port,
-        icmp_type: pf.icmp_type,
-        icmp_code: pf.icmp_code,
-    }
-}
-
-/// The remote end of a packet crossing an ENI `way`.
-fn peer(pf: &ParsedFlow, way: Way) -> IpAddr {
-    match way {
-        Way::Ingress => pf.key.src_ip(),
-        Way::Egress => pf.key.dst_ip(),
     }
 }
 
@@ -367,32 +349,35 @@ impl<M: Mapping> Router<M> {
 
     /// A frame sent by the instance behind ENI `index`.
     pub fn from_instance(&mut self, index: EniIndex, buf: &mut PacketBuf, now: u64) -> Output {
+        let frame = Frame::parse(buf.data());
+        self.instance_frame(index, buf, frame, now)
+    }
+
+    /// [`Self::from_instance`] with the frame already parsed: the gateway
+    /// and every layer read this one parse.
+    fn instance_frame(
+        &mut self,
+        index: EniIndex,
+        buf: &mut PacketBuf,
+        frame: Frame,
+        now: u64,
+    ) -> Output {
         if self.slot(index).is_none() {
             return self.drop(DropReason::UnknownSource);
         }
-        let eth = match ethernet::split(buf.data()) {
-            Ok(e) => e,
-            Err(_) => return self.drop(DropReason::Malformed),
+        let pf = match frame {
+            Frame::Arp => return self.answer_arp(index, buf),
+            Frame::Ip(pf) => pf,
+            Frame::Unsupported => return self.drop(DropReason::UnsupportedEthertype),
+            Frame::Malformed => return self.drop(DropReason::Malformed),
         };
-        match eth.ethertype {
-            ethertype::ARP => return self.answer_arp(index, buf),
-            ethertype::IPV4 | ethertype::IPV6 => {}
-            _ => return self.drop(DropReason::UnsupportedEthertype),
+        if gateway::is_dhcp_flow(&pf) {
+            return self.answer_dhcp(index, buf);
         }
         if buf.data()[0] & 1 == 1 {
             // Group addresses: only DHCP is answered; a VPC has no broadcast.
-            if gateway::is_dhcp_request(buf.data()) {
-                return self.answer_dhcp(index, buf);
-            }
             return self.drop(DropReason::Broadcast);
         }
-        if gateway::is_dhcp_request(buf.data()) {
-            return self.answer_dhcp(index, buf);
-        }
-        let pf = match flow::parse_ethernet(buf.data()) {
-            Ok(pf) => pf,
-            Err(_) => return self.drop(DropReason::Malformed),
-        };
         if pf.later_fragment {
             return self.drop(DropReason::Fragment);
         }
@@ -411,21 +396,23 @@ impl<M: Mapping> Router<M> {
         now: u64,
     ) {
         for (bufs, outs) in bufs.chunks_mut(BATCH).zip(outs.chunks_mut(BATCH)) {
-            let mut prepared: [Option<(ParsedFlow, u64)>; BATCH] = [None; BATCH];
+            let mut prepared: [(Frame, u64); BATCH] = [(Frame::Malformed, 0); BATCH];
             for (slot, buf) in prepared.iter_mut().zip(bufs.iter()) {
-                if let Some(pf) = plain_unicast_flow(buf.data()) {
+                let frame = Frame::parse(buf.data());
+                let mut hash = 0;
+                if let Some(pf) = frame.plain_unicast(buf.data()) {
                     let (nkey, _) = pf.key.in_zone(index).normalized();
-                    let hash = self.flows.hash(&nkey);
+                    hash = self.flows.hash(&nkey);
                     self.flows.prefetch(hash);
-                    *slot = Some((pf, hash));
                 }
+                *slot = (frame, hash);
             }
-            for ((buf, out), prep) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
-                *out = match prep {
-                    Some((pf, hash)) if self.slot(index).is_some() => {
+            for ((buf, out), (frame, hash)) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
+                *out = match frame.plain_unicast(buf.data()) {
+                    Some(pf) if self.slot(index).is_some() => {
                         self.process_hashed(index, Way::Egress, buf, &pf, hash, now)
                     }
-                    _ => self.from_instance(index, buf, now),
+                    _ => self.instance_frame(index, buf, frame, now),
                 };
             }
         }
@@ -488,12 +475,12 @@ impl<M: Mapping> Router<M> {
         if let Some(&i) = self.by_addr.get(&(vni, pf.key.dst_ip())) {
             return Ok((i, pf));
         }
-        // Transit traffic to an appliance ENI is addressed to its MAC; it is
-        // admitted only where the source/destination check is off.
+        // Transit traffic to an appliance ENI is addressed to its MAC; the
+        // gateway layer admits it only where the source/destination check
+        // is off.
         let mac = EthernetHeader::view(buf.data()).map(|(h, _)| h.dst);
         match mac.ok().and_then(|m| self.by_mac.get(&(vni, m)).copied()) {
-            Some(i) if self.slot(i).is_some_and(|s| !s.cfg.source_dest_check) => Ok((i, pf)),
-            Some(_) => Err(DropReason::SourceDestCheck),
+            Some(i) => Ok((i, pf)),
             None if self.vni_enis.contains_key(&vni) => Err(DropReason::UnknownEni),
             None => Err(DropReason::UnknownVni),
         }
@@ -534,11 +521,11 @@ impl<M: Mapping> Router<M> {
         self.gateway_reply(index, buf, reply)
     }
 
-    fn gateway_reply<E>(
+    fn gateway_reply(
         &mut self,
         index: EniIndex,
         buf: &mut PacketBuf,
-        reply: Result<Option<Vec<u8>>, E>,
+        reply: Result<Option<Vec<u8>>, GatewayError>,
     ) -> Output {
         match reply {
             Ok(Some(frame)) => {
@@ -547,7 +534,7 @@ impl<M: Mapping> Router<M> {
                 Output::Instance(index)
             }
             Ok(None) => self.drop(DropReason::GatewayUnanswered),
-            Err(_) => self.drop(DropReason::Malformed),
+            Err(e) => self.drop(e.drop_reason()),
         }
     }
 
@@ -624,69 +611,25 @@ impl<M: Mapping> Router<M> {
             }
         }
         self.stats.slow_path += 1;
-        match stale {
-            Some(false) => {
-                // Idled out (spec 3.2) or reopened: the packet starts over as a new flow.
-                if let Some(old) = self.flows.remove(hash, &nkey) {
-                    self.finish_entry(nkey, &old);
-                }
+        if stale == Some(false) {
+            // Idled out (spec 3.2) or reopened: the packet starts over as a new flow.
+            if let Some(old) = self.flows.remove(hash, &nkey) {
+                self.finish_entry(nkey, &old);
             }
-            Some(true) => {
-                if let Err(reason) = self.revalidate(index, way, pf, hash, &nkey, epoch) {
-                    self.log_reject(reason, key, way, pf, now);
-                    return self.drop(reason);
-                }
-            }
-            None => {}
         }
         let local_is_src = (way == Way::Egress) != swapped;
         self.slow_path(index, way, buf, pf, key, (nkey, local_is_src), hash, now)
     }
 
-    /// An entry compiled against an older epoch: tracked flows survive a rule
-    /// change (spec 3.2) but recompile their hops; untracked flows are judged
-    /// again by the rules and cut at once if they no longer pass.
-    fn revalidate(
-        &mut self,
-        index: EniIndex,
-        way: Way,
-        pf: &ParsedFlow,
-        hash: u64,
-        nkey: &FlowKey,
-        epoch: u32,
-    ) -> Result<(), DropReason> {
-        let Some(slot) = self.slot(index) else {
-            return Err(DropReason::UnknownSource);
-        };
-        let Some(entry) = self.flows.get(hash, nkey) else {
-            return Ok(());
-        };
-        let sdc_fails =
-            way == Way::Egress && slot.cfg.source_dest_check && !slot.cfg.owns(pf.key.src_ip());
-        let sg_fails = !entry.tracked()
-            && evaluate_groups(
-                slot.cfg.security_groups.iter().map(Arc::as_ref),
-                way,
-                peer(pf, way),
-                &fields(pf),
-            ) == SgVerdict::Deny;
-        if sdc_fails || sg_fails {
-            if let Some(old) = self.flows.remove(hash, nkey) {
-                self.finish_entry(*nkey, &old);
-            }
-            return Err(if sdc_fails {
-                DropReason::SourceDestCheck
-            } else {
-                DropReason::SgDeny
-            });
-        }
-        if let Some(entry) = self.flows.get_mut(hash, nkey) {
-            entry.epoch = epoch;
-            entry.clear_hops();
-        }
-        Ok(())
-    }
-
+    /// The slow path: runs the port's layers over the packet, then commits
+    /// the verdict (flow entry, hop, counters) in this one place.
+    ///
+    /// An entry compiled against an older epoch is judged again here: a
+    /// tracked connection survives a rule change (spec 3.2) and only
+    /// recompiles its hops; an untracked one is judged by the groups again.
+    /// A connection the gateway or the groups now refuse is cut at once; a
+    /// network ACL or route refusal is stateless and is cached as this
+    /// direction's hop.
     #[allow(clippy::too_many_arguments)]
     fn slow_path(
         &mut self,
@@ -707,30 +650,35 @@ impl<M: Mapping> Router<M> {
             return self.drop(DropReason::UnknownSource);
         };
         let epoch = slot.epoch;
-        let tracked = match existing {
-            Some((_, tracked)) => tracked,
-            None => {
-                if way == Way::Egress
-                    && slot.cfg.source_dest_check
-                    && !slot.cfg.owns(pf.key.src_ip())
-                {
-                    return self.drop(DropReason::SourceDestCheck);
-                }
-                match evaluate_groups(
-                    slot.cfg.security_groups.iter().map(Arc::as_ref),
-                    way,
-                    peer(pf, way),
-                    &fields(pf),
-                ) {
-                    SgVerdict::Deny => {
-                        self.log_reject(DropReason::SgDeny, key, way, pf, now);
-                        return self.drop(DropReason::SgDeny);
+        let state = match existing {
+            None => FlowState::New,
+            Some((_, true)) => FlowState::Tracked,
+            Some((_, false)) => FlowState::Untracked,
+        };
+        let packet = PacketMeta::new(pf);
+        let judged = layer::run(&slot.cfg, way, &packet, state, &mut NoSink)
+            .map(|v| (v.tracked.unwrap_or(true), next_of(&slot.cfg, v.forward, pf)));
+        let (tracked, next) = match judged {
+            Ok(ok) => ok,
+            Err(denied) => {
+                self.log_reject(denied.reason, key, way, pf, now);
+                if existing.is_some() {
+                    if matches!(denied.layer, LayerKind::Gateway | LayerKind::SecurityGroup) {
+                        if let Some(old) = self.flows.remove(hash, &nkey) {
+                            self.finish_entry(nkey, &old);
+                        }
+                    } else if let Some(entry) = self.flows.get_mut(hash, &nkey) {
+                        if entry.epoch != epoch {
+                            entry.epoch = epoch;
+                            entry.clear_hops();
+                        }
+                        entry.set_hop(way, Hop::Drop(denied.reason));
                     }
-                    SgVerdict::Allow { tracked } => tracked,
                 }
+                return self.drop(denied.reason);
             }
         };
-        let hop = match self.compile_hop(index, way, pf) {
+        let hop = match self.resolve(next, pf) {
             Ok(hop) => hop,
             Err(None) => {
                 self.stats.pending += 1;
@@ -748,6 +696,10 @@ impl<M: Mapping> Router<M> {
                 let Some(entry) = self.flows.get_mut(hash, &nkey) else {
                     return self.drop(DropReason::UnknownSource);
                 };
+                if entry.epoch != epoch {
+                    entry.epoch = epoch;
+                    entry.clear_hops();
+                }
                 if entry.conn.update(dir, pf.tcp_flags, now) == Verdict::Invalid {
                     return self.drop(DropReason::ConntrackInvalid);
                 }
@@ -807,60 +759,42 @@ impl<M: Mapping> Router<M> {
         self.apply(index, hop, buf, pf, hash, now)
     }
 
-    /// Compiles what to do with a packet crossing ENI `index` `way`:
-    /// `Err(None)` means the mapping is pending.
-    fn compile_hop(
-        &mut self,
-        index: EniIndex,
-        way: Way,
-        pf: &ParsedFlow,
-    ) -> Result<Hop, Option<DropReason>> {
-        let slot = self.slot(index).ok_or(Some(DropReason::UnknownSource))?;
-        let subnet = &slot.cfg.subnet;
-        let remote = peer(pf, way);
-        let inside = subnet.contains(remote);
-        // spec 4.1: NACLs apply where traffic leaves or enters the subnet.
-        if !inside {
-            let verdict = subnet.network_acl.evaluate(way, remote, &fields(pf));
-            if verdict.action == RuleAction::Deny {
-                return Ok(Hop::Drop(DropReason::NaclDeny));
-            }
-        }
-        if way == Way::Ingress {
-            return Ok(Hop::Deliver);
-        }
-        let vni = slot.cfg.vni;
-        let eni_mac = slot.cfg.mac;
-        let dst = pf.key.dst_ip();
-        // spec 2.4: same-subnet traffic is switched; route tables do not apply.
-        let (lookup_vni, target) = if inside {
-            (vni, RouteTarget::Local)
-        } else {
-            match subnet.route_table.lookup(dst) {
-                None => return Err(Some(DropReason::NoRoute)),
-                Some((_, RouteTarget::Blackhole)) => return Err(Some(DropReason::Blackhole)),
-                Some((_, RouteTarget::Peering { peer_vni, .. })) => (*peer_vni, RouteTarget::Local),
-                Some((_, t)) => (vni, t.clone()),
-            }
-        };
-        let src_mac = if inside { eni_mac } else { self.cfg.router_mac };
-        let (underlay, dst_mac) = match target {
-            RouteTarget::Local => match self.mapping.lookup(lookup_vni, dst) {
-                Lookup::Found(m) => (m.underlay, m.mac),
+    /// Turns where the layers send a packet into a compiled hop: the
+    /// mapping lookup for addresses in a VPC, the next-hop table for the
+    /// underlay. `Err(None)` means the mapping is pending.
+    fn resolve(&mut self, next: Next, pf: &ParsedFlow) -> Result<Hop, Option<DropReason>> {
+        let (vni, underlay, dst_mac, src_mac) = match next {
+            Next::Deliver => return Ok(Hop::Deliver),
+            Next::Mapped {
+                vni,
+                same_subnet,
+                eni_mac,
+            } => match self.mapping.lookup(vni, pf.key.dst_ip()) {
+                Lookup::Found(m) => (
+                    vni,
+                    m.underlay,
+                    m.mac,
+                    if same_subnet {
+                        eni_mac
+                    } else {
+                        self.cfg.router_mac
+                    },
+                ),
                 Lookup::Pending => return Err(None),
                 Lookup::Absent => return Err(Some(DropReason::NoMapping)),
             },
-            RouteTarget::Gateway { underlay, .. } => (underlay, self.cfg.router_mac),
-            RouteTarget::Eni { underlay, mac, .. } => (underlay, mac),
-            RouteTarget::Peering { .. } | RouteTarget::Blackhole => {
-                return Err(Some(DropReason::Blackhole));
-            }
+            Next::Fixed { vni, underlay, mac } => (
+                vni,
+                underlay,
+                mac.unwrap_or(self.cfg.router_mac),
+                self.cfg.router_mac,
+            ),
         };
         if underlay == self.cfg.underlay {
             let local = self
                 .by_addr
-                .get(&(lookup_vni, dst))
-                .or_else(|| self.by_mac.get(&(lookup_vni, dst_mac)))
+                .get(&(vni, pf.key.dst_ip()))
+                .or_else(|| self.by_mac.get(&(vni, dst_mac)))
                 .copied();
             return match local {
                 Some(i) => Ok(Hop::SameHost(i)),
@@ -869,7 +803,7 @@ impl<M: Mapping> Router<M> {
         }
         let hop = NextHop {
             underlay,
-            vni: lookup_vni,
+            vni,
             dst_mac,
             src_mac,
         };
@@ -927,8 +861,8 @@ impl<M: Mapping> Router<M> {
     }
 
     /// ICMP errors pass the security groups when they quote a tracked flow
-    /// of this ENI (spec 3.2); the NACL and routes still apply. They create
-    /// no entry of their own.
+    /// of this ENI (spec 3.2); the other layers still apply. They create no
+    /// entry of their own.
     fn icmp_error(
         &mut self,
         index: EniIndex,
@@ -948,20 +882,22 @@ impl<M: Mapping> Router<M> {
         let Some(slot) = self.slot(index) else {
             return self.drop(DropReason::UnknownSource);
         };
-        if !related
-            && evaluate_groups(
-                slot.cfg.security_groups.iter().map(Arc::as_ref),
-                way,
-                peer(pf, way),
-                &fields(pf),
-            ) == SgVerdict::Deny
-        {
-            self.log_reject(DropReason::SgDeny, pf.key.in_zone(index), way, pf, now);
-            return self.drop(DropReason::SgDeny);
-        }
+        let state = if related {
+            FlowState::Related
+        } else {
+            FlowState::New
+        };
+        let packet = PacketMeta::new(pf);
+        let next = match layer::run(&slot.cfg, way, &packet, state, &mut NoSink) {
+            Ok(v) => next_of(&slot.cfg, v.forward, pf),
+            Err(denied) => {
+                self.log_reject(denied.reason, pf.key.in_zone(index), way, pf, now);
+                return self.drop(denied.reason);
+            }
+        };
         self.stats.slow_path += 1;
         let hash = self.hasher.hash(&pf.key);
-        match self.compile_hop(index, way, pf) {
+        match self.resolve(next, pf) {
             Ok(hop) => self.apply(index, hop, buf, pf, hash, now),
             Err(None) => Output::Pending,
             Err(Some(reason)) => self.drop(reason),
@@ -1064,10 +1000,148 @@ impl<M: Mapping> Router<M> {
         self.take_flow_logs()
     }
 
+    /// Explains what this router would do with `frame` crossing ENI
+    /// `index` `way`: each layer's decision with the rule behind it, then
+    /// the fate. The same layers as the packet path, with a recording sink;
+    /// it commits nothing (no flow, counter or mapping request), which
+    /// `&self` guarantees. A packet for another ENI of this host is
+    /// followed through that ENI's ingress layers.
+    pub fn explain(&self, index: EniIndex, way: Way, frame: &[u8]) -> Explanation {
+        let mut steps = Vec::new();
+        let fate = self.explain_at(index, way, frame, &mut steps, true);
+        Explanation { steps, fate }
+    }
+
+    fn explain_at(
+        &self,
+        index: EniIndex,
+        way: Way,
+        frame: &[u8],
+        steps: &mut Vec<Step>,
+        follow: bool,
+    ) -> Fate {
+        let Some(slot) = self.slot(index) else {
+            return Fate::Dropped(DropReason::UnknownSource);
+        };
+        let pf = match Frame::parse(frame) {
+            Frame::Ip(pf) if pf.later_fragment => return Fate::Dropped(DropReason::Fragment),
+            Frame::Ip(pf) => pf,
+            Frame::Arp | Frame::Unsupported => {
+                return Fate::Dropped(DropReason::UnsupportedEthertype);
+            }
+            Frame::Malformed => return Fate::Dropped(DropReason::Malformed),
+        };
+        let (nkey, _) = pf.key.in_zone(index).normalized();
+        let state = match self.flows.get(self.flows.hash(&nkey), &nkey) {
+            Some(e) if e.tracked() => FlowState::Tracked,
+            Some(_) => FlowState::Untracked,
+            None => FlowState::New,
+        };
+        let mut recorder = Recorder::new(&slot.cfg);
+        let judged = layer::run(&slot.cfg, way, &PacketMeta::new(&pf), state, &mut recorder);
+        steps.append(&mut recorder.steps);
+        let next = match judged {
+            Ok(v) => next_of(&slot.cfg, v.forward, &pf),
+            Err(denied) => return Fate::Dropped(denied.reason),
+        };
+        let (vni, underlay, dst_mac) = match next {
+            Next::Deliver => {
+                return Fate::Delivered {
+                    eni: slot.cfg.id.clone(),
+                };
+            }
+            Next::Mapped { vni, .. } => match self.mapping.peek(vni, pf.key.dst_ip()) {
+                Lookup::Found(m) => (vni, m.underlay, m.mac),
+                Lookup::Pending => return Fate::Unresolved,
+                Lookup::Absent => return Fate::Dropped(DropReason::NoMapping),
+            },
+            Next::Fixed { vni, underlay, mac } => {
+                (vni, underlay, mac.unwrap_or(self.cfg.router_mac))
+            }
+        };
+        if underlay != self.cfg.underlay {
+            return Fate::Sent {
+                underlay,
+                vni,
+                dst_mac,
+            };
+        }
+        let local = self
+            .by_addr
+            .get(&(vni, pf.key.dst_ip()))
+            .or_else(|| self.by_mac.get(&(vni, dst_mac)))
+            .copied();
+        match local {
+            Some(dst) if follow => self.explain_at(dst, Way::Ingress, frame, steps, false),
+            _ => Fate::Dropped(DropReason::NoMapping),
+        }
+    }
+
+    /// The local ENI a packet of VPC `vni` arriving from the underlay is
+    /// for, as decapsulation picks it: by destination address, or by MAC for
+    /// transit traffic to an appliance.
+    pub fn eni_at(&self, vni: u32, dst: IpAddr, dst_mac: MacAddr) -> Option<EniIndex> {
+        self.by_addr
+            .get(&(vni, dst))
+            .or_else(|| self.by_mac.get(&(vni, dst_mac)))
+            .copied()
+    }
+
     /// Looks up the entry of a flow as ENI `eni` sees it, for tests and traces.
     pub fn flow(&self, eni: EniIndex, key: &FlowKey) -> Option<&FlowEntry> {
         let (n, _) = key.in_zone(eni).normalized();
         self.flows.get(self.flows.hash(&n), &n)
+    }
+}
+
+/// Where a packet that passed the layers goes, copied out of the port's
+/// configuration so the router's tables can be borrowed to resolve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Into the ENI.
+    Deliver,
+    /// To the owner of the destination address in VPC `vni`.
+    Mapped {
+        vni: u32,
+        same_subnet: bool,
+        eni_mac: MacAddr,
+    },
+    /// To a node that serves a route target (a gateway, an appliance ENI),
+    /// in VPC `vni`; `mac` is the appliance's (a gateway takes the router's).
+    Fixed {
+        vni: u32,
+        underlay: IpAddr,
+        mac: Option<MacAddr>,
+    },
+}
+
+/// The [`Next`] of a packet the layers sent to `forward` from `port`.
+fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, pf: &ParsedFlow) -> Next {
+    match forward {
+        None => Next::Deliver,
+        Some(Forward::Mapped { vni }) => Next::Mapped {
+            vni,
+            same_subnet: port.subnet.contains(pf.key.dst_ip()),
+            eni_mac: port.mac,
+        },
+        Some(Forward::Target(RouteTarget::Gateway { underlay, .. })) => Next::Fixed {
+            vni: port.vni,
+            underlay: *underlay,
+            mac: None,
+        },
+        Some(Forward::Target(RouteTarget::Eni { underlay, mac, .. })) => Next::Fixed {
+            vni: port.vni,
+            underlay: *underlay,
+            mac: Some(*mac),
+        },
+        // The routing layer denies these itself; nothing else sends here.
+        Some(Forward::Target(
+            RouteTarget::Local | RouteTarget::Peering { .. } | RouteTarget::Blackhole,
+        )) => Next::Mapped {
+            vni: port.vni,
+            same_subnet: false,
+            eni_mac: port.mac,
+        },
     }
 }
 
@@ -1078,16 +1152,58 @@ type Classified = Result<(EniIndex, ParsedFlow, u64), DropReason>;
 /// that many lookups, few enough that their slots stay in L1.
 pub const BATCH: usize = 32;
 
-/// The flow of an ordinary unicast IP frame, the kind the batch path takes;
-/// `None` for anything the gateway layer or an error path must see (ARP,
-/// DHCP, broadcast, fragments, ICMP errors, malformed frames).
-#[inline]
-fn plain_unicast_flow(frame: &[u8]) -> Option<ParsedFlow> {
-    if frame.first().is_none_or(|b| b & 1 == 1) || gateway::is_dhcp_request(frame) {
-        return None;
+/// A frame from an instance, parsed once: what the gateway and the layers
+/// read.
+#[derive(Debug, Clone, Copy)]
+enum Frame {
+    Arp,
+    Ip(ParsedFlow),
+    Unsupported,
+    Malformed,
+}
+
+impl Frame {
+    #[inline]
+    fn parse(frame: &[u8]) -> Frame {
+        let Ok(eth) = ethernet::split(frame) else {
+            return Frame::Malformed;
+        };
+        match eth.ethertype {
+            ethertype::ARP => Frame::Arp,
+            ethertype::IPV4 | ethertype::IPV6 => {
+                let Some(ip) = frame.get(eth.payload_offset..) else {
+                    return Frame::Malformed;
+                };
+                match flow::parse_ip(ip, eth.ethertype) {
+                    Ok(mut pf) => {
+                        pf.l3_offset += eth.payload_offset;
+                        pf.l4_offset += eth.payload_offset;
+                        Frame::Ip(pf)
+                    }
+                    Err(_) => Frame::Malformed,
+                }
+            }
+            _ => Frame::Unsupported,
+        }
     }
-    let pf = flow::parse_ethernet(frame).ok()?;
-    (!pf.later_fragment && !pf.icmp_error).then_some(pf)
+
+    /// The flow of an ordinary unicast IP frame, the kind the batch path
+    /// takes; `None` for anything the gateway or an error path must see
+    /// (ARP, DHCP, broadcast, fragments, ICMP errors, malformed frames).
+    #[inline]
+    fn plain_unicast(&self, frame: &[u8]) -> Option<ParsedFlow> {
+        match self {
+            Frame::Ip(pf)
+                if frame.first().is_some_and(|b| b & 1 == 0)
+                    && !pf.later_fragment
+                    && !pf.icmp_error
+                    && !gateway::is_dhcp_flow(pf) =>
+            {
+                Some(*pf)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A TCP SYN without ACK: the first packet of a new connection.

@@ -30,7 +30,11 @@ use crate::router::{EniIndex, Output, Router, RouterConfig};
 pub struct SyntheticMapping;
 
 impl Mapping for SyntheticMapping {
-    fn lookup(&mut self, _vni: u32, addr: IpAddr) -> Lookup {
+    fn lookup(&mut self, vni: u32, addr: IpAddr) -> Lookup {
+        self.peek(vni, addr)
+    }
+
+    fn peek(&self, _vni: u32, addr: IpAddr) -> Lookup {
         match addr {
             IpAddr::V4(a) if a.octets()[0] == 10 => {
                 let o = a.octets();

@@ -1109,3 +1109,78 @@ fn ipv6_across_subnets_and_hosts() {
     );
     assert_eq!(d.drop_reason(), Some(DropReason::SourceDestCheck));
 }
+
+/// A DHCPDISCOVER from the ENI's MAC asking for `chaddr`'s lease, with
+/// `options` after the magic cookie.
+fn dhcp_discover(chaddr: MacAddr, options: &[u8]) -> Vec<u8> {
+    let mut bootp = vec![0u8; 236];
+    bootp[0] = 1;
+    bootp[1] = 1;
+    bootp[2] = 6;
+    bootp[28..34].copy_from_slice(&chaddr.0);
+    bootp.extend_from_slice(&[99, 130, 83, 99]);
+    bootp.extend_from_slice(options);
+    openvpc_packet::builder::PacketBuilder {
+        ethernet: Some(openvpc_packet::ethernet::EthernetRepr {
+            dst: MacAddr::BROADCAST,
+            src: mac(1),
+            vlan: None,
+            ethertype: 0,
+        }),
+        ip: openvpc_packet::builder::IpRepr::V4(openvpc_packet::ipv4::Ipv4Repr::new(
+            ip("0.0.0.0"),
+            ip("255.255.255.255"),
+            0,
+            0,
+        )),
+        l4: openvpc_packet::builder::L4Repr::Udp(openvpc_packet::udp::UdpRepr {
+            src_port: 68,
+            dst_port: 67,
+        }),
+    }
+    .build(&bootp)
+    .unwrap()
+}
+
+// The gateway's refusals are counted by cause, not all as `malformed`.
+#[test]
+fn gateway_refusals_are_counted_by_cause() {
+    let mut f = region("gateway_refusals_are_counted_by_cause");
+    let cases = [
+        (
+            dhcp_discover(mac(9), &[53, 1, 1, 255]),
+            DropReason::DhcpForeignClient,
+        ),
+        // Option 53 claims 4 bytes of value and the message ends first.
+        (dhcp_discover(mac(1), &[53, 4, 1]), DropReason::DhcpInvalid),
+        (dhcp_discover(mac(1), &[255]), DropReason::DhcpInvalid),
+    ];
+    for (frame, reason) in cases {
+        assert_eq!(f.send("eni-a1", &frame).drop_reason(), Some(reason));
+    }
+    // ARP whose sender claims another NIC's MAC.
+    let request = openvpc_packet::arp::ArpRepr {
+        op: openvpc_packet::arp::ArpOp::Request,
+        sender_mac: mac(7),
+        sender_ip: ip("10.0.1.10"),
+        target_mac: MacAddr::ZERO,
+        target_ip: ip("10.0.1.1"),
+    };
+    let mut frame = vec![0u8; 42];
+    openvpc_packet::ethernet::EthernetRepr {
+        dst: MacAddr::BROADCAST,
+        src: mac(1),
+        vlan: None,
+        ethertype: openvpc_packet::ethernet::ethertype::ARP,
+    }
+    .emit(&mut frame)
+    .unwrap();
+    request.emit(&mut frame[14..]).unwrap();
+    assert_eq!(
+        f.send("eni-a1", &frame).drop_reason(),
+        Some(DropReason::SpoofedMac)
+    );
+    let drops = f.routers[0].drops();
+    assert_eq!(drops.get(DropReason::Malformed), 0);
+    assert_eq!(drops.get(DropReason::DhcpInvalid), 2);
+}

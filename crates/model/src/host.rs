@@ -94,6 +94,10 @@ pub struct SecurityGroupState {
 /// list its entries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecurityGroupRuleState {
+    /// The rule's `sgr-` ID, so a trace can name the rule that allowed a
+    /// flow; absent in state compiled before rules carried it.
+    #[serde(default)]
+    pub rule_id: Option<String>,
     pub traffic: TrafficMatch,
     pub peers: Vec<IpNet>,
 }

@@ -76,10 +76,12 @@ pub fn eni(id: &str, instance: &str, addr: Ipv4Addr, mac: &str) -> EniState {
         security_groups: vec![SecurityGroupState {
             group_id: "sg-test".into(),
             ingress: vec![SecurityGroupRuleState {
+                rule_id: None,
                 traffic: TrafficMatch::ALL,
                 peers: vec!["10.0.1.0/24".parse().unwrap()],
             }],
             egress: vec![SecurityGroupRuleState {
+                rule_id: None,
                 traffic: TrafficMatch::ALL,
                 peers: vec!["0.0.0.0/0".parse().unwrap()],
             }],

@@ -515,6 +515,7 @@ fn compile_group(
         rules
             .iter()
             .map(|rule| SecurityGroupRuleState {
+                rule_id: Some(rule.id.clone()),
                 traffic: rule.traffic,
                 peers: peers(m, &scope, &rule.target, deps),
             })
