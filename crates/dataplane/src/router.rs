@@ -1,13 +1,15 @@
 //! The per-host virtual router: the local ENIs and the packet path between
 //! them and the underlay (DESIGN.md, "The packet path").
 //!
-//! A frame from an instance goes through the gateway layer (ARP, DHCP), then
-//! the flow table. On a hit the compiled hop is applied and no rule is
-//! evaluated; on a miss the slow path runs security groups, the network ACL,
-//! the route table and the mapping lookup, and compiles the result into the
-//! entry. A frame from the underlay is decapsulated, checked against the
-//! local ENIs of its VNI (isolation is enforced at both ends) and goes
-//! through the same table in the ingress direction.
+//! A frame from an instance is parsed once; the gateway answers ARP and
+//! DHCP, and everything else goes to the flow table. On a hit the compiled
+//! hop is applied and no rule is evaluated; on a miss the slow path runs the
+//! port's layers (`crate::layer`), resolves where they send the packet
+//! (mapping lookup, next-hop table) and commits the result, in one place,
+//! into the entry. A frame from the underlay is decapsulated, checked
+//! against the local ENIs of its VNI (isolation is enforced at both ends)
+//! and goes through the same table in the ingress direction. `explain`
+//! runs the same layers with a recording sink and commits nothing.
 //!
 //! Sans-IO: the caller passes frames and the time, and gets back an
 //! [`Output`] saying where the frame (rewritten in place) must go.

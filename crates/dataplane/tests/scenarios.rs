@@ -891,33 +891,7 @@ fn dhcp_discover_gets_an_offer_with_the_eni_address() {
     let mut f = region("dhcp_discover_gets_an_offer_with_the_eni_address");
     // A minimal DHCPDISCOVER as udhcpc sends it: BOOTP header, magic cookie,
     // option 53 = 1, end.
-    let mut bootp = vec![0u8; 236];
-    bootp[0] = 1; // BOOTREQUEST
-    bootp[1] = 1; // Ethernet
-    bootp[2] = 6;
-    bootp[4..8].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
-    bootp[28..34].copy_from_slice(&mac(1).0);
-    bootp.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1, 255]);
-    let frame = openvpc_packet::builder::PacketBuilder {
-        ethernet: Some(openvpc_packet::ethernet::EthernetRepr {
-            dst: MacAddr::BROADCAST,
-            src: mac(1),
-            vlan: None,
-            ethertype: 0,
-        }),
-        ip: openvpc_packet::builder::IpRepr::V4(openvpc_packet::ipv4::Ipv4Repr::new(
-            ip("0.0.0.0"),
-            ip("255.255.255.255"),
-            0,
-            0,
-        )),
-        l4: openvpc_packet::builder::L4Repr::Udp(openvpc_packet::udp::UdpRepr {
-            src_port: 68,
-            dst_port: 67,
-        }),
-    }
-    .build(&bootp)
-    .unwrap();
+    let frame = dhcp_discover(mac(1), [0xde, 0xad, 0xbe, 0xef], &[53, 1, 1, 255]);
     let d = f.send("eni-a1", &frame);
     let offer = d.delivered_to("eni-a1").expect("an offer");
     let (_, l4) = openvpc_packet::ipv4::Ipv4Repr::parse(&offer[14..]).unwrap();
@@ -1110,13 +1084,14 @@ fn ipv6_across_subnets_and_hosts() {
     assert_eq!(d.drop_reason(), Some(DropReason::SourceDestCheck));
 }
 
-/// A DHCPDISCOVER from the ENI's MAC asking for `chaddr`'s lease, with
-/// `options` after the magic cookie.
-fn dhcp_discover(chaddr: MacAddr, options: &[u8]) -> Vec<u8> {
+/// A DHCPDISCOVER from the ENI's MAC (MAC 1) asking for `chaddr`'s lease,
+/// with transaction ID `xid` and `options` after the magic cookie.
+fn dhcp_discover(chaddr: MacAddr, xid: [u8; 4], options: &[u8]) -> Vec<u8> {
     let mut bootp = vec![0u8; 236];
-    bootp[0] = 1;
-    bootp[1] = 1;
+    bootp[0] = 1; // BOOTREQUEST
+    bootp[1] = 1; // Ethernet
     bootp[2] = 6;
+    bootp[4..8].copy_from_slice(&xid);
     bootp[28..34].copy_from_slice(&chaddr.0);
     bootp.extend_from_slice(&[99, 130, 83, 99]);
     bootp.extend_from_slice(options);
@@ -1148,12 +1123,18 @@ fn gateway_refusals_are_counted_by_cause() {
     let mut f = region("gateway_refusals_are_counted_by_cause");
     let cases = [
         (
-            dhcp_discover(mac(9), &[53, 1, 1, 255]),
+            dhcp_discover(mac(9), [0; 4], &[53, 1, 1, 255]),
             DropReason::DhcpForeignClient,
         ),
         // Option 53 claims 4 bytes of value and the message ends first.
-        (dhcp_discover(mac(1), &[53, 4, 1]), DropReason::DhcpInvalid),
-        (dhcp_discover(mac(1), &[255]), DropReason::DhcpInvalid),
+        (
+            dhcp_discover(mac(1), [0; 4], &[53, 4, 1]),
+            DropReason::DhcpInvalid,
+        ),
+        (
+            dhcp_discover(mac(1), [0; 4], &[255]),
+            DropReason::DhcpInvalid,
+        ),
     ];
     for (frame, reason) in cases {
         assert_eq!(f.send("eni-a1", &frame).drop_reason(), Some(reason));

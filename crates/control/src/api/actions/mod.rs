@@ -16,6 +16,7 @@ pub mod instance_status;
 pub mod internet_gateway;
 pub mod nat_gateway;
 pub mod network_acl;
+pub mod network_insights;
 pub mod network_interface;
 pub mod prefix_list;
 pub mod resource;
@@ -105,6 +106,7 @@ const HANDLERS: &[Handler] = &[
     vpc_endpoint::dispatch,
     nat_gateway::dispatch,
     vpc_peering::dispatch,
+    network_insights::dispatch,
     tags::dispatch,
 ];
 

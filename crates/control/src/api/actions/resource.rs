@@ -36,6 +36,8 @@ pub trait Resource: Serialize + DeserializeOwned {
     const NOT_FOUND: &'static str;
     /// What error messages call it ("subnet", "route table").
     const NOUN: &'static str;
+    /// The `MaxResults` its Describe accepts: 5 to 1000 for most kinds.
+    const MAX_RESULTS: std::ops::RangeInclusive<u32> = 5..=1000;
 
     fn id(&self) -> &str;
     fn tags(&self) -> &Tags;
@@ -381,7 +383,8 @@ pub struct DescribeSpec {
 }
 
 /// A Describe action: the named IDs (each must exist), the filters,
-/// `MaxResults` (5–1000) with `NextToken`, and DryRun.
+/// `MaxResults` (the kind's [`Resource::MAX_RESULTS`]) with `NextToken`,
+/// and DryRun.
 pub fn describe<R: Resource>(
     ctx: &Ctx,
     params: &Params,
@@ -438,7 +441,7 @@ fn describe_impl<R: Resource>(
         check_described_id(R::KIND, id)?;
     }
     let filters = params.filters()?;
-    let max = params.max_results(5..=1000)?;
+    let max = params.max_results(R::MAX_RESULTS)?;
     let after = next_token(params, R::KIND)?;
     if params.dry_run()? {
         return Err(ApiError::dry_run());
