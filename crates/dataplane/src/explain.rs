@@ -192,9 +192,9 @@ impl Sink for Recorder<'_> {
             Action::Deny(reason) => StepAction::Deny(reason),
             Action::Rewrite(r) => StepAction::Rewrite(r),
             Action::Encap(Forward::Mapped { vni }) => StepAction::Forward { vni, target: None },
-            Action::Encap(Forward::Target(t)) => StepAction::Forward {
+            Action::Encap(Forward::Node { target, .. }) => StepAction::Forward {
                 vni: self.port.vni,
-                target: Some(target_name(t)),
+                target: Some(target_name(target)),
             },
         };
         let evidence = self.evidence(way, decision.rule);

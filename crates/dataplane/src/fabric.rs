@@ -253,6 +253,7 @@ impl Fabric {
             };
         };
         let mut all = self.routers[host].explain(index, Way::Egress, frame);
+        let dst = openvpc_packet::flow::parse_ethernet(frame).map(|pf| pf.key.dst_ip());
         for _ in 0..8 {
             let Fate::Sent {
                 underlay,
@@ -265,7 +266,6 @@ impl Fabric {
             let Some(next) = self.underlays.iter().position(|u| *u == underlay) else {
                 break;
             };
-            let dst = openvpc_packet::flow::parse_ethernet(frame).map(|pf| pf.key.dst_ip());
             let router = &self.routers[next];
             let Some(index) = dst.ok().and_then(|d| router.eni_at(vni, d, dst_mac)) else {
                 all.fate = Fate::Dropped(DropReason::UnknownEni);

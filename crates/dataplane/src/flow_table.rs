@@ -147,6 +147,15 @@ impl FlowEntry {
         }
     }
 
+    /// Brings an entry compiled against an older policy epoch up to
+    /// `epoch`: both hops are forgotten and compiled again.
+    pub fn refresh(&mut self, epoch: u32) {
+        if self.epoch != epoch {
+            self.epoch = epoch;
+            self.clear_hops();
+        }
+    }
+
     /// Forgets both compiled hops (after a policy change).
     pub fn clear_hops(&mut self) {
         self.egress = 0;

@@ -24,6 +24,7 @@ use core::net::IpAddr;
 
 use ipnet::IpNet;
 use openvpc_model::rule::{PacketFields, RuleAction};
+use openvpc_packet::MacAddr;
 use openvpc_packet::flow::ParsedFlow;
 
 use crate::drop::DropReason;
@@ -101,8 +102,14 @@ pub enum Forward<'a> {
     /// To an address of VPC `vni`, found by the mapping service: the same
     /// VPC (`local` routes, same subnet) or a peered one.
     Mapped { vni: u32 },
-    /// To a route target served elsewhere (a gateway, an appliance ENI).
-    Target(&'a RouteTarget),
+    /// To the node that serves a route target (a gateway's node, an
+    /// appliance ENI's host) at `underlay`; `mac` is the appliance's (a
+    /// gateway takes the router's).
+    Node {
+        target: &'a RouteTarget,
+        underlay: IpAddr,
+        mac: Option<MacAddr>,
+    },
 }
 
 /// A header rewrite: the source or destination address and port a layer
@@ -324,14 +331,12 @@ impl Layer for Routing {
     fn decide<'a>(
         &self,
         port: &'a EniConfig,
-        way: Way,
+        _: Way,
         packet: &PacketMeta<'_>,
         _: FlowState,
     ) -> Decision<'a> {
-        if way == Way::Ingress {
-            // Arriving packets were routed by their sender's host.
-            return Decision::new(Action::Allow, RuleRef::SameSubnet);
-        }
+        // Only egress runs routing: arriving packets were routed by their
+        // sender's host.
         let dst = packet.flow.key.dst_ip();
         if port.subnet.contains(dst) {
             return Decision::new(
@@ -349,9 +354,16 @@ impl Layer for Routing {
                 Action::Encap(Forward::Mapped { vni: *peer_vni })
             }
             RouteTarget::Blackhole => Action::Deny(DropReason::Blackhole),
-            t @ (RouteTarget::Gateway { .. } | RouteTarget::Eni { .. }) => {
-                Action::Encap(Forward::Target(t))
-            }
+            RouteTarget::Gateway { underlay, .. } => Action::Encap(Forward::Node {
+                target,
+                underlay: *underlay,
+                mac: None,
+            }),
+            RouteTarget::Eni { underlay, mac, .. } => Action::Encap(Forward::Node {
+                target,
+                underlay: *underlay,
+                mac: Some(*mac),
+            }),
         };
         Decision::new(action, rule)
     }

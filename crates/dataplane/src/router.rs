@@ -33,7 +33,6 @@ use crate::gateway::{self, GatewayConfig, GatewayError};
 use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta};
 use crate::mapping::{Lookup, Mapping};
 use crate::policy::Way;
-use crate::route::RouteTarget;
 
 /// A local ENI's slot; also its conntrack zone.
 pub type EniIndex = u16;
@@ -398,23 +397,24 @@ impl<M: Mapping> Router<M> {
         now: u64,
     ) {
         for (bufs, outs) in bufs.chunks_mut(BATCH).zip(outs.chunks_mut(BATCH)) {
-            let mut prepared: [(Frame, u64); BATCH] = [(Frame::Malformed, 0); BATCH];
+            // The flow hash of the frames the flow table takes directly.
+            let mut prepared: [(Frame, Option<u64>); BATCH] = [(Frame::Malformed, None); BATCH];
             for (slot, buf) in prepared.iter_mut().zip(bufs.iter()) {
                 let frame = Frame::parse(buf.data());
-                let mut hash = 0;
-                if let Some(pf) = frame.plain_unicast(buf.data()) {
+                let hash = frame.plain_unicast(buf.data()).map(|pf| {
                     let (nkey, _) = pf.key.in_zone(index).normalized();
-                    hash = self.flows.hash(&nkey);
+                    let hash = self.flows.hash(&nkey);
                     self.flows.prefetch(hash);
-                }
+                    hash
+                });
                 *slot = (frame, hash);
             }
-            for ((buf, out), (frame, hash)) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
-                *out = match frame.plain_unicast(buf.data()) {
-                    Some(pf) if self.slot(index).is_some() => {
+            for ((buf, out), prep) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
+                *out = match prep {
+                    (Frame::Ip(pf), Some(hash)) if self.slot(index).is_some() => {
                         self.process_hashed(index, Way::Egress, buf, &pf, hash, now)
                     }
-                    _ => self.instance_frame(index, buf, frame, now),
+                    (frame, _) => self.instance_frame(index, buf, frame, now),
                 };
             }
         }
@@ -670,10 +670,7 @@ impl<M: Mapping> Router<M> {
                             self.finish_entry(nkey, &old);
                         }
                     } else if let Some(entry) = self.flows.get_mut(hash, &nkey) {
-                        if entry.epoch != epoch {
-                            entry.epoch = epoch;
-                            entry.clear_hops();
-                        }
+                        entry.refresh(epoch);
                         entry.set_hop(way, Hop::Drop(denied.reason));
                     }
                 }
@@ -698,10 +695,7 @@ impl<M: Mapping> Router<M> {
                 let Some(entry) = self.flows.get_mut(hash, &nkey) else {
                     return self.drop(DropReason::UnknownSource);
                 };
-                if entry.epoch != epoch {
-                    entry.epoch = epoch;
-                    entry.clear_hops();
-                }
+                entry.refresh(epoch);
                 if entry.conn.update(dir, pf.tcp_flags, now) == Verdict::Invalid {
                     return self.drop(DropReason::ConntrackInvalid);
                 }
@@ -765,51 +759,18 @@ impl<M: Mapping> Router<M> {
     /// mapping lookup for addresses in a VPC, the next-hop table for the
     /// underlay. `Err(None)` means the mapping is pending.
     fn resolve(&mut self, next: Next, pf: &ParsedFlow) -> Result<Hop, Option<DropReason>> {
-        let (vni, underlay, dst_mac, src_mac) = match next {
-            Next::Deliver => return Ok(Hop::Deliver),
-            Next::Mapped {
-                vni,
-                same_subnet,
-                eni_mac,
-            } => match self.mapping.lookup(vni, pf.key.dst_ip()) {
-                Lookup::Found(m) => (
-                    vni,
-                    m.underlay,
-                    m.mac,
-                    if same_subnet {
-                        eni_mac
-                    } else {
-                        self.cfg.router_mac
-                    },
-                ),
-                Lookup::Pending => return Err(None),
-                Lookup::Absent => return Err(Some(DropReason::NoMapping)),
-            },
-            Next::Fixed { vni, underlay, mac } => (
-                vni,
-                underlay,
-                mac.unwrap_or(self.cfg.router_mac),
-                self.cfg.router_mac,
-            ),
+        let dst = pf.key.dst_ip();
+        let mapping = &mut self.mapping;
+        let Some(place) = next.place(|vni| mapping.lookup(vni, dst), self.cfg.router_mac)? else {
+            return Ok(Hop::Deliver);
         };
-        if underlay == self.cfg.underlay {
-            let local = self
-                .by_addr
-                .get(&(vni, pf.key.dst_ip()))
-                .or_else(|| self.by_mac.get(&(vni, dst_mac)))
-                .copied();
-            return match local {
+        if place.underlay == self.cfg.underlay {
+            return match self.eni_at(place.vni, dst, place.dst_mac) {
                 Some(i) => Ok(Hop::SameHost(i)),
                 None => Err(Some(DropReason::NoMapping)),
             };
         }
-        let hop = NextHop {
-            underlay,
-            vni,
-            dst_mac,
-            src_mac,
-        };
-        match self.next_hops.intern(hop) {
+        match self.next_hops.intern(place) {
             Some(i) => Ok(Hop::Underlay(i)),
             None => Err(Some(DropReason::NextHopTableFull)),
         }
@@ -1046,20 +1007,22 @@ impl<M: Mapping> Router<M> {
             Ok(v) => next_of(&slot.cfg, v.forward, &pf),
             Err(denied) => return Fate::Dropped(denied.reason),
         };
-        let (vni, underlay, dst_mac) = match next {
-            Next::Deliver => {
+        let dst = pf.key.dst_ip();
+        let place = next.place(|vni| self.mapping.peek(vni, dst), self.cfg.router_mac);
+        let NextHop {
+            vni,
+            underlay,
+            dst_mac,
+            ..
+        } = match place {
+            Ok(Some(place)) => place,
+            Ok(None) => {
                 return Fate::Delivered {
                     eni: slot.cfg.id.clone(),
                 };
             }
-            Next::Mapped { vni, .. } => match self.mapping.peek(vni, pf.key.dst_ip()) {
-                Lookup::Found(m) => (vni, m.underlay, m.mac),
-                Lookup::Pending => return Fate::Unresolved,
-                Lookup::Absent => return Fate::Dropped(DropReason::NoMapping),
-            },
-            Next::Fixed { vni, underlay, mac } => {
-                (vni, underlay, mac.unwrap_or(self.cfg.router_mac))
-            }
+            Err(None) => return Fate::Unresolved,
+            Err(Some(reason)) => return Fate::Dropped(reason),
         };
         if underlay != self.cfg.underlay {
             return Fate::Sent {
@@ -1068,13 +1031,8 @@ impl<M: Mapping> Router<M> {
                 dst_mac,
             };
         }
-        let local = self
-            .by_addr
-            .get(&(vni, pf.key.dst_ip()))
-            .or_else(|| self.by_mac.get(&(vni, dst_mac)))
-            .copied();
-        match local {
-            Some(dst) if follow => self.explain_at(dst, Way::Ingress, frame, steps, false),
+        match self.eni_at(vni, dst, dst_mac) {
+            Some(local) if follow => self.explain_at(local, Way::Ingress, frame, steps, false),
             _ => Fate::Dropped(DropReason::NoMapping),
         }
     }
@@ -1117,6 +1075,42 @@ enum Next {
     },
 }
 
+impl Next {
+    /// The underlay hop this leads to, `None` for delivery into the ENI.
+    /// `lookup` answers for the destination in a VPC (the mapping service
+    /// on the packet path, its read-only peek in explain mode); `Err(None)`
+    /// means its answer is pending.
+    fn place(
+        self,
+        lookup: impl FnOnce(u32) -> Lookup,
+        router_mac: MacAddr,
+    ) -> Result<Option<NextHop>, Option<DropReason>> {
+        match self {
+            Next::Deliver => Ok(None),
+            Next::Mapped {
+                vni,
+                same_subnet,
+                eni_mac,
+            } => match lookup(vni) {
+                Lookup::Found(m) => Ok(Some(NextHop {
+                    vni,
+                    underlay: m.underlay,
+                    dst_mac: m.mac,
+                    src_mac: if same_subnet { eni_mac } else { router_mac },
+                })),
+                Lookup::Pending => Err(None),
+                Lookup::Absent => Err(Some(DropReason::NoMapping)),
+            },
+            Next::Fixed { vni, underlay, mac } => Ok(Some(NextHop {
+                vni,
+                underlay,
+                dst_mac: mac.unwrap_or(router_mac),
+                src_mac: router_mac,
+            })),
+        }
+    }
+}
+
 /// The [`Next`] of a packet the layers sent to `forward` from `port`.
 fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, pf: &ParsedFlow) -> Next {
     match forward {
@@ -1126,23 +1120,10 @@ fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, pf: &ParsedFlow) -> N
             same_subnet: port.subnet.contains(pf.key.dst_ip()),
             eni_mac: port.mac,
         },
-        Some(Forward::Target(RouteTarget::Gateway { underlay, .. })) => Next::Fixed {
+        Some(Forward::Node { underlay, mac, .. }) => Next::Fixed {
             vni: port.vni,
-            underlay: *underlay,
-            mac: None,
-        },
-        Some(Forward::Target(RouteTarget::Eni { underlay, mac, .. })) => Next::Fixed {
-            vni: port.vni,
-            underlay: *underlay,
-            mac: Some(*mac),
-        },
-        // The routing layer denies these itself; nothing else sends here.
-        Some(Forward::Target(
-            RouteTarget::Local | RouteTarget::Peering { .. } | RouteTarget::Blackhole,
-        )) => Next::Mapped {
-            vni: port.vni,
-            same_subnet: false,
-            eni_mac: port.mac,
+            underlay,
+            mac,
         },
     }
 }

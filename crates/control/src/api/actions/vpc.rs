@@ -544,34 +544,19 @@ struct Range {
     len: u8,
 }
 
-const TEN: Range = Range {
-    network: 0x0a00_0000,
-    len: 8,
-};
-const TEN_0_15: Range = Range {
-    network: 0x0a00_0000,
-    len: 15,
-};
-const TEN_0_16: Range = Range {
-    network: 0x0a00_0000,
-    len: 16,
-};
-const ONE72_16: Range = Range {
-    network: 0xac10_0000,
-    len: 12,
-};
-const ONE72_31: Range = Range {
-    network: 0xac1f_0000,
-    len: 16,
-};
-const ONE92_168: Range = Range {
-    network: 0xc0a8_0000,
-    len: 16,
-};
-const ONE98_19: Range = Range {
-    network: 0xc613_0000,
-    len: 16,
-};
+impl Range {
+    const fn new(network: u32, len: u8) -> Range {
+        Range { network, len }
+    }
+}
+
+const TEN: Range = Range::new(0x0a00_0000, 8);
+const TEN_0_15: Range = Range::new(0x0a00_0000, 15);
+const TEN_0_16: Range = Range::new(0x0a00_0000, 16);
+const ONE72_16: Range = Range::new(0xac10_0000, 12);
+const ONE72_31: Range = Range::new(0xac1f_0000, 16);
+const ONE92_168: Range = Range::new(0xc0a8_0000, 16);
+const ONE98_19: Range = Range::new(0xc613_0000, 16);
 
 impl Range {
     /// True if `c` lies inside the range. VPC blocks are /16 or smaller
