@@ -18,7 +18,7 @@
 pub mod batch_io;
 pub mod control;
 pub mod health;
-pub mod install;
+pub use openvpc_dataplane::install;
 pub mod instance;
 pub mod mapping;
 pub mod netns;

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::thread::JoinHandle;
 
-use openvpc_model::host::{EniState, HostDelta};
+use openvpc_model::host::{EniState, HostDelta, RouteTargetState};
 
 use crate::health::{Health, Step, StepState};
 use crate::install::{Converter, InstallError};
@@ -181,6 +181,13 @@ impl Reconciler {
         let failed = |device: Option<u32>, step: Step, e: &dyn std::fmt::Display| {
             health.step(instance, device, step, StepState::Failed(e.to_string()));
         };
+        for route in &state.subnet.route_table.routes {
+            if let RouteTargetState::Gateway { gateway_id, .. } = &route.target
+                && crate::install::gateway_kind(gateway_id).is_none()
+            {
+                tracing::warn!(%gateway_id, route_table = %state.subnet.route_table.route_table_id, "unknown gateway kind; route treated as blackhole");
+            }
+        }
         let config = self
             .converter
             .eni_config(state)

@@ -77,7 +77,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(load(dir.path()).unwrap().is_none());
         let snap = Snapshot {
-            enis: vec![crate::install::tests::eni(
+            enis: vec![crate::install::fixtures::eni(
                 "eni-a",
                 "i-a",
                 Ipv4Addr::new(10, 0, 1, 10),

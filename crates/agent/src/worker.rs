@@ -1171,7 +1171,7 @@ mod tests {
     use openvpc_packet::udp::UdpRepr;
 
     use crate::install::Converter;
-    use crate::install::tests::eni;
+    use crate::install::fixtures::eni;
 
     const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

@@ -12,6 +12,8 @@
 //!   deltas, the mapping service and the agents' HTTP API. It must not
 //!   depend on `api`'s request handling: the API reads the store for a
 //!   launch and hands `fleet` the hosts to place on.
+//! - `trace`: explains a packet over the fleet's compiled state with the
+//!   dataplane's own layers (`openvpc trace`, the Reachability Analyzer).
 //! - Signatures are checked by `openvpc-sigv4`; state lives in
 //!   `openvpc-store`; the stored records' shapes and route-target liveness
 //!   are `openvpc-records`, shared by `api` and `fleet` (all three
@@ -22,6 +24,7 @@
 
 pub mod api;
 pub mod fleet;
+pub mod trace;
 
 #[cfg(feature = "bench")]
 pub use api::bench;

@@ -18,6 +18,7 @@ fn elb(env: &Env, body: &str) -> Result<String, ApiError> {
         account: &env.a,
         region: "us-east-1",
         request_id: "req-test",
+        fleet: None,
     };
     elbv2::dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
 }
@@ -220,6 +221,7 @@ fn subnets_of_another_account_are_not_found() {
         account: &other,
         region: "us-east-1",
         request_id: "r",
+        fleet: None,
     };
     let e = elbv2::dispatch(&ctx, &Params::parse(body.as_bytes(), "")).unwrap_err();
     assert_eq!(e.code, "SubnetNotFound");

@@ -24,6 +24,7 @@ fn ctx<'a>(store: &'a dyn Store, account: &'a Account) -> Ctx<'a> {
         account,
         region: REGION,
         request_id: "req-test",
+        fleet: None,
     }
 }
 

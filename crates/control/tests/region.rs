@@ -421,3 +421,179 @@ fn a_blackhole_route_drops() {
     let d = r.send(&a1, far, echo(2));
     assert_eq!(d.drop_reason(), Some(DropReason::Blackhole), "{d:?}");
 }
+
+impl Region {
+    /// `TracePacket` as the server answers it, over this region's fleet.
+    fn trace(&self, body: &str) -> Result<String, openvpc_control::ApiError> {
+        let ctx = openvpc_control::actions::Ctx {
+            store: self.store.as_ref(),
+            account: &self.account,
+            region: REGION,
+            request_id: "req-trace",
+            fleet: Some(&self.fleet),
+        };
+        openvpc_control::actions::dispatch(
+            &ctx,
+            &openvpc_control::query::Params::parse(
+                format!("Action=TracePacket&{body}").as_bytes(),
+                "",
+            ),
+        )
+    }
+}
+
+/// A delivery in the words of a trace's fate.
+fn fate_code(d: &Delivery) -> (String, String) {
+    match d {
+        Delivery::Delivered { eni, .. } => ("delivered".into(), eni.clone()),
+        Delivery::Dropped { reason, .. } => ("dropped".into(), reason.to_string()),
+        other => (format!("{other:?}"), String::new()),
+    }
+}
+
+fn trace_fate(xml: &str) -> (String, String) {
+    let code = common::first(xml, "code");
+    let detail = if code == "delivered" {
+        common::all(xml, "networkInterfaceId")
+            .pop()
+            .unwrap_or_default()
+    } else {
+        common::first(xml, "reason")
+    };
+    (code, detail)
+}
+
+// `openvpc trace` explains on the server what the hosts do: for each probe
+// the traced fate is the fate of the real packet through the hosts' routers,
+// and the steps name the rules behind it, in AWS's order.
+#[test]
+fn a_trace_tells_what_the_hosts_do() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let sub_b = r.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    let web = r.group(&vpc, "web");
+    r.allow(&web, "tcp", 8080, "10.0.0.0/16");
+    r.allow(&web, "icmp", -1, "10.0.0.0/16");
+    let a1 = r.run(&sub_a, &[&web], None);
+    let b1 = r.run(&sub_b, &[&web], None);
+    let b2 = r.run(&sub_b, &[&web], None);
+    let cases = [
+        (&b1, "Protocol=tcp&DestinationPort=8080", syn(49152, 8080)),
+        (&b1, "Protocol=tcp&DestinationPort=22", syn(49152, 22)),
+        (&b1, "Protocol=icmp", echo(1)),
+        (&b2, "Protocol=udp&DestinationPort=53", udp(49152, 53)),
+    ];
+    for (to, probe, l4) in cases {
+        let xml = r
+            .trace(&format!("Source={}&Destination={}&{probe}", a1.id, to.id))
+            .unwrap();
+        let real = r.send(&a1, to.ip, l4);
+        assert_eq!(trace_fate(&xml), fate_code(&real), "{probe}: {xml}");
+    }
+    let xml = r
+        .trace(&format!(
+            "Source={}&DestinationIp={}&Protocol=tcp&DestinationPort=8080",
+            r.eni_of(&a1),
+            b1.ip
+        ))
+        .unwrap();
+    assert_eq!(
+        common::all(&xml, "layer"),
+        [
+            "gateway",
+            "security-group",
+            "network-acl",
+            "routing",
+            "gateway",
+            "network-acl",
+            "security-group"
+        ]
+    );
+    let rules = common::all(&xml, "rule");
+    assert!(rules[3].contains("route 10.0.0.0/16 to local"), "{rules:?}");
+    assert!(rules[5].contains("rule 100 (allow)"), "{rules:?}");
+    assert!(
+        rules[6].starts_with(&format!("security group {web}, rule sgr-")),
+        "{rules:?}"
+    );
+    // A denied port names the groups that have no rule for it.
+    let xml = r
+        .trace(&format!(
+            "Source={}&Destination={}&Protocol=tcp&DestinationPort=22",
+            a1.id, b1.id
+        ))
+        .unwrap();
+    assert_eq!(
+        common::all(&xml, "rule").last().map(String::as_str),
+        Some(format!("no rule of {web} allows it").as_str())
+    );
+    assert_eq!(common::first(&xml, "reason"), "sg_deny");
+}
+
+#[test]
+fn a_trace_refuses_what_the_caller_does_not_own() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let open = r.group(&vpc, "open");
+    let mine = r.run(&sub, &[&open], None);
+    let other = Account::generate("other", None);
+    let ctx = openvpc_control::actions::Ctx {
+        store: r.store.as_ref(),
+        account: &other,
+        region: REGION,
+        request_id: "req-trace",
+        fleet: Some(&r.fleet),
+    };
+    let ask = |body: String| {
+        openvpc_control::actions::dispatch(
+            &ctx,
+            &openvpc_control::query::Params::parse(body.as_bytes(), ""),
+        )
+        .err()
+        .map(|e| e.code)
+    };
+    assert_eq!(
+        ask(format!(
+            "Action=TracePacket&Source={}&DestinationIp=10.0.1.9&Protocol=icmp",
+            mine.id
+        ))
+        .as_deref(),
+        Some("InvalidInstanceID.NotFound")
+    );
+    // Bad input, each with its code.
+    for (body, code) in [
+        (
+            "Source=vpc-1&DestinationIp=10.0.1.9&Protocol=icmp",
+            "InvalidParameterValue",
+        ),
+        (
+            &*format!("Source={}&DestinationIp=10.0.1.9&Protocol=sctp", mine.id),
+            "InvalidParameterValue",
+        ),
+        (
+            &*format!("Source={}&DestinationIp=10.0.1.9&Protocol=tcp", mine.id),
+            "MissingParameter",
+        ),
+        (
+            &*format!("Source={}&Protocol=icmp", mine.id),
+            "MissingParameter",
+        ),
+    ] {
+        let e = r.trace(body).err().map(|e| e.code);
+        assert_eq!(e.as_deref(), Some(code), "{body}");
+    }
+    // A server that runs no hosts says it cannot explain.
+    let e = common::call(
+        r.store.as_ref(),
+        &r.account,
+        &format!(
+            "Action=TracePacket&Source={}&DestinationIp=10.0.1.9&Protocol=icmp",
+            mine.id
+        ),
+    )
+    .err()
+    .map(|e| e.code);
+    assert_eq!(e.as_deref(), Some("UnsupportedOperation"));
+}

@@ -49,6 +49,7 @@ impl World {
             account: &self.account,
             region: "us-east-1",
             request_id: "req-test",
+            fleet: None,
         }
     }
 
@@ -1090,6 +1091,7 @@ fn accounts_do_not_see_each_other_s_tables() {
         account: &other,
         region: "us-east-1",
         request_id: "r",
+        fleet: None,
     };
     let err = dispatch(
         &ctx,

@@ -18,6 +18,16 @@ macro_rules! reasons {
             pub fn name(self) -> &'static str {
                 match self { $(DropReason::$variant => $name),* }
             }
+
+            /// What the reason means, in a sentence.
+            pub fn describe(self) -> &'static str {
+                match self { $(DropReason::$variant => $doc),* }
+            }
+
+            /// The reason a counter name stands for.
+            pub fn from_name(name: &str) -> Option<DropReason> {
+                DropReason::ALL.iter().copied().find(|r| r.name() == name)
+            }
         }
     };
 }
@@ -32,6 +42,7 @@ reasons! {
     NaclDeny => "nacl_deny", "A network-ACL rule, or the final `*` rule, denies the packet.";
     NoRoute => "no_route", "No route covers the destination.";
     Blackhole => "blackhole", "The route's target is gone (spec 2.5).";
+    TargetUnserved => "target_unserved", "The route's target exists but nothing forwards for it yet: a gateway no node serves, or an ENI on no host.";
     NoMapping => "no_mapping", "The mapping service knows no ENI at the destination.";
     UnknownVni => "unknown_vni", "Arrived with a VNI that no local ENI uses.";
     UnknownEni => "unknown_eni", "Arrived for an address that no local ENI of that VNI owns.";

@@ -55,6 +55,57 @@ pub enum Evidence {
     NoRoute { route_table_id: String },
 }
 
+impl core::fmt::Display for Evidence {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Evidence::SourceDestCheck { enabled: true } => {
+                f.write_str("source/destination check (on)")
+            }
+            Evidence::SourceDestCheck { enabled: false } => {
+                f.write_str("source/destination check (off)")
+            }
+            Evidence::SecurityGroupRule {
+                group_id,
+                rule_id: Some(rule),
+            } => write!(f, "security group {group_id}, rule {rule}"),
+            Evidence::SecurityGroupRule {
+                group_id,
+                rule_id: None,
+            } => write!(f, "security group {group_id}"),
+            Evidence::NoSecurityGroupRule { group_ids } => {
+                write!(f, "no rule of {} allows it", group_ids.join(", "))
+            }
+            Evidence::TrackedConnection => f.write_str("a tracked connection"),
+            Evidence::RelatedIcmpError => f.write_str("an ICMP error about a tracked connection"),
+            Evidence::AclEntry {
+                acl_id,
+                rule_number,
+                action,
+            } => write!(
+                f,
+                "network ACL {acl_id}, rule {rule_number} ({})",
+                match action {
+                    RuleAction::Allow => "allow",
+                    RuleAction::Deny => "deny",
+                }
+            ),
+            Evidence::AclDefault { acl_id } => write!(f, "network ACL {acl_id}, rule * (deny)"),
+            Evidence::SameSubnet { subnet_id } => write!(f, "within subnet {subnet_id}"),
+            Evidence::Route {
+                route_table_id,
+                destination,
+                target,
+            } => write!(
+                f,
+                "route table {route_table_id}, route {destination} to {target}"
+            ),
+            Evidence::NoRoute { route_table_id } => {
+                write!(f, "route table {route_table_id} has no route to it")
+            }
+        }
+    }
+}
+
 /// What one layer did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepAction {
@@ -69,6 +120,23 @@ pub enum StepAction {
         vni: u32,
         target: Option<String>,
     },
+}
+
+impl core::fmt::Display for StepAction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StepAction::Allow => f.write_str("allow"),
+            StepAction::StatefulAllow { tracked: true } => f.write_str("allow (tracked)"),
+            StepAction::StatefulAllow { tracked: false } => f.write_str("allow (untracked)"),
+            StepAction::Deny(reason) => write!(f, "drop ({reason})"),
+            StepAction::Rewrite(_) => f.write_str("rewrite"),
+            StepAction::Forward { vni, target: None } => write!(f, "forward in VNI {vni}"),
+            StepAction::Forward {
+                vni,
+                target: Some(t),
+            } => write!(f, "forward to {t} in VNI {vni}"),
+        }
+    }
 }
 
 /// One layer's decision at one ENI.
@@ -179,7 +247,8 @@ pub fn target_name(target: &RouteTarget) -> String {
         RouteTarget::Local => "local".into(),
         RouteTarget::Gateway { id, .. }
         | RouteTarget::Peering { id, .. }
-        | RouteTarget::Eni { id, .. } => id.clone(),
+        | RouteTarget::Eni { id, .. }
+        | RouteTarget::Unserved { id } => id.clone(),
         RouteTarget::Blackhole => "blackhole".into(),
     }
 }
@@ -206,4 +275,62 @@ impl Sink for Recorder<'_> {
             evidence,
         });
     }
+}
+
+/// The packet a trace sends: what an instance would put on its NIC to open
+/// a connection of this kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A TCP SYN to this port.
+    Tcp { port: u16 },
+    /// A UDP datagram to this port.
+    Udp { port: u16 },
+    /// An ICMP echo request.
+    Icmp,
+}
+
+/// The source port a probe is sent from: any ephemeral port serves, since
+/// no rule a user can write matches on the source port.
+pub const PROBE_SOURCE_PORT: u16 = 49_152;
+
+/// The Ethernet frame an instance behind `port` would send for `probe` to
+/// `dst`, addressed to the VPC router (`router_mac`), from its primary
+/// IPv4 address.
+pub fn probe_frame(
+    port: &EniConfig,
+    dst: core::net::Ipv4Addr,
+    probe: Probe,
+    router_mac: MacAddr,
+) -> Result<Vec<u8>, openvpc_packet::Error> {
+    use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
+    use openvpc_packet::ethernet::EthernetRepr;
+    use openvpc_packet::icmp::IcmpRepr;
+    use openvpc_packet::ipv4::Ipv4Repr;
+    use openvpc_packet::tcp::{TcpRepr, flags};
+    use openvpc_packet::udp::UdpRepr;
+
+    let src = port
+        .ipv4
+        .first()
+        .copied()
+        .unwrap_or(core::net::Ipv4Addr::UNSPECIFIED);
+    let l4 = match probe {
+        Probe::Tcp { port } => L4Repr::Tcp(TcpRepr::new(PROBE_SOURCE_PORT, port, flags::SYN)),
+        Probe::Udp { port } => L4Repr::Udp(UdpRepr {
+            src_port: PROBE_SOURCE_PORT,
+            dst_port: port,
+        }),
+        Probe::Icmp => L4Repr::Icmpv4(IcmpRepr::echo(8, 1, 1)),
+    };
+    PacketBuilder {
+        ethernet: Some(EthernetRepr {
+            dst: router_mac,
+            src: port.mac,
+            vlan: None,
+            ethertype: 0,
+        }),
+        ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
+        l4,
+    }
+    .build(&[])
 }

@@ -354,6 +354,7 @@ impl Layer for Routing {
                 Action::Encap(Forward::Mapped { vni: *peer_vni })
             }
             RouteTarget::Blackhole => Action::Deny(DropReason::Blackhole),
+            RouteTarget::Unserved { .. } => Action::Deny(DropReason::TargetUnserved),
             RouteTarget::Gateway { underlay, .. } => Action::Encap(Forward::Node {
                 target,
                 underlay: *underlay,

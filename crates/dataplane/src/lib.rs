@@ -19,6 +19,7 @@ pub mod fabric;
 pub mod flow_table;
 pub mod flowlog;
 pub mod gateway;
+pub mod install;
 pub mod layer;
 pub mod mapping;
 pub mod policy;

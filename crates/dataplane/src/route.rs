@@ -40,6 +40,10 @@ pub enum RouteTarget {
     },
     /// The target is gone (spec 2.5).
     Blackhole,
+    /// The target exists but nothing here forwards for it yet: a gateway
+    /// no node (edge, hyperplane, VPN) serves, or an ENI that runs on no
+    /// host. Dropped, and named as such, so a trace can say so.
+    Unserved { id: String },
 }
 
 /// One route.

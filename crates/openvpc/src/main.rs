@@ -40,6 +40,9 @@ enum Command {
     Lab(cmd::lab::LabArgs),
     /// Run the regional control plane: the EC2 API on the embedded store.
     Server(cmd::server::ServerArgs),
+    /// Explain what the dataplane does with a packet, layer by layer, with
+    /// the rule behind each decision (asks the server; nothing is sent).
+    Trace(cmd::trace::TraceArgs),
     /// Run a one-machine region: the server on the embedded store and this
     /// host's agent, until Ctrl-C (needs root). First installs the programs
     /// instances need if missing (see --no-install).
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lab(args) => cmd::lab::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Up(args) => cmd::up::run(args),
+        Command::Trace(args) => cmd::trace::run(args),
         Command::Accounts(args) => cmd::server::accounts(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Decode(args) => cmd::decode::run(args),

@@ -109,6 +109,23 @@ impl Lab {
             .unwrap()
     }
 
+    /// `openvpc trace --from FROM --to TO ARGS…` against the lab's server;
+    /// its output.
+    fn trace(&self, from: &str, to: &str, args: &[&str]) -> String {
+        let out = Command::new(OPENVPC)
+            .args(["trace", "--from", from, "--to", to])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openvpc trace failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn vpc(&self, cidr: &str) -> String {
         let v = self.ec2(&["create-vpc", "--cidr-block", cidr]);
         v["Vpc"]["VpcId"].as_str().unwrap().to_owned()
@@ -625,6 +642,14 @@ fn network_acls_and_source_destination_check() {
     eventually("curl through deny 90", false, || {
         curl(&a1, &b1.ip, 8080).is_some()
     });
+    // `openvpc trace` names the rule the packet met, as the hosts ran it.
+    let port = ["--protocol", "tcp", "--port", "8080"];
+    let traced = lab.trace(&a1.id, &b1.id, &port);
+    assert!(
+        traced.contains(&format!("network ACL {acl}, rule 90 (deny)"))
+            && traced.contains("dropped: nacl_deny"),
+        "{traced}"
+    );
     lab.ec2(&[
         "delete-network-acl-entry",
         "--network-acl-id",
@@ -636,6 +661,12 @@ fn network_acls_and_source_destination_check() {
     eventually("curl once deny 90 is gone", true, || {
         curl(&a1, &b1.ip, 8080).is_some()
     });
+    let traced = lab.trace(&a1.id, &b1.ip, &port);
+    assert!(
+        traced.contains(&format!("network ACL {acl}, rule 100 (allow)"))
+            && traced.contains("delivered to eni-"),
+        "{traced}"
+    );
     // Narrow egress to 8080 only: the replies (to a1's ephemeral port) stop.
     lab.ec2(&[
         "replace-network-acl-entry",

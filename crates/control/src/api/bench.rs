@@ -112,6 +112,7 @@ fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, Benc
         account,
         region: REGION,
         request_id: "bench",
+        fleet: None,
     };
     dispatch(&ctx, &Params::parse(body.as_bytes(), "")).map_err(|error| BenchError::Action {
         call: body.to_owned(),

@@ -118,3 +118,66 @@ impl Client {
         ))
     }
 }
+
+/// One step of a trace as `TracePacket` answers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TracedStep {
+    pub network_interface_id: String,
+    pub direction: String,
+    pub layer: String,
+    pub action: String,
+    pub rule: String,
+}
+
+/// A `TracePacket` answer: the steps in order and the packet's fate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceReport {
+    pub steps: Vec<TracedStep>,
+    /// `delivered`, `dropped`, `forwarded` or `unresolved`.
+    pub fate: String,
+    /// The interface it was delivered to.
+    pub delivered_to: Option<String>,
+    /// The drop counter's name, for a dropped packet.
+    pub reason: Option<String>,
+    /// Where a forwarded packet went (a gateway's node).
+    pub underlay: Option<String>,
+}
+
+impl TraceReport {
+    /// Reads a `TracePacket` response body (the shape the server writes:
+    /// `stepSet` items, then `fate`).
+    pub fn parse(xml: &str) -> TraceReport {
+        fn inner<'x>(text: &'x str, name: &str) -> Option<&'x str> {
+            let rest = text.split(&format!("<{name}>")).nth(1)?;
+            rest.split(&format!("</{name}>")).next()
+        }
+        let between = |text: &str, name: &str| -> Option<String> {
+            let raw = inner(text, name)?;
+            Some(
+                quick_xml::escape::unescape(raw)
+                    .map(|c| c.into_owned())
+                    .unwrap_or_else(|_| raw.to_owned()),
+            )
+        };
+        let steps_xml = inner(xml, "stepSet").unwrap_or_default();
+        let steps = steps_xml
+            .split("<item>")
+            .skip(1)
+            .map(|item| TracedStep {
+                network_interface_id: between(item, "networkInterfaceId").unwrap_or_default(),
+                direction: between(item, "direction").unwrap_or_default(),
+                layer: between(item, "layer").unwrap_or_default(),
+                action: between(item, "action").unwrap_or_default(),
+                rule: between(item, "rule").unwrap_or_default(),
+            })
+            .collect();
+        let fate = inner(xml, "fate").unwrap_or_default();
+        TraceReport {
+            steps,
+            fate: between(fate, "code").unwrap_or_default(),
+            delivered_to: between(fate, "networkInterfaceId"),
+            reason: between(fate, "reason"),
+            underlay: between(fate, "underlay"),
+        }
+    }
+}

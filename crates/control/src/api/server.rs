@@ -284,6 +284,7 @@ pub fn execute(
         account: &account,
         region: &verified.region,
         request_id,
+        fleet: state.agent.as_ref().map(|a| &*a.fleet),
     };
     // spec 1.3: an account finds a default VPC in every region it uses.
     default_vpc::ensure(&ctx).map_err(|e| service.shape(e))?;

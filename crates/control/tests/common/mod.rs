@@ -23,6 +23,7 @@ pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, 
         account,
         region: "us-east-1",
         request_id: "req-test",
+        fleet: None,
     };
     dispatch(&ctx, &Params::parse(body.as_bytes(), ""))
 }
@@ -35,6 +36,7 @@ pub fn ensure_default_vpc(store: &dyn Store, a: &Account) {
         account: a,
         region: "us-east-1",
         request_id: "req-test",
+        fleet: None,
     };
     default_vpc::ensure(&ctx).unwrap();
 }

@@ -7,4 +7,5 @@ pub mod decode;
 pub mod exec;
 pub mod lab;
 pub mod server;
+pub mod trace;
 pub mod up;

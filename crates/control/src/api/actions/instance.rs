@@ -959,7 +959,10 @@ fn change_state(ctx: &Ctx, params: &Params, change: Change) -> Result<String, Ap
     }))
 }
 
-fn primary_eni(tx: &mut Tx, instance: &Instance) -> Result<Option<NetworkInterface>, ApiError> {
+pub(crate) fn primary_eni(
+    tx: &mut Tx,
+    instance: &Instance,
+) -> Result<Option<NetworkInterface>, ApiError> {
     Ok(View::load(tx, instance.clone())?.primary().cloned())
 }
 

@@ -27,6 +27,7 @@ pub mod security_group;
 pub mod subnet;
 pub mod subnet_cidr_reservation;
 pub mod tags;
+pub mod trace;
 pub mod vpc;
 pub mod vpc_endpoint;
 pub mod vpc_peering;
@@ -44,6 +45,9 @@ pub struct Ctx<'a> {
     pub account: &'a Account,
     pub region: &'a str,
     pub request_id: &'a str,
+    /// The compiled state the hosts run, for explaining packets (trace, the
+    /// Reachability Analyzer); `None` where this server runs no fleet.
+    pub fleet: Option<&'a crate::fleet::Fleet>,
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -107,6 +111,7 @@ const HANDLERS: &[Handler] = &[
     nat_gateway::dispatch,
     vpc_peering::dispatch,
     network_insights::dispatch,
+    trace::dispatch,
     tags::dispatch,
 ];
 

@@ -1,5 +1,7 @@
 //! Desired state to router configuration: turns the control plane's compiled
 //! [`EniState`] into the dataplane's [`EniConfig`]. Pure: no I/O, no clock.
+//! The agent installs what this builds; the control plane builds the same
+//! to explain a packet (`openvpc trace`), so both run one conversion.
 //!
 //! Subnets and security groups are interned, so the ENIs of one subnet share
 //! one `Arc<SubnetConfig>` (and its route table and ACL) as long as the
@@ -8,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use openvpc_dataplane::conntrack::Timeouts;
-use openvpc_dataplane::eni::{EniConfig, SubnetConfig};
-use openvpc_dataplane::policy::{NaclEntry, NetworkAcl, SecurityGroup, SgRule};
-use openvpc_dataplane::route::{GatewayKind, Route, RouteTable, RouteTarget};
+use crate::conntrack::Timeouts;
+use crate::eni::{EniConfig, SubnetConfig};
+use crate::policy::{NaclEntry, NetworkAcl, SecurityGroup, SgRule};
+use crate::route::{GatewayKind, Route, RouteTable, RouteTarget};
 use openvpc_model::host::{
     ConntrackState, EniState, NetworkAclEntryState, RouteTargetState, SecurityGroupRuleState,
     SecurityGroupState, SubnetState,
@@ -84,17 +86,22 @@ fn route_target(
                 id: gateway_id.clone(),
                 underlay: *node,
             },
-            None => {
-                // A gateway kind newer than this agent: dropping is the safe
-                // reading, as for a gateway no node serves.
-                tracing::warn!(%gateway_id, route_table = table, "unknown gateway kind; route treated as blackhole");
-                RouteTarget::Blackhole
-            }
+            // A gateway kind newer than this build: dropping is the safe
+            // reading, as for a gateway no node serves (the agent warns of
+            // it when it installs the state).
+            None => RouteTarget::Blackhole,
         },
-        // No node serves the gateway, or the ENI is not placed: the spec's
-        // blackhole (2.5) until the control plane says otherwise.
-        RouteTargetState::Gateway { node: None, .. } => RouteTarget::Blackhole,
-        RouteTargetState::Eni { host: None, .. } => RouteTarget::Blackhole,
+        // No node serves the gateway, or the ENI is not placed: dropped
+        // until the control plane says otherwise, and named as unserved.
+        RouteTargetState::Gateway {
+            gateway_id,
+            node: None,
+        } => RouteTarget::Unserved {
+            id: gateway_id.clone(),
+        },
+        RouteTargetState::Eni {
+            eni_id, host: None, ..
+        } => RouteTarget::Unserved { id: eni_id.clone() },
         RouteTargetState::Eni {
             eni_id,
             host: Some(host),
@@ -247,16 +254,18 @@ impl Converter {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
+/// Desired state for tests of the router and of the agent.
+#[cfg(any(test, feature = "fixtures"))]
+#[allow(clippy::unwrap_used)]
+pub mod fixtures {
     use super::*;
-    use core::net::{IpAddr, Ipv4Addr};
+    use core::net::Ipv4Addr;
     use openvpc_model::host::{NetworkAclState, RouteState, RouteTableState};
     use openvpc_model::rule::{RuleAction, TrafficMatch};
 
     /// An ENI in 10.0.1.0/24 of VPC 10.0.0.0/16 with a default route to an
     /// internet gateway and a security group that admits its own subnet.
-    pub(crate) fn eni(id: &str, instance: &str, ip: Ipv4Addr, mac: &str) -> EniState {
+    pub fn eni(id: &str, instance: &str, ip: Ipv4Addr, mac: &str) -> EniState {
         EniState {
             eni_id: id.into(),
             account_id: "111122223333".into(),
@@ -322,6 +331,14 @@ pub(crate) mod tests {
             domain_name: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::eni;
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr};
+    use openvpc_model::host::RouteState;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -366,13 +383,13 @@ pub(crate) mod tests {
         assert!(
             cfg.subnet
                 .network_acl
-                .entries(openvpc_dataplane::policy::Way::Egress)
+                .entries(crate::policy::Way::Egress)
                 .is_empty()
         );
         assert_eq!(
             cfg.subnet
                 .network_acl
-                .entries(openvpc_dataplane::policy::Way::Ingress)
+                .entries(crate::policy::Way::Ingress)
                 .len(),
             1
         );
@@ -394,9 +411,10 @@ pub(crate) mod tests {
         );
     }
 
-    // spec 2.5: a target that no node serves, or an ENI that is not placed, is a blackhole.
+    // A target that no node serves, or an ENI that is not placed, drops as
+    // unserved (not as spec 2.5's blackhole: the target exists).
     #[test]
-    fn unserved_targets_are_blackholes() {
+    fn unserved_targets_drop_as_unserved() {
         let mut s = eni(
             "eni-a",
             "i-a",
@@ -438,8 +456,16 @@ pub(crate) mod tests {
         let cfg = Converter::new().eni_config(&s).unwrap();
         let rt = &cfg.subnet.route_table;
         let at = |a: &str| rt.lookup(ip(a)).map(|r| r.1.clone());
-        assert_eq!(at("8.8.8.8"), Some(RouteTarget::Blackhole));
-        assert_eq!(at("172.17.0.1"), Some(RouteTarget::Blackhole));
+        assert_eq!(
+            at("8.8.8.8"),
+            Some(RouteTarget::Unserved { id: "nat-1".into() })
+        );
+        assert_eq!(
+            at("172.17.0.1"),
+            Some(RouteTarget::Unserved {
+                id: "eni-fw".into()
+            })
+        );
         assert_eq!(
             at("172.16.5.1"),
             Some(RouteTarget::Eni {

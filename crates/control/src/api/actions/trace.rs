@@ -1,0 +1,183 @@
+//! `TracePacket`, openvpc's own action behind `openvpc trace`: explains what
+//! the dataplane does with a packet from an instance or ENI of the caller to
+//! an address, instance or ENI, layer by layer, with the rule behind each
+//! decision (the explanation itself is `crate::trace`). No AWS SDK knows
+//! this action; the Reachability Analyzer actions answer AWS's clients from
+//! the same explanation.
+//!
+//! Parameters: `Source` (`i-` or `eni-`), `Destination` (`i-` or `eni-`) or
+//! `DestinationIp`, `Protocol` (`tcp`, `udp` or `icmp`), `DestinationPort`
+//! (tcp and udp).
+
+use core::net::Ipv4Addr;
+
+use openvpc_dataplane::explain::{Explanation, Fate, Probe};
+use openvpc_model::ResourceKind;
+
+use super::Ctx;
+use super::instance::{Instance, primary_eni};
+use super::network_interface::NetworkInterface;
+use super::resource::{Tx, check_id, transact};
+use crate::api::error::ApiError;
+use crate::api::query::Params;
+use crate::api::xml::Xml;
+use crate::trace::{TraceError, trace};
+
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "TracePacket" => trace_packet(ctx, params),
+        _ => return None,
+    })
+}
+
+/// The ENI a `Source`/`Destination` names: an ENI, or an instance's
+/// primary one. Only the caller's own resources are found.
+pub(crate) fn interface_of(
+    tx: &mut Tx,
+    param: &str,
+    id: &str,
+) -> Result<NetworkInterface, ApiError> {
+    if id.starts_with("eni-") {
+        check_id(ResourceKind::NetworkInterface, id)?;
+        return tx.load::<NetworkInterface>(id);
+    }
+    if id.starts_with("i-") {
+        check_id(ResourceKind::Instance, id)?;
+        let instance = tx.load::<Instance>(id)?;
+        return primary_eni(tx, &instance)?.ok_or_else(|| {
+            ApiError::new(
+                "IncorrectInstanceState",
+                format!("The instance '{id}' has no network interface, so it sends and receives nothing."),
+            )
+        });
+    }
+    Err(ApiError::invalid_value(
+        param,
+        id,
+        "Name an instance (i-…) or a network interface (eni-…).",
+    ))
+}
+
+/// The probe `Protocol` and `DestinationPort` describe.
+pub(crate) fn probe_of(protocol: &str, port: Option<u16>) -> Result<Probe, ApiError> {
+    let need_port = || {
+        port.ok_or_else(|| {
+            ApiError::new(
+                "MissingParameter",
+                "The request must contain the parameter DestinationPort for tcp and udp.",
+            )
+        })
+    };
+    Ok(match protocol {
+        "tcp" => Probe::Tcp { port: need_port()? },
+        "udp" => Probe::Udp { port: need_port()? },
+        "icmp" => Probe::Icmp,
+        other => {
+            return Err(ApiError::invalid_value(
+                "Protocol",
+                other,
+                "The protocol must be tcp, udp or icmp.",
+            ));
+        }
+    })
+}
+
+/// How a trace failure reads to the caller.
+pub(crate) fn trace_error(e: TraceError) -> ApiError {
+    match e {
+        TraceError::NotRunning(_) => ApiError::new("IncorrectState", e.to_string()),
+        _ => ApiError::internal(e.to_string()),
+    }
+}
+
+/// The server's fleet, or the error for a server that runs none.
+pub(crate) fn fleet<'a>(ctx: &Ctx<'a>) -> Result<&'a crate::fleet::Fleet, ApiError> {
+    ctx.fleet.ok_or_else(|| {
+        ApiError::new(
+            "UnsupportedOperation",
+            "This server runs no hosts (it was started without the agent API), so there is no dataplane to explain.",
+        )
+    })
+}
+
+fn trace_packet(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let source = params.required("Source")?;
+    let protocol = params.required("Protocol")?;
+    let port = match params.get("DestinationPort") {
+        Some(p) => Some(p.parse::<u16>().map_err(|_| {
+            ApiError::invalid_value("DestinationPort", p, "A port is a number from 0 to 65535.")
+        })?),
+        None => None,
+    };
+    let probe = probe_of(protocol, port)?;
+    let (eni, dst) = transact(ctx, |tx| {
+        let eni = interface_of(tx, "Source", source)?;
+        let dst = match (params.get("Destination"), params.get("DestinationIp")) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::new(
+                    "InvalidParameterCombination",
+                    "Give Destination or DestinationIp, not both.",
+                ));
+            }
+            (Some(d), None) => {
+                let to = interface_of(tx, "Destination", d)?;
+                to.private_ips.first().copied().ok_or_else(|| {
+                    ApiError::new(
+                        "InvalidParameterValue",
+                        format!("'{d}' has no private IPv4 address."),
+                    )
+                })?
+            }
+            (None, Some(ip)) => ip.parse::<Ipv4Addr>().map_err(|_| {
+                ApiError::invalid_value("DestinationIp", ip, "Give an IPv4 address.")
+            })?,
+            (None, None) => {
+                return Err(ApiError::new(
+                    "MissingParameter",
+                    "The request must contain the parameter Destination or DestinationIp.",
+                ));
+            }
+        };
+        Ok((eni, dst))
+    })?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let fleet = fleet(ctx)?;
+    let state = fleet
+        .eni_state(&eni.id)
+        .ok_or_else(|| trace_error(TraceError::NotRunning(eni.id.clone())))?;
+    let explained =
+        trace(fleet, ctx.region, &ctx.account.id, &state, dst, probe).map_err(trace_error)?;
+    Ok(Xml::response("TracePacket", ctx.request_id, |x| {
+        write_explanation(x, &explained);
+    }))
+}
+
+/// The explanation as `TracePacket` answers it.
+fn write_explanation(x: &mut Xml, e: &Explanation) {
+    x.list("stepSet", &e.steps, |x, s| {
+        x.elem("networkInterfaceId", &s.eni)
+            .elem(
+                "direction",
+                match s.way {
+                    openvpc_dataplane::policy::Way::Egress => "egress",
+                    openvpc_dataplane::policy::Way::Ingress => "ingress",
+                },
+            )
+            .elem("layer", s.layer.name())
+            .elem("action", &s.action)
+            .elem("rule", &s.evidence);
+    });
+    x.node("fate", |x| {
+        match &e.fate {
+            Fate::Delivered { eni } => x.elem("code", "delivered").elem("networkInterfaceId", eni),
+            Fate::Dropped(reason) => x.elem("code", "dropped").elem("reason", reason),
+            Fate::Sent { underlay, vni, .. } => x
+                .elem("code", "forwarded")
+                .elem("underlay", underlay)
+                .elem("vni", vni),
+            Fate::Unresolved => x.elem("code", "unresolved"),
+        };
+    });
+}
