@@ -39,6 +39,9 @@ pub struct DataplaneFigures {
     /// At `flows` established flows.
     pub fast_path_pps_large: f64,
     pub slow_path_flows_per_sec: f64,
+    /// Explaining one new flow's packet (what `openvpc trace` runs per
+    /// host), in microseconds, on the same policy as the slow path.
+    pub explain_micros: f64,
     /// Flow-table bytes per flow, both directions, at `flows` flows.
     pub bytes_per_flow: f64,
     /// Allocations per fast-path packet at `flows` flows; `None` when this
@@ -60,6 +63,7 @@ impl DataplaneFigures {
             "fast_path_mpps_1k": self.fast_path_pps_1k / 1e6,
             "fast_path_mpps_1m": self.fast_path_pps_large / 1e6,
             "slow_path_flows_per_sec": self.slow_path_flows_per_sec,
+            "explain_micros": self.explain_micros,
             "bytes_per_flow": self.bytes_per_flow,
             "allocs_per_packet_fast_path": self.allocs_per_packet,
         });
@@ -89,6 +93,10 @@ impl DataplaneFigures {
             format!(
                 "{:<52} {:>10.0} flows/s",
                 "slow path, new flows (100 SG, 20 ACL, 1000 routes)", self.slow_path_flows_per_sec
+            ),
+            format!(
+                "{:<52} {:>10.2} us",
+                "explain one packet (trace; same policy)", self.explain_micros
             ),
             format!(
                 "{:<52} {:>10.1} bytes",
@@ -153,6 +161,24 @@ fn fast_path(
     ))
 }
 
+/// Mean time to explain a new flow's first packet at the workload's ENI
+/// (100 SG rules, 20 ACL rules, 1,000 routes), over `budget`.
+fn explain_micros(w: &Workload, budget: Duration) -> f64 {
+    use crate::policy::Way;
+    // Flows the workload has not opened: explain sees new connections.
+    let frames: Vec<Vec<u8>> = (0..1024)
+        .map(|i| crate::workload::frame(w.frames.len() + i, crate::workload::SYN))
+        .collect();
+    let (mut n, start) = (0u64, Instant::now());
+    while start.elapsed() < budget {
+        for f in &frames {
+            black_box(w.router.explain(w.eni, Way::Egress, f));
+        }
+        n += frames.len() as u64;
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
+}
+
 /// Measures each fast-path figure for `budget`, the large table at `flows`
 /// flows; `progress` hears what is being set up while it runs.
 pub fn run(
@@ -174,8 +200,11 @@ pub fn run(
             wanted: new_flows,
         });
     }
+    progress("measuring explain...");
+    let explain = explain_micros(&w, budget);
     Ok(DataplaneFigures {
         flows,
+        explain_micros: explain,
         fast_path_pps_1k: small_pps,
         fast_path_pps_large: large_pps,
         slow_path_flows_per_sec: slow,

@@ -73,6 +73,9 @@ pub fn destination(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, (d >> 8) as u8, d as u8)
 }
 
+/// TCP flags of a connection's first packet.
+pub const SYN: u8 = flags::SYN;
+
 /// A 64-byte TCP frame of flow `i`, from the source ENI; flows to the same
 /// destination differ in source port.
 pub fn frame(i: usize, tcp_flags: u8) -> Vec<u8> {
