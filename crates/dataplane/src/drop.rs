@@ -51,6 +51,8 @@ reasons! {
     CriticalOption => "geneve_critical_option", "A Geneve option marked critical that this router does not understand (RFC 8926).";
     TableFull => "flow_table_full", "The flow table is full of live flows.";
     NextHopTableFull => "next_hop_table_full", "Too many distinct next hops.";
+    TransformTableFull => "transform_table_full", "Too many translated flows at once: no header transform was free.";
+    RewriteFailed => "rewrite_failed", "A translation could not be applied to the packet (only IPv4 is translated).";
     GatewayUnanswered => "gateway_unanswered", "ARP or DHCP that needs no answer, or could not be answered.";
     VlanTagged => "vlan_tagged", "A VLAN-tagged frame from an ENI, which carries untagged frames only.";
     SpoofedMac => "spoofed_mac", "The frame, or its ARP sender, claims a MAC that is not the ENI's.";

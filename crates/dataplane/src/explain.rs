@@ -53,6 +53,8 @@ pub enum Evidence {
     },
     /// No route covers the destination.
     NoRoute { route_table_id: String },
+    /// A translation layer rewrote the packet.
+    Translation,
 }
 
 impl core::fmt::Display for Evidence {
@@ -102,6 +104,7 @@ impl core::fmt::Display for Evidence {
             Evidence::NoRoute { route_table_id } => {
                 write!(f, "route table {route_table_id} has no route to it")
             }
+            Evidence::Translation => f.write_str("address translation"),
         }
     }
 }
@@ -237,6 +240,7 @@ impl<'c> Recorder<'c> {
             RuleRef::NoRoute => Evidence::NoRoute {
                 route_table_id: route_table_id(),
             },
+            RuleRef::Translation => Evidence::Translation,
         }
     }
 }

@@ -180,6 +180,14 @@ impl Fabric {
         removed
     }
 
+    /// Gives `eni`'s port these layers; false if the ENI is not here.
+    pub fn set_layers(&mut self, eni: &str, layers: crate::layer::PortLayers) -> bool {
+        match self.eni_host.get(eni) {
+            Some(&(host, index)) => self.routers[host].set_layers(index, layers),
+            None => false,
+        }
+    }
+
     pub fn router(&self, eni: &str) -> Option<&Router<SharedMapping>> {
         self.eni_host.get(eni).map(|(h, _)| &self.routers[*h])
     }

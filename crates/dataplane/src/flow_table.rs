@@ -1,8 +1,16 @@
-//! The compiled flow table: one entry per connection per ENI, shared by both
-//! directions, holding the connection state, what to do with each direction
-//! and the flow-log counters. Bounded and preallocated; hashed with the
-//! per-process random seed; when full, closed and expired flows are swept out
-//! first and what still does not fit is refused and counted.
+//! The compiled flow table: one entry per connection per ENI, holding the
+//! connection state, what to do with each direction (a hop, or a header
+//! transform and then a hop) and the flow-log counters. Bounded and
+//! preallocated; hashed with the per-process random seed; when full, closed
+//! and expired flows are swept out first and what still does not fit is
+//! refused and counted.
+//!
+//! Each direction has its own key. Untranslated, the two directions' keys
+//! are each other's reverse and share the entry's direction-normalised key,
+//! so the common flow costs one slot (and the fast path one lookup). A
+//! translated flow's reply carries the translated tuple: its key gets a slot
+//! of its own, an alias naming the transform whose owner is the entry
+//! (`crate::transform`). An alias lives and dies with its entry.
 //!
 //! Hand-written rather than a `hashbrown` map because the fast path needs two
 //! things a general map does not give: a slot array sized exactly for its
@@ -32,6 +40,9 @@ pub enum Hop {
     SameHost(u16),
     /// Deliver to the entry's own ENI.
     Deliver,
+    /// Apply transform `n` of the router's transform table (a rewrite, then
+    /// that transform's hop). The handle belongs to the entry.
+    Transform(u32),
 }
 
 /// Largest next-hop number a packed hop can hold.
@@ -46,6 +57,7 @@ impl Hop {
             Hop::Underlay(n) => (2 << 29) | (n & MAX_HOP_INDEX),
             Hop::SameHost(z) => (3 << 29) | u32::from(z),
             Hop::Deliver => 4 << 29,
+            Hop::Transform(n) => (5 << 29) | (n & MAX_HOP_INDEX),
         }
     }
 
@@ -58,6 +70,7 @@ impl Hop {
             2 => Hop::Underlay(payload),
             3 => Hop::SameHost(payload as u16),
             4 => Hop::Deliver,
+            5 => Hop::Transform(payload),
             _ => Hop::Unknown,
         }
     }
@@ -66,6 +79,9 @@ impl Hop {
 const ORIGIN_INGRESS: u8 = 1;
 const TRACKED: u8 = 2;
 const LOCAL_IS_SRC: u8 = 4;
+/// The slot holds no connection: it is the reply key of a translated flow,
+/// and its egress field names the transform whose owner is the entry.
+const ALIAS: u8 = 8;
 
 /// One connection as seen by one ENI: 56 bytes.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +127,32 @@ impl FlowEntry {
         }
     }
 
+    /// The slot of a translated flow's reply key: it names transform
+    /// `handle`, whose owner is the flow's entry.
+    pub fn alias(handle: u32) -> Self {
+        let mut e = FlowEntry::new(Conn::default(), 0, Way::Egress, true, false);
+        e.bits |= ALIAS;
+        e.egress = handle;
+        e
+    }
+
+    /// The transform handle this slot aliases, if it is an alias.
+    #[inline]
+    pub fn alias_of(&self) -> Option<u32> {
+        (self.bits & ALIAS != 0).then_some(self.egress)
+    }
+
+    /// The transform handles the entry owns, to give back when it goes.
+    pub fn transforms(&self) -> impl Iterator<Item = u32> {
+        let owned = self.bits & ALIAS == 0;
+        [self.hop(Way::Egress), self.hop(Way::Ingress)]
+            .into_iter()
+            .filter_map(move |h| match h {
+                Hop::Transform(n) if owned => Some(n),
+                _ => None,
+            })
+    }
+
     /// The direction of the packet that opened the connection.
     pub fn origin(&self) -> Way {
         if self.bits & ORIGIN_INGRESS != 0 {
@@ -149,17 +191,19 @@ impl FlowEntry {
 
     /// Brings an entry compiled against an older policy epoch up to
     /// `epoch`: both hops are forgotten and compiled again.
+    ///
+    /// A translated direction keeps its transform (a connection keeps its
+    /// translation across a policy change); the router recompiles the
+    /// transform's own hop.
     pub fn refresh(&mut self, epoch: u32) {
         if self.epoch != epoch {
             self.epoch = epoch;
-            self.clear_hops();
+            for way in [Way::Egress, Way::Ingress] {
+                if !matches!(self.hop(way), Hop::Transform(_)) {
+                    self.set_hop(way, Hop::Unknown);
+                }
+            }
         }
-    }
-
-    /// Forgets both compiled hops (after a policy change).
-    pub fn clear_hops(&mut self) {
-        self.egress = 0;
-        self.ingress = 0;
     }
 
     /// Counts one packet. Returns false, counting nothing, if a counter would

@@ -24,8 +24,8 @@ use core::net::IpAddr;
 
 use ipnet::IpNet;
 use openvpc_model::rule::{PacketFields, RuleAction};
-use openvpc_packet::MacAddr;
 use openvpc_packet::flow::ParsedFlow;
+use openvpc_packet::{FlowKey, MacAddr};
 
 use crate::drop::DropReason;
 use crate::eni::EniConfig;
@@ -38,6 +38,8 @@ pub enum LayerKind {
     Gateway,
     SecurityGroup,
     NetworkAcl,
+    /// Address translation (NAT; the edge and load balancer to come).
+    Nat,
     Routing,
 }
 
@@ -48,6 +50,7 @@ impl LayerKind {
             LayerKind::Gateway => "gateway",
             LayerKind::SecurityGroup => "security-group",
             LayerKind::NetworkAcl => "network-acl",
+            LayerKind::Nat => "nat",
             LayerKind::Routing => "routing",
         }
     }
@@ -93,6 +96,8 @@ pub enum RuleRef {
     Route { destination: IpNet },
     /// No route covers the destination.
     NoRoute,
+    /// A translation layer rewrote the packet.
+    Translation,
 }
 
 /// Where routing sends a packet; borrowed from the port's route table, so
@@ -149,20 +154,28 @@ impl<'a> Decision<'a> {
     }
 }
 
-/// What a port's layers see of a packet: the frame parsed once.
+/// What a port's layers see of a packet: the frame parsed once, and its
+/// key as the layers before have rewritten it.
 #[derive(Debug, Clone, Copy)]
 pub struct PacketMeta<'p> {
     pub flow: &'p ParsedFlow,
+    pub key: FlowKey,
     pub fields: PacketFields,
 }
 
 impl<'p> PacketMeta<'p> {
     pub fn new(flow: &'p ParsedFlow) -> Self {
+        PacketMeta::with_key(flow, flow.key)
+    }
+
+    /// The packet as it will look with `key` (after a translation).
+    pub fn with_key(flow: &'p ParsedFlow, key: FlowKey) -> Self {
         PacketMeta {
             flow,
+            key,
             fields: PacketFields {
-                protocol: flow.key.protocol,
-                dst_port: flow.key.dst_port,
+                protocol: key.protocol,
+                dst_port: key.dst_port,
                 icmp_type: flow.icmp_type,
                 icmp_code: flow.icmp_code,
             },
@@ -172,14 +185,14 @@ impl<'p> PacketMeta<'p> {
     /// The remote end of a packet crossing the ENI `way`.
     pub fn peer(&self, way: Way) -> IpAddr {
         match way {
-            Way::Ingress => self.flow.key.src_ip(),
-            Way::Egress => self.flow.key.dst_ip(),
+            Way::Ingress => self.key.src_ip(),
+            Way::Egress => self.key.dst_ip(),
         }
     }
 }
 
 /// One layer of a port: a rule table that decides without side effects.
-pub trait Layer: Sync {
+pub trait Layer: Sync + core::fmt::Debug {
     fn kind(&self) -> LayerKind;
 
     /// The decision for a packet crossing `port` in direction `way`.
@@ -229,8 +242,8 @@ impl Layer for Gateway {
             enabled: port.source_dest_check,
         };
         let own = match way {
-            Way::Egress => packet.flow.key.src_ip(),
-            Way::Ingress => packet.flow.key.dst_ip(),
+            Way::Egress => packet.key.src_ip(),
+            Way::Ingress => packet.key.dst_ip(),
         };
         if port.source_dest_check && !port.owns(own) {
             Decision::new(Action::Deny(DropReason::SourceDestCheck), rule)
@@ -337,7 +350,7 @@ impl Layer for Routing {
     ) -> Decision<'a> {
         // Only egress runs routing: arriving packets were routed by their
         // sender's host.
-        let dst = packet.flow.key.dst_ip();
+        let dst = packet.key.dst_ip();
         if port.subnet.contains(dst) {
             return Decision::new(
                 Action::Encap(Forward::Mapped { vni: port.vni }),
@@ -377,11 +390,32 @@ pub static EGRESS: &[&dyn Layer] = &[&Gateway, &SecurityGroups, &NetworkAcl, &Ro
 /// before the ENI's own groups, as AWS evaluates them.
 pub static INGRESS: &[&dyn Layer] = &[&Gateway, &NetworkAcl, &SecurityGroups];
 
-/// The layers of one direction.
-pub fn layers(way: Way) -> &'static [&'static dyn Layer] {
-    match way {
-        Way::Egress => EGRESS,
-        Way::Ingress => INGRESS,
+/// The layers a port runs: out of its ENI, and into it.
+#[derive(Debug, Clone, Copy)]
+pub struct PortLayers {
+    pub egress: &'static [&'static dyn Layer],
+    pub ingress: &'static [&'static dyn Layer],
+}
+
+impl PortLayers {
+    /// Every ENI's layers, in AWS's order.
+    pub const STANDARD: PortLayers = PortLayers {
+        egress: EGRESS,
+        ingress: INGRESS,
+    };
+
+    /// The layers of one direction.
+    pub fn of(&self, way: Way) -> &'static [&'static dyn Layer] {
+        match way {
+            Way::Egress => self.egress,
+            Way::Ingress => self.ingress,
+        }
+    }
+}
+
+impl Default for PortLayers {
+    fn default() -> Self {
+        PortLayers::STANDARD
     }
 }
 
@@ -391,8 +425,11 @@ pub struct Verdict<'a> {
     /// False for spec 3.2's untracked flows; `None` when no stateful layer
     /// spoke (the flow's earlier packets decided).
     pub tracked: Option<bool>,
-    /// The translation to apply, if a layer asked for one.
+    /// The translation to apply, if a layer asked for one (several
+    /// layers' rewrites combine, the later winning per field).
     pub rewrite: Option<Rewrite>,
+    /// The packet's key after the rewrites: what routing and delivery use.
+    pub key: FlowKey,
     /// Where the packet leaves the port to; `None` delivers it to the ENI.
     pub forward: Option<Forward<'a>>,
 }
@@ -404,23 +441,26 @@ pub struct Denied {
     pub reason: DropReason,
 }
 
-/// Runs `port`'s layers for `way` over a packet, reporting each decision to
-/// `sink`. Changes nothing.
+/// Runs `layers` of `port` for `way` over a packet, reporting each decision
+/// to `sink`. Changes nothing.
 #[inline]
 pub fn run<'a, S: Sink>(
     port: &'a EniConfig,
+    layers: PortLayers,
     way: Way,
     packet: &PacketMeta<'_>,
     flow: FlowState,
     sink: &mut S,
 ) -> Result<Verdict<'a>, Denied> {
+    let mut packet = *packet;
     let mut verdict = Verdict {
         tracked: None,
         rewrite: None,
+        key: packet.key,
         forward: None,
     };
-    for layer in layers(way) {
-        let decision = layer.decide(port, way, packet, flow);
+    for layer in layers.of(way) {
+        let decision = layer.decide(port, way, &packet, flow);
         sink.record(layer.kind(), way, &decision);
         match decision.action {
             Action::Allow => {}
@@ -431,7 +471,15 @@ pub fn run<'a, S: Sink>(
                     reason,
                 });
             }
-            Action::Rewrite(r) => verdict.rewrite = Some(r),
+            Action::Rewrite(r) => {
+                let mut all = verdict.rewrite.unwrap_or_default();
+                all.src = r.src.or(all.src);
+                all.dst = r.dst.or(all.dst);
+                verdict.rewrite = Some(all);
+                packet =
+                    PacketMeta::with_key(packet.flow, crate::transform::rewritten(&packet.key, &r));
+                verdict.key = packet.key;
+            }
             Action::Encap(f) => {
                 verdict.forward = Some(f);
                 break;

@@ -25,6 +25,7 @@ pub mod mapping;
 pub mod policy;
 pub mod route;
 pub mod router;
+pub mod transform;
 pub mod workload;
 
 pub use buf::PacketBuf;

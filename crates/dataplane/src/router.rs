@@ -30,9 +30,10 @@ use crate::explain::{Explanation, Fate, Recorder, Step};
 use crate::flow_table::{FlowEntry, FlowTable, Hop, TableStats};
 use crate::flowlog::{FlowLogRecord, LogAction, RejectLog};
 use crate::gateway::{self, GatewayConfig, GatewayError};
-use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta};
+use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta, PortLayers};
 use crate::mapping::{Lookup, Mapping};
 use crate::policy::Way;
+use crate::transform::{self, Transform, Transforms};
 
 /// A local ENI's slot; also its conntrack zone.
 pub type EniIndex = u16;
@@ -48,6 +49,8 @@ pub struct RouterConfig {
     pub flow_capacity: usize,
     /// Most distinct rejected flows counted per flow-log interval.
     pub reject_log_capacity: usize,
+    /// Most header transforms (translated flow directions) at once.
+    pub transform_capacity: usize,
     /// The MTU instances are told over DHCP: the underlay MTU minus the
     /// encapsulation.
     pub instance_mtu: u16,
@@ -61,6 +64,7 @@ impl RouterConfig {
             router_mac: MacAddr([0x02, 0x6f, 0x76, 0x70, 0x63, 0x01]),
             flow_capacity: 1 << 20,
             reject_log_capacity: 1 << 16,
+            transform_capacity: 1 << 16,
             instance_mtu: 1500 - openvpc_packet::geneve::OVERHEAD_V4 as u16,
         }
     }
@@ -133,6 +137,8 @@ struct EniSlot {
     cfg: EniConfig,
     gateway: GatewayConfig,
     epoch: u32,
+    /// The port's layers, in order, per direction.
+    layers: PortLayers,
 }
 
 /// The virtual router of one host.
@@ -147,6 +153,9 @@ pub struct Router<M> {
     vni_enis: HashMap<u32, usize>,
     flows: FlowTable,
     next_hops: NextHops,
+    transforms: Transforms,
+    /// Transform handles of entries a sweep removed, to give back.
+    released: Vec<u32>,
     hasher: FlowHasher,
     drops: DropCounters,
     rejects: RejectLog,
@@ -180,6 +189,7 @@ fn rewrite_macs(buf: &mut PacketBuf, dst: MacAddr, src: Option<MacAddr>) {
 impl<M: Mapping> Router<M> {
     pub fn new(cfg: RouterConfig, mapping: M) -> Self {
         let hasher = FlowHasher::new();
+        let cfg_transform_capacity = cfg.transform_capacity;
         Router {
             flows: FlowTable::new(cfg.flow_capacity, hasher.build_hasher().clone()),
             rejects: RejectLog::new(cfg.reject_log_capacity, hasher.build_hasher().clone()),
@@ -192,6 +202,8 @@ impl<M: Mapping> Router<M> {
             by_mac: HashMap::new(),
             vni_enis: HashMap::new(),
             next_hops: NextHops::default(),
+            transforms: Transforms::new(cfg_transform_capacity),
+            released: Vec::new(),
             drops: DropCounters::default(),
             finished_logs: Vec::new(),
             stats: RouterStats::default(),
@@ -288,12 +300,37 @@ impl<M: Mapping> Router<M> {
                     .unwrap_or_else(|| "ec2.internal".into()),
             ),
         };
+        let layers = self.slot(index).map_or(PortLayers::STANDARD, |s| s.layers);
         self.enis[usize::from(index)] = Some(EniSlot {
             cfg,
             gateway,
             epoch,
+            layers,
         });
         Ok(index)
+    }
+
+    /// Gives ENI `index`'s port these layers (the standard ones unless a
+    /// component such as NAT adds its own); its flows are judged again on
+    /// their next packet. False if no ENI is there.
+    pub fn set_layers(&mut self, index: EniIndex, layers: PortLayers) -> bool {
+        match self
+            .enis
+            .get_mut(usize::from(index))
+            .and_then(Option::as_mut)
+        {
+            Some(slot) => {
+                slot.layers = layers;
+                slot.epoch = slot.epoch.wrapping_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Transforms in use: translated flow directions.
+    pub fn transform_count(&self) -> usize {
+        self.transforms.len()
     }
 
     /// Removes an ENI and every flow it had.
@@ -302,11 +339,16 @@ impl<M: Mapping> Router<M> {
             return false;
         };
         let finished = &mut self.finished_logs;
+        let released = &mut self.released;
         let id_owned = id.to_string();
         self.flows.sweep(
             |k, _| k.zone == index,
-            |k, e| push_records(finished, id_owned.clone(), &k, &e),
+            |k, e| {
+                released.extend(e.transforms());
+                push_records(finished, id_owned.clone(), &k, &e);
+            },
         );
+        self.give_back_transforms();
         self.unindex(index);
         self.by_id.remove(id);
         self.enis[usize::from(index)] = None;
@@ -578,13 +620,24 @@ impl<M: Mapping> Router<M> {
         // Fast path: a live, current entry.
         let mut stale = None;
         if let Some(entry) = self.flows.get_mut(hash, &nkey) {
+            if let Some(h) = entry.alias_of() {
+                return self.process_translated(index, way, buf, pf, h, now);
+            }
             if entry.conn.expired(now, &timeouts) {
                 stale = Some(false);
             } else if entry.epoch != epoch {
                 stale = Some(true);
             } else {
                 let hop = entry.hop(way);
-                if hop != Hop::Unknown {
+                let compiled = match hop {
+                    Hop::Unknown => false,
+                    Hop::Transform(h) => self
+                        .transforms
+                        .get(h)
+                        .is_some_and(|t| t.then != Hop::Unknown),
+                    _ => true,
+                };
+                if compiled {
                     let dir = if way == entry.origin() {
                         Direction::Original
                     } else {
@@ -658,9 +711,16 @@ impl<M: Mapping> Router<M> {
             Some((_, false)) => FlowState::Untracked,
         };
         let packet = PacketMeta::new(pf);
-        let judged = layer::run(&slot.cfg, way, &packet, state, &mut NoSink)
-            .map(|v| (v.tracked.unwrap_or(true), next_of(&slot.cfg, v.forward, pf)));
-        let (tracked, next) = match judged {
+        let judged =
+            layer::run(&slot.cfg, slot.layers, way, &packet, state, &mut NoSink).map(|v| {
+                (
+                    v.tracked.unwrap_or(true),
+                    next_of(&slot.cfg, v.forward, &v.key),
+                    v.rewrite,
+                    v.key,
+                )
+            });
+        let (tracked, next, rewrite, new_key) = match judged {
             Ok(ok) => ok,
             Err(denied) => {
                 self.log_reject(denied.reason, key, way, pf, now);
@@ -671,13 +731,21 @@ impl<M: Mapping> Router<M> {
                         }
                     } else if let Some(entry) = self.flows.get_mut(hash, &nkey) {
                         entry.refresh(epoch);
-                        entry.set_hop(way, Hop::Drop(denied.reason));
+                        match entry.hop(way) {
+                            // A translated direction keeps its handle.
+                            Hop::Transform(h) => {
+                                if let Some(t) = self.transforms.get_mut(h) {
+                                    t.then = Hop::Drop(denied.reason);
+                                }
+                            }
+                            _ => entry.set_hop(way, Hop::Drop(denied.reason)),
+                        }
                     }
                 }
                 return self.drop(denied.reason);
             }
         };
-        let hop = match self.resolve(next, pf) {
+        let mut hop = match self.resolve(next, new_key.dst_ip()) {
             Ok(hop) => hop,
             Err(None) => {
                 self.stats.pending += 1;
@@ -685,6 +753,36 @@ impl<M: Mapping> Router<M> {
             }
             Err(Some(reason)) => Hop::Drop(reason),
         };
+        // A translated direction keeps its transform; only where it goes
+        // is compiled again.
+        if let Some(Hop::Transform(h)) = self.flows.get(hash, &nkey).map(|e| e.hop(way))
+            && let Some(t) = self.transforms.get_mut(h)
+        {
+            t.then = hop;
+            hop = Hop::Transform(h);
+        }
+        let mut alias = None;
+        if let (None, Some(rewrite)) = (existing, rewrite)
+            && !matches!(hop, Hop::Drop(_))
+        {
+            let alias_key = transform::rewritten(&key, &rewrite)
+                .reversed()
+                .normalized()
+                .0;
+            let t = Transform {
+                rewrite,
+                then: hop,
+                original: key,
+                alias: Some(alias_key),
+            };
+            match self.transforms.alloc(t) {
+                Some(h) => {
+                    hop = Hop::Transform(h);
+                    alias = Some((alias_key, h));
+                }
+                None => return self.drop(DropReason::TransformTableFull),
+            }
+        }
         let entry = match existing {
             Some((origin, _)) => {
                 let dir = if way == origin {
@@ -714,31 +812,24 @@ impl<M: Mapping> Router<M> {
                 };
                 let mut entry = FlowEntry::new(conn, epoch, way, tracked, local_is_src);
                 entry.set_hop(way, hop);
-                let enis = &self.enis;
-                let finished = &mut self.finished_logs;
-                let inserted = self.flows.insert(
-                    hash,
-                    nkey,
-                    entry,
-                    now,
-                    |k, e| {
-                        enis.get(usize::from(k.zone))
-                            .and_then(Option::as_ref)
-                            .is_none_or(|s| {
-                                e.conn.is_closed() || e.conn.expired(now, &s.cfg.timeouts)
-                            })
-                    },
-                    |k, e| {
-                        if let Some(id) = enis
-                            .get(usize::from(k.zone))
-                            .and_then(Option::as_ref)
-                            .map(|s| s.cfg.id.clone())
-                        {
-                            push_records(finished, id, &k, &e);
-                        }
-                    },
-                );
-                match inserted {
+                let inserted = self.insert_flow(hash, nkey, entry, now).is_some();
+                if !inserted {
+                    self.give_back_transforms();
+                    if let Hop::Transform(h) = hop {
+                        self.transforms.free(h);
+                    }
+                    return self.drop(DropReason::TableFull);
+                }
+                if let Some((alias_key, h)) = alias
+                    && !self.insert_alias(alias_key, h, now)
+                {
+                    if let Some(old) = self.flows.remove(hash, &nkey) {
+                        self.finish_entry(nkey, &old);
+                    }
+                    return self.drop(DropReason::TableFull);
+                }
+                self.give_back_transforms();
+                match self.flows.get_mut(hash, &nkey) {
                     Some(e) => e,
                     None => return self.drop(DropReason::TableFull),
                 }
@@ -758,8 +849,7 @@ impl<M: Mapping> Router<M> {
     /// Turns where the layers send a packet into a compiled hop: the
     /// mapping lookup for addresses in a VPC, the next-hop table for the
     /// underlay. `Err(None)` means the mapping is pending.
-    fn resolve(&mut self, next: Next, pf: &ParsedFlow) -> Result<Hop, Option<DropReason>> {
-        let dst = pf.key.dst_ip();
+    fn resolve(&mut self, next: Next, dst: IpAddr) -> Result<Hop, Option<DropReason>> {
         let mapping = &mut self.mapping;
         let Some(place) = next.place(|vni| mapping.lookup(vni, dst), self.cfg.router_mac)? else {
             return Ok(Hop::Deliver);
@@ -818,9 +908,201 @@ impl<M: Mapping> Router<M> {
                 rewrite_macs(buf, mac, None);
                 Output::Instance(index)
             }
+            Hop::Transform(h) => {
+                let Some(t) = self.transforms.get(h).copied() else {
+                    return self.drop(DropReason::UnknownSource);
+                };
+                if transform::apply(buf.data_mut(), pf, &t.rewrite).is_err() {
+                    return self.drop(DropReason::RewriteFailed);
+                }
+                let translated = ParsedFlow {
+                    key: transform::rewritten(&pf.key, &t.rewrite),
+                    ..*pf
+                };
+                match t.then {
+                    // A transform's hop is never another transform.
+                    Hop::Transform(_) | Hop::Unknown => self.drop(DropReason::UnknownSource),
+                    then => self.apply(index, then, buf, &translated, hash, now),
+                }
+            }
             Hop::Drop(reason) => self.drop(reason),
             Hop::Unknown => self.drop(DropReason::UnknownSource),
         }
+    }
+
+    /// Inserts a new entry, evicting closed and expired flows when the
+    /// table is full (their transforms are given back by the caller, with
+    /// [`Self::give_back_transforms`]).
+    fn insert_flow(
+        &mut self,
+        hash: u64,
+        key: FlowKey,
+        entry: FlowEntry,
+        now: u64,
+    ) -> Option<&mut FlowEntry> {
+        let enis = &self.enis;
+        let finished = &mut self.finished_logs;
+        let released = &mut self.released;
+        self.flows.insert(
+            hash,
+            key,
+            entry,
+            now,
+            |k, e| {
+                e.alias_of().is_none()
+                    && enis
+                        .get(usize::from(k.zone))
+                        .and_then(Option::as_ref)
+                        .is_none_or(|s| e.conn.is_closed() || e.conn.expired(now, &s.cfg.timeouts))
+            },
+            |k, e| {
+                released.extend(e.transforms());
+                if let Some(id) = enis
+                    .get(usize::from(k.zone))
+                    .and_then(Option::as_ref)
+                    .map(|s| s.cfg.id.clone())
+                {
+                    push_records(finished, id, &k, &e);
+                }
+            },
+        )
+    }
+
+    /// Files a translated flow's reply key, naming transform `h`; false if
+    /// the table has no room.
+    fn insert_alias(&mut self, key: FlowKey, h: u32, now: u64) -> bool {
+        let hash = self.flows.hash(&key);
+        let inserted = self
+            .insert_flow(hash, key, FlowEntry::alias(h), now)
+            .is_some();
+        self.give_back_transforms();
+        inserted
+    }
+
+    /// Gives back the transforms of entries that went away, with the
+    /// aliases of their replies.
+    fn give_back_transforms(&mut self) {
+        while let Some(h) = self.released.pop() {
+            if let Some(Transform {
+                alias: Some(alias), ..
+            }) = self.transforms.free(h)
+            {
+                let hash = self.flows.hash(&alias);
+                self.flows.remove(hash, &alias);
+            }
+        }
+    }
+
+    /// A packet whose key is a translated flow's reply key: it finds the
+    /// flow through transform `h`, is translated back, and takes the reply
+    /// direction's hop (compiled here on the first reply).
+    #[cold]
+    fn process_translated(
+        &mut self,
+        index: EniIndex,
+        way: Way,
+        buf: &mut PacketBuf,
+        pf: &ParsedFlow,
+        h: u32,
+        now: u64,
+    ) -> Output {
+        let Some(original) = self.transforms.get(h).copied() else {
+            return self.drop(DropReason::ConntrackInvalid);
+        };
+        let owner = original.owner();
+        let hash = self.flows.hash(&owner);
+        let Some(slot) = self.slot(index) else {
+            return self.drop(DropReason::UnknownSource);
+        };
+        let (epoch, timeouts) = (slot.epoch, slot.cfg.timeouts);
+        let Some(entry) = self.flows.get_mut(hash, &owner) else {
+            return self.drop(DropReason::ConntrackInvalid);
+        };
+        if entry.conn.expired(now, &timeouts) {
+            if let Some(old) = self.flows.remove(hash, &owner) {
+                self.finish_entry(owner, &old);
+            }
+            return self.drop(DropReason::ConntrackInvalid);
+        }
+        let current = entry.epoch == epoch;
+        let hop = entry.hop(way);
+        let compiled = match hop {
+            Hop::Transform(r) => self
+                .transforms
+                .get(r)
+                .is_some_and(|t| t.then != Hop::Unknown && current),
+            _ => false,
+        };
+        let hop = if compiled {
+            self.stats.fast_path += 1;
+            hop
+        } else {
+            self.stats.slow_path += 1;
+            let reply = transform::reply_rewrite(&original.original, &original.rewrite);
+            let untranslated = transform::rewritten(&pf.key, &reply);
+            let Some(slot) = self.slot(index) else {
+                return self.drop(DropReason::UnknownSource);
+            };
+            let packet = PacketMeta::with_key(pf, untranslated);
+            let next = match layer::run(
+                &slot.cfg,
+                slot.layers,
+                way,
+                &packet,
+                FlowState::Tracked,
+                &mut NoSink,
+            ) {
+                Ok(v) => next_of(&slot.cfg, v.forward, &v.key),
+                Err(denied) => return self.drop(denied.reason),
+            };
+            let then = match self.resolve(next, untranslated.dst_ip()) {
+                Ok(then) => then,
+                Err(None) => {
+                    self.stats.pending += 1;
+                    return Output::Pending;
+                }
+                Err(Some(reason)) => return self.drop(reason),
+            };
+            match hop {
+                Hop::Transform(r) if self.transforms.get(r).is_some() => {
+                    if let Some(t) = self.transforms.get_mut(r) {
+                        t.then = then;
+                    }
+                    hop
+                }
+                _ => {
+                    let t = Transform {
+                        rewrite: reply,
+                        then,
+                        original: original.original,
+                        alias: None,
+                    };
+                    match self.transforms.alloc(t) {
+                        Some(r) => Hop::Transform(r),
+                        None => return self.drop(DropReason::TransformTableFull),
+                    }
+                }
+            }
+        };
+        let Some(entry) = self.flows.get_mut(hash, &owner) else {
+            return self.drop(DropReason::ConntrackInvalid);
+        };
+        entry.refresh(epoch);
+        entry.set_hop(way, hop);
+        let dir = if way == entry.origin() {
+            Direction::Original
+        } else {
+            Direction::Reply
+        };
+        if entry.conn.update(dir, pf.tcp_flags, now) == Verdict::Invalid {
+            return self.drop(DropReason::ConntrackInvalid);
+        }
+        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+            flush_counters(&mut self.finished_logs, &self.enis, &owner, entry);
+            entry.count(way, pf.ip_len, pf.tcp_flags, now);
+        }
+        let hash = self.flows.hash(&pf.key.in_zone(index).normalized().0);
+        self.apply(index, hop, buf, pf, hash, now)
     }
 
     /// ICMP errors pass the security groups when they quote a tracked flow
@@ -851,8 +1133,8 @@ impl<M: Mapping> Router<M> {
             FlowState::New
         };
         let packet = PacketMeta::new(pf);
-        let next = match layer::run(&slot.cfg, way, &packet, state, &mut NoSink) {
-            Ok(v) => next_of(&slot.cfg, v.forward, pf),
+        let next = match layer::run(&slot.cfg, slot.layers, way, &packet, state, &mut NoSink) {
+            Ok(v) => next_of(&slot.cfg, v.forward, &v.key),
             Err(denied) => {
                 self.log_reject(denied.reason, pf.key.in_zone(index), way, pf, now);
                 return self.drop(denied.reason);
@@ -860,7 +1142,7 @@ impl<M: Mapping> Router<M> {
         };
         self.stats.slow_path += 1;
         let hash = self.hasher.hash(&pf.key);
-        match self.resolve(next, pf) {
+        match self.resolve(next, pf.key.dst_ip()) {
             Ok(hop) => self.apply(index, hop, buf, pf, hash, now),
             Err(None) => Output::Pending,
             Err(Some(reason)) => self.drop(reason),
@@ -880,11 +1162,14 @@ impl<M: Mapping> Router<M> {
         }
     }
 
-    /// Keeps the flow-log counts of an entry that is going away.
+    /// Keeps the flow-log counts of an entry that is going away, and gives
+    /// back what it owned.
     fn finish_entry(&mut self, key: FlowKey, entry: &FlowEntry) {
         if let Some(id) = self.slot(key.zone).map(|s| s.cfg.id.clone()) {
             push_records(&mut self.finished_logs, id, &key, entry);
         }
+        self.released.extend(entry.transforms());
+        self.give_back_transforms();
     }
 
     /// Removes expired and closed flows in one pass over the whole table:
@@ -892,14 +1177,21 @@ impl<M: Mapping> Router<M> {
     pub fn expire(&mut self, now: u64) -> usize {
         let enis = &self.enis;
         let finished = &mut self.finished_logs;
-        self.flows.sweep(
-            |k, e| slot_of(enis, k.zone).is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts)),
+        let released = &mut self.released;
+        let removed = self.flows.sweep(
             |k, e| {
+                e.alias_of().is_none()
+                    && slot_of(enis, k.zone).is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts))
+            },
+            |k, e| {
+                released.extend(e.transforms());
                 if let Some(id) = eni_id(enis, k.zone) {
                     push_records(finished, id, &k, &e);
                 }
             },
-        )
+        );
+        self.give_back_transforms();
+        removed
     }
 
     /// One bounded step of expiry, for the worker's loop: examines up to
@@ -911,10 +1203,15 @@ impl<M: Mapping> Router<M> {
     pub fn expire_step(&mut self, now: u64, budget: usize) -> usize {
         let enis = &self.enis;
         let finished = &mut self.finished_logs;
+        let released = &mut self.released;
         let mut harvest = Vec::new();
         let removed = self.flows.sweep_step(
             budget,
             |k, e| {
+                if e.alias_of().is_some() {
+                    // An alias goes with the flow it names.
+                    return false;
+                }
                 let slot = slot_of(enis, k.zone);
                 let dead = slot.is_none_or(|s| e.conn.expired(now, &s.cfg.timeouts));
                 if !dead && let (Some(s), Some(_)) = (slot, e.log_start_ms()) {
@@ -924,12 +1221,14 @@ impl<M: Mapping> Router<M> {
                 dead
             },
             |k, e| {
+                released.extend(e.transforms());
                 if let Some(id) = eni_id(enis, k.zone) {
                     push_records(finished, id, &k, &e);
                 }
             },
         );
         finished.append(&mut harvest);
+        self.give_back_transforms();
         removed
     }
 
@@ -1001,13 +1300,19 @@ impl<M: Mapping> Router<M> {
             None => FlowState::New,
         };
         let mut recorder = Recorder::new(&slot.cfg);
-        let judged = layer::run(&slot.cfg, way, &PacketMeta::new(&pf), state, &mut recorder);
+        let judged = layer::run(
+            &slot.cfg,
+            slot.layers,
+            way,
+            &PacketMeta::new(&pf),
+            state,
+            &mut recorder,
+        );
         steps.append(&mut recorder.steps);
-        let next = match judged {
-            Ok(v) => next_of(&slot.cfg, v.forward, &pf),
+        let (next, dst) = match judged {
+            Ok(v) => (next_of(&slot.cfg, v.forward, &v.key), v.key.dst_ip()),
             Err(denied) => return Fate::Dropped(denied.reason),
         };
-        let dst = pf.key.dst_ip();
         let place = next.place(|vni| self.mapping.peek(vni, dst), self.cfg.router_mac);
         let NextHop {
             vni,
@@ -1111,13 +1416,14 @@ impl Next {
     }
 }
 
-/// The [`Next`] of a packet the layers sent to `forward` from `port`.
-fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, pf: &ParsedFlow) -> Next {
+/// The [`Next`] of a packet (with `key` after the layers' rewrites) that
+/// the layers sent to `forward` from `port`.
+fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, key: &FlowKey) -> Next {
     match forward {
         None => Next::Deliver,
         Some(Forward::Mapped { vni }) => Next::Mapped {
             vni,
-            same_subnet: port.subnet.contains(pf.key.dst_ip()),
+            same_subnet: port.subnet.contains(key.dst_ip()),
             eni_mac: port.mac,
         },
         Some(Forward::Node { underlay, mac, .. }) => Next::Fixed {
