@@ -1270,7 +1270,7 @@ impl<M: Mapping> Router<M> {
     /// followed through that ENI's ingress layers.
     pub fn explain(&self, index: EniIndex, way: Way, frame: &[u8]) -> Explanation {
         let mut steps = Vec::new();
-        let fate = self.explain_at(index, way, frame, &mut steps, true);
+        let fate = self.explain_at(index, way, frame, &mut steps, None);
         Explanation { steps, fate }
     }
 
@@ -1280,7 +1280,10 @@ impl<M: Mapping> Router<M> {
         way: Way,
         frame: &[u8],
         steps: &mut Vec<Step>,
-        follow: bool,
+        // On the ingress leg of a packet this router hands to one of its own
+        // ENIs: the entry the egress leg would have made (its zone, key and
+        // whether it is tracked). A packet to its own ENI meets it.
+        egress_leg: Option<(FlowKey, bool)>,
     ) -> Fate {
         let Some(slot) = self.slot(index) else {
             return Fate::Dropped(DropReason::UnknownSource);
@@ -1294,9 +1297,13 @@ impl<M: Mapping> Router<M> {
             Frame::Malformed => return Fate::Dropped(DropReason::Malformed),
         };
         let (nkey, _) = pf.key.in_zone(index).normalized();
-        let state = match self.flows.get(self.flows.hash(&nkey), &nkey) {
-            Some(e) if e.tracked() => FlowState::Tracked,
-            Some(_) => FlowState::Untracked,
+        let entry = self.flows.get(self.flows.hash(&nkey), &nkey);
+        let existing = entry
+            .map(|e| e.tracked())
+            .or(egress_leg.filter(|(k, _)| *k == nkey).map(|(_, t)| t));
+        let state = match existing {
+            Some(true) => FlowState::Tracked,
+            Some(false) => FlowState::Untracked,
             None => FlowState::New,
         };
         let mut recorder = Recorder::new(&slot.cfg);
@@ -1309,10 +1316,33 @@ impl<M: Mapping> Router<M> {
             &mut recorder,
         );
         steps.append(&mut recorder.steps);
-        let (next, dst) = match judged {
-            Ok(v) => (next_of(&slot.cfg, v.forward, &v.key), v.key.dst_ip()),
+        let (next, dst, tracked) = match judged {
+            Ok(v) => (
+                next_of(&slot.cfg, v.forward, &v.key),
+                v.key.dst_ip(),
+                existing.or(v.tracked).unwrap_or(true),
+            ),
             Err(denied) => return Fate::Dropped(denied.reason),
         };
+        // The connection tracker's say, on a copy, where the packet path
+        // asks it: a packet that does not fit its connection is refused
+        // before it is forwarded; one that cannot open a connection, once
+        // its destination is known.
+        if let Some(e) = entry {
+            let dir = if way == e.origin() {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
+            let mut conn = e.conn;
+            if conn.update(dir, pf.tcp_flags, conn.last_seen()) == Verdict::Invalid
+                && !is_opening_syn(&pf)
+            {
+                return Fate::Dropped(DropReason::ConntrackInvalid);
+            }
+        }
+        let opens = existing.is_some()
+            || Conn::new(Protocol::from_ip(pf.key.protocol), pf.tcp_flags, 0).is_some();
         let place = next.place(|vni| self.mapping.peek(vni, dst), self.cfg.router_mac);
         let NextHop {
             vni,
@@ -1321,6 +1351,7 @@ impl<M: Mapping> Router<M> {
             ..
         } = match place {
             Ok(Some(place)) => place,
+            Ok(None) if !opens => return Fate::Dropped(DropReason::ConntrackInvalid),
             Ok(None) => {
                 return Fate::Delivered {
                     eni: slot.cfg.id.clone(),
@@ -1329,6 +1360,13 @@ impl<M: Mapping> Router<M> {
             Err(None) => return Fate::Unresolved,
             Err(Some(reason)) => return Fate::Dropped(reason),
         };
+        let local = (underlay == self.cfg.underlay).then(|| self.eni_at(vni, dst, dst_mac));
+        if local == Some(None) {
+            return Fate::Dropped(DropReason::NoMapping);
+        }
+        if !opens {
+            return Fate::Dropped(DropReason::ConntrackInvalid);
+        }
         if underlay != self.cfg.underlay {
             return Fate::Sent {
                 underlay,
@@ -1336,8 +1374,11 @@ impl<M: Mapping> Router<M> {
                 dst_mac,
             };
         }
-        match self.eni_at(vni, dst, dst_mac) {
-            Some(local) if follow => self.explain_at(local, Way::Ingress, frame, steps, false),
+        match local.flatten() {
+            Some(local) if egress_leg.is_none() => {
+                let leg = Some((nkey, tracked));
+                self.explain_at(local, Way::Ingress, frame, steps, leg)
+            }
             _ => Fate::Dropped(DropReason::NoMapping),
         }
     }

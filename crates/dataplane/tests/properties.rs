@@ -1,6 +1,7 @@
 //! Property tests of the router over the in-memory fabric: isolation between
-//! VPCs with overlapping addresses under random rules, and the fast path
-//! agreeing with the slow path byte for byte.
+//! VPCs with overlapping addresses under random rules, the fast path
+//! agreeing with the slow path byte for byte, and explain mode telling the
+//! fate of the real packet.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,6 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
+use openvpc_dataplane::explain::Fate;
 use openvpc_dataplane::fabric::Delivery;
 use openvpc_dataplane::policy::{NaclEntry, NetworkAcl, SecurityGroup, SgRule};
 use openvpc_model::rule::{RuleAction, TrafficMatch};
@@ -250,6 +252,42 @@ proptest! {
         prop_assert!(delivered_in_open > 0);
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Explain mode is the production pipeline: for random rules in
+    /// overlapping VPCs and random probes, the fate it explains is the fate
+    /// of the packet then sent, and it leaves the routers as they were.
+    #[test]
+    fn explain_tells_the_real_fate(
+        policies in prop::collection::vec(vpc_policy(), 1..3),
+        probes in prop::collection::vec(probe(2), 1..30),
+    ) {
+        let mut f = build(&policies);
+        let mut compared = 0;
+        for p in &probes {
+            let p = &Probe { vpc: p.vpc % policies.len(), ..p.clone() };
+            let eni = format!("eni-{}-{}", p.vpc, p.from);
+            let frame = packet(p);
+            let flows: Vec<usize> = f.routers.iter().map(|r| r.flow_count()).collect();
+            let explained = f.explain(&eni, &frame).fate;
+            let after: Vec<usize> = f.routers.iter().map(|r| r.flow_count()).collect();
+            prop_assert_eq!(&flows, &after, "explaining changed a flow table");
+            let real = match f.send(&eni, &frame) {
+                Delivery::Delivered { eni, .. } => Fate::Delivered { eni },
+                Delivery::Dropped { reason, .. } => Fate::Dropped(reason),
+                other => {
+                    prop_assert!(false, "unexpected {:?} for {:?}", other, p);
+                    continue;
+                }
+            };
+            prop_assert_eq!(&explained, &real, "probe {:?}", p);
+            compared += 1;
+        }
+        prop_assert!(compared > 0);
+    }
 }
 
 proptest! {
