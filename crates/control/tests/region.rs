@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::{call, first};
+use common::{all, call, first};
 use openvpc_agent::install::Converter;
 use openvpc_control::account::Account;
 use openvpc_control::fleet::Fleet;
@@ -425,20 +425,7 @@ fn a_blackhole_route_drops() {
 impl Region {
     /// `TracePacket` as the server answers it, over this region's fleet.
     fn trace(&self, body: &str) -> Result<String, openvpc_control::ApiError> {
-        let ctx = openvpc_control::actions::Ctx {
-            store: self.store.as_ref(),
-            account: &self.account,
-            region: REGION,
-            request_id: "req-trace",
-            fleet: Some(&self.fleet),
-        };
-        openvpc_control::actions::dispatch(
-            &ctx,
-            &openvpc_control::query::Params::parse(
-                format!("Action=TracePacket&{body}").as_bytes(),
-                "",
-            ),
-        )
+        self.act(&format!("Action=TracePacket&{body}"))
     }
 }
 
@@ -596,4 +583,566 @@ fn a_trace_refuses_what_the_caller_does_not_own() {
     .err()
     .map(|e| e.code);
     assert_eq!(e.as_deref(), Some("UnsupportedOperation"));
+}
+
+// --- The Reachability Analyzer's analyses (issue 14, item 4) ---------------
+
+impl Region {
+    /// Any action as the server answers it, over this region's fleet.
+    fn act(&self, body: &str) -> Result<String, openvpc_control::ApiError> {
+        let ctx = openvpc_control::actions::Ctx {
+            store: self.store.as_ref(),
+            account: &self.account,
+            region: REGION,
+            request_id: "req-analysis",
+            fleet: Some(&self.fleet),
+        };
+        openvpc_control::actions::dispatch(
+            &ctx,
+            &openvpc_control::query::Params::parse(body.as_bytes(), ""),
+        )
+    }
+
+    fn act_ok(&self, body: &str) -> String {
+        self.act(body)
+            .unwrap_or_else(|e| panic!("{body}: {} {}", e.code, e.message))
+    }
+
+    /// A path; its ID.
+    fn path(&self, query: &str) -> String {
+        first(
+            &self.act_ok(&format!("Action=CreateNetworkInsightsPath&{query}")),
+            "networkInsightsPathId",
+        )
+    }
+
+    /// Runs an analysis of `path`; the analysis as StartNetworkInsightsAnalysis
+    /// answers it.
+    fn analyse(&self, path: &str) -> String {
+        self.act_ok(&format!(
+            "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}"
+        ))
+    }
+}
+
+/// The `<item>`s of the list element `set` in `xml`, each as its own text
+/// (one level: the lists of an analysis hold no lists of `<item>`s with
+/// the same name).
+fn items(xml: &str, set: &str) -> Vec<String> {
+    let open = format!("<{set}>");
+    let close = format!("</{set}>");
+    let Some(start) = xml.find(&open) else {
+        return Vec::new();
+    };
+    let body = &xml[start + open.len()..];
+    let body = &body[..body.find(&close).unwrap_or(body.len())];
+    // Split on top-level items: count nesting of <item>.
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut begin = 0;
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with("<item>") {
+            if depth == 0 {
+                begin = i + "<item>".len();
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if body[i..].starts_with("</item>") {
+            depth -= 1;
+            if depth == 0 {
+                out.push(body[begin..i].to_owned());
+            }
+            i += "</item>".len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A path component's `<component><id>`.
+fn component_id(item: &str) -> String {
+    first(&item[item.find("<component>").unwrap()..], "id")
+}
+
+/// Two subnets of one VPC (so ACLs and routes apply between them), a group
+/// open to tcp 8080 inside the VPC, and an instance in each subnet.
+fn two_subnets(r: &mut Region) -> (String, String, String, Instance, Instance) {
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let sub_b = r.subnet(&vpc, "10.0.2.0/24", "us-east-1b");
+    let web = r.group(&vpc, "web");
+    r.allow(&web, "tcp", 8080, "10.0.0.0/16");
+    let a1 = r.run(&sub_a, &[&web], None);
+    let b1 = r.run(&sub_b, &[&web], None);
+    (vpc, sub_b, web, a1, b1)
+}
+
+// Issue 14 (4): an allowed path is found, and its forward components name
+// the security-group rule, the ACL rules (spec 4.1: rule 100 of the default
+// ACL) and the route (spec 2.2: the local route) that let it through, in
+// the order the packet meets them; the verdict is the real packet's fate.
+#[test]
+fn an_analysis_finds_an_allowed_path_and_names_its_rules() {
+    let mut r = Region::new();
+    let (vpc, sub_b, web, a1, b1) = two_subnets(&mut r);
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&DestinationPort=8080",
+        a1.id, b1.id
+    ));
+    let xml = r.analyse(&path);
+    assert!(
+        xml.contains("<StartNetworkInsightsAnalysisResponse xmlns="),
+        "{xml}"
+    );
+    let id = first(&xml, "networkInsightsAnalysisId");
+    assert!(id.starts_with("nia-"), "{id}");
+    assert_eq!(
+        first(&xml, "networkInsightsAnalysisArn"),
+        format!("arn:aws:ec2:us-east-1:111111111111:network-insights-analysis/{id}")
+    );
+    assert_eq!(first(&xml, "networkInsightsPathId"), path);
+    assert_eq!(first(&xml, "status"), "succeeded");
+    assert_eq!(first(&xml, "networkPathFound"), "true");
+    assert!(items(&xml, "explanationSet").is_empty(), "{xml}");
+
+    let real = r.send(&a1, b1.ip, syn(49152, 8080));
+    assert!(r.delivered_to(&real, &b1), "{real:?}");
+
+    let components = items(&xml, "forwardPathComponentSet");
+    let ids: Vec<String> = components.iter().map(|c| component_id(c)).collect();
+    let (a1_eni, b1_eni) = (r.eni_of(&a1).to_owned(), r.eni_of(&b1).to_owned());
+    let acl = ids.iter().find(|i| i.starts_with("acl-")).unwrap().clone();
+    let table = common::main_route_table(r.store.as_ref(), &r.account, &vpc);
+    assert_eq!(
+        ids,
+        [
+            a1.id.clone(),
+            a1_eni.clone(),
+            web.clone(),
+            acl.clone(),
+            table.clone(),
+            acl.clone(),
+            web.clone(),
+            b1_eni.clone(),
+            b1.id.clone()
+        ],
+        "{xml}"
+    );
+    let numbers: Vec<String> = components
+        .iter()
+        .map(|c| first(c, "sequenceNumber"))
+        .collect();
+    assert_eq!(numbers, ["1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+    // The source interface: its subnet, VPC, instance and the packet.
+    assert!(components[1].contains(&format!("<attachedTo><id>{}</id>", a1.id)));
+    assert!(components[1].contains(&format!("<vpc><id>{vpc}</id>")));
+    assert!(
+        components[1].contains("<outboundHeader>"),
+        "{}",
+        components[1]
+    );
+    assert_eq!(first(&components[1], "protocol"), "tcp");
+    // Egress: the group's default allow-all rule; ingress: the 8080 rule.
+    assert_eq!(first(&components[2], "direction"), "egress");
+    assert_eq!(first(&components[2], "cidr"), "0.0.0.0/0");
+    let sg_in = &components[6];
+    assert_eq!(first(sg_in, "direction"), "ingress");
+    assert_eq!(first(sg_in, "cidr"), "10.0.0.0/16");
+    assert_eq!(first(sg_in, "protocol"), "tcp");
+    assert!(sg_in.contains("<portRange><from>8080</from><to>8080</to></portRange>"));
+    // The default ACL's rule 100 both ways.
+    for (c, egress) in [(&components[3], "true"), (&components[5], "false")] {
+        assert_eq!(first(c, "ruleNumber"), "100", "{c}");
+        assert_eq!(first(c, "ruleAction"), "allow");
+        assert_eq!(first(c, "egress"), egress);
+        assert_eq!(first(c, "protocol"), "all");
+    }
+    // The local route.
+    let route = &components[4];
+    assert_eq!(first(route, "destinationCidr"), "10.0.0.0/16");
+    assert_eq!(first(route, "gatewayId"), "local");
+    assert_eq!(first(route, "state"), "active");
+    assert!(components[7].contains(&format!("<subnet><id>{sub_b}</id>")));
+    assert!(components[7].contains("<inboundHeader>"));
+
+    // Describe shows the stored snapshot, by ID, by path, and by filter.
+    let described = r.act_ok(&format!(
+        "Action=DescribeNetworkInsightsAnalyses&NetworkInsightsAnalysisId.1={id}"
+    ));
+    assert_eq!(items(&described, "forwardPathComponentSet"), components);
+    assert_eq!(first(&described, "networkPathFound"), "true");
+    assert_eq!(first(&described, "startDate"), first(&xml, "startDate"));
+}
+
+// Issue 14 (4): a port no rule admits is blocked at the destination's
+// groups (spec 3.1: groups only allow), with ENI_SG_RULES_MISMATCH naming
+// the interface and its groups; the real packet is dropped as sg_deny.
+#[test]
+fn an_analysis_blocked_by_a_security_group_names_the_groups() {
+    let mut r = Region::new();
+    let (_, sub_b, web, a1, b1) = two_subnets(&mut r);
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&DestinationPort=22",
+        a1.id, b1.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "status"), "succeeded");
+    assert_eq!(first(&xml, "networkPathFound"), "false");
+    let real = r.send(&a1, b1.ip, syn(49152, 22));
+    assert_eq!(real.drop_reason(), Some(DropReason::SgDeny));
+    let explanations = items(&xml, "explanationSet");
+    assert_eq!(explanations.len(), 1, "{xml}");
+    let e = &explanations[0];
+    assert_eq!(first(e, "explanationCode"), "ENI_SG_RULES_MISMATCH");
+    assert_eq!(first(e, "direction"), "ingress");
+    assert!(e.contains(&format!("<networkInterface><id>{}</id>", r.eni_of(&b1))));
+    assert!(
+        e.contains(&format!("<securityGroupSet><item><id>{web}</id>")),
+        "{e}"
+    );
+    assert!(e.contains(&format!("<subnet><id>{sub_b}</id>")), "{e}");
+    // The components the packet passed before it was stopped.
+    let ids: Vec<String> = items(&xml, "forwardPathComponentSet")
+        .iter()
+        .map(|c| component_id(c))
+        .collect();
+    assert_eq!(ids.first(), Some(&a1.id));
+    assert!(!ids.contains(&b1.id), "{ids:?}");
+
+    // Filters: path-found and status, and the path's ID.
+    let found = |query: &str| {
+        all(
+            &r.act_ok(&format!("Action=DescribeNetworkInsightsAnalyses&{query}")),
+            "networkInsightsAnalysisId",
+        )
+    };
+    let id = first(&xml, "networkInsightsAnalysisId");
+    assert_eq!(
+        found("Filter.1.Name=path-found&Filter.1.Value.1=false"),
+        [id.as_str()]
+    );
+    assert!(found("Filter.1.Name=path-found&Filter.1.Value.1=true").is_empty());
+    assert_eq!(
+        found("Filter.1.Name=status&Filter.1.Value.1=succeeded"),
+        [id.as_str()]
+    );
+    assert_eq!(
+        found(&format!("NetworkInsightsPathId={path}")),
+        [id.as_str()]
+    );
+    assert_eq!(
+        found("AnalysisStartTime=2000-01-01T00:00:00Z"),
+        [id.as_str()]
+    );
+    assert!(found("AnalysisEndTime=2000-01-01T00:00:00Z").is_empty());
+}
+
+// Issue 14 (4), spec 4.1: deny 90 beats allow 100 on the destination's
+// subnet; SUBNET_ACL_RESTRICTION names the ACL and rule 90, as the real
+// packet is dropped as nacl_deny.
+#[test]
+fn an_analysis_blocked_by_an_acl_names_the_rule() {
+    let mut r = Region::new();
+    let (vpc, sub_b, _, a1, b1) = two_subnets(&mut r);
+    let acl = first(
+        &r.ok(&format!("Action=CreateNetworkAcl&VpcId={vpc}")),
+        "networkAclId",
+    );
+    for (n, egress, proto, ports, action) in [
+        (
+            90,
+            false,
+            "6",
+            "&PortRange.From=8080&PortRange.To=8080",
+            "deny",
+        ),
+        (100, false, "-1", "", "allow"),
+        (100, true, "-1", "", "allow"),
+    ] {
+        r.ok(&format!(
+            "Action=CreateNetworkAclEntry&NetworkAclId={acl}&RuleNumber={n}&Protocol={proto}\
+             &RuleAction={action}&Egress={egress}&CidrBlock=0.0.0.0%2F0{ports}"
+        ));
+    }
+    let acls = r.ok(&format!(
+        "Action=DescribeNetworkAcls&Filter.1.Name=association.subnet-id&Filter.1.Value.1={sub_b}"
+    ));
+    let assoc = acls
+        .split("<item>")
+        .find(|item| item.contains(&format!("<subnetId>{sub_b}</subnetId>")))
+        .map(|item| first(item, "networkAclAssociationId"))
+        .unwrap();
+    r.ok(&format!(
+        "Action=ReplaceNetworkAclAssociation&AssociationId={assoc}&NetworkAclId={acl}"
+    ));
+    r.sync();
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&FilterAtSource.DestinationPortRange.FromPort=8080&FilterAtSource.DestinationPortRange.ToPort=8080",
+        a1.id, b1.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "networkPathFound"), "false", "{xml}");
+    let real = r.send(&a1, b1.ip, syn(49152, 8080));
+    assert_eq!(real.drop_reason(), Some(DropReason::NaclDeny));
+    let explanations = items(&xml, "explanationSet");
+    assert_eq!(explanations.len(), 1, "{xml}");
+    let e = &explanations[0];
+    assert_eq!(first(e, "explanationCode"), "SUBNET_ACL_RESTRICTION");
+    assert!(e.contains(&format!("<acl><id>{acl}</id>")), "{e}");
+    assert_eq!(first(e, "ruleNumber"), "90");
+    assert_eq!(first(e, "ruleAction"), "deny");
+    assert_eq!(first(e, "egress"), "false");
+    assert!(e.contains("<portRange><from>8080</from><to>8080</to></portRange>"));
+    assert!(e.contains(&format!("<subnet><id>{sub_b}</id>")), "{e}");
+    // Another port passes rule 100, and the analysis says so.
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&DestinationPort=8081",
+        a1.id, b1.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "networkPathFound"), "false");
+    assert_eq!(first(&xml, "explanationCode"), "ENI_SG_RULES_MISMATCH");
+}
+
+// Issue 14 (4) and "Bad input": a route to an internet gateway no node
+// serves yet stops the packet as the hosts stop it (target_unserved): not
+// found, BAD_STATE on the gateway and a warning that says why; a path from
+// the gateway fails rather than inventing an answer; a blackhole route
+// (spec 2.5) is BAD_STATE_ROUTE.
+#[test]
+fn analyses_say_what_openvpc_does_not_serve() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let open = r.group(&vpc, "open");
+    r.allow(&open, "-1", -1, "0.0.0.0/0");
+    let a1 = r.run(&sub, &[&open], None);
+    let igw = common::attached_igw(r.store.as_ref(), &r.account, &vpc);
+    let table = common::main_route_table(r.store.as_ref(), &r.account, &vpc);
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=0.0.0.0%2F0&GatewayId={igw}"
+    ));
+    r.sync();
+    let path = r.path(&format!(
+        "Source={}&Destination={igw}&Protocol=tcp&DestinationPort=443",
+        a1.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "status"), "succeeded");
+    assert_eq!(first(&xml, "networkPathFound"), "false");
+    let real = r.send(&a1, Ipv4Addr::new(8, 8, 8, 8), syn(49152, 443));
+    assert_eq!(real.drop_reason(), Some(DropReason::TargetUnserved));
+    let e = &items(&xml, "explanationSet")[0];
+    assert_eq!(first(e, "explanationCode"), "BAD_STATE");
+    assert!(
+        e.contains(&format!("<internetGateway><id>{igw}</id>")),
+        "{e}"
+    );
+    assert_eq!(first(e, "destinationCidr"), "0.0.0.0/0");
+    assert_eq!(first(e, "gatewayId"), igw);
+    assert!(first(&xml, "warningMessage").contains("issue 15"), "{xml}");
+
+    let from_igw = r.path(&format!(
+        "Source={igw}&Destination={}&Protocol=tcp&DestinationPort=22",
+        a1.id
+    ));
+    let xml = r.analyse(&from_igw);
+    assert_eq!(first(&xml, "status"), "failed");
+    assert!(!xml.contains("<networkPathFound>"), "{xml}");
+    assert!(first(&xml, "statusMessage").contains("issue 15"), "{xml}");
+
+    // spec 2.5: the appliance of a route goes away, the route turns blackhole.
+    let appliance = r.run(&sub, &[&open], None);
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=192.168.0.0%2F16&InstanceId={}",
+        appliance.id
+    ));
+    r.ok(&format!(
+        "Action=TerminateInstances&InstanceId.1={}",
+        appliance.id
+    ));
+    r.sync();
+    let path = r.path(&format!(
+        "Source={}&Protocol=udp&FilterAtSource.DestinationAddress=192.168.1.1&FilterAtSource.DestinationPortRange.FromPort=53&FilterAtSource.DestinationPortRange.ToPort=53",
+        a1.id
+    ));
+    let xml = r.analyse(&path);
+    let real = r.send(&a1, Ipv4Addr::new(192, 168, 1, 1), udp(49152, 53));
+    assert_eq!(real.drop_reason(), Some(DropReason::Blackhole));
+    let e = &items(&xml, "explanationSet")[0];
+    assert_eq!(first(e, "explanationCode"), "BAD_STATE_ROUTE", "{xml}");
+    assert_eq!(first(e, "instanceId"), appliance.id);
+    assert_eq!(first(e, "state"), "blackhole");
+    assert_eq!(first(e, "address"), "192.168.1.1");
+}
+
+// Issue 14 (4): AWS refuses to delete a path while analyses of it exist
+// (AnalysisExistsForNetworkInsightsPath); deleting the analysis first lets
+// the path go. Tags and client tokens work on analyses as on paths.
+#[test]
+fn a_path_outlives_its_analyses_only_once_they_are_deleted() {
+    let mut r = Region::new();
+    let (_, _, _, a1, b1) = two_subnets(&mut r);
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&DestinationPort=8080",
+        a1.id, b1.id
+    ));
+    let xml = r.act_ok(&format!(
+        "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}&ClientToken=tok-1\
+         &TagSpecification.1.ResourceType=network-insights-analysis&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web"
+    ));
+    let id = first(&xml, "networkInsightsAnalysisId");
+    assert!(xml.contains("<tagSet><item><key>Name</key><value>web</value></item></tagSet>"));
+    // spec 12.1: the same token answers with the first analysis.
+    let again = r.act_ok(&format!(
+        "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}&ClientToken=tok-1\
+         &TagSpecification.1.ResourceType=network-insights-analysis&TagSpecification.1.Tag.1.Key=Name&TagSpecification.1.Tag.1.Value=web"
+    ));
+    assert_eq!(first(&again, "networkInsightsAnalysisId"), id);
+    r.act_ok(&format!(
+        "Action=CreateTags&ResourceId.1={id}&Tag.1.Key=team&Tag.1.Value=net"
+    ));
+    let tagged = r.act_ok(
+        "Action=DescribeNetworkInsightsAnalyses&Filter.1.Name=tag:team&Filter.1.Value.1=net",
+    );
+    assert_eq!(all(&tagged, "networkInsightsAnalysisId"), [id.as_str()]);
+
+    let e = r
+        .act(&format!(
+            "Action=DeleteNetworkInsightsPath&NetworkInsightsPathId={path}"
+        ))
+        .unwrap_err();
+    assert_eq!(e.code, "AnalysisExistsForNetworkInsightsPath");
+    let deleted = r.act_ok(&format!(
+        "Action=DeleteNetworkInsightsAnalysis&NetworkInsightsAnalysisId={id}"
+    ));
+    assert_eq!(first(&deleted, "networkInsightsAnalysisId"), id);
+    r.act_ok(&format!(
+        "Action=DeleteNetworkInsightsPath&NetworkInsightsPathId={path}"
+    ));
+    for body in [
+        format!("Action=DeleteNetworkInsightsAnalysis&NetworkInsightsAnalysisId={id}"),
+        format!("Action=DescribeNetworkInsightsAnalyses&NetworkInsightsAnalysisId.1={id}"),
+    ] {
+        assert_eq!(
+            r.act(&body).unwrap_err().code,
+            "InvalidNetworkInsightsAnalysisId.NotFound",
+            "{body}"
+        );
+    }
+    assert_eq!(
+        r.act(&format!(
+            "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}"
+        ))
+        .unwrap_err()
+        .code,
+        "InvalidNetworkInsightsPathId.NotFound"
+    );
+}
+
+// Issue 14 "Bad input" and isolation: another account can neither run an
+// analysis of this account's path nor see its analyses, cross-account
+// analysis is refused, and a server that runs no hosts says it cannot
+// analyse; a source on no host fails with the reason.
+#[test]
+fn analyses_are_the_callers_own() {
+    let mut r = Region::new();
+    let (_, _, _, a1, b1) = two_subnets(&mut r);
+    let path = r.path(&format!(
+        "Source={}&Destination={}&Protocol=tcp&DestinationPort=8080",
+        a1.id, b1.id
+    ));
+    let id = first(&r.analyse(&path), "networkInsightsAnalysisId");
+    let other = Account::generate("other", None);
+    let ctx = openvpc_control::actions::Ctx {
+        store: r.store.as_ref(),
+        account: &other,
+        region: REGION,
+        request_id: "req-analysis",
+        fleet: Some(&r.fleet),
+    };
+    let ask = |body: String| {
+        openvpc_control::actions::dispatch(
+            &ctx,
+            &openvpc_control::query::Params::parse(body.as_bytes(), ""),
+        )
+    };
+    assert_eq!(
+        ask(format!(
+            "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}"
+        ))
+        .unwrap_err()
+        .code,
+        "InvalidNetworkInsightsPathId.NotFound"
+    );
+    assert_eq!(
+        ask(format!(
+            "Action=DescribeNetworkInsightsAnalyses&NetworkInsightsAnalysisId.1={id}"
+        ))
+        .unwrap_err()
+        .code,
+        "InvalidNetworkInsightsAnalysisId.NotFound"
+    );
+    let theirs = ask("Action=DescribeNetworkInsightsAnalyses".into()).unwrap();
+    assert!(all(&theirs, "networkInsightsAnalysisId").is_empty());
+    assert_eq!(
+        ask(format!(
+            "Action=DeleteNetworkInsightsAnalysis&NetworkInsightsAnalysisId={id}"
+        ))
+        .unwrap_err()
+        .code,
+        "InvalidNetworkInsightsAnalysisId.NotFound"
+    );
+    // Bad input, each with its code.
+    for (body, code) in [
+        (
+            format!("NetworkInsightsPathId={path}&AdditionalAccount.1=222222222222"),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "NetworkInsightsPathId={path}&FilterInArn.1=arn:aws:ec2:us-east-1:111111111111:vpc/vpc-12345678"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            "NetworkInsightsPathId=nip-XYZ".to_owned(),
+            "InvalidNetworkInsightsPathId.Malformed",
+        ),
+        (String::new(), "MissingParameter"),
+        (
+            format!("NetworkInsightsPathId={path}&DryRun=true"),
+            "DryRunOperation",
+        ),
+    ] {
+        let e = r
+            .act(&format!("Action=StartNetworkInsightsAnalysis&{body}"))
+            .unwrap_err();
+        assert_eq!(e.code, code, "{body}: {}", e.message);
+    }
+    // A server that runs no hosts.
+    let e = common::call(
+        r.store.as_ref(),
+        &r.account,
+        &format!("Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}"),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "UnsupportedOperation");
+    // A source that runs on no host (an interface attached to nothing):
+    // the analysis fails and says why, rather than guessing.
+    let (_, sub_b, _, _, _) = two_subnets(&mut r);
+    let loose = first(
+        &r.ok(&format!("Action=CreateNetworkInterface&SubnetId={sub_b}")),
+        "networkInterfaceId",
+    );
+    let path = r.path(&format!(
+        "Source={loose}&Destination={}&Protocol=tcp&DestinationPort=8080",
+        b1.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "status"), "failed", "{xml}");
+    assert!(!xml.contains("<networkPathFound>"), "{xml}");
+    assert!(first(&xml, "statusMessage").contains("no host"), "{xml}");
 }

@@ -280,6 +280,17 @@ lifecycle! {
     }
 }
 
+lifecycle! {
+    /// A Reachability Analyzer analysis's status (AnalysisStatus). openvpc
+    /// answers StartNetworkInsightsAnalysis once the analysis is done, so
+    /// a stored analysis is never `running`; the value is AWS's all the same.
+    AnalysisStatus {
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +323,7 @@ mod tests {
         round_trips(VpcEndpointState::ALL, VpcEndpointState::as_str);
         round_trips(PrefixListState::ALL, PrefixListState::as_str);
         round_trips(FlowLogDeliveryStatus::ALL, FlowLogDeliveryStatus::as_str);
+        round_trips(AnalysisStatus::ALL, AnalysisStatus::as_str);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod internet_gateway;
 pub mod nat_gateway;
 pub mod network_acl;
 pub mod network_insights;
+pub mod network_insights_analysis;
 pub mod network_interface;
 pub mod prefix_list;
 pub mod resource;
@@ -111,6 +112,7 @@ const HANDLERS: &[Handler] = &[
     nat_gateway::dispatch,
     vpc_peering::dispatch,
     network_insights::dispatch,
+    network_insights_analysis::dispatch,
     trace::dispatch,
     tags::dispatch,
 ];

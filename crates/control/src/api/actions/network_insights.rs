@@ -4,7 +4,7 @@
 //! internet gateways, by ID or ARN, or an address as the destination), a
 //! protocol, a port and the filters that scope an analysis; it decides
 //! nothing. The analyses that run a path (StartNetworkInsightsAnalysis and
-//! its neighbours) are not answered here.
+//! its neighbours) are answered by `network_insights_analysis`.
 //!
 //! Isolation: an endpoint is looked up in the caller's own key space only,
 //! and an ARN that names another account or region is answered as the ID

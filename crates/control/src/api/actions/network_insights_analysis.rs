@@ -1,0 +1,1127 @@
+//! Reachability Analyzer analyses (issue 14): StartNetworkInsightsAnalysis,
+//! DescribeNetworkInsightsAnalyses and DeleteNetworkInsightsAnalysis.
+//!
+//! An analysis is answered from the dataplane's explain mode
+//! (`crate::trace`): the production layers run over the compiled state the
+//! hosts run, with the path's protocol and port, from the path's source ENI
+//! to its destination's address. It is not a second model of the network,
+//! so its verdict is the fate a real packet would meet. The analysis runs
+//! while StartNetworkInsightsAnalysis is answered and is stored as the
+//! snapshot the API shows (`succeeded` or `failed`, never left `running`);
+//! Describe never recomputes it.
+//!
+//! What the steps of the explanation lack to fill AWS's shapes (a security
+//! group rule's CIDR, an ACL rule's ports, a route's target kind) is read
+//! from the caller's own records by the IDs the steps name.
+//!
+//! What is honest rather than invented:
+//! - a path from an internet gateway fails (inbound traffic from the
+//!   internet needs the edge, issue 15);
+//! - a route to a gateway no node serves yet stops the packet, as the hosts
+//!   stop it: not found, `BAD_STATE` on the gateway, and a warning that says
+//!   why;
+//! - a source that runs on no host fails with the reason.
+//!
+//! Isolation: the path is looked up in the caller's account only, and the
+//! trace engine does not show the steps taken at another account's ENI.
+//! AdditionalAccounts (cross-account analysis) is refused.
+
+use std::net::Ipv4Addr;
+
+use openvpc_dataplane::DropReason;
+use openvpc_dataplane::explain::{Evidence, Explanation as Trace, Fate, Probe, StepAction};
+use openvpc_dataplane::policy::Way;
+use openvpc_model::ResourceKind;
+use openvpc_model::lifecycle::AnalysisStatus;
+use openvpc_model::rule::{IpProtocol, L4Match, RuleAction, TrafficMatch};
+use openvpc_model::time::{days_from_civil, format_time, now_secs};
+
+use super::idempotency::{self, ClientToken};
+use super::network_acl::{EntryCidr, IPV4_STAR_RULE, NetworkAcl};
+use super::network_insights::{EndpointKind, NetworkInsightsPath, PathProtocol};
+use super::network_interface::NetworkInterface;
+use super::resource::{
+    DescribeSpec, Resource, Tags, Tx, check_id, describe_where, new_id, transact, write_tags,
+};
+use super::route_table::{Destination, RouteTable, Target, TargetKind};
+use super::security_group::{SecurityGroup, Target as SgTarget};
+use super::trace::{fleet, interface_of};
+use super::{Ctx, tags_for};
+use crate::api::error::ApiError;
+use crate::api::query::Params;
+use crate::api::xml::Xml;
+use crate::fleet::Fleet;
+pub use crate::records::network_insights_analysis::{
+    AnalysisAclRule, AnalysisComponent, AnalysisPacketHeader, AnalysisPortRange,
+    AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation, ExplanationCode,
+    NetworkInsightsAnalysis, PathComponent, RouteState,
+};
+use crate::trace::trace;
+
+/// The address a path to an internet gateway is analysed with when the path
+/// names none: any address outside the VPC that the route table sends to
+/// the gateway serves, and a well-known public one reads plainly.
+pub const INTERNET_PROBE: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
+
+/// The analysis actions this module answers.
+pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
+    Some(match action {
+        "StartNetworkInsightsAnalysis" => start(ctx, params),
+        "DescribeNetworkInsightsAnalyses" => describe_analyses(ctx, params),
+        "DeleteNetworkInsightsAnalysis" => delete(ctx, params),
+        _ => return None,
+    })
+}
+
+impl Resource for NetworkInsightsAnalysis {
+    const KIND: ResourceKind = ResourceKind::NetworkInsightsAnalysis;
+    // The code of the tags table (and Terraform's provider).
+    const NOT_FOUND: &'static str = "InvalidNetworkInsightsAnalysisId.NotFound";
+    const NOUN: &'static str = "network insights analysis";
+    // botocore: NetworkInsightsMaxResults is 1 to 100.
+    const MAX_RESULTS: std::ops::RangeInclusive<u32> = 1..=100;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn tags(&self) -> &Tags {
+        &self.tags
+    }
+
+    /// botocore's documented filters: `path-found` and `status`.
+    fn filter_values(&self, name: &str) -> Option<Vec<String>> {
+        Some(match name {
+            "path-found" => self
+                .network_path_found
+                .map(|f| f.to_string())
+                .into_iter()
+                .collect(),
+            "status" => vec![self.status.as_str().to_owned()],
+            _ => return None,
+        })
+    }
+
+    fn write(&self, x: &mut Xml) {
+        x.elem("networkInsightsAnalysisId", &self.id)
+            .elem("networkInsightsAnalysisArn", &self.arn)
+            .elem("networkInsightsPathId", &self.network_insights_path_id)
+            .elem("startDate", &self.start_date)
+            .elem("status", self.status.as_str())
+            .opt("statusMessage", self.status_message.as_ref())
+            .opt("warningMessage", self.warning_message.as_ref())
+            .opt("networkPathFound", self.network_path_found);
+        x.list(
+            "forwardPathComponentSet",
+            &self.forward_path_components,
+            write_path_component,
+        );
+        x.list("explanationSet", &self.explanations, write_explanation);
+        write_tags(x, &self.tags);
+    }
+}
+
+fn write_component(x: &mut Xml, name: &str, c: Option<&AnalysisComponent>) {
+    if let Some(c) = c {
+        x.node(name, |x| {
+            x.elem("id", &c.id).opt("arn", c.arn.as_ref());
+        });
+    }
+}
+
+fn write_port_range(x: &mut Xml, name: &str, r: Option<AnalysisPortRange>) {
+    if let Some(r) = r {
+        x.node(name, |x| {
+            x.elem("from", r.from).elem("to", r.to);
+        });
+    }
+}
+
+fn write_acl_rule(x: &mut Xml, r: &AnalysisAclRule) {
+    x.node("aclRule", |x| {
+        x.opt("cidr", r.cidr.as_ref())
+            .elem("egress", r.egress)
+            .elem("protocol", &r.protocol)
+            .elem("ruleAction", action_text(r.rule_action))
+            .elem("ruleNumber", r.rule_number);
+        write_port_range(x, "portRange", r.port_range);
+    });
+}
+
+fn write_sg_rule(x: &mut Xml, r: &AnalysisSecurityGroupRule) {
+    x.node("securityGroupRule", |x| {
+        x.opt("cidr", r.cidr.as_ref())
+            .elem("direction", r.direction.as_str())
+            .opt("securityGroupId", r.security_group_id.as_ref())
+            .opt("prefixListId", r.prefix_list_id.as_ref())
+            .elem("protocol", &r.protocol);
+        write_port_range(x, "portRange", r.port_range);
+    });
+}
+
+fn write_route(x: &mut Xml, r: &AnalysisRouteTableRoute) {
+    x.node("routeTableRoute", |x| {
+        x.opt("destinationCidr", r.destination_cidr.as_ref()).opt(
+            "destinationPrefixListId",
+            r.destination_prefix_list_id.as_ref(),
+        );
+        if let Some(t) = &r.target {
+            x.elem(t.kind.element(), &t.id);
+        }
+        x.opt("origin", r.origin.as_ref())
+            .elem("state", r.state.as_str());
+    });
+}
+
+fn write_header(x: &mut Xml, name: &str, h: Option<&AnalysisPacketHeader>) {
+    if let Some(h) = h {
+        x.node(name, |x| {
+            x.list("destinationAddressSet", &h.destination_addresses, |x, a| {
+                x.text(a);
+            });
+            x.list(
+                "destinationPortRangeSet",
+                &h.destination_port_ranges,
+                |x, r| {
+                    x.elem("from", r.from).elem("to", r.to);
+                },
+            );
+            x.elem("protocol", h.protocol.as_str());
+            x.list("sourceAddressSet", &h.source_addresses, |x, a| {
+                x.text(a);
+            });
+        });
+    }
+}
+
+fn write_path_component(x: &mut Xml, c: &PathComponent) {
+    x.elem("sequenceNumber", c.sequence_number);
+    if let Some(r) = &c.acl_rule {
+        write_acl_rule(x, r);
+    }
+    write_component(x, "attachedTo", c.attached_to.as_ref());
+    write_component(x, "component", Some(&c.component));
+    write_header(x, "outboundHeader", c.outbound_header.as_ref());
+    write_header(x, "inboundHeader", c.inbound_header.as_ref());
+    if let Some(r) = &c.route_table_route {
+        write_route(x, r);
+    }
+    if let Some(r) = &c.security_group_rule {
+        write_sg_rule(x, r);
+    }
+    write_component(x, "subnet", c.subnet.as_ref());
+    write_component(x, "vpc", c.vpc.as_ref());
+}
+
+fn write_explanation(x: &mut Xml, e: &Explanation) {
+    write_component(x, "acl", e.acl.as_ref());
+    if let Some(r) = &e.acl_rule {
+        write_acl_rule(x, r);
+    }
+    x.opt("address", e.address);
+    write_component(x, "component", e.component.as_ref());
+    write_component(x, "destination", e.destination.as_ref());
+    x.opt("direction", e.direction.map(Direction::as_str))
+        .elem("explanationCode", e.code.as_str());
+    write_component(x, "internetGateway", e.internet_gateway.as_ref());
+    write_component(x, "networkInterface", e.network_interface.as_ref());
+    if let Some(r) = &e.route_table_route {
+        write_route(x, r);
+    }
+    write_component(x, "routeTable", e.route_table.as_ref());
+    if !e.security_groups.is_empty() {
+        x.list("securityGroupSet", &e.security_groups, |x, c| {
+            x.elem("id", &c.id).opt("arn", c.arn.as_ref());
+        });
+    }
+    write_component(x, "subnet", e.subnet.as_ref());
+    write_component(x, "vpc", e.vpc.as_ref());
+}
+
+fn action_text(a: RuleAction) -> &'static str {
+    match a {
+        RuleAction::Allow => "allow",
+        RuleAction::Deny => "deny",
+    }
+}
+
+// --- Start ------------------------------------------------------------------
+
+/// A parameter openvpc refuses when it has any member.
+fn refuse_list(params: &Params, name: &str, why: &str) -> Result<(), ApiError> {
+    let values = params.list(name)?;
+    match values.first() {
+        Some(v) => Err(ApiError::invalid_value(name, v, why)),
+        None => Ok(()),
+    }
+}
+
+pub fn start(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let path_id = params.required("NetworkInsightsPathId")?;
+    check_id(ResourceKind::NetworkInsightsPath, path_id)?;
+    refuse_list(
+        params,
+        "AdditionalAccount",
+        "openvpc analyses paths within the caller's account only: an account's network is invisible to every other account.",
+    )?;
+    refuse_list(
+        params,
+        "FilterInArn",
+        "openvpc does not analyse through named intermediate components yet: leave FilterInArns out.",
+    )?;
+    refuse_list(
+        params,
+        "FilterOutArn",
+        "openvpc does not exclude intermediate components yet: leave FilterOutArns out.",
+    )?;
+    let tags = tags_for(params, "network-insights-analysis")?;
+    let token = ClientToken::of(params, "StartNetworkInsightsAnalysis")?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    let fleet = fleet(ctx)?;
+    let analysis = transact(ctx, |tx| {
+        // spec 12.1: a retry with the same token returns the first analysis.
+        if let Some(a) = idempotency::earlier_one::<NetworkInsightsAnalysis>(tx, token.as_ref())? {
+            return Ok(a);
+        }
+        let path = tx.load::<NetworkInsightsPath>(path_id)?;
+        let outcome = analyse(tx, fleet, &path)?;
+        let id = new_id(ResourceKind::NetworkInsightsAnalysis);
+        let start_secs = now_secs();
+        let analysis = NetworkInsightsAnalysis {
+            arn: format!(
+                "arn:aws:ec2:{}:{}:network-insights-analysis/{id}",
+                ctx.region, ctx.account.id
+            ),
+            id,
+            owner_id: ctx.account.id.clone(),
+            network_insights_path_id: path.id.clone(),
+            start_date: format_time(start_secs),
+            start_secs,
+            status: outcome.status.unwrap_or(AnalysisStatus::Succeeded),
+            status_message: outcome.status_message,
+            warning_message: (!outcome.warnings.is_empty()).then(|| outcome.warnings.join(" ")),
+            network_path_found: outcome.found,
+            forward_path_components: outcome.components,
+            explanations: outcome.explanations,
+            tags: tags.clone(),
+        };
+        tx.put(&analysis)?;
+        idempotency::remember(tx, token.as_ref(), std::slice::from_ref(&analysis))?;
+        Ok(analysis)
+    })?;
+    Ok(Xml::response(
+        "StartNetworkInsightsAnalysis",
+        ctx.request_id,
+        |x| {
+            x.node("networkInsightsAnalysis", |x| analysis.write(x));
+        },
+    ))
+}
+
+/// What an analysis found.
+#[derive(Debug, Default)]
+struct Outcome {
+    status: Option<AnalysisStatus>,
+    status_message: Option<String>,
+    warnings: Vec<String>,
+    found: Option<bool>,
+    components: Vec<PathComponent>,
+    explanations: Vec<Explanation>,
+}
+
+impl Outcome {
+    fn failed(message: impl Into<String>) -> Self {
+        Outcome {
+            status: Some(AnalysisStatus::Failed),
+            status_message: Some(message.into()),
+            ..Outcome::default()
+        }
+    }
+}
+
+/// Why an endpoint of the path cannot be analysed any more (deleted since
+/// the path was made, or an instance with no interface): the analysis
+/// fails with the reason; a store failure stays an error.
+fn endpoint_failure(e: ApiError) -> Result<Outcome, ApiError> {
+    if e.code == "InternalError" {
+        return Err(e);
+    }
+    Ok(Outcome::failed(e.message))
+}
+
+/// Runs the path through explain mode. `Err` only for store failures: what
+/// makes the analysis itself fail is a `failed` outcome (a `None` status
+/// is a success).
+fn analyse(tx: &mut Tx, fleet: &Fleet, path: &NetworkInsightsPath) -> Result<Outcome, ApiError> {
+    let ctx = tx.ctx();
+    let mut warnings = Vec::new();
+    if path.source.kind == EndpointKind::InternetGateway {
+        return Ok(Outcome::failed(format!(
+            "openvpc cannot analyse a path from internet gateway {} yet: traffic from the internet enters through the edge, which is not built yet (issue 15).",
+            path.source.id
+        )));
+    }
+    let source = match interface_of(tx, "Source", &path.source.id) {
+        Ok(eni) => eni,
+        Err(e) => return endpoint_failure(e),
+    };
+    // The port: the path's, or the first of its filter's range.
+    let range = path.filter_at_source.and_then(|f| f.destination_port_range);
+    let port = match (path.destination_port, range) {
+        (Some(p), _) => p,
+        (None, Some(r)) => {
+            let (from, to) = r.bounds();
+            if from != to {
+                warnings.push(format!(
+                    "openvpc analyses one destination port: port {from} of the range {from}-{to} was analysed."
+                ));
+            }
+            from
+        }
+        (None, None) => {
+            return Ok(Outcome::failed(
+                "openvpc analyses one destination port at a time: give the path a DestinationPort or a FilterAtSource.DestinationPortRange.",
+            ));
+        }
+    };
+    let probe = match path.protocol {
+        PathProtocol::Tcp => Probe::Tcp { port },
+        PathProtocol::Udp => Probe::Udp { port },
+    };
+    let filter_address = path.filter_at_source.and_then(|f| f.destination_address);
+    let named_address = path.destination_ip.or(filter_address);
+    let (dst, dst_eni) = match &path.destination {
+        Some(d) if d.kind == EndpointKind::InternetGateway => {
+            (named_address.unwrap_or(INTERNET_PROBE), None)
+        }
+        Some(d) => {
+            let eni = match interface_of(tx, "Destination", &d.id) {
+                Ok(eni) => eni,
+                Err(e) => return endpoint_failure(e),
+            };
+            let Some(primary) = eni.private_ips.first().copied() else {
+                return Ok(Outcome::failed(format!(
+                    "The path's destination {} has no private IPv4 address.",
+                    d.id
+                )));
+            };
+            (named_address.unwrap_or(primary), Some(eni))
+        }
+        None => match named_address {
+            Some(a) => (a, None),
+            None => {
+                return Ok(Outcome::failed(
+                    "The path names no destination address to analyse.",
+                ));
+            }
+        },
+    };
+    let source_ip = source.private_ips.first().copied();
+    let asked_source = path
+        .source_ip
+        .or(path.filter_at_source.and_then(|f| f.source_address));
+    if let Some(asked) = asked_source
+        && Some(asked) != source_ip
+    {
+        warnings.push(format!(
+            "openvpc analyses from the source interface's primary address, not {asked}."
+        ));
+    }
+    if path.filter_at_destination.is_some() {
+        warnings.push(
+            "FilterAtDestination was not taken into account: it scopes paths from a gateway, which openvpc does not analyse yet."
+                .to_owned(),
+        );
+    }
+    let Some(state) = fleet.eni_state(&source.id) else {
+        return Ok(Outcome::failed(
+            crate::trace::TraceError::NotRunning(source.id.clone()).to_string(),
+        ));
+    };
+    let explained = match trace(fleet, ctx.region, &ctx.account.id, &state, dst, probe) {
+        Ok(e) => e,
+        Err(e) => return Ok(Outcome::failed(e.to_string())),
+    };
+    let header = AnalysisPacketHeader {
+        protocol: path.protocol,
+        source_addresses: source_ip.into_iter().collect(),
+        destination_addresses: vec![dst],
+        destination_port_ranges: vec![AnalysisPortRange {
+            from: port,
+            to: port,
+        }],
+    };
+    let mut outcome = judge(
+        tx,
+        path,
+        &source,
+        dst_eni.as_ref(),
+        dst,
+        &header,
+        &explained,
+    )?;
+    warnings.append(&mut outcome.warnings);
+    outcome.warnings = warnings;
+    Ok(outcome)
+}
+
+/// The verdict and its components, from the explanation.
+fn judge(
+    tx: &mut Tx,
+    path: &NetworkInsightsPath,
+    source: &NetworkInterface,
+    dst_eni: Option<&NetworkInterface>,
+    dst: Ipv4Addr,
+    header: &AnalysisPacketHeader,
+    explained: &Trace,
+) -> Result<Outcome, ApiError> {
+    let mut components = Vec::new();
+    let src_attached = source
+        .attachment
+        .as_ref()
+        .map(|a| component(tx, &a.instance_id));
+    if path.source.kind == EndpointKind::Instance
+        && let Some(instance) = &src_attached
+    {
+        components.push(path_component(instance.clone()));
+    }
+    components.push(PathComponent {
+        attached_to: src_attached,
+        subnet: Some(component(tx, &source.subnet_id)),
+        vpc: Some(component(tx, &source.vpc_id)),
+        outbound_header: Some(header.clone()),
+        ..path_component(component(tx, &source.id))
+    });
+    for step in &explained.steps {
+        if matches!(step.action, StepAction::Deny(_)) {
+            break;
+        }
+        if let Some(c) = step_component(tx, step.way, &step.action, &step.evidence)? {
+            components.push(c);
+        }
+    }
+    let mut outcome = Outcome::default();
+    match &explained.fate {
+        Fate::Delivered { eni } => {
+            outcome.found = Some(true);
+            // The destination's own interface, when it is the caller's (a
+            // peer account's is not shown).
+            if let Some(record) = tx.get::<NetworkInterface>(eni)? {
+                let attached = record
+                    .attachment
+                    .as_ref()
+                    .map(|a| component(tx, &a.instance_id));
+                components.push(PathComponent {
+                    attached_to: attached.clone(),
+                    subnet: Some(component(tx, &record.subnet_id)),
+                    vpc: Some(component(tx, &record.vpc_id)),
+                    inbound_header: Some(header.clone()),
+                    ..path_component(component(tx, &record.id))
+                });
+                let to_instance = path
+                    .destination
+                    .as_ref()
+                    .is_some_and(|d| d.kind == EndpointKind::Instance);
+                if to_instance && let Some(instance) = attached {
+                    components.push(path_component(instance));
+                }
+            }
+        }
+        Fate::Sent { .. } => {
+            // The packet left for a node the walk does not enter: a path to
+            // an internet gateway ends there when the route names it.
+            let gateway = path
+                .destination
+                .as_ref()
+                .filter(|d| d.kind == EndpointKind::InternetGateway);
+            let reached = explained.steps.last().and_then(|s| match &s.action {
+                StepAction::Forward {
+                    target: Some(t), ..
+                } => Some(t.clone()),
+                _ => None,
+            });
+            match (gateway, reached) {
+                (Some(g), Some(t)) if g.id == t => {
+                    outcome.found = Some(true);
+                    components.push(path_component(component(tx, &g.id)));
+                }
+                (_, t) => {
+                    return Ok(Outcome::failed(format!(
+                        "The packet leaves through {}, which openvpc's analysis does not follow yet.",
+                        t.unwrap_or_else(|| "another node".to_owned())
+                    )));
+                }
+            }
+        }
+        Fate::Dropped(reason) => {
+            outcome.found = Some(false);
+            let denied = explained
+                .steps
+                .iter()
+                .rev()
+                .find(|s| matches!(s.action, StepAction::Deny(_)));
+            match explain_drop(tx, path, *reason, denied, dst, dst_eni)? {
+                Some((explanation, warning)) => {
+                    outcome.explanations.push(explanation);
+                    outcome.warnings.extend(warning);
+                }
+                None => {
+                    return Ok(Outcome::failed(format!(
+                        "The dataplane drops the probe ({reason}: {}), which no Reachability Analyzer explanation code describes.",
+                        reason.describe()
+                    )));
+                }
+            }
+        }
+        Fate::Unresolved => {
+            return Ok(Outcome::failed(format!(
+                "Where {dst} is in the VPC is not known yet: analyse again in a moment."
+            )));
+        }
+    }
+    for (n, c) in components.iter_mut().enumerate() {
+        c.sequence_number = u32::try_from(n + 1).unwrap_or(u32::MAX);
+    }
+    outcome.components = components;
+    Ok(outcome)
+}
+
+fn direction(way: Way) -> Direction {
+    match way {
+        Way::Egress => Direction::Egress,
+        Way::Ingress => Direction::Ingress,
+    }
+}
+
+/// The path component of a step that let the packet through, if AWS shows
+/// one for it (the source/destination check and switching inside a subnet
+/// are not components).
+fn step_component(
+    tx: &mut Tx,
+    way: Way,
+    action: &StepAction,
+    evidence: &Evidence,
+) -> Result<Option<PathComponent>, ApiError> {
+    Ok(match evidence {
+        Evidence::SecurityGroupRule { group_id, rule_id } => Some(PathComponent {
+            security_group_rule: Some(sg_rule(tx, way, group_id, rule_id.as_deref())?),
+            ..path_component(component(tx, group_id))
+        }),
+        Evidence::AclEntry {
+            acl_id,
+            rule_number,
+            ..
+        } => Some(PathComponent {
+            acl_rule: acl_rule(tx, way, acl_id, u32::from(*rule_number))?,
+            ..path_component(component(tx, acl_id))
+        }),
+        Evidence::Route {
+            route_table_id,
+            destination,
+            target,
+        } if matches!(action, StepAction::Forward { .. }) => Some(PathComponent {
+            route_table_route: Some(route(
+                tx,
+                route_table_id,
+                &destination.to_string(),
+                target,
+                RouteState::Active,
+            )?),
+            ..path_component(component(tx, route_table_id))
+        }),
+        _ => None,
+    })
+}
+
+/// The explanation of a drop, and a warning to add; `None` for a reason no
+/// explanation code describes.
+fn explain_drop(
+    tx: &mut Tx,
+    path: &NetworkInsightsPath,
+    reason: DropReason,
+    denied: Option<&openvpc_dataplane::explain::Step>,
+    dst: Ipv4Addr,
+    dst_eni: Option<&NetworkInterface>,
+) -> Result<Option<(Explanation, Option<String>)>, ApiError> {
+    let at = match denied {
+        Some(step) => tx.get::<NetworkInterface>(&step.eni)?,
+        None => None,
+    };
+    let subnet = at.as_ref().map(|e| component(tx, &e.subnet_id));
+    let vpc = at.as_ref().map(|e| component(tx, &e.vpc_id));
+    let destination = path.destination.as_ref().map(|d| component(tx, &d.id));
+    let evidence = denied.map(|s| &s.evidence);
+    let way = denied.map(|s| s.way);
+    let mut warning = None;
+    let explanation = match (reason, evidence) {
+        (DropReason::SgDeny, Some(Evidence::NoSecurityGroupRule { group_ids })) => {
+            let eni = at.as_ref().map(|e| component(tx, &e.id));
+            Explanation {
+                direction: way.map(direction),
+                component: eni.clone(),
+                network_interface: eni,
+                security_groups: group_ids.iter().map(|g| component(tx, g)).collect(),
+                subnet,
+                vpc,
+                ..Explanation::new(ExplanationCode::EniSgRulesMismatch)
+            }
+        }
+        (
+            DropReason::NaclDeny,
+            Some(e @ (Evidence::AclEntry { .. } | Evidence::AclDefault { .. })),
+        ) => {
+            let (acl_id, rule_number) = match e {
+                Evidence::AclEntry {
+                    acl_id,
+                    rule_number,
+                    ..
+                } => (acl_id, u32::from(*rule_number)),
+                Evidence::AclDefault { acl_id } => (acl_id, IPV4_STAR_RULE),
+                _ => return Ok(None),
+            };
+            let acl = component(tx, acl_id);
+            let way = way.unwrap_or(Way::Egress);
+            Explanation {
+                direction: Some(direction(way)),
+                component: Some(acl.clone()),
+                acl: Some(acl),
+                acl_rule: acl_rule(tx, way, acl_id, rule_number)?,
+                subnet,
+                vpc,
+                ..Explanation::new(ExplanationCode::SubnetAclRestriction)
+            }
+        }
+        (DropReason::NoRoute, Some(Evidence::NoRoute { route_table_id })) => {
+            let table = component(tx, route_table_id);
+            Explanation {
+                component: Some(table.clone()),
+                route_table: Some(table),
+                destination,
+                address: Some(dst),
+                vpc,
+                ..Explanation::new(ExplanationCode::NoRouteToDestination)
+            }
+        }
+        (
+            DropReason::Blackhole,
+            Some(Evidence::Route {
+                route_table_id,
+                destination: cidr,
+                target,
+            }),
+        ) => {
+            let table = component(tx, route_table_id);
+            Explanation {
+                component: Some(table.clone()),
+                route_table: Some(table),
+                route_table_route: Some(route(
+                    tx,
+                    route_table_id,
+                    &cidr.to_string(),
+                    target,
+                    RouteState::Blackhole,
+                )?),
+                destination,
+                address: Some(dst),
+                vpc,
+                ..Explanation::new(ExplanationCode::BadStateRoute)
+            }
+        }
+        // [U] AWS has no code for a target its network always serves: the
+        // closest documented one is BAD_STATE ("This component is not in a
+        // functional state"), which is what it is in openvpc today; the
+        // warning says why.
+        (
+            DropReason::TargetUnserved,
+            Some(Evidence::Route {
+                route_table_id,
+                destination: cidr,
+                target,
+            }),
+        ) => {
+            let gateway = component(tx, target);
+            warning = Some(format!(
+                "No openvpc node serves {target} yet (internet, NAT and VPN gateways need the edge, issue 15), so the hosts drop what the route sends there."
+            ));
+            Explanation {
+                component: Some(gateway.clone()),
+                internet_gateway: target.starts_with("igw-").then_some(gateway),
+                route_table: Some(component(tx, route_table_id)),
+                route_table_route: Some(route(
+                    tx,
+                    route_table_id,
+                    &cidr.to_string(),
+                    target,
+                    RouteState::Active,
+                )?),
+                destination,
+                address: Some(dst),
+                vpc,
+                ..Explanation::new(ExplanationCode::BadState)
+            }
+        }
+        // [U] the code's spelling is seen in AWS's answers (users' notes),
+        // not on the explanation-codes page this was checked against.
+        (DropReason::SourceDestCheck, _) => {
+            let eni = at.as_ref().map(|e| component(tx, &e.id));
+            Explanation {
+                direction: way.map(direction),
+                component: eni.clone(),
+                network_interface: eni,
+                address: Some(dst),
+                subnet,
+                vpc,
+                ..Explanation::new(ExplanationCode::EniSourceDestCheckRestriction)
+            }
+        }
+        // The path's destination interface runs on no host (its instance
+        // is not placed, or it is detached): nothing receives for it.
+        (DropReason::NoMapping, _) if dst_eni.is_some() => {
+            let eni = dst_eni.map(|e| component(tx, &e.id));
+            let vpc = dst_eni.map(|e| component(tx, &e.vpc_id));
+            warning = Some(format!(
+                "The destination interface {} runs on no host, so nothing receives what is sent to {dst}.",
+                dst_eni.map(|e| e.id.as_str()).unwrap_or_default()
+            ));
+            Explanation {
+                component: eni.clone(),
+                network_interface: eni,
+                destination,
+                address: Some(dst),
+                vpc,
+                ..Explanation::new(ExplanationCode::BadState)
+            }
+        }
+        // [U] no interface holds the address in the VPC the route led to:
+        // AWS documents no code for an address nothing holds; the closest
+        // is that nothing leads there.
+        (DropReason::NoMapping, _) => {
+            let vpc_id = path_vpc(tx, path)?;
+            warning = Some(format!(
+                "No network interface holds {dst} in the VPC the packet was routed to."
+            ));
+            Explanation {
+                destination,
+                address: Some(dst),
+                vpc: (!vpc_id.is_empty()).then(|| component(tx, &vpc_id)),
+                ..Explanation::new(ExplanationCode::NoRouteToDestination)
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some((explanation, warning)))
+}
+
+/// The VPC of the path's source interface.
+fn path_vpc(tx: &mut Tx, path: &NetworkInsightsPath) -> Result<String, ApiError> {
+    Ok(match interface_of(tx, "Source", &path.source.id) {
+        Ok(eni) => eni.vpc_id,
+        Err(_) => String::new(),
+    })
+}
+
+// --- Components from the caller's records -----------------------------------
+
+fn path_component(component: AnalysisComponent) -> PathComponent {
+    PathComponent {
+        sequence_number: 0,
+        component,
+        acl_rule: None,
+        security_group_rule: None,
+        route_table_route: None,
+        attached_to: None,
+        subnet: None,
+        vpc: None,
+        outbound_header: None,
+        inbound_header: None,
+    }
+}
+
+/// A resource of the caller by ID, with its ARN where the kind has one.
+fn component(tx: &Tx, id: &str) -> AnalysisComponent {
+    let ctx = tx.ctx();
+    // `vpce-` before `vpc-`: the longer prefix first.
+    const TYPES: &[(&str, &str)] = &[
+        ("i-", "instance"),
+        ("eni-", "network-interface"),
+        ("sg-", "security-group"),
+        ("acl-", "network-acl"),
+        ("rtb-", "route-table"),
+        ("subnet-", "subnet"),
+        ("vpce-", "vpc-endpoint"),
+        ("vpc-", "vpc"),
+        ("igw-", "internet-gateway"),
+        ("eigw-", "egress-only-internet-gateway"),
+        ("nat-", "natgateway"),
+        ("pcx-", "vpc-peering-connection"),
+        ("vgw-", "vpn-gateway"),
+        ("tgw-", "transit-gateway"),
+    ];
+    let arn = TYPES
+        .iter()
+        .find(|(prefix, _)| id.starts_with(prefix))
+        .map(|(_, kind)| format!("arn:aws:ec2:{}:{}:{kind}/{id}", ctx.region, ctx.account.id));
+    AnalysisComponent {
+        id: id.to_owned(),
+        arn,
+    }
+}
+
+/// A rule's protocol as the analysis shows it: `all` for `-1` [U: the
+/// spelling AWS's analyses use for "all" is not documented].
+fn protocol_text(p: IpProtocol) -> String {
+    match p {
+        IpProtocol::All => "all".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn port_range_of(t: &TrafficMatch) -> Option<AnalysisPortRange> {
+    match t.l4 {
+        L4Match::Ports { from, to } => Some(AnalysisPortRange { from, to }),
+        _ => None,
+    }
+}
+
+/// The security-group rule the evidence names, from the caller's group.
+fn sg_rule(
+    tx: &mut Tx,
+    way: Way,
+    group_id: &str,
+    rule_id: Option<&str>,
+) -> Result<AnalysisSecurityGroupRule, ApiError> {
+    let mut shown = AnalysisSecurityGroupRule {
+        direction: direction(way),
+        cidr: None,
+        security_group_id: None,
+        prefix_list_id: None,
+        protocol: String::new(),
+        port_range: None,
+    };
+    let group = tx.get::<SecurityGroup>(group_id)?;
+    let rule = group.as_ref().and_then(|g| {
+        g.rules(way == Way::Egress)
+            .iter()
+            .find(|r| Some(r.id.as_str()) == rule_id)
+    });
+    if let Some(rule) = rule {
+        shown.protocol = protocol_text(rule.traffic.protocol);
+        shown.port_range = port_range_of(&rule.traffic);
+        match &rule.target {
+            SgTarget::Ipv4(c) | SgTarget::Ipv6(c) => shown.cidr = Some(c.clone()),
+            // [U] botocore documents securityGroupId only as "the security
+            // group ID"; the group is the component, so the member names
+            // the group the rule refers to, as prefixListId does.
+            SgTarget::Group { group_id, .. } => shown.security_group_id = Some(group_id.clone()),
+            SgTarget::PrefixList(p) => shown.prefix_list_id = Some(p.clone()),
+        }
+    }
+    Ok(shown)
+}
+
+/// The network-ACL rule `rule_number` of `way`, from the caller's ACL.
+fn acl_rule(
+    tx: &mut Tx,
+    way: Way,
+    acl_id: &str,
+    rule_number: u32,
+) -> Result<Option<AnalysisAclRule>, ApiError> {
+    let egress = way == Way::Egress;
+    let Some(acl) = tx.get::<NetworkAcl>(acl_id)? else {
+        return Ok(None);
+    };
+    Ok(acl
+        .rules(egress)
+        .into_iter()
+        .find(|r| r.rule_number == rule_number)
+        .map(|r| AnalysisAclRule {
+            rule_number: r.rule_number,
+            rule_action: r.action,
+            egress,
+            cidr: Some(match &r.cidr {
+                EntryCidr::Ipv4(c) => c.to_string(),
+                EntryCidr::Ipv6(c) => c.clone(),
+            }),
+            protocol: protocol_text(r.traffic.protocol),
+            port_range: port_range_of(&r.traffic),
+        }))
+}
+
+/// The route of table `table_id` to `cidr`, from the caller's table: its
+/// target's kind and origin; the evidence's target where the table does
+/// not have it (a prefix-list route, expanded by the compiler).
+fn route(
+    tx: &mut Tx,
+    table_id: &str,
+    cidr: &str,
+    target: &str,
+    state: RouteState,
+) -> Result<AnalysisRouteTableRoute, ApiError> {
+    let table = tx.get::<RouteTable>(table_id)?;
+    let stored = table.as_ref().and_then(|t| {
+        t.routes
+            .iter()
+            .find(|r| matches!(&r.destination, Destination::Ipv4(c) if c.to_string() == cidr))
+    });
+    Ok(match stored {
+        Some(r) => AnalysisRouteTableRoute {
+            destination_cidr: Some(cidr.to_owned()),
+            destination_prefix_list_id: None,
+            target: Some(r.target.clone()),
+            origin: Some(r.origin.clone()),
+            state,
+        },
+        None => AnalysisRouteTableRoute {
+            destination_cidr: Some(cidr.to_owned()),
+            destination_prefix_list_id: None,
+            target: target_of(target),
+            origin: None,
+            state,
+        },
+    })
+}
+
+/// A route target the explanation names, by its ID's prefix.
+fn target_of(id: &str) -> Option<Target> {
+    let kind = if id == "local" || ["igw-", "vgw-", "vpce-"].iter().any(|p| id.starts_with(p)) {
+        TargetKind::Gateway
+    } else if id.starts_with("nat-") {
+        TargetKind::NatGateway
+    } else if id.starts_with("eni-") {
+        TargetKind::NetworkInterface
+    } else if id.starts_with("i-") {
+        TargetKind::Instance
+    } else if id.starts_with("pcx-") {
+        TargetKind::VpcPeeringConnection
+    } else if id.starts_with("eigw-") {
+        TargetKind::EgressOnlyInternetGateway
+    } else if id.starts_with("tgw-") {
+        TargetKind::TransitGateway
+    } else {
+        return None;
+    };
+    Some(Target {
+        kind,
+        id: id.to_owned(),
+    })
+}
+
+// --- Describe and Delete ----------------------------------------------------
+
+/// A `MillisecondDateTime` parameter: ISO 8601 in UTC as botocore writes it
+/// (`2024-05-01T12:00:00Z`, fractions allowed), or Unix seconds.
+fn time_param(params: &Params, name: &str) -> Result<Option<u64>, ApiError> {
+    let Some(text) = params.get(name) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::invalid_value(
+            name,
+            text,
+            "Give a time in ISO 8601 (2024-05-01T12:00:00Z) or Unix seconds.",
+        )
+    };
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Some(secs));
+    }
+    let t = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix("+00:00"))
+        .unwrap_or(text);
+    let (date, clock) = t.split_once('T').ok_or_else(bad)?;
+    let clock = clock.split('.').next().unwrap_or(clock);
+    let num = |s: Option<&str>| s.and_then(|s| s.parse::<i64>().ok()).ok_or_else(bad);
+    let mut d = date.split('-');
+    let (y, mo, da) = (num(d.next())?, num(d.next())?, num(d.next())?);
+    let mut c = clock.split(':');
+    let (h, mi, s) = (num(c.next())?, num(c.next())?, num(c.next())?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || s > 60 {
+        return Err(bad());
+    }
+    let secs = days_from_civil(y, mo, da) * 86_400 + h * 3_600 + mi * 60 + s;
+    u64::try_from(secs).map(Some).map_err(|_| bad())
+}
+
+pub fn describe_analyses(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let path = params.get("NetworkInsightsPathId");
+    if let Some(p) = path {
+        check_id(ResourceKind::NetworkInsightsPath, p)?;
+    }
+    let from = time_param(params, "AnalysisStartTime")?;
+    let until = time_param(params, "AnalysisEndTime")?;
+    describe_where::<NetworkInsightsAnalysis>(
+        ctx,
+        params,
+        DescribeSpec {
+            action: "DescribeNetworkInsightsAnalyses",
+            ids: "NetworkInsightsAnalysisId",
+            set: "networkInsightsAnalysisSet",
+        },
+        |a| {
+            path.is_none_or(|p| a.network_insights_path_id == p)
+                && from.is_none_or(|t| a.start_secs >= t)
+                && until.is_none_or(|t| a.start_secs <= t)
+        },
+    )
+}
+
+pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let id = params.required("NetworkInsightsAnalysisId")?;
+    check_id(ResourceKind::NetworkInsightsAnalysis, id)?;
+    if params.dry_run()? {
+        return Err(ApiError::dry_run());
+    }
+    transact(ctx, |tx| {
+        tx.load::<NetworkInsightsAnalysis>(id)?;
+        tx.delete::<NetworkInsightsAnalysis>(id);
+        Ok(())
+    })?;
+    Ok(Xml::response(
+        "DeleteNetworkInsightsAnalysis",
+        ctx.request_id,
+        |x| {
+            x.elem("networkInsightsAnalysisId", id);
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_botocore_sends_them() {
+        let p = |q: &str| Params::parse(q.as_bytes(), "");
+        let t = |q: &str| time_param(&p(q), "T");
+        assert_eq!(t("T=1970-01-02T00:00:00Z").unwrap(), Some(86_400));
+        assert_eq!(t("T=1970-01-01T00:01:00.250Z").unwrap(), Some(60));
+        assert_eq!(t("T=120").unwrap(), Some(120));
+        assert_eq!(t("").unwrap(), None);
+        assert_eq!(t("T=yesterday").unwrap_err().code, "InvalidParameterValue");
+    }
+
+    #[test]
+    fn targets_by_prefix() {
+        assert_eq!(
+            target_of("local").map(|t| t.kind),
+            Some(TargetKind::Gateway)
+        );
+        assert_eq!(
+            target_of("pcx-12345678").map(|t| t.kind),
+            Some(TargetKind::VpcPeeringConnection)
+        );
+        assert_eq!(target_of("blackhole"), None);
+        assert_eq!(TargetKind::NatGateway.element(), "natGatewayId");
+    }
+
+    // DeleteNetworkInsightsPath finds analyses by this field's stored name.
+    #[test]
+    fn the_record_names_its_path_where_delete_path_looks() {
+        assert_eq!(
+            super::super::network_insights::ANALYSIS_PATH_FIELD,
+            "network_insights_path_id"
+        );
+    }
+}
