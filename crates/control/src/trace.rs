@@ -5,10 +5,11 @@
 //! mode. It is the production pipeline, not a model of it: nothing is sent,
 //! no host is asked, no root is needed.
 //!
-//! The walk follows the packet as the underlay would: the source ENI's
-//! egress, then the ingress of the ENI the mapping service names at the
-//! destination (in the same VPC or, across a peering, in the peer's). A
-//! packet handed to a gateway's node ends the walk there.
+//! The walk follows the packet as the hosts would: the source's host runs
+//! its egress (and, for an ENI of the same machine, that ENI's ingress);
+//! a packet encapsulated to another host continues there at the ENI that
+//! host's decapsulation picks (in the same VPC or, across a peering, in the
+//! peer's). A packet handed to a gateway's node ends the walk there.
 //!
 //! Account isolation: the source must belong to the asking account; the
 //! steps taken at another account's ENI (a peer's instance) are not shown,
@@ -17,8 +18,10 @@
 //! It reads the fleet; it must not know the Query protocol.
 
 use core::net::{IpAddr, Ipv4Addr};
+use std::collections::HashMap;
 
-use openvpc_dataplane::explain::{Explanation, Fate, Probe, StepAction, probe_frame};
+use openvpc_dataplane::DropReason;
+use openvpc_dataplane::explain::{Explanation, Fate, Probe, probe_frame};
 use openvpc_dataplane::install::{Converter, InstallError};
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};
 use openvpc_dataplane::policy::Way;
@@ -85,32 +88,40 @@ impl Mapping for FleetMapping<'_> {
     }
 }
 
-/// A router holding the one ENI a step of the walk happens at. Its
-/// underlay is unspecified, so every next hop is another host's and the
-/// walk continues there, as the packet would, whether or not both ENIs
-/// share a machine: the same layers decide either way.
-fn router_for<'f>(
-    fleet: &'f Fleet,
-    region: &'f str,
-    state: &EniState,
-) -> Result<(Router<FleetMapping<'f>>, openvpc_dataplane::EniIndex), TraceError> {
-    let config = Converter::new()
-        .eni_config(state)
-        .map_err(|source| TraceError::Config {
-            eni: state.eni_id.clone(),
-            source,
-        })?;
-    let mut router = Router::new(
-        RouterConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-        FleetMapping { fleet, region },
-    );
-    let index = router
-        .upsert_eni(config)
-        .map_err(|source| TraceError::Router {
-            eni: state.eni_id.clone(),
-            source,
-        })?;
-    Ok((router, index))
+/// A host as the walk runs it: a router with the host's underlay address
+/// and every ENI the fleet compiled for it, so a packet between two ENIs of
+/// one machine takes the same in-host path as on the machine, and the owner
+/// account of each ENI, to keep other accounts' steps out of the answer.
+struct Host<'f> {
+    router: Router<FleetMapping<'f>>,
+    owners: HashMap<String, String>,
+}
+
+fn host<'f>(fleet: &'f Fleet, region: &'f str, host_id: &str) -> Result<Host<'f>, TraceError> {
+    let underlay = fleet
+        .registered_hosts(region)
+        .into_iter()
+        .find(|h| h.host_id == host_id)
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |h| h.underlay_ip);
+    let mut router = Router::new(RouterConfig::new(underlay), FleetMapping { fleet, region });
+    let mut converter = Converter::new();
+    let mut owners = HashMap::new();
+    for state in fleet.delta(region, host_id, 0).upserts {
+        let config = converter
+            .eni_config(&state)
+            .map_err(|source| TraceError::Config {
+                eni: state.eni_id.clone(),
+                source,
+            })?;
+        router
+            .upsert_eni(config)
+            .map_err(|source| TraceError::Router {
+                eni: state.eni_id.clone(),
+                source,
+            })?;
+        owners.insert(state.eni_id, state.account_id);
+    }
+    Ok(Host { router, owners })
 }
 
 /// Explains `probe` sent from `source` (an ENI of `account`) to `dst`.
@@ -122,53 +133,56 @@ pub fn trace(
     dst: Ipv4Addr,
     probe: Probe,
 ) -> Result<Explanation, TraceError> {
-    if fleet.host_of(&source.eni_id).is_none() {
-        return Err(TraceError::NotRunning(source.eni_id.clone()));
-    }
-    let (router, index) = router_for(fleet, region, source)?;
+    let not_running = || TraceError::NotRunning(source.eni_id.clone());
+    let (_, host_id) = fleet.host_of(&source.eni_id).ok_or_else(not_running)?;
+    let here = host(fleet, region, &host_id)?;
+    let index = here
+        .router
+        .eni_index(&source.eni_id)
+        .ok_or_else(not_running)?;
     let frame = probe_frame(
-        router
-            .eni(index)
-            .ok_or_else(|| TraceError::NotRunning(source.eni_id.clone()))?,
+        here.router.eni(index).ok_or_else(not_running)?,
         dst,
         probe,
-        router.config().router_mac,
+        here.router.config().router_mac,
     )
     .map_err(TraceError::Probe)?;
-    let mut explained = router.explain(index, Way::Egress, &frame);
-    let Fate::Sent { vni, .. } = explained.fate else {
-        return Ok(explained);
-    };
-    // The next ENI: an appliance the route names, or whoever owns the
-    // destination in the packet's VPC.
-    let named = explained.steps.last().and_then(|s| match &s.action {
-        StepAction::Forward {
-            target: Some(t), ..
-        } if t.starts_with("eni-") => Some(t.clone()),
-        _ => None,
-    });
-    let next_eni = match named {
-        Some(eni) => Some(eni),
-        None => match (FleetMapping { fleet, region }).find(vni, IpAddr::V4(dst)) {
-            Lookup::Found(e) => Some(e.eni.to_string()),
-            Lookup::Absent | Lookup::Pending => None,
-        },
-    };
-    let Some(next_state) = next_eni.and_then(|eni| fleet.eni_state(&eni)) else {
-        // Handed to a gateway's node, which the walk does not enter.
-        return Ok(explained);
-    };
-    let (router, index) = router_for(fleet, region, &next_state)?;
-    let there = router.explain(index, Way::Ingress, &frame);
-    if next_state.account_id == account {
-        explained.steps.extend(there.steps);
-        explained.fate = there.fate;
-    } else {
-        explained.fate = match there.fate {
-            Fate::Delivered { .. } => Fate::Delivered {
-                eni: format!("an interface of account {}", next_state.account_id),
-            },
-            other => other,
+    let mut explained = here.router.explain(index, Way::Egress, &frame);
+    let mut owners = here.owners;
+    if let Fate::Sent {
+        underlay,
+        vni,
+        dst_mac,
+    } = explained.fate
+    {
+        // The host at that underlay address, if it is one (and not a
+        // gateway's node, which the walk does not enter).
+        let there = fleet
+            .registered_hosts(region)
+            .into_iter()
+            .find(|h| h.underlay_ip == underlay);
+        if let Some(record) = there {
+            let there = host(fleet, region, &record.host_id)?;
+            match there.router.eni_at(vni, IpAddr::V4(dst), dst_mac) {
+                Some(index) => {
+                    let more = there.router.explain(index, Way::Ingress, &frame);
+                    explained.steps.extend(more.steps);
+                    explained.fate = more.fate;
+                }
+                None => explained.fate = Fate::Dropped(DropReason::UnknownEni),
+            }
+            owners.extend(there.owners);
+        }
+    }
+    // Another account's interface: that the packet reached it, and whether
+    // it was let in, but not its rules.
+    let foreign = |eni: &str| owners.get(eni).is_some_and(|owner| owner != account);
+    explained.steps.retain(|s| !foreign(&s.eni));
+    if let Fate::Delivered { eni } = &explained.fate
+        && let Some(owner) = owners.get(eni).filter(|o| *o != account)
+    {
+        explained.fate = Fate::Delivered {
+            eni: format!("an interface of account {owner}"),
         };
     }
     Ok(explained)

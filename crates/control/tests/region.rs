@@ -30,6 +30,7 @@ use openvpc_packet::icmp::IcmpRepr;
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::tcp::{TcpRepr, flags};
 use openvpc_packet::udp::UdpRepr;
+use proptest::prelude::*;
 
 const REGION: &str = "us-east-1";
 
@@ -1145,4 +1146,262 @@ fn analyses_are_the_callers_own() {
     assert_eq!(first(&xml, "status"), "failed", "{xml}");
     assert!(!xml.contains("<networkPathFound>"), "{xml}");
     assert!(first(&xml, "statusMessage").contains("no host"), "{xml}");
+}
+
+// --- Trace against the real packet, for random regions (issue 14, item 5) --
+
+/// One random region: two VPCs (overlapping, or apart and possibly
+/// peered), a group per subnet with random ingress rules (CIDRs and group
+/// references), maybe a custom ACL, maybe an appliance route.
+#[derive(Debug, Clone)]
+struct RandomRegion {
+    overlap: bool,
+    peered: bool,
+    /// Per group: (protocol, port, source): source 0..4 names a CIDR, 4
+    /// the other group of its VPC.
+    rules: Vec<Vec<(u8, u16, u8)>>,
+    /// (rule number, protocol, port, allow) entries of a custom ACL on
+    /// each VPC's second subnet, if any.
+    acl: Option<Vec<(u16, u8, u16, bool)>>,
+    /// An instance with the source/destination check off, and a route to
+    /// 192.168.0.0/16 through it.
+    appliance: bool,
+}
+
+/// A probe: from instance `from` to instance `to` (or 192.168.1.1 when
+/// `to` is 8), by protocol and port.
+#[derive(Debug, Clone, Copy)]
+struct TraceProbe {
+    from: usize,
+    to: usize,
+    protocol: u8,
+    port: u16,
+}
+
+const PROTOCOLS: [&str; 4] = ["tcp", "udp", "icmp", "-1"];
+const PORTS: [u16; 3] = [22, 80, 443];
+
+fn random_region() -> impl Strategy<Value = RandomRegion> {
+    let rule = (0u8..4, prop::sample::select(PORTS.to_vec()), 0u8..5);
+    (
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec(prop::collection::vec(rule, 1..4), 4),
+        prop::option::of(prop::collection::vec(
+            (
+                1u16..200,
+                0u8..4,
+                prop::sample::select(PORTS.to_vec()),
+                any::<bool>(),
+            ),
+            1..4,
+        )),
+        any::<bool>(),
+    )
+        .prop_map(|(overlap, peered, rules, acl, appliance)| RandomRegion {
+            overlap,
+            peered: peered && !overlap,
+            rules,
+            acl,
+            appliance,
+        })
+}
+
+fn trace_probe() -> impl Strategy<Value = TraceProbe> {
+    (
+        0usize..8,
+        0usize..9,
+        0u8..3,
+        prop::sample::select(PORTS.to_vec()),
+    )
+        .prop_map(|(from, to, protocol, port)| TraceProbe {
+            from,
+            to,
+            protocol,
+            port,
+        })
+}
+
+/// Builds `spec` through the API; its eight instances, VPC by VPC, subnet
+/// by subnet.
+fn build_region(r: &mut Region, spec: &RandomRegion) -> Vec<Instance> {
+    let cidrs = if spec.overlap {
+        ["10.0.0.0/16", "10.0.0.0/16"]
+    } else {
+        ["10.0.0.0/16", "10.1.0.0/16"]
+    };
+    let sources = ["10.0.0.0/8", "10.1.0.0/16", "0.0.0.0/0", "10.0.1.0/24"];
+    let mut instances = Vec::new();
+    let mut vpcs = Vec::new();
+    for (v, cidr) in cidrs.iter().enumerate() {
+        let vpc = r.vpc(cidr);
+        // "10.0." or "10.1.": the VPC's first two octets.
+        let base = &cidr[..cidr.len() - 6];
+        let subnets = [
+            r.subnet(&vpc, &format!("{base}1.0/24"), "us-east-1a"),
+            r.subnet(&vpc, &format!("{base}2.0/24"), "us-east-1b"),
+        ];
+        let groups = [r.group(&vpc, "g0"), r.group(&vpc, "g1")];
+        for (g, group) in groups.iter().enumerate() {
+            // A rule given twice is AWS's InvalidPermission.Duplicate:
+            // each is authorised once (ports do not matter for icmp and -1).
+            let rules: std::collections::BTreeSet<(u8, u16, u8)> = spec.rules[v * 2 + g]
+                .iter()
+                .map(|&(protocol, port, source)| {
+                    (protocol, if protocol >= 2 { 0 } else { port }, source)
+                })
+                .collect();
+            for (protocol, port, source) in rules {
+                let proto = PROTOCOLS[usize::from(protocol)];
+                let (from, to) = match proto {
+                    "icmp" | "-1" => (-1, -1),
+                    _ => (i32::from(port), i32::from(port)),
+                };
+                let peer = if source == 4 {
+                    format!("Groups.1.GroupId={}", groups[1 - g])
+                } else {
+                    format!(
+                        "IpRanges.1.CidrIp={}",
+                        sources[usize::from(source)].replace('/', "%2F")
+                    )
+                };
+                r.ok(&format!(
+                    "Action=AuthorizeSecurityGroupIngress&GroupId={group}&IpPermissions.1.IpProtocol={proto}\
+                     &IpPermissions.1.FromPort={from}&IpPermissions.1.ToPort={to}&IpPermissions.1.{peer}"
+                ));
+            }
+        }
+        if let Some(entries) = &spec.acl {
+            let acl = first(
+                &r.ok(&format!("Action=CreateNetworkAcl&VpcId={vpc}")),
+                "networkAclId",
+            );
+            // One entry per rule number (a second is NetworkAclEntryAlreadyExists).
+            let entries: std::collections::BTreeMap<u16, (u8, u16, bool)> = entries
+                .iter()
+                .rev()
+                .map(|&(number, protocol, port, allow)| (number, (protocol, port, allow)))
+                .collect();
+            for egress in [false, true] {
+                for (&number, &(protocol, port, allow)) in &entries {
+                    let proto = match PROTOCOLS[usize::from(protocol)] {
+                        "tcp" => "6",
+                        "udp" => "17",
+                        "icmp" => "1",
+                        _ => "-1",
+                    };
+                    r.ok(&format!(
+                        "Action=CreateNetworkAclEntry&NetworkAclId={acl}&RuleNumber={number}&Protocol={proto}\
+                         &RuleAction={}&Egress={egress}&CidrBlock=0.0.0.0%2F0&PortRange.From={port}&PortRange.To={port}\
+                         &IcmpTypeCode.Type=-1&IcmpTypeCode.Code=-1",
+                        if allow { "allow" } else { "deny" }
+                    ));
+                }
+                // Replies and everything else the entries do not name.
+                r.ok(&format!(
+                    "Action=CreateNetworkAclEntry&NetworkAclId={acl}&RuleNumber=500&Protocol=-1\
+                     &RuleAction=allow&Egress={egress}&CidrBlock=0.0.0.0%2F0"
+                ));
+            }
+            let assoc = common::all(
+                &r.ok(&format!(
+                    "Action=DescribeNetworkAcls&Filter.1.Name=association.subnet-id&Filter.1.Value.1={}",
+                    subnets[1]
+                )),
+                "networkAclAssociationId",
+            )
+            .into_iter()
+            .next()
+            .unwrap();
+            r.ok(&format!(
+                "Action=ReplaceNetworkAclAssociation&AssociationId={assoc}&NetworkAclId={acl}"
+            ));
+        }
+        for (s, subnet) in subnets.iter().enumerate() {
+            for g in 0..2 {
+                instances.push(r.run(subnet, &[&groups[(s + g) % 2]], None));
+            }
+        }
+        vpcs.push(vpc);
+    }
+    let tables = [
+        common::main_route_table(r.store.as_ref(), &r.account, &vpcs[0]),
+        common::main_route_table(r.store.as_ref(), &r.account, &vpcs[1]),
+    ];
+    if spec.peered {
+        let pcx = first(
+            &r.ok(&format!(
+                "Action=CreateVpcPeeringConnection&VpcId={}&PeerVpcId={}",
+                vpcs[0], vpcs[1]
+            )),
+            "vpcPeeringConnectionId",
+        );
+        r.ok(&format!(
+            "Action=AcceptVpcPeeringConnection&VpcPeeringConnectionId={pcx}"
+        ));
+        for (table, cidr) in [(&tables[0], cidrs[1]), (&tables[1], cidrs[0])] {
+            r.ok(&format!(
+                "Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock={}&VpcPeeringConnectionId={pcx}",
+                cidr.replace('/', "%2F")
+            ));
+        }
+    }
+    if spec.appliance {
+        let appliance = &instances[1];
+        r.ok(&format!(
+            "Action=ModifyInstanceAttribute&InstanceId={}&SourceDestCheck.Value=false",
+            appliance.id
+        ));
+        r.ok(&format!(
+            "Action=CreateRoute&RouteTableId={}&DestinationCidrBlock=192.168.0.0%2F16&InstanceId={}",
+            tables[0], appliance.id
+        ));
+    }
+    r.sync();
+    instances
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The verdict `TracePacket` gives equals the fate of the real packet
+    /// through the hosts' routers, for random regions and probes. Each
+    /// probe starts with no flow state, as a trace assumes.
+    #[test]
+    fn a_trace_is_the_real_fate(
+        spec in random_region(),
+        probes in prop::collection::vec(trace_probe(), 4..16),
+    ) {
+        let mut r = Region::new();
+        let instances = build_region(&mut r, &spec);
+        for p in probes {
+            let from = &instances[p.from];
+            let to_ip = if p.to == 8 {
+                Ipv4Addr::new(192, 168, 1, 1)
+            } else {
+                instances[p.to].ip
+            };
+            if to_ip == from.ip {
+                continue;
+            }
+            let (protocol, l4) = match p.protocol {
+                0 => (format!("Protocol=tcp&DestinationPort={}", p.port), syn(49152, p.port)),
+                1 => (format!("Protocol=udp&DestinationPort={}", p.port), udp(49152, p.port)),
+                _ => ("Protocol=icmp".to_owned(), echo(1)),
+            };
+            let xml = r
+                .trace(&format!("Source={}&DestinationIp={to_ip}&{protocol}", from.id))
+                .unwrap();
+            // A trace across a peering names the peer's ENI by ID when the
+            // account owns it, as here.
+            let real = r.send(from, to_ip, l4);
+            prop_assert_eq!(trace_fate(&xml), fate_code(&real), "{:?} {}", p, xml);
+            // Start the next probe with no flow state.
+            r.fabric.advance(24 * 3600 * 1000);
+            let now = r.fabric.now_ms();
+            for router in &mut r.fabric.routers {
+                router.expire(now);
+            }
+        }
+    }
 }
