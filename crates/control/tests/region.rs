@@ -527,21 +527,7 @@ fn a_trace_refuses_what_the_caller_does_not_own() {
     let open = r.group(&vpc, "open");
     let mine = r.run(&sub, &[&open], None);
     let other = Account::generate("other", None);
-    let ctx = openvpc_control::actions::Ctx {
-        store: r.store.as_ref(),
-        account: &other,
-        region: REGION,
-        request_id: "req-trace",
-        fleet: Some(&r.fleet),
-    };
-    let ask = |body: String| {
-        openvpc_control::actions::dispatch(
-            &ctx,
-            &openvpc_control::query::Params::parse(body.as_bytes(), ""),
-        )
-        .err()
-        .map(|e| e.code)
-    };
+    let ask = |body: String| r.act_as(&other, &body).err().map(|e| e.code);
     assert_eq!(
         ask(format!(
             "Action=TracePacket&Source={}&DestinationIp=10.0.1.9&Protocol=icmp",
@@ -591,11 +577,16 @@ fn a_trace_refuses_what_the_caller_does_not_own() {
 impl Region {
     /// Any action as the server answers it, over this region's fleet.
     fn act(&self, body: &str) -> Result<String, openvpc_control::ApiError> {
+        self.act_as(&self.account, body)
+    }
+
+    /// Any action asked by `account`, over this region's fleet.
+    fn act_as(&self, account: &Account, body: &str) -> Result<String, openvpc_control::ApiError> {
         let ctx = openvpc_control::actions::Ctx {
             store: self.store.as_ref(),
-            account: &self.account,
+            account,
             region: REGION,
-            request_id: "req-analysis",
+            request_id: "req-test",
             fleet: Some(&self.fleet),
         };
         openvpc_control::actions::dispatch(
@@ -1057,19 +1048,7 @@ fn analyses_are_the_callers_own() {
     ));
     let id = first(&r.analyse(&path), "networkInsightsAnalysisId");
     let other = Account::generate("other", None);
-    let ctx = openvpc_control::actions::Ctx {
-        store: r.store.as_ref(),
-        account: &other,
-        region: REGION,
-        request_id: "req-analysis",
-        fleet: Some(&r.fleet),
-    };
-    let ask = |body: String| {
-        openvpc_control::actions::dispatch(
-            &ctx,
-            &openvpc_control::query::Params::parse(body.as_bytes(), ""),
-        )
-    };
+    let ask = |body: String| r.act_as(&other, &body);
     assert_eq!(
         ask(format!(
             "Action=StartNetworkInsightsAnalysis&NetworkInsightsPathId={path}"

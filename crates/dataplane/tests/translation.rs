@@ -18,6 +18,7 @@ use openvpc_dataplane::layer::{
     PacketMeta, PortLayers, Rewrite, Routing, RuleRef, SecurityGroups,
 };
 use openvpc_dataplane::policy::{NetworkAcl, Way};
+use openvpc_dataplane::router::RouterConfig;
 use openvpc_model::rule::TrafficMatch;
 use openvpc_packet::flow::parse_ethernet;
 use openvpc_packet::tcp::flags;
@@ -61,10 +62,11 @@ impl Layer for Snat {
 static SNAT_EGRESS: &[&dyn Layer] = &[&Gateway, &SecurityGroups, &AclLayer, &Snat, &Routing];
 
 /// `a` (owning both the inside and the outside address) on host 0 with the
-/// SNAT layer; `b` on host 1. Both groups admit everything.
-fn region(name: &'static str) -> TestFabric {
+/// SNAT layer, its router configured by `tune`; `b` on host 1. Both groups
+/// admit everything.
+fn region_with(name: &'static str, tune: impl FnOnce(&mut RouterConfig)) -> TestFabric {
     let mut f = TestFabric::new(name);
-    f.add_host();
+    f.add_host_with(tune);
     f.add_host();
     let table = routes(VPC, vec![]);
     let sa = subnet(
@@ -93,6 +95,10 @@ fn region(name: &'static str) -> TestFabric {
         }
     ));
     f
+}
+
+fn region(name: &'static str) -> TestFabric {
+    region_with(name, |_| {})
 }
 
 fn tuple(frame: &[u8]) -> (IpAddr, u16, IpAddr, u16) {
@@ -182,35 +188,7 @@ fn transforms_go_back_with_their_flow() {
 // A full transform table is a counted drop, never a crash.
 #[test]
 fn a_full_transform_table_is_a_counted_drop() {
-    let mut f = TestFabric::new("transform_table_full");
-    f.add_host_with(|c| c.transform_capacity = 2);
-    f.add_host();
-    let table = routes(VPC, vec![]);
-    let sa = subnet(
-        "subnet-a",
-        "10.0.1.0/24",
-        NetworkAcl::allow_all("acl"),
-        table.clone(),
-    );
-    let sb = subnet(
-        "subnet-b",
-        "10.0.2.0/24",
-        NetworkAcl::allow_all("acl"),
-        table,
-    );
-    let open = || group("sg-open", vec![allow(TrafficMatch::ALL, "0.0.0.0/0")]);
-    let mut a = eni("eni-a", 1, "10.0.1.10", &sa, VNI, VPC, vec![open()]);
-    a.ipv4.push(OUTSIDE);
-    f.add_eni(0, a).unwrap();
-    f.add_eni(1, eni("eni-b", 2, "10.0.2.20", &sb, VNI, VPC, vec![open()]))
-        .unwrap();
-    f.set_layers(
-        "eni-a",
-        PortLayers {
-            egress: SNAT_EGRESS,
-            ingress: INGRESS,
-        },
-    );
+    let mut f = region_with("transform_table_full", |c| c.transform_capacity = 2);
     for port in [4000, 4001] {
         assert!(
             f.send("eni-a", &udp(1, "10.0.1.10", port, "10.0.2.20", 53))
