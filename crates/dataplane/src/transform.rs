@@ -176,7 +176,9 @@ pub fn apply(frame: &mut [u8], pf: &ParsedFlow, rewrite: &Rewrite) -> Result<(),
 fn apply_v4(frame: &mut [u8], pf: &ParsedFlow, rewrite: &Rewrite) -> Option<()> {
     let (l3, l4) = (pf.l3_offset, pf.l4_offset);
     // Where the L4 checksum is and whether the pseudo-header is in it.
+    // A later fragment carries no L4 header: only the IP header changes.
     let l4_check = match pf.key.protocol {
+        _ if pf.later_fragment => None,
         protocol::TCP => Some((l4 + 16, true)),
         protocol::UDP => Some((l4 + 6, true)).filter(|_| be16(frame, l4 + 6) != Some(0)),
         protocol::ICMP => Some((l4 + 2, false)),
@@ -198,7 +200,7 @@ fn apply_v4(frame: &mut [u8], pf: &ParsedFlow, rewrite: &Rewrite) -> Option<()> 
         }
         let port_field = if ports {
             Some(port_at)
-        } else if pf.key.protocol == protocol::ICMP && !pf.icmp_error {
+        } else if pf.key.protocol == protocol::ICMP && !pf.icmp_error && !pf.later_fragment {
             // An echo's identifier is both of its "ports".
             Some(l4 + 4)
         } else {
@@ -268,6 +270,37 @@ mod tests {
             assert_eq!(f, want, "{l4}");
             assert_eq!(rewritten(&pf.key, &rw), parse_ethernet(&want).unwrap().key);
         }
+    }
+
+    // A later fragment has no L4 header: only the IP header may change.
+    #[test]
+    fn a_later_fragment_keeps_its_payload() {
+        let mut f = frame([10, 0, 1, 10], 40000, [10, 0, 2, 20], 80, "udp");
+        // Fragment offset 8 (×8 bytes): what follows the IP header is data.
+        f[14 + 6] = 0;
+        f[14 + 7] = 1;
+        let ip_check = openvpc_packet::checksum::of(&{
+            let mut h = f[14..34].to_vec();
+            h[10] = 0;
+            h[11] = 0;
+            h
+        });
+        f[14 + 10..14 + 12].copy_from_slice(&ip_check.to_be_bytes());
+        let pf = parse_ethernet(&f).unwrap();
+        assert!(pf.later_fragment);
+        let before = f.clone();
+        let rw = Rewrite {
+            src: Some((IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)), 1024)),
+            dst: None,
+        };
+        apply(&mut f, &pf, &rw).unwrap();
+        assert_eq!(&f[34..], &before[34..], "the payload is untouched");
+        assert_eq!(&f[14 + 12..14 + 16], &[203, 0, 113, 7]);
+        assert_eq!(
+            openvpc_packet::checksum::of(&f[14..34]),
+            0,
+            "the IP checksum holds"
+        );
     }
 
     // The reply's rewrite restores what the instance sent.

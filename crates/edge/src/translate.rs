@@ -1,0 +1,438 @@
+//! 1:1 translation between public and private IPv4 addresses (spec 5.1,
+//! 5.3): the table of public addresses the region's control plane hands an
+//! edge node, and the two directions a packet crosses it.
+//!
+//! - Outbound: a host encapsulates to an edge a packet whose route target
+//!   is an internet gateway. The edge takes the private source of the inner
+//!   packet, finds the public address held for it in that VPC, rewrites the
+//!   source and sends the bare IPv4 packet out of its uplink.
+//! - Inbound: a packet to a public address is rewritten to the private
+//!   address and encapsulated (Geneve, the VPC's VNI) to the host of the ENI
+//!   that holds it; that host applies the network ACL and security groups.
+//!
+//! Stateless: every decision reads only the table, so any edge node can
+//! take any packet of any flow. What cannot be translated is a counted
+//! drop, as AWS drops it: a packet from an instance with no public address,
+//! to a public address no one holds, or of a VPC without an attached
+//! internet gateway.
+
+use core::net::{IpAddr, Ipv4Addr};
+
+use hashbrown::{HashMap, HashSet};
+use openvpc_dataplane::buf::PacketBuf;
+use openvpc_dataplane::layer::Rewrite;
+use openvpc_dataplane::transform;
+use openvpc_packet::MacAddr;
+use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
+use openvpc_packet::flow::{self, FlowHasher, entropy_port};
+use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+
+/// A public address and who holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicMapping {
+    pub public: Ipv4Addr,
+    /// The VPC's VNI.
+    pub vni: u32,
+    pub private: Ipv4Addr,
+    /// The underlay address of the host that runs the ENI.
+    pub host: IpAddr,
+    /// The ENI's MAC, the inner destination of inbound packets.
+    pub mac: MacAddr,
+}
+
+/// Why the edge dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EdgeDrop {
+    /// The packet or its encapsulation failed to parse.
+    Malformed,
+    /// Only IPv4 crosses the edge (IPv6 goes through egress-only gateways,
+    /// which are not served yet).
+    NotIpv4,
+    /// Sent out through an internet gateway from an address that holds no
+    /// public IP (spec 5.1: such traffic does not leave the VPC).
+    NoPublicIp,
+    /// Sent to a public address that nobody holds.
+    UnknownPublicIp,
+    /// The VPC has no internet gateway attached.
+    NoInternetGateway,
+    /// The translation could not be applied.
+    RewriteFailed,
+}
+
+impl EdgeDrop {
+    /// Every reason, in counter order.
+    pub const ALL: [EdgeDrop; 6] = [
+        EdgeDrop::Malformed,
+        EdgeDrop::NotIpv4,
+        EdgeDrop::NoPublicIp,
+        EdgeDrop::UnknownPublicIp,
+        EdgeDrop::NoInternetGateway,
+        EdgeDrop::RewriteFailed,
+    ];
+
+    /// The counter's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeDrop::Malformed => "malformed",
+            EdgeDrop::NotIpv4 => "not_ipv4",
+            EdgeDrop::NoPublicIp => "no_public_ip",
+            EdgeDrop::UnknownPublicIp => "unknown_public_ip",
+            EdgeDrop::NoInternetGateway => "no_internet_gateway",
+            EdgeDrop::RewriteFailed => "rewrite_failed",
+        }
+    }
+}
+
+/// Where a translated packet goes; the buffer holds it, rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeOutput {
+    /// Out of the uplink: the buffer is a bare IPv4 packet.
+    Uplink,
+    /// To a host over the underlay: the buffer is a Geneve header and the
+    /// inner Ethernet frame, sent as one UDP datagram from `src_port`.
+    Underlay {
+        dst: IpAddr,
+        src_port: u16,
+    },
+    Drop(EdgeDrop),
+}
+
+/// One edge node's translation state and counters.
+#[derive(Debug)]
+pub struct Edge {
+    by_public: HashMap<Ipv4Addr, PublicMapping>,
+    by_private: HashMap<(u32, Ipv4Addr), Ipv4Addr>,
+    /// VNIs of VPCs with an attached internet gateway.
+    attached: HashSet<u32>,
+    /// The source MAC of inbound inner frames: the VPC router's.
+    router_mac: MacAddr,
+    hasher: FlowHasher,
+    drops: [u64; EdgeDrop::ALL.len()],
+    /// Packets translated, outbound and inbound.
+    pub outbound: u64,
+    pub inbound: u64,
+}
+
+impl Edge {
+    pub fn new(router_mac: MacAddr) -> Self {
+        Edge {
+            by_public: HashMap::new(),
+            by_private: HashMap::new(),
+            attached: HashSet::new(),
+            router_mac,
+            hasher: FlowHasher::new(),
+            drops: [0; EdgeDrop::ALL.len()],
+            outbound: 0,
+            inbound: 0,
+        }
+    }
+
+    /// Holds `m.public` for `m.private` (replacing whoever held either).
+    pub fn upsert(&mut self, m: PublicMapping) {
+        self.remove(m.public);
+        if let Some(old) = self.by_private.get(&(m.vni, m.private)).copied() {
+            self.by_public.remove(&old);
+        }
+        self.by_private.insert((m.vni, m.private), m.public);
+        self.by_public.insert(m.public, m);
+    }
+
+    /// Stops translating `public`; true if it was held.
+    pub fn remove(&mut self, public: Ipv4Addr) -> bool {
+        match self.by_public.remove(&public) {
+            Some(m) => {
+                self.by_private.remove(&(m.vni, m.private));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the VPC of `vni` has an internet gateway attached.
+    pub fn set_attached(&mut self, vni: u32, attached: bool) {
+        if attached {
+            self.attached.insert(vni);
+        } else {
+            self.attached.remove(&vni);
+        }
+    }
+
+    /// Public addresses held.
+    pub fn len(&self) -> usize {
+        self.by_public.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_public.is_empty()
+    }
+
+    /// The drop counter of `reason`.
+    pub fn drops(&self, reason: EdgeDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    fn drop(&mut self, reason: EdgeDrop) -> EdgeOutput {
+        self.drops[reason as usize] += 1;
+        EdgeOutput::Drop(reason)
+    }
+
+    /// A Geneve datagram (the UDP payload) from a host, for the outside.
+    pub fn outbound(&mut self, buf: &mut PacketBuf) -> EdgeOutput {
+        let Ok(g) = GeneveHeader::view(buf.data()) else {
+            return self.drop(EdgeDrop::Malformed);
+        };
+        let (vni, geneve_len) = (g.header.vni(), GeneveHeader::LEN + g.options.len());
+        if !buf.pop_front(geneve_len) {
+            return self.drop(EdgeDrop::Malformed);
+        }
+        let Ok(eth) = openvpc_packet::ethernet::split(buf.data()) else {
+            return self.drop(EdgeDrop::Malformed);
+        };
+        if eth.ethertype != ethertype::IPV4 {
+            return self.drop(EdgeDrop::NotIpv4);
+        }
+        let Ok(pf) = flow::parse_ethernet(buf.data()) else {
+            return self.drop(EdgeDrop::Malformed);
+        };
+        if !self.attached.contains(&vni) {
+            return self.drop(EdgeDrop::NoInternetGateway);
+        }
+        let IpAddr::V4(private) = pf.key.src_ip() else {
+            return self.drop(EdgeDrop::NotIpv4);
+        };
+        let Some(public) = self.by_private.get(&(vni, private)).copied() else {
+            return self.drop(EdgeDrop::NoPublicIp);
+        };
+        let rewrite = Rewrite {
+            src: Some((IpAddr::V4(public), pf.key.src_port)),
+            dst: None,
+        };
+        if transform::apply(buf.data_mut(), &pf, &rewrite).is_err() {
+            return self.drop(EdgeDrop::RewriteFailed);
+        }
+        if !buf.pop_front(eth.payload_offset) {
+            return self.drop(EdgeDrop::Malformed);
+        }
+        self.outbound += 1;
+        EdgeOutput::Uplink
+    }
+
+    /// A bare IPv4 packet from the uplink, for an instance.
+    pub fn inbound(&mut self, buf: &mut PacketBuf) -> EdgeOutput {
+        if buf.data().first().is_none_or(|b| b >> 4 != 4) {
+            return self.drop(EdgeDrop::NotIpv4);
+        }
+        let Ok(pf) = flow::parse_ip(buf.data(), ethertype::IPV4) else {
+            return self.drop(EdgeDrop::Malformed);
+        };
+        let IpAddr::V4(public) = pf.key.dst_ip() else {
+            return self.drop(EdgeDrop::NotIpv4);
+        };
+        let Some(m) = self.by_public.get(&public).copied() else {
+            return self.drop(EdgeDrop::UnknownPublicIp);
+        };
+        if !self.attached.contains(&m.vni) {
+            return self.drop(EdgeDrop::NoInternetGateway);
+        }
+        let rewrite = Rewrite {
+            src: None,
+            dst: Some((IpAddr::V4(m.private), pf.key.dst_port)),
+        };
+        if transform::apply(buf.data_mut(), &pf, &rewrite).is_err() {
+            return self.drop(EdgeDrop::RewriteFailed);
+        }
+        let mut headers = [0u8; GeneveHeader::LEN + EthernetHeader::LEN];
+        let eth = EthernetRepr {
+            dst: m.mac,
+            src: self.router_mac,
+            vlan: None,
+            ethertype: ethertype::IPV4,
+        };
+        let emitted = GeneveRepr::ethernet(m.vni)
+            .emit(&mut headers)
+            .and_then(|at| {
+                let rest = headers.get_mut(at..).unwrap_or_default();
+                eth.emit(rest).map(|n| at + n)
+            });
+        match emitted {
+            Ok(n) if n == headers.len() && buf.push_front(&headers) => {}
+            _ => return self.drop(EdgeDrop::Malformed),
+        }
+        self.inbound += 1;
+        EdgeOutput::Underlay {
+            dst: m.host,
+            src_port: entropy_port(self.hasher.hash(&pf.key)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
+    use openvpc_packet::flow::parse_ip;
+    use openvpc_packet::ipv4::Ipv4Repr;
+    use openvpc_packet::tcp::{TcpRepr, flags};
+
+    const ROUTER: MacAddr = MacAddr([2, 0x6f, 0x76, 0x70, 0x63, 1]);
+    const ENI: MacAddr = MacAddr([2, 0, 0, 0, 0, 0x0a]);
+    const VNI: u32 = 77;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn mapping() -> PublicMapping {
+        PublicMapping {
+            public: ip("198.51.100.7"),
+            vni: VNI,
+            private: ip("10.0.1.10"),
+            host: IpAddr::V4(ip("192.0.2.2")),
+            mac: ENI,
+        }
+    }
+
+    fn packet(src: &str, sport: u16, dst: &str, dport: u16) -> Vec<u8> {
+        PacketBuilder {
+            ethernet: None,
+            ip: IpRepr::V4(Ipv4Repr::new(ip(src), ip(dst), 0, 0)),
+            l4: L4Repr::Tcp(TcpRepr::new(sport, dport, flags::SYN)),
+        }
+        .build(b"hello")
+        .unwrap()
+    }
+
+    /// What a host sends an edge: Geneve(VNI) + Ethernet + the packet.
+    fn from_host(vni: u32, packet: &[u8]) -> PacketBuf {
+        let mut frame = vec![0u8; GeneveHeader::LEN + EthernetHeader::LEN];
+        let at = GeneveRepr::ethernet(vni).emit(&mut frame).unwrap();
+        EthernetRepr {
+            dst: ROUTER,
+            src: ENI,
+            vlan: None,
+            ethertype: ethertype::IPV4,
+        }
+        .emit(&mut frame[at..])
+        .unwrap();
+        frame.extend_from_slice(packet);
+        PacketBuf::from_frame(&frame)
+    }
+
+    fn edge() -> Edge {
+        let mut e = Edge::new(ROUTER);
+        e.upsert(mapping());
+        e.set_attached(VNI, true);
+        e
+    }
+
+    // spec 5.1: outbound, the private source becomes the public address;
+    // the bytes equal the packet built with it (checksums included).
+    #[test]
+    fn outbound_rewrites_the_source_to_the_public_address() {
+        let mut e = edge();
+        let mut buf = from_host(VNI, &packet("10.0.1.10", 40000, "203.0.113.9", 80));
+        assert_eq!(e.outbound(&mut buf), EdgeOutput::Uplink);
+        assert_eq!(buf.data(), packet("198.51.100.7", 40000, "203.0.113.9", 80));
+        assert_eq!(e.outbound, 1);
+    }
+
+    // spec 5.1: inbound, the public destination becomes the private one,
+    // encapsulated with the VPC's VNI to the ENI's host and MAC.
+    #[test]
+    fn inbound_translates_and_encapsulates_to_the_host() {
+        let mut e = edge();
+        let mut buf = PacketBuf::from_frame(&packet("203.0.113.9", 80, "198.51.100.7", 40000));
+        let out = e.inbound(&mut buf);
+        assert!(matches!(out, EdgeOutput::Underlay { dst, .. } if dst == mapping().host));
+        let g = GeneveHeader::view(buf.data()).unwrap();
+        assert_eq!(g.header.vni(), VNI);
+        let inner = g.payload;
+        let (eth, _) = EthernetHeader::view(inner).unwrap();
+        assert_eq!((eth.dst, eth.src), (ENI, ROUTER));
+        assert_eq!(
+            &inner[EthernetHeader::LEN..],
+            packet("203.0.113.9", 80, "10.0.1.10", 40000).as_slice()
+        );
+        let pf = parse_ip(&inner[EthernetHeader::LEN..], ethertype::IPV4).unwrap();
+        assert_eq!(pf.key.dst_ip(), IpAddr::V4(ip("10.0.1.10")));
+    }
+
+    // What AWS drops, each counted under its reason.
+    #[test]
+    fn what_cannot_be_translated_is_a_counted_drop() {
+        let mut e = edge();
+        let mut no_public = from_host(VNI, &packet("10.0.1.11", 1, "203.0.113.9", 80));
+        assert_eq!(
+            e.outbound(&mut no_public),
+            EdgeOutput::Drop(EdgeDrop::NoPublicIp)
+        );
+        let mut nobody = PacketBuf::from_frame(&packet("203.0.113.9", 80, "198.51.100.8", 1));
+        assert_eq!(
+            e.inbound(&mut nobody),
+            EdgeOutput::Drop(EdgeDrop::UnknownPublicIp)
+        );
+        e.set_attached(VNI, false);
+        let mut detached = PacketBuf::from_frame(&packet("203.0.113.9", 80, "198.51.100.7", 1));
+        assert_eq!(
+            e.inbound(&mut detached),
+            EdgeOutput::Drop(EdgeDrop::NoInternetGateway)
+        );
+        let mut garbage = PacketBuf::from_frame(&[0x45, 0, 0]);
+        assert_eq!(
+            e.inbound(&mut garbage),
+            EdgeOutput::Drop(EdgeDrop::Malformed)
+        );
+        for (reason, n) in [
+            (EdgeDrop::NoPublicIp, 1),
+            (EdgeDrop::UnknownPublicIp, 1),
+            (EdgeDrop::NoInternetGateway, 1),
+            (EdgeDrop::Malformed, 1),
+        ] {
+            assert_eq!(e.drops(reason), n, "{}", reason.name());
+        }
+    }
+
+    // Overlapping VPCs: the same private address in two VNIs holds two
+    // public addresses, and each VPC's traffic takes only its own.
+    #[test]
+    fn overlapping_vpcs_have_their_own_public_addresses() {
+        let mut e = edge();
+        let other = PublicMapping {
+            public: ip("198.51.100.9"),
+            vni: 78,
+            host: IpAddr::V4(ip("192.0.2.3")),
+            ..mapping()
+        };
+        e.upsert(other);
+        e.set_attached(78, true);
+        let mut a = from_host(VNI, &packet("10.0.1.10", 1, "203.0.113.9", 80));
+        let mut b = from_host(78, &packet("10.0.1.10", 1, "203.0.113.9", 80));
+        assert_eq!(e.outbound(&mut a), EdgeOutput::Uplink);
+        assert_eq!(e.outbound(&mut b), EdgeOutput::Uplink);
+        assert_eq!(a.data(), packet("198.51.100.7", 1, "203.0.113.9", 80));
+        assert_eq!(b.data(), packet("198.51.100.9", 1, "203.0.113.9", 80));
+        let mut to_b = PacketBuf::from_frame(&packet("203.0.113.9", 80, "198.51.100.9", 1));
+        assert!(matches!(
+            e.inbound(&mut to_b),
+            EdgeOutput::Underlay { dst, .. } if dst == other.host
+        ));
+    }
+
+    // Reassociation (spec 5.3): an address moved to another holder is
+    // translated for the new one only, and the old holder loses it.
+    #[test]
+    fn a_moved_address_follows_its_new_holder() {
+        let mut e = edge();
+        e.upsert(PublicMapping {
+            private: ip("10.0.1.20"),
+            ..mapping()
+        });
+        assert_eq!(e.len(), 1);
+        let mut old = from_host(VNI, &packet("10.0.1.10", 1, "203.0.113.9", 80));
+        assert_eq!(e.outbound(&mut old), EdgeOutput::Drop(EdgeDrop::NoPublicIp));
+        let mut new = from_host(VNI, &packet("10.0.1.20", 1, "203.0.113.9", 80));
+        assert_eq!(e.outbound(&mut new), EdgeOutput::Uplink);
+        assert!(e.remove(ip("198.51.100.7")));
+        assert!(e.is_empty());
+    }
+}
