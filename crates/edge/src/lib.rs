@@ -10,6 +10,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod translate;
 
 pub use translate::{Edge, EdgeDrop, EdgeOutput, PublicMapping};

@@ -1,5 +1,6 @@
 //! `openvpc bench`: arguments and printing only. The measuring lives with
 //! what is measured: `openvpc_packet::bench`, `openvpc_dataplane::bench`,
+//! `openvpc_edge::bench`,
 //! `openvpc_control::bench` and `openvpc-bench-lab`. The statistically
 //! careful versions are the criterion benches (`cargo bench`).
 
@@ -38,6 +39,19 @@ enum Target {
         /// Flows in the large-table measurement.
         #[arg(long, default_value_t = 1_000_000)]
         flows: usize,
+    },
+    /// The edge: public <-> private translation and Geneve encapsulation per
+    /// core, with many public addresses held (the goal: 5 Mpps at 1M).
+    Edge {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How long to measure each direction, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Public addresses held.
+        #[arg(long, default_value_t = 1_000_000)]
+        addresses: usize,
     },
     /// The EC2 API through HTTP with SigV4, on a store holding many VPCs,
     /// subnets and security-group rules of many accounts: p50 and p99
@@ -80,6 +94,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             objects,
             samples,
         } => api(json, objects, samples.max(1)),
+        Target::Edge {
+            json,
+            seconds,
+            addresses,
+        } => edge(json, Duration::from_secs_f64(seconds.max(0.01)), addresses),
     }
 }
 
@@ -108,6 +127,17 @@ fn packet(json: bool, budget: Duration) -> anyhow::Result<()> {
 
 fn dataplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
     let figures = openvpc_dataplane::bench::run(budget, flows, &mut progress(json))?;
+    if json {
+        println!("{}", figures.json());
+    } else {
+        print!("{}", figures.table());
+    }
+    Ok(())
+}
+
+fn edge(json: bool, budget: Duration, addresses: usize) -> anyhow::Result<()> {
+    progress(json)(&format!("holding {addresses} public addresses..."));
+    let figures = openvpc_edge::bench::run(budget, addresses)?;
     if json {
         println!("{}", figures.json());
     } else {
