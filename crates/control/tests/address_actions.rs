@@ -95,6 +95,14 @@ fn associate_with_eni_and_instance() {
         e.err(&format!("Action=AssociateAddress&NetworkInterfaceId={eni}&AllocationId={alloc}&PrivateIpAddress=10.0.1.99")),
         "InvalidParameterValue"
     );
+    // spec 5.1: only a VPC with an internet gateway takes an Elastic IP.
+    assert_eq!(
+        e.err(&format!(
+            "Action=AssociateAddress&NetworkInterfaceId={eni}&AllocationId={alloc}"
+        )),
+        "Gateway.NotAttached"
+    );
+    common::attached_igw(&e.store, &e.a, &e.vpc);
     let assoc = first(
         &e.ok(&format!(
             "Action=AssociateAddress&NetworkInterfaceId={eni}&AllocationId={alloc}"
@@ -187,6 +195,7 @@ fn eip_replaces_the_auto_public_address() {
         "Action=ModifySubnetAttribute&SubnetId={}&MapPublicIpOnLaunch.Value=true",
         e.subnet
     ));
+    common::attached_igw(&e.store, &e.a, &e.vpc);
     let (instance, _) = setup_instance(&e, "");
     let xml = e.ok(&format!("Action=DescribeInstances&InstanceId.1={instance}"));
     let auto = first(&xml, "ipAddress");

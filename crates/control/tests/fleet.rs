@@ -14,9 +14,11 @@ use std::sync::Arc;
 use common::{call, code, first, get, http, post, serve_agent_api};
 use ipnet::IpNet;
 use openvpc_control::account::Account;
+use openvpc_control::fleet::edges;
 use openvpc_control::fleet::registry::{self, hosts};
 use openvpc_control::fleet::{Fleet, agent_token};
 use openvpc_control::store::{MemoryStore, Store};
+use openvpc_model::edge::{EDGE_TTL_MS, EdgeRegistration};
 use openvpc_model::host::{
     HostDelta, HostRegistration, MappingAnswer, MappingKey, RouteTargetState, TOKEN_HEADER, path,
 };
@@ -268,7 +270,7 @@ fn an_eni_compiles_with_its_addresses_acl_and_routes() {
         default.target,
         RouteTargetState::Gateway {
             gateway_id: igw,
-            node: None
+            nodes: vec![]
         }
     );
     // The group: no ingress, egress to anywhere.
@@ -1032,4 +1034,188 @@ fn two_servers_on_one_etcd_share_the_token_and_follow_each_other() {
     }
     let full = fleet.delta(REGION, "h1", 0);
     assert_eq!(eni_ids(&full), vec![eni]);
+}
+
+/// The route to `igw` in `eni`'s compiled table, as its host gets it.
+fn internet_route(fleet: &Fleet, eni: &str) -> RouteTargetState {
+    fleet
+        .eni_state(eni)
+        .unwrap()
+        .subnet
+        .route_table
+        .routes
+        .into_iter()
+        .find(|r| r.destination.to_string() == "0.0.0.0/0")
+        .unwrap()
+        .target
+}
+
+fn register_edge(w: &World, id: &str, underlay: &str, now_ms: u64) {
+    edges::register(
+        w.store.as_ref(),
+        REGION,
+        &EdgeRegistration {
+            edge_id: id.into(),
+            underlay_ip: underlay.parse().unwrap(),
+        },
+        now_ms,
+    )
+    .unwrap();
+}
+
+/// A VPC with an internet gateway and a default route to it; the gateway.
+fn internet_world() -> (World, String) {
+    let w = world();
+    let igw = common::attached_igw(w.store.as_ref(), &w.a, &w.vpc);
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=0.0.0.0%2F0&GatewayId={igw}"
+    ));
+    (w, igw)
+}
+
+// Issue 15: hosts send internet-bound flows to the region's live edge
+// nodes; a node that stops its heartbeats is dropped from every route.
+#[test]
+fn internet_routes_lead_to_the_live_edges_only() {
+    let (w, igw) = internet_world();
+    let sg = w.group("web");
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    assert_eq!(
+        internet_route(&fleet, &eni),
+        RouteTargetState::Gateway {
+            gateway_id: igw.clone(),
+            nodes: vec![]
+        },
+        "no edge yet: the host names the gateway unserved"
+    );
+    register_edge(&w, "e2", "10.254.0.3", 1_000);
+    register_edge(&w, "e1", "10.254.0.2", 1_000);
+    fleet.catch_up().unwrap();
+    let both: Vec<IpAddr> = vec!["10.254.0.2".parse().unwrap(), "10.254.0.3".parse().unwrap()];
+    assert_eq!(
+        internet_route(&fleet, &eni),
+        RouteTargetState::Gateway {
+            gateway_id: igw.clone(),
+            nodes: both
+        }
+    );
+    // A heartbeat recompiles nothing.
+    let compiles = fleet.compiles();
+    register_edge(&w, "e1", "10.254.0.2", 2_000);
+    register_edge(&w, "e2", "10.254.0.3", 2_000 + EDGE_TTL_MS);
+    fleet.catch_up().unwrap();
+    assert_eq!(fleet.compiles(), compiles);
+    // e1 goes quiet.
+    let removed = edges::sweep(w.store.as_ref(), 2_001 + EDGE_TTL_MS).unwrap();
+    assert_eq!(removed.len(), 1);
+    fleet.catch_up().unwrap();
+    assert_eq!(
+        internet_route(&fleet, &eni),
+        RouteTargetState::Gateway {
+            gateway_id: igw.clone(),
+            nodes: vec!["10.254.0.3".parse().unwrap()]
+        }
+    );
+    // spec 5.1: a detached gateway forwards nothing.
+    w.ok(&format!(
+        "Action=DetachInternetGateway&InternetGatewayId={igw}&VpcId={}",
+        w.vpc
+    ));
+    fleet.catch_up().unwrap();
+    assert_eq!(internet_route(&fleet, &eni), RouteTargetState::Blackhole);
+}
+
+// Issue 15: the edges learn every public address with the host, VNI,
+// private address and MAC behind it, and follow Elastic IPs as they move.
+#[test]
+fn edges_follow_public_addresses_and_attachments() {
+    let (w, igw) = internet_world();
+    let sg = w.group("web");
+    let (i1, eni1, ip1) = w.run(&w.subnet_a, &sg);
+    let (i2, eni2, ip2) = w.run(&w.subnet_b, &sg);
+    let fleet = w.fleet();
+    let (delta, news) = fleet.edge_delta(REGION, 0);
+    assert!(news && delta.full);
+    assert!(delta.upserts.is_empty(), "no public address yet");
+    assert_eq!(delta.attached_vnis, vec![w.vni()]);
+    assert!(!delta.public_pool.is_empty());
+    let rev = delta.revision;
+
+    let alloc = first(&w.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    let public: Ipv4Addr = first(
+        &w.ok(&format!("Action=DescribeAddresses&AllocationId.1={alloc}")),
+        "publicIp",
+    )
+    .parse()
+    .unwrap();
+    w.ok(&format!(
+        "Action=AssociateAddress&AllocationId={alloc}&InstanceId={i1}"
+    ));
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.edge_delta(REGION, rev);
+    assert!(news && !delta.full);
+    assert_eq!(delta.upserts.len(), 1);
+    let m = &delta.upserts[0];
+    assert_eq!((m.public, m.private, m.vni), (public, ip1, w.vni()));
+    assert_eq!(m.host, "192.0.2.1".parse::<IpAddr>().unwrap());
+    assert_eq!(m.eni_id, eni1);
+    assert_eq!(
+        fleet.eni_state(&eni1).unwrap().public_ipv4[0].public,
+        public
+    );
+    let rev = delta.revision;
+
+    // Nothing new: the watch has nothing to say.
+    assert!(!fleet.edge_delta(REGION, rev).1);
+
+    // The address moves to the other instance (on the other host).
+    w.ok(&format!(
+        "Action=AssociateAddress&AllocationId={alloc}&InstanceId={i2}&AllowReassociation=true"
+    ));
+    fleet.catch_up().unwrap();
+    let (delta, _) = fleet.edge_delta(REGION, rev);
+    assert_eq!(delta.upserts.len(), 1);
+    let m = &delta.upserts[0];
+    assert_eq!((m.public, m.private), (public, ip2));
+    assert_eq!(m.host, "192.0.2.2".parse::<IpAddr>().unwrap());
+    assert_eq!(m.eni_id, eni2);
+    assert!(fleet.eni_state(&eni1).unwrap().public_ipv4.is_empty());
+    let rev = delta.revision;
+
+    w.ok(&format!("Action=DisassociateAddress&PublicIp={public}"));
+    fleet.catch_up().unwrap();
+    let (delta, _) = fleet.edge_delta(REGION, rev);
+    assert_eq!(delta.removals, vec![public]);
+    let rev = delta.revision;
+
+    // Detaching the gateway is news for the edges: no VPC attached.
+    w.ok(&format!(
+        "Action=DetachInternetGateway&InternetGatewayId={igw}&VpcId={}",
+        w.vpc
+    ));
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.edge_delta(REGION, rev);
+    assert!(news);
+    assert!(delta.attached_vnis.is_empty());
+}
+
+// spec 5.1 / issue 15: AssociateAddress refuses a VPC without an internet
+// gateway, and stores nothing.
+#[test]
+fn an_elastic_ip_needs_an_attached_internet_gateway() {
+    let w = world();
+    let sg = w.group("web");
+    let (i1, eni1, _) = w.run(&w.subnet_a, &sg);
+    let alloc = first(&w.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    assert_eq!(
+        w.err(&format!(
+            "Action=AssociateAddress&AllocationId={alloc}&InstanceId={i1}"
+        )),
+        "Gateway.NotAttached"
+    );
+    let xml = w.ok(&format!("Action=DescribeAddresses&AllocationId.1={alloc}"));
+    assert!(!xml.contains("associationId"), "{xml}");
+    assert!(w.fleet().eni_state(&eni1).unwrap().public_ipv4.is_empty());
 }

@@ -19,8 +19,10 @@ use openvpc_control::actions::resource::transact;
 use openvpc_control::actions::route_table::{self, RouteTable};
 use openvpc_control::actions::subnet::Subnet;
 use openvpc_control::actions::{Ctx, dispatch};
+use openvpc_control::fleet::edges;
 use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
+use openvpc_model::edge::EdgeRegistration;
 
 const ACCOUNT: &str = "111111111111";
 
@@ -326,7 +328,7 @@ fn route_tables_per_vpc_quota() {
 fn routes_to_each_target_kind_and_their_errors() {
     let w = World::new();
     let rt = w.table();
-    let igw = w.fake("igw", 1, r#"{"attachments":[]}"#);
+    let igw = w.fake("igw", 1, &format!(r#"{{"vpc_id":"{}"}}"#, w.vpc));
     let nat = w.fake(
         "nat",
         2,
@@ -362,6 +364,21 @@ fn routes_to_each_target_kind_and_their_errors() {
         &format!("EgressOnlyInternetGatewayId={eigw}"),
     ));
     w.ok(&create("pl-63a5400a", &format!("GatewayId={igw}")));
+    // Issue 15: an internet gateway forwards only while an edge node
+    // serves the region; until then its routes show as AWS shows a route
+    // whose target cannot forward.
+    let routes = w.routes(&rt);
+    assert!(routes.contains(&route("0.0.0.0/0", &igw, "blackhole", "CreateRoute")));
+    edges::register(
+        &w.store,
+        "us-east-1",
+        &EdgeRegistration {
+            edge_id: "e1".into(),
+            underlay_ip: "10.254.0.2".parse().unwrap(),
+        },
+        1,
+    )
+    .unwrap();
     let routes = w.routes(&rt);
     assert_eq!(routes.len(), 9, "{routes:?}");
     assert!(routes.contains(&route("0.0.0.0/0", &igw, "active", "CreateRoute")));

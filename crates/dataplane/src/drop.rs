@@ -43,6 +43,7 @@ reasons! {
     NoRoute => "no_route", "No route covers the destination.";
     Blackhole => "blackhole", "The route's target is gone (spec 2.5).";
     TargetUnserved => "target_unserved", "The route's target exists but nothing forwards for it yet: a gateway no node serves, or an ENI on no host.";
+    NoPublicIp => "no_public_ip", "Sent to an internet gateway from an address that holds no public IPv4 or Elastic IP (spec 5.1).";
     NoMapping => "no_mapping", "The mapping service knows no ENI at the destination.";
     UnknownVni => "unknown_vni", "Arrived with a VNI that no local ENI uses.";
     UnknownEni => "unknown_eni", "Arrived for an address that no local ENI of that VNI owns.";

@@ -60,6 +60,9 @@ pub struct EniConfig {
     /// DHCP option 15, e.g. `eu-west-1.compute.internal`; `None` gives
     /// us-east-1's `ec2.internal`.
     pub domain_name: Option<String>,
+    /// (private, public) for each private address that holds a public
+    /// IPv4 (spec 5.1): only these may leave through an internet gateway.
+    pub public_ipv4: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
 /// Why an ENI configuration was refused.

@@ -77,26 +77,22 @@ fn route_target(
 ) -> Result<RouteTarget, InstallError> {
     Ok(match t {
         RouteTargetState::Local => RouteTarget::Local,
-        RouteTargetState::Gateway {
-            gateway_id,
-            node: Some(node),
-        } => match gateway_kind(gateway_id) {
-            Some(kind) => RouteTarget::Gateway {
-                kind,
-                id: gateway_id.clone(),
-                underlay: *node,
-            },
-            // A gateway kind newer than this build: dropping is the safe
-            // reading, as for a gateway no node serves (the agent warns of
-            // it when it installs the state).
-            None => RouteTarget::Blackhole,
-        },
+        RouteTargetState::Gateway { gateway_id, nodes } if !nodes.is_empty() => {
+            match gateway_kind(gateway_id) {
+                Some(kind) => RouteTarget::Gateway {
+                    kind,
+                    id: gateway_id.clone(),
+                    nodes: nodes.clone(),
+                },
+                // A gateway kind newer than this build: dropping is the safe
+                // reading, as for a gateway no node serves (the agent warns of
+                // it when it installs the state).
+                None => RouteTarget::Blackhole,
+            }
+        }
         // No node serves the gateway, or the ENI is not placed: dropped
         // until the control plane says otherwise, and named as unserved.
-        RouteTargetState::Gateway {
-            gateway_id,
-            node: None,
-        } => RouteTarget::Unserved {
+        RouteTargetState::Gateway { gateway_id, .. } => RouteTarget::Unserved {
             id: gateway_id.clone(),
         },
         RouteTargetState::Eni {
@@ -237,6 +233,11 @@ impl Converter {
             source_dest_check: s.source_dest_check,
             timeouts: timeouts(&s.conntrack),
             domain_name: s.domain_name.clone(),
+            public_ipv4: s
+                .public_ipv4
+                .iter()
+                .map(|p| (p.private, p.public))
+                .collect(),
         })
     }
 
@@ -302,7 +303,7 @@ pub mod fixtures {
                             destination: "0.0.0.0/0".parse().unwrap(),
                             target: RouteTargetState::Gateway {
                                 gateway_id: "igw-1".into(),
-                                node: Some("192.0.2.9".parse().unwrap()),
+                                nodes: vec!["192.0.2.9".parse().unwrap()],
                             },
                         },
                     ],
@@ -329,6 +330,7 @@ pub mod fixtures {
             },
             hostname: None,
             domain_name: None,
+            public_ipv4: vec![],
         }
     }
 }
@@ -376,7 +378,7 @@ mod tests {
             Some(RouteTarget::Gateway {
                 kind: GatewayKind::Internet,
                 id: "igw-1".into(),
-                underlay: ip("192.0.2.9"),
+                nodes: vec![ip("192.0.2.9")],
             })
         );
         // The egress list is empty: only the implicit * deny.
@@ -426,7 +428,7 @@ mod tests {
                 destination: "0.0.0.0/0".parse().unwrap(),
                 target: RouteTargetState::Gateway {
                     gateway_id: "nat-1".into(),
-                    node: None,
+                    nodes: vec![],
                 },
             },
             RouteState {

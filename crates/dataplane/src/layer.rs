@@ -24,13 +24,13 @@ use core::net::IpAddr;
 
 use ipnet::IpNet;
 use openvpc_model::rule::{PacketFields, RuleAction};
-use openvpc_packet::flow::ParsedFlow;
+use openvpc_packet::flow::{FlowHasher, ParsedFlow};
 use openvpc_packet::{FlowKey, MacAddr};
 
 use crate::drop::DropReason;
 use crate::eni::EniConfig;
 use crate::policy::{SgRuleRef, SgVerdict, Way, evaluate_groups};
-use crate::route::RouteTarget;
+use crate::route::{GatewayKind, RouteTarget};
 
 /// The layers a port can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -368,11 +368,24 @@ impl Layer for Routing {
             }
             RouteTarget::Blackhole => Action::Deny(DropReason::Blackhole),
             RouteTarget::Unserved { .. } => Action::Deny(DropReason::TargetUnserved),
-            RouteTarget::Gateway { underlay, .. } => Action::Encap(Forward::Node {
-                target,
-                underlay: *underlay,
-                mac: None,
-            }),
+            RouteTarget::Gateway { kind, .. } => {
+                // spec 5.1: only an address that holds a public IPv4 leaves
+                // through an internet gateway; the edge would drop the rest.
+                let src = packet.key.src_ip();
+                if *kind == GatewayKind::Internet
+                    && !port.public_ipv4.iter().any(|(p, _)| IpAddr::V4(*p) == src)
+                {
+                    return Decision::new(Action::Deny(DropReason::NoPublicIp), rule);
+                }
+                match target.node_for(gateway_hash(&packet.key)) {
+                    Some(underlay) => Action::Encap(Forward::Node {
+                        target,
+                        underlay,
+                        mac: None,
+                    }),
+                    None => Action::Deny(DropReason::TargetUnserved),
+                }
+            }
             RouteTarget::Eni { underlay, mac, .. } => Action::Encap(Forward::Node {
                 target,
                 underlay: *underlay,
@@ -381,6 +394,15 @@ impl Layer for Routing {
         };
         Decision::new(action, rule)
     }
+}
+
+/// The hash that picks a flow's gateway node. Fixed seeds, not the router's
+/// random ones: a trace run elsewhere (the control plane's explain) must
+/// name the node the host really picks.
+fn gateway_hash(key: &FlowKey) -> u32 {
+    const PICK: (u64, u64, u64, u64) = (0x6f70_656e, 0x7670_6320, 0x6564_6765, 0x7069_636b);
+    let hasher = FlowHasher::with_seeds(PICK.0, PICK.1, PICK.2, PICK.3);
+    (hasher.hash(key) >> 32) as u32
 }
 
 /// The layers every port runs out of its ENI, in order.

@@ -23,12 +23,14 @@ pub enum GatewayKind {
 pub enum RouteTarget {
     /// Inside the VPC: the mapping service names the host.
     Local,
-    /// A gateway served by another node (edge, hyperplane, VPN edge), reached
-    /// over the underlay with the VPC's VNI.
+    /// A gateway served by other nodes (edge, hyperplane, VPN edge), reached
+    /// over the underlay with the VPC's VNI. `nodes` is never empty (a
+    /// gateway no node serves is [`RouteTarget::Unserved`]); each flow goes
+    /// to the node its hash picks ([`RouteTarget::node_for`]).
     Gateway {
         kind: GatewayKind,
         id: String,
-        underlay: IpAddr,
+        nodes: Vec<IpAddr>,
     },
     /// A peered VPC: packets continue in the peer's VNI (spec 7).
     Peering { id: String, peer_vni: u32 },
@@ -44,6 +46,23 @@ pub enum RouteTarget {
     /// no node (edge, hyperplane, VPN) serves, or an ENI that runs on no
     /// host. Dropped, and named as such, so a trace can say so.
     Unserved { id: String },
+}
+
+impl RouteTarget {
+    /// The node of a gateway that carries the flow of `hash`: every packet of
+    /// a flow meets the same node, and the flows spread over all of them.
+    /// `None` for targets that are not served gateways.
+    pub fn node_for(&self, hash: u32) -> Option<IpAddr> {
+        match self {
+            RouteTarget::Gateway { nodes, .. } if !nodes.is_empty() => {
+                // Multiply-shift instead of `%`: no division, and it uses the
+                // hash's high bits, which a weak low byte cannot skew.
+                let pick = (u64::from(hash) * nodes.len() as u64) >> 32;
+                nodes.get(pick as usize).copied()
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One route.
@@ -113,7 +132,7 @@ mod tests {
         RouteTarget::Gateway {
             kind: GatewayKind::Internet,
             id: "igw-1".into(),
-            underlay: "192.0.2.250".parse().unwrap(),
+            nodes: vec!["192.0.2.250".parse().unwrap()],
         }
     }
 

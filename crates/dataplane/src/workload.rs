@@ -157,7 +157,7 @@ fn policy() -> (Arc<SecurityGroup>, Arc<NetworkAcl>, Arc<RouteTable>) {
         target: RouteTarget::Gateway {
             kind: GatewayKind::Internet,
             id: "igw-bench".into(),
-            underlay: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254)),
+            nodes: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254))],
         },
     });
     (sg, acl, Arc::new(RouteTable::new("rtb-bench", routes)))
@@ -191,6 +191,7 @@ impl Workload {
                 source_dest_check: true,
                 timeouts: Timeouts::default(),
                 domain_name: None,
+                public_ipv4: vec![],
             })
             .unwrap_or_default();
         let frames = (0..flows).map(|i| frame(i, flags::ACK)).collect();

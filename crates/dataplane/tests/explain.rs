@@ -38,7 +38,7 @@ fn region(name: &'static str, acl_b: NetworkAcl) -> TestFabric {
                 target: RouteTarget::Gateway {
                     kind: GatewayKind::Internet,
                     id: "igw-1".into(),
-                    underlay: addr("192.0.2.200"),
+                    nodes: vec![addr("192.0.2.200")],
                 },
             },
         ],
@@ -54,19 +54,20 @@ fn region(name: &'static str, acl_b: NetworkAcl) -> TestFabric {
         "sg-web",
         vec![SgRule::new(TrafficMatch::tcp(80, 80), [net(VPC)]).with_id(Some("sgr-web".into()))],
     );
-    f.add_eni(
-        0,
-        eni(
-            "eni-a",
-            1,
-            "10.0.1.10",
-            &sa,
-            VNI,
-            VPC,
-            vec![group("sg-a", vec![])],
-        ),
-    )
-    .unwrap();
+    let mut a = eni(
+        "eni-a",
+        1,
+        "10.0.1.10",
+        &sa,
+        VNI,
+        VPC,
+        vec![group("sg-a", vec![])],
+    );
+    a.public_ipv4 = vec![(
+        "10.0.1.10".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+    )];
+    f.add_eni(0, a).unwrap();
     f.add_eni(1, eni("eni-b", 2, "10.0.2.20", &sb, VNI, VPC, vec![web]))
         .unwrap();
     f

@@ -366,7 +366,7 @@ fn longest_prefix_route_wins_and_blackhole_drops() {
                 target: RouteTarget::Gateway {
                     kind: GatewayKind::Internet,
                     id: "igw-1".into(),
-                    underlay: addr("198.51.100.1"),
+                    nodes: vec![addr("198.51.100.1")],
                 },
             },
         ],
@@ -384,11 +384,12 @@ fn longest_prefix_route_wins_and_blackhole_drops() {
         table,
     );
     let open = group("sg-open", vec![allow(TrafficMatch::ALL, "0.0.0.0/0")]);
-    f.add_eni(
-        0,
-        eni("eni-a", 1, "10.0.1.10", &sa, VNI, VPC, vec![open.clone()]),
-    )
-    .unwrap();
+    let mut a = eni("eni-a", 1, "10.0.1.10", &sa, VNI, VPC, vec![open.clone()]);
+    a.public_ipv4 = vec![(
+        "10.0.1.10".parse().unwrap(),
+        "203.0.113.10".parse().unwrap(),
+    )];
+    f.add_eni(0, a).unwrap();
     let mut fw = eni("eni-fw", 9, "10.0.3.9", &sf, VNI, VPC, vec![open]);
     fw.source_dest_check = false;
     f.add_eni(1, fw).unwrap();
@@ -411,6 +412,10 @@ fn longest_prefix_route_wins_and_blackhole_drops() {
         },
         "default route to the IGW node"
     );
+    // spec 5.1: an address without a public IPv4 does not leave through
+    // the internet gateway.
+    let d = f.send("eni-fw", &udp(9, "10.0.3.9", 1000, "8.8.8.8", 53));
+    assert_eq!(d.drop_reason(), Some(DropReason::NoPublicIp));
     let d = f.send("eni-a", &udp(1, "10.0.1.10", 1000, "10.0.7.7", 53));
     assert_eq!(
         d.drop_reason(),

@@ -70,6 +70,19 @@ pub struct EniState {
     pub hostname: Option<String>,
     /// DHCP option 15, e.g. `ec2.internal`.
     pub domain_name: Option<String>,
+    /// The public IPv4 addresses mapped 1:1 onto the ENI's private ones
+    /// (auto-assigned or Elastic IPs, spec 5.1, 5.3): what an edge
+    /// translates. The host drops a packet bound for an internet gateway
+    /// from a private address without one, as AWS does.
+    #[serde(default)]
+    pub public_ipv4: Vec<PublicIpv4>,
+}
+
+/// A public IPv4 address held for one private address of an ENI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublicIpv4 {
+    pub private: Ipv4Addr,
+    pub public: Ipv4Addr,
 }
 
 /// The subnet of an ENI with its network ACL and route table.
@@ -136,12 +149,15 @@ pub struct RouteState {
 pub enum RouteTargetState {
     /// Inside the VPC: the mapping service names the host.
     Local,
-    /// A gateway (`igw-`, `eigw-`, `nat-`, `vgw-`, `tgw-`, `vpce-`). `node`
-    /// is the underlay address of the node that serves it; `None` while no
-    /// such node runs, and the host drops what it would send there.
+    /// A gateway (`igw-`, `eigw-`, `nat-`, `vgw-`, `tgw-`, `vpce-`).
+    /// `nodes` are the underlay addresses of the nodes that serve it (an
+    /// internet gateway: every live edge node of the region; the host picks
+    /// one per flow by its hash). Empty while no such node runs: the host
+    /// drops what it would send there, named as unserved.
     Gateway {
         gateway_id: String,
-        node: Option<IpAddr>,
+        #[serde(default)]
+        nodes: Vec<IpAddr>,
     },
     /// A peered VPC: packets continue in the peer's VNI.
     Peering {

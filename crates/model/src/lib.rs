@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cidr;
+pub mod edge;
 pub mod host;
 pub mod id;
 pub mod lifecycle;

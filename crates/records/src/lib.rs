@@ -31,6 +31,7 @@ pub mod network_insights;
 pub mod network_insights_analysis;
 pub mod network_interface;
 pub mod prefix_list;
+pub mod region;
 pub mod route_table;
 pub mod route_target;
 pub mod security_group;

@@ -94,6 +94,7 @@ pub fn eni(id: &str, instance: &str, addr: Ipv4Addr, mac: &str) -> EniState {
         },
         hostname: None,
         domain_name: None,
+        public_ipv4: vec![],
     }
 }
 

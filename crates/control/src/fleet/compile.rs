@@ -13,9 +13,11 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use openvpc_model::cidr::Ipv4Cidr;
+use openvpc_model::edge::EdgeRecord;
 use openvpc_model::host::{
-    ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, RouteState,
-    RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState, SubnetState,
+    ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, PublicIpv4,
+    RouteState, RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState,
+    SubnetState,
 };
 use openvpc_model::lifecycle::InstanceState;
 
@@ -25,8 +27,9 @@ use crate::records::network_interface::{
     NetworkInterface, TCP_ESTABLISHED_DEFAULT, UDP_DEFAULT, UDP_STREAM_DEFAULT,
 };
 use crate::records::prefix_list::{PrefixList, aws_lists};
+use crate::records::region::RegionSettings;
 use crate::records::route_table::{Destination, RouteTable, Target, TargetKind};
-use crate::records::route_target::Liveness;
+use crate::records::route_target::{Liveness, TargetRecord};
 use crate::records::security_group::{self, SecurityGroup};
 use crate::records::subnet::Subnet;
 use crate::records::vpc::Vpc;
@@ -60,6 +63,8 @@ pub enum Dep {
     InstanceEnis(Key),
     /// Which VPC record has this ID (peerings name VPCs of other accounts).
     VpcId(String),
+    /// The live edge nodes of this region (internet-gateway routes).
+    Edges(String),
 }
 
 /// The records the compiler reads, as the fleet index mirrors them from the
@@ -88,10 +93,31 @@ pub struct Mirror {
     pub instances: HashMap<Key, Instance>,
     /// Instance key → the ENIs attached to it.
     pub instance_enis: HashMap<Key, BTreeSet<Key>>,
-    /// Route targets known only by existence and liveness: gateways of
-    /// every kind. An unreadable record is absent (a blackhole).
-    pub gateways: HashMap<Key, Liveness>,
+    /// Route targets known only by liveness and the VPC they belong to (an
+    /// internet gateway's: the one it is attached to): gateways of every
+    /// kind. An unreadable record is absent (a blackhole).
+    pub gateways: HashMap<Key, TargetRecord>,
     pub hosts: HashMap<Key, HostRecord>,
+    /// Live edge nodes, by key (`edges/{region}/{id}`).
+    pub edges: HashMap<Key, EdgeRecord>,
+    /// Each region's settings, by region name.
+    pub settings: HashMap<String, RegionSettings>,
+}
+
+impl Mirror {
+    /// The underlay addresses of `region`'s live edge nodes, sorted, so
+    /// every host spreads flows over them in the same order.
+    pub fn edge_nodes(&self, region: &str) -> Vec<IpAddr> {
+        let mut nodes: Vec<IpAddr> = self
+            .edges
+            .values()
+            .filter(|e| e.region == region)
+            .map(|e| e.underlay_ip)
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        nodes
+    }
 }
 
 /// Why an ENI could not be compiled: a record it names is missing or
@@ -287,6 +313,14 @@ pub fn compile(
             .primary_ip()
             .map(|ip| format!("ip-{}", ip.to_string().replace('.', "-"))),
         domain_name: Some(domain_name(region)),
+        public_ipv4: eni
+            .public
+            .iter()
+            .map(|p| PublicIpv4 {
+                private: p.private_ip,
+                public: p.public_ip,
+            })
+            .collect(),
     };
     Ok(Some(Compiled { host, state }))
 }
@@ -493,10 +527,23 @@ fn resolve_target(
                 None => RouteTargetState::Blackhole,
             }
         }
+        // spec 5.1: an internet gateway forwards for the VPC it is attached
+        // to, through the region's edge nodes.
+        TargetKind::Gateway if segment == "igw" => match m.gateways.get(&key) {
+            Some(g) if g.vpc_id.as_deref() == Some(vpc.id.as_str()) => {
+                let region = region_of(scope);
+                deps.push(Dep::Edges(region.to_owned()));
+                RouteTargetState::Gateway {
+                    gateway_id: target.id.clone(),
+                    nodes: m.edge_nodes(region),
+                }
+            }
+            _ => RouteTargetState::Blackhole,
+        },
         _ => match m.gateways.get(&key) {
-            Some(Liveness::Alive) => RouteTargetState::Gateway {
+            Some(g) if g.liveness == Liveness::Alive => RouteTargetState::Gateway {
                 gateway_id: target.id.clone(),
-                node: None,
+                nodes: Vec::new(),
             },
             _ => RouteTargetState::Blackhole,
         },

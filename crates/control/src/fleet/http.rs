@@ -15,10 +15,12 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use openvpc_model::edge::{EdgeRegistration, path as edge_path};
 use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
 use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
+use super::edges;
 use super::health;
 use super::index::{Fleet, MAX_MAPPING_KEYS};
 use super::registry::{self, RegistryError};
@@ -67,6 +69,9 @@ pub fn router(api: AgentApi) -> Router {
         .route(path::WATCH, axum::routing::get(watch))
         .route(path::MAPPINGS, axum::routing::post(mappings))
         .route(path::HEALTH, axum::routing::post(health_report))
+        .route(edge_path::REGISTER, axum::routing::post(edge_register))
+        .route(edge_path::DEREGISTER, axum::routing::post(edge_deregister))
+        .route(edge_path::WATCH, axum::routing::get(edge_watch))
         .with_state(api)
 }
 
@@ -352,5 +357,136 @@ async fn health_report(
     match written {
         Ok(_) => json(StatusCode::OK, &serde_json::json!({})),
         Err(r) => *r,
+    }
+}
+
+/// Unix milliseconds now: edge expiries are finer than the registry's seconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn edge_register(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (region, registration): (_, EdgeRegistration) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidRegistration",
+        "a JSON EdgeRegistration",
+    ) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let written = write(&api, "InvalidRegistration", move |store, _| {
+        edges::register(store, &region, &registration, now_ms())
+    })
+    .await;
+    match written {
+        Ok(record) => json(StatusCode::OK, &record),
+        Err(r) => *r,
+    }
+}
+
+async fn edge_deregister(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (region, registration): (_, EdgeRegistration) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidRegistration",
+        "a JSON EdgeRegistration",
+    ) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let edge_id = registration.edge_id.clone();
+    let written = write(&api, "InvalidRegistration", move |store, _| {
+        edges::deregister(store, &region, &registration.edge_id)
+    })
+    .await;
+    match written {
+        Ok(()) => {
+            tracing::info!(edge = %edge_id, "edge node left");
+            json(StatusCode::OK, &serde_json::json!({}))
+        }
+        Err(r) => *r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EdgeWatchQuery {
+    edge: String,
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    region: Option<String>,
+}
+
+/// An edge node's watch: the region's public addresses, whole on first
+/// contact, then what changed, waiting up to `wait_ms` for a change.
+async fn edge_watch(
+    State(api): State<AgentApi>,
+    query: Result<Query<EdgeWatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidWatch",
+                format!("Ask as ?edge=ID&since=REVISION[&wait_ms=N]: {e}"),
+            );
+        }
+    };
+    if !registry::valid_name(&query.edge) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidWatch",
+            format!(
+                "The edge ID {:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'",
+                query.edge
+            ),
+        );
+    }
+    let region = match region(&api, query.region) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    if let Err(r) = catch_up(&api.fleet).await {
+        return *r;
+    }
+    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
+    let mut changes = api.fleet.subscribe();
+    loop {
+        changes.borrow_and_update();
+        let (delta, news) = api.fleet.edge_delta(&region, query.since);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if news || left.is_zero() {
+            return json(StatusCode::OK, &delta);
+        }
+        let woken = tokio::time::timeout(left, changes.changed()).await;
+        if !matches!(woken, Ok(Ok(()))) {
+            return json(
+                StatusCode::OK,
+                &api.fleet.edge_delta(&region, query.since).0,
+            );
+        }
     }
 }

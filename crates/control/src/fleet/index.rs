@@ -18,8 +18,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use openvpc_model::ResourceKind;
+use openvpc_model::edge::{EdgeDelta, EdgeMapping, EdgeRecord};
 use openvpc_model::host::{
-    EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord,
+    EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord, PublicIpv4,
 };
 use serde::de::DeserializeOwned;
 
@@ -31,8 +32,9 @@ use crate::records::RawEntry;
 use crate::records::instance::Instance;
 use crate::records::network_acl::NetworkAcl;
 use crate::records::network_interface::NetworkInterface;
+use crate::records::region::{RegionSettings, default_public_pool};
 use crate::records::route_table::RouteTable;
-use crate::records::route_target::{self, Liveness, TargetRecordKind};
+use crate::records::route_target::{self, TargetRecord, TargetRecordKind};
 use crate::records::subnet::Subnet;
 use crate::records::vpc::Vpc;
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
@@ -101,6 +103,27 @@ impl MapSig {
     }
 }
 
+/// What an edge needs of a running ENI: its public addresses and where
+/// their private ends live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PubSig {
+    vni: u32,
+    public: Vec<PublicIpv4>,
+    host: Key,
+    mac: String,
+}
+
+impl PubSig {
+    fn of(c: &Compiled) -> Option<PubSig> {
+        (!c.state.public_ipv4.is_empty()).then(|| PubSig {
+            vni: c.state.vni,
+            public: c.state.public_ipv4.clone(),
+            host: c.host.clone(),
+            mac: c.state.mac.clone(),
+        })
+    }
+}
+
 /// The index proper; [`Fleet`] wraps it in a lock.
 #[derive(Debug, Default)]
 struct Index {
@@ -123,6 +146,13 @@ struct Index {
     invalidations: HashMap<String, Log<MappingKey>>,
     /// ENI compiles since the index was built (the build's own excluded).
     compiles: u64,
+    /// (region, public address) → the running ENI that holds it.
+    public: HashMap<(String, Ipv4Addr), Key>,
+    /// Region → the public addresses whose holder changed.
+    public_log: HashMap<String, Log<Ipv4Addr>>,
+    /// Region → the last revision at which what every edge gets whole (the
+    /// attached VPCs, the public pool) changed.
+    edge_meta: HashMap<String, Revision>,
 }
 
 /// What one applied record changed.
@@ -132,6 +162,8 @@ struct Dirty {
     enis: Vec<Key>,
     /// Hosts whose record changed: their ENIs' mappings changed.
     hosts: Vec<Key>,
+    /// Regions whose attached VPCs or public pool changed.
+    edge_meta: Vec<String>,
 }
 
 /// What a store key holds, as far as the index cares: parsed once from the
@@ -149,8 +181,13 @@ enum Record {
     Peering,
     Instance,
     NetworkInterface,
-    /// A route target of which compiles read only the lifecycle state.
+    /// A route target of which compiles read only the lifecycle state (and
+    /// an internet gateway's attachment).
     Gateway,
+    /// A live edge node (`edges/{region}/{id}`).
+    Edge,
+    /// A region's settings (`settings/{region}`).
+    Settings,
     /// A key no compile reads: another resource kind, or another layout.
     Ignored,
 }
@@ -162,6 +199,20 @@ impl Record {
                 Record::Host
             } else {
                 Record::Ignored
+            };
+        }
+        if let Some(rest) = key.strip_prefix(super::edges::EDGES_PREFIX) {
+            return if rest.split('/').count() == 2 {
+                Record::Edge
+            } else {
+                Record::Ignored
+            };
+        }
+        if let Some(rest) = key.strip_prefix(crate::records::region::SETTINGS_PREFIX) {
+            return if rest.is_empty() || rest.contains('/') {
+                Record::Ignored
+            } else {
+                Record::Settings
             };
         }
         let Some(rest) = key.strip_prefix("r/") else {
@@ -224,14 +275,15 @@ fn parse<T: DeserializeOwned>(key: &str, value: Option<&[u8]>) -> Option<T> {
     }
 }
 
-/// spec 2.5: a route target's liveness, through the same typed read as the
-/// API's. A record that does not parse is logged with its key and left out,
-/// so routes to it are blackholes until it is readable: never alive.
-fn gateway_liveness(key: &str, value: &[u8]) -> Option<Liveness> {
+/// spec 2.5: a route target's liveness (and VPC), through the same typed
+/// read as the API's. A record that does not parse is logged with its key
+/// and left out, so routes to it are blackholes until it is readable: never
+/// alive.
+fn gateway_record(key: &str, value: &[u8]) -> Option<TargetRecord> {
     let segment = key.rsplit('/').nth(1)?;
     let kind = TargetRecordKind::of_segment(segment)?;
     match route_target::target_record(kind, key, value) {
-        Ok(record) => Some(record.liveness),
+        Ok(record) => Some(record),
         Err(e) => {
             tracing::warn!(key, error = %e, "fleet: unreadable route target ignored");
             None
@@ -287,6 +339,29 @@ impl Index {
             if used(&old) != used(&new) {
                 dirty.deps.push(Dep::Record(key.to_owned()));
                 dirty.hosts.push(key.to_owned());
+            }
+            return;
+        }
+        if record == Record::Edge {
+            let new: Option<EdgeRecord> = parse(key, value);
+            let old = swap(&mut self.mirror.edges, key, new.clone());
+            // A heartbeat moves only the expiry.
+            let used = |e: &Option<EdgeRecord>| e.as_ref().map(|e| e.underlay_ip);
+            if used(&old) != used(&new) {
+                let region = key.split('/').nth(1).unwrap_or("").to_owned();
+                dirty.deps.push(Dep::Edges(region));
+            }
+            return;
+        }
+        if record == Record::Settings {
+            let new: Option<RegionSettings> = parse(key, value);
+            let region = id_of(key).to_owned();
+            let old = match new {
+                Some(s) => self.mirror.settings.insert(region.clone(), s),
+                None => self.mirror.settings.remove(&region),
+            };
+            if old.as_ref() != self.mirror.settings.get(&region) {
+                dirty.edge_meta.push(region);
             }
             return;
         }
@@ -497,12 +572,18 @@ impl Index {
                 }
             }
             Record::Gateway => {
-                let new = value.and_then(|v| gateway_liveness(key, v));
-                if swap(&mut m.gateways, key, new) == new {
+                let new = value.and_then(|v| gateway_record(key, v));
+                let old = swap(&mut m.gateways, key, new.clone());
+                if old == new {
                     return;
                 }
+                let is_igw = key.rsplit('/').nth(1) == Some("igw");
+                let attached = |g: &Option<TargetRecord>| g.as_ref().and_then(|g| g.vpc_id.clone());
+                if is_igw && attached(&old) != attached(&new) {
+                    dirty.edge_meta.push(region_of(key).to_owned());
+                }
             }
-            Record::Host | Record::Ignored => return,
+            Record::Host | Record::Edge | Record::Settings | Record::Ignored => return,
         }
         dirty.deps.push(Dep::Record(key.to_owned()));
     }
@@ -542,6 +623,20 @@ impl Index {
                     ip: IpAddr::V4(*ip),
                 },
             );
+        }
+    }
+
+    fn log_public(&mut self, revision: Revision, region: &str, ips: &[Ipv4Addr], log: bool) {
+        if !log || ips.is_empty() {
+            return;
+        }
+        let base = self.base;
+        let entries = self
+            .public_log
+            .entry(region.to_owned())
+            .or_insert_with(|| Log::new(base));
+        for ip in ips {
+            entries.push(revision, *ip);
         }
     }
 
@@ -638,6 +733,31 @@ impl Index {
                 self.invalidate(revision, &region, sig.vni, &fresh, log);
             }
         }
+        // The edges' view.
+        let (old_pub, new_pub) = (
+            old.as_ref().and_then(PubSig::of),
+            compiled.as_ref().and_then(PubSig::of),
+        );
+        if old_pub != new_pub {
+            let mut touched = Vec::new();
+            if let Some(sig) = &old_pub {
+                for p in &sig.public {
+                    let k = (region.clone(), p.public);
+                    if self.public.get(&k).is_some_and(|owner| owner == eni) {
+                        self.public.remove(&k);
+                    }
+                    touched.push(p.public);
+                }
+            }
+            if let Some(sig) = &new_pub {
+                for p in &sig.public {
+                    self.public
+                        .insert((region.clone(), p.public), eni.to_owned());
+                    touched.push(p.public);
+                }
+            }
+            self.log_public(revision, &region, &touched, log);
+        }
         // The hosts' view.
         if let Some(old) = &old
             && compiled.as_ref().is_none_or(|c| c.host != old.host)
@@ -689,11 +809,109 @@ impl Index {
             for (vni, ips) in on_host {
                 self.invalidate(revision, &region, vni, &ips, log);
             }
+            // Its public addresses now lead elsewhere too.
+            let public: Vec<Ipv4Addr> = self
+                .host_enis
+                .get(host)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| self.live.get(e))
+                .flat_map(|c| c.state.public_ipv4.iter().map(|p| p.public))
+                .collect();
+            self.log_public(revision, &region, &public, log);
+        }
+        if log {
+            for region in dirty.edge_meta.drain(..) {
+                self.edge_meta.insert(region, revision);
+            }
         }
         for eni in self.affected(&dirty) {
             self.recompile(revision, &eni, log);
         }
         self.revision = self.revision.max(revision);
+    }
+
+    /// What an edge node of `region` translates for `public`, if anyone
+    /// running holds it.
+    fn edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
+        let eni = self.public.get(&(region.to_owned(), public))?;
+        let c = self.live.get(eni)?;
+        let host = self.mirror.hosts.get(&c.host)?;
+        let p = c.state.public_ipv4.iter().find(|p| p.public == public)?;
+        Some(EdgeMapping {
+            public,
+            vni: c.state.vni,
+            private: p.private,
+            host: host.underlay_ip,
+            mac: c.state.mac.clone(),
+            eni_id: c.state.eni_id.clone(),
+        })
+    }
+
+    /// The VNIs of `region`'s VPCs with an internet gateway attached.
+    fn attached_vnis(&self, region: &str) -> Vec<u32> {
+        let m = &self.mirror;
+        let mut vnis: Vec<u32> = m
+            .gateways
+            .iter()
+            .filter(|(k, _)| region_of(k) == region && k.rsplit('/').nth(1) == Some("igw"))
+            .filter_map(|(_, g)| g.vpc_id.as_ref())
+            .filter_map(|vpc| m.vpc_by_id.get(vpc).and_then(|k| m.vpcs.get(k)))
+            .map(|v| v.vni)
+            .collect();
+        vnis.sort_unstable();
+        vnis.dedup();
+        vnis
+    }
+
+    /// What an edge node of `region` must change since `since`.
+    fn edge_delta(&self, region: &str, since: Revision) -> EdgeDelta {
+        let mut delta = EdgeDelta {
+            revision: self.revision,
+            attached_vnis: self.attached_vnis(region),
+            public_pool: self
+                .mirror
+                .settings
+                .get(region)
+                .map_or_else(default_public_pool, |s| s.public_pool.clone()),
+            ..EdgeDelta::default()
+        };
+        let empty = Log::new(self.base);
+        let log = self.public_log.get(region).unwrap_or(&empty);
+        let changed = (since != 0 && since <= self.revision)
+            .then(|| log.since(since))
+            .flatten();
+        match changed {
+            Some(changed) => {
+                let mut seen = HashSet::new();
+                for ip in changed {
+                    if !seen.insert(*ip) {
+                        continue;
+                    }
+                    match self.edge_mapping(region, *ip) {
+                        Some(m) => delta.upserts.push(m),
+                        None => delta.removals.push(*ip),
+                    }
+                }
+                delta.removals.sort();
+            }
+            None => {
+                delta.full = true;
+                delta.upserts = self
+                    .public
+                    .keys()
+                    .filter(|(r, _)| r == region)
+                    .filter_map(|(_, ip)| self.edge_mapping(region, *ip))
+                    .collect();
+            }
+        }
+        delta.upserts.sort_by_key(|m| m.public);
+        delta
+    }
+
+    /// Whether an edge that saw `since` has something new.
+    fn edge_changed(&self, region: &str, since: Revision) -> bool {
+        self.edge_meta.get(region).is_some_and(|r| *r > since)
     }
 
     /// The delta of `host` since `since`.
@@ -801,7 +1019,12 @@ fn build(store: &dyn Store) -> Result<Index, StoreError> {
         ..Index::default()
     };
     let mut events = Vec::new();
-    for prefix in [&b"r/"[..], super::registry::HOSTS_PREFIX.as_bytes()] {
+    for prefix in [
+        &b"r/"[..],
+        super::registry::HOSTS_PREFIX.as_bytes(),
+        super::edges::EDGES_PREFIX.as_bytes(),
+        crate::records::region::SETTINGS_PREFIX.as_bytes(),
+    ] {
         for (key, value) in scan(store, prefix)? {
             events.push(Event {
                 revision,
@@ -898,6 +1121,32 @@ impl Fleet {
     /// What changed on `host_id` of `region` since `since` (0: everything).
     pub fn delta(&self, region: &str, host_id: &str, since: Revision) -> HostDelta {
         lock(&self.index).delta(&host_key(region, host_id), region, since)
+    }
+
+    /// What changed for the edge nodes of `region` since `since` (0:
+    /// everything), and whether there is anything new to say.
+    pub fn edge_delta(&self, region: &str, since: Revision) -> (EdgeDelta, bool) {
+        let index = lock(&self.index);
+        let delta = index.edge_delta(region, since);
+        let news = delta.full
+            || !delta.upserts.is_empty()
+            || !delta.removals.is_empty()
+            || index.edge_changed(region, since);
+        (delta, news)
+    }
+
+    /// The live edge nodes of `region` the index knows, sorted by ID.
+    pub fn edges(&self, region: &str) -> Vec<EdgeRecord> {
+        let index = lock(&self.index);
+        let mut edges: Vec<EdgeRecord> = index
+            .mirror
+            .edges
+            .values()
+            .filter(|e| e.region == region)
+            .cloned()
+            .collect();
+        edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        edges
     }
 
     /// The mapping service: who runs each (VNI, address) of `region`.

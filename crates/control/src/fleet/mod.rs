@@ -12,6 +12,7 @@
 //! configuration.
 
 pub mod compile;
+pub mod edges;
 pub mod health;
 pub mod http;
 pub mod index;
@@ -58,5 +59,6 @@ pub fn start(store: Arc<dyn Store>, region: &str, data_dir: &Path) -> Result<Age
     token::write_token_file(data_dir, &token)?;
     let fleet = Fleet::load(store)?;
     fleet.spawn_tailer()?;
+    edges::spawn_sweeper(&fleet)?;
     Ok(AgentApi::new(fleet, token, region))
 }

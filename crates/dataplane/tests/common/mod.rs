@@ -99,6 +99,7 @@ pub fn eni(
         source_dest_check: true,
         timeouts: Timeouts::default(),
         domain_name: None,
+        public_ipv4: vec![],
     }
 }
 

@@ -34,6 +34,14 @@ pub struct ServerArgs {
     /// deletes every resource. Never on a server anyone else can reach.
     #[arg(long)]
     moto_compat: bool,
+    /// The region's public IPv4 pool: where Elastic IPs and auto-assigned
+    /// public addresses come from, and what the edge nodes announce over
+    /// BGP. Repeat it (or separate with commas) for several ranges. Kept in
+    /// the store, so a restart without it keeps the last one; a region
+    /// never given one uses 198.51.100.0/24 and 203.0.113.0/24 (RFC 5737
+    /// documentation ranges).
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    public_pool: Vec<ipnet::Ipv4Net>,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +117,7 @@ pub fn open_region(
     store_url: Option<&str>,
     region: &str,
     moto_compat: bool,
+    public_pool: &[ipnet::Ipv4Net],
 ) -> anyhow::Result<Region> {
     let store = open_store(data_dir, store_url)?;
     if account::list(&*store)?.is_empty() {
@@ -120,6 +129,15 @@ pub fn open_region(
             admin.id
         );
     }
+    let internet = openvpc_control::moto_compat::internet_policy(moto_compat);
+    let settings = fleet::edges::configure_region(
+        &*store,
+        region,
+        (!public_pool.is_empty()).then_some(public_pool),
+        internet,
+    )
+    .context("writing the region's settings")?;
+    tracing::info!(pool = ?settings.public_pool, "the region's public pool");
     let moto_compat = openvpc_control::moto_compat::setup(&*store, moto_compat)?;
     let token = fleet::agent_token(store.as_ref()).context("reading the agent token")?;
     let agent =
@@ -162,6 +180,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         args.store.as_deref(),
         &args.region,
         args.moto_compat,
+        &args.public_pool,
     )?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {

@@ -43,7 +43,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // Before anything serves: instances without their tools would be
     // shown running while they have no address.
     super::agent::ensure_instance_tools(args.no_install, "up")?;
-    let region = open_region(&args.data_dir, None, &args.region, false)?;
+    let region = open_region(&args.data_dir, None, &args.region, false, &[])?;
     let token = region.token.clone();
     let zone = format!("{}a", args.region);
     let stop = stop_on_signals()?;

@@ -12,9 +12,10 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use openvpc_model::{Ipv4Cidr, ResourceKind};
+use openvpc_model::ResourceKind;
 
 use super::instance::Instance;
+use super::internet_gateway::InternetGateway;
 use super::network_interface::{NetworkInterface, PublicMapping, parse_ip};
 use super::resource::{
     Resource, Tags, Tx, matches_filters, new_id, ok_return, to_json, transact, write_tags,
@@ -24,14 +25,24 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
 pub use crate::records::address::{Address, AddressAssociation};
+use crate::records::region::{InternetPolicy, RegionSettings, settings_key};
 
 /// spec 13: Elastic IPs per region (default quota).
 pub const ADDRESS_QUOTA: usize = 5;
 
-/// The region's public IPv4 ranges. Documentation ranges (RFC 5737) until
-/// the edge's real range becomes configuration; the network and broadcast
-/// address of each are never handed out.
-pub const PUBLIC_POOL: &[&str] = &["198.51.100.0/24", "203.0.113.0/24"];
+/// The region's settings (`server --public-pool`), read inside the
+/// transaction; a region never configured has the defaults.
+pub fn region_settings(tx: &mut Tx) -> Result<RegionSettings, ApiError> {
+    let key = settings_key(tx.ctx().region);
+    match tx.get_raw(key.as_bytes())? {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| {
+            ApiError::internal(format!(
+                "The region's stored settings ({key}) are unreadable: {e}; restart the server with its --public-pool to write them again"
+            ))
+        }),
+        None => Ok(RegionSettings::default()),
+    }
+}
 
 fn pool_key(region: &str) -> Vec<u8> {
     format!("region/{region}/public-ips").into_bytes()
@@ -58,15 +69,12 @@ fn write_pool(tx: &mut Tx, pool: &PoolState) -> Result<(), ApiError> {
 /// Takes the lowest free public address of the region for the caller's account.
 pub fn take(tx: &mut Tx) -> Result<Ipv4Addr, ApiError> {
     let mut pool = read_pool(tx)?;
-    for range in PUBLIC_POOL {
-        let cidr: Ipv4Cidr = range
-            .parse()
-            .map_err(|_| ApiError::internal(format!("The public pool range {range} is invalid")))?;
-        let size = cidr.size();
-        for n in 1..size.saturating_sub(1) {
-            let Some(ip) = cidr.nth(n as u32) else {
+    let settings = region_settings(tx)?;
+    for range in &settings.public_pool {
+        for ip in range.hosts() {
+            if !settings.in_pool(ip) {
                 continue;
-            };
+            }
             if let std::collections::btree_map::Entry::Vacant(slot) = pool.entry(ip) {
                 slot.insert(tx.ctx().account.id.clone());
                 write_pool(tx, &pool)?;
@@ -87,11 +95,7 @@ pub fn take(tx: &mut Tx) -> Result<Ipv4Addr, ApiError> {
 /// address counts as recoverable; anything else names no address.
 fn take_specific(tx: &mut Tx, wanted: Ipv4Addr) -> Result<Ipv4Addr, ApiError> {
     let mut pool = read_pool(tx)?;
-    let in_pool = PUBLIC_POOL.iter().any(|range| {
-        range.parse::<Ipv4Cidr>().is_ok_and(|c| {
-            c.contains_addr(wanted) && wanted != c.network() && wanted != c.broadcast()
-        })
-    });
+    let in_pool = region_settings(tx)?.in_pool(wanted);
     if !in_pool || pool.contains_key(&wanted) {
         return Err(address_not_found(&wanted.to_string()));
     }
@@ -363,6 +367,22 @@ pub fn associate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 ApiError::internal(format!("Network interface '{}' has no address", eni.id))
             })?,
         };
+        // spec 5.1, 15: an Elastic IP maps only onto an address whose VPC
+        // can reach the internet.
+        if region_settings(tx)?.internet == InternetPolicy::Edges
+            && !tx
+                .list::<InternetGateway>()?
+                .iter()
+                .any(|g| g.vpc_id.as_deref() == Some(eni.vpc_id.as_str()))
+        {
+            return Err(ApiError::new(
+                "Gateway.NotAttached",
+                format!(
+                    "Network {} is not attached to any internet gateway. Attach one (AttachInternetGateway) before associating an Elastic IP with an address in it.",
+                    eni.vpc_id
+                ),
+            ));
+        }
         if let Some(current) = &address.association {
             if current.network_interface_id == eni.id && current.private_ip == target_ip {
                 // The same target again changes nothing.

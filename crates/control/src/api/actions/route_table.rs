@@ -30,6 +30,8 @@ use super::{Ctx, prefix_list, tags_for, vpc_endpoint, vpn_connection};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+use crate::fleet::edges::EDGES_PREFIX;
+use crate::records::region::InternetPolicy;
 pub use crate::records::route_table::{
     Association, Destination, Ipv6Cidr, ORIGIN_LOCAL, ORIGIN_PROPAGATED, ORIGIN_STATIC, Route,
     RouteTable, Target, TargetKind,
@@ -343,12 +345,44 @@ fn target_record(tx: &mut Tx, target: &Target) -> Result<Option<TargetRecord>, A
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// spec 2.5: true while the target can carry traffic.
-fn target_alive(tx: &mut Tx, target: &Target) -> Result<bool, ApiError> {
+/// spec 2.5: true while the target can carry traffic from `vpc_id`. An
+/// internet gateway carries it while attached to that VPC and while an
+/// edge node serves the region (spec 5.1; issue 15): otherwise the route
+/// shows `blackhole`, as AWS shows a route whose gateway cannot forward.
+fn target_alive(tx: &mut Tx, target: &Target, vpc_id: &str) -> Result<bool, ApiError> {
     if target.is_local() {
         return Ok(true);
     }
-    Ok(target_record(tx, target)?.is_some_and(|r| r.liveness == Liveness::Alive))
+    let Some(record) = target_record(tx, target)? else {
+        return Ok(false);
+    };
+    if record.liveness != Liveness::Alive {
+        return Ok(false);
+    }
+    if target.kind == TargetKind::Gateway && target.id.starts_with("igw-") {
+        if record.vpc_id.as_deref() != Some(vpc_id) {
+            return Ok(false);
+        }
+        return internet_served(tx);
+    }
+    Ok(true)
+}
+
+/// Whether an edge node serves the region now (or, under `--moto-compat`,
+/// whether the region assumes one, as moto does).
+pub fn internet_served(tx: &mut Tx) -> Result<bool, ApiError> {
+    if super::address::region_settings(tx)?.internet == InternetPolicy::Assumed {
+        return Ok(true);
+    }
+    // Read outside the transaction's fence: the edges' liveness is the
+    // fleet's, which no API write depends on.
+    let prefix = format!("{EDGES_PREFIX}{}/", tx.ctx().region);
+    let edges = tx
+        .ctx()
+        .store
+        .range(prefix.as_bytes(), None, 1)
+        .map_err(|e| ApiError::internal(format!("Reading the region's edge nodes failed: {e}")))?;
+    Ok(!edges.is_empty())
 }
 
 /// The target must exist, and a target that belongs to a VPC must belong to
@@ -671,14 +705,15 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         |tx| {
             let mut tables = tx.list::<RouteTable>()?;
             // spec 2.5: each target's record is read once per Describe.
-            let mut alive: BTreeMap<String, bool> = BTreeMap::new();
+            let mut alive: BTreeMap<(String, String), bool> = BTreeMap::new();
             for table in &mut tables {
                 for route in &mut table.routes {
-                    let ok = match alive.get(&route.target.id) {
+                    let key = (route.target.id.clone(), table.vpc_id.clone());
+                    let ok = match alive.get(&key) {
                         Some(ok) => *ok,
                         None => {
-                            let ok = target_alive(tx, &route.target)?;
-                            alive.insert(route.target.id.clone(), ok);
+                            let ok = target_alive(tx, &route.target, &table.vpc_id)?;
+                            alive.insert(key, ok);
                             ok
                         }
                     };

@@ -33,6 +33,13 @@
 //!    never created gives a flow log whose delivery status is `FAILED`
 //!    (`Access error`), as EC2 and moto answer.
 //!
+//! 6. **Internet gateways forward without an edge** ([`internet_policy`],
+//!    stored in the region's settings at start): routes to an attached
+//!    internet gateway show `active` and Elastic IPs associate in VPCs
+//!    without one, as moto models them; production shows the truth
+//!    (`blackhole` while no edge node serves the region, and
+//!    `Gateway.NotAttached`).
+//!
 //! ## Why CreateFlowLogs checks the destination only here
 //!
 //! The difference stays, on purpose. Whether a bucket or log group exists is
@@ -66,6 +73,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::server::ApiState;
 use crate::api::sts::Identity;
+use crate::records::region::InternetPolicy;
 use crate::store::Store;
 
 pub use foreign::{CompatDestinations, PREFIX};
@@ -82,6 +90,18 @@ pub fn ensure_account(store: &dyn Store) -> Result<Account, ApiError> {
     let created = Account::generate("moto", Some(ACCOUNT_ID));
     account::create(store, &created)?;
     Ok(created)
+}
+
+/// How the region judges internet gateways under the flag (item 6): moto's
+/// suite runs no edge node, and moto models every internet gateway as
+/// forwarding (its routes `active`, Elastic IPs associating in any VPC), so
+/// the truth ([`InternetPolicy::Edges`]) would fail those checks.
+pub fn internet_policy(enabled: bool) -> InternetPolicy {
+    if enabled {
+        InternetPolicy::Assumed
+    } else {
+        InternetPolicy::Edges
+    }
 }
 
 /// What `ApiState::moto_compat` holds for the `--moto-compat` flag: moto's
