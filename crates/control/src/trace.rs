@@ -9,7 +9,11 @@
 //! its egress (and, for an ENI of the same machine, that ENI's ingress);
 //! a packet encapsulated to another host continues there at the ENI that
 //! host's decapsulation picks (in the same VPC or, across a peering, in the
-//! peer's). A packet handed to a gateway's node ends the walk there.
+//! peer's). A packet handed to an edge node (an internet gateway's route)
+//! goes through the edge's own translation core, fed the region's state for
+//! the source, and ends there: translated out of the uplink, or dropped
+//! with the edge's reason. A packet handed to another gateway's node ends
+//! the walk there.
 //!
 //! Account isolation: the source must belong to the asking account; the
 //! steps taken at another account's ENI (a peer's instance) are not shown,
@@ -21,13 +25,17 @@ use core::net::{IpAddr, Ipv4Addr};
 use std::collections::HashMap;
 
 use openvpc_dataplane::DropReason;
+use openvpc_dataplane::buf::PacketBuf;
 use openvpc_dataplane::explain::{Explanation, Fate, Probe, probe_frame};
 use openvpc_dataplane::install::{Converter, InstallError};
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};
 use openvpc_dataplane::policy::Way;
 use openvpc_dataplane::{Router, RouterConfig};
+use openvpc_edge::{Edge, EdgeDrop, EdgeOutput, PublicMapping};
 use openvpc_model::host::{EniState, MappingKey};
 use openvpc_packet::MacAddr;
+use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
+use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
 
 use crate::fleet::Fleet;
 
@@ -124,6 +132,101 @@ fn host<'f>(fleet: &'f Fleet, region: &'f str, host_id: &str) -> Result<Host<'f>
     Ok(Host { router, owners })
 }
 
+/// What an edge node does with a packet the walk hands it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgeHop {
+    /// Translated 1:1 and sent out of the edge's uplink from `public_source`.
+    Translated {
+        edge_id: String,
+        public_source: Ipv4Addr,
+    },
+    /// Dropped by the edge, for the reason its counters use.
+    Dropped { edge_id: String, reason: EdgeDrop },
+}
+
+/// An explanation, with the edge's part when the packet left for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Traced {
+    pub explanation: Explanation,
+    pub edge: Option<EdgeHop>,
+}
+
+/// Runs the edge's translation core on the packet `source`'s host sends to
+/// edge `edge_id`: the probe's IP packet in the Geneve and Ethernet headers
+/// the host puts on it, against what the region holds for the source.
+fn edge_hop(
+    fleet: &Fleet,
+    region: &str,
+    edge_id: String,
+    source: &EniState,
+    frame: &[u8],
+    (vni, dst_mac, router_mac): (u32, MacAddr, MacAddr),
+) -> EdgeHop {
+    let mut edge = Edge::new(router_mac);
+    if fleet.attached_vnis(region).contains(&vni) {
+        edge.set_attached(vni, true);
+    }
+    let host = fleet
+        .host_of(&source.eni_id)
+        .and_then(|(_, host_id)| {
+            fleet
+                .registered_hosts(region)
+                .into_iter()
+                .find(|h| h.host_id == host_id)
+        })
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |h| h.underlay_ip);
+    let mac = source.mac.parse().unwrap_or(MacAddr([0; 6]));
+    for p in &source.public_ipv4 {
+        edge.upsert(PublicMapping {
+            public: p.public,
+            vni: source.vni,
+            private: p.private,
+            host,
+            mac,
+        });
+    }
+    let dropped = |reason| EdgeHop::Dropped {
+        edge_id: edge_id.clone(),
+        reason,
+    };
+    // What the host sends: Geneve, then the frame re-addressed to the node.
+    let Some(ip) = frame.get(EthernetHeader::LEN..) else {
+        return dropped(EdgeDrop::Malformed);
+    };
+    let mut headers = [0u8; GeneveHeader::LEN + EthernetHeader::LEN];
+    let eth = EthernetRepr {
+        dst: dst_mac,
+        src: router_mac,
+        vlan: None,
+        ethertype: ethertype::IPV4,
+    };
+    let written = GeneveRepr::ethernet(vni).emit(&mut headers).and_then(|at| {
+        let rest = headers.get_mut(at..).unwrap_or_default();
+        eth.emit(rest).map(|n| at + n)
+    });
+    if written.ok() != Some(headers.len()) {
+        return dropped(EdgeDrop::Malformed);
+    }
+    let mut datagram = headers.to_vec();
+    datagram.extend_from_slice(ip);
+    let mut buf = PacketBuf::from_frame(&datagram);
+    match edge.outbound(&mut buf) {
+        EdgeOutput::Uplink => {
+            let public_source = buf
+                .data()
+                .get(12..16)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from);
+            EdgeHop::Translated {
+                edge_id,
+                public_source,
+            }
+        }
+        EdgeOutput::Drop(reason) => dropped(reason),
+        EdgeOutput::Underlay { .. } => dropped(EdgeDrop::Malformed),
+    }
+}
+
 /// Explains `probe` sent from `source` (an ENI of `account`) to `dst`.
 pub fn trace(
     fleet: &Fleet,
@@ -132,7 +235,7 @@ pub fn trace(
     source: &EniState,
     dst: Ipv4Addr,
     probe: Probe,
-) -> Result<Explanation, TraceError> {
+) -> Result<Traced, TraceError> {
     let not_running = || TraceError::NotRunning(source.eni_id.clone());
     let (_, host_id) = fleet.host_of(&source.eni_id).ok_or_else(not_running)?;
     let here = host(fleet, region, &host_id)?;
@@ -148,7 +251,9 @@ pub fn trace(
     )
     .map_err(TraceError::Probe)?;
     let mut explained = here.router.explain(index, Way::Egress, &frame);
+    let router_mac = here.router.config().router_mac;
     let mut owners = here.owners;
+    let mut edge = None;
     if let Fate::Sent {
         underlay,
         vni,
@@ -161,7 +266,20 @@ pub fn trace(
             .registered_hosts(region)
             .into_iter()
             .find(|h| h.underlay_ip == underlay);
-        if let Some(record) = there {
+        let to_edge = fleet
+            .edges(region)
+            .into_iter()
+            .find(|e| e.underlay_ip == underlay);
+        if let Some(node) = to_edge {
+            edge = Some(edge_hop(
+                fleet,
+                region,
+                node.edge_id,
+                source,
+                &frame,
+                (vni, dst_mac, router_mac),
+            ));
+        } else if let Some(record) = there {
             let there = host(fleet, region, &record.host_id)?;
             match there.router.eni_at(vni, IpAddr::V4(dst), dst_mac) {
                 Some(index) => {
@@ -185,5 +303,8 @@ pub fn trace(
             eni: format!("an interface of account {owner}"),
         };
     }
-    Ok(explained)
+    Ok(Traced {
+        explanation: explained,
+        edge,
+    })
 }

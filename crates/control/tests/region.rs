@@ -1384,3 +1384,83 @@ proptest! {
         }
     }
 }
+
+// Issue 15: a packet to the internet leaves its host for a live edge node,
+// and the trace follows it through the edge's translation: the public
+// address it leaves with, the edge, or why it cannot leave.
+#[test]
+fn a_trace_follows_a_packet_through_the_edge() {
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let sub_a = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let open = r.group(&vpc, "open");
+    let igw = common::attached_igw(r.store.as_ref(), &r.account, &vpc);
+    let table = common::main_route_table(r.store.as_ref(), &r.account, &vpc);
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={table}&DestinationCidrBlock=0.0.0.0%2F0&GatewayId={igw}"
+    ));
+    let public = r.run(&sub_a, &[&open], None);
+    let private = r.run(&sub_a, &[&open], None);
+    let alloc = first(&r.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    r.ok(&format!(
+        "Action=AssociateAddress&AllocationId={alloc}&InstanceId={}",
+        public.id
+    ));
+    let eip = first(
+        &r.ok(&format!("Action=DescribeAddresses&AllocationId.1={alloc}")),
+        "publicIp",
+    );
+    let outside = Ipv4Addr::new(8, 8, 8, 8);
+    let probe = |from: &Instance| {
+        format!(
+            "Source={}&DestinationIp={outside}&Protocol=tcp&DestinationPort=443",
+            from.id
+        )
+    };
+
+    // No edge serves the region yet: the gateway is unserved.
+    r.sync();
+    let d = r.send(&public, outside, syn(40000, 443));
+    assert_eq!(d.drop_reason(), Some(DropReason::TargetUnserved), "{d:?}");
+
+    let edge_ip: IpAddr = "10.254.0.2".parse().unwrap();
+    openvpc_control::fleet::edges::register(
+        r.store.as_ref(),
+        REGION,
+        &openvpc_model::edge::EdgeRegistration {
+            edge_id: "e1".into(),
+            underlay_ip: edge_ip,
+        },
+        1,
+    )
+    .unwrap();
+    r.sync();
+    let d = r.send(&public, outside, syn(40001, 443));
+    assert_eq!(d, Delivery::LeftFabric { dst: edge_ip }, "to the edge");
+    let xml = r.trace(&probe(&public)).unwrap();
+    assert_eq!(common::first(&xml, "code"), "internet", "{xml}");
+    assert_eq!(common::first(&xml, "publicSource"), eip);
+    assert_eq!(common::first(&xml, "edgeId"), "e1");
+
+    // spec 5.1: no public address, no way out; the host says why.
+    let d = r.send(&private, outside, syn(40002, 443));
+    assert_eq!(d.drop_reason(), Some(DropReason::NoPublicIp), "{d:?}");
+    let xml = r.trace(&probe(&private)).unwrap();
+    assert_eq!(
+        trace_fate(&xml),
+        ("dropped".to_string(), "no_public_ip".to_string())
+    );
+
+    // Detached, the gateway's routes are blackholes.
+    r.ok(&format!(
+        "Action=DetachInternetGateway&InternetGatewayId={igw}&VpcId={vpc}"
+    ));
+    r.sync();
+    let d = r.send(&public, outside, syn(40003, 443));
+    assert_eq!(d.drop_reason(), Some(DropReason::Blackhole), "{d:?}");
+    let xml = r.trace(&probe(&public)).unwrap();
+    assert_eq!(
+        trace_fate(&xml),
+        ("dropped".to_string(), "blackhole".to_string())
+    );
+}

@@ -141,6 +141,10 @@ pub struct TraceReport {
     pub reason: Option<String>,
     /// Where a forwarded packet went (a gateway's node).
     pub underlay: Option<String>,
+    /// The edge node a packet to the internet left through, and the
+    /// public source address it left with (fate `internet`).
+    pub edge_id: Option<String>,
+    pub public_source: Option<String>,
 }
 
 impl TraceReport {
@@ -178,6 +182,8 @@ impl TraceReport {
             delivered_to: between(fate, "networkInterfaceId"),
             reason: between(fate, "reason"),
             underlay: between(fate, "underlay"),
+            edge_id: between(fate, "edgeId"),
+            public_source: between(fate, "publicSource"),
         }
     }
 }

@@ -1135,6 +1135,11 @@ impl Fleet {
         (delta, news)
     }
 
+    /// The VNIs of `region`'s VPCs with an internet gateway attached.
+    pub fn attached_vnis(&self, region: &str) -> Vec<u32> {
+        lock(&self.index).attached_vnis(region)
+    }
+
     /// The live edge nodes of `region` the index knows, sorted by ID.
     pub fn edges(&self, region: &str) -> Vec<EdgeRecord> {
         let index = lock(&self.index);

@@ -148,12 +148,26 @@ fn render(report: &TraceReport) -> String {
         )),
         "dropped" => {
             let reason = report.reason.as_deref().unwrap_or("");
-            let why = DropReason::from_name(reason).map_or("", DropReason::describe);
-            out.push_str(&format!("dropped: {reason} ({why})\n"));
+            match reason.strip_prefix("edge:") {
+                Some(at_edge) => out.push_str(&format!(
+                    "dropped by edge node {}: {at_edge}\n",
+                    report.edge_id.as_deref().unwrap_or("?")
+                )),
+                None => {
+                    let why = DropReason::from_name(reason).map_or("", DropReason::describe);
+                    out.push_str(&format!("dropped: {reason} ({why})\n"));
+                }
+            }
         }
         "forwarded" => out.push_str(&format!(
             "forwarded to the gateway's node at {}\n",
             report.underlay.as_deref().unwrap_or("?")
+        )),
+        "internet" => out.push_str(&format!(
+            "left the VPC through edge node {} ({}) as {}: the internet gateway's 1:1 translation\n",
+            report.edge_id.as_deref().unwrap_or("?"),
+            report.underlay.as_deref().unwrap_or("?"),
+            report.public_source.as_deref().unwrap_or("?")
         )),
         "unresolved" => out.push_str("unresolved: nothing owns the destination yet\n"),
         other => out.push_str(&format!("{other}\n")),

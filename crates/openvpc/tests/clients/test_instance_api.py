@@ -160,6 +160,12 @@ def test_elastic_ips():
     # The region-wide pool never gives bob the same address.
     other = ec2("bob").allocate_address(Domain="vpc")
     assert other["PublicIp"] != eip["PublicIp"]
+    # spec 5.1: an Elastic IP needs the VPC's internet gateway.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.associate_address(AllocationId=eip["AllocationId"], InstanceId=instance_id)
+    assert error_code(e) == "Gateway.NotAttached"
+    igw = client.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    client.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
     assoc = client.associate_address(AllocationId=eip["AllocationId"], InstanceId=instance_id)["AssociationId"]
     assert assoc.startswith("eipassoc-")
     described = client.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]

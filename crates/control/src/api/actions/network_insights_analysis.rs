@@ -56,7 +56,7 @@ pub use crate::records::network_insights_analysis::{
     AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation, ExplanationCode,
     NetworkInsightsAnalysis, PathComponent, RouteState,
 };
-use crate::trace::trace;
+use crate::trace::{EdgeHop, Traced, trace};
 
 /// The address a path to an internet gateway is analysed with when the path
 /// names none: any address outside the VPC that the route table sends to
@@ -475,8 +475,9 @@ fn judge(
     dst_eni: Option<&NetworkInterface>,
     dst: Ipv4Addr,
     header: &AnalysisPacketHeader,
-    explained: &Trace,
+    traced: &Traced,
 ) -> Result<Outcome, ApiError> {
+    let explained: &Trace = &traced.explanation;
     let mut components = Vec::new();
     let src_attached = source
         .attachment
@@ -542,10 +543,38 @@ fn judge(
                 } => Some(t.clone()),
                 _ => None,
             });
+            // Through an internet gateway, the edge translates the source
+            // to its public address: the gateway's component shows the
+            // header as it leaves (spec 5.1).
+            let translated = |tx: &mut Tx, id: &str| {
+                let mut c = path_component(component(tx, id));
+                if let Some(EdgeHop::Translated { public_source, .. }) = &traced.edge {
+                    c.outbound_header = Some(AnalysisPacketHeader {
+                        source_addresses: vec![*public_source],
+                        ..header.clone()
+                    });
+                }
+                c
+            };
+            if let Some(EdgeHop::Dropped { edge_id, reason }) = &traced.edge {
+                return Ok(Outcome::failed(format!(
+                    "Edge node {edge_id} drops the packet ({}), which no Reachability Analyzer explanation code describes.",
+                    reason.name()
+                )));
+            }
             match (gateway, reached) {
                 (Some(g), Some(t)) if g.id == t => {
                     outcome.found = Some(true);
-                    components.push(path_component(component(tx, &g.id)));
+                    components.push(translated(tx, &g.id));
+                }
+                (None, Some(t))
+                    if t.starts_with("igw-")
+                        && matches!(traced.edge, Some(EdgeHop::Translated { .. })) =>
+                {
+                    // An address beyond the gateway: the path leaves the
+                    // VPC there, which is as far as the analysis sees.
+                    outcome.found = Some(true);
+                    components.push(translated(tx, &t));
                 }
                 (_, t) => {
                     return Ok(Outcome::failed(format!(

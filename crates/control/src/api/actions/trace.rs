@@ -11,7 +11,7 @@
 
 use core::net::Ipv4Addr;
 
-use openvpc_dataplane::explain::{Explanation, Fate, Probe};
+use openvpc_dataplane::explain::{Fate, Probe};
 use openvpc_model::ResourceKind;
 
 use super::Ctx;
@@ -21,7 +21,7 @@ use super::resource::{Tx, check_id, transact};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-use crate::trace::{TraceError, trace};
+use crate::trace::{EdgeHop, TraceError, Traced, trace};
 
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
     Some(match action {
@@ -155,7 +155,8 @@ fn trace_packet(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 }
 
 /// The explanation as `TracePacket` answers it.
-fn write_explanation(x: &mut Xml, e: &Explanation) {
+fn write_explanation(x: &mut Xml, traced: &Traced) {
+    let e = &traced.explanation;
     x.list("stepSet", &e.steps, |x, s| {
         x.elem("networkInterfaceId", &s.eni)
             .elem(
@@ -173,10 +174,24 @@ fn write_explanation(x: &mut Xml, e: &Explanation) {
         match &e.fate {
             Fate::Delivered { eni } => x.elem("code", "delivered").elem("networkInterfaceId", eni),
             Fate::Dropped(reason) => x.elem("code", "dropped").elem("reason", reason),
-            Fate::Sent { underlay, vni, .. } => x
-                .elem("code", "forwarded")
-                .elem("underlay", underlay)
-                .elem("vni", vni),
+            Fate::Sent { underlay, vni, .. } => match &traced.edge {
+                Some(EdgeHop::Translated {
+                    edge_id,
+                    public_source,
+                }) => x
+                    .elem("code", "internet")
+                    .elem("edgeId", edge_id)
+                    .elem("underlay", underlay)
+                    .elem("publicSource", public_source),
+                Some(EdgeHop::Dropped { edge_id, reason }) => x
+                    .elem("code", "dropped")
+                    .elem("reason", format!("edge:{}", reason.name()))
+                    .elem("edgeId", edge_id),
+                None => x
+                    .elem("code", "forwarded")
+                    .elem("underlay", underlay)
+                    .elem("vni", vni),
+            },
             Fate::Unresolved => x.elem("code", "unresolved"),
         };
     });
