@@ -360,20 +360,20 @@ fn target_alive(tx: &mut Tx, target: &Target, vpc_id: &str) -> Result<bool, ApiE
         return Ok(false);
     }
     if target.kind == TargetKind::Gateway && target.id.starts_with("igw-") {
+        // Under `--moto-compat`, as moto shows them: alive while they exist.
+        if super::address::region_settings(tx)?.internet == InternetPolicy::Assumed {
+            return Ok(true);
+        }
         if record.vpc_id.as_deref() != Some(vpc_id) {
             return Ok(false);
         }
-        return internet_served(tx);
+        return edge_serves(tx);
     }
     Ok(true)
 }
 
-/// Whether an edge node serves the region now (or, under `--moto-compat`,
-/// whether the region assumes one, as moto does).
-pub fn internet_served(tx: &mut Tx) -> Result<bool, ApiError> {
-    if super::address::region_settings(tx)?.internet == InternetPolicy::Assumed {
-        return Ok(true);
-    }
+/// Whether an edge node serves the region now.
+pub fn edge_serves(tx: &mut Tx) -> Result<bool, ApiError> {
     // Read outside the transaction's fence: the edges' liveness is the
     // fleet's, which no API write depends on.
     let prefix = format!("{EDGES_PREFIX}{}/", tx.ctx().region);
