@@ -3,15 +3,23 @@
 //! addresses of instances (public IPs and Elastic IPs), stateless, so every
 //! edge node can handle any packet.
 //!
-//! This crate is the sans-IO core: frames and packets in, rewritten bytes
-//! and where they go out. No sockets, threads or clocks. The node's I/O
-//! shell (its uplink and the underlay) and its registration with the
-//! region come with it.
+//! [`translate`] is the sans-IO core: frames and packets in, rewritten
+//! bytes and where they go out; no sockets, threads or clocks. Around it a
+//! thin shell makes an edge node: [`io`] (the Geneve socket, the uplink TUN
+//! and the worker thread that owns the core), [`control`] (registration,
+//! heartbeat and the watch of the edge API), [`bgp`] (the announcement of
+//! the public pool to the upstream router) and [`node`] (starting and
+//! stopping it all, the state directory).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod bgp;
+pub mod control;
+pub mod io;
+pub mod node;
 pub mod translate;
 
-pub use translate::{Edge, EdgeDrop, EdgeOutput, PublicMapping};
+pub use node::{EdgeNode, EdgeNodeConfig, EdgeNodeError, EdgeNodeHandle, NodeStatus};
+pub use translate::{Edge, EdgeDrop, EdgeOutput, PublicMapping, TableUpdate};

@@ -83,6 +83,19 @@ impl EdgeDrop {
     }
 }
 
+/// A change to an edge's table, as the control plane's watch hands it (see
+/// [`Edge::apply`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableUpdate {
+    /// `upserts` is the whole table: every other address is dropped.
+    pub full: bool,
+    pub upserts: Vec<PublicMapping>,
+    pub removals: Vec<Ipv4Addr>,
+    /// Every VNI with an internet gateway attached, whole; `None` keeps
+    /// the current set.
+    pub attached: Option<Vec<u32>>,
+}
+
 /// Where a translated packet goes; the buffer holds it, rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EdgeOutput {
@@ -155,6 +168,32 @@ impl Edge {
         } else {
             self.attached.remove(&vni);
         }
+    }
+
+    /// Applies a change from the control plane: a full table replaces
+    /// every address and attachment held; otherwise removals go first, then
+    /// upserts (so an address moved within one change ends at its new
+    /// holder). The attached VNIs, when given, replace the set whole.
+    pub fn apply(&mut self, update: &TableUpdate) {
+        if update.full {
+            self.by_public.clear();
+            self.by_private.clear();
+        }
+        for public in &update.removals {
+            self.remove(*public);
+        }
+        for m in &update.upserts {
+            self.upsert(*m);
+        }
+        if let Some(vnis) = &update.attached {
+            self.attached.clear();
+            self.attached.extend(vnis.iter().copied());
+        }
+    }
+
+    /// VPCs with an internet gateway attached.
+    pub fn attached_len(&self) -> usize {
+        self.attached.len()
     }
 
     /// Public addresses held.
@@ -416,6 +455,55 @@ mod tests {
             e.inbound(&mut to_b),
             EdgeOutput::Underlay { dst, .. } if dst == other.host
         ));
+    }
+
+    // The control plane's watch: a full table drops what it does not
+    // list; a change applies removals before upserts; the attached set is
+    // replaced whole.
+    #[test]
+    fn a_table_update_replaces_or_patches_the_table() {
+        let mut e = edge();
+        let other = PublicMapping {
+            public: ip("198.51.100.9"),
+            private: ip("10.0.1.20"),
+            ..mapping()
+        };
+        e.apply(&TableUpdate {
+            full: true,
+            upserts: vec![other],
+            removals: vec![],
+            attached: Some(vec![VNI, 78]),
+        });
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.attached_len(), 2);
+        let mut gone = from_host(VNI, &packet("10.0.1.10", 1, "203.0.113.9", 80));
+        assert_eq!(
+            e.outbound(&mut gone),
+            EdgeOutput::Drop(EdgeDrop::NoPublicIp)
+        );
+        // A move within one change: removed and upserted, it stays held.
+        e.apply(&TableUpdate {
+            full: false,
+            upserts: vec![PublicMapping {
+                private: ip("10.0.1.30"),
+                ..other
+            }],
+            removals: vec![other.public],
+            attached: None,
+        });
+        assert_eq!(e.len(), 1);
+        assert_eq!(e.attached_len(), 2);
+        let mut moved = from_host(VNI, &packet("10.0.1.30", 1, "203.0.113.9", 80));
+        assert_eq!(e.outbound(&mut moved), EdgeOutput::Uplink);
+        e.apply(&TableUpdate {
+            attached: Some(vec![]),
+            ..TableUpdate::default()
+        });
+        let mut detached = from_host(VNI, &packet("10.0.1.30", 1, "203.0.113.9", 80));
+        assert_eq!(
+            e.outbound(&mut detached),
+            EdgeOutput::Drop(EdgeDrop::NoInternetGateway)
+        );
     }
 
     // Reassociation (spec 5.3): an address moved to another holder is

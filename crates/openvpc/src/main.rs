@@ -34,6 +34,10 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// Decode a frame given in hex and explain each header, inner and outer.
     Decode(cmd::decode::DecodeArgs),
+    /// Run an edge node: translate between instances' private addresses
+    /// and the region's public pool (public and Elastic IPs), between the
+    /// Geneve underlay and an uplink TUN, fed by a server (needs root).
+    Edge(cmd::edge::EdgeArgs),
     /// Run a command inside an instance on this machine.
     Exec(cmd::exec::ExecArgs),
     /// Several hosts as network namespaces on this machine, for tests and demos.
@@ -62,6 +66,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(args) => cmd::agent::run(args),
+        Command::Edge(args) => cmd::edge::run(args),
         Command::Exec(args) => cmd::exec::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Server(args) => cmd::server::run(args),

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_lab;
 pub mod decode;
+pub mod edge;
 pub mod exec;
 pub mod lab;
 pub mod server;

@@ -1,5 +1,15 @@
 //! `openvpc up`: a one-machine region in one process: the server on the
-//! embedded store and the agent of this host, until Ctrl-C.
+//! embedded store, the agent of this host and an edge node, until Ctrl-C.
+//!
+//! The edge's uplink is a TUN device in this host's namespace (`pub0`) with
+//! the region's public pool routed to it, so this host reaches instances'
+//! public IPs, and instances with public IPs reach this host. A TUN rather
+//! than a veth pair into a namespace of its own: the agent's underlay is on
+//! loopback, which another namespace cannot reach, and one device with the
+//! pool routed to it is all the host needs. Reaching further (whatever the
+//! host reaches) is the operator's choice, one command:
+//! `iptables -t nat -A POSTROUTING -s POOL ! -d POOL -j MASQUERADE` (with
+//! `net.ipv4.ip_forward=1`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,9 +19,14 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use openvpc_agent::{Agent, AgentConfig};
+use openvpc_edge::{EdgeNode, EdgeNodeConfig};
 
 use super::agent::stop_on_signals;
 use super::server::{ApiServer, bind_and_announce, open_region};
+
+/// The in-process edge node's underlay address (port 6081, like the agent's
+/// on 127.0.0.1).
+const EDGE_UNDERLAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -45,6 +60,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     super::agent::ensure_instance_tools(args.no_install, "up")?;
     let region = open_region(&args.data_dir, None, &args.region, false, &[])?;
     let token = region.token.clone();
+    let edge_token = token.clone();
     let zone = format!("{}a", args.region);
     let stop = stop_on_signals()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -78,17 +94,39 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         eprintln!("up: waiting for the agent to sync with the server");
     }
+    let edge = EdgeNode::start(EdgeNodeConfig::new(
+        &format!("http://{local}"),
+        &edge_token,
+        &format!("{host_id}-edge"),
+        // The agent's underlay is 127.0.0.1:6081; the edge's is another
+        // loopback address on the same port.
+        IpAddr::V4(EDGE_UNDERLAY),
+        args.data_dir.join("edge"),
+    ))
+    .context("starting the edge node (its uplink is the TUN device pub0)")?;
+    while !edge.wait_ready(Duration::from_secs(1)) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        eprintln!("up: waiting for the edge node to sync with the server");
+    }
     eprintln!(
         "up: region {} with host {host_id} serving zone {zone}. Export the lines above, then try:\n\
          \x20   aws ec2 run-instances --image-id ami-12345678 --subnet-id \
          $(aws ec2 describe-subnets --filters Name=availability-zone,Values={zone} \
          --query 'Subnets[0].SubnetId' --output text)\n\
          \x20   openvpc exec <the instance ID> -- ip addr\n\
+         Instances with a public IP (an Elastic IP, or MapPublicIpOnLaunch) in a subnet\n\
+         routed to an attached internet gateway reach this host, and this host reaches them,\n\
+         through the edge node's uplink pub0. To let them reach whatever this host reaches:\n\
+         \x20   sysctl -w net.ipv4.ip_forward=1\n\
+         \x20   iptables -t nat -A POSTROUTING -s <the public pool> ! -d <the public pool> -j MASQUERADE\n\
          Ctrl-C stops the region; instances and resources are kept for the next `up`.",
         args.region
     );
     super::agent::serve_until_stopped(&agent, &args.data_dir.join("agent"), &host_id, &stop);
     eprintln!("up: stopping");
+    edge.stop();
     agent.stop();
     let result = runtime.block_on(server.stop());
     runtime.shutdown_timeout(Duration::from_millis(200));

@@ -1,0 +1,509 @@
+//! The edge node's conversation with the control plane over the edge API
+//! (`openvpc_model::edge`): register (which is also the heartbeat, every
+//! [`HEARTBEAT_MS`]), long-poll the watch for the table of public
+//! addresses, and deregister on a clean stop.
+//!
+//! Shaped like the agent's client: when the server is away the node keeps
+//! translating with the table it has; the loops log the outage once, retry
+//! with backoff, and resume the watch from the last revision they saw.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use openvpc_model::edge::{EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, path};
+use openvpc_model::host::TOKEN_HEADER;
+use openvpc_packet::MacAddr;
+
+use crate::translate::{PublicMapping, TableUpdate};
+
+/// How long the server may hold a watch open.
+pub const WATCH_WAIT_MS: u64 = 25_000;
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Registrations and deregistrations give up after this: a heartbeat
+/// later than the server's TTL is no heartbeat anyway.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest VNI Geneve carries (24 bits).
+const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// A failed exchange with the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{what}: {source}; is the server at {url} up and the agent token right?")]
+    Http {
+        what: &'static str,
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("{what}: the server's answer is not what this edge understands: {source}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A blocking client for the edge API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    /// Long polls wait longer than anything else may.
+    watch: ureq::Agent,
+    short: ureq::Agent,
+}
+
+fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
+
+impl Client {
+    /// A client for the server at `server_url`, authenticating with `token`
+    /// (the agent token).
+    pub fn new(server_url: &str, token: &str) -> Self {
+        Client {
+            base: server_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            watch: agent(Duration::from_millis(WATCH_WAIT_MS + 10_000)),
+            short: agent(SHORT_TIMEOUT),
+        }
+    }
+
+    fn post(
+        &self,
+        what: &'static str,
+        endpoint: &str,
+        body: &EdgeRegistration,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{endpoint}", self.base);
+        let http = |source| ClientError::Http {
+            what,
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let body =
+            serde_json::to_vec(body).map_err(|source| ClientError::Decode { what, source })?;
+        let mut resp = self
+            .short
+            .post(&url)
+            .header(TOKEN_HEADER, &self.token)
+            .content_type("application/json")
+            .send(&body[..])
+            .map_err(http)?;
+        resp.body_mut().read_to_vec().map_err(http)
+    }
+
+    /// `POST /edge/v1/register`: also the heartbeat.
+    pub fn register(&self, reg: &EdgeRegistration) -> Result<EdgeRecord, ClientError> {
+        let what = "register";
+        let text = self.post(what, path::REGISTER, reg)?;
+        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+
+    /// `POST /edge/v1/deregister`: the node leaves at once.
+    pub fn deregister(&self, reg: &EdgeRegistration) -> Result<(), ClientError> {
+        self.post("deregister", path::DEREGISTER, reg).map(|_| ())
+    }
+
+    /// `GET /edge/v1/watch`: what changed since `since`, waiting up to
+    /// `wait_ms` for something to.
+    pub fn watch(&self, edge_id: &str, since: u64, wait_ms: u64) -> Result<EdgeDelta, ClientError> {
+        let what = "watch";
+        let url = format!("{}{}", self.base, path::WATCH);
+        let http = |source| ClientError::Http {
+            what,
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let mut resp = self
+            .watch
+            .get(&url)
+            .query("edge", edge_id)
+            .query("since", since.to_string())
+            .query("wait_ms", wait_ms.to_string())
+            .header(TOKEN_HEADER, &self.token)
+            .call()
+            .map_err(http)?;
+        // A region's whole table is larger than ureq's default limit.
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(512 << 20)
+            .read_to_vec()
+            .map_err(http)?;
+        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+}
+
+/// Remembers whether the server is reachable, so an outage is logged once
+/// when it starts and once when it ends, not per retry.
+#[derive(Debug, Default)]
+struct Outage {
+    down: bool,
+    backoff: Duration,
+}
+
+impl Outage {
+    fn failed(&mut self, what: &str, e: &ClientError) -> Duration {
+        if !self.down {
+            self.down = true;
+            tracing::warn!(error = %e, "{what} failed; the edge keeps translating with its current table and retries");
+            self.backoff = MIN_BACKOFF;
+        } else {
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+        self.backoff
+    }
+
+    fn ok(&mut self, what: &str) {
+        if self.down {
+            tracing::info!("{what}: the server answers again");
+        }
+        self.down = false;
+    }
+}
+
+/// Sleeps `d` in short steps; false if asked to stop meanwhile.
+fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left -= s;
+    }
+    !stop.load(Ordering::Relaxed)
+}
+
+/// What the control loops know, for the status file and readiness.
+#[derive(Debug, Default)]
+pub struct ControlState {
+    /// The last heartbeat was answered.
+    pub registered: AtomicBool,
+    /// A full table has been applied.
+    pub synced: AtomicBool,
+    /// The revision of the last delta applied.
+    pub revision: AtomicU64,
+    /// Entries skipped because they made no sense, since start.
+    pub skipped: AtomicU64,
+}
+
+/// An entry of a delta that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadEntry {
+    #[error("public address {public}: MAC {mac:?} is not a MAC address")]
+    Mac {
+        public: core::net::Ipv4Addr,
+        mac: String,
+    },
+    #[error("public address {public}: VNI {vni} does not fit Geneve's 24 bits")]
+    Vni {
+        public: core::net::Ipv4Addr,
+        vni: u32,
+    },
+}
+
+/// The core's form of a delta. A bad entry is left out, and its public
+/// address removed instead, so it stops translating to a holder that may
+/// be stale; each is returned to be logged.
+pub fn table_update(delta: &EdgeDelta) -> (TableUpdate, Vec<BadEntry>) {
+    let mut bad = Vec::new();
+    let mut update = TableUpdate {
+        full: delta.full,
+        upserts: Vec::with_capacity(delta.upserts.len()),
+        removals: delta.removals.clone(),
+        attached: Some(
+            delta
+                .attached_vnis
+                .iter()
+                .copied()
+                .filter(|v| *v <= MAX_VNI)
+                .collect(),
+        ),
+    };
+    for m in &delta.upserts {
+        if m.vni > MAX_VNI {
+            bad.push(BadEntry::Vni {
+                public: m.public,
+                vni: m.vni,
+            });
+            update.removals.push(m.public);
+            continue;
+        }
+        match m.mac.parse::<MacAddr>() {
+            Ok(mac) => update.upserts.push(PublicMapping {
+                public: m.public,
+                vni: m.vni,
+                private: m.private,
+                host: m.host,
+                mac,
+            }),
+            Err(_) => {
+                bad.push(BadEntry::Mac {
+                    public: m.public,
+                    mac: m.mac.clone(),
+                });
+                update.removals.push(m.public);
+            }
+        }
+    }
+    (update, bad)
+}
+
+/// Registers at once and again every [`HEARTBEAT_MS`] until `stop`, then
+/// deregisters (if the server ever heard of us). `registered` follows the
+/// last answer.
+pub fn heartbeat_loop(
+    client: &Client,
+    reg: &EdgeRegistration,
+    state: &ControlState,
+    stop: &AtomicBool,
+) {
+    let every = Duration::from_millis(HEARTBEAT_MS);
+    let ever = heartbeat_loop_with(state, stop, every, || client.register(reg).map(|_| ()));
+    if ever {
+        match client.deregister(reg) {
+            Ok(()) => tracing::info!(edge = %reg.edge_id, "deregistered"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not deregister; the server drops this edge when its registration expires")
+            }
+        }
+    }
+}
+
+/// [`heartbeat_loop`] over any sender (tests count the calls); true if a
+/// registration ever succeeded.
+pub fn heartbeat_loop_with(
+    state: &ControlState,
+    stop: &AtomicBool,
+    every: Duration,
+    mut register: impl FnMut() -> Result<(), ClientError>,
+) -> bool {
+    let mut outage = Outage::default();
+    let mut ever = false;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = match register() {
+            Ok(()) => {
+                outage.ok("register");
+                if !state.registered.swap(true, Ordering::Relaxed) {
+                    tracing::info!("registered with the server");
+                }
+                ever = true;
+                every
+            }
+            Err(e) => {
+                state.registered.store(false, Ordering::Relaxed);
+                // Retry sooner than a heartbeat at first, never later:
+                // the server forgets an edge after three.
+                outage.failed("register", &e).min(every)
+            }
+        };
+        if !sleep_unless_stopped(stop, wait) {
+            break;
+        }
+    }
+    ever
+}
+
+/// Follows the watch until `stop`, applying every delta with `apply`; it
+/// starts once the node has registered. An `apply` error (the worker has
+/// stopped) ends the loop.
+pub fn watch_loop<E: std::fmt::Display>(
+    client: &Client,
+    edge_id: &str,
+    state: &ControlState,
+    stop: &AtomicBool,
+    apply: impl FnMut(&EdgeDelta) -> Result<(), E>,
+) {
+    while !state.registered.load(Ordering::Relaxed) {
+        if !sleep_unless_stopped(stop, Duration::from_millis(50)) {
+            return;
+        }
+    }
+    watch_loop_with(state, stop, apply, |since| {
+        client.watch(edge_id, since, WATCH_WAIT_MS)
+    });
+}
+
+/// [`watch_loop`] over any source of deltas (tests answer from a list).
+pub fn watch_loop_with<E: std::fmt::Display>(
+    state: &ControlState,
+    stop: &AtomicBool,
+    mut apply: impl FnMut(&EdgeDelta) -> Result<(), E>,
+    mut watch: impl FnMut(u64) -> Result<EdgeDelta, ClientError>,
+) {
+    let mut outage = Outage::default();
+    let mut since = state.revision.load(Ordering::Relaxed);
+    while !stop.load(Ordering::Relaxed) {
+        match watch(since) {
+            Ok(delta) => {
+                outage.ok("watch");
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Err(e) = apply(&delta) {
+                    tracing::error!(error = %e, "the edge's table could not be updated; the watch stops");
+                    return;
+                }
+                since = delta.revision;
+            }
+            Err(e) => {
+                let wait = outage.failed("watch", &e);
+                if !sleep_unless_stopped(stop, wait) {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::net::{IpAddr, Ipv4Addr};
+    use openvpc_model::edge::EdgeMapping;
+    use std::cell::Cell;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn entry(public: &str, mac: &str, vni: u32) -> EdgeMapping {
+        EdgeMapping {
+            public: ip(public),
+            vni,
+            private: ip("10.0.1.10"),
+            host: IpAddr::V4(ip("192.0.2.2")),
+            mac: mac.into(),
+            eni_id: "eni-1".into(),
+        }
+    }
+
+    fn http_error() -> ClientError {
+        ClientError::Http {
+            what: "test",
+            url: "http://127.0.0.1:1".into(),
+            source: Box::new(ureq::Error::ConnectionFailed),
+        }
+    }
+
+    // A bad entry is skipped and its address removed, never a panic; the
+    // good ones and the attached set pass through.
+    #[test]
+    fn bad_entries_are_skipped_and_their_addresses_removed() {
+        let delta = EdgeDelta {
+            revision: 4,
+            full: true,
+            upserts: vec![
+                entry("198.51.100.7", "02:00:00:00:00:0a", 77),
+                entry("198.51.100.8", "not-a-mac", 77),
+                entry("198.51.100.9", "02:00:00:00:00:0b", 1 << 24),
+            ],
+            removals: vec![ip("198.51.100.1")],
+            attached_vnis: vec![77, 1 << 25],
+            public_pool: vec![],
+        };
+        let (update, bad) = table_update(&delta);
+        assert!(update.full);
+        assert_eq!(update.upserts.len(), 1);
+        assert_eq!(update.upserts[0].mac, MacAddr([2, 0, 0, 0, 0, 0x0a]));
+        assert_eq!(
+            update.removals,
+            vec![ip("198.51.100.1"), ip("198.51.100.8"), ip("198.51.100.9")]
+        );
+        assert_eq!(update.attached, Some(vec![77]));
+        assert_eq!(bad.len(), 2);
+        assert!(matches!(&bad[0], BadEntry::Mac { mac, .. } if mac == "not-a-mac"));
+    }
+
+    // The heartbeat marks the node registered while the server answers,
+    // and not while it does not; it keeps trying through the outage.
+    #[test]
+    fn the_heartbeat_follows_the_server() {
+        let state = ControlState::default();
+        let stop = AtomicBool::new(false);
+        let calls = Cell::new(0);
+        let ever = heartbeat_loop_with(&state, &stop, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            match calls.get() {
+                1 => Err(http_error()),
+                2 => Ok(()),
+                3 => {
+                    assert!(state.registered.load(Ordering::Relaxed));
+                    Err(http_error())
+                }
+                _ => {
+                    assert!(!state.registered.load(Ordering::Relaxed));
+                    stop.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        });
+        assert!(ever);
+        assert_eq!(calls.get(), 4);
+    }
+
+    // The watch resumes from the revision last applied, also across a
+    // failed call.
+    #[test]
+    fn the_watch_resumes_from_the_last_revision() {
+        let state = ControlState::default();
+        let stop = AtomicBool::new(false);
+        let asked = std::cell::RefCell::new(Vec::new());
+        let applied = std::cell::RefCell::new(Vec::new());
+        watch_loop_with(
+            &state,
+            &stop,
+            |d: &EdgeDelta| {
+                applied.borrow_mut().push(d.revision);
+                Ok::<(), String>(())
+            },
+            |since| {
+                asked.borrow_mut().push(since);
+                match asked.borrow().len() {
+                    1 => Ok(EdgeDelta {
+                        revision: 5,
+                        full: true,
+                        ..EdgeDelta::default()
+                    }),
+                    2 => Err(http_error()),
+                    3 => Ok(EdgeDelta {
+                        revision: 9,
+                        ..EdgeDelta::default()
+                    }),
+                    _ => {
+                        stop.store(true, Ordering::Relaxed);
+                        Err(http_error())
+                    }
+                }
+            },
+        );
+        assert_eq!(*asked.borrow(), vec![0, 5, 5, 9]);
+        assert_eq!(*applied.borrow(), vec![5, 9]);
+    }
+
+    // A stopped worker ends the watch instead of spinning.
+    #[test]
+    fn an_apply_failure_ends_the_watch() {
+        let state = ControlState::default();
+        let stop = AtomicBool::new(false);
+        let calls = Cell::new(0);
+        watch_loop_with(
+            &state,
+            &stop,
+            |_: &EdgeDelta| Err("stopped"),
+            |_| {
+                calls.set(calls.get() + 1);
+                Ok(EdgeDelta::default())
+            },
+        );
+        assert_eq!(calls.get(), 1);
+    }
+}

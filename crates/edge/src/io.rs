@@ -1,0 +1,730 @@
+//! The edge node's packet I/O: the Geneve socket on the underlay, the TUN
+//! device that is its uplink, and one worker thread that owns the sans-IO
+//! [`Edge`] and moves batches between them. Also the routes that send the
+//! public pool into the TUN.
+//!
+//! - Underlay → uplink: datagrams arrive in batches (`recvmmsg`), are
+//!   translated outbound, and each bare IPv4 packet is written to the TUN;
+//!   the namespace's kernel forwards it out (its default route).
+//! - Uplink → underlay: packets the kernel routes to the public pool are
+//!   read from the TUN until it is empty (a batch at most), translated
+//!   inbound, and sent to the hosts in one `sendmmsg`.
+//!
+//! Table changes reach the worker over a channel (with a wake-up datagram,
+//! so it applies them at once) and are applied between batches. Nothing is
+//! allocated per packet: the buffers and message headers are reused.
+//!
+//! Reuse: namespace entry and the batched UDP calls are the agent's
+//! (`openvpc_agent::netns::in_netns`, `openvpc_agent::batch_io::Mmsg`), so
+//! that unsafe code lives once. The TUN open is written here: the agent's
+//! `open_tap` makes persistent TAPs with virtio headers, and the edge wants
+//! a plain layer-3 TUN that vanishes with the process, routes included.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use openvpc_agent::batch_io::Mmsg;
+use openvpc_agent::netns::{self, NetnsError};
+use openvpc_dataplane::PacketBuf;
+use openvpc_model::host::GENEVE_PORT;
+use openvpc_packet::MacAddr;
+
+use crate::translate::{Edge, EdgeDrop, EdgeOutput, TableUpdate};
+
+/// Packets per batch, each way.
+pub const BATCH: usize = 32;
+/// Batches read from one fd before the other gets its turn.
+const BATCHES_PER_WAKE: usize = 8;
+/// The largest packet or datagram read (jumbo underlays included).
+const MAX_PACKET: usize = 9_216;
+/// The TUN's MTU: an inbound packet plus its encapsulation (Ethernet,
+/// Geneve, UDP, IPv4) fits a 1500-byte underlay, and the kernel answers
+/// bigger ones with "fragmentation needed", as PMTU discovery expects.
+pub const TUN_MTU: u16 = 1500 - openvpc_packet::geneve::OVERHEAD_V4 as u16;
+/// How long the worker sleeps in poll with nothing to do.
+const IDLE_POLL_MS: libc::c_int = 500;
+/// Receive buffer of the underlay socket: bursts from many hosts land
+/// while the worker is writing the previous batch to the TUN.
+const UNDERLAY_RCVBUF: i32 = 8 << 20;
+const UNDERLAY_SNDBUF: i32 = 4 << 20;
+
+/// A failure of the node's I/O.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(
+        "binding the Geneve socket to {addr}: {source}; is the address on an interface of the namespace, and no other edge or agent bound to it?"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening TUN {ifname}: {op} failed: {source}; are we root?")]
+    Tun {
+        ifname: String,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not start the edge worker: {0}")]
+    Thread(#[source] io::Error),
+    #[error("the edge worker has stopped")]
+    Stopped,
+}
+
+/// Where the node's I/O lives.
+#[derive(Debug, Clone)]
+pub struct IoConfig {
+    /// The underlay address hosts send Geneve to; bound on port 6081.
+    pub underlay_ip: IpAddr,
+    /// The network namespace of the underlay address and the uplink;
+    /// `None` for our own.
+    pub netns: Option<String>,
+    /// The TUN device's name.
+    pub tun_name: String,
+    /// The source MAC of inbound inner frames (the VPC router's).
+    pub router_mac: MacAddr,
+}
+
+/// The worker's counters. Bytes are IP packet or UDP payload lengths.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Geneve datagrams read from the underlay.
+    pub underlay_rx: u64,
+    pub underlay_rx_bytes: u64,
+    /// Translated packets written to the uplink.
+    pub uplink_tx: u64,
+    pub uplink_tx_bytes: u64,
+    pub uplink_write_errors: u64,
+    /// Packets read from the uplink.
+    pub uplink_rx: u64,
+    pub uplink_rx_bytes: u64,
+    /// Translated datagrams the kernel took for the underlay.
+    pub underlay_tx: u64,
+    /// Bytes of every translated datagram offered to the underlay.
+    pub underlay_tx_bytes: u64,
+    pub underlay_send_errors: u64,
+}
+
+/// What the worker reports: its counters, the core's, and the table size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoStatus {
+    pub io: IoCounters,
+    /// Packets translated, each way (the core's counters).
+    pub outbound: u64,
+    pub inbound: u64,
+    /// Drops per reason, in [`EdgeDrop::ALL`] order.
+    pub drops: [u64; EdgeDrop::ALL.len()],
+    /// Public addresses held.
+    pub table: u64,
+    /// VPCs with an internet gateway attached.
+    pub attached_vpcs: u64,
+}
+
+impl IoStatus {
+    /// The drop counter of `reason`.
+    pub fn drops(&self, reason: EdgeDrop) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// The counters as the worker last published them (after every poll
+/// round), read by the status writer without asking the worker.
+#[derive(Debug, Default)]
+struct Published {
+    values: [AtomicU64; PUBLISHED_LEN],
+}
+
+const PUBLISHED_LEN: usize = 14 + EdgeDrop::ALL.len();
+
+impl Published {
+    fn flatten(s: &IoStatus) -> [u64; PUBLISHED_LEN] {
+        let io = &s.io;
+        let mut out = [0u64; PUBLISHED_LEN];
+        let head = [
+            io.underlay_rx,
+            io.underlay_rx_bytes,
+            io.uplink_tx,
+            io.uplink_tx_bytes,
+            io.uplink_write_errors,
+            io.uplink_rx,
+            io.uplink_rx_bytes,
+            io.underlay_tx,
+            io.underlay_tx_bytes,
+            io.underlay_send_errors,
+            s.outbound,
+            s.inbound,
+            s.table,
+            s.attached_vpcs,
+        ];
+        for (o, v) in out.iter_mut().zip(head.iter().chain(s.drops.iter())) {
+            *o = *v;
+        }
+        out
+    }
+
+    fn store(&self, s: &IoStatus) {
+        for (slot, v) in self.values.iter().zip(Self::flatten(s)) {
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self) -> IoStatus {
+        let at = |i: usize| self.values.get(i).map_or(0, |a| a.load(Ordering::Relaxed));
+        let mut drops = [0u64; EdgeDrop::ALL.len()];
+        for (i, d) in drops.iter_mut().enumerate() {
+            *d = at(14 + i);
+        }
+        IoStatus {
+            io: IoCounters {
+                underlay_rx: at(0),
+                underlay_rx_bytes: at(1),
+                uplink_tx: at(2),
+                uplink_tx_bytes: at(3),
+                uplink_write_errors: at(4),
+                uplink_rx: at(5),
+                uplink_rx_bytes: at(6),
+                underlay_tx: at(7),
+                underlay_tx_bytes: at(8),
+                underlay_send_errors: at(9),
+            },
+            outbound: at(10),
+            inbound: at(11),
+            table: at(12),
+            attached_vpcs: at(13),
+            drops,
+        }
+    }
+}
+
+enum Command {
+    /// Apply a table change; answers (addresses held, attached VPCs).
+    Apply(Box<TableUpdate>, Sender<(usize, usize)>),
+    Stop,
+}
+
+/// Hands table changes to a running worker.
+#[derive(Debug, Clone)]
+pub struct IoClient {
+    tx: Sender<Command>,
+    wake: Arc<UnixDatagram>,
+}
+
+/// How long a table change may wait for the worker (a full table of a
+/// million addresses takes well under this).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl IoClient {
+    fn send(&self, cmd: Command) -> Result<(), IoError> {
+        self.tx.send(cmd).map_err(|_| IoError::Stopped)?;
+        // A full wake queue already wakes the worker.
+        let _ = self.wake.send(&[1]);
+        Ok(())
+    }
+
+    /// Applies `update` in the worker, between two batches, and waits
+    /// until it has: packets sent after this returns see the new table.
+    /// Returns (addresses held, VPCs attached).
+    pub fn apply(&self, update: TableUpdate) -> Result<(usize, usize), IoError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(Command::Apply(Box::new(update), reply))?;
+        answer
+            .recv_timeout(APPLY_TIMEOUT)
+            .map_err(|_| IoError::Stopped)
+    }
+}
+
+/// A running worker.
+#[derive(Debug)]
+pub struct IoHandle {
+    client: IoClient,
+    published: Arc<Published>,
+    thread: Option<JoinHandle<()>>,
+    underlay: SocketAddr,
+}
+
+impl IoHandle {
+    pub fn client(&self) -> IoClient {
+        self.client.clone()
+    }
+
+    /// The counters as of the worker's last poll round.
+    pub fn status(&self) -> IoStatus {
+        self.published.load()
+    }
+
+    /// The bound underlay address.
+    pub fn underlay_addr(&self) -> SocketAddr {
+        self.underlay
+    }
+
+    /// Stops the worker; its TUN (and the routes into it) go with it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.client.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// `struct ifreq` as TUNSETIFF reads it: a name and the flags.
+#[repr(C)]
+struct IfReqFlags {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    // The rest of the 40-byte union, which TUNSETIFF does not read.
+    _pad: [u8; 22],
+}
+
+/// Opens (creating) layer-3 TUN `ifname` in the calling thread's
+/// namespace: bare IP packets, no packet-information header, nonblocking.
+/// Not persistent: the device and its routes vanish when the fd closes.
+fn open_tun(ifname: &str) -> Result<File, IoError> {
+    let err = |op: &'static str| {
+        let ifname = ifname.to_string();
+        move |source: io::Error| IoError::Tun { ifname, op, source }
+    };
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(err("open /dev/net/tun"))?;
+    let mut req = IfReqFlags {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    for (dst, src) in req.name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: `tun` is an open TUN control fd and `req` a live, properly
+    // sized ifreq; the kernel reads the name and flags and writes back the
+    // name, all within the struct.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) };
+    if rc != 0 {
+        return Err(err("TUNSETIFF")(io::Error::last_os_error()));
+    }
+    Ok(tun)
+}
+
+/// Runs `ip` in the node's namespace (`ip -n NS …`) or our own.
+fn ip(netns: Option<&str>, args: &[&str]) -> Result<String, NetnsError> {
+    let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
+    if let Some(ns) = netns {
+        all.extend(["-n", ns]);
+    }
+    all.extend_from_slice(args);
+    netns::run("ip", &all)
+}
+
+/// Grows the underlay socket's buffers past the sysctl limits where we may
+/// (root: `SO_*BUFFORCE`), else as far as the limits allow.
+fn grow_socket_buffers(udp: &UdpSocket) {
+    let set = |opt: libc::c_int, value: i32| {
+        // SAFETY: setsockopt reads one c_int from a live local.
+        unsafe {
+            libc::setsockopt(
+                udp.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const value).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE, UNDERLAY_RCVBUF) != 0 {
+        set(libc::SO_RCVBUF, UNDERLAY_RCVBUF);
+    }
+    if set(libc::SO_SNDBUFFORCE, UNDERLAY_SNDBUF) != 0 {
+        set(libc::SO_SNDBUF, UNDERLAY_SNDBUF);
+    }
+}
+
+/// Binds the underlay socket and opens the TUN inside the namespace, brings
+/// the TUN up, and starts the worker.
+pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
+    netns::check_name(&cfg.tun_name)?;
+    if cfg.tun_name.len() >= libc::IFNAMSIZ {
+        return Err(NetnsError::BadName(cfg.tun_name.clone()).into());
+    }
+    let addr = SocketAddr::new(cfg.underlay_ip, GENEVE_PORT);
+    // A predecessor that was just killed may still hold the port or the
+    // TUN (its threads outlive its leader): wait for it a little.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (udp, tun) = loop {
+        let opened = netns::in_netns(cfg.netns.as_deref(), || {
+            Ok((UdpSocket::bind(addr), open_tun(&cfg.tun_name)))
+        })?;
+        let busy = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::AddrInUse | io::ErrorKind::ResourceBusy
+            ) && Instant::now() < deadline
+        };
+        match opened {
+            (Ok(udp), Ok(tun)) => break (udp, tun),
+            (Err(e), _) if busy(&e) => {}
+            (_, Err(IoError::Tun { source, .. })) if busy(&source) => {}
+            (Err(source), _) => return Err(IoError::Bind { addr, source }),
+            (_, Err(e)) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    udp.set_nonblocking(true).map_err(IoError::Thread)?;
+    grow_socket_buffers(&udp);
+    let ns = cfg.netns.as_deref();
+    let tun_name = cfg.tun_name.as_str();
+    // No IPv6 link-local on the uplink: its router solicitations would only
+    // come back to us as drops. Older iproute2 lacks the option; harmless.
+    let _ = ip(ns, &["link", "set", "dev", tun_name, "addrgenmode", "none"]);
+    let mtu = TUN_MTU.to_string();
+    ip(ns, &["link", "set", "dev", tun_name, "mtu", &mtu, "up"])?;
+
+    let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(IoError::Thread)?;
+    wake_tx.set_nonblocking(true).map_err(IoError::Thread)?;
+    wake_rx.set_nonblocking(true).map_err(IoError::Thread)?;
+    let (tx, rx) = mpsc::channel();
+    let published = Arc::new(Published::default());
+    let underlay = udp.local_addr().map_err(IoError::Thread)?;
+    let mut worker = Worker {
+        edge: Edge::new(cfg.router_mac),
+        udp,
+        tun,
+        tun_dead: false,
+        wake: wake_rx,
+        rx,
+        bufs: (0..BATCH)
+            .map(|_| PacketBuf::with_capacity(MAX_PACKET))
+            .collect(),
+        dsts: vec![None; BATCH],
+        mmsg: Mmsg::new(BATCH),
+        io: IoCounters::default(),
+        published: published.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("openvpc-edge-io".into())
+        .spawn(move || worker.run())
+        .map_err(IoError::Thread)?;
+    Ok(IoHandle {
+        client: IoClient {
+            tx,
+            wake: Arc::new(wake_tx),
+        },
+        published,
+        thread: Some(thread),
+        underlay,
+    })
+}
+
+struct Worker {
+    edge: Edge,
+    udp: UdpSocket,
+    tun: File,
+    /// The TUN failed for good (deleted under us): it leaves the poll set
+    /// instead of waking it forever.
+    tun_dead: bool,
+    wake: UnixDatagram,
+    rx: Receiver<Command>,
+    bufs: Vec<PacketBuf>,
+    /// Where each inbound packet of the batch goes, if anywhere.
+    dsts: Vec<Option<SocketAddr>>,
+    mmsg: Mmsg,
+    io: IoCounters,
+    published: Arc<Published>,
+}
+
+/// The worker asked to stop.
+struct Stopped;
+
+impl Worker {
+    fn run(&mut self) {
+        self.publish();
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.udp.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    // A negative fd is skipped by poll.
+                    fd: if self.tun_dead {
+                        -1
+                    } else {
+                        self.tun.as_raw_fd()
+                    },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: `fds` is a live array of pollfd and its length is
+            // passed with it; poll only writes `revents`.
+            let rc =
+                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE_POLL_MS) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed; the edge worker stops");
+                    return;
+                }
+                continue;
+            }
+            let [wake, udp, tun] = fds;
+            // Table changes first, so packets that arrived after a change
+            // was acknowledged are translated with it.
+            if wake.revents != 0 {
+                let mut b = [0u8; 64];
+                while self.wake.recv(&mut b).is_ok() {}
+                if self.commands().is_err() {
+                    return;
+                }
+            }
+            if udp.revents != 0 {
+                self.underlay_to_uplink();
+            }
+            if tun.revents != 0 {
+                self.uplink_to_underlay();
+            }
+            self.publish();
+        }
+    }
+
+    fn commands(&mut self) -> Result<(), Stopped> {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Stop => return Err(Stopped),
+                Command::Apply(update, reply) => {
+                    self.edge.apply(&update);
+                    let _ = reply.send((self.edge.len(), self.edge.attached_len()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut drops = [0u64; EdgeDrop::ALL.len()];
+        for (d, reason) in drops.iter_mut().zip(EdgeDrop::ALL) {
+            *d = self.edge.drops(reason);
+        }
+        self.published.store(&IoStatus {
+            io: self.io,
+            outbound: self.edge.outbound,
+            inbound: self.edge.inbound,
+            drops,
+            table: self.edge.len() as u64,
+            attached_vpcs: self.edge.attached_len() as u64,
+        });
+    }
+
+    /// Geneve from hosts: translated outbound and written to the uplink.
+    fn underlay_to_uplink(&mut self) {
+        for _ in 0..BATCHES_PER_WAKE {
+            let n = self
+                .mmsg
+                .recv(self.udp.as_raw_fd(), &mut self.bufs, MAX_PACKET);
+            for buf in self.bufs.iter_mut().take(n) {
+                self.io.underlay_rx += 1;
+                self.io.underlay_rx_bytes += buf.len() as u64;
+                if self.edge.outbound(buf) != EdgeOutput::Uplink {
+                    continue;
+                }
+                // A TUN takes a packet whole or not at all.
+                match (&self.tun).write(buf.data()) {
+                    Ok(n) if n == buf.len() => {
+                        self.io.uplink_tx += 1;
+                        self.io.uplink_tx_bytes += buf.len() as u64;
+                    }
+                    Ok(_) | Err(_) => self.io.uplink_write_errors += 1,
+                }
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Packets to public addresses: translated inbound and sent to hosts.
+    fn uplink_to_underlay(&mut self) {
+        for _ in 0..BATCHES_PER_WAKE {
+            let n = self.read_tun();
+            for (buf, dst) in self.bufs.iter_mut().zip(self.dsts.iter_mut()).take(n) {
+                self.io.uplink_rx += 1;
+                self.io.uplink_rx_bytes += buf.len() as u64;
+                *dst = match self.edge.inbound(buf) {
+                    EdgeOutput::Underlay { dst, .. } => {
+                        self.io.underlay_tx_bytes += buf.len() as u64;
+                        // The core's entropy port would need a socket per
+                        // port; hosts do not read the outer source port.
+                        Some(SocketAddr::new(dst, GENEVE_PORT))
+                    }
+                    _ => None,
+                };
+            }
+            let items = self
+                .bufs
+                .iter()
+                .zip(self.dsts.iter())
+                .take(n)
+                .filter_map(|(b, d)| d.map(|d| (b.data(), d)));
+            let (sent, failed) = self.mmsg.send(self.udp.as_raw_fd(), items);
+            self.io.underlay_tx += sent as u64;
+            self.io.underlay_send_errors += failed as u64;
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Reads packets from the TUN until it is empty or a batch is full.
+    fn read_tun(&mut self) -> usize {
+        let mut n = 0;
+        while n < BATCH && !self.tun_dead {
+            let Some(buf) = self.bufs.get_mut(n) else {
+                break;
+            };
+            match (&self.tun).read(buf.spare(MAX_PACKET)) {
+                Ok(len) => {
+                    buf.set_len(len);
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "the uplink TUN failed; inbound traffic stops");
+                    self.tun_dead = true;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The routes that send the public pool into the TUN, kept equal to the
+/// pool the control plane announces.
+#[derive(Debug)]
+pub struct Routes {
+    netns: Option<String>,
+    tun: String,
+    installed: BTreeSet<Ipv4Net>,
+}
+
+impl Routes {
+    pub fn new(netns: Option<String>, tun: String) -> Self {
+        Routes {
+            netns,
+            tun,
+            installed: BTreeSet::new(),
+        }
+    }
+
+    /// The prefixes routed to the TUN now.
+    pub fn installed(&self) -> impl Iterator<Item = &Ipv4Net> {
+        self.installed.iter()
+    }
+
+    /// Routes every prefix of `pool` to the TUN and removes the routes of
+    /// prefixes no longer in it. A route that cannot be added is logged and
+    /// tried again at the next sync.
+    pub fn sync(&mut self, pool: &[Ipv4Net]) {
+        let ns = self.netns.as_deref();
+        let wanted: BTreeSet<Ipv4Net> = pool.iter().map(Ipv4Net::trunc).collect();
+        let gone: Vec<Ipv4Net> = self.installed.difference(&wanted).copied().collect();
+        for net in gone {
+            let cidr = net.to_string();
+            // Already gone (the TUN restarted) is fine.
+            let _ = ip(ns, &["route", "del", &cidr, "dev", &self.tun]);
+            self.installed.remove(&net);
+            tracing::info!(prefix = %net, "no longer in the public pool: route removed");
+        }
+        for net in wanted {
+            if self.installed.contains(&net) {
+                continue;
+            }
+            let cidr = net.to_string();
+            match ip(ns, &["route", "replace", &cidr, "dev", &self.tun]) {
+                Ok(_) => {
+                    self.installed.insert(net);
+                    tracing::info!(prefix = %net, tun = %self.tun, "public pool routed to the uplink");
+                }
+                Err(e) => {
+                    tracing::warn!(prefix = %net, error = %e, "could not route the public pool to the uplink")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_counters_round_trip() {
+        let mut s = IoStatus {
+            io: IoCounters {
+                underlay_rx: 1,
+                underlay_rx_bytes: 2,
+                uplink_tx: 3,
+                uplink_tx_bytes: 4,
+                uplink_write_errors: 5,
+                uplink_rx: 6,
+                uplink_rx_bytes: 7,
+                underlay_tx: 8,
+                underlay_tx_bytes: 9,
+                underlay_send_errors: 10,
+            },
+            outbound: 11,
+            inbound: 12,
+            table: 13,
+            attached_vpcs: 14,
+            drops: [0; EdgeDrop::ALL.len()],
+        };
+        for (i, d) in s.drops.iter_mut().enumerate() {
+            *d = 100 + i as u64;
+        }
+        let p = Published::default();
+        p.store(&s);
+        assert_eq!(p.load(), s);
+        assert_eq!(s.drops(EdgeDrop::UnknownPublicIp), 103);
+        assert_eq!(std::mem::size_of::<IfReqFlags>(), 40);
+    }
+
+    #[test]
+    fn the_tun_mtu_leaves_room_for_the_encapsulation() {
+        assert_eq!(
+            usize::from(TUN_MTU) + openvpc_packet::geneve::OVERHEAD_V4,
+            1500
+        );
+    }
+}
