@@ -228,3 +228,50 @@ fn eip_replaces_the_auto_public_address() {
     assert!(all(&xml, "associationId").is_empty());
     e.ok(&format!("Action=ReleaseAddress&AllocationId={alloc}"));
 }
+
+// Issue 15: the region's pool is what `server --public-pool` configured;
+// when it runs out, allocation and launch-time public addresses fail with
+// nothing stored.
+#[test]
+fn a_configured_pool_is_used_and_runs_out_cleanly() {
+    let e = Env::new();
+    // A /30 holds two usable addresses.
+    openvpc_control::fleet::edges::configure_region(
+        &e.store,
+        "us-east-1",
+        Some(&["203.0.113.8/30".parse().unwrap()]),
+        openvpc_control::records::region::InternetPolicy::Edges,
+    )
+    .unwrap();
+    let first_ip = first(&e.ok("Action=AllocateAddress&Domain=vpc"), "publicIp");
+    assert_eq!(first_ip, "203.0.113.9");
+    e.ok(&format!(
+        "Action=ModifySubnetAttribute&SubnetId={}&MapPublicIpOnLaunch.Value=true",
+        e.subnet
+    ));
+    let (instance, _) = setup_instance(&e, "");
+    let xml = e.ok(&format!("Action=DescribeInstances&InstanceId.1={instance}"));
+    assert_eq!(first(&xml, "ipAddress"), "203.0.113.10");
+    assert_eq!(
+        e.err("Action=AllocateAddress&Domain=vpc"),
+        "InsufficientAddressCapacity"
+    );
+    // A launch that needs a public address fails whole.
+    let before = all(&e.ok("Action=DescribeInstances"), "instanceId").len();
+    assert_eq!(
+        e.err(&format!(
+            "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={}",
+            e.subnet
+        )),
+        "InsufficientAddressCapacity"
+    );
+    assert_eq!(
+        all(&e.ok("Action=DescribeInstances"), "instanceId").len(),
+        before
+    );
+    // An address outside the pool cannot be asked for.
+    assert_eq!(
+        e.err("Action=AllocateAddress&Domain=vpc&Address=198.51.100.7"),
+        "InvalidAddress.NotFound"
+    );
+}

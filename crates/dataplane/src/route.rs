@@ -136,6 +136,29 @@ mod tests {
         }
     }
 
+    // Issue 15: each flow meets one edge node, and the flows spread over
+    // all of them.
+    #[test]
+    fn a_gateway_node_is_picked_per_flow_and_all_are_used() {
+        let nodes: Vec<IpAddr> = (1..=3)
+            .map(|i| IpAddr::V4(core::net::Ipv4Addr::new(10, 254, 0, i)))
+            .collect();
+        let t = RouteTarget::Gateway {
+            kind: GatewayKind::Internet,
+            id: "igw-1".into(),
+            nodes: nodes.clone(),
+        };
+        let mut used = [0u32; 3];
+        for h in 0..3000u32 {
+            let hash = h.wrapping_mul(0x9e37_79b9);
+            let node = t.node_for(hash).unwrap();
+            assert_eq!(t.node_for(hash), Some(node), "the same flow, the same node");
+            used[nodes.iter().position(|n| *n == node).unwrap()] += 1;
+        }
+        assert!(used.iter().all(|n| *n > 800), "{used:?}");
+        assert_eq!(RouteTarget::Blackhole.node_for(7), None);
+    }
+
     // spec 2.4: longest prefix match, families separate.
     #[test]
     fn most_specific_route_wins() {
