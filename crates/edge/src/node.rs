@@ -202,6 +202,8 @@ impl NodeStatus {
                 "underlay_tx": c.underlay_tx,
                 "underlay_tx_bytes": c.underlay_tx_bytes,
                 "underlay_send_errors": c.underlay_send_errors,
+                "uplink_coalesced_writes": c.uplink_coalesced_writes,
+                "uplink_rx_errors": c.uplink_rx_errors,
             },
             "drops": drops,
             "bgp": self.bgp,

@@ -3,6 +3,12 @@
 //! joined by a bridge inside one more namespace, and a server and one agent
 //! per host run as background processes.
 //!
+//! The lab also has an outside world: a namespace standing for the
+//! internet's router, with a test server address, and edge nodes, each a
+//! namespace with one leg on the underlay bridge and one on the outside's
+//! bridge. BIRD runs as the outside router and learns the region's public
+//! pool from every edge over BGP, spreading flows over the live ones.
+//!
 //! Every name, link and process the lab makes is written to `DIR/lab.json`
 //! before it is made, so [`down`] can remove all of it, also after `up`
 //! crashed half way. No address is ever configured outside the lab's own
@@ -32,6 +38,42 @@ pub const MAX_HOSTS: usize = 200;
 /// The most availability zones: `REGIONa` to `REGIONz`.
 pub const MAX_AZS: usize = 26;
 
+/// The most edge nodes: their underlay addresses are 10.254.0.2 to
+/// 10.254.0.10, below the hosts'.
+pub const MAX_EDGES: usize = 9;
+
+/// The outside router's address on its bridge, where the edges' uplinks
+/// attach (192.0.2.0/24, TEST-NET-1).
+pub const OUTSIDE_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// The outside bridge's prefix length.
+pub const OUTSIDE_PREFIX: u8 = 24;
+
+/// The address in the outside namespace where tests run servers
+/// (198.51.100.0/24, TEST-NET-2): `DIR/outside-ip`.
+pub const OUTSIDE_SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+
+/// The lab region's public pool (203.0.113.0/24, TEST-NET-3), apart from
+/// every address of the outside: `DIR/public-pool`.
+pub const PUBLIC_POOL: &str = "203.0.113.0/24";
+
+/// The outside router's AS.
+pub const OUTSIDE_AS: u32 = 65000;
+
+/// The AS every edge node announces the public pool from.
+pub const EDGE_AS: u32 = 64512;
+
+/// The BGP hold time the outside router and the edges agree on, in
+/// seconds: the longest an edge that stops answering (without closing its
+/// session) keeps its path. RFC 4271's smallest non-zero value.
+pub const BGP_HOLD_TIME: u16 = 3;
+
+/// The part name of the outside router (BIRD) in `lab.json`.
+pub const OUTSIDE_ROUTER: &str = "outside-router";
+
+/// The BIRD daemon (Debian's bird2).
+pub const BIRD: &str = "/usr/sbin/bird";
+
 /// How long `up` waits for the server and each agent to be ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -56,7 +98,15 @@ pub enum LabError {
         secs: u64,
         log: PathBuf,
     },
-    #[error("the lab has no part '{0}': name `server` or a host ID (h1, h2, …)")]
+    #[error("a lab has 0 to {MAX_EDGES} edge nodes, not {0}")]
+    Edges(usize),
+    #[error(
+        "{0} is missing: the lab's outside router is BIRD 2 (`apt-get install bird2`), or build a lab without an outside (`--edges 0`)"
+    )]
+    MissingTool(PathBuf),
+    #[error(
+        "the lab has no part '{0}': name `server`, a host ID (h1, h2, …), an edge ID (e1, e2, …) or `{OUTSIDE_ROUTER}`"
+    )]
     NoPart(String),
     #[error("{path}: {source}")]
     Io {
@@ -93,6 +143,40 @@ pub struct HostPlan {
     pub veth_bridge: String,
 }
 
+/// One edge node: a namespace with a leg on the underlay and an uplink
+/// into the outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgePlan {
+    /// `e1`, `e2`, …: also the node's `--edge-id`.
+    pub edge_id: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    /// Its address on the outside bridge, the BGP session's source.
+    pub uplink_ip: Ipv4Addr,
+    /// The underlay veth pair's names while both ends are in the root
+    /// namespace (as [`HostPlan`]'s).
+    pub veth_underlay: String,
+    pub veth_underlay_bridge: String,
+    /// The uplink veth pair's names, likewise.
+    pub veth_uplink: String,
+    pub veth_uplink_bridge: String,
+}
+
+/// The outside world: the internet's router, as one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutsidePlan {
+    pub netns: String,
+    /// Its address on the bridge the edges' uplinks attach to.
+    pub router_ip: Ipv4Addr,
+    /// Where tests run servers (`DIR/outside-ip`).
+    pub server_ip: Ipv4Addr,
+    /// The region's public pool (`server --public-pool`, `DIR/public-pool`).
+    pub public_pool: String,
+    pub router_as: u32,
+    pub edge_as: u32,
+    pub hold_time: u16,
+}
+
 /// Everything a lab is made of, decided before anything is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabPlan {
@@ -102,7 +186,19 @@ pub struct LabPlan {
     /// The namespace that holds the underlay bridge.
     pub underlay_netns: String,
     pub hosts: Vec<HostPlan>,
+    /// The outside world, absent in a lab without edges (and in a
+    /// `lab.json` older than the outside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outside: Option<OutsidePlan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<EdgePlan>,
 }
+
+/// The name of the uplink interface inside each edge namespace.
+pub const UPLINK_IFACE: &str = "up0";
+
+/// The bridge's name in the underlay's namespace and in the outside's.
+pub const BRIDGE: &str = "br0";
 
 /// The name of the underlay interface inside each host namespace.
 pub const UNDERLAY_IFACE: &str = "ul0";
@@ -138,7 +234,45 @@ impl LabPlan {
             tag,
             region: region.to_owned(),
             hosts,
+            outside: None,
+            edges: Vec::new(),
         })
+    }
+
+    /// Adds an outside world served by `edges` edge nodes; 0 leaves the lab
+    /// without an outside.
+    pub fn with_edges(mut self, edges: usize) -> Result<LabPlan, LabError> {
+        if edges > MAX_EDGES {
+            return Err(LabError::Edges(edges));
+        }
+        if edges == 0 {
+            self.outside = None;
+            self.edges = Vec::new();
+            return Ok(self);
+        }
+        let tag = &self.tag;
+        self.outside = Some(OutsidePlan {
+            netns: format!("ovl-{tag}-out"),
+            router_ip: OUTSIDE_ROUTER_IP,
+            server_ip: OUTSIDE_SERVER_IP,
+            public_pool: PUBLIC_POOL.to_owned(),
+            router_as: OUTSIDE_AS,
+            edge_as: EDGE_AS,
+            hold_time: BGP_HOLD_TIME,
+        });
+        self.edges = (1..=edges)
+            .map(|i| EdgePlan {
+                edge_id: format!("e{i}"),
+                netns: format!("ovl-{tag}-e{i}"),
+                underlay_ip: Ipv4Addr::new(10, 254, 0, 1 + i as u8),
+                uplink_ip: Ipv4Addr::new(192, 0, 2, 10 + i as u8),
+                veth_underlay: format!("ovl{tag}e{i}a"),
+                veth_underlay_bridge: format!("ovl{tag}e{i}b"),
+                veth_uplink: format!("ovl{tag}e{i}c"),
+                veth_uplink_bridge: format!("ovl{tag}e{i}d"),
+            })
+            .collect();
+        Ok(self)
     }
 }
 
@@ -157,9 +291,14 @@ fn tag_of(dir: &Path) -> String {
 /// One process the lab started, with what it takes to start it again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabProcess {
-    /// `server`, or the host ID of an agent.
+    /// `server`, the host ID of an agent, the edge ID of an edge node, or
+    /// [`OUTSIDE_ROUTER`].
     pub part: String,
     pub pid: u32,
+    /// The program, when it is not the lab's `openvpc` (the outside
+    /// router runs `ip netns exec NS bird …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<PathBuf>,
     pub args: Vec<String>,
     pub log: PathBuf,
 }
@@ -223,6 +362,33 @@ pub fn host_dir(dir: &Path, host_id: &str) -> PathBuf {
     dir.join("hosts").join(host_id)
 }
 
+/// An edge node's `--state-dir`.
+pub fn edge_dir(dir: &Path, edge_id: &str) -> PathBuf {
+    dir.join("edges").join(edge_id)
+}
+
+/// The outside router's files: `bird.conf`, its control socket
+/// `bird.ctl` (for `birdc -s`) and `bird.pid`.
+pub fn router_dir(dir: &Path) -> PathBuf {
+    dir.join("router")
+}
+
+/// The outside router's control socket.
+pub fn router_socket(dir: &Path) -> PathBuf {
+    router_dir(dir).join("bird.ctl")
+}
+
+/// The files `up` leaves for clients and tests, removed by `down`:
+/// `endpoint`, `credentials`, and with an outside `outside` (its
+/// namespace), `outside-ip` (where tests run servers) and `public-pool`.
+const CLIENT_FILES: [&str; 5] = [
+    "endpoint",
+    "credentials",
+    "outside",
+    "outside-ip",
+    "public-pool",
+];
+
 fn log_dir(dir: &Path) -> PathBuf {
     dir.join("logs")
 }
@@ -230,9 +396,11 @@ fn log_dir(dir: &Path) -> PathBuf {
 /// The file an agent writes once it has registered; `up` waits for it.
 pub const READY_FILE: &str = "ready";
 
-/// Builds the lab: namespaces and links, then the server, then the agents.
-/// Reports progress through `progress`. Leaves `DIR/endpoint` and
-/// `DIR/credentials` behind for clients.
+/// Builds the lab: namespaces and links, then the outside router, the
+/// server, the agents and the edge nodes. Reports progress through
+/// `progress`. Leaves `DIR/endpoint` and `DIR/credentials` behind for
+/// clients, and with an outside `DIR/outside`, `DIR/outside-ip` and
+/// `DIR/public-pool`.
 pub fn up(
     dir: &Path,
     plan: LabPlan,
@@ -242,6 +410,9 @@ pub fn up(
     fs::create_dir_all(dir).map_err(io_at(dir))?;
     if state_path(dir).exists() {
         return Err(LabError::Exists(dir.to_owned()));
+    }
+    if plan.outside.is_some() && !Path::new(BIRD).exists() {
+        return Err(LabError::MissingTool(BIRD.into()));
     }
     let mut state = LabState {
         plan: Some(plan.clone()),
@@ -256,6 +427,30 @@ pub fn up(
     ));
     netns::build(&plan)?;
     fs::create_dir_all(log_dir(dir)).map_err(io_at(dir))?;
+
+    if let Some(outside) = &plan.outside {
+        progress(&format!(
+            "outside: router {} in namespace {}, servers at {}, {} edge namespaces",
+            outside.router_ip,
+            outside.netns,
+            outside.server_ip,
+            plan.edges.len()
+        ));
+        netns::build_outside(outside, &plan)?;
+        progress("starting the outside router (BIRD)");
+        let (exe, args) = write_router_config(dir, outside, &plan.edges)?;
+        let log = log_dir(dir).join("outside-router.log");
+        let pid = spawn(&exe, &args, &log)?;
+        state.processes.push(LabProcess {
+            part: OUTSIDE_ROUTER.into(),
+            pid,
+            exe: Some(exe),
+            args,
+            log,
+        });
+        save(dir, &state)?;
+        wait_router(dir)?;
+    }
 
     progress("starting the server");
     let server_dir = server_dir(dir);
@@ -273,11 +468,15 @@ pub fn up(
         "--data-dir".into(),
     ];
     args.push(server_dir.display().to_string());
+    if let Some(outside) = &plan.outside {
+        args.extend(["--public-pool".into(), outside.public_pool.clone()]);
+    }
     args.extend(launch.server_args.iter().cloned());
     let pid = spawn(&launch.exe, &args, &server_log)?;
     state.processes.push(LabProcess {
         part: "server".into(),
         pid,
+        exe: None,
         args,
         log: server_log.clone(),
     });
@@ -330,18 +529,182 @@ pub fn up(
         state.processes.push(LabProcess {
             part: host.host_id.clone(),
             pid,
+            exe: None,
             args,
             log,
         });
         save(dir, &state)?;
     }
+    if let Some(outside) = &plan.outside {
+        for edge in &plan.edges {
+            progress(&format!(
+                "starting edge node {} (underlay {}, uplink {})",
+                edge.edge_id, edge.underlay_ip, edge.uplink_ip
+            ));
+            let state_dir = edge_dir(dir, &edge.edge_id);
+            fs::create_dir_all(&state_dir).map_err(io_at(&state_dir))?;
+            let _ = fs::remove_file(state_dir.join(READY_FILE));
+            let args = edge_args(&endpoint, edge, outside, &state_dir, &token);
+            let log = log_dir(dir).join(format!("edge-{}.log", edge.edge_id));
+            let pid = spawn(&launch.exe, &args, &log)?;
+            state.processes.push(LabProcess {
+                part: edge.edge_id.clone(),
+                pid,
+                exe: None,
+                args,
+                log,
+            });
+            save(dir, &state)?;
+        }
+    }
     for host in &plan.hosts {
         wait_agent(dir, &host.host_id)?;
+    }
+    for edge in &plan.edges {
+        wait_edge(dir, &edge.edge_id)?;
     }
     fs::write(dir.join("endpoint"), format!("{endpoint}\n")).map_err(io_at(dir))?;
     let credentials = server_dir.join("credentials");
     fs::copy(&credentials, dir.join("credentials")).map_err(io_at(&credentials))?;
+    if let Some(outside) = &plan.outside {
+        for (file, text) in [
+            ("outside", outside.netns.clone()),
+            ("outside-ip", outside.server_ip.to_string()),
+            ("public-pool", outside.public_pool.clone()),
+        ] {
+            let path = dir.join(file);
+            fs::write(&path, format!("{text}\n")).map_err(io_at(&path))?;
+        }
+    }
     Ok(state)
+}
+
+/// An edge node's command line: it joins the region like an agent, and
+/// announces the pool to the outside router over BGP from its uplink.
+fn edge_args(
+    endpoint: &str,
+    edge: &EdgePlan,
+    outside: &OutsidePlan,
+    state_dir: &Path,
+    token: &Path,
+) -> Vec<String> {
+    vec![
+        "edge".to_owned(),
+        "--server".into(),
+        endpoint.to_owned(),
+        "--edge-id".into(),
+        edge.edge_id.clone(),
+        "--underlay-ip".into(),
+        edge.underlay_ip.to_string(),
+        "--netns".into(),
+        edge.netns.clone(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--token-file".into(),
+        token.display().to_string(),
+        "--bgp-peer".into(),
+        outside.router_ip.to_string(),
+        "--bgp-peer-as".into(),
+        outside.router_as.to_string(),
+        "--bgp-as".into(),
+        outside.edge_as.to_string(),
+        "--bgp-hold-time".into(),
+        outside.hold_time.to_string(),
+    ]
+}
+
+/// Writes the outside router's BIRD configuration and answers the command
+/// that runs it in the outside namespace, in the foreground so its PID is
+/// the one the lab records (`ip netns exec` execs BIRD in place).
+///
+/// One passive BGP session per edge, whose routes BIRD takes as they come
+/// (`import all`) and tells nothing back. After a session error (a hold
+/// timer that ran out) BIRD takes the edge back after 1 s rather than its
+/// default minute: lab edges come back quickly. The kernel protocol merges
+/// the edges' equal paths into one multipath route, which the namespace's L4
+/// hash spreads flows over. The route's preferred source is the test
+/// servers' address, so connections the outside opens come from there.
+fn write_router_config(
+    dir: &Path,
+    outside: &OutsidePlan,
+    edges: &[EdgePlan],
+) -> Result<(PathBuf, Vec<String>), LabError> {
+    let router = router_dir(dir);
+    fs::create_dir_all(&router).map_err(io_at(&router))?;
+    let mut conf = format!(
+        "# The lab's outside router (openvpc lab up): learns the public pool\n\
+         # from the edge nodes over BGP.\n\
+         log stderr all;\n\
+         debug protocols {{ states, events }};\n\
+         router id {router_ip};\n\
+         \n\
+         protocol device {{ }}\n\
+         \n\
+         protocol kernel {{\n\
+         \x20   merge paths on;\n\
+         \x20   ipv4 {{\n\
+         \x20       import none;\n\
+         \x20       export filter {{ krt_prefsrc = {server_ip}; accept; }};\n\
+         \x20   }};\n\
+         }}\n",
+        router_ip = outside.router_ip,
+        server_ip = outside.server_ip,
+    );
+    for edge in edges {
+        conf.push_str(&format!(
+            "\nprotocol bgp {id} {{\n\
+             \x20   local {router_ip} as {router_as};\n\
+             \x20   neighbor {peer} as {edge_as};\n\
+             \x20   passive on;\n\
+             \x20   hold time {hold};\n\
+             \x20   error wait time 1, 5;\n\
+             \x20   ipv4 {{ import all; export none; }};\n\
+             }}\n",
+            id = edge.edge_id,
+            router_ip = outside.router_ip,
+            router_as = outside.router_as,
+            peer = edge.uplink_ip,
+            edge_as = outside.edge_as,
+            hold = outside.hold_time,
+        ));
+    }
+    let conf_path = router.join("bird.conf");
+    fs::write(&conf_path, conf).map_err(io_at(&conf_path))?;
+    let socket = router_socket(dir);
+    let _ = fs::remove_file(&socket);
+    let args = vec![
+        "netns".to_owned(),
+        "exec".into(),
+        outside.netns.clone(),
+        BIRD.into(),
+        "-f".into(),
+        "-c".into(),
+        conf_path.display().to_string(),
+        "-s".into(),
+        socket.display().to_string(),
+        "-P".into(),
+        router.join("bird.pid").display().to_string(),
+    ];
+    Ok((PathBuf::from("ip"), args))
+}
+
+/// Waits until the outside router's control socket answers.
+fn wait_router(dir: &Path) -> Result<(), LabError> {
+    let socket = router_socket(dir);
+    let log = log_dir(dir).join("outside-router.log");
+    wait_for("the outside router (BIRD)", &log, || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .ok()
+            .map(|_| ())
+    })
+}
+
+fn wait_edge(dir: &Path, edge_id: &str) -> Result<(), LabError> {
+    let ready = edge_dir(dir, edge_id).join(READY_FILE);
+    let log = log_dir(dir).join(format!("edge-{edge_id}.log"));
+    wait_for(&format!("edge node {edge_id}"), &log, || {
+        ready.exists().then_some(())
+    })
 }
 
 fn wait_agent(dir: &Path, host_id: &str) -> Result<(), LabError> {
@@ -367,33 +730,85 @@ fn free_port() -> io::Result<u16> {
         .port())
 }
 
-/// Stops one part of a running lab (`server` or a host ID) and starts it
-/// again with the same arguments, waiting until it is ready: what a test of
-/// restarts needs. `kill` stops it with SIGKILL, as a crash would.
+/// What a part of the lab is, by the name `lab.json` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartKind {
+    Server,
+    Agent,
+    Edge,
+    OutsideRouter,
+}
+
+impl PartKind {
+    fn of(part: &str, plan: Option<&LabPlan>) -> Option<PartKind> {
+        if part == "server" {
+            return Some(PartKind::Server);
+        }
+        if part == OUTSIDE_ROUTER {
+            return Some(PartKind::OutsideRouter);
+        }
+        let plan = plan?;
+        if plan.hosts.iter().any(|h| h.host_id == part) {
+            Some(PartKind::Agent)
+        } else if plan.edges.iter().any(|e| e.edge_id == part) {
+            Some(PartKind::Edge)
+        } else {
+            None
+        }
+    }
+
+    /// The program the part's process runs: `stop_process` signals a
+    /// recorded PID only while it still runs that, so a recycled PID is
+    /// left alone.
+    fn program(self) -> Program {
+        match self {
+            PartKind::OutsideRouter => Program::Bird,
+            _ => Program::Openvpc,
+        }
+    }
+}
+
+/// Stops one part of a running lab (`server`, a host ID, an edge ID or
+/// [`OUTSIDE_ROUTER`]) and starts it again with the same arguments,
+/// waiting until it is ready: what a test of restarts needs. `kill` stops
+/// it with SIGKILL, as a crash would.
 pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
     let mut state = load(dir)?;
+    let Some(kind) = PartKind::of(part, state.plan.as_ref()) else {
+        return Err(LabError::NoPart(part.to_owned()));
+    };
     let Some(process) = state.processes.iter_mut().find(|p| p.part == part) else {
         return Err(LabError::NoPart(part.to_owned()));
     };
-    stop_process(process.pid, kill);
-    if part != "server" {
-        let _ = fs::remove_file(host_dir(dir, part).join(READY_FILE));
+    stop_process(process.pid, kill, kind.program());
+    match kind {
+        PartKind::Server => {}
+        PartKind::Agent => {
+            let _ = fs::remove_file(host_dir(dir, part).join(READY_FILE));
+        }
+        PartKind::Edge => {
+            let _ = fs::remove_file(edge_dir(dir, part).join(READY_FILE));
+        }
+        // A killed BIRD leaves its socket behind; the new one makes its own.
+        PartKind::OutsideRouter => {
+            let _ = fs::remove_file(router_socket(dir));
+        }
     }
-    process.pid = spawn(&state.exe, &process.args, &process.log)?;
+    let exe = process.exe.clone().unwrap_or_else(|| state.exe.clone());
+    process.pid = spawn(&exe, &process.args, &process.log)?;
     let endpoint = state.endpoint.clone().unwrap_or_default();
     let (pid, args, log) = (process.pid, process.args.clone(), process.log.clone());
     save(dir, &state)?;
-    let ready = |dir: &Path| {
-        if part == "server" {
-            wait_server(&endpoint, &log)
-        } else {
-            wait_agent(dir, part)
-        }
+    let ready = |dir: &Path| match kind {
+        PartKind::Server => wait_server(&endpoint, &log),
+        PartKind::Agent => wait_agent(dir, part),
+        PartKind::Edge => wait_edge(dir, part),
+        PartKind::OutsideRouter => wait_router(dir),
     };
     match ready(dir) {
         // It exited on its way up (its log says why): one more start.
         Err(_) if wait_finished(pid as i32, Duration::ZERO) => {
-            let pid = spawn(&state.exe, &args, &log)?;
+            let pid = spawn(&exe, &args, &log)?;
             if let Some(p) = state.processes.iter_mut().find(|p| p.part == part) {
                 p.pid = pid;
             }
@@ -454,9 +869,12 @@ pub fn down(
     mut progress: impl FnMut(&str),
 ) -> Result<(), LabError> {
     let state = load(dir)?;
-    // Agents first, so none recreates an instance while we delete it.
+    // Edges and agents first (the reverse of their start), so none
+    // recreates an instance while we delete it; the outside router last.
     for process in state.processes.iter().rev() {
-        if stop_process(process.pid, false) {
+        let program = PartKind::of(&process.part, state.plan.as_ref())
+            .map_or(Program::Openvpc, PartKind::program);
+        if stop_process(process.pid, false, program) {
             progress(&format!("stopped {} (pid {})", process.part, process.pid));
         }
     }
@@ -466,29 +884,62 @@ pub fn down(
         }
         netns::destroy(plan);
         progress(&format!(
-            "removed namespaces {} and ovl-{}-h*",
-            plan.underlay_netns, plan.tag
+            "removed namespaces {} and ovl-{}-h*{}",
+            plan.underlay_netns,
+            plan.tag,
+            if plan.outside.is_some() {
+                format!(", ovl-{0}-out and ovl-{0}-e*", plan.tag)
+            } else {
+                String::new()
+            }
         ));
     }
-    for file in ["lab.json", "endpoint", "credentials"] {
+    for file in std::iter::once("lab.json").chain(CLIENT_FILES) {
         let _ = fs::remove_file(dir.join(file));
     }
     Ok(())
 }
 
+/// The programs the lab runs as background processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Program {
+    /// The server, agents and edge nodes.
+    Openvpc,
+    /// The outside router.
+    Bird,
+}
+
+impl Program {
+    /// True if `/proc/PID/cmdline`'s content is this program's.
+    fn runs_in(self, cmdline: &[u8]) -> bool {
+        match self {
+            Program::Openvpc => String::from_utf8_lossy(cmdline).contains("openvpc"),
+            // Only BIRD itself: its first argument names the binary.
+            Program::Bird => {
+                cmdline
+                    .split(|b| *b == 0)
+                    .next()
+                    .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
+                    == Some(b"bird".as_slice())
+            }
+        }
+    }
+}
+
 /// SIGTERM (or SIGKILL at once when `kill`), then SIGKILL after 5 s. Only
-/// signals a process whose command line is still an `openvpc`, so a
+/// signals a process whose command line is still `program`'s, so a
 /// recycled PID is left alone.
-fn stop_process(pid: u32, kill: bool) -> bool {
+fn stop_process(pid: u32, kill: bool, program: Program) -> bool {
     let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains("openvpc") {
+    if !program.runs_in(&cmdline) {
         return false;
     }
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     // SAFETY: kill(2) with a PID read from our own state file and checked
-    // to be an openvpc process; it has no memory-safety preconditions.
+    // to run the program the lab started; it has no memory-safety
+    // preconditions.
     unsafe { libc::kill(pid, if kill { libc::SIGKILL } else { libc::SIGTERM }) };
     if !wait_finished(pid, Duration::from_secs(5)) {
         // SAFETY: as above.
@@ -559,6 +1010,58 @@ mod tests {
             LabPlan::new(dir.path(), 2, 3, "r"),
             Err(LabError::Azs(3))
         ));
+    }
+
+    #[test]
+    fn plans_edges_under_the_hosts_and_an_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = LabPlan::new(dir.path(), 3, 2, "us-east-1").unwrap();
+        assert!(plain.outside.is_none() && plain.edges.is_empty());
+        let plan = plain.clone().with_edges(2).unwrap();
+        let outside = plan.outside.as_ref().unwrap();
+        assert_eq!(outside.netns, format!("ovl-{}-out", plan.tag));
+        assert_eq!(outside.public_pool, "203.0.113.0/24");
+        let e2 = &plan.edges[1];
+        assert_eq!(e2.edge_id, "e2");
+        assert_eq!(e2.underlay_ip, Ipv4Addr::new(10, 254, 0, 3));
+        assert_eq!(e2.uplink_ip, Ipv4Addr::new(192, 0, 2, 12));
+        for edge in &plan.edges {
+            for name in [
+                &edge.veth_underlay,
+                &edge.veth_underlay_bridge,
+                &edge.veth_uplink,
+                &edge.veth_uplink_bridge,
+            ] {
+                assert!(name.len() <= 15, "{name} too long");
+            }
+        }
+        // The largest lab's edges stay below the first host's address.
+        let most = plain.clone().with_edges(MAX_EDGES).unwrap();
+        assert!(most.edges.last().unwrap().underlay_ip < plan.hosts[0].underlay_ip);
+        assert!(matches!(
+            plain.clone().with_edges(MAX_EDGES + 1),
+            Err(LabError::Edges(_))
+        ));
+        assert_eq!(plain.clone().with_edges(0).unwrap(), plain);
+    }
+
+    #[test]
+    fn a_lab_file_without_an_outside_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = LabPlan::new(dir.path(), 1, 1, "r").unwrap();
+        let mut json = serde_json::to_value(&plan).unwrap();
+        json.as_object_mut().unwrap().remove("edges");
+        let back: LabPlan = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plan);
+    }
+
+    #[test]
+    fn only_bird_itself_counts_as_the_router() {
+        assert!(Program::Bird.runs_in(b"/usr/sbin/bird\0-f\0-c\0x.conf\0"));
+        assert!(!Program::Bird.runs_in(b"ip\0netns\0exec\0ns\0/usr/sbin/bird\0"));
+        assert!(!Program::Bird.runs_in(b"/usr/bin/birdc\0"));
+        assert!(!Program::Bird.runs_in(b""));
+        assert!(Program::Openvpc.runs_in(b"/x/openvpc\0edge\0"));
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! The lab's namespaces and links, made and removed with iproute2's `ip`,
-//! the tool an operator would use to inspect them.
+//! the tool an operator would use to inspect them: the underlay bridge and
+//! the hosts, and the outside world with its edge namespaces. Only the
+//! lab's own namespaces are configured; the root namespace holds a veth
+//! end only between its creation and its move.
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::{LabError, LabPlan, UNDERLAY_IFACE, UNDERLAY_PREFIX};
+use crate::{
+    BRIDGE, LabError, LabPlan, OUTSIDE_PREFIX, OutsidePlan, UNDERLAY_IFACE, UNDERLAY_PREFIX,
+    UPLINK_IFACE,
+};
 
 /// Runs `ip ARGS`; a failure carries ip's own message.
 pub fn ip(args: &[&str]) -> Result<(), LabError> {
@@ -35,49 +41,137 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
     let ul = plan.underlay_netns.as_str();
     ip(&["netns", "add", ul])?;
     ip(&["-n", ul, "link", "set", "lo", "up"])?;
-    ip(&["-n", ul, "link", "add", "br0", "type", "bridge"])?;
+    bridge(ul)?;
+    for host in &plan.hosts {
+        let ns = host.netns.as_str();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        veth_into(
+            ns,
+            &host.veth_host,
+            &host.veth_bridge,
+            UNDERLAY_IFACE,
+            &format!("{}/{UNDERLAY_PREFIX}", host.underlay_ip),
+        )?;
+        attach(ul, &host.veth_bridge)?;
+    }
+    Ok(())
+}
+
+/// Makes a bridge `br0` in `ns` and brings it up.
+fn bridge(ns: &str) -> Result<(), LabError> {
+    ip(&["-n", ns, "link", "add", BRIDGE, "type", "bridge"])?;
     // The bridge stands for a physical switch, which runs no host
     // firewall: where br_netfilter is built in, each new namespace would
     // pass every bridged frame through the (empty) iptables hooks.
     ip(&[
         "netns",
         "exec",
-        ul,
+        ns,
         "sh",
         "-c",
         "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e \"$f\" ] && echo 0 > \"$f\"; done; true",
     ])?;
-    ip(&["-n", ul, "link", "set", "br0", "up"])?;
-    for host in &plan.hosts {
-        let ns = host.netns.as_str();
+    ip(&["-n", ns, "link", "set", BRIDGE, "up"])
+}
+
+/// Moves `link` (still in the root namespace) into `ns` as a port of its
+/// bridge.
+fn attach(ns: &str, link: &str) -> Result<(), LabError> {
+    ip(&["link", "set", link, "netns", ns])?;
+    ip(&["-n", ns, "link", "set", link, "master", BRIDGE])?;
+    ip(&["-n", ns, "link", "set", link, "up"])
+}
+
+/// Makes a veth pair, moves `inner` into `ns` renamed `name` with `addr`,
+/// and leaves `outer` in the root namespace for [`attach`].
+fn veth_into(ns: &str, inner: &str, outer: &str, name: &str, addr: &str) -> Result<(), LabError> {
+    ip(&["link", "add", inner, "type", "veth", "peer", "name", outer])?;
+    ip(&["link", "set", inner, "netns", ns])?;
+    ip(&["-n", ns, "link", "set", inner, "name", name])?;
+    ip(&["-n", ns, "addr", "add", addr, "dev", name])?;
+    ip(&["-n", ns, "link", "set", name, "up"])
+}
+
+/// Sets `net.KEY=VALUE` sysctls inside `ns` (they are per namespace).
+fn sysctl(ns: &str, settings: &[(&str, &str)]) -> Result<(), LabError> {
+    let script: Vec<String> = settings
+        .iter()
+        .map(|(key, value)| format!("echo {value} > /proc/sys/{}", key.replace('.', "/")))
+        .collect();
+    ip(&["netns", "exec", ns, "sh", "-ec", &script.join("; ")])
+}
+
+/// A router's sysctls: it forwards, and checks no source path, since the
+/// lab's paths are asymmetric by design (ECMP out, flow hash back).
+const ROUTER_SYSCTLS: [(&str, &str); 4] = [
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.conf.all.rp_filter", "0"),
+    ("net.ipv4.conf.default.rp_filter", "0"),
+    ("net.ipv4.conf.all.send_redirects", "0"),
+];
+
+/// Makes the outside world: its namespace with a bridge for the edges'
+/// uplinks (holding the router's address) and the test servers' address
+/// on loopback; then each edge's namespace, with a veth into the
+/// underlay bridge and an uplink veth into the outside's bridge.
+pub(crate) fn build_outside(outside: &OutsidePlan, plan: &LabPlan) -> Result<(), LabError> {
+    let out = outside.netns.as_str();
+    ip(&["netns", "add", out])?;
+    ip(&["-n", out, "link", "set", "lo", "up"])?;
+    // Flows spread over the edges' equal paths by their ports (L4 hash),
+    // not only by their addresses.
+    let mut settings = ROUTER_SYSCTLS.to_vec();
+    settings.push(("net.ipv4.fib_multipath_hash_policy", "1"));
+    sysctl(out, &settings)?;
+    bridge(out)?;
+    let router = format!("{}/{OUTSIDE_PREFIX}", outside.router_ip);
+    ip(&["-n", out, "addr", "add", &router, "dev", BRIDGE])?;
+    // On loopback: not every kernel has the dummy link type.
+    let server = format!("{}/32", outside.server_ip);
+    ip(&["-n", out, "addr", "add", &server, "dev", "lo"])?;
+
+    for edge in &plan.edges {
+        let ns = edge.netns.as_str();
         ip(&["netns", "add", ns])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "link",
-            "add",
-            &host.veth_host,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &host.veth_bridge,
-        ])?;
-        ip(&["link", "set", &host.veth_host, "netns", ns])?;
+        sysctl(ns, &ROUTER_SYSCTLS)?;
+        veth_into(
+            ns,
+            &edge.veth_underlay,
+            &edge.veth_underlay_bridge,
+            UNDERLAY_IFACE,
+            &format!("{}/{UNDERLAY_PREFIX}", edge.underlay_ip),
+        )?;
+        attach(&plan.underlay_netns, &edge.veth_underlay_bridge)?;
+        veth_into(
+            ns,
+            &edge.veth_uplink,
+            &edge.veth_uplink_bridge,
+            UPLINK_IFACE,
+            &format!("{}/{OUTSIDE_PREFIX}", edge.uplink_ip),
+        )?;
+        attach(out, &edge.veth_uplink_bridge)?;
+        // Links made before the `default` setting took effect keep their
+        // own; the effective value is the larger of theirs and `all`'s.
+        for link in [UNDERLAY_IFACE, UPLINK_IFACE] {
+            sysctl(ns, &[(&format!("net.ipv4.conf.{link}.rp_filter"), "0")])?;
+        }
+        let router = outside.router_ip.to_string();
+        ip(&["-n", ns, "route", "add", "default", "via", &router])?;
+        // While the edge node is down its TUN, and the pool's route to it,
+        // are gone: traffic for the pool that still arrives is dropped here
+        // rather than sent back to the outside router by the default route.
         ip(&[
             "-n",
             ns,
-            "link",
-            "set",
-            &host.veth_host,
-            "name",
-            UNDERLAY_IFACE,
+            "route",
+            "add",
+            "blackhole",
+            &outside.public_pool,
+            "metric",
+            "4000",
         ])?;
-        let addr = format!("{}/{UNDERLAY_PREFIX}", host.underlay_ip);
-        ip(&["-n", ns, "addr", "add", &addr, "dev", UNDERLAY_IFACE])?;
-        ip(&["-n", ns, "link", "set", UNDERLAY_IFACE, "up"])?;
-        ip(&["link", "set", &host.veth_bridge, "netns", ul])?;
-        ip(&["-n", ul, "link", "set", &host.veth_bridge, "master", "br0"])?;
-        ip(&["-n", ul, "link", "set", &host.veth_bridge, "up"])?;
     }
     Ok(())
 }
@@ -92,6 +186,18 @@ pub(crate) fn destroy(plan: &LabPlan) {
         }
         // A pair `build` made but had not moved yet.
         let _ = ip(&["link", "delete", &host.veth_host]);
+    }
+    for edge in &plan.edges {
+        if netns_exists(&edge.netns) {
+            let _ = ip(&["netns", "delete", &edge.netns]);
+        }
+        let _ = ip(&["link", "delete", &edge.veth_underlay]);
+        let _ = ip(&["link", "delete", &edge.veth_uplink]);
+    }
+    if let Some(outside) = &plan.outside
+        && netns_exists(&outside.netns)
+    {
+        let _ = ip(&["netns", "delete", &outside.netns]);
     }
     if netns_exists(&plan.underlay_netns) {
         let _ = ip(&["netns", "delete", &plan.underlay_netns]);

@@ -315,7 +315,8 @@ impl Lab {
             .output()
             .unwrap();
         assert!(out.status.success(), "lab status: {out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
+        let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+        all["hosts"].clone()
     }
 
     fn lab_json(&self) -> Value {

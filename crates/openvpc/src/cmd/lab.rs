@@ -1,5 +1,6 @@
 //! `openvpc lab up|restart|status|down`: several hosts as network namespaces on this
-//! machine, with a server and an agent per host, for tests and demos.
+//! machine, with a server and an agent per host, and an outside world (a
+//! BIRD router and edge nodes), for tests and demos.
 
 use std::path::{Path, PathBuf};
 
@@ -17,12 +18,21 @@ pub struct LabArgs {
 enum LabCommand {
     /// Build a lab: N host namespaces on an underlay bridge, a server, and
     /// one agent per host, AZs REGIONa, REGIONb, … spread over the hosts.
-    /// Writes DIR/endpoint and DIR/credentials for the aws CLI, then
-    /// returns, leaving the lab running until `lab down`.
+    /// With edges, also an outside world: a namespace acting as the
+    /// internet's router (BIRD, learning the public pool 203.0.113.0/24
+    /// from every edge over BGP and spreading flows over them) with test
+    /// servers' address 198.51.100.10, and one namespace per edge node.
+    /// Writes DIR/endpoint and DIR/credentials for the aws CLI, and
+    /// DIR/outside (the outside's namespace), DIR/outside-ip and
+    /// DIR/public-pool, then returns, leaving the lab running until `lab
+    /// down`.
     Up {
         /// How many hosts.
         #[arg(long, default_value_t = 3)]
         hosts: usize,
+        /// How many edge nodes (e1, e2, …); 0 builds no outside world.
+        #[arg(long, default_value_t = 2)]
+        edges: usize,
         /// How many availability zones (at most as many as hosts).
         #[arg(long, default_value_t = 2)]
         azs: usize,
@@ -38,10 +48,12 @@ enum LabCommand {
         #[arg(long)]
         no_install: bool,
     },
-    /// Restart one part of a running lab: `server` or a host ID (h1, …).
-    /// Instances and their addresses stay; the agent resyncs.
+    /// Restart one part of a running lab: `server`, a host ID (h1, …), an
+    /// edge ID (e1, …) or `outside-router`. Instances and their addresses
+    /// stay; the agent or edge node resyncs.
     Restart {
-        /// `server`, or the host ID of an agent.
+        /// `server`, the host ID of an agent, the edge ID of an edge node,
+        /// or `outside-router`.
         part: String,
         /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
@@ -54,12 +66,16 @@ enum LabCommand {
     /// `status.json` in its state directory, once a second): flows,
     /// frames through TAPs and the underlay, drops by reason, mapping
     /// lookups, frames waiting for a mapping; then each host's instances
-    /// whose setup (namespace, TAP, DHCP) is not `ok`, with the reason.
+    /// whose setup (namespace, TAP, DHCP) is not `ok`, with the reason;
+    /// then each edge node's counters (translated packets both ways,
+    /// drops by reason) and the outside router's BGP sessions.
     Status {
         /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
         dir: PathBuf,
-        /// Print one JSON object, host ID → that host's status.
+        /// Print one JSON object: `hosts` (host ID → that host's status),
+        /// `edges` (edge ID → that edge node's status) and `outside_router`
+        /// (`birdc show protocols`, one line per session).
         #[arg(long)]
         json: bool,
     },
@@ -76,13 +92,14 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
         LabCommand::Up {
             hosts,
+            edges,
             azs,
             dir,
             region,
             no_install,
         } => {
             super::agent::ensure_instance_tools(no_install, "lab")?;
-            let plan = LabPlan::new(&dir, hosts, azs, &region)?;
+            let plan = LabPlan::new(&dir, hosts, azs, &region)?.with_edges(edges)?;
             let launch = Launch {
                 exe: std::env::current_exe().context("finding the openvpc binary")?,
                 server_args: Vec::new(),
@@ -133,36 +150,49 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `lab status`: each host's last `status.json`, as a table or as JSON.
+/// `lab status`: each host's and each edge node's last `status.json`, and
+/// the outside router's BGP sessions, as tables or as JSON.
 fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let state = openvpc_lab::load(dir)?;
     let plan = state
         .plan
         .with_context(|| format!("{} holds no plan: was `lab up` interrupted?", dir.display()))?;
+    let read = |path: PathBuf| -> anyhow::Result<serde_json::Value> {
+        match std::fs::read(&path) {
+            Ok(text) => {
+                serde_json::from_slice(&text).with_context(|| format!("reading {}", path.display()))
+            }
+            // Not written yet (the process is starting) or gone.
+            Err(e) => Ok(serde_json::json!({ "error": format!("{}: {e}", path.display()) })),
+        }
+    };
     let mut all = serde_json::Map::new();
     for host in &plan.hosts {
         let path = openvpc_lab::host_dir(dir, &host.host_id).join(openvpc_agent::STATUS_FILE);
-        let value = match std::fs::read(&path) {
-            Ok(text) => serde_json::from_slice(&text)
-                .with_context(|| format!("reading {}", path.display()))?,
-            // Not written yet (the agent is starting) or gone.
-            Err(e) => serde_json::json!({ "error": format!("{}: {e}", path.display()) }),
-        };
-        all.insert(host.host_id.clone(), value);
+        all.insert(host.host_id.clone(), read(path)?);
     }
+    let mut edges = serde_json::Map::new();
+    for edge in &plan.edges {
+        let path = openvpc_lab::edge_dir(dir, &edge.edge_id).join(openvpc_edge::node::STATUS_FILE);
+        edges.insert(edge.edge_id.clone(), read(path)?);
+    }
+    let sessions = plan.outside.as_ref().map(|_| bgp_sessions(dir));
     if json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let sessions = sessions.map(|s| match s {
+            Ok(lines) => serde_json::json!(lines),
+            Err(e) => serde_json::json!({ "error": e }),
+        });
+        let out = serde_json::json!({
+            "hosts": all,
+            "edges": edges,
+            "outside_router": sessions,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let n = |v: &serde_json::Value, path: &[&str]| {
-        path.iter()
-            .try_fold(v, |v, k| v.get(k))
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0)
-    };
     println!(
         "{:<6} {:>4} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}  drops",
         "host", "age", "flows", "tap rx", "tap tx", "ul rx", "ul tx", "coalesced", "waiting"
@@ -172,15 +202,6 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             println!("{host:<6} {e}");
             continue;
         }
-        let drops: Vec<String> = v
-            .get("drops")
-            .and_then(serde_json::Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .map(|(k, c)| format!("{k}={}", c.as_u64().unwrap_or(0)))
-                    .collect()
-            })
-            .unwrap_or_default();
         println!(
             "{host:<6} {:>3}s {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}  {}",
             now.saturating_sub(n(v, &["unix_time"])),
@@ -191,11 +212,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             n(v, &["io", "underlay_tx"]),
             n(v, &["io", "tap_coalesced_writes"]),
             n(v, &["pending"]),
-            if drops.is_empty() {
-                "-".to_owned()
-            } else {
-                drops.join(" ")
-            }
+            drops(v)
         );
     }
     // Instances whose setup is not done or failed, with the agent's reason.
@@ -223,5 +240,93 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    if !edges.is_empty() {
+        println!(
+            "\n{:<6} {:>4} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10}  drops",
+            "edge", "age", "held", "synced", "outbound", "inbound", "ul rx", "uplink rx"
+        );
+    }
+    for (edge, v) in &edges {
+        if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+            println!("{edge:<6} {e}");
+            continue;
+        }
+        let synced = v.get("synced").and_then(serde_json::Value::as_bool) == Some(true);
+        println!(
+            "{edge:<6} {:>3}s {:>6} {:>9} {:>10} {:>10} {:>10} {:>10}  {}",
+            now.saturating_sub(n(v, &["unix_time"])),
+            n(v, &["table"]),
+            if synced { "yes" } else { "no" },
+            n(v, &["translated", "outbound"]),
+            n(v, &["translated", "inbound"]),
+            n(v, &["io", "underlay_rx"]),
+            n(v, &["io", "uplink_rx"]),
+            drops(v)
+        );
+    }
+    match sessions {
+        Some(Ok(lines)) => {
+            println!("\noutside router (birdc show protocols):");
+            for line in lines {
+                println!("  {line}");
+            }
+        }
+        Some(Err(e)) => println!("\noutside router: {e}"),
+        None => {}
+    }
     Ok(())
+}
+
+/// A counter at `path` in a status file, 0 when absent.
+fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .try_fold(v, |v, k| v.get(k))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// A status file's non-zero drops as `reason=count …`, or `-`.
+fn drops(v: &serde_json::Value) -> String {
+    let drops: Vec<String> = v
+        .get("drops")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, c)| c.as_u64().unwrap_or(0) > 0)
+                .map(|(k, c)| format!("{k}={}", c.as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if drops.is_empty() {
+        "-".to_owned()
+    } else {
+        drops.join(" ")
+    }
+}
+
+/// The outside router's protocols as `birdc show protocols` lists them
+/// (one line per BGP session, with its state), or why they cannot be read.
+fn bgp_sessions(dir: &Path) -> Result<Vec<String>, String> {
+    let socket = openvpc_lab::router_socket(dir);
+    let out = std::process::Command::new("birdc")
+        .arg("-s")
+        .arg(&socket)
+        .args(["show", "protocols"])
+        .output()
+        .map_err(|e| format!("running birdc: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "birdc -s {}: {}{}",
+            socket.display(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    // The first line is BIRD's banner; the rest is the table.
+    Ok(text
+        .lines()
+        .skip_while(|l| l.starts_with("BIRD "))
+        .map(str::to_owned)
+        .collect())
 }
