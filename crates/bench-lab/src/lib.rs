@@ -10,7 +10,11 @@
 //! the instance namespaces, servers in vm2 pinned to CPU1 and clients in
 //! vm1 pinned to CPU0 as the baseline does:
 //! `sockperf ping-pong --tcp -m 64 --full-rtt`, `ping -f`, `iperf3` one TCP
-//! stream, `iperf3 -u -l 64 -b 0`. The lab is taken down on every exit
+//! stream, `iperf3 -u -l 64 -b 0`. Then, through the lab's edge nodes (an
+//! internet gateway, a default route to it and an Elastic IP on vm1), one
+//! TCP stream from vm1 to a server in the lab's outside namespace (pinned
+//! to CPU1) and one back (`-R`): issue 15's figure against the same lab's
+//! instance-to-instance stream. The lab is taken down on every exit
 //! path this process controls (errors, panics unwinding, an interrupt seen
 //! through the flag the caller passes).
 //!
@@ -98,6 +102,11 @@ pub struct Figures {
     pub icmp_rtt_avg_us: Option<f64>,
     /// A new connection to tcp/5202 timed out (the group dropped it).
     pub sg_drops_tcp5202: Option<bool>,
+    /// One TCP stream from vm1 (its Elastic IP) to the outside, through an
+    /// edge node; and from the outside to vm1 (`iperf3 -R`).
+    pub tcp_outside_gbps: Option<f64>,
+    pub tcp_outside_retransmits: Option<u64>,
+    pub tcp_from_outside_gbps: Option<f64>,
 }
 
 /// The figures compared with the baseline: (key, label, unit, higher is better).
@@ -127,6 +136,9 @@ impl Figures {
             "rr_p99_us" => self.rr_p99_us,
             "rr_tps" => self.rr_tps,
             "icmp_rtt_avg_us" => self.icmp_rtt_avg_us,
+            "tcp_outside_gbps" => self.tcp_outside_gbps,
+            "tcp_outside_retransmits" => self.tcp_outside_retransmits.map(|v| v as f64),
+            "tcp_from_outside_gbps" => self.tcp_from_outside_gbps,
             _ => None,
         }
     }
@@ -186,7 +198,11 @@ pub fn run(
         path: dir.clone(),
         source,
     })?;
-    let plan = LabPlan::new(&dir, 2, 2, "us-east-1")?;
+    let plan = LabPlan::new(&dir, 2, 2, "us-east-1")?.with_edges(2)?;
+    let outside = plan.outside.as_ref().map(|o| Instance {
+        id: o.netns.clone(),
+        ip: o.server_ip.to_string(),
+    });
     let mut guard = LabGuard {
         dir: dir.clone(),
         keep: cfg.keep,
@@ -202,7 +218,7 @@ pub fn run(
     check(interrupted)?;
     let endpoint = state.endpoint.unwrap_or_default();
     let client = client_for(&dir, &endpoint)?;
-    let (vm1, vm2) = topology(&client, &mut progress)?;
+    let (vm1, vm2, public) = topology(&client, &mut progress)?;
     for vm in [&vm1, &vm2] {
         wait_address(vm, interrupted)?;
     }
@@ -210,7 +226,14 @@ pub fn run(
         "instances ready: vm1 {} {} on h1, vm2 {} {} on h2",
         vm1.id, vm1.ip, vm2.id, vm2.ip
     ));
-    let figures = measure(cfg, &mut guard, &vm1, &vm2, interrupted, &mut progress);
+    progress(&format!("vm1's Elastic IP: {public}"));
+    let figures =
+        measure(cfg, &mut guard, &vm1, &vm2, interrupted, &mut progress).and_then(|mut f| {
+            if let Some(outside) = &outside {
+                measure_outside(cfg, &mut guard, &vm1, outside, &mut f, &mut progress)?;
+            }
+            Ok(f)
+        });
     if cfg.keep {
         progress(&format!(
             "lab kept in {}; `openvpc lab down --dir {0}` removes it",
@@ -281,11 +304,12 @@ fn call_field(
 
 /// One VPC 10.0.0.0/16, subnets 10.0.1.0/24 (AZ a, host h1) and
 /// 10.0.2.0/24 (AZ b, host h2) as in the baseline, the group, and one
-/// instance in each subnet.
+/// instance in each subnet; an internet gateway with the main table's
+/// default route to it, and an Elastic IP on vm1 (returned).
 fn topology(
     client: &Client,
     progress: &mut impl FnMut(&str),
-) -> Result<(Instance, Instance), BenchError> {
+) -> Result<(Instance, Instance, String), BenchError> {
     progress("creating the VPC, subnets, security group and instances");
     let vpc = call_field(
         client,
@@ -360,10 +384,46 @@ fn topology(
     }
     let vm2 = vms.pop();
     let vm1 = vms.pop();
-    match (vm1, vm2) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(BenchError::Setup("RunInstances gave no instances".into())),
-    }
+    let (Some(vm1), Some(vm2)) = (vm1, vm2) else {
+        return Err(BenchError::Setup("RunInstances gave no instances".into()));
+    };
+    let igw = call_field(client, "CreateInternetGateway", &[], "internetGatewayId")?;
+    call(
+        client,
+        "AttachInternetGateway",
+        &[("InternetGatewayId", &igw), ("VpcId", &vpc)],
+    )?;
+    let table = call_field(
+        client,
+        "DescribeRouteTables",
+        &[("Filter.1.Name", "vpc-id"), ("Filter.1.Value.1", &vpc)],
+        "routeTableId",
+    )?;
+    call(
+        client,
+        "CreateRoute",
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+            ("GatewayId", &igw),
+        ],
+    )?;
+    let allocated = call(client, "AllocateAddress", &[("Domain", "vpc")])?;
+    let (Some(alloc), Some(public)) = (
+        xml_field(&allocated, "allocationId"),
+        xml_field(&allocated, "publicIp"),
+    ) else {
+        return Err(BenchError::Api {
+            action: "AllocateAddress".into(),
+            message: format!("no address in {allocated}"),
+        });
+    };
+    call(
+        client,
+        "AssociateAddress",
+        &[("AllocationId", &alloc), ("InstanceId", &vm1.id)],
+    )?;
+    Ok((vm1, vm2, public))
 }
 
 /// `ip netns exec INSTANCE ARGS…`.
@@ -620,6 +680,71 @@ fn measure(
     Ok(f)
 }
 
+/// One TCP stream each way between vm1 and a server in the outside
+/// namespace, through the edge (issue 15).
+fn measure_outside(
+    cfg: &BenchConfig,
+    guard: &mut LabGuard,
+    vm1: &Instance,
+    outside: &Instance,
+    f: &mut Figures,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), BenchError> {
+    let secs = cfg.secs.max(1).to_string();
+    let port = PORT.to_string();
+    let limit = (cfg.secs + 30).to_string();
+    let server = pinned(
+        cfg,
+        1,
+        &["iperf3", "-s", "-1", "-B", &outside.ip, "-p", &port],
+    );
+    let gbps = |j: &serde_json::Value| {
+        j.pointer("/end/sum_received/bits_per_second")
+            .and_then(serde_json::Value::as_f64)
+            .map(|b| (b / 1e9 * 100.0).round() / 100.0)
+    };
+    progress(&format!(
+        "iperf3 TCP, one stream, vm1 → the outside ({}) through an edge, {secs} s",
+        outside.ip
+    ));
+    let srv = spawn_server(guard, outside, &server)?;
+    wait_listen(outside, PORT)?;
+    let j = iperf_client(cfg, vm1, outside, &limit, &["-t", &secs])?;
+    reap_server(guard, srv);
+    f.tcp_outside_gbps = gbps(&j);
+    f.tcp_outside_retransmits = j
+        .pointer("/end/sum_sent/retransmits")
+        .and_then(serde_json::Value::as_u64);
+    progress(&format!(
+        "iperf3 TCP -R, one stream, the outside → vm1 through an edge, {secs} s"
+    ));
+    let srv = spawn_server(guard, outside, &server)?;
+    wait_listen(outside, PORT)?;
+    let j = iperf_client(cfg, vm1, outside, &limit, &["-t", &secs, "-R"])?;
+    reap_server(guard, srv);
+    f.tcp_from_outside_gbps = gbps(&j);
+    Ok(())
+}
+
+/// The edge's figures, next to the same lab's instance-to-instance stream.
+fn outside_lines(ours: &Figures) -> String {
+    let ratio = |v: Option<f64>| match (v, ours.tcp_gbps) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    format!(
+        "{:<26} {:>12} Gbit/s  ({} of instance-to-instance, {} retransmits)\n{:<26} {:>12} Gbit/s  ({} of instance-to-instance)\n",
+        "TCP vm1 -> outside (edge)",
+        fmt(ours.tcp_outside_gbps),
+        ratio(ours.tcp_outside_gbps),
+        ours.tcp_outside_retransmits
+            .map_or("-".into(), |r| r.to_string()),
+        "TCP outside -> vm1 (edge)",
+        fmt(ours.tcp_from_outside_gbps),
+        ratio(ours.tcp_from_outside_gbps),
+    )
+}
+
 /// Runs the iperf3 client in vm1 with `-J` and parses its report.
 fn iperf_client(
     cfg: &BenchConfig,
@@ -811,6 +936,7 @@ pub fn compare_table(ours: &Figures, baseline: &Baseline) -> String {
             ratio(a, o)
         ));
     }
+    s.push_str(&outside_lines(ours));
     s
 }
 
@@ -825,6 +951,7 @@ pub fn table(ours: &Figures) -> String {
         "SG drops new tcp/5202",
         ours.sg_drops_tcp5202.map_or("-".into(), |b| b.to_string())
     ));
+    s.push_str(&outside_lines(ours));
     s
 }
 
