@@ -1451,10 +1451,14 @@ fn a_trace_follows_a_packet_through_the_edge() {
         ("dropped".to_string(), "no_public_ip".to_string())
     );
 
-    // Detached, the gateway's routes are blackholes.
-    r.ok(&format!(
-        "Action=DetachInternetGateway&InternetGatewayId={igw}&VpcId={vpc}"
-    ));
+    // A mapped public address keeps the gateway attached (the error
+    // Terraform users know); unmapped, it detaches, and its routes are
+    // blackholes.
+    let detach = format!("Action=DetachInternetGateway&InternetGatewayId={igw}&VpcId={vpc}");
+    let e = r.act(&detach).unwrap_err();
+    assert_eq!(e.code, "DependencyViolation", "{}", e.message);
+    r.ok(&format!("Action=DisassociateAddress&PublicIp={eip}"));
+    r.ok(&detach);
     r.sync();
     let d = r.send(&public, outside, syn(40003, 443));
     assert_eq!(d.drop_reason(), Some(DropReason::Blackhole), "{d:?}");

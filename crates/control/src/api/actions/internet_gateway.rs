@@ -6,6 +6,7 @@
 
 use openvpc_model::ResourceKind;
 
+use super::network_interface::NetworkInterface;
 use super::resource::{
     DescribeSpec, Resource, Tags, check_id, describe as describe_resources, new_id, ok_return,
     transact, write_tags,
@@ -16,6 +17,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
 pub use crate::records::internet_gateway::InternetGateway;
+use crate::records::region::InternetPolicy;
 
 /// spec 13: internet gateways per region follow the VPC quota.
 pub const INTERNET_GATEWAY_QUOTA: usize = VPC_QUOTA;
@@ -193,6 +195,22 @@ pub fn detach(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             return Err(ApiError::new(
                 "Gateway.NotAttached",
                 format!("InternetGatewayID {igw_id} is not attached to a VPC {vpc_id}."),
+            ));
+        }
+        // The well-known Terraform error: public addresses mapped in the
+        // VPC (Elastic IPs, auto-assigned public IPs) keep the gateway, as
+        // their translation needs it. moto allows the detach.
+        let mapped = super::address::region_settings(tx)?.internet == InternetPolicy::Edges
+            && tx
+                .list::<NetworkInterface>()?
+                .iter()
+                .any(|e| e.vpc_id == vpc_id && !e.public.is_empty());
+        if mapped {
+            return Err(ApiError::new(
+                "DependencyViolation",
+                format!(
+                    "Network {vpc_id} has some mapped public address(es). Please unmap those public address(es) before detaching the gateway."
+                ),
             ));
         }
         igw.vpc_id = None;
