@@ -15,8 +15,11 @@
 //! - Uplink → underlay: packets the kernel routes to the public pool are
 //!   read from the TUN until it is empty (a batch at most), translated
 //!   inbound, and sent to the hosts in one `sendmmsg`. The TUN offers the
-//!   kernel no offloads, so what it hands over is already cut and
-//!   checksummed.
+//!   kernel TCP segmentation (`TUN_F_TSO4`), so a run of one flow's
+//!   segments comes as one super-packet: it is translated once, cut into
+//!   Geneve datagrams of one segment each (only their headers are built),
+//!   and handed to the kernel in one `UDP_SEGMENT` send, as the agent does
+//!   with what its instances send.
 //!
 //! Table changes reach the worker over a channel (with a wake-up datagram,
 //! so it applies them at once) and are applied between batches. Nothing is
@@ -44,11 +47,15 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use openvpc_agent::batch_io::Mmsg;
+use openvpc_agent::batch_io::{send_segmented, sockaddr};
 use openvpc_agent::netns::{self, NetnsError};
 use openvpc_dataplane::PacketBuf;
 use openvpc_model::host::GENEVE_PORT;
 use openvpc_packet::MacAddr;
-use openvpc_packet::gso::{Coalescer, F_NEEDS_CSUM, VNET_HDR_LEN, VnetHdr, complete_checksum};
+use openvpc_packet::geneve::GeneveHeader;
+use openvpc_packet::gso::{
+    Coalescer, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, complete_checksum, cut_tcp4,
+};
 
 use crate::translate::{Edge, EdgeDrop, EdgeOutput, TableUpdate};
 
@@ -58,6 +65,12 @@ pub const BATCH: usize = 32;
 const BATCHES_PER_WAKE: usize = 8;
 /// The largest packet or datagram read (jumbo underlays included).
 const MAX_PACKET: usize = 9_216;
+/// The most datagrams one `UDP_SEGMENT` send may carry (the kernel's
+/// `UDP_MAX_SEGMENTS` in the oldest kernels we run on); a 64 KiB
+/// super-packet at the TUN's MTU is fewer.
+const MAX_SEGMENTS: usize = 64;
+/// The most bytes one UDP send may carry.
+const MAX_GSO_BYTES: usize = 65_507;
 /// The largest underlay read: a UDP GRO run of datagrams.
 const MAX_GRO: usize = 65_535;
 /// What the coalescer reads in front of an IP packet: an Ethernet header
@@ -327,11 +340,10 @@ struct IfReqFlags {
 
 /// Opens (creating) layer-3 TUN `ifname` in the calling thread's
 /// namespace: IP packets behind a `virtio_net_hdr` each way, no
-/// packet-information header, nonblocking. No offload is turned on for what
-/// the kernel sends us (`TUNSETOFFLOAD` is not called), so reads are whole,
-/// checksummed packets; writes may be super-packets, which the kernel
-/// accepts from any TUN with the header. Not persistent: the device and
-/// its routes vanish when the fd closes.
+/// packet-information header, nonblocking. The kernel may hand us TCP/IPv4
+/// super-packets and partial checksums (`TUN_F_CSUM | TUN_F_TSO4`), and
+/// takes super-packets from us. Not persistent: the device and its routes
+/// vanish when the fd closes.
 fn open_tun(ifname: &str) -> Result<File, IoError> {
     let err = |op: &'static str| {
         let ifname = ifname.to_string();
@@ -357,6 +369,18 @@ fn open_tun(ifname: &str) -> Result<File, IoError> {
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) };
     if rc != 0 {
         return Err(err("TUNSETIFF")(io::Error::last_os_error()));
+    }
+    let offloads = libc::TUN_F_CSUM | libc::TUN_F_TSO4;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETOFFLOAD,
+            libc::c_ulong::from(offloads),
+        )
+    };
+    if rc != 0 {
+        return Err(err("TUNSETOFFLOAD")(io::Error::last_os_error()));
     }
     Ok(tun)
 }
@@ -435,6 +459,9 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
     // come back to us as drops. Older iproute2 lacks the option; harmless.
     let _ = ip(ns, &["link", "set", "dev", tun_name, "addrgenmode", "none"]);
     let mtu = TUN_MTU.to_string();
+    // gso_max_size stays the kernel's 64 KiB: forwarded super-packets
+    // (GRO on the way in) bigger than it would be cut before the TUN, one
+    // read per segment; `send_super` splits what one UDP send cannot carry.
     ip(ns, &["link", "set", "dev", tun_name, "mtu", &mtu, "up"])?;
 
     let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(IoError::Thread)?;
@@ -451,8 +478,10 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
         wake: wake_rx,
         rx,
         bufs: (0..BATCH)
-            .map(|_| PacketBuf::with_capacity(MAX_PACKET))
+            .map(|_| PacketBuf::with_capacity(MAX_GRO + VNET_HDR_LEN))
             .collect(),
+        segment_sizes: vec![0; BATCH],
+        headers: Vec::new(),
         rx_bufs: (0..BATCH)
             .map(|_| PacketBuf::with_capacity(MAX_GRO))
             .collect(),
@@ -489,6 +518,10 @@ struct Worker {
     rx: Receiver<Command>,
     /// Packets read from the TUN.
     bufs: Vec<PacketBuf>,
+    /// The TCP segment size of each super-packet in `bufs` (0: a packet).
+    segment_sizes: Vec<u16>,
+    /// The per-datagram headers of a super-packet being sent.
+    headers: Vec<u8>,
     /// Underlay reads: each a datagram or a GRO run of them.
     rx_bufs: Vec<PacketBuf>,
     /// One datagram of a run, translated in place.
@@ -680,7 +713,13 @@ impl Worker {
     fn uplink_to_underlay(&mut self) {
         for _ in 0..BATCHES_PER_WAKE {
             let n = self.read_tun();
-            for (buf, dst) in self.bufs.iter_mut().zip(self.dsts.iter_mut()).take(n) {
+            // Packets queue for one sendmmsg; a super-packet is sent on its
+            // own, after what queued before it, so a flow keeps its order.
+            let mut queued = 0;
+            for i in 0..n {
+                let (Some(buf), Some(dst)) = (self.bufs.get_mut(i), self.dsts.get_mut(i)) else {
+                    break;
+                };
                 self.io.uplink_rx += 1;
                 self.io.uplink_rx_bytes += buf.len() as u64;
                 *dst = match self.edge.inbound(buf) {
@@ -692,19 +731,76 @@ impl Worker {
                     }
                     _ => None,
                 };
+                let mss = self.segment_sizes.get(i).copied().unwrap_or(0);
+                if mss != 0 && dst.is_some() {
+                    self.send_queued(queued, i);
+                    queued = i + 1;
+                    self.send_super(i, usize::from(mss));
+                }
             }
-            let items = self
-                .bufs
-                .iter()
-                .zip(self.dsts.iter())
-                .take(n)
-                .filter_map(|(b, d)| d.map(|d| (b.data(), d)));
-            let (sent, failed) = self.mmsg.send(self.udp.as_raw_fd(), items);
-            self.io.underlay_tx += sent as u64;
-            self.io.underlay_send_errors += failed as u64;
+            self.send_queued(queued, n);
             if n < BATCH {
                 break;
             }
+        }
+    }
+
+    /// Sends the translated packets `from..to` of the batch in one sendmmsg.
+    fn send_queued(&mut self, from: usize, to: usize) {
+        if from >= to {
+            return;
+        }
+        let items = self
+            .bufs
+            .iter()
+            .zip(self.dsts.iter())
+            .take(to)
+            .skip(from)
+            .filter_map(|(b, d)| d.map(|d| (b.data(), d)));
+        let (sent, failed) = self.mmsg.send(self.udp.as_raw_fd(), items);
+        self.io.underlay_tx += sent as u64;
+        self.io.underlay_send_errors += failed as u64;
+    }
+
+    /// Cuts translated super-packet `i` (Geneve, Ethernet, TCP/IPv4) into
+    /// one datagram per segment of `mss` bytes and sends them in one call.
+    fn send_super(&mut self, i: usize, mss: usize) {
+        let (Some(buf), Some(Some(dst))) = (self.bufs.get(i), self.dsts.get(i).copied()) else {
+            return;
+        };
+        let pkt = buf.data();
+        self.headers.clear();
+        let Ok(cut) = cut_tcp4(pkt, GeneveHeader::LEN, mss, &mut self.headers) else {
+            self.io.underlay_send_errors += 1;
+            return;
+        };
+        // One send carries at most 64 datagrams and 65,507 bytes; a 64 KiB
+        // super-packet, its headers repeated per segment, goes in two.
+        let per_send = (MAX_GSO_BYTES / cut.stride().max(1)).clamp(1, MAX_SEGMENTS);
+        let (addr, len) = sockaddr(dst);
+        let mut first = 0;
+        while first < cut.count {
+            let count = per_send.min(cut.count - first);
+            // On the stack: nothing is allocated per packet.
+            let mut parts = [io::IoSlice::new(&[]); 2 * MAX_SEGMENTS];
+            let headers = self.headers.chunks(cut.headers).skip(first).take(count);
+            for (k, (slot, h)) in parts.chunks_exact_mut(2).zip(headers).enumerate() {
+                if let [head, body] = slot {
+                    *head = io::IoSlice::new(h);
+                    *body = io::IoSlice::new(cut.chunk(pkt, first + k));
+                }
+            }
+            let used = parts.get(..2 * count).unwrap_or_default();
+            match send_segmented(self.udp.as_raw_fd(), used, cut.stride(), &addr, len) {
+                Ok(()) => self.io.underlay_tx += count as u64,
+                Err(e) => {
+                    if self.io.underlay_send_errors == 0 {
+                        tracing::warn!(error = %e, host = %dst, "sending to a host failed (counted in underlay_send_errors)");
+                    }
+                    self.io.underlay_send_errors += count as u64;
+                }
+            }
+            first += count;
         }
     }
 
@@ -715,13 +811,17 @@ impl Worker {
             let Some(buf) = self.bufs.get_mut(n) else {
                 break;
             };
-            match (&self.tun).read(buf.spare(MAX_PACKET + VNET_HDR_LEN)) {
+            match (&self.tun).read(buf.spare(MAX_GRO + VNET_HDR_LEN)) {
                 Ok(len) => {
                     buf.set_len(len);
-                    if from_tun(buf) {
-                        n += 1;
-                    } else {
-                        self.io.uplink_rx_errors += 1;
+                    match from_tun(buf) {
+                        Some(mss) => {
+                            if let Some(slot) = self.segment_sizes.get_mut(n) {
+                                *slot = mss;
+                            }
+                            n += 1;
+                        }
+                        None => self.io.uplink_rx_errors += 1,
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -759,25 +859,28 @@ fn write_tun(tun: &File, hdr: &VnetHdr, packet: &[u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
-/// Strips the `virtio_net_hdr` of a packet read from the TUN, completing a
-/// partial checksum should the kernel leave one; false for what cannot be
-/// handed on (a super-packet, which the TUN never asked for).
-fn from_tun(buf: &mut PacketBuf) -> bool {
-    let Ok(hdr) = VnetHdr::parse(buf.data()) else {
-        return false;
-    };
-    if hdr.is_gso() || !buf.pop_front(VNET_HDR_LEN) {
-        return false;
+/// Strips the `virtio_net_hdr` of a packet read from the TUN; the TCP
+/// segment size of a super-packet (its checksums are rebuilt per segment
+/// when it is cut), 0 for a packet, whose partial checksum is completed
+/// here; `None` for what cannot be handed on (an offload other than
+/// TCP/IPv4, or a header out of bounds).
+fn from_tun(buf: &mut PacketBuf) -> Option<u16> {
+    let hdr = VnetHdr::parse(buf.data()).ok()?;
+    if !buf.pop_front(VNET_HDR_LEN) {
+        return None;
+    }
+    if hdr.is_gso() {
+        return (hdr.gso_type & !GSO_ECN == GSO_TCPV4 && hdr.gso_size > 0).then_some(hdr.gso_size);
     }
     if hdr.flags & F_NEEDS_CSUM != 0 {
-        return complete_checksum(
+        complete_checksum(
             buf.data_mut(),
             usize::from(hdr.csum_start),
             usize::from(hdr.csum_offset),
         )
-        .is_ok();
+        .ok()?;
     }
-    true
+    Some(0)
 }
 
 /// The routes that send the public pool into the TUN, kept equal to the
