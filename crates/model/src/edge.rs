@@ -14,12 +14,12 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 /// How often an edge node registers again to say it is alive.
-pub const HEARTBEAT_MS: u64 = 1_000;
+pub const HEARTBEAT_MS: u64 = 500;
 
 /// How long after its last registration an edge node counts as gone: the
 /// server then removes it, and hosts stop sending to it. Three missed
 /// heartbeats, so one late answer does not flap the region's routes.
-pub const EDGE_TTL_MS: u64 = 3_000;
+pub const EDGE_TTL_MS: u64 = 1_500;
 
 /// What an edge node says about itself, at start and every
 /// [`HEARTBEAT_MS`].
