@@ -19,7 +19,7 @@ use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::udp::UdpRepr;
 
-use crate::translate::{Edge, EdgeOutput, PublicMapping};
+use crate::translate::{Edge, EdgeDrop, EdgeOutput, LOOKUP_BATCH, PublicMapping};
 
 /// What `openvpc bench edge` reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,25 +104,32 @@ fn from_host(packet: &[u8]) -> Result<Vec<u8>, BenchError> {
     Ok(frame)
 }
 
+/// Packets per second through `f`, in batches of [`LOOKUP_BATCH`] as the
+/// node's I/O hands them over.
 fn rate(
     edge: &mut Edge,
     frames: &[Vec<u8>],
     budget: Duration,
-    f: fn(&mut Edge, &mut PacketBuf) -> EdgeOutput,
+    f: fn(&mut Edge, &mut [PacketBuf], &mut [EdgeOutput]),
 ) -> Result<f64, BenchError> {
-    let mut buf = PacketBuf::default();
-    for frame in frames.iter().take(16) {
+    let mut bufs: Vec<PacketBuf> = (0..LOOKUP_BATCH).map(|_| PacketBuf::default()).collect();
+    let mut out = [EdgeOutput::Drop(EdgeDrop::Malformed); LOOKUP_BATCH];
+    for (buf, frame) in bufs.iter_mut().zip(frames) {
         buf.set(frame);
-        let out = f(edge, &mut buf);
-        if matches!(out, EdgeOutput::Drop(_)) {
-            return Err(BenchError::NotTranslated(out));
-        }
+    }
+    let n = frames.len().min(LOOKUP_BATCH);
+    f(edge, &mut bufs[..n], &mut out[..n]);
+    if let Some(dropped) = out[..n].iter().find(|o| matches!(o, EdgeOutput::Drop(_))) {
+        return Err(BenchError::NotTranslated(*dropped));
     }
     let (mut n, start) = (0u64, Instant::now());
     while start.elapsed() < budget {
-        for frame in frames {
-            buf.set(frame);
-            black_box(f(edge, &mut buf));
+        for chunk in frames.chunks(LOOKUP_BATCH) {
+            for (buf, frame) in bufs.iter_mut().zip(chunk) {
+                buf.set(frame);
+            }
+            f(edge, &mut bufs[..chunk.len()], &mut out[..chunk.len()]);
+            black_box(&out);
         }
         n += frames.len() as u64;
     }
@@ -156,8 +163,8 @@ pub fn run(budget: Duration, addresses: usize) -> Result<EdgeFigures, BenchError
         .iter()
         .map(|&i| udp(private(i), outside).and_then(|p| from_host(&p)))
         .collect::<Result<Vec<_>, _>>()?;
-    let inbound_pps = rate(&mut edge, &inbound, budget, Edge::inbound)?;
-    let outbound_pps = rate(&mut edge, &outbound, budget, Edge::outbound)?;
+    let inbound_pps = rate(&mut edge, &inbound, budget, Edge::inbound_batch)?;
+    let outbound_pps = rate(&mut edge, &outbound, budget, Edge::outbound_batch)?;
     Ok(EdgeFigures {
         addresses,
         inbound_pps,

@@ -485,7 +485,10 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
         rx_bufs: (0..BATCH)
             .map(|_| PacketBuf::with_capacity(MAX_GRO))
             .collect(),
-        work: PacketBuf::with_capacity(MAX_PACKET),
+        work: (0..BATCH)
+            .map(|_| PacketBuf::with_capacity(MAX_PACKET))
+            .collect(),
+        outs: vec![EdgeOutput::Drop(EdgeDrop::Malformed); BATCH],
         coalescer: Coalescer::new(),
         dsts: vec![None; BATCH],
         mmsg: Mmsg::new(BATCH),
@@ -524,8 +527,11 @@ struct Worker {
     headers: Vec<u8>,
     /// Underlay reads: each a datagram or a GRO run of them.
     rx_bufs: Vec<PacketBuf>,
-    /// One datagram of a run, translated in place.
-    work: PacketBuf,
+    /// Datagrams split from the underlay reads, translated in place a
+    /// batch at a time.
+    work: Vec<PacketBuf>,
+    /// What the core said of each packet of a batch, either way.
+    outs: Vec<EdgeOutput>,
     /// Translated packets of one flow waiting to be written as one.
     coalescer: Coalescer,
     /// Where each inbound packet of the batch goes, if anywhere.
@@ -628,6 +634,8 @@ impl Worker {
     /// runs of one flow's packets as one write.
     fn underlay_to_uplink(&mut self) {
         let mut rx = std::mem::take(&mut self.rx_bufs);
+        // Datagrams waiting in `work` for their batch.
+        let mut held = 0;
         for _ in 0..BATCHES_PER_WAKE {
             let n = self.mmsg.recv(self.udp.as_raw_fd(), &mut rx, MAX_GRO);
             for (i, buf) in rx.iter().enumerate().take(n) {
@@ -639,39 +647,60 @@ impl Worker {
                 for datagram in data.chunks(seg) {
                     self.io.underlay_rx += 1;
                     self.io.underlay_rx_bytes += datagram.len() as u64;
-                    self.work.set(datagram);
-                    if self.edge.outbound(&mut self.work) != EdgeOutput::Uplink {
-                        continue;
+                    if let Some(work) = self.work.get_mut(held) {
+                        work.set(datagram);
+                        held += 1;
                     }
-                    self.queue_for_uplink();
+                    if held == BATCH {
+                        self.outbound_held(held);
+                        held = 0;
+                    }
                 }
             }
             if n < BATCH {
                 break;
             }
         }
+        self.outbound_held(held);
         self.rx_bufs = rx;
         self.flush_uplink();
     }
 
-    /// Hands the translated packet in `work` to the coalescer, writing what
+    /// Translates the first `held` datagrams of `work` as one batch and
+    /// queues what may leave for the uplink.
+    fn outbound_held(&mut self, held: usize) {
+        let (Some(work), Some(outs)) = (self.work.get_mut(..held), self.outs.get_mut(..held))
+        else {
+            return;
+        };
+        self.edge.outbound_batch(work, outs);
+        for i in 0..held {
+            if self.outs.get(i) == Some(&EdgeOutput::Uplink) {
+                self.queue_for_uplink(i);
+            }
+        }
+    }
+
+    /// Hands the translated packet `work[i]` to the coalescer, writing what
     /// it held first when the packet cannot join it.
-    fn queue_for_uplink(&mut self) {
-        if !self.work.push_front(&FAKE_ETHERNET) {
+    fn queue_for_uplink(&mut self, i: usize) {
+        let Some(work) = self.work.get_mut(i) else {
+            return;
+        };
+        if !work.push_front(&FAKE_ETHERNET) {
             self.io.uplink_write_errors += 1;
             return;
         }
-        if self.coalescer.push(self.work.data()) {
+        if self.coalescer.push(work.data()) {
             return;
         }
         self.flush_uplink();
-        if !self.coalescer.push(self.work.data()) {
+        let Some(work) = self.work.get(i) else {
+            return;
+        };
+        if !self.coalescer.push(work.data()) {
             // Neither TCP nor UDP (ICMP): as it is.
-            let packet = self
-                .work
-                .data()
-                .get(FAKE_ETHERNET.len()..)
-                .unwrap_or_default();
+            let packet = work.data().get(FAKE_ETHERNET.len()..).unwrap_or_default();
             let written = write_tun(&self.tun, &VnetHdr::default(), packet);
             self.count_write(written, packet.len(), 1);
         }
@@ -713,16 +742,23 @@ impl Worker {
     fn uplink_to_underlay(&mut self) {
         for _ in 0..BATCHES_PER_WAKE {
             let n = self.read_tun();
+            for buf in self.bufs.iter().take(n) {
+                self.io.uplink_rx += 1;
+                self.io.uplink_rx_bytes += buf.len() as u64;
+            }
+            if let (Some(bufs), Some(outs)) = (self.bufs.get_mut(..n), self.outs.get_mut(..n)) {
+                self.edge.inbound_batch(bufs, outs);
+            }
             // Packets queue for one sendmmsg; a super-packet is sent on its
             // own, after what queued before it, so a flow keeps its order.
             let mut queued = 0;
             for i in 0..n {
-                let (Some(buf), Some(dst)) = (self.bufs.get_mut(i), self.dsts.get_mut(i)) else {
+                let (Some(buf), Some(dst), Some(out)) =
+                    (self.bufs.get(i), self.dsts.get_mut(i), self.outs.get(i))
+                else {
                     break;
                 };
-                self.io.uplink_rx += 1;
-                self.io.uplink_rx_bytes += buf.len() as u64;
-                *dst = match self.edge.inbound(buf) {
+                *dst = match *out {
                     EdgeOutput::Underlay { dst, .. } => {
                         self.io.underlay_tx_bytes += buf.len() as u64;
                         // The core's entropy port would need a socket per
