@@ -213,6 +213,36 @@ fn gro_segment(msg: &libc::msghdr) -> usize {
     0
 }
 
+/// Socket buffer sizes for the underlay: a TCP super-segment arrives as a
+/// burst of ~45 datagrams per 64 KiB, and the default 208 KiB receive
+/// buffer overflows (a loss, then a TCP retransmit) while the worker is
+/// still writing the previous burst to a TAP.
+const UNDERLAY_RCVBUF: i32 = 8 << 20;
+const UNDERLAY_SNDBUF: i32 = 4 << 20;
+
+/// Grows the underlay socket's buffers past the sysctl limits where we
+/// may (root: `SO_*BUFFORCE`), else as far as the limits allow.
+pub fn grow_socket_buffers(udp: &std::net::UdpSocket) {
+    let set = |opt: libc::c_int, value: i32| {
+        // SAFETY: setsockopt reads one c_int from a live local.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(udp),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const value).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE, UNDERLAY_RCVBUF) != 0 {
+        set(libc::SO_RCVBUF, UNDERLAY_RCVBUF);
+    }
+    if set(libc::SO_SNDBUFFORCE, UNDERLAY_SNDBUF) != 0 {
+        set(libc::SO_SNDBUF, UNDERLAY_SNDBUF);
+    }
+}
+
 /// Asks the kernel to hand over runs of same-sized datagrams of one flow
 /// as one coalesced buffer (`UDP_GRO`); see [`Mmsg::segment`].
 pub fn enable_gro(fd: RawFd) -> io::Result<()> {

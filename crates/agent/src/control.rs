@@ -158,18 +158,33 @@ impl Client {
 }
 
 /// Remembers whether the server is reachable, so an outage is logged once
-/// when it starts and once when it ends, not per retry.
-#[derive(Debug, Default)]
-struct Outage {
+/// when it starts and once when it ends, not per retry, and backs off
+/// between retries. Shared by every node that follows a server (the agent,
+/// the edge): `consequence` says what the node does meanwhile.
+#[derive(Debug)]
+pub struct Outage {
     down: bool,
     backoff: Duration,
+    consequence: &'static str,
 }
 
+/// What an agent does while the server is away.
+const AGENT_CONSEQUENCE: &str = "the dataplane keeps its current state and retries";
+
 impl Outage {
-    fn failed(&mut self, what: &str, e: &ClientError) -> Duration {
+    pub fn new(consequence: &'static str) -> Self {
+        Outage {
+            down: false,
+            backoff: MIN_BACKOFF,
+            consequence,
+        }
+    }
+
+    /// Logs the start of an outage; how long to wait before retrying.
+    pub fn failed(&mut self, what: &str, e: &dyn std::fmt::Display) -> Duration {
         if !self.down {
             self.down = true;
-            tracing::warn!(error = %e, "{what} failed; the dataplane keeps its current state and retries");
+            tracing::warn!(error = %e, "{what} failed; {}", self.consequence);
             self.backoff = MIN_BACKOFF;
         } else {
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -177,7 +192,8 @@ impl Outage {
         self.backoff
     }
 
-    fn ok(&mut self, what: &str) {
+    /// Logs the end of an outage, if one was on.
+    pub fn ok(&mut self, what: &str) {
         if self.down {
             tracing::info!("{what}: the server answers again");
         }
@@ -186,7 +202,7 @@ impl Outage {
 }
 
 /// Sleeps `d` in short steps; false if asked to stop meanwhile.
-fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
+pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
     let step = Duration::from_millis(50);
     let mut left = d;
     while !left.is_zero() {
@@ -264,7 +280,7 @@ pub fn watch_loop(
     if let Some(dir) = snapshot_dir {
         restore_snapshot(dir, reconciler);
     }
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(AGENT_CONSEQUENCE);
     let mut since = 0;
     let mut registered = false;
     let mut saved = Instant::now();
@@ -352,7 +368,7 @@ pub fn lookup_loop_with(
     stop: &AtomicBool,
     mut resolve: impl FnMut(&[MappingKey]) -> Result<Vec<MappingAnswer>, ClientError>,
 ) {
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(AGENT_CONSEQUENCE);
     while !stop.load(Ordering::Relaxed) {
         let mut keys = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(k) => k,
@@ -399,7 +415,7 @@ pub fn health_loop_with(
     every: Duration,
     mut send: impl FnMut(&HealthReport) -> Result<(), ClientError>,
 ) {
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(AGENT_CONSEQUENCE);
     let mut sent: Option<u64> = None;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {

@@ -366,7 +366,7 @@ pub fn spawn(
         }
     };
     udp.set_nonblocking(true)?;
-    grow_socket_buffers(&udp);
+    crate::batch_io::grow_socket_buffers(&udp);
     if let Err(e) = crate::batch_io::enable_gro(udp.as_raw_fd()) {
         tracing::warn!(error = %e, "UDP GRO is not available; underlay datagrams arrive one by one");
     }
@@ -421,36 +421,6 @@ pub fn spawn(
         thread: Some(thread),
         underlay: addr,
     })
-}
-
-/// Socket buffer sizes for the underlay: a TCP super-segment arrives as a
-/// burst of ~45 datagrams per 64 KiB, and the default 208 KiB receive
-/// buffer overflows (a loss, then a TCP retransmit) while the worker is
-/// still writing the previous burst to a TAP.
-const UNDERLAY_RCVBUF: i32 = 8 << 20;
-const UNDERLAY_SNDBUF: i32 = 4 << 20;
-
-/// Grows the underlay socket's buffers past the sysctl limits where we
-/// may (root: `SO_*BUFFORCE`), else as far as the limits allow.
-fn grow_socket_buffers(udp: &UdpSocket) {
-    let set = |opt: libc::c_int, value: i32| {
-        // SAFETY: setsockopt reads one c_int from a live local.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const value).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE, UNDERLAY_RCVBUF) != 0 {
-        set(libc::SO_RCVBUF, UNDERLAY_RCVBUF);
-    }
-    if set(libc::SO_SNDBUFFORCE, UNDERLAY_SNDBUF) != 0 {
-        set(libc::SO_SNDBUF, UNDERLAY_SNDBUF);
-    }
 }
 
 /// Pins the calling thread to one CPU; a failure (no such CPU) is logged

@@ -10,6 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use openvpc_agent::control::{Outage, sleep_unless_stopped};
 use openvpc_model::edge::{EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, path};
 use openvpc_model::host::TOKEN_HEADER;
 use openvpc_packet::MacAddr;
@@ -18,8 +19,6 @@ use crate::translate::{PublicMapping, TableUpdate};
 
 /// How long the server may hold a watch open.
 pub const WATCH_WAIT_MS: u64 = 25_000;
-const MIN_BACKOFF: Duration = Duration::from_millis(200);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Registrations and deregistrations give up after this: a heartbeat
 /// later than the server's TTL is no heartbeat anyway.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -139,48 +138,8 @@ impl Client {
     }
 }
 
-/// Remembers whether the server is reachable, so an outage is logged once
-/// when it starts and once when it ends, not per retry.
-#[derive(Debug, Default)]
-struct Outage {
-    down: bool,
-    backoff: Duration,
-}
-
-impl Outage {
-    fn failed(&mut self, what: &str, e: &ClientError) -> Duration {
-        if !self.down {
-            self.down = true;
-            tracing::warn!(error = %e, "{what} failed; the edge keeps translating with its current table and retries");
-            self.backoff = MIN_BACKOFF;
-        } else {
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        }
-        self.backoff
-    }
-
-    fn ok(&mut self, what: &str) {
-        if self.down {
-            tracing::info!("{what}: the server answers again");
-        }
-        self.down = false;
-    }
-}
-
-/// Sleeps `d` in short steps; false if asked to stop meanwhile.
-fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
-    let step = Duration::from_millis(50);
-    let mut left = d;
-    while !left.is_zero() {
-        if stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let s = left.min(step);
-        std::thread::sleep(s);
-        left -= s;
-    }
-    !stop.load(Ordering::Relaxed)
-}
+/// What an edge does while the server is away.
+const EDGE_CONSEQUENCE: &str = "the edge keeps translating with its current table and retries";
 
 /// What the control loops know, for the status file and readiness.
 #[derive(Debug, Default)]
@@ -286,7 +245,7 @@ pub fn heartbeat_loop_with(
     every: Duration,
     mut register: impl FnMut() -> Result<(), ClientError>,
 ) -> bool {
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(EDGE_CONSEQUENCE);
     let mut ever = false;
     while !stop.load(Ordering::Relaxed) {
         let wait = match register() {
@@ -339,7 +298,7 @@ pub fn watch_loop_with<E: std::fmt::Display>(
     mut apply: impl FnMut(&EdgeDelta) -> Result<(), E>,
     mut watch: impl FnMut(u64) -> Result<EdgeDelta, ClientError>,
 ) {
-    let mut outage = Outage::default();
+    let mut outage = Outage::new(EDGE_CONSEQUENCE);
     let mut since = state.revision.load(Ordering::Relaxed);
     while !stop.load(Ordering::Relaxed) {
         match watch(since) {

@@ -82,10 +82,6 @@ const FAKE_ETHERNET: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]
 pub const TUN_MTU: u16 = 1500 - openvpc_packet::geneve::OVERHEAD_V4 as u16;
 /// How long the worker sleeps in poll with nothing to do.
 const IDLE_POLL_MS: libc::c_int = 500;
-/// Receive buffer of the underlay socket: bursts from many hosts land
-/// while the worker is writing the previous batch to the TUN.
-const UNDERLAY_RCVBUF: i32 = 8 << 20;
-const UNDERLAY_SNDBUF: i32 = 4 << 20;
 
 /// A failure of the node's I/O.
 #[derive(Debug, thiserror::Error)]
@@ -395,29 +391,6 @@ fn ip(netns: Option<&str>, args: &[&str]) -> Result<String, NetnsError> {
     netns::run("ip", &all)
 }
 
-/// Grows the underlay socket's buffers past the sysctl limits where we may
-/// (root: `SO_*BUFFORCE`), else as far as the limits allow.
-fn grow_socket_buffers(udp: &UdpSocket) {
-    let set = |opt: libc::c_int, value: i32| {
-        // SAFETY: setsockopt reads one c_int from a live local.
-        unsafe {
-            libc::setsockopt(
-                udp.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&raw const value).cast(),
-                std::mem::size_of::<i32>() as libc::socklen_t,
-            )
-        }
-    };
-    if set(libc::SO_RCVBUFFORCE, UNDERLAY_RCVBUF) != 0 {
-        set(libc::SO_RCVBUF, UNDERLAY_RCVBUF);
-    }
-    if set(libc::SO_SNDBUFFORCE, UNDERLAY_SNDBUF) != 0 {
-        set(libc::SO_SNDBUF, UNDERLAY_SNDBUF);
-    }
-}
-
 /// Binds the underlay socket and opens the TUN inside the namespace, brings
 /// the TUN up, and starts the worker.
 pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
@@ -449,7 +422,7 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
         std::thread::sleep(Duration::from_millis(100));
     };
     udp.set_nonblocking(true).map_err(IoError::Thread)?;
-    grow_socket_buffers(&udp);
+    openvpc_agent::batch_io::grow_socket_buffers(&udp);
     if let Err(e) = openvpc_agent::batch_io::enable_gro(udp.as_raw_fd()) {
         tracing::warn!(error = %e, "UDP GRO is not available; underlay datagrams arrive one by one");
     }

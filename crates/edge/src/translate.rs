@@ -259,20 +259,39 @@ impl Edge {
     /// rewritten, so their cache misses overlap instead of queueing one per
     /// packet (DESIGN.md, "Where the limit is").
     pub fn outbound_batch(&mut self, bufs: &mut [PacketBuf], out: &mut [EdgeOutput]) {
+        self.batch(
+            bufs,
+            out,
+            outbound_key,
+            |edge, k| edge.by_private.get(&k).copied(),
+            Edge::outbound_with,
+        );
+    }
+
+    /// A batch in three passes: every packet's key, every table lookup,
+    /// then every rewrite.
+    fn batch<K: Copy, V: Copy>(
+        &mut self,
+        bufs: &mut [PacketBuf],
+        out: &mut [EdgeOutput],
+        key: impl Fn(&[u8]) -> Option<K>,
+        lookup: impl Fn(&Edge, K) -> Option<V>,
+        translate: impl Fn(&mut Edge, &mut PacketBuf, Option<V>) -> EdgeOutput,
+    ) {
         for (bufs, out) in bufs
             .chunks_mut(LOOKUP_BATCH)
             .zip(out.chunks_mut(LOOKUP_BATCH))
         {
             let mut keys = [None; LOOKUP_BATCH];
-            for (key, buf) in keys.iter_mut().zip(bufs.iter()) {
-                *key = outbound_key(buf.data());
+            for (k, buf) in keys.iter_mut().zip(bufs.iter()) {
+                *k = key(buf.data());
             }
             let mut found = [None; LOOKUP_BATCH];
-            for (f, key) in found.iter_mut().zip(keys) {
-                *f = key.and_then(|k| self.by_private.get(&k).copied());
+            for (f, k) in found.iter_mut().zip(keys) {
+                *f = k.and_then(|k| lookup(self, k));
             }
-            for ((buf, o), public) in bufs.iter_mut().zip(out.iter_mut()).zip(found) {
-                *o = self.outbound_with(buf, public);
+            for ((buf, o), v) in bufs.iter_mut().zip(out.iter_mut()).zip(found) {
+                *o = translate(self, buf, v);
             }
         }
     }
@@ -328,22 +347,13 @@ impl Edge {
     /// [`Edge::inbound`] over a batch, `out[i]` for `bufs[i]`, its lookups
     /// back to back as in [`Edge::outbound_batch`].
     pub fn inbound_batch(&mut self, bufs: &mut [PacketBuf], out: &mut [EdgeOutput]) {
-        for (bufs, out) in bufs
-            .chunks_mut(LOOKUP_BATCH)
-            .zip(out.chunks_mut(LOOKUP_BATCH))
-        {
-            let mut keys = [None; LOOKUP_BATCH];
-            for (key, buf) in keys.iter_mut().zip(bufs.iter()) {
-                *key = inbound_key(buf.data());
-            }
-            let mut found = [None; LOOKUP_BATCH];
-            for (f, key) in found.iter_mut().zip(keys) {
-                *f = key.and_then(|k| self.by_public.get(&k).copied());
-            }
-            for ((buf, o), m) in bufs.iter_mut().zip(out.iter_mut()).zip(found) {
-                *o = self.inbound_with(buf, m);
-            }
-        }
+        self.batch(
+            bufs,
+            out,
+            inbound_key,
+            |edge, k| edge.by_public.get(&k).copied(),
+            Edge::inbound_with,
+        );
     }
 
     /// [`Edge::inbound`] with its table lookup done: `found` is who holds

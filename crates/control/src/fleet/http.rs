@@ -275,27 +275,39 @@ async fn watch(
     if let Err(r) = catch_up(&api.fleet).await {
         return *r;
     }
-    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
-    let mut changes = api.fleet.subscribe();
+    long_poll(&api.fleet, query.wait_ms, || {
+        let delta = api.fleet.delta(&region, &query.host, query.since);
+        let news = delta.full
+            || !delta.upserts.is_empty()
+            || !delta.removals.is_empty()
+            || !delta.invalidations.is_empty();
+        (delta, news)
+    })
+    .await
+}
+
+/// A watch's answer: `answer` (a delta, and whether it has news) as soon as
+/// it has news, else when the index moves and it then has, else after
+/// `wait_ms` (at most [`MAX_WAIT_MS`]) as it is.
+async fn long_poll<T: Serialize>(
+    fleet: &Fleet,
+    wait_ms: u64,
+    answer: impl Fn() -> (T, bool),
+) -> Response {
+    let deadline = Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
+    let mut changes = fleet.subscribe();
     loop {
         changes.borrow_and_update();
-        let delta = api.fleet.delta(&region, &query.host, query.since);
-        let empty = !delta.full
-            && delta.upserts.is_empty()
-            && delta.removals.is_empty()
-            && delta.invalidations.is_empty();
+        let (delta, news) = answer();
         let left = deadline.saturating_duration_since(Instant::now());
-        if !empty || left.is_zero() {
+        if news || left.is_zero() {
             return json(StatusCode::OK, &delta);
         }
         // Woken by the tailer when the index moves; answer on the deadline
         // (or at once should the index be going away).
         let woken = tokio::time::timeout(left, changes.changed()).await;
         if !matches!(woken, Ok(Ok(()))) {
-            return json(
-                StatusCode::OK,
-                &api.fleet.delta(&region, &query.host, query.since),
-            );
+            return json(StatusCode::OK, &answer().0);
         }
     }
 }
@@ -472,21 +484,8 @@ async fn edge_watch(
     if let Err(r) = catch_up(&api.fleet).await {
         return *r;
     }
-    let deadline = Instant::now() + Duration::from_millis(query.wait_ms.min(MAX_WAIT_MS));
-    let mut changes = api.fleet.subscribe();
-    loop {
-        changes.borrow_and_update();
-        let (delta, news) = api.fleet.edge_delta(&region, query.since);
-        let left = deadline.saturating_duration_since(Instant::now());
-        if news || left.is_zero() {
-            return json(StatusCode::OK, &delta);
-        }
-        let woken = tokio::time::timeout(left, changes.changed()).await;
-        if !matches!(woken, Ok(Ok(()))) {
-            return json(
-                StatusCode::OK,
-                &api.fleet.edge_delta(&region, query.since).0,
-            );
-        }
-    }
+    long_poll(&api.fleet, query.wait_ms, || {
+        api.fleet.edge_delta(&region, query.since)
+    })
+    .await
 }
