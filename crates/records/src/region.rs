@@ -17,6 +17,12 @@ pub fn settings_key(region: &str) -> String {
 /// The prefix of every region's settings.
 pub const SETTINGS_PREFIX: &str = "settings/";
 
+/// The settings of every region no server was started for (a request may
+/// name any region): written by each server at start, with the default pool
+/// and the server's internet policy. No region is named `.defaults` (region
+/// names have no dot).
+pub const DEFAULTS_KEY: &str = "settings/.defaults";
+
 /// The public pool of a region that was given none: the documentation
 /// ranges of RFC 5737 (TEST-NET-2 and TEST-NET-3), which no real host owns.
 pub fn default_public_pool() -> Vec<Ipv4Net> {

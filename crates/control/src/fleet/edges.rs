@@ -14,7 +14,7 @@ use ipnet::Ipv4Net;
 use openvpc_model::edge::{EDGE_TTL_MS, EdgeRecord, EdgeRegistration};
 
 use super::registry::{RegistryError, check_host};
-use crate::records::region::{InternetPolicy, RegionSettings, settings_key};
+use crate::records::region::{DEFAULTS_KEY, InternetPolicy, RegionSettings, settings_key};
 use crate::store::{Compare, Op, Store, StoreError, Txn, TxnResult};
 
 /// Where edge nodes are registered.
@@ -185,12 +185,21 @@ pub fn configure_region(
         public_pool,
         internet,
     };
-    if stored.as_ref() != Some(&settings) {
-        let value = serde_json::to_vec(&settings).map_err(|source| SettingsError::Unreadable {
-            region: region.to_owned(),
-            source,
-        })?;
-        store.put(key.as_bytes(), &value)?;
+    let defaults = RegionSettings {
+        public_pool: crate::records::region::default_public_pool(),
+        internet,
+    };
+    for (key, wanted) in [(key.as_str(), &settings), (DEFAULTS_KEY, &defaults)] {
+        let current = store
+            .get(key.as_bytes())?
+            .and_then(|kv| serde_json::from_slice::<RegionSettings>(&kv.value).ok());
+        if current.as_ref() != Some(wanted) {
+            let value = serde_json::to_vec(wanted).map_err(|source| SettingsError::Unreadable {
+                region: region.to_owned(),
+                source,
+            })?;
+            store.put(key.as_bytes(), &value)?;
+        }
     }
     Ok(settings)
 }
@@ -261,5 +270,10 @@ mod tests {
             fresh.public_pool,
             crate::records::region::default_public_pool()
         );
+        // Regions no server was started for follow the last server's policy.
+        let defaults: RegionSettings =
+            serde_json::from_slice(&store.get(DEFAULTS_KEY.as_bytes()).unwrap().unwrap().value)
+                .unwrap();
+        assert_eq!(defaults.internet, InternetPolicy::Assumed);
     }
 }

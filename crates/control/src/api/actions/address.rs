@@ -25,7 +25,7 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
 pub use crate::records::address::{Address, AddressAssociation};
-use crate::records::region::{InternetPolicy, RegionSettings, settings_key};
+use crate::records::region::{DEFAULTS_KEY, InternetPolicy, RegionSettings, settings_key};
 
 /// spec 13: Elastic IPs per region (default quota).
 pub const ADDRESS_QUOTA: usize = 5;
@@ -34,8 +34,14 @@ pub const ADDRESS_QUOTA: usize = 5;
 /// transaction; a region never configured has the defaults.
 pub fn region_settings(tx: &mut Tx) -> Result<RegionSettings, ApiError> {
     let key = settings_key(tx.ctx().region);
-    match tx.get_raw(key.as_bytes())? {
-        Some(v) => serde_json::from_slice(&v).map_err(|e| {
+    let stored = match tx.get_raw(key.as_bytes())? {
+        Some(v) => Some((key, v)),
+        None => tx
+            .get_raw(DEFAULTS_KEY.as_bytes())?
+            .map(|v| (DEFAULTS_KEY.to_owned(), v)),
+    };
+    match stored {
+        Some((key, v)) => serde_json::from_slice(&v).map_err(|e| {
             ApiError::internal(format!(
                 "The region's stored settings ({key}) are unreadable: {e}; restart the server with its --public-pool to write them again"
             ))
