@@ -1,6 +1,6 @@
 //! `openvpc bench`: arguments and printing only. The measuring lives with
 //! what is measured: `openvpc_packet::bench`, `openvpc_dataplane::bench`,
-//! `openvpc_edge::bench`,
+//! `openvpc_edge::bench`, `openvpc_hyperplane::bench`,
 //! `openvpc_control::bench` and `openvpc-bench-lab`. The statistically
 //! careful versions are the criterion benches (`cargo bench`).
 
@@ -53,6 +53,50 @@ enum Target {
         #[arg(long, default_value_t = 1_000_000)]
         addresses: usize,
     },
+    /// The hyperplane's NAT core on one core: new connections per second,
+    /// translated packets of established flows, bytes per flow with its
+    /// replica, and the replication record's cost (the goals: 1 M/s,
+    /// 5 Mpps, 256 B).
+    Hyperplane {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How long to measure the packet rate, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Flows in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        flows: usize,
+    },
+    /// Shuffle sharding and Maglev on a hyperplane fleet (computed, not
+    /// timed). The blast radius when one tenant poisons its shard (all k of
+    /// its nodes down): the share of the other tenants fully affected (all
+    /// of their nodes down) and partially affected (some), measured on
+    /// random shards and on the shards the fleet gives out (which keep
+    /// AWS's rule that two tenants share at most half a shard), next to the
+    /// hypergeometric closed form P(full) = 1/C(N,k),
+    /// P(any) = 1 - C(N-k,k)/C(N,k). Then Maglev's disruption: the share of
+    /// flows that move when one node leaves or joins, inside a shard (k
+    /// nodes) and over the fleet (N nodes). Without --nodes and --k it shows
+    /// the two examples of spec section 14: N=8 k=2 and N=100 k=5.
+    Shards {
+        /// Print one JSON object (an array of them for the two examples)
+        /// instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Nodes in the fleet (N). With --k alone, 8.
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Nodes per tenant's shard (k). With --nodes alone, 2.
+        #[arg(long)]
+        k: Option<usize>,
+        /// Tenants (NAT gateways) given shards.
+        #[arg(long, default_value_t = 1_000)]
+        tenants: usize,
+        /// Monte Carlo draws of the whole tenant population on random shards.
+        #[arg(long, default_value_t = 1_000)]
+        trials: usize,
+    },
     /// The EC2 API through HTTP with SigV4, on a store holding many VPCs,
     /// subnets and security-group rules of many accounts: p50 and p99
     /// latency of DescribeVpcs (filtered), CreateSubnet and
@@ -99,6 +143,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             seconds,
             addresses,
         } => edge(json, Duration::from_secs_f64(seconds.max(0.01)), addresses),
+        Target::Hyperplane {
+            json,
+            seconds,
+            flows,
+        } => hyperplane(json, Duration::from_secs_f64(seconds.max(0.01)), flows),
+        Target::Shards {
+            json,
+            nodes,
+            k,
+            tenants,
+            trials,
+        } => shards(json, nodes, k, tenants.max(2), trials.max(1)),
     }
 }
 
@@ -138,6 +194,53 @@ fn dataplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
 fn edge(json: bool, budget: Duration, addresses: usize) -> anyhow::Result<()> {
     progress(json)(&format!("holding {addresses} public addresses..."));
     let figures = openvpc_edge::bench::run(budget, addresses)?;
+    if json {
+        println!("{}", figures.json());
+    } else {
+        print!("{}", figures.table());
+    }
+    Ok(())
+}
+
+fn shards(
+    json: bool,
+    nodes: Option<usize>,
+    k: Option<usize>,
+    tenants: usize,
+    trials: usize,
+) -> anyhow::Result<()> {
+    let fleets = match (nodes, k) {
+        (None, None) => vec![(8, 2), (100, 5)],
+        (nodes, k) => vec![(
+            nodes.unwrap_or(8),
+            k.unwrap_or(openvpc_hyperplane::shard::DEFAULT_SHARD_SIZE),
+        )],
+    };
+    let mut all = Vec::new();
+    for (nodes, k) in fleets {
+        progress(json)(&format!("N = {nodes}, k = {k}: computing..."));
+        let figures = openvpc_hyperplane::bench::run(nodes, k, tenants, trials)
+            .with_context(|| format!("shards of {k} on {nodes} nodes"))?;
+        if !json {
+            if !all.is_empty() {
+                println!();
+            }
+            print!("{}", figures.table());
+        }
+        all.push(figures.json());
+    }
+    if json {
+        match all.as_slice() {
+            [one] => println!("{one}"),
+            _ => println!("{}", serde_json::Value::Array(all)),
+        }
+    }
+    Ok(())
+}
+
+fn hyperplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
+    progress(json)(&format!("opening {flows} NAT flows..."));
+    let figures = openvpc_hyperplane::nat::bench::run(budget, flows)?;
     if json {
         println!("{}", figures.json());
     } else {
