@@ -1043,52 +1043,15 @@ fn parse(data: &[u8]) -> Result<ParsedFlow, NatDrop> {
     if data.first().is_none_or(|b| b >> 4 != 4) {
         return Err(NatDrop::NotIpv4);
     }
-    parse_ip(data, ethertype::IPV4)
-        .ok()
-        .or_else(|| first_udp_fragment(data))
-        .ok_or_else(|| {
-            // A TCP or ICMP fragment too short for its header is still a
-            // fragment AWS drops (spec 6.2), whatever else is wrong with it.
-            match openvpc_packet::ipv4::Ipv4Header::view(data) {
-                Ok(ip) if ip.header.is_fragment() && ip.header.protocol != protocol::UDP => {
-                    NatDrop::Fragment
-                }
-                _ => NatDrop::Malformed,
+    parse_ip(data, ethertype::IPV4).map_err(|_| {
+        // A TCP or ICMP fragment too short for its header is still a
+        // fragment AWS drops (spec 6.2), whatever else is wrong with it.
+        match openvpc_packet::ipv4::Ipv4Header::view(data) {
+            Ok(ip) if ip.header.is_fragment() && ip.header.protocol != protocol::UDP => {
+                NatDrop::Fragment
             }
-        })
-}
-
-/// The first fragment of a UDP datagram, which the packet crate's parse
-/// refuses (its UDP length covers the whole datagram, longer than the
-/// fragment); spec 6.2 says it passes, so it is parsed here: the IP header
-/// checked as usual, the ports read from the UDP header it holds.
-fn first_udp_fragment(data: &[u8]) -> Option<ParsedFlow> {
-    let ip = openvpc_packet::ipv4::Ipv4Header::view(data).ok()?;
-    let h = ip.header;
-    if h.protocol != protocol::UDP || !is_first_fragment(data) {
-        return None;
-    }
-    let l4 = h.header_len();
-    let port = |at: usize| Some(u16::from_be_bytes(data.get(at..at + 2)?.try_into().ok()?));
-    // The whole UDP header must be in the fragment.
-    data.get(l4..l4 + 8)?;
-    let key = openvpc_packet::FlowKey::v4(
-        Ipv4Addr::from(h.src),
-        Ipv4Addr::from(h.dst),
-        protocol::UDP,
-        port(l4)?,
-        port(l4 + 2)?,
-    );
-    Some(ParsedFlow {
-        key,
-        l3_offset: 0,
-        l4_offset: l4,
-        ip_len: l4 + ip.payload.len(),
-        tcp_flags: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        later_fragment: false,
-        icmp_error: false,
+            _ => NatDrop::Malformed,
+        }
     })
 }
 

@@ -201,10 +201,14 @@ pub fn parse_ethernet(frame: &[u8]) -> Result<ParsedFlow, Error> {
 /// Parses an IP packet of the given EtherType down to its flow key.
 #[inline(always)]
 pub fn parse_ip(packet: &[u8], ether_type: u16) -> Result<ParsedFlow, Error> {
+    // A first fragment holds the transport header but not all the payload
+    // its length fields count.
+    let mut first_fragment = false;
     let (src, dst, protocol, family, l4, l4_offset, later_fragment) = match ether_type {
         ethertype::IPV4 => {
             let ip = Ipv4Header::view(packet)?;
             let h = ip.header;
+            first_fragment = h.is_fragment() && !h.is_later_fragment();
             (
                 Ipv4Addr::from(h.src).to_ipv6_mapped().octets(),
                 Ipv4Addr::from(h.dst).to_ipv6_mapped().octets(),
@@ -239,7 +243,7 @@ pub fn parse_ip(packet: &[u8], ether_type: u16) -> Result<ParsedFlow, Error> {
     let l4_info = if later_fragment {
         L4Info::default()
     } else {
-        parse_l4(l4, protocol, family)?
+        parse_l4(l4, protocol, family, first_fragment)?
     };
     Ok(ParsedFlow {
         key: FlowKey {
@@ -274,7 +278,7 @@ struct L4Info {
 }
 
 #[inline(always)]
-fn parse_l4(l4: &[u8], proto: u8, family: u8) -> Result<L4Info, Error> {
+fn parse_l4(l4: &[u8], proto: u8, family: u8, first_fragment: bool) -> Result<L4Info, Error> {
     let mut info = L4Info::default();
     match proto {
         protocol::TCP => {
@@ -282,6 +286,13 @@ fn parse_l4(l4: &[u8], proto: u8, family: u8) -> Result<L4Info, Error> {
             info.src_port = seg.header.src_port.get();
             info.dst_port = seg.header.dst_port.get();
             info.tcp_flags = seg.header.flags;
+        }
+        // The UDP length of a fragmented datagram counts all of it, more
+        // than its first fragment holds: only the header is read then.
+        protocol::UDP if first_fragment => {
+            let (h, _) = crate::split_header::<UdpHeader>(l4, Layer::Udp)?;
+            info.src_port = h.src_port.get();
+            info.dst_port = h.dst_port.get();
         }
         protocol::UDP => {
             let (h, _) = UdpHeader::view(l4)?;
@@ -415,6 +426,45 @@ pub fn entropy_port(hash: u64) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A UDP datagram cut into fragments: the first holds the ports but not
+    // all the bytes its UDP length counts; it parses to its flow, and a
+    // datagram that is not a fragment still must hold all of them.
+    #[test]
+    fn the_first_fragment_of_a_udp_datagram_has_its_ports() {
+        let whole = crate::builder::PacketBuilder {
+            ethernet: None,
+            ip: crate::builder::IpRepr::V4(crate::ipv4::Ipv4Repr::new(
+                Ipv4Addr::new(10, 0, 1, 10),
+                Ipv4Addr::new(198, 51, 100, 10),
+                0,
+                0,
+            )),
+            l4: crate::builder::L4Repr::Udp(crate::udp::UdpRepr {
+                src_port: 5353,
+                dst_port: 53,
+            }),
+        }
+        .build(&[7u8; 3000])
+        .unwrap();
+        // The first 1,500 bytes, with MF set and the IP length and checksum
+        // made to fit.
+        let mut first = whole[..1500].to_vec();
+        first[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        first[6] |= 0x20;
+        first[10..12].fill(0);
+        let sum = crate::checksum::of(&first[..20]);
+        first[10..12].copy_from_slice(&sum.to_be_bytes());
+        let pf = parse_ip(&first, ethertype::IPV4).unwrap();
+        assert_eq!((pf.key.src_port, pf.key.dst_port), (5353, 53));
+        assert!(!pf.later_fragment);
+        // Without MF, the same bytes are a truncated datagram.
+        first[6] &= !0x20;
+        first[10..12].fill(0);
+        let sum = crate::checksum::of(&first[..20]);
+        first[10..12].copy_from_slice(&sum.to_be_bytes());
+        assert!(parse_ip(&first, ethertype::IPV4).is_err());
+    }
 
     #[test]
     fn key_is_packed_and_small() {
