@@ -274,7 +274,7 @@ pub fn trace(
             edge = Some(edge_hop(
                 fleet,
                 region,
-                node.edge_id,
+                node.node_id,
                 source,
                 &frame,
                 (vni, dst_mac, router_mac),

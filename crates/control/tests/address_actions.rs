@@ -236,7 +236,7 @@ fn eip_replaces_the_auto_public_address() {
 fn a_configured_pool_is_used_and_runs_out_cleanly() {
     let e = Env::new();
     // A /30 holds two usable addresses.
-    openvpc_control::fleet::edges::configure_region(
+    openvpc_control::fleet::nodes::configure_region(
         &e.store,
         "us-east-1",
         Some(&["203.0.113.8/30".parse().unwrap()]),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use common::{call, code, first, get, http, post, serve_agent_api};
 use ipnet::IpNet;
 use openvpc_control::account::Account;
-use openvpc_control::fleet::edges;
+use openvpc_control::fleet::nodes::{self as edges, Role};
 use openvpc_control::fleet::registry::{self, hosts};
 use openvpc_control::fleet::{Fleet, agent_token};
 use openvpc_control::store::{MemoryStore, Store};
@@ -1053,9 +1053,10 @@ fn internet_route(fleet: &Fleet, eni: &str) -> RouteTargetState {
 fn register_edge(w: &World, id: &str, underlay: &str, now_ms: u64) {
     edges::register(
         w.store.as_ref(),
+        Role::Edge,
         REGION,
         &EdgeRegistration {
-            edge_id: id.into(),
+            node_id: id.into(),
             underlay_ip: underlay.parse().unwrap(),
         },
         now_ms,

@@ -1424,11 +1424,12 @@ fn a_trace_follows_a_packet_through_the_edge() {
     assert_eq!(d.drop_reason(), Some(DropReason::TargetUnserved), "{d:?}");
 
     let edge_ip: IpAddr = "10.254.0.2".parse().unwrap();
-    openvpc_control::fleet::edges::register(
+    openvpc_control::fleet::nodes::register(
         r.store.as_ref(),
+        openvpc_control::fleet::nodes::Role::Edge,
         REGION,
         &openvpc_model::edge::EdgeRegistration {
-            edge_id: "e1".into(),
+            node_id: "e1".into(),
             underlay_ip: edge_ip,
         },
         1,

@@ -19,7 +19,7 @@ use openvpc_control::actions::resource::transact;
 use openvpc_control::actions::route_table::{self, RouteTable};
 use openvpc_control::actions::subnet::Subnet;
 use openvpc_control::actions::{Ctx, dispatch};
-use openvpc_control::fleet::edges;
+use openvpc_control::fleet::nodes::{self as edges, Role};
 use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_model::edge::EdgeRegistration;
@@ -371,9 +371,10 @@ fn routes_to_each_target_kind_and_their_errors() {
     assert!(routes.contains(&route("0.0.0.0/0", &igw, "blackhole", "CreateRoute")));
     edges::register(
         &w.store,
+        Role::Edge,
         "us-east-1",
         &EdgeRegistration {
-            edge_id: "e1".into(),
+            node_id: "e1".into(),
             underlay_ip: "10.254.0.2".parse().unwrap(),
         },
         1,

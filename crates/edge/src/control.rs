@@ -229,7 +229,7 @@ pub fn heartbeat_loop(
     let ever = heartbeat_loop_with(state, stop, every, || client.register(reg).map(|_| ()));
     if ever {
         match client.deregister(reg) {
-            Ok(()) => tracing::info!(edge = %reg.edge_id, "deregistered"),
+            Ok(()) => tracing::info!(edge = %reg.node_id, "deregistered"),
             Err(e) => {
                 tracing::warn!(error = %e, "could not deregister; the server drops this edge when its registration expires")
             }

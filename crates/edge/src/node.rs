@@ -319,7 +319,7 @@ impl EdgeNode {
         let mut handle = Self::start_inner(&cfg, true)?;
         let client = Client::new(&cfg.server_url, &cfg.token);
         let reg = EdgeRegistration {
-            edge_id: cfg.edge_id.clone(),
+            node_id: cfg.edge_id.clone(),
             underlay_ip: cfg.underlay_ip,
         };
         let heartbeat = {

@@ -13,35 +13,9 @@ use core::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-/// How often an edge node registers again to say it is alive.
-pub const HEARTBEAT_MS: u64 = 500;
-
-/// How long after its last registration an edge node counts as gone: the
-/// server then removes it, and hosts stop sending to it. Three missed
-/// heartbeats, so one late answer does not flap the region's routes.
-pub const EDGE_TTL_MS: u64 = 1_500;
-
-/// What an edge node says about itself, at start and every
-/// [`HEARTBEAT_MS`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeRegistration {
-    pub edge_id: String,
-    /// The address hosts send Geneve traffic for the outside to.
-    pub underlay_ip: IpAddr,
-}
-
-/// A live edge node as the server keeps it (`edges/{region}/{edge_id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EdgeRecord {
-    pub edge_id: String,
-    pub region: String,
-    pub underlay_ip: IpAddr,
-    /// Unix seconds of the first registration of this run.
-    pub registered_at: i64,
-    /// Unix milliseconds after which the node counts as gone unless it
-    /// registers again.
-    pub expires_at_ms: u64,
-}
+pub use crate::node::{
+    EDGE_TTL_MS, HEARTBEAT_MS, NodeRecord as EdgeRecord, NodeRegistration as EdgeRegistration,
+};
 
 /// One public address and who holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

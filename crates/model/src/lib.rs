@@ -11,6 +11,7 @@ pub mod edge;
 pub mod host;
 pub mod id;
 pub mod lifecycle;
+pub mod node;
 pub mod rule;
 pub mod time;
 

@@ -20,9 +20,9 @@ use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEAD
 use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
-use super::edges;
 use super::health;
 use super::index::{Fleet, MAX_MAPPING_KEYS};
+use super::nodes::{self, Role};
 use super::registry::{self, RegistryError};
 use super::token::token_matches;
 use crate::store::Store;
@@ -397,7 +397,7 @@ async fn edge_register(
         Err(r) => return *r,
     };
     let written = write(&api, "InvalidRegistration", move |store, _| {
-        edges::register(store, &region, &registration, now_ms())
+        nodes::register(store, Role::Edge, &region, &registration, now_ms())
     })
     .await;
     match written {
@@ -423,9 +423,9 @@ async fn edge_deregister(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let edge_id = registration.edge_id.clone();
+    let edge_id = registration.node_id.clone();
     let written = write(&api, "InvalidRegistration", move |store, _| {
-        edges::deregister(store, &region, &registration.edge_id)
+        nodes::deregister(store, Role::Edge, &region, &registration.node_id)
     })
     .await;
     match written {

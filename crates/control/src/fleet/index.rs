@@ -201,7 +201,7 @@ impl Record {
                 Record::Ignored
             };
         }
-        if let Some(rest) = key.strip_prefix(super::edges::EDGES_PREFIX) {
+        if let Some(rest) = key.strip_prefix(super::nodes::EDGES_PREFIX) {
             return if rest.split('/').count() == 2 {
                 Record::Edge
             } else {
@@ -1022,7 +1022,7 @@ fn build(store: &dyn Store) -> Result<Index, StoreError> {
     for prefix in [
         &b"r/"[..],
         super::registry::HOSTS_PREFIX.as_bytes(),
-        super::edges::EDGES_PREFIX.as_bytes(),
+        super::nodes::EDGES_PREFIX.as_bytes(),
         crate::records::region::SETTINGS_PREFIX.as_bytes(),
     ] {
         for (key, value) in scan(store, prefix)? {
@@ -1150,7 +1150,7 @@ impl Fleet {
             .filter(|e| e.region == region)
             .cloned()
             .collect();
-        edges.sort_by(|a, b| a.edge_id.cmp(&b.edge_id));
+        edges.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         edges
     }
 

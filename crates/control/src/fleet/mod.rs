@@ -12,10 +12,10 @@
 //! configuration.
 
 pub mod compile;
-pub mod edges;
 pub mod health;
 pub mod http;
 pub mod index;
+pub mod nodes;
 pub mod registry;
 pub mod token;
 
@@ -59,6 +59,6 @@ pub fn start(store: Arc<dyn Store>, region: &str, data_dir: &Path) -> Result<Age
     token::write_token_file(data_dir, &token)?;
     let fleet = Fleet::load(store)?;
     fleet.spawn_tailer()?;
-    edges::spawn_sweeper(&fleet)?;
+    nodes::spawn_sweeper(&fleet)?;
     Ok(AgentApi::new(fleet, token, region))
 }

@@ -130,7 +130,7 @@ pub fn open_region(
         );
     }
     let internet = openvpc_control::moto_compat::internet_policy(moto_compat);
-    let settings = fleet::edges::configure_region(
+    let settings = fleet::nodes::configure_region(
         &*store,
         region,
         (!public_pool.is_empty()).then_some(public_pool),

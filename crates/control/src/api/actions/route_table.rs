@@ -30,7 +30,7 @@ use super::{Ctx, prefix_list, tags_for, vpc_endpoint, vpn_connection};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-use crate::fleet::edges::EDGES_PREFIX;
+use crate::fleet::nodes::EDGES_PREFIX;
 use crate::records::region::InternetPolicy;
 pub use crate::records::route_table::{
     Association, Destination, Ipv6Cidr, ORIGIN_LOCAL, ORIGIN_PROPAGATED, ORIGIN_STATIC, Route,

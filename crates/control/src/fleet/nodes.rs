@@ -1,17 +1,18 @@
-//! The edge registry (DESIGN.md, "Edge"): a live edge node is a JSON
-//! [`EdgeRecord`] at `edges/{region}/{edge_id}`, written when it registers
-//! and again at every heartbeat with a later expiry, and deleted when it
-//! leaves cleanly or when its expiry passes (the [`sweep`], which every
-//! server runs). The record existing is the node being alive: the fleet
-//! index compiles internet-gateway routes to the underlay addresses of the
-//! region's records, and the API shows those routes `active` only while
-//! one exists.
+//! The registry of the nodes that follow a region's server (DESIGN.md,
+//! "Edge" and "Hyperplane"): a live node is a JSON [`NodeRecord`] at
+//! `{role prefix}{region}/{node_id}` (`edges/…`, `hyperplane/…`), written
+//! when it registers and again at every heartbeat with a later expiry, and
+//! deleted when it leaves cleanly or when its expiry passes (the [`sweep`],
+//! which every server runs). The record existing is the node being alive:
+//! the fleet index compiles internet-gateway routes to the underlay
+//! addresses of the region's edges, and the API shows those routes `active`
+//! only while one exists.
 //!
 //! Also the region's settings (`settings/{region}`), which `server` writes
 //! at start from its flags and every server and edge reads.
 
 use ipnet::Ipv4Net;
-use openvpc_model::edge::{EDGE_TTL_MS, EdgeRecord, EdgeRegistration};
+use openvpc_model::node::{EDGE_TTL_MS, NodeRecord, NodeRegistration};
 
 use super::registry::{RegistryError, check_host};
 use crate::records::region::{DEFAULTS_KEY, InternetPolicy, RegionSettings, settings_key};
@@ -19,29 +20,62 @@ use crate::store::{Compare, Op, Store, StoreError, Txn, TxnResult};
 
 /// Where edge nodes are registered.
 pub const EDGES_PREFIX: &str = "edges/";
+/// Where hyperplane nodes are registered.
+pub const HYPERPLANE_PREFIX: &str = "hyperplane/";
 
-/// The store key of an edge node.
-pub fn edge_key(region: &str, edge_id: &str) -> String {
-    format!("{EDGES_PREFIX}{region}/{edge_id}")
+/// What a node does for the region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Translates public addresses (internet gateways).
+    Edge,
+    /// Keeps stateful flows (NAT gateways, load balancers).
+    Hyperplane,
 }
 
-/// Records (or refreshes) a live edge node; `now_ms` is Unix milliseconds.
-/// A node that registers again keeps its first registration time.
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Edge, Role::Hyperplane];
+
+    /// The store prefix its nodes are registered under.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Role::Edge => EDGES_PREFIX,
+            Role::Hyperplane => HYPERPLANE_PREFIX,
+        }
+    }
+
+    /// The role of a store key, with the region and node ID it names.
+    pub fn of_key(key: &str) -> Option<(Role, &str, &str)> {
+        Role::ALL.into_iter().find_map(|role| {
+            let rest = key.strip_prefix(role.prefix())?;
+            let (region, id) = rest.split_once('/')?;
+            (!id.contains('/')).then_some((role, region, id))
+        })
+    }
+}
+
+/// The store key of a node.
+pub fn node_key(role: Role, region: &str, node_id: &str) -> String {
+    format!("{}{region}/{node_id}", role.prefix())
+}
+
+/// Records (or refreshes) a live node; `now_ms` is Unix milliseconds. A
+/// node that registers again keeps its first registration time.
 pub fn register(
     store: &dyn Store,
+    role: Role,
     region: &str,
-    registration: &EdgeRegistration,
+    registration: &NodeRegistration,
     now_ms: u64,
-) -> Result<EdgeRecord, RegistryError> {
-    check_host(region, &registration.edge_id)?;
-    let key = edge_key(region, &registration.edge_id);
+) -> Result<NodeRecord, RegistryError> {
+    check_host(region, &registration.node_id)?;
+    let key = node_key(role, region, &registration.node_id);
     let registered_at = store
         .get(key.as_bytes())?
-        .and_then(|kv| serde_json::from_slice::<EdgeRecord>(&kv.value).ok())
+        .and_then(|kv| serde_json::from_slice::<NodeRecord>(&kv.value).ok())
         .filter(|old| old.underlay_ip == registration.underlay_ip)
         .map_or((now_ms / 1000) as i64, |old| old.registered_at);
-    let record = EdgeRecord {
-        edge_id: registration.edge_id.clone(),
+    let record = NodeRecord {
+        node_id: registration.node_id.clone(),
         region: region.to_owned(),
         underlay_ip: registration.underlay_ip,
         registered_at,
@@ -52,17 +86,22 @@ pub fn register(
     Ok(record)
 }
 
-/// Removes an edge node at once (it is stopping).
-pub fn deregister(store: &dyn Store, region: &str, edge_id: &str) -> Result<(), RegistryError> {
-    check_host(region, edge_id)?;
-    store.delete(edge_key(region, edge_id).as_bytes())?;
+/// Removes a node at once (it is stopping).
+pub fn deregister(
+    store: &dyn Store,
+    role: Role,
+    region: &str,
+    node_id: &str,
+) -> Result<(), RegistryError> {
+    check_host(region, node_id)?;
+    store.delete(node_key(role, region, node_id).as_bytes())?;
     Ok(())
 }
 
-/// Every live edge node of `region`, sorted by ID (unreadable records are
-/// left out).
-pub fn edges(store: &dyn Store, region: &str) -> Result<Vec<EdgeRecord>, StoreError> {
-    let prefix = format!("{EDGES_PREFIX}{region}/");
+/// Every live node of `role` in `region`, sorted by ID (unreadable records
+/// are left out).
+pub fn nodes(store: &dyn Store, role: Role, region: &str) -> Result<Vec<NodeRecord>, StoreError> {
+    let prefix = format!("{}{region}/", role.prefix());
     Ok(store
         .range(prefix.as_bytes(), None, usize::MAX)?
         .into_iter()
@@ -70,30 +109,32 @@ pub fn edges(store: &dyn Store, region: &str) -> Result<Vec<EdgeRecord>, StoreEr
         .collect())
 }
 
-/// Deletes every edge record (of any region) whose expiry is before
-/// `now_ms`: the node stopped sending heartbeats. Each delete is
+/// Deletes every node record (of any role and region) whose expiry is
+/// before `now_ms`: the node stopped sending heartbeats. Each delete is
 /// conditional on the record being the one read, so a heartbeat that lands
-/// meanwhile wins. Returns the IDs removed.
+/// meanwhile wins. Returns the keys removed.
 pub fn sweep(store: &dyn Store, now_ms: u64) -> Result<Vec<String>, StoreError> {
     let mut removed = Vec::new();
-    for kv in store.range(EDGES_PREFIX.as_bytes(), None, usize::MAX)? {
-        // An unreadable record cannot be alive: it goes too.
-        let expired = serde_json::from_slice::<EdgeRecord>(&kv.value)
-            .map_or(true, |r| r.expires_at_ms < now_ms);
-        if !expired {
-            continue;
-        }
-        let txn = Txn::new()
-            .when(Compare::ModRevision(kv.key.clone(), kv.mod_revision))
-            .then(Op::Delete(kv.key.clone()));
-        if let TxnResult::Committed { .. } = store.txn(txn)? {
-            removed.push(String::from_utf8_lossy(&kv.key).into_owned());
+    for role in Role::ALL {
+        for kv in store.range(role.prefix().as_bytes(), None, usize::MAX)? {
+            // An unreadable record cannot be alive: it goes too.
+            let expired = serde_json::from_slice::<NodeRecord>(&kv.value)
+                .map_or(true, |r| r.expires_at_ms < now_ms);
+            if !expired {
+                continue;
+            }
+            let txn = Txn::new()
+                .when(Compare::ModRevision(kv.key.clone(), kv.mod_revision))
+                .then(Op::Delete(kv.key.clone()));
+            if let TxnResult::Committed { .. } = store.txn(txn)? {
+                removed.push(String::from_utf8_lossy(&kv.key).into_owned());
+            }
         }
     }
     Ok(removed)
 }
 
-/// How often a server looks for edge nodes that went quiet.
+/// How often a server looks for nodes that went quiet.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Starts the thread that runs [`sweep`] every [`SWEEP_EVERY`]; it stops
@@ -118,7 +159,7 @@ pub fn spawn_sweeper(
                     Ok(removed) => {
                         failing = false;
                         for key in removed {
-                            tracing::warn!(edge = %key, "edge node stopped answering; removed, hosts send to the others");
+                            tracing::warn!(node = %key, "node stopped answering; removed, hosts send to the others");
                         }
                     }
                     Err(e) if !failing => {
@@ -209,9 +250,9 @@ mod tests {
     use super::*;
     use crate::store::MemoryStore;
 
-    fn reg(id: &str, ip: &str) -> EdgeRegistration {
-        EdgeRegistration {
-            edge_id: id.into(),
+    fn reg(id: &str, ip: &str) -> NodeRegistration {
+        NodeRegistration {
+            node_id: id.into(),
             underlay_ip: ip.parse().unwrap(),
         }
     }
@@ -220,17 +261,38 @@ mod tests {
     #[test]
     fn a_silent_edge_is_swept_after_its_ttl() {
         let store = MemoryStore::new();
-        register(&store, "us-east-1", &reg("e1", "10.254.0.2"), 1_000).unwrap();
-        register(&store, "us-east-1", &reg("e2", "10.254.0.3"), 1_000).unwrap();
+        register(
+            &store,
+            Role::Edge,
+            "us-east-1",
+            &reg("e1", "10.254.0.2"),
+            1_000,
+        )
+        .unwrap();
+        register(
+            &store,
+            Role::Edge,
+            "us-east-1",
+            &reg("e2", "10.254.0.3"),
+            1_000,
+        )
+        .unwrap();
         assert!(sweep(&store, 1_000 + EDGE_TTL_MS).unwrap().is_empty());
         // e2 keeps beating; e1 went quiet.
-        register(&store, "us-east-1", &reg("e2", "10.254.0.3"), 3_500).unwrap();
+        register(
+            &store,
+            Role::Edge,
+            "us-east-1",
+            &reg("e2", "10.254.0.3"),
+            3_500,
+        )
+        .unwrap();
         let removed = sweep(&store, 1_001 + EDGE_TTL_MS).unwrap();
         assert_eq!(removed, vec!["edges/us-east-1/e1".to_string()]);
-        let left: Vec<String> = edges(&store, "us-east-1")
+        let left: Vec<String> = nodes(&store, Role::Edge, "us-east-1")
             .unwrap()
             .into_iter()
-            .map(|e| e.edge_id)
+            .map(|e| e.node_id)
             .collect();
         assert_eq!(left, vec!["e2".to_string()]);
     }
@@ -238,19 +300,33 @@ mod tests {
     #[test]
     fn a_heartbeat_keeps_the_first_registration_time() {
         let store = MemoryStore::new();
-        let first = register(&store, "us-east-1", &reg("e1", "10.254.0.2"), 5_000).unwrap();
-        let again = register(&store, "us-east-1", &reg("e1", "10.254.0.2"), 9_000).unwrap();
+        let first = register(
+            &store,
+            Role::Edge,
+            "us-east-1",
+            &reg("e1", "10.254.0.2"),
+            5_000,
+        )
+        .unwrap();
+        let again = register(
+            &store,
+            Role::Edge,
+            "us-east-1",
+            &reg("e1", "10.254.0.2"),
+            9_000,
+        )
+        .unwrap();
         assert_eq!(first.registered_at, again.registered_at);
         assert_eq!(again.expires_at_ms, 9_000 + EDGE_TTL_MS);
-        deregister(&store, "us-east-1", "e1").unwrap();
-        assert!(edges(&store, "us-east-1").unwrap().is_empty());
+        deregister(&store, Role::Edge, "us-east-1", "e1").unwrap();
+        assert!(nodes(&store, Role::Edge, "us-east-1").unwrap().is_empty());
     }
 
     #[test]
     fn bad_names_are_refused() {
         let store = MemoryStore::new();
-        assert!(register(&store, "us-east-1", &reg("a/b", "10.0.0.1"), 0).is_err());
-        assert!(register(&store, "us east", &reg("e1", "10.0.0.1"), 0).is_err());
+        assert!(register(&store, Role::Edge, "us-east-1", &reg("a/b", "10.0.0.1"), 0).is_err());
+        assert!(register(&store, Role::Edge, "us east", &reg("e1", "10.0.0.1"), 0).is_err());
     }
 
     #[test]
