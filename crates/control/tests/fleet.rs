@@ -14,14 +14,17 @@ use std::sync::Arc;
 use common::{call, code, first, get, http, post, serve_agent_api};
 use ipnet::IpNet;
 use openvpc_control::account::Account;
-use openvpc_control::fleet::nodes::{self as edges, Role};
+use openvpc_control::fleet::nodes as edges;
+use openvpc_control::fleet::nodes::{self, Role};
 use openvpc_control::fleet::registry::{self, hosts};
+use openvpc_control::fleet::shards;
 use openvpc_control::fleet::{Fleet, agent_token};
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_model::edge::{EDGE_TTL_MS, EdgeRegistration};
 use openvpc_model::host::{
     HostDelta, HostRegistration, MappingAnswer, MappingKey, RouteTargetState, TOKEN_HEADER, path,
 };
+use openvpc_model::node::NodeRegistration;
 use openvpc_model::rule::{RuleAction, TrafficMatch};
 
 const REGION: &str = "us-east-1";
@@ -1219,4 +1222,98 @@ fn an_elastic_ip_needs_an_attached_internet_gateway() {
     let xml = w.ok(&format!("Action=DescribeAddresses&AllocationId.1={alloc}"));
     assert!(!xml.contains("associationId"), "{xml}");
     assert!(w.fleet().eni_state(&eni1).unwrap().public_ipv4.is_empty());
+}
+
+// Issue 16: a NAT gateway's routes lead to the hyperplane nodes of its
+// shuffle shard; a dead node is replaced while the live one stays, and a
+// deleted gateway's shard goes.
+#[test]
+fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
+    let w = world();
+    let sg = w.group("web");
+    let nat = first(
+        &w.ok(&format!(
+            "Action=CreateNatGateway&SubnetId={}&ConnectivityType=private",
+            w.subnet_b
+        )),
+        "natGatewayId",
+    );
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=0.0.0.0%2F0&NatGatewayId={nat}"
+    ));
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let fleet = w.fleet();
+    let route = |fleet: &Fleet| internet_route(fleet, &eni);
+    assert_eq!(
+        route(&fleet),
+        RouteTargetState::Gateway {
+            gateway_id: nat.clone(),
+            nodes: vec![]
+        },
+        "no hyperplane node yet: unserved"
+    );
+    let nodes = [
+        ("hp1", "10.254.1.1"),
+        ("hp2", "10.254.1.2"),
+        ("hp3", "10.254.1.3"),
+    ];
+    let beat = |now: u64, which: &[(&str, &str)]| {
+        for (id, ip) in which {
+            nodes::register(
+                w.store.as_ref(),
+                Role::Hyperplane,
+                REGION,
+                &NodeRegistration {
+                    node_id: (*id).into(),
+                    underlay_ip: ip.parse().unwrap(),
+                },
+                now,
+            )
+            .unwrap();
+        }
+    };
+    beat(1_000, &nodes);
+    fleet.catch_up().unwrap();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let RouteTargetState::Gateway { nodes: served, .. } = route(&fleet) else {
+        panic!("not a gateway route");
+    };
+    assert_eq!(served.len(), 2, "a shard of k = 2: {served:?}");
+
+    // One node of the shard stops beating; the other stays in the shard.
+    let (dead, kept) = (served[0], served[1]);
+    let alive: Vec<(&str, &str)> = nodes
+        .iter()
+        .copied()
+        .filter(|(_, ip)| ip.parse::<IpAddr>().unwrap() != dead)
+        .collect();
+    beat(2_000 + EDGE_TTL_MS, &alive);
+    nodes::sweep(w.store.as_ref(), 2_001 + EDGE_TTL_MS).unwrap();
+    fleet.catch_up().unwrap();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let RouteTargetState::Gateway { nodes: served, .. } = route(&fleet) else {
+        panic!("not a gateway route");
+    };
+    assert_eq!(served.len(), 2, "{served:?}");
+    assert!(
+        served.contains(&kept) && !served.contains(&dead),
+        "{served:?}"
+    );
+
+    // Deleted, the gateway's route is a blackhole and its shard goes.
+    w.ok(&format!("Action=DeleteNatGateway&NatGatewayId={nat}"));
+    fleet.catch_up().unwrap();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    assert_eq!(route(&fleet), RouteTargetState::Blackhole);
+    assert!(
+        fleet
+            .region_shards()
+            .get(REGION)
+            .is_none_or(|r| !r.stored.contains_key(&nat)),
+        "the shard of a deleted gateway is removed"
+    );
 }

@@ -13,14 +13,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use openvpc_model::cidr::Ipv4Cidr;
-use openvpc_model::edge::EdgeRecord;
 use openvpc_model::host::{
     ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, PublicIpv4,
     RouteState, RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState,
     SubnetState,
 };
 use openvpc_model::lifecycle::InstanceState;
+use openvpc_model::node::NodeRecord;
 
+use super::nodes::Role;
 use crate::records::instance::Instance;
 use crate::records::network_acl::{EntryCidr, NetworkAcl};
 use crate::records::network_interface::{
@@ -63,8 +64,9 @@ pub enum Dep {
     InstanceEnis(Key),
     /// Which VPC record has this ID (peerings name VPCs of other accounts).
     VpcId(String),
-    /// The live edge nodes of this region (internet-gateway routes).
-    Edges(String),
+    /// The live nodes of a role in this region (edges for internet
+    /// gateways, hyperplane nodes for NAT gateways).
+    Nodes(Role, String),
 }
 
 /// The records the compiler reads, as the fleet index mirrors them from the
@@ -99,12 +101,32 @@ pub struct Mirror {
     pub gateways: HashMap<Key, TargetRecord>,
     pub hosts: HashMap<Key, HostRecord>,
     /// Live edge nodes, by key (`edges/{region}/{id}`).
-    pub edges: HashMap<Key, EdgeRecord>,
+    pub edges: HashMap<Key, NodeRecord>,
+    /// Live hyperplane nodes, by key (`hyperplane/{region}/{id}`).
+    pub hyperplane: HashMap<Key, NodeRecord>,
+    /// Each NAT gateway's shard of hyperplane node IDs, by key
+    /// (`shards/{region}/{gateway_id}`).
+    pub shards: HashMap<Key, Vec<String>>,
     /// Each region's settings, by region name.
     pub settings: HashMap<String, RegionSettings>,
 }
 
 impl Mirror {
+    /// The underlay addresses of the live nodes of `shard_key`'s shard, in
+    /// the shard's order (a dead node is left out).
+    pub fn shard_nodes(&self, region: &str, shard_key: &str) -> Vec<IpAddr> {
+        self.shards
+            .get(shard_key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| {
+                self.hyperplane
+                    .get(&super::nodes::node_key(Role::Hyperplane, region, id))
+                    .map(|n| n.underlay_ip)
+            })
+            .collect()
+    }
+
     /// The underlay addresses of `region`'s live edge nodes, sorted, so
     /// every host spreads flows over them in the same order.
     pub fn edge_nodes(&self, region: &str) -> Vec<IpAddr> {
@@ -532,10 +554,25 @@ fn resolve_target(
         TargetKind::Gateway if segment == "igw" => match m.gateways.get(&key) {
             Some(g) if g.vpc_id.as_deref() == Some(vpc.id.as_str()) => {
                 let region = region_of(scope);
-                deps.push(Dep::Edges(region.to_owned()));
+                deps.push(Dep::Nodes(Role::Edge, region.to_owned()));
                 RouteTargetState::Gateway {
                     gateway_id: target.id.clone(),
                     nodes: m.edge_nodes(region),
+                }
+            }
+            _ => RouteTargetState::Blackhole,
+        },
+        // A NAT gateway forwards through the hyperplane nodes of its shard
+        // (issue 16); none yet, and its routes are unserved.
+        TargetKind::NatGateway => match m.gateways.get(&key) {
+            Some(g) if g.liveness == Liveness::Alive => {
+                let region = region_of(scope);
+                let shard = super::shards::shard_key(region, &target.id);
+                deps.push(Dep::Record(shard.clone()));
+                deps.push(Dep::Nodes(Role::Hyperplane, region.to_owned()));
+                RouteTargetState::Gateway {
+                    gateway_id: target.id.clone(),
+                    nodes: m.shard_nodes(region, &shard),
                 }
             }
             _ => RouteTargetState::Blackhole,

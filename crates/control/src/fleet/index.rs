@@ -18,16 +18,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use openvpc_model::ResourceKind;
-use openvpc_model::edge::{EdgeDelta, EdgeMapping, EdgeRecord};
+use openvpc_model::edge::{EdgeDelta, EdgeMapping};
 use openvpc_model::host::{
     EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord, PublicIpv4,
 };
+use openvpc_model::node::NodeRecord;
 use serde::de::DeserializeOwned;
 
 use super::FleetError;
 use super::compile::{
     Compiled, Dep, Key, Mirror, compile, host_key, id_of, region_of, rkey, scope,
 };
+use super::nodes::Role;
+use super::shards::StoredShard;
 use crate::records::RawEntry;
 use crate::records::instance::Instance;
 use crate::records::network_acl::NetworkAcl;
@@ -184,8 +187,10 @@ enum Record {
     /// A route target of which compiles read only the lifecycle state (and
     /// an internet gateway's attachment).
     Gateway,
-    /// A live edge node (`edges/{region}/{id}`).
-    Edge,
+    /// A live node of a role (`edges/{region}/{id}`, `hyperplane/…`).
+    Node(Role),
+    /// A NAT gateway's shard (`shards/{region}/{gateway_id}`).
+    Shard,
     /// A region's settings (`settings/{region}`).
     Settings,
     /// A key no compile reads: another resource kind, or another layout.
@@ -201,9 +206,12 @@ impl Record {
                 Record::Ignored
             };
         }
-        if let Some(rest) = key.strip_prefix(super::nodes::EDGES_PREFIX) {
+        if let Some((role, _, _)) = super::nodes::Role::of_key(key) {
+            return Record::Node(role);
+        }
+        if let Some(rest) = key.strip_prefix(super::shards::SHARDS_PREFIX) {
             return if rest.split('/').count() == 2 {
-                Record::Edge
+                Record::Shard
             } else {
                 Record::Ignored
             };
@@ -342,14 +350,26 @@ impl Index {
             }
             return;
         }
-        if record == Record::Edge {
-            let new: Option<EdgeRecord> = parse(key, value);
-            let old = swap(&mut self.mirror.edges, key, new.clone());
+        if let Record::Node(role) = record {
+            let new: Option<NodeRecord> = parse(key, value);
+            let nodes = match role {
+                Role::Edge => &mut self.mirror.edges,
+                Role::Hyperplane => &mut self.mirror.hyperplane,
+            };
+            let old = swap(nodes, key, new.clone());
             // A heartbeat moves only the expiry.
-            let used = |e: &Option<EdgeRecord>| e.as_ref().map(|e| e.underlay_ip);
+            let used = |e: &Option<NodeRecord>| e.as_ref().map(|e| e.underlay_ip);
             if used(&old) != used(&new) {
                 let region = key.split('/').nth(1).unwrap_or("").to_owned();
-                dirty.deps.push(Dep::Edges(region));
+                dirty.deps.push(Dep::Nodes(role, region));
+            }
+            return;
+        }
+        if record == Record::Shard {
+            let new: Option<StoredShard> = parse(key, value);
+            let new = new.map(|s| s.nodes);
+            if swap(&mut self.mirror.shards, key, new.clone()) != new {
+                dirty.deps.push(Dep::Record(key.to_owned()));
             }
             return;
         }
@@ -583,7 +603,9 @@ impl Index {
                     dirty.edge_meta.push(region_of(key).to_owned());
                 }
             }
-            Record::Host | Record::Edge | Record::Settings | Record::Ignored => return,
+            Record::Host | Record::Node(_) | Record::Shard | Record::Settings | Record::Ignored => {
+                return;
+            }
         }
         dirty.deps.push(Dep::Record(key.to_owned()));
     }
@@ -1023,6 +1045,8 @@ fn build(store: &dyn Store) -> Result<Index, StoreError> {
         &b"r/"[..],
         super::registry::HOSTS_PREFIX.as_bytes(),
         super::nodes::EDGES_PREFIX.as_bytes(),
+        super::nodes::HYPERPLANE_PREFIX.as_bytes(),
+        super::shards::SHARDS_PREFIX.as_bytes(),
         crate::records::region::SETTINGS_PREFIX.as_bytes(),
     ] {
         for (key, value) in scan(store, prefix)? {
@@ -1135,15 +1159,51 @@ impl Fleet {
         (delta, news)
     }
 
+    /// What the shard keeper reads, per region: the live NAT gateways, the
+    /// live hyperplane nodes and the stored shards, each sorted by ID.
+    pub fn region_shards(&self) -> BTreeMap<String, super::shards::RegionShards> {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let mut out: BTreeMap<String, super::shards::RegionShards> = BTreeMap::new();
+        for (key, g) in &m.gateways {
+            if key.rsplit('/').nth(1) == Some("nat")
+                && g.liveness == crate::records::route_target::Liveness::Alive
+            {
+                out.entry(region_of(key).to_owned())
+                    .or_default()
+                    .gateways
+                    .push(id_of(key).to_owned());
+            }
+        }
+        for n in m.hyperplane.values() {
+            out.entry(n.region.clone())
+                .or_default()
+                .nodes
+                .push(n.node_id.clone());
+        }
+        for (key, nodes) in &m.shards {
+            let region = key.split('/').nth(1).unwrap_or("").to_owned();
+            out.entry(region)
+                .or_default()
+                .stored
+                .insert(id_of(key).to_owned(), nodes.clone());
+        }
+        for r in out.values_mut() {
+            r.gateways.sort();
+            r.nodes.sort();
+        }
+        out
+    }
+
     /// The VNIs of `region`'s VPCs with an internet gateway attached.
     pub fn attached_vnis(&self, region: &str) -> Vec<u32> {
         lock(&self.index).attached_vnis(region)
     }
 
     /// The live edge nodes of `region` the index knows, sorted by ID.
-    pub fn edges(&self, region: &str) -> Vec<EdgeRecord> {
+    pub fn edges(&self, region: &str) -> Vec<NodeRecord> {
         let index = lock(&self.index);
-        let mut edges: Vec<EdgeRecord> = index
+        let mut edges: Vec<NodeRecord> = index
             .mirror
             .edges
             .values()

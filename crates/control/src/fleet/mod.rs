@@ -17,6 +17,7 @@ pub mod http;
 pub mod index;
 pub mod nodes;
 pub mod registry;
+pub mod shards;
 pub mod token;
 
 use std::path::Path;
@@ -60,5 +61,6 @@ pub fn start(store: Arc<dyn Store>, region: &str, data_dir: &Path) -> Result<Age
     let fleet = Fleet::load(store)?;
     fleet.spawn_tailer()?;
     nodes::spawn_sweeper(&fleet)?;
+    shards::spawn_keeper(&fleet)?;
     Ok(AgentApi::new(fleet, token, region))
 }

@@ -24,7 +24,7 @@ pub const EDGES_PREFIX: &str = "edges/";
 pub const HYPERPLANE_PREFIX: &str = "hyperplane/";
 
 /// What a node does for the region.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
     /// Translates public addresses (internet gateways).
     Edge,
