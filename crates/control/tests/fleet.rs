@@ -1281,6 +1281,34 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
         panic!("not a gateway route");
     };
     assert_eq!(served.len(), 2, "a shard of k = 2: {served:?}");
+    // The shard's nodes, and only they, are told to serve the gateway, with
+    // what translating for it takes.
+    let nat_ip: std::net::Ipv4Addr = first(
+        &w.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}")),
+        "privateIp",
+    )
+    .parse()
+    .unwrap();
+    for (id, ip) in nodes {
+        let (delta, news) = fleet.hyperplane_delta(REGION, id, 0);
+        assert!(news);
+        let serves = served.contains(&ip.parse::<IpAddr>().unwrap());
+        assert_eq!(delta.assignments.len(), usize::from(serves), "{id}");
+        if let Some(a) = delta.assignments.first() {
+            assert_eq!(a.gateway_id, nat);
+            assert_eq!(a.vni, w.vni());
+            assert_eq!(a.private_ips, vec![nat_ip]);
+            assert!(a.public_ips.is_empty(), "a private gateway");
+            assert_eq!(
+                a.connectivity,
+                openvpc_model::hyperplane::NatConnectivity::Private
+            );
+            let members: Vec<IpAddr> = a.shard.iter().map(|m| m.underlay_ip).collect();
+            assert_eq!(members, served);
+        }
+        let rev = delta.revision;
+        assert!(!fleet.hyperplane_delta(REGION, id, rev).1, "no news since");
+    }
 
     // One node of the shard stops beating; the other stays in the shard.
     let (dead, kept) = (served[0], served[1]);
@@ -1315,5 +1343,62 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
             .get(REGION)
             .is_none_or(|r| !r.stored.contains_key(&nat)),
         "the shard of a deleted gateway is removed"
+    );
+}
+
+// Issue 16: hyperplane nodes register, beat, watch their assignments and
+// leave over the agent API's token, as edges do.
+#[test]
+fn the_hyperplane_api_registers_watches_and_deregisters() {
+    let w = world();
+    let s = serve_agent_api(&w.store);
+    let token = Some(s.token.as_str());
+    let hp = openvpc_model::hyperplane::path::REGISTER;
+    let (status, body) = post(
+        &s,
+        hp,
+        token,
+        r#"{"node_id":"hp1","underlay_ip":"10.254.1.1"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let record: openvpc_model::node::NodeRecord = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (record.node_id.as_str(), record.region.as_str()),
+        ("hp1", REGION)
+    );
+    assert_eq!(post(&s, hp, None, "{}").0, 401, "the token is required");
+    assert_eq!(
+        post(
+            &s,
+            hp,
+            token,
+            r#"{"node_id":"a/b","underlay_ip":"10.0.0.1"}"#
+        )
+        .0,
+        400
+    );
+    let watch = openvpc_model::hyperplane::path::WATCH;
+    let (status, body) = get(&s, &format!("{watch}?node=hp1&since=0"), token);
+    assert_eq!(status, 200, "{body}");
+    let delta: openvpc_model::hyperplane::HyperplaneDelta = serde_json::from_str(&body).unwrap();
+    assert!(delta.assignments.is_empty(), "no NAT gateway yet");
+    assert_eq!(get(&s, &format!("{watch}?node=a%2Fb"), token).0, 400);
+    assert_eq!(
+        nodes::nodes(w.store.as_ref(), Role::Hyperplane, REGION)
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, _) = post(
+        &s,
+        openvpc_model::hyperplane::path::DEREGISTER,
+        token,
+        r#"{"node_id":"hp1","underlay_ip":"10.254.1.1"}"#,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        nodes::nodes(w.store.as_ref(), Role::Hyperplane, REGION)
+            .unwrap()
+            .is_empty()
     );
 }

@@ -782,7 +782,20 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
     };
     stop_process(process.pid, kill, kind.program());
     match kind {
-        PartKind::Server => {}
+        PartKind::Server => {
+            // Its port must be free, or "ready" below would be the old
+            // server's answer.
+            let addr = state
+                .endpoint
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("http://")
+                .to_owned();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(&addr).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         PartKind::Agent => {
             let _ = fs::remove_file(host_dir(dir, part).join(READY_FILE));
         }
@@ -957,7 +970,13 @@ fn wait_finished(pid: i32, limit: Duration) -> bool {
     let start = Instant::now();
     loop {
         let open_files = fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-        if !Path::new(&format!("/proc/{pid}")).exists() || (is_zombie(pid) && open_files == 0) {
+        // A zombie leader's fd directory cannot be read while its other
+        // threads still exit (holding the store's lock and the listening
+        // socket): only a leader left alone is done.
+        let threads = fs::read_dir(format!("/proc/{pid}/task")).map_or(0, Iterator::count);
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            || (is_zombie(pid) && open_files == 0 && threads <= 1)
+        {
             return true;
         }
         if start.elapsed() >= limit {

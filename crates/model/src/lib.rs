@@ -9,6 +9,7 @@
 pub mod cidr;
 pub mod edge;
 pub mod host;
+pub mod hyperplane;
 pub mod id;
 pub mod lifecycle;
 pub mod node;

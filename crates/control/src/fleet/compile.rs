@@ -107,6 +107,8 @@ pub struct Mirror {
     /// Each NAT gateway's shard of hyperplane node IDs, by key
     /// (`shards/{region}/{gateway_id}`).
     pub shards: HashMap<Key, Vec<String>>,
+    /// NAT gateways, whole, by key: their nodes translate for them.
+    pub nats: HashMap<Key, crate::records::nat_gateway::NatGateway>,
     /// Each region's settings, by region name.
     pub settings: HashMap<String, RegionSettings>,
 }

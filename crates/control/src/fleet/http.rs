@@ -15,8 +15,10 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use openvpc_model::edge::{EdgeRegistration, path as edge_path};
+use openvpc_model::edge::path as edge_path;
 use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
+use openvpc_model::hyperplane::path as hyperplane_path;
+use openvpc_model::node::NodeRegistration;
 use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +74,15 @@ pub fn router(api: AgentApi) -> Router {
         .route(edge_path::REGISTER, axum::routing::post(edge_register))
         .route(edge_path::DEREGISTER, axum::routing::post(edge_deregister))
         .route(edge_path::WATCH, axum::routing::get(edge_watch))
+        .route(
+            hyperplane_path::REGISTER,
+            axum::routing::post(hyperplane_register),
+        )
+        .route(
+            hyperplane_path::DEREGISTER,
+            axum::routing::post(hyperplane_deregister),
+        )
+        .route(hyperplane_path::WATCH, axum::routing::get(hyperplane_watch))
         .with_state(api)
 }
 
@@ -379,25 +390,27 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-async fn edge_register(
-    State(api): State<AgentApi>,
-    Query(query): Query<RegionQuery>,
+/// A node's registration (or heartbeat) as `role`.
+async fn node_register(
+    api: AgentApi,
+    role: Role,
+    query: RegionQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (region, registration): (_, EdgeRegistration) = match posted(
+    let (region, registration): (_, NodeRegistration) = match posted(
         &api,
         &headers,
         query.region,
         &body,
         "InvalidRegistration",
-        "a JSON EdgeRegistration",
+        "a JSON NodeRegistration",
     ) {
         Ok(v) => v,
         Err(r) => return *r,
     };
     let written = write(&api, "InvalidRegistration", move |store, _| {
-        nodes::register(store, Role::Edge, &region, &registration, now_ms())
+        nodes::register(store, role, &region, &registration, now_ms())
     })
     .await;
     match written {
@@ -406,35 +419,127 @@ async fn edge_register(
     }
 }
 
+/// A node of `role` leaving cleanly.
+async fn node_deregister(
+    api: AgentApi,
+    role: Role,
+    query: RegionQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (region, registration): (_, NodeRegistration) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidRegistration",
+        "a JSON NodeRegistration",
+    ) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let node_id = registration.node_id.clone();
+    let written = write(&api, "InvalidRegistration", move |store, _| {
+        nodes::deregister(store, role, &region, &registration.node_id)
+    })
+    .await;
+    match written {
+        Ok(()) => {
+            tracing::info!(node = %node_id, ?role, "node left");
+            json(StatusCode::OK, &serde_json::json!({}))
+        }
+        Err(r) => *r,
+    }
+}
+
+async fn edge_register(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    node_register(api, Role::Edge, query, headers, body).await
+}
+
 async fn edge_deregister(
     State(api): State<AgentApi>,
     Query(query): Query<RegionQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (region, registration): (_, EdgeRegistration) = match posted(
-        &api,
-        &headers,
-        query.region,
-        &body,
-        "InvalidRegistration",
-        "a JSON EdgeRegistration",
-    ) {
-        Ok(v) => v,
+    node_deregister(api, Role::Edge, query, headers, body).await
+}
+
+async fn hyperplane_register(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    node_register(api, Role::Hyperplane, query, headers, body).await
+}
+
+async fn hyperplane_deregister(
+    State(api): State<AgentApi>,
+    Query(query): Query<RegionQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    node_deregister(api, Role::Hyperplane, query, headers, body).await
+}
+
+#[derive(Debug, Deserialize)]
+struct NodeWatchQuery {
+    node: String,
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    region: Option<String>,
+}
+
+/// A hyperplane node's watch: the NAT gateways it serves, whole, as soon
+/// as they may have changed, or after `wait_ms`.
+async fn hyperplane_watch(
+    State(api): State<AgentApi>,
+    query: Result<Query<NodeWatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidWatch",
+                format!("Ask as ?node=ID&since=REVISION[&wait_ms=N]: {e}"),
+            );
+        }
+    };
+    if !registry::valid_name(&query.node) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidWatch",
+            format!(
+                "The node ID {:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'",
+                query.node
+            ),
+        );
+    }
+    let region = match region(&api, query.region) {
+        Ok(r) => r,
         Err(r) => return *r,
     };
-    let edge_id = registration.node_id.clone();
-    let written = write(&api, "InvalidRegistration", move |store, _| {
-        nodes::deregister(store, Role::Edge, &region, &registration.node_id)
-    })
-    .await;
-    match written {
-        Ok(()) => {
-            tracing::info!(edge = %edge_id, "edge node left");
-            json(StatusCode::OK, &serde_json::json!({}))
-        }
-        Err(r) => *r,
+    if let Err(r) = catch_up(&api.fleet).await {
+        return *r;
     }
+    long_poll(&api.fleet, query.wait_ms, || {
+        api.fleet
+            .hyperplane_delta(&region, &query.node, query.since)
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]

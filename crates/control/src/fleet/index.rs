@@ -22,6 +22,8 @@ use openvpc_model::edge::{EdgeDelta, EdgeMapping};
 use openvpc_model::host::{
     EniState, HostDelta, HostRecord, MappingAnswer, MappingKey, MappingRecord, PublicIpv4,
 };
+use openvpc_model::hyperplane::{HyperplaneDelta, NatAssignment, NatConnectivity, ShardMember};
+use openvpc_model::lifecycle::NatGatewayState;
 use openvpc_model::node::NodeRecord;
 use serde::de::DeserializeOwned;
 
@@ -33,6 +35,7 @@ use super::nodes::Role;
 use super::shards::StoredShard;
 use crate::records::RawEntry;
 use crate::records::instance::Instance;
+use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::NetworkAcl;
 use crate::records::network_interface::NetworkInterface;
 use crate::records::region::{RegionSettings, default_public_pool};
@@ -156,6 +159,9 @@ struct Index {
     /// Region → the last revision at which what every edge gets whole (the
     /// attached VPCs, the public pool) changed.
     edge_meta: HashMap<String, Revision>,
+    /// Region → the last revision at which a hyperplane node's assignments
+    /// may have changed (NAT gateways, shards, hyperplane nodes).
+    hyperplane_meta: HashMap<String, Revision>,
 }
 
 /// What one applied record changed.
@@ -167,6 +173,8 @@ struct Dirty {
     hosts: Vec<Key>,
     /// Regions whose attached VPCs or public pool changed.
     edge_meta: Vec<String>,
+    /// Regions whose hyperplane assignments may have changed.
+    hyperplane_meta: Vec<String>,
 }
 
 /// What a store key holds, as far as the index cares: parsed once from the
@@ -361,6 +369,9 @@ impl Index {
             let used = |e: &Option<NodeRecord>| e.as_ref().map(|e| e.underlay_ip);
             if used(&old) != used(&new) {
                 let region = key.split('/').nth(1).unwrap_or("").to_owned();
+                if role == Role::Hyperplane {
+                    dirty.hyperplane_meta.push(region.clone());
+                }
                 dirty.deps.push(Dep::Nodes(role, region));
             }
             return;
@@ -370,6 +381,9 @@ impl Index {
             let new = new.map(|s| s.nodes);
             if swap(&mut self.mirror.shards, key, new.clone()) != new {
                 dirty.deps.push(Dep::Record(key.to_owned()));
+                dirty
+                    .hyperplane_meta
+                    .push(key.split('/').nth(1).unwrap_or("").to_owned());
             }
             return;
         }
@@ -592,6 +606,13 @@ impl Index {
                 }
             }
             Record::Gateway => {
+                // A NAT gateway's whole record: its nodes translate for it.
+                if key.rsplit('/').nth(1) == Some("nat") {
+                    let nat: Option<NatGateway> = parse(key, value);
+                    if swap(&mut m.nats, key, nat.clone()) != nat {
+                        dirty.hyperplane_meta.push(region_of(key).to_owned());
+                    }
+                }
                 let new = value.and_then(|v| gateway_record(key, v));
                 let old = swap(&mut m.gateways, key, new.clone());
                 if old == new {
@@ -843,6 +864,9 @@ impl Index {
             self.log_public(revision, &region, &public, log);
         }
         if log {
+            for region in dirty.hyperplane_meta.drain(..) {
+                self.hyperplane_meta.insert(region, revision);
+            }
             for region in dirty.edge_meta.drain(..) {
                 self.edge_meta.insert(region, revision);
             }
@@ -1145,6 +1169,78 @@ impl Fleet {
     /// What changed on `host_id` of `region` since `since` (0: everything).
     pub fn delta(&self, region: &str, host_id: &str, since: Revision) -> HostDelta {
         lock(&self.index).delta(&host_key(region, host_id), region, since)
+    }
+
+    /// The NAT gateways hyperplane node `node_id` of `region` serves (whole),
+    /// and whether that may have changed since `since` (0: first contact).
+    pub fn hyperplane_delta(
+        &self,
+        region: &str,
+        node_id: &str,
+        since: Revision,
+    ) -> (HyperplaneDelta, bool) {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let mut assignments = Vec::new();
+        for (key, nat) in &m.nats {
+            if region_of(key) != region || nat.state != NatGatewayState::Available {
+                continue;
+            }
+            let Some(shard) = m.shards.get(&super::shards::shard_key(region, &nat.id)) else {
+                continue;
+            };
+            if !shard.iter().any(|n| n == node_id) {
+                continue;
+            }
+            let Some(vni) = m
+                .vpc_by_id
+                .get(&nat.vpc_id)
+                .and_then(|k| m.vpcs.get(k))
+                .map(|v| v.vni)
+            else {
+                continue;
+            };
+            let mut addresses: Vec<_> = nat.addresses.iter().collect();
+            addresses.sort_by_key(|a| !a.is_primary);
+            assignments.push(NatAssignment {
+                gateway_id: nat.id.clone(),
+                account_id: nat.owner_id.clone(),
+                vpc_id: nat.vpc_id.clone(),
+                vni,
+                subnet_id: nat.subnet_id.clone(),
+                connectivity: if nat.connectivity_type == "private" {
+                    NatConnectivity::Private
+                } else {
+                    NatConnectivity::Public
+                },
+                private_ips: addresses.iter().filter_map(|a| a.private_ip).collect(),
+                public_ips: addresses.iter().filter_map(|a| a.public_ip).collect(),
+                shard: shard
+                    .iter()
+                    .filter_map(|id| {
+                        m.hyperplane
+                            .get(&super::nodes::node_key(Role::Hyperplane, region, id))
+                            .map(|n| ShardMember {
+                                node_id: id.clone(),
+                                underlay_ip: n.underlay_ip,
+                            })
+                    })
+                    .collect(),
+            });
+        }
+        assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        let news = since == 0
+            || index
+                .hyperplane_meta
+                .get(region)
+                .is_some_and(|r| *r > since);
+        (
+            HyperplaneDelta {
+                revision: index.revision,
+                assignments,
+            },
+            news,
+        )
     }
 
     /// What changed for the edge nodes of `region` since `since` (0:
