@@ -41,7 +41,7 @@ pub enum ClientError {
         #[source]
         source: Box<ureq::Error>,
     },
-    #[error("{what}: the server's answer is not what this agent understands: {source}")]
+    #[error("{what}: the server's answer is not what this node understands: {source}")]
     Decode {
         what: &'static str,
         #[source]
@@ -71,15 +71,23 @@ fn agent(timeout: Duration) -> ureq::Agent {
 impl Client {
     /// A client for the server at `server_url`, authenticating with `token`.
     pub fn new(server_url: &str, token: &str) -> Self {
+        Client::with_short_timeout(server_url, token, Duration::from_secs(10))
+    }
+
+    /// [`Client::new`] whose calls other than long polls give up after
+    /// `short` (an edge's heartbeat later than the server's TTL is none).
+    pub fn with_short_timeout(server_url: &str, token: &str, short: Duration) -> Self {
         Client {
             base: server_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
             watch: agent(Duration::from_millis(WATCH_WAIT_MS + 10_000)),
-            short: agent(Duration::from_secs(10)),
+            short: agent(short),
         }
     }
 
-    fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+    /// POSTs `body` as JSON to `endpoint` and reads the JSON answer
+    /// (`what` names the exchange in errors).
+    pub fn post<T: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         what: &'static str,
         endpoint: &str,
@@ -104,6 +112,38 @@ impl Client {
         serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
     }
 
+    /// A long poll: GETs `endpoint` with `query`, allowing the answer up
+    /// to `limit` bytes (a whole state is larger than ureq's default).
+    pub fn long_poll<R: serde::de::DeserializeOwned>(
+        &self,
+        what: &'static str,
+        endpoint: &str,
+        query: &[(&str, String)],
+        limit: u64,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{endpoint}", self.base);
+        let http = |source| ClientError::Http {
+            what,
+            url: url.clone(),
+            source: Box::new(source),
+        };
+        let mut request = self.watch.get(&url);
+        for (k, v) in query {
+            request = request.query(*k, v);
+        }
+        let mut resp = request
+            .header(TOKEN_HEADER, &self.token)
+            .call()
+            .map_err(http)?;
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(http)?;
+        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+    }
+
     /// `POST /agent/v1/register`.
     pub fn register(&self, reg: &HostRegistration) -> Result<HostRecord, ClientError> {
         self.post("register", path::REGISTER, reg)
@@ -112,30 +152,13 @@ impl Client {
     /// `GET /agent/v1/watch`: what changed since `since`, waiting up to
     /// `wait_ms` for something to.
     pub fn watch(&self, host_id: &str, since: u64, wait_ms: u64) -> Result<HostDelta, ClientError> {
-        let what = "watch";
-        let url = format!("{}{}", self.base, path::WATCH);
-        let http = |source| ClientError::Http {
-            what,
-            url: url.clone(),
-            source: Box::new(source),
-        };
-        let mut resp = self
-            .watch
-            .get(&url)
-            .query("host", host_id)
-            .query("since", since.to_string())
-            .query("wait_ms", wait_ms.to_string())
-            .header(TOKEN_HEADER, &self.token)
-            .call()
-            .map_err(http)?;
+        let query = [
+            ("host", host_id.to_owned()),
+            ("since", since.to_string()),
+            ("wait_ms", wait_ms.to_string()),
+        ];
         // A full state of many ENIs is larger than ureq's default limit.
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(256 << 20)
-            .read_to_vec()
-            .map_err(http)?;
-        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+        self.long_poll("watch", path::WATCH, &query, 256 << 20)
     }
 
     /// `POST /agent/v1/health`: the instances' setup health, whole.

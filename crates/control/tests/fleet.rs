@@ -1383,6 +1383,13 @@ fn the_hyperplane_api_registers_watches_and_deregisters() {
     let delta: openvpc_model::hyperplane::HyperplaneDelta = serde_json::from_str(&body).unwrap();
     assert!(delta.assignments.is_empty(), "no NAT gateway yet");
     assert_eq!(get(&s, &format!("{watch}?node=a%2Fb"), token).0, 400);
+    // Edges watch the same way, as `?edge=`.
+    let edge_watch = openvpc_model::edge::path::WATCH;
+    let (status, body) = get(&s, &format!("{edge_watch}?edge=e1&since=0"), token);
+    assert_eq!(status, 200, "{body}");
+    let delta: openvpc_model::edge::EdgeDelta = serde_json::from_str(&body).unwrap();
+    assert!(delta.full);
+    assert_eq!(get(&s, &format!("{edge_watch}?since=0"), token).0, 400);
     assert_eq!(
         nodes::nodes(w.store.as_ref(), Role::Hyperplane, REGION)
             .unwrap()

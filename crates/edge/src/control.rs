@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use openvpc_agent::control::{Outage, sleep_unless_stopped};
 use openvpc_model::edge::{EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, path};
-use openvpc_model::host::TOKEN_HEADER;
 use openvpc_packet::MacAddr;
 
 use crate::translate::{PublicMapping, TableUpdate};
@@ -25,116 +24,44 @@ const SHORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest VNI Geneve carries (24 bits).
 const MAX_VNI: u32 = (1 << 24) - 1;
 
-/// A failed exchange with the server.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("{what}: {source}; is the server at {url} up and the agent token right?")]
-    Http {
-        what: &'static str,
-        url: String,
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    #[error("{what}: the server's answer is not what this edge understands: {source}")]
-    Decode {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-}
+pub use openvpc_agent::control::ClientError;
 
-/// A blocking client for the edge API.
+/// A blocking client for the edge API, over the agent API's client.
 #[derive(Debug, Clone)]
-pub struct Client {
-    base: String,
-    token: String,
-    /// Long polls wait longer than anything else may.
-    watch: ureq::Agent,
-    short: ureq::Agent,
-}
-
-fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .build()
-        .into()
-}
+pub struct Client(openvpc_agent::control::Client);
 
 impl Client {
     /// A client for the server at `server_url`, authenticating with `token`
     /// (the agent token).
     pub fn new(server_url: &str, token: &str) -> Self {
-        Client {
-            base: server_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-            watch: agent(Duration::from_millis(WATCH_WAIT_MS + 10_000)),
-            short: agent(SHORT_TIMEOUT),
-        }
-    }
-
-    fn post(
-        &self,
-        what: &'static str,
-        endpoint: &str,
-        body: &EdgeRegistration,
-    ) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}{endpoint}", self.base);
-        let http = |source| ClientError::Http {
-            what,
-            url: url.clone(),
-            source: Box::new(source),
-        };
-        let body =
-            serde_json::to_vec(body).map_err(|source| ClientError::Decode { what, source })?;
-        let mut resp = self
-            .short
-            .post(&url)
-            .header(TOKEN_HEADER, &self.token)
-            .content_type("application/json")
-            .send(&body[..])
-            .map_err(http)?;
-        resp.body_mut().read_to_vec().map_err(http)
+        Client(openvpc_agent::control::Client::with_short_timeout(
+            server_url,
+            token,
+            SHORT_TIMEOUT,
+        ))
     }
 
     /// `POST /edge/v1/register`: also the heartbeat.
     pub fn register(&self, reg: &EdgeRegistration) -> Result<EdgeRecord, ClientError> {
-        let what = "register";
-        let text = self.post(what, path::REGISTER, reg)?;
-        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+        self.0.post("register", path::REGISTER, reg)
     }
 
     /// `POST /edge/v1/deregister`: the node leaves at once.
     pub fn deregister(&self, reg: &EdgeRegistration) -> Result<(), ClientError> {
-        self.post("deregister", path::DEREGISTER, reg).map(|_| ())
+        let _: serde_json::Value = self.0.post("deregister", path::DEREGISTER, reg)?;
+        Ok(())
     }
 
     /// `GET /edge/v1/watch`: what changed since `since`, waiting up to
     /// `wait_ms` for something to.
     pub fn watch(&self, edge_id: &str, since: u64, wait_ms: u64) -> Result<EdgeDelta, ClientError> {
-        let what = "watch";
-        let url = format!("{}{}", self.base, path::WATCH);
-        let http = |source| ClientError::Http {
-            what,
-            url: url.clone(),
-            source: Box::new(source),
-        };
-        let mut resp = self
-            .watch
-            .get(&url)
-            .query("edge", edge_id)
-            .query("since", since.to_string())
-            .query("wait_ms", wait_ms.to_string())
-            .header(TOKEN_HEADER, &self.token)
-            .call()
-            .map_err(http)?;
+        let query = [
+            ("edge", edge_id.to_owned()),
+            ("since", since.to_string()),
+            ("wait_ms", wait_ms.to_string()),
+        ];
         // A region's whole table is larger than ureq's default limit.
-        let text = resp
-            .body_mut()
-            .with_config()
-            .limit(512 << 20)
-            .read_to_vec()
-            .map_err(http)?;
-        serde_json::from_slice(&text).map_err(|source| ClientError::Decode { what, source })
+        self.0.long_poll("watch", path::WATCH, &query, 512 << 20)
     }
 }
 

@@ -490,12 +490,45 @@ async fn hyperplane_deregister(
 
 #[derive(Debug, Deserialize)]
 struct NodeWatchQuery {
+    /// The node's ID (`?node=`; edges ask as `?edge=`).
+    #[serde(alias = "edge")]
     node: String,
     #[serde(default)]
     since: u64,
     #[serde(default)]
     wait_ms: u64,
     region: Option<String>,
+}
+
+/// What a node's watch checks before it waits: the token, the query, the
+/// node's ID and the region; then the index is brought up to the store.
+async fn node_watch_query(
+    api: &AgentApi,
+    query: Result<Query<NodeWatchQuery>, axum::extract::rejection::QueryRejection>,
+    headers: &HeaderMap,
+    param: &str,
+) -> Result<(NodeWatchQuery, String), Refused> {
+    authenticate(api, headers)?;
+    let Query(query) = query.map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidWatch",
+            format!("Ask as ?{param}=ID&since=REVISION[&wait_ms=N]: {e}"),
+        )
+    })?;
+    if !registry::valid_name(&query.node) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "InvalidWatch",
+            format!(
+                "The {param} ID {:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'",
+                query.node
+            ),
+        ));
+    }
+    let region = region(api, query.region.clone())?;
+    catch_up(&api.fleet).await?;
+    Ok((query, region))
 }
 
 /// A hyperplane node's watch: the NAT gateways it serves, whole, as soon
@@ -505,36 +538,10 @@ async fn hyperplane_watch(
     query: Result<Query<NodeWatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authenticate(&api, &headers) {
-        return *r;
-    }
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidWatch",
-                format!("Ask as ?node=ID&since=REVISION[&wait_ms=N]: {e}"),
-            );
-        }
-    };
-    if !registry::valid_name(&query.node) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "InvalidWatch",
-            format!(
-                "The node ID {:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'",
-                query.node
-            ),
-        );
-    }
-    let region = match region(&api, query.region) {
-        Ok(r) => r,
+    let (query, region) = match node_watch_query(&api, query, &headers, "node").await {
+        Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = catch_up(&api.fleet).await {
-        return *r;
-    }
     long_poll(&api.fleet, query.wait_ms, || {
         api.fleet
             .hyperplane_delta(&region, &query.node, query.since)
@@ -542,53 +549,17 @@ async fn hyperplane_watch(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-struct EdgeWatchQuery {
-    edge: String,
-    #[serde(default)]
-    since: u64,
-    #[serde(default)]
-    wait_ms: u64,
-    region: Option<String>,
-}
-
 /// An edge node's watch: the region's public addresses, whole on first
 /// contact, then what changed, waiting up to `wait_ms` for a change.
 async fn edge_watch(
     State(api): State<AgentApi>,
-    query: Result<Query<EdgeWatchQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<NodeWatchQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authenticate(&api, &headers) {
-        return *r;
-    }
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "InvalidWatch",
-                format!("Ask as ?edge=ID&since=REVISION[&wait_ms=N]: {e}"),
-            );
-        }
-    };
-    if !registry::valid_name(&query.edge) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "InvalidWatch",
-            format!(
-                "The edge ID {:?} is not valid: use 1 to 64 letters, digits, '-', '_' or '.'",
-                query.edge
-            ),
-        );
-    }
-    let region = match region(&api, query.region) {
-        Ok(r) => r,
+    let (query, region) = match node_watch_query(&api, query, &headers, "edge").await {
+        Ok(v) => v,
         Err(r) => return *r,
     };
-    if let Err(r) = catch_up(&api.fleet).await {
-        return *r;
-    }
     long_poll(&api.fleet, query.wait_ms, || {
         api.fleet.edge_delta(&region, query.since)
     })
