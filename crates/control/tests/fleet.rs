@@ -1061,6 +1061,7 @@ fn register_edge(w: &World, id: &str, underlay: &str, now_ms: u64) {
         &EdgeRegistration {
             node_id: id.into(),
             underlay_ip: underlay.parse().unwrap(),
+            serving: Vec::new(),
         },
         now_ms,
     )
@@ -1267,6 +1268,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
                 &NodeRegistration {
                     node_id: (*id).into(),
                     underlay_ip: ip.parse().unwrap(),
+                    serving: Vec::new(),
                 },
                 now,
             )
@@ -1303,7 +1305,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
                 a.connectivity,
                 openvpc_model::hyperplane::NatConnectivity::Private
             );
-            let members: Vec<IpAddr> = a.shard.iter().map(|m| m.underlay_ip).collect();
+            let members: Vec<IpAddr> = a.shard.iter().filter_map(|m| m.underlay_ip).collect();
             assert_eq!(members, served);
         }
         let rev = delta.revision;

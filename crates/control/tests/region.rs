@@ -1431,6 +1431,7 @@ fn a_trace_follows_a_packet_through_the_edge() {
         &openvpc_model::edge::EdgeRegistration {
             node_id: "e1".into(),
             underlay_ip: edge_ip,
+            serving: Vec::new(),
         },
         1,
     )

@@ -321,6 +321,7 @@ impl EdgeNode {
         let reg = EdgeRegistration {
             node_id: cfg.edge_id.clone(),
             underlay_ip: cfg.underlay_ip,
+            serving: Vec::new(),
         };
         let heartbeat = {
             let (client, state, stop) = (

@@ -29,6 +29,13 @@ pub struct EdgeMapping {
     /// The ENI's MAC (`02:…`), the inner destination of inbound frames.
     pub mac: String,
     pub eni_id: String,
+    /// For the Elastic IP of a NAT gateway: per place of the gateway's
+    /// shard, the underlay address of the hyperplane node that serves the
+    /// place's port slice (a dead node's place is served by its buddy).
+    /// A reply goes to `nat_nodes[port % len]`; empty for an ENI on a host
+    /// (then `host` is where replies go).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_nodes: Vec<IpAddr>,
 }
 
 /// The answer to an edge's watch: what changed since a revision.

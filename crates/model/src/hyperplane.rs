@@ -21,11 +21,15 @@ pub enum NatConnectivity {
     Private,
 }
 
-/// One node of a gateway's shard.
+/// One place of a gateway's shard: a node and, while it lives, its address.
+/// A place's index is its slice of each address's ports
+/// (`openvpc_hyperplane::nat::owner_of`); while its node is dead, the next
+/// live place (its buddy) serves the slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardMember {
     pub node_id: String,
-    pub underlay_ip: IpAddr,
+    /// `None` while the node is dead (its registration expired).
+    pub underlay_ip: Option<IpAddr>,
 }
 
 /// A NAT gateway a node serves.
@@ -44,9 +48,15 @@ pub struct NatAssignment {
     pub private_ips: Vec<Ipv4Addr>,
     /// The Elastic IPs of a public gateway, in the order of `private_ips`.
     pub public_ips: Vec<Ipv4Addr>,
-    /// The shard's live nodes, in the gateway's order: a node's place in it
-    /// is its slice of each address's ports.
+    /// Every place of the shard, in order, dead nodes included: a node's
+    /// place is its slice of each address's ports, and its buddy is the
+    /// next live place.
     pub shard: Vec<ShardMember>,
+    /// Where a public gateway's translated packets go: the underlay
+    /// addresses of the region's live edge nodes (empty while the VPC has
+    /// no internet gateway attached, or for a private gateway).
+    #[serde(default)]
+    pub edges: Vec<IpAddr>,
 }
 
 /// The answer to a node's watch: its assignments, whole.

@@ -23,6 +23,11 @@ pub struct NodeRegistration {
     pub node_id: String,
     /// The address hosts send the node Geneve traffic to.
     pub underlay_ip: IpAddr,
+    /// The gateways this node has programmed and translates for (a
+    /// hyperplane node; an edge sends none): a NAT gateway is `available`
+    /// once a node of its shard says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serving: Vec<String>,
 }
 
 /// A live node as the server keeps it (`edges/{region}/{id}`,

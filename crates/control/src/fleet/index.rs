@@ -891,6 +891,7 @@ impl Index {
             host: host.underlay_ip,
             mac: c.state.mac.clone(),
             eni_id: c.state.eni_id.clone(),
+            nat_nodes: Vec::new(),
         })
     }
 
@@ -1217,15 +1218,15 @@ impl Fleet {
                 public_ips: addresses.iter().filter_map(|a| a.public_ip).collect(),
                 shard: shard
                     .iter()
-                    .filter_map(|id| {
-                        m.hyperplane
+                    .map(|id| ShardMember {
+                        node_id: id.clone(),
+                        underlay_ip: m
+                            .hyperplane
                             .get(&super::nodes::node_key(Role::Hyperplane, region, id))
-                            .map(|n| ShardMember {
-                                node_id: id.clone(),
-                                underlay_ip: n.underlay_ip,
-                            })
+                            .map(|n| n.underlay_ip),
                     })
                     .collect(),
+                edges: Vec::new(),
             });
         }
         assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));

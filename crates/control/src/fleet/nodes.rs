@@ -254,6 +254,7 @@ mod tests {
         NodeRegistration {
             node_id: id.into(),
             underlay_ip: ip.parse().unwrap(),
+            serving: Vec::new(),
         }
     }
 
