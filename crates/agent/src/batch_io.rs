@@ -48,6 +48,27 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// The address in `storage` (as the kernel filled it), if it is IPv4 or
+/// IPv6.
+pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in; it
+            // is larger than and aligned for it.
+            let sin = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in>() };
+            let ip = core::net::Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe { &*(&raw const *storage).cast::<libc::sockaddr_in6>() };
+            let ip = core::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::new(ip.into(), u16::from_be(sin6.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
 /// Reusable state for `recvmmsg` and `sendmmsg` batches of up to `n`.
 pub struct Mmsg {
     hdrs: Vec<libc::mmsghdr>,
@@ -109,6 +130,9 @@ impl Mmsg {
                 iov_len: room.len(),
             };
             let mut hdr = empty_hdr();
+            // The sender's address comes back here (`source`).
+            hdr.msg_hdr.msg_name = (&raw mut self.addrs[i]).cast();
+            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as u32;
             hdr.msg_hdr.msg_iov = &raw mut self.iovs[i];
             hdr.msg_hdr.msg_iovlen = 1;
             hdr.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
@@ -136,6 +160,11 @@ impl Mmsg {
             self.segs[i] = gro_segment(&hdr.msg_hdr);
         }
         got
+    }
+
+    /// The sender of received message `i` of the last `recv`.
+    pub fn source(&self, i: usize) -> Option<SocketAddr> {
+        self.addrs.get(i).and_then(from_sockaddr)
     }
 
     /// The segment size of received message `i` if the kernel coalesced

@@ -212,6 +212,7 @@ pub fn run(
         exe: cfg.exe.clone(),
         server_args: Vec::new(),
         agent_args: cfg.agent_args.clone(),
+        hyperplane_args: Vec::new(),
     };
     progress(&format!("building a 2-host lab in {}", dir.display()));
     let state = openvpc_lab::up(&dir, plan, &launch, |s| progress(&format!("lab: {s}")))?;

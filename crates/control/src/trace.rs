@@ -183,6 +183,7 @@ fn edge_hop(
             private: p.private,
             host,
             mac,
+            nat_nodes: Vec::new(),
         });
     }
     let dropped = |reason| EdgeHop::Dropped {

@@ -1246,20 +1246,19 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
     let (_, eni, _) = w.run(&w.subnet_a, &sg);
     let fleet = w.fleet();
     let route = |fleet: &Fleet| internet_route(fleet, &eni);
+    // Issue 16: a route to a NAT gateway is active only while it is
+    // available; it is pending until a node of its shard serves it.
     assert_eq!(
         route(&fleet),
-        RouteTargetState::Gateway {
-            gateway_id: nat.clone(),
-            nodes: vec![]
-        },
-        "no hyperplane node yet: unserved"
+        RouteTargetState::Blackhole,
+        "no hyperplane node yet: pending"
     );
     let nodes = [
         ("hp1", "10.254.1.1"),
         ("hp2", "10.254.1.2"),
         ("hp3", "10.254.1.3"),
     ];
-    let beat = |now: u64, which: &[(&str, &str)]| {
+    let beat_serving = |now: u64, which: &[(&str, &str)], serving: &[String]| {
         for (id, ip) in which {
             nodes::register(
                 w.store.as_ref(),
@@ -1268,14 +1267,25 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
                 &NodeRegistration {
                     node_id: (*id).into(),
                     underlay_ip: ip.parse().unwrap(),
-                    serving: Vec::new(),
+                    serving: serving.to_vec(),
                 },
                 now,
             )
             .unwrap();
         }
     };
+    let beat = |now: u64, which: &[(&str, &str)]| beat_serving(now, which, &[]);
     beat(1_000, &nodes);
+    fleet.catch_up().unwrap();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    assert_eq!(
+        route(&fleet),
+        RouteTargetState::Blackhole,
+        "a shard, but no node has programmed the gateway yet"
+    );
+    // The nodes report it programmed: the keeper makes it available.
+    beat_serving(1_500, &nodes, std::slice::from_ref(&nat));
     fleet.catch_up().unwrap();
     shards::keep_once(&fleet).unwrap();
     fleet.catch_up().unwrap();
@@ -1410,4 +1420,179 @@ fn the_hyperplane_api_registers_watches_and_deregisters() {
             .unwrap()
             .is_empty()
     );
+}
+
+fn beat_nodes(w: &World, now: u64, which: &[(&str, &str)]) {
+    for (id, ip) in which {
+        nodes::register(
+            w.store.as_ref(),
+            Role::Hyperplane,
+            REGION,
+            &NodeRegistration {
+                node_id: (*id).into(),
+                underlay_ip: ip.parse().unwrap(),
+                serving: Vec::new(),
+            },
+            now,
+        )
+        .unwrap();
+    }
+}
+
+/// The underlay address of each place of `nat`'s stored shard, by
+/// `nodes`' (ID, address) (None: the node is dead).
+fn places(fleet: &Fleet, nat: &str, nodes: &[(&str, &str)]) -> Vec<Option<IpAddr>> {
+    let region = &fleet.region_shards()[REGION];
+    region.stored[nat]
+        .iter()
+        .map(|id| {
+            let (_, ip) = nodes.iter().find(|(n, _)| n == id)?;
+            region.nodes.contains(id).then(|| ip.parse().unwrap())
+        })
+        .collect()
+}
+
+// Issue 16: a public NAT gateway's nodes are told where its packets leave
+// (the region's live edges, while its VPC has an internet gateway) and the
+// edges are told where replies to its Elastic IP go: per place of its
+// shard, the node serving that port slice (a dead node's buddy), from the
+// moment it is pending until it is deleted.
+#[test]
+fn a_public_nat_gateway_reaches_the_edges_and_its_replies_its_nodes() {
+    let (w, igw) = internet_world();
+    register_edge(&w, "e2", "10.254.0.3", 1_000);
+    register_edge(&w, "e1", "10.254.0.2", 1_000);
+    let alloc = first(&w.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    let xml = w.ok(&format!(
+        "Action=CreateNatGateway&SubnetId={}&AllocationId={alloc}",
+        w.subnet_b
+    ));
+    let nat = first(&xml, "natGatewayId");
+    let described = w.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}"));
+    let eip: Ipv4Addr = first(&described, "publicIp").parse().unwrap();
+    let private: Ipv4Addr = first(&described, "privateIp").parse().unwrap();
+    let nat_eni = first(&described, "networkInterfaceId");
+    let nodes = [
+        ("hp1", "10.254.1.1"),
+        ("hp2", "10.254.1.2"),
+        ("hp3", "10.254.1.3"),
+    ];
+    beat_nodes(&w, 1_000, &nodes);
+    let fleet = w.fleet();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let shard = fleet.region_shards()[REGION].stored[&nat].clone();
+    assert_eq!(shard.len(), 2);
+    let edges: Vec<IpAddr> = vec!["10.254.0.2".parse().unwrap(), "10.254.0.3".parse().unwrap()];
+
+    // The nodes: their assignment names the edges.
+    let (delta, _) = fleet.hyperplane_delta(REGION, &shard[0], 0);
+    let a = &delta.assignments[0];
+    assert_eq!(a.gateway_id, nat);
+    assert_eq!(a.public_ips, vec![eip]);
+    assert_eq!(a.edges, edges);
+    let node_rev = delta.revision;
+
+    // The edges: the Elastic IP, to the gateway's private address, its MAC
+    // and ENI, replies by place.
+    let (delta, _) = fleet.edge_delta(REGION, 0);
+    let m = delta.upserts.iter().find(|m| m.public == eip).unwrap();
+    let live: Vec<IpAddr> = places(&fleet, &nat, &nodes).into_iter().flatten().collect();
+    assert_eq!(live.len(), 2);
+    assert_eq!((m.private, m.vni), (private, w.vni()));
+    assert_eq!(m.nat_nodes, live);
+    assert_eq!(m.host, live[0]);
+    assert_eq!(m.eni_id, nat_eni);
+    assert_eq!(
+        m.mac,
+        openvpc_dataplane::route::gateway_mac(&nat).to_string()
+    );
+    let rev = delta.revision;
+
+    // The node of place 0 dies: until the keeper replaces it, its buddy
+    // (place 1) serves its slice; the nodes hear that it is dead.
+    let dead = shard[0].clone();
+    let alive: Vec<(&str, &str)> = nodes
+        .iter()
+        .copied()
+        .filter(|(id, _)| *id != dead)
+        .collect();
+    beat_nodes(&w, 2_000 + EDGE_TTL_MS, &alive);
+    register_edge(&w, "e1", "10.254.0.2", 2_000 + EDGE_TTL_MS);
+    nodes::sweep(w.store.as_ref(), 2_001 + EDGE_TTL_MS).unwrap();
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.edge_delta(REGION, rev);
+    assert!(news);
+    let m = delta.upserts.iter().find(|m| m.public == eip).unwrap();
+    assert_eq!(m.nat_nodes, vec![live[1], live[1]]);
+    assert_eq!(m.host, live[1]);
+    let rev = delta.revision;
+    let (delta, news) = fleet.hyperplane_delta(REGION, &shard[1], node_rev);
+    assert!(news, "a shard's node died, an edge left");
+    let a = &delta.assignments[0];
+    assert_eq!(a.shard[0].node_id, dead);
+    assert_eq!(a.shard[0].underlay_ip, None);
+    assert_eq!(a.edges, vec![edges[0]], "e2 stopped beating");
+    let node_rev = delta.revision;
+
+    // The keeper puts a live node in the dead one's place; the survivor
+    // keeps its own (its port slice).
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let repaired = fleet.region_shards()[REGION].stored[&nat].clone();
+    assert_eq!(repaired[1], shard[1]);
+    assert_ne!(repaired[0], dead);
+    let (delta, _) = fleet.edge_delta(REGION, rev);
+    let m = delta.upserts.iter().find(|m| m.public == eip).unwrap();
+    let now: Vec<IpAddr> = places(&fleet, &nat, &nodes).into_iter().flatten().collect();
+    assert_eq!(m.nat_nodes, now);
+    assert_eq!(m.nat_nodes[1], live[1]);
+    let rev = delta.revision;
+    assert!(fleet.hyperplane_delta(REGION, &repaired[0], node_rev).1);
+    let (delta, _) = fleet.hyperplane_delta(REGION, &repaired[1], node_rev);
+    let node_rev = delta.revision;
+
+    // The VPC loses its internet gateway (written as a detach would):
+    // news for the nodes, and nowhere to send.
+    let key = format!("r/{}/{REGION}/igw/{igw}", w.a.id);
+    let mut record = w.record("igw", &igw);
+    record["vpc_id"] = serde_json::Value::Null;
+    w.store
+        .put(key.as_bytes(), &serde_json::to_vec(&record).unwrap())
+        .unwrap();
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.hyperplane_delta(REGION, &repaired[1], node_rev);
+    assert!(news);
+    assert!(delta.assignments[0].edges.is_empty());
+
+    // Deleted, its Elastic IP leaves the edges.
+    w.ok(&format!("Action=DeleteNatGateway&NatGatewayId={nat}"));
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.edge_delta(REGION, rev);
+    assert!(news);
+    assert_eq!(delta.removals, vec![eip]);
+    assert!(fleet.edge_delta(REGION, 0).0.upserts.is_empty());
+}
+
+// Issue 16: a private NAT gateway sends nothing to the edges, and its
+// addresses are no edge's business.
+#[test]
+fn a_private_nat_gateway_has_no_edges() {
+    let (w, _) = internet_world();
+    register_edge(&w, "e1", "10.254.0.2", 1_000);
+    let nat = first(
+        &w.ok(&format!(
+            "Action=CreateNatGateway&SubnetId={}&ConnectivityType=private",
+            w.subnet_b
+        )),
+        "natGatewayId",
+    );
+    beat_nodes(&w, 1_000, &[("hp1", "10.254.1.1")]);
+    let fleet = w.fleet();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let (delta, _) = fleet.hyperplane_delta(REGION, "hp1", 0);
+    assert_eq!(delta.assignments[0].gateway_id, nat);
+    assert!(delta.assignments[0].edges.is_empty());
+    assert!(fleet.edge_delta(REGION, 0).0.upserts.is_empty());
 }

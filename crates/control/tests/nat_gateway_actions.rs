@@ -1,17 +1,99 @@
 //! NAT gateways over the in-memory store, without HTTP: the managed ENI and
 //! its Elastic IPs, public and private gateways, the failed state, the
 //! ClientToken, the per-AZ quota, deletion and what it frees, route
-//! blackholes, and how long ended gateways stay visible (spec 6, 12, 13).
+//! blackholes, and how long ended gateways stay visible (spec 6, 12, 13);
+//! the honest lifecycle (issue 16): pending until a hyperplane node of the
+//! gateway's shard serves it, failed when none can, deleting while it
+//! drains, driven through the fleet's keeper as a server runs it.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{
     account, all, attached_igw, call, code, edit_record, eip, first, main_route_table, subnet, vpc,
 };
 use openvpc_control::account::Account;
+use openvpc_control::fleet::nat_lifecycle::{DRAIN_SECS, UNSERVED_SECS};
+use openvpc_control::fleet::nodes::{self, Role};
+use openvpc_control::fleet::{Fleet, shards};
+use openvpc_control::records::region::InternetPolicy;
 use openvpc_control::store::{MemoryStore, Store};
+use openvpc_model::node::NodeRegistration;
+
+const REGION: &str = "us-east-1";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// One round of what a server's keeper does (shards, then the NAT
+/// lifecycle) on what the store holds now.
+fn keep(store: &Arc<MemoryStore>) {
+    let fleet = Fleet::load(store.clone()).unwrap();
+    shards::keep_once(&fleet).unwrap();
+}
+
+/// issue 16: a hyperplane node `hp1` registers, is given its gateways by
+/// the keeper, programs them and says so in its next heartbeat; the keeper
+/// then makes each pending gateway `available`.
+fn serve(store: &Arc<MemoryStore>) {
+    let beat = |serving: Vec<String>| {
+        nodes::register(
+            store.as_ref(),
+            Role::Hyperplane,
+            REGION,
+            &NodeRegistration {
+                node_id: "hp1".into(),
+                underlay_ip: "10.254.1.1".parse().unwrap(),
+                serving,
+            },
+            now_ms(),
+        )
+        .unwrap();
+    };
+    beat(Vec::new());
+    let fleet = Fleet::load(store.clone()).unwrap();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let (delta, _) = fleet.hyperplane_delta(REGION, "hp1", 0);
+    beat(
+        delta
+            .assignments
+            .into_iter()
+            .map(|a| a.gateway_id)
+            .collect(),
+    );
+    fleet.catch_up().unwrap();
+    shards::keep_once(&fleet).unwrap();
+}
+
+/// Moves the gateway's current state back `secs` seconds, as time passing
+/// would.
+fn age(store: &dyn Store, a: &Account, id: &str, secs: u64) {
+    edit_record(store, a, "nat", id, |r| {
+        let t = r["state_since"].as_u64().unwrap();
+        r["state_since"] = (t - secs).into();
+    });
+}
+
+/// A deleting gateway drains, then the keeper makes it `deleted`.
+fn drain(store: &Arc<MemoryStore>, a: &Account, id: &str) {
+    age(store.as_ref(), a, id, DRAIN_SECS);
+    keep(store);
+}
+
+fn state(store: &dyn Store, a: &Account, id: &str) -> String {
+    first(
+        &describe(store, a, &format!("&NatGatewayId.1={id}")),
+        "state",
+    )
+}
 
 /// A VPC with an attached internet gateway and a /24 subnet.
 fn public_subnet(store: &dyn Store, a: &Account) -> (String, String) {
@@ -29,7 +111,7 @@ fn describe(store: &dyn Store, a: &Account, query: &str) -> String {
 // its EIP on that ENI; the first answer is `pending`, later ones `available`.
 #[test]
 fn create_public_gateway() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let (v, s) = public_subnet(&store, &a);
     let alloc = eip(&store, &a);
@@ -47,6 +129,9 @@ fn create_public_gateway() {
     let private_ip = first(&xml, "privateIp");
     assert!(private_ip.starts_with("10.0.1."));
 
+    // issue 16: pending until a node of its shard serves it.
+    assert_eq!(state(&store, &a, &id), "pending");
+    serve(&store);
     let d = describe(&store, &a, &format!("&NatGatewayId.1={id}"));
     assert_eq!(first(&d, "state"), "available");
     assert_eq!(first(&d, "vpcId"), v);
@@ -242,11 +327,11 @@ fn client_token_idempotency() {
     );
 }
 
-// spec 6.2, 13: 5 NAT gateways per availability zone; a deleted one frees
-// its place.
+// spec 6.2, 13: 5 NAT gateways per availability zone, pending, available
+// and deleting ones counted; a deleted one frees its place.
 #[test]
 fn quota_per_zone() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let v = vpc(&store, &a);
     let s = subnet(&store, &a, &v, "10.0.1.0/24");
@@ -261,15 +346,21 @@ fn quota_per_zone() {
         &format!("Action=DeleteNatGateway&NatGatewayId={}", ids[0]),
     )
     .unwrap();
+    assert_eq!(state(&store, &a, &ids[0]), "deleting");
+    assert_eq!(code(&store, &a, &create), "NatGatewayLimitExceeded");
+    drain(&store, &a, &ids[0]);
+    assert_eq!(state(&store, &a, &ids[0]), "deleted");
     call(&store, &a, &create).unwrap();
 }
 
 // spec 6.2: deleting frees the ENI and disassociates the EIP (still
 // allocated); routes to the gateway become blackholes; the subnet is kept
-// by the gateway until then (spec 1.7).
+// by the gateway until then (spec 1.7). Issue 16: a route to the gateway is
+// active only while it is available; deleting drains (`deleting`, still
+// holding its addresses) and only then is it `deleted` and are they freed.
 #[test]
 fn delete_frees_eni_and_eip() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let (v, s) = public_subnet(&store, &a);
     let alloc = eip(&store, &a);
@@ -300,7 +391,9 @@ fn delete_frees_eni_and_eip() {
         .unwrap();
         !all(&t, "routeTableId").is_empty()
     };
-    assert!(!blackholed(&store));
+    assert!(blackholed(&store), "pending: no node serves it yet");
+    serve(&store);
+    assert!(!blackholed(&store), "available: active");
     assert_eq!(
         code(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")),
         "DependencyViolation"
@@ -317,13 +410,31 @@ fn delete_frees_eni_and_eip() {
     )
     .unwrap();
     assert_eq!(first(&d, "natGatewayId"), id);
+    // Draining: the route is a blackhole at once, the addresses are held.
+    assert_eq!(state(&store, &a, &id), "deleting");
+    assert!(blackholed(&store));
+    let addr = call(
+        &store,
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&addr, "networkInterfaceId"), eni);
     assert_eq!(
-        first(
-            &describe(&store, &a, &format!("&NatGatewayId.1={id}")),
-            "state"
-        ),
-        "deleted"
+        code(&store, &a, &format!("Action=DeleteSubnet&SubnetId={s}")),
+        "DependencyViolation"
     );
+    // A delete while it drains answers as the first did.
+    call(
+        &store,
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    keep(&store);
+    assert_eq!(state(&store, &a, &id), "deleting", "drain not over");
+    drain(&store, &a, &id);
+    assert_eq!(state(&store, &a, &id), "deleted");
     assert!(blackholed(&store));
     let addr = call(
         &store,
@@ -363,7 +474,7 @@ fn delete_frees_eni_and_eip() {
 // it is gone.
 #[test]
 fn deleted_gateway_hidden_after_an_hour() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let v = vpc(&store, &a);
     let s = subnet(&store, &a, &v, "10.0.1.0/24");
@@ -382,6 +493,7 @@ fn deleted_gateway_hidden_after_an_hour() {
         &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
     )
     .unwrap();
+    drain(&store, &a, &id);
     assert_eq!(
         all(&describe(&store, &a, ""), "natGatewayId"),
         vec![id.clone()]
@@ -413,7 +525,7 @@ fn deleted_gateway_hidden_after_an_hour() {
 // spec 12.1: DescribeNatGateways' filters (moto's names).
 #[test]
 fn describe_filters() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let v = vpc(&store, &a);
     let s1 = subnet(&store, &a, &v, "10.0.1.0/24");
@@ -443,6 +555,9 @@ fn describe_filters() {
     assert_eq!(f("subnet-id", &s1), vec![g1.clone()]);
     assert_eq!(f("nat-gateway-id", &g2), vec![g2.clone()]);
     assert_eq!(f("vpc-id", &v).len(), 2);
+    assert_eq!(f("state", "pending").len(), 2);
+    assert!(f("state", "available").is_empty());
+    serve(&store);
     assert_eq!(f("state", "available").len(), 2);
     assert!(f("state", "pending").is_empty());
     assert_eq!(
@@ -486,7 +601,7 @@ fn nat_addresses(store: &dyn Store, a: &Account, id: &str) -> Vec<(String, Strin
 // back; the primary stays.
 #[test]
 fn public_gateway_secondary_addresses() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let (_, s) = public_subnet(&store, &a);
     let primary = eip(&store, &a);
@@ -497,9 +612,19 @@ fn public_gateway_secondary_addresses() {
     )
     .unwrap();
     let id = first(&xml, "natGatewayId");
+    let second = eip(&store, &a);
+    // [U] issue 16: a gateway that is not up yet cannot change addresses.
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={second}")
+        ),
+        "IncorrectState"
+    );
+    serve(&store);
     let eni = first(&xml, "networkInterfaceId");
     let primary_assoc = first(&xml, "associationId");
-    let second = eip(&store, &a);
     let xml = call(
         &store,
         &a,
@@ -604,7 +729,7 @@ fn public_gateway_secondary_addresses() {
 // counted, and gives them back; the primary stays.
 #[test]
 fn private_gateway_secondary_addresses() {
-    let store = MemoryStore::new();
+    let store = Arc::new(MemoryStore::new());
     let a = account();
     let v = vpc(&store, &a);
     let s = subnet(&store, &a, &v, "10.0.2.0/24");
@@ -615,6 +740,7 @@ fn private_gateway_secondary_addresses() {
     )
     .unwrap();
     let id = first(&xml, "natGatewayId");
+    serve(&store);
     let primary_ip = first(&xml, "privateIp");
     let xml = call(
         &store,
@@ -705,7 +831,7 @@ fn private_gateway_secondary_addresses() {
         ),
     )
     .unwrap();
-    // A deleted gateway's addresses cannot change.
+    // A deleting gateway's addresses cannot change, nor a deleted one's.
     call(
         &store,
         &a,
@@ -720,6 +846,270 @@ fn private_gateway_secondary_addresses() {
                 "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=1"
             )
         ),
+        "IncorrectState"
+    );
+    drain(&store, &a, &id);
+    assert_eq!(
+        code(
+            &store,
+            &a,
+            &format!(
+                "Action=AssignPrivateNatGatewayAddress&NatGatewayId={id}&PrivateIpAddressCount=1"
+            )
+        ),
         "NatGatewayNotFound"
     );
+}
+
+// Issue 16: a gateway no hyperplane node can serve (none in the region) is
+// pending for UNSERVED_SECS, then `failed` with AWS's InternalError and its
+// FailureMessage; it then holds nothing: its ENI is gone and its Elastic IP
+// disassociated (still allocated); its route stays a blackhole.
+#[test]
+fn a_gateway_no_node_serves_fails_with_internal_error() {
+    let store = Arc::new(MemoryStore::new());
+    let a = account();
+    let (v, s) = public_subnet(store.as_ref(), &a);
+    let alloc = eip(store.as_ref(), &a);
+    let xml = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    let id = first(&xml, "natGatewayId");
+    let eni = first(&xml, "networkInterfaceId");
+    let rt = main_route_table(store.as_ref(), &a, &v);
+    call(
+        store.as_ref(),
+        &a,
+        &format!(
+            "Action=CreateRoute&RouteTableId={rt}&DestinationCidrBlock=0.0.0.0%2F0&NatGatewayId={id}"
+        ),
+    )
+    .unwrap();
+    keep(&store);
+    assert_eq!(state(store.as_ref(), &a, &id), "pending", "still waiting");
+    age(store.as_ref(), &a, &id, UNSERVED_SECS);
+    keep(&store);
+    let d = describe(store.as_ref(), &a, &format!("&NatGatewayId.1={id}"));
+    assert_eq!(first(&d, "state"), "failed");
+    assert_eq!(first(&d, "failureCode"), "InternalError");
+    assert!(
+        first(&d, "failureMessage").starts_with(&format!(
+            "Network interface {eni}, created and used internally by this NAT gateway is in an invalid state. Please try again."
+        )),
+        "{d}"
+    );
+    let addr = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(all(&addr, "allocationId"), vec![alloc.clone()]);
+    assert!(all(&addr, "associationId").is_empty());
+    assert_eq!(
+        code(
+            store.as_ref(),
+            &a,
+            &format!("Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}")
+        ),
+        "InvalidNetworkInterfaceID.NotFound"
+    );
+    let t = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DescribeRouteTables&RouteTableId.1={rt}"),
+    )
+    .unwrap();
+    assert!(t.contains("<state>blackhole</state>"), "{t}");
+    // A failed gateway has nothing to drain: deleting it is immediate, and
+    // its EIP can serve a new gateway.
+    call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(state(store.as_ref(), &a, &id), "deleted");
+    let again = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&again, "state"), "pending");
+}
+
+// Issue 16: the lifecycle's write is a compare-and-swap on the state it
+// planned from: a DeleteNatGateway that lands between the plan and the
+// write wins, and the gateway is not brought back to `available`.
+#[test]
+fn a_concurrent_delete_is_never_overwritten() {
+    use openvpc_control::api::actions::nat_gateway::settle;
+    use openvpc_control::fleet::nat_lifecycle::{Step, Transition};
+    use openvpc_model::lifecycle::NatGatewayState;
+    let store = Arc::new(MemoryStore::new());
+    let a = account();
+    let v = vpc(store.as_ref(), &a);
+    let s = subnet(store.as_ref(), &a, &v, "10.0.1.0/24");
+    let id = first(
+        &call(
+            store.as_ref(),
+            &a,
+            &format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private"),
+        )
+        .unwrap(),
+        "natGatewayId",
+    );
+    let planned = Step {
+        account: a.id.clone(),
+        region: REGION.into(),
+        gateway_id: id.clone(),
+        from: NatGatewayState::Pending,
+        to: Transition::Available,
+    };
+    call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert!(!settle(store.as_ref(), &planned, 1).unwrap());
+    assert_eq!(state(store.as_ref(), &a, &id), "deleting");
+}
+
+// Under --moto-compat (no hyperplane node runs) a gateway is available at
+// once and deleted at once, as moto models it; the first answer still
+// shows `pending`.
+#[test]
+fn under_moto_compat_gateways_are_up_and_gone_at_once() {
+    let store = Arc::new(MemoryStore::new());
+    nodes::configure_region(store.as_ref(), REGION, None, InternetPolicy::Assumed).unwrap();
+    let a = account();
+    let (_, s) = public_subnet(store.as_ref(), &a);
+    let alloc = eip(store.as_ref(), &a);
+    let xml = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={alloc}"),
+    )
+    .unwrap();
+    assert_eq!(first(&xml, "state"), "pending");
+    let id = first(&xml, "natGatewayId");
+    assert_eq!(state(store.as_ref(), &a, &id), "available");
+    call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DeleteNatGateway&NatGatewayId={id}"),
+    )
+    .unwrap();
+    assert_eq!(state(store.as_ref(), &a, &id), "deleted");
+    let addr = call(
+        store.as_ref(),
+        &a,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    )
+    .unwrap();
+    assert!(all(&addr, "associationId").is_empty());
+}
+
+// spec 6.1, 6.2: AWS's errors of the four actions that CreateNatGateway,
+// AssociateNatGatewayAddress, DisassociateNatGatewayAddress and
+// DeleteNatGateway answer synchronously.
+#[test]
+fn request_errors() {
+    let store = Arc::new(MemoryStore::new());
+    let a = account();
+    let (_, s) = public_subnet(store.as_ref(), &a);
+    let e1 = eip(store.as_ref(), &a);
+    let nine: String = (1..=8)
+        .map(|i| format!("&SecondaryAllocationId.{i}=eipalloc-{i:017x}"))
+        .collect();
+    let id = first(
+        &call(
+            store.as_ref(),
+            &a,
+            &format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={e1}"),
+        )
+        .unwrap(),
+        "natGatewayId",
+    );
+    serve(&store);
+    let assoc = first(
+        &call(
+            store.as_ref(),
+            &a,
+            &format!(
+                "Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={}",
+                eip(store.as_ref(), &a)
+            ),
+        )
+        .unwrap(),
+        "associationId",
+    );
+    for (query, want) in [
+        ("Action=CreateNatGateway".to_owned(), "MissingParameter"),
+        (
+            "Action=CreateNatGateway&SubnetId=subnet-0123456789abcdef0&ConnectivityType=private"
+                .to_owned(),
+            "InvalidSubnetID.NotFound",
+        ),
+        (
+            format!("Action=CreateNatGateway&SubnetId={s}&ConnectivityType=both"),
+            "InvalidParameterValue",
+        ),
+        (
+            format!("Action=CreateNatGateway&SubnetId={s}&AllocationId={e1}{nine}"),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=CreateNatGateway&SubnetId={s}&AllocationId={e1}&SecondaryAllocationId.1={e1}"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=CreateNatGateway&SubnetId={s}&ConnectivityType=private&SecondaryAllocationId.1={e1}"
+            ),
+            "InvalidParameterCombination",
+        ),
+        (
+            format!("Action=CreateNatGateway&SubnetId={s}&AllocationId=bogus"),
+            "InvalidAllocationID.Malformed",
+        ),
+        (
+            format!("Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={e1}"),
+            "Resource.AlreadyAssociated",
+        ),
+        (
+            format!(
+                "Action=AssociateNatGatewayAddress&NatGatewayId={id}&AllocationId.1={e1}&AllocationId.2={e1}"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!(
+                "Action=DisassociateNatGatewayAddress&NatGatewayId={id}&AssociationId.1={assoc}&AssociationId.2={assoc}"
+            ),
+            "InvalidParameterValue",
+        ),
+        (
+            format!("Action=DisassociateNatGatewayAddress&NatGatewayId={id}"),
+            "MissingParameter",
+        ),
+        (
+            "Action=DeleteNatGateway&NatGatewayId=nat-0123456789abcdef0".to_owned(),
+            "NatGatewayNotFound",
+        ),
+        ("Action=DeleteNatGateway".to_owned(), "MissingParameter"),
+        (
+            format!("Action=DeleteNatGateway&NatGatewayId={id}&DryRun=true"),
+            "DryRunOperation",
+        ),
+    ] {
+        assert_eq!(code(store.as_ref(), &a, &query), want, "{query}");
+    }
 }

@@ -100,6 +100,19 @@ impl PacketBuf {
         true
     }
 
+    /// Takes back `n` bytes a [`PacketBuf::pop_front`] dropped: the header
+    /// is still in the headroom, untouched if nothing was pushed since (a
+    /// packet forwarded as it came, after a look inside). False (and no
+    /// change) if there are not `n` bytes in front.
+    #[inline]
+    pub fn unpop_front(&mut self, n: usize) -> bool {
+        let Some(start) = self.start.checked_sub(n) else {
+            return false;
+        };
+        self.start = start;
+        true
+    }
+
     /// Drops `n` bytes from the front (a decapsulated header).
     #[inline]
     pub fn pop_front(&mut self, n: usize) -> bool {

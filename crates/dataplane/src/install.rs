@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::conntrack::Timeouts;
 use crate::eni::{EniConfig, SubnetConfig};
+use crate::maglev::MaglevError;
 use crate::policy::{NaclEntry, NetworkAcl, SecurityGroup, SgRule};
 use crate::route::{GatewayKind, Route, RouteTable, RouteTarget};
 use openvpc_model::host::{
@@ -41,6 +42,17 @@ pub enum InstallError {
         destination: String,
         target: String,
         mac: String,
+    },
+    #[error(
+        "route {destination} of {route_table} targets gateway {gateway} whose nodes cannot be placed: {source}"
+    )]
+    GatewayNodes {
+        route_table: String,
+        destination: String,
+        gateway: String,
+        // Boxed: the error travels inside every install result.
+        #[source]
+        source: Box<MaglevError>,
     },
 }
 
@@ -79,11 +91,15 @@ fn route_target(
         RouteTargetState::Local => RouteTarget::Local,
         RouteTargetState::Gateway { gateway_id, nodes } if !nodes.is_empty() => {
             match gateway_kind(gateway_id) {
-                Some(kind) => RouteTarget::Gateway {
-                    kind,
-                    id: gateway_id.clone(),
-                    nodes: nodes.clone(),
-                },
+                // A NAT gateway's Maglev table is built here, once per
+                // compiled route table, not per packet.
+                Some(kind) => RouteTarget::gateway(kind, gateway_id.clone(), nodes.clone())
+                    .map_err(|source| InstallError::GatewayNodes {
+                        route_table: table.to_string(),
+                        destination: destination.to_string(),
+                        gateway: gateway_id.clone(),
+                        source: Box::new(source),
+                    })?,
                 // A gateway kind newer than this build: dropping is the safe
                 // reading, as for a gateway no node serves (the agent warns of
                 // it when it installs the state).
@@ -375,11 +391,10 @@ mod tests {
         );
         assert_eq!(
             rt.lookup(ip("8.8.8.8")).map(|r| r.1.clone()),
-            Some(RouteTarget::Gateway {
-                kind: GatewayKind::Internet,
-                id: "igw-1".into(),
-                nodes: vec![ip("192.0.2.9")],
-            })
+            Some(
+                RouteTarget::gateway(GatewayKind::Internet, "igw-1", vec![ip("192.0.2.9")])
+                    .unwrap()
+            )
         );
         // The egress list is empty: only the implicit * deny.
         assert!(

@@ -30,7 +30,7 @@ use openvpc_packet::{FlowKey, MacAddr};
 use crate::drop::DropReason;
 use crate::eni::EniConfig;
 use crate::policy::{SgRuleRef, SgVerdict, Way, evaluate_groups};
-use crate::route::{GatewayKind, RouteTarget};
+use crate::route::{GatewayKind, RouteTarget, gateway_mac};
 
 /// The layers a port can run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,8 +108,9 @@ pub enum Forward<'a> {
     /// VPC (`local` routes, same subnet) or a peered one.
     Mapped { vni: u32 },
     /// To the node that serves a route target (a gateway's node, an
-    /// appliance ENI's host) at `underlay`; `mac` is the appliance's (a
-    /// gateway takes the router's).
+    /// appliance ENI's host) at `underlay`; `mac` is the appliance's, or a
+    /// NAT gateway's ([`gateway_mac`]); `None` takes the router's (the
+    /// edge's gateways).
     Node {
         target: &'a RouteTarget,
         underlay: IpAddr,
@@ -368,7 +369,7 @@ impl Layer for Routing {
             }
             RouteTarget::Blackhole => Action::Deny(DropReason::Blackhole),
             RouteTarget::Unserved { .. } => Action::Deny(DropReason::TargetUnserved),
-            RouteTarget::Gateway { kind, .. } => {
+            RouteTarget::Gateway { kind, id, .. } => {
                 // spec 5.1: only an address that holds a public IPv4 leaves
                 // through an internet gateway; the edge would drop the rest.
                 let src = packet.key.src_ip();
@@ -377,11 +378,15 @@ impl Layer for Routing {
                 {
                     return Decision::new(Action::Deny(DropReason::NoPublicIp), rule);
                 }
+                // A NAT gateway's frames carry its own MAC, so a node that
+                // serves several NAT gateways of this VPC knows which one a
+                // frame is for; the edge's gateways take the router's.
+                let mac = (*kind == GatewayKind::Nat).then(|| gateway_mac(id));
                 match target.node_for(gateway_hash(&packet.key)) {
                     Some(underlay) => Action::Encap(Forward::Node {
                         target,
                         underlay,
-                        mac: None,
+                        mac,
                     }),
                     None => Action::Deny(DropReason::TargetUnserved),
                 }
@@ -396,10 +401,12 @@ impl Layer for Routing {
     }
 }
 
-/// The hash that picks a flow's gateway node. Fixed seeds, not the router's
-/// random ones: a trace run elsewhere (the control plane's explain) must
-/// name the node the host really picks.
-fn gateway_hash(key: &FlowKey) -> u32 {
+/// The hash that picks a flow's gateway node ([`RouteTarget::node_for`]),
+/// over the flow's key after the layers' rewrites. Fixed seeds, not the
+/// router's random ones: a trace run elsewhere (the control plane's explain)
+/// must name the node the host really picks, and a gateway's node can
+/// compute which flows are its own.
+pub fn gateway_hash(key: &FlowKey) -> u32 {
     const PICK: (u64, u64, u64, u64) = (0x6f70_656e, 0x7670_6320, 0x6564_6765, 0x7069_636b);
     let hasher = FlowHasher::with_seeds(PICK.0, PICK.1, PICK.2, PICK.3);
     (hasher.hash(key) >> 32) as u32

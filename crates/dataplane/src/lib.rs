@@ -21,6 +21,7 @@ pub mod flowlog;
 pub mod gateway;
 pub mod install;
 pub mod layer;
+pub mod maglev;
 pub mod mapping;
 pub mod policy;
 pub mod route;

@@ -154,11 +154,13 @@ fn policy() -> (Arc<SecurityGroup>, Arc<NetworkAcl>, Arc<RouteTable>) {
     });
     routes.push(Route {
         destination: IpNet::V4(Ipv4Net::default()),
-        target: RouteTarget::Gateway {
-            kind: GatewayKind::Internet,
-            id: "igw-bench".into(),
-            nodes: vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254))],
-        },
+        // An internet gateway's pick cannot fail (no Maglev table).
+        target: RouteTarget::gateway(
+            GatewayKind::Internet,
+            "igw-bench",
+            vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 254))],
+        )
+        .unwrap_or(RouteTarget::Blackhole),
     });
     (sg, acl, Arc::new(RouteTable::new("rtb-bench", routes)))
 }

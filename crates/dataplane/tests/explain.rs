@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use core::net::IpAddr;
+
 mod common;
 
 use common::*;
@@ -13,15 +15,18 @@ use openvpc_dataplane::explain::{Evidence, Fate, StepAction};
 use openvpc_dataplane::fabric::Delivery;
 use openvpc_dataplane::layer::LayerKind;
 use openvpc_dataplane::policy::{NetworkAcl, SgRule, Way};
-use openvpc_dataplane::route::{GatewayKind, Route, RouteTarget};
+use openvpc_dataplane::route::{GatewayKind, Route, RouteTarget, gateway_mac};
 use openvpc_model::rule::{RuleAction, TrafficMatch};
+use openvpc_packet::MacAddr;
+use openvpc_packet::geneve::GeneveHeader;
 
 const VPC: &str = "10.0.0.0/16";
 const VNI: u32 = 100;
 
 /// Two hosts; `a` in subnet A (default ACL) on host 0, `b` in subnet B on
 /// host 1, whose ACL is `acl_b` and whose group admits tcp/80 from the VPC
-/// by rule `sgr-web`. A's table also has a blackhole and an igw route.
+/// by rule `sgr-web`. A's table also has a blackhole, an igw route and a
+/// route to NAT gateway `nat-1`, served by four nodes outside the fabric.
 fn region(name: &'static str, acl_b: NetworkAcl) -> TestFabric {
     let mut f = TestFabric::new(name);
     f.add_host();
@@ -35,11 +40,16 @@ fn region(name: &'static str, acl_b: NetworkAcl) -> TestFabric {
             },
             Route {
                 destination: net("0.0.0.0/0"),
-                target: RouteTarget::Gateway {
-                    kind: GatewayKind::Internet,
-                    id: "igw-1".into(),
-                    nodes: vec![addr("192.0.2.200")],
-                },
+                target: RouteTarget::gateway(
+                    GatewayKind::Internet,
+                    "igw-1",
+                    vec![addr("192.0.2.200")],
+                )
+                .unwrap(),
+            },
+            Route {
+                destination: net("198.51.100.0/24"),
+                target: RouteTarget::gateway(GatewayKind::Nat, "nat-1", nat_nodes()).unwrap(),
             },
         ],
     );
@@ -71,6 +81,26 @@ fn region(name: &'static str, acl_b: NetworkAcl) -> TestFabric {
     f.add_eni(1, eni("eni-b", 2, "10.0.2.20", &sb, VNI, VPC, vec![web]))
         .unwrap();
     f
+}
+
+fn nat_nodes() -> Vec<IpAddr> {
+    (1..=4).map(|i| addr(&format!("10.254.0.{i}"))).collect()
+}
+
+/// The inner Ethernet header's (destination, source) of the last frame the
+/// fabric put on the underlay.
+fn last_inner_macs(f: &TestFabric) -> (MacAddr, MacAddr) {
+    let c = f
+        .captured()
+        .iter()
+        .rev()
+        .find(|c| c.wire.starts_with("underlay"))
+        .unwrap();
+    // Outer Ethernet, IPv4 and UDP, then Geneve and its options.
+    let geneve = GeneveHeader::view(&c.frame[14 + 20 + 8..]).unwrap();
+    let inner = geneve.payload;
+    let mac = |at: usize| MacAddr(inner[at..at + 6].try_into().unwrap());
+    (mac(0), mac(6))
 }
 
 fn layers(e: &openvpc_dataplane::explain::Explanation) -> Vec<(String, Way, LayerKind)> {
@@ -234,4 +264,46 @@ fn the_explained_fate_is_the_real_fate() {
             target: Some("igw-1".into())
         }
     );
+}
+
+// Issue 16: a flow to a NAT gateway leaves for the node Maglev picks, the
+// same one its explanation (and so the control plane's trace) names, with
+// the gateway's own MAC as the inner destination so a node serving several
+// NAT gateways of the VPC knows which one it is for. An internet gateway's
+// frames keep the router's MAC.
+#[test]
+fn a_nat_gateway_flow_goes_to_the_explained_node_with_the_gateway_mac() {
+    let mut f = region("explain_nat", NetworkAcl::allow_all("acl-b"));
+    let mut used = std::collections::BTreeSet::new();
+    for port in 6000..6200 {
+        let frame = syn(1, "10.0.1.10", port, "198.51.100.7", 443);
+        let Fate::Sent {
+            underlay,
+            vni,
+            dst_mac,
+        } = f.explain("eni-a", &frame).fate
+        else {
+            panic!("port {port}: not sent");
+        };
+        assert_eq!((vni, dst_mac), (VNI, gateway_mac("nat-1")));
+        assert_eq!(
+            f.send("eni-a", &frame),
+            Delivery::LeftFabric { dst: underlay },
+            "port {port}: the explained node is the real one"
+        );
+        assert_eq!(last_inner_macs(&f), (gateway_mac("nat-1"), ROUTER_MAC));
+        // The same flow again: the same node.
+        assert_eq!(
+            f.send("eni-a", &frame),
+            Delivery::LeftFabric { dst: underlay }
+        );
+        used.insert(underlay);
+    }
+    assert_eq!(used.len(), 4, "the flows spread over every node: {used:?}");
+    let frame = syn(1, "10.0.1.10", 7000, "8.8.8.8", 53);
+    assert!(matches!(
+        f.send("eni-a", &frame),
+        Delivery::LeftFabric { .. }
+    ));
+    assert_eq!(last_inner_macs(&f), (ROUTER_MAC, ROUTER_MAC));
 }

@@ -363,11 +363,12 @@ fn longest_prefix_route_wins_and_blackhole_drops() {
             },
             Route {
                 destination: net("0.0.0.0/0"),
-                target: RouteTarget::Gateway {
-                    kind: GatewayKind::Internet,
-                    id: "igw-1".into(),
-                    nodes: vec![addr("198.51.100.1")],
-                },
+                target: RouteTarget::gateway(
+                    GatewayKind::Internet,
+                    "igw-1",
+                    vec![addr("198.51.100.1")],
+                )
+                .unwrap(),
             },
         ],
     );

@@ -148,6 +148,7 @@ pub fn run(budget: Duration, addresses: usize) -> Result<EdgeFigures, BenchError
             private: private(i),
             host: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
             mac: MacAddr([2, 1, 0, 0, 0, 1]),
+            nat_nodes: Vec::new(),
         });
     }
     // Spread over the table with a stride coprime to it.

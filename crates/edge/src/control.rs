@@ -14,7 +14,7 @@ use openvpc_agent::control::{Outage, sleep_unless_stopped};
 use openvpc_model::edge::{EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, path};
 use openvpc_packet::MacAddr;
 
-use crate::translate::{PublicMapping, TableUpdate};
+use crate::translate::{MAX_NAT_PLACES, PublicMapping, TableUpdate};
 
 /// How long the server may hold a watch open.
 pub const WATCH_WAIT_MS: u64 = 25_000;
@@ -94,6 +94,12 @@ pub enum BadEntry {
         public: core::net::Ipv4Addr,
         vni: u32,
     },
+    #[error("public address {public}: {places} NAT places, more than the {max} a shard may have")]
+    NatPlaces {
+        public: core::net::Ipv4Addr,
+        places: usize,
+        max: usize,
+    },
 }
 
 /// The core's form of a delta. A bad entry is left out, and its public
@@ -123,6 +129,15 @@ pub fn table_update(delta: &EdgeDelta) -> (TableUpdate, Vec<BadEntry>) {
             update.removals.push(m.public);
             continue;
         }
+        if m.nat_nodes.len() > MAX_NAT_PLACES {
+            bad.push(BadEntry::NatPlaces {
+                public: m.public,
+                places: m.nat_nodes.len(),
+                max: MAX_NAT_PLACES,
+            });
+            update.removals.push(m.public);
+            continue;
+        }
         match m.mac.parse::<MacAddr>() {
             Ok(mac) => update.upserts.push(PublicMapping {
                 public: m.public,
@@ -130,6 +145,9 @@ pub fn table_update(delta: &EdgeDelta) -> (TableUpdate, Vec<BadEntry>) {
                 private: m.private,
                 host: m.host,
                 mac,
+                // A NAT gateway's Elastic IP: replies go to the node of
+                // their port's place.
+                nat_nodes: m.nat_nodes.clone(),
             }),
             Err(_) => {
                 bad.push(BadEntry::Mac {
@@ -269,6 +287,7 @@ mod tests {
             host: IpAddr::V4(ip("192.0.2.2")),
             mac: mac.into(),
             eni_id: "eni-1".into(),
+            nat_nodes: Vec::new(),
         }
     }
 
@@ -307,6 +326,41 @@ mod tests {
         assert_eq!(update.attached, Some(vec![77]));
         assert_eq!(bad.len(), 2);
         assert!(matches!(&bad[0], BadEntry::Mac { mac, .. } if mac == "not-a-mac"));
+    }
+
+    // Issue 16: a NAT gateway's Elastic IP keeps its nodes, per place; a
+    // list longer than a shard may be is a bad entry, its address removed.
+    #[test]
+    fn nat_nodes_pass_through_and_too_many_places_are_bad() {
+        let nodes: Vec<IpAddr> = ["192.0.2.31", "192.0.2.32"]
+            .iter()
+            .map(|s| IpAddr::V4(ip(s)))
+            .collect();
+        let too_many = vec![IpAddr::V4(ip("192.0.2.31")); MAX_NAT_PLACES + 1];
+        let delta = EdgeDelta {
+            revision: 5,
+            full: false,
+            upserts: vec![
+                EdgeMapping {
+                    nat_nodes: nodes.clone(),
+                    ..entry("198.51.100.7", "02:00:00:00:00:0a", 77)
+                },
+                EdgeMapping {
+                    nat_nodes: too_many,
+                    ..entry("198.51.100.8", "02:00:00:00:00:0b", 77)
+                },
+            ],
+            removals: vec![],
+            attached_vnis: vec![77],
+            public_pool: vec![],
+        };
+        let (update, bad) = table_update(&delta);
+        assert_eq!(update.upserts.len(), 1);
+        assert_eq!(update.upserts[0].nat_nodes, nodes);
+        assert_eq!(update.removals, vec![ip("198.51.100.8")]);
+        assert!(
+            matches!(bad[..], [BadEntry::NatPlaces { places, .. }] if places == MAX_NAT_PLACES + 1)
+        );
     }
 
     // The heartbeat marks the node registered while the server answers,

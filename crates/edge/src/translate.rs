@@ -9,6 +9,14 @@
 //! - Inbound: a packet to a public address is rewritten to the private
 //!   address and encapsulated (Geneve, the VPC's VNI) to the host of the ENI
 //!   that holds it; that host applies the network ACL and security groups.
+//! - A NAT gateway's Elastic IP is held the same way, but a reply to it goes
+//!   to the hyperplane node that owns its port: each place of the gateway's
+//!   shard owns a slice of every address's ports
+//!   (`openvpc_hyperplane::nat::owner_of`), so the port alone (the TCP or
+//!   UDP destination port, the ICMP echo identifier, or the source port
+//!   quoted in an ICMP error) names the node, with no shared state. The
+//!   control plane lists, per place, the node that serves it (a dead node's
+//!   buddy in its place).
 //!
 //! Stateless: every decision reads only the table, so any edge node can
 //! take any packet of any flow. What cannot be translated is a counted
@@ -22,13 +30,19 @@ use hashbrown::{HashMap, HashSet};
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_dataplane::layer::Rewrite;
 use openvpc_dataplane::transform;
+use openvpc_hyperplane::nat::owner_of;
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
 use openvpc_packet::flow::{self, FlowHasher, entropy_port};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+use openvpc_packet::ip::protocol;
+
+/// The most places a NAT gateway's shard may have: the NAT core counts
+/// them in a `u8` (`owner_of`).
+pub const MAX_NAT_PLACES: usize = u8::MAX as usize;
 
 /// A public address and who holds it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicMapping {
     pub public: Ipv4Addr,
     /// The VPC's VNI.
@@ -38,6 +52,23 @@ pub struct PublicMapping {
     pub host: IpAddr,
     /// The ENI's MAC, the inner destination of inbound packets.
     pub mac: MacAddr,
+    /// For a NAT gateway's Elastic IP: per place of its shard, the node
+    /// serving the place's port slice; a reply goes to
+    /// `nat_nodes[owner_of(port, len)]` instead of `host`. Empty for an ENI
+    /// (at most [`MAX_NAT_PLACES`] are kept).
+    pub nat_nodes: Vec<IpAddr>,
+}
+
+/// What the table keeps of a mapping: small and `Copy`, so the batch calls
+/// copy it out of the table in their lookup pass. A NAT gateway's node list
+/// lives in [`Edge`]'s side table, named by `nat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Held {
+    vni: u32,
+    private: Ipv4Addr,
+    host: IpAddr,
+    mac: MacAddr,
+    nat: Option<u32>,
 }
 
 /// Why the edge dropped a packet.
@@ -146,8 +177,12 @@ fn outbound_key(datagram: &[u8]) -> Option<(u32, Ipv4Addr)> {
 /// One edge node's translation state and counters.
 #[derive(Debug)]
 pub struct Edge {
-    by_public: HashMap<Ipv4Addr, PublicMapping>,
+    by_public: HashMap<Ipv4Addr, Held>,
     by_private: HashMap<(u32, Ipv4Addr), Ipv4Addr>,
+    /// The node lists of NAT gateways' Elastic IPs, by `Held::nat`.
+    nat_nodes: Vec<Box<[IpAddr]>>,
+    /// Slots of `nat_nodes` free for reuse.
+    nat_free: Vec<u32>,
     /// VNIs of VPCs with an attached internet gateway.
     attached: HashSet<u32>,
     /// The source MAC of inbound inner frames: the VPC router's.
@@ -164,6 +199,8 @@ impl Edge {
         Edge {
             by_public: HashMap::new(),
             by_private: HashMap::new(),
+            nat_nodes: Vec::new(),
+            nat_free: Vec::new(),
             attached: HashSet::new(),
             router_mac,
             hasher: FlowHasher::new(),
@@ -177,10 +214,34 @@ impl Edge {
     pub fn upsert(&mut self, m: PublicMapping) {
         self.remove(m.public);
         if let Some(old) = self.by_private.get(&(m.vni, m.private)).copied() {
-            self.by_public.remove(&old);
+            self.remove(old);
         }
+        let nat = (!m.nat_nodes.is_empty()).then(|| {
+            let mut nodes = m.nat_nodes;
+            nodes.truncate(MAX_NAT_PLACES);
+            let nodes = nodes.into_boxed_slice();
+            match self.nat_free.pop() {
+                Some(slot) => {
+                    self.nat_nodes[slot as usize] = nodes;
+                    slot
+                }
+                None => {
+                    self.nat_nodes.push(nodes);
+                    (self.nat_nodes.len() - 1) as u32
+                }
+            }
+        });
         self.by_private.insert((m.vni, m.private), m.public);
-        self.by_public.insert(m.public, m);
+        self.by_public.insert(
+            m.public,
+            Held {
+                vni: m.vni,
+                private: m.private,
+                host: m.host,
+                mac: m.mac,
+                nat,
+            },
+        );
     }
 
     /// Stops translating `public`; true if it was held.
@@ -188,6 +249,12 @@ impl Edge {
         match self.by_public.remove(&public) {
             Some(m) => {
                 self.by_private.remove(&(m.vni, m.private));
+                if let Some(slot) = m.nat {
+                    if let Some(nodes) = self.nat_nodes.get_mut(slot as usize) {
+                        *nodes = Box::default();
+                    }
+                    self.nat_free.push(slot);
+                }
                 true
             }
             None => false,
@@ -211,12 +278,14 @@ impl Edge {
         if update.full {
             self.by_public.clear();
             self.by_private.clear();
+            self.nat_nodes.clear();
+            self.nat_free.clear();
         }
         for public in &update.removals {
             self.remove(*public);
         }
         for m in &update.upserts {
-            self.upsert(*m);
+            self.upsert(m.clone());
         }
         if let Some(vnis) = &update.attached {
             self.attached.clear();
@@ -338,7 +407,8 @@ impl Edge {
         EdgeOutput::Uplink
     }
 
-    /// A bare IPv4 packet from the uplink, for an instance.
+    /// A bare IPv4 packet from the uplink, for an instance (or for the
+    /// hyperplane node that owns its port, to a NAT gateway's Elastic IP).
     pub fn inbound(&mut self, buf: &mut PacketBuf) -> EdgeOutput {
         let m = inbound_key(buf.data()).and_then(|k| self.by_public.get(&k).copied());
         self.inbound_with(buf, m)
@@ -358,7 +428,7 @@ impl Edge {
 
     /// [`Edge::inbound`] with its table lookup done: `found` is who holds
     /// the destination, if anyone.
-    fn inbound_with(&mut self, buf: &mut PacketBuf, found: Option<PublicMapping>) -> EdgeOutput {
+    fn inbound_with(&mut self, buf: &mut PacketBuf, found: Option<Held>) -> EdgeOutput {
         if buf.data().first().is_none_or(|b| b >> 4 != 4) {
             return self.drop(EdgeDrop::NotIpv4);
         }
@@ -374,6 +444,24 @@ impl Edge {
         if !self.attached.contains(&m.vni) {
             return self.drop(EdgeDrop::NoInternetGateway);
         }
+        // Read before the rewrite: an ICMP error's quote is not rewritten,
+        // but the offsets are the parse's.
+        let dst = match m.nat {
+            None => m.host,
+            Some(slot) => {
+                let nodes = self
+                    .nat_nodes
+                    .get(slot as usize)
+                    .map_or(&[][..], |n| &n[..]);
+                let port = nat_port(buf.data(), &pf);
+                // `upsert` keeps at most MAX_NAT_PLACES, so the count fits.
+                let place = owner_of(port, nodes.len() as u8);
+                match nodes.get(usize::from(place)) {
+                    Some(node) => *node,
+                    None => m.host,
+                }
+            }
+        };
         let rewrite = Rewrite {
             src: None,
             dst: Some((IpAddr::V4(m.private), pf.key.dst_port)),
@@ -400,10 +488,25 @@ impl Edge {
         }
         self.inbound += 1;
         EdgeOutput::Underlay {
-            dst: m.host,
+            dst,
             src_port: entropy_port(self.hasher.hash(&pf.key)),
         }
     }
+}
+
+/// The port of an inbound packet to a NAT gateway's Elastic IP that names
+/// the place owning it: the TCP or UDP destination port, the ICMP echo
+/// identifier (the flow key holds it as both ports), or, for an ICMP error,
+/// the source port of the packet it quotes (what the gateway sent). A later
+/// fragment carries no port: 0, the first place's.
+fn nat_port(packet: &[u8], pf: &flow::ParsedFlow) -> u16 {
+    if pf.key.protocol == protocol::ICMP && pf.icmp_error {
+        return packet
+            .get(pf.l4_offset..)
+            .and_then(|icmp| flow::quoted_flow(icmp, 4).ok())
+            .map_or(pf.key.dst_port, |quoted| quoted.src_port);
+    }
+    pf.key.dst_port
 }
 
 #[cfg(test)]
@@ -411,6 +514,7 @@ mod tests {
     use super::*;
     use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
     use openvpc_packet::flow::parse_ip;
+    use openvpc_packet::icmpv4::IcmpRepr;
     use openvpc_packet::ipv4::Ipv4Repr;
     use openvpc_packet::tcp::{TcpRepr, flags};
 
@@ -429,6 +533,7 @@ mod tests {
             private: ip("10.0.1.10"),
             host: IpAddr::V4(ip("192.0.2.2")),
             mac: ENI,
+            nat_nodes: Vec::new(),
         }
     }
 
@@ -543,7 +648,7 @@ mod tests {
             host: IpAddr::V4(ip("192.0.2.3")),
             ..mapping()
         };
-        e.upsert(other);
+        e.upsert(other.clone());
         e.set_attached(78, true);
         let mut a = from_host(VNI, &packet("10.0.1.10", 1, "203.0.113.9", 80));
         let mut b = from_host(78, &packet("10.0.1.10", 1, "203.0.113.9", 80));
@@ -571,7 +676,7 @@ mod tests {
         };
         e.apply(&TableUpdate {
             full: true,
-            upserts: vec![other],
+            upserts: vec![other.clone()],
             removals: vec![],
             attached: Some(vec![VNI, 78]),
         });
@@ -663,5 +768,183 @@ mod tests {
         }
         assert_eq!(batch.drops, one.drops);
         assert_eq!(batch.inbound, 2);
+    }
+
+    const NAT_EIP: &str = "198.51.100.50";
+    const NAT_MAC: MacAddr = MacAddr([2, 0x4e, 0x41, 0x54, 0, 1]);
+
+    fn node(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    /// A NAT gateway's Elastic IP whose shard's places are served by
+    /// `nodes` (as the control plane lists them: a dead place's buddy in
+    /// its place).
+    fn nat_edge(nodes: &[IpAddr]) -> Edge {
+        let mut e = edge();
+        e.upsert(PublicMapping {
+            public: ip(NAT_EIP),
+            vni: VNI,
+            private: ip("10.0.0.9"),
+            host: nodes[0],
+            mac: NAT_MAC,
+            nat_nodes: nodes.to_vec(),
+        });
+        e
+    }
+
+    fn sent_to(e: &mut Edge, packet: &[u8]) -> Option<IpAddr> {
+        match e.inbound(&mut PacketBuf::from_frame(packet)) {
+            EdgeOutput::Underlay { dst, .. } => Some(dst),
+            _ => None,
+        }
+    }
+
+    fn icmp(src: &str, dst: &str, repr: IcmpRepr, payload: &[u8]) -> Vec<u8> {
+        PacketBuilder {
+            ethernet: None,
+            ip: IpRepr::V4(Ipv4Repr::new(ip(src), ip(dst), 0, 0)),
+            l4: L4Repr::Icmpv4(repr),
+        }
+        .build(payload)
+        .unwrap()
+    }
+
+    // Issue 16 (flow placement): a reply to a NAT gateway's Elastic IP goes
+    // to the node owning its destination port's slice (port % places),
+    // translated to the gateway's private address and MAC like any
+    // holder's; TCP and UDP alike.
+    #[test]
+    fn a_reply_to_a_nat_eip_goes_to_the_node_of_its_ports_place() {
+        let nodes = [node(31), node(32), node(33)];
+        let mut e = nat_edge(&nodes);
+        for port in [40_000u16, 40_001, 40_002, 61_234] {
+            let want = nodes[usize::from(port % 3)];
+            let tcp = packet("203.0.113.9", 80, NAT_EIP, port);
+            assert_eq!(sent_to(&mut e, &tcp), Some(want), "tcp {port}");
+            let udp = PacketBuilder {
+                ethernet: None,
+                ip: IpRepr::V4(Ipv4Repr::new(ip("203.0.113.9"), ip(NAT_EIP), 0, 0)),
+                l4: L4Repr::Udp(openvpc_packet::udp::UdpRepr {
+                    src_port: 53,
+                    dst_port: port,
+                }),
+            }
+            .build(b"a")
+            .unwrap();
+            assert_eq!(sent_to(&mut e, &udp), Some(want), "udp {port}");
+        }
+        let mut buf = PacketBuf::from_frame(&packet("203.0.113.9", 80, NAT_EIP, 40_001));
+        e.inbound(&mut buf);
+        let g = GeneveHeader::view(buf.data()).unwrap();
+        let (eth, _) = EthernetHeader::view(g.payload).unwrap();
+        assert_eq!(eth.dst, NAT_MAC);
+        assert_eq!(
+            &g.payload[EthernetHeader::LEN..],
+            packet("203.0.113.9", 80, "10.0.0.9", 40_001).as_slice()
+        );
+        // An ENI's address still goes to its host.
+        let to_eni = packet("203.0.113.9", 80, "198.51.100.7", 40_001);
+        assert_eq!(sent_to(&mut e, &to_eni), Some(mapping().host));
+    }
+
+    // Issue 16: ICMP query IDs are sliced as ports are, so an echo reply
+    // goes by its identifier; an ICMP error goes by the source port of the
+    // packet it quotes (the one the gateway sent).
+    #[test]
+    fn icmp_goes_by_its_identifier_or_its_quoted_port() {
+        use openvpc_packet::icmpv4::types;
+        let nodes = [node(31), node(32)];
+        let mut e = nat_edge(&nodes);
+        for id in [7u16, 8] {
+            let reply = icmp(
+                "203.0.113.9",
+                NAT_EIP,
+                IcmpRepr::echo(types::ECHO_REPLY, id, 1),
+                b"ping",
+            );
+            assert_eq!(sent_to(&mut e, &reply), Some(nodes[usize::from(id % 2)]));
+        }
+        for sport in [50_000u16, 50_001] {
+            let quoted = packet(NAT_EIP, sport, "203.0.113.9", 80);
+            let error = icmp(
+                "203.0.113.1",
+                NAT_EIP,
+                IcmpRepr {
+                    icmp_type: types::DEST_UNREACHABLE,
+                    code: 3,
+                    rest: [0; 4],
+                },
+                &quoted[..28],
+            );
+            assert_eq!(
+                sent_to(&mut e, &error),
+                Some(nodes[usize::from(sport % 2)]),
+                "error quoting port {sport}"
+            );
+        }
+    }
+
+    // Issue 16 (replicated state): while a node is dead, the control plane
+    // lists its buddy (the next live place) in its place, so the dead
+    // place's slice goes to the buddy and the other slices do not move.
+    #[test]
+    fn a_dead_places_slice_goes_to_its_buddy() {
+        let (a, c) = (node(31), node(33));
+        // Places a, b, c with b dead: b's place is served by c.
+        let mut e = nat_edge(&[a, c, c]);
+        let to = |e: &mut Edge, port| sent_to(e, &packet("203.0.113.9", 443, NAT_EIP, port));
+        assert_eq!(to(&mut e, 30_000), Some(a));
+        assert_eq!(to(&mut e, 30_001), Some(c));
+        assert_eq!(to(&mut e, 30_002), Some(c));
+        // b returns: the control plane's upsert hands it its place back.
+        let b = node(32);
+        e.apply(&TableUpdate {
+            upserts: vec![PublicMapping {
+                public: ip(NAT_EIP),
+                vni: VNI,
+                private: ip("10.0.0.9"),
+                host: a,
+                mac: NAT_MAC,
+                nat_nodes: vec![a, b, c],
+            }],
+            ..TableUpdate::default()
+        });
+        assert_eq!(to(&mut e, 30_000), Some(a));
+        assert_eq!(to(&mut e, 30_001), Some(b));
+        assert_eq!(to(&mut e, 30_002), Some(c));
+        // Outbound from the gateway's private address takes its Elastic IP.
+        let mut out = from_host(VNI, &packet("10.0.0.9", 30_001, "203.0.113.9", 443));
+        assert_eq!(e.outbound(&mut out), EdgeOutput::Uplink);
+        assert_eq!(out.data(), packet(NAT_EIP, 30_001, "203.0.113.9", 443));
+    }
+
+    // Node lists are kept in a side table: a removed address frees its
+    // slot for the next, and a full table starts over.
+    #[test]
+    fn nat_node_lists_are_reused_and_cleared() {
+        let mut e = nat_edge(&[node(31), node(32)]);
+        assert!(e.remove(ip(NAT_EIP)));
+        assert_eq!(e.nat_free, [0]);
+        e.upsert(PublicMapping {
+            public: ip("198.51.100.51"),
+            vni: VNI,
+            private: ip("10.0.0.10"),
+            host: node(34),
+            mac: NAT_MAC,
+            nat_nodes: vec![node(34)],
+        });
+        assert_eq!((e.nat_nodes.len(), e.nat_free.len()), (1, 0));
+        assert_eq!(
+            sent_to(&mut e, &packet("203.0.113.9", 80, "198.51.100.51", 1)),
+            Some(node(34))
+        );
+        e.apply(&TableUpdate {
+            full: true,
+            upserts: vec![mapping()],
+            ..TableUpdate::default()
+        });
+        assert!(e.nat_nodes.is_empty() && e.nat_free.is_empty());
+        assert_eq!(e.len(), 1);
     }
 }

@@ -227,6 +227,7 @@ fn table() -> EdgeDelta {
             host: IpAddr::V4(HOST),
             mac: ENI_MAC.to_string(),
             eni_id: "eni-0123456789abcdef0".into(),
+            nat_nodes: Vec::new(),
         }],
         removals: vec![],
         attached_vnis: vec![VNI],

@@ -3,16 +3,24 @@
 //! load balancers next — share flow state with a buddy node, and survive the
 //! loss of a node.
 //!
-//! This crate is the sans-IO core: no sockets, threads or clocks (time is an
-//! argument). [`shard`] gives each gateway its shuffle shard of nodes,
-//! [`maglev`] picks the node inside a shard for a flow, [`nat`] translates
-//! and keeps the flows. The node's I/O shell and its registration with the
-//! region come with it.
+//! The sans-IO core (no sockets, threads or clocks: time is an argument):
+//! [`shard`] gives each gateway its shuffle shard of nodes, [`maglev`]
+//! picks the node inside a shard for a flow, [`nat`] translates and keeps
+//! the flows, [`serve`] runs a node's gateways and speaks [`wire`] with the
+//! other nodes. The thin I/O shell: [`io`] (sockets), [`node`] (the
+//! region's API, status, readiness) and [`metrics`] (`/metrics`).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub use node::{HyperplaneNode, HyperplaneNodeConfig, HyperplaneNodeHandle};
+
 #[cfg(feature = "bench")]
 pub mod bench;
-pub mod maglev;
+pub use openvpc_dataplane::maglev;
+pub mod io;
+pub mod metrics;
 pub mod nat;
+pub mod node;
+pub mod serve;
 pub mod shard;
+pub mod wire;

@@ -129,14 +129,20 @@ pub enum NatDrop {
     FragmentUnknown,
     /// An ICMP error: quoted-packet translation is not done yet.
     IcmpError,
-    /// A flow that belongs to another node of the shard (a replica here).
+    /// A flow that belongs to another node of the shard (a replica here),
+    /// met by a packet that was already forwarded once: a packet is never
+    /// forwarded twice.
     NotOwner,
+    /// From the instance, a TCP segment of no connection while the node is
+    /// joining its shard: its flow may be on the way from the buddy, so it
+    /// is dropped (TCP sends it again) rather than answered with a RST.
+    Joining,
     /// The translation could not be applied.
     RewriteFailed,
 }
 
 impl NatDrop {
-    pub const ALL: [NatDrop; 12] = [
+    pub const ALL: [NatDrop; 13] = [
         NatDrop::Malformed,
         NatDrop::NotIpv4,
         NatDrop::Unsupported,
@@ -148,6 +154,7 @@ impl NatDrop {
         NatDrop::FragmentUnknown,
         NatDrop::IcmpError,
         NatDrop::NotOwner,
+        NatDrop::Joining,
         NatDrop::RewriteFailed,
     ];
 
@@ -164,6 +171,7 @@ impl NatDrop {
             NatDrop::FragmentUnknown => "fragment_unknown",
             NatDrop::IcmpError => "icmp_error",
             NatDrop::NotOwner => "not_owner",
+            NatDrop::Joining => "joining",
             NatDrop::RewriteFailed => "rewrite_failed",
         }
     }
@@ -180,6 +188,13 @@ pub enum NatOutput {
     /// The buffer now holds a TCP RST for the instance: its connection is
     /// gone (idle timeout, spec 6.2).
     Reset,
+    /// The flow is another place's (a replica here): the shell forwards
+    /// the untouched packet to the node serving `place`. A packet that was
+    /// forwarded already is translated with [`Nat::outbound_forwarded`] /
+    /// [`Nat::inbound_forwarded`], which drop instead.
+    Forward {
+        place: u8,
+    },
     Drop(NatDrop),
 }
 
@@ -211,6 +226,8 @@ pub enum ReplicaError {
     Conflict,
     #[error("the flow table is full")]
     Full,
+    #[error("the record's port belongs to another node's slice")]
+    OtherSlice,
 }
 
 /// A fragmented datagram whose first fragment was translated.
@@ -240,6 +257,11 @@ pub struct Nat {
     table: FlowTable,
     fragments: Box<[Fragment; FRAGMENTS]>,
     sweep_at: u32,
+    /// Until then (seconds), a TCP segment of no connection is dropped, not
+    /// reset: the node is joining and its flows may be on their way.
+    quiet_until: u32,
+    /// The packet being translated was forwarded by another node.
+    forwarded: bool,
     drops: [u64; NatDrop::ALL.len()],
     counters: NatCounters,
 }
@@ -296,6 +318,8 @@ impl Nat {
             table: FlowTable::new(config.capacity),
             fragments: Box::new([empty; FRAGMENTS]),
             sweep_at: 0,
+            quiet_until: 0,
+            forwarded: false,
             drops: [0; NatDrop::ALL.len()],
             counters: NatCounters::default(),
         })
@@ -313,6 +337,24 @@ impl Nat {
         }
         self.n_addresses = addresses.len();
         Ok(())
+    }
+
+    /// This node's place in the shard, and the shard's size.
+    pub fn place(&self) -> (u8, u8) {
+        (self.node, self.nodes)
+    }
+
+    /// Whether this node translates the port slice of `place` (its own, or
+    /// a dead buddy's it took over).
+    pub fn serves_place(&self, place: u8) -> bool {
+        place < self.nodes && self.served & (1 << place) != 0
+    }
+
+    /// Until `now + secs`, answer a TCP segment of no connection with a
+    /// drop instead of a RST: the node is joining its shard, and the flows
+    /// it is to serve come from its buddy within milliseconds.
+    pub fn quiet_for(&mut self, now: u64, seconds: u32) {
+        self.quiet_until = secs(now).wrapping_add(seconds);
     }
 
     pub fn counters(&self) -> &NatCounters {
@@ -458,6 +500,35 @@ impl Nat {
         }
     }
 
+    /// [`Nat::outbound`] for a packet another node forwarded: a flow that
+    /// is not this node's is dropped ([`NatDrop::NotOwner`]), never
+    /// forwarded again.
+    pub fn outbound_forwarded(&mut self, buf: &mut PacketBuf, now: u64) -> NatOutput {
+        self.forwarded = true;
+        let out = self.outbound(buf, now);
+        self.forwarded = false;
+        out
+    }
+
+    /// [`Nat::inbound`] for a packet another node forwarded.
+    pub fn inbound_forwarded(&mut self, buf: &mut PacketBuf, now: u64) -> NatOutput {
+        self.forwarded = true;
+        let out = self.inbound(buf, now);
+        self.forwarded = false;
+        out
+    }
+
+    /// A flow here that is another place's: forwarded to it, or dropped if
+    /// it was forwarded here already.
+    fn not_mine(&mut self, f: &Flow) -> NatOutput {
+        if self.forwarded {
+            return self.drop(NatDrop::NotOwner);
+        }
+        NatOutput::Forward {
+            place: owner_of(f.pport, self.nodes),
+        }
+    }
+
     /// [`Nat::inbound`] over a batch, as [`Nat::outbound_batch`].
     pub fn inbound_batch(&mut self, bufs: &mut [PacketBuf], out: &mut [NatOutput], now: u64) {
         self.batch(bufs, out, now, Nat::lookup_inbound, Nat::inbound_with);
@@ -565,7 +636,8 @@ impl Nat {
             return self.drop(NatDrop::NoTranslation);
         };
         if flow.origin == Origin::Replica {
-            return self.drop(NatDrop::NotOwner);
+            let f = *flow;
+            return self.not_mine(&f);
         }
         let before = flow.state;
         if pf.key.protocol == protocol::TCP {
@@ -622,6 +694,10 @@ impl Nat {
                 if pf.tcp_flags & (flags::SYN | flags::ACK | flags::RST) == flags::SYN => {}
             protocol::TCP if pf.tcp_flags & flags::RST != 0 => {
                 return Err(self.drop(NatDrop::NoConnection));
+            }
+            // Joining: the connection may be the buddy's, on its way here.
+            protocol::TCP if now.wrapping_sub(self.quiet_until) > u32::MAX / 2 => {
+                return Err(self.drop(NatDrop::Joining));
             }
             // A segment of a connection that is gone: RST, never a FIN.
             protocol::TCP => return Err(NatOutput::Reset),
@@ -734,7 +810,7 @@ impl Nat {
             return self.drop(NatDrop::NoTranslation);
         }
         if !self.serves(&f) {
-            return self.drop(NatDrop::NotOwner);
+            return self.not_mine(&f);
         }
         let mut established = false;
         let Some(flow) = self.table.get_mut(i) else {
@@ -939,6 +1015,46 @@ impl Nat {
                 Err(flows::InsertError::Duplicate) => Err(ReplicaError::Conflict),
             },
         }
+    }
+
+    /// Makes a flow of this node's own slice from a record the node that
+    /// served the slice while this one was away hands back: it is
+    /// translated here from now on, its port counted as taken.
+    pub fn adopt(&mut self, record: &FlowRecord, now: u64) -> Result<(), ReplicaError> {
+        if owner_of(record.pport, self.nodes) != self.node {
+            return Err(ReplicaError::OtherSlice);
+        }
+        if record.kind == RecordKind::Delete {
+            return Ok(());
+        }
+        let flow = record.flow(Origin::Local, secs(now));
+        let key = flow.original();
+        if let Some(i) = self.table.find_original(&key, self.table.hash(&key)) {
+            // Known already (a record sent twice): refresh it.
+            let Some(f) = self.table.get_mut(i) else {
+                return Err(ReplicaError::Conflict);
+            };
+            if f.translated() != flow.translated() {
+                return Err(ReplicaError::Conflict);
+            }
+            f.state = flow.state;
+            f.last_seen = flow.last_seen;
+            return Ok(());
+        }
+        match self.table.insert(flow) {
+            Ok(_) => {}
+            Err(flows::InsertError::Full) => return Err(ReplicaError::Full),
+            Err(flows::InsertError::Duplicate) => return Err(ReplicaError::Conflict),
+        }
+        let dest = Key {
+            lport: 0,
+            ..flow.translated()
+        };
+        let cursor = self.table.dest(&dest).map_or(0, |d| d.cursor);
+        if !self.table.take_port(&dest, cursor) {
+            return Err(ReplicaError::Full);
+        }
+        Ok(())
     }
 
     /// This node now serves the port slice of `node`, its dead buddy: the

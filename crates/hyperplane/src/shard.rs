@@ -42,6 +42,10 @@
 
 use std::collections::BTreeSet;
 
+use openvpc_dataplane::maglev::mix;
+// Public here too: the shard's hash, by the name callers have used.
+pub use openvpc_dataplane::maglev::stable_hash;
+
 /// The shard size AWS uses for a NAT gateway when nothing else is said.
 pub const DEFAULT_SHARD_SIZE: usize = 2;
 
@@ -52,26 +56,6 @@ pub const SEARCH_BUDGET: usize = 200_000;
 
 const SEED_GATEWAY: u64 = 0x6f70_656e_7670_6301; // "openvpc" + 1
 const SEED_NODE: u64 = 0x6f70_656e_7670_6302;
-
-/// A 64-bit hash of `bytes` with a fixed `seed`: the same on every machine,
-/// build and Rust version (unlike `std`'s hashers), so every server derives
-/// the same shards and Maglev tables.
-pub fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
-    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    for chunk in bytes.chunks(8) {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        h = mix(h ^ u64::from_le_bytes(word));
-    }
-    mix(h)
-}
-
-/// SplitMix64's finaliser: a bijection with full avalanche.
-pub(crate) fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// The rendezvous weight of `node` for `gateway`: higher comes first.
 pub fn weight(gateway: &str, node: &str) -> u64 {
@@ -692,6 +676,24 @@ pub fn measured(n: usize, shards: &[Vec<u32>]) -> BlastRadius {
     }
 }
 
+/// Who serves each place of a shard, given its places in order (`None`: the
+/// place's node is dead): the place's own node while it lives, else its
+/// buddy, the next live place cyclically (the node its flows were
+/// replicated to). `None` only when no place lives.
+///
+/// A place is a slice of every address's ports, so this is what a reply
+/// routed by port needs: `serving_places(p)[owner_of(port, p.len())]`.
+pub fn serving_places<T: Clone>(places: &[Option<T>]) -> Vec<Option<T>> {
+    let n = places.len();
+    (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|step| &places[(i + step) % n])
+                .find_map(|p| p.clone())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -861,5 +863,26 @@ mod tests {
         let r = measured(4, &[vec![0, 1], vec![1, 2]]);
         assert_eq!(r.full, 0.0);
         assert_eq!(r.partial, 1.0);
+    }
+
+    /// Issue 16 (replicated state): a live place serves itself; a dead
+    /// one is served by its buddy, the next live place cyclically, so
+    /// consecutive dead places all land on the first live one after them.
+    #[test]
+    fn a_dead_place_is_served_by_the_next_live_one() {
+        assert_eq!(
+            serving_places(&[Some("a"), Some("b"), Some("c")]),
+            [Some("a"), Some("b"), Some("c")]
+        );
+        assert_eq!(serving_places(&[None, Some("b")]), [Some("b"), Some("b")]);
+        // The last place's buddy wraps around to the first.
+        assert_eq!(serving_places(&[Some("a"), None]), [Some("a"), Some("a")]);
+        assert_eq!(
+            serving_places(&[Some("a"), None, None, Some("d"), None]),
+            [Some("a"), Some("d"), Some("d"), Some("d"), Some("a")]
+        );
+        // Nobody lives: nobody serves.
+        assert_eq!(serving_places::<&str>(&[None, None]), [None, None]);
+        assert!(serving_places::<&str>(&[]).is_empty());
     }
 }

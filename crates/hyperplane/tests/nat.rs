@@ -420,8 +420,14 @@ fn the_buddy_installs_the_record_and_takes_over_the_flow() {
     b.replica(&decoded, 0).unwrap();
     assert_eq!(b.replicas(), 1);
     let synack = tcp(MIRROR, 80, public, port, flags::SYN | flags::ACK, 9, 2);
+    // Not node 1's flow: it is forwarded to place 0, untouched...
+    let (o, fwd) = inb(&mut b, &synack, 0);
+    assert_eq!(o, NatOutput::Forward { place: 0 });
+    assert_eq!(fwd.data(), &synack[..], "forwarded as it came");
+    // ...and a forwarded packet is never forwarded again.
+    let mut again = PacketBuf::from_frame(&synack);
     assert_eq!(
-        inb(&mut b, &synack, 0).0,
+        b.inbound_forwarded(&mut again, 0),
         NatOutput::Drop(NatDrop::NotOwner)
     );
     // The record of a port of node 1's own slice is refused.
@@ -569,4 +575,46 @@ proptest! {
             prop_assert_eq!(n.packets_dropped(), 1);
         }
     }
+}
+
+// A node back in its shard adopts the flows of its slice that its buddy
+// served meanwhile; until they arrive, a segment of an unknown connection
+// is dropped, not reset (a RST would kill a connection on its way here).
+#[test]
+fn a_rejoining_node_adopts_its_slice_and_resets_nothing_meanwhile() {
+    let mut a = nat(0, 2);
+    let (o, pa) = out(&mut a, &tcp(INST, 5000, MIRROR, 80, flags::SYN, 1, 0), 0);
+    let NatOutput::ToDestination(Some(record)) = o else {
+        panic!("{o:?}")
+    };
+    let (public, port) = source(&pa);
+    // Node 0 restarts with nothing, and joins quietly.
+    let mut a = nat(0, 2);
+    a.quiet_for(50, 3);
+    let ack = tcp(INST, 5000, MIRROR, 80, flags::ACK, 2, 10);
+    assert_eq!(out(&mut a, &ack, 51).0, NatOutput::Drop(NatDrop::Joining));
+    // The buddy hands the flow back.
+    a.adopt(&record, 51).unwrap();
+    assert_eq!(
+        a.adopt(&record, 51),
+        Ok(()),
+        "a record sent twice is harmless"
+    );
+    assert_eq!(a.active_connections(), 1);
+    let (o, pb) = out(&mut a, &ack, 52);
+    assert!(matches!(o, NatOutput::ToDestination(_)), "{o:?}");
+    assert_eq!(source(&pb), (public, port), "the same translation");
+    // Its port counts as taken: a new flow to the same destination gets
+    // another one.
+    let (_, pc) = out(&mut a, &tcp(INST, 5001, MIRROR, 80, flags::SYN, 1, 0), 52);
+    assert_ne!(source(&pc), (public, port));
+    // A record of another slice is not adopted.
+    let theirs = FlowRecord {
+        pport: port + 1,
+        ..record
+    };
+    assert_eq!(a.adopt(&theirs, 52), Err(ReplicaError::OtherSlice));
+    // After the quiet window, an unknown connection gets its RST again.
+    let stray = tcp(INST, 5002, MIRROR, 80, flags::ACK, 2, 10);
+    assert_eq!(out(&mut a, &stray, 60).0, NatOutput::Reset);
 }

@@ -42,6 +42,15 @@ pub const MAX_AZS: usize = 26;
 /// 10.254.0.10, below the hosts'.
 pub const MAX_EDGES: usize = 9;
 
+/// The most hyperplane nodes: their underlay addresses are 10.254.0.231
+/// to 10.254.0.246, above the hosts'.
+pub const MAX_HYPERPLANE_NODES: usize = 16;
+
+/// The hyperplane nodes a lab runs unless told otherwise: enough for NAT
+/// gateways' shards of 2 to differ, and for a node to die while every
+/// shard keeps a live buddy.
+pub const DEFAULT_HYPERPLANE_NODES: usize = 4;
+
 /// The outside router's address on its bridge, where the edges' uplinks
 /// attach (192.0.2.0/24, TEST-NET-1).
 pub const OUTSIDE_ROUTER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -98,6 +107,8 @@ pub enum LabError {
         secs: u64,
         log: PathBuf,
     },
+    #[error("a lab has 0 to {MAX_HYPERPLANE_NODES} hyperplane nodes, not {0}")]
+    HyperplaneNodes(usize),
     #[error("a lab has 0 to {MAX_EDGES} edge nodes, not {0}")]
     Edges(usize),
     #[error(
@@ -162,6 +173,18 @@ pub struct EdgePlan {
     pub veth_uplink_bridge: String,
 }
 
+/// One hyperplane node: a namespace with a leg on the underlay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HyperplanePlan {
+    /// `hp1`, `hp2`, …: also the node's `--node-id`.
+    pub node_id: String,
+    pub netns: String,
+    pub underlay_ip: Ipv4Addr,
+    /// The veth pair's names while both ends are in the root namespace.
+    pub veth_host: String,
+    pub veth_bridge: String,
+}
+
 /// The outside world: the internet's router, as one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutsidePlan {
@@ -192,6 +215,9 @@ pub struct LabPlan {
     pub outside: Option<OutsidePlan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edges: Vec<EdgePlan>,
+    /// The Hyperplane fleet (NAT gateways).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hyperplane: Vec<HyperplanePlan>,
 }
 
 /// The name of the uplink interface inside each edge namespace.
@@ -236,7 +262,26 @@ impl LabPlan {
             hosts,
             outside: None,
             edges: Vec::new(),
+            hyperplane: Vec::new(),
         })
+    }
+
+    /// Adds `nodes` hyperplane nodes (0: none).
+    pub fn with_hyperplane_nodes(mut self, nodes: usize) -> Result<LabPlan, LabError> {
+        if nodes > MAX_HYPERPLANE_NODES {
+            return Err(LabError::HyperplaneNodes(nodes));
+        }
+        let tag = &self.tag;
+        self.hyperplane = (1..=nodes)
+            .map(|i| HyperplanePlan {
+                node_id: format!("hp{i}"),
+                netns: format!("ovl-{tag}-hp{i}"),
+                underlay_ip: Ipv4Addr::new(10, 254, 0, 230 + i as u8),
+                veth_host: format!("ovl{tag}p{i}a"),
+                veth_bridge: format!("ovl{tag}p{i}b"),
+            })
+            .collect();
+        Ok(self)
     }
 
     /// Adds an outside world served by `edges` edge nodes; 0 leaves the lab
@@ -350,6 +395,8 @@ pub struct Launch {
     pub server_args: Vec<String>,
     /// Extra `agent` arguments for some hosts, by host ID.
     pub agent_args: std::collections::BTreeMap<String, Vec<String>>,
+    /// Extra `hyperplane` arguments for every node (tests' knobs).
+    pub hyperplane_args: Vec<String>,
 }
 
 /// Where the lab keeps each part's files.
@@ -360,6 +407,11 @@ pub fn server_dir(dir: &Path) -> PathBuf {
 /// An agent's `--state-dir`.
 pub fn host_dir(dir: &Path, host_id: &str) -> PathBuf {
     dir.join("hosts").join(host_id)
+}
+
+/// A hyperplane node's `--state-dir`.
+pub fn hyperplane_dir(dir: &Path, node_id: &str) -> PathBuf {
+    dir.join("hyperplane").join(node_id)
 }
 
 /// An edge node's `--state-dir`.
@@ -557,11 +609,49 @@ pub fn up(
             save(dir, &state)?;
         }
     }
+    for node in &plan.hyperplane {
+        progress(&format!(
+            "starting hyperplane node {} (underlay {})",
+            node.node_id, node.underlay_ip
+        ));
+        let state_dir = hyperplane_dir(dir, &node.node_id);
+        fs::create_dir_all(&state_dir).map_err(io_at(&state_dir))?;
+        let _ = fs::remove_file(state_dir.join(READY_FILE));
+        let mut args = vec![
+            "hyperplane".to_owned(),
+            "--server".into(),
+            endpoint.clone(),
+            "--node-id".into(),
+            node.node_id.clone(),
+            "--underlay-ip".into(),
+            node.underlay_ip.to_string(),
+            "--netns".into(),
+            node.netns.clone(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--token-file".into(),
+            token.display().to_string(),
+        ];
+        args.extend(launch.hyperplane_args.iter().cloned());
+        let log = log_dir(dir).join(format!("hyperplane-{}.log", node.node_id));
+        let pid = spawn(&launch.exe, &args, &log)?;
+        state.processes.push(LabProcess {
+            part: node.node_id.clone(),
+            pid,
+            exe: None,
+            args,
+            log,
+        });
+        save(dir, &state)?;
+    }
     for host in &plan.hosts {
         wait_agent(dir, &host.host_id)?;
     }
     for edge in &plan.edges {
         wait_edge(dir, &edge.edge_id)?;
+    }
+    for node in &plan.hyperplane {
+        wait_hyperplane(dir, &node.node_id)?;
     }
     fs::write(dir.join("endpoint"), format!("{endpoint}\n")).map_err(io_at(dir))?;
     let credentials = server_dir.join("credentials");
@@ -699,6 +789,14 @@ fn wait_router(dir: &Path) -> Result<(), LabError> {
     })
 }
 
+fn wait_hyperplane(dir: &Path, node_id: &str) -> Result<(), LabError> {
+    let ready = hyperplane_dir(dir, node_id).join(READY_FILE);
+    let log = log_dir(dir).join(format!("hyperplane-{node_id}.log"));
+    wait_for(&format!("hyperplane node {node_id}"), &log, || {
+        ready.exists().then_some(())
+    })
+}
+
 fn wait_edge(dir: &Path, edge_id: &str) -> Result<(), LabError> {
     let ready = edge_dir(dir, edge_id).join(READY_FILE);
     let log = log_dir(dir).join(format!("edge-{edge_id}.log"));
@@ -736,6 +834,7 @@ enum PartKind {
     Server,
     Agent,
     Edge,
+    Hyperplane,
     OutsideRouter,
 }
 
@@ -752,8 +851,20 @@ impl PartKind {
             Some(PartKind::Agent)
         } else if plan.edges.iter().any(|e| e.edge_id == part) {
             Some(PartKind::Edge)
+        } else if plan.hyperplane.iter().any(|n| n.node_id == part) {
+            Some(PartKind::Hyperplane)
         } else {
             None
+        }
+    }
+
+    fn role(self) -> &'static str {
+        match self {
+            PartKind::Server => "server",
+            PartKind::Agent => "agent",
+            PartKind::Edge => "edge",
+            PartKind::Hyperplane => "hyperplane",
+            PartKind::OutsideRouter => OUTSIDE_ROUTER,
         }
     }
 
@@ -766,6 +877,18 @@ impl PartKind {
             _ => Program::Openvpc,
         }
     }
+}
+
+/// What a lab part is: `server`, `agent`, `edge`, `hyperplane` or
+/// [`OUTSIDE_ROUTER`]; `None` for a name the lab does not hold.
+pub fn role_of(part: &str, plan: Option<&LabPlan>) -> Option<&'static str> {
+    PartKind::of(part, plan).map(PartKind::role)
+}
+
+/// Whether process `pid` still runs (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    // A process gone has no stat, which `is_zombie` counts as dead too.
+    i32::try_from(pid).is_ok_and(|pid| !is_zombie(pid))
 }
 
 /// Stops one part of a running lab (`server`, a host ID, an edge ID or
@@ -802,6 +925,9 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::Edge => {
             let _ = fs::remove_file(edge_dir(dir, part).join(READY_FILE));
         }
+        PartKind::Hyperplane => {
+            let _ = fs::remove_file(hyperplane_dir(dir, part).join(READY_FILE));
+        }
         // A killed BIRD leaves its socket behind; the new one makes its own.
         PartKind::OutsideRouter => {
             let _ = fs::remove_file(router_socket(dir));
@@ -816,6 +942,7 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::Server => wait_server(&endpoint, &log),
         PartKind::Agent => wait_agent(dir, part),
         PartKind::Edge => wait_edge(dir, part),
+        PartKind::Hyperplane => wait_hyperplane(dir, part),
         PartKind::OutsideRouter => wait_router(dir),
     };
     match ready(dir) {

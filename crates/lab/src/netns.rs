@@ -55,6 +55,19 @@ pub(crate) fn build(plan: &LabPlan) -> Result<(), LabError> {
         )?;
         attach(ul, &host.veth_bridge)?;
     }
+    for node in &plan.hyperplane {
+        let ns = node.netns.as_str();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        veth_into(
+            ns,
+            &node.veth_host,
+            &node.veth_bridge,
+            UNDERLAY_IFACE,
+            &format!("{}/{UNDERLAY_PREFIX}", node.underlay_ip),
+        )?;
+        attach(ul, &node.veth_bridge)?;
+    }
     Ok(())
 }
 
@@ -186,6 +199,12 @@ pub(crate) fn destroy(plan: &LabPlan) {
         }
         // A pair `build` made but had not moved yet.
         let _ = ip(&["link", "delete", &host.veth_host]);
+    }
+    for node in &plan.hyperplane {
+        if netns_exists(&node.netns) {
+            let _ = ip(&["netns", "delete", &node.netns]);
+        }
+        let _ = ip(&["link", "delete", &node.veth_host]);
     }
     for edge in &plan.edges {
         if netns_exists(&edge.netns) {

@@ -85,13 +85,19 @@ lifecycle! {
 }
 
 impl NatGatewayState {
-    /// spec 2.5: a route to a NAT gateway that failed or is going is a
-    /// blackhole; a pending one is not (it is on its way up).
+    /// spec 2.5, issue 16: a route to a NAT gateway is `active` only while
+    /// the gateway is `available`; pending (no node serves it yet), failed,
+    /// deleting (draining) and deleted gateways blackhole their routes.
     pub fn is_dead(self) -> bool {
-        matches!(
-            self,
-            NatGatewayState::Failed | NatGatewayState::Deleting | NatGatewayState::Deleted
-        )
+        self != NatGatewayState::Available
+    }
+
+    /// Whether the gateway has a shard of hyperplane nodes that program it:
+    /// from `pending` (a node's report that it serves it makes it
+    /// `available`) until it is deleted (`deleting` drains: its routes are
+    /// blackholes and its nodes let it go, while it keeps its addresses).
+    pub fn holds_shard(self) -> bool {
+        matches!(self, NatGatewayState::Pending | NatGatewayState::Available)
     }
 }
 

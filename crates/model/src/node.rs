@@ -42,4 +42,8 @@ pub struct NodeRecord {
     /// Unix milliseconds after which the node counts as gone unless it
     /// registers again.
     pub expires_at_ms: u64,
+    /// What its last heartbeat said it serves ([`NodeRegistration::serving`]):
+    /// the NAT lifecycle reads it to move a pending gateway to `available`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub serving: Vec<String>,
 }

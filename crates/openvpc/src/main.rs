@@ -38,6 +38,9 @@ enum Command {
     /// and the region's public pool (public and Elastic IPs), between the
     /// Geneve underlay and an uplink TUN, fed by a server (needs root).
     Edge(cmd::edge::EdgeArgs),
+    /// Run a node of the Hyperplane fleet: the NAT gateways whose shards
+    /// hold it, their flows replicated to a buddy node, fed by a server.
+    Hyperplane(cmd::hyperplane::HyperplaneArgs),
     /// Run a command inside an instance on this machine.
     Exec(cmd::exec::ExecArgs),
     /// Several hosts as network namespaces on this machine, for tests and demos.
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<()> {
         Command::Agent(args) => cmd::agent::run(args),
         Command::Edge(args) => cmd::edge::run(args),
         Command::Exec(args) => cmd::exec::run(args),
+        Command::Hyperplane(args) => cmd::hyperplane::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Server(args) => cmd::server::run(args),
         Command::Up(args) => cmd::up::run(args),

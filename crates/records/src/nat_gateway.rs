@@ -37,9 +37,15 @@ pub struct NatGateway {
     pub vpc_id: String,
     pub availability_zone: String,
     pub connectivity_type: String,
-    /// `available`, `failed` or `deleted` (route_table reads it: the last two
-    /// make routes to the gateway blackholes).
+    /// Its lifecycle (spec 6.1): `pending` until a node of its shard serves
+    /// it, then `available`; `failed`; `deleting` while it drains, then
+    /// `deleted`. route_target reads it: a route to the gateway is a
+    /// blackhole unless it is `available`.
     pub state: NatGatewayState,
+    /// When `state` began (Unix seconds): how long a gateway has waited for
+    /// a node, or drained. Absent in records stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<u64>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub network_interface_id: Option<String>,
@@ -57,9 +63,12 @@ impl NatGateway {
             .is_none_or(|t| now < t.saturating_add(VISIBLE_AFTER_END_SECS))
     }
 
-    /// Pending and available gateways (the only live stored state) hold
-    /// quota; failed and deleted ones do not.
+    /// spec 6.2, 13: pending, available and deleting gateways hold quota;
+    /// failed and deleted ones do not.
     pub fn live(&self) -> bool {
-        self.state == NatGatewayState::Available
+        matches!(
+            self.state,
+            NatGatewayState::Pending | NatGatewayState::Available | NatGatewayState::Deleting
+        )
     }
 }

@@ -153,8 +153,13 @@ mod tests {
             liveness("nat", r#"{"state":"deleted"}"#).ok(),
             Some(Liveness::Dead)
         );
+        // issue 16: a NAT gateway carries traffic only while `available`.
         assert_eq!(
             liveness("nat", r#"{"state":"pending"}"#).ok(),
+            Some(Liveness::Dead)
+        );
+        assert_eq!(
+            liveness("nat", r#"{"state":"available"}"#).ok(),
             Some(Liveness::Alive)
         );
         assert_eq!(

@@ -17,6 +17,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use openvpc_dataplane::route::gateway_mac;
+use openvpc_hyperplane::shard::serving_places;
 use openvpc_model::ResourceKind;
 use openvpc_model::edge::{EdgeDelta, EdgeMapping};
 use openvpc_model::host::{
@@ -154,6 +156,11 @@ struct Index {
     compiles: u64,
     /// (region, public address) → the running ENI that holds it.
     public: HashMap<(String, Ipv4Addr), Key>,
+    /// (region, Elastic IP) → the public NAT gateway (pending or
+    /// available) that holds it: its replies go to the gateway's nodes.
+    nat_public: HashMap<(String, Ipv4Addr), Key>,
+    /// (region, gateway ID) → the NAT gateway's key, for its shard's changes.
+    nat_by_id: HashMap<(String, String), Key>,
     /// Region → the public addresses whose holder changed.
     public_log: HashMap<String, Log<Ipv4Addr>>,
     /// Region → the last revision at which what every edge gets whole (the
@@ -175,6 +182,9 @@ struct Dirty {
     edge_meta: Vec<String>,
     /// Regions whose hyperplane assignments may have changed.
     hyperplane_meta: Vec<String>,
+    /// (region, public address) whose edge mapping may have changed
+    /// outside an ENI's compile: NAT gateways' Elastic IPs.
+    public: Vec<(String, Ipv4Addr)>,
 }
 
 /// What a store key holds, as far as the index cares: parsed once from the
@@ -339,6 +349,34 @@ fn reassociate(
     changed
 }
 
+/// Whether a NAT gateway is public and its nodes translate for it (it is
+/// pending or available): the edges hand its Elastic IPs' traffic to them.
+fn serves_public(nat: &NatGateway) -> bool {
+    nat.state.holds_shard() && nat.connectivity_type != "private"
+}
+
+/// The Elastic IPs of a NAT gateway's addresses.
+fn nat_eips(nat: &NatGateway) -> Vec<Ipv4Addr> {
+    nat.addresses.iter().filter_map(|a| a.public_ip).collect()
+}
+
+/// Every place of NAT gateway `gateway_id`'s shard, in order: its node and,
+/// while the node lives, its underlay address (none without a shard).
+fn shard_places(m: &Mirror, region: &str, gateway_id: &str) -> Vec<(String, Option<IpAddr>)> {
+    m.shards
+        .get(&super::shards::shard_key(region, gateway_id))
+        .into_iter()
+        .flatten()
+        .map(|id| {
+            let ip = m
+                .hyperplane
+                .get(&super::nodes::node_key(Role::Hyperplane, region, id))
+                .map(|n| n.underlay_ip);
+            (id.clone(), ip)
+        })
+        .collect()
+}
+
 impl Index {
     /// Applies one record's new value (`None`: deleted) to the mirror.
     fn apply(&mut self, key: &str, value: Option<&[u8]>, dirty: &mut Dirty) {
@@ -369,8 +407,26 @@ impl Index {
             let used = |e: &Option<NodeRecord>| e.as_ref().map(|e| e.underlay_ip);
             if used(&old) != used(&new) {
                 let region = key.split('/').nth(1).unwrap_or("").to_owned();
+                // Nodes are told their shard's places (hyperplane) and
+                // where translated packets go (edges) whole.
+                dirty.hyperplane_meta.push(region.clone());
                 if role == Role::Hyperplane {
-                    dirty.hyperplane_meta.push(region.clone());
+                    // Replies to the Elastic IPs of the gateways it serves
+                    // now go to it, or to its buddy.
+                    let node = id_of(key);
+                    let gateways: Vec<String> = self
+                        .mirror
+                        .shards
+                        .iter()
+                        .filter(|(k, nodes)| {
+                            k.split('/').nth(1) == Some(region.as_str())
+                                && nodes.iter().any(|n| n == node)
+                        })
+                        .map(|(k, _)| id_of(k).to_owned())
+                        .collect();
+                    for g in gateways {
+                        self.touch_nat_eips(&region, &g, dirty);
+                    }
                 }
                 dirty.deps.push(Dep::Nodes(role, region));
             }
@@ -381,9 +437,9 @@ impl Index {
             let new = new.map(|s| s.nodes);
             if swap(&mut self.mirror.shards, key, new.clone()) != new {
                 dirty.deps.push(Dep::Record(key.to_owned()));
-                dirty
-                    .hyperplane_meta
-                    .push(key.split('/').nth(1).unwrap_or("").to_owned());
+                let region = key.split('/').nth(1).unwrap_or("").to_owned();
+                self.touch_nat_eips(&region, id_of(key), dirty);
+                dirty.hyperplane_meta.push(region);
             }
             return;
         }
@@ -609,8 +665,31 @@ impl Index {
                 // A NAT gateway's whole record: its nodes translate for it.
                 if key.rsplit('/').nth(1) == Some("nat") {
                     let nat: Option<NatGateway> = parse(key, value);
-                    if swap(&mut m.nats, key, nat.clone()) != nat {
-                        dirty.hyperplane_meta.push(region_of(key).to_owned());
+                    let old = swap(&mut m.nats, key, nat.clone());
+                    if old != nat {
+                        let region = region_of(key).to_owned();
+                        dirty.hyperplane_meta.push(region.clone());
+                        // The edges' view of its Elastic IPs: held while it
+                        // is pending or available, by whoever holds it now.
+                        for ip in old.iter().flat_map(nat_eips) {
+                            let k = (region.clone(), ip);
+                            if self.nat_public.get(&k).is_some_and(|g| g == key) {
+                                self.nat_public.remove(&k);
+                            }
+                            dirty.public.push(k);
+                        }
+                        let id = (region.clone(), id_of(key).to_owned());
+                        match &nat {
+                            Some(_) => self.nat_by_id.insert(id, key.to_owned()),
+                            None => self.nat_by_id.remove(&id),
+                        };
+                        for n in nat.iter().filter(|n| serves_public(n)) {
+                            for ip in nat_eips(n) {
+                                let k = (region.clone(), ip);
+                                self.nat_public.insert(k.clone(), key.to_owned());
+                                dirty.public.push(k);
+                            }
+                        }
                     }
                 }
                 let new = value.and_then(|v| gateway_record(key, v));
@@ -622,6 +701,9 @@ impl Index {
                 let attached = |g: &Option<TargetRecord>| g.as_ref().and_then(|g| g.vpc_id.clone());
                 if is_igw && attached(&old) != attached(&new) {
                     dirty.edge_meta.push(region_of(key).to_owned());
+                    // A public NAT gateway's nodes send to the edges only
+                    // while its VPC has an internet gateway.
+                    dirty.hyperplane_meta.push(region_of(key).to_owned());
                 }
             }
             Record::Host | Record::Node(_) | Record::Shard | Record::Settings | Record::Ignored => {
@@ -863,6 +945,9 @@ impl Index {
                 .collect();
             self.log_public(revision, &region, &public, log);
         }
+        for (region, ip) in std::mem::take(&mut dirty.public) {
+            self.log_public(revision, &region, &[ip], log);
+        }
         if log {
             for region in dirty.hyperplane_meta.drain(..) {
                 self.hyperplane_meta.insert(region, revision);
@@ -877,9 +962,65 @@ impl Index {
         self.revision = self.revision.max(revision);
     }
 
+    /// Marks the Elastic IPs of NAT gateway `gateway_id` of `region` as
+    /// changed for the edges (its shard or a node of it changed).
+    fn touch_nat_eips(&self, region: &str, gateway_id: &str, dirty: &mut Dirty) {
+        let nat = self
+            .nat_by_id
+            .get(&(region.to_owned(), gateway_id.to_owned()))
+            .and_then(|k| self.mirror.nats.get(k));
+        for ip in nat.iter().flat_map(|n| nat_eips(n)) {
+            dirty.public.push((region.to_owned(), ip));
+        }
+    }
+
     /// What an edge node of `region` translates for `public`, if anyone
-    /// running holds it.
+    /// running holds it: an ENI on a host, or else a NAT gateway.
     fn edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
+        self.eni_edge_mapping(region, public)
+            .or_else(|| self.nat_edge_mapping(region, public))
+    }
+
+    /// What an edge translates for the Elastic IP `public` of a pending or
+    /// available public NAT gateway: to the private address it is paired
+    /// with, and replies to the node serving the place of their port
+    /// (`nat_nodes`; a dead node's place goes to its buddy). None while no
+    /// node of its shard lives, so the edge drops what comes for it.
+    fn nat_edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
+        let m = &self.mirror;
+        let nat = self
+            .nat_public
+            .get(&(region.to_owned(), public))
+            .and_then(|k| m.nats.get(k))
+            .filter(|n| serves_public(n))?;
+        let private = nat
+            .addresses
+            .iter()
+            .find(|a| a.public_ip == Some(public))?
+            .private_ip?;
+        let vni = m
+            .vpc_by_id
+            .get(&nat.vpc_id)
+            .and_then(|k| m.vpcs.get(k))?
+            .vni;
+        let places: Vec<Option<IpAddr>> = shard_places(m, region, &nat.id)
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect();
+        let nat_nodes: Vec<IpAddr> = serving_places(&places).into_iter().collect::<Option<_>>()?;
+        Some(EdgeMapping {
+            public,
+            vni,
+            private,
+            host: *nat_nodes.first()?,
+            mac: gateway_mac(&nat.id).to_string(),
+            eni_id: nat.network_interface_id.clone().unwrap_or_default(),
+            nat_nodes,
+        })
+    }
+
+    /// What an edge translates for `public` held by a running ENI.
+    fn eni_edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
         let eni = self.public.get(&(region.to_owned(), public))?;
         let c = self.live.get(eni)?;
         let host = self.mirror.hosts.get(&c.host)?;
@@ -944,11 +1085,16 @@ impl Index {
             }
             None => {
                 delta.full = true;
-                delta.upserts = self
+                let held: BTreeSet<Ipv4Addr> = self
                     .public
                     .keys()
+                    .chain(self.nat_public.keys())
                     .filter(|(r, _)| r == region)
-                    .filter_map(|(_, ip)| self.edge_mapping(region, *ip))
+                    .map(|(_, ip)| *ip)
+                    .collect();
+                delta.upserts = held
+                    .into_iter()
+                    .filter_map(|ip| self.edge_mapping(region, ip))
                     .collect();
             }
         }
@@ -1183,8 +1329,19 @@ impl Fleet {
         let index = lock(&self.index);
         let m = &index.mirror;
         let mut assignments = Vec::new();
+        // A public gateway's translated packets leave through the edges,
+        // while its VPC has an internet gateway.
+        let attached: HashSet<&str> = m
+            .gateways
+            .iter()
+            .filter(|(k, _)| region_of(k) == region && k.rsplit('/').nth(1) == Some("igw"))
+            .filter_map(|(_, g)| g.vpc_id.as_deref())
+            .collect();
+        let edges = m.edge_nodes(region);
         for (key, nat) in &m.nats {
-            if region_of(key) != region || nat.state != NatGatewayState::Available {
+            // A pending gateway is programmed first: a node's report that it
+            // serves it is what makes it available.
+            if region_of(key) != region || !nat.state.holds_shard() {
                 continue;
             }
             let Some(shard) = m.shards.get(&super::shards::shard_key(region, &nat.id)) else {
@@ -1203,30 +1360,32 @@ impl Fleet {
             };
             let mut addresses: Vec<_> = nat.addresses.iter().collect();
             addresses.sort_by_key(|a| !a.is_primary);
+            let public = nat.connectivity_type != "private";
             assignments.push(NatAssignment {
                 gateway_id: nat.id.clone(),
                 account_id: nat.owner_id.clone(),
                 vpc_id: nat.vpc_id.clone(),
                 vni,
                 subnet_id: nat.subnet_id.clone(),
-                connectivity: if nat.connectivity_type == "private" {
-                    NatConnectivity::Private
-                } else {
+                connectivity: if public {
                     NatConnectivity::Public
+                } else {
+                    NatConnectivity::Private
                 },
                 private_ips: addresses.iter().filter_map(|a| a.private_ip).collect(),
                 public_ips: addresses.iter().filter_map(|a| a.public_ip).collect(),
-                shard: shard
-                    .iter()
-                    .map(|id| ShardMember {
-                        node_id: id.clone(),
-                        underlay_ip: m
-                            .hyperplane
-                            .get(&super::nodes::node_key(Role::Hyperplane, region, id))
-                            .map(|n| n.underlay_ip),
+                shard: shard_places(m, region, &nat.id)
+                    .into_iter()
+                    .map(|(node_id, underlay_ip)| ShardMember {
+                        node_id,
+                        underlay_ip,
                     })
                     .collect(),
-                edges: Vec::new(),
+                edges: if public && attached.contains(nat.vpc_id.as_str()) {
+                    edges.clone()
+                } else {
+                    Vec::new()
+                },
             });
         }
         assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
@@ -1262,10 +1421,10 @@ impl Fleet {
         let index = lock(&self.index);
         let m = &index.mirror;
         let mut out: BTreeMap<String, super::shards::RegionShards> = BTreeMap::new();
-        for (key, g) in &m.gateways {
-            if key.rsplit('/').nth(1) == Some("nat")
-                && g.liveness == crate::records::route_target::Liveness::Alive
-            {
+        for (key, nat) in &m.nats {
+            // A gateway has a shard from `pending` (its nodes must program
+            // it to make it `available`) until it is deleted.
+            if nat.state.holds_shard() {
                 out.entry(region_of(key).to_owned())
                     .or_default()
                     .gateways
@@ -1292,6 +1451,48 @@ impl Fleet {
         out
     }
 
+    /// What the NAT lifecycle reads (`nat_lifecycle`): the pending and
+    /// deleting gateways, the live hyperplane nodes with what each serves,
+    /// the shards, and the VPCs with an internet gateway attached.
+    pub fn nat_snapshot(&self) -> super::nat_lifecycle::Snapshot {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let mut out = super::nat_lifecycle::Snapshot::default();
+        for (key, nat) in &m.nats {
+            if matches!(
+                nat.state,
+                NatGatewayState::Pending | NatGatewayState::Deleting
+            ) {
+                out.gateways.push(super::nat_lifecycle::Tracked {
+                    account: key.split('/').nth(1).unwrap_or("").to_owned(),
+                    region: region_of(key).to_owned(),
+                    gateway: nat.clone(),
+                });
+            }
+        }
+        if out.gateways.is_empty() {
+            return out;
+        }
+        for n in m.hyperplane.values() {
+            out.nodes
+                .entry(n.region.clone())
+                .or_default()
+                .push(n.clone());
+        }
+        out.shards = m
+            .shards
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.attached_vpcs = m
+            .gateways
+            .iter()
+            .filter(|(key, _)| key.rsplit('/').nth(1) == Some("igw"))
+            .filter_map(|(_, g)| g.vpc_id.clone())
+            .collect();
+        out
+    }
+
     /// The VNIs of `region`'s VPCs with an internet gateway attached.
     pub fn attached_vnis(&self, region: &str) -> Vec<u32> {
         lock(&self.index).attached_vnis(region)
@@ -1309,6 +1510,20 @@ impl Fleet {
             .collect();
         edges.sort_by(|a, b| a.node_id.cmp(&b.node_id));
         edges
+    }
+
+    /// The live hyperplane nodes of `region` the index knows, sorted by ID.
+    pub fn hyperplane_nodes(&self, region: &str) -> Vec<NodeRecord> {
+        let index = lock(&self.index);
+        let mut nodes: Vec<NodeRecord> = index
+            .mirror
+            .hyperplane
+            .values()
+            .filter(|n| n.region == region)
+            .cloned()
+            .collect();
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        nodes
     }
 
     /// The mapping service: who runs each (VNI, address) of `region`.

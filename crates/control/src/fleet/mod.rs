@@ -15,6 +15,7 @@ pub mod compile;
 pub mod health;
 pub mod http;
 pub mod index;
+pub mod nat_lifecycle;
 pub mod nodes;
 pub mod registry;
 pub mod shards;

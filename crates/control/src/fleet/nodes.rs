@@ -6,7 +6,9 @@
 //! which every server runs). The record existing is the node being alive:
 //! the fleet index compiles internet-gateway routes to the underlay
 //! addresses of the region's edges, and the API shows those routes `active`
-//! only while one exists.
+//! only while one exists. A hyperplane node's record also keeps the NAT
+//! gateways its last heartbeat said it serves, which the NAT lifecycle
+//! reads (`nat_lifecycle`).
 //!
 //! Also the region's settings (`settings/{region}`), which `server` writes
 //! at start from its flags and every server and edge reads.
@@ -80,6 +82,7 @@ pub fn register(
         underlay_ip: registration.underlay_ip,
         registered_at,
         expires_at_ms: now_ms + EDGE_TTL_MS,
+        serving: registration.serving.clone(),
     };
     let value = serde_json::to_vec(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
     store.put(key.as_bytes(), &value)?;

@@ -5,6 +5,12 @@
 //! given out, and a dead node is replaced by the next in the gateway's
 //! order while the live ones stay (`openvpc_hyperplane::shard`).
 //!
+//! A shard is a list of places: a node's index is its slice of each of the
+//! gateway's addresses' ports (`openvpc_hyperplane::nat::owner_of`). A
+//! repair therefore keeps every surviving node at its index and puts the
+//! replacement in the dead node's place ([`keep_places`]); with no node to
+//! replace it, the dead node keeps its place and its buddy serves it.
+//!
 //! Every server runs the keeper; its plan is a pure function of what the
 //! fleet index holds (gateways taken in ID order), so two servers write the
 //! same shards and a race between them is harmless.
@@ -78,23 +84,70 @@ pub fn plan(region: &RegionShards, k: usize) -> Vec<Change> {
         }
     }
     for g in &region.gateways {
-        let assignment = match region.stored.get(g) {
+        let nodes = match region.stored.get(g) {
             Some(nodes) if whole(nodes) => continue,
-            Some(nodes) => assigner.repair(
-                g,
-                &Shard {
-                    nodes: nodes.clone(),
-                },
-            ),
-            None => assigner.assign(g),
+            Some(nodes) => {
+                let repaired = assigner.repair(
+                    g,
+                    &Shard {
+                        nodes: nodes.clone(),
+                    },
+                );
+                let placed = keep_places(nodes, &repaired.shard.nodes);
+                if placed == *nodes {
+                    // A dead node with no live node to take its place: it
+                    // keeps the place (its buddy serves it) until one joins.
+                    continue;
+                }
+                placed
+            }
+            None => assigner.assign(g).shard.nodes,
         };
-        changes.push((g.clone(), Some(assignment.shard.nodes)));
+        changes.push((g.clone(), Some(nodes)));
     }
     changes
 }
 
-/// Runs the plan of every region the fleet knows and writes it.
+/// The repaired shard `repaired` (the assigner's pick, in the gateway's
+/// order) laid out over the places of the stored shard `old`: a node's
+/// place is its slice of each address's ports, so every node of `old` that
+/// stays keeps its index (moving it would hand its flows' ports to another
+/// node), and the new nodes fill the holes in order, then follow at the
+/// end. A hole left with no new node keeps its old, dead node: its buddy
+/// serves the place until a live node can take it, and the other places'
+/// slices do not move meanwhile.
+pub fn keep_places(old: &[String], repaired: &[String]) -> Vec<String> {
+    let mut fresh = repaired.iter().filter(|n| !old.contains(n));
+    let mut placed: Vec<String> = old
+        .iter()
+        .map(|n| {
+            if repaired.contains(n) {
+                n.clone()
+            } else {
+                fresh.next().unwrap_or(n).clone()
+            }
+        })
+        .collect();
+    placed.extend(fresh.cloned());
+    placed
+}
+
+/// Runs the plan of every region the fleet knows and writes it, then moves
+/// NAT gateways along their lifecycle (`nat_lifecycle`: pending to
+/// available or failed, deleting to deleted) on what the index holds.
+/// Returns the shards written and gateways moved.
 pub fn keep_once(fleet: &Fleet) -> Result<usize, StoreError> {
+    let written = keep_shards(fleet)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let moved = super::nat_lifecycle::settle_once(fleet, now_ms, Default::default())
+        .map_err(|e| StoreError::Backend(format!("{}: {}", e.code, e.message)))?;
+    Ok(written + moved.len())
+}
+
+/// Runs the plan of every region the fleet knows and writes it.
+fn keep_shards(fleet: &Fleet) -> Result<usize, StoreError> {
     let store = fleet.store();
     let mut written = 0;
     for (region, shards) in fleet.region_shards() {
@@ -186,16 +239,71 @@ mod tests {
 
         let nat1 = r.stored["nat-1"].clone();
         let (dead, kept) = (nat1[0].clone(), nat1[1].clone());
+        let before = r.stored.clone();
         r.nodes.retain(|n| *n != dead);
         let repair = plan(&r, 2);
         apply(&mut r, &repair);
         let now = &r.stored["nat-1"];
         assert!(now.contains(&kept) && !now.contains(&dead), "{now:?}");
         assert!(r.stored.values().all(|s| !s.contains(&dead)));
+        // Every survivor keeps its place (its port slice); the newcomer
+        // takes the dead node's.
+        for (g, old) in &before {
+            let new = &r.stored[g];
+            assert_eq!(new.len(), old.len(), "{g}");
+            for (i, n) in old.iter().enumerate() {
+                if *n != dead {
+                    assert_eq!(new[i], *n, "{g}: {n} kept place {i}");
+                }
+            }
+        }
 
         r.gateways.retain(|g| g != "nat-2");
         let gone = plan(&r, 2);
         assert!(gone.contains(&("nat-2".to_owned(), None)));
+    }
+
+    /// Issue 16: a node's index in its shard is its port slice, so a
+    /// repair moves no survivor; the new node fills the hole, and a shard
+    /// that grows takes the new node at its end.
+    #[test]
+    fn repair_keeps_every_survivor_at_its_place() {
+        assert_eq!(
+            keep_places(&ids(&["a", "dead", "c"]), &ids(&["c", "n", "a"])),
+            ids(&["a", "n", "c"])
+        );
+        assert_eq!(
+            keep_places(&ids(&["dead", "b"]), &ids(&["n", "b"])),
+            ids(&["n", "b"])
+        );
+        // No node to take the place: the dead node keeps it (its buddy
+        // serves it) so the survivor's slice does not change.
+        assert_eq!(
+            keep_places(&ids(&["dead", "b"]), &ids(&["b"])),
+            ids(&["dead", "b"])
+        );
+        // A shard given out on a smaller fleet grows at its end.
+        assert_eq!(
+            keep_places(&ids(&["a"]), &ids(&["n", "a"])),
+            ids(&["a", "n"])
+        );
+    }
+
+    /// A shard whose dead node has no replacement is left as stored (no
+    /// write every round), and repaired once a node joins.
+    #[test]
+    fn a_dead_node_without_a_replacement_keeps_its_place() {
+        let mut r = RegionShards {
+            gateways: ids(&["nat-1"]),
+            nodes: ids(&["hp2"]),
+            stored: BTreeMap::from([("nat-1".to_owned(), ids(&["hp1", "hp2"]))]),
+        };
+        assert!(plan(&r, 2).is_empty());
+        r.nodes = ids(&["hp2", "hp3"]);
+        assert_eq!(
+            plan(&r, 2),
+            [("nat-1".to_owned(), Some(ids(&["hp3", "hp2"])))]
+        );
     }
 
     #[test]

@@ -241,10 +241,14 @@ fn shards(
 fn hyperplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
     progress(json)(&format!("opening {flows} NAT flows..."));
     let figures = openvpc_hyperplane::nat::bench::run(budget, flows)?;
+    progress(json)("replicating new flows' records to a buddy over loopback...");
+    let replication = openvpc_hyperplane::serve::bench::run(20_000)?;
     if json {
-        println!("{}", figures.json());
+        let mut all = figures.json();
+        all["replication"] = replication.json();
+        println!("{all}");
     } else {
-        print!("{}", figures.table());
+        print!("{}{}", figures.table(), replication.table());
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ enum LabCommand {
     /// internet's router (BIRD, learning the public pool 203.0.113.0/24
     /// from every edge over BGP and spreading flows over them) with test
     /// servers' address 198.51.100.10, and one namespace per edge node.
+    /// And a Hyperplane fleet (hp1, hp2, …) serving NAT gateways.
     /// Writes DIR/endpoint and DIR/credentials for the aws CLI, and
     /// DIR/outside (the outside's namespace), DIR/outside-ip and
     /// DIR/public-pool, then returns, leaving the lab running until `lab
@@ -33,6 +34,18 @@ enum LabCommand {
         /// How many edge nodes (e1, e2, …); 0 builds no outside world.
         #[arg(long, default_value_t = 2)]
         edges: usize,
+        /// How many hyperplane nodes (hp1, hp2, …), each in a namespace on
+        /// the underlay; NAT gateways get shards of 2 of them.
+        #[arg(long, default_value_t = openvpc_lab::DEFAULT_HYPERPLANE_NODES)]
+        hyperplane_nodes: usize,
+        /// The hyperplane nodes' NAT idle timeout in seconds (AWS: 350), for
+        /// tests of idle expiry.
+        #[arg(long, hide = true)]
+        nat_idle_timeout: Option<u32>,
+        /// The hyperplane nodes' translated ports, FIRST-LAST, for tests of
+        /// port exhaustion.
+        #[arg(long, hide = true)]
+        nat_ports: Option<String>,
         /// How many availability zones (at most as many as hosts).
         #[arg(long, default_value_t = 2)]
         azs: usize,
@@ -49,7 +62,7 @@ enum LabCommand {
         no_install: bool,
     },
     /// Restart one part of a running lab: `server`, a host ID (h1, …), an
-    /// edge ID (e1, …) or `outside-router`. Instances and their addresses
+    /// edge ID (e1, …), a hyperplane node ID (hp1, …) or `outside-router`. Instances and their addresses
     /// stay; the agent or edge node resyncs.
     Restart {
         /// `server`, the host ID of an agent, the edge ID of an edge node,
@@ -93,17 +106,30 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         LabCommand::Up {
             hosts,
             edges,
+            hyperplane_nodes,
+            nat_idle_timeout,
+            nat_ports,
             azs,
             dir,
             region,
             no_install,
         } => {
             super::agent::ensure_instance_tools(no_install, "lab")?;
-            let plan = LabPlan::new(&dir, hosts, azs, &region)?.with_edges(edges)?;
+            let plan = LabPlan::new(&dir, hosts, azs, &region)?
+                .with_edges(edges)?
+                .with_hyperplane_nodes(hyperplane_nodes)?;
+            let mut hyperplane_args = Vec::new();
+            if let Some(t) = nat_idle_timeout {
+                hyperplane_args.extend(["--idle-timeout".to_owned(), t.to_string()]);
+            }
+            if let Some(p) = nat_ports {
+                hyperplane_args.extend(["--ports".to_owned(), p]);
+            }
             let launch = Launch {
                 exe: std::env::current_exe().context("finding the openvpc binary")?,
                 server_args: Vec::new(),
                 agent_args: Default::default(),
+                hyperplane_args,
             };
             let state = openvpc_lab::up(&dir, plan, &launch, |step| eprintln!("lab: {step}"))
                 .with_context(|| {
@@ -176,6 +202,29 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         let path = openvpc_lab::edge_dir(dir, &edge.edge_id).join(openvpc_edge::node::STATUS_FILE);
         edges.insert(edge.edge_id.clone(), read(path)?);
     }
+    let mut hyperplane = serde_json::Map::new();
+    for node in &plan.hyperplane {
+        let path = openvpc_lab::hyperplane_dir(dir, &node.node_id)
+            .join(openvpc_hyperplane::node::STATUS_FILE);
+        hyperplane.insert(node.node_id.clone(), read(path)?);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let processes: Vec<serde_json::Value> = state
+        .processes
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.part,
+                "role": openvpc_lab::role_of(&p.part, Some(&plan)),
+                "pid": p.pid,
+                "running": openvpc_lab::process_alive(p.pid),
+                "log": p.log,
+            })
+        })
+        .collect();
+    let nat_gateways = nat_shards(&hyperplane, &state.processes, now);
     let sessions = plan.outside.as_ref().map(|_| bgp_sessions(dir));
     if json {
         let sessions = sessions.map(|s| match s {
@@ -183,16 +232,16 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             Err(e) => serde_json::json!({ "error": e }),
         });
         let out = serde_json::json!({
+            "processes": processes,
             "hosts": all,
             "edges": edges,
+            "hyperplane": hyperplane,
+            "nat_gateways": nat_gateways,
             "outside_router": sessions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     println!(
         "{:<6} {:>4} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}  drops",
         "host", "age", "flows", "tap rx", "tap tx", "ul rx", "ul tx", "coalesced", "waiting"
@@ -264,6 +313,75 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             drops(v)
         );
     }
+    if !hyperplane.is_empty() {
+        println!(
+            "\n{:<6} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9}  drops",
+            "node", "age", "gateways", "geneve rx", "geneve tx", "records", "forwarded"
+        );
+    }
+    for (node, v) in &hyperplane {
+        if let Some(e) = v.get("error").and_then(serde_json::Value::as_str) {
+            println!("{node:<6} {e}");
+            continue;
+        }
+        let gateways = v
+            .get("gateways")
+            .and_then(serde_json::Value::as_array)
+            .map_or(0, Vec::len);
+        println!(
+            "{node:<6} {:>3}s {:>8} {:>10} {:>10} {:>8} {:>9}  {}",
+            now.saturating_sub(n(v, &["unix_time"])),
+            gateways,
+            n(v, &["io", "geneve_rx"]),
+            n(v, &["io", "geneve_tx"]),
+            n(v, &["replication", "records_sent"]),
+            n(v, &["replication", "forwarded"]),
+            drops(v)
+        );
+    }
+    if let Some(gws) = nat_gateways.as_object().filter(|g| !g.is_empty()) {
+        println!(
+            "\n{:<22} {:<24} {:>7} {:>8} {:>9} {:>8} {:>8}",
+            "nat gateway",
+            "shard (place:node)",
+            "active",
+            "attempts",
+            "port errs",
+            "idle",
+            "dropped"
+        );
+        for (id, g) in gws {
+            let shard: Vec<String> = g["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| format!("{}:{}", m["place"], m["node"].as_str().unwrap_or("?")))
+                .collect();
+            println!(
+                "{id:<22} {:<24} {:>7} {:>8} {:>9} {:>8} {:>8}",
+                shard.join(" "),
+                n(g, &["active_connection_count"]),
+                n(g, &["connection_attempt_count"]),
+                n(g, &["error_port_allocation"]),
+                n(g, &["idle_timeout_count"]),
+                n(g, &["packets_drop_count"]),
+            );
+        }
+    }
+    println!("\nprocesses:");
+    for p in &processes {
+        println!(
+            "  {:<15} {:<11} pid {:<8} {}",
+            p["name"].as_str().unwrap_or(""),
+            p["role"].as_str().unwrap_or("?"),
+            p["pid"],
+            if p["running"] == true {
+                "running"
+            } else {
+                "not running"
+            }
+        );
+    }
     match sessions {
         Some(Ok(lines)) => {
             println!("\noutside router (birdc show protocols):");
@@ -278,6 +396,58 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 /// A counter at `path` in a status file, 0 when absent.
+/// Each NAT gateway the live hyperplane nodes serve: its shard's nodes
+/// (place, node, pid) and AWS's metrics summed over them.
+fn nat_shards(
+    hyperplane: &serde_json::Map<String, serde_json::Value>,
+    processes: &[openvpc_lab::LabProcess],
+    now: u64,
+) -> serde_json::Value {
+    const SUMMED: [&str; 6] = [
+        "active_connection_count",
+        "connection_attempt_count",
+        "connection_established_count",
+        "error_port_allocation",
+        "idle_timeout_count",
+        "packets_drop_count",
+    ];
+    let mut out = serde_json::Map::new();
+    for (node, v) in hyperplane {
+        let pid = processes.iter().find(|p| &p.part == node).map(|p| p.pid);
+        // A status file older than a few seconds is a dead node's.
+        if pid.is_none_or(|p| !openvpc_lab::process_alive(p))
+            || now.saturating_sub(n(v, &["unix_time"])) > 3
+        {
+            continue;
+        }
+        for g in v["gateways"].as_array().into_iter().flatten() {
+            let Some(id) = g["nat_gateway_id"].as_str() else {
+                continue;
+            };
+            let entry = out.entry(id.to_owned()).or_insert_with(|| {
+                let mut e = serde_json::Map::new();
+                e.insert("nodes".into(), serde_json::json!([]));
+                for k in SUMMED {
+                    e.insert(k.into(), 0.into());
+                }
+                serde_json::Value::Object(e)
+            });
+            if let Some(nodes) = entry["nodes"].as_array_mut() {
+                nodes.push(serde_json::json!({
+                    "place": g["place"],
+                    "node": node,
+                    "pid": pid,
+                    "serves_places": g["serves_places"],
+                }));
+            }
+            for k in SUMMED {
+                entry[k] = (n(entry, &[k]) + n(g, &[k])).into();
+            }
+        }
+    }
+    serde_json::Value::Object(out)
+}
+
 fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter()
         .try_fold(v, |v, k| v.get(k))

@@ -6,6 +6,7 @@ pub mod bench_lab;
 pub mod decode;
 pub mod edge;
 pub mod exec;
+pub mod hyperplane;
 pub mod lab;
 pub mod server;
 pub mod trace;

@@ -1,5 +1,6 @@
 //! `openvpc up`: a one-machine region in one process: the server on the
-//! embedded store, the agent of this host and an edge node, until Ctrl-C.
+//! embedded store, the agent of this host, an edge node and a hyperplane
+//! node (NAT gateways), until Ctrl-C.
 //!
 //! The edge's uplink is a TUN device in this host's namespace (`pub0`) with
 //! the region's public pool routed to it, so this host reaches instances'
@@ -20,6 +21,7 @@ use anyhow::Context;
 use clap::Args;
 use openvpc_agent::{Agent, AgentConfig};
 use openvpc_edge::{EdgeNode, EdgeNodeConfig};
+use openvpc_hyperplane::{HyperplaneNode, HyperplaneNodeConfig};
 
 use super::agent::stop_on_signals;
 use super::server::{ApiServer, bind_and_announce, open_region};
@@ -27,6 +29,9 @@ use super::server::{ApiServer, bind_and_announce, open_region};
 /// The in-process edge node's underlay address (port 6081, like the agent's
 /// on 127.0.0.1).
 const EDGE_UNDERLAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+/// The in-process hyperplane node's underlay address (ports 6081, 6082,
+/// and 9108 for `/metrics`).
+const HYPERPLANE_UNDERLAY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -61,6 +66,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let region = open_region(&args.data_dir, None, &args.region, false, &[])?;
     let token = region.token.clone();
     let edge_token = token.clone();
+    let hyperplane_token = token.clone();
     let zone = format!("{}a", args.region);
     let stop = stop_on_signals()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -110,6 +116,22 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         eprintln!("up: waiting for the edge node to sync with the server");
     }
+    // One node: a NAT gateway's shard is this node alone (no buddy to
+    // fail over to, as a one-machine region has no second machine).
+    let hyperplane = HyperplaneNode::start(HyperplaneNodeConfig::new(
+        &format!("http://{local}"),
+        &hyperplane_token,
+        &format!("{host_id}-hyperplane"),
+        IpAddr::V4(HYPERPLANE_UNDERLAY),
+        args.data_dir.join("hyperplane"),
+    ))
+    .context("starting the hyperplane node")?;
+    while !hyperplane.wait_ready(Duration::from_secs(1)) {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        eprintln!("up: waiting for the hyperplane node to sync with the server");
+    }
     eprintln!(
         "up: region {} with host {host_id} serving zone {zone}. Export the lines above, then try:\n\
          \x20   aws ec2 run-instances --image-id ami-12345678 --subnet-id \
@@ -118,7 +140,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
          \x20   openvpc exec <the instance ID> -- ip addr\n\
          Instances with a public IP (an Elastic IP, or MapPublicIpOnLaunch) in a subnet\n\
          routed to an attached internet gateway reach this host, and this host reaches them,\n\
-         through the edge node's uplink pub0. To let them reach whatever this host reaches:\n\
+         through the edge node's uplink pub0; instances in private subnets routed to a NAT\n\
+         gateway reach it through the hyperplane node ({HYPERPLANE_UNDERLAY}, metrics on :9108).\n\
+         To let them reach whatever this host reaches:\n\
          \x20   sysctl -w net.ipv4.ip_forward=1\n\
          \x20   iptables -t nat -A POSTROUTING -s <the public pool> ! -d <the public pool> -j MASQUERADE\n\
          Ctrl-C stops the region; instances and resources are kept for the next `up`.",
@@ -126,6 +150,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     super::agent::serve_until_stopped(&agent, &args.data_dir.join("agent"), &host_id, &stop);
     eprintln!("up: stopping");
+    hyperplane.stop();
     edge.stop();
     agent.stop();
     let result = runtime.block_on(server.stop());

@@ -54,10 +54,17 @@ def wipe(client):
                 client.reject_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
         elif state == "active":
             client.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx["VpcPeeringConnectionId"])
-    # NAT gateways hold an ENI in their subnet (spec 6.1) and their EIPs.
+    # NAT gateways hold an ENI in their subnet (spec 6.1) and their EIPs
+    # until they are `deleted`: a deleting one drains first (issue 16).
+    going = []
     for gateway in client.describe_nat_gateways()["NatGateways"]:
         if gateway["State"] not in ("deleted", "failed"):
             client.delete_nat_gateway(NatGatewayId=gateway["NatGatewayId"])
+            going.append(gateway["NatGatewayId"])
+    if going:
+        client.get_waiter("nat_gateway_deleted").wait(
+            NatGatewayIds=going, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
     live = client.describe_instances(
         Filters=[{"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}]
     )["Reservations"]

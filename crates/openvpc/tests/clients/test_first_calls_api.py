@@ -132,7 +132,7 @@ def test_repeated_deletes_succeed_as_on_aws():
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.22.1.0/24")["Subnet"]["SubnetId"]
     nat = client.create_nat_gateway(SubnetId=subnet, ConnectivityType="private")["NatGateway"]["NatGatewayId"]
     assert client.delete_nat_gateway(NatGatewayId=nat)["NatGatewayId"] == nat
-    # Still visible as `deleted`: deleting it again is not an error.
+    # Still visible (deleting, then deleted): deleting it again is not an error.
     assert client.delete_nat_gateway(NatGatewayId=nat)["NatGatewayId"] == nat
     table = client.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
     vpce = client.create_vpc_endpoint(

@@ -10,6 +10,8 @@ gateways, free Elastic IPs, subnets, gateways and VPCs before each test.
 import json
 import os
 import subprocess
+import threading
+import urllib.request
 
 import botocore.exceptions
 import pytest
@@ -36,6 +38,47 @@ def aws(*args, profile="default"):
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
+def agent(path, body=None):
+    """A call to the server's agent API with its token, which the server
+    wrote next to the credentials file."""
+    data_dir = os.path.dirname(os.environ["AWS_SHARED_CREDENTIALS_FILE"])
+    with open(os.path.join(data_dir, "agent-token")) as f:
+        token = f.read().strip()
+    request = urllib.request.Request(
+        ENDPOINT + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"x-openvpc-agent-token": token, "content-type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read() or b"{}")
+
+
+@pytest.fixture
+def hyperplane_node():
+    """Issue 16: this server runs no `openvpc hyperplane`, and a NAT gateway
+    is `pending` until a node of its shard serves it. This stand-in follows
+    the node protocol: it registers, watches its assignments and reports
+    each one programmed in its next heartbeat."""
+    me = {"node_id": "hp-client-test", "underlay_ip": "127.0.0.2"}
+    stop = threading.Event()
+
+    def run():
+        serving = []
+        while not stop.is_set():
+            agent("/hyperplane/v1/register", dict(me, serving=serving))
+            delta = agent(f"/hyperplane/v1/watch?node={me['node_id']}&since=0")
+            serving = [a["gateway_id"] for a in delta["assignments"]]
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+    agent("/hyperplane/v1/deregister", me)
+
+
 def account_id(client):
     # The owner of a fresh VPC is the caller's account.
     vpc = client.create_vpc(CidrBlock="172.31.0.0/24")["Vpc"]
@@ -43,7 +86,7 @@ def account_id(client):
     return vpc["OwnerId"]
 
 
-def test_public_nat_gateway_lifecycle():
+def test_public_nat_gateway_lifecycle(hyperplane_node):
     client = ec2()
     vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -67,8 +110,20 @@ def test_public_nat_gateway_lifecycle():
     fails("IdempotentParameterMismatch", client.create_nat_gateway, SubnetId=subnet,
           ConnectivityType="private", ClientToken="nat-token-1")
 
-    # The aws CLI's waiter polls DescribeNatGateways until `available`.
+    # issue 16: a route to it is a blackhole while it is pending.
+    table = client.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]
+    client.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+
+    def route_state():
+        routes = client.describe_route_tables(RouteTableIds=[table["RouteTableId"]])["RouteTables"][0]["Routes"]
+        return [r["State"] for r in routes if r.get("NatGatewayId") == nat]
+
+    if client.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] == "pending":
+        assert route_state() == ["blackhole"]
+    # The aws CLI's waiter polls DescribeNatGateways until `available`: the
+    # node has reported it programmed; the route is active.
     aws("ec2", "wait", "nat-gateway-available", "--nat-gateway-ids", nat)
+    assert route_state() == ["active"]
     described = aws("ec2", "describe-nat-gateways", "--filter", f"Name=subnet-id,Values={subnet}")["NatGateways"]
     assert [g["NatGatewayId"] for g in described] == [nat]
     gateway = described[0]
@@ -82,24 +137,45 @@ def test_public_nat_gateway_lifecycle():
     assert eip["NetworkInterfaceId"] == eni["NetworkInterfaceId"]
     assert eip["PublicIp"] == address["PublicIp"]
 
-    # spec 6.2: a route to it; the subnet is held by its ENI.
-    table = client.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]
-    client.create_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    # spec 6.2: the subnet is held by its ENI.
     fails("DependencyViolation", client.delete_subnet, SubnetId=subnet)
 
-    # spec 6.2: deleting disassociates the EIP (still allocated) and the
-    # route goes blackhole.
+    # spec 6.1, 6.2: AWS's errors of the address actions.
+    spare = client.allocate_address(Domain="vpc")["AllocationId"]
+    fails("Resource.AlreadyAssociated", client.associate_nat_gateway_address, NatGatewayId=nat,
+          AllocationIds=[alloc])
+    fails("InvalidAllocationID.NotFound", client.associate_nat_gateway_address, NatGatewayId=nat,
+          AllocationIds=["eipalloc-0123456789abcdef0"])
+    fails("InvalidParameterValue", client.associate_nat_gateway_address, NatGatewayId=nat,
+          AllocationIds=[f"eipalloc-{i:017x}" for i in range(1, 9)])
+    fails("NatGatewayNotFound", client.associate_nat_gateway_address, NatGatewayId="nat-0123456789abcdef0",
+          AllocationIds=[spare])
+    added = client.associate_nat_gateway_address(NatGatewayId=nat, AllocationIds=[spare])
+    association = added["NatGatewayAddresses"][0]["AssociationId"]
+    fails("InvalidParameterValue", client.disassociate_nat_gateway_address, NatGatewayId=nat,
+          AssociationIds=[address["AssociationId"]])
+    fails("InvalidAssociationID.NotFound", client.disassociate_nat_gateway_address, NatGatewayId=nat,
+          AssociationIds=["eipassoc-0123456789abcdef0"])
+    client.disassociate_nat_gateway_address(NatGatewayId=nat, AssociationIds=[association])
+    client.release_address(AllocationId=spare)
+
+    # spec 6.2, issue 16: deleting drains (`deleting`: the route a
+    # blackhole at once, the EIP still held), then the gateway is `deleted`
+    # and its EIP disassociated (still allocated).
     assert client.delete_nat_gateway(NatGatewayId=nat)["NatGatewayId"] == nat
-    aws("ec2", "wait", "nat-gateway-deleted", "--nat-gateway-ids", nat)
+    draining = client.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]
+    assert draining["State"] == "deleting"
+    assert route_state() == ["blackhole"]
+    assert "AssociationId" in client.describe_addresses(AllocationIds=[alloc])["Addresses"][0]
+    client.get_waiter("nat_gateway_deleted").wait(NatGatewayIds=[nat], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     eip = client.describe_addresses(AllocationIds=[alloc])["Addresses"][0]
     assert "AssociationId" not in eip
-    routes = client.describe_route_tables(RouteTableIds=[table["RouteTableId"]])["RouteTables"][0]["Routes"]
-    assert [r["State"] for r in routes if r.get("NatGatewayId") == nat] == ["blackhole"]
+    assert route_state() == ["blackhole"]
     client.delete_route(RouteTableId=table["RouteTableId"], DestinationCidrBlock="0.0.0.0/0")
     client.delete_subnet(SubnetId=subnet)
 
 
-def test_nat_gateway_failures_and_private():
+def test_nat_gateway_failures_and_private(hyperplane_node):
     client = ec2()
     vpc = client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = client.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -115,6 +191,9 @@ def test_nat_gateway_failures_and_private():
     assert private["ConnectivityType"] == "private"
     assert len(private["NatGatewayAddresses"]) == 3
     assert all("PublicIp" not in a for a in private["NatGatewayAddresses"])
+    client.get_waiter("nat_gateway_available").wait(
+        NatGatewayIds=[private["NatGatewayId"]], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+    )
     # (Gateways of earlier tests stay visible, deleted, for an hour.)
     mine = client.describe_nat_gateways(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NatGateways"]
     states = {g["NatGatewayId"]: g["State"] for g in mine}

@@ -9,14 +9,24 @@
 //! Elastic IPs are associated with that ENI, so DescribeAddresses,
 //! DeleteSubnet and ReleaseAddress see them as in use.
 //!
-//! Lifecycle: there is no provisioning to wait for, so a gateway is stored
-//! `available` and the Create answer alone shows `pending` (as AWS's first
-//! answer does). A gateway that AWS would fail asynchronously (no internet
-//! gateway, an unknown or taken allocation, a full subnet) is stored
-//! `failed` with AWS's `FailureCode`, holding nothing. Deleting frees the
-//! ENI and disassociates the EIPs at once and leaves the gateway `deleted`
-//! (deleting it again answers as the first delete did); failed and deleted
-//! gateways stay visible for an hour, then disappear.
+//! Lifecycle (spec 6.1, issue 16): a gateway is stored `pending`, holding
+//! its ENI and Elastic IPs, until a hyperplane node of its shard reports it
+//! programmed; the fleet's NAT lifecycle (`fleet::nat_lifecycle`) then
+//! moves it to `available` through [`settle`], or to `failed` when no node
+//! can serve it or its VPC lost its internet gateway. A gateway that AWS
+//! would fail while provisioning (no internet gateway, an unknown or taken
+//! allocation, a full subnet) is stored `failed` at once with AWS's
+//! `FailureCode`, holding nothing. Deleting drains: the gateway is
+//! `deleting` (its routes blackholes at once, its shard let go) but keeps
+//! its ENI and Elastic IPs, so replies still in flight to them reach no
+//! one else; the lifecycle then makes it `deleted`, freeing the ENI and
+//! disassociating the EIPs (deleting it again answers as the first delete
+//! did). Failed and deleted gateways stay visible for an hour, then
+//! disappear.
+//!
+//! Under `--moto-compat` ([`InternetPolicy::Assumed`]: no hyperplane node
+//! runs) a gateway is stored `available` at once and deleted at once, as
+//! moto models them; the Create answer alone shows `pending`.
 
 use std::net::Ipv4Addr;
 
@@ -25,7 +35,7 @@ use openvpc_model::lifecycle::{NatAddressStatus, NatGatewayState};
 use openvpc_model::time::{format_time, now_secs};
 
 use super::Ctx;
-use super::address::{Address, AddressAssociation};
+use super::address::{Address, AddressAssociation, region_settings};
 use super::idempotency::{self, ClientToken};
 use super::internet_gateway::InternetGateway;
 use super::network_interface::{
@@ -35,10 +45,14 @@ use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
 };
 use super::subnet::Subnet;
+use crate::api::account::Account;
 use crate::api::error::ApiError;
 use crate::api::query::{Params, check_tags};
 use crate::api::xml::Xml;
+use crate::fleet::nat_lifecycle::{Step, Transition};
 pub use crate::records::nat_gateway::{NatAddress, NatGateway, VISIBLE_AFTER_END_SECS};
+use crate::records::region::InternetPolicy;
+use crate::store::Store;
 
 /// spec 6.2, 13: NAT gateways per availability zone; pending, available and
 /// deleting ones count.
@@ -334,6 +348,12 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             ));
         }
         let id = new_id(ResourceKind::NatGateway);
+        // Where nodes serve gateways, a gateway waits for one (issue 16);
+        // under --moto-compat none runs, and it is up at once.
+        let state = match region_settings(tx)?.internet {
+            InternetPolicy::Edges => NatGatewayState::Pending,
+            InternetPolicy::Assumed => NatGatewayState::Available,
+        };
         let mut gateway = NatGateway {
             id: id.clone(),
             owner_id: ctx.account.id.clone(),
@@ -341,7 +361,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             vpc_id: subnet.vpc_id.clone(),
             availability_zone: subnet.availability_zone.clone(),
             connectivity_type: if req.public { "public" } else { "private" }.into(),
-            state: NatGatewayState::Available,
+            state,
+            state_since: Some(now),
             failure_code: None,
             failure_message: None,
             network_interface_id: None,
@@ -378,8 +399,8 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         idempotency::remember(tx, req.token.as_ref(), std::slice::from_ref(&gateway))?;
         Ok((gateway, true))
     })?;
-    // No provisioning to wait for: the first answer shows AWS's `pending`,
-    // Describe `available` (a failed gateway shows `failed` at once).
+    // The first answer shows AWS's `pending` (a gateway under --moto-compat
+    // is stored `available` already; a failed one shows `failed` at once).
     let shown = if fresh && gateway.state == NatGatewayState::Available {
         NatGatewayState::Pending
     } else {
@@ -498,26 +519,28 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             .find(|g| g.id == id)
             .ok_or_else(|| super::resource::not_found::<NatGateway>(id))?;
         // AWS answers a repeated delete of a gateway that is still visible
-        // as `deleted` with its ID again, changing nothing: tools that retry
-        // or re-run a teardown see success, not an error.
-        if gateway.state == NatGatewayState::Deleted {
+        // (deleting, or deleted) with its ID again, changing nothing: tools
+        // that retry or re-run a teardown see success, not an error.
+        if matches!(
+            gateway.state,
+            NatGatewayState::Deleting | NatGatewayState::Deleted
+        ) {
             return Ok(());
         }
-        // spec 6.2: the ENI goes and the EIPs are disassociated (still
-        // allocated to the account); routes to the gateway become blackholes
-        // through its `deleted` state.
-        if let Some(eni_id) = gateway.network_interface_id.clone()
-            && let Some(eni) = tx.get::<NetworkInterface>(&eni_id)?
-        {
-            delete_in(tx, &eni)?;
-        }
-        for a in &mut gateway.addresses {
-            a.association_id = None;
-        }
-        gateway.state = NatGatewayState::Deleted;
         gateway.delete_time = Some(format_time(now));
-        // A failed gateway keeps the hour that began when it failed.
-        gateway.ended_at = Some(gateway.ended_at.unwrap_or(now));
+        // issue 16: a gateway that came up drains first, `deleting` (its
+        // routes blackholes at once), and holds its ENI and Elastic IPs
+        // until the fleet's NAT lifecycle makes it `deleted` ([`settle`]).
+        // A failed gateway has nothing to drain, and --moto-compat has no
+        // nodes to drain.
+        let drains = gateway.state != NatGatewayState::Failed
+            && region_settings(tx)?.internet == InternetPolicy::Edges;
+        if drains {
+            gateway.state = NatGatewayState::Deleting;
+            gateway.state_since = Some(now);
+            return tx.put(&gateway);
+        }
+        finish_deletion(tx, &mut gateway, now)?;
         tx.put(&gateway)
     })?;
     Ok(Xml::response("DeleteNatGateway", ctx.request_id, |x| {
@@ -525,25 +548,122 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     }))
 }
 
+/// Frees what a gateway holds: its ENI (its private addresses go back to
+/// the subnet) and its Elastic IPs' associations (spec 6.2: the addresses
+/// stay allocated to the account).
+fn release_holdings(tx: &mut Tx, gateway: &mut NatGateway) -> Result<(), ApiError> {
+    if let Some(eni_id) = gateway.network_interface_id.clone()
+        && let Some(eni) = tx.get::<NetworkInterface>(&eni_id)?
+    {
+        delete_in(tx, &eni)?;
+    }
+    for a in &mut gateway.addresses {
+        a.association_id = None;
+    }
+    Ok(())
+}
+
+/// spec 6.2: the end of a deletion: the gateway is `deleted`, its ENI gone
+/// and its EIPs disassociated; routes to it stay blackholes.
+fn finish_deletion(tx: &mut Tx, gateway: &mut NatGateway, now: u64) -> Result<(), ApiError> {
+    release_holdings(tx, gateway)?;
+    gateway.state = NatGatewayState::Deleted;
+    gateway.state_since = Some(now);
+    gateway.delete_time.get_or_insert_with(|| format_time(now));
+    // A failed gateway keeps the hour that began when it failed.
+    gateway.ended_at = Some(gateway.ended_at.unwrap_or(now));
+    Ok(())
+}
+
+/// Applies one step of the fleet's NAT lifecycle (`fleet::nat_lifecycle`)
+/// as the gateway's account, at `now` (Unix seconds): one transaction,
+/// which applies only while the gateway is still in the state the step was
+/// planned from, so a concurrent DeleteNatGateway (or another server's
+/// lifecycle) is never overwritten; the account's fence makes the check
+/// and the write one. Returns whether it applied.
+pub fn settle(store: &dyn Store, step: &Step, now: u64) -> Result<bool, ApiError> {
+    // The lifecycle acts inside the owner's key space; only its ID is read.
+    let account = Account {
+        id: step.account.clone(),
+        name: String::new(),
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+    };
+    let ctx = Ctx {
+        store,
+        account: &account,
+        region: &step.region,
+        request_id: "nat-lifecycle",
+        fleet: None,
+    };
+    transact(&ctx, |tx| {
+        let Some(mut gateway) = tx.get::<NatGateway>(&step.gateway_id)? else {
+            return Ok(false);
+        };
+        if gateway.state != step.from {
+            return Ok(false);
+        }
+        match &step.to {
+            Transition::Available => {
+                gateway.state = NatGatewayState::Available;
+                gateway.state_since = Some(now);
+            }
+            Transition::Failed { code, message } => {
+                // As a failure at creation: the gateway holds nothing.
+                release_holdings(tx, &mut gateway)?;
+                gateway.network_interface_id = None;
+                // Only the Elastic IPs asked for are shown, as then.
+                gateway.addresses.retain(|a| a.allocation_id.is_some());
+                for a in &mut gateway.addresses {
+                    a.private_ip = None;
+                    a.public_ip = None;
+                    a.status = NatAddressStatus::Failed;
+                }
+                gateway.state = NatGatewayState::Failed;
+                gateway.state_since = Some(now);
+                gateway.failure_code = Some(code.clone());
+                gateway.failure_message = Some(message.clone());
+                gateway.ended_at = Some(now);
+            }
+            Transition::Deleted => finish_deletion(tx, &mut gateway, now)?,
+        }
+        tx.put(&gateway)?;
+        Ok(true)
+    })
+}
+
 // ---- secondary addresses (spec 6.2: up to 8 per gateway) ----
 
 /// The gateway an address action names: it must be visible and `available`
-/// (a failed or deleted gateway holds no addresses to change), of the
-/// connectivity type the action is for.
+/// (a failed or deleted gateway holds no addresses to change; a pending or
+/// deleting one is not in a state to change them), of the connectivity
+/// type the action is for.
 fn live_gateway(tx: &mut Tx, id: &str, public: bool, action: &str) -> Result<NatGateway, ApiError> {
     let gateway = visible(tx)?
         .into_iter()
         .find(|g| g.id == id)
         .ok_or_else(|| super::resource::not_found::<NatGateway>(id))?;
-    if gateway.state != NatGatewayState::Available {
-        // [U]: the code AWS gives for a gateway that is not available.
-        return Err(ApiError::new(
-            "NatGatewayNotFound",
-            format!(
-                "The NAT gateway '{id}' is {} and its addresses cannot be changed.",
-                gateway.state
-            ),
-        ));
+    // [U]: the codes AWS gives for a gateway that is not available.
+    match gateway.state {
+        NatGatewayState::Available => {}
+        NatGatewayState::Pending | NatGatewayState::Deleting => {
+            return Err(ApiError::new(
+                "IncorrectState",
+                format!(
+                    "The NAT gateway '{id}' is {}; its addresses can be changed once it is available.",
+                    gateway.state
+                ),
+            ));
+        }
+        NatGatewayState::Failed | NatGatewayState::Deleted => {
+            return Err(ApiError::new(
+                "NatGatewayNotFound",
+                format!(
+                    "The NAT gateway '{id}' is {} and its addresses cannot be changed.",
+                    gateway.state
+                ),
+            ));
+        }
     }
     if (gateway.connectivity_type == "public") != public {
         return Err(combination(&format!(
@@ -754,8 +874,15 @@ pub fn disassociate_address(ctx: &Ctx, params: &Params) -> Result<String, ApiErr
     if associations.is_empty() {
         return Err(ApiError::missing_parameter("AssociationId.1"));
     }
-    for a in &associations {
+    for (i, a) in associations.iter().enumerate() {
         check_id(ResourceKind::ElasticIpAssociation, a)?;
+        if associations[..i].contains(a) {
+            return Err(ApiError::invalid_value(
+                "AssociationId",
+                a,
+                "Each association may be given once.",
+            ));
+        }
     }
     check_drain(params)?;
     if params.dry_run()? {

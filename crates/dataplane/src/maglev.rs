@@ -3,25 +3,61 @@
 //! host — meets the same node, and a change in the node set moves little
 //! more than the flows of the node that changed.
 //!
-//! The table has a prime number of slots M ([`DEFAULT_TABLE_SIZE`] = 65,537).
-//! Each node's preference list over the slots is the permutation
-//! `offset + j·skip (mod M)`, with offset and skip from two fixed-seed hashes
-//! of its node ID ([`crate::shard::stable_hash`]), so every host builds the
-//! same table from the same node list in any order. Nodes take turns
-//! claiming their next preferred free slot until the table is full, which
-//! gives each node M/n slots give or take one. A lookup is one modulo and
-//! one array read: no allocation, no branch on the node count.
+//! The table has a prime number of slots M ([`DEFAULT_TABLE_SIZE`] = 65,537
+//! for measurements, [`HOST_TABLE_SIZE`] = 4,093 on the hosts). Each node's
+//! preference list over the slots is the permutation `offset + j·skip
+//! (mod M)`, with offset and skip from two fixed-seed hashes of its node ID
+//! ([`stable_hash`]), so every host builds the same table from the same node
+//! list in any order. Nodes take turns claiming their next preferred free
+//! slot until the table is full, which gives each node M/n slots give or
+//! take one. A lookup is one modulo and one array read: no allocation, no
+//! branch on the node count.
 //!
-//! It owns the table and its measurements ([`disruption`]); which nodes
-//! are in the list (the shard, minus dead nodes) is the caller's.
-
-use crate::shard::stable_hash;
+//! It owns the table, its measurements ([`disruption`]) and the fixed-seed
+//! hash every server derives shards and tables from ([`stable_hash`]); which
+//! nodes are in the list (the shard, minus dead nodes) is the caller's. It
+//! lives in the dataplane because the hosts pick a NAT gateway's node with
+//! it; the Hyperplane re-exports it.
 
 /// Maglev's default table size, a prime well above any shard's node count.
 pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
 
+/// The table size a host uses for a NAT gateway's route (`RouteTarget`'s
+/// node pick). A prime, so every node's permutation visits every slot. It is
+/// small because a host holds one table per NAT route of each subnet it
+/// serves: 4,093 × 4 bytes = 16 KiB, built in tens of microseconds when the
+/// route table is compiled, and small enough to stay in cache on the fast
+/// path. It is large enough because both of Maglev's flaws shrink as n/M
+/// does, and a shard has a handful of nodes (k = 2 by default, rarely above
+/// 8): each node's share of the flows is within 0.2 % of 1/n, and when a
+/// node leaves, the flows of the nodes that stay that move anyway (the
+/// refill reshuffles a few slots) are none with 2 nodes, 0.5 % with 4 and
+/// 1.4 % with 8 ([`churn`]; 65,537 slots would cut that 16-fold at 16 times
+/// the memory).
+pub const HOST_TABLE_SIZE: u32 = 4_093;
+
 const SEED_OFFSET: u64 = 0x6d61_676c_6576_0001; // "maglev" + 1
 const SEED_SKIP: u64 = 0x6d61_676c_6576_0002;
+
+/// A 64-bit hash of `bytes` with a fixed `seed`: the same on every machine,
+/// build and Rust version (unlike `std`'s hashers), so every server derives
+/// the same shards and Maglev tables.
+pub fn stable_hash(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for chunk in bytes.chunks(8) {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(word));
+    }
+    mix(h)
+}
+
+/// SplitMix64's finaliser: a bijection with full avalanche.
+pub fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
 
 /// Why a table cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -303,6 +339,26 @@ mod tests {
             Maglev::new(&["a", "b", "a"], 7),
             Err(MaglevError::DuplicateNode("a".into()))
         );
+    }
+
+    #[test]
+    fn stable_hash_is_pinned() {
+        // Shards, Maglev tables and gateway MACs are derived from it on
+        // every server: a change to it is a change to all of them.
+        assert_eq!(stable_hash(0, b""), mix(0));
+        assert_eq!(mix(0), 0);
+        assert_eq!(stable_hash(1, b"nat-0"), 0x0596_7655_d633_fed5);
+        assert_eq!(
+            stable_hash(SEED_OFFSET, b"10.254.0.1"),
+            0x62eb_f715_7f8d_ada0
+        );
+    }
+
+    #[test]
+    fn host_table_size_is_prime() {
+        assert!(is_prime(HOST_TABLE_SIZE));
+        let m = Maglev::new(&nodes(8), HOST_TABLE_SIZE).unwrap();
+        assert!(m.imbalance() < 0.005, "{}", m.imbalance());
     }
 
     #[test]

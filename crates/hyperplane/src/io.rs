@@ -1,0 +1,535 @@
+//! The hyperplane node's packet I/O: one worker thread that owns the
+//! node's [`Serve`], its Geneve socket (port 6081: hosts and edges) and its
+//! peer socket ([`PEER_PORT`]: the other nodes of its shards), and feeds
+//! one to the other. Thin: every decision is [`Serve`]'s; here are the
+//! sockets, the clock, and the packets held until the buddy acknowledges
+//! their flow's record.
+//!
+//! The worker publishes its figures (a [`Snapshot`]) a few times a second
+//! for the status file and `/metrics`; the control loops hand it the
+//! node's assignments through a channel and a wake-up socket.
+
+use core::net::{IpAddr, SocketAddr};
+use std::collections::HashMap;
+use std::io;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use openvpc_agent::batch_io::{Mmsg, grow_socket_buffers};
+use openvpc_agent::netns::{self, NetnsError};
+use openvpc_dataplane::PacketBuf;
+use openvpc_model::host::GENEVE_PORT;
+use openvpc_model::hyperplane::NatAssignment;
+
+use crate::serve::{
+    GatewayStats, NodeCounters, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict,
+};
+use crate::wire::PEER_PORT;
+
+/// Datagrams read per system call.
+const BATCH: usize = 32;
+/// Batches per wake-up before the worker looks at its other sockets.
+const BATCHES_PER_WAKE: usize = 8;
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 9_216;
+/// How long a new flow's first packet waits for the buddy's
+/// acknowledgement before it leaves anyway (the buddy is dead or slow; the
+/// record was sent, and a node that dies in this window loses the flow).
+pub const ACK_WAIT: Duration = Duration::from_millis(10);
+/// How often the worker publishes its figures.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+/// How often idle flows are swept, and how many slots per gateway a sweep
+/// looks at: a 256 Ki-flow table is covered in about 16 s, well inside the
+/// 350 s idle timeout.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+const EXPIRE_BUDGET: usize = 16_384;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("could not bind {addr}: {source} (is another node running on this address?)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not start the hyperplane worker: {0}")]
+    Thread(#[source] io::Error),
+    #[error("the hyperplane worker has stopped")]
+    Stopped,
+}
+
+/// The worker's socket counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub geneve_rx: u64,
+    pub geneve_rx_bytes: u64,
+    pub geneve_tx: u64,
+    pub geneve_tx_bytes: u64,
+    pub peer_rx: u64,
+    pub peer_tx: u64,
+    pub send_errors: u64,
+    /// First packets that left without their record's acknowledgement.
+    pub ack_timeouts: u64,
+    /// Acknowledgements received, and how long they took (sum and max, in
+    /// microseconds).
+    pub acks: u64,
+    pub ack_wait_us_sum: u64,
+    pub ack_wait_us_max: u64,
+}
+
+/// What the worker publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub io: IoCounters,
+    pub node: NodeCounters,
+    pub node_drops: [u64; NodeDrop::ALL.len()],
+    pub gateways: Vec<GatewayStats>,
+    pub neighbors: usize,
+    /// The gateways programmed (what the heartbeat reports).
+    pub serving: Vec<String>,
+    /// Assignments applied.
+    pub configured: u64,
+}
+
+enum Command {
+    Configure(Vec<NatAssignment>, Sender<()>),
+    Stop,
+}
+
+/// Talks to the worker from other threads.
+#[derive(Debug, Clone)]
+pub struct IoClient {
+    tx: Sender<Command>,
+    wake: Arc<UnixDatagram>,
+    published: Arc<Mutex<Snapshot>>,
+}
+
+impl IoClient {
+    fn send(&self, cmd: Command) -> Result<(), IoError> {
+        self.tx.send(cmd).map_err(|_| IoError::Stopped)?;
+        // A full wake socket already holds a wake-up.
+        let _ = self.wake.send(&[1]);
+        Ok(())
+    }
+
+    /// Hands the worker the node's assignments (whole); returns once it
+    /// serves with them.
+    pub fn configure(&self, assignments: Vec<NatAssignment>) -> Result<(), IoError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Command::Configure(assignments, tx))?;
+        rx.recv().map_err(|_| IoError::Stopped)
+    }
+
+    /// The worker's last published figures.
+    pub fn snapshot(&self) -> Snapshot {
+        self.published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The running worker.
+#[derive(Debug)]
+pub struct IoHandle {
+    client: IoClient,
+    thread: Option<JoinHandle<()>>,
+    underlay: SocketAddr,
+}
+
+impl IoHandle {
+    pub fn client(&self) -> IoClient {
+        self.client.clone()
+    }
+
+    /// The bound Geneve address.
+    pub fn underlay_addr(&self) -> SocketAddr {
+        self.underlay
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.client.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for IoHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Binds `addr` in `netns`, waiting a little for a predecessor that was
+/// just killed and still holds it.
+fn bind(netns: Option<&str>, addr: SocketAddr) -> Result<UdpSocket, IoError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let bound = netns::in_netns(netns, || Ok(UdpSocket::bind(addr)))?;
+        match bound {
+            Ok(s) => {
+                s.set_nonblocking(true).map_err(IoError::Thread)?;
+                grow_socket_buffers(&s);
+                return Ok(s);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(source) => return Err(IoError::Bind { addr, source }),
+        }
+    }
+}
+
+/// Opens the sockets on `underlay_ip` (in `netns`) and starts the worker.
+pub fn spawn(
+    underlay_ip: IpAddr,
+    netns: Option<&str>,
+    config: ServeConfig,
+) -> Result<IoHandle, IoError> {
+    let geneve = bind(netns, SocketAddr::new(underlay_ip, GENEVE_PORT))?;
+    let peer = bind(netns, SocketAddr::new(underlay_ip, PEER_PORT))?;
+    let underlay = geneve.local_addr().map_err(IoError::Thread)?;
+    let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(IoError::Thread)?;
+    wake_tx.set_nonblocking(true).map_err(IoError::Thread)?;
+    wake_rx.set_nonblocking(true).map_err(IoError::Thread)?;
+    let (tx, rx) = mpsc::channel();
+    let published = Arc::new(Mutex::new(Snapshot::default()));
+    let mut worker = Worker {
+        serve: Serve::new(config),
+        geneve,
+        peer,
+        wake: wake_rx,
+        rx,
+        bufs: (0..BATCH)
+            .map(|_| PacketBuf::with_capacity(MAX_DATAGRAM))
+            .collect(),
+        peer_buf: vec![0; MAX_DATAGRAM + 512],
+        forwarded: PacketBuf::with_capacity(MAX_DATAGRAM),
+        encoded: Vec::with_capacity(2048),
+        mmsg: Mmsg::new(BATCH),
+        sends: Vec::with_capacity(BATCH),
+        held: HashMap::new(),
+        io: IoCounters::default(),
+        start: Instant::now(),
+        configured: 0,
+        published: published.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("openvpc-hyperplane-io".into())
+        .spawn(move || worker.run())
+        .map_err(IoError::Thread)?;
+    Ok(IoHandle {
+        client: IoClient {
+            tx,
+            wake: Arc::new(wake_tx),
+            published,
+        },
+        thread: Some(thread),
+        underlay,
+    })
+}
+
+/// A packet waiting for its flow's record to be acknowledged.
+struct Held {
+    datagram: Vec<u8>,
+    to: SocketAddr,
+    since: Instant,
+}
+
+struct Worker {
+    serve: Serve,
+    geneve: UdpSocket,
+    peer: UdpSocket,
+    wake: UnixDatagram,
+    rx: Receiver<Command>,
+    bufs: Vec<PacketBuf>,
+    peer_buf: Vec<u8>,
+    /// A packet another node forwarded, being handled.
+    forwarded: PacketBuf,
+    encoded: Vec<u8>,
+    mmsg: Mmsg,
+    /// (index into `bufs`, destination) of the batch's packets to send.
+    sends: Vec<(usize, SocketAddr)>,
+    held: HashMap<u32, Held>,
+    io: IoCounters,
+    start: Instant,
+    configured: u64,
+    published: Arc<Mutex<Snapshot>>,
+}
+
+/// The worker asked to stop.
+struct Stopped;
+
+impl Worker {
+    /// Seconds since the worker started: the cores' clock.
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_secs()
+    }
+
+    fn run(&mut self) {
+        let mut next_publish = Instant::now();
+        let mut next_expire = Instant::now() + EXPIRE_EVERY;
+        self.publish();
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.wake.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.geneve.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.peer.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // Held packets are looked at every millisecond; otherwise the
+            // worker sleeps until a socket or the next publish.
+            let timeout = if self.held.is_empty() { 100 } else { 1 };
+            // SAFETY: `fds` is a live array of pollfd and its length is
+            // passed with it; poll only writes `revents`.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "poll failed; the hyperplane worker stops");
+                    return;
+                }
+                continue;
+            }
+            let [wake, geneve, peer] = fds;
+            if wake.revents != 0 {
+                let mut b = [0u8; 64];
+                while self.wake.recv(&mut b).is_ok() {}
+                if self.commands().is_err() {
+                    return;
+                }
+            }
+            // Peers first: acknowledgements release held packets.
+            if peer.revents != 0 {
+                self.read_peers();
+            }
+            if geneve.revents != 0 {
+                self.read_underlay();
+            }
+            self.release_held(false);
+            let now = Instant::now();
+            if now >= next_expire {
+                next_expire = now + EXPIRE_EVERY;
+                let t = self.now();
+                self.serve.expire(t, EXPIRE_BUDGET);
+            }
+            if now >= next_publish {
+                next_publish = now + PUBLISH_EVERY;
+                self.publish();
+            }
+        }
+    }
+
+    fn commands(&mut self) -> Result<(), Stopped> {
+        while let Ok(cmd) = self.rx.try_recv() {
+            match cmd {
+                Command::Stop => return Err(Stopped),
+                Command::Configure(assignments, reply) => {
+                    let now = self.now();
+                    self.serve.configure(&assignments, now);
+                    self.configured += 1;
+                    self.flush_outbox();
+                    self.publish();
+                    let _ = reply.send(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut node_drops = [0u64; NodeDrop::ALL.len()];
+        for (d, reason) in node_drops.iter_mut().zip(NodeDrop::ALL) {
+            *d = self.serve.drops(reason);
+        }
+        let snapshot = Snapshot {
+            io: self.io,
+            node: *self.serve.counters(),
+            node_drops,
+            gateways: self.serve.gateway_stats(),
+            neighbors: self.serve.neighbors(),
+            serving: self.serve.serving(),
+            configured: self.configured,
+        };
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// Sends the core's peer messages, in order.
+    fn flush_outbox(&mut self) {
+        if !self.serve.has_outbox() {
+            return;
+        }
+        for (to, message) in self.serve.take_outbox() {
+            message.encode(&mut self.encoded);
+            match self
+                .peer
+                .send_to(&self.encoded, SocketAddr::new(to, PEER_PORT))
+            {
+                Ok(_) => self.io.peer_tx += 1,
+                Err(_) => self.io.send_errors += 1,
+            }
+        }
+    }
+
+    /// Geneve from hosts and edges, a batch at a time: each datagram is
+    /// handled in its buffer, the peer messages it caused go first, then
+    /// the batch's packets in one `sendmmsg`.
+    fn read_underlay(&mut self) {
+        for _ in 0..BATCHES_PER_WAKE {
+            let n = self
+                .mmsg
+                .recv(self.geneve.as_raw_fd(), &mut self.bufs, MAX_DATAGRAM);
+            let now = self.now();
+            self.sends.clear();
+            for i in 0..n {
+                let Some(from) = self.mmsg.source(i) else {
+                    continue;
+                };
+                let Some(buf) = self.bufs.get_mut(i) else {
+                    continue;
+                };
+                self.io.geneve_rx += 1;
+                self.io.geneve_rx_bytes += buf.len() as u64;
+                let verdict = self.serve.receive(buf, from.ip(), now);
+                if let Verdict::Send { to, after, .. } = verdict {
+                    let to = SocketAddr::new(to, GENEVE_PORT);
+                    match after {
+                        Some(seq) => {
+                            self.held.insert(
+                                seq,
+                                Held {
+                                    datagram: buf.data().to_vec(),
+                                    to,
+                                    since: Instant::now(),
+                                },
+                            );
+                        }
+                        None => self.sends.push((i, to)),
+                    }
+                }
+            }
+            // Records (and their acknowledgement requests) before packets.
+            self.flush_outbox();
+            if !self.sends.is_empty() {
+                let bufs = &self.bufs;
+                let items = self
+                    .sends
+                    .iter()
+                    .filter_map(|&(i, to)| bufs.get(i).map(|b| (b.data(), to)));
+                let bytes: u64 = self
+                    .sends
+                    .iter()
+                    .filter_map(|&(i, _)| bufs.get(i).map(|b| b.len() as u64))
+                    .sum();
+                let (sent, failed) = self.mmsg.send(self.geneve.as_raw_fd(), items);
+                self.io.geneve_tx += sent as u64;
+                self.io.geneve_tx_bytes += bytes;
+                self.io.send_errors += failed as u64;
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+
+    /// Messages from other nodes.
+    fn read_peers(&mut self) {
+        for _ in 0..BATCH * BATCHES_PER_WAKE {
+            let (len, from) = match self.peer.recv_from(&mut self.peer_buf) {
+                Ok(r) => r,
+                Err(_) => break,
+            };
+            self.io.peer_rx += 1;
+            let now = self.now();
+            let bytes = self.peer_buf.get(..len).unwrap_or_default();
+            match self.serve.peer(bytes, from.ip(), now, &mut self.forwarded) {
+                PeerVerdict::Done => {}
+                PeerVerdict::Acked(seq) => {
+                    if let Some(h) = self.held.remove(&seq) {
+                        let waited = h.since.elapsed().as_micros() as u64;
+                        self.io.acks += 1;
+                        self.io.ack_wait_us_sum += waited;
+                        self.io.ack_wait_us_max = self.io.ack_wait_us_max.max(waited);
+                        self.send_datagram(&h.datagram, h.to);
+                    }
+                }
+                PeerVerdict::Packet(Verdict::Send { to, after, .. }) => {
+                    let to = SocketAddr::new(to, GENEVE_PORT);
+                    match after {
+                        Some(seq) => {
+                            self.held.insert(
+                                seq,
+                                Held {
+                                    datagram: self.forwarded.data().to_vec(),
+                                    to,
+                                    since: Instant::now(),
+                                },
+                            );
+                        }
+                        None => {
+                            let data = self.forwarded.data().to_vec();
+                            self.send_datagram(&data, to);
+                        }
+                    }
+                }
+                PeerVerdict::Packet(Verdict::Done) => {}
+            }
+            self.flush_outbox();
+        }
+    }
+
+    fn send_datagram(&mut self, data: &[u8], to: SocketAddr) {
+        match self.geneve.send_to(data, to) {
+            Ok(_) => {
+                self.io.geneve_tx += 1;
+                self.io.geneve_tx_bytes += data.len() as u64;
+            }
+            Err(_) => self.io.send_errors += 1,
+        }
+    }
+
+    /// Sends the held packets whose wait is over (all of them with `all`).
+    fn release_held(&mut self, all: bool) {
+        if self.held.is_empty() {
+            return;
+        }
+        let late: Vec<u32> = self
+            .held
+            .iter()
+            .filter(|(_, h)| all || h.since.elapsed() >= ACK_WAIT)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in late {
+            if let Some(h) = self.held.remove(&seq) {
+                self.io.ack_timeouts += 1;
+                self.send_datagram(&h.datagram, h.to);
+            }
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! The node's `/metrics` in the Prometheus text format (0.0.4): per NAT
+//! gateway, the CloudWatch metrics AWS publishes for it (spec 6.2:
+//! `ActiveConnectionCount`, `ConnectionAttemptCount`,
+//! `ConnectionEstablishedCount`, `ErrorPortAllocation`, `IdleTimeoutCount`,
+//! `PacketsDropCount`, bytes and packets each way), the node's own drops
+//! and socket counters; and the tiny HTTP responder that serves it.
+//!
+//! Written by hand rather than with a metrics crate: the figures are
+//! already counted by the worker and copied out in a [`Snapshot`]; what is
+//! left is formatting, which a registry would only duplicate.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::io::Snapshot;
+use crate::nat::NatDrop;
+use crate::serve::NodeDrop;
+
+/// Renders `snapshot` of node `node_id`.
+pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let node = escape(node_id);
+    let mut family = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{node=\"{node}\"{labels}}} {v}");
+        }
+    };
+    let per_gateway = |f: &dyn Fn(&crate::serve::GatewayStats) -> u64| -> Vec<(String, u64)> {
+        snapshot
+            .gateways
+            .iter()
+            .map(|g| {
+                (
+                    format!(",nat_gateway_id=\"{}\"", escape(&g.gateway_id)),
+                    f(g),
+                )
+            })
+            .collect()
+    };
+    family(
+        "openvpc_nat_active_connection_count",
+        "gauge",
+        "ActiveConnectionCount: flows this node translates for the gateway.",
+        &per_gateway(&|g| u64::from(g.active)),
+    );
+    family(
+        "openvpc_nat_connection_attempt_count",
+        "counter",
+        "ConnectionAttemptCount: new connections from instances (SYNs, first UDP/ICMP packets).",
+        &per_gateway(&|g| g.counters.connection_attempts),
+    );
+    family(
+        "openvpc_nat_connection_established_count",
+        "counter",
+        "ConnectionEstablishedCount: connections the destination answered.",
+        &per_gateway(&|g| g.counters.connections_established),
+    );
+    family(
+        "openvpc_nat_error_port_allocation",
+        "counter",
+        "ErrorPortAllocation: connections dropped because no source port was free towards the destination.",
+        &per_gateway(&|g| g.drop_count(NatDrop::ErrorPortAllocation)),
+    );
+    family(
+        "openvpc_nat_idle_timeout_count",
+        "counter",
+        "IdleTimeoutCount: connections ended by the 350 s idle timeout.",
+        &per_gateway(&|g| g.counters.idle_timeouts),
+    );
+    family(
+        "openvpc_nat_packets_drop_count",
+        "counter",
+        "PacketsDropCount: packets the gateway dropped, every reason.",
+        &per_gateway(&|g| g.packets_dropped()),
+    );
+    let c = |f: fn(&crate::nat::NatCounters) -> u64| per_gateway(&move |g| f(&g.counters));
+    family(
+        "openvpc_nat_bytes_in_from_source",
+        "counter",
+        "BytesInFromSource: bytes from instances.",
+        &c(|c| c.bytes_in_from_source),
+    );
+    family(
+        "openvpc_nat_bytes_out_to_destination",
+        "counter",
+        "BytesOutToDestination: bytes sent towards destinations.",
+        &c(|c| c.bytes_out_to_destination),
+    );
+    family(
+        "openvpc_nat_bytes_in_from_destination",
+        "counter",
+        "BytesInFromDestination: bytes of replies.",
+        &c(|c| c.bytes_in_from_destination),
+    );
+    family(
+        "openvpc_nat_bytes_out_to_source",
+        "counter",
+        "BytesOutToSource: bytes of replies sent to instances.",
+        &c(|c| c.bytes_out_to_source),
+    );
+    family(
+        "openvpc_nat_packets_in_from_source",
+        "counter",
+        "PacketsInFromSource.",
+        &c(|c| c.packets_in_from_source),
+    );
+    family(
+        "openvpc_nat_packets_out_to_destination",
+        "counter",
+        "PacketsOutToDestination.",
+        &c(|c| c.packets_out_to_destination),
+    );
+    family(
+        "openvpc_nat_packets_in_from_destination",
+        "counter",
+        "PacketsInFromDestination.",
+        &c(|c| c.packets_in_from_destination),
+    );
+    family(
+        "openvpc_nat_packets_out_to_source",
+        "counter",
+        "PacketsOutToSource.",
+        &c(|c| c.packets_out_to_source),
+    );
+    let drops: Vec<(String, u64)> = snapshot
+        .gateways
+        .iter()
+        .flat_map(|g| {
+            NatDrop::ALL.iter().map(move |d| {
+                (
+                    format!(
+                        ",nat_gateway_id=\"{}\",reason=\"{}\"",
+                        escape(&g.gateway_id),
+                        d.name()
+                    ),
+                    g.drop_count(*d),
+                )
+            })
+        })
+        .collect();
+    family(
+        "openvpc_nat_drops",
+        "counter",
+        "Packets the gateway dropped, by reason.",
+        &drops,
+    );
+    family(
+        "openvpc_nat_replicas",
+        "gauge",
+        "Flows held for the buddy node.",
+        &per_gateway(&|g| u64::from(g.replicas)),
+    );
+    let node_drops: Vec<(String, u64)> = NodeDrop::ALL
+        .iter()
+        .zip(snapshot.node_drops)
+        .map(|(d, v)| (format!(",reason=\"{}\"", d.name()), v))
+        .collect();
+    family(
+        "openvpc_hyperplane_node_drops",
+        "counter",
+        "Datagrams the node dropped before any gateway, by reason.",
+        &node_drops,
+    );
+    let io = &snapshot.io;
+    let n = &snapshot.node;
+    for (name, help, v) in [
+        ("geneve_rx", "Geneve datagrams received.", io.geneve_rx),
+        ("geneve_tx", "Geneve datagrams sent.", io.geneve_tx),
+        ("peer_rx", "Peer messages received.", io.peer_rx),
+        ("peer_tx", "Peer messages sent.", io.peer_tx),
+        (
+            "send_errors",
+            "Datagrams the kernel refused.",
+            io.send_errors,
+        ),
+        (
+            "ack_timeouts",
+            "First packets that left without the buddy's acknowledgement.",
+            io.ack_timeouts,
+        ),
+        ("acks", "Buddy acknowledgements received.", io.acks),
+        (
+            "ack_wait_microseconds_sum",
+            "Time first packets waited for the buddy.",
+            io.ack_wait_us_sum,
+        ),
+        (
+            "forwarded",
+            "Packets forwarded to the node owning their flow.",
+            n.forwarded,
+        ),
+        (
+            "records_sent",
+            "Flow records sent to other nodes.",
+            n.records_sent,
+        ),
+        (
+            "records_received",
+            "Flow records received.",
+            n.records_received,
+        ),
+        ("takeovers", "Dead places' slices taken over.", n.takeovers),
+        ("adopted", "Flows handed back to this node.", n.adopted),
+    ] {
+        family(
+            &format!("openvpc_hyperplane_{name}"),
+            "counter",
+            help,
+            &[(String::new(), v)],
+        );
+    }
+    out
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` on `listener` with what `render` returns, until
+/// `stop`. One request per connection; anything else is a 404.
+pub fn serve(
+    listener: TcpListener,
+    render: impl Fn() -> String + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("openvpc-hyperplane-metrics".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => answer(stream, &render),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+}
+
+fn answer(mut stream: TcpStream, render: &dyn Fn() -> String) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut req = [0u8; 2048];
+    let mut got = 0;
+    // Up to the end of the request head.
+    while got < req.len() {
+        match stream.read(&mut req[got..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+        if req[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let head = String::from_utf8_lossy(&req[..got]);
+    let path = head.split_whitespace().nth(1).unwrap_or("");
+    let (status, kind, body) =
+        if head.starts_with("GET ") && path.split('?').next() == Some("/metrics") {
+            (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(),
+            )
+        } else {
+            (
+                "404 Not Found",
+                "text/plain; charset=utf-8",
+                "only GET /metrics is served here\n".to_owned(),
+            )
+        };
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// The address `/metrics` is served on for a node whose underlay is
+/// `underlay_ip`: port 9108 (next to Prometheus's exporters' range).
+pub fn default_addr(underlay_ip: core::net::IpAddr) -> SocketAddr {
+    SocketAddr::new(underlay_ip, DEFAULT_PORT)
+}
+
+/// The default `/metrics` port.
+pub const DEFAULT_PORT: u16 = 9108;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::serve::GatewayStats;
+
+    #[test]
+    fn every_aws_metric_is_rendered_per_gateway() {
+        let mut g = GatewayStats {
+            gateway_id: "nat-1".into(),
+            vni: 7,
+            place: 0,
+            nodes: 2,
+            serves: vec![0],
+            counters: Default::default(),
+            drops: [0; NatDrop::ALL.len()],
+            active: 3,
+            replicas: 1,
+        };
+        g.counters.connection_attempts = 5;
+        g.drops[NatDrop::ErrorPortAllocation as usize] = 2;
+        g.drops[NatDrop::Malformed as usize] = 1;
+        let s = Snapshot {
+            gateways: vec![g],
+            ..Snapshot::default()
+        };
+        let text = render("hp1", &s);
+        for want in [
+            "openvpc_nat_active_connection_count{node=\"hp1\",nat_gateway_id=\"nat-1\"} 3",
+            "openvpc_nat_connection_attempt_count{node=\"hp1\",nat_gateway_id=\"nat-1\"} 5",
+            "openvpc_nat_error_port_allocation{node=\"hp1\",nat_gateway_id=\"nat-1\"} 2",
+            "openvpc_nat_packets_drop_count{node=\"hp1\",nat_gateway_id=\"nat-1\"} 3",
+            "openvpc_nat_idle_timeout_count{node=\"hp1\",nat_gateway_id=\"nat-1\"} 0",
+            "openvpc_nat_connection_established_count{",
+            "openvpc_nat_bytes_out_to_destination{",
+            "openvpc_nat_packets_in_from_destination{",
+            "# TYPE openvpc_nat_active_connection_count gauge",
+            "openvpc_nat_drops{node=\"hp1\",nat_gateway_id=\"nat-1\",reason=\"error_port_allocation\"} 2",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn metrics_are_served_over_http() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = serve(listener, || "x 1\n".to_owned(), stop.clone()).unwrap();
+        let get = |path: &str| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let ok = get("/metrics");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.ends_with("x 1\n"), "{ok}");
+        assert!(get("/other").starts_with("HTTP/1.1 404"));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
+}
