@@ -107,6 +107,12 @@ pub struct Figures {
     pub tcp_outside_gbps: Option<f64>,
     pub tcp_outside_retransmits: Option<u64>,
     pub tcp_from_outside_gbps: Option<f64>,
+    /// One TCP stream from vm2 (a private subnet routed to a NAT gateway)
+    /// to the outside, through a hyperplane node and an edge; and the
+    /// download (`-R`), the update-mirror direction.
+    pub tcp_nat_gbps: Option<f64>,
+    pub tcp_nat_retransmits: Option<u64>,
+    pub tcp_from_nat_gbps: Option<f64>,
 }
 
 /// The figures compared with the baseline: (key, label, unit, higher is better).
@@ -139,6 +145,9 @@ impl Figures {
             "tcp_outside_gbps" => self.tcp_outside_gbps,
             "tcp_outside_retransmits" => self.tcp_outside_retransmits.map(|v| v as f64),
             "tcp_from_outside_gbps" => self.tcp_from_outside_gbps,
+            "tcp_nat_gbps" => self.tcp_nat_gbps,
+            "tcp_nat_retransmits" => self.tcp_nat_retransmits.map(|v| v as f64),
+            "tcp_from_nat_gbps" => self.tcp_from_nat_gbps,
             _ => None,
         }
     }
@@ -198,7 +207,9 @@ pub fn run(
         path: dir.clone(),
         source,
     })?;
-    let plan = LabPlan::new(&dir, 2, 2, "us-east-1")?.with_edges(2)?;
+    let plan = LabPlan::new(&dir, 2, 2, "us-east-1")?
+        .with_edges(2)?
+        .with_hyperplane_nodes(2)?;
     let outside = plan.outside.as_ref().map(|o| Instance {
         id: o.netns.clone(),
         ip: o.server_ip.to_string(),
@@ -232,6 +243,9 @@ pub fn run(
         measure(cfg, &mut guard, &vm1, &vm2, interrupted, &mut progress).and_then(|mut f| {
             if let Some(outside) = &outside {
                 measure_outside(cfg, &mut guard, &vm1, outside, &mut f, &mut progress)?;
+                progress("routing vm2's subnet to a NAT gateway");
+                nat_for(&client, &vpc_of(&client)?, &mut progress)?;
+                measure_nat(cfg, &mut guard, &vm2, outside, &mut f, &mut progress)?;
             }
             Ok(f)
         });
@@ -681,6 +695,144 @@ fn measure(
     Ok(f)
 }
 
+/// The VPC of the bench's subnets (the region may hold a default VPC too).
+fn vpc_of(client: &Client) -> Result<String, BenchError> {
+    call_field(
+        client,
+        "DescribeSubnets",
+        &[
+            ("Filter.1.Name", "cidr-block"),
+            ("Filter.1.Value.1", "10.0.2.0/24"),
+        ],
+        "vpcId",
+    )
+}
+
+/// A public subnet (the main table's route to the internet gateway) with a
+/// NAT gateway on a new Elastic IP, and vm2's subnet (10.0.2.0/24) routed
+/// to it by a table of its own; returns once the gateway is `available`.
+fn nat_for(client: &Client, vpc: &str, progress: &mut impl FnMut(&str)) -> Result<(), BenchError> {
+    let public = call_field(
+        client,
+        "CreateSubnet",
+        &[
+            ("VpcId", vpc),
+            ("CidrBlock", "10.0.9.0/24"),
+            ("AvailabilityZone", "us-east-1a"),
+        ],
+        "subnetId",
+    )?;
+    let alloc = call_field(
+        client,
+        "AllocateAddress",
+        &[("Domain", "vpc")],
+        "allocationId",
+    )?;
+    let nat = call_field(
+        client,
+        "CreateNatGateway",
+        &[("SubnetId", &public), ("AllocationId", &alloc)],
+        "natGatewayId",
+    )?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let body = call(client, "DescribeNatGateways", &[("NatGatewayId.1", &nat)])?;
+        match xml_field(&body, "state").as_deref() {
+            Some("available") => break,
+            Some("failed") => {
+                return Err(BenchError::Setup(format!(
+                    "NAT gateway {nat} failed: {}",
+                    xml_field(&body, "failureMessage").unwrap_or_default()
+                )));
+            }
+            _ if std::time::Instant::now() > deadline => {
+                return Err(BenchError::Setup(format!(
+                    "NAT gateway {nat} is not available after 60 s: is a hyperplane node running?"
+                )));
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+    progress(&format!("NAT gateway {nat} available"));
+    let table = call_field(
+        client,
+        "CreateRouteTable",
+        &[("VpcId", vpc)],
+        "routeTableId",
+    )?;
+    call(
+        client,
+        "CreateRoute",
+        &[
+            ("RouteTableId", &table),
+            ("DestinationCidrBlock", "0.0.0.0/0"),
+            ("NatGatewayId", &nat),
+        ],
+    )?;
+    let private = call_field(
+        client,
+        "DescribeSubnets",
+        &[
+            ("Filter.1.Name", "cidr-block"),
+            ("Filter.1.Value.1", "10.0.2.0/24"),
+        ],
+        "subnetId",
+    )?;
+    call(
+        client,
+        "AssociateRouteTable",
+        &[("RouteTableId", &table), ("SubnetId", &private)],
+    )?;
+    Ok(())
+}
+
+/// One TCP stream each way between vm2 and the outside through the NAT
+/// gateway (issue 16).
+fn measure_nat(
+    cfg: &BenchConfig,
+    guard: &mut LabGuard,
+    vm2: &Instance,
+    outside: &Instance,
+    f: &mut Figures,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), BenchError> {
+    let secs = cfg.secs.max(1).to_string();
+    let port = PORT.to_string();
+    let limit = (cfg.secs + 30).to_string();
+    let server = pinned(
+        cfg,
+        1,
+        &["iperf3", "-s", "-1", "-B", &outside.ip, "-p", &port],
+    );
+    progress(&format!(
+        "iperf3 TCP, one stream, vm2 → the outside through the NAT gateway, {secs} s"
+    ));
+    let srv = spawn_server(guard, outside, &server)?;
+    wait_listen(outside, PORT)?;
+    let j = iperf_client(cfg, vm2, outside, &limit, &["-t", &secs])?;
+    reap_server(guard, srv);
+    f.tcp_nat_gbps = gbps(&j);
+    f.tcp_nat_retransmits = j
+        .pointer("/end/sum_sent/retransmits")
+        .and_then(serde_json::Value::as_u64);
+    progress(&format!(
+        "iperf3 TCP -R, one stream, the outside → vm2 through the NAT gateway, {secs} s"
+    ));
+    let srv = spawn_server(guard, outside, &server)?;
+    wait_listen(outside, PORT)?;
+    let j = iperf_client(cfg, vm2, outside, &limit, &["-t", &secs, "-R"])?;
+    reap_server(guard, srv);
+    f.tcp_from_nat_gbps = gbps(&j);
+    Ok(())
+}
+
+/// An iperf3 report's received rate, in Gbit/s to two decimals.
+fn gbps(j: &serde_json::Value) -> Option<f64> {
+    j.pointer("/end/sum_received/bits_per_second")
+        .and_then(serde_json::Value::as_f64)
+        .map(|b| (b / 1e9 * 100.0).round() / 100.0)
+}
+
 /// One TCP stream each way between vm1 and a server in the outside
 /// namespace, through the edge (issue 15).
 fn measure_outside(
@@ -699,11 +851,6 @@ fn measure_outside(
         1,
         &["iperf3", "-s", "-1", "-B", &outside.ip, "-p", &port],
     );
-    let gbps = |j: &serde_json::Value| {
-        j.pointer("/end/sum_received/bits_per_second")
-            .and_then(serde_json::Value::as_f64)
-            .map(|b| (b / 1e9 * 100.0).round() / 100.0)
-    };
     progress(&format!(
         "iperf3 TCP, one stream, vm1 → the outside ({}) through an edge, {secs} s",
         outside.ip
@@ -743,6 +890,16 @@ fn outside_lines(ours: &Figures) -> String {
         "TCP outside -> vm1 (edge)",
         fmt(ours.tcp_from_outside_gbps),
         ratio(ours.tcp_from_outside_gbps),
+    ) + &format!(
+        "{:<26} {:>12} Gbit/s  ({} of instance-to-instance, {} retransmits)\n{:<26} {:>12} Gbit/s  ({} of instance-to-instance)\n",
+        "TCP vm2 -> outside (NAT)",
+        fmt(ours.tcp_nat_gbps),
+        ratio(ours.tcp_nat_gbps),
+        ours.tcp_nat_retransmits
+            .map_or("-".into(), |r| r.to_string()),
+        "TCP outside -> vm2 (NAT)",
+        fmt(ours.tcp_from_nat_gbps),
+        ratio(ours.tcp_from_nat_gbps),
     )
 }
 

@@ -12,8 +12,15 @@
 //! peer's). A packet handed to an edge node (an internet gateway's route)
 //! goes through the edge's own translation core, fed the region's state for
 //! the source, and ends there: translated out of the uplink, or dropped
-//! with the edge's reason. A packet handed to another gateway's node ends
-//! the walk there.
+//! with the edge's reason. A packet handed to a hyperplane node (a NAT
+//! gateway's route) goes through the node's own gateway core
+//! (`openvpc_hyperplane::serve`), configured with the node's assignments:
+//! translated to the gateway's private address, then, for a public gateway,
+//! through the edge the node sends it to, which maps that address to the
+//! gateway's Elastic IP. The node's core is a fresh one, so the probe is a
+//! new flow and the port shown is one the node would allocate for it, not
+//! the port of a flow it holds. A packet handed to another gateway's node
+//! ends the walk there.
 //!
 //! Account isolation: the source must belong to the asking account; the
 //! steps taken at another account's ENI (a peer's instance) are not shown,
@@ -26,15 +33,19 @@ use std::collections::HashMap;
 
 use openvpc_dataplane::DropReason;
 use openvpc_dataplane::buf::PacketBuf;
-use openvpc_dataplane::explain::{Explanation, Fate, Probe, probe_frame};
+use openvpc_dataplane::explain::{Explanation, Fate, Probe, StepAction, probe_frame};
 use openvpc_dataplane::install::{Converter, InstallError};
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};
 use openvpc_dataplane::policy::Way;
 use openvpc_dataplane::{Router, RouterConfig};
 use openvpc_edge::{Edge, EdgeDrop, EdgeOutput, PublicMapping};
+use openvpc_hyperplane::nat::NatDrop;
+use openvpc_hyperplane::serve::{Neighbor, NodeDrop, Serve, ServeConfig, Verdict, gateway_mac};
 use openvpc_model::host::{EniState, MappingKey};
+use openvpc_model::node::NodeRecord;
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
+use openvpc_packet::flow;
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
 
 use crate::fleet::Fleet;
@@ -144,11 +155,88 @@ pub enum EdgeHop {
     Dropped { edge_id: String, reason: EdgeDrop },
 }
 
-/// An explanation, with the edge's part when the packet left for one.
+/// What a hyperplane node does with a packet the walk hands it (a NAT
+/// gateway's route).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatHop {
+    /// Source-translated by NAT gateway `gateway_id` on node `node_id` to
+    /// `private_source`:`port` (for ICMP, the query ID), and sent to `to`
+    /// (an edge's underlay address, for a public gateway). The port is one
+    /// the node would allocate to the probe as a new flow.
+    Translated {
+        node_id: String,
+        node_underlay: IpAddr,
+        gateway_id: String,
+        private_source: Ipv4Addr,
+        port: u16,
+        to: IpAddr,
+    },
+    /// Dropped by the node, for the reason its counters use (a node
+    /// counter, [`NodeDrop::name`], or the gateway's, [`NatDrop::name`]).
+    Dropped {
+        node_id: String,
+        node_underlay: IpAddr,
+        gateway_id: Option<String>,
+        reason: String,
+    },
+}
+
+/// An explanation, with the hyperplane node's part when the packet went to
+/// a NAT gateway, and the edge's part when it left for the internet
+/// (directly, or after the NAT gateway).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Traced {
     pub explanation: Explanation,
+    pub nat: Option<NatHop>,
     pub edge: Option<EdgeHop>,
+}
+
+/// The underlay address of the host that runs `source` (unspecified while
+/// it runs nowhere the region knows).
+fn host_underlay(fleet: &Fleet, region: &str, source: &EniState) -> IpAddr {
+    fleet
+        .host_of(&source.eni_id)
+        .and_then(|(_, host_id)| {
+            fleet
+                .registered_hosts(region)
+                .into_iter()
+                .find(|h| h.host_id == host_id)
+        })
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |h| h.underlay_ip)
+}
+
+/// The Geneve datagram a host sends to a gateway's node for the probe
+/// `frame`: Geneve with the VPC's VNI, then the frame re-addressed to the
+/// node (destination `dst_mac`, source the host's router). `None` if the
+/// frame is too short to hold an IP packet.
+fn host_datagram(frame: &[u8], vni: u32, dst_mac: MacAddr, router_mac: MacAddr) -> Option<Vec<u8>> {
+    let ip = frame.get(EthernetHeader::LEN..)?;
+    let mut headers = [0u8; GeneveHeader::LEN + EthernetHeader::LEN];
+    let eth = EthernetRepr {
+        dst: dst_mac,
+        src: router_mac,
+        vlan: None,
+        ethertype: ethertype::IPV4,
+    };
+    let written = GeneveRepr::ethernet(vni).emit(&mut headers).and_then(|at| {
+        let rest = headers.get_mut(at..).unwrap_or_default();
+        eth.emit(rest).map(|n| at + n)
+    });
+    if written.ok() != Some(headers.len()) {
+        return None;
+    }
+    let mut datagram = headers.to_vec();
+    datagram.extend_from_slice(ip);
+    Some(datagram)
+}
+
+/// The source address of the bare IPv4 packet an edge sent out of its
+/// uplink.
+fn uplink_source(buf: &PacketBuf) -> Ipv4Addr {
+    buf.data()
+        .get(12..16)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from)
 }
 
 /// Runs the edge's translation core on the packet `source`'s host sends to
@@ -166,15 +254,7 @@ fn edge_hop(
     if fleet.attached_vnis(region).contains(&vni) {
         edge.set_attached(vni, true);
     }
-    let host = fleet
-        .host_of(&source.eni_id)
-        .and_then(|(_, host_id)| {
-            fleet
-                .registered_hosts(region)
-                .into_iter()
-                .find(|h| h.host_id == host_id)
-        })
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |h| h.underlay_ip);
+    let host = host_underlay(fleet, region, source);
     let mac = source.mac.parse().unwrap_or(MacAddr([0; 6]));
     for p in &source.public_ipv4 {
         edge.upsert(PublicMapping {
@@ -191,40 +271,161 @@ fn edge_hop(
         reason,
     };
     // What the host sends: Geneve, then the frame re-addressed to the node.
-    let Some(ip) = frame.get(EthernetHeader::LEN..) else {
+    let Some(datagram) = host_datagram(frame, vni, dst_mac, router_mac) else {
         return dropped(EdgeDrop::Malformed);
     };
-    let mut headers = [0u8; GeneveHeader::LEN + EthernetHeader::LEN];
-    let eth = EthernetRepr {
-        dst: dst_mac,
-        src: router_mac,
-        vlan: None,
-        ethertype: ethertype::IPV4,
-    };
-    let written = GeneveRepr::ethernet(vni).emit(&mut headers).and_then(|at| {
-        let rest = headers.get_mut(at..).unwrap_or_default();
-        eth.emit(rest).map(|n| at + n)
-    });
-    if written.ok() != Some(headers.len()) {
-        return dropped(EdgeDrop::Malformed);
-    }
-    let mut datagram = headers.to_vec();
-    datagram.extend_from_slice(ip);
     let mut buf = PacketBuf::from_frame(&datagram);
     match edge.outbound(&mut buf) {
-        EdgeOutput::Uplink => {
-            let public_source = buf
-                .data()
-                .get(12..16)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from);
-            EdgeHop::Translated {
-                edge_id,
-                public_source,
-            }
-        }
+        EdgeOutput::Uplink => EdgeHop::Translated {
+            edge_id,
+            public_source: uplink_source(&buf),
+        },
         EdgeOutput::Drop(reason) => dropped(reason),
         EdgeOutput::Underlay { .. } => dropped(EdgeDrop::Malformed),
+    }
+}
+
+/// Runs hyperplane node `node`'s gateway core on the packet `source`'s
+/// host sends it (the probe in the Geneve and Ethernet headers the host
+/// puts on it, the inner destination MAC naming the gateway), configured
+/// with the node's assignments as the region gives them now. A fresh core:
+/// the probe is a new flow, translated to a port the node would allocate.
+/// With the hop, the datagram the node sends on when it translated.
+fn nat_hop(
+    fleet: &Fleet,
+    region: &str,
+    node: &NodeRecord,
+    source: &EniState,
+    frame: &[u8],
+    (vni, dst_mac, router_mac): (u32, MacAddr, MacAddr),
+    route_target: Option<&str>,
+) -> (NatHop, Option<PacketBuf>) {
+    let (delta, _) = fleet.hyperplane_delta(region, &node.node_id, 0);
+    // The gateway the host named; the route's target if the node does not
+    // serve it (the node then drops the packet, and says why).
+    let gateway_id = delta
+        .assignments
+        .iter()
+        .find(|a| a.vni == vni && gateway_mac(&a.gateway_id) == dst_mac)
+        .map(|a| a.gateway_id.clone())
+        .or_else(|| route_target.map(str::to_owned));
+    let dropped = |reason: &str| NatHop::Dropped {
+        node_id: node.node_id.clone(),
+        node_underlay: node.underlay_ip,
+        gateway_id: gateway_id.clone(),
+        reason: reason.to_owned(),
+    };
+    let Some(datagram) = host_datagram(frame, vni, dst_mac, router_mac) else {
+        return (dropped(NodeDrop::Malformed.name()), None);
+    };
+    let now = openvpc_model::time::now_secs();
+    let node_mac = RouterConfig::new(node.underlay_ip).router_mac;
+    let mut serve = Serve::new(ServeConfig::new(&node.node_id, node_mac));
+    serve.configure(&delta.assignments, now);
+    let mut buf = PacketBuf::from_frame(&datagram);
+    let mut verdict = serve.receive(&mut buf, host_underlay(fleet, region, source), now);
+    // A private gateway's packet, translated, for an address whose host
+    // the node asks the mapping service for: the region answers as it
+    // answers the node.
+    if let Verdict::Resolve { vni, ip } = verdict {
+        let mapping = FleetMapping { fleet, region };
+        verdict = match mapping.find(vni, IpAddr::V4(ip)) {
+            Lookup::Found(m) => {
+                let to = Neighbor {
+                    host: m.underlay,
+                    mac: m.mac,
+                };
+                serve.mapped(vni, ip, Some(to), now);
+                serve.deliver(&mut buf, vni, to)
+            }
+            Lookup::Absent | Lookup::Pending => {
+                serve.unresolved();
+                Verdict::Done
+            }
+        };
+    }
+    match verdict {
+        Verdict::Send { to, .. } => {
+            // The translated packet, as the node sends it: Geneve, Ethernet,
+            // IPv4.
+            let translated = geneve_inner(&buf)
+                .and_then(|(_, inner)| flow::parse_ethernet(inner).ok())
+                .and_then(|pf| match pf.key.src_ip() {
+                    IpAddr::V4(ip) => Some((ip, pf.key.src_port)),
+                    IpAddr::V6(_) => None,
+                });
+            let Some((private_source, port)) = translated else {
+                return (dropped(NodeDrop::Malformed.name()), None);
+            };
+            let hop = NatHop::Translated {
+                node_id: node.node_id.clone(),
+                node_underlay: node.underlay_ip,
+                gateway_id: gateway_id.clone().unwrap_or_default(),
+                private_source,
+                port,
+                to,
+            };
+            (hop, Some(buf))
+        }
+        Verdict::Done => {
+            // The counter the drop went to: the node's, or the gateway's.
+            let node_reason = NodeDrop::ALL
+                .into_iter()
+                .find(|d| serve.drops(*d) > 0)
+                .map(NodeDrop::name);
+            let nat_reason = || {
+                serve.gateway_stats().iter().find_map(|g| {
+                    NatDrop::ALL
+                        .into_iter()
+                        .zip(g.drops)
+                        .find(|(_, n)| *n > 0)
+                        .map(|(d, _)| d.name())
+                })
+            };
+            // A fresh core allocates a new flow in its own port slice, so it
+            // never hands it to another node; say so if it ever does.
+            let reason = node_reason
+                .or_else(nat_reason)
+                .unwrap_or("handed_to_another_node");
+            (dropped(reason), None)
+        }
+        // Resolved above.
+        Verdict::Resolve { .. } => (dropped(NodeDrop::NoMapping.name()), None),
+    }
+}
+
+/// The VNI and the Ethernet frame inside the Geneve datagram in `buf`.
+fn geneve_inner(buf: &PacketBuf) -> Option<(u32, &[u8])> {
+    let g = GeneveHeader::view(buf.data()).ok()?;
+    let vni = g.header.vni();
+    let at = GeneveHeader::LEN + g.options.len();
+    Some((vni, buf.data().get(at..)?))
+}
+
+/// Runs edge `edge_id`'s translation core, fed the region's edge table as
+/// the edges get it, on the datagram a hyperplane node sent it: a NAT
+/// gateway's translated packet, whose private source the edge maps to the
+/// gateway's Elastic IP.
+fn edge_hop_after_nat(
+    fleet: &Fleet,
+    region: &str,
+    edge_id: String,
+    buf: &mut PacketBuf,
+) -> EdgeHop {
+    let (delta, _) = fleet.edge_delta(region, 0);
+    let (update, _) = openvpc_edge::control::table_update(&delta);
+    let mut edge = Edge::new(RouterConfig::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED)).router_mac);
+    edge.apply(&update);
+    match edge.outbound(buf) {
+        EdgeOutput::Uplink => EdgeHop::Translated {
+            edge_id,
+            public_source: uplink_source(buf),
+        },
+        EdgeOutput::Drop(reason) => EdgeHop::Dropped { edge_id, reason },
+        EdgeOutput::Underlay { .. } => EdgeHop::Dropped {
+            edge_id,
+            reason: EdgeDrop::Malformed,
+        },
     }
 }
 
@@ -255,6 +456,7 @@ pub fn trace(
     let router_mac = here.router.config().router_mac;
     let mut owners = here.owners;
     let mut edge = None;
+    let mut nat = None;
     if let Fate::Sent {
         underlay,
         vni,
@@ -262,7 +464,8 @@ pub fn trace(
     } = explained.fate
     {
         // The host at that underlay address, if it is one (and not a
-        // gateway's node, which the walk does not enter).
+        // gateway's node: an edge or a hyperplane node is entered through
+        // its own core).
         let there = fleet
             .registered_hosts(region)
             .into_iter()
@@ -271,6 +474,12 @@ pub fn trace(
             .edges(region)
             .into_iter()
             .find(|e| e.underlay_ip == underlay);
+        let to_hyperplane = || {
+            fleet
+                .hyperplane_nodes(region)
+                .into_iter()
+                .find(|n| n.underlay_ip == underlay)
+        };
         if let Some(node) = to_edge {
             edge = Some(edge_hop(
                 fleet,
@@ -280,6 +489,57 @@ pub fn trace(
                 &frame,
                 (vni, dst_mac, router_mac),
             ));
+        } else if let Some(node) = to_hyperplane() {
+            let target = explained.steps.iter().rev().find_map(|s| match &s.action {
+                StepAction::Forward {
+                    target: Some(t), ..
+                } => Some(t.as_str()),
+                _ => None,
+            });
+            let (hop, sent) = nat_hop(
+                fleet,
+                region,
+                &node,
+                source,
+                &frame,
+                (vni, dst_mac, router_mac),
+                target,
+            );
+            if let (NatHop::Translated { to, .. }, Some(mut buf)) = (&hop, sent) {
+                let to_host = || {
+                    fleet
+                        .registered_hosts(region)
+                        .into_iter()
+                        .find(|h| h.underlay_ip == *to)
+                };
+                if let Some(e) = fleet
+                    .edges(region)
+                    .into_iter()
+                    .find(|e| e.underlay_ip == *to)
+                {
+                    // A public gateway's packet goes on to an edge.
+                    edge = Some(edge_hop_after_nat(fleet, region, e.node_id, &mut buf));
+                } else if let Some(record) = to_host()
+                    && let Some((vni, inner)) = geneve_inner(&buf)
+                {
+                    // A private gateway's packet goes on to the host of its
+                    // destination (by the gateway subnet's routes), which
+                    // runs that ENI's ingress on the translated packet.
+                    let there = host(fleet, region, &record.host_id)?;
+                    let at = EthernetHeader::view(inner).ok().map(|(eth, _)| eth.dst);
+                    let index = at.and_then(|mac| there.router.eni_at(vni, IpAddr::V4(dst), mac));
+                    match index {
+                        Some(index) => {
+                            let more = there.router.explain(index, Way::Ingress, inner);
+                            explained.steps.extend(more.steps);
+                            explained.fate = more.fate;
+                        }
+                        None => explained.fate = Fate::Dropped(DropReason::UnknownEni),
+                    }
+                    owners.extend(there.owners);
+                }
+            }
+            nat = Some(hop);
         } else if let Some(record) = there {
             let there = host(fleet, region, &record.host_id)?;
             match there.router.eni_at(vni, IpAddr::V4(dst), dst_mac) {
@@ -306,6 +566,7 @@ pub fn trace(
     }
     Ok(Traced {
         explanation: explained,
+        nat,
         edge,
     })
 }

@@ -1491,6 +1491,10 @@ fn a_public_nat_gateway_reaches_the_edges_and_its_replies_its_nodes() {
     assert_eq!(a.gateway_id, nat);
     assert_eq!(a.public_ips, vec![eip]);
     assert_eq!(a.edges, edges);
+    assert!(
+        a.routes.is_empty(),
+        "a public gateway's packets leave by the edges"
+    );
     let node_rev = delta.revision;
 
     // The edges: the Elastic IP, to the gateway's private address, its MAC
@@ -1595,4 +1599,191 @@ fn a_private_nat_gateway_has_no_edges() {
     assert_eq!(delta.assignments[0].gateway_id, nat);
     assert!(delta.assignments[0].edges.is_empty());
     assert!(fleet.edge_delta(REGION, 0).0.upserts.is_empty());
+}
+
+// Issue 16: a private NAT gateway translates to its private address and
+// forwards by its subnet's route table: its nodes are told the routes that
+// stay on the underlay (`local`, active peerings, each with the VNI the
+// packet continues in), never an internet gateway's or a blackhole, and are
+// told again when a peering changes.
+#[test]
+fn a_private_nat_gateway_routes_to_its_vpc_and_active_peers() {
+    let (w, _) = internet_world();
+    let peer = common::vpc_with(w.store.as_ref(), &w.a, "10.1.0.0/16");
+    let later = common::vpc_with(w.store.as_ref(), &w.a, "10.2.0.0/16");
+    let vni_of = |vpc: &str| w.record("vpc", vpc)["vni"].as_u64().unwrap() as u32;
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    let peering = |to: &str, cidr: &str| {
+        let pcx = first(
+            &w.ok(&format!(
+                "Action=CreateVpcPeeringConnection&VpcId={}&PeerVpcId={to}",
+                w.vpc
+            )),
+            "vpcPeeringConnectionId",
+        );
+        w.ok(&format!(
+            "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock={}&VpcPeeringConnectionId={pcx}",
+            cidr.replace('/', "%2F")
+        ));
+        pcx
+    };
+    let active = peering(&peer, "10.1.0.0/16");
+    w.ok(&format!(
+        "Action=AcceptVpcPeeringConnection&VpcPeeringConnectionId={active}"
+    ));
+    // Not accepted yet: spec 2.5, a blackhole.
+    let pending = peering(&later, "10.2.0.0/16");
+    let nat = first(
+        &w.ok(&format!(
+            "Action=CreateNatGateway&SubnetId={}&ConnectivityType=private",
+            w.subnet_b
+        )),
+        "natGatewayId",
+    );
+    beat_nodes(&w, 1_000, &[("hp1", "10.254.1.1"), ("hp2", "10.254.1.2")]);
+    let fleet = w.fleet();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let shard = fleet.region_shards()[REGION].stored[&nat].clone();
+    let routes = |since| {
+        let (delta, news) = fleet.hyperplane_delta(REGION, &shard[0], since);
+        let mut routes: Vec<(String, u32)> = delta.assignments[0]
+            .routes
+            .iter()
+            .map(|r| (r.destination.to_string(), r.vni))
+            .collect();
+        routes.sort();
+        (routes, news, delta.revision)
+    };
+    let (got, _, rev) = routes(0);
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.0/16".to_owned(), w.vni()),
+            ("10.1.0.0/16".to_owned(), vni_of(&peer)),
+        ],
+        "local and the active peering; not 0.0.0.0/0 (an internet gateway) nor the pending peering"
+    );
+    assert!(!routes(rev).1, "no news since");
+
+    // The second peering becomes active: the nodes are told again.
+    w.ok(&format!(
+        "Action=AcceptVpcPeeringConnection&VpcPeeringConnectionId={pending}"
+    ));
+    fleet.catch_up().unwrap();
+    let (got, news, rev) = routes(rev);
+    assert!(news, "a peering of its table changed");
+    assert!(got.contains(&("10.2.0.0/16".to_owned(), vni_of(&later))));
+
+    // Its route goes: told again, and the route with it.
+    w.ok(&format!(
+        "Action=DeleteRoute&RouteTableId={rtb}&DestinationCidrBlock=10.1.0.0%2F16"
+    ));
+    fleet.catch_up().unwrap();
+    let (got, news, _) = routes(rev);
+    assert!(news, "its route table changed");
+    assert!(!got.iter().any(|(d, _)| d == "10.1.0.0/16"), "{got:?}");
+}
+
+// Issue 16: replies to a private NAT gateway come back to its private
+// address: the mapping service names the first live node of its shard (in
+// place order, so a dead node's buddy) with the gateway's ENI and MAC, and
+// tells watching hosts when that answer changes.
+#[test]
+fn the_mapping_service_answers_a_private_nat_gateways_address_with_its_nodes() {
+    let w = world();
+    let nat = first(
+        &w.ok(&format!(
+            "Action=CreateNatGateway&SubnetId={}&ConnectivityType=private",
+            w.subnet_b
+        )),
+        "natGatewayId",
+    );
+    let described = w.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}"));
+    let private: Ipv4Addr = first(&described, "privateIp").parse().unwrap();
+    let nat_eni = first(&described, "networkInterfaceId");
+    let key = MappingKey {
+        vni: w.vni(),
+        ip: IpAddr::V4(private),
+    };
+    let other_vpc = MappingKey {
+        vni: w.vni() + 1000,
+        ip: IpAddr::V4(private),
+    };
+    let fleet = w.fleet();
+    let answer = |fleet: &Fleet| fleet.lookup(REGION, &[key])[0].record.clone();
+    assert_eq!(answer(&fleet), None, "no shard yet: nothing serves it");
+
+    let nodes = [
+        ("hp1", "10.254.1.1"),
+        ("hp2", "10.254.1.2"),
+        ("hp3", "10.254.1.3"),
+    ];
+    beat_nodes(&w, 1_000, &nodes);
+    fleet.catch_up().unwrap();
+    let before = fleet.revision();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    assert!(
+        fleet
+            .delta(REGION, "h1", before)
+            .invalidations
+            .contains(&key),
+        "its shard was made"
+    );
+    let shard = fleet.region_shards()[REGION].stored[&nat].clone();
+    let live: Vec<IpAddr> = places(&fleet, &nat, &nodes).into_iter().flatten().collect();
+    let record = answer(&fleet).unwrap();
+    assert_eq!(record.underlay_ip, live[0]);
+    assert_eq!(record.eni_id, nat_eni);
+    assert_eq!(
+        record.mac,
+        openvpc_dataplane::route::gateway_mac(&nat).to_string()
+    );
+    assert_eq!(fleet.lookup(REGION, &[other_vpc])[0].record, None);
+
+    // The node of place 0 dies: its buddy answers, and hosts hear of it.
+    let before = fleet.revision();
+    let alive: Vec<(&str, &str)> = nodes
+        .iter()
+        .copied()
+        .filter(|(id, _)| *id != shard[0])
+        .collect();
+    beat_nodes(&w, 2_000 + EDGE_TTL_MS, &alive);
+    nodes::sweep(w.store.as_ref(), 2_001 + EDGE_TTL_MS).unwrap();
+    fleet.catch_up().unwrap();
+    assert_eq!(answer(&fleet).unwrap().underlay_ip, live[1]);
+    assert!(
+        fleet
+            .delta(REGION, "h1", before)
+            .invalidations
+            .contains(&key)
+    );
+
+    // The keeper fills the dead place: its new node answers.
+    let before = fleet.revision();
+    shards::keep_once(&fleet).unwrap();
+    fleet.catch_up().unwrap();
+    let now: Vec<IpAddr> = places(&fleet, &nat, &nodes).into_iter().flatten().collect();
+    assert_eq!(now.len(), 2);
+    assert_ne!(now[0], live[0]);
+    assert_eq!(answer(&fleet).unwrap().underlay_ip, now[0]);
+    assert!(
+        fleet
+            .delta(REGION, "h1", before)
+            .invalidations
+            .contains(&key)
+    );
+
+    // Deleted, it drains: nothing answers for its address any more.
+    let before = fleet.revision();
+    w.ok(&format!("Action=DeleteNatGateway&NatGatewayId={nat}"));
+    fleet.catch_up().unwrap();
+    assert_eq!(answer(&fleet), None);
+    assert!(
+        fleet
+            .delta(REGION, "h1", before)
+            .invalidations
+            .contains(&key)
+    );
 }

@@ -1470,3 +1470,205 @@ fn a_trace_follows_a_packet_through_the_edge() {
         ("dropped".to_string(), "blackhole".to_string())
     );
 }
+
+// Issue 16 (8): a private subnet routed to an available public NAT gateway.
+// The host sends the packet to a hyperplane node of the gateway's shard,
+// and the trace follows it through that node's gateway core (the source
+// becomes the gateway's private address, at a port the node would
+// allocate) and then through the edge, which maps that address to the
+// gateway's Elastic IP. The analysis finds the path, with the NAT gateway's
+// and the internet gateway's components. A node that cannot send on (no
+// edge) says why; a shard with no live node leaves the route unserved, as
+// the hosts see it.
+#[test]
+fn a_trace_follows_a_packet_through_a_nat_gateway() {
+    use openvpc_control::fleet::nodes::{self, Role};
+    use openvpc_control::fleet::shards;
+    use openvpc_model::node::NodeRegistration;
+
+    let mut r = Region::new();
+    let vpc = r.vpc("10.0.0.0/16");
+    let public_sub = r.subnet(&vpc, "10.0.1.0/24", "us-east-1a");
+    let private_sub = r.subnet(&vpc, "10.0.2.0/24", "us-east-1a");
+    let open = r.group(&vpc, "open");
+    let igw = common::attached_igw(r.store.as_ref(), &r.account, &vpc);
+    let main = common::main_route_table(r.store.as_ref(), &r.account, &vpc);
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={main}&DestinationCidrBlock=0.0.0.0%2F0&GatewayId={igw}"
+    ));
+    let alloc = first(&r.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    let nat = first(
+        &r.ok(&format!(
+            "Action=CreateNatGateway&SubnetId={public_sub}&AllocationId={alloc}"
+        )),
+        "natGatewayId",
+    );
+    let described = r.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}"));
+    let eip = first(&described, "publicIp");
+    let nat_private = first(&described, "privateIp");
+    let private_rtb = first(
+        &r.ok(&format!("Action=CreateRouteTable&VpcId={vpc}")),
+        "routeTableId",
+    );
+    r.ok(&format!(
+        "Action=AssociateRouteTable&RouteTableId={private_rtb}&SubnetId={private_sub}"
+    ));
+    r.ok(&format!(
+        "Action=CreateRoute&RouteTableId={private_rtb}&DestinationCidrBlock=0.0.0.0%2F0&NatGatewayId={nat}"
+    ));
+    let inside = r.run(&private_sub, &[&open], None);
+    let outside = Ipv4Addr::new(8, 8, 8, 8);
+    let probe = format!(
+        "Source={}&DestinationIp={outside}&Protocol=tcp&DestinationPort=443",
+        inside.id
+    );
+
+    // An edge, and two hyperplane nodes that program the gateway: the
+    // keeper makes it available (a shard of k = 2).
+    let edge_ip: IpAddr = "10.254.0.2".parse().unwrap();
+    nodes::register(
+        r.store.as_ref(),
+        Role::Edge,
+        REGION,
+        &NodeRegistration {
+            node_id: "e1".into(),
+            underlay_ip: edge_ip,
+            serving: Vec::new(),
+        },
+        1,
+    )
+    .unwrap();
+    let hyperplane = [("hp1", "10.254.1.1"), ("hp2", "10.254.1.2")];
+    let beat = |serving: Vec<String>| {
+        for (id, ip) in hyperplane {
+            nodes::register(
+                r.store.as_ref(),
+                Role::Hyperplane,
+                REGION,
+                &NodeRegistration {
+                    node_id: id.into(),
+                    underlay_ip: ip.parse().unwrap(),
+                    serving: serving.clone(),
+                },
+                1,
+            )
+            .unwrap();
+        }
+    };
+    beat(Vec::new());
+    r.fleet.catch_up().unwrap();
+    shards::keep_once(&r.fleet).unwrap();
+    beat(vec![nat.clone()]);
+    r.fleet.catch_up().unwrap();
+    shards::keep_once(&r.fleet).unwrap();
+    r.sync();
+    assert_eq!(
+        first(
+            &r.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}")),
+            "state"
+        ),
+        "available"
+    );
+
+    // The real packet of the probe's flow (its source port) leaves its
+    // host for a node of the shard, the one its flow hash picks.
+    let probe_port = openvpc_dataplane::explain::PROBE_SOURCE_PORT;
+    let d = r.send(&inside, outside, syn(probe_port, 443));
+    let Delivery::LeftFabric { dst: node_ip } = d else {
+        panic!("not sent to a hyperplane node: {d:?}");
+    };
+    let (node_id, _) = hyperplane
+        .iter()
+        .find(|(_, ip)| ip.parse::<IpAddr>().unwrap() == node_ip)
+        .expect("a node of the shard");
+    // The trace: the same node, the gateway's private address as source,
+    // then the edge and the Elastic IP (spec 6: source NAT to the
+    // gateway's address; spec 5.1: the edge maps it to its Elastic IP).
+    let xml = r.trace(&probe).unwrap();
+    assert_eq!(first(&xml, "code"), "internet", "{xml}");
+    assert_eq!(first(&xml, "natGatewayId"), nat, "{xml}");
+    assert_eq!(first(&xml, "natNodeId"), *node_id, "{xml}");
+    assert_eq!(first(&xml, "natNodeUnderlay"), node_ip.to_string());
+    assert_eq!(first(&xml, "natSource"), nat_private, "{xml}");
+    let port: u16 = first(&xml, "natSourcePort").parse().unwrap();
+    assert!(port >= 1024, "a translated port: {port}");
+    assert_eq!(first(&xml, "edgeId"), "e1");
+    assert_eq!(first(&xml, "underlay"), edge_ip.to_string());
+    assert_eq!(first(&xml, "publicSource"), eip, "{xml}");
+
+    // The analysis finds the path to the internet: the NAT gateway's
+    // component shows the source translated to its private address, the
+    // internet gateway's the Elastic IP it leaves with.
+    let path = r.path(&format!(
+        "Source={}&Protocol=tcp&FilterAtSource.DestinationAddress={outside}&FilterAtSource.DestinationPortRange.FromPort=443&FilterAtSource.DestinationPortRange.ToPort=443",
+        inside.id
+    ));
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "status"), "succeeded", "{xml}");
+    assert_eq!(first(&xml, "networkPathFound"), "true", "{xml}");
+    let components = items(&xml, "forwardPathComponentSet");
+    let ids: Vec<String> = components.iter().map(|c| component_id(c)).collect();
+    let at_nat = ids
+        .iter()
+        .position(|id| *id == nat)
+        .expect("the NAT gateway");
+    let at_igw = ids
+        .iter()
+        .position(|id| *id == igw)
+        .expect("the internet gateway");
+    assert!(at_nat < at_igw, "{ids:?}");
+    let source_out = |c: &str| {
+        let out = &c[c.find("<outboundHeader>").unwrap()..];
+        first(out, "sourceAddressSet")
+            .replace("<item>", "")
+            .replace("</item>", "")
+    };
+    assert_eq!(source_out(&components[at_nat]), nat_private);
+    assert!(components[at_nat].contains(&format!("<subnet><id>{public_sub}</id>")));
+    assert_eq!(source_out(&components[at_igw]), eip);
+    // The same path to the internet gateway itself.
+    let to_igw = r.path(&format!(
+        "Source={}&Destination={igw}&Protocol=tcp&DestinationPort=443",
+        inside.id
+    ));
+    let xml = r.analyse(&to_igw);
+    assert_eq!(first(&xml, "networkPathFound"), "true", "{xml}");
+
+    // The edge stops: the node has nowhere to send, and says so.
+    nodes::deregister(r.store.as_ref(), Role::Edge, REGION, "e1").unwrap();
+    r.sync();
+    let xml = r.trace(&probe).unwrap();
+    assert_eq!(
+        trace_fate(&xml),
+        ("dropped".to_string(), "nat:no_edge".to_string()),
+        "{xml}"
+    );
+    assert_eq!(first(&xml, "natGatewayId"), nat);
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "status"), "failed", "{xml}");
+    assert!(first(&xml, "statusMessage").contains("no_edge"), "{xml}");
+
+    // No live node in the shard: the route is unserved on the host, and
+    // the trace and the analysis say what the host does.
+    for (id, _) in hyperplane {
+        nodes::deregister(r.store.as_ref(), Role::Hyperplane, REGION, id).unwrap();
+    }
+    r.sync();
+    let d = r.send(&inside, outside, syn(40001, 443));
+    assert_eq!(d.drop_reason(), Some(DropReason::TargetUnserved), "{d:?}");
+    let xml = r.trace(&probe).unwrap();
+    assert_eq!(
+        trace_fate(&xml),
+        ("dropped".to_string(), "target_unserved".to_string())
+    );
+    let xml = r.analyse(&path);
+    assert_eq!(first(&xml, "networkPathFound"), "false", "{xml}");
+    let e = &items(&xml, "explanationSet")[0];
+    assert_eq!(first(e, "explanationCode"), "BAD_STATE");
+    assert!(e.contains(&format!("<natGateway><id>{nat}</id>")), "{e}");
+    assert_eq!(first(e, "natGatewayId"), nat);
+    assert!(
+        first(&xml, "warningMessage").contains("hyperplane"),
+        "{xml}"
+    );
+}

@@ -9,7 +9,7 @@
 //! for the status file and `/metrics`; the control loops hand it the
 //! node's assignments through a channel and a wake-up socket.
 
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::collections::HashMap;
 use std::io;
 use std::net::UdpSocket;
@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use openvpc_agent::batch_io::{Mmsg, grow_socket_buffers};
 use openvpc_agent::netns::{self, NetnsError};
 use openvpc_dataplane::PacketBuf;
-use openvpc_model::host::GENEVE_PORT;
+use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
 use openvpc_model::hyperplane::NatAssignment;
 
 use crate::serve::{
-    GatewayStats, NodeCounters, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict,
+    GatewayStats, Neighbor, NodeCounters, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict,
 };
 use crate::wire::PEER_PORT;
 
@@ -48,6 +48,17 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// 350 s idle timeout.
 const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 const EXPIRE_BUDGET: usize = 16_384;
+/// Packets held per destination while its host is looked up, and in all:
+/// a flood towards unknown addresses must not grow without bound.
+const HELD_PER_MAPPING: usize = 16;
+const HELD_FOR_MAPPINGS: usize = 4_096;
+/// Keys asked of the mapping service in one call.
+const LOOKUP_BATCH: usize = 256;
+
+/// Asks the mapping service who runs each key (the agent API's
+/// `/agent/v1/mappings`): one answer per key, in order.
+pub type Resolver =
+    Box<dyn FnMut(&[MappingKey]) -> Result<Vec<MappingAnswer>, String> + Send + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
@@ -77,6 +88,11 @@ pub struct IoCounters {
     pub send_errors: u64,
     /// First packets that left without their record's acknowledgement.
     pub ack_timeouts: u64,
+    /// Lookups asked of the mapping service, lookups that failed (the
+    /// server away), and packets dropped for want of room while held.
+    pub lookups: u64,
+    pub lookup_errors: u64,
+    pub held_overflow: u64,
     /// Acknowledgements received, and how long they took (sum and max, in
     /// microseconds).
     pub acks: u64,
@@ -100,6 +116,8 @@ pub struct Snapshot {
 
 enum Command {
     Configure(Vec<NatAssignment>, Sender<()>),
+    /// The resolver's answers (`None`: the lookup failed).
+    Mapped(Vec<MappingKey>, Option<Vec<MappingAnswer>>),
     Stop,
 }
 
@@ -197,6 +215,7 @@ pub fn spawn(
     underlay_ip: IpAddr,
     netns: Option<&str>,
     config: ServeConfig,
+    resolver: Option<Resolver>,
 ) -> Result<IoHandle, IoError> {
     let geneve = bind(netns, SocketAddr::new(underlay_ip, GENEVE_PORT))?;
     let peer = bind(netns, SocketAddr::new(underlay_ip, PEER_PORT))?;
@@ -205,6 +224,11 @@ pub fn spawn(
     wake_tx.set_nonblocking(true).map_err(IoError::Thread)?;
     wake_rx.set_nonblocking(true).map_err(IoError::Thread)?;
     let (tx, rx) = mpsc::channel();
+    let wake_tx = Arc::new(wake_tx);
+    let lookups = match resolver {
+        Some(r) => Some(spawn_resolver(r, tx.clone(), wake_tx.clone())?),
+        None => None,
+    };
     let published = Arc::new(Mutex::new(Snapshot::default()));
     let mut worker = Worker {
         serve: Serve::new(config),
@@ -221,6 +245,9 @@ pub fn spawn(
         mmsg: Mmsg::new(BATCH),
         sends: Vec::with_capacity(BATCH),
         held: HashMap::new(),
+        lookups,
+        awaiting: HashMap::new(),
+        awaiting_total: 0,
         io: IoCounters::default(),
         start: Instant::now(),
         configured: 0,
@@ -233,12 +260,49 @@ pub fn spawn(
     Ok(IoHandle {
         client: IoClient {
             tx,
-            wake: Arc::new(wake_tx),
+            wake: wake_tx,
             published,
         },
         thread: Some(thread),
         underlay,
     })
+}
+
+/// The thread that asks the mapping service, off the packet path: keys in
+/// from the worker, answers back as a command.
+fn spawn_resolver(
+    mut resolve: Resolver,
+    answers: Sender<Command>,
+    wake: Arc<UnixDatagram>,
+) -> Result<Sender<MappingKey>, IoError> {
+    let (tx, rx) = mpsc::channel::<MappingKey>();
+    std::thread::Builder::new()
+        .name("openvpc-hyperplane-mappings".into())
+        .spawn(move || {
+            // Ends when the worker (the only sender) is gone.
+            while let Ok(first) = rx.recv() {
+                let mut keys = vec![first];
+                while keys.len() < LOOKUP_BATCH {
+                    match rx.try_recv() {
+                        Ok(k) => keys.push(k),
+                        Err(_) => break,
+                    }
+                }
+                let answer = match resolve(&keys) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "mapping lookup failed; the held packets are dropped");
+                        None
+                    }
+                };
+                if answers.send(Command::Mapped(keys, answer)).is_err() {
+                    return;
+                }
+                let _ = wake.send(&[1]);
+            }
+        })
+        .map_err(IoError::Thread)?;
+    Ok(tx)
 }
 
 /// A packet waiting for its flow's record to be acknowledged.
@@ -263,6 +327,12 @@ struct Worker {
     /// (index into `bufs`, destination) of the batch's packets to send.
     sends: Vec<(usize, SocketAddr)>,
     held: HashMap<u32, Held>,
+    /// Asks the resolver thread, if the node has one.
+    lookups: Option<Sender<MappingKey>>,
+    /// Translated packets of private gateways waiting for their
+    /// destination's host, by (VNI, address).
+    awaiting: HashMap<(u32, Ipv4Addr), Vec<Vec<u8>>>,
+    awaiting_total: usize,
     io: IoCounters,
     start: Instant,
     configured: u64,
@@ -347,6 +417,7 @@ impl Worker {
         while let Ok(cmd) = self.rx.try_recv() {
             match cmd {
                 Command::Stop => return Err(Stopped),
+                Command::Mapped(keys, answers) => self.mapped(&keys, answers),
                 Command::Configure(assignments, reply) => {
                     let now = self.now();
                     self.serve.configure(&assignments, now);
@@ -417,6 +488,11 @@ impl Worker {
                 self.io.geneve_rx += 1;
                 self.io.geneve_rx_bytes += buf.len() as u64;
                 let verdict = self.serve.receive(buf, from.ip(), now);
+                if let Verdict::Resolve { vni, ip } = verdict {
+                    let data = buf.data().to_vec();
+                    self.await_mapping(vni, ip, data);
+                    continue;
+                }
                 if let Verdict::Send { to, after, .. } = verdict {
                     let to = SocketAddr::new(to, GENEVE_PORT);
                     match after {
@@ -498,9 +574,91 @@ impl Worker {
                         }
                     }
                 }
+                PeerVerdict::Packet(Verdict::Resolve { vni, ip }) => {
+                    let data = self.forwarded.data().to_vec();
+                    self.await_mapping(vni, ip, data);
+                }
                 PeerVerdict::Packet(Verdict::Done) => {}
             }
             self.flush_outbox();
+        }
+    }
+
+    /// Holds a private gateway's translated packet until the mapping
+    /// service says where (`vni`, `ip`) runs; the first packet for a key
+    /// asks.
+    fn await_mapping(&mut self, vni: u32, ip: Ipv4Addr, packet: Vec<u8>) {
+        let Some(lookups) = &self.lookups else {
+            self.serve.unresolved();
+            return;
+        };
+        let waiting = self.awaiting.entry((vni, ip)).or_default();
+        if waiting.len() >= HELD_PER_MAPPING || self.awaiting_total >= HELD_FOR_MAPPINGS {
+            self.io.held_overflow += 1;
+            self.serve.unresolved();
+            return;
+        }
+        if waiting.is_empty() {
+            self.io.lookups += 1;
+            if lookups
+                .send(MappingKey {
+                    vni,
+                    ip: IpAddr::V4(ip),
+                })
+                .is_err()
+            {
+                self.serve.unresolved();
+                return;
+            }
+        }
+        waiting.push(packet);
+        self.awaiting_total += 1;
+    }
+
+    /// The resolver's answers: each key's held packets leave, or are
+    /// dropped (nothing runs there, or the lookup failed).
+    fn mapped(&mut self, keys: &[MappingKey], answers: Option<Vec<MappingAnswer>>) {
+        let now = self.now();
+        if answers.is_none() {
+            self.io.lookup_errors += 1;
+        }
+        for (i, key) in keys.iter().enumerate() {
+            let IpAddr::V4(ip) = key.ip else {
+                continue;
+            };
+            let held = self.awaiting.remove(&(key.vni, ip)).unwrap_or_default();
+            self.awaiting_total = self.awaiting_total.saturating_sub(held.len());
+            let Some(answers) = &answers else {
+                for _ in &held {
+                    self.serve.unresolved();
+                }
+                continue;
+            };
+            let found = answers
+                .get(i)
+                .filter(|a| a.key == *key)
+                .and_then(|a| a.record.as_ref())
+                .and_then(|r| {
+                    Some(Neighbor {
+                        host: r.underlay_ip,
+                        mac: r.mac.parse().ok()?,
+                    })
+                });
+            self.serve.mapped(key.vni, ip, found, now);
+            for packet in held {
+                match found {
+                    Some(n) => {
+                        self.forwarded.set(&packet);
+                        if let Verdict::Send { to, .. } =
+                            self.serve.deliver(&mut self.forwarded, key.vni, n)
+                        {
+                            let data = self.forwarded.data().to_vec();
+                            self.send_datagram(&data, SocketAddr::new(to, GENEVE_PORT));
+                        }
+                    }
+                    None => self.serve.unresolved(),
+                }
+            }
         }
     }
 

@@ -175,6 +175,9 @@ pub fn status_json(
             "peer_tx": io.peer_tx,
             "send_errors": io.send_errors,
             "ack_timeouts": io.ack_timeouts,
+            "mapping_lookups": io.lookups,
+            "mapping_lookup_errors": io.lookup_errors,
+            "held_overflow": io.held_overflow,
             "acks": io.acks,
             "ack_wait_us_max": io.ack_wait_us_max,
             "ack_wait_us_mean": io.ack_wait_us_sum.checked_div(io.acks).unwrap_or(0),
@@ -398,7 +401,22 @@ impl HyperplaneNode {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(dir_err(e)),
             _ => {}
         }
-        let io = io::spawn(cfg.underlay_ip, cfg.netns.as_deref(), cfg.serve.clone())?;
+        let client = Client(openvpc_agent::control::Client::with_short_timeout(
+            &cfg.server_url,
+            &cfg.token,
+            SHORT_TIMEOUT,
+        ));
+        // Private gateways' destinations: the agents' mapping service.
+        let resolver: io::Resolver = {
+            let client = client.clone();
+            Box::new(move |keys| client.0.mappings(keys).map_err(|e| e.to_string()))
+        };
+        let io = io::spawn(
+            cfg.underlay_ip,
+            cfg.netns.as_deref(),
+            cfg.serve.clone(),
+            Some(resolver),
+        )?;
         let shared = Arc::new(Shared {
             node_id: cfg.node_id.clone(),
             state_dir: cfg.state_dir.clone(),
@@ -439,11 +457,6 @@ impl HyperplaneNode {
                 Box::new(move || status_loop(&shared, &stop)),
             )?);
         }
-        let client = Client(openvpc_agent::control::Client::with_short_timeout(
-            &cfg.server_url,
-            &cfg.token,
-            SHORT_TIMEOUT,
-        ));
         {
             let (shared, stop, client, cfg) =
                 (shared.clone(), stop.clone(), client.clone(), cfg.clone());

@@ -84,9 +84,12 @@ pub enum NodeDrop {
     /// A public gateway's VPC has no edge to send to (no internet gateway
     /// attached, or no edge alive).
     NoEdge,
-    /// A private gateway: forwarding by its subnet's route table is not
-    /// done yet.
-    PrivateNotServed,
+    /// A private gateway's packet to a destination none of its subnet's
+    /// routes the node can follow covers.
+    NoRoute,
+    /// A private gateway's packet to an address the mapping service does
+    /// not place (nothing runs there).
+    NoMapping,
     /// A reply for an instance whose host the node never learned.
     NoNeighbor,
     /// A peer message that failed to decode, or for a gateway not here.
@@ -96,12 +99,13 @@ pub enum NodeDrop {
 }
 
 impl NodeDrop {
-    pub const ALL: [NodeDrop; 8] = [
+    pub const ALL: [NodeDrop; 9] = [
         NodeDrop::Malformed,
         NodeDrop::NotIpv4,
         NodeDrop::UnknownGateway,
         NodeDrop::NoEdge,
-        NodeDrop::PrivateNotServed,
+        NodeDrop::NoRoute,
+        NodeDrop::NoMapping,
         NodeDrop::NoNeighbor,
         NodeDrop::PeerMalformed,
         NodeDrop::RecordRefused,
@@ -113,7 +117,8 @@ impl NodeDrop {
             NodeDrop::NotIpv4 => "not_ipv4",
             NodeDrop::UnknownGateway => "unknown_gateway",
             NodeDrop::NoEdge => "no_edge",
-            NodeDrop::PrivateNotServed => "private_not_served",
+            NodeDrop::NoRoute => "no_route",
+            NodeDrop::NoMapping => "no_mapping",
             NodeDrop::NoNeighbor => "no_neighbor",
             NodeDrop::PeerMalformed => "peer_malformed",
             NodeDrop::RecordRefused => "record_refused",
@@ -132,10 +137,21 @@ pub enum Verdict {
         src_port: u16,
         after: Option<u32>,
     },
+    /// A private gateway's translated packet (a bare IPv4 packet in the
+    /// buffer) for `ip` in VNI `vni`, whose host the node does not know
+    /// yet: the shell asks the mapping service, then calls
+    /// [`Serve::mapped`] and [`Serve::deliver`].
+    Resolve { vni: u32, ip: Ipv4Addr },
     /// Nothing to send (dropped and counted, or sent to a peer as a
     /// message in the outbox).
     Done,
 }
+
+/// How long the node keeps an answer of the mapping service: a placement
+/// changes rarely, and an absent address may appear (an instance that
+/// starts), so the absence is asked again sooner.
+pub const MAPPING_TTL_SECS: u64 = 60;
+pub const NO_MAPPING_TTL_SECS: u64 = 2;
 
 /// What a peer message asked of the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +232,24 @@ impl GatewayStats {
     }
 }
 
+/// The place whose slice holds a reply's translated port (TCP/UDP
+/// destination port, ICMP echo identifier); `None` when the packet has
+/// none (a later fragment) or does not parse.
+fn reply_place(packet: &[u8], nodes: u8) -> Option<u8> {
+    let pf = flow::parse_ip(packet, ethertype::IPV4).ok()?;
+    if pf.later_fragment {
+        return None;
+    }
+    let port = if pf.key.protocol == openvpc_packet::ip::protocol::ICMP {
+        // Echo replies carry the translated identifier where a port would be.
+        let at = pf.l4_offset + 4;
+        u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?])
+    } else {
+        pf.key.dst_port
+    };
+    Some(crate::nat::owner_of(port, nodes))
+}
+
 /// A host an instance lives behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Neighbor {
@@ -235,6 +269,9 @@ pub struct Serve {
     /// (VNI, gateway private address) → gateway, for replies.
     by_private: HashMap<(u32, Ipv4Addr), usize>,
     neighbors: HashMap<(u32, Ipv4Addr), Neighbor>,
+    /// The mapping service's answers for private gateways' destinations,
+    /// with when they were given (seconds).
+    mappings: HashMap<(u32, Ipv4Addr), (Option<Neighbor>, u64)>,
     hasher: FlowHasher,
     seq: u32,
     outbox: Vec<(IpAddr, Message)>,
@@ -256,6 +293,7 @@ impl Serve {
             by_vni: HashMap::new(),
             by_private: HashMap::new(),
             neighbors: HashMap::new(),
+            mappings: HashMap::new(),
             hasher: FlowHasher::new(),
             seq: 0,
             outbox: Vec::new(),
@@ -277,7 +315,8 @@ impl Serve {
         self.gateways.iter().map(|g| (&g.assignment, &g.nat))
     }
 
-    /// The IDs of the gateways programmed here: what the heartbeat reports.
+    /// The IDs of the gateways programmed here: what the heartbeat reports,
+    /// and what makes a gateway `available`.
     pub fn serving(&self) -> Vec<String> {
         self.gateways
             .iter()
@@ -665,7 +704,8 @@ impl Serve {
                     return self.drop(NodeDrop::UnknownGateway);
                 };
                 if g.assignment.connectivity == NatConnectivity::Private {
-                    return self.drop(NodeDrop::PrivateNotServed);
+                    self.replicate(gi, record);
+                    return self.route_private(gi, buf, now);
                 }
                 let edges = &g.assignment.edges;
                 if edges.is_empty() {
@@ -700,6 +740,72 @@ impl Serve {
         }
     }
 
+    /// A private gateway's translated packet: on by its subnet's routes, to
+    /// the host the mapping service names.
+    fn route_private(&mut self, gi: usize, buf: &mut PacketBuf, now: u64) -> Verdict {
+        let Some(dst) = buf
+            .data()
+            .get(16..20)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(Ipv4Addr::from)
+        else {
+            return self.drop(NodeDrop::Malformed);
+        };
+        let Some(g) = self.gateways.get(gi) else {
+            return self.drop(NodeDrop::UnknownGateway);
+        };
+        let Some(vni) = g
+            .assignment
+            .routes
+            .iter()
+            .filter(|r| r.destination.contains(&dst))
+            .max_by_key(|r| r.destination.prefix_len())
+            .map(|r| r.vni)
+        else {
+            return self.drop(NodeDrop::NoRoute);
+        };
+        match self.mappings.get(&(vni, dst)) {
+            Some((Some(n), at)) if now.saturating_sub(*at) < MAPPING_TTL_SECS => {
+                let n = *n;
+                self.deliver(buf, vni, n)
+            }
+            Some((None, at)) if now.saturating_sub(*at) < NO_MAPPING_TTL_SECS => {
+                self.drop(NodeDrop::NoMapping)
+            }
+            _ => Verdict::Resolve { vni, ip: dst },
+        }
+    }
+
+    /// The mapping service's answer for (`vni`, `ip`), at `now`.
+    pub fn mapped(&mut self, vni: u32, ip: Ipv4Addr, answer: Option<Neighbor>, now: u64) {
+        self.mappings.insert((vni, ip), (answer, now));
+    }
+
+    /// The node's current answer for (`vni`, `ip`), if it has one.
+    pub fn mapping(&self, vni: u32, ip: Ipv4Addr) -> Option<Option<Neighbor>> {
+        self.mappings.get(&(vni, ip)).map(|(n, _)| *n)
+    }
+
+    /// Sends a translated bare IPv4 packet in `vni` to `to`'s host (the
+    /// packet a [`Verdict::Resolve`] held, once resolved).
+    pub fn deliver(&mut self, buf: &mut PacketBuf, vni: u32, to: Neighbor) -> Verdict {
+        let port = self.src_port(buf.data());
+        if !Serve::encapsulate(buf, vni, to.mac, self.config.router_mac) {
+            return self.drop(NodeDrop::Malformed);
+        }
+        Verdict::Send {
+            to: to.host,
+            src_port: port,
+            after: None,
+        }
+    }
+
+    /// Counts a held packet whose destination the mapping service did not
+    /// place.
+    pub fn unresolved(&mut self) {
+        self.drop(NodeDrop::NoMapping);
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn reply_from_edge(
         &mut self,
@@ -717,6 +823,17 @@ impl Serve {
             return self.drop(NodeDrop::UnknownGateway);
         };
         let vni = g.assignment.vni;
+        // A reply whose port is another place's slice (the mapping service
+        // names one node for a private gateway's address): to that place.
+        if !forwarded
+            && let Some(place) = reply_place(buf.data(), g.nat.place().1)
+            && !g.nat.serves_place(place)
+        {
+            return self.forward(gi, place, ip, buf, from);
+        }
+        let Some(g) = self.gateways.get_mut(gi) else {
+            return self.drop(NodeDrop::UnknownGateway);
+        };
         let out = if forwarded {
             g.nat.inbound_forwarded(buf, now)
         } else {

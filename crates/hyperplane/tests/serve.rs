@@ -8,9 +8,11 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_hyperplane::nat::{NatDrop, owner_of};
-use openvpc_hyperplane::serve::{NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict, gateway_mac};
+use openvpc_hyperplane::serve::{
+    Neighbor, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict, gateway_mac,
+};
 use openvpc_hyperplane::wire::{Body, Message};
-use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, ShardMember};
+use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, NatRoute, ShardMember};
 use openvpc_packet::MacAddr;
 use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
 use openvpc_packet::ethernet::{EthernetRepr, ethertype};
@@ -67,6 +69,7 @@ fn assignment(alive: [bool; 2]) -> NatAssignment {
             })
             .collect(),
         edges: vec![edge()],
+        routes: Vec::new(),
     }
 }
 
@@ -351,4 +354,99 @@ fn what_the_node_cannot_place_is_a_counted_drop() {
     // A gateway no longer assigned is gone.
     a.configure(&[], 0);
     assert!(a.serving().is_empty());
+}
+
+// A private gateway (spec 6.1): translated to its private address, then on
+// by its subnet's routes (here a peering, the peer's VNI) to the host the
+// mapping service names; the peer's reply comes back to the gateway's
+// address and, on a node that does not own its port, goes to the one that
+// does.
+#[test]
+fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
+    const PEER_VNI: u32 = 5151;
+    let peer = Ipv4Addr::new(10, 20, 0, 5);
+    let peer_mac = MacAddr([2, 0, 0, 0, 2, 5]);
+    let peer_host = ip("10.99.0.4");
+    let private = || {
+        let mut a = assignment([true, true]);
+        a.connectivity = NatConnectivity::Private;
+        a.edges.clear();
+        a.routes = vec![
+            NatRoute {
+                destination: "10.0.0.0/16".parse().unwrap(),
+                vni: VNI,
+            },
+            NatRoute {
+                destination: "10.20.0.0/16".parse().unwrap(),
+                vni: PEER_VNI,
+            },
+        ];
+        a
+    };
+    let (mut a, mut b) = (node("hp1"), node("hp2"));
+    a.configure(&[private()], 0);
+    b.configure(&[private()], 0);
+    a.take_outbox();
+    b.take_outbox();
+    let syn = tcp(INST, 40_000, peer, 22, flags::SYN);
+    let mut buf = geneve(gateway_mac(GW), INST_MAC, &syn);
+    let v = a.receive(&mut buf, host(), 1);
+    assert_eq!(
+        v,
+        Verdict::Resolve {
+            vni: PEER_VNI,
+            ip: peer
+        }
+    );
+    let n = Neighbor {
+        host: peer_host,
+        mac: peer_mac,
+    };
+    a.mapped(PEER_VNI, peer, Some(n), 1);
+    let v = a.deliver(&mut buf, PEER_VNI, n);
+    assert!(
+        matches!(v, Verdict::Send { to, .. } if to == peer_host),
+        "{v:?}"
+    );
+    let g = GeneveHeader::view(buf.data()).unwrap();
+    assert_eq!(g.header.vni(), PEER_VNI, "on in the peer VPC's VNI");
+    let (src, port, dst, _) = inner(&buf);
+    assert_eq!((src, dst), (IpAddr::V4(NAT_IP), IpAddr::V4(peer)));
+    // A later packet needs no lookup.
+    let mut ack = geneve(
+        gateway_mac(GW),
+        INST_MAC,
+        &tcp(INST, 40_000, peer, 22, flags::ACK),
+    );
+    assert!(matches!(a.receive(&mut ack, host(), 2), Verdict::Send { to, .. } if to == peer_host));
+    deliver(&mut a, node_ip("hp1"), &mut b, 2);
+    b.take_outbox();
+    // The peer's reply reaches hp2 (the mapping service names one node):
+    // the port is hp1's slice, so hp2 forwards it there, untouched.
+    let reply = tcp(peer, 22, NAT_IP, port, flags::SYN | flags::ACK);
+    let mut r = geneve(gateway_mac(GW), peer_mac, &reply);
+    assert_eq!(b.receive(&mut r, peer_host, 2), Verdict::Done);
+    assert_eq!(b.counters().forwarded, 1);
+    let out = b.take_outbox();
+    assert_eq!(out[0].0, node_ip("hp1"));
+    let mut bytes = Vec::new();
+    out[0].1.encode(&mut bytes);
+    let mut back = PacketBuf::default();
+    let v = a.peer(&bytes, node_ip("hp2"), 2, &mut back);
+    assert!(
+        matches!(v, PeerVerdict::Packet(Verdict::Send { to, .. }) if to == host()),
+        "{v:?}"
+    );
+    assert_eq!(
+        inner(&back),
+        (IpAddr::V4(peer), 22, IpAddr::V4(INST), 40_000)
+    );
+    // No route: dropped and counted.
+    let mut lost = geneve(
+        gateway_mac(GW),
+        INST_MAC,
+        &tcp(INST, 1, SERVER, 80, flags::SYN),
+    );
+    assert_eq!(a.receive(&mut lost, host(), 3), Verdict::Done);
+    assert_eq!(a.drops(NodeDrop::NoRoute), 1);
 }

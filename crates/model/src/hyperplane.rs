@@ -8,6 +8,7 @@
 
 use core::net::{IpAddr, Ipv4Addr};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
 pub use crate::node::{NodeRecord, NodeRegistration};
@@ -30,6 +31,16 @@ pub struct ShardMember {
     pub node_id: String,
     /// `None` while the node is dead (its registration expired).
     pub underlay_ip: Option<IpAddr>,
+}
+
+/// One route of a private gateway's subnet that a node can follow: the
+/// destinations inside the VPC (`local`) or across a peering, and the VNI
+/// the translated packet continues in (the mapping service then names the
+/// destination's host).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatRoute {
+    pub destination: Ipv4Net,
+    pub vni: u32,
 }
 
 /// A NAT gateway a node serves.
@@ -57,6 +68,12 @@ pub struct NatAssignment {
     /// no internet gateway attached, or for a private gateway).
     #[serde(default)]
     pub edges: Vec<IpAddr>,
+    /// Where a private gateway's translated packets go: the routes of its
+    /// subnet's table to the VPC itself and to peered VPCs (longest prefix
+    /// first matters not: the node matches the longest). Empty for a
+    /// public gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<NatRoute>,
 }
 
 /// The answer to a node's watch: its assignments, whole.

@@ -179,6 +179,9 @@ pub struct Explanation {
     pub route_table: Option<AnalysisComponent>,
     pub route_table_route: Option<AnalysisRouteTableRoute>,
     pub internet_gateway: Option<AnalysisComponent>,
+    /// botocore's `NatGateway`; absent in analyses stored before it was.
+    #[serde(default)]
+    pub nat_gateway: Option<AnalysisComponent>,
     pub destination: Option<AnalysisComponent>,
     pub address: Option<Ipv4Addr>,
     pub subnet: Option<AnalysisComponent>,
@@ -199,6 +202,7 @@ impl Explanation {
             route_table: None,
             route_table_route: None,
             internet_gateway: None,
+            nat_gateway: None,
             destination: None,
             address: None,
             subnet: None,

@@ -133,7 +133,7 @@ pub struct TracedStep {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceReport {
     pub steps: Vec<TracedStep>,
-    /// `delivered`, `dropped`, `forwarded` or `unresolved`.
+    /// `delivered`, `dropped`, `forwarded`, `internet` or `unresolved`.
     pub fate: String,
     /// The interface it was delivered to.
     pub delivered_to: Option<String>,
@@ -145,6 +145,14 @@ pub struct TraceReport {
     /// public source address it left with (fate `internet`).
     pub edge_id: Option<String>,
     pub public_source: Option<String>,
+    /// A NAT gateway the packet went through, the hyperplane node that
+    /// translated (or dropped) it, and the private source address and port
+    /// it was translated to (a port the node would allocate a new flow).
+    pub nat_gateway_id: Option<String>,
+    pub nat_node_id: Option<String>,
+    pub nat_node_underlay: Option<String>,
+    pub nat_source: Option<String>,
+    pub nat_source_port: Option<String>,
 }
 
 impl TraceReport {
@@ -184,6 +192,11 @@ impl TraceReport {
             underlay: between(fate, "underlay"),
             edge_id: between(fate, "edgeId"),
             public_source: between(fate, "publicSource"),
+            nat_gateway_id: between(fate, "natGatewayId"),
+            nat_node_id: between(fate, "natNodeId"),
+            nat_node_underlay: between(fate, "natNodeUnderlay"),
+            nat_source: between(fate, "natSource"),
+            nat_source_port: between(fate, "natSourcePort"),
         }
     }
 }

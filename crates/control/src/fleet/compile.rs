@@ -18,11 +18,13 @@ use openvpc_model::host::{
     RouteState, RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState,
     SubnetState,
 };
+use openvpc_model::hyperplane::NatRoute;
 use openvpc_model::lifecycle::InstanceState;
 use openvpc_model::node::NodeRecord;
 
 use super::nodes::Role;
 use crate::records::instance::Instance;
+use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::{EntryCidr, NetworkAcl};
 use crate::records::network_interface::{
     NetworkInterface, TCP_ESTABLISHED_DEFAULT, UDP_DEFAULT, UDP_STREAM_DEFAULT,
@@ -108,7 +110,7 @@ pub struct Mirror {
     /// (`shards/{region}/{gateway_id}`).
     pub shards: HashMap<Key, Vec<String>>,
     /// NAT gateways, whole, by key: their nodes translate for them.
-    pub nats: HashMap<Key, crate::records::nat_gateway::NatGateway>,
+    pub nats: HashMap<Key, NatGateway>,
     /// Each region's settings, by region name.
     pub settings: HashMap<String, RegionSettings>,
 }
@@ -460,6 +462,42 @@ fn compile_routes(
         route_table_id: table.id.clone(),
         routes,
     })
+}
+
+/// Where a private NAT gateway's translated packets can go (issue 16): the
+/// IPv4 routes of its subnet's table (its explicit association, else the
+/// VPC's main) that stay on the underlay, resolved as an ENI's are: `local`
+/// in the gateway's VPC, an active peering in the peer's. Every other
+/// target is left out, so the node drops what matches only them as having
+/// no route. Empty while the gateway's VPC, subnet or table is missing.
+pub fn nat_routes(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Vec<NatRoute> {
+    let scope = scope(nat_key);
+    let vpc_key = rkey(scope, "vpc", &nat.vpc_id);
+    let Some(vpc) = m.vpcs.get(&vpc_key) else {
+        return Vec::new();
+    };
+    let subnet_key = rkey(scope, "subnet", &nat.subnet_id);
+    // The index tells the nodes again on any change of the region's route
+    // tables, peerings, prefix lists or VPCs, so what was read is not kept.
+    let mut deps = Vec::new();
+    let Some(table) = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, &mut deps) else {
+        return Vec::new();
+    };
+    table
+        .routes
+        .into_iter()
+        .filter_map(|r| {
+            let IpNet::V4(destination) = r.destination else {
+                return None;
+            };
+            let vni = match r.target {
+                RouteTargetState::Local => vpc.vni,
+                RouteTargetState::Peering { peer_vni, .. } => peer_vni,
+                _ => return None,
+            };
+            Some(NatRoute { destination, vni })
+        })
+        .collect()
 }
 
 /// The underlay address of the host a placed ENI runs on.

@@ -161,6 +161,10 @@ struct Index {
     nat_public: HashMap<(String, Ipv4Addr), Key>,
     /// (region, gateway ID) → the NAT gateway's key, for its shard's changes.
     nat_by_id: HashMap<(String, String), Key>,
+    /// (region, private address) → the NAT gateways (of any VPC, in any
+    /// state) with that address: the mapping service answers for those
+    /// pending or available with a node of their shard.
+    nat_private: HashMap<(String, Ipv4Addr), BTreeSet<Key>>,
     /// Region → the public addresses whose holder changed.
     public_log: HashMap<String, Log<Ipv4Addr>>,
     /// Region → the last revision at which what every edge gets whole (the
@@ -185,6 +189,9 @@ struct Dirty {
     /// (region, public address) whose edge mapping may have changed
     /// outside an ENI's compile: NAT gateways' Elastic IPs.
     public: Vec<(String, Ipv4Addr)>,
+    /// (region, VNI, address) whose mapping answer may have changed outside
+    /// an ENI's compile: NAT gateways' private addresses.
+    mappings: Vec<(String, u32, Ipv4Addr)>,
 }
 
 /// What a store key holds, as far as the index cares: parsed once from the
@@ -360,6 +367,31 @@ fn nat_eips(nat: &NatGateway) -> Vec<Ipv4Addr> {
     nat.addresses.iter().filter_map(|a| a.public_ip).collect()
 }
 
+/// The private addresses of a NAT gateway's addresses.
+fn nat_private_ips(nat: &NatGateway) -> Vec<Ipv4Addr> {
+    nat.addresses.iter().filter_map(|a| a.private_ip).collect()
+}
+
+/// The VNI of a NAT gateway's VPC, while the index knows the VPC.
+fn nat_vni(m: &Mirror, nat: &NatGateway) -> Option<u32> {
+    m.vpc_by_id
+        .get(&nat.vpc_id)
+        .and_then(|k| m.vpcs.get(k))
+        .map(|v| v.vni)
+}
+
+/// The mapping keys a NAT gateway's private addresses answer to (none when
+/// its VPC is unknown).
+fn nat_mapping_keys(m: &Mirror, region: &str, nat: &NatGateway) -> Vec<(String, u32, Ipv4Addr)> {
+    let Some(vni) = nat_vni(m, nat) else {
+        return Vec::new();
+    };
+    nat_private_ips(nat)
+        .into_iter()
+        .map(|ip| (region.to_owned(), vni, ip))
+        .collect()
+}
+
 /// Every place of NAT gateway `gateway_id`'s shard, in order: its node and,
 /// while the node lives, its underlay address (none without a shard).
 fn shard_places(m: &Mirror, region: &str, gateway_id: &str) -> Vec<(String, Option<IpAddr>)> {
@@ -426,6 +458,7 @@ impl Index {
                         .collect();
                     for g in gateways {
                         self.touch_nat_eips(&region, &g, dirty);
+                        self.touch_nat_mappings(&region, &g, dirty);
                     }
                 }
                 dirty.deps.push(Dep::Nodes(role, region));
@@ -439,6 +472,7 @@ impl Index {
                 dirty.deps.push(Dep::Record(key.to_owned()));
                 let region = key.split('/').nth(1).unwrap_or("").to_owned();
                 self.touch_nat_eips(&region, id_of(key), dirty);
+                self.touch_nat_mappings(&region, id_of(key), dirty);
                 dirty.hyperplane_meta.push(region);
             }
             return;
@@ -690,6 +724,38 @@ impl Index {
                                 dirty.public.push(k);
                             }
                         }
+                        // The mapping service's view of its private
+                        // addresses: what answers for them (its nodes,
+                        // while it holds a shard) and under which ENI.
+                        for ip in old.iter().flat_map(nat_private_ips) {
+                            let k = (region.clone(), ip);
+                            if let Some(set) = self.nat_private.get_mut(&k) {
+                                set.remove(key);
+                                if set.is_empty() {
+                                    self.nat_private.remove(&k);
+                                }
+                            }
+                        }
+                        for ip in nat.iter().flat_map(nat_private_ips) {
+                            self.nat_private
+                                .entry((region.clone(), ip))
+                                .or_default()
+                                .insert(key.to_owned());
+                        }
+                        let answers = |n: &Option<NatGateway>| {
+                            n.as_ref().filter(|n| n.state.holds_shard()).map(|n| {
+                                (
+                                    n.vpc_id.clone(),
+                                    nat_private_ips(n),
+                                    n.network_interface_id.clone(),
+                                )
+                            })
+                        };
+                        if answers(&old) != answers(&nat) {
+                            for n in old.iter().chain(nat.iter()) {
+                                dirty.mappings.extend(nat_mapping_keys(m, &region, n));
+                            }
+                        }
                     }
                 }
                 let new = value.and_then(|v| gateway_record(key, v));
@@ -710,7 +776,26 @@ impl Index {
                 return;
             }
         }
+        // A private NAT gateway's nodes are told its subnet's routes to the
+        // VPC and its peers whole: coarsely, any change of what those read
+        // is news for the region's nodes while it has such a gateway.
+        if matches!(
+            record,
+            Record::RouteTable | Record::Peering | Record::PrefixList | Record::Vpc
+        ) && self.has_private_nat(region_of(key))
+        {
+            dirty.hyperplane_meta.push(region_of(key).to_owned());
+        }
         dirty.deps.push(Dep::Record(key.to_owned()));
+    }
+
+    /// Whether `region` has a private NAT gateway its nodes serve.
+    fn has_private_nat(&self, region: &str) -> bool {
+        self.nat_by_id
+            .iter()
+            .filter(|((r, _), _)| r == region)
+            .filter_map(|(_, k)| self.mirror.nats.get(k))
+            .any(|n| n.state.holds_shard() && n.connectivity_type == "private")
     }
 
     /// The ENIs that read any of `deps`, plus `enis`.
@@ -948,6 +1033,9 @@ impl Index {
         for (region, ip) in std::mem::take(&mut dirty.public) {
             self.log_public(revision, &region, &[ip], log);
         }
+        for (region, vni, ip) in std::mem::take(&mut dirty.mappings) {
+            self.invalidate(revision, &region, vni, &[ip], log);
+        }
         if log {
             for region in dirty.hyperplane_meta.drain(..) {
                 self.hyperplane_meta.insert(region, revision);
@@ -972,6 +1060,46 @@ impl Index {
         for ip in nat.iter().flat_map(|n| nat_eips(n)) {
             dirty.public.push((region.to_owned(), ip));
         }
+    }
+
+    /// Marks the private addresses of NAT gateway `gateway_id` of `region`
+    /// as changed for the hosts (its shard or a node of it changed, so the
+    /// node the mapping service names may have).
+    fn touch_nat_mappings(&self, region: &str, gateway_id: &str, dirty: &mut Dirty) {
+        let nat = self
+            .nat_by_id
+            .get(&(region.to_owned(), gateway_id.to_owned()))
+            .and_then(|k| self.mirror.nats.get(k));
+        if let Some(n) = nat {
+            dirty
+                .mappings
+                .extend(nat_mapping_keys(&self.mirror, region, n));
+        }
+    }
+
+    /// What the mapping service answers for `ip` in `vni` of `region` when
+    /// it is a private address of a pending or available NAT gateway of
+    /// that VPC: the first live node of its shard in place order (a dead
+    /// place's buddy), with the gateway's ENI and MAC, which the hosts
+    /// address its replies to. None while no node of its shard lives.
+    fn nat_mapping(&self, region: &str, vni: u32, ip: Ipv4Addr) -> Option<MappingRecord> {
+        let m = &self.mirror;
+        let nat = self
+            .nat_private
+            .get(&(region.to_owned(), ip))?
+            .iter()
+            .filter_map(|k| m.nats.get(k))
+            .find(|n| n.state.holds_shard() && nat_vni(m, n) == Some(vni))?;
+        let places: Vec<Option<IpAddr>> = shard_places(m, region, &nat.id)
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect();
+        let underlay_ip = serving_places(&places).into_iter().next().flatten()?;
+        Some(MappingRecord {
+            underlay_ip,
+            eni_id: nat.network_interface_id.clone().unwrap_or_default(),
+            mac: gateway_mac(&nat.id).to_string(),
+        })
     }
 
     /// What an edge node of `region` translates for `public`, if anyone
@@ -1386,6 +1514,11 @@ impl Fleet {
                 } else {
                     Vec::new()
                 },
+                routes: if public {
+                    Vec::new()
+                } else {
+                    super::compile::nat_routes(m, key, nat)
+                },
             });
         }
         assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
@@ -1542,7 +1675,8 @@ impl Fleet {
                                 eni_id: c.state.eni_id.clone(),
                                 mac: c.state.mac.clone(),
                             })
-                        }),
+                        })
+                        .or_else(|| index.nat_mapping(region, key.vni, ip)),
                     IpAddr::V6(_) => None,
                 };
                 MappingAnswer { key: *key, record }

@@ -90,6 +90,7 @@ fn assignment(a: IpAddr, b: IpAddr) -> NatAssignment {
             },
         ],
         edges: Vec::new(),
+        routes: Vec::new(),
     }
 }
 

@@ -1,7 +1,10 @@
 //! `openvpc trace --from … --to … --protocol …`: asks the server what the
 //! dataplane does with a packet, and prints each layer's decision with the
-//! rule behind it, then the packet's fate. The server explains over the
-//! state its hosts run; nothing is sent and no root is needed.
+//! rule behind it, then the packet's fate: through a NAT gateway, the
+//! hyperplane node that translates it and the address and port it is
+//! translated to, then the edge and the Elastic IP it leaves the region
+//! from. The server explains over the state its hosts run; nothing is sent
+//! and no root is needed.
 //!
 //! Endpoint, region and credentials are found as the aws CLI finds them:
 //! flags first, then `AWS_ENDPOINT_URL`, `AWS_REGION`/`AWS_DEFAULT_REGION`,
@@ -141,6 +144,17 @@ fn render(report: &TraceReport) -> String {
         }
         out.push_str(&format!("  {:<15} {:<22} {}\n", s.layer, s.action, s.rule));
     }
+    let or_unknown = |v: &Option<String>| v.clone().unwrap_or_else(|| "?".into());
+    // The NAT gateway's hop, when it translated the packet.
+    if let Some(private) = &report.nat_source {
+        out.push_str(&format!(
+            "through NAT gateway {} on hyperplane node {} ({}): source translated to {private}:{} (a port the node would allocate to this new flow)\n",
+            or_unknown(&report.nat_gateway_id),
+            or_unknown(&report.nat_node_id),
+            or_unknown(&report.nat_node_underlay),
+            or_unknown(&report.nat_source_port),
+        ));
+    }
     match report.fate.as_str() {
         "delivered" => out.push_str(&format!(
             "delivered to {}\n",
@@ -148,20 +162,32 @@ fn render(report: &TraceReport) -> String {
         )),
         "dropped" => {
             let reason = report.reason.as_deref().unwrap_or("");
-            match reason.strip_prefix("edge:") {
-                Some(at_edge) => out.push_str(&format!(
+            if let Some(at_edge) = reason.strip_prefix("edge:") {
+                out.push_str(&format!(
                     "dropped by edge node {}: {at_edge}\n",
                     report.edge_id.as_deref().unwrap_or("?")
-                )),
-                None => {
-                    let why = DropReason::from_name(reason).map_or("", DropReason::describe);
-                    out.push_str(&format!("dropped: {reason} ({why})\n"));
-                }
+                ));
+            } else if let Some(at_node) = reason.strip_prefix("nat:") {
+                out.push_str(&format!(
+                    "dropped by hyperplane node {} ({}) of NAT gateway {}: {at_node}\n",
+                    or_unknown(&report.nat_node_id),
+                    or_unknown(&report.nat_node_underlay),
+                    or_unknown(&report.nat_gateway_id),
+                ));
+            } else {
+                let why = DropReason::from_name(reason).map_or("", DropReason::describe);
+                out.push_str(&format!("dropped: {reason} ({why})\n"));
             }
         }
         "forwarded" => out.push_str(&format!(
             "forwarded to the gateway's node at {}\n",
             report.underlay.as_deref().unwrap_or("?")
+        )),
+        "internet" if report.nat_source.is_some() => out.push_str(&format!(
+            "left the region through edge node {} ({}) from {}: the NAT gateway's Elastic IP\n",
+            or_unknown(&report.edge_id),
+            or_unknown(&report.underlay),
+            or_unknown(&report.public_source),
         )),
         "internet" => out.push_str(&format!(
             "left the VPC through edge node {} ({}) as {}: the internet gateway's 1:1 translation\n",
@@ -173,4 +199,55 @@ fn render(report: &TraceReport) -> String {
         other => out.push_str(&format!("{other}\n")),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Issue 16 (8): a packet through a NAT gateway reads hop by hop: the
+    // node and the private address and port it translates to, then the
+    // edge and the Elastic IP it leaves the region from.
+    #[test]
+    fn a_nat_hop_reads_before_the_edge() {
+        let report = TraceReport {
+            fate: "internet".into(),
+            edge_id: Some("e1".into()),
+            underlay: Some("10.254.0.2".into()),
+            public_source: Some("198.51.100.7".into()),
+            nat_gateway_id: Some("nat-0123456789abcdef0".into()),
+            nat_node_id: Some("hp1".into()),
+            nat_node_underlay: Some("10.254.1.1".into()),
+            nat_source: Some("10.0.2.9".into()),
+            nat_source_port: Some("1024".into()),
+            ..TraceReport::default()
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].starts_with(
+                "through NAT gateway nat-0123456789abcdef0 on hyperplane node hp1 (10.254.1.1): source translated to 10.0.2.9:1024"
+            ),
+            "{text}"
+        );
+        assert!(
+            lines[1]
+                .starts_with("left the region through edge node e1 (10.254.0.2) from 198.51.100.7"),
+            "{text}"
+        );
+
+        let dropped = TraceReport {
+            fate: "dropped".into(),
+            reason: Some("nat:no_edge".into()),
+            nat_gateway_id: Some("nat-0123456789abcdef0".into()),
+            nat_node_id: Some("hp1".into()),
+            nat_node_underlay: Some("10.254.1.1".into()),
+            ..TraceReport::default()
+        };
+        assert_eq!(
+            render(&dropped),
+            "dropped by hyperplane node hp1 (10.254.1.1) of NAT gateway nat-0123456789abcdef0: no_edge\n"
+        );
+    }
 }

@@ -20,6 +20,11 @@
 //! - a route to a gateway no node serves yet stops the packet, as the hosts
 //!   stop it: not found, `BAD_STATE` on the gateway, and a warning that says
 //!   why;
+//! - through a NAT gateway, the hyperplane node's core and then the edge's
+//!   translate the packet (`crate::trace`): the path is found when both do,
+//!   with the NAT gateway's component (the source translated to its private
+//!   address) and the internet gateway's (to its Elastic IP); a drop on the
+//!   node or the edge fails the analysis with the counter's name;
 //! - a source that runs on no host fails with the reason.
 //!
 //! Isolation: the path is looked up in the caller's account only, and the
@@ -37,8 +42,10 @@ use openvpc_model::rule::{IpProtocol, L4Match, RuleAction, TrafficMatch};
 use openvpc_model::time::{days_from_civil, format_time, now_secs};
 
 use super::idempotency::{self, ClientToken};
+use super::internet_gateway::InternetGateway;
+use super::nat_gateway::NatGateway;
 use super::network_acl::{EntryCidr, IPV4_STAR_RULE, NetworkAcl};
-use super::network_insights::{EndpointKind, NetworkInsightsPath, PathProtocol};
+use super::network_insights::{EndpointKind, NetworkInsightsPath, PathEndpoint, PathProtocol};
 use super::network_interface::NetworkInterface;
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_where, new_id, transact, write_tags,
@@ -56,7 +63,7 @@ pub use crate::records::network_insights_analysis::{
     AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation, ExplanationCode,
     NetworkInsightsAnalysis, PathComponent, RouteState,
 };
-use crate::trace::{EdgeHop, Traced, trace};
+use crate::trace::{EdgeHop, NatHop, Traced, trace};
 
 /// The address a path to an internet gateway is analysed with when the path
 /// names none: any address outside the VPC that the route table sends to
@@ -224,6 +231,7 @@ fn write_explanation(x: &mut Xml, e: &Explanation) {
     x.opt("direction", e.direction.map(Direction::as_str))
         .elem("explanationCode", e.code.as_str());
     write_component(x, "internetGateway", e.internet_gateway.as_ref());
+    write_component(x, "natGateway", e.nat_gateway.as_ref());
     write_component(x, "networkInterface", e.network_interface.as_ref());
     if let Some(r) = &e.route_table_route {
         write_route(x, r);
@@ -495,13 +503,36 @@ fn judge(
         outbound_header: Some(header.clone()),
         ..path_component(component(tx, &source.id))
     });
+    // A private NAT gateway's packet continues at its destination: the
+    // gateway's component comes between the source's steps and the
+    // destination's, and the destination sees the translated source.
+    let mut header_in = header.clone();
+    let mut nat_pending: Option<(String, Ipv4Addr)> = None;
+    if let Some(NatHop::Translated {
+        gateway_id,
+        private_source,
+        ..
+    }) = &traced.nat
+        && !matches!(explained.fate, Fate::Sent { .. })
+    {
+        nat_pending = Some((gateway_id.clone(), *private_source));
+        header_in.source_addresses = vec![*private_source];
+    }
     for step in &explained.steps {
         if matches!(step.action, StepAction::Deny(_)) {
             break;
         }
+        if !(step.eni == source.id && step.way == Way::Egress)
+            && let Some((gateway_id, private_source)) = nat_pending.take()
+        {
+            components.push(nat_component(tx, &gateway_id, private_source, header)?);
+        }
         if let Some(c) = step_component(tx, step.way, &step.action, &step.evidence)? {
             components.push(c);
         }
+    }
+    if let Some((gateway_id, private_source)) = nat_pending.take() {
+        components.push(nat_component(tx, &gateway_id, private_source, header)?);
     }
     let mut outcome = Outcome::default();
     match &explained.fate {
@@ -518,7 +549,7 @@ fn judge(
                     attached_to: attached.clone(),
                     subnet: Some(component(tx, &record.subnet_id)),
                     vpc: Some(component(tx, &record.vpc_id)),
-                    inbound_header: Some(header.clone()),
+                    inbound_header: Some(header_in),
                     ..path_component(component(tx, &record.id))
                 });
                 let to_instance = path
@@ -556,6 +587,35 @@ fn judge(
                 }
                 c
             };
+            match &traced.nat {
+                Some(NatHop::Dropped {
+                    node_id,
+                    gateway_id,
+                    reason,
+                    ..
+                }) => {
+                    return Ok(Outcome::failed(format!(
+                        "Hyperplane node {node_id} of NAT gateway {} drops the packet ({reason}), which no Reachability Analyzer explanation code describes.",
+                        gateway_id.as_deref().unwrap_or("?")
+                    )));
+                }
+                Some(NatHop::Translated {
+                    gateway_id,
+                    private_source,
+                    to,
+                    ..
+                }) => {
+                    return through_nat(
+                        tx,
+                        traced,
+                        gateway,
+                        header,
+                        (gateway_id, *private_source, *to),
+                        components,
+                    );
+                }
+                None => {}
+            }
             if let Some(EdgeHop::Dropped { edge_id, reason }) = &traced.edge {
                 return Ok(Outcome::failed(format!(
                     "Edge node {edge_id} drops the packet ({}), which no Reachability Analyzer explanation code describes.",
@@ -771,12 +831,19 @@ fn explain_drop(
             }),
         ) => {
             let gateway = component(tx, target);
-            warning = Some(format!(
-                "No openvpc node serves {target} yet (internet, NAT and VPN gateways need the edge, issue 15), so the hosts drop what the route sends there."
-            ));
+            warning = Some(if target.starts_with("nat-") {
+                format!(
+                    "No live hyperplane node of NAT gateway {target}'s shard serves it now, so the hosts drop what the route sends there."
+                )
+            } else {
+                format!(
+                    "No openvpc node serves {target} yet (internet, NAT and VPN gateways need the edge, issue 15), so the hosts drop what the route sends there."
+                )
+            });
             Explanation {
                 component: Some(gateway.clone()),
-                internet_gateway: target.starts_with("igw-").then_some(gateway),
+                internet_gateway: target.starts_with("igw-").then(|| gateway.clone()),
+                nat_gateway: target.starts_with("nat-").then_some(gateway),
                 route_table: Some(component(tx, route_table_id)),
                 route_table_route: Some(route(
                     tx,
@@ -841,6 +908,92 @@ fn explain_drop(
         _ => return Ok(None),
     };
     Ok(Some((explanation, warning)))
+}
+
+/// A path the hosts send to a NAT gateway (spec 6), which translated it
+/// to its private address `private_source` and sent it to `to`: the
+/// gateway's component shows the header as it comes in and as it leaves;
+/// then, out to the internet, the edge maps that address to the gateway's
+/// Elastic IP, and the internet gateway of the gateway's VPC shows it
+/// leaving (spec 5.1). The path is found when it leaves, to the path's
+/// internet gateway or to an address beyond.
+fn through_nat(
+    tx: &mut Tx,
+    traced: &Traced,
+    to_gateway: Option<&PathEndpoint>,
+    header: &AnalysisPacketHeader,
+    (gateway_id, private_source, to): (&str, Ipv4Addr, std::net::IpAddr),
+    mut components: Vec<PathComponent>,
+) -> Result<Outcome, ApiError> {
+    let nat_vpc = tx.get::<NatGateway>(gateway_id)?.map(|n| n.vpc_id);
+    components.push(nat_component(tx, gateway_id, private_source, header)?);
+    let public_source = match &traced.edge {
+        Some(EdgeHop::Translated { public_source, .. }) => *public_source,
+        Some(EdgeHop::Dropped { edge_id, reason }) => {
+            return Ok(Outcome::failed(format!(
+                "Edge node {edge_id} drops what NAT gateway {gateway_id} sends it ({}), which no Reachability Analyzer explanation code describes.",
+                reason.name()
+            )));
+        }
+        None => {
+            return Ok(Outcome::failed(format!(
+                "NAT gateway {gateway_id} sends the packet to {to}, which openvpc's analysis does not follow yet."
+            )));
+        }
+    };
+    // The edge translated it: the gateway's VPC has an internet gateway.
+    let igw = tx
+        .list::<InternetGateway>()?
+        .into_iter()
+        .find(|g| g.vpc_id.is_some() && g.vpc_id == nat_vpc)
+        .map(|g| g.id);
+    if let Some(wanted) = to_gateway
+        && igw.as_deref() != Some(wanted.id.as_str())
+    {
+        return Ok(Outcome::failed(format!(
+            "The packet leaves through NAT gateway {gateway_id} and the internet gateway of its VPC, not through {}.",
+            wanted.id
+        )));
+    }
+    if let Some(igw) = igw {
+        components.push(PathComponent {
+            outbound_header: Some(AnalysisPacketHeader {
+                source_addresses: vec![public_source],
+                ..header.clone()
+            }),
+            ..path_component(component(tx, &igw))
+        });
+    }
+    for (i, c) in components.iter_mut().enumerate() {
+        c.sequence_number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    }
+    Ok(Outcome {
+        found: Some(true),
+        components,
+        ..Outcome::default()
+    })
+}
+
+/// NAT gateway `gateway_id`'s path component: in its subnet and VPC, the
+/// header as it comes in and as it leaves, from `private_source` (spec 6:
+/// source NAT to the gateway's private address).
+fn nat_component(
+    tx: &mut Tx,
+    gateway_id: &str,
+    private_source: Ipv4Addr,
+    header: &AnalysisPacketHeader,
+) -> Result<PathComponent, ApiError> {
+    let nat = tx.get::<NatGateway>(gateway_id)?;
+    Ok(PathComponent {
+        subnet: nat.as_ref().map(|n| component(tx, &n.subnet_id)),
+        vpc: nat.as_ref().map(|n| component(tx, &n.vpc_id)),
+        inbound_header: Some(header.clone()),
+        outbound_header: Some(AnalysisPacketHeader {
+            source_addresses: vec![private_source],
+            ..header.clone()
+        }),
+        ..path_component(component(tx, gateway_id))
+    })
 }
 
 /// The VPC of the path's source interface.

@@ -5,6 +5,11 @@
 //! this action; the Reachability Analyzer actions answer AWS's clients from
 //! the same explanation.
 //!
+//! The fate names each hop after the source's host: a NAT gateway's
+//! (`natGatewayId`, `natNodeId`, the translated `natSource` and
+//! `natSourcePort`, the port a fresh node would allocate), then the edge's
+//! (`edgeId`, `publicSource`: the Elastic IP it leaves the region with).
+//!
 //! Parameters: `Source` (`i-` or `eni-`), `Destination` (`i-` or `eni-`) or
 //! `DestinationIp`, `Protocol` (`tcp`, `udp` or `icmp`), `DestinationPort`
 //! (tcp and udp).
@@ -21,7 +26,7 @@ use super::resource::{Tx, check_id, transact};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-use crate::trace::{EdgeHop, TraceError, Traced, trace};
+use crate::trace::{EdgeHop, NatHop, TraceError, Traced, trace};
 
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
     Some(match action {
@@ -174,25 +179,71 @@ fn write_explanation(x: &mut Xml, traced: &Traced) {
         match &e.fate {
             Fate::Delivered { eni } => x.elem("code", "delivered").elem("networkInterfaceId", eni),
             Fate::Dropped(reason) => x.elem("code", "dropped").elem("reason", reason),
-            Fate::Sent { underlay, vni, .. } => match &traced.edge {
-                Some(EdgeHop::Translated {
-                    edge_id,
-                    public_source,
+            Fate::Sent { underlay, vni, .. } => match &traced.nat {
+                Some(NatHop::Dropped {
+                    node_id,
+                    node_underlay,
+                    gateway_id,
+                    reason,
                 }) => x
-                    .elem("code", "internet")
-                    .elem("edgeId", edge_id)
-                    .elem("underlay", underlay)
-                    .elem("publicSource", public_source),
-                Some(EdgeHop::Dropped { edge_id, reason }) => x
                     .elem("code", "dropped")
-                    .elem("reason", format!("edge:{}", reason.name()))
-                    .elem("edgeId", edge_id),
-                None => x
-                    .elem("code", "forwarded")
-                    .elem("underlay", underlay)
-                    .elem("vni", vni),
+                    .elem("reason", format!("nat:{reason}"))
+                    .opt("natGatewayId", gateway_id.as_ref())
+                    .elem("natNodeId", node_id)
+                    .elem("natNodeUnderlay", node_underlay),
+                // The edge's part, or where the node sent it.
+                Some(NatHop::Translated { to, .. }) => {
+                    write_edge(x, traced.edge.as_ref(), to, *vni)
+                }
+                None => write_edge(x, traced.edge.as_ref(), underlay, *vni),
             },
             Fate::Unresolved => x.elem("code", "unresolved"),
         };
+        // The NAT gateway that translated the packet, whatever came after
+        // (an edge, or for a private gateway the destination's host).
+        if let Some(NatHop::Translated {
+            node_id,
+            node_underlay,
+            gateway_id,
+            private_source,
+            port,
+            ..
+        }) = &traced.nat
+        {
+            x.elem("natGatewayId", gateway_id)
+                .elem("natNodeId", node_id)
+                .elem("natNodeUnderlay", node_underlay)
+                .elem("natSource", private_source)
+                .elem("natSourcePort", port);
+        }
     });
+}
+
+/// A packet sent to `underlay` (a gateway's node) in VNI `vni`: out to the
+/// internet through the edge, dropped there, or forwarded to a node the
+/// walk does not enter.
+fn write_edge<'x>(
+    x: &'x mut Xml,
+    edge: Option<&EdgeHop>,
+    underlay: &core::net::IpAddr,
+    vni: u32,
+) -> &'x mut Xml {
+    match edge {
+        Some(EdgeHop::Translated {
+            edge_id,
+            public_source,
+        }) => x
+            .elem("code", "internet")
+            .elem("edgeId", edge_id)
+            .elem("underlay", underlay)
+            .elem("publicSource", public_source),
+        Some(EdgeHop::Dropped { edge_id, reason }) => x
+            .elem("code", "dropped")
+            .elem("reason", format!("edge:{}", reason.name()))
+            .elem("edgeId", edge_id),
+        None => x
+            .elem("code", "forwarded")
+            .elem("underlay", underlay)
+            .elem("vni", vni),
+    }
 }
