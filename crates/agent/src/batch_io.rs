@@ -48,6 +48,39 @@ pub fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// A `pollfd` asking for input on `fd` (a negative `fd` is skipped).
+pub fn readable(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// `poll(2)` over `fds` for up to `timeout_ms`: how many are ready. A
+/// signal's interruption counts as none ready; any other failure is the
+/// caller's to report (a worker stops on it).
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a live, initialised slice of pollfd and its length
+    // is passed with it; poll only writes `revents`.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if rc >= 0 {
+        return Ok(rc as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        Ok(0)
+    } else {
+        Err(e)
+    }
+}
+
+/// Empties a worker's wake-up socket (the commands wait in a channel).
+pub fn drain(wake: &std::os::unix::net::UnixDatagram) {
+    let mut b = [0u8; 64];
+    while wake.recv(&mut b).is_ok() {}
+}
+
 /// The address in `storage` (as the kernel filled it), if it is IPv4 or
 /// IPv6.
 pub fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {

@@ -225,6 +225,18 @@ impl Outage {
 }
 
 /// Sleeps `d` in short steps; false if asked to stop meanwhile.
+/// Joins `t` if it ends within `grace`; otherwise leaves it to end on its
+/// own (a long poll cannot be interrupted, and ends when its request does).
+pub fn join_within(t: std::thread::JoinHandle<()>, grace: Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    while !t.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if t.is_finished() {
+        let _ = t.join();
+    }
+}
+
 pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
     let step = Duration::from_millis(50);
     let mut left = d;

@@ -251,15 +251,7 @@ impl AgentHandle {
             let _ = t.join();
         }
         if let Some(t) = self.control.take() {
-            // A long poll cannot be interrupted; wait a little, then leave
-            // the thread to end when its request does.
-            let deadline = std::time::Instant::now() + CONTROL_STOP_GRACE;
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            control::join_within(t, CONTROL_STOP_GRACE);
         }
         if let Some(w) = self.worker.take() {
             w.stop();

@@ -242,10 +242,28 @@ pub fn run(
     let figures =
         measure(cfg, &mut guard, &vm1, &vm2, interrupted, &mut progress).and_then(|mut f| {
             if let Some(outside) = &outside {
-                measure_outside(cfg, &mut guard, &vm1, outside, &mut f, &mut progress)?;
+                (
+                    f.tcp_outside_gbps,
+                    f.tcp_outside_retransmits,
+                    f.tcp_from_outside_gbps,
+                ) = streams_to_outside(
+                    cfg,
+                    &mut guard,
+                    &vm1,
+                    outside,
+                    "through an edge (vm1's Elastic IP)",
+                    &mut progress,
+                )?;
                 progress("routing vm2's subnet to a NAT gateway");
                 nat_for(&client, &vpc_of(&client)?, &mut progress)?;
-                measure_nat(cfg, &mut guard, &vm2, outside, &mut f, &mut progress)?;
+                (f.tcp_nat_gbps, f.tcp_nat_retransmits, f.tcp_from_nat_gbps) = streams_to_outside(
+                    cfg,
+                    &mut guard,
+                    &vm2,
+                    outside,
+                    "through the NAT gateway",
+                    &mut progress,
+                )?;
             }
             Ok(f)
         });
@@ -786,46 +804,6 @@ fn nat_for(client: &Client, vpc: &str, progress: &mut impl FnMut(&str)) -> Resul
     Ok(())
 }
 
-/// One TCP stream each way between vm2 and the outside through the NAT
-/// gateway (issue 16).
-fn measure_nat(
-    cfg: &BenchConfig,
-    guard: &mut LabGuard,
-    vm2: &Instance,
-    outside: &Instance,
-    f: &mut Figures,
-    progress: &mut impl FnMut(&str),
-) -> Result<(), BenchError> {
-    let secs = cfg.secs.max(1).to_string();
-    let port = PORT.to_string();
-    let limit = (cfg.secs + 30).to_string();
-    let server = pinned(
-        cfg,
-        1,
-        &["iperf3", "-s", "-1", "-B", &outside.ip, "-p", &port],
-    );
-    progress(&format!(
-        "iperf3 TCP, one stream, vm2 → the outside through the NAT gateway, {secs} s"
-    ));
-    let srv = spawn_server(guard, outside, &server)?;
-    wait_listen(outside, PORT)?;
-    let j = iperf_client(cfg, vm2, outside, &limit, &["-t", &secs])?;
-    reap_server(guard, srv);
-    f.tcp_nat_gbps = gbps(&j);
-    f.tcp_nat_retransmits = j
-        .pointer("/end/sum_sent/retransmits")
-        .and_then(serde_json::Value::as_u64);
-    progress(&format!(
-        "iperf3 TCP -R, one stream, the outside → vm2 through the NAT gateway, {secs} s"
-    ));
-    let srv = spawn_server(guard, outside, &server)?;
-    wait_listen(outside, PORT)?;
-    let j = iperf_client(cfg, vm2, outside, &limit, &["-t", &secs, "-R"])?;
-    reap_server(guard, srv);
-    f.tcp_from_nat_gbps = gbps(&j);
-    Ok(())
-}
-
 /// An iperf3 report's received rate, in Gbit/s to two decimals.
 fn gbps(j: &serde_json::Value) -> Option<f64> {
     j.pointer("/end/sum_received/bits_per_second")
@@ -833,16 +811,20 @@ fn gbps(j: &serde_json::Value) -> Option<f64> {
         .map(|b| (b / 1e9 * 100.0).round() / 100.0)
 }
 
-/// One TCP stream each way between vm1 and a server in the outside
-/// namespace, through the edge (issue 15).
-fn measure_outside(
+/// Gbit/s out, retransmits out, Gbit/s back.
+type StreamPair = (Option<f64>, Option<u64>, Option<f64>);
+
+/// Streams to and from the outside: one TCP stream from `vm` to a
+/// server in the outside namespace, then one back (`iperf3 -R`), `via`
+/// naming the path in the progress lines.
+fn streams_to_outside(
     cfg: &BenchConfig,
     guard: &mut LabGuard,
-    vm1: &Instance,
+    vm: &Instance,
     outside: &Instance,
-    f: &mut Figures,
+    via: &str,
     progress: &mut impl FnMut(&str),
-) -> Result<(), BenchError> {
+) -> Result<StreamPair, BenchError> {
     let secs = cfg.secs.max(1).to_string();
     let port = PORT.to_string();
     let limit = (cfg.secs + 30).to_string();
@@ -851,27 +833,31 @@ fn measure_outside(
         1,
         &["iperf3", "-s", "-1", "-B", &outside.ip, "-p", &port],
     );
-    progress(&format!(
-        "iperf3 TCP, one stream, vm1 → the outside ({}) through an edge, {secs} s",
-        outside.ip
-    ));
-    let srv = spawn_server(guard, outside, &server)?;
-    wait_listen(outside, PORT)?;
-    let j = iperf_client(cfg, vm1, outside, &limit, &["-t", &secs])?;
-    reap_server(guard, srv);
-    f.tcp_outside_gbps = gbps(&j);
-    f.tcp_outside_retransmits = j
-        .pointer("/end/sum_sent/retransmits")
-        .and_then(serde_json::Value::as_u64);
-    progress(&format!(
-        "iperf3 TCP -R, one stream, the outside → vm1 through an edge, {secs} s"
-    ));
-    let srv = spawn_server(guard, outside, &server)?;
-    wait_listen(outside, PORT)?;
-    let j = iperf_client(cfg, vm1, outside, &limit, &["-t", &secs, "-R"])?;
-    reap_server(guard, srv);
-    f.tcp_from_outside_gbps = gbps(&j);
-    Ok(())
+    let mut run = |reverse: bool| {
+        progress(&format!(
+            "iperf3 TCP{}, one stream, {} the outside ({}) {via}, {secs} s",
+            if reverse { " -R" } else { "" },
+            if reverse { "from" } else { "to" },
+            outside.ip
+        ));
+        let srv = spawn_server(guard, outside, &server)?;
+        wait_listen(outside, PORT)?;
+        let mut args = vec!["-t", secs.as_str()];
+        if reverse {
+            args.push("-R");
+        }
+        let j = iperf_client(cfg, vm, outside, &limit, &args);
+        reap_server(guard, srv);
+        j
+    };
+    let out = run(false)?;
+    let back = run(true)?;
+    Ok((
+        gbps(&out),
+        out.pointer("/end/sum_sent/retransmits")
+            .and_then(serde_json::Value::as_u64),
+        gbps(&back),
+    ))
 }
 
 /// The edge's figures, next to the same lab's instance-to-instance stream.

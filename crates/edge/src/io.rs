@@ -521,46 +521,26 @@ impl Worker {
     fn run(&mut self) {
         self.publish();
         loop {
+            use openvpc_agent::batch_io::readable;
             let mut fds = [
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.udp.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    // A negative fd is skipped by poll.
-                    fd: if self.tun_dead {
-                        -1
-                    } else {
-                        self.tun.as_raw_fd()
-                    },
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                readable(self.wake.as_raw_fd()),
+                readable(self.udp.as_raw_fd()),
+                // A negative fd is skipped by poll.
+                readable(if self.tun_dead {
+                    -1
+                } else {
+                    self.tun.as_raw_fd()
+                }),
             ];
-            // SAFETY: `fds` is a live array of pollfd and its length is
-            // passed with it; poll only writes `revents`.
-            let rc =
-                unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE_POLL_MS) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "poll failed; the edge worker stops");
-                    return;
-                }
-                continue;
+            if let Err(e) = openvpc_agent::batch_io::poll(&mut fds, IDLE_POLL_MS) {
+                tracing::error!(error = %e, "poll failed; the edge worker stops");
+                return;
             }
             let [wake, udp, tun] = fds;
             // Table changes first, so packets that arrived after a change
             // was acknowledged are translated with it.
             if wake.revents != 0 {
-                let mut b = [0u8; 64];
-                while self.wake.recv(&mut b).is_ok() {}
+                openvpc_agent::batch_io::drain(&self.wake);
                 if self.commands().is_err() {
                     return;
                 }

@@ -470,15 +470,7 @@ impl EdgeNodeHandle {
             let _ = t.join();
         }
         if let Some(t) = self.watch.take() {
-            // A long poll cannot be interrupted; wait a little, then leave
-            // the thread to end when its request does.
-            let deadline = Instant::now() + CONTROL_STOP_GRACE;
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            openvpc_agent::control::join_within(t, CONTROL_STOP_GRACE);
         }
         // Every other holder (the status thread) has ended; a watch still
         // open holds only the client, whose sends then fail.

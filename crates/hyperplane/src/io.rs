@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use openvpc_agent::batch_io::{Mmsg, grow_socket_buffers};
+use openvpc_agent::batch_io::{Mmsg, drain, grow_socket_buffers, poll, readable};
 use openvpc_agent::netns::{self, NetnsError};
 use openvpc_dataplane::PacketBuf;
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
@@ -354,40 +354,20 @@ impl Worker {
         self.publish();
         loop {
             let mut fds = [
-                libc::pollfd {
-                    fd: self.wake.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.geneve.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.peer.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                readable(self.wake.as_raw_fd()),
+                readable(self.geneve.as_raw_fd()),
+                readable(self.peer.as_raw_fd()),
             ];
             // Held packets are looked at every millisecond; otherwise the
             // worker sleeps until a socket or the next publish.
             let timeout = if self.held.is_empty() { 100 } else { 1 };
-            // SAFETY: `fds` is a live array of pollfd and its length is
-            // passed with it; poll only writes `revents`.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(error = %e, "poll failed; the hyperplane worker stops");
-                    return;
-                }
-                continue;
+            if let Err(e) = poll(&mut fds, timeout) {
+                tracing::error!(error = %e, "poll failed; the hyperplane worker stops");
+                return;
             }
             let [wake, geneve, peer] = fds;
             if wake.revents != 0 {
-                let mut b = [0u8; 64];
-                while self.wake.recv(&mut b).is_ok() {}
+                drain(&self.wake);
                 if self.commands().is_err() {
                     return;
                 }
@@ -497,14 +477,8 @@ impl Worker {
                     let to = SocketAddr::new(to, GENEVE_PORT);
                     match after {
                         Some(seq) => {
-                            self.held.insert(
-                                seq,
-                                Held {
-                                    datagram: buf.data().to_vec(),
-                                    to,
-                                    since: Instant::now(),
-                                },
-                            );
+                            let data = buf.data().to_vec();
+                            self.hold(seq, data, to);
                         }
                         None => self.sends.push((i, to)),
                     }
@@ -557,21 +531,10 @@ impl Worker {
                 }
                 PeerVerdict::Packet(Verdict::Send { to, after, .. }) => {
                     let to = SocketAddr::new(to, GENEVE_PORT);
+                    let data = self.forwarded.data().to_vec();
                     match after {
-                        Some(seq) => {
-                            self.held.insert(
-                                seq,
-                                Held {
-                                    datagram: self.forwarded.data().to_vec(),
-                                    to,
-                                    since: Instant::now(),
-                                },
-                            );
-                        }
-                        None => {
-                            let data = self.forwarded.data().to_vec();
-                            self.send_datagram(&data, to);
-                        }
+                        Some(seq) => self.hold(seq, data, to),
+                        None => self.send_datagram(&data, to),
                     }
                 }
                 PeerVerdict::Packet(Verdict::Resolve { vni, ip }) => {
@@ -660,6 +623,19 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Keeps a new flow's first packet until the buddy acknowledges
+    /// message `seq` (or [`ACK_WAIT`] passes).
+    fn hold(&mut self, seq: u32, datagram: Vec<u8>, to: SocketAddr) {
+        self.held.insert(
+            seq,
+            Held {
+                datagram,
+                to,
+                since: Instant::now(),
+            },
+        );
     }
 
     fn send_datagram(&mut self, data: &[u8], to: SocketAddr) {

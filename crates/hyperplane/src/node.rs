@@ -526,13 +526,7 @@ impl HyperplaneNodeHandle {
             let _ = t.join();
         }
         if let Some(t) = self.watch.take() {
-            let deadline = Instant::now() + CONTROL_STOP_GRACE;
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
+            openvpc_agent::control::join_within(t, CONTROL_STOP_GRACE);
         }
         if let Some(io) = self.io.take() {
             io.stop();

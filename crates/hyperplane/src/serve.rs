@@ -675,6 +675,18 @@ impl Serve {
         Verdict::Done
     }
 
+    /// Takes the Geneve and Ethernet headers (`ip` bytes) off a datagram
+    /// for gateway `gi`: the gateway's VNI, or the counted drop.
+    fn decapsulate(&mut self, gi: usize, buf: &mut PacketBuf, ip: usize) -> Result<u32, Verdict> {
+        if !buf.pop_front(ip) {
+            return Err(self.drop(NodeDrop::Malformed));
+        }
+        match self.gateways.get(gi) {
+            Some(g) => Ok(g.assignment.vni),
+            None => Err(self.drop(NodeDrop::UnknownGateway)),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn packet_from_host(
         &mut self,
@@ -686,13 +698,13 @@ impl Serve {
         now: u64,
         forwarded: bool,
     ) -> Verdict {
-        if !buf.pop_front(ip) {
-            return self.drop(NodeDrop::Malformed);
-        }
+        let vni = match self.decapsulate(gi, buf, ip) {
+            Ok(vni) => vni,
+            Err(v) => return v,
+        };
         let Some(g) = self.gateways.get_mut(gi) else {
             return self.drop(NodeDrop::UnknownGateway);
         };
-        let vni = g.assignment.vni;
         let out = if forwarded {
             g.nat.outbound_forwarded(buf, now)
         } else {
@@ -816,13 +828,13 @@ impl Serve {
         now: u64,
         forwarded: bool,
     ) -> Verdict {
-        if !buf.pop_front(ip) {
-            return self.drop(NodeDrop::Malformed);
-        }
+        let vni = match self.decapsulate(gi, buf, ip) {
+            Ok(vni) => vni,
+            Err(v) => return v,
+        };
         let Some(g) = self.gateways.get_mut(gi) else {
             return self.drop(NodeDrop::UnknownGateway);
         };
-        let vni = g.assignment.vni;
         // A reply whose port is another place's slice (the mapping service
         // names one node for a private gateway's address): to that place.
         if !forwarded
