@@ -14,433 +14,18 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const OPENVPC: &str = env!("CARGO_BIN_EXE_openvpc");
+use common::lab::{
+    AclRule, ECHO_PORT, Instance, Lab, STREAM_CLIENT, STREAM_SERVER, capture, decode, eventually,
+    exec, parse_number, signal,
+};
 
-/// The outside router BIRD (`lab up` runs it in the outside namespace).
-const BIRD: &str = "/usr/sbin/bird";
-
-/// The port of the outside's echo server: it answers each request with
-/// the address the request came from.
-const ECHO_PORT: u16 = 8000;
-
-/// A running lab with an outside; taken down when dropped.
-struct Lab {
-    dir: tempfile::TempDir,
-    env: Vec<(String, String)>,
-    /// Programs started inside instances or the outside, killed at the end.
-    background: Vec<Child>,
-    /// The outside's namespace (`DIR/outside`).
-    outside: String,
-    /// Where tests run servers in the outside (`DIR/outside-ip`).
-    outside_ip: String,
-    /// The region's public pool (`DIR/public-pool`).
-    public_pool: String,
-}
-
+/// What only the edge's tests ask of a lab.
 impl Lab {
-    /// A lab of 2 hosts in 2 AZs (h1 in us-east-1a, h2 in us-east-1b) and
-    /// 2 edge nodes; `None` (said why) where tests cannot run.
-    fn up() -> Option<Lab> {
-        if let Some(why) = common::cannot_run_instances() {
-            eprintln!("skipping: {why}");
-            return None;
-        }
-        if !Path::new(BIRD).exists() {
-            assert!(
-                std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
-                "{BIRD} is missing: scripts/test installs bird2"
-            );
-            eprintln!("skipping: {BIRD} is missing (apt-get install bird2)");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(OPENVPC)
-            .args(["lab", "up", "--hosts", "2", "--azs", "2", "--edges", "2"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        let read = |name: &str| {
-            std::fs::read_to_string(dir.path().join(name))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default()
-        };
-        let mut lab = Lab {
-            outside: read("outside"),
-            outside_ip: read("outside-ip"),
-            public_pool: read("public-pool"),
-            dir,
-            env: Vec::new(),
-            background: Vec::new(),
-        };
-        assert!(
-            out.status.success(),
-            "lab up failed; logs in {:?}",
-            lab.logs()
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((k, v)) = line.split_once('=') {
-                lab.env.push((k.into(), v.into()));
-            }
-        }
-        assert_eq!(
-            lab.env.len(),
-            3,
-            "lab up prints endpoint, credentials, region"
-        );
-        // Issue 15: the three files name the outside, and nothing in them
-        // leaves the documentation ranges.
-        assert!(
-            lab.outside.starts_with("ovl-") && lab.outside.ends_with("-out"),
-            "DIR/outside: {:?}",
-            lab.outside
-        );
-        assert_eq!(lab.outside_ip, "198.51.100.10");
-        assert_eq!(lab.public_pool, "203.0.113.0/24");
-        Some(lab)
-    }
-
-    fn logs(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-
-    /// Runs `aws ec2 ARGS --output json`; panics with the CLI's message on failure.
-    fn ec2(&self, args: &[&str]) -> Value {
-        let out = Command::new(std::env::var_os("OPENVPC_AWS_CLI").unwrap())
-            .arg("ec2")
-            .args(args)
-            .args(["--output", "json"])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "aws ec2 {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.stdout.iter().all(u8::is_ascii_whitespace) {
-            return Value::Null;
-        }
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn vpc(&self, cidr: &str) -> String {
-        let v = self.ec2(&["create-vpc", "--cidr-block", cidr]);
-        v["Vpc"]["VpcId"].as_str().unwrap().to_owned()
-    }
-
-    /// A subnet; with `public`, instances launched in it get a public IP
-    /// (MapPublicIpOnLaunch, spec 5.1).
-    fn subnet(&self, vpc: &str, cidr: &str, az: &str, public: bool) -> String {
-        let v = self.ec2(&[
-            "create-subnet",
-            "--vpc-id",
-            vpc,
-            "--cidr-block",
-            cidr,
-            "--availability-zone",
-            az,
-        ]);
-        let subnet = v["Subnet"]["SubnetId"].as_str().unwrap().to_owned();
-        if public {
-            self.ec2(&[
-                "modify-subnet-attribute",
-                "--subnet-id",
-                &subnet,
-                "--map-public-ip-on-launch",
-            ]);
-        }
-        subnet
-    }
-
-    /// Creates an internet gateway and attaches it to `vpc`.
-    fn igw(&self, vpc: &str) -> String {
-        let v = self.ec2(&["create-internet-gateway"]);
-        let igw = v["InternetGateway"]["InternetGatewayId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        self.ec2(&[
-            "attach-internet-gateway",
-            "--vpc-id",
-            vpc,
-            "--internet-gateway-id",
-            &igw,
-        ]);
-        igw
-    }
-
-    /// The VPC's main route table.
-    fn main_route_table(&self, vpc: &str) -> String {
-        let v = self.ec2(&[
-            "describe-route-tables",
-            "--filters",
-            &format!("Name=vpc-id,Values={vpc}"),
-            "Name=association.main,Values=true",
-        ]);
-        v["RouteTables"][0]["RouteTableId"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
-    /// Routes 0.0.0.0/0 in `table` to `igw`.
-    fn default_route(&self, table: &str, igw: &str) {
-        self.ec2(&[
-            "create-route",
-            "--route-table-id",
-            table,
-            "--destination-cidr-block",
-            "0.0.0.0/0",
-            "--gateway-id",
-            igw,
-        ]);
-    }
-
-    /// A VPC of `cidr` with an attached internet gateway and 0.0.0.0/0 to
-    /// it in the main route table: (VPC, IGW, main route table).
-    fn internet_vpc(&self, cidr: &str) -> (String, String, String) {
-        let vpc = self.vpc(cidr);
-        let igw = self.igw(&vpc);
-        let table = self.main_route_table(&vpc);
-        self.default_route(&table, &igw);
-        (vpc, igw, table)
-    }
-
-    /// A group allowing TCP `ports` from anywhere.
-    fn group(&self, vpc: &str, name: &str, ports: &[u16]) -> String {
-        let v = self.ec2(&[
-            "create-security-group",
-            "--vpc-id",
-            vpc,
-            "--group-name",
-            name,
-            "--description",
-            name,
-        ]);
-        let group = v["GroupId"].as_str().unwrap().to_owned();
-        for port in ports {
-            self.ec2(&[
-                "authorize-security-group-ingress",
-                "--group-id",
-                &group,
-                "--protocol",
-                "tcp",
-                "--port",
-                &port.to_string(),
-                "--cidr",
-                "0.0.0.0/0",
-            ]);
-        }
-        group
-    }
-
-    /// Launches one instance and waits until its interface has its address.
-    fn instance(&self, subnet: &str, group: &str, ip: Option<&str>) -> Instance {
-        let mut args = vec![
-            "run-instances",
-            "--image-id",
-            "ami-12345678",
-            "--count",
-            "1",
-            "--subnet-id",
-            subnet,
-            "--security-group-ids",
-            group,
-        ];
-        if let Some(ip) = ip {
-            args.extend_from_slice(&["--private-ip-address", ip]);
-        }
-        let v = self.ec2(&args);
-        let inst = &v["Instances"][0];
-        let instance = Instance {
-            id: inst["InstanceId"].as_str().unwrap().to_owned(),
-            ip: inst["PrivateIpAddress"].as_str().unwrap().to_owned(),
-        };
-        self.wait_address(&instance);
-        instance
-    }
-
-    /// The instance's public IPv4 address as DescribeInstances shows it.
-    fn public_ip(&self, instance: &Instance) -> Option<String> {
-        let v = self.ec2(&["describe-instances", "--instance-ids", &instance.id]);
-        v["Reservations"][0]["Instances"][0]["PublicIpAddress"]
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    /// Waits until DHCP has configured the instance's eth0.
-    fn wait_address(&self, instance: &Instance) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = exec(
-                &instance.id,
-                &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
-            );
-            if String::from_utf8_lossy(&out.stdout).contains(&format!("inet {}/", instance.ip)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not get {} over DHCP in 30 s ({}); logs in {:?}",
-                instance.id,
-                instance.ip,
-                String::from_utf8_lossy(&out.stderr),
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Starts python's http.server on `port` inside `instance`, serving
-    /// `/who` with the instance's ID, and waits until it listens.
-    fn http_server(&mut self, instance: &Instance, port: u16) {
-        let root = self.dir.path().join(format!("www-{}-{port}", instance.id));
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::write(root.join("who"), &instance.id).unwrap();
-        let child = Command::new(OPENVPC)
-            .args(["exec", &instance.id, "--", "python3", "-m", "http.server"])
-            .arg(port.to_string())
-            .arg("--directory")
-            .arg(&root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.background.push(child);
-        self.wait_listening(&["exec", &instance.id, "--"], port);
-    }
-
-    /// Runs `CMD` in the outside namespace.
-    fn outside_cmd(&self, cmd: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.outside]).args(cmd);
-        c
-    }
-
-    /// Starts the outside's echo server on `outside_ip:ECHO_PORT`: it
-    /// answers every GET with the request's source address, so a test
-    /// sees which address the outside saw.
-    fn echo_server(&mut self) {
-        let script = format!(
-            "import http.server\n\
-             class H(http.server.BaseHTTPRequestHandler):\n\
-             \x20   def do_GET(self):\n\
-             \x20       body = self.client_address[0].encode()\n\
-             \x20       self.send_response(200)\n\
-             \x20       self.send_header('Content-Length', str(len(body)))\n\
-             \x20       self.end_headers()\n\
-             \x20       self.wfile.write(body)\n\
-             \x20   def log_message(self, *a):\n\
-             \x20       pass\n\
-             http.server.ThreadingHTTPServer(({ip:?}, {ECHO_PORT}), H).serve_forever()\n",
-            ip = self.outside_ip
-        );
-        let child = self
-            .outside_cmd(&["python3", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.background.push(child);
-        let ns = self.outside.clone();
-        self.wait_listening(&["--netns", &ns], ECHO_PORT);
-    }
-
-    /// Waits until something listens on TCP `port` where `place` says:
-    /// `["exec", ID, "--"]` in an instance, `["--netns", NS]` the outside.
-    fn wait_listening(&self, place: &[&str], port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let out = if place[0] == "--netns" {
-                Command::new("ip")
-                    .args(["netns", "exec", place[1], "ss", "-ltn"])
-                    .output()
-                    .unwrap()
-            } else {
-                exec(place[1], &["ss", "-ltn"])
-            };
-            if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("nothing listens on tcp {port} in {place:?}");
-    }
-
-    /// `curl http://ADDR:PORT/who` from the outside: the answering
-    /// instance's ID, or curl's exit code (28: timed out).
-    fn curl_from_outside(&self, addr: &str, port: u16, timeout: &str) -> Result<String, i32> {
-        let url = format!("http://{addr}:{port}/who");
-        let out = self
-            .outside_cmd(&["curl", "-sf", "--max-time", timeout, &url])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(out.status.code().unwrap_or(-1))
-        }
-    }
-
-    /// The instance curls the outside's echo server: the source address
-    /// the outside saw, or `None`.
-    fn curl_outside_from(&self, instance: &Instance) -> Option<String> {
-        let url = format!("http://{}:{ECHO_PORT}/", self.outside_ip);
-        let out = exec(&instance.id, &["curl", "-sf", "--max-time", "3", &url]);
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// `openvpc lab status --json`.
-    fn status(&self) -> Value {
-        let out = Command::new(OPENVPC)
-            .args(["lab", "status", "--json", "--dir"])
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "lab status: {out:?}");
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// The hosts' drops of `reason`, summed.
-    fn host_drops(&self, reason: &str) -> u64 {
-        let status = self.status();
-        status["hosts"]
-            .as_object()
-            .unwrap()
-            .values()
-            .map(|h| h["drops"][reason].as_u64().unwrap_or(0))
-            .sum()
-    }
-
-    fn lab_json(&self) -> Value {
-        serde_json::from_slice(&std::fs::read(self.dir.path().join("lab.json")).unwrap()).unwrap()
-    }
-
-    /// The namespace of a part of the plan: `hosts` or `edges`, by ID.
-    fn netns_of(&self, list: &str, id_key: &str, id: &str) -> String {
-        let plan = &self.lab_json()["plan"];
-        plan[list]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p[id_key] == id)
-            .unwrap()["netns"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    }
-
     /// The VNI an agent was given for `instance`'s VPC, from the snapshot
     /// of whichever host runs it.
     fn vni_of(&self, instance: &Instance) -> u64 {
@@ -486,109 +71,11 @@ impl Lab {
             .map(|w| w[1].to_owned())
             .collect()
     }
-
-    /// `openvpc lab restart PART`.
-    fn restart(&self, part: &str, kill: bool) {
-        let mut cmd = Command::new(OPENVPC);
-        cmd.args(["lab", "restart", part, "--dir"])
-            .arg(self.dir.path());
-        if kill {
-            cmd.arg("--kill");
-        }
-        assert!(
-            cmd.status().unwrap().success(),
-            "restarting {part} failed; logs in {:?}",
-            self.logs()
-        );
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for child in &mut self.background {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let status = Command::new(OPENVPC)
-            .args(["lab", "down", "--dir"])
-            .arg(self.dir.path())
-            .status();
-        if !matches!(status, Ok(s) if s.success()) && !std::thread::panicking() {
-            panic!("lab down failed");
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Instance {
-    id: String,
-    ip: String,
-}
-
-fn exec(instance: &str, cmd: &[&str]) -> Output {
-    Command::new(OPENVPC)
-        .args(["exec", instance, "--"])
-        .args(cmd)
-        .output()
-        .unwrap()
-}
-
-/// Retries `check` for up to 10 s until it gives `want`: a change made
-/// through the API reaches the hosts and edges asynchronously.
-fn eventually(what: &str, want: bool, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if check() == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still not {want} after 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// tshark prints the Geneve VNI in hex (`0x…`); decimal is accepted too.
-fn parse_number(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
-/// Starts tshark on `iface` inside `netns` for `secs` seconds, writing `pcap`.
-fn capture(netns: &str, iface: &str, filter: &str, secs: u32, pcap: &Path) -> Child {
-    Command::new("ip")
-        .args(["netns", "exec", netns, "tshark", "-q", "-i", iface, "-f"])
-        .arg(filter)
-        .args(["-a", &format!("duration:{secs}"), "-w"])
-        .arg(pcap)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// `tshark -r PCAP -Y FILTER -T fields -e …`: one line per packet, the
-/// fields tab-separated (a field of an encapsulated packet lists the outer
-/// value, then the inner, comma-separated).
-fn decode(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(pcap).args(["-Y", filter, "-T", "fields"]);
-    for f in fields {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]
 fn an_instance_with_a_public_ip_reaches_the_outside_and_is_reached_from_it() {
-    let Some(mut lab) = Lab::up() else {
+    let Some(mut lab) = Lab::up(&[]) else {
         return;
     };
     let (vpc, igw, table) = lab.internet_vpc("10.0.0.0/16");
@@ -656,53 +143,22 @@ fn an_instance_with_a_public_ip_reaches_the_outside_and_is_reached_from_it() {
 
     // A NACL deny on the subnet blocks what the group allows (spec 4.1):
     // rule 90 denies 8080, rule 100 allows everything else both ways.
-    let acl = lab.ec2(&["create-network-acl", "--vpc-id", &vpc])["NetworkAcl"]["NetworkAclId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let entry = |number: &str, egress: bool, proto: &str, ports: Option<&str>, action: &str| {
-        let mut args = vec![
-            "create-network-acl-entry",
-            "--network-acl-id",
-            &acl,
-            "--rule-number",
-            number,
-            "--protocol",
-            proto,
-            "--rule-action",
-            action,
-            "--cidr-block",
-            "0.0.0.0/0",
-        ];
-        args.push(if egress { "--egress" } else { "--ingress" });
-        if let Some(ports) = ports {
-            args.extend_from_slice(&["--port-range", ports]);
-        }
-        lab.ec2(&args);
-    };
-    entry("90", false, "tcp", Some("From=8080,To=8080"), "deny");
-    entry("100", false, "-1", None, "allow");
-    entry("100", true, "-1", None, "allow");
-    let assoc = lab.ec2(&[
-        "describe-network-acls",
-        "--filters",
-        &format!("Name=association.subnet-id,Values={subnet}"),
-    ])["NetworkAcls"][0]["Associations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["SubnetId"] == subnet.as_str())
-        .unwrap()["NetworkAclAssociationId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    lab.ec2(&[
-        "replace-network-acl-association",
-        "--association-id",
-        &assoc,
-        "--network-acl-id",
-        &acl,
-    ]);
+    let acl = lab.network_acl(
+        &vpc,
+        &[
+            AclRule {
+                number: 90,
+                egress: false,
+                protocol: "tcp",
+                cidr: "0.0.0.0/0",
+                ports: Some("From=8080,To=8080"),
+                action: "deny",
+            },
+            AclRule::allow_all(false),
+            AclRule::allow_all(true),
+        ],
+    );
+    lab.swap_network_acl(&subnet, &acl);
     eventually("8080 from the outside through deny 90", false, || {
         lab.curl_from_outside(&public, 8080, "2").is_ok()
     });
@@ -799,7 +255,7 @@ fn check_captures(lab: &Lab, a: &Instance, public: &str) {
 
 #[test]
 fn without_a_public_ip_or_an_igw_route_nothing_leaves() {
-    let Some(mut lab) = Lab::up() else {
+    let Some(mut lab) = Lab::up(&[]) else {
         return;
     };
     let (vpc, _igw, _table) = lab.internet_vpc("10.0.0.0/16");
@@ -863,7 +319,7 @@ fn without_a_public_ip_or_an_igw_route_nothing_leaves() {
 
 #[test]
 fn elastic_ips_follow_reassociation_and_overlapping_vpcs_stay_apart() {
-    let Some(mut lab) = Lab::up() else {
+    let Some(mut lab) = Lab::up(&[]) else {
         return;
     };
     lab.echo_server();
@@ -910,9 +366,7 @@ fn elastic_ips_follow_reassociation_and_overlapping_vpcs_stay_apart() {
     let x2 = lab.instance(&subnet, &group, None);
     lab.http_server(&x1, 8080);
     lab.http_server(&x2, 8080);
-    let v = lab.ec2(&["allocate-address", "--domain", "vpc"]);
-    let eip = v["PublicIp"].as_str().unwrap().to_owned();
-    let alloc = v["AllocationId"].as_str().unwrap().to_owned();
+    let (eip, alloc) = lab.allocate_address();
     lab.ec2(&[
         "associate-address",
         "--allocation-id",
@@ -988,79 +442,9 @@ fn probe_until(lab: &Lab, addr: &str, port: u16, want: &str, limit: Duration) ->
     (ok && line.trim() == "ok").then_some(at)
 }
 
-/// The streaming client in the outside: opens N connections to the
-/// targets (round robin), each of which the instance's server feeds
-/// continuously; prints `connected` once all are open, then after
-/// DURATION seconds one JSON line: resets, closes, the longest pause of
-/// any connection, how many connections paused more than 0.5 s, and how
-/// many got nothing in the last 2 s.
-const STREAM_CLIENT: &str = r#"
-import json, selectors, socket, sys, time
-targets = sys.argv[1].split(',')
-port = int(sys.argv[2]); n = int(sys.argv[3]); duration = float(sys.argv[4])
-sel = selectors.DefaultSelector()
-for i in range(n):
-    c = socket.create_connection((targets[i % len(targets)], port), timeout=5)
-    c.setblocking(False)
-    sel.register(c, selectors.EVENT_READ, i)
-print('connected', flush=True)
-start = time.monotonic()
-last = [start] * n
-pause = [0.0] * n
-pause_at = [0.0] * n
-resets = closes = errors = 0
-alive = set(range(n))
-while time.monotonic() - start < duration and alive:
-    for key, _ in sel.select(0.05):
-        i = key.data
-        try:
-            data = key.fileobj.recv(65536)
-        except ConnectionResetError:
-            resets += 1; sel.unregister(key.fileobj); alive.discard(i); continue
-        except OSError:
-            errors += 1; sel.unregister(key.fileobj); alive.discard(i); continue
-        if not data:
-            closes += 1; sel.unregister(key.fileobj); alive.discard(i); continue
-        now = time.monotonic()
-        if now - last[i] > pause[i]:
-            pause[i] = now - last[i]; pause_at[i] = last[i] - start
-        last[i] = now
-end = time.monotonic()
-for i in alive:
-    if end - last[i] > pause[i]:
-        pause[i] = end - last[i]; pause_at[i] = last[i] - start
-worst = max(range(n), key=lambda i: pause[i])
-print(json.dumps({
-    'resets': resets, 'closes': closes, 'errors': errors, 'alive': len(alive),
-    'max_pause_ms': round(pause[worst] * 1000), 'max_pause_at_s': round(pause_at[worst], 2),
-    'paused_over_500ms': sum(1 for p in pause if p > 0.5),
-    'stalled_at_end': sum(1 for i in alive if end - last[i] > 2),
-}), flush=True)
-"#;
-
-/// The streaming server in an instance: every connection gets 100 bytes
-/// each 10 ms until it goes away.
-const STREAM_SERVER: &str = r#"
-import socket, sys, threading, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('0.0.0.0', int(sys.argv[1])))
-s.listen(128)
-def feed(c):
-    try:
-        while True:
-            c.sendall(b'x' * 100)
-            time.sleep(0.01)
-    except OSError:
-        c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=feed, args=(c,), daemon=True).start()
-"#;
-
 #[test]
 fn killing_an_edge_keeps_streaming_connections() {
-    let Some(mut lab) = Lab::up() else {
+    let Some(mut lab) = Lab::up(&[]) else {
         return;
     };
     const PORT: u16 = 9000;
@@ -1070,14 +454,7 @@ fn killing_an_edge_keeps_streaming_connections() {
     for (cidr, az) in [("10.0.1.0/24", "us-east-1a"), ("10.0.2.0/24", "us-east-1b")] {
         let subnet = lab.subnet(&vpc, cidr, az, true);
         let inst = lab.instance(&subnet, &group, None);
-        let child = Command::new(OPENVPC)
-            .args(["exec", &inst.id, "--", "python3", "-c", STREAM_SERVER])
-            .arg(PORT.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        lab.background.push(child);
+        lab.spawn_in(&inst, &["python3", "-c", STREAM_SERVER, &PORT.to_string()]);
         lab.wait_listening(&["exec", &inst.id, "--"], PORT);
         let public = lab.public_ip(&inst).unwrap();
         eventually(
@@ -1118,26 +495,13 @@ fn killing_an_edge_keeps_streaming_connections() {
 
     // SIGKILL e1 (no restart yet): its BGP session drops, the outside
     // router withdraws its path.
-    let e1_pid = lab.lab_json()["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["part"] == "e1")
-        .unwrap()["pid"]
-        .as_u64()
-        .unwrap();
+    let e1_pid = lab.pid_of("e1");
     let e1_uplink = lab.lab_json()["plan"]["edges"][0]["uplink_ip"]
         .as_str()
         .unwrap()
         .to_owned();
     let killed = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-KILL", &e1_pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(e1_pid, "-KILL");
     let killed_at = killed.duration_since(started);
     let mut withdrawn = None;
     while killed.elapsed() < Duration::from_secs(10) {
@@ -1201,29 +565,12 @@ fn killing_an_edge_keeps_streaming_connections() {
     // A killed edge's kernel closes its BGP session at once. An edge that
     // hangs (SIGSTOP) keeps it open: the outside router withdraws its path
     // when the 3 s hold time runs out.
-    let e2 = lab.lab_json()["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["part"] == "e2")
-        .unwrap()["pid"]
-        .as_u64()
-        .unwrap()
-        .to_string();
+    let e2 = lab.pid_of("e2");
     let e2_uplink = lab.lab_json()["plan"]["edges"][1]["uplink_ip"]
         .as_str()
         .unwrap()
         .to_owned();
-    let signal = |sig: &str| {
-        assert!(
-            Command::new("kill")
-                .args([sig, &e2])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal("-STOP");
+    signal(e2, "-STOP");
     let stopped = Instant::now();
     let mut withdrawn = None;
     while stopped.elapsed() < Duration::from_secs(10) {
@@ -1233,7 +580,7 @@ fn killing_an_edge_keeps_streaming_connections() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    signal("-CONT");
+    signal(e2, "-CONT");
     eprintln!(
         "edge failover: e2 stopped (SIGSTOP); its path withdrawn after {} (hold time 3 s)",
         withdrawn.map_or("(never, in 10 s)".to_owned(), |d| format!(

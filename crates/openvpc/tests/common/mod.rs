@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod lab;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
