@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use openvpc_agent::batch_io::{Mmsg, drain, grow_socket_buffers, poll, readable};
+use openvpc_agent::batch_io::{
+    Mmsg, drain, enable_gro, grow_socket_buffers, poll, readable, send_segmented, sockaddr,
+};
 use openvpc_agent::netns::{self, NetnsError};
 use openvpc_dataplane::PacketBuf;
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
@@ -37,6 +39,12 @@ const BATCH: usize = 32;
 const BATCHES_PER_WAKE: usize = 8;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 9_216;
+/// A GRO read: a run of datagrams the kernel coalesced.
+const MAX_GRO: usize = 65_535;
+/// A `UDP_SEGMENT` write: at most 64 datagrams and what one UDP send
+/// carries.
+const MAX_SEGMENTS: usize = 64;
+const MAX_GSO_BYTES: usize = 65_507;
 /// How long a new flow's first packet waits for the buddy's
 /// acknowledgement before it leaves anyway (the buddy is dead or slow; the
 /// record was sent, and a node that dies in this window loses the flow).
@@ -220,6 +228,9 @@ pub fn spawn(
     let geneve = bind(netns, SocketAddr::new(underlay_ip, GENEVE_PORT))?;
     let peer = bind(netns, SocketAddr::new(underlay_ip, PEER_PORT))?;
     let underlay = geneve.local_addr().map_err(IoError::Thread)?;
+    if let Err(e) = enable_gro(geneve.as_raw_fd()) {
+        tracing::warn!(error = %e, "UDP GRO is not available; underlay datagrams arrive one by one");
+    }
     let (wake_tx, wake_rx) = UnixDatagram::pair().map_err(IoError::Thread)?;
     wake_tx.set_nonblocking(true).map_err(IoError::Thread)?;
     wake_rx.set_nonblocking(true).map_err(IoError::Thread)?;
@@ -236,14 +247,18 @@ pub fn spawn(
         peer,
         wake: wake_rx,
         rx,
-        bufs: (0..BATCH)
-            .map(|_| PacketBuf::with_capacity(MAX_DATAGRAM))
+        rx_bufs: (0..BATCH)
+            .map(|_| PacketBuf::with_capacity(MAX_GRO))
             .collect(),
+        work: PacketBuf::with_capacity(MAX_DATAGRAM),
+        run: Run {
+            bytes: Vec::with_capacity(MAX_GRO),
+            ..Run::default()
+        },
         peer_buf: vec![0; MAX_DATAGRAM + 512],
         forwarded: PacketBuf::with_capacity(MAX_DATAGRAM),
         encoded: Vec::with_capacity(2048),
         mmsg: Mmsg::new(BATCH),
-        sends: Vec::with_capacity(BATCH),
         held: HashMap::new(),
         lookups,
         awaiting: HashMap::new(),
@@ -305,6 +320,16 @@ fn spawn_resolver(
     Ok(tx)
 }
 
+/// Datagrams for one destination, of one size but the last, sent as one.
+#[derive(Debug, Default)]
+struct Run {
+    to: Option<SocketAddr>,
+    bytes: Vec<u8>,
+    stride: usize,
+    last: usize,
+    count: usize,
+}
+
 /// A packet waiting for its flow's record to be acknowledged.
 struct Held {
     datagram: Vec<u8>,
@@ -318,14 +343,17 @@ struct Worker {
     peer: UdpSocket,
     wake: UnixDatagram,
     rx: Receiver<Command>,
-    bufs: Vec<PacketBuf>,
+    /// Underlay reads: each a datagram or a GRO run of them.
+    rx_bufs: Vec<PacketBuf>,
+    /// The datagram being handled, cut from a read.
+    work: PacketBuf,
+    /// Translated datagrams waiting to leave as one write.
+    run: Run,
     peer_buf: Vec<u8>,
     /// A packet another node forwarded, being handled.
     forwarded: PacketBuf,
     encoded: Vec<u8>,
     mmsg: Mmsg,
-    /// (index into `bufs`, destination) of the batch's packets to send.
-    sends: Vec<(usize, SocketAddr)>,
     held: HashMap<u32, Held>,
     /// Asks the resolver thread, if the node has one.
     lookups: Option<Sender<MappingKey>>,
@@ -452,60 +480,108 @@ impl Worker {
     /// handled in its buffer, the peer messages it caused go first, then
     /// the batch's packets in one `sendmmsg`.
     fn read_underlay(&mut self) {
+        let mut rx = std::mem::take(&mut self.rx_bufs);
         for _ in 0..BATCHES_PER_WAKE {
-            let n = self
-                .mmsg
-                .recv(self.geneve.as_raw_fd(), &mut self.bufs, MAX_DATAGRAM);
+            let n = self.mmsg.recv(self.geneve.as_raw_fd(), &mut rx, MAX_GRO);
             let now = self.now();
-            self.sends.clear();
-            for i in 0..n {
+            for (i, read) in rx.iter().enumerate().take(n) {
                 let Some(from) = self.mmsg.source(i) else {
                     continue;
                 };
-                let Some(buf) = self.bufs.get_mut(i) else {
-                    continue;
+                // A GRO read holds a run of one sender's datagrams, each
+                // `seg` bytes but the last.
+                let seg = match self.mmsg.segment(i) {
+                    0 => read.len().max(1),
+                    s => s,
                 };
-                self.io.geneve_rx += 1;
-                self.io.geneve_rx_bytes += buf.len() as u64;
-                let verdict = self.serve.receive(buf, from.ip(), now);
-                if let Verdict::Resolve { vni, ip } = verdict {
-                    let data = buf.data().to_vec();
-                    self.await_mapping(vni, ip, data);
-                    continue;
-                }
-                if let Verdict::Send { to, after, .. } = verdict {
-                    let to = SocketAddr::new(to, GENEVE_PORT);
-                    match after {
-                        Some(seq) => {
-                            let data = buf.data().to_vec();
-                            self.hold(seq, data, to);
+                for datagram in read.data().chunks(seg) {
+                    self.io.geneve_rx += 1;
+                    self.io.geneve_rx_bytes += datagram.len() as u64;
+                    self.work.set(datagram);
+                    let verdict = self.serve.receive(&mut self.work, from.ip(), now);
+                    match verdict {
+                        Verdict::Resolve { vni, ip } => {
+                            let data = self.work.data().to_vec();
+                            self.await_mapping(vni, ip, data);
                         }
-                        None => self.sends.push((i, to)),
+                        Verdict::Send { to, after, .. } => {
+                            let to = SocketAddr::new(to, GENEVE_PORT);
+                            match after {
+                                Some(seq) => {
+                                    let data = self.work.data().to_vec();
+                                    self.hold(seq, data, to);
+                                }
+                                None => self.queue(to),
+                            }
+                        }
+                        Verdict::Done => {}
                     }
                 }
             }
             // Records (and their acknowledgement requests) before packets.
             self.flush_outbox();
-            if !self.sends.is_empty() {
-                let bufs = &self.bufs;
-                let items = self
-                    .sends
-                    .iter()
-                    .filter_map(|&(i, to)| bufs.get(i).map(|b| (b.data(), to)));
-                let bytes: u64 = self
-                    .sends
-                    .iter()
-                    .filter_map(|&(i, _)| bufs.get(i).map(|b| b.len() as u64))
-                    .sum();
-                let (sent, failed) = self.mmsg.send(self.geneve.as_raw_fd(), items);
-                self.io.geneve_tx += sent as u64;
-                self.io.geneve_tx_bytes += bytes;
-                self.io.send_errors += failed as u64;
-            }
+            self.flush_run();
             if n < BATCH {
                 break;
             }
         }
+        self.rx_bufs = rx;
+    }
+
+    /// Adds the translated datagram in `work` to the run being built for
+    /// `to`, sending the run first when the datagram cannot join it: a run
+    /// is one destination's datagrams of one size (the last may be
+    /// shorter), sent as one `UDP_SEGMENT` write that the kernel cuts.
+    fn queue(&mut self, to: SocketAddr) {
+        let len = self.work.len();
+        let joins = self.run.to == Some(to)
+            && self.run.count < MAX_SEGMENTS
+            && self.run.bytes.len() + len <= MAX_GSO_BYTES
+            && self.run.last == self.run.stride
+            && len <= self.run.stride;
+        if !joins {
+            self.flush_run();
+            self.run.to = Some(to);
+            self.run.stride = len;
+        }
+        self.run.bytes.extend_from_slice(self.work.data());
+        self.run.last = len;
+        self.run.count += 1;
+        // A shorter datagram ends the run.
+        if len < self.run.stride {
+            self.flush_run();
+        }
+    }
+
+    /// Sends the run being built, if any.
+    fn flush_run(&mut self) {
+        let Some(to) = self.run.to.take() else {
+            return;
+        };
+        let (bytes, count) = (self.run.bytes.len(), self.run.count);
+        let sent = if count == 1 {
+            self.geneve.send_to(&self.run.bytes, to).map(|_| ())
+        } else {
+            let (addr, addr_len) = sockaddr(to);
+            send_segmented(
+                self.geneve.as_raw_fd(),
+                &[io::IoSlice::new(&self.run.bytes)],
+                self.run.stride,
+                &addr,
+                addr_len,
+            )
+        };
+        match sent {
+            Ok(()) => {
+                self.io.geneve_tx += count as u64;
+                self.io.geneve_tx_bytes += bytes as u64;
+            }
+            Err(_) => self.io.send_errors += count as u64,
+        }
+        self.run.bytes.clear();
+        self.run.count = 0;
+        self.run.stride = 0;
+        self.run.last = 0;
     }
 
     /// Messages from other nodes.
