@@ -122,20 +122,8 @@ struct Aws {
 
 impl Aws {
     fn ec2(&self, args: &[&str]) -> Value {
-        let out = Command::new(std::env::var_os("OPENVPC_AWS_CLI").unwrap())
-            .arg("ec2")
-            .args(args)
-            .args(["--output", "json"])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "aws ec2 {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        common::lab::ec2_with(&self.env, args)
+            .unwrap_or_else(|e| panic!("aws ec2 {} failed: {e}", args.join(" ")))
     }
 
     fn status(&self, id: &str) -> Value {

@@ -7,9 +7,10 @@
 //!
 //! Three labs: the default fleet of 4 nodes (the gateway's basics, SGs and
 //! NACLs, `lab status`, the update-mirror scenario and a killed node
-//! replaced in the shard), a fleet of 2 (a killed node's buddy serves its
-//! flows and hands them back when it returns), and the test-only knobs
-//! (10 ports per destination, a 6 s idle timeout).
+//! replaced in the shard), a fleet of 2 (a private NAT gateway towards a
+//! peered VPC, and a killed node's buddy serves its flows and hands them
+//! back when it returns), and the test-only knobs (10 ports per
+//! destination, a 6 s idle timeout).
 //!
 //! Needs root (namespaces, TAP and TUN devices), the aws CLI from
 //! scripts/test's venv and BIRD; without them the tests say why and skip
@@ -147,6 +148,23 @@ const HOLD_PORT: u16 = 9000;
 const IDLE_PORT: u16 = 9001;
 const STREAM_PORT: u16 = 9002;
 
+/// The peer's echo in an instance (`PORT`): it answers every GET with the
+/// address and port the request came from (`IP PORT`).
+const PEER_ECHO: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = ('%s %d' % self.client_address).encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(('0.0.0.0', int(sys.argv[1])), H).serve_forever()
+"#;
+const PEER_PORT: u16 = 8080;
+
 /// A VPC as AWS's NAT gateway scenario builds it: an internet gateway, a
 /// public subnet (the main table's 0.0.0.0/0 to the IGW) holding a NAT
 /// gateway with an Elastic IP, and a private subnet in each AZ whose table
@@ -178,24 +196,11 @@ impl NatVpc {
             .as_str()
             .unwrap()
             .to_owned();
-        let table =
-            lab.ec2(&["create-route-table", "--vpc-id", &vpc])["RouteTable"]["RouteTableId"]
-                .as_str()
-                .unwrap()
-                .to_owned();
         let private = [
             lab.subnet(&vpc, "10.0.1.0/24", "us-east-1a", false),
             lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b", false),
         ];
-        for subnet in &private {
-            lab.ec2(&[
-                "associate-route-table",
-                "--route-table-id",
-                &table,
-                "--subnet-id",
-                subnet,
-            ]);
-        }
+        let table = lab.route_table(&vpc, &[&private[0], &private[1]]);
         let started = Instant::now();
         let gateway = wait_available(lab, &nat);
         eprintln!(
@@ -896,6 +901,231 @@ fn stream_through_a_node_failure(
     assert!(longest < 10_000, "the longest stall was {longest} ms");
 }
 
+/// Issue 16, spec 6: a private NAT gateway translates to its private
+/// address and forwards by its subnet's route table. VPC A (10.10.0.0/16)
+/// has the instances' subnet A1, whose table sends 10.20.0.0/16 to the
+/// gateway, and the gateway's subnet A2, whose table sends it on to the
+/// peering with VPC B (10.20.0.0/16); B routes 10.10.0.0/16 back over the
+/// peering. An instance of A1 reaches B's instance, which sees the
+/// gateway's private address, never the instance's; `openvpc trace` names
+/// the gateway's hop.
+fn private_nat_gateway_to_a_peered_vpc(lab: &mut Lab) {
+    let started = Instant::now();
+    let vpc_a = lab.vpc("10.10.0.0/16");
+    let a1 = lab.subnet(&vpc_a, "10.10.1.0/24", "us-east-1a", false);
+    let a2 = lab.subnet(&vpc_a, "10.10.2.0/24", "us-east-1b", false);
+    let vpc_b = lab.vpc("10.20.0.0/16");
+    let b1 = lab.subnet(&vpc_b, "10.20.1.0/24", "us-east-1b", false);
+
+    let nat = lab.ec2(&[
+        "create-nat-gateway",
+        "--subnet-id",
+        &a2,
+        "--connectivity-type",
+        "private",
+    ])["NatGateway"]["NatGatewayId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pcx = lab.ec2(&[
+        "create-vpc-peering-connection",
+        "--vpc-id",
+        &vpc_a,
+        "--peer-vpc-id",
+        &vpc_b,
+    ])["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lab.ec2(&[
+        "accept-vpc-peering-connection",
+        "--vpc-peering-connection-id",
+        &pcx,
+    ]);
+    // A1: its own table, 10.20.0.0/16 to the NAT gateway (once available).
+    let a1_table = lab.route_table(&vpc_a, &[&a1]);
+    // A2 (the gateway's subnet) keeps A's main table: 10.20.0.0/16 to the
+    // peering. B's main table: A's CIDR back over the peering.
+    let a_main = lab.main_route_table(&vpc_a);
+    route(
+        lab,
+        &a_main,
+        "10.20.0.0/16",
+        &["--vpc-peering-connection-id", &pcx],
+    );
+    route(
+        lab,
+        &lab.main_route_table(&vpc_b),
+        "10.10.0.0/16",
+        &["--vpc-peering-connection-id", &pcx],
+    );
+
+    let waited = Instant::now();
+    let gateway = wait_available(lab, &nat);
+    eprintln!(
+        "private {nat} available after {} ms of waiting ({} ms after the VPCs' creation, \
+         most of it the aws CLI's calls)",
+        waited.elapsed().as_millis(),
+        started.elapsed().as_millis()
+    );
+    // Spec 6: a private gateway has a private address and no Elastic IP.
+    assert_eq!(gateway["ConnectivityType"], "private", "{gateway}");
+    let address = &gateway["NatGatewayAddresses"][0];
+    assert!(address.get("PublicIp").is_none(), "{gateway}");
+    let nat_ip = address["PrivateIp"].as_str().unwrap().to_owned();
+    assert!(nat_ip.starts_with("10.10.2."), "{nat_ip} is not in A2");
+    route(lab, &a1_table, "10.20.0.0/16", &["--nat-gateway-id", &nat]);
+
+    // B's instance admits the port from A's CIDR only; A's instance has
+    // AWS's default egress and no ingress.
+    let b_group = lab.group(&vpc_b, "peer", &[]);
+    lab.allow(&b_group, "tcp", &PEER_PORT.to_string(), "10.10.0.0/16");
+    let a_group = lab.group(&vpc_a, "client", &[]);
+    let client = lab.instance(&a1, &a_group, None);
+    let server = lab.instance(&b1, &b_group, None);
+    let port = PEER_PORT.to_string();
+    lab.spawn_in(&server, &["python3", "-c", PEER_ECHO, &port]);
+    lab.wait_listening(&["exec", &server.id, "--"], PEER_PORT);
+
+    let url = format!("http://{}:{PEER_PORT}/", server.ip);
+    // What B's echo saw of the connection (`IP PORT`), or `None`.
+    let reach = || {
+        let out = exec(&client.id, &["curl", "-sf", "--max-time", "3", &url]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut seen = None;
+    eventually(
+        "A's instance to reach B's through the gateway",
+        true,
+        || {
+            seen = reach();
+            seen.is_some()
+        },
+    );
+    let seen = seen.unwrap_or_default();
+    let (ip, seen_port) = seen.split_once(' ').unwrap_or((&seen, ""));
+    eprintln!(
+        "private NAT: {} ({}) reached {} ({}) as {seen}, {} ms after the VPCs' creation",
+        client.id,
+        client.ip,
+        server.id,
+        server.ip,
+        started.elapsed().as_millis()
+    );
+    assert_eq!(
+        ip, nat_ip,
+        "B saw {seen}, not the gateway's private address {nat_ip} (the instance is {})",
+        client.ip
+    );
+    assert!(seen_port.parse::<u16>().is_ok(), "{seen}");
+    // Several connections, each its own translated port.
+    let ports: BTreeSet<String> = (0..5)
+        .map(|_| {
+            let text = reach().unwrap_or_default();
+            assert!(text.starts_with(&format!("{nat_ip} ")), "B saw {text:?}");
+            text
+        })
+        .collect();
+    assert_eq!(ports.len(), 5, "{ports:?}");
+
+    let traced = lab.trace(
+        &client.id,
+        &server.ip,
+        &["--protocol", "tcp", "--port", &port],
+    );
+    eprintln!("private NAT: trace\n{traced}");
+    assert!(
+        traced.contains(&format!("through NAT gateway {nat} on hyperplane node hp"))
+            && traced.contains(&format!("source translated to {nat_ip}:")),
+        "{traced}"
+    );
+    assert!(
+        traced.contains(&format!("delivered to {}", eni_of(lab, &server))),
+        "{traced}"
+    );
+
+    // The gateway counts the connections (the nodes write their figures
+    // each second); replies on a port of the node the mapping service
+    // does not name are forwarded to the one that owns it.
+    let mut status = Value::Null;
+    eventually("the private gateway to count 6 connections", true, || {
+        status = shard_status(lab, &nat);
+        status["connection_attempt_count"].as_u64().unwrap_or(0) >= 6
+    });
+    assert_eq!(status["packets_drop_count"], 0, "{status}");
+    let fleet = lab.status()["hyperplane"].clone();
+    for (node, ..) in shard(lab, &nat) {
+        eprintln!(
+            "private NAT: {node} forwarded {} packets, drops {}",
+            fleet[&node]["replication"]["forwarded"], fleet[&node]["drops"]
+        );
+    }
+
+    // The node forwards by the gateway's subnet's table: without its
+    // route to the peering the translated packets have nowhere to go (a
+    // counted `no_route` on the node); with it back they flow again.
+    let no_route = |lab: &Lab| -> u64 {
+        let fleet = lab.status()["hyperplane"].clone();
+        shard(lab, &nat)
+            .iter()
+            .map(|(node, ..)| fleet[node]["drops"]["no_route"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let before = no_route(lab);
+    lab.ec2(&[
+        "delete-route",
+        "--route-table-id",
+        &a_main,
+        "--destination-cidr-block",
+        "10.20.0.0/16",
+    ]);
+    eventually(
+        "B unreachable without the gateway subnet's route",
+        false,
+        || reach().is_some(),
+    );
+    eventually("the node to count no_route drops", true, || {
+        no_route(lab) > before
+    });
+    route(
+        lab,
+        &a_main,
+        "10.20.0.0/16",
+        &["--vpc-peering-connection-id", &pcx],
+    );
+    let mut again = None;
+    eventually("B reachable with the route back", true, || {
+        again = reach();
+        again.is_some()
+    });
+    let again = again.unwrap_or_default();
+    assert!(again.starts_with(&format!("{nat_ip} ")), "{again}");
+}
+
+/// `create-route` in `table` of `cidr` to `target` (`--nat-gateway-id ID`, …).
+fn route(lab: &Lab, table: &str, cidr: &str, target: &[&str]) {
+    let mut args = vec![
+        "create-route",
+        "--route-table-id",
+        table,
+        "--destination-cidr-block",
+        cidr,
+    ];
+    args.extend_from_slice(target);
+    lab.ec2(&args);
+}
+
+/// The network interface of `instance`.
+fn eni_of(lab: &Lab, instance: &Instance) -> String {
+    let v = lab.ec2(&["describe-instances", "--instance-ids", &instance.id]);
+    v["Reservations"][0]["Instances"][0]["NetworkInterfaces"][0]["NetworkInterfaceId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 #[test]
 fn a_killed_node_s_buddy_serves_its_flows_and_hands_them_back() {
     let started = Instant::now();
@@ -908,6 +1138,9 @@ fn a_killed_node_s_buddy_serves_its_flows_and_hands_them_back() {
     eventually("a private instance to reach the outside", true, || {
         lab.curl_outside_from(&instances[0]).as_deref() == Some(net.eip.as_str())
     });
+    // The shard is the whole fleet here: both nodes meet the private
+    // gateway's flows and its replies.
+    private_nat_gateway_to_a_peered_vpc(&mut lab);
     stream_through_a_node_failure(&mut lab, &net, &instances, Fleet::Pair);
     eprintln!("lab of 2 nodes: {} s", started.elapsed().as_secs());
 }

@@ -43,6 +43,25 @@ impl Lab {
     /// for `lab up` (e.g. `--nat-ports 20000-20009`); `None` (said why)
     /// where tests cannot run.
     pub fn up(extra: &[&str]) -> Option<Lab> {
+        let mut args = vec!["--hosts", "2", "--azs", "2", "--edges", "2"];
+        args.extend_from_slice(extra);
+        let lab = Lab::up_with(&args)?;
+        // Issue 15: the three files name the outside, and nothing in them
+        // leaves the documentation ranges.
+        assert!(
+            lab.outside.starts_with("ovl-") && lab.outside.ends_with("-out"),
+            "DIR/outside: {:?}",
+            lab.outside
+        );
+        assert_eq!(lab.outside_ip, "198.51.100.10");
+        assert_eq!(lab.public_pool, "203.0.113.0/24");
+        Some(lab)
+    }
+
+    /// `openvpc lab up ARGS` as they are (`lab up`'s defaults for what
+    /// they leave out: edges and the outside among them); `None` (said
+    /// why) where tests cannot run.
+    pub fn up_with(args: &[&str]) -> Option<Lab> {
         if let Some(why) = super::cannot_run_instances() {
             eprintln!("skipping: {why}");
             return None;
@@ -58,8 +77,8 @@ impl Lab {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let out = Command::new(OPENVPC)
-            .args(["lab", "up", "--hosts", "2", "--azs", "2", "--edges", "2"])
-            .args(extra)
+            .args(["lab", "up"])
+            .args(args)
             .arg("--dir")
             .arg(dir.path())
             .stderr(Stdio::inherit())
@@ -94,15 +113,6 @@ impl Lab {
             3,
             "lab up prints endpoint, credentials, region"
         );
-        // Issue 15: the three files name the outside, and nothing in them
-        // leaves the documentation ranges.
-        assert!(
-            lab.outside.starts_with("ovl-") && lab.outside.ends_with("-out"),
-            "DIR/outside: {:?}",
-            lab.outside
-        );
-        assert_eq!(lab.outside_ip, "198.51.100.10");
-        assert_eq!(lab.public_pool, "203.0.113.0/24");
         Some(lab)
     }
 
@@ -112,20 +122,7 @@ impl Lab {
 
     /// Runs `aws ec2 ARGS --output json`: the answer, or the CLI's message.
     pub fn try_ec2(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(std::env::var_os("OPENVPC_AWS_CLI").unwrap())
-            .arg("ec2")
-            .args(args)
-            .args(["--output", "json"])
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        if out.stdout.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
-        }
-        Ok(serde_json::from_slice(&out.stdout).unwrap())
+        ec2_with(&self.env, args)
     }
 
     /// Runs `aws ec2 ARGS --output json`; panics with the CLI's message on failure.
@@ -194,6 +191,22 @@ impl Lab {
             .to_owned()
     }
 
+    /// A new route table of `vpc`, associated with `subnets`.
+    pub fn route_table(&self, vpc: &str, subnets: &[&str]) -> String {
+        let v = self.ec2(&["create-route-table", "--vpc-id", vpc]);
+        let table = v["RouteTable"]["RouteTableId"].as_str().unwrap().to_owned();
+        for subnet in subnets {
+            self.ec2(&[
+                "associate-route-table",
+                "--route-table-id",
+                &table,
+                "--subnet-id",
+                subnet,
+            ]);
+        }
+        table
+    }
+
     /// Routes 0.0.0.0/0 in `table` to `igw`.
     pub fn default_route(&self, table: &str, igw: &str) {
         self.ec2(&[
@@ -230,23 +243,33 @@ impl Lab {
         ]);
         let group = v["GroupId"].as_str().unwrap().to_owned();
         for port in ports {
-            self.ec2(&[
-                "authorize-security-group-ingress",
-                "--group-id",
-                &group,
-                "--protocol",
-                "tcp",
-                "--port",
-                &port.to_string(),
-                "--cidr",
-                "0.0.0.0/0",
-            ]);
+            self.allow(&group, "tcp", &port.to_string(), "0.0.0.0/0");
         }
         group
     }
 
+    /// Allows `proto` `port` (or ICMP with -1) from `cidr` into `group`.
+    pub fn allow(&self, group: &str, proto: &str, port: &str, cidr: &str) {
+        self.ec2(&[
+            "authorize-security-group-ingress",
+            "--group-id",
+            group,
+            "--protocol",
+            proto,
+            "--port",
+            port,
+            "--cidr",
+            cidr,
+        ]);
+    }
+
     /// Launches one instance and waits until its interface has its address.
     pub fn instance(&self, subnet: &str, group: &str, ip: Option<&str>) -> Instance {
+        self.instance_in(subnet, &[group], ip)
+    }
+
+    /// [`Lab::instance`] in `groups` (none: the VPC's default group).
+    pub fn instance_in(&self, subnet: &str, groups: &[&str], ip: Option<&str>) -> Instance {
         let mut args = vec![
             "run-instances",
             "--image-id",
@@ -255,9 +278,11 @@ impl Lab {
             "1",
             "--subnet-id",
             subnet,
-            "--security-group-ids",
-            group,
         ];
+        if !groups.is_empty() {
+            args.push("--security-group-ids");
+            args.extend_from_slice(groups);
+        }
         if let Some(ip) = ip {
             args.extend_from_slice(&["--private-ip-address", ip]);
         }
@@ -452,22 +477,28 @@ impl Lab {
     /// Waits until something listens on TCP `port` where `place` says:
     /// `["exec", ID, "--"]` in an instance, `["--netns", NS]` the outside.
     pub fn wait_listening(&self, place: &[&str], port: u16) {
+        self.wait_listening_on(place, "tcp", port);
+    }
+
+    /// [`Lab::wait_listening`] for `proto`, `tcp` or `udp`.
+    pub fn wait_listening_on(&self, place: &[&str], proto: &str, port: u16) {
+        let flag = if proto == "tcp" { "-ltn" } else { "-lun" };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             let out = if place[0] == "--netns" {
                 Command::new("ip")
-                    .args(["netns", "exec", place[1], "ss", "-ltn"])
+                    .args(["netns", "exec", place[1], "ss", flag])
                     .output()
                     .unwrap()
             } else {
-                exec(place[1], &["ss", "-ltn"])
+                exec(place[1], &["ss", flag])
             };
             if String::from_utf8_lossy(&out.stdout).contains(&format!(":{port} ")) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("nothing listens on tcp {port} in {place:?}");
+        panic!("nothing listens on {proto} {port} in {place:?}");
     }
 
     /// `curl http://ADDR:PORT/who` from the outside: the answering
@@ -504,6 +535,23 @@ impl Lab {
             .unwrap();
         assert!(out.status.success(), "lab status: {out:?}");
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `openvpc trace --from FROM --to TO ARGS…` against the lab's server:
+    /// its output.
+    pub fn trace(&self, from: &str, to: &str, args: &[&str]) -> String {
+        let out = Command::new(OPENVPC)
+            .args(["trace", "--from", from, "--to", to])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openvpc trace failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The hosts' drops of `reason`, summed.
@@ -720,6 +768,25 @@ while True:
     c, _ = s.accept()
     threading.Thread(target=feed, args=(c,), daemon=True).start()
 "#;
+
+/// Runs `aws ec2 ARGS --output json` with `env` (endpoint, credentials,
+/// region): the answer (`null` for none), or the CLI's message.
+pub fn ec2_with(env: &[(String, String)], args: &[&str]) -> Result<Value, String> {
+    let out = Command::new(std::env::var_os("OPENVPC_AWS_CLI").unwrap())
+        .arg("ec2")
+        .args(args)
+        .args(["--output", "json"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_slice(&out.stdout).unwrap())
+}
 
 /// Sends `signal` (`-KILL`, `-STOP`, …) to a lab process.
 pub fn signal(pid: u64, signal: &str) {
