@@ -311,6 +311,7 @@ mod tests {
             serves: vec![0],
             counters: Default::default(),
             drops: [0; NatDrop::ALL.len()],
+            node_dropped: 0,
             active: 3,
             replicas: 1,
         };

@@ -182,6 +182,9 @@ struct Gateway {
     place: u8,
     /// Per place: its node's address while it lives.
     alive: Vec<Option<IpAddr>>,
+    /// Its packets the node dropped before or after its NAT (no edge, no
+    /// route, no host to send to).
+    dropped: u64,
 }
 
 impl Gateway {
@@ -217,14 +220,17 @@ pub struct GatewayStats {
     pub counters: NatCounters,
     /// Per [`NatDrop`], in [`NatDrop::ALL`] order.
     pub drops: [u64; NatDrop::ALL.len()],
+    /// Its packets dropped by the node around the NAT (no edge, no route,
+    /// no host), also counted by reason in the node's drops.
+    pub node_dropped: u64,
     pub active: u32,
     pub replicas: u32,
 }
 
 impl GatewayStats {
-    /// AWS's `PacketsDropCount`.
+    /// AWS's `PacketsDropCount`: every packet of the gateway dropped.
     pub fn packets_dropped(&self) -> u64 {
-        self.drops.iter().sum()
+        self.drops.iter().sum::<u64>() + self.node_dropped
     }
 
     pub fn drop_count(&self, reason: NatDrop) -> u64 {
@@ -344,6 +350,16 @@ impl Serve {
         Verdict::Done
     }
 
+    /// A drop of gateway `gi`'s packet for a reason of the node's (no
+    /// edge, no route, no host): counted for the node and in the gateway's
+    /// `PacketsDropCount`, as AWS counts every packet its gateway drops.
+    fn drop_for(&mut self, gi: usize, reason: NodeDrop) -> Verdict {
+        if let Some(g) = self.gateways.get_mut(gi) {
+            g.dropped += 1;
+        }
+        self.drop(reason)
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -437,6 +453,7 @@ impl Serve {
                         nat,
                         place,
                         alive,
+                        dropped: 0,
                     };
                     // Ask the shard for this place's flows and the buddy's
                     // replicas; take over the dead places it serves.
@@ -721,7 +738,7 @@ impl Serve {
                 }
                 let edges = &g.assignment.edges;
                 if edges.is_empty() {
-                    return self.drop(NodeDrop::NoEdge);
+                    return self.drop_for(gi, NodeDrop::NoEdge);
                 }
                 let port = self.src_port(buf.data());
                 let to = edges[usize::from(port) % edges.len()];
@@ -774,7 +791,7 @@ impl Serve {
             .max_by_key(|r| r.destination.prefix_len())
             .map(|r| r.vni)
         else {
-            return self.drop(NodeDrop::NoRoute);
+            return self.drop_for(gi, NodeDrop::NoRoute);
         };
         match self.mappings.get(&(vni, dst)) {
             Some((Some(n), at)) if now.saturating_sub(*at) < MAPPING_TTL_SECS => {
@@ -782,7 +799,7 @@ impl Serve {
                 self.deliver(buf, vni, n)
             }
             Some((None, at)) if now.saturating_sub(*at) < NO_MAPPING_TTL_SECS => {
-                self.drop(NodeDrop::NoMapping)
+                self.drop_for(gi, NodeDrop::NoMapping)
             }
             _ => Verdict::Resolve { vni, ip: dst },
         }
@@ -862,7 +879,7 @@ impl Serve {
                     return self.drop(NodeDrop::Malformed);
                 };
                 let Some(n) = self.neighbors.get(&(vni, dst)).copied() else {
-                    return self.drop(NodeDrop::NoNeighbor);
+                    return self.drop_for(gi, NodeDrop::NoNeighbor);
                 };
                 // State changes only: nothing waits for them.
                 self.replicate(gi, record);
@@ -1024,6 +1041,7 @@ impl Serve {
                     serves: (0..nodes).filter(|q| g.nat.serves_place(*q)).collect(),
                     counters: *g.nat.counters(),
                     drops: NatDrop::ALL.map(|d| g.nat.drops(d)),
+                    node_dropped: g.dropped,
                     active: g.nat.active_connections(),
                     replicas: g.nat.replicas(),
                 }

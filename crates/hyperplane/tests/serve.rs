@@ -449,4 +449,9 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
     );
     assert_eq!(a.receive(&mut lost, host(), 3), Verdict::Done);
     assert_eq!(a.drops(NodeDrop::NoRoute), 1);
+    assert_eq!(
+        a.gateway_stats()[0].packets_dropped(),
+        1,
+        "the gateway's PacketsDropCount counts it"
+    );
 }
