@@ -278,17 +278,7 @@ fn without_a_public_ip_or_an_igw_route_nothing_leaves() {
 
     // A public IP, but its subnet's route table has no igw route.
     let isolated = lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b", true);
-    let table = lab.ec2(&["create-route-table", "--vpc-id", &vpc])["RouteTable"]["RouteTableId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    lab.ec2(&[
-        "associate-route-table",
-        "--route-table-id",
-        &table,
-        "--subnet-id",
-        &isolated,
-    ]);
+    let table = lab.route_table(&vpc, &[&isolated]);
     let q = lab.instance(&isolated, &group, None);
     assert!(lab.public_ip(&q).is_some(), "MapPublicIpOnLaunch");
     let before = lab.host_drops("no_route");
