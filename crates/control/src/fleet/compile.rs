@@ -116,18 +116,25 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// The underlay addresses of the live nodes of `shard_key`'s shard, in
-    /// the shard's order (a dead node is left out).
+    /// Per place of `shard_key`'s shard, the underlay address of the node
+    /// that serves it: its own while it lives, else its buddy's (the next
+    /// live place), so a dead node's flows go where their state is and no
+    /// other flow moves. Empty while no node of the shard lives.
     pub fn shard_nodes(&self, region: &str, shard_key: &str) -> Vec<IpAddr> {
-        self.shards
+        let places: Vec<Option<IpAddr>> = self
+            .shards
             .get(shard_key)
             .into_iter()
             .flatten()
-            .filter_map(|id| {
+            .map(|id| {
                 self.hyperplane
                     .get(&super::nodes::node_key(Role::Hyperplane, region, id))
                     .map(|n| n.underlay_ip)
             })
+            .collect();
+        openvpc_hyperplane::shard::serving_places(&places)
+            .into_iter()
+            .flatten()
             .collect()
     }
 
