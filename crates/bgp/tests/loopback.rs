@@ -84,7 +84,14 @@ fn speaker_over_loopback() {
         s.routes().contains_key(&pool)
     });
     assert_eq!(peer.state(), State::Established);
-    let status = speaker.status();
+    // The speaker's own thread may not have read our KEEPALIVE yet (it sent
+    // its UPDATE from OpenConfirm's answer): give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut status = speaker.status();
+    while status.state != State::Established && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        status = speaker.status();
+    }
     assert_eq!(status.state, State::Established);
     assert_eq!(status.established_count, 2);
 

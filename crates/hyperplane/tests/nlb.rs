@@ -514,14 +514,3 @@ proptest! {
         let _ = n.from_target(&mut b, 0);
     }
 }
-
-// Issue 17's goal (≥ 1 M new flows/s per core): the figures, on demand
-// (`--features bench -- --ignored --nocapture`; the test profile
-// understates a release build).
-#[cfg(feature = "bench")]
-#[test]
-#[ignore]
-fn bench_new_flows() {
-    let f = openvpc_hyperplane::nlb::bench::run(1_000_000).unwrap();
-    println!("{}", f.table());
-}

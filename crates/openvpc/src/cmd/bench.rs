@@ -56,7 +56,9 @@ enum Target {
     /// The hyperplane's NAT core on one core: new connections per second,
     /// translated packets of established flows, bytes per flow with its
     /// replica, and the replication record's cost (the goals: 1 M/s,
-    /// 5 Mpps, 256 B).
+    /// 5 Mpps, 256 B); a new flow's record to a buddy over loopback (the
+    /// goal: 50 µs); the load balancer core's new flows per second (the
+    /// goal: 1 M/s).
     Hyperplane {
         /// Print one JSON object instead of a table.
         #[arg(long)]
@@ -243,12 +245,15 @@ fn hyperplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> 
     let figures = openvpc_hyperplane::nat::bench::run(budget, flows)?;
     progress(json)("replicating new flows' records to a buddy over loopback...");
     let replication = openvpc_hyperplane::serve::bench::run(20_000)?;
+    progress(json)(&format!("opening {flows} load balancer flows..."));
+    let nlb = openvpc_hyperplane::nlb::bench::run(flows)?;
     if json {
         let mut all = figures.json();
         all["replication"] = replication.json();
+        all["nlb"] = nlb.json();
         println!("{all}");
     } else {
-        print!("{}{}", figures.table(), replication.table());
+        print!("{}{}{}", figures.table(), replication.table(), nlb.table());
     }
     Ok(())
 }
