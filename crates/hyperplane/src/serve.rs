@@ -35,7 +35,6 @@ use openvpc_dataplane::buf::PacketBuf;
 use openvpc_model::hyperplane::{NatAssignment, NatConnectivity};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{self, EthernetHeader, EthernetRepr, ethertype};
-use openvpc_packet::flow::{self, FlowHasher, entropy_port};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
 
 use crate::nat::{FlowRecord, Nat, NatConfig, NatCounters, NatDrop, NatOutput, ReplicaError};
@@ -129,14 +128,10 @@ impl NodeDrop {
 /// What to do with a datagram the node was handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Send the buffer (now a Geneve datagram) to `to`, port 6081, from
-    /// `src_port`; with `after`, only once the buddy acknowledged that
-    /// message (or it is given up on).
-    Send {
-        to: IpAddr,
-        src_port: u16,
-        after: Option<u32>,
-    },
+    /// Send the buffer (now a Geneve datagram) to `to`, port 6081; with
+    /// `after`, only once the buddy acknowledged that message (or it is
+    /// given up on).
+    Send { to: IpAddr, after: Option<u32> },
     /// A private gateway's translated packet (a bare IPv4 packet in the
     /// buffer) for `ip` in VNI `vni`, whose host the node does not know
     /// yet: the shell asks the mapping service, then calls
@@ -238,22 +233,30 @@ impl GatewayStats {
     }
 }
 
-/// The place whose slice holds a reply's translated port (TCP/UDP
-/// destination port, ICMP echo identifier); `None` when the packet has
-/// none (a later fragment) or does not parse.
-fn reply_place(packet: &[u8], nodes: u8) -> Option<u8> {
-    let pf = flow::parse_ip(packet, ethertype::IPV4).ok()?;
-    if pf.later_fragment {
+/// The 16-bit word `at` bytes into the L4 header of a bare IPv4 packet,
+/// read from fixed places (the NAT parses the packet whole); `None` for a
+/// later fragment, which has no L4 header, or a short packet.
+fn l4_word(packet: &[u8], at: usize) -> Option<u16> {
+    let ihl = usize::from(packet.first()? & 0x0f) * 4;
+    let offset = u16::from_be_bytes([*packet.get(6)?, *packet.get(7)?]) & 0x1fff;
+    if offset != 0 {
         return None;
     }
-    let port = if pf.key.protocol == openvpc_packet::ip::protocol::ICMP {
-        // Echo replies carry the translated identifier where a port would be.
-        let at = pf.l4_offset + 4;
-        u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?])
+    let i = ihl + at;
+    Some(u16::from_be_bytes([*packet.get(i)?, *packet.get(i + 1)?]))
+}
+
+/// The place whose slice holds a reply's translated port (TCP/UDP
+/// destination port, ICMP echo identifier); `None` when the packet has
+/// none (a later fragment) or is too short.
+fn reply_place(packet: &[u8], nodes: u8) -> Option<u8> {
+    // Echo replies carry the translated identifier where a port would be.
+    let at = if *packet.get(9)? == openvpc_packet::ip::protocol::ICMP {
+        4
     } else {
-        pf.key.dst_port
+        2
     };
-    Some(crate::nat::owner_of(port, nodes))
+    Some(crate::nat::owner_of(l4_word(packet, at)?, nodes))
 }
 
 /// A host an instance lives behind.
@@ -278,7 +281,6 @@ pub struct Serve {
     /// The mapping service's answers for private gateways' destinations,
     /// with when they were given (seconds).
     mappings: HashMap<(u32, Ipv4Addr), (Option<Neighbor>, u64)>,
-    hasher: FlowHasher,
     seq: u32,
     outbox: Vec<(IpAddr, Message)>,
     drops: [u64; NodeDrop::ALL.len()],
@@ -300,7 +302,6 @@ impl Serve {
             by_private: HashMap::new(),
             neighbors: HashMap::new(),
             mappings: HashMap::new(),
-            hasher: FlowHasher::new(),
             seq: 0,
             outbox: Vec::new(),
             drops: [0; NodeDrop::ALL.len()],
@@ -656,14 +657,6 @@ impl Serve {
         matches!(emitted, Ok(n) if n == headers.len()) && buf.push_front(&headers)
     }
 
-    /// The source port of the outer UDP header: the inner flow's entropy.
-    fn src_port(&self, packet: &[u8]) -> u16 {
-        match flow::parse_ip(packet, ethertype::IPV4) {
-            Ok(pf) => entropy_port(self.hasher.hash(&pf.key)),
-            Err(_) => entropy_port(0),
-        }
-    }
-
     /// Forwards the datagram (its headers taken back in front of the
     /// untouched packet) to the node serving `place`, once.
     fn forward(
@@ -740,27 +733,23 @@ impl Serve {
                 if edges.is_empty() {
                     return self.drop_for(gi, NodeDrop::NoEdge);
                 }
-                let port = self.src_port(buf.data());
+                // Edges keep no state: the translated source port spreads
+                // the gateway's flows over them.
+                let port = l4_word(buf.data(), 0).unwrap_or(0);
                 let to = edges[usize::from(port) % edges.len()];
                 let mac = gateway_mac(&g.assignment.gateway_id);
                 let after = self.replicate(gi, record);
                 if !Serve::encapsulate(buf, vni, self.config.router_mac, mac) {
                     return self.drop(NodeDrop::Malformed);
                 }
-                Verdict::Send {
-                    to,
-                    src_port: port,
-                    after,
-                }
+                Verdict::Send { to, after }
             }
             NatOutput::Reset => {
-                let port = self.src_port(buf.data());
                 if !Serve::encapsulate(buf, vni, src_mac, self.config.router_mac) {
                     return self.drop(NodeDrop::Malformed);
                 }
                 Verdict::Send {
                     to: from,
-                    src_port: port,
                     after: None,
                 }
             }
@@ -818,13 +807,11 @@ impl Serve {
     /// Sends a translated bare IPv4 packet in `vni` to `to`'s host (the
     /// packet a [`Verdict::Resolve`] held, once resolved).
     pub fn deliver(&mut self, buf: &mut PacketBuf, vni: u32, to: Neighbor) -> Verdict {
-        let port = self.src_port(buf.data());
         if !Serve::encapsulate(buf, vni, to.mac, self.config.router_mac) {
             return self.drop(NodeDrop::Malformed);
         }
         Verdict::Send {
             to: to.host,
-            src_port: port,
             after: None,
         }
     }
@@ -884,15 +871,10 @@ impl Serve {
                 // State changes only: nothing waits for them.
                 self.replicate(gi, record);
                 let after = None;
-                let port = self.src_port(buf.data());
                 if !Serve::encapsulate(buf, vni, n.mac, self.config.router_mac) {
                     return self.drop(NodeDrop::Malformed);
                 }
-                Verdict::Send {
-                    to: n.host,
-                    src_port: port,
-                    after,
-                }
+                Verdict::Send { to: n.host, after }
             }
             NatOutput::Forward { place } => self.forward(gi, place, ip, buf, from),
             NatOutput::ToDestination(_) | NatOutput::Reset | NatOutput::Drop(_) => Verdict::Done,
