@@ -30,6 +30,17 @@ pub enum RecordKind {
     Delete = 2,
 }
 
+impl RecordKind {
+    /// The kind a record's byte names, if any.
+    pub fn from_u8(v: u8) -> Option<RecordKind> {
+        match v {
+            1 => Some(RecordKind::Upsert),
+            2 => Some(RecordKind::Delete),
+            _ => None,
+        }
+    }
+}
+
 /// One flow's replicated state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowRecord {
@@ -115,11 +126,7 @@ impl FlowRecord {
         if b[0] != VERSION {
             return Err(RecordError::Version(b[0]));
         }
-        let kind = match b[1] {
-            1 => RecordKind::Upsert,
-            2 => RecordKind::Delete,
-            k => return Err(RecordError::Kind(k)),
-        };
+        let kind = RecordKind::from_u8(b[1]).ok_or(RecordError::Kind(b[1]))?;
         if !matches!(b[2], protocol::TCP | protocol::UDP | protocol::ICMP) {
             return Err(RecordError::Protocol(b[2]));
         }

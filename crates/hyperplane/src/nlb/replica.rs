@@ -20,15 +20,8 @@ pub const VERSION: u8 = 1;
 /// Bytes of an encoded record.
 pub const LEN: usize = 32;
 
-/// What a record asks the buddy to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum RecordKind {
-    /// Install the flow, or update its state and refresh it.
-    Upsert = 1,
-    /// Forget the flow.
-    Delete = 2,
-}
+/// What a record asks the buddy to do: the NAT's kinds.
+pub use crate::nat::RecordKind;
 
 /// One flow's replicated state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -130,11 +123,7 @@ impl FlowRecord {
         if b[0] != VERSION {
             return Err(RecordError::Version(b[0]));
         }
-        let kind = match b[1] {
-            1 => RecordKind::Upsert,
-            2 => RecordKind::Delete,
-            k => return Err(RecordError::Kind(k)),
-        };
+        let kind = RecordKind::from_u8(b[1]).ok_or(RecordError::Kind(b[1]))?;
         if !matches!(b[2], protocol::TCP | protocol::UDP) {
             return Err(RecordError::Protocol(b[2]));
         }
