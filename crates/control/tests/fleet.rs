@@ -1062,6 +1062,7 @@ fn register_edge(w: &World, id: &str, underlay: &str, now_ms: u64) {
             node_id: id.into(),
             underlay_ip: underlay.parse().unwrap(),
             serving: Vec::new(),
+            target_health: Vec::new(),
         },
         now_ms,
     )
@@ -1268,6 +1269,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
                     node_id: (*id).into(),
                     underlay_ip: ip.parse().unwrap(),
                     serving: serving.to_vec(),
+                    target_health: Vec::new(),
                 },
                 now,
             )
@@ -1432,6 +1434,7 @@ fn beat_nodes(w: &World, now: u64, which: &[(&str, &str)]) {
                 node_id: (*id).into(),
                 underlay_ip: ip.parse().unwrap(),
                 serving: Vec::new(),
+                target_health: Vec::new(),
             },
             now,
         )

@@ -52,6 +52,7 @@ fn serve(store: &Arc<MemoryStore>) {
                 node_id: "hp1".into(),
                 underlay_ip: "10.254.1.1".parse().unwrap(),
                 serving,
+                target_health: Vec::new(),
             },
             now_ms(),
         )

@@ -1432,6 +1432,7 @@ fn a_trace_follows_a_packet_through_the_edge() {
             node_id: "e1".into(),
             underlay_ip: edge_ip,
             serving: Vec::new(),
+            target_health: Vec::new(),
         },
         1,
     )
@@ -1534,6 +1535,7 @@ fn a_trace_follows_a_packet_through_a_nat_gateway() {
             node_id: "e1".into(),
             underlay_ip: edge_ip,
             serving: Vec::new(),
+            target_health: Vec::new(),
         },
         1,
     )
@@ -1549,6 +1551,7 @@ fn a_trace_follows_a_packet_through_a_nat_gateway() {
                     node_id: id.into(),
                     underlay_ip: ip.parse().unwrap(),
                     serving: serving.clone(),
+                    target_health: Vec::new(),
                 },
                 1,
             )

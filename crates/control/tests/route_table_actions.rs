@@ -377,6 +377,7 @@ fn routes_to_each_target_kind_and_their_errors() {
             node_id: "e1".into(),
             underlay_ip: "10.254.0.2".parse().unwrap(),
             serving: Vec::new(),
+            target_health: Vec::new(),
         },
         1,
     )

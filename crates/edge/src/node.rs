@@ -322,6 +322,7 @@ impl EdgeNode {
             node_id: cfg.edge_id.clone(),
             underlay_ip: cfg.underlay_ip,
             serving: Vec::new(),
+            target_health: Vec::new(),
         };
         let heartbeat = {
             let (client, state, stop) = (

@@ -295,6 +295,7 @@ fn heartbeat_loop(client: &Client, cfg: &HyperplaneNodeConfig, shared: &Shared, 
         node_id: cfg.node_id.clone(),
         underlay_ip: cfg.underlay_ip,
         serving: Vec::new(),
+        target_health: Vec::new(),
     };
     let mut ever = false;
     while !stop.load(Ordering::Relaxed) {

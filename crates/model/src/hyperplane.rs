@@ -82,6 +82,147 @@ pub struct HyperplaneDelta {
     /// Resume the next watch from here.
     pub revision: u64,
     pub assignments: Vec<NatAssignment>,
+    /// The network load balancers whose shard holds the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<LbAssignment>,
+}
+
+/// A listener's or target group's protocol as the nodes serve it (TLS is
+/// refused by the API until certificates exist).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LbProtocol {
+    Tcp,
+    Udp,
+    TcpUdp,
+}
+
+/// A target group's `TargetType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LbTargetType {
+    Instance,
+    Ip,
+}
+
+/// A health check's protocol (spec 9.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LbHealthProtocol {
+    Tcp,
+    Http,
+    Https,
+}
+
+/// One address of a load balancer: one per enabled AZ, on the
+/// requester-managed ENI in that AZ's subnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbFront {
+    pub subnet_id: String,
+    pub availability_zone: String,
+    pub private_ip: Ipv4Addr,
+    /// An internet-facing load balancer's public address in this AZ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Ipv4Addr>,
+}
+
+/// A listener: a port and protocol forwarding to one target group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbListener {
+    pub port: u16,
+    pub protocol: LbProtocol,
+    /// The ID of the group its forward action sends to.
+    pub target_group_id: String,
+    /// `tcp.idle_timeout.seconds` (spec 9.6); `None` is the default 350.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_idle_timeout: Option<u32>,
+}
+
+/// A target group's health check (spec 9.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbHealthCheck {
+    pub enabled: bool,
+    pub protocol: LbHealthProtocol,
+    /// `None` is `traffic-port`.
+    pub port: Option<u16>,
+    /// HTTP(S) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// HTTP(S) only: `200-399` and the like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matcher: Option<String>,
+    pub interval_secs: u32,
+    pub timeout_secs: u32,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+/// A registered target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbTarget {
+    /// The instance ID or the IP address, as registered.
+    pub id: String,
+    /// Where traffic goes: the instance's primary private address, or the
+    /// IP target itself.
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    /// The target's AZ (an IP target's subnet's AZ).
+    pub availability_zone: String,
+    /// Set while deregistered: Unix milliseconds when its deregistration
+    /// delay ends and its flows are cut. It gets no new flows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draining_until_ms: Option<u64>,
+    /// Set for an instance that is not running (spec 9.4: `unused`,
+    /// `Target.InvalidState`): not probed, no flows.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub invalid_state: bool,
+}
+
+/// A target group used by a load balancer's listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbTargetGroup {
+    /// The 16 hex digits that end its ARN.
+    pub id: String,
+    pub arn: String,
+    pub protocol: LbProtocol,
+    pub port: u16,
+    pub target_type: LbTargetType,
+    pub health_check: LbHealthCheck,
+    /// `preserve_client_ip.enabled` when set; `None` takes spec 9.3's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_client_ip: Option<bool>,
+    /// `load_balancing.cross_zone.enabled` when not
+    /// `use_load_balancer_configuration`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_zone: Option<bool>,
+    /// `deregistration_delay.timeout_seconds` (default 300).
+    pub deregistration_delay_secs: u32,
+    pub targets: Vec<LbTarget>,
+}
+
+/// A network load balancer a node serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbAssignment {
+    /// The 16 hex digits that end its ARN: what a node reports it serves.
+    pub id: String,
+    pub arn: String,
+    pub name: String,
+    pub account_id: String,
+    pub vpc_id: String,
+    /// The VPC's VNI.
+    pub vni: u32,
+    pub internet_facing: bool,
+    /// `load_balancing.cross_zone.enabled` (default off, spec 9.5).
+    pub cross_zone: bool,
+    pub fronts: Vec<LbFront>,
+    pub listeners: Vec<LbListener>,
+    pub target_groups: Vec<LbTargetGroup>,
+    /// Every place of the shard, in order, dead nodes included.
+    pub shard: Vec<ShardMember>,
+    /// Where an internet-facing load balancer's replies to outside clients
+    /// go: the region's live edges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<IpAddr>,
 }
 
 /// The hyperplane API's endpoints, relative to the server's URL; every call

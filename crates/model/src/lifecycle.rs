@@ -84,6 +84,31 @@ lifecycle! {
     }
 }
 
+lifecycle! {
+    /// A load balancer's state (LoadBalancerStateEnum): `provisioning` until
+    /// a node of its shard serves it, then `active`; `failed` with a reason
+    /// when no node can.
+    LoadBalancerState {
+        Active = "active",
+        Provisioning = "provisioning",
+        ActiveImpaired = "active_impaired",
+        Failed = "failed",
+    }
+}
+
+lifecycle! {
+    /// A target's health state as DescribeTargetHealth shows it
+    /// (TargetHealthStateEnum), decided by the hyperplane nodes' probes.
+    TargetHealthState {
+        Initial = "initial",
+        Healthy = "healthy",
+        Unhealthy = "unhealthy",
+        Unused = "unused",
+        Draining = "draining",
+        Unavailable = "unavailable",
+    }
+}
+
 impl NatGatewayState {
     /// spec 2.5, issue 16: a route to a NAT gateway is `active` only while
     /// the gateway is `available`; pending (no node serves it yet), failed,

@@ -8,6 +8,8 @@ use core::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::lifecycle::TargetHealthState;
+
 /// How often a node registers again to say it is alive.
 pub const HEARTBEAT_MS: u64 = 500;
 
@@ -28,6 +30,27 @@ pub struct NodeRegistration {
     /// once a node of its shard says so.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serving: Vec<String>,
+    /// The health of the load balancers' targets as this node's probes
+    /// found it (a hyperplane node; DescribeTargetHealth reads it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_health: Vec<TargetHealthReport>,
+}
+
+/// One target's health as one node's probes found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetHealthReport {
+    /// The target group's ID (the 16 hex digits that end its ARN).
+    pub target_group_id: String,
+    /// The instance ID or IP address, as registered.
+    pub target_id: String,
+    pub port: u16,
+    pub state: TargetHealthState,
+    /// AWS's reason code (`Target.FailedHealthChecks`, …); `None` when
+    /// healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A live node as the server keeps it (`edges/{region}/{id}`,
@@ -46,4 +69,8 @@ pub struct NodeRecord {
     /// the NAT lifecycle reads it to move a pending gateway to `available`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub serving: Vec<String>,
+    /// What its last heartbeat said of targets' health
+    /// ([`NodeRegistration::target_health`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_health: Vec<TargetHealthReport>,
 }

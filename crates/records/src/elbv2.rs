@@ -5,6 +5,9 @@
 //! This module owns their stored shapes; it must not know the Query
 //! protocol, XML or request parameters.
 
+use std::net::Ipv4Addr;
+
+use openvpc_model::lifecycle::LoadBalancerState;
 use serde::{Deserialize, Serialize};
 
 use super::Tags;
@@ -24,6 +27,20 @@ pub struct LoadBalancer {
     pub tags: Tags,
     pub cross_zone: bool,
     pub deletion_protection: bool,
+    /// `provisioning` until a hyperplane node of its shard serves it, then
+    /// `active`; `failed` (with `state_reason`) when none can. Records
+    /// stored before there was a dataplane load as `provisioning`.
+    #[serde(default = "provisioning")]
+    pub state: LoadBalancerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// When `state` began (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_since: Option<u64>,
+}
+
+fn provisioning() -> LoadBalancerState {
+    LoadBalancerState::Provisioning
 }
 
 /// One enabled AZ: its subnet, and the EIP given for it.
@@ -32,6 +49,16 @@ pub struct Zone {
     pub zone: String,
     pub subnet_id: String,
     pub allocation_id: Option<String>,
+    /// The requester-managed ENI (`ELB net/<name>/<id>`) in the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_interface_id: Option<String>,
+    /// The ENI's private address: the load balancer's address in this AZ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<Ipv4Addr>,
+    /// An internet-facing load balancer's public address in this AZ (the
+    /// Elastic IP given, or one from the region's pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<Ipv4Addr>,
 }
 
 /// A target group and its registered targets.
@@ -75,6 +102,10 @@ pub struct Target {
     pub id: String,
     pub port: u16,
     pub registered: u64,
+    /// Set when deregistered (Unix seconds): the target drains until the
+    /// group's deregistration delay has passed, then is removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<u64>,
 }
 
 /// A listener and the target group its forward action sends to.

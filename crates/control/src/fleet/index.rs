@@ -1531,6 +1531,7 @@ impl Fleet {
             HyperplaneDelta {
                 revision: index.revision,
                 assignments,
+                load_balancers: Vec::new(),
             },
             news,
         )

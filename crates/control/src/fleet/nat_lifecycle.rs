@@ -244,6 +244,7 @@ mod tests {
             registered_at: 0,
             expires_at_ms,
             serving: serving.iter().map(|s| (*s).to_owned()).collect(),
+            target_health: Vec::new(),
         }
     }
 

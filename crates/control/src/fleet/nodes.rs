@@ -83,6 +83,7 @@ pub fn register(
         registered_at,
         expires_at_ms: now_ms + EDGE_TTL_MS,
         serving: registration.serving.clone(),
+        target_health: registration.target_health.clone(),
     };
     let value = serde_json::to_vec(&record).map_err(|e| RegistryError::Corrupt(e.to_string()))?;
     store.put(key.as_bytes(), &value)?;
@@ -258,6 +259,7 @@ mod tests {
             node_id: id.into(),
             underlay_ip: ip.parse().unwrap(),
             serving: Vec::new(),
+            target_health: Vec::new(),
         }
     }
 

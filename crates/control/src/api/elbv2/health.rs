@@ -163,6 +163,7 @@ mod tests {
             id: "i-1".to_owned(),
             port: 80,
             registered,
+            deregistered_at: None,
         }
     }
 

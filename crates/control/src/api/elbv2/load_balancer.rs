@@ -1,6 +1,7 @@
 //! ELBv2 load balancer actions: Create, Describe and Delete
 //! LoadBalancer(s) and their attributes (deletion protection, cross-zone).
 
+use openvpc_model::lifecycle::LoadBalancerState;
 use serde::Deserialize;
 
 use super::listener::release_unused;
@@ -171,6 +172,9 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
                 zone: s.availability_zone,
                 subnet_id: subnet_id.clone(),
                 allocation_id: allocation_id.clone(),
+                network_interface_id: None,
+                private_ip: None,
+                public_ip: None,
             });
         }
         let id = random_id();
@@ -189,6 +193,9 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
             tags: tags.clone(),
             cross_zone: false,
             deletion_protection: false,
+            state: LoadBalancerState::Provisioning,
+            state_reason: None,
+            state_since: Some(now_secs()),
         };
         tx.put(&lb)?;
         Ok(lb)

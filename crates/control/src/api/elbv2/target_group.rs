@@ -450,6 +450,7 @@ pub(super) fn register_targets(ctx: &Ctx, params: &Params) -> Result<String, Api
                     id,
                     port,
                     registered: now_secs(),
+                    deregistered_at: None,
                 });
             }
         }
