@@ -327,7 +327,7 @@ fn nat_hop(
     // A private gateway's packet, translated, for an address whose host
     // the node asks the mapping service for: the region answers as it
     // answers the node.
-    if let Verdict::Resolve { vni, ip } = verdict {
+    if let Verdict::Resolve { vni, ip, via } = verdict {
         let mapping = FleetMapping { fleet, region };
         verdict = match mapping.find(vni, IpAddr::V4(ip)) {
             Lookup::Found(m) => {
@@ -336,7 +336,7 @@ fn nat_hop(
                     mac: m.mac,
                 };
                 serve.mapped(vni, ip, Some(to), now);
-                serve.deliver(&mut buf, vni, to)
+                serve.deliver(&mut buf, vni, to, via)
             }
             Lookup::Absent | Lookup::Pending => {
                 serve.unresolved();

@@ -64,6 +64,7 @@ pub fn gateway_kind(gateway_id: &str) -> Option<GatewayKind> {
         "igw" => GatewayKind::Internet,
         "eigw" => GatewayKind::EgressOnlyInternet,
         "nat" => GatewayKind::Nat,
+        "elb" => GatewayKind::LoadBalancer,
         "vgw" => GatewayKind::VpnGateway,
         "tgw" => GatewayKind::TransitGateway,
         "vpce" => GatewayKind::VpcEndpoint,

@@ -352,13 +352,20 @@ impl Layer for Routing {
         // Only egress runs routing: arriving packets were routed by their
         // sender's host.
         let dst = packet.key.dst_ip();
-        if port.subnet.contains(dst) {
+        let found = port.subnet.route_table.lookup(dst);
+        // A load balancer's address is served by its nodes even inside the
+        // subnet: its host route comes before the subnet's own switching.
+        let balanced = matches!(
+            found,
+            Some((_, RouteTarget::Gateway { kind: GatewayKind::LoadBalancer, .. }))
+        );
+        if port.subnet.contains(dst) && !balanced {
             return Decision::new(
                 Action::Encap(Forward::Mapped { vni: port.vni }),
                 RuleRef::SameSubnet,
             );
         }
-        let Some((destination, target)) = port.subnet.route_table.lookup(dst) else {
+        let Some((destination, target)) = found else {
             return Decision::new(Action::Deny(DropReason::NoRoute), RuleRef::NoRoute);
         };
         let rule = RuleRef::Route { destination };
@@ -378,10 +385,10 @@ impl Layer for Routing {
                 {
                     return Decision::new(Action::Deny(DropReason::NoPublicIp), rule);
                 }
-                // A NAT gateway's frames carry its own MAC, so a node that
-                // serves several NAT gateways of this VPC knows which one a
-                // frame is for; the edge's gateways take the router's.
-                let mac = (*kind == GatewayKind::Nat).then(|| gateway_mac(id));
+                // A NAT gateway's or load balancer's frames carry its own
+                // MAC, so a node that serves several of this VPC knows which
+                // one a frame is for; the edge's gateways take the router's.
+                let mac = kind.keeps_flows().then(|| gateway_mac(id));
                 match target.node_for(gateway_hash(&packet.key)) {
                     Some(underlay) => Action::Encap(Forward::Node {
                         target,

@@ -19,9 +19,22 @@ pub enum GatewayKind {
     Internet,
     EgressOnlyInternet,
     Nat,
+    /// A network load balancer's front address: a host route (`/32`) the
+    /// control plane adds for each of its addresses, served by its shard's
+    /// hyperplane nodes.
+    LoadBalancer,
     VpnGateway,
     TransitGateway,
     VpcEndpoint,
+}
+
+impl GatewayKind {
+    /// Whether the gateway's nodes keep per-flow state (a NAT gateway's
+    /// translations, a load balancer's target choices): its nodes are
+    /// picked per place by Maglev, and its frames carry its own MAC.
+    pub fn keeps_flows(self) -> bool {
+        matches!(self, GatewayKind::Nat | GatewayKind::LoadBalancer)
+    }
 }
 
 /// Where a route sends packets, resolved as far as the control plane can.
@@ -110,7 +123,7 @@ impl GatewayNodes {
     /// per place, so an address may repeat). It fails only with more places
     /// than [`HOST_TABLE_SIZE`], far beyond any shard.
     pub fn new(kind: GatewayKind, addrs: Vec<IpAddr>) -> Result<GatewayNodes, MaglevError> {
-        let maglev = if kind == GatewayKind::Nat && !addrs.is_empty() {
+        let maglev = if kind.keeps_flows() && !addrs.is_empty() {
             let names: Vec<String> = (0..addrs.len()).map(|i| format!("place-{i}")).collect();
             Some(Arc::new(Maglev::new(&names, HOST_TABLE_SIZE)?))
         } else {
@@ -127,6 +140,12 @@ impl GatewayNodes {
     /// Whether the pick is Maglev's (a NAT gateway's).
     pub fn is_maglev(&self) -> bool {
         self.maglev.is_some()
+    }
+
+    /// The node serving place `place` of the shard (a Maglev pick's list is
+    /// per place): where a flow that place owns goes back to.
+    pub fn at_place(&self, place: usize) -> Option<IpAddr> {
+        self.addrs.get(place).copied()
     }
 
     /// The node that carries the flow of `hash`; `None` with no nodes.

@@ -19,7 +19,7 @@ use hashbrown::HashMap;
 
 use openvpc_packet::ethernet::{self, EthernetHeader, ethertype};
 use openvpc_packet::flow::{self, ParsedFlow, entropy_port};
-use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+use openvpc_packet::geneve::{GeneveHeader, GeneveRepr, ReturnVia};
 use openvpc_packet::{FlowHasher, FlowKey, MacAddr};
 
 use crate::buf::PacketBuf;
@@ -30,9 +30,10 @@ use crate::explain::{Explanation, Fate, Recorder, Step};
 use crate::flow_table::{FlowEntry, FlowTable, Hop, TableStats};
 use crate::flowlog::{FlowLogRecord, LogAction, RejectLog};
 use crate::gateway::{self, GatewayConfig, GatewayError};
-use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta, PortLayers};
+use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta, PortLayers, Rewrite};
 use crate::mapping::{Lookup, Mapping};
 use crate::policy::Way;
+use crate::route::{GatewayKind, RouteTarget, gateway_mac};
 use crate::transform::{self, Transform, Transforms};
 
 /// A local ENI's slot; also its conntrack zone.
@@ -161,6 +162,9 @@ pub struct Router<M> {
     rejects: RejectLog,
     finished_logs: Vec<FlowLogRecord>,
     stats: RouterStats,
+    /// The return-via option of the datagram being processed, if it had
+    /// one: a flow it opens sends its replies back that way.
+    arrived_via: Option<ReturnVia>,
 }
 
 impl<M> core::fmt::Debug for Router<M> {
@@ -207,6 +211,7 @@ impl<M: Mapping> Router<M> {
             drops: DropCounters::default(),
             finished_logs: Vec::new(),
             stats: RouterStats::default(),
+            arrived_via: None,
         }
     }
 
@@ -465,7 +470,12 @@ impl<M: Mapping> Router<M> {
     /// A Geneve datagram received on the underlay (the UDP payload).
     pub fn from_underlay(&mut self, buf: &mut PacketBuf, now: u64) -> Output {
         match self.classify_underlay(buf) {
-            Ok((index, pf)) => self.process(index, Way::Ingress, buf, &pf, now),
+            Ok((index, pf, via)) => {
+                self.arrived_via = via;
+                let out = self.process(index, Way::Ingress, buf, &pf, now);
+                self.arrived_via = None;
+                out
+            }
             Err(reason) => self.drop(reason),
         }
     }
@@ -476,20 +486,24 @@ impl<M: Mapping> Router<M> {
         for (bufs, outs) in bufs.chunks_mut(BATCH).zip(outs.chunks_mut(BATCH)) {
             let mut prepared: [Option<Classified>; BATCH] = [None; BATCH];
             for (slot, buf) in prepared.iter_mut().zip(bufs.iter_mut()) {
-                *slot = Some(self.classify_underlay(buf).map(|(index, pf)| {
+                *slot = Some(self.classify_underlay(buf).map(|(index, pf, via)| {
                     let (nkey, _) = pf.key.in_zone(index).normalized();
                     let hash = self.flows.hash(&nkey);
                     self.flows.prefetch(hash);
-                    (index, pf, hash)
+                    (index, pf, hash, via)
                 }));
             }
             for ((buf, out), prep) in bufs.iter_mut().zip(outs.iter_mut()).zip(prepared) {
                 *out = match prep {
-                    Some(Ok((index, pf, _))) if pf.icmp_error => {
-                        self.process(index, Way::Ingress, buf, &pf, now)
-                    }
-                    Some(Ok((index, pf, hash))) => {
-                        self.process_hashed(index, Way::Ingress, buf, &pf, hash, now)
+                    Some(Ok((index, pf, hash, via))) => {
+                        self.arrived_via = via;
+                        let out = if pf.icmp_error {
+                            self.process(index, Way::Ingress, buf, &pf, now)
+                        } else {
+                            self.process_hashed(index, Way::Ingress, buf, &pf, hash, now)
+                        };
+                        self.arrived_via = None;
+                        out
                     }
                     Some(Err(reason)) => self.drop(reason),
                     None => self.drop(DropReason::Malformed),
@@ -500,7 +514,10 @@ impl<M: Mapping> Router<M> {
 
     /// Decapsulates a datagram and finds the local ENI it is for; isolation
     /// is enforced here: only an ENI of the packet's own VNI can be chosen.
-    fn classify_underlay(&self, buf: &mut PacketBuf) -> Result<(EniIndex, ParsedFlow), DropReason> {
+    fn classify_underlay(
+        &self,
+        buf: &mut PacketBuf,
+    ) -> Result<(EniIndex, ParsedFlow, Option<ReturnVia>), DropReason> {
         let g = GeneveHeader::view(buf.data()).map_err(|_| DropReason::Malformed)?;
         if g.header.protocol.get() != ethertype::TEB {
             return Err(DropReason::UnsupportedEthertype);
@@ -510,6 +527,7 @@ impl<M: Mapping> Router<M> {
         if g.options().any(|o| o.critical) {
             return Err(DropReason::CriticalOption);
         }
+        let via = ReturnVia::find(g.options());
         let (vni, header_len) = (g.header.vni(), GeneveHeader::LEN + g.options.len());
         buf.pop_front(header_len);
         let pf = flow::parse_ethernet(buf.data()).map_err(|_| DropReason::Malformed)?;
@@ -517,14 +535,14 @@ impl<M: Mapping> Router<M> {
             return Err(DropReason::Fragment);
         }
         if let Some(&i) = self.by_addr.get(&(vni, pf.key.dst_ip())) {
-            return Ok((i, pf));
+            return Ok((i, pf, via));
         }
         // Transit traffic to an appliance ENI is addressed to its MAC; the
         // gateway layer admits it only where the source/destination check
         // is off.
         let mac = EthernetHeader::view(buf.data()).map(|(h, _)| h.dst);
         match mac.ok().and_then(|m| self.by_mac.get(&(vni, m)).copied()) {
-            Some(i) => Ok((i, pf)),
+            Some(i) => Ok((i, pf, via)),
             None if self.vni_enis.contains_key(&vni) => Err(DropReason::UnknownEni),
             None => Err(DropReason::UnknownVni),
         }
@@ -535,9 +553,23 @@ impl<M: Mapping> Router<M> {
             return self.drop(DropReason::UnknownSource);
         };
         let vni = slot.cfg.vni;
+        let table = &slot.cfg.subnet.route_table;
         let mapping = &mut self.mapping;
         let mut pending = false;
         let reply = gateway::answer_arp(&slot.gateway, buf.data(), |ip| {
+            // A load balancer's address in the subnet lives on no host: its
+            // nodes answer to the MAC that names it.
+            if let Some((
+                _,
+                RouteTarget::Gateway {
+                    kind: GatewayKind::LoadBalancer,
+                    id,
+                    ..
+                },
+            )) = table.lookup(IpAddr::V4(ip))
+            {
+                return Some(gateway_mac(id));
+            }
             match mapping.lookup(vni, IpAddr::V4(ip)) {
                 Lookup::Found(e) => Some(e.mac),
                 Lookup::Pending => {
@@ -745,7 +777,17 @@ impl<M: Mapping> Router<M> {
                 return self.drop(denied.reason);
             }
         };
-        let mut hop = match self.resolve(next, new_key.dst_ip()) {
+        // A reply pinned to a load balancer's node goes there, wherever
+        // the routes would send it.
+        let pinned = match self.flows.get(hash, &nkey).map(|e| e.hop(way)) {
+            Some(Hop::Transform(h)) => self.transforms.get(h).and_then(|t| t.via),
+            _ => None,
+        };
+        let resolved = match pinned {
+            Some(via) => Ok(self.via_hop(index, via)),
+            None => self.resolve(next, new_key.dst_ip()),
+        };
+        let mut hop = match resolved {
             Ok(hop) => hop,
             Err(None) => {
                 self.stats.pending += 1;
@@ -774,6 +816,7 @@ impl<M: Mapping> Router<M> {
                 then: hop,
                 original: key,
                 alias: Some(alias_key),
+                via: None,
             };
             match self.transforms.alloc(t) {
                 Some(h) => {
@@ -812,10 +855,37 @@ impl<M: Mapping> Router<M> {
                 };
                 let mut entry = FlowEntry::new(conn, epoch, way, tracked, local_is_src);
                 entry.set_hop(way, hop);
+                let reply_hop = match self.arrived_via.filter(|_| way == Way::Ingress) {
+                    Some(via) => {
+                        let pin = Transform {
+                            rewrite: Rewrite::default(),
+                            then: Hop::Unknown,
+                            original: key,
+                            alias: None,
+                            via: Some(via),
+                        };
+                        let Some(h) = self.transforms.alloc(pin) else {
+                            if let Hop::Transform(h) = hop {
+                                self.transforms.free(h);
+                            }
+                            return self.drop(DropReason::TransformTableFull);
+                        };
+                        entry.set_hop(Way::Egress, Hop::Transform(h));
+                        Some(h)
+                    }
+                    None => None,
+                };
                 let inserted = self.insert_flow(hash, nkey, entry, now).is_some();
                 if !inserted {
                     self.give_back_transforms();
-                    if let Hop::Transform(h) = hop {
+                    for h in [hop]
+                        .into_iter()
+                        .filter_map(|h| match h {
+                            Hop::Transform(h) => Some(h),
+                            _ => None,
+                        })
+                        .chain(reply_hop)
+                    {
                         self.transforms.free(h);
                     }
                     return self.drop(DropReason::TableFull);
@@ -863,6 +933,39 @@ impl<M: Mapping> Router<M> {
         match self.next_hops.intern(place) {
             Some(i) => Ok(Hop::Underlay(i)),
             None => Err(Some(DropReason::NextHopTableFull)),
+        }
+    }
+
+    /// Where a reply pinned by [`ReturnVia`] goes: the node now serving
+    /// the place, as the route to the load balancer's address lists it.
+    fn via_hop(&mut self, index: EniIndex, via: ReturnVia) -> Hop {
+        let Some(slot) = self.slot(index) else {
+            return Hop::Drop(DropReason::UnknownSource);
+        };
+        let vni = slot.cfg.vni;
+        let (underlay, mac) = match slot.cfg.subnet.route_table.lookup(IpAddr::V4(via.front)) {
+            Some((
+                _,
+                RouteTarget::Gateway {
+                    kind: GatewayKind::LoadBalancer,
+                    id,
+                    nodes,
+                },
+            )) => match nodes.at_place(usize::from(via.place)) {
+                Some(underlay) => (underlay, gateway_mac(id)),
+                None => return Hop::Drop(DropReason::TargetUnserved),
+            },
+            _ => return Hop::Drop(DropReason::NoRoute),
+        };
+        let place = NextHop {
+            underlay,
+            vni,
+            dst_mac: mac,
+            src_mac: self.cfg.router_mac,
+        };
+        match self.next_hops.intern(place) {
+            Some(i) => Hop::Underlay(i),
+            None => Hop::Drop(DropReason::NextHopTableFull),
         }
     }
 
@@ -1076,6 +1179,7 @@ impl<M: Mapping> Router<M> {
                         then,
                         original: original.original,
                         alias: None,
+                        via: None,
                     };
                     match self.transforms.alloc(t) {
                         Some(r) => Hop::Transform(r),
@@ -1476,7 +1580,7 @@ fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, key: &FlowKey) -> Nex
 }
 
 /// A received datagram after decapsulation: its ENI, flow and flow hash.
-type Classified = Result<(EniIndex, ParsedFlow, u64), DropReason>;
+type Classified = Result<(EniIndex, ParsedFlow, u64, Option<ReturnVia>), DropReason>;
 
 /// Frames a batch takes at a time: enough to overlap the cache misses of
 /// that many lookups, few enough that their slots stay in L1.

@@ -16,6 +16,7 @@
 use core::net::IpAddr;
 
 use openvpc_packet::FlowKey;
+use openvpc_packet::geneve::ReturnVia;
 use openvpc_packet::checksum::{update16, update32};
 use openvpc_packet::flow::ParsedFlow;
 use openvpc_packet::ip::protocol;
@@ -35,6 +36,11 @@ pub struct Transform {
     /// The table key of the replies' alias, on the original direction's
     /// transform (removed with it).
     pub alias: Option<FlowKey>,
+    /// Set on the reply direction of a flow that came through a load
+    /// balancer's node: the replies go back through that place of its
+    /// shard, wherever the routes would send them (see
+    /// [`openvpc_packet::geneve::ReturnVia`]).
+    pub via: Option<ReturnVia>,
 }
 
 impl Transform {
@@ -329,6 +335,7 @@ mod tests {
             then: Hop::Deliver,
             original: FlowKey::v4(Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST, 6, 1, 2),
             alias: None,
+            via: None,
         };
         let mut ts = Transforms::new(2);
         let a = ts.alloc(t).unwrap();

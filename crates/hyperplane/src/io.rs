@@ -26,10 +26,13 @@ use openvpc_agent::batch_io::{
 use openvpc_agent::netns::{self, NetnsError};
 use openvpc_dataplane::PacketBuf;
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
-use openvpc_model::hyperplane::NatAssignment;
+use openvpc_model::hyperplane::{LbAssignment, NatAssignment};
+use openvpc_model::node::TargetHealthReport;
+use openvpc_packet::geneve::ReturnVia;
 
 use crate::serve::{
-    GatewayStats, Neighbor, NodeCounters, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict,
+    BalancerStats, GatewayStats, Neighbor, NodeCounters, NodeDrop, PeerVerdict, Serve, ServeConfig,
+    Verdict,
 };
 use crate::wire::PEER_PORT;
 
@@ -115,6 +118,9 @@ pub struct Snapshot {
     pub node: NodeCounters,
     pub node_drops: [u64; NodeDrop::ALL.len()],
     pub gateways: Vec<GatewayStats>,
+    pub balancers: Vec<BalancerStats>,
+    /// What the health checks found (what the heartbeat reports).
+    pub target_health: Vec<TargetHealthReport>,
     pub neighbors: usize,
     /// The gateways programmed (what the heartbeat reports).
     pub serving: Vec<String>,
@@ -122,8 +128,15 @@ pub struct Snapshot {
     pub configured: u64,
 }
 
+/// A node's assignments, whole.
+#[derive(Debug, Clone, Default)]
+pub struct Assignments {
+    pub nat_gateways: Vec<NatAssignment>,
+    pub load_balancers: Vec<LbAssignment>,
+}
+
 enum Command {
-    Configure(Vec<NatAssignment>, Sender<()>),
+    Configure(Assignments, Sender<()>),
     /// The resolver's answers (`None`: the lookup failed).
     Mapped(Vec<MappingKey>, Option<Vec<MappingAnswer>>),
     Stop,
@@ -147,7 +160,7 @@ impl IoClient {
 
     /// Hands the worker the node's assignments (whole); returns once it
     /// serves with them.
-    pub fn configure(&self, assignments: Vec<NatAssignment>) -> Result<(), IoError> {
+    pub fn configure(&self, assignments: Assignments) -> Result<(), IoError> {
         let (tx, rx) = mpsc::channel();
         self.send(Command::Configure(assignments, tx))?;
         rx.recv().map_err(|_| IoError::Stopped)
@@ -330,6 +343,10 @@ struct Run {
     count: usize,
 }
 
+/// A packet waiting for its destination's host, with the return-via option
+/// it must carry.
+type Awaiting = (Vec<u8>, Option<ReturnVia>);
+
 /// A packet waiting for its flow's record to be acknowledged.
 struct Held {
     datagram: Vec<u8>,
@@ -359,12 +376,19 @@ struct Worker {
     lookups: Option<Sender<MappingKey>>,
     /// Translated packets of private gateways waiting for their
     /// destination's host, by (VNI, address).
-    awaiting: HashMap<(u32, Ipv4Addr), Vec<Vec<u8>>>,
+    awaiting: HashMap<(u32, Ipv4Addr), Vec<Awaiting>>,
     awaiting_total: usize,
     io: IoCounters,
     start: Instant,
     configured: u64,
     published: Arc<Mutex<Snapshot>>,
+}
+
+/// The wall clock in Unix milliseconds: deregistration deadlines come in it.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The worker asked to stop.
@@ -428,7 +452,9 @@ impl Worker {
                 Command::Mapped(keys, answers) => self.mapped(&keys, answers),
                 Command::Configure(assignments, reply) => {
                     let now = self.now();
-                    self.serve.configure(&assignments, now);
+                    self.serve.configure(&assignments.nat_gateways, now);
+                    self.serve
+                        .configure_balancers(&assignments.load_balancers, now, unix_ms());
                     self.configured += 1;
                     self.flush_outbox();
                     self.publish();
@@ -449,6 +475,8 @@ impl Worker {
             node: *self.serve.counters(),
             node_drops,
             gateways: self.serve.gateway_stats(),
+            balancers: self.serve.balancer_stats(),
+            target_health: self.serve.target_health(),
             neighbors: self.serve.neighbors(),
             serving: self.serve.serving(),
             configured: self.configured,
@@ -500,9 +528,9 @@ impl Worker {
                     self.work.set(datagram);
                     let verdict = self.serve.receive(&mut self.work, from.ip(), now);
                     match verdict {
-                        Verdict::Resolve { vni, ip } => {
+                        Verdict::Resolve { vni, ip, via } => {
                             let data = self.work.data().to_vec();
-                            self.await_mapping(vni, ip, data);
+                            self.await_mapping(vni, ip, data, via);
                         }
                         Verdict::Send { to, after, .. } => {
                             let to = SocketAddr::new(to, GENEVE_PORT);
@@ -613,9 +641,9 @@ impl Worker {
                         None => self.send_datagram(&data, to),
                     }
                 }
-                PeerVerdict::Packet(Verdict::Resolve { vni, ip }) => {
+                PeerVerdict::Packet(Verdict::Resolve { vni, ip, via }) => {
                     let data = self.forwarded.data().to_vec();
-                    self.await_mapping(vni, ip, data);
+                    self.await_mapping(vni, ip, data, via);
                 }
                 PeerVerdict::Packet(Verdict::Done) => {}
             }
@@ -626,7 +654,7 @@ impl Worker {
     /// Holds a private gateway's translated packet until the mapping
     /// service says where (`vni`, `ip`) runs; the first packet for a key
     /// asks.
-    fn await_mapping(&mut self, vni: u32, ip: Ipv4Addr, packet: Vec<u8>) {
+    fn await_mapping(&mut self, vni: u32, ip: Ipv4Addr, packet: Vec<u8>, via: Option<ReturnVia>) {
         let Some(lookups) = &self.lookups else {
             self.serve.unresolved();
             return;
@@ -650,7 +678,7 @@ impl Worker {
                 return;
             }
         }
-        waiting.push(packet);
+        waiting.push((packet, via));
         self.awaiting_total += 1;
     }
 
@@ -684,12 +712,12 @@ impl Worker {
                     })
                 });
             self.serve.mapped(key.vni, ip, found, now);
-            for packet in held {
+            for (packet, via) in held {
                 match found {
                     Some(n) => {
                         self.forwarded.set(&packet);
                         if let Verdict::Send { to, .. } =
-                            self.serve.deliver(&mut self.forwarded, key.vni, n)
+                            self.serve.deliver(&mut self.forwarded, key.vni, n, via)
                         {
                             let data = self.forwarded.data().to_vec();
                             self.send_datagram(&data, SocketAddr::new(to, GENEVE_PORT));

@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod nat;
 pub mod nlb;
 pub mod node;
+pub mod probe;
 pub mod serve;
 pub mod shard;
 pub mod wire;

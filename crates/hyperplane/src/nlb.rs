@@ -290,9 +290,11 @@ impl NlbDrop {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NlbOutput {
     /// To the chosen target. With a record, the shell sends it to the
-    /// buddy first (a new flow, a state change or a refresh).
+    /// buddy first (a new flow, a state change or a refresh). `owner` is
+    /// the place whose flow it is: the target's replies go back through it.
     ToTarget {
         target: Ipv4Addr,
+        owner: u8,
         record: Option<FlowRecord>,
     },
     /// A reply, back towards the client.
@@ -458,6 +460,48 @@ impl Nlb {
 
     pub fn config(&self) -> &NlbConfig {
         &self.config
+    }
+
+    /// Takes a changed configuration (targets registered or deregistered,
+    /// listeners, attributes) and keeps the flows: each follows its
+    /// listener to its group and finds its target again by address and
+    /// port. A flow whose target is no longer in its group is ended (its
+    /// target is gone, drained). The node's place and the shard's size
+    /// must stay: a change of those is a new [`Nlb`].
+    pub fn reconfigure(&mut self, config: NlbConfig) -> Result<(), NlbConfigError> {
+        if config.node != self.node || config.nodes != self.nodes {
+            return Err(NlbConfigError::Node {
+                node: config.node,
+                nodes: config.nodes,
+            });
+        }
+        // Validate as a new one would be (the table is not allocated twice:
+        // a capacity of 1 stands in).
+        Nlb::new(NlbConfig {
+            capacity: 1,
+            ..config.clone()
+        })?;
+        let mut moved = Vec::new();
+        let mut gone = Vec::new();
+        for (i, f) in self.table.iter() {
+            let record = FlowRecord::of(RecordKind::Upsert, f);
+            match resolve_in(&config, &record) {
+                Some(place) => moved.push((i, place)),
+                None => gone.push(i),
+            }
+        }
+        for (i, (group, slot)) in moved {
+            if let Some(f) = self.table.get_mut(i) {
+                f.group = group;
+                f.slot = slot;
+            }
+        }
+        for i in gone {
+            self.table.remove(i);
+        }
+        self.compiled = compile(&config);
+        self.config = config;
+        Ok(())
     }
 
     /// Sets target `target` of group `group`'s health (a health check's
@@ -655,6 +699,7 @@ impl Nlb {
         self.counters.processed_bytes += buf.len() as u64;
         NlbOutput::ToTarget {
             target: Ipv4Addr::from_bits(f.target),
+            owner: f.owner,
             record,
         }
     }
@@ -890,17 +935,7 @@ impl Nlb {
     /// Resolves a record's target group and target index from its listener
     /// and target address here.
     fn resolve(&self, record: &FlowRecord) -> Option<(u16, u16)> {
-        let l = self
-            .config
-            .listeners
-            .iter()
-            .find(|l| l.port == record.fport && l.protocol.carries(record.proto))?;
-        let g = self.config.target_groups.get(l.target_group)?;
-        let slot = g
-            .targets
-            .iter()
-            .position(|t| t.ip == record.target && t.port == record.tport)?;
-        Some((l.target_group as u16, slot as u16))
+        resolve_in(&self.config, record)
     }
 
     /// Installs (or updates, or forgets) a flow of the buddy from its
@@ -955,6 +990,67 @@ impl Nlb {
                 }
             }
         }
+    }
+
+    /// Takes back one of this node's own flows from the record the node
+    /// that served them while this one was away sends (a hand-back): the
+    /// flow is this node's again, to the same target.
+    pub fn adopt(&mut self, record: &FlowRecord, now: u64) -> Result<(), ReplicaError> {
+        if record.owner != self.node {
+            return Err(ReplicaError::Conflict);
+        }
+        if record.kind == RecordKind::Delete {
+            return Ok(());
+        }
+        let key = Key {
+            src: record.client.to_bits(),
+            dst: record.front.to_bits(),
+            sport: record.cport,
+            dport: record.fport,
+            proto: record.proto,
+        };
+        if let Some(i) = self.table.find_forward(&key) {
+            // Known already (a record sent twice): refresh it.
+            let f = self.table.get_mut(i).ok_or(ReplicaError::Conflict)?;
+            if f.target != record.target.to_bits() || f.tport != record.tport {
+                return Err(ReplicaError::Conflict);
+            }
+            f.state = record.state;
+            f.last_seen = secs(now);
+            return Ok(());
+        }
+        let (group, slot) = self.resolve(record).ok_or(ReplicaError::UnknownTarget)?;
+        match self
+            .table
+            .insert(record.flow(Origin::Local, group, slot, secs(now)))
+        {
+            Ok(_) => Ok(()),
+            Err(flows::InsertError::Full) => Err(ReplicaError::Full),
+            Err(flows::InsertError::Duplicate) => Err(ReplicaError::Conflict),
+        }
+    }
+
+    /// Whether a packet to one of the front addresses is a target's reply
+    /// (to a translated source) rather than a client's: its reversed tuple
+    /// is a flow's. Anything unparsable reads as a client's, whose path
+    /// counts it.
+    pub fn is_reply(&self, packet: &[u8]) -> bool {
+        let Ok(pf) = parse_ip(packet, ethertype::IPV4) else {
+            return false;
+        };
+        let key = Key {
+            src: ip_of(&pf.key.src),
+            dst: ip_of(&pf.key.dst),
+            sport: pf.key.src_port,
+            dport: pf.key.dst_port,
+            proto: pf.key.protocol,
+        };
+        self.table.find_reverse(&key).is_some()
+    }
+
+    /// Whether `ip` is one of the front addresses.
+    pub fn is_front(&self, ip: Ipv4Addr) -> bool {
+        self.compiled.fronts.contains(&ip.to_bits())
     }
 
     /// This node now serves the flows of `node`, its dead buddy: its
@@ -1018,6 +1114,21 @@ impl Nlb {
 /// a front address: its healthy targets in the allowed AZs (the front's
 /// own unless cross-zone is on, spec 9.5); with none, every target there
 /// that is neither draining nor unused (fail open, spec 9.4).
+/// A record's target group and target index in `config`: its listener's
+/// group, and the target with its address and port.
+fn resolve_in(config: &NlbConfig, record: &FlowRecord) -> Option<(u16, u16)> {
+    let l = config
+        .listeners
+        .iter()
+        .find(|l| l.port == record.fport && l.protocol.carries(record.proto))?;
+    let g = config.target_groups.get(l.target_group)?;
+    let slot = g
+        .targets
+        .iter()
+        .position(|t| t.ip == record.target && t.port == record.tport)?;
+    Some((l.target_group as u16, slot as u16))
+}
+
 fn compile(config: &NlbConfig) -> Compiled {
     let picks = config
         .target_groups

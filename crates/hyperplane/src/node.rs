@@ -301,10 +301,11 @@ fn heartbeat_loop(client: &Client, cfg: &HyperplaneNodeConfig, shared: &Shared, 
     while !stop.load(Ordering::Relaxed) {
         // Only once its first assignments are applied does the node say
         // what it serves.
-        reg.serving = if shared.state.synced.load(Ordering::Relaxed) {
-            shared.io.snapshot().serving
+        (reg.serving, reg.target_health) = if shared.state.synced.load(Ordering::Relaxed) {
+            let s = shared.io.snapshot();
+            (s.serving, s.target_health)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         let wait = match client.register(&reg) {
             Ok(_) => {
@@ -326,6 +327,7 @@ fn heartbeat_loop(client: &Client, cfg: &HyperplaneNodeConfig, shared: &Shared, 
     }
     if ever {
         reg.serving.clear();
+        reg.target_health.clear();
         if let Err(e) = client.deregister(&reg) {
             tracing::warn!(error = %e, "could not deregister; the server drops this node when its registration expires");
         }
@@ -349,8 +351,12 @@ fn watch_loop(client: &Client, node_id: &str, shared: &Shared, stop: &AtomicBool
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let n = delta.assignments.len();
-                if let Err(e) = shared.io.configure(delta.assignments) {
+                let n = delta.assignments.len() + delta.load_balancers.len();
+                let assignments = io::Assignments {
+                    nat_gateways: delta.assignments,
+                    load_balancers: delta.load_balancers,
+                };
+                if let Err(e) = shared.io.configure(assignments) {
                     tracing::error!(error = %e, "the node's assignments could not be applied; the watch stops");
                     return;
                 }

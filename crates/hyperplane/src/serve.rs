@@ -25,8 +25,12 @@
 //!
 //! Everything refused is a counted drop.
 
+pub mod balancer;
 #[cfg(feature = "bench")]
 pub mod bench;
+
+use balancer::Balancer;
+pub use balancer::BalancerStats;
 
 use core::net::{IpAddr, Ipv4Addr};
 
@@ -35,7 +39,7 @@ use openvpc_dataplane::buf::PacketBuf;
 use openvpc_model::hyperplane::{NatAssignment, NatConnectivity};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{self, EthernetHeader, EthernetRepr, ethertype};
-use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+use openvpc_packet::geneve::{GeneveHeader, GeneveRepr, ReturnVia};
 
 use crate::nat::{FlowRecord, Nat, NatConfig, NatCounters, NatDrop, NatOutput, ReplicaError};
 use crate::wire::{Body, Message, RECORDS_PER_MESSAGE};
@@ -136,7 +140,13 @@ pub enum Verdict {
     /// buffer) for `ip` in VNI `vni`, whose host the node does not know
     /// yet: the shell asks the mapping service, then calls
     /// [`Serve::mapped`] and [`Serve::deliver`].
-    Resolve { vni: u32, ip: Ipv4Addr },
+    Resolve {
+        vni: u32,
+        ip: Ipv4Addr,
+        /// A load balancer's packet to a target carries the return-via
+        /// option: [`Serve::deliver`] puts it back.
+        via: Option<ReturnVia>,
+    },
     /// Nothing to send (dropped and counted, or sent to a peer as a
     /// message in the outbox).
     Done,
@@ -182,22 +192,30 @@ struct Gateway {
     dropped: u64,
 }
 
+/// Per place of a shard whose liveness is `alive`, the address of the node
+/// that serves it: its own node, or (dead) the next live place's.
+fn serving_of(alive: &[Option<IpAddr>], place: u8) -> Option<IpAddr> {
+    let k = alive.len();
+    (0..k)
+        .map(|d| (usize::from(place) + d) % k)
+        .find_map(|q| alive.get(q).copied().flatten())
+}
+
+/// The buddy of place `place`: the next live place after it.
+fn buddy_of(alive: &[Option<IpAddr>], place: u8) -> Option<IpAddr> {
+    let k = alive.len();
+    (1..k)
+        .map(|d| (usize::from(place) + d) % k)
+        .find_map(|q| alive.get(q).copied().flatten())
+}
+
 impl Gateway {
-    /// Per place, the address of the node that serves its slice: its own
-    /// node, or (dead) the next live place's.
     fn serving(&self, place: u8) -> Option<IpAddr> {
-        let k = self.alive.len();
-        (0..k)
-            .map(|d| (usize::from(place) + d) % k)
-            .find_map(|q| self.alive.get(q).copied().flatten())
+        serving_of(&self.alive, place)
     }
 
-    /// The buddy of this node: the next live place after its own.
     fn buddy(&self) -> Option<IpAddr> {
-        let k = self.alive.len();
-        (1..k)
-            .map(|d| (usize::from(self.place) + d) % k)
-            .find_map(|q| self.alive.get(q).copied().flatten())
+        buddy_of(&self.alive, self.place)
     }
 }
 
@@ -277,6 +295,11 @@ pub struct Serve {
     by_vni: HashMap<u32, Vec<usize>>,
     /// (VNI, gateway private address) → gateway, for replies.
     by_private: HashMap<(u32, Ipv4Addr), usize>,
+    /// The network load balancers, by `elb-` ID.
+    balancers: Vec<Balancer>,
+    /// (VNI, load balancer MAC) and (VNI, front address) → load balancer.
+    lb_by_mac: HashMap<(u32, MacAddr), usize>,
+    lb_by_front: HashMap<(u32, Ipv4Addr), usize>,
     neighbors: HashMap<(u32, Ipv4Addr), Neighbor>,
     /// The mapping service's answers for private gateways' destinations,
     /// with when they were given (seconds).
@@ -300,6 +323,9 @@ impl Serve {
             by_mac: HashMap::new(),
             by_vni: HashMap::new(),
             by_private: HashMap::new(),
+            balancers: Vec::new(),
+            lb_by_mac: HashMap::new(),
+            lb_by_front: HashMap::new(),
             neighbors: HashMap::new(),
             mappings: HashMap::new(),
             seq: 0,
@@ -328,6 +354,7 @@ impl Serve {
         self.gateways
             .iter()
             .map(|g| g.assignment.gateway_id.clone())
+            .chain(self.balancers.iter().map(|b| b.name.clone()))
             .collect()
     }
 
@@ -535,7 +562,8 @@ impl Serve {
         self.gateways
             .iter_mut()
             .map(|g| g.nat.expire(now, budget))
-            .sum()
+            .sum::<usize>()
+            + self.expire_balancers(now, budget)
     }
 
     /// A Geneve datagram from `from` (a host or an edge), at `now`.
@@ -575,6 +603,9 @@ impl Serve {
         let (Some(src), Some(dst)) = (addr(12), addr(16)) else {
             return self.drop(NodeDrop::Malformed);
         };
+        if let Some(bi) = self.balancer_for(vni, dst_mac, dst) {
+            return self.balancer_packet(bi, buf, ip, (src, dst), (from, src_mac), now, forwarded);
+        }
         if let Some(&gi) = self.by_private.get(&(vni, dst)) {
             return self.reply_from_edge(gi, buf, ip, from, now, forwarded);
         }
@@ -643,18 +674,38 @@ impl Serve {
     /// Geneve and Ethernet headers in front of the bare IPv4 packet in
     /// `buf`.
     fn encapsulate(buf: &mut PacketBuf, vni: u32, dst: MacAddr, src: MacAddr) -> bool {
-        let mut headers = [0u8; GeneveHeader::LEN + EthernetHeader::LEN];
+        Serve::encapsulate_via(buf, vni, dst, src, None)
+    }
+
+    /// [`Serve::encapsulate`], with the return-via option when given.
+    fn encapsulate_via(
+        buf: &mut PacketBuf,
+        vni: u32,
+        dst: MacAddr,
+        src: MacAddr,
+        via: Option<ReturnVia>,
+    ) -> bool {
+        const MAX: usize = GeneveHeader::LEN + ReturnVia::LEN + EthernetHeader::LEN;
+        let mut headers = [0u8; MAX];
         let eth = EthernetRepr {
             dst,
             src,
             vlan: None,
             ethertype: ethertype::IPV4,
         };
-        let emitted = GeneveRepr::ethernet(vni).emit(&mut headers).and_then(|at| {
-            let rest = headers.get_mut(at..).unwrap_or_default();
-            eth.emit(rest).map(|n| at + n)
-        });
-        matches!(emitted, Ok(n) if n == headers.len()) && buf.push_front(&headers)
+        let Ok(mut at) = GeneveRepr::ethernet(vni).emit(&mut headers) else {
+            return false;
+        };
+        if let Some(via) = via {
+            // The option's length in 4-byte words goes in the first byte's
+            // low six bits (version 0).
+            headers[0] = (ReturnVia::LEN / 4) as u8;
+            headers[at..at + ReturnVia::LEN].copy_from_slice(&via.option());
+            at += ReturnVia::LEN;
+        }
+        let emitted = eth.emit(headers.get_mut(at..).unwrap_or_default());
+        matches!(emitted, Ok(n) if n == EthernetHeader::LEN)
+            && buf.push_front(&headers[..at + EthernetHeader::LEN])
     }
 
     /// Forwards the datagram (its headers taken back in front of the
@@ -676,12 +727,25 @@ impl Serve {
             return self.drop(NodeDrop::UnknownGateway);
         };
         let id = g.assignment.gateway_id.clone();
+        self.forward_to(to, &id, headers, buf, from)
+    }
+
+    /// Sends the datagram (its `headers` taken back in front of the
+    /// untouched packet) to the node at `to`, for gateway `id`.
+    fn forward_to(
+        &mut self,
+        to: IpAddr,
+        id: &str,
+        headers: usize,
+        buf: &mut PacketBuf,
+        from: IpAddr,
+    ) -> Verdict {
         if !buf.unpop_front(headers) {
             return self.drop(NodeDrop::Malformed);
         }
         let datagram = buf.data().to_vec();
         self.counters.forwarded += 1;
-        self.send(to, &id, Body::Forward { from, datagram });
+        self.send(to, id, Body::Forward { from, datagram });
         Verdict::Done
     }
 
@@ -785,12 +849,16 @@ impl Serve {
         match self.mappings.get(&(vni, dst)) {
             Some((Some(n), at)) if now.saturating_sub(*at) < MAPPING_TTL_SECS => {
                 let n = *n;
-                self.deliver(buf, vni, n)
+                self.deliver(buf, vni, n, None)
             }
             Some((None, at)) if now.saturating_sub(*at) < NO_MAPPING_TTL_SECS => {
                 self.drop_for(gi, NodeDrop::NoMapping)
             }
-            _ => Verdict::Resolve { vni, ip: dst },
+            _ => Verdict::Resolve {
+                vni,
+                ip: dst,
+                via: None,
+            },
         }
     }
 
@@ -806,8 +874,14 @@ impl Serve {
 
     /// Sends a translated bare IPv4 packet in `vni` to `to`'s host (the
     /// packet a [`Verdict::Resolve`] held, once resolved).
-    pub fn deliver(&mut self, buf: &mut PacketBuf, vni: u32, to: Neighbor) -> Verdict {
-        if !Serve::encapsulate(buf, vni, to.mac, self.config.router_mac) {
+    pub fn deliver(
+        &mut self,
+        buf: &mut PacketBuf,
+        vni: u32,
+        to: Neighbor,
+        via: Option<ReturnVia>,
+    ) -> Verdict {
+        if !Serve::encapsulate_via(buf, vni, to.mac, self.config.router_mac, via) {
             return self.drop(NodeDrop::Malformed);
         }
         Verdict::Send {
@@ -897,6 +971,18 @@ impl Serve {
         if let Body::Ack = m.body {
             return PeerVerdict::Acked(m.seq);
         }
+        if let Some(bi) = self.balancer_index(&m.gateway) {
+            if let Body::Forward {
+                from: host,
+                datagram,
+            } = m.body
+            {
+                buf.set(&datagram);
+                return PeerVerdict::Packet(self.receive_as(buf, host, now, true));
+            }
+            self.balancer_peer(bi, m.seq, m.gateway, m.body, from, now);
+            return PeerVerdict::Done;
+        }
         let Some(gi) = self.gateway_index(&m.gateway) else {
             self.drop(NodeDrop::PeerMalformed);
             return PeerVerdict::Done;
@@ -954,6 +1040,10 @@ impl Serve {
             } => {
                 buf.set(&datagram);
                 PeerVerdict::Packet(self.receive_as(buf, host, now, true))
+            }
+            Body::LbReplicate { .. } | Body::LbHandBack { .. } => {
+                self.drop(NodeDrop::PeerMalformed);
+                PeerVerdict::Done
             }
         }
     }

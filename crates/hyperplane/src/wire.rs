@@ -13,7 +13,8 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use openvpc_packet::MacAddr;
 
-use crate::nat::{FlowRecord, RecordError, replica};
+use crate::nat::{FlowRecord, RecordError};
+use crate::nlb;
 
 /// The UDP port nodes listen on for each other, next to Geneve's 6081.
 pub const PEER_PORT: u16 = 6082;
@@ -21,6 +22,8 @@ pub const PEER_PORT: u16 = 6082;
 pub const VERSION: u8 = 1;
 /// Records per message: a message stays below a 1500-byte underlay MTU.
 pub const RECORDS_PER_MESSAGE: usize = 48;
+/// A load balancer's records per message (they are longer).
+pub const LB_RECORDS_PER_MESSAGE: usize = 40;
 /// The longest gateway ID a message carries.
 pub const MAX_GATEWAY_ID: usize = 64;
 
@@ -50,6 +53,50 @@ pub enum Body {
     /// `datagram` is the Geneve datagram, `from` the underlay address it
     /// came from.
     Forward { from: IpAddr, datagram: Vec<u8> },
+    /// [`Body::Replicate`] for a load balancer's flows.
+    LbReplicate {
+        ack: bool,
+        records: Vec<nlb::FlowRecord>,
+    },
+    /// [`Body::HandBack`] for a load balancer's flows.
+    LbHandBack { records: Vec<nlb::FlowRecord> },
+}
+
+/// A flow record as messages carry it: fixed length, versioned, decoded
+/// without panics.
+trait WireRecord: Sized {
+    const LEN: usize;
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(bytes: &[u8]) -> Result<Self, WireError>;
+}
+
+impl WireRecord for FlowRecord {
+    const LEN: usize = crate::nat::replica::LEN;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode());
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(FlowRecord::decode(bytes)?)
+    }
+}
+
+impl WireRecord for nlb::FlowRecord {
+    const LEN: usize = nlb::replica::LEN;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.encode());
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        Ok(nlb::FlowRecord::decode(bytes)?)
+    }
+}
+
+/// A count, then the records (at most 255).
+fn put_records<R: WireRecord>(out: &mut Vec<u8>, records: &[R]) {
+    let n = records.len().min(usize::from(u8::MAX));
+    out.push(n as u8);
+    for r in &records[..n] {
+        r.put(out);
+    }
 }
 
 /// One message.
@@ -73,6 +120,8 @@ pub enum WireError {
     Gateway,
     #[error("{0}")]
     Record(#[from] RecordError),
+    #[error("{0}")]
+    LbRecord(#[from] nlb::RecordError),
     #[error("bad address family {0}")]
     Family(u8),
 }
@@ -84,6 +133,9 @@ const KIND_HAND_BACK: u8 = 4;
 const KIND_JOIN: u8 = 5;
 const KIND_NEIGHBOR: u8 = 6;
 const KIND_FORWARD: u8 = 7;
+const KIND_LB_REPLICATE: u8 = 8;
+const KIND_LB_REPLICATE_ACK: u8 = 9;
+const KIND_LB_HAND_BACK: u8 = 10;
 
 fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
@@ -129,11 +181,11 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn records(&mut self) -> Result<Vec<FlowRecord>, WireError> {
+    fn records<R: WireRecord>(&mut self) -> Result<Vec<R>, WireError> {
         let n = usize::from(self.u8()?);
         let mut records = Vec::with_capacity(n.min(RECORDS_PER_MESSAGE));
         for _ in 0..n {
-            records.push(FlowRecord::decode(self.take(replica::LEN)?)?);
+            records.push(R::get(self.take(R::LEN)?)?);
         }
         Ok(records)
     }
@@ -151,6 +203,9 @@ impl Message {
             Body::Join { .. } => KIND_JOIN,
             Body::Neighbor { .. } => KIND_NEIGHBOR,
             Body::Forward { .. } => KIND_FORWARD,
+            Body::LbReplicate { ack: false, .. } => KIND_LB_REPLICATE,
+            Body::LbReplicate { ack: true, .. } => KIND_LB_REPLICATE_ACK,
+            Body::LbHandBack { .. } => KIND_LB_HAND_BACK,
         };
         out.extend_from_slice(&[VERSION, kind]);
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -160,11 +215,10 @@ impl Message {
         out.extend_from_slice(id);
         match &self.body {
             Body::Replicate { records, .. } | Body::HandBack { records } => {
-                let n = records.len().min(usize::from(u8::MAX));
-                out.push(n as u8);
-                for r in &records[..n] {
-                    out.extend_from_slice(&r.encode());
-                }
+                put_records(out, records);
+            }
+            Body::LbReplicate { records, .. } | Body::LbHandBack { records } => {
+                put_records(out, records);
             }
             Body::Ack => {}
             Body::Join { place } => out.push(*place),
@@ -215,6 +269,13 @@ impl Message {
             KIND_FORWARD => Body::Forward {
                 from: r.ip()?,
                 datagram: r.0.to_vec(),
+            },
+            KIND_LB_REPLICATE | KIND_LB_REPLICATE_ACK => Body::LbReplicate {
+                ack: kind == KIND_LB_REPLICATE_ACK,
+                records: r.records()?,
+            },
+            KIND_LB_HAND_BACK => Body::LbHandBack {
+                records: r.records()?,
             },
             k => return Err(WireError::Kind(k)),
         };
@@ -281,6 +342,35 @@ mod tests {
             from: "fd00::3".parse().unwrap(),
             datagram: vec![1, 2, 3, 4],
         });
+        let lb: Vec<nlb::FlowRecord> = (0..LB_RECORDS_PER_MESSAGE as u16)
+            .map(|i| lb_record(30_000 + i))
+            .collect();
+        round_trip(Body::LbReplicate {
+            ack: true,
+            records: lb.clone(),
+        });
+        round_trip(Body::LbReplicate {
+            ack: false,
+            records: vec![lb_record(1)],
+        });
+        round_trip(Body::LbHandBack { records: lb });
+    }
+
+    fn lb_record(port: u16) -> nlb::FlowRecord {
+        nlb::FlowRecord {
+            kind: RecordKind::Upsert,
+            proto: protocol::TCP,
+            state: nlb::FlowState::Established,
+            owner: 2,
+            client: Ipv4Addr::new(10, 0, 1, 5),
+            front: Ipv4Addr::new(10, 0, 1, 50),
+            target: Ipv4Addr::new(10, 0, 2, 9),
+            source: Ipv4Addr::new(10, 0, 1, 5),
+            cport: port,
+            fport: 80,
+            tport: 8080,
+            sport: port,
+        }
     }
 
     #[test]

@@ -270,6 +270,7 @@ fn client_ip_preserved_rewrites_only_the_destination() {
     let NlbOutput::ToTarget {
         target,
         record: Some(r),
+        ..
     } = o
     else {
         panic!("{o:?}")

@@ -395,7 +395,8 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
         v,
         Verdict::Resolve {
             vni: PEER_VNI,
-            ip: peer
+            ip: peer,
+            via: None,
         }
     );
     let n = Neighbor {
@@ -403,7 +404,7 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
         mac: peer_mac,
     };
     a.mapped(PEER_VNI, peer, Some(n), 1);
-    let v = a.deliver(&mut buf, PEER_VNI, n);
+    let v = a.deliver(&mut buf, PEER_VNI, n, None);
     assert!(
         matches!(v, Verdict::Send { to, .. } if to == peer_host),
         "{v:?}"

@@ -18,6 +18,66 @@ use crate::{Error, Layer, split_header};
 /// The IANA UDP port for Geneve.
 pub const PORT: u16 = 6081;
 
+/// openvpc's Geneve option class, from the range IANA keeps for
+/// experimental use (RFC 8926 §7): the options only openvpc's own nodes and
+/// hosts exchange.
+pub const OPTION_CLASS_OPENVPC: u16 = 0xFFF0;
+
+/// The option that pins a flow's replies to the node it came through:
+/// [`ReturnVia`].
+pub const OPTION_RETURN_VIA: u8 = 1;
+
+/// "Send this flow's replies back through place `place` of the load
+/// balancer whose address is `front`." A load balancer's node puts it on
+/// the packets it sends a target: the target's host remembers it with the
+/// flow, and sends the replies to the node now serving that place (its
+/// route to `front` lists them), not on by the client's address, which the
+/// target may see unchanged (client IP preservation). Not critical: a
+/// receiver that does not know it still delivers the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReturnVia {
+    pub front: core::net::Ipv4Addr,
+    pub place: u8,
+}
+
+impl ReturnVia {
+    /// Bytes of the whole option: its 4-byte TLV header and 8 of data.
+    pub const LEN: usize = 12;
+
+    /// The option as it goes on the wire.
+    pub fn option(&self) -> [u8; Self::LEN] {
+        let class = OPTION_CLASS_OPENVPC.to_be_bytes();
+        let f = self.front.octets();
+        [
+            class[0],
+            class[1],
+            OPTION_RETURN_VIA,
+            2,
+            self.place,
+            0,
+            0,
+            0,
+            f[0],
+            f[1],
+            f[2],
+            f[3],
+        ]
+    }
+
+    /// The option among a datagram's options, if one is there and well formed.
+    pub fn find(options: GeneveOptions<'_>) -> Option<ReturnVia> {
+        options
+            .filter(|o| o.class == OPTION_CLASS_OPENVPC && o.option_type == OPTION_RETURN_VIA)
+            .find_map(|o| {
+                let d: [u8; 8] = o.data.get(..8)?.try_into().ok()?;
+                Some(ReturnVia {
+                    front: core::net::Ipv4Addr::new(d[4], d[5], d[6], d[7]),
+                    place: d[0],
+                })
+            })
+    }
+}
+
 /// Outer Ethernet + IPv4 + UDP + Geneve without options: the overhead the
 /// instance MTU must leave room for.
 pub const OVERHEAD_V4: usize = 14 + 20 + 8 + GeneveHeader::LEN;

@@ -1,0 +1,337 @@
+//! A node's network load balancers, sans-IO, two nodes of one shard wired
+//! by hand (issue 17): a client's flow through the node to a target's host
+//! with the return-via option, the target's reply back to the client's
+//! host from the front address, the record at the buddy first, failover
+//! with the same target, translated sources for IP targets, and what the
+//! heartbeat says.
+
+use core::net::{IpAddr, Ipv4Addr};
+
+use openvpc_dataplane::buf::PacketBuf;
+use openvpc_hyperplane::serve::{Neighbor, PeerVerdict, Serve, ServeConfig, Verdict, gateway_mac};
+use openvpc_hyperplane::wire::Body;
+use openvpc_model::hyperplane::{
+    LbAssignment, LbFront, LbHealthCheck, LbHealthProtocol, LbListener, LbProtocol, LbTarget,
+    LbTargetGroup, LbTargetType, ShardMember,
+};
+use openvpc_model::lifecycle::TargetHealthState;
+use openvpc_packet::MacAddr;
+use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
+use openvpc_packet::ethernet::{EthernetRepr, ethertype};
+use openvpc_packet::flow::parse_ethernet;
+use openvpc_packet::geneve::{GeneveHeader, GeneveRepr, ReturnVia};
+use openvpc_packet::ipv4::Ipv4Repr;
+use openvpc_packet::tcp::{TcpRepr, flags};
+
+const VNI: u32 = 4242;
+const LB: &str = "elb-00000000000000a1";
+const FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
+const TARGET: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
+const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 10]);
+const TARGET_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 20]);
+const ROUTER: MacAddr = MacAddr([2, 0x6f, 0x76, 0x70, 0x63, 1]);
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn client_host() -> IpAddr {
+    ip("10.99.0.3")
+}
+
+fn target_host() -> IpAddr {
+    ip("10.99.0.4")
+}
+
+fn node_ip(n: &str) -> IpAddr {
+    match n {
+        "hp1" => ip("10.253.0.1"),
+        "hp2" => ip("10.253.0.2"),
+        _ => unreachable!(),
+    }
+}
+
+fn assignment(alive: [bool; 2], target_type: LbTargetType) -> LbAssignment {
+    LbAssignment {
+        id: "00000000000000a1".into(),
+        arn: "arn:aws:elasticloadbalancing:us-east-1:123:loadbalancer/net/web/00000000000000a1"
+            .into(),
+        name: "web".into(),
+        account_id: "123".into(),
+        vpc_id: "vpc-1".into(),
+        vni: VNI,
+        internet_facing: false,
+        cross_zone: false,
+        fronts: vec![LbFront {
+            subnet_id: "subnet-1".into(),
+            availability_zone: "us-east-1a".into(),
+            private_ip: FRONT,
+            public_ip: None,
+        }],
+        listeners: vec![LbListener {
+            port: 80,
+            protocol: LbProtocol::Tcp,
+            target_group_id: "tg1".into(),
+            tcp_idle_timeout: None,
+        }],
+        target_groups: vec![LbTargetGroup {
+            id: "tg1".into(),
+            arn: "arn:tg1".into(),
+            protocol: LbProtocol::Tcp,
+            port: 80,
+            target_type,
+            health_check: LbHealthCheck {
+                enabled: true,
+                protocol: LbHealthProtocol::Tcp,
+                port: None,
+                path: None,
+                matcher: None,
+                interval_secs: 10,
+                timeout_secs: 10,
+                healthy_threshold: 3,
+                unhealthy_threshold: 3,
+            },
+            preserve_client_ip: None,
+            cross_zone: None,
+            deregistration_delay_secs: 300,
+            targets: vec![LbTarget {
+                id: match target_type {
+                    LbTargetType::Instance => "i-0target".into(),
+                    LbTargetType::Ip => TARGET.to_string(),
+                },
+                ip: TARGET,
+                port: 8080,
+                availability_zone: "us-east-1a".into(),
+                draining_until_ms: None,
+                invalid_state: false,
+            }],
+        }],
+        shard: ["hp1", "hp2"]
+            .iter()
+            .zip(alive)
+            .map(|(n, a)| ShardMember {
+                node_id: (*n).into(),
+                underlay_ip: a.then(|| node_ip(n)),
+            })
+            .collect(),
+        edges: Vec::new(),
+    }
+}
+
+fn node(id: &str) -> Serve {
+    Serve::new(ServeConfig::new(id, ROUTER))
+}
+
+fn geneve(dst_mac: MacAddr, src_mac: MacAddr, packet: &[u8]) -> PacketBuf {
+    let mut b = PacketBuf::from_frame(packet);
+    let mut h = [0u8; GeneveHeader::LEN + 14];
+    let at = GeneveRepr::ethernet(VNI).emit(&mut h).unwrap();
+    EthernetRepr {
+        dst: dst_mac,
+        src: src_mac,
+        vlan: None,
+        ethertype: ethertype::IPV4,
+    }
+    .emit(&mut h[at..])
+    .unwrap();
+    assert!(b.push_front(&h));
+    b
+}
+
+fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, fl: u8, seq: u32) -> Vec<u8> {
+    let mut t = TcpRepr::new(sport, dport, fl);
+    t.seq = seq;
+    t.ack = u32::from(fl & flags::ACK != 0);
+    PacketBuilder {
+        ethernet: None,
+        ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
+        l4: L4Repr::Tcp(t),
+    }
+    .build(b"")
+    .unwrap()
+}
+
+fn from_client(fl: u8, sport: u16, seq: u32) -> PacketBuf {
+    geneve(
+        gateway_mac(LB),
+        CLIENT_MAC,
+        &tcp(CLIENT, sport, FRONT, 80, fl, seq),
+    )
+}
+
+/// The inner flow of a Geneve datagram, and its return-via option.
+fn inner(buf: &PacketBuf) -> ((IpAddr, u16, IpAddr, u16), Option<ReturnVia>) {
+    let g = GeneveHeader::view(buf.data()).unwrap();
+    let via = ReturnVia::find(g.options());
+    let at = GeneveHeader::LEN + g.options.len();
+    let pf = parse_ethernet(&buf.data()[at..]).unwrap();
+    (
+        (
+            pf.key.src_ip(),
+            pf.key.src_port,
+            pf.key.dst_ip(),
+            pf.key.dst_port,
+        ),
+        via,
+    )
+}
+
+fn deliver(from: &mut Serve, from_ip: IpAddr, to: &mut Serve, now: u64) -> Vec<PeerVerdict> {
+    let mut out = Vec::new();
+    let mut bytes = Vec::new();
+    let mut buf = PacketBuf::default();
+    for (_, m) in from.take_outbox() {
+        m.encode(&mut bytes);
+        out.push(to.peer(&bytes, from_ip, now, &mut buf));
+    }
+    out
+}
+
+/// Two nodes serving the load balancer, introduced to each other.
+fn shard(target_type: LbTargetType) -> (Serve, Serve) {
+    let (mut a, mut b) = (node("hp1"), node("hp2"));
+    a.configure_balancers(&[assignment([true, true], target_type)], 0, 0);
+    b.configure_balancers(&[assignment([true, true], target_type)], 0, 0);
+    deliver(&mut a, node_ip("hp1"), &mut b, 0);
+    deliver(&mut b, node_ip("hp2"), &mut a, 0);
+    a.take_outbox();
+    b.take_outbox();
+    (a, b)
+}
+
+fn target_neighbor() -> Neighbor {
+    Neighbor {
+        host: target_host(),
+        mac: TARGET_MAC,
+    }
+}
+
+/// Sends the client's SYN through `a`, resolving the target's host.
+fn open(a: &mut Serve, sport: u16) -> PacketBuf {
+    let mut syn = from_client(flags::SYN, sport, 77);
+    let v = a.receive(&mut syn, client_host(), 1);
+    let Verdict::Resolve { vni, ip, via } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!((vni, ip), (VNI, TARGET));
+    a.mapped(VNI, TARGET, Some(target_neighbor()), 1);
+    let v = a.deliver(&mut syn, VNI, target_neighbor(), via);
+    assert!(
+        matches!(v, Verdict::Send { to, .. } if to == target_host()),
+        "{v:?}"
+    );
+    syn
+}
+
+#[test]
+fn a_clients_flow_reaches_its_target_with_the_return_via_option_and_comes_back() {
+    let (mut a, _b) = shard(LbTargetType::Instance);
+    assert_eq!(a.serving(), vec![LB.to_string()]);
+    let syn = open(&mut a, 40_000);
+    let (tuple, via) = inner(&syn);
+    // spec 9.3: an instance target sees the client's own address.
+    assert_eq!(
+        tuple,
+        (IpAddr::V4(CLIENT), 40_000, IpAddr::V4(TARGET), 8080)
+    );
+    assert_eq!(
+        via,
+        Some(ReturnVia {
+            front: FRONT,
+            place: 0
+        })
+    );
+    // The record went to the buddy, asking for an acknowledgement.
+    let outbox = a.take_outbox();
+    assert!(outbox.iter().any(|(to, m)| *to == node_ip("hp2")
+        && matches!(&m.body, Body::LbReplicate { ack: true, records } if records.len() == 1)));
+
+    // The target's host pinned the reply to this node: it carries the
+    // load balancer's MAC and the client's address.
+    let mut synack = geneve(
+        gateway_mac(LB),
+        TARGET_MAC,
+        &tcp(TARGET, 8080, CLIENT, 40_000, flags::SYN | flags::ACK, 5),
+    );
+    let v = a.receive(&mut synack, target_host(), 1);
+    assert!(
+        matches!(v, Verdict::Send { to, .. } if to == client_host()),
+        "{v:?}"
+    );
+    let (tuple, via) = inner(&synack);
+    assert_eq!(tuple, (IpAddr::V4(FRONT), 80, IpAddr::V4(CLIENT), 40_000));
+    assert_eq!(via, None);
+}
+
+#[test]
+fn the_buddy_takes_a_dead_nodes_flows_to_the_same_target() {
+    let (mut a, mut b) = shard(LbTargetType::Instance);
+    open(&mut a, 40_001);
+    deliver(&mut a, node_ip("hp1"), &mut b, 1);
+    // hp1 dies; hp2 now serves place 0 as well.
+    b.configure_balancers(&[assignment([false, true], LbTargetType::Instance)], 2, 0);
+    b.mapped(VNI, TARGET, Some(target_neighbor()), 2);
+    // The client's host now sends the flow's next segment to hp2.
+    let mut ack = from_client(flags::ACK, 40_001, 78);
+    let v = b.receive(&mut ack, client_host(), 3);
+    assert!(
+        matches!(v, Verdict::Send { to, .. } if to == target_host()),
+        "{v:?}"
+    );
+    let (tuple, via) = inner(&ack);
+    assert_eq!(tuple.2, IpAddr::V4(TARGET));
+    // Still the flow of place 0: its replies go to whoever serves place 0.
+    assert_eq!(via.map(|v| v.place), Some(0));
+}
+
+#[test]
+fn an_ip_targets_flow_comes_from_the_front_address_and_its_reply_finds_the_flow() {
+    let (mut a, _b) = shard(LbTargetType::Ip);
+    let syn = open(&mut a, 40_002);
+    let ((src, sport, dst, dport), _) = inner(&syn);
+    // spec 9.3: TCP to IP targets does not preserve the client's address.
+    assert_eq!(
+        (src, dst, dport),
+        (IpAddr::V4(FRONT), IpAddr::V4(TARGET), 8080)
+    );
+    let mut synack = geneve(
+        gateway_mac(LB),
+        TARGET_MAC,
+        &tcp(TARGET, 8080, FRONT, sport, flags::SYN | flags::ACK, 5),
+    );
+    let v = a.receive(&mut synack, target_host(), 1);
+    assert!(
+        matches!(v, Verdict::Send { to, .. } if to == client_host()),
+        "{v:?}"
+    );
+    let (tuple, _) = inner(&synack);
+    assert_eq!(tuple, (IpAddr::V4(FRONT), 80, IpAddr::V4(CLIENT), 40_002));
+}
+
+#[test]
+fn the_heartbeat_reports_targets_initial_until_probes_decide() {
+    let (a, _b) = shard(LbTargetType::Instance);
+    let reports = a.target_health();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].target_id, "i-0target");
+    assert_eq!(reports[0].state, TargetHealthState::Initial);
+    assert_eq!(
+        reports[0].reason.as_deref(),
+        Some("Elb.RegistrationInProgress")
+    );
+}
+
+#[test]
+fn a_listener_port_with_no_listener_is_a_counted_drop() {
+    let (mut a, _b) = shard(LbTargetType::Instance);
+    let mut syn = geneve(
+        gateway_mac(LB),
+        CLIENT_MAC,
+        &tcp(CLIENT, 40_003, FRONT, 81, flags::SYN, 1),
+    );
+    assert_eq!(a.receive(&mut syn, client_host(), 1), Verdict::Done);
+    let stats = a.balancer_stats();
+    let no_listener = openvpc_hyperplane::nlb::NlbDrop::NoListener as usize;
+    assert_eq!(stats[0].drops[no_listener], 1);
+}
