@@ -52,6 +52,8 @@ const MAX_GSO_BYTES: usize = 65_507;
 /// acknowledgement before it leaves anyway (the buddy is dead or slow; the
 /// record was sent, and a node that dies in this window loses the flow).
 pub const ACK_WAIT: Duration = Duration::from_millis(10);
+/// How often the load balancers' health checks run (probe timers, answers).
+const HEALTH_EVERY_MS: i32 = 10;
 /// How often the worker publishes its figures.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 /// How often idle flows are swept, and how many slots per gateway a sweep
@@ -273,6 +275,7 @@ pub fn spawn(
         encoded: Vec::with_capacity(2048),
         mmsg: Mmsg::new(BATCH),
         held: HashMap::new(),
+        probes: Vec::new(),
         lookups,
         awaiting: HashMap::new(),
         awaiting_total: 0,
@@ -372,6 +375,8 @@ struct Worker {
     encoded: Vec<u8>,
     mmsg: Mmsg,
     held: HashMap<u32, Held>,
+    /// The health checks' packets, between runs (kept for its allocation).
+    probes: Vec<(Vec<u8>, Verdict)>,
     /// Asks the resolver thread, if the node has one.
     lookups: Option<Sender<MappingKey>>,
     /// Translated packets of private gateways waiting for their
@@ -410,9 +415,16 @@ impl Worker {
                 readable(self.geneve.as_raw_fd()),
                 readable(self.peer.as_raw_fd()),
             ];
-            // Held packets are looked at every millisecond; otherwise the
-            // worker sleeps until a socket or the next publish.
-            let timeout = if self.held.is_empty() { 100 } else { 1 };
+            // Held packets are looked at every millisecond, health checks
+            // every few; otherwise the worker sleeps until a socket or the
+            // next publish.
+            let timeout = if !self.held.is_empty() {
+                1
+            } else if self.serve.has_balancers() {
+                HEALTH_EVERY_MS
+            } else {
+                100
+            };
             if let Err(e) = poll(&mut fds, timeout) {
                 tracing::error!(error = %e, "poll failed; the hyperplane worker stops");
                 return;
@@ -432,6 +444,9 @@ impl Worker {
                 self.read_underlay();
             }
             self.release_held(false);
+            if self.serve.has_balancers() {
+                self.run_health();
+            }
             let now = Instant::now();
             if now >= next_expire {
                 next_expire = now + EXPIRE_EVERY;
@@ -485,6 +500,24 @@ impl Worker {
             .published
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = snapshot;
+    }
+
+    /// Runs the load balancers' health checks and sends their probes.
+    fn run_health(&mut self) {
+        let now_ms = self.start.elapsed().as_millis() as u64;
+        let mut out = std::mem::take(&mut self.probes);
+        self.serve.health(now_ms, &mut out);
+        for (data, verdict) in out.drain(..) {
+            match verdict {
+                Verdict::Send { to, .. } => {
+                    self.send_datagram(&data, SocketAddr::new(to, GENEVE_PORT));
+                }
+                Verdict::Resolve { vni, ip, via } => self.await_mapping(vni, ip, data, via),
+                Verdict::Done => {}
+            }
+        }
+        self.probes = out;
+        self.flush_outbox();
     }
 
     /// Sends the core's peer messages, in order.

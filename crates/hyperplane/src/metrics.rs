@@ -3,7 +3,10 @@
 //! `ActiveConnectionCount`, `ConnectionAttemptCount`,
 //! `ConnectionEstablishedCount`, `ErrorPortAllocation`, `IdleTimeoutCount`,
 //! `PacketsDropCount`, bytes and packets each way), the node's own drops
-//! and socket counters; and the tiny HTTP responder that serves it.
+//! and socket counters; per network load balancer, AWS's NLB metrics
+//! (`ActiveFlowCount`, `NewFlowCount`, `ProcessedBytes`,
+//! `TCP_Target_Reset_Count`, and per target group `HealthyHostCount` and
+//! `UnHealthyHostCount`); and the tiny HTTP responder that serves it.
 //!
 //! Written by hand rather than with a metrics crate: the figures are
 //! already counted by the worker and copied out in a [`Snapshot`]; what is
@@ -19,7 +22,8 @@ use std::time::Duration;
 
 use crate::io::Snapshot;
 use crate::nat::NatDrop;
-use crate::serve::NodeDrop;
+use crate::nlb::NlbDrop;
+use crate::serve::{BalancerStats, NodeDrop};
 
 /// Renders `snapshot` of node `node_id`.
 pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
@@ -156,6 +160,104 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
         "gauge",
         "Flows held for the buddy node.",
         &per_gateway(&|g| u64::from(g.replicas)),
+    );
+    // Network load balancers (issue 17): AWS's NLB metrics, per load
+    // balancer, and per target group for the host counts.
+    let per_lb = |f: &dyn Fn(&BalancerStats) -> u64| -> Vec<(String, u64)> {
+        snapshot
+            .balancers
+            .iter()
+            .map(|b| {
+                (
+                    format!(",load_balancer=\"net/{}/{}\"", escape(&b.name), b.id),
+                    f(b),
+                )
+            })
+            .collect()
+    };
+    family(
+        "openvpc_nlb_active_flow_count",
+        "gauge",
+        "ActiveFlowCount: flows this node serves for the load balancer.",
+        &per_lb(&|b| u64::from(b.active)),
+    );
+    family(
+        "openvpc_nlb_new_flow_count",
+        "counter",
+        "NewFlowCount: flows opened from clients to targets.",
+        &per_lb(&|b| b.counters.new_flows),
+    );
+    family(
+        "openvpc_nlb_processed_bytes",
+        "counter",
+        "ProcessedBytes: bytes the load balancer carried, both ways.",
+        &per_lb(&|b| b.counters.processed_bytes),
+    );
+    family(
+        "openvpc_nlb_tcp_target_reset_count",
+        "counter",
+        "TCP_Target_Reset_Count: resets sent by targets.",
+        &per_lb(&|b| b.counters.tcp_target_resets),
+    );
+    let per_group = |healthy: bool| -> Vec<(String, u64)> {
+        snapshot
+            .balancers
+            .iter()
+            .flat_map(|b| {
+                b.groups.iter().map(move |(tg, h, u)| {
+                    (
+                        format!(
+                            ",load_balancer=\"net/{}/{}\",target_group=\"{}\"",
+                            escape(&b.name),
+                            b.id,
+                            escape(tg)
+                        ),
+                        u64::from(if healthy { *h } else { *u }),
+                    )
+                })
+            })
+            .collect()
+    };
+    family(
+        "openvpc_nlb_healthy_host_count",
+        "gauge",
+        "HealthyHostCount: targets this node's health checks find healthy.",
+        &per_group(true),
+    );
+    family(
+        "openvpc_nlb_unhealthy_host_count",
+        "gauge",
+        "UnHealthyHostCount: targets this node's health checks find unhealthy.",
+        &per_group(false),
+    );
+    let lb_drops: Vec<(String, u64)> = snapshot
+        .balancers
+        .iter()
+        .flat_map(|b| {
+            NlbDrop::ALL.iter().map(move |d| {
+                (
+                    format!(
+                        ",load_balancer=\"net/{}/{}\",reason=\"{}\"",
+                        escape(&b.name),
+                        b.id,
+                        d.name()
+                    ),
+                    b.drops[*d as usize],
+                )
+            })
+        })
+        .collect();
+    family(
+        "openvpc_nlb_drops",
+        "counter",
+        "Packets the load balancer dropped, by reason.",
+        &lb_drops,
+    );
+    family(
+        "openvpc_nlb_health_probes",
+        "counter",
+        "Health-check probes this node started.",
+        &per_lb(&|b| b.probes.iter().map(|p| p.started).sum()),
     );
     let node_drops: Vec<(String, u64)> = NodeDrop::ALL
         .iter()
@@ -336,6 +438,45 @@ mod tests {
             "openvpc_nat_drops{node=\"hp1\",nat_gateway_id=\"nat-1\",reason=\"error_port_allocation\"} 2",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_nlb_metric_is_rendered_per_load_balancer_and_group() {
+        let mut b = BalancerStats {
+            id: "50dc6c495c0c9188".into(),
+            name: "web".into(),
+            vni: 7,
+            place: 0,
+            nodes: 2,
+            counters: Default::default(),
+            active: 4,
+            replicas: 2,
+            drops: [0; NlbDrop::ALL.len()],
+            node_dropped: 0,
+            groups: vec![("73e2d6bc24d8a067".into(), 2, 1)],
+            probes: Vec::new(),
+        };
+        b.counters.new_flows = 9;
+        b.counters.processed_bytes = 1_000;
+        b.counters.tcp_target_resets = 1;
+        b.drops[NlbDrop::NoListener as usize] = 3;
+        let s = Snapshot {
+            balancers: vec![b],
+            ..Snapshot::default()
+        };
+        let text = render("hp1", &s);
+        let lb = "node=\"hp1\",load_balancer=\"net/web/50dc6c495c0c9188\"";
+        for want in [
+            format!("openvpc_nlb_active_flow_count{{{lb}}} 4"),
+            format!("openvpc_nlb_new_flow_count{{{lb}}} 9"),
+            format!("openvpc_nlb_processed_bytes{{{lb}}} 1000"),
+            format!("openvpc_nlb_tcp_target_reset_count{{{lb}}} 1"),
+            format!("openvpc_nlb_healthy_host_count{{{lb},target_group=\"73e2d6bc24d8a067\"}} 2"),
+            format!("openvpc_nlb_unhealthy_host_count{{{lb},target_group=\"73e2d6bc24d8a067\"}} 1"),
+            format!("openvpc_nlb_drops{{{lb},reason=\"no_listener\"}} 3"),
+        ] {
+            assert!(text.contains(&want), "missing {want} in\n{text}");
         }
     }
 

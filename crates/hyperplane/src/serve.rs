@@ -305,6 +305,8 @@ pub struct Serve {
     /// with when they were given (seconds).
     mappings: HashMap<(u32, Ipv4Addr), (Option<Neighbor>, u64)>,
     seq: u32,
+    /// The health checks' clock (milliseconds), never going back.
+    probe_clock: u64,
     outbox: Vec<(IpAddr, Message)>,
     drops: [u64; NodeDrop::ALL.len()],
     counters: NodeCounters,
@@ -329,6 +331,7 @@ impl Serve {
             neighbors: HashMap::new(),
             mappings: HashMap::new(),
             seq: 0,
+            probe_clock: 0,
             outbox: Vec::new(),
             drops: [0; NodeDrop::ALL.len()],
             counters: NodeCounters::default(),

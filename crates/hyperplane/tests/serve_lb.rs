@@ -88,7 +88,7 @@ fn assignment(alive: [bool; 2], target_type: LbTargetType) -> LbAssignment {
                 path: None,
                 matcher: None,
                 interval_secs: 10,
-                timeout_secs: 10,
+                timeout_secs: 5,
                 healthy_threshold: 3,
                 unhealthy_threshold: 3,
             },
@@ -334,4 +334,82 @@ fn a_listener_port_with_no_listener_is_a_counted_drop() {
     let stats = a.balancer_stats();
     let no_listener = openvpc_hyperplane::nlb::NlbDrop::NoListener as usize;
     assert_eq!(stats[0].drops[no_listener], 1);
+}
+
+/// Runs `a`'s health checks at `now_ms` and answers each probe's SYN with
+/// a RST from the target (nothing listens), as the target's host would
+/// send it back: pinned to the load balancer's MAC.
+fn probe_refused(a: &mut Serve, now_ms: u64) -> usize {
+    let mut out = Vec::new();
+    a.health(now_ms, &mut out);
+    let mut answered = 0;
+    for (data, verdict) in out {
+        let mut buf = PacketBuf::from_frame(&data);
+        let buf = match verdict {
+            Verdict::Resolve { via, .. } => {
+                a.mapped(VNI, TARGET, Some(target_neighbor()), now_ms / 1000);
+                a.deliver(&mut buf, VNI, target_neighbor(), via);
+                buf
+            }
+            Verdict::Send { .. } => buf,
+            Verdict::Done => continue,
+        };
+        let ((src, sport, dst, dport), via) = inner(&buf);
+        assert_eq!(
+            (src, dst, dport),
+            (IpAddr::V4(FRONT), IpAddr::V4(TARGET), 8080)
+        );
+        assert_eq!(
+            via.map(|v| v.place),
+            Some(0),
+            "probes come back to their node"
+        );
+        let g = GeneveHeader::view(buf.data()).unwrap();
+        let ip = &buf.data()[GeneveHeader::LEN + g.options.len() + 14..];
+        let seq = u32::from_be_bytes(ip[24..28].try_into().unwrap());
+        let mut t = TcpRepr::new(8080, sport, flags::RST | flags::ACK);
+        t.ack = seq.wrapping_add(1);
+        let rst = PacketBuilder {
+            ethernet: None,
+            ip: IpRepr::V4(Ipv4Repr::new(TARGET, FRONT, 0, 0)),
+            l4: L4Repr::Tcp(t),
+        }
+        .build(b"")
+        .unwrap();
+        let mut back = geneve(gateway_mac(LB), TARGET_MAC, &rst);
+        assert_eq!(
+            a.receive(&mut back, target_host(), now_ms / 1000),
+            Verdict::Done
+        );
+        answered += 1;
+    }
+    // The prober decides on its next run.
+    a.health(now_ms + 1, &mut Vec::new());
+    answered
+}
+
+#[test]
+fn probes_from_the_front_address_make_a_refusing_target_unhealthy() {
+    // spec 9.4: unhealthy after `unhealthy threshold` (3) failed checks,
+    // one per interval (10 s), with Target.FailedHealthChecks.
+    let (mut a, _b) = shard(LbTargetType::Instance);
+    for round in 0..3 {
+        assert_eq!(
+            probe_refused(&mut a, round * 10_000),
+            1,
+            "round {round}: {:?}",
+            a.balancer_stats()[0].probes
+        );
+    }
+    let reports = a.target_health();
+    assert_eq!(reports[0].state, TargetHealthState::Unhealthy);
+    assert_eq!(
+        reports[0].reason.as_deref(),
+        Some("Target.FailedHealthChecks")
+    );
+    assert_eq!(a.balancer_stats()[0].groups[0], ("tg1".to_string(), 0, 1));
+    // Not yet time for the next probe: nothing is sent.
+    let mut out = Vec::new();
+    a.health(25_000, &mut out);
+    assert!(out.is_empty(), "{out:?}");
 }

@@ -36,11 +36,15 @@ use openvpc_packet::MacAddr;
 use openvpc_packet::geneve::ReturnVia;
 
 use super::{Neighbor, NodeDrop, Serve, Verdict, buddy_of, gateway_mac, serving_of};
-use crate::health::{self, HealthCheckConfig, HealthCheckParams, HealthChecker, TargetState};
+use crate::health::{
+    self, Change, HealthCheckConfig, HealthCheckParams, HealthChecker, Outcome, Recorded,
+    TargetState,
+};
 use crate::nlb::{
     self, Front, Health, Listener, Nlb, NlbConfig, NlbCounters, NlbDrop, NlbOutput, RecordKind,
     TargetGroup, TargetType,
 };
+use crate::probe::{ProbeId, Prober, ProberCounters};
 use crate::wire::{Body, LB_RECORDS_PER_MESSAGE};
 
 /// Source ports of flows whose client address is not preserved, split
@@ -64,6 +68,11 @@ pub(super) struct Balancer {
     pub(super) checkers: Vec<(LbHealthCheck, HealthChecker)>,
     /// Its packets the node dropped around the flow core.
     pub(super) dropped: u64,
+    /// Per front address, in the assignment's order: the prober whose
+    /// probes leave from it.
+    pub(super) probers: Vec<Prober>,
+    /// The probes in flight: (front, probe) → (group, target).
+    pub(super) probing: HashMap<(usize, ProbeId), (usize, health::Target)>,
 }
 
 impl Balancer {
@@ -99,6 +108,8 @@ pub struct BalancerStats {
     /// Per target group: its ID, `HealthyHostCount` and
     /// `UnHealthyHostCount` as this node's checks found them.
     pub groups: Vec<(String, u32, u32)>,
+    /// Per front address: its prober's counters.
+    pub probes: Vec<ProberCounters>,
 }
 
 fn protocol_of(p: LbProtocol) -> nlb::Protocol {
@@ -242,6 +253,26 @@ fn nlb_config(
     config
 }
 
+/// This place's slice of [`PROBE_PORTS`] in a shard of `k`.
+pub fn probe_ports(place: u8, k: u8) -> core::ops::RangeInclusive<u16> {
+    let (start, end) = (
+        u32::from(*PROBE_PORTS.start()),
+        u32::from(*PROBE_PORTS.end()),
+    );
+    let size = (end - start + 1) / u32::from(k.max(1));
+    let first = start + u32::from(place) * size;
+    let last = (first + size.max(1) - 1).min(end);
+    first as u16..=last as u16
+}
+
+/// A prober per front address of `a`, on this place's probe ports.
+fn probers_for(a: &LbAssignment, place: u8, k: u8) -> Vec<Prober> {
+    a.fronts
+        .iter()
+        .map(|f| Prober::new(f.private_ip, probe_ports(place, k)))
+        .collect()
+}
+
 /// The checkers of `a`'s groups: kept where the settings did not change
 /// (their counts and states go on), new otherwise; every target in use is
 /// registered, a draining one deregistered, one no longer there forgotten.
@@ -329,8 +360,13 @@ impl Serve {
                         continue;
                     }
                     let old_buddy = b.buddy();
+                    let fronts_changed = b.assignment.fronts != a.fronts;
                     b.assignment = a.clone();
                     b.alive = alive;
+                    if fronts_changed {
+                        b.probers = probers_for(a, place, k);
+                        b.probing.clear();
+                    }
                     self.follow_balancer_places(&mut b, old_buddy, now);
                     next.push(b);
                 }
@@ -349,6 +385,8 @@ impl Serve {
                         alive,
                         checkers,
                         dropped: 0,
+                        probers: probers_for(a, place, k),
+                        probing: HashMap::new(),
                     };
                     let peers: Vec<IpAddr> = b
                         .alive
@@ -718,9 +756,96 @@ impl Serve {
     }
 
     /// Whether a packet for load balancer `bi` is the answer to one of
-    /// this node's health-check probes (taken by the prober if so).
-    fn probe_reply(&mut self, _bi: usize, _packet: &[u8], _now: u64) -> bool {
-        false
+    /// this node's health-check probes (taken by the prober if so): to a
+    /// front address, on a port of this place's probe slice.
+    fn probe_reply(&mut self, bi: usize, packet: &[u8], now: u64) -> bool {
+        let now_ms = self.probe_clock.max(now.saturating_mul(1000));
+        let Some(b) = self.balancers.get_mut(bi) else {
+            return false;
+        };
+        let (Some(dst), Some(port)) = (
+            packet
+                .get(16..20)
+                .and_then(|d| <[u8; 4]>::try_from(d).ok())
+                .map(Ipv4Addr::from),
+            super::l4_word(packet, 2),
+        ) else {
+            return false;
+        };
+        if !probe_ports(b.place, b.alive.len() as u8).contains(&port) {
+            return false;
+        }
+        match b.probers.iter_mut().find(|p| p.front() == dst) {
+            Some(p) => {
+                p.receive(packet, now_ms);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs the health checks at `now_ms` (the node's clock, in
+    /// milliseconds): starts the probes that are due, takes what the
+    /// probers found, and sets the targets' health from it. The packets the
+    /// probers send come out in `out`, each as the shell must handle it
+    /// (a Geneve datagram to send, or a bare packet to resolve first).
+    pub fn health(&mut self, now_ms: u64, out: &mut Vec<(Vec<u8>, Verdict)>) {
+        self.probe_clock = self.probe_clock.max(now_ms);
+        let now_ms = self.probe_clock;
+        for bi in 0..self.balancers.len() {
+            let mut changes = Vec::new();
+            let Some(b) = self.balancers.get_mut(bi) else {
+                continue;
+            };
+            start_due_probes(b, now_ms, &mut changes);
+            for (fi, p) in b.probers.iter_mut().enumerate() {
+                for (id, outcome) in p.outcomes(now_ms) {
+                    let Some((gi, target)) = b.probing.remove(&(fi, id)) else {
+                        continue;
+                    };
+                    if let Some((_, c)) = b.checkers.get_mut(gi)
+                        && let Recorded::Changed(change) = c.result(&target, outcome, now_ms)
+                    {
+                        changes.push((gi, change));
+                    }
+                }
+            }
+            for (gi, (_, c)) in b.checkers.iter_mut().enumerate() {
+                changes.extend(c.tick(now_ms).changes.into_iter().map(|ch| (gi, ch)));
+            }
+            apply_changes(b, &changes);
+            let (vni, place) = (b.assignment.vni, b.place);
+            let packets: Vec<Vec<u8>> = b
+                .probers
+                .iter_mut()
+                .flat_map(|p| p.transmit(now_ms))
+                .collect();
+            for packet in packets {
+                let Some(dst) = packet
+                    .get(16..20)
+                    .and_then(|d| <[u8; 4]>::try_from(d).ok())
+                    .map(Ipv4Addr::from)
+                else {
+                    continue;
+                };
+                let via = packet
+                    .get(12..16)
+                    .and_then(|d| <[u8; 4]>::try_from(d).ok())
+                    .map(|front| ReturnVia {
+                        front: Ipv4Addr::from(front),
+                        place,
+                    });
+                let mut buf = PacketBuf::from_frame(&packet);
+                let v = self.send_to_host(&mut buf, vni, dst, via, None, now_ms / 1000);
+                out.push((buf.data().to_vec(), v));
+            }
+        }
+    }
+
+    /// Whether any load balancer is served here (the shell then runs the
+    /// health checks).
+    pub fn has_balancers(&self) -> bool {
+        !self.balancers.is_empty()
     }
 
     /// Expires idle and drained flows of every load balancer.
@@ -756,6 +881,7 @@ impl Serve {
                         (g.id.clone(), h, u)
                     })
                     .collect(),
+                probes: b.probers.iter().map(Prober::counters).collect(),
             })
             .collect()
     }
@@ -789,6 +915,64 @@ impl Serve {
             }
         }
         reports.into_values().collect()
+    }
+}
+
+/// Starts every probe of `b`'s groups that is due, from the front in the
+/// target's AZ (else the first); a probe that cannot start counts as a
+/// failed check (an HTTPS check, which the prober cannot make, among them).
+fn start_due_probes(b: &mut Balancer, now_ms: u64, changes: &mut Vec<(usize, Change)>) {
+    for gi in 0..b.checkers.len() {
+        let Some((_, c)) = b.checkers.get_mut(gi) else {
+            continue;
+        };
+        for probe in c.due(now_ms) {
+            let az = b
+                .assignment
+                .target_groups
+                .get(gi)
+                .and_then(|g| g.targets.iter().find(|t| t.ip == probe.target.ip))
+                .map(|t| t.availability_zone.as_str());
+            let fi = b
+                .assignment
+                .fronts
+                .iter()
+                .position(|f| Some(f.availability_zone.as_str()) == az)
+                .unwrap_or(0);
+            let started = b.probers.get_mut(fi).map(|p| p.start(&probe, now_ms));
+            match started {
+                Some(Ok(id)) => {
+                    b.probing.insert((fi, id), (gi, probe.target));
+                }
+                _ => {
+                    if let Recorded::Changed(ch) =
+                        c.result(&probe.target, Outcome::Malformed, now_ms)
+                    {
+                        changes.push((gi, ch));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sets the flow core's view of the targets whose health changed.
+fn apply_changes(b: &mut Balancer, changes: &[(usize, Change)]) {
+    for (gi, ch) in changes {
+        let health = match ch.to.state {
+            TargetState::Healthy => Health::Healthy,
+            TargetState::Unhealthy => Health::Unhealthy,
+            TargetState::Initial => Health::Initial,
+            _ => continue,
+        };
+        let slot = b.assignment.target_groups.get(*gi).and_then(|g| {
+            g.targets
+                .iter()
+                .position(|t| t.ip == ch.target.ip && t.port == ch.target.port)
+        });
+        if let Some(ti) = slot {
+            b.nlb.set_health(*gi, ti, health);
+        }
     }
 }
 
