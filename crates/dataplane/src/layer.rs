@@ -357,7 +357,13 @@ impl Layer for Routing {
         // subnet: its host route comes before the subnet's own switching.
         let balanced = matches!(
             found,
-            Some((_, RouteTarget::Gateway { kind: GatewayKind::LoadBalancer, .. }))
+            Some((
+                _,
+                RouteTarget::Gateway {
+                    kind: GatewayKind::LoadBalancer,
+                    ..
+                }
+            ))
         );
         if port.subnet.contains(dst) && !balanced {
             return Decision::new(

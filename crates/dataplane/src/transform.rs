@@ -16,9 +16,9 @@
 use core::net::IpAddr;
 
 use openvpc_packet::FlowKey;
-use openvpc_packet::geneve::ReturnVia;
 use openvpc_packet::checksum::{update16, update32};
 use openvpc_packet::flow::ParsedFlow;
+use openvpc_packet::geneve::ReturnVia;
 use openvpc_packet::ip::protocol;
 
 use crate::flow_table::Hop;

@@ -449,6 +449,7 @@ mod tests {
             vni: 7,
             place: 0,
             nodes: 2,
+            serves: vec![0],
             counters: Default::default(),
             active: 4,
             replicas: 2,

@@ -1095,6 +1095,12 @@ impl Nlb {
     }
 
     /// Records of every flow `node` decided.
+    /// Whether this node serves the flows of place `place`: its own, or
+    /// a dead buddy's it took over.
+    pub fn serves_place(&self, place: u8) -> bool {
+        place < MAX_NODES && self.served & (1 << place) != 0
+    }
+
     pub fn records_of(&self, node: u8) -> impl Iterator<Item = FlowRecord> + '_ {
         self.table
             .iter()

@@ -23,6 +23,7 @@ use openvpc_model::node::HEARTBEAT_MS;
 
 use crate::io::{self, IoClient, IoError, IoHandle, Snapshot};
 use crate::nat::NatDrop;
+use crate::nlb::NlbDrop;
 use crate::serve::{NodeDrop, ServeConfig};
 
 /// The file in the state directory that says the node serves (registered,
@@ -152,6 +153,44 @@ pub fn status_json(
             })
         })
         .collect();
+    let load_balancers: Vec<serde_json::Value> = s
+        .balancers
+        .iter()
+        .map(|b| {
+            let drops: serde_json::Map<String, serde_json::Value> = NlbDrop::ALL
+                .iter()
+                .map(|d| (d.name().to_owned(), b.drops[*d as usize].into()))
+                .collect();
+            let groups: Vec<serde_json::Value> = b
+                .groups
+                .iter()
+                .map(|(id, healthy, unhealthy)| {
+                    serde_json::json!({
+                        "target_group_id": id,
+                        "healthy_host_count": healthy,
+                        "unhealthy_host_count": unhealthy,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "load_balancer_id": b.id,
+                "name": b.name,
+                "vni": b.vni,
+                "place": b.place,
+                "nodes": b.nodes,
+                "serves_places": b.serves,
+                "active_flow_count": b.active,
+                "replicas": b.replicas,
+                "new_flow_count": b.counters.new_flows,
+                "processed_bytes": b.counters.processed_bytes,
+                "tcp_target_reset_count": b.counters.tcp_target_resets,
+                "packets_drop_count": b.drops.iter().sum::<u64>() + b.node_dropped,
+                "health_probes": b.probes.iter().map(|p| p.started).sum::<u64>(),
+                "target_groups": groups,
+                "drops": drops,
+            })
+        })
+        .collect();
     let node_drops: serde_json::Map<String, serde_json::Value> = NodeDrop::ALL
         .iter()
         .zip(s.node_drops)
@@ -165,6 +204,7 @@ pub fn status_json(
         "synced": synced,
         "revision": revision,
         "gateways": gateways,
+        "load_balancers": load_balancers,
         "neighbors": s.neighbors,
         "io": {
             "geneve_rx": io.geneve_rx,

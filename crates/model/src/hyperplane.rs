@@ -203,7 +203,8 @@ pub struct LbTargetGroup {
 /// A network load balancer a node serves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LbAssignment {
-    /// The 16 hex digits that end its ARN: what a node reports it serves.
+    /// The 16 hex digits that end its ARN (a node reports `elb-` and this
+    /// as what it serves).
     pub id: String,
     pub arn: String,
     pub name: String,

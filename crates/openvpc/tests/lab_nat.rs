@@ -21,44 +21,18 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use common::lab::{
-    AclRule, ECHO_PORT, Instance, Lab, OPENVPC, STREAM_CLIENT, STREAM_SERVER, eventually, exec,
-    signal,
+    AclRule, Clients, ECHO_PORT, Instance, Lab, STREAM_CLIENT, STREAM_SERVER, UDP_CLIENT, UDP_ECHO,
+    eventually, exec, signal,
 };
 
-/// The outside's UDP echo: it answers each datagram with the address and
-/// port it came from (`IP PORT`).
+/// The port of the outside's UDP echo ([`UDP_ECHO`]).
 const UDP_PORT: u16 = 8001;
-const UDP_ECHO: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], int(sys.argv[2])))
-while True:
-    data, peer = s.recvfrom(2048)
-    s.sendto(('%s %d' % peer).encode(), peer)
-"#;
-
-/// The UDP client in an instance: sends to `IP PORT` until an answer
-/// comes (5 tries, 1 s each) and prints it; exits 1 without one.
-const UDP_CLIENT: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(1)
-for _ in range(5):
-    s.sendto(b'ping', (sys.argv[1], int(sys.argv[2])))
-    try:
-        print(s.recvfrom(2048)[0].decode())
-        sys.exit(0)
-    except socket.timeout:
-        pass
-sys.exit(1)
-"#;
 
 /// The outside's holding server (`IP PORT LOG`): appends each
 /// connection's source `IP PORT` to LOG, sends it as the first line, and
@@ -314,73 +288,6 @@ fn logged_peers(log: &std::path::Path) -> Vec<(String, u16)> {
             Some((ip.to_owned(), port.parse().ok()?))
         })
         .collect()
-}
-
-/// Python clients running in instances, stdin and stdout piped; killed
-/// when dropped.
-struct Clients(Vec<(Child, Lines<BufReader<ChildStdout>>)>);
-
-impl Clients {
-    /// `python3 -c SCRIPT ARGS` in each instance.
-    fn start(instances: &[&Instance], script: &str, args: &[&str]) -> Clients {
-        Clients(
-            instances
-                .iter()
-                .map(|inst| {
-                    let mut child = Command::new(OPENVPC)
-                        .args(["exec", &inst.id, "--", "python3", "-c", script])
-                        .args(args)
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::piped())
-                        .stderr(Stdio::inherit())
-                        .spawn()
-                        .unwrap();
-                    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-                    (child, lines)
-                })
-                .collect(),
-        )
-    }
-
-    /// Each client's lines up to `until` (not included); panics if a
-    /// client ends before printing it.
-    fn read_until(&mut self, until: &str) -> Vec<Vec<String>> {
-        self.0
-            .iter_mut()
-            .map(|(_, lines)| {
-                let mut before = Vec::new();
-                for line in lines.map_while(Result::ok) {
-                    if line == until {
-                        return before;
-                    }
-                    before.push(line);
-                }
-                panic!("a client ended before printing {until:?}: {before:?}")
-            })
-            .collect()
-    }
-
-    /// Each client's next line, parsed.
-    fn next_json(&mut self) -> Vec<Value> {
-        self.0
-            .iter_mut()
-            .map(|(_, lines)| {
-                let line = lines.next().and_then(Result::ok).unwrap_or_default();
-                serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("a client's report {line:?}: {e}"))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Clients {
-    fn drop(&mut self) {
-        for (child, _) in &mut self.0 {
-            drop(child.stdin.take());
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// The NAT gateway's entry in `lab status --json` (`null` while no live

@@ -98,6 +98,9 @@ pub struct BalancerStats {
     pub vni: u32,
     pub place: u8,
     pub nodes: u8,
+    /// The places whose flows this node serves (its own, and dead ones it
+    /// took over).
+    pub serves: Vec<u8>,
     pub counters: NlbCounters,
     /// `ActiveFlowCount` on this node.
     pub active: u32,
@@ -160,8 +163,13 @@ fn health_of(
     unix_ms: u64,
 ) -> Health {
     if let Some(until_ms) = t.draining_until_ms {
-        let left = until_ms.saturating_sub(unix_ms) / 1000;
-        return Health::Draining { until: now + left };
+        // Rounded up, and a second more for this clock's own rounding
+        // (whole seconds): a flow may outlive its delay by a moment, never
+        // end before it.
+        let left = until_ms.saturating_sub(unix_ms).div_ceil(1000);
+        return Health::Draining {
+            until: now + left + 1,
+        };
     }
     if t.invalid_state {
         return Health::Unused;
@@ -866,6 +874,9 @@ impl Serve {
                 vni: b.assignment.vni,
                 place: b.place,
                 nodes: b.alive.len() as u8,
+                serves: (0..b.alive.len() as u8)
+                    .filter(|q| b.nlb.serves_place(*q))
+                    .collect(),
                 counters: *b.nlb.counters(),
                 active: b.nlb.active_flows(),
                 replicas: b.nlb.replicas(),

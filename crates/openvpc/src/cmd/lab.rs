@@ -225,6 +225,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     let nat_gateways = nat_shards(&hyperplane, &state.processes, now);
+    let load_balancers = lb_shards(&hyperplane, &state.processes, now);
     let sessions = plan.outside.as_ref().map(|_| bgp_sessions(dir));
     if json {
         let sessions = sessions.map(|s| match s {
@@ -237,6 +238,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             "edges": edges,
             "hyperplane": hyperplane,
             "nat_gateways": nat_gateways,
+            "load_balancers": load_balancers,
             "outside_router": sessions,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -368,6 +370,35 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(lbs) = load_balancers.as_object().filter(|l| !l.is_empty()) {
+        println!(
+            "\n{:<18} {:<24} {:>7} {:>9} {:>12} {:>8} {:>8}",
+            "load balancer",
+            "shard (place:node)",
+            "active",
+            "new flows",
+            "bytes",
+            "resets",
+            "dropped"
+        );
+        for (id, l) in lbs {
+            let shard: Vec<String> = l["nodes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| format!("{}:{}", m["place"], m["node"].as_str().unwrap_or("?")))
+                .collect();
+            println!(
+                "{id:<18} {:<24} {:>7} {:>9} {:>12} {:>8} {:>8}",
+                shard.join(" "),
+                n(l, &["active_flow_count"]),
+                n(l, &["new_flow_count"]),
+                n(l, &["processed_bytes"]),
+                n(l, &["tcp_target_reset_count"]),
+                n(l, &["packets_drop_count"]),
+            );
+        }
+    }
     println!("\nprocesses:");
     for p in &processes {
         println!(
@@ -395,7 +426,6 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A counter at `path` in a status file, 0 when absent.
 /// Each NAT gateway the live hyperplane nodes serve: its shard's nodes
 /// (place, node, pid) and AWS's metrics summed over them.
 fn nat_shards(
@@ -411,6 +441,51 @@ fn nat_shards(
         "idle_timeout_count",
         "packets_drop_count",
     ];
+    shards_of(
+        hyperplane,
+        processes,
+        now,
+        "gateways",
+        "nat_gateway_id",
+        &SUMMED,
+    )
+}
+
+/// Each load balancer the live hyperplane nodes serve: its shard's nodes
+/// and AWS's NLB metrics summed over them.
+fn lb_shards(
+    hyperplane: &serde_json::Map<String, serde_json::Value>,
+    processes: &[openvpc_lab::LabProcess],
+    now: u64,
+) -> serde_json::Value {
+    const SUMMED: [&str; 5] = [
+        "active_flow_count",
+        "new_flow_count",
+        "processed_bytes",
+        "tcp_target_reset_count",
+        "packets_drop_count",
+    ];
+    shards_of(
+        hyperplane,
+        processes,
+        now,
+        "load_balancers",
+        "load_balancer_id",
+        &SUMMED,
+    )
+}
+
+/// The entries of list `list` in the live nodes' status files, by `id_key`:
+/// the nodes that serve each (place, node, pid, places served) and the
+/// `summed` counters added up.
+fn shards_of(
+    hyperplane: &serde_json::Map<String, serde_json::Value>,
+    processes: &[openvpc_lab::LabProcess],
+    now: u64,
+    list: &str,
+    id_key: &str,
+    summed: &[&str],
+) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (node, v) in hyperplane {
         let pid = processes.iter().find(|p| &p.part == node).map(|p| p.pid);
@@ -420,15 +495,15 @@ fn nat_shards(
         {
             continue;
         }
-        for g in v["gateways"].as_array().into_iter().flatten() {
-            let Some(id) = g["nat_gateway_id"].as_str() else {
+        for g in v[list].as_array().into_iter().flatten() {
+            let Some(id) = g[id_key].as_str() else {
                 continue;
             };
             let entry = out.entry(id.to_owned()).or_insert_with(|| {
                 let mut e = serde_json::Map::new();
                 e.insert("nodes".into(), serde_json::json!([]));
-                for k in SUMMED {
-                    e.insert(k.into(), 0.into());
+                for k in summed {
+                    e.insert((*k).into(), 0.into());
                 }
                 serde_json::Value::Object(e)
             });
@@ -440,14 +515,15 @@ fn nat_shards(
                     "serves_places": g["serves_places"],
                 }));
             }
-            for k in SUMMED {
-                entry[k] = (n(entry, &[k]) + n(g, &[k])).into();
+            for k in summed {
+                entry[*k] = (n(entry, &[k]) + n(g, &[k])).into();
             }
         }
     }
     serde_json::Value::Object(out)
 }
 
+/// A counter at `path` in a status file, 0 when absent.
 fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter()
         .try_fold(v, |v, k| v.get(k))

@@ -8,8 +8,9 @@
 //! scripts/test's venv and BIRD; without them [`Lab::up`] says why and
 //! the test skips (CI runs them as root with every tool).
 
+use std::io::{BufRead, BufReader, Lines};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -123,6 +124,18 @@ impl Lab {
     /// Runs `aws ec2 ARGS --output json`: the answer, or the CLI's message.
     pub fn try_ec2(&self, args: &[&str]) -> Result<Value, String> {
         ec2_with(&self.env, args)
+    }
+
+    /// Runs `aws elbv2 ARGS --output json`; panics with the CLI's message
+    /// on failure.
+    pub fn elbv2(&self, args: &[&str]) -> Value {
+        aws_with(&self.env, "elbv2", args)
+            .unwrap_or_else(|e| panic!("aws elbv2 {}: {e}", args.join(" ")))
+    }
+
+    /// Runs `aws elbv2 ARGS --output json`: the answer, or the CLI's message.
+    pub fn try_elbv2(&self, args: &[&str]) -> Result<Value, String> {
+        aws_with(&self.env, "elbv2", args)
     }
 
     /// Runs `aws ec2 ARGS --output json`; panics with the CLI's message on failure.
@@ -772,8 +785,14 @@ while True:
 /// Runs `aws ec2 ARGS --output json` with `env` (endpoint, credentials,
 /// region): the answer (`null` for none), or the CLI's message.
 pub fn ec2_with(env: &[(String, String)], args: &[&str]) -> Result<Value, String> {
+    aws_with(env, "ec2", args)
+}
+
+/// Runs `aws SERVICE ARGS --output json` with `env`: the answer (`null`
+/// for none), or the CLI's message.
+pub fn aws_with(env: &[(String, String)], service: &str, args: &[&str]) -> Result<Value, String> {
     let out = Command::new(std::env::var_os("OPENVPC_AWS_CLI").unwrap())
-        .arg("ec2")
+        .arg(service)
         .args(args)
         .args(["--output", "json"])
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -857,4 +876,98 @@ pub fn decode(pcap: &Path, filter: &str, fields: &[&str]) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
+}
+
+/// The UDP echo (`IP PORT`): it answers each datagram with the address and
+/// port it came from (`IP PORT`).
+pub const UDP_ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(('%s %d' % peer).encode(), peer)
+"#;
+
+/// The UDP client in an instance: sends to `IP PORT` until an answer
+/// comes (5 tries, 1 s each) and prints it; exits 1 without one.
+pub const UDP_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+for _ in range(5):
+    s.sendto(b'ping', (sys.argv[1], int(sys.argv[2])))
+    try:
+        print(s.recvfrom(2048)[0].decode())
+        sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+"#;
+
+/// Python clients running in instances, stdin and stdout piped; killed
+/// when dropped.
+pub struct Clients(Vec<(Child, Lines<BufReader<ChildStdout>>)>);
+
+impl Clients {
+    /// `python3 -c SCRIPT ARGS` in each instance.
+    pub fn start(instances: &[&Instance], script: &str, args: &[&str]) -> Clients {
+        Clients(
+            instances
+                .iter()
+                .map(|inst| {
+                    let mut child = Command::new(OPENVPC)
+                        .args(["exec", &inst.id, "--", "python3", "-c", script])
+                        .args(args)
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::piped())
+                        .stderr(Stdio::inherit())
+                        .spawn()
+                        .unwrap();
+                    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                    (child, lines)
+                })
+                .collect(),
+        )
+    }
+
+    /// Each client's lines up to `until` (not included); panics if a
+    /// client ends before printing it.
+    pub fn read_until(&mut self, until: &str) -> Vec<Vec<String>> {
+        self.0
+            .iter_mut()
+            .map(|(_, lines)| {
+                let mut before = Vec::new();
+                for line in lines.map_while(Result::ok) {
+                    if line == until {
+                        return before;
+                    }
+                    before.push(line);
+                }
+                panic!("a client ended before printing {until:?}: {before:?}")
+            })
+            .collect()
+    }
+
+    /// Each client's next line, parsed.
+    pub fn next_json(&mut self) -> Vec<Value> {
+        self.0
+            .iter_mut()
+            .map(|(_, lines)| {
+                let line = lines.next().and_then(Result::ok).unwrap_or_default();
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("a client's report {line:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.0 {
+            drop(child.stdin.take());
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
