@@ -113,6 +113,12 @@ pub struct Figures {
     pub tcp_nat_gbps: Option<f64>,
     pub tcp_nat_retransmits: Option<u64>,
     pub tcp_from_nat_gbps: Option<f64>,
+    /// TCP request/response from vm1 to vm2 through an internal network
+    /// load balancer (a hyperplane node each way), to set against the
+    /// direct `rr_*` figures of the same run.
+    pub nlb_rr_p50_us: Option<f64>,
+    pub nlb_rr_p99_us: Option<f64>,
+    pub nlb_rr_tps: Option<f64>,
 }
 
 /// The figures compared with the baseline: (key, label, unit, higher is better).
@@ -148,6 +154,9 @@ impl Figures {
             "tcp_nat_gbps" => self.tcp_nat_gbps,
             "tcp_nat_retransmits" => self.tcp_nat_retransmits.map(|v| v as f64),
             "tcp_from_nat_gbps" => self.tcp_from_nat_gbps,
+            "nlb_rr_p50_us" => self.nlb_rr_p50_us,
+            "nlb_rr_p99_us" => self.nlb_rr_p99_us,
+            "nlb_rr_tps" => self.nlb_rr_tps,
             _ => None,
         }
     }
@@ -241,6 +250,15 @@ pub fn run(
     progress(&format!("vm1's Elastic IP: {public}"));
     let figures =
         measure(cfg, &mut guard, &vm1, &vm2, interrupted, &mut progress).and_then(|mut f| {
+            let sp = through_nlb(
+                cfg,
+                &mut guard,
+                &client,
+                (&vm1, &vm2),
+                interrupted,
+                &mut progress,
+            )?;
+            (f.nlb_rr_p50_us, f.nlb_rr_p99_us, f.nlb_rr_tps) = (sp.p50, sp.p99, sp.tps);
             if let Some(outside) = &outside {
                 (
                     f.tcp_outside_gbps,
@@ -597,59 +615,9 @@ fn measure(
 
     // 1. TCP request/response.
     progress(&format!("sockperf ping-pong --tcp -m 64, {secs} s"));
-    let srv = spawn_server(
-        guard,
-        vm2,
-        &pinned(
-            cfg,
-            1,
-            &[
-                "sockperf",
-                "server",
-                "--tcp",
-                "--uc-reuseaddr",
-                "-i",
-                &vm2.ip,
-                "-p",
-                &port,
-            ],
-        ),
-    )?;
-    wait_listen(vm2, PORT)?;
-    let out = output(in_instance(
-        vm1,
-        &strs(
-            &[
-                vec!["timeout".to_owned(), limit.clone()],
-                pinned(
-                    cfg,
-                    0,
-                    &[
-                        "sockperf",
-                        "ping-pong",
-                        "--tcp",
-                        "-i",
-                        &vm2.ip,
-                        "-p",
-                        &port,
-                        "-m",
-                        "64",
-                        "-t",
-                        &secs,
-                        "--full-rtt",
-                    ],
-                ),
-            ]
-            .concat(),
-        ),
-    ))?;
+    let srv = sockperf_server(cfg, guard, vm2)?;
+    let sp = sockperf_ping_pong(cfg, vm1, &vm2.ip)?;
     stop_server(guard, srv);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sp = parse_sockperf(&text);
     (f.rr_avg_us, f.rr_p50_us, f.rr_p99_us, f.rr_tps) = (sp.avg, sp.p50, sp.p99, sp.tps);
     check(interrupted)?;
 
@@ -711,6 +679,202 @@ fn measure(
     }
     f.udp64_loss_pct = num("/end/sum/lost_percent").map(|l| (l * 100.0).round() / 100.0);
     Ok(f)
+}
+
+/// sockperf's TCP server in `vm` on [`PORT`], listening.
+fn sockperf_server(
+    cfg: &BenchConfig,
+    guard: &mut LabGuard,
+    vm: &Instance,
+) -> Result<usize, BenchError> {
+    let port = PORT.to_string();
+    let srv = spawn_server(
+        guard,
+        vm,
+        &pinned(
+            cfg,
+            1,
+            &[
+                "sockperf",
+                "server",
+                "--tcp",
+                "--uc-reuseaddr",
+                "-i",
+                &vm.ip,
+                "-p",
+                &port,
+            ],
+        ),
+    )?;
+    wait_listen(vm, PORT)?;
+    Ok(srv)
+}
+
+/// sockperf ping-pong (TCP, 64 B) from `vm` to `to`:[`PORT`].
+fn sockperf_ping_pong(cfg: &BenchConfig, vm: &Instance, to: &str) -> Result<Sockperf, BenchError> {
+    let (secs, port) = (cfg.secs.max(1).to_string(), PORT.to_string());
+    let limit = (cfg.secs + 30).to_string();
+    let out = output(in_instance(
+        vm,
+        &strs(
+            &[
+                vec!["timeout".to_owned(), limit],
+                pinned(
+                    cfg,
+                    0,
+                    &[
+                        "sockperf",
+                        "ping-pong",
+                        "--tcp",
+                        "-i",
+                        to,
+                        "-p",
+                        &port,
+                        "-m",
+                        "64",
+                        "-t",
+                        &secs,
+                        "--full-rtt",
+                    ],
+                ),
+            ]
+            .concat(),
+        ),
+    ))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(parse_sockperf(&text))
+}
+
+fn elbv2(client: &Client, action: &str, params: &[(&str, &str)]) -> Result<String, BenchError> {
+    client
+        .call_service("elasticloadbalancing", "2015-12-01", action, params)
+        .map_err(|e| BenchError::Api {
+            action: action.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+fn elbv2_field(
+    client: &Client,
+    action: &str,
+    params: &[(&str, &str)],
+    field: &str,
+) -> Result<String, BenchError> {
+    let body = elbv2(client, action, params)?;
+    xml_field(&body, field).ok_or_else(|| BenchError::Api {
+        action: action.to_owned(),
+        message: format!("no <{field}> in the answer: {body}"),
+    })
+}
+
+/// Waits up to 60 s for `ready` to hold, polling every 250 ms.
+fn wait_for(
+    what: &str,
+    interrupted: &AtomicBool,
+    mut ready: impl FnMut() -> Result<bool, BenchError>,
+) -> Result<(), BenchError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ready()? {
+        check(interrupted)?;
+        if std::time::Instant::now() > deadline {
+            return Err(BenchError::Setup(format!("{what} after 60 s")));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
+
+/// TCP request/response through an internal network load balancer: vm2
+/// (its sockperf server) the only target of a TCP listener on [`PORT`],
+/// the load balancer's address in vm2's subnet; sockperf from vm1 to that
+/// address. The listener waits for vm2 to be healthy.
+fn through_nlb(
+    cfg: &BenchConfig,
+    guard: &mut LabGuard,
+    client: &Client,
+    (vm1, vm2): (&Instance, &Instance),
+    interrupted: &AtomicBool,
+    progress: &mut impl FnMut(&str),
+) -> Result<Sockperf, BenchError> {
+    let vpc = vpc_of(client)?;
+    let subnet = call_field(
+        client,
+        "DescribeSubnets",
+        &[
+            ("Filter.1.Name", "cidr-block"),
+            ("Filter.1.Value.1", "10.0.2.0/24"),
+        ],
+        "subnetId",
+    )?;
+    let port = PORT.to_string();
+    let tg = elbv2_field(
+        client,
+        "CreateTargetGroup",
+        &[
+            ("Name", "bench"),
+            ("Protocol", "TCP"),
+            ("Port", &port),
+            ("VpcId", &vpc),
+            ("TargetType", "instance"),
+            ("HealthCheckIntervalSeconds", "5"),
+            ("HealthCheckTimeoutSeconds", "2"),
+            ("HealthyThresholdCount", "2"),
+        ],
+        "TargetGroupArn",
+    )?;
+    elbv2(
+        client,
+        "RegisterTargets",
+        &[("TargetGroupArn", &tg), ("Targets.member.1.Id", &vm2.id)],
+    )?;
+    let lb = elbv2_field(
+        client,
+        "CreateLoadBalancer",
+        &[
+            ("Name", "bench"),
+            ("Type", "network"),
+            ("Scheme", "internal"),
+            ("Subnets.member.1", &subnet),
+        ],
+        "LoadBalancerArn",
+    )?;
+    elbv2(
+        client,
+        "CreateListener",
+        &[
+            ("LoadBalancerArn", &lb),
+            ("Protocol", "TCP"),
+            ("Port", &port),
+            ("DefaultActions.member.1.Type", "forward"),
+            ("DefaultActions.member.1.TargetGroupArn", &tg),
+        ],
+    )?;
+    let srv = sockperf_server(cfg, guard, vm2)?;
+    let mut front = String::new();
+    wait_for("the load balancer is not active", interrupted, || {
+        let body = elbv2(
+            client,
+            "DescribeLoadBalancers",
+            &[("LoadBalancerArns.member.1", &lb)],
+        )?;
+        front = xml_field(&body, "PrivateIPv4Address").unwrap_or_default();
+        Ok(xml_field(&body, "Code").as_deref() == Some("active") && !front.is_empty())
+    })?;
+    wait_for("vm2 is not a healthy target", interrupted, || {
+        let body = elbv2(client, "DescribeTargetHealth", &[("TargetGroupArn", &tg)])?;
+        Ok(xml_field(&body, "State").as_deref() == Some("healthy"))
+    })?;
+    progress(&format!(
+        "sockperf ping-pong --tcp -m 64 through the load balancer ({front}), {} s",
+        cfg.secs.max(1)
+    ));
+    let sp = sockperf_ping_pong(cfg, vm1, &front);
+    stop_server(guard, srv);
+    sp
 }
 
 /// The VPC of the bench's subnets (the region may hold a default VPC too).
@@ -886,6 +1050,26 @@ fn outside_lines(ours: &Figures) -> String {
         "TCP outside -> vm2 (NAT)",
         fmt(ours.tcp_from_nat_gbps),
         ratio(ours.tcp_from_nat_gbps),
+    )
+}
+
+/// The load balancer's request/response figures, with what it adds to the
+/// same run's direct figures.
+fn nlb_lines(ours: &Figures) -> String {
+    let added = |via: Option<f64>, direct: Option<f64>| match (via, direct) {
+        (Some(a), Some(b)) => format!("+{:.1} us over direct", a - b),
+        _ => "-".into(),
+    };
+    format!(
+        "{:<26} {:>12} us  ({})\n{:<26} {:>12} us  ({})\n{:<26} {:>12} trans/s\n",
+        "TCP_RR RTT p50 via NLB",
+        fmt(ours.nlb_rr_p50_us),
+        added(ours.nlb_rr_p50_us, ours.rr_p50_us),
+        "TCP_RR RTT p99 via NLB",
+        fmt(ours.nlb_rr_p99_us),
+        added(ours.nlb_rr_p99_us, ours.rr_p99_us),
+        "TCP_RR via NLB",
+        fmt(ours.nlb_rr_tps),
     )
 }
 
@@ -1081,6 +1265,7 @@ pub fn compare_table(ours: &Figures, baseline: &Baseline) -> String {
         ));
     }
     s.push_str(&outside_lines(ours));
+    s.push_str(&nlb_lines(ours));
     s
 }
 
@@ -1096,6 +1281,7 @@ pub fn table(ours: &Figures) -> String {
         ours.sg_drops_tcp5202.map_or("-".into(), |b| b.to_string())
     ));
     s.push_str(&outside_lines(ours));
+    s.push_str(&nlb_lines(ours));
     s
 }
 

@@ -11,6 +11,7 @@ use openvpc_control::ApiError;
 use openvpc_control::actions::Ctx;
 use openvpc_control::elbv2;
 use openvpc_control::query::Params;
+use openvpc_control::store::Store;
 
 fn elb(env: &Env, body: &str) -> Result<String, ApiError> {
     let ctx = Ctx {
@@ -112,7 +113,8 @@ fn listener(env: &Env, lb: &str, port: u16, tg: &str) -> Result<String, ApiError
 #[test]
 fn create_load_balancer_answers_arn_dns_and_provisioning() {
     // spec 9.1: DNS name `<name>-<id>.elb.<region>.amazonaws.com`; the
-    // Create answer shows provisioning, Describe shows active.
+    // Create answer shows provisioning, Describe shows the record's state
+    // (provisioning until a node of its shard serves it, issue 17).
     let env = Env::new();
     let a = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
     let xml = ok(
@@ -144,8 +146,33 @@ fn create_load_balancer_answers_arn_dns_and_provisioning() {
         &env,
         &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
     );
-    assert_eq!(first(&described, "Code"), "active");
+    assert_eq!(first(&described, "Code"), "provisioning");
     assert_eq!(first(&described, "Type"), "network");
+    // The fleet's lifecycle moves the state; Describe shows it, with its
+    // reason.
+    edit_record(&env.store, &env.a, "elb-lb", id, |v| {
+        v["state"] = serde_json::json!("failed");
+        v["state_reason"] = serde_json::json!("No hyperplane node serves the load balancer");
+    });
+    let described = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
+    );
+    assert_eq!(first(&described, "Code"), "failed");
+    assert_eq!(
+        first(&described, "Reason"),
+        "No hyperplane node serves the load balancer"
+    );
+    edit_record(&env.store, &env.a, "elb-lb", id, |v| {
+        v["state"] = serde_json::json!("active");
+        v["state_reason"] = serde_json::Value::Null;
+    });
+    let described = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
+    );
+    assert_eq!(first(&described, "Code"), "active");
+    assert!(!described.contains("<Reason>"));
 }
 
 #[test]
@@ -559,9 +586,9 @@ fn ip_targets_must_be_in_the_vpc_or_private_ranges() {
 }
 
 #[test]
-fn instance_targets_must_exist_and_go_unused_initial_healthy() {
-    // spec 9.4 target states: unused until a listener uses the group,
-    // initial for interval × healthy threshold, then healthy.
+fn instance_targets_go_unused_then_initial_then_what_the_probes_report() {
+    // spec 9.4 target states: unused until a listener uses the group, then
+    // initial until a node of the load balancer's shard reports its probes.
     let env = Env::new();
     let instance = first(
         &call(
@@ -604,12 +631,30 @@ fn instance_targets_must_exist_and_go_unused_initial_healthy() {
     assert_eq!(first(&health, "State"), "initial");
     assert_eq!(first(&health, "Reason"), "Elb.RegistrationInProgress");
     assert_eq!(first(&health, "HealthCheckPort"), "80");
-    // 150 s later (30 s × 5), the checks have passed.
+    // However long it waits: no probe has passed, so it is not healthy.
     let id = tg.rsplit('/').next().unwrap();
     edit_record(&env.store, &env.a, "elb-tg", id, |v| {
         v["in_use_since"] = serde_json::json!(1);
         v["targets"][0]["registered"] = serde_json::json!(1);
     });
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(first(&health, "State"), "initial");
+    // A node of the shard reports the probes' verdict.
+    let lb_id = lb.rsplit('/').next().unwrap();
+    hyperplane(&env, lb_id, &[("hp-1", vec![])]);
+    let health = ok(
+        &env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    assert_eq!(first(&health, "State"), "initial", "no report on it yet");
+    hyperplane(
+        &env,
+        lb_id,
+        &[("hp-1", vec![report(id, &instance, 80, "healthy", None)])],
+    );
     let health = ok(
         &env,
         &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
@@ -944,4 +989,531 @@ fn listener_attributes_of_unknown_listeners() {
         code(&env, "Action=DescribeListenerAttributes"),
         "MissingParameter"
     );
+}
+
+// ---------------------------------------------------------------- issue 17: fronts, state, draining, health
+
+/// What a hyperplane node reports of one target (`TargetHealthReport`).
+fn report(
+    group_id: &str,
+    target: &str,
+    port: u16,
+    state: &str,
+    reason: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "target_group_id": group_id,
+        "target_id": target,
+        "port": port,
+        "state": state,
+        "reason": reason,
+        "description": reason.map(|_| "Health checks failed"),
+    })
+}
+
+/// Live hyperplane nodes with their reports, and the load balancer `lb_id`'s
+/// shard of them in the order given, as the fleet stores them.
+fn hyperplane(env: &Env, lb_id: &str, nodes: &[(&str, Vec<serde_json::Value>)]) {
+    use openvpc_control::fleet::nodes::{Role, node_key};
+    use openvpc_control::fleet::shards::shard_key;
+    let places: Vec<&str> = nodes.iter().map(|(id, _)| *id).collect();
+    for (id, reports) in nodes {
+        let record = serde_json::json!({
+            "node_id": id,
+            "region": "us-east-1",
+            "underlay_ip": "192.0.2.1",
+            "registered_at": 0,
+            "expires_at_ms": u64::MAX,
+            "target_health": reports,
+        });
+        env.store
+            .put(
+                node_key(Role::Hyperplane, "us-east-1", id).as_bytes(),
+                &serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+    }
+    env.store
+        .put(
+            shard_key("us-east-1", &format!("elb-{lb_id}")).as_bytes(),
+            &serde_json::to_vec(&serde_json::json!({ "nodes": places })).unwrap(),
+        )
+        .unwrap();
+}
+
+fn ec2(env: &Env, body: &str) -> String {
+    call(&env.store, &env.a, body).unwrap()
+}
+
+#[test]
+fn each_zone_gets_a_requester_managed_eni_described_elb_net_name_id() {
+    // spec 9.1: one node per enabled AZ, each with one ENI and a static IP;
+    // issue 17: an internal NLB's ENI in each subnet, `ELB net/<name>/<id>`,
+    // with the private address asked for or the subnet's next free one.
+    let env = Env::new();
+    let a = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
+    let b = subnet_in(&env, "10.0.3.0/24", "us-east-1b");
+    let xml = ok(
+        &env,
+        &format!(
+            "Action=CreateLoadBalancer&Name=web&Type=network&Scheme=internal&SubnetMappings.member.1.SubnetId={a}&SubnetMappings.member.1.PrivateIPv4Address=10.0.2.50&SubnetMappings.member.2.SubnetId={b}"
+        ),
+    );
+    let arn = first(&xml, "LoadBalancerArn");
+    let id = arn.rsplit('/').next().unwrap();
+    let described = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
+    );
+    let addresses = all(&described, "PrivateIPv4Address");
+    assert_eq!(addresses.len(), 2, "{described}");
+    assert_eq!(addresses[0], "10.0.2.50");
+    assert!(addresses[1].starts_with("10.0.3."), "{addresses:?}");
+    // An internal NLB has no public address.
+    assert!(!described.contains("<IpAddress>"));
+    let enis = ec2(
+        &env,
+        &format!(
+            "Action=DescribeNetworkInterfaces&Filter.1.Name=description&Filter.1.Value.1=ELB%20net/web/{id}"
+        ),
+    );
+    assert_eq!(all(&enis, "networkInterfaceId").len(), 2, "{enis}");
+    assert_eq!(all(&enis, "interfaceType"), ["network_load_balancer"; 2]);
+    assert_eq!(all(&enis, "requesterManaged"), ["true"; 2]);
+    assert_eq!(all(&enis, "requesterId"), ["amazon-elb"; 2]);
+    // The interface's status, then its attachment's.
+    assert_eq!(
+        all(&enis, "status"),
+        ["in-use", "attached", "in-use", "attached"]
+    );
+    let mut ips = all(&enis, "privateIpAddress");
+    ips.dedup();
+    assert!(ips.contains(&"10.0.2.50".to_owned()), "{ips:?}");
+    // AWS: the ENI is in use by the load balancer; only deleting the load
+    // balancer deletes it (InvalidParameterValue, "... is currently in use").
+    let eni = first(&enis, "networkInterfaceId");
+    assert_eq!(
+        common::code(
+            &env.store,
+            &env.a,
+            &format!("Action=DeleteNetworkInterface&NetworkInterfaceId={eni}")
+        ),
+        "InvalidParameterValue"
+    );
+    // ... nor detached: its attachment is the service's (AWS:
+    // OperationNotPermitted, "You are not allowed to manage 'ela-attach'
+    // attachments.").
+    let attachment = first(&enis, "attachmentId");
+    assert!(attachment.starts_with("ela-attach-"), "{attachment}");
+    assert_eq!(first(&enis, "instanceOwnerId"), "amazon-aws");
+    assert_eq!(
+        common::code(
+            &env.store,
+            &env.a,
+            &format!("Action=DetachNetworkInterface&AttachmentId={attachment}")
+        ),
+        "OperationNotPermitted"
+    );
+    // Its address is taken in the subnet.
+    let taken = common::code(
+        &env.store,
+        &env.a,
+        &format!("Action=CreateNetworkInterface&SubnetId={a}&PrivateIpAddress=10.0.2.50"),
+    );
+    assert_ne!(taken, "", "the NLB's address is not free");
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={arn}"),
+    );
+    let enis = ec2(
+        &env,
+        "Action=DescribeNetworkInterfaces&Filter.1.Name=requester-managed&Filter.1.Value.1=true",
+    );
+    assert!(all(&enis, "networkInterfaceId").is_empty(), "{enis}");
+    // The address went back to the subnet.
+    ec2(
+        &env,
+        &format!("Action=CreateNetworkInterface&SubnetId={a}&PrivateIpAddress=10.0.2.50"),
+    );
+}
+
+#[test]
+fn internet_facing_zones_get_their_elastic_ip_or_a_pool_address() {
+    // spec 9.1: internet-facing NLBs may take one EIP per subnet; issue 17:
+    // a zone without one gets a public address from the region's pool.
+    let env = Env::new();
+    common::attached_igw(&env.store, &env.a, &env.vpc);
+    let a = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
+    let b = subnet_in(&env, "10.0.3.0/24", "us-east-1b");
+    let alloc = common::eip(&env.store, &env.a);
+    let eip_ip = first(
+        &ec2(
+            &env,
+            &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+        ),
+        "publicIp",
+    );
+    let arn = first(
+        &ok(
+            &env,
+            &format!(
+                "Action=CreateLoadBalancer&Name=web&Type=network&SubnetMappings.member.1.SubnetId={a}&SubnetMappings.member.1.AllocationId={alloc}&SubnetMappings.member.2.SubnetId={b}"
+            ),
+        ),
+        "LoadBalancerArn",
+    );
+    let described = ok(
+        &env,
+        &format!("Action=DescribeLoadBalancers&LoadBalancerArns.member.1={arn}"),
+    );
+    let public = all(&described, "IpAddress");
+    assert_eq!(public.len(), 2, "{described}");
+    assert_eq!(public[0], eip_ip);
+    assert_ne!(public[1], eip_ip);
+    assert_eq!(all(&described, "AllocationId"), [alloc.as_str()]);
+    assert_eq!(all(&described, "PrivateIPv4Address").len(), 2);
+    // The EIP is associated with the zone's ENI.
+    let address = ec2(
+        &env,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    );
+    let eni = first(&address, "networkInterfaceId");
+    let described_eni = ec2(
+        &env,
+        &format!("Action=DescribeNetworkInterfaces&NetworkInterfaceId.1={eni}"),
+    );
+    assert_eq!(first(&described_eni, "publicIp"), eip_ip);
+    assert_eq!(
+        first(&described_eni, "interfaceType"),
+        "network_load_balancer"
+    );
+    // A taken EIP cannot front a second load balancer.
+    let c = subnet_in(&env, "10.0.4.0/24", "us-east-1c");
+    let e = elb(
+        &env,
+        &format!(
+            "Action=CreateLoadBalancer&Name=other&Type=network&SubnetMappings.member.1.SubnetId={c}&SubnetMappings.member.1.AllocationId={alloc}"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidConfigurationRequest");
+    ok(
+        &env,
+        &format!("Action=DeleteLoadBalancer&LoadBalancerArn={arn}"),
+    );
+    // The EIP stays allocated, disassociated.
+    let address = ec2(
+        &env,
+        &format!("Action=DescribeAddresses&AllocationId.1={alloc}"),
+    );
+    assert!(!address.contains("<networkInterfaceId>"), "{address}");
+}
+
+#[test]
+fn a_failed_create_stores_no_load_balancer_and_no_eni() {
+    // Never a half-made resource: the second zone's address is outside its
+    // subnet, so the first zone's ENI is not kept either.
+    let env = Env::new();
+    let a = subnet_in(&env, "10.0.2.0/24", "us-east-1a");
+    let b = subnet_in(&env, "10.0.3.0/24", "us-east-1b");
+    let e = elb(
+        &env,
+        &format!(
+            "Action=CreateLoadBalancer&Name=web&Type=network&Scheme=internal&SubnetMappings.member.1.SubnetId={a}&SubnetMappings.member.2.SubnetId={b}&SubnetMappings.member.2.PrivateIPv4Address=10.0.9.9"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidConfigurationRequest", "{e}");
+    let enis = ec2(&env, "Action=DescribeNetworkInterfaces");
+    assert!(all(&enis, "networkInterfaceId").is_empty(), "{enis}");
+    assert!(all(&ok(&env, "Action=DescribeLoadBalancers"), "LoadBalancerArn").is_empty());
+    // A chosen private address is for internal load balancers only.
+    let e = elb(
+        &env,
+        &format!(
+            "Action=CreateLoadBalancer&Name=web&Type=network&SubnetMappings.member.1.SubnetId={a}&SubnetMappings.member.1.PrivateIPv4Address=10.0.2.9"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "InvalidConfigurationRequest");
+}
+
+#[test]
+fn tls_listeners_are_refused_as_unsupported_until_certificates_exist() {
+    // issue 17: TLS needs certificates; AWS's error for a protocol the load
+    // balancer does not support is UnsupportedProtocol.
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "tg", "");
+    let e = elb(
+        &env,
+        &format!(
+            "Action=CreateListener&LoadBalancerArn={lb}&Protocol=TLS&Port=443&Certificates.member.1.CertificateArn=arn:aws:acm:us-east-1:111111111111:certificate/x&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={tg}"
+        ),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, "UnsupportedProtocol");
+    assert!(e.message.contains("certificate"), "{e}");
+    let l = first(&listener(&env, &lb, 443, &tg).unwrap(), "ListenerArn");
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=ModifyListener&ListenerArn={l}&Protocol=TLS")
+        ),
+        "UnsupportedProtocol"
+    );
+    // The listener is unchanged.
+    let described = ok(
+        &env,
+        &format!("Action=DescribeListeners&ListenerArns.member.1={l}"),
+    );
+    assert_eq!(first(&described, "Protocol"), "TCP");
+}
+
+#[test]
+fn bad_targets_and_ports_get_elbv2_errors() {
+    // issue 17, bad input: targets outside the VPC or terminated are
+    // InvalidTarget; ports outside 1-65535 are ValidationError.
+    let env = Env::new();
+    let tg = target_group(&env, "tg", "");
+    let other_vpc = first(
+        &ec2(&env, "Action=CreateVpc&CidrBlock=10.9.0.0%2F16"),
+        "vpcId",
+    );
+    let other_subnet = common::subnet(&env.store, &env.a, &other_vpc, "10.9.1.0/24");
+    let run = |subnet: &str| {
+        first(
+            &ec2(
+                &env,
+                &format!(
+                    "Action=RunInstances&ImageId=ami-12c6146b&MinCount=1&MaxCount=1&SubnetId={subnet}"
+                ),
+            ),
+            "instanceId",
+        )
+    };
+    let outside = run(&other_subnet);
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id={outside}")
+        ),
+        "InvalidTarget"
+    );
+    let gone = run(&env.subnet);
+    ec2(
+        &env,
+        &format!("Action=TerminateInstances&InstanceId.1={gone}"),
+    );
+    edit_record(&env.store, &env.a, "i", &gone, |v| {
+        v["state"] = serde_json::json!("terminated");
+    });
+    assert_eq!(
+        code(
+            &env,
+            &format!("Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id={gone}")
+        ),
+        "InvalidTarget"
+    );
+    let inside = run(&env.subnet);
+    for port in ["0", "65536"] {
+        assert_eq!(
+            code(
+                &env,
+                &format!(
+                    "Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id={inside}&Targets.member.1.Port={port}"
+                )
+            ),
+            "ValidationError",
+            "port {port}"
+        );
+    }
+    let lb = nlb(&env, "web");
+    assert_eq!(
+        listener(&env, &lb, 0, &tg).unwrap_err().code,
+        "ValidationError"
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=CreateListener&LoadBalancerArn={lb}&Protocol=TCP&Port=65536&DefaultActions.member.1.Type=forward&DefaultActions.member.1.TargetGroupArn={tg}"
+            )
+        ),
+        "ValidationError"
+    );
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=CreateTargetGroup&Name=p&Protocol=TCP&Port=70000&VpcId={}",
+                env.vpc
+            )
+        ),
+        "ValidationError"
+    );
+    // An IP target outside the VPC's CIDRs and the private ranges.
+    let ip_tg = target_group(&env, "iptg", "&TargetType=ip");
+    assert_eq!(
+        code(
+            &env,
+            &format!(
+                "Action=RegisterTargets&TargetGroupArn={ip_tg}&Targets.member.1.Id=203.0.113.7"
+            )
+        ),
+        "InvalidTarget"
+    );
+}
+
+/// `(Id, State, Reason)` of each DescribeTargetHealth row.
+fn health_rows(env: &Env, tg: &str) -> Vec<(String, String, String)> {
+    let xml = ok(
+        env,
+        &format!("Action=DescribeTargetHealth&TargetGroupArn={tg}"),
+    );
+    xml.split("<member>")
+        .skip(1)
+        .map(|m| {
+            let reason = if m.contains("<Reason>") {
+                first(m, "Reason")
+            } else {
+                String::new()
+            };
+            (first(m, "Id"), first(m, "State"), reason)
+        })
+        .collect()
+}
+
+#[test]
+fn deregistered_targets_drain_for_the_delay_then_go() {
+    // spec 9.4: a deregistered target is `draining`
+    // (Target.DeregistrationInProgress) for the deregistration delay
+    // (default 300 s), then gone; registering it again makes it fresh.
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let tg = target_group(&env, "tg", "&TargetType=ip");
+    let tg_id = tg.rsplit('/').next().unwrap().to_owned();
+    listener(&env, &lb, 80, &tg).unwrap();
+    ok(
+        &env,
+        &format!(
+            "Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10&Targets.member.2.Id=10.0.1.11"
+        ),
+    );
+    ok(
+        &env,
+        &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10"),
+    );
+    let rows = health_rows(&env, &tg);
+    assert_eq!(
+        rows[0],
+        (
+            "10.0.1.10".to_owned(),
+            "draining".to_owned(),
+            "Target.DeregistrationInProgress".to_owned()
+        )
+    );
+    assert_eq!(rows[1].1, "initial");
+    // Registered again while draining: fresh.
+    ok(
+        &env,
+        &format!("Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10"),
+    );
+    assert_eq!(health_rows(&env, &tg)[0].1, "initial");
+    // Deregistered again; 299 s later it still drains, at 300 s it is gone.
+    ok(
+        &env,
+        &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10"),
+    );
+    let now = openvpc_model::time::now_secs();
+    edit_record(&env.store, &env.a, "elb-tg", &tg_id, |v| {
+        v["targets"][0]["deregistered_at"] = serde_json::json!(now - 299);
+    });
+    assert_eq!(health_rows(&env, &tg)[0].1, "draining");
+    edit_record(&env.store, &env.a, "elb-tg", &tg_id, |v| {
+        v["targets"][0]["deregistered_at"] = serde_json::json!(now - 300);
+    });
+    let rows = health_rows(&env, &tg);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, "10.0.1.11");
+    // The delay is the group's attribute: 0 removes at once.
+    ok(
+        &env,
+        &format!(
+            "Action=ModifyTargetGroupAttributes&TargetGroupArn={tg}&Attributes.member.1.Key=deregistration_delay.timeout_seconds&Attributes.member.1.Value=0"
+        ),
+    );
+    ok(
+        &env,
+        &format!("Action=DeregisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.11"),
+    );
+    assert!(health_rows(&env, &tg).is_empty());
+}
+
+#[test]
+fn target_health_comes_from_the_first_live_shard_node_that_reports_it() {
+    // spec 9.4 / issue 17: the states and reason codes of the probes, as
+    // the load balancer's shard's nodes report them; none yet is initial.
+    let env = Env::new();
+    let lb = nlb(&env, "web");
+    let lb_id = lb.rsplit('/').next().unwrap();
+    let tg = target_group(&env, "tg", "&TargetType=ip");
+    let tg_id = tg.rsplit('/').next().unwrap();
+    listener(&env, &lb, 80, &tg).unwrap();
+    ok(
+        &env,
+        &format!(
+            "Action=RegisterTargets&TargetGroupArn={tg}&Targets.member.1.Id=10.0.1.10&Targets.member.2.Id=10.0.1.11&Targets.member.3.Id=10.0.1.12"
+        ),
+    );
+    hyperplane(
+        &env,
+        lb_id,
+        &[
+            (
+                "hp-2",
+                vec![report(
+                    tg_id,
+                    "10.0.1.10",
+                    80,
+                    "unhealthy",
+                    Some("Target.FailedHealthChecks"),
+                )],
+            ),
+            (
+                "hp-1",
+                vec![
+                    report(tg_id, "10.0.1.10", 80, "healthy", None),
+                    report(tg_id, "10.0.1.11", 80, "unhealthy", Some("Target.Timeout")),
+                ],
+            ),
+        ],
+    );
+    let rows = health_rows(&env, &tg);
+    assert_eq!(
+        rows,
+        [
+            (
+                "10.0.1.10".to_owned(),
+                "unhealthy".to_owned(),
+                "Target.FailedHealthChecks".to_owned()
+            ),
+            (
+                "10.0.1.11".to_owned(),
+                "unhealthy".to_owned(),
+                "Target.Timeout".to_owned()
+            ),
+            (
+                "10.0.1.12".to_owned(),
+                "initial".to_owned(),
+                "Elb.RegistrationInProgress".to_owned()
+            ),
+        ]
+    );
+    // Health checks turned off: the control plane's own verdict wins.
+    ok(
+        &env,
+        &format!("Action=ModifyTargetGroup&TargetGroupArn={tg}&HealthCheckEnabled=false"),
+    );
+    assert_eq!(health_rows(&env, &tg)[0].2, "Target.HealthCheckDisabled");
 }

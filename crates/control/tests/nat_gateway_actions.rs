@@ -165,7 +165,7 @@ fn create_public_gateway() {
             &a,
             &format!("Action=DeleteNetworkInterface&NetworkInterfaceId={eni}")
         ),
-        "OperationNotPermitted"
+        "InvalidParameterValue"
     );
 }
 

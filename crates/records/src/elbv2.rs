@@ -125,6 +125,13 @@ pub struct Listener {
 }
 
 impl LoadBalancer {
+    /// The name that stands for the load balancer where gateways are named:
+    /// its shard's key, a host route's target, a hyperplane node's report
+    /// that it serves it (`elb-` and the ID that ends its ARN).
+    pub fn gateway_id(&self) -> String {
+        format!("elb-{}", self.id)
+    }
+
     /// Whether the load balancer has a node (and so an ENI) in `subnet_id`.
     pub fn in_subnet(&self, subnet_id: &str) -> bool {
         self.zones.iter().any(|z| z.subnet_id == subnet_id)

@@ -92,8 +92,10 @@ impl NetworkInterface {
         self.private_ips.first().copied()
     }
 
+    /// `in-use` while attached, and always for a requester-managed
+    /// interface (AWS attaches it to its service's node).
     pub fn status(&self) -> &'static str {
-        if self.attachment.is_some() {
+        if self.attachment.is_some() || self.requester_managed {
             "in-use"
         } else {
             "available"

@@ -59,11 +59,23 @@ impl Client {
         }
     }
 
-    /// Calls `action` with `params`; returns the response body.
+    /// Calls EC2's `action` with `params`; returns the response body.
     pub fn call(&self, action: &str, params: &[(&str, &str)]) -> Result<String, ClientError> {
+        self.call_service("ec2", "2016-11-15", action, params)
+    }
+
+    /// Calls `action` of another Query API on the same endpoint (ELBv2:
+    /// `elasticloadbalancing`, `2015-12-01`), signed for `service`.
+    pub fn call_service(
+        &self,
+        service: &str,
+        version: &str,
+        action: &str,
+        params: &[(&str, &str)],
+    ) -> Result<String, ClientError> {
         let body = form_urlencoded::Serializer::new(String::new())
             .append_pair("Action", action)
-            .append_pair("Version", "2016-11-15")
+            .append_pair("Version", version)
             .extend_pairs(params)
             .finish();
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
@@ -84,7 +96,7 @@ impl Client {
                 access_key: &self.access_key,
                 secret_key: &self.secret_key,
                 region: &self.region,
-                service: "ec2",
+                service,
                 time_unix: now,
                 content_sha256_header: false,
             },
@@ -153,6 +165,33 @@ pub struct TraceReport {
     pub nat_node_underlay: Option<String>,
     pub nat_source: Option<String>,
     pub nat_source_port: Option<String>,
+    /// A network load balancer the packet went to.
+    pub lb: Option<LbReport>,
+}
+
+/// A network load balancer's hop as `TracePacket` answers it (the `lb…`
+/// elements of the fate).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LbReport {
+    pub arn: Option<String>,
+    pub name: Option<String>,
+    pub node_id: Option<String>,
+    pub node_underlay: Option<String>,
+    pub place: Option<String>,
+    pub front: Option<String>,
+    pub port: Option<String>,
+    pub listener_port: Option<String>,
+    pub listener_protocol: Option<String>,
+    pub target_group_arn: Option<String>,
+    pub target_id: Option<String>,
+    pub target_ip: Option<String>,
+    pub target_port: Option<String>,
+    pub target_health: Option<String>,
+    pub target_health_reason: Option<String>,
+    /// `true` when no target was healthy and the flow went to one of all.
+    pub fail_open: bool,
+    pub target_source: Option<String>,
+    pub target_source_port: Option<String>,
 }
 
 impl TraceReport {
@@ -197,6 +236,26 @@ impl TraceReport {
             nat_node_underlay: between(fate, "natNodeUnderlay"),
             nat_source: between(fate, "natSource"),
             nat_source_port: between(fate, "natSourcePort"),
+            lb: between(fate, "lbNodeId").map(|node_id| LbReport {
+                arn: between(fate, "lbArn"),
+                name: between(fate, "lbName"),
+                node_id: Some(node_id),
+                node_underlay: between(fate, "lbNodeUnderlay"),
+                place: between(fate, "lbPlace"),
+                front: between(fate, "lbFront"),
+                port: between(fate, "lbPort"),
+                listener_port: between(fate, "lbListenerPort"),
+                listener_protocol: between(fate, "lbListenerProtocol"),
+                target_group_arn: between(fate, "lbTargetGroupArn"),
+                target_id: between(fate, "lbTargetId"),
+                target_ip: between(fate, "lbTargetIp"),
+                target_port: between(fate, "lbTargetPort"),
+                target_health: between(fate, "lbTargetHealth"),
+                target_health_reason: between(fate, "lbTargetHealthReason"),
+                fail_open: between(fate, "lbFailOpen").as_deref() == Some("true"),
+                target_source: between(fate, "lbTargetSource"),
+                target_source_port: between(fate, "lbTargetSourcePort"),
+            }),
         }
     }
 }

@@ -23,6 +23,7 @@ use openvpc_model::lifecycle::InstanceState;
 use openvpc_model::node::NodeRecord;
 
 use super::nodes::Role;
+use crate::records::elbv2::{Listener as ElbListener, LoadBalancer, TargetGroup};
 use crate::records::instance::Instance;
 use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::{EntryCidr, NetworkAcl};
@@ -67,8 +68,11 @@ pub enum Dep {
     /// Which VPC record has this ID (peerings name VPCs of other accounts).
     VpcId(String),
     /// The live nodes of a role in this region (edges for internet
-    /// gateways, hyperplane nodes for NAT gateways).
+    /// gateways, hyperplane nodes for NAT gateways and load balancers).
     Nodes(Role, String),
+    /// Which network load balancers of this VPC (by VPC ID) are served,
+    /// and their fronts' addresses: every host of the VPC routes to them.
+    LoadBalancers(String),
 }
 
 /// The records the compiler reads, as the fleet index mirrors them from the
@@ -113,6 +117,14 @@ pub struct Mirror {
     pub nats: HashMap<Key, NatGateway>,
     /// Each region's settings, by region name.
     pub settings: HashMap<String, RegionSettings>,
+    /// Network load balancers, whole, by key.
+    pub lbs: HashMap<Key, LoadBalancer>,
+    /// VPC ID → the keys of the load balancers in it.
+    pub lbs_of_vpc: HashMap<String, BTreeSet<Key>>,
+    /// ELBv2 target groups, whole, by key.
+    pub target_groups: HashMap<Key, TargetGroup>,
+    /// ELBv2 listeners, whole, by key.
+    pub elb_listeners: HashMap<Key, ElbListener>,
 }
 
 impl Mirror {
@@ -294,8 +306,14 @@ pub fn compile(
 
     let network_acl = compile_acl(m, &subnet_key, &vpc_key, deps)
         .ok_or_else(|| missing("a network ACL for subnet", &subnet.id))?;
-    let route_table = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, deps)
+    let mut route_table = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, deps)
         .ok_or_else(|| missing("a route table for subnet", &subnet.id))?;
+    // Issue 17: the fronts of the VPC's load balancers lead to their
+    // shards' nodes, beside the table's own routes (a /32 is the longest
+    // match there is); no route table the API shows has these.
+    route_table
+        .routes
+        .extend(super::lb::lb_routes(m, region, vpc, deps));
 
     let mut security_groups = Vec::new();
     for group in &eni.groups {

@@ -35,7 +35,9 @@ use super::compile::{
 };
 use super::nodes::Role;
 use super::shards::StoredShard;
+use crate::api::actions::resource::Record as _;
 use crate::records::RawEntry;
+use crate::records::elbv2::{Listener as ElbListener, LoadBalancer, TargetGroup};
 use crate::records::instance::Instance;
 use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::NetworkAcl;
@@ -171,8 +173,20 @@ struct Index {
     /// attached VPCs, the public pool) changed.
     edge_meta: HashMap<String, Revision>,
     /// Region → the last revision at which a hyperplane node's assignments
-    /// may have changed (NAT gateways, shards, hyperplane nodes).
+    /// may have changed (NAT gateways, load balancers, shards, hyperplane
+    /// nodes).
     hyperplane_meta: HashMap<String, Revision>,
+    /// Instance key → how many registrations in target groups name it: a
+    /// change of such an instance (its state) or of its ENIs (its address)
+    /// is news for the hyperplane nodes.
+    lb_instances: HashMap<Key, usize>,
+    /// (region, gateway name `elb-{id}`) → the load balancer's key, for
+    /// its shard's changes.
+    lb_by_gateway: HashMap<(String, String), Key>,
+    /// (region, public address) → the internet-facing load balancer
+    /// (provisioning, active or impaired) whose front holds it: the edges
+    /// hand what comes for it to its shard's nodes.
+    lb_public: HashMap<(String, Ipv4Addr), Key>,
 }
 
 /// What one applied record changed.
@@ -218,6 +232,12 @@ enum Record {
     Shard,
     /// A region's settings (`settings/{region}`).
     Settings,
+    /// A network load balancer (`…/elb-lb/{id}`).
+    LoadBalancer,
+    /// An ELBv2 target group (`…/elb-tg/{id}`).
+    TargetGroup,
+    /// An ELBv2 listener (`…/elb-listener/{id}`).
+    ElbListener,
     /// A key no compile reads: another resource kind, or another layout.
     Ignored,
 }
@@ -259,6 +279,9 @@ impl Record {
             // local gateways), kept under AWS's ID prefixes.
             return match segment {
                 "cagw" | "lgw" => Record::Gateway,
+                s if s == LoadBalancer::segment() => Record::LoadBalancer,
+                s if s == TargetGroup::segment() => Record::TargetGroup,
+                s if s == ElbListener::segment() => Record::ElbListener,
                 _ => Record::Ignored,
             };
         };
@@ -362,6 +385,17 @@ fn serves_public(nat: &NatGateway) -> bool {
     nat.state.holds_shard() && nat.connectivity_type != "private"
 }
 
+/// Whether a load balancer is internet-facing and its nodes serve it: the
+/// edges hand its fronts' public addresses' traffic to them.
+fn lb_is_public(lb: &LoadBalancer) -> bool {
+    super::lb_lifecycle::is_served(lb.state) && lb.scheme == "internet-facing"
+}
+
+/// The public addresses of a load balancer's fronts.
+fn lb_public_ips(lb: &LoadBalancer) -> Vec<Ipv4Addr> {
+    lb.zones.iter().filter_map(|z| z.public_ip).collect()
+}
+
 /// The Elastic IPs of a NAT gateway's addresses.
 fn nat_eips(nat: &NatGateway) -> Vec<Ipv4Addr> {
     nat.addresses.iter().filter_map(|a| a.public_ip).collect()
@@ -458,6 +492,7 @@ impl Index {
                         .collect();
                     for g in gateways {
                         self.touch_nat_eips(&region, &g, dirty);
+                        self.touch_lb_public(&region, &g, dirty);
                         self.touch_nat_mappings(&region, &g, dirty);
                     }
                 }
@@ -472,6 +507,7 @@ impl Index {
                 dirty.deps.push(Dep::Record(key.to_owned()));
                 let region = key.split('/').nth(1).unwrap_or("").to_owned();
                 self.touch_nat_eips(&region, id_of(key), dirty);
+                self.touch_lb_public(&region, id_of(key), dirty);
                 self.touch_nat_mappings(&region, id_of(key), dirty);
                 dirty.hyperplane_meta.push(region);
             }
@@ -524,6 +560,10 @@ impl Index {
                     |s: &Option<Subnet>| s.as_ref().map(|s| (s.cidr_block, s.vpc_id.clone()));
                 if used(&old) == used(&new) {
                     return;
+                }
+                // An IP target's AZ is its subnet's.
+                if !m.target_groups.is_empty() {
+                    dirty.hyperplane_meta.push(region_of(key).to_owned());
                 }
             }
             Record::NetworkAcl => {
@@ -630,6 +670,10 @@ impl Index {
                 if used(&old) == used(&new) {
                     return;
                 }
+                // A load balancer's target: its state is the nodes' news.
+                if self.lb_instances.contains_key(key) {
+                    dirty.hyperplane_meta.push(region_of(key).to_owned());
+                }
             }
             Record::NetworkInterface => {
                 let new: Option<NetworkInterface> = parse(key, value);
@@ -676,6 +720,15 @@ impl Index {
                         .map(|a| (rkey(scope, "i", &a.instance_id), a.device_index))
                 };
                 let (was, is) = (instance(&old), instance(&new));
+                // An ENI of a load balancer's target: its address is the
+                // nodes' news.
+                if was
+                    .iter()
+                    .chain(is.iter())
+                    .any(|(i, _)| self.lb_instances.contains_key(i))
+                {
+                    dirty.hyperplane_meta.push(region_of(key).to_owned());
+                }
                 if was != is {
                     if let Some((i, _)) = &was {
                         if let Some(set) = m.instance_enis.get_mut(i) {
@@ -771,6 +824,105 @@ impl Index {
                     // while its VPC has an internet gateway.
                     dirty.hyperplane_meta.push(region_of(key).to_owned());
                 }
+            }
+            Record::LoadBalancer => {
+                let new: Option<LoadBalancer> = parse(key, value);
+                let old = swap(&mut m.lbs, key, new.clone());
+                // Any change may be news for the nodes of its shard.
+                dirty.hyperplane_meta.push(region_of(key).to_owned());
+                if let Some(lb) = &old
+                    && let Some(set) = m.lbs_of_vpc.get_mut(&lb.vpc_id)
+                {
+                    set.remove(key);
+                    if set.is_empty() {
+                        m.lbs_of_vpc.remove(&lb.vpc_id);
+                    }
+                }
+                if let Some(lb) = &new {
+                    m.lbs_of_vpc
+                        .entry(lb.vpc_id.clone())
+                        .or_default()
+                        .insert(key.to_owned());
+                }
+                let region = region_of(key).to_owned();
+                if let Some(lb) = &old {
+                    self.lb_by_gateway
+                        .remove(&(region.clone(), lb.gateway_id()));
+                }
+                if let Some(lb) = &new {
+                    self.lb_by_gateway
+                        .insert((region.clone(), lb.gateway_id()), key.to_owned());
+                }
+                // The edges' view of its fronts' public addresses: held
+                // while it is served, by whoever holds them now.
+                for ip in old.iter().flat_map(lb_public_ips) {
+                    let k = (region.clone(), ip);
+                    if self.lb_public.get(&k).is_some_and(|l| l == key) {
+                        self.lb_public.remove(&k);
+                    }
+                    dirty.public.push(k);
+                }
+                for ip in new
+                    .iter()
+                    .filter(|lb| lb_is_public(lb))
+                    .flat_map(lb_public_ips)
+                {
+                    let k = (region.clone(), ip);
+                    self.lb_public.insert(k.clone(), key.to_owned());
+                    dirty.public.push(k);
+                }
+                // The hosts' routes read only whether it is served and its
+                // fronts' addresses.
+                let fronts = |lb: &Option<LoadBalancer>| {
+                    lb.as_ref()
+                        .filter(|lb| super::lb_lifecycle::is_served(lb.state))
+                        .map(|lb| {
+                            (
+                                lb.vpc_id.clone(),
+                                lb.zones
+                                    .iter()
+                                    .filter_map(|z| z.private_ip)
+                                    .collect::<Vec<_>>(),
+                            )
+                        })
+                };
+                let (was, is) = (fronts(&old), fronts(&new));
+                if was != is {
+                    for (vpc, _) in was.into_iter().chain(is) {
+                        dirty.deps.push(Dep::LoadBalancers(vpc));
+                    }
+                }
+                return;
+            }
+            Record::TargetGroup => {
+                let new: Option<TargetGroup> = parse(key, value);
+                let old = swap(&mut m.target_groups, key, new.clone());
+                dirty.hyperplane_meta.push(region_of(key).to_owned());
+                let instances = |tg: &Option<TargetGroup>| -> Vec<Key> {
+                    tg.iter()
+                        .filter(|tg| tg.target_type == "instance")
+                        .flat_map(|tg| &tg.targets)
+                        .map(|t| rkey(scope, "i", &t.id))
+                        .collect()
+                };
+                for i in instances(&old) {
+                    if let Some(n) = self.lb_instances.get_mut(&i) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            self.lb_instances.remove(&i);
+                        }
+                    }
+                }
+                for i in instances(&new) {
+                    *self.lb_instances.entry(i).or_default() += 1;
+                }
+                return;
+            }
+            Record::ElbListener => {
+                let new: Option<ElbListener> = parse(key, value);
+                swap(&mut m.elb_listeners, key, new);
+                dirty.hyperplane_meta.push(region_of(key).to_owned());
+                return;
             }
             Record::Host | Record::Node(_) | Record::Shard | Record::Settings | Record::Ignored => {
                 return;
@@ -1062,6 +1214,19 @@ impl Index {
         }
     }
 
+    /// Marks the public addresses of load balancer `gateway_id` (`elb-…`)
+    /// of `region` as changed for the edges (its shard or a node of it
+    /// changed).
+    fn touch_lb_public(&self, region: &str, gateway_id: &str, dirty: &mut Dirty) {
+        let lb = self
+            .lb_by_gateway
+            .get(&(region.to_owned(), gateway_id.to_owned()))
+            .and_then(|k| self.mirror.lbs.get(k));
+        for ip in lb.iter().flat_map(|lb| lb_public_ips(lb)) {
+            dirty.public.push((region.to_owned(), ip));
+        }
+    }
+
     /// Marks the private addresses of NAT gateway `gateway_id` of `region`
     /// as changed for the hosts (its shard or a node of it changed, so the
     /// node the mapping service names may have).
@@ -1107,6 +1272,40 @@ impl Index {
     fn edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
         self.eni_edge_mapping(region, public)
             .or_else(|| self.nat_edge_mapping(region, public))
+            .or_else(|| self.lb_edge_mapping(region, public))
+    }
+
+    /// What an edge translates for the public address `public` of an
+    /// internet-facing load balancer's front (issue 17): to the front's
+    /// private address, handed to its shard's nodes per place as a NAT
+    /// gateway's (`nat_nodes`: the edge picks the place by the packet's
+    /// port; the place picks the target and keeps the flow). None while no
+    /// node of its shard lives, so the edge drops what comes for it.
+    fn lb_edge_mapping(&self, region: &str, public: Ipv4Addr) -> Option<EdgeMapping> {
+        let m = &self.mirror;
+        let lb = self
+            .lb_public
+            .get(&(region.to_owned(), public))
+            .and_then(|k| m.lbs.get(k))
+            .filter(|lb| lb_is_public(lb))?;
+        let zone = lb.zones.iter().find(|z| z.public_ip == Some(public))?;
+        let private = zone.private_ip?;
+        let vni = m.vpc_by_id.get(&lb.vpc_id).and_then(|k| m.vpcs.get(k))?.vni;
+        let gateway_id = lb.gateway_id();
+        let places: Vec<Option<IpAddr>> = shard_places(m, region, &gateway_id)
+            .into_iter()
+            .map(|(_, ip)| ip)
+            .collect();
+        let nat_nodes: Vec<IpAddr> = serving_places(&places).into_iter().collect::<Option<_>>()?;
+        Some(EdgeMapping {
+            public,
+            vni,
+            private,
+            host: *nat_nodes.first()?,
+            mac: gateway_mac(&gateway_id).to_string(),
+            eni_id: zone.network_interface_id.clone().unwrap_or_default(),
+            nat_nodes,
+        })
     }
 
     /// What an edge translates for the Elastic IP `public` of a pending or
@@ -1217,6 +1416,7 @@ impl Index {
                     .public
                     .keys()
                     .chain(self.nat_public.keys())
+                    .chain(self.lb_public.keys())
                     .filter(|(r, _)| r == region)
                     .map(|(_, ip)| *ip)
                     .collect();
@@ -1522,6 +1722,32 @@ impl Fleet {
             });
         }
         assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        // Issue 17: the load balancers whose shard holds the node, from
+        // `provisioning` (its nodes' report that they serve it makes it
+        // `active`) until it fails or is deleted.
+        let mut load_balancers = Vec::new();
+        for (key, lb) in &m.lbs {
+            if region_of(key) != region || !super::lb_lifecycle::is_served(lb.state) {
+                continue;
+            }
+            let gateway_id = lb.gateway_id();
+            let in_shard = m
+                .shards
+                .get(&super::shards::shard_key(region, &gateway_id))
+                .is_some_and(|s| s.iter().any(|n| n == node_id));
+            if !in_shard {
+                continue;
+            }
+            let shard = shard_places(m, region, &gateway_id)
+                .into_iter()
+                .map(|(node_id, underlay_ip)| ShardMember {
+                    node_id,
+                    underlay_ip,
+                })
+                .collect();
+            load_balancers.extend(super::lb::lb_assignment(m, key, lb, shard, &edges));
+        }
+        load_balancers.sort_by(|a, b| a.id.cmp(&b.id));
         let news = since == 0
             || index
                 .hyperplane_meta
@@ -1531,7 +1757,7 @@ impl Fleet {
             HyperplaneDelta {
                 revision: index.revision,
                 assignments,
-                load_balancers: Vec::new(),
+                load_balancers,
             },
             news,
         )
@@ -1563,6 +1789,16 @@ impl Fleet {
                     .or_default()
                     .gateways
                     .push(id_of(key).to_owned());
+            }
+        }
+        for (key, lb) in &m.lbs {
+            // A load balancer has a shard from `provisioning` until it
+            // fails or is deleted (issue 17).
+            if super::lb_lifecycle::is_served(lb.state) {
+                out.entry(region_of(key).to_owned())
+                    .or_default()
+                    .gateways
+                    .push(lb.gateway_id());
             }
         }
         for n in m.hyperplane.values() {
@@ -1623,6 +1859,39 @@ impl Fleet {
             .iter()
             .filter(|(key, _)| key.rsplit('/').nth(1) == Some("igw"))
             .filter_map(|(_, g)| g.vpc_id.clone())
+            .collect();
+        out
+    }
+
+    /// What the load balancer lifecycle reads (`lb_lifecycle`): the load
+    /// balancers that are not failed, the live hyperplane nodes with what
+    /// each serves, and the shards.
+    pub fn lb_snapshot(&self) -> super::lb_lifecycle::Snapshot {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let mut out = super::lb_lifecycle::Snapshot::default();
+        for (key, lb) in &m.lbs {
+            if super::lb_lifecycle::is_served(lb.state) {
+                out.lbs.push(super::lb_lifecycle::Tracked {
+                    account: key.split('/').nth(1).unwrap_or("").to_owned(),
+                    region: region_of(key).to_owned(),
+                    lb: lb.clone(),
+                });
+            }
+        }
+        if out.lbs.is_empty() {
+            return out;
+        }
+        for n in m.hyperplane.values() {
+            out.nodes
+                .entry(n.region.clone())
+                .or_default()
+                .push(n.clone());
+        }
+        out.shards = m
+            .shards
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         out
     }
@@ -1820,6 +2089,18 @@ mod tests {
             ("r/123/us-east-1/nat/nat-1", Record::Gateway),
             ("r/123/us-east-1/cagw/cagw-1", Record::Gateway),
             ("r/123/us-east-1/lgw/lgw-1", Record::Gateway),
+            (
+                "r/123/us-east-1/elb-lb/0123456789abcdef",
+                Record::LoadBalancer,
+            ),
+            (
+                "r/123/us-east-1/elb-tg/0123456789abcdef",
+                Record::TargetGroup,
+            ),
+            (
+                "r/123/us-east-1/elb-listener/0123456789abcdef",
+                Record::ElbListener,
+            ),
             // Kinds no compile reads, names and markers, other layouts.
             ("r/123/us-east-1/fl/fl-1", Record::Ignored),
             (

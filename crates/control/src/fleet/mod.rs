@@ -4,8 +4,10 @@
 //! ENI a host runs ([`compile`]), the incremental in-memory index that keeps
 //! that state current from the store's change log and serves watch deltas and
 //! mapping lookups ([`index`]), the agents' shared token ([`token`]), what
-//! hosts report about their instances' setup ([`health`]), and the agent API
-//! over HTTP ([`http`]).
+//! hosts report about their instances' setup ([`health`]), the agent API
+//! over HTTP ([`http`]), the hyperplane's shards ([`shards`]) and the
+//! lifecycles they drive ([`nat_lifecycle`], [`lb_lifecycle`]), and what
+//! network load balancers become for nodes and hosts ([`lb`]).
 //!
 //! It reads resource records but never writes them: the actions own them.
 //! It knows nothing of packets; the agent turns what it serves into router
@@ -15,6 +17,8 @@ pub mod compile;
 pub mod health;
 pub mod http;
 pub mod index;
+pub mod lb;
+pub mod lb_lifecycle;
 pub mod nat_lifecycle;
 pub mod nodes;
 pub mod registry;

@@ -1,5 +1,7 @@
-//! The shuffle shards of NAT gateways (DESIGN.md, "Hyperplane"; spec 14):
-//! each live NAT gateway of a region gets k of the region's live hyperplane
+//! The shuffle shards of NAT gateways and network load balancers (DESIGN.md,
+//! "Hyperplane"; spec 14, issues 16 and 17): each live NAT gateway and
+//! each load balancer that is not failed (named by its gateway name,
+//! `elb-{id}`) of a region gets k of the region's live hyperplane
 //! nodes, kept at `shards/{region}/{gateway_id}` so a shard stays put while
 //! its nodes live, AWS's overlap rule holds against the shards already
 //! given out, and a dead node is replaced by the next in the gateway's
@@ -45,7 +47,7 @@ pub struct StoredShard {
 /// What one region holds, as the keeper reads it.
 #[derive(Debug, Default, Clone)]
 pub struct RegionShards {
-    /// The live NAT gateways, by ID.
+    /// The live NAT gateways and load balancers, by gateway ID.
     pub gateways: Vec<String>,
     /// The live hyperplane nodes, by ID.
     pub nodes: Vec<String>,
@@ -134,8 +136,10 @@ pub fn keep_places(old: &[String], repaired: &[String]) -> Vec<String> {
 
 /// Runs the plan of every region the fleet knows and writes it, then moves
 /// NAT gateways along their lifecycle (`nat_lifecycle`: pending to
-/// available or failed, deleting to deleted) on what the index holds.
-/// Returns the shards written and gateways moved.
+/// available or failed, deleting to deleted) and load balancers along
+/// theirs (`lb_lifecycle`: provisioning to active or failed, active to
+/// impaired and back) on what the index holds. Returns the shards written
+/// and gateways and load balancers moved.
 pub fn keep_once(fleet: &Fleet) -> Result<usize, StoreError> {
     let written = keep_shards(fleet)?;
     let now_ms = std::time::SystemTime::now()
@@ -143,7 +147,9 @@ pub fn keep_once(fleet: &Fleet) -> Result<usize, StoreError> {
         .map_or(0, |d| d.as_millis() as u64);
     let moved = super::nat_lifecycle::settle_once(fleet, now_ms, Default::default())
         .map_err(|e| StoreError::Backend(format!("{}: {}", e.code, e.message)))?;
-    Ok(written + moved.len())
+    let lbs_moved = super::lb_lifecycle::settle_once(fleet, now_ms, Default::default())
+        .map_err(|e| StoreError::Backend(format!("{}: {}", e.code, e.message)))?;
+    Ok(written + moved.len() + lbs_moved.len())
 }
 
 /// Runs the plan of every region the fleet knows and writes it.
@@ -188,7 +194,7 @@ pub fn spawn_keeper(fleet: &Arc<Fleet>) -> Result<std::thread::JoinHandle<()>, F
                     Ok(_) => failing = false,
                     Err(e) if !failing => {
                         failing = true;
-                        tracing::warn!(error = %e, "keeping the NAT gateways' shards failed; retrying");
+                        tracing::warn!(error = %e, "keeping the hyperplane shards failed; retrying");
                     }
                     Err(_) => {}
                 }

@@ -46,8 +46,30 @@ def test_nlb_target_group_listener_and_health():
     lb_id = lb["LoadBalancerArn"].rsplit("/", 1)[1]
     assert lb["DNSName"] == f"web-{lb_id}.elb.us-east-1.amazonaws.com"
     assert sorted(z["ZoneName"] for z in lb["AvailabilityZones"]) == ["us-east-1a", "us-east-1b"]
+    # issue 17: provisioning until a hyperplane node of its shard serves it.
     described = lb_client.describe_load_balancers(Names=["web"])["LoadBalancers"]
-    assert [d["State"]["Code"] for d in described] == ["active"]
+    assert [d["State"]["Code"] for d in described] in (["provisioning"], ["active"])
+    # One requester-managed ENI per zone, described as on AWS; its address
+    # is the zone's PrivateIPv4Address.
+    enis = client.describe_network_interfaces(
+        Filters=[{"Name": "description", "Values": [f"ELB net/web/{lb_id}"]}]
+    )["NetworkInterfaces"]
+    assert sorted(e["SubnetId"] for e in enis) == sorted(subnets)
+    assert {(e["InterfaceType"], e["RequesterId"], e["RequesterManaged"], e["Status"]) for e in enis} == {
+        ("network_load_balancer", "amazon-elb", True, "in-use")
+    }
+    fronts = {
+        z["SubnetId"]: z["LoadBalancerAddresses"][0]["PrivateIPv4Address"] for z in described[0]["AvailabilityZones"]
+    }
+    assert fronts == {e["SubnetId"]: e["PrivateIpAddress"] for e in enis}
+    # EC2's answers (EC2's error shape): the ENI is in use by its service,
+    # and its `ela-attach` attachment is not the caller's to detach.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.delete_network_interface(NetworkInterfaceId=enis[0]["NetworkInterfaceId"])
+    assert error_code(e) == "InvalidParameterValue"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        client.detach_network_interface(AttachmentId=enis[0]["Attachment"]["AttachmentId"])
+    assert error_code(e) == "OperationNotPermitted"
 
     tags = lb_client.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"]
     assert tags == [{"ResourceArn": lb["LoadBalancerArn"], "Tags": [{"Key": "env", "Value": "test"}]}]
@@ -89,11 +111,24 @@ def test_nlb_target_group_listener_and_health():
         DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
     )
     fails("ResourceInUse", lb_client.delete_target_group, TargetGroupArn=tg["TargetGroupArn"])
+    # TLS listeners need certificates, which openvpc does not have yet.
+    fails(
+        "UnsupportedProtocol",
+        lb_client.create_listener,
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="TLS",
+        Port=443,
+        Certificates=[{"CertificateArn": "arn:aws:acm:us-east-1:000000000000:certificate/x"}],
+        DefaultActions=[{"Type": "forward", "TargetGroupArn": tg["TargetGroupArn"]}],
+    )
     lb_client.modify_listener(ListenerArn=listener["ListenerArn"], Port=8080)
     listeners = lb_client.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
     assert [x["Port"] for x in listeners] == [8080]
 
     lb_client.delete_load_balancer(LoadBalancerArn=lb["LoadBalancerArn"])
+    assert not client.describe_network_interfaces(
+        Filters=[{"Name": "description", "Values": [f"ELB net/web/{lb_id}"]}]
+    )["NetworkInterfaces"]
     fails("ListenerNotFound", lb_client.describe_listeners, ListenerArns=[listener["ListenerArn"]])
     lb_client.delete_target_group(TargetGroupArn=tg["TargetGroupArn"])
     fails("TargetGroupNotFound", lb_client.describe_target_groups, TargetGroupArns=[tg["TargetGroupArn"]])

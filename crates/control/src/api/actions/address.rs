@@ -300,6 +300,33 @@ pub fn disassociate_in(tx: &mut Tx, address: &mut Address) -> Result<(), ApiErro
     tx.put(&*address)
 }
 
+/// Maps `address` onto `private_ip` of `eni` (whose public address there,
+/// if any, the caller has already let go): the ENI's mapping and the
+/// address's association, both still to be stored. Returns the new
+/// association ID.
+pub fn bind(
+    eni: &mut NetworkInterface,
+    address: &mut Address,
+    private_ip: Ipv4Addr,
+    owner: &str,
+) -> String {
+    let association_id = new_id(ResourceKind::ElasticIpAssociation);
+    eni.public.push(PublicMapping {
+        private_ip,
+        public_ip: address.public_ip,
+        allocation_id: Some(address.id.clone()),
+        association_id: Some(association_id.clone()),
+        ip_owner_id: owner.to_owned(),
+    });
+    address.association = Some(AddressAssociation {
+        association_id: association_id.clone(),
+        network_interface_id: eni.id.clone(),
+        private_ip,
+        instance_id: eni.attachment.as_ref().map(|a| a.instance_id.clone()),
+    });
+    association_id
+}
+
 pub fn associate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     let instance_id = params.get("InstanceId");
     let eni_id = params.get("NetworkInterfaceId");
@@ -423,20 +450,7 @@ pub fn associate(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             }
             eni.public.retain(|p| p.private_ip != target_ip);
         }
-        let association_id = new_id(ResourceKind::ElasticIpAssociation);
-        eni.public.push(PublicMapping {
-            private_ip: target_ip,
-            public_ip: address.public_ip,
-            allocation_id: Some(address.id.clone()),
-            association_id: Some(association_id.clone()),
-            ip_owner_id: ctx.account.id.clone(),
-        });
-        address.association = Some(AddressAssociation {
-            association_id: association_id.clone(),
-            network_interface_id: eni.id.clone(),
-            private_ip: target_ip,
-            instance_id: eni.attachment.as_ref().map(|a| a.instance_id.clone()),
-        });
+        let association_id = bind(&mut eni, &mut address, target_ip, &ctx.account.id);
         tx.put(&eni)?;
         tx.put(&address)?;
         Ok(association_id)

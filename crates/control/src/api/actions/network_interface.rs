@@ -101,6 +101,28 @@ fn write_attachment(x: &mut Xml, a: &Attachment) {
     });
 }
 
+/// The attachment AWS shows on a requester-managed interface: to its
+/// service's node (`ela-attach-…`, owner `amazon-aws`, no instance). It is
+/// not stored: it follows from the interface, and DetachNetworkInterface
+/// refuses it ([`service_attachment_id`]).
+fn write_service_attachment(x: &mut Xml, e: &NetworkInterface) {
+    x.node("attachment", |x| {
+        x.elem("attachmentId", service_attachment_id(e))
+            .elem("instanceOwnerId", "amazon-aws")
+            .elem("deviceIndex", 1)
+            .elem("networkCardIndex", 0)
+            .elem("status", "attached")
+            .elem("deleteOnTermination", false);
+    });
+}
+
+/// The ID of a requester-managed interface's service attachment: the
+/// prefix AWS uses and the first 8 hex digits of the interface's ID.
+fn service_attachment_id(e: &NetworkInterface) -> String {
+    let hex = e.id.trim_start_matches("eni-");
+    format!("ela-attach-{}", &hex[..hex.len().min(8)])
+}
+
 fn write_conntrack(x: &mut Xml, c: &Conntrack) {
     x.node("connectionTrackingConfiguration", |x| {
         x.elem("tcpEstablishedTimeout", c.tcp_established)
@@ -145,6 +167,15 @@ pub fn write_common(x: &mut Xml, e: &NetworkInterface) {
     });
     if let Some(c) = &e.conntrack {
         write_conntrack(x, c);
+    }
+}
+
+/// The service that made a requester-managed interface, as EC2 names it
+/// (`requesterId`): `amazon-elb` for a load balancer's.
+fn requester_id(e: &NetworkInterface) -> Option<&'static str> {
+    match e.interface_type.as_str() {
+        "network_load_balancer" => Some("amazon-elb"),
+        _ => None,
     }
 }
 
@@ -236,9 +267,12 @@ impl Resource for NetworkInterface {
             .elem("ipv6Native", self.private_ips.is_empty())
             .elem("availabilityZone", &self.availability_zone)
             .elem("availabilityZoneId", &self.availability_zone_id)
+            .opt("requesterId", requester_id(self))
             .elem("requesterManaged", self.requester_managed);
         if let Some(a) = &self.attachment {
             write_attachment(x, a);
+        } else if self.requester_managed {
+            write_service_attachment(x, self);
         }
         write_tags(x, &self.tags);
     }
@@ -780,12 +814,15 @@ pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         if eni.attachment.is_some() {
             return Err(in_use(id));
         }
-        // A managed interface (a NAT gateway's) goes only with its owner.
+        // A managed interface (a NAT gateway's, a load balancer's) goes
+        // only with its owner. AWS answers as for any interface in use
+        // (its `ela-attach` attachment): InvalidParameterValue, "Network
+        // interface '…' is currently in use."
         if eni.requester_managed {
             return Err(ApiError::new(
-                "OperationNotPermitted",
+                "InvalidParameterValue",
                 format!(
-                    "Network interface '{id}' is managed by another resource ({}); delete that resource instead.",
+                    "Network interface '{id}' is currently in use (it is managed by another resource: {}; delete that resource instead).",
                     eni.description
                 ),
             ));
@@ -898,8 +935,19 @@ pub fn detach(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         return Err(ApiError::dry_run());
     }
     transact(ctx, |tx| {
-        let mut eni = tx
-            .list::<NetworkInterface>()?
+        let all = tx.list::<NetworkInterface>()?;
+        // AWS: a service's attachment of its requester-managed interface
+        // (a load balancer's, a NAT gateway's) is not the caller's to detach.
+        if all
+            .iter()
+            .any(|e| e.requester_managed && service_attachment_id(e) == attachment_id)
+        {
+            return Err(ApiError::new(
+                "OperationNotPermitted",
+                "You are not allowed to manage 'ela-attach' attachments.",
+            ));
+        }
+        let mut eni = all
             .into_iter()
             .find(|e| e.attachment.as_ref().is_some_and(|a| a.id == attachment_id))
             .ok_or_else(|| {

@@ -1,5 +1,15 @@
 //! ELBv2 load balancer actions: Create, Describe and Delete
 //! LoadBalancer(s) and their attributes (deletion protection, cross-zone).
+//!
+//! Each enabled zone has a node with a requester-managed ENI in its subnet
+//! (`ELB net/<name>/<id>`, interface type `network_load_balancer`, as on
+//! AWS): its private address is the load balancer's address in that zone,
+//! and an internet-facing load balancer's public address there (the given
+//! Elastic IP, or one from the region's pool) is mapped onto it. The ENIs
+//! are made with the load balancer and go with it. The state is the
+//! record's: the fleet's lifecycle moves it, this module only shows it.
+
+use std::net::Ipv4Addr;
 
 use openvpc_model::lifecycle::LoadBalancerState;
 use serde::Deserialize;
@@ -14,10 +24,15 @@ use super::{
     validation, write_attributes,
 };
 use crate::api::actions::Ctx;
+use crate::api::actions::address::{self, Address, region_settings};
+use crate::api::actions::network_interface::{
+    AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, parse_ip,
+};
 use crate::api::actions::resource::{Tx, transact};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
+use crate::records::region::InternetPolicy;
 use openvpc_model::time::{format_time, now_secs};
 
 /// The Route 53 zone of NLB DNS names in the regions we know it for.
@@ -33,7 +48,7 @@ fn canonical_hosted_zone(region: &str) -> Option<&'static str> {
     })
 }
 
-fn write_lb(x: &mut Xml, ctx: &Ctx, lb: &LoadBalancer, state: &str) {
+fn write_lb(x: &mut Xml, ctx: &Ctx, lb: &LoadBalancer, state: LoadBalancerState) {
     x.elem("LoadBalancerArn", &lb.arn)
         .elem(
             "DNSName",
@@ -46,12 +61,20 @@ fn write_lb(x: &mut Xml, ctx: &Ctx, lb: &LoadBalancer, state: &str) {
         .elem("VpcId", &lb.vpc_id)
         .node("State", |x| {
             x.elem("Code", state);
+            // The reason belongs to the state the record holds.
+            if state == lb.state {
+                x.opt("Reason", lb.state_reason.as_deref());
+            }
         })
         .elem("Type", "network")
         .members("AvailabilityZones", &lb.zones, |x, z| {
             x.elem("ZoneName", &z.zone).elem("SubnetId", &z.subnet_id);
-            x.members("LoadBalancerAddresses", z.allocation_id.iter(), |x, id| {
-                x.elem("AllocationId", id);
+            let addressed =
+                z.public_ip.is_some() || z.allocation_id.is_some() || z.private_ip.is_some();
+            x.members("LoadBalancerAddresses", addressed.then_some(z), |x, z| {
+                x.opt("IpAddress", z.public_ip)
+                    .opt("AllocationId", z.allocation_id.as_deref())
+                    .opt("PrivateIPv4Address", z.private_ip);
             });
         })
         .elem("IpAddressType", &lb.ip_address_type);
@@ -73,6 +96,116 @@ fn subnet(tx: &mut Tx, id: &str) -> Result<SubnetRecord, ApiError> {
         )
     })?;
     read(&value, "subnet")
+}
+
+/// One `Subnets.member.N` or `SubnetMappings.member.N`.
+struct Mapping {
+    subnet_id: String,
+    allocation_id: Option<String>,
+    /// An internal load balancer's chosen address in the subnet.
+    private_ip: Option<Ipv4Addr>,
+}
+
+/// Makes a zone's node: its requester-managed ENI in the zone's subnet,
+/// with the chosen private address or the subnet's next free one, and for
+/// an internet-facing load balancer its public address (the Elastic IP
+/// given, else one from the region's pool) mapped onto that address.
+/// Fills the zone's `network_interface_id`, `private_ip` and `public_ip`.
+fn front(
+    tx: &mut Tx,
+    zone: &mut Zone,
+    mapping: &Mapping,
+    description: &str,
+    internet_facing: bool,
+) -> Result<(), ApiError> {
+    let spec = EniSpec {
+        description: description.to_owned(),
+        addresses: AddressRequest {
+            primary: mapping.private_ip,
+            ..Default::default()
+        },
+        groups: Vec::new(),
+        conntrack: None,
+        tags: Vec::new(),
+    };
+    // The EC2 errors of the subnet's address book, in ELBv2's words.
+    let mut eni: NetworkInterface = create_in(tx, &zone.subnet_id, spec).map_err(|e| {
+        if e.code == "InsufficientFreeAddressesInSubnet" {
+            ApiError::new(
+                "InvalidSubnet",
+                format!(
+                    "Subnet '{}' has no free address for the load balancer's node",
+                    zone.subnet_id
+                ),
+            )
+        } else if e.status == 400 {
+            config(format!(
+                "The load balancer's address in subnet '{}' cannot be used: {}",
+                zone.subnet_id, e.message
+            ))
+        } else {
+            e
+        }
+    })?;
+    eni.interface_type = "network_load_balancer".into();
+    eni.requester_managed = true;
+    let private_ip = eni
+        .primary_ip()
+        .ok_or_else(|| ApiError::internal("A load balancer's ENI was made without an address"))?;
+    if internet_facing {
+        let public_ip = match &zone.allocation_id {
+            Some(id) => {
+                let mut eip = tx.get::<Address>(id)?.ok_or_else(|| {
+                    ApiError::new(
+                        "AllocationIdNotFound",
+                        format!("The allocation ID '{id}' is not found"),
+                    )
+                })?;
+                if eip.association.is_some() {
+                    return Err(config(format!(
+                        "Elastic IP address '{id}' ({}) is already associated",
+                        eip.public_ip
+                    )));
+                }
+                let owner = tx.ctx().account.id.clone();
+                address::bind(&mut eni, &mut eip, private_ip, &owner);
+                tx.put(&eip)?;
+                eip.public_ip
+            }
+            None => {
+                let public_ip = address::take(tx)?;
+                eni.public.push(PublicMapping {
+                    private_ip,
+                    public_ip,
+                    allocation_id: None,
+                    association_id: None,
+                    ip_owner_id: "amazon".into(),
+                });
+                public_ip
+            }
+        };
+        zone.public_ip = Some(public_ip);
+    }
+    tx.put(&eni)?;
+    zone.network_interface_id = Some(eni.id);
+    zone.private_ip = Some(private_ip);
+    Ok(())
+}
+
+/// Deletes the zones' ENIs: their private addresses go back to their
+/// subnets, pool addresses to the region's pool, and Elastic IPs are
+/// disassociated (they stay allocated to the account).
+fn release_fronts(tx: &mut Tx, lb: &LoadBalancer) -> Result<(), ApiError> {
+    for id in lb
+        .zones
+        .iter()
+        .filter_map(|z| z.network_interface_id.as_ref())
+    {
+        if let Some(eni) = tx.get::<NetworkInterface>(id)? {
+            delete_in(tx, &eni)?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
@@ -105,16 +238,37 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
             "Security groups on network load balancers are not supported by openvpc",
         ));
     }
-    let mut mappings: Vec<(String, Option<String>)> = params
+    let mut mappings: Vec<Mapping> = params
         .list("Subnets.member")?
         .into_iter()
-        .map(|s| (s, None))
+        .map(|subnet_id| Mapping {
+            subnet_id,
+            allocation_id: None,
+            private_ip: None,
+        })
         .collect();
     for m in params.structs("SubnetMappings.member")? {
         let id = m
             .required("SubnetId")
             .map_err(|_| validation("SubnetMappings.member.N.SubnetId is required"))?;
-        mappings.push((id.to_owned(), m.get("AllocationId").map(str::to_owned)));
+        let private_ip = m
+            .get("PrivateIPv4Address")
+            .map(|t| {
+                parse_ip("PrivateIPv4Address", t)
+                    .map_err(|_| validation(format!("'{t}' is not a valid IPv4 address")))
+            })
+            .transpose()?;
+        // AWS: a private address can be chosen for internal load balancers only.
+        if private_ip.is_some() && scheme != "internal" {
+            return Err(config(
+                "A private IPv4 address (SubnetMappings.member.N.PrivateIPv4Address) can be given only for an internal load balancer",
+            ));
+        }
+        mappings.push(Mapping {
+            subnet_id: id.to_owned(),
+            allocation_id: m.get("AllocationId").map(str::to_owned),
+            private_ip,
+        });
     }
     if mappings.is_empty() {
         return Err(validation(
@@ -140,7 +294,12 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
         }
         let mut zones: Vec<Zone> = Vec::new();
         let mut vpc_id: Option<String> = None;
-        for (subnet_id, allocation_id) in &mappings {
+        for Mapping {
+            subnet_id,
+            allocation_id,
+            ..
+        } in &mappings
+        {
             let s = subnet(tx, subnet_id)?;
             if vpc_id.get_or_insert_with(|| s.vpc_id.clone()) != &s.vpc_id {
                 return Err(config(
@@ -178,6 +337,17 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
             });
         }
         let id = random_id();
+        // Where hyperplane nodes serve load balancers, one provisions until
+        // its shard serves it (the fleet's lifecycle moves it on); under
+        // --moto-compat none runs, and it is active at once.
+        let state = match region_settings(tx)?.internet {
+            InternetPolicy::Edges => LoadBalancerState::Provisioning,
+            InternetPolicy::Assumed => LoadBalancerState::Active,
+        };
+        let description = format!("ELB net/{name}/{id}");
+        for (zone, m) in zones.iter_mut().zip(&mappings) {
+            front(tx, zone, m, &description, scheme == "internet-facing")?;
+        }
         let lb = LoadBalancer {
             arn: format!(
                 "arn:aws:elasticloadbalancing:{}:{}:loadbalancer/net/{name}/{id}",
@@ -193,7 +363,7 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
             tags: tags.clone(),
             cross_zone: false,
             deletion_protection: false,
-            state: LoadBalancerState::Provisioning,
+            state,
             state_reason: None,
             state_since: Some(now_secs()),
         };
@@ -203,7 +373,7 @@ pub(super) fn create_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
     // AWS answers Create while the nodes are still being placed.
     Ok(answer(ctx, "CreateLoadBalancer", |x| {
         x.members("LoadBalancers", [&created], |x, lb| {
-            write_lb(x, ctx, lb, "provisioning")
+            write_lb(x, ctx, lb, LoadBalancerState::Provisioning)
         });
     }))
 }
@@ -245,7 +415,7 @@ pub(super) fn describe_load_balancers(ctx: &Ctx, params: &Params) -> Result<Stri
     let (items, next) = page(params, chosen, |lb| &lb.name)?;
     Ok(answer(ctx, "DescribeLoadBalancers", |x| {
         x.members("LoadBalancers", &items, |x, lb| {
-            write_lb(x, ctx, lb, "active")
+            write_lb(x, ctx, lb, lb.state)
         });
         x.opt("NextMarker", next);
     }))
@@ -277,6 +447,7 @@ pub(super) fn delete_load_balancer(ctx: &Ctx, params: &Params) -> Result<String,
         for l in &gone {
             release_unused(tx, &l.target_group_arn)?;
         }
+        release_fronts(tx, &lb)?;
         tx.delete::<LoadBalancer>(&lb.id);
         Ok(())
     })?;

@@ -1,9 +1,10 @@
 //! The ELBv2 API (Version 2015-12-01, SigV4 service `elasticloadbalancing`,
 //! spec 9 and 12.5) for network load balancers: load balancers, target
 //! groups, targets and listeners as records in the caller's key space, with
-//! the standard Query protocol's responses. API only: no packet is balanced,
-//! so target health is what the API can know without a dataplane (see
-//! [`target_health`]).
+//! the standard Query protocol's responses. The hyperplane nodes of each
+//! load balancer's shard balance its packets and probe its targets (the
+//! fleet compiles what they get from these records); target health is
+//! what their probes report (see [`target_health`]).
 //!
 //! This file owns dispatch and what every action shares (errors, names,
 //! paging, attributes). The records and their lookups are in [`records`],
@@ -24,7 +25,7 @@ pub mod records;
 mod tags;
 mod target_group;
 
-pub use health::target_health;
+pub use health::{shard_report, target_health};
 pub use records::{HealthCheck, Listener, LoadBalancer, Target, TargetGroup, Zone, subnet_in_use};
 
 /// The namespace of every ELBv2 response and error.

@@ -1,6 +1,11 @@
 //! ELBv2 target group actions: Create, Describe, Modify and Delete
 //! TargetGroup(s), their health check settings (spec 9.4), Register and
 //! Deregister Targets, and target group attributes (spec 9.1, 9.3).
+//!
+//! Deregistration drains (spec 9.4): a deregistered target stays in the
+//! group, `draining`, with its `deregistered_at`, until the group's
+//! deregistration delay has passed; it is removed lazily ([`drained`]) by
+//! the next transaction that reads or writes the group.
 
 use openvpc_model::lifecycle::{CidrBlockState, InstanceState};
 use std::net::Ipv4Addr;
@@ -325,6 +330,7 @@ pub(super) fn modify_target_group(ctx: &Ctx, params: &Params) -> Result<String, 
     let arn = params.required("TargetGroupArn")?;
     let (tg, lbs) = transact(ctx, |tx| {
         let mut tg = find_tg(tx, arn)?;
+        drained(&mut tg, now_secs());
         apply_health(params, &mut tg.health)?;
         tx.put(&tg)?;
         let lbs = lb_arns_of(&tg, &listeners(tx)?);
@@ -413,6 +419,8 @@ pub(super) fn register_targets(ctx: &Ctx, params: &Params) -> Result<String, Api
         let mut tg = find_tg(tx, arn)?;
         let wanted = target_params(params, tg.port)?;
         let cidrs = vpc_cidrs(tx, &tg.vpc_id)?.unwrap_or_default();
+        let now = now_secs();
+        drained(&mut tg, now);
         for (id, port) in wanted {
             if tg.target_type == "instance" {
                 let Some(i) = instance(tx, &id)? else {
@@ -444,14 +452,20 @@ pub(super) fn register_targets(ctx: &Ctx, params: &Params) -> Result<String, Api
                 }
             }
             // Registering a target again changes nothing (spec 9.1: one
-            // target may be registered on several ports).
-            if !tg.targets.iter().any(|t| t.id == id && t.port == port) {
-                tg.targets.push(Target {
+            // target may be registered on several ports); a draining one
+            // is registered afresh.
+            match tg.targets.iter_mut().find(|t| t.id == id && t.port == port) {
+                Some(t) if t.deregistered_at.is_some() => {
+                    t.deregistered_at = None;
+                    t.registered = now;
+                }
+                Some(_) => {}
+                None => tg.targets.push(Target {
                     id,
                     port,
-                    registered: now_secs(),
+                    registered: now,
                     deregistered_at: None,
-                });
+                }),
             }
         }
         if tg.targets.len() > MAX_TARGETS {
@@ -469,14 +483,49 @@ pub(super) fn deregister_targets(ctx: &Ctx, params: &Params) -> Result<String, A
     let arn = params.required("TargetGroupArn")?;
     transact(ctx, |tx| {
         let mut tg = find_tg(tx, arn)?;
+        let now = now_secs();
         // AWS: "If the specified target does not exist, the action returns
-        // successfully", so a repeated deregistration is not an error.
+        // successfully", so a repeated deregistration is not an error, and
+        // a draining target keeps draining from its first deregistration.
         for (id, port) in target_params(params, tg.port)? {
-            tg.targets.retain(|t| !(t.id == id && t.port == port));
+            for t in tg
+                .targets
+                .iter_mut()
+                .filter(|t| t.id == id && t.port == port)
+            {
+                t.deregistered_at.get_or_insert(now);
+            }
         }
+        drained(&mut tg, now);
         tx.put(&tg)
     })?;
     Ok(answer(ctx, "DeregisterTargets", |_| {}))
+}
+
+/// spec 9.1: the deregistration delay when a group leaves it unset.
+const DEREGISTRATION_DELAY_DEFAULT: u64 = 300;
+
+/// The group's deregistration delay in seconds (spec 9.1: default 300).
+pub(super) fn deregistration_delay(tg: &TargetGroup) -> u64 {
+    tg.attributes
+        .get("deregistration_delay.timeout_seconds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEREGISTRATION_DELAY_DEFAULT)
+}
+
+/// Removes the targets that have drained by `now` (Unix seconds): those
+/// deregistered at least the group's deregistration delay ago, and every
+/// deregistered one of a group no listener uses, which has no flows to
+/// drain. Returns whether any went, i.e. whether the group must be stored.
+pub(super) fn drained(tg: &mut TargetGroup, now: u64) -> bool {
+    let delay = deregistration_delay(tg);
+    let in_use = tg.in_use_since.is_some();
+    let before = tg.targets.len();
+    tg.targets.retain(|t| match t.deregistered_at {
+        Some(at) => in_use && now < at.saturating_add(delay),
+        None => true,
+    });
+    tg.targets.len() != before
 }
 
 // ---------------------------------------------------------------- target group attributes
@@ -572,6 +621,7 @@ pub(super) fn modify_target_group_attributes(
     }
     let tg = transact(ctx, |tx| {
         let mut tg = find_tg(tx, arn)?;
+        drained(&mut tg, now_secs());
         for change in &changes {
             let key = change
                 .required("Key")
