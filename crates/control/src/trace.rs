@@ -19,8 +19,14 @@
 //! through the edge the node sends it to, which maps that address to the
 //! gateway's Elastic IP. The node's core is a fresh one, so the probe is a
 //! new flow and the port shown is one the node would allocate for it, not
-//! the port of a flow it holds. A packet handed to another gateway's node
-//! ends the walk there.
+//! the port of a flow it holds. A packet to a network load balancer's
+//! front address (its host route to `elb-…`) goes through the node's own
+//! load balancer core, told the targets' health as the nodes report it:
+//! the listener of the port, its target group, the target the flow hash
+//! picks for the probe (failing open when none is healthy), then that
+//! target's host runs its ENI's ingress (ACL, security groups) on what the
+//! node sends. A packet handed to another gateway's node ends the walk
+//! there.
 //!
 //! Account isolation: the source must belong to the asking account; the
 //! steps taken at another account's ENI (a peer's instance) are not shown,
@@ -40,13 +46,18 @@ use openvpc_dataplane::policy::Way;
 use openvpc_dataplane::{Router, RouterConfig};
 use openvpc_edge::{Edge, EdgeDrop, EdgeOutput, PublicMapping};
 use openvpc_hyperplane::nat::NatDrop;
+use openvpc_hyperplane::nlb::NlbDrop;
+use openvpc_hyperplane::serve::balancer::gateway_id as lb_gateway_id;
 use openvpc_hyperplane::serve::{Neighbor, NodeDrop, Serve, ServeConfig, Verdict, gateway_mac};
 use openvpc_model::host::{EniState, MappingKey};
-use openvpc_model::node::NodeRecord;
+use openvpc_model::hyperplane::{LbAssignment, LbProtocol, LbTarget, LbTargetGroup};
+use openvpc_model::lifecycle::TargetHealthState;
+use openvpc_model::node::{NodeRecord, TargetHealthReport};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
 use openvpc_packet::flow;
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+use openvpc_packet::ip::protocol as ip_protocol;
 
 use crate::fleet::Fleet;
 
@@ -188,6 +199,8 @@ pub enum NatHop {
 pub struct Traced {
     pub explanation: Explanation,
     pub nat: Option<NatHop>,
+    /// The load balancer's part, when the packet went to one's front.
+    pub lb: Option<LbHop>,
     pub edge: Option<EdgeHop>,
 }
 
@@ -394,6 +407,373 @@ fn nat_hop(
     }
 }
 
+/// A load balancer the walk met, as its node is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbRef {
+    /// `elb-` and the ID that ends its ARN (the host route's target).
+    pub gateway_id: String,
+    pub arn: String,
+    pub name: String,
+}
+
+/// The listener a packet matched, and the target group it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbListenerRef {
+    pub port: u16,
+    pub protocol: LbProtocol,
+    pub target_group_id: String,
+    pub target_group_arn: String,
+}
+
+/// The target a new flow went to, with its health as the load balancer's
+/// nodes report it (DescribeTargetHealth's state and reason code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbTargetRef {
+    /// The instance ID or IP address, as registered.
+    pub id: String,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub availability_zone: String,
+    pub health: TargetHealthState,
+    pub reason: Option<String>,
+}
+
+/// What a hyperplane node does with a packet to a network load balancer's
+/// front address (the host's `/32` route to `elb-…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LbHop {
+    pub node_id: String,
+    pub node_underlay: IpAddr,
+    /// The node's place in the load balancer's shard (`None`: it is not in
+    /// the shard, so it does not serve it).
+    pub place: Option<u8>,
+    pub load_balancer: Option<LbRef>,
+    /// The front address the packet was sent to.
+    pub front: Ipv4Addr,
+    /// The packet's port and protocol (the probe's).
+    pub port: u16,
+    pub protocol: u8,
+    pub listener: Option<LbListenerRef>,
+    pub target: Option<LbTargetRef>,
+    /// No target the front may send to is healthy: the flow went to one
+    /// of all of them (spec 9.4, fail open).
+    pub fail_open: bool,
+    /// The source address and port the target sees (the client's own
+    /// when client IP preservation is on, else the front's).
+    pub source: Option<(Ipv4Addr, u16)>,
+    /// Why the node dropped it: a node counter ([`NodeDrop::name`]) or the
+    /// load balancer's ([`NlbDrop::name`]); `None` when sent to the target.
+    pub dropped: Option<String>,
+}
+
+/// A listener protocol as ELBv2 spells it.
+pub fn lb_protocol_name(p: LbProtocol) -> &'static str {
+    match p {
+        LbProtocol::Tcp => "TCP",
+        LbProtocol::Udp => "UDP",
+        LbProtocol::TcpUdp => "TCP_UDP",
+    }
+}
+
+/// Whether a listener of `protocol` carries IP protocol `proto`.
+fn carries(protocol: LbProtocol, proto: u8) -> bool {
+    matches!(
+        (protocol, proto),
+        (LbProtocol::Tcp | LbProtocol::TcpUdp, ip_protocol::TCP)
+            | (LbProtocol::Udp | LbProtocol::TcpUdp, ip_protocol::UDP)
+    )
+}
+
+/// The health DescribeTargetHealth shows for target `t` of group `g`:
+/// what the assignment decides (draining, an instance that does not run,
+/// checks off), else the nodes' report, else `initial`.
+fn reported_health(
+    g: &LbTargetGroup,
+    t: &LbTarget,
+    report: Option<&TargetHealthReport>,
+) -> (TargetHealthState, Option<String>) {
+    if t.draining_until_ms.is_some() {
+        return (
+            TargetHealthState::Draining,
+            Some("Target.DeregistrationInProgress".to_owned()),
+        );
+    }
+    if t.invalid_state {
+        return (
+            TargetHealthState::Unused,
+            Some("Target.InvalidState".to_owned()),
+        );
+    }
+    if !g.health_check.enabled {
+        return (
+            TargetHealthState::Unavailable,
+            Some("Target.HealthCheckDisabled".to_owned()),
+        );
+    }
+    match report {
+        Some(r) => (r.state, r.reason.clone()),
+        None => (
+            TargetHealthState::Initial,
+            Some("Elb.RegistrationInProgress".to_owned()),
+        ),
+    }
+}
+
+/// The report on `(group, target)` that counts for `node`: its own (its
+/// flow core picks by what its own checks found), else the first place of
+/// the shard whose node reported on it, as DescribeTargetHealth reads them.
+fn report_for<'n>(
+    node: &'n NodeRecord,
+    shard: &'n [NodeRecord],
+    group_id: &str,
+    t: &LbTarget,
+) -> Option<&'n TargetHealthReport> {
+    let of = |n: &'n NodeRecord| {
+        n.target_health
+            .iter()
+            .find(|r| r.target_group_id == group_id && r.target_id == t.id && r.port == t.port)
+    };
+    of(node).or_else(|| shard.iter().find_map(of))
+}
+
+/// `a` as a fresh node core must take it to pick as node `node` picks
+/// for front `front`: a fresh core has run no health check (every target
+/// `initial`), so the health the nodes report is put in the assignment.
+/// Only healthy against not healthy matters to the choice (spec 9.4):
+/// where a target the front may send to is reported healthy, checks are
+/// taken as off (targets in use count as healthy) and the others marked
+/// not running (no flows); otherwise every target stays `initial`, and the
+/// core fails open as the node does. Targets keep their order, so the
+/// flow hash picks the same one.
+fn as_node_sees(
+    a: &LbAssignment,
+    front: Ipv4Addr,
+    node: &NodeRecord,
+    shard: &[NodeRecord],
+) -> (LbAssignment, Vec<bool>) {
+    let az = a
+        .fronts
+        .iter()
+        .find(|f| f.private_ip == front)
+        .map(|f| f.availability_zone.clone())
+        .unwrap_or_default();
+    let mut tuned = a.clone();
+    let mut fail_open = Vec::new();
+    for g in &mut tuned.target_groups {
+        let cross = g.cross_zone.unwrap_or(a.cross_zone);
+        let in_use = |t: &LbTarget| t.draining_until_ms.is_none() && !t.invalid_state;
+        let healthy: Vec<bool> = g
+            .targets
+            .iter()
+            .map(|t| {
+                in_use(t)
+                    && (cross || t.availability_zone == az)
+                    && (!g.health_check.enabled
+                        || report_for(node, shard, &g.id, t)
+                            .is_some_and(|r| r.state == TargetHealthState::Healthy))
+            })
+            .collect();
+        let any = healthy.iter().any(|h| *h);
+        fail_open.push(!any);
+        if any {
+            g.health_check.enabled = false;
+            for (t, h) in g.targets.iter_mut().zip(&healthy) {
+                if !h && in_use(t) {
+                    t.invalid_state = true;
+                }
+            }
+        }
+    }
+    (tuned, fail_open)
+}
+
+/// Runs hyperplane node `node`'s load balancer core on the packet
+/// `source`'s host sends it for load balancer `gateway_id` (the route's
+/// target), configured with the node's assignment as the region gives it
+/// now and the targets' health as the nodes report it. A fresh core: the
+/// probe is a new flow, sent to the target the flow hash picks. With the
+/// hop, where the node sends the target's datagram, and the datagram.
+fn lb_hop(
+    fleet: &Fleet,
+    region: &str,
+    node: &NodeRecord,
+    source: &EniState,
+    frame: &[u8],
+    (vni, dst_mac, router_mac): (u32, MacAddr, MacAddr),
+    gateway_id: &str,
+) -> (LbHop, Option<(IpAddr, PacketBuf)>) {
+    let (delta, _) = fleet.hyperplane_delta(region, &node.node_id, 0);
+    let assignment = delta
+        .load_balancers
+        .iter()
+        .find(|a| lb_gateway_id(a) == gateway_id)
+        .or_else(|| {
+            delta
+                .load_balancers
+                .iter()
+                .find(|a| a.vni == vni && gateway_mac(&lb_gateway_id(a)) == dst_mac)
+        });
+    let tuple = frame
+        .get(EthernetHeader::LEN..)
+        .and_then(|ip| flow::parse_ip(ip, ethertype::IPV4).ok())
+        .map(|pf| (pf.key.dst_ip(), pf.key.dst_port, pf.key.protocol));
+    let (front, port, protocol) = match tuple {
+        Some((IpAddr::V4(ip), port, proto)) => (ip, port, proto),
+        _ => (Ipv4Addr::UNSPECIFIED, 0, 0),
+    };
+    let mut hop = LbHop {
+        node_id: node.node_id.clone(),
+        node_underlay: node.underlay_ip,
+        place: None,
+        load_balancer: None,
+        front,
+        port,
+        protocol,
+        listener: None,
+        target: None,
+        fail_open: false,
+        source: None,
+        dropped: None,
+    };
+    let Some(a) = assignment else {
+        hop.dropped = Some(NodeDrop::UnknownGateway.name().to_owned());
+        return (hop, None);
+    };
+    hop.load_balancer = Some(LbRef {
+        gateway_id: lb_gateway_id(a),
+        arn: a.arn.clone(),
+        name: a.name.clone(),
+    });
+    hop.place = a
+        .shard
+        .iter()
+        .position(|m| m.node_id == node.node_id)
+        .and_then(|p| u8::try_from(p).ok());
+    // Spec 9.1: only TCP and UDP are balanced (ICMP to a front is not).
+    if !matches!(protocol, ip_protocol::TCP | ip_protocol::UDP) {
+        hop.dropped = Some(NlbDrop::Unsupported.name().to_owned());
+        return (hop, None);
+    }
+    // The listener of the port and protocol (spec 9.1): without one the
+    // node has nothing to send the packet to.
+    let Some(listener) = a
+        .listeners
+        .iter()
+        .find(|l| l.port == port && carries(l.protocol, protocol))
+    else {
+        hop.dropped = Some(NlbDrop::NoListener.name().to_owned());
+        return (hop, None);
+    };
+    let Some((gi, group)) = a
+        .target_groups
+        .iter()
+        .enumerate()
+        .find(|(_, g)| g.id == listener.target_group_id)
+    else {
+        hop.dropped = Some(NlbDrop::NoTarget.name().to_owned());
+        return (hop, None);
+    };
+    hop.listener = Some(LbListenerRef {
+        port: listener.port,
+        protocol: listener.protocol,
+        target_group_id: group.id.clone(),
+        target_group_arn: group.arn.clone(),
+    });
+    let live = fleet.hyperplane_nodes(region);
+    let shard: Vec<NodeRecord> = a
+        .shard
+        .iter()
+        .filter_map(|m| live.iter().find(|n| n.node_id == m.node_id).cloned())
+        .collect();
+    let (tuned, fail_open) = as_node_sees(a, front, node, &shard);
+    hop.fail_open = fail_open.get(gi).copied().unwrap_or(false);
+    let Some(datagram) = host_datagram(frame, vni, dst_mac, router_mac) else {
+        hop.dropped = Some(NodeDrop::Malformed.name().to_owned());
+        return (hop, None);
+    };
+    let now = openvpc_model::time::now_secs();
+    let node_mac = RouterConfig::new(node.underlay_ip).router_mac;
+    let mut serve = Serve::new(ServeConfig::new(&node.node_id, node_mac));
+    serve.configure_balancers(std::slice::from_ref(&tuned), now, now.saturating_mul(1000));
+    let mut buf = PacketBuf::from_frame(&datagram);
+    let mut verdict = serve.receive(&mut buf, host_underlay(fleet, region, source), now);
+    // The target's host, which the node asks the mapping service for: the
+    // region answers as it answers the node.
+    if let Verdict::Resolve { vni, ip, via } = verdict {
+        let mapping = FleetMapping { fleet, region };
+        verdict = match mapping.find(vni, IpAddr::V4(ip)) {
+            Lookup::Found(m) => {
+                let to = Neighbor {
+                    host: m.underlay,
+                    mac: m.mac,
+                };
+                serve.mapped(vni, ip, Some(to), now);
+                serve.deliver(&mut buf, vni, to, via)
+            }
+            Lookup::Absent | Lookup::Pending => {
+                serve.unresolved();
+                Verdict::Done
+            }
+        };
+    }
+    match verdict {
+        Verdict::Send { to, .. } => {
+            let sent = geneve_inner(&buf)
+                .and_then(|(_, inner)| flow::parse_ethernet(inner).ok())
+                .and_then(|pf| match (pf.key.src_ip(), pf.key.dst_ip()) {
+                    (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                        Some(((src, pf.key.src_port), (dst, pf.key.dst_port)))
+                    }
+                    _ => None,
+                });
+            let Some((seen_from, (ip, tport))) = sent else {
+                hop.dropped = Some(NodeDrop::Malformed.name().to_owned());
+                return (hop, None);
+            };
+            hop.source = Some(seen_from);
+            hop.target = group
+                .targets
+                .iter()
+                .find(|t| t.ip == ip && t.port == tport)
+                .map(|t| {
+                    let (health, reason) =
+                        reported_health(group, t, report_for(node, &shard, &group.id, t));
+                    LbTargetRef {
+                        id: t.id.clone(),
+                        ip: t.ip,
+                        port: t.port,
+                        availability_zone: t.availability_zone.clone(),
+                        health,
+                        reason,
+                    }
+                });
+            (hop, Some((to, buf)))
+        }
+        Verdict::Done | Verdict::Resolve { .. } => {
+            // The counter the drop went to: the node's, or the load
+            // balancer's.
+            let node_reason = NodeDrop::ALL
+                .into_iter()
+                .find(|d| serve.drops(*d) > 0)
+                .map(NodeDrop::name);
+            let lb_reason = || {
+                serve.balancer_stats().iter().find_map(|b| {
+                    NlbDrop::ALL
+                        .into_iter()
+                        .zip(b.drops)
+                        .find(|(_, n)| *n > 0)
+                        .map(|(d, _)| d.name())
+                })
+            };
+            let reason = lb_reason()
+                .or(node_reason)
+                .unwrap_or(NodeDrop::NoMapping.name());
+            hop.dropped = Some(reason.to_owned());
+            (hop, None)
+        }
+    }
+}
+
 /// The VNI and the Ethernet frame inside the Geneve datagram in `buf`.
 fn geneve_inner(buf: &PacketBuf) -> Option<(u32, &[u8])> {
     let g = GeneveHeader::view(buf.data()).ok()?;
@@ -429,6 +809,39 @@ fn edge_hop_after_nat(
     }
 }
 
+/// Continues the walk on the datagram a hyperplane node sent to underlay
+/// address `to`: if a host of the region is there, it runs the ingress of
+/// the ENI the datagram names (by VNI, address `dst` and MAC) on the inner
+/// frame, and its steps and fate become the explanation's.
+fn enter_host(
+    fleet: &Fleet,
+    region: &str,
+    (to, dst): (IpAddr, Ipv4Addr),
+    buf: &PacketBuf,
+    explained: &mut Explanation,
+    owners: &mut HashMap<String, String>,
+) -> Result<(), TraceError> {
+    let record = fleet
+        .registered_hosts(region)
+        .into_iter()
+        .find(|h| h.underlay_ip == to);
+    let (Some(record), Some((vni, inner))) = (record, geneve_inner(buf)) else {
+        return Ok(());
+    };
+    let there = host(fleet, region, &record.host_id)?;
+    let at = EthernetHeader::view(inner).ok().map(|(eth, _)| eth.dst);
+    match at.and_then(|mac| there.router.eni_at(vni, IpAddr::V4(dst), mac)) {
+        Some(index) => {
+            let more = there.router.explain(index, Way::Ingress, inner);
+            explained.steps.extend(more.steps);
+            explained.fate = more.fate;
+        }
+        None => explained.fate = Fate::Dropped(DropReason::UnknownEni),
+    }
+    owners.extend(there.owners);
+    Ok(())
+}
+
 /// Explains `probe` sent from `source` (an ENI of `account`) to `dst`.
 pub fn trace(
     fleet: &Fleet,
@@ -457,6 +870,7 @@ pub fn trace(
     let mut owners = here.owners;
     let mut edge = None;
     let mut nat = None;
+    let mut lb = None;
     if let Fate::Sent {
         underlay,
         vni,
@@ -496,50 +910,50 @@ pub fn trace(
                 } => Some(t.as_str()),
                 _ => None,
             });
-            let (hop, sent) = nat_hop(
-                fleet,
-                region,
-                &node,
-                source,
-                &frame,
-                (vni, dst_mac, router_mac),
-                target,
-            );
-            if let (NatHop::Translated { to, .. }, Some(mut buf)) = (&hop, sent) {
-                let to_host = || {
-                    fleet
-                        .registered_hosts(region)
-                        .into_iter()
-                        .find(|h| h.underlay_ip == *to)
-                };
-                if let Some(e) = fleet
-                    .edges(region)
-                    .into_iter()
-                    .find(|e| e.underlay_ip == *to)
-                {
-                    // A public gateway's packet goes on to an edge.
-                    edge = Some(edge_hop_after_nat(fleet, region, e.node_id, &mut buf));
-                } else if let Some(record) = to_host()
-                    && let Some((vni, inner)) = geneve_inner(&buf)
-                {
-                    // A private gateway's packet goes on to the host of its
-                    // destination (by the gateway subnet's routes), which
-                    // runs that ENI's ingress on the translated packet.
-                    let there = host(fleet, region, &record.host_id)?;
-                    let at = EthernetHeader::view(inner).ok().map(|(eth, _)| eth.dst);
-                    let index = at.and_then(|mac| there.router.eni_at(vni, IpAddr::V4(dst), mac));
-                    match index {
-                        Some(index) => {
-                            let more = there.router.explain(index, Way::Ingress, inner);
-                            explained.steps.extend(more.steps);
-                            explained.fate = more.fate;
-                        }
-                        None => explained.fate = Fate::Dropped(DropReason::UnknownEni),
-                    }
-                    owners.extend(there.owners);
+            if let Some(gateway_id) = target.filter(|t| t.starts_with("elb-")) {
+                // A load balancer's front address: the node picks the
+                // target, and its host runs that ENI's ingress.
+                let (hop, sent) = lb_hop(
+                    fleet,
+                    region,
+                    &node,
+                    source,
+                    &frame,
+                    (vni, dst_mac, router_mac),
+                    gateway_id,
+                );
+                if let (Some((to, buf)), Some(t)) = (sent, &hop.target) {
+                    enter_host(fleet, region, (to, t.ip), &buf, &mut explained, &mut owners)?;
                 }
+                lb = Some(hop);
+            } else {
+                let (hop, sent) = nat_hop(
+                    fleet,
+                    region,
+                    &node,
+                    source,
+                    &frame,
+                    (vni, dst_mac, router_mac),
+                    target,
+                );
+                if let (NatHop::Translated { to, .. }, Some(mut buf)) = (&hop, sent) {
+                    if let Some(e) = fleet
+                        .edges(region)
+                        .into_iter()
+                        .find(|e| e.underlay_ip == *to)
+                    {
+                        // A public gateway's packet goes on to an edge.
+                        edge = Some(edge_hop_after_nat(fleet, region, e.node_id, &mut buf));
+                    } else {
+                        // A private gateway's packet goes on to the host of
+                        // its destination (by the gateway subnet's routes),
+                        // which runs that ENI's ingress on the translated
+                        // packet.
+                        enter_host(fleet, region, (*to, dst), &buf, &mut explained, &mut owners)?;
+                    }
+                }
+                nat = Some(hop);
             }
-            nat = Some(hop);
         } else if let Some(record) = there {
             let there = host(fleet, region, &record.host_id)?;
             match there.router.eni_at(vni, IpAddr::V4(dst), dst_mac) {
@@ -567,6 +981,7 @@ pub fn trace(
     Ok(Traced {
         explanation: explained,
         nat,
+        lb,
         edge,
     })
 }

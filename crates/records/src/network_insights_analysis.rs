@@ -25,6 +25,21 @@ use super::route_table::Target;
 pub struct AnalysisComponent {
     pub id: String,
     pub arn: Option<String>,
+    /// botocore's `Name` (a load balancer's, a target group's); absent in
+    /// analyses stored before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// botocore's `AnalysisLoadBalancerTarget`: the target a load balancer
+/// sends the path to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnalysisLoadBalancerTarget {
+    pub address: Ipv4Addr,
+    pub availability_zone: String,
+    /// An instance target's instance.
+    pub instance: Option<AnalysisComponent>,
+    pub port: u16,
 }
 
 /// botocore's `PortRange` (`from`, `to`), inclusive.
@@ -130,6 +145,10 @@ pub struct PathComponent {
     pub vpc: Option<AnalysisComponent>,
     pub outbound_header: Option<AnalysisPacketHeader>,
     pub inbound_header: Option<AnalysisPacketHeader>,
+    /// botocore's `ElasticLoadBalancerListener`: a load balancer's
+    /// listener the path goes through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elastic_load_balancer_listener: Option<AnalysisComponent>,
 }
 
 /// The explanation codes openvpc gives, with AWS's spellings (the
@@ -149,6 +168,8 @@ pub enum ExplanationCode {
     BadState,
     /// The ENI's source/destination check refuses an address not its own.
     EniSourceDestCheckRestriction,
+    /// The load balancer has no listener that accepts the traffic.
+    ElbListenersMismatch,
 }
 
 impl ExplanationCode {
@@ -161,6 +182,7 @@ impl ExplanationCode {
             ExplanationCode::BadStateRoute => "BAD_STATE_ROUTE",
             ExplanationCode::BadState => "BAD_STATE",
             ExplanationCode::EniSourceDestCheckRestriction => "ENI_SOURCE_DEST_CHECK_RESTRICTION",
+            ExplanationCode::ElbListenersMismatch => "ELB_LISTENERS_MISMATCH",
         }
     }
 }
@@ -186,6 +208,24 @@ pub struct Explanation {
     pub address: Option<Ipv4Addr>,
     pub subnet: Option<AnalysisComponent>,
     pub vpc: Option<AnalysisComponent>,
+    /// botocore's load balancer members (`LoadBalancerArn`,
+    /// `ElasticLoadBalancerListener`, `LoadBalancerListenerPort`,
+    /// `LoadBalancerTargetGroup(s)`, `LoadBalancerTarget`,
+    /// `LoadBalancerTargetPort`); absent in analyses stored before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elastic_load_balancer_listener: Option<AnalysisComponent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_listener_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_target_group: Option<AnalysisComponent>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_target_groups: Vec<AnalysisComponent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_target: Option<AnalysisLoadBalancerTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer_target_port: Option<u16>,
 }
 
 impl Explanation {
@@ -207,6 +247,13 @@ impl Explanation {
             address: None,
             subnet: None,
             vpc: None,
+            load_balancer_arn: None,
+            elastic_load_balancer_listener: None,
+            load_balancer_listener_port: None,
+            load_balancer_target_group: None,
+            load_balancer_target_groups: Vec::new(),
+            load_balancer_target: None,
+            load_balancer_target_port: None,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! rule behind it, then the packet's fate: through a NAT gateway, the
 //! hyperplane node that translates it and the address and port it is
 //! translated to, then the edge and the Elastic IP it leaves the region
-//! from. The server explains over the state its hosts run; nothing is sent
+//! from; to a network load balancer, its node, the listener and target
+//! group, the target the flow hash picks with its health, then the
+//! target's own layers. The server explains over the state its hosts run; nothing is sent
 //! and no root is needed.
 //!
 //! Endpoint, region and credentials are found as the aws CLI finds them:
@@ -155,6 +157,50 @@ fn render(report: &TraceReport) -> String {
             or_unknown(&report.nat_source_port),
         ));
     }
+    // The load balancer's hop: its node, listener, group and the target
+    // the flow hash picked, with the target's health.
+    if let Some(lb) = &report.lb {
+        out.push_str(&format!(
+            "to load balancer {} ({}) at {}: hyperplane node {} ({}), place {}\n",
+            or_unknown(&lb.name),
+            or_unknown(&lb.arn),
+            or_unknown(&lb.front),
+            or_unknown(&lb.node_id),
+            or_unknown(&lb.node_underlay),
+            or_unknown(&lb.place),
+        ));
+        if let Some(port) = &lb.listener_port {
+            out.push_str(&format!(
+                "  listener {}:{port} forwards to target group {}\n",
+                or_unknown(&lb.listener_protocol),
+                or_unknown(&lb.target_group_arn),
+            ));
+        }
+        if let Some(id) = &lb.target_id {
+            let reason = lb
+                .target_health_reason
+                .as_ref()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  target {id} ({}:{}) picked by the flow hash; its health: {}{reason}\n",
+                or_unknown(&lb.target_ip),
+                or_unknown(&lb.target_port),
+                or_unknown(&lb.target_health),
+            ));
+            if lb.fail_open {
+                out.push_str(
+                    "  no target is healthy: the load balancer fails open to all of them\n",
+                );
+            }
+            if let Some(src) = &lb.target_source {
+                out.push_str(&format!(
+                    "  the target sees the source {src}:{}\n",
+                    or_unknown(&lb.target_source_port),
+                ));
+            }
+        }
+    }
     match report.fate.as_str() {
         "delivered" => out.push_str(&format!(
             "delivered to {}\n",
@@ -166,6 +212,21 @@ fn render(report: &TraceReport) -> String {
                 out.push_str(&format!(
                     "dropped by edge node {}: {at_edge}\n",
                     report.edge_id.as_deref().unwrap_or("?")
+                ));
+            } else if let Some(at_node) = reason.strip_prefix("lb:") {
+                let lb = report.lb.clone().unwrap_or_default();
+                let why = match at_node {
+                    "no_listener" => format!("no listener on port {}", or_unknown(&lb.port)),
+                    "no_target" => "no target the flow may go to".to_owned(),
+                    "unsupported" => {
+                        "a load balancer balances TCP and UDP only".to_owned()
+                    }
+                    other => other.to_owned(),
+                };
+                out.push_str(&format!(
+                    "dropped by hyperplane node {} of load balancer {}: {why}\n",
+                    or_unknown(&lb.node_id),
+                    or_unknown(&lb.name),
                 ));
             } else if let Some(at_node) = reason.strip_prefix("nat:") {
                 out.push_str(&format!(
@@ -248,6 +309,84 @@ mod tests {
         assert_eq!(
             render(&dropped),
             "dropped by hyperplane node hp1 (10.254.1.1) of NAT gateway nat-0123456789abcdef0: no_edge\n"
+        );
+    }
+
+    // Issue 17 (6): a packet to a network load balancer reads hop by hop:
+    // the load balancer and its node, the listener and target group, the
+    // target the flow hash picked with its health (failing open when none
+    // is healthy), then the target's fate; no listener on the port is said
+    // so.
+    #[test]
+    fn a_load_balancer_hop_names_listener_group_target_and_health() {
+        let lb = openvpc_control::client::LbReport {
+            arn: Some(
+                "arn:aws:elasticloadbalancing:us-east-1:1:loadbalancer/net/web/0123456789abcdef"
+                    .into(),
+            ),
+            name: Some("web".into()),
+            node_id: Some("hp1".into()),
+            node_underlay: Some("10.254.1.1".into()),
+            place: Some("0".into()),
+            front: Some("10.0.1.10".into()),
+            port: Some("80".into()),
+            listener_port: Some("80".into()),
+            listener_protocol: Some("TCP".into()),
+            target_group_arn: Some("arn:tg/web/fedcba9876543210".into()),
+            target_id: Some("i-0123456789abcdef0".into()),
+            target_ip: Some("10.0.1.5".into()),
+            target_port: Some("80".into()),
+            target_health: Some("unhealthy".into()),
+            target_health_reason: Some("Target.FailedHealthChecks".into()),
+            fail_open: true,
+            target_source: Some("10.0.2.7".into()),
+            target_source_port: Some("49152".into()),
+        };
+        let report = TraceReport {
+            fate: "dropped".into(),
+            reason: Some("sg_deny".into()),
+            lb: Some(lb.clone()),
+            ..TraceReport::default()
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("to load balancer web (arn:aws:elasticloadbalancing"),
+            "{text}"
+        );
+        assert!(
+            lines[0].ends_with("at 10.0.1.10: hyperplane node hp1 (10.254.1.1), place 0"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[1],
+            "  listener TCP:80 forwards to target group arn:tg/web/fedcba9876543210"
+        );
+        assert_eq!(
+            lines[2],
+            "  target i-0123456789abcdef0 (10.0.1.5:80) picked by the flow hash; its health: unhealthy, Target.FailedHealthChecks"
+        );
+        assert!(lines[3].contains("fails open"), "{text}");
+        assert_eq!(lines[4], "  the target sees the source 10.0.2.7:49152");
+        assert!(lines[5].starts_with("dropped: sg_deny"), "{text}");
+
+        let none = TraceReport {
+            fate: "dropped".into(),
+            reason: Some("lb:no_listener".into()),
+            lb: Some(openvpc_control::client::LbReport {
+                port: Some("8080".into()),
+                listener_port: None,
+                target_id: None,
+                ..lb
+            }),
+            ..TraceReport::default()
+        };
+        assert!(
+            render(&none).ends_with(
+                "dropped by hyperplane node hp1 of load balancer web: no listener on port 8080\n"
+            ),
+            "{}",
+            render(&none)
         );
     }
 }

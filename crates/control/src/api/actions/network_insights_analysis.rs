@@ -25,6 +25,15 @@
 //!   with the NAT gateway's component (the source translated to its private
 //!   address) and the internet gateway's (to its Elastic IP); a drop on the
 //!   node or the edge fails the analysis with the counter's name;
+//! - to a network load balancer's address, the node's core picks the
+//!   target as the node would (`crate::trace`): the load balancer's
+//!   component (with its `ElasticLoadBalancerListener`) and its target
+//!   group's come between the source's and the target's, whose security
+//!   groups and ACL decide; an explanation of a drop at the target names
+//!   the load balancer, listener, target group and target; no listener on
+//!   the port is `ELB_LISTENERS_MISMATCH` [U: documented for Classic Load
+//!   Balancers]; a target that is not healthy, or a load balancer failing
+//!   open, is a warning;
 //! - a source that runs on no host fails with the reason.
 //!
 //! Isolation: the path is looked up in the caller's account only, and the
@@ -58,12 +67,13 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
 use crate::fleet::Fleet;
+use crate::records::elbv2::{Listener as ElbListener, LoadBalancer, TargetGroup};
 pub use crate::records::network_insights_analysis::{
-    AnalysisAclRule, AnalysisComponent, AnalysisPacketHeader, AnalysisPortRange,
-    AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation, ExplanationCode,
-    NetworkInsightsAnalysis, PathComponent, RouteState,
+    AnalysisAclRule, AnalysisComponent, AnalysisLoadBalancerTarget, AnalysisPacketHeader,
+    AnalysisPortRange, AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation,
+    ExplanationCode, NetworkInsightsAnalysis, PathComponent, RouteState,
 };
-use crate::trace::{EdgeHop, NatHop, Traced, trace};
+use crate::trace::{EdgeHop, LbHop, NatHop, Traced, trace};
 
 /// The address a path to an internet gateway is analysed with when the path
 /// names none: any address outside the VPC that the route table sends to
@@ -131,7 +141,9 @@ impl Resource for NetworkInsightsAnalysis {
 fn write_component(x: &mut Xml, name: &str, c: Option<&AnalysisComponent>) {
     if let Some(c) = c {
         x.node(name, |x| {
-            x.elem("id", &c.id).opt("arn", c.arn.as_ref());
+            x.elem("id", &c.id)
+                .opt("arn", c.arn.as_ref())
+                .opt("name", c.name.as_ref());
         });
     }
 }
@@ -208,6 +220,11 @@ fn write_path_component(x: &mut Xml, c: &PathComponent) {
     }
     write_component(x, "attachedTo", c.attached_to.as_ref());
     write_component(x, "component", Some(&c.component));
+    write_component(
+        x,
+        "elasticLoadBalancerListener",
+        c.elastic_load_balancer_listener.as_ref(),
+    );
     write_header(x, "outboundHeader", c.outbound_header.as_ref());
     write_header(x, "inboundHeader", c.inbound_header.as_ref());
     if let Some(r) = &c.route_table_route {
@@ -230,7 +247,39 @@ fn write_explanation(x: &mut Xml, e: &Explanation) {
     write_component(x, "destination", e.destination.as_ref());
     x.opt("direction", e.direction.map(Direction::as_str))
         .elem("explanationCode", e.code.as_str());
+    write_component(
+        x,
+        "elasticLoadBalancerListener",
+        e.elastic_load_balancer_listener.as_ref(),
+    );
     write_component(x, "internetGateway", e.internet_gateway.as_ref());
+    x.opt("loadBalancerArn", e.load_balancer_arn.as_ref())
+        .opt("loadBalancerListenerPort", e.load_balancer_listener_port);
+    if let Some(t) = &e.load_balancer_target {
+        x.node("loadBalancerTarget", |x| {
+            x.elem("address", t.address)
+                .elem("availabilityZone", &t.availability_zone);
+            write_component(x, "instance", t.instance.as_ref());
+            x.elem("port", t.port);
+        });
+    }
+    write_component(
+        x,
+        "loadBalancerTargetGroup",
+        e.load_balancer_target_group.as_ref(),
+    );
+    if !e.load_balancer_target_groups.is_empty() {
+        x.list(
+            "loadBalancerTargetGroupSet",
+            &e.load_balancer_target_groups,
+            |x, c| {
+                x.elem("id", &c.id)
+                    .opt("arn", c.arn.as_ref())
+                    .opt("name", c.name.as_ref());
+            },
+        );
+    }
+    x.opt("loadBalancerTargetPort", e.load_balancer_target_port);
     write_component(x, "natGateway", e.nat_gateway.as_ref());
     write_component(x, "networkInterface", e.network_interface.as_ref());
     if let Some(r) = &e.route_table_route {
@@ -507,6 +556,18 @@ fn judge(
     // gateway's component comes between the source's steps and the
     // destination's, and the destination sees the translated source.
     let mut header_in = header.clone();
+    // A load balancer's target likewise: the load balancer's and its
+    // target group's components come between the source's steps and the
+    // target's, and the target sees the header the node sent it.
+    let mut lb_pending: Option<Vec<PathComponent>> = None;
+    if let Some(lb) = &traced.lb
+        && lb.dropped.is_none()
+        && !matches!(explained.fate, Fate::Sent { .. })
+    {
+        let (parts, to_target) = lb_components(tx, lb, header)?;
+        lb_pending = Some(parts);
+        header_in = to_target;
+    }
     let mut nat_pending: Option<(String, Ipv4Addr)> = None;
     if let Some(NatHop::Translated {
         gateway_id,
@@ -527,6 +588,11 @@ fn judge(
         {
             components.push(nat_component(tx, &gateway_id, private_source, header)?);
         }
+        if !(step.eni == source.id && step.way == Way::Egress)
+            && let Some(parts) = lb_pending.take()
+        {
+            components.extend(parts);
+        }
         if let Some(c) = step_component(tx, step.way, &step.action, &step.evidence)? {
             components.push(c);
         }
@@ -534,7 +600,14 @@ fn judge(
     if let Some((gateway_id, private_source)) = nat_pending.take() {
         components.push(nat_component(tx, &gateway_id, private_source, header)?);
     }
+    if let Some(parts) = lb_pending.take() {
+        components.extend(parts);
+    }
     let mut outcome = Outcome::default();
+    // What the nodes report of the target's health, and a fail-open.
+    if let Some(lb) = &traced.lb {
+        outcome.warnings.extend(lb_warnings(lb));
+    }
     match &explained.fate {
         Fate::Delivered { eni } => {
             outcome.found = Some(true);
@@ -587,6 +660,9 @@ fn judge(
                 }
                 c
             };
+            if let Some(lb) = &traced.lb {
+                return through_lb(tx, lb, components, outcome.warnings);
+            }
             match &traced.nat {
                 Some(NatHop::Dropped {
                     node_id,
@@ -652,7 +728,10 @@ fn judge(
                 .rev()
                 .find(|s| matches!(s.action, StepAction::Deny(_)));
             match explain_drop(tx, path, *reason, denied, dst, dst_eni)? {
-                Some((explanation, warning)) => {
+                Some((mut explanation, warning)) => {
+                    if let Some(lb) = &traced.lb {
+                        lb_explained(tx, lb, &mut explanation)?;
+                    }
                     outcome.explanations.push(explanation);
                     outcome.warnings.extend(warning);
                 }
@@ -706,6 +785,33 @@ fn step_component(
             acl_rule: acl_rule(tx, way, acl_id, u32::from(*rule_number))?,
             ..path_component(component(tx, acl_id))
         }),
+        // A load balancer's front: the hosts' internal /32 to its nodes is
+        // in no route table; the table shows the VPC's local route, the one
+        // AWS shows for an address inside the VPC.
+        Evidence::Route {
+            route_table_id,
+            target,
+            ..
+        } if matches!(action, StepAction::Forward { .. }) && target.starts_with("elb-") => {
+            let local = tx.get::<RouteTable>(route_table_id)?.and_then(|t| {
+                t.routes
+                    .iter()
+                    .find(|r| {
+                        r.target == Target::local() && matches!(r.destination, Destination::Ipv4(_))
+                    })
+                    .cloned()
+            });
+            local.map(|r| PathComponent {
+                route_table_route: Some(AnalysisRouteTableRoute {
+                    destination_cidr: Some(r.destination.to_string()),
+                    destination_prefix_list_id: None,
+                    target: Some(r.target.clone()),
+                    origin: Some(r.origin.clone()),
+                    state: RouteState::Active,
+                }),
+                ..path_component(component(tx, route_table_id))
+            })
+        }
         Evidence::Route {
             route_table_id,
             destination,
@@ -974,6 +1080,217 @@ fn through_nat(
     })
 }
 
+/// The caller's load balancer, listener and target group a hop names.
+type LbRecords = (
+    Option<LoadBalancer>,
+    Option<ElbListener>,
+    Option<TargetGroup>,
+);
+
+/// The caller's load balancer, listener and target group records the hop
+/// names (by ARN; the listener by its load balancer and port).
+fn lb_records(tx: &mut Tx, lb: &LbHop) -> Result<LbRecords, ApiError> {
+    let Some(l) = &lb.load_balancer else {
+        return Ok((None, None, None));
+    };
+    let record = tx
+        .list::<LoadBalancer>()?
+        .into_iter()
+        .find(|r| r.arn == l.arn);
+    let listener = match &lb.listener {
+        Some(at) => tx
+            .list::<ElbListener>()?
+            .into_iter()
+            .find(|r| r.load_balancer_arn == l.arn && r.port == at.port),
+        None => None,
+    };
+    let group = match &lb.listener {
+        Some(at) => tx
+            .list::<TargetGroup>()?
+            .into_iter()
+            .find(|g| g.arn == at.target_group_arn),
+        None => None,
+    };
+    Ok((record, listener, group))
+}
+
+/// An ELBv2 resource as a component: its ARN is its ID (it has no other).
+fn arn_component(arn: &str, name: Option<&str>) -> AnalysisComponent {
+    AnalysisComponent {
+        id: arn.to_owned(),
+        arn: Some(arn.to_owned()),
+        name: name.map(str::to_owned),
+    }
+}
+
+/// A network load balancer's path components (issue 17): the load
+/// balancer with the listener the packet matched, in the subnet of the
+/// front address it was sent to, the header as it comes in and as the node
+/// sends it on (to the target's address and port, from the source the
+/// target sees); then its target group. With them, that header: the one
+/// the target's interface receives.
+fn lb_components(
+    tx: &mut Tx,
+    lb: &LbHop,
+    header: &AnalysisPacketHeader,
+) -> Result<(Vec<PathComponent>, AnalysisPacketHeader), ApiError> {
+    let (record, listener, group) = lb_records(tx, lb)?;
+    let mut to_target = header.clone();
+    if let Some(t) = &lb.target {
+        to_target.destination_addresses = vec![t.ip];
+        to_target.destination_port_ranges = vec![AnalysisPortRange {
+            from: t.port,
+            to: t.port,
+        }];
+    }
+    if let Some((ip, _)) = lb.source {
+        to_target.source_addresses = vec![ip];
+    }
+    let Some(l) = &lb.load_balancer else {
+        return Ok((Vec::new(), to_target));
+    };
+    let subnet = record
+        .as_ref()
+        .and_then(|r| r.zones.iter().find(|z| z.private_ip == Some(lb.front)))
+        .map(|z| component(tx, &z.subnet_id));
+    let vpc = record.as_ref().map(|r| component(tx, &r.vpc_id));
+    let mut parts = vec![PathComponent {
+        elastic_load_balancer_listener: listener.as_ref().map(|r| arn_component(&r.arn, None)),
+        subnet,
+        vpc: vpc.clone(),
+        inbound_header: Some(header.clone()),
+        outbound_header: Some(to_target.clone()),
+        ..path_component(arn_component(&l.arn, Some(&l.name)))
+    }];
+    if let Some(at) = &lb.listener {
+        parts.push(PathComponent {
+            vpc,
+            outbound_header: Some(to_target.clone()),
+            ..path_component(arn_component(
+                &at.target_group_arn,
+                group.as_ref().map(|g| g.name.as_str()),
+            ))
+        });
+    }
+    Ok((parts, to_target))
+}
+
+/// What the analysis says of the target's health: its state as the load
+/// balancer's nodes report it when not healthy, and that the load balancer
+/// fails open when no target is healthy (spec 9.4).
+fn lb_warnings(lb: &LbHop) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(t) = &lb.target else {
+        return warnings;
+    };
+    if t.health != openvpc_model::lifecycle::TargetHealthState::Healthy {
+        let reason = t
+            .reason
+            .as_ref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        warnings.push(format!(
+            "Target {} ({}:{}) is {}{reason} as the load balancer's nodes report it.",
+            t.id, t.ip, t.port, t.health
+        ));
+    }
+    if lb.fail_open {
+        let group = lb
+            .listener
+            .as_ref()
+            .map_or("", |l| l.target_group_arn.as_str());
+        warnings.push(format!(
+            "No target of target group {group} that this address sends to is healthy: the load balancer fails open and sends new flows to all of them."
+        ));
+    }
+    warnings
+}
+
+/// The load balancer's members of an explanation of a drop at its target
+/// (its security groups or ACL): the load balancer, listener, target group
+/// and the target the flow went to.
+fn lb_explained(tx: &mut Tx, lb: &LbHop, e: &mut Explanation) -> Result<(), ApiError> {
+    let (_, listener, group) = lb_records(tx, lb)?;
+    e.load_balancer_arn = lb.load_balancer.as_ref().map(|l| l.arn.clone());
+    e.elastic_load_balancer_listener = listener.as_ref().map(|r| arn_component(&r.arn, None));
+    e.load_balancer_listener_port = lb.listener.as_ref().map(|l| l.port);
+    e.load_balancer_target_group = lb
+        .listener
+        .as_ref()
+        .map(|l| arn_component(&l.target_group_arn, group.as_ref().map(|g| g.name.as_str())));
+    if let Some(t) = &lb.target {
+        e.load_balancer_target = Some(AnalysisLoadBalancerTarget {
+            address: t.ip,
+            availability_zone: t.availability_zone.clone(),
+            instance: t.id.starts_with("i-").then(|| component(tx, &t.id)),
+            port: t.port,
+        });
+        e.load_balancer_target_port = Some(t.port);
+    }
+    Ok(())
+}
+
+/// A path the hosts send to a network load balancer's node that goes no
+/// further: dropped by the node (no listener on the port: the explanation
+/// says so; anything else fails the analysis with the counter's name), or
+/// sent to a target whose host the walk does not find.
+fn through_lb(
+    tx: &mut Tx,
+    lb: &LbHop,
+    mut components: Vec<PathComponent>,
+    warnings: Vec<String>,
+) -> Result<Outcome, ApiError> {
+    for (i, c) in components.iter_mut().enumerate() {
+        c.sequence_number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    }
+    let name = lb
+        .load_balancer
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |l| l.name.clone());
+    match lb.dropped.as_deref() {
+        Some("no_listener") => {
+            let (record, _, _) = lb_records(tx, lb)?;
+            let arn = lb.load_balancer.as_ref().map(|l| l.arn.clone());
+            // [U] AWS documents ELB_LISTENERS_MISMATCH ("does not have a
+            // listener that accepts the traffic") for Classic Load
+            // Balancers; no code of its page is specific to ELBv2's.
+            let explanation = Explanation {
+                component: lb
+                    .load_balancer
+                    .as_ref()
+                    .map(|l| arn_component(&l.arn, Some(&l.name))),
+                load_balancer_arn: arn,
+                load_balancer_listener_port: Some(lb.port),
+                address: Some(lb.front),
+                vpc: record.as_ref().map(|r| component(tx, &r.vpc_id)),
+                ..Explanation::new(ExplanationCode::ElbListenersMismatch)
+            };
+            let mut warnings = warnings;
+            warnings.push(format!(
+                "Load balancer {name} has no listener on port {}.",
+                lb.port
+            ));
+            Ok(Outcome {
+                found: Some(false),
+                explanations: vec![explanation],
+                components,
+                warnings,
+                ..Outcome::default()
+            })
+        }
+        Some(reason) => Ok(Outcome::failed(format!(
+            "Hyperplane node {} of load balancer {name} drops the packet ({reason}), which no Reachability Analyzer explanation code describes.",
+            lb.node_id
+        ))),
+        None => Ok(Outcome::failed(format!(
+            "Load balancer {name} sends the packet to {}, whose host openvpc's analysis does not find.",
+            lb.target
+                .as_ref()
+                .map_or_else(|| "its target".to_owned(), |t| t.ip.to_string())
+        ))),
+    }
+}
+
 /// NAT gateway `gateway_id`'s path component: in its subnet and VPC, the
 /// header as it comes in and as it leaves, from `private_source` (spec 6:
 /// source NAT to the gateway's private address).
@@ -1018,6 +1335,7 @@ fn path_component(component: AnalysisComponent) -> PathComponent {
         vpc: None,
         outbound_header: None,
         inbound_header: None,
+        elastic_load_balancer_listener: None,
     }
 }
 
@@ -1048,6 +1366,7 @@ fn component(tx: &Tx, id: &str) -> AnalysisComponent {
     AnalysisComponent {
         id: id.to_owned(),
         arn,
+        name: None,
     }
 }
 

@@ -9,6 +9,14 @@
 //! (`natGatewayId`, `natNodeId`, the translated `natSource` and
 //! `natSourcePort`, the port a fresh node would allocate), then the edge's
 //! (`edgeId`, `publicSource`: the Elastic IP it leaves the region with).
+//! A packet to a network load balancer names its hop with `lb…` elements:
+//! the load balancer (`lbArn`, `lbName`), the node (`lbNodeId`, `lbPlace`),
+//! the listener (`lbListenerPort`, `lbListenerProtocol`) and its group
+//! (`lbTargetGroupArn`), the target the flow hash picked (`lbTargetId`,
+//! `lbTargetIp`, `lbTargetPort`) with its health as the nodes report it
+//! (`lbTargetHealth`, `lbTargetHealthReason`, `lbFailOpen`) and the source
+//! it sees (`lbTargetSource`); a drop at the node is `lb:<reason>`
+//! (`lb:no_listener`: no listener on the port).
 //!
 //! Parameters: `Source` (`i-` or `eni-`), `Destination` (`i-` or `eni-`) or
 //! `DestinationIp`, `Protocol` (`tcp`, `udp` or `icmp`), `DestinationPort`
@@ -26,7 +34,7 @@ use super::resource::{Tx, check_id, transact};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-use crate::trace::{EdgeHop, NatHop, TraceError, Traced, trace};
+use crate::trace::{EdgeHop, LbHop, NatHop, TraceError, Traced, lb_protocol_name, trace};
 
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
     Some(match action {
@@ -175,10 +183,15 @@ fn write_explanation(x: &mut Xml, traced: &Traced) {
             .elem("action", &s.action)
             .elem("rule", &s.evidence);
     });
+    let lb_drop = traced.lb.as_ref().and_then(|l| l.dropped.as_ref());
     x.node("fate", |x| {
         match &e.fate {
             Fate::Delivered { eni } => x.elem("code", "delivered").elem("networkInterfaceId", eni),
             Fate::Dropped(reason) => x.elem("code", "dropped").elem("reason", reason),
+            // Dropped by the load balancer's node.
+            Fate::Sent { .. } if lb_drop.is_some() => x
+                .elem("code", "dropped")
+                .opt("reason", lb_drop.map(|r| format!("lb:{r}"))),
             Fate::Sent { underlay, vni, .. } => match &traced.nat {
                 Some(NatHop::Dropped {
                     node_id,
@@ -216,7 +229,46 @@ fn write_explanation(x: &mut Xml, traced: &Traced) {
                 .elem("natSource", private_source)
                 .elem("natSourcePort", port);
         }
+        // The load balancer's hop, whatever came after (the target's
+        // host, or the node's drop).
+        if let Some(lb) = &traced.lb {
+            write_lb(x, lb);
+        }
     });
+}
+
+/// A network load balancer's hop: its node and place, the listener and
+/// target group, the target the flow hash picked with its health, and the
+/// source the target sees.
+fn write_lb(x: &mut Xml, lb: &LbHop) {
+    if let Some(l) = &lb.load_balancer {
+        x.elem("lbGatewayId", &l.gateway_id)
+            .elem("lbArn", &l.arn)
+            .elem("lbName", &l.name);
+    }
+    x.elem("lbNodeId", &lb.node_id)
+        .elem("lbNodeUnderlay", lb.node_underlay)
+        .opt("lbPlace", lb.place)
+        .elem("lbFront", lb.front)
+        .elem("lbPort", lb.port);
+    if let Some(l) = &lb.listener {
+        x.elem("lbListenerPort", l.port)
+            .elem("lbListenerProtocol", lb_protocol_name(l.protocol))
+            .elem("lbTargetGroupArn", &l.target_group_arn);
+    }
+    if let Some(t) = &lb.target {
+        x.elem("lbTargetId", &t.id)
+            .elem("lbTargetIp", t.ip)
+            .elem("lbTargetPort", t.port)
+            .elem("lbTargetAvailabilityZone", &t.availability_zone)
+            .elem("lbTargetHealth", t.health)
+            .opt("lbTargetHealthReason", t.reason.as_ref());
+    }
+    x.elem("lbFailOpen", lb.fail_open);
+    if let Some((ip, port)) = lb.source {
+        x.elem("lbTargetSource", ip)
+            .elem("lbTargetSourcePort", port);
+    }
 }
 
 /// A packet sent to `underlay` (a gateway's node) in VNI `vni`: out to the
