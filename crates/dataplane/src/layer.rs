@@ -494,6 +494,22 @@ pub fn run<'a, S: Sink>(
     flow: FlowState,
     sink: &mut S,
 ) -> Result<Verdict<'a>, Denied> {
+    run_skipping(port, layers, way, packet, flow, sink, None)
+}
+
+/// [`run`], leaving out the layer of kind `skip`: the routing of a reply
+/// pinned to the node its flow came through, which goes there whatever
+/// the routes say (its filters still apply).
+#[inline]
+pub fn run_skipping<'a, S: Sink>(
+    port: &'a EniConfig,
+    layers: PortLayers,
+    way: Way,
+    packet: &PacketMeta<'_>,
+    flow: FlowState,
+    sink: &mut S,
+    skip: Option<LayerKind>,
+) -> Result<Verdict<'a>, Denied> {
     let mut packet = *packet;
     let mut verdict = Verdict {
         tracked: None,
@@ -502,6 +518,9 @@ pub fn run<'a, S: Sink>(
         forward: None,
     };
     for layer in layers.of(way) {
+        if Some(layer.kind()) == skip {
+            continue;
+        }
         let decision = layer.decide(port, way, &packet, flow);
         sink.record(layer.kind(), way, &decision);
         match decision.action {

@@ -655,7 +655,21 @@ impl<M: Mapping> Router<M> {
             if let Some(h) = entry.alias_of() {
                 return self.process_translated(index, way, buf, pf, h, now);
             }
+            let dir = if way == entry.origin() {
+                Direction::Original
+            } else {
+                Direction::Reply
+            };
             if entry.conn.expired(now, &timeouts) {
+                stale = Some(false);
+            } else if is_opening_syn(pf) && {
+                let mut old = entry.conn;
+                old.update(dir, pf.tcp_flags, now) == Verdict::Invalid
+            } {
+                // A SYN the old connection refuses reuses its ports (a
+                // client that closed and connects again from the same
+                // port): the old entry goes and the SYN opens a new flow,
+                // whatever was compiled since.
                 stale = Some(false);
             } else if entry.epoch != epoch {
                 stale = Some(true);
@@ -670,18 +684,8 @@ impl<M: Mapping> Router<M> {
                     _ => true,
                 };
                 if compiled {
-                    let dir = if way == entry.origin() {
-                        Direction::Original
-                    } else {
-                        Direction::Reply
-                    };
                     if entry.conn.update(dir, pf.tcp_flags, now) == Verdict::Invalid {
-                        if !is_opening_syn(pf) {
-                            return self.drop(DropReason::ConntrackInvalid);
-                        }
-                        // A SYN the old connection refuses reuses its ports:
-                        // the old entry goes and the SYN opens a new flow.
-                        stale = Some(false);
+                        return self.drop(DropReason::ConntrackInvalid);
                     } else if let Hop::Drop(reason) = hop {
                         self.log_reject(reason, key, way, pf, now);
                         return self.drop(reason);
@@ -743,15 +747,31 @@ impl<M: Mapping> Router<M> {
             Some((_, false)) => FlowState::Untracked,
         };
         let packet = PacketMeta::new(pf);
-        let judged =
-            layer::run(&slot.cfg, slot.layers, way, &packet, state, &mut NoSink).map(|v| {
-                (
-                    v.tracked.unwrap_or(true),
-                    next_of(&slot.cfg, v.forward, &v.key),
-                    v.rewrite,
-                    v.key,
-                )
-            });
+        // A reply pinned to a load balancer's node goes there, wherever
+        // the routes would send it: its routing is not asked (its filters
+        // are).
+        let pinned = match self.flows.get(hash, &nkey).map(|e| e.hop(way)) {
+            Some(Hop::Transform(h)) => self.transforms.get(h).and_then(|t| t.via),
+            _ => None,
+        };
+        let skip = pinned.map(|_| LayerKind::Routing);
+        let judged = layer::run_skipping(
+            &slot.cfg,
+            slot.layers,
+            way,
+            &packet,
+            state,
+            &mut NoSink,
+            skip,
+        )
+        .map(|v| {
+            (
+                v.tracked.unwrap_or(true),
+                next_of(&slot.cfg, v.forward, &v.key),
+                v.rewrite,
+                v.key,
+            )
+        });
         let (tracked, next, rewrite, new_key) = match judged {
             Ok(ok) => ok,
             Err(denied) => {
@@ -776,12 +796,6 @@ impl<M: Mapping> Router<M> {
                 }
                 return self.drop(denied.reason);
             }
-        };
-        // A reply pinned to a load balancer's node goes there, wherever
-        // the routes would send it.
-        let pinned = match self.flows.get(hash, &nkey).map(|e| e.hop(way)) {
-            Some(Hop::Transform(h)) => self.transforms.get(h).and_then(|t| t.via),
-            _ => None,
         };
         let resolved = match pinned {
             Some(via) => Ok(self.via_hop(index, via)),

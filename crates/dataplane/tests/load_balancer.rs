@@ -28,6 +28,7 @@ const VNI: u32 = 100;
 const LB: &str = "elb-0123456789abcdef";
 const FRONT: &str = "10.0.1.50";
 const CLIENT_HOST: &str = "192.0.2.1";
+const THIS_HOST: &str = "192.0.2.100";
 
 fn nodes() -> Vec<IpAddr> {
     (1..=4).map(|i| addr(&format!("10.254.0.{i}"))).collect()
@@ -56,7 +57,18 @@ fn host(acl: NetworkAcl) -> Router<StaticMapping> {
             mac: mac(9),
         },
     );
-    let mut r = Router::new(RouterConfig::new(addr("192.0.2.100")), mapping);
+    for (ip, eni, n) in [("10.0.1.10", "eni-c", 1), ("10.0.1.20", "eni-t", 2)] {
+        mapping.insert(
+            VNI,
+            addr(ip),
+            MappingEntry {
+                underlay: addr(THIS_HOST),
+                eni: eni.into(),
+                mac: mac(n),
+            },
+        );
+    }
+    let mut r = Router::new(RouterConfig::new(addr(THIS_HOST)), mapping);
     let open = group("sg-open", vec![allow(TrafficMatch::ALL, "0.0.0.0/0")]);
     r.upsert_eni(eni(
         "eni-c",
@@ -218,5 +230,81 @@ fn a_pinned_reply_still_meets_the_subnets_outbound_acl() {
     assert_eq!(
         r.from_instance(t, &mut reply, 1),
         Output::Drop(DropReason::NaclDeny)
+    );
+}
+
+#[test]
+fn a_syn_on_a_closed_tuple_opens_a_new_connection_even_after_a_policy_change() {
+    // A SYN the old connection refuses (here the other side opens on the
+    // same tuple) gives the old, closed entry up and opens a new flow; it
+    // did on the fast path, and must too when the ENI's policy was
+    // compiled again since (the slow path), not be dropped as invalid.
+    let mut r = host(NetworkAcl::allow_all("acl-a"));
+    let (c, t) = (r.eni_index("eni-c").unwrap(), r.eni_index("eni-t").unwrap());
+    let (ci, ti) = ("10.0.1.10", "10.0.1.20");
+    let send = |r: &mut Router<StaticMapping>, from: u16, fl: u8| {
+        let frame = if from == c {
+            tcp(1, ci, 40000, ti, 80, fl)
+        } else {
+            tcp(2, ti, 80, ci, 40000, fl)
+        };
+        let mut b = PacketBuf::from_frame(&frame);
+        r.from_instance(from, &mut b, 1)
+    };
+    for (from, fl) in [
+        (c, flags::SYN),
+        (t, flags::SYN | flags::ACK),
+        (c, flags::ACK),
+        (t, flags::FIN | flags::ACK),
+        (c, flags::FIN | flags::ACK),
+        (t, flags::ACK),
+    ] {
+        assert!(
+            matches!(send(&mut r, from, fl), Output::Instance(_)),
+            "{fl:#x}"
+        );
+    }
+    r.mappings_changed();
+    assert_eq!(send(&mut r, t, flags::SYN), Output::Instance(c));
+    assert_eq!(r.drops().get(DropReason::ConntrackInvalid), 0);
+}
+
+#[test]
+fn a_pinned_reply_to_an_outside_client_needs_no_route_of_the_targets_subnet() {
+    // An internet-facing load balancer: the client is outside, and the
+    // target's subnet has no route there (no internet gateway route); the
+    // reply goes back through the node all the same.
+    let mut r = host(NetworkAcl::allow_all("acl-a"));
+    let t = r.eni_index("eni-t").unwrap();
+    let via = ReturnVia {
+        front: ip(FRONT),
+        place: 1,
+    };
+    let mut buf = from_node(&syn(9, "198.51.100.10", 40000, "10.0.1.20", 80), Some(via));
+    assert_eq!(r.from_underlay(&mut buf, 1), Output::Instance(t));
+    let mut reply = PacketBuf::from_frame(&tcp(
+        2,
+        "10.0.1.20",
+        80,
+        "198.51.100.10",
+        40000,
+        flags::SYN | flags::ACK,
+    ));
+    assert!(matches!(
+        r.from_instance(t, &mut reply, 1),
+        Output::Underlay { dst, .. } if dst == nodes()[1]
+    ));
+    // Unpinned, the same reply has no route.
+    let mut other = PacketBuf::from_frame(&tcp(
+        2,
+        "10.0.1.20",
+        80,
+        "198.51.100.10",
+        40001,
+        flags::SYN | flags::ACK,
+    ));
+    assert_eq!(
+        r.from_instance(t, &mut other, 1),
+        Output::Drop(DropReason::NoRoute)
     );
 }

@@ -653,10 +653,17 @@ impl Nlb {
         let mut found = self.table.find_forward(&key);
         if let Some(i) = found
             && let Some(f) = self.table.get(i)
-            && self.expired(f, t)
         {
-            self.expire_one(i);
-            found = None;
+            if self.expired(f, t) {
+                self.expire_one(i);
+                found = None;
+            } else if f.origin != Origin::Replica && reopens(f, buf.data(), &pf) {
+                // The client closed and connects again from the same port:
+                // a new connection, which picks its target afresh. (A
+                // replica's owner decides that for its own flows.)
+                self.table.remove(i);
+                found = None;
+            }
         }
         let i = match found {
             Some(i) => i,
@@ -900,6 +907,7 @@ impl Nlb {
             origin: Origin::Local,
             last_seen: now,
             replicated_at: now,
+            syn_seq: seq,
         };
         let i = self.table.insert(flow).map_err(|e| match e {
             flows::InsertError::Full => NlbDrop::TableFull,
@@ -971,15 +979,26 @@ impl Nlb {
                 let Some(f) = self.table.get_mut(i) else {
                     return Err(ReplicaError::Conflict);
                 };
-                if f.origin == Origin::Local
-                    || f.target != record.target.to_bits()
-                    || f.tport != record.tport
-                {
+                if f.origin == Origin::Local {
                     return Err(ReplicaError::Conflict);
                 }
-                f.state = record.state;
-                f.last_seen = now;
-                Ok(())
+                if f.target == record.target.to_bits()
+                    && f.tport == record.tport
+                    && f.syn_seq == record.syn_seq
+                {
+                    f.state = record.state;
+                    f.last_seen = now;
+                    return Ok(());
+                }
+                // The owner opened a new connection on the tuple (the
+                // client reused its port): the record replaces the old one.
+                let (group, slot) = self.resolve(record).ok_or(ReplicaError::UnknownTarget)?;
+                self.table.remove(i);
+                match self.table.insert(record.flow(origin, group, slot, now)) {
+                    Ok(_) => Ok(()),
+                    Err(flows::InsertError::Full) => Err(ReplicaError::Full),
+                    Err(flows::InsertError::Duplicate) => Err(ReplicaError::Conflict),
+                }
             }
             (RecordKind::Upsert, None) => {
                 let (group, slot) = self.resolve(record).ok_or(ReplicaError::UnknownTarget)?;
@@ -1120,6 +1139,22 @@ impl Nlb {
 /// a front address: its healthy targets in the allowed AZs (the front's
 /// own unless cross-zone is on, spec 9.5); with none, every target there
 /// that is neither draining nor unused (fail open, spec 9.4).
+/// Whether a client's packet on flow `f` is a TCP SYN opening a new
+/// connection on the flow's tuple: a SYN with another sequence number than
+/// the one that opened the flow (a retransmitted SYN keeps it).
+fn reopens(f: &Flow, data: &[u8], pf: &ParsedFlow) -> bool {
+    if f.proto != protocol::TCP
+        || f.syn_seq == 0
+        || pf.tcp_flags & (flags::SYN | flags::ACK | flags::RST) != flags::SYN
+    {
+        return false;
+    }
+    let at = pf.l4_offset + 4;
+    data.get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .is_some_and(|b| u32::from_be_bytes(b) != f.syn_seq)
+}
+
 /// A record's target group and target index in `config`: its listener's
 /// group, and the target with its address and port.
 fn resolve_in(config: &NlbConfig, record: &FlowRecord) -> Option<(u16, u16)> {

@@ -23,7 +23,7 @@ pub const VERSION: u8 = 1;
 /// Records per message: a message stays below a 1500-byte underlay MTU.
 pub const RECORDS_PER_MESSAGE: usize = 48;
 /// A load balancer's records per message (they are longer).
-pub const LB_RECORDS_PER_MESSAGE: usize = 40;
+pub const LB_RECORDS_PER_MESSAGE: usize = 36;
 /// The longest gateway ID a message carries.
 pub const MAX_GATEWAY_ID: usize = 64;
 
@@ -370,6 +370,7 @@ mod tests {
             fport: 80,
             tport: 8080,
             sport: port,
+            syn_seq: 77,
         }
     }
 

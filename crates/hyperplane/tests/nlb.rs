@@ -515,3 +515,84 @@ proptest! {
         let _ = n.from_target(&mut b, 0);
     }
 }
+
+// spec 9.2: the SYN's sequence number is part of the flow. A client that
+// closed and connects again from the same port (another ISN) opens a new
+// connection, which picks its target afresh (here: not the target that
+// went unhealthy meanwhile); a retransmitted SYN (same ISN) keeps the flow.
+#[test]
+fn a_new_syn_on_a_reused_tuple_is_a_new_connection() {
+    let mut n = nlb(TargetType::Instance, Protocol::Tcp, true);
+    let first = chosen(syn_to(&mut n, 6000, FRONT_A, 1234, 0));
+    // Retransmitted: the same flow, no new record.
+    let again = syn_to(&mut n, 6000, FRONT_A, 1234, 1);
+    assert_eq!(chosen(again), first);
+    assert!(matches!(again, NlbOutput::ToTarget { record: None, .. }));
+    assert_eq!(n.counters().new_flows, 1);
+    // The first target goes unhealthy; the client reconnects from the same
+    // port with a new ISN.
+    let slot = T.iter().position(|t| *t == first).unwrap();
+    assert!(n.set_health(0, slot, Health::Unhealthy));
+    let reopened = syn_to(&mut n, 6000, FRONT_A, 99_999, 2);
+    assert!(matches!(
+        reopened,
+        NlbOutput::ToTarget {
+            record: Some(_),
+            ..
+        }
+    ));
+    assert_ne!(
+        chosen(reopened),
+        first,
+        "a new connection avoids the unhealthy target"
+    );
+    assert_eq!(n.counters().new_flows, 2);
+    assert_eq!(n.active_flows(), 1);
+}
+
+// The buddy follows a reopened connection: the owner's record of the new
+// connection on the tuple replaces the replica of the old one, and the
+// record's SYN sequence number survives the wire.
+#[test]
+fn a_reopened_connections_record_replaces_the_buddys_replica() {
+    let mut owner = nlb(TargetType::Ip, Protocol::Tcp, true);
+    let mut c = config(TargetType::Ip, Protocol::Tcp, true);
+    c.node = 1;
+    let mut buddy = Nlb::new(c).unwrap();
+    let mut isn = 1u32;
+    let (o, _) = client(
+        &mut owner,
+        &tcp(CLIENT, 7100, FRONT_A, 80, flags::SYN, isn),
+        0,
+    );
+    let (first, first_record) = (chosen(o), o_record(o).unwrap());
+    assert_eq!(first_record.syn_seq, 1);
+    buddy
+        .replica(&FlowRecord::decode(&first_record.encode()).unwrap(), 0)
+        .unwrap();
+    // Reopen until the new connection lands on another target.
+    let second = loop {
+        isn += 7919;
+        let (o, _) = client(
+            &mut owner,
+            &tcp(CLIENT, 7100, FRONT_A, 80, flags::SYN, isn),
+            1,
+        );
+        let r = o_record(o).unwrap();
+        assert_eq!(r.syn_seq, isn);
+        buddy
+            .replica(&FlowRecord::decode(&r.encode()).unwrap(), 1)
+            .unwrap();
+        if chosen(o) != first {
+            break chosen(o);
+        }
+    };
+    assert_eq!(buddy.replicas(), 1);
+    buddy.take_over(0, 2);
+    let (o, _) = client(
+        &mut buddy,
+        &tcp(CLIENT, 7100, FRONT_A, 80, flags::ACK, isn + 1),
+        2,
+    );
+    assert_eq!(chosen(o), second);
+}

@@ -347,7 +347,110 @@ fn network_load_balancer_in_a_lab() {
     cross_zone_off(&lab, &net);
     health_checks_follow_a_stopped_server(&mut lab, &net);
     udp_listener(&mut lab, &net);
+    internet_facing(&mut lab, &net);
     streams(&mut lab, &net);
+}
+
+/// An internet-facing load balancer serves the lab's outside: its public
+/// address in each AZ reaches the targets (which see the outside client's
+/// own address), and the answers come back from that public address.
+fn internet_facing(lab: &mut Lab, net: &Net) {
+    lab.igw(&net.vpc);
+    let web = lab.group(&net.vpc, "web-public", &[]);
+    lab.allow(&web, "tcp", &WEB_PORT.to_string(), "0.0.0.0/0");
+    for (t, _) in &net.targets {
+        let groups = lab.ec2(&["describe-instances", "--instance-ids", &t.id]);
+        let eni =
+            groups["Reservations"][0]["Instances"][0]["NetworkInterfaces"][0]["NetworkInterfaceId"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let mut ids: Vec<String> = groups["Reservations"][0]["Instances"][0]["SecurityGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["GroupId"].as_str().unwrap().to_owned())
+            .collect();
+        ids.push(web.clone());
+        let mut args = vec![
+            "modify-network-interface-attribute",
+            "--network-interface-id",
+            eni.as_str(),
+            "--groups",
+        ];
+        args.extend(ids.iter().map(String::as_str));
+        lab.ec2(&args);
+    }
+    let subnets: Vec<String> = lab.ec2(&[
+        "describe-subnets",
+        "--filters",
+        &format!("Name=vpc-id,Values={}", net.vpc),
+    ])["Subnets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["SubnetId"].as_str().unwrap().to_owned())
+        .collect();
+    let mut args = vec![
+        "create-load-balancer",
+        "--name",
+        "public",
+        "--type",
+        "network",
+        "--scheme",
+        "internet-facing",
+        "--subnets",
+    ];
+    args.extend(subnets.iter().map(String::as_str));
+    let v = lab.elbv2(&args);
+    let arn = v["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A target group serves one load balancer: the public one gets its own.
+    let tg = target_group(lab, &net.vpc, "web-public", "TCP", WEB_PORT, None);
+    let ids: Vec<&str> = net.targets.iter().map(|(t, _)| t.id.as_str()).collect();
+    register(lab, &tg, &ids);
+    listener(lab, &arn, "TCP", WEB_PORT, &tg);
+    let mut public = Vec::new();
+    eventually(
+        "the internet-facing load balancer to be active",
+        true,
+        || {
+            let v = lab.elbv2(&["describe-load-balancers", "--load-balancer-arns", &arn]);
+            let lb = &v["LoadBalancers"][0];
+            public = lb["AvailabilityZones"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|z| {
+                    Some(
+                        z["LoadBalancerAddresses"][0]["IpAddress"]
+                            .as_str()?
+                            .to_owned(),
+                    )
+                })
+                .collect();
+            lb["State"]["Code"] == "active"
+        },
+    );
+    assert_eq!(public.len(), 2, "a public address per AZ: {public:?}");
+    for ip in &public {
+        let mut answer = String::new();
+        eventually(&format!("the outside to reach {ip}"), true, || {
+            let url = format!("http://{ip}:{WEB_PORT}/");
+            let out = lab
+                .outside_cmd(&["curl", "-sf", "--max-time", "3", &url])
+                .output()
+                .unwrap();
+            answer = String::from_utf8_lossy(&out.stdout).into_owned();
+            out.status.success()
+        });
+        let (ident, client) = answer.split_once(' ').unwrap();
+        assert!(net.targets.iter().any(|(t, _)| t.id == ident), "{answer:?}");
+        assert_eq!(client, lab.outside_ip, "the target saw {client}");
+        eprintln!("nlb: internet-facing {ip}: answered by {ident}, which saw {client}");
+    }
 }
 
 /// Issue 17: 600 requests with cross-zone on reach all three targets,

@@ -92,6 +92,10 @@ pub struct Flow {
     pub last_seen: u32,
     /// Seconds (wrapping) of the last record sent to the buddy.
     pub replicated_at: u32,
+    /// The sequence number of the SYN that opened a TCP flow: a SYN with
+    /// another one on the same tuple is a new connection (spec 9.2: the
+    /// SYN's sequence number is part of the flow). 0 for UDP, or unknown.
+    pub syn_seq: u32,
 }
 
 impl Flow {
@@ -112,6 +116,7 @@ impl Flow {
         origin: Origin::Local,
         last_seen: 0,
         replicated_at: 0,
+        syn_seq: 0,
     };
 
     /// The key of the client's packets.

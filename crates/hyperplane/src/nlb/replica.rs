@@ -6,8 +6,10 @@
 //! Layout (big-endian): version 1, kind, protocol, state, owner node,
 //! 3 reserved bytes (zero); client, front address, target, source seen by
 //! the target (4 bytes each); client port, listener port, target port,
-//! source port (2 each). Longer input is accepted and the rest ignored, so
-//! a later version may append fields.
+//! source port (2 each); then the sequence number of the SYN that opened a
+//! TCP flow (4 bytes; 0 for UDP), appended to the first layout. Longer input
+//! is accepted and the rest ignored, so a later version may append fields;
+//! a record without the SYN's sequence number reads as 0 (unknown).
 
 use core::net::Ipv4Addr;
 
@@ -18,7 +20,9 @@ use super::flows::{Flow, FlowState, Origin};
 /// The record format this build writes.
 pub const VERSION: u8 = 1;
 /// Bytes of an encoded record.
-pub const LEN: usize = 32;
+pub const LEN: usize = 36;
+/// Bytes of the shortest record read (without the SYN's sequence number).
+pub const MIN_LEN: usize = 32;
 
 /// What a record asks the buddy to do: the NAT's kinds.
 pub use crate::nat::RecordKind;
@@ -38,12 +42,15 @@ pub struct FlowRecord {
     pub fport: u16,
     pub tport: u16,
     pub sport: u16,
+    /// The sequence number of the SYN that opened the flow (0: UDP, or
+    /// unknown).
+    pub syn_seq: u32,
 }
 
 /// Why bytes are not a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
-    #[error("an NLB flow record is {LEN} bytes, got {0}")]
+    #[error("an NLB flow record is at least {MIN_LEN} bytes, got {0}")]
     Short(usize),
     #[error("NLB flow record version {0} is not understood (this build reads {VERSION})")]
     Version(u8),
@@ -71,6 +78,7 @@ impl FlowRecord {
             fport: flow.fport,
             tport: flow.tport,
             sport: flow.sport,
+            syn_seq: flow.syn_seq,
         }
     }
 
@@ -94,6 +102,7 @@ impl FlowRecord {
             origin,
             last_seen: now,
             replicated_at: now,
+            syn_seq: self.syn_seq,
         }
     }
 
@@ -112,14 +121,19 @@ impl FlowRecord {
         b[26..28].copy_from_slice(&self.fport.to_be_bytes());
         b[28..30].copy_from_slice(&self.tport.to_be_bytes());
         b[30..32].copy_from_slice(&self.sport.to_be_bytes());
+        b[32..36].copy_from_slice(&self.syn_seq.to_be_bytes());
         b
     }
 
     pub fn decode(bytes: &[u8]) -> Result<FlowRecord, RecordError> {
-        let b: &[u8; LEN] = bytes
-            .get(..LEN)
+        let b: &[u8; MIN_LEN] = bytes
+            .get(..MIN_LEN)
             .and_then(|b| b.try_into().ok())
             .ok_or(RecordError::Short(bytes.len()))?;
+        let syn_seq = bytes
+            .get(MIN_LEN..LEN)
+            .and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map_or(0, u32::from_be_bytes);
         if b[0] != VERSION {
             return Err(RecordError::Version(b[0]));
         }
@@ -143,6 +157,7 @@ impl FlowRecord {
             fport: port(26),
             tport: port(28),
             sport: port(30),
+            syn_seq,
         })
     }
 }
