@@ -36,7 +36,7 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use hashbrown::HashMap;
 use openvpc_dataplane::buf::PacketBuf;
-use openvpc_model::hyperplane::{NatAssignment, NatConnectivity};
+use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, ShardMember};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{self, EthernetHeader, EthernetRepr, ethertype};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr, ReturnVia};
@@ -190,6 +190,51 @@ struct Gateway {
     /// Its packets the node dropped before or after its NAT (no edge, no
     /// route, no host to send to).
     dropped: u64,
+}
+
+/// This node's place in `shard`, the shard's size, and each place's node
+/// address while it lives; `None` when the node has no place there (or the
+/// shard is beyond a byte's count).
+fn place_in(shard: &[ShardMember], node_id: &str) -> Option<(u8, u8, Vec<Option<IpAddr>>)> {
+    let place = shard.iter().position(|m| m.node_id == node_id)?;
+    let (place, k) = (u8::try_from(place).ok()?, u8::try_from(shard.len()).ok()?);
+    Some((place, k, shard.iter().map(|m| m.underlay_ip).collect()))
+}
+
+/// A flow record that travels between the nodes of a shard.
+trait Replicated: Clone {
+    /// Records per message.
+    const PER_MESSAGE: usize;
+    /// The message carrying `records`: a hand-back, or replicas.
+    fn body(records: Vec<Self>, hand_back: bool) -> Body;
+}
+
+impl Replicated for FlowRecord {
+    const PER_MESSAGE: usize = RECORDS_PER_MESSAGE;
+    fn body(records: Vec<Self>, hand_back: bool) -> Body {
+        if hand_back {
+            Body::HandBack { records }
+        } else {
+            Body::Replicate {
+                ack: false,
+                records,
+            }
+        }
+    }
+}
+
+impl Replicated for crate::nlb::FlowRecord {
+    const PER_MESSAGE: usize = crate::wire::LB_RECORDS_PER_MESSAGE;
+    fn body(records: Vec<Self>, hand_back: bool) -> Body {
+        if hand_back {
+            Body::LbHandBack { records }
+        } else {
+            Body::LbReplicate {
+                ack: false,
+                records,
+            }
+        }
+    }
 }
 
 /// Per place of a shard whose liveness is `alive`, the address of the node
@@ -410,26 +455,54 @@ impl Serve {
     }
 
     /// Queues `records` to `to` in messages of at most
-    /// [`RECORDS_PER_MESSAGE`].
-    fn send_records(
+    /// [`Replicated::PER_MESSAGE`]: a hand-back, or replicas.
+    fn send_records<R: Replicated>(
         &mut self,
         to: IpAddr,
         gateway: &str,
-        records: Vec<FlowRecord>,
+        records: Vec<R>,
         hand_back: bool,
     ) {
         self.counters.records_sent += records.len() as u64;
-        for chunk in records.chunks(RECORDS_PER_MESSAGE) {
-            let records = chunk.to_vec();
-            let body = if hand_back {
-                Body::HandBack { records }
-            } else {
-                Body::Replicate {
-                    ack: false,
-                    records,
-                }
-            };
-            self.send(to, gateway, body);
+        for chunk in records.chunks(R::PER_MESSAGE) {
+            self.send(to, gateway, R::body(chunk.to_vec(), hand_back));
+        }
+    }
+
+    /// Sends `to` the hosts learned in `vni` (as [`Body::Neighbor`]s about
+    /// gateway `id`): a node that becomes a buddy can reach them.
+    fn send_neighbors(&mut self, to: IpAddr, id: &str, vni: u32) {
+        let known: Vec<(Ipv4Addr, Neighbor)> = self
+            .neighbors
+            .iter()
+            .filter(|((v, _), _)| *v == vni)
+            .map(|((_, ip), n)| (*ip, *n))
+            .collect();
+        for (ip, n) in known {
+            self.send(
+                to,
+                id,
+                Body::Neighbor {
+                    vni,
+                    ip,
+                    mac: n.mac,
+                    host: n.host,
+                },
+            );
+        }
+    }
+
+    /// Asks every other live place of a shard for what this node's place
+    /// should hold.
+    fn join(&mut self, id: &str, alive: &[Option<IpAddr>], place: u8) {
+        let peers: Vec<IpAddr> = alive
+            .iter()
+            .enumerate()
+            .filter(|(q, _)| *q != usize::from(place))
+            .filter_map(|(_, ip)| *ip)
+            .collect();
+        for to in peers {
+            self.send(to, id, Body::Join { place });
         }
     }
 
@@ -445,17 +518,9 @@ impl Serve {
             .collect();
         let mut next = Vec::with_capacity(assignments.len());
         for a in assignments {
-            let Some(place) = a
-                .shard
-                .iter()
-                .position(|m| m.node_id == self.config.node_id)
-            else {
+            let Some((place, k, alive)) = place_in(&a.shard, &self.config.node_id) else {
                 continue;
             };
-            let (Ok(place), Ok(k)) = (u8::try_from(place), u8::try_from(a.shard.len())) else {
-                continue;
-            };
-            let alive: Vec<Option<IpAddr>> = a.shard.iter().map(|m| m.underlay_ip).collect();
             let kept = old
                 .remove(&a.gateway_id)
                 .filter(|g| g.place == place && g.alive.len() == usize::from(k));
@@ -488,16 +553,7 @@ impl Serve {
                     };
                     // Ask the shard for this place's flows and the buddy's
                     // replicas; take over the dead places it serves.
-                    let peers: Vec<IpAddr> = g
-                        .alive
-                        .iter()
-                        .enumerate()
-                        .filter(|(q, _)| *q != usize::from(place))
-                        .filter_map(|(_, ip)| *ip)
-                        .collect();
-                    for to in peers {
-                        self.send(to, &a.gateway_id, Body::Join { place });
-                    }
+                    self.join(&a.gateway_id, &g.alive, place);
                     let mut g = g;
                     self.take_over_dead(&mut g, now);
                     g
@@ -1081,24 +1137,7 @@ impl Serve {
         self.send_records(from, &id, back, true);
         self.send_records(from, &id, mine, false);
         if tell_neighbors {
-            let known: Vec<(Ipv4Addr, Neighbor)> = self
-                .neighbors
-                .iter()
-                .filter(|((v, _), _)| *v == vni)
-                .map(|((_, ip), n)| (*ip, *n))
-                .collect();
-            for (ip, n) in known {
-                self.send(
-                    from,
-                    &id,
-                    Body::Neighbor {
-                        vni,
-                        ip,
-                        mac: n.mac,
-                        host: n.host,
-                    },
-                );
-            }
+            self.send_neighbors(from, &id, vni);
         }
     }
 

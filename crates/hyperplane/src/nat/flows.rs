@@ -1,17 +1,16 @@
-//! The NAT flow table: every flow once, in a slab preallocated to its
-//! bound, found both ways through two hash tables of slab indices (the
-//! instance's original tuple, and the translated tuple a reply carries),
-//! plus the count of ports in use per destination that port allocation
-//! needs.
-//!
-//! The hash tables hold 4-byte indices, not keys: a key is read back from
-//! the slab, so a flow costs one slab entry and two indices (DESIGN.md,
-//! "Tables": preallocated, bounded, a random per-process seed). Nothing
-//! here allocates after [`FlowTable::new`].
+//! The NAT's flows: a flow's tuples and state, and its table: the shared
+//! [`FlowSlab`] found both ways (the instance's original tuple, and the
+//! translated tuple a reply carries), plus the count of ports in use per
+//! destination that port allocation needs. Nothing here allocates after
+//! [`FlowTable::new`].
 
 use core::hash::{Hash, Hasher};
 
+use core::ops::{Deref, DerefMut};
+
 use hashbrown::HashTable;
+
+use crate::flow_slab::{FlowSlab, SlabFlow};
 
 /// A flow's tuple, seen from the gateway: `local` is the instance (original
 /// side) or the gateway's address (translated side), `remote` the outside
@@ -68,18 +67,7 @@ impl FlowState {
     }
 }
 
-/// Whose flow this is on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Origin {
-    /// Decided here, its port from this node's slice (counted per
-    /// destination).
-    Local = 0,
-    /// The buddy's, held in case it dies; not translated here.
-    Replica = 1,
-    /// The dead buddy's, served here since [`crate::nat::Nat::take_over`].
-    TakenOver = 2,
-}
+pub use crate::flow_slab::{InsertError, Origin};
 
 /// One flow: the instance's tuple, the translation, its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,25 +140,56 @@ pub struct Dest {
     pub cursor: u32,
 }
 
-/// Why a flow could not be stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertError {
-    Full,
-    /// One of its keys is already held by another flow.
-    Duplicate,
-}
-
-/// The bounded flow table.
+/// The NAT's flow table: the shared [`FlowSlab`], found by the original
+/// tuple and by the translated one, and beside it the ports in use per
+/// destination. It reads as its slab ([`Deref`]); removing a flow also
+/// gives its port back.
 #[derive(Debug)]
 pub struct FlowTable {
-    slots: Vec<Flow>,
-    free: Vec<u32>,
-    by_original: HashTable<u32>,
-    by_translated: HashTable<u32>,
+    slab: FlowSlab<Flow>,
     dests: HashTable<Dest>,
-    hasher: ahash::RandomState,
-    /// Live flows by [`Origin`].
-    by_origin: [u32; 3],
+}
+
+impl SlabFlow for Flow {
+    type Key = Key;
+    const FREE: Flow = Flow::FREE;
+
+    #[inline]
+    fn is_free(&self) -> bool {
+        self.state == FlowState::Free
+    }
+
+    #[inline]
+    fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    #[inline]
+    fn first(&self) -> Key {
+        self.original()
+    }
+
+    #[inline]
+    fn second(&self) -> Key {
+        self.translated()
+    }
+}
+
+impl Deref for FlowTable {
+    type Target = FlowSlab<Flow>;
+    fn deref(&self) -> &FlowSlab<Flow> {
+        &self.slab
+    }
+}
+
+impl DerefMut for FlowTable {
+    fn deref_mut(&mut self) -> &mut FlowSlab<Flow> {
+        &mut self.slab
+    }
 }
 
 impl FlowTable {
@@ -178,142 +197,35 @@ impl FlowTable {
     pub fn new(capacity: usize) -> FlowTable {
         let capacity = capacity.clamp(1, u32::MAX as usize);
         FlowTable {
-            slots: vec![Flow::FREE; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            by_original: HashTable::with_capacity(capacity),
-            by_translated: HashTable::with_capacity(capacity),
+            slab: FlowSlab::new(capacity),
             dests: HashTable::with_capacity(capacity),
-            hasher: ahash::RandomState::new(),
-            by_origin: [0; 3],
         }
-    }
-
-    #[inline]
-    pub fn hash(&self, key: &Key) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Live flows of `origin`.
-    pub fn count(&self, origin: Origin) -> u32 {
-        self.by_origin[origin as usize]
     }
 
     /// Bytes the table holds, all preallocated.
     pub fn memory(&self) -> usize {
-        self.slots.capacity() * size_of::<Flow>()
-            + self.free.capacity() * size_of::<u32>()
-            + self.by_original.allocation_size()
-            + self.by_translated.allocation_size()
-            + self.dests.allocation_size()
-    }
-
-    #[inline]
-    pub fn get(&self, i: u32) -> Option<&Flow> {
-        self.slots
-            .get(i as usize)
-            .filter(|f| f.state != FlowState::Free)
-    }
-
-    #[inline]
-    pub fn get_mut(&mut self, i: u32) -> Option<&mut Flow> {
-        self.slots
-            .get_mut(i as usize)
-            .filter(|f| f.state != FlowState::Free)
+        self.slab.memory() + self.dests.allocation_size()
     }
 
     /// The flow of the instance's packets with `key` (hashed as `hash`).
     #[inline]
     pub fn find_original(&self, key: &Key, hash: u64) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_original
-            .find(hash, |&i| {
-                slots.get(i as usize).map(Flow::original).as_ref() == Some(key)
-            })
-            .copied()
+        self.slab.find_first(key, hash)
     }
 
     /// The flow of the replies with `key`.
     #[inline]
     pub fn find_translated(&self, key: &Key, hash: u64) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_translated
-            .find(hash, |&i| {
-                slots.get(i as usize).map(Flow::translated).as_ref() == Some(key)
-            })
-            .copied()
-    }
-
-    /// Stores `flow`; its keys must be free.
-    pub fn insert(&mut self, flow: Flow) -> Result<u32, InsertError> {
-        let (o, t) = (flow.original(), flow.translated());
-        let (ho, ht) = (self.hash(&o), self.hash(&t));
-        if self.find_original(&o, ho).is_some() || self.find_translated(&t, ht).is_some() {
-            return Err(InsertError::Duplicate);
-        }
-        let i = self.free.pop().ok_or(InsertError::Full)?;
-        let Some(slot) = self.slots.get_mut(i as usize) else {
-            return Err(InsertError::Full);
-        };
-        *slot = flow;
-        let slots = &self.slots;
-        let hasher = &self.hasher;
-        // The tables were made for `capacity` entries: these never grow.
-        self.by_original.insert_unique(ho, i, |&j| {
-            slots
-                .get(j as usize)
-                .map_or(0, |f| hasher.hash_one(f.original()))
-        });
-        self.by_translated.insert_unique(ht, i, |&j| {
-            slots
-                .get(j as usize)
-                .map_or(0, |f| hasher.hash_one(f.translated()))
-        });
-        self.by_origin[flow.origin as usize] += 1;
-        Ok(i)
+        self.slab.find_second(key, hash)
     }
 
     /// Removes flow `i`, giving back its port if it was allocated here.
     pub fn remove(&mut self, i: u32) -> Option<Flow> {
-        let flow = *self.get(i)?;
-        let (ho, ht) = (self.hash(&flow.original()), self.hash(&flow.translated()));
-        if let Ok(e) = self.by_original.find_entry(ho, |&j| j == i) {
-            e.remove();
-        }
-        if let Ok(e) = self.by_translated.find_entry(ht, |&j| j == i) {
-            e.remove();
-        }
+        let flow = self.slab.remove(i)?;
         if flow.origin == Origin::Local {
             self.release_port(&flow);
         }
-        if let Some(slot) = self.slots.get_mut(i as usize) {
-            *slot = Flow::FREE;
-        }
-        self.free.push(i);
-        self.by_origin[flow.origin as usize] -= 1;
         Some(flow)
-    }
-
-    /// Changes the origin of flow `i` (a replica taken over).
-    pub fn set_origin(&mut self, i: u32, origin: Origin) {
-        if let Some(f) = self.slots.get_mut(i as usize)
-            && f.state != FlowState::Free
-        {
-            self.by_origin[f.origin as usize] -= 1;
-            f.origin = origin;
-            self.by_origin[origin as usize] += 1;
-        }
     }
 
     /// Whether the translated tuple `key` is in use.
@@ -324,13 +236,15 @@ impl FlowTable {
 
     /// The destination entry of `key` (its `lport` 0), if any port is in use.
     pub fn dest(&self, key: &Key) -> Option<Dest> {
-        self.dests.find(self.hash(key), |d| d.key == *key).copied()
+        self.dests
+            .find(self.slab.hash(key), |d| d.key == *key)
+            .copied()
     }
 
     /// Records one more port in use towards `key`, the search resuming at
     /// `cursor`; false if the table of destinations is full.
     pub fn take_port(&mut self, key: &Key, cursor: u32) -> bool {
-        let h = self.hash(key);
+        let h = self.slab.hash(key);
         if let Some(d) = self.dests.find_mut(h, |d| d.key == *key) {
             d.in_use += 1;
             d.cursor = cursor;
@@ -339,7 +253,7 @@ impl FlowTable {
         if self.dests.len() >= self.dests.capacity() {
             return false;
         }
-        let hasher = &self.hasher;
+        let hasher = self.slab.hasher();
         self.dests.insert_unique(
             h,
             Dest {
@@ -359,7 +273,7 @@ impl FlowTable {
             lport: 0,
             ..flow.translated()
         };
-        let h = self.hash(&key);
+        let h = self.slab.hash(&key);
         if let Ok(mut e) = self.dests.find_entry(h, |d| d.key == key) {
             let d = e.get_mut();
             d.in_use = d.in_use.saturating_sub(1);
@@ -367,37 +281,5 @@ impl FlowTable {
                 e.remove();
             }
         }
-    }
-
-    /// Live flows from slot `start`, at most `n` slots looked at, for a
-    /// sweep; `f` returns false to stop after this flow. Returns the next
-    /// start and the slots looked at.
-    pub fn scan(
-        &self,
-        start: u32,
-        n: usize,
-        mut f: impl FnMut(u32, &Flow) -> bool,
-    ) -> (u32, usize) {
-        let len = self.slots.len() as u32;
-        let mut i = start % len.max(1);
-        let mut looked = 0;
-        while looked < n.min(self.slots.len()) {
-            let go_on = self.get(i).is_none_or(|flow| f(i, flow));
-            i = (i + 1) % len;
-            looked += 1;
-            if !go_on {
-                break;
-            }
-        }
-        (i, looked)
-    }
-
-    /// Every live flow.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.state != FlowState::Free)
-            .map(|(i, f)| (i as u32, f))
     }
 }

@@ -1,14 +1,11 @@
-//! The NLB flow table: every flow once, in a slab preallocated to its
-//! bound, found both ways through two hash tables of slab indices: the
-//! client's tuple (client → front address and listener port) and the tuple
-//! a target's reply carries (target → the source the target saw). As in
-//! the NAT's table (DESIGN.md, "Tables"), the indices are 4 bytes, the
-//! hash seed is random per process, and nothing allocates after
-//! [`FlowTable::new`].
+//! The NLB's flows: a flow's tuple and state, and its table, the shared
+//! [`FlowSlab`] found both ways: by the client's tuple (client → front
+//! address and listener port) and by the tuple a target's reply carries
+//! (target → the source the target saw).
 
 use core::hash::{Hash, Hasher};
 
-use hashbrown::HashTable;
+use crate::flow_slab::{FlowSlab, SlabFlow};
 
 /// A tuple as a packet carries it: `src` → `dst`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,17 +52,7 @@ impl FlowState {
     }
 }
 
-/// Whose flow this is on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Origin {
-    /// Decided here.
-    Local = 0,
-    /// The buddy's, held in case it dies; not served here.
-    Replica = 1,
-    /// The dead buddy's, served here since [`crate::nlb::Nlb::take_over`].
-    TakenOver = 2,
-}
+pub use crate::flow_slab::{InsertError, Origin};
 
 /// One flow: the client's tuple, the chosen target, and the source the
 /// target sees (the client itself when its IP is preserved).
@@ -144,192 +131,49 @@ impl Flow {
     }
 }
 
-/// Why a flow could not be stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InsertError {
-    Full,
-    /// One of its keys is already held by another flow.
-    Duplicate,
+/// The NLB's flow table: found by the client's tuple (forward) and by
+/// the target's replies (reverse).
+pub type FlowTable = FlowSlab<Flow>;
+
+impl SlabFlow for Flow {
+    type Key = Key;
+    const FREE: Flow = Flow::FREE;
+
+    #[inline]
+    fn is_free(&self) -> bool {
+        self.state == FlowState::Free
+    }
+
+    #[inline]
+    fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    fn set_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    #[inline]
+    fn first(&self) -> Key {
+        self.forward()
+    }
+
+    #[inline]
+    fn second(&self) -> Key {
+        self.reverse()
+    }
 }
 
-/// The bounded flow table.
-#[derive(Debug)]
-pub struct FlowTable {
-    slots: Vec<Flow>,
-    free: Vec<u32>,
-    by_forward: HashTable<u32>,
-    by_reverse: HashTable<u32>,
-    hasher: ahash::RandomState,
-    by_origin: [u32; 3],
-}
-
-impl FlowTable {
-    /// A table for at most `capacity` flows, all of it allocated now.
-    pub fn new(capacity: usize) -> FlowTable {
-        let capacity = capacity.clamp(1, u32::MAX as usize);
-        FlowTable {
-            slots: vec![Flow::FREE; capacity],
-            free: (0..capacity as u32).rev().collect(),
-            by_forward: HashTable::with_capacity(capacity),
-            by_reverse: HashTable::with_capacity(capacity),
-            hasher: ahash::RandomState::new(),
-            by_origin: [0; 3],
-        }
-    }
-
-    #[inline]
-    pub fn hash(&self, key: &Key) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Live flows of `origin`.
-    pub fn count(&self, origin: Origin) -> u32 {
-        self.by_origin[origin as usize]
-    }
-
-    /// Bytes the table holds, all preallocated.
-    pub fn memory(&self) -> usize {
-        self.slots.capacity() * size_of::<Flow>()
-            + self.free.capacity() * size_of::<u32>()
-            + self.by_forward.allocation_size()
-            + self.by_reverse.allocation_size()
-    }
-
-    #[inline]
-    pub fn get(&self, i: u32) -> Option<&Flow> {
-        self.slots
-            .get(i as usize)
-            .filter(|f| f.state != FlowState::Free)
-    }
-
-    #[inline]
-    pub fn get_mut(&mut self, i: u32) -> Option<&mut Flow> {
-        self.slots
-            .get_mut(i as usize)
-            .filter(|f| f.state != FlowState::Free)
-    }
-
+impl FlowSlab<Flow> {
     /// The flow of the client's packets with `key`.
     #[inline]
     pub fn find_forward(&self, key: &Key) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_forward
-            .find(self.hash(key), |&i| {
-                slots.get(i as usize).map(Flow::forward).as_ref() == Some(key)
-            })
-            .copied()
+        self.find_first(key, self.hash(key))
     }
 
     /// The flow of the target's replies with `key`.
     #[inline]
     pub fn find_reverse(&self, key: &Key) -> Option<u32> {
-        let slots = &self.slots;
-        self.by_reverse
-            .find(self.hash(key), |&i| {
-                slots.get(i as usize).map(Flow::reverse).as_ref() == Some(key)
-            })
-            .copied()
-    }
-
-    /// Stores `flow`; its keys must be free.
-    pub fn insert(&mut self, flow: Flow) -> Result<u32, InsertError> {
-        let (f, r) = (flow.forward(), flow.reverse());
-        if self.find_forward(&f).is_some() || self.find_reverse(&r).is_some() {
-            return Err(InsertError::Duplicate);
-        }
-        let (hf, hr) = (self.hash(&f), self.hash(&r));
-        let i = self.free.pop().ok_or(InsertError::Full)?;
-        let Some(slot) = self.slots.get_mut(i as usize) else {
-            return Err(InsertError::Full);
-        };
-        *slot = flow;
-        let slots = &self.slots;
-        let hasher = &self.hasher;
-        // The tables were made for `capacity` entries: these never grow.
-        self.by_forward.insert_unique(hf, i, |&j| {
-            slots
-                .get(j as usize)
-                .map_or(0, |f| hasher.hash_one(f.forward()))
-        });
-        self.by_reverse.insert_unique(hr, i, |&j| {
-            slots
-                .get(j as usize)
-                .map_or(0, |f| hasher.hash_one(f.reverse()))
-        });
-        self.by_origin[flow.origin as usize] += 1;
-        Ok(i)
-    }
-
-    /// Removes flow `i`.
-    pub fn remove(&mut self, i: u32) -> Option<Flow> {
-        let flow = *self.get(i)?;
-        let (hf, hr) = (self.hash(&flow.forward()), self.hash(&flow.reverse()));
-        if let Ok(e) = self.by_forward.find_entry(hf, |&j| j == i) {
-            e.remove();
-        }
-        if let Ok(e) = self.by_reverse.find_entry(hr, |&j| j == i) {
-            e.remove();
-        }
-        if let Some(slot) = self.slots.get_mut(i as usize) {
-            *slot = Flow::FREE;
-        }
-        self.free.push(i);
-        self.by_origin[flow.origin as usize] -= 1;
-        Some(flow)
-    }
-
-    /// Changes the origin of flow `i` (a replica taken over, or handed back).
-    pub fn set_origin(&mut self, i: u32, origin: Origin) {
-        if let Some(f) = self.slots.get_mut(i as usize)
-            && f.state != FlowState::Free
-        {
-            self.by_origin[f.origin as usize] -= 1;
-            f.origin = origin;
-            self.by_origin[origin as usize] += 1;
-        }
-    }
-
-    /// Live flows from slot `start`, at most `n` slots looked at; `f`
-    /// returns false to stop after this flow. Returns the next start and
-    /// the slots looked at.
-    pub fn scan(
-        &self,
-        start: u32,
-        n: usize,
-        mut f: impl FnMut(u32, &Flow) -> bool,
-    ) -> (u32, usize) {
-        let len = self.slots.len() as u32;
-        let mut i = start % len.max(1);
-        let mut looked = 0;
-        while looked < n.min(self.slots.len()) {
-            let go_on = self.get(i).is_none_or(|flow| f(i, flow));
-            i = (i + 1) % len;
-            looked += 1;
-            if !go_on {
-                break;
-            }
-        }
-        (i, looked)
-    }
-
-    /// Every live flow.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Flow)> {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.state != FlowState::Free)
-            .map(|(i, f)| (i as u32, f))
+        self.find_second(key, self.hash(key))
     }
 }

@@ -45,7 +45,7 @@ use crate::nlb::{
     TargetGroup, TargetType,
 };
 use crate::probe::{ProbeId, Prober, ProberCounters};
-use crate::wire::{Body, LB_RECORDS_PER_MESSAGE};
+use crate::wire::Body;
 
 /// Source ports of flows whose client address is not preserved, split
 /// among the shard's places; the ports above are the health checks'.
@@ -337,17 +337,9 @@ impl Serve {
             .collect();
         let mut next = Vec::with_capacity(assignments.len());
         for a in assignments {
-            let Some(place) = a
-                .shard
-                .iter()
-                .position(|m| m.node_id == self.config.node_id)
-            else {
+            let Some((place, k, alive)) = super::place_in(&a.shard, &self.config.node_id) else {
                 continue;
             };
-            let (Ok(place), Ok(k)) = (u8::try_from(place), u8::try_from(a.shard.len())) else {
-                continue;
-            };
-            let alive: Vec<Option<IpAddr>> = a.shard.iter().map(|m| m.underlay_ip).collect();
             let kept = old
                 .remove(&a.id)
                 .filter(|b| b.place == place && b.alive.len() == usize::from(k));
@@ -396,16 +388,7 @@ impl Serve {
                         probers: probers_for(a, place, k),
                         probing: HashMap::new(),
                     };
-                    let peers: Vec<IpAddr> = b
-                        .alive
-                        .iter()
-                        .enumerate()
-                        .filter(|(q, _)| *q != usize::from(place))
-                        .filter_map(|(_, ip)| *ip)
-                        .collect();
-                    for to in peers {
-                        self.send(to, &b.name, Body::Join { place });
-                    }
+                    self.join(&b.name, &b.alive, place);
                     self.take_over_dead_balancer(&mut b, now);
                     next.push(b);
                 }
@@ -439,29 +422,7 @@ impl Serve {
         {
             let mut records: Vec<nlb::FlowRecord> = b.nlb.records_of(b.place).collect();
             records.retain(|r| r.kind == RecordKind::Upsert);
-            self.send_lb_records(to, &b.name, records, false);
-        }
-    }
-
-    fn send_lb_records(
-        &mut self,
-        to: IpAddr,
-        id: &str,
-        records: Vec<nlb::FlowRecord>,
-        hand_back: bool,
-    ) {
-        self.counters.records_sent += records.len() as u64;
-        for chunk in records.chunks(LB_RECORDS_PER_MESSAGE) {
-            let records = chunk.to_vec();
-            let body = if hand_back {
-                Body::LbHandBack { records }
-            } else {
-                Body::LbReplicate {
-                    ack: false,
-                    records,
-                }
-            };
-            self.send(to, id, body);
+            self.send_records(to, &b.name, records, false);
         }
     }
 
@@ -739,27 +700,10 @@ impl Serve {
             Vec::new()
         };
         self.counters.handed_back += back.len() as u64;
-        self.send_lb_records(from, &id, back, true);
-        self.send_lb_records(from, &id, mine, false);
+        self.send_records(from, &id, back, true);
+        self.send_records(from, &id, mine, false);
         if buddy {
-            let known: Vec<(Ipv4Addr, Neighbor)> = self
-                .neighbors
-                .iter()
-                .filter(|((v, _), _)| *v == vni)
-                .map(|((_, ip), n)| (*ip, *n))
-                .collect();
-            for (ip, n) in known {
-                self.send(
-                    from,
-                    &id,
-                    Body::Neighbor {
-                        vni,
-                        ip,
-                        mac: n.mac,
-                        host: n.host,
-                    },
-                );
-            }
+            self.send_neighbors(from, &id, vni);
         }
     }
 
