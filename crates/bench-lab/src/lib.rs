@@ -273,7 +273,7 @@ pub fn run(
                     &mut progress,
                 )?;
                 progress("routing vm2's subnet to a NAT gateway");
-                nat_for(&client, &vpc_of(&client)?, &mut progress)?;
+                nat_for(&client, &vpc_of(&client)?, interrupted, &mut progress)?;
                 (f.tcp_nat_gbps, f.tcp_nat_retransmits, f.tcp_from_nat_gbps) = streams_to_outside(
                     cfg,
                     &mut guard,
@@ -333,11 +333,28 @@ fn xml_field(body: &str, name: &str) -> Option<String> {
     Some(body[start..start + len].to_owned())
 }
 
-fn call(client: &Client, action: &str, params: &[(&str, &str)]) -> Result<String, BenchError> {
-    client.call(action, params).map_err(|e| BenchError::Api {
+/// The ELBv2 Query API (served on the EC2 API's endpoint): its service
+/// name and version.
+const ELBV2: (&str, &str) = ("elasticloadbalancing", "2015-12-01");
+
+/// Why the API refused `action`, from the client's error.
+fn refused(action: &str, e: impl std::fmt::Display) -> BenchError {
+    BenchError::Api {
         action: action.to_owned(),
         message: e.to_string(),
+    }
+}
+
+/// The first `<field>` of `action`'s answer `body`, which must hold one.
+fn answer_field(action: &str, body: &str, field: &str) -> Result<String, BenchError> {
+    xml_field(body, field).ok_or_else(|| BenchError::Api {
+        action: action.to_owned(),
+        message: format!("no <{field}> in the answer: {body}"),
     })
+}
+
+fn call(client: &Client, action: &str, params: &[(&str, &str)]) -> Result<String, BenchError> {
+    client.call(action, params).map_err(|e| refused(action, e))
 }
 
 fn call_field(
@@ -346,11 +363,7 @@ fn call_field(
     params: &[(&str, &str)],
     field: &str,
 ) -> Result<String, BenchError> {
-    let body = call(client, action, params)?;
-    xml_field(&body, field).ok_or_else(|| BenchError::Api {
-        action: action.to_owned(),
-        message: format!("no <{field}> in the answer: {body}"),
-    })
+    answer_field(action, &call(client, action, params)?, field)
 }
 
 /// One VPC 10.0.0.0/16, subnets 10.0.1.0/24 (AZ a, host h1) and
@@ -750,12 +763,10 @@ fn sockperf_ping_pong(cfg: &BenchConfig, vm: &Instance, to: &str) -> Result<Sock
 }
 
 fn elbv2(client: &Client, action: &str, params: &[(&str, &str)]) -> Result<String, BenchError> {
+    let (service, version) = ELBV2;
     client
-        .call_service("elasticloadbalancing", "2015-12-01", action, params)
-        .map_err(|e| BenchError::Api {
-            action: action.to_owned(),
-            message: e.to_string(),
-        })
+        .call_service(service, version, action, params)
+        .map_err(|e| refused(action, e))
 }
 
 fn elbv2_field(
@@ -764,16 +775,14 @@ fn elbv2_field(
     params: &[(&str, &str)],
     field: &str,
 ) -> Result<String, BenchError> {
-    let body = elbv2(client, action, params)?;
-    xml_field(&body, field).ok_or_else(|| BenchError::Api {
-        action: action.to_owned(),
-        message: format!("no <{field}> in the answer: {body}"),
-    })
+    answer_field(action, &elbv2(client, action, params)?, field)
 }
 
-/// Waits up to 60 s for `ready` to hold, polling every 250 ms.
+/// Waits up to 60 s for `ready` to hold, polling every 250 ms; past that,
+/// fails with "`what` after 60 s" and `hint` (a likely cause, or "").
 fn wait_for(
     what: &str,
+    hint: &str,
     interrupted: &AtomicBool,
     mut ready: impl FnMut() -> Result<bool, BenchError>,
 ) -> Result<(), BenchError> {
@@ -781,7 +790,7 @@ fn wait_for(
     while !ready()? {
         check(interrupted)?;
         if std::time::Instant::now() > deadline {
-            return Err(BenchError::Setup(format!("{what} after 60 s")));
+            return Err(BenchError::Setup(format!("{what} after 60 s{hint}")));
         }
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -855,7 +864,7 @@ fn through_nlb(
     )?;
     let srv = sockperf_server(cfg, guard, vm2)?;
     let mut front = String::new();
-    wait_for("the load balancer is not active", interrupted, || {
+    wait_for("the load balancer is not active", "", interrupted, || {
         let body = elbv2(
             client,
             "DescribeLoadBalancers",
@@ -864,7 +873,7 @@ fn through_nlb(
         front = xml_field(&body, "PrivateIPv4Address").unwrap_or_default();
         Ok(xml_field(&body, "Code").as_deref() == Some("active") && !front.is_empty())
     })?;
-    wait_for("vm2 is not a healthy target", interrupted, || {
+    wait_for("vm2 is not a healthy target", "", interrupted, || {
         let body = elbv2(client, "DescribeTargetHealth", &[("TargetGroupArn", &tg)])?;
         Ok(xml_field(&body, "State").as_deref() == Some("healthy"))
     })?;
@@ -892,8 +901,14 @@ fn vpc_of(client: &Client) -> Result<String, BenchError> {
 
 /// A public subnet (the main table's route to the internet gateway) with a
 /// NAT gateway on a new Elastic IP, and vm2's subnet (10.0.2.0/24) routed
-/// to it by a table of its own; returns once the gateway is `available`.
-fn nat_for(client: &Client, vpc: &str, progress: &mut impl FnMut(&str)) -> Result<(), BenchError> {
+/// to it by a table of its own; returns once the gateway is `available`
+/// (or fails when the run is interrupted meanwhile).
+fn nat_for(
+    client: &Client,
+    vpc: &str,
+    interrupted: &AtomicBool,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), BenchError> {
     let public = call_field(
         client,
         "CreateSubnet",
@@ -916,25 +931,22 @@ fn nat_for(client: &Client, vpc: &str, progress: &mut impl FnMut(&str)) -> Resul
         &[("SubnetId", &public), ("AllocationId", &alloc)],
         "natGatewayId",
     )?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let body = call(client, "DescribeNatGateways", &[("NatGatewayId.1", &nat)])?;
-        match xml_field(&body, "state").as_deref() {
-            Some("available") => break,
-            Some("failed") => {
-                return Err(BenchError::Setup(format!(
+    wait_for(
+        &format!("NAT gateway {nat} is not available"),
+        ": is a hyperplane node running?",
+        interrupted,
+        || {
+            let body = call(client, "DescribeNatGateways", &[("NatGatewayId.1", &nat)])?;
+            match xml_field(&body, "state").as_deref() {
+                Some("available") => Ok(true),
+                Some("failed") => Err(BenchError::Setup(format!(
                     "NAT gateway {nat} failed: {}",
                     xml_field(&body, "failureMessage").unwrap_or_default()
-                )));
+                ))),
+                _ => Ok(false),
             }
-            _ if std::time::Instant::now() > deadline => {
-                return Err(BenchError::Setup(format!(
-                    "NAT gateway {nat} is not available after 60 s: is a hyperplane node running?"
-                )));
-            }
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
+        },
+    )?;
     progress(&format!("NAT gateway {nat} available"));
     let table = call_field(
         client,

@@ -4,34 +4,26 @@
 //! a node that rejoins and gets its flows back, and forwarding a flow met
 //! on the wrong node (issue 16, DESIGN.md "Hyperplane").
 
+mod common;
+
 use core::net::{IpAddr, Ipv4Addr};
 
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_hyperplane::nat::{NatDrop, owner_of};
-use openvpc_hyperplane::serve::{
-    Neighbor, NodeDrop, PeerVerdict, Serve, ServeConfig, Verdict, gateway_mac,
-};
+use openvpc_hyperplane::serve::{Neighbor, NodeDrop, PeerVerdict, Verdict, gateway_mac};
 use openvpc_hyperplane::wire::{Body, Message};
-use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, NatRoute, ShardMember};
+use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, NatRoute};
 use openvpc_packet::MacAddr;
-use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
-use openvpc_packet::ethernet::{EthernetRepr, ethertype};
-use openvpc_packet::flow::parse_ethernet;
-use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
-use openvpc_packet::ipv4::Ipv4Repr;
-use openvpc_packet::tcp::{TcpRepr, flags};
+use openvpc_packet::geneve::GeneveHeader;
+use openvpc_packet::tcp::flags;
 
-const VNI: u32 = 4242;
+use common::{ROUTER, VNI, deliver, geneve, inner, ip, members, node, node_ip, tcp};
+
 const GW: &str = "nat-0aa";
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
 const INST: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const SERVER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 9);
 const INST_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 10]);
-const ROUTER: MacAddr = MacAddr([2, 0x6f, 0x76, 0x70, 0x63, 1]);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn host() -> IpAddr {
     ip("10.99.0.3")
@@ -39,14 +31,6 @@ fn host() -> IpAddr {
 
 fn edge() -> IpAddr {
     ip("10.254.0.2")
-}
-
-fn node_ip(n: &str) -> IpAddr {
-    match n {
-        "hp1" => ip("10.253.0.1"),
-        "hp2" => ip("10.253.0.2"),
-        _ => unreachable!(),
-    }
 }
 
 /// The gateway's assignment, with the places' liveness given.
@@ -60,88 +44,25 @@ fn assignment(alive: [bool; 2]) -> NatAssignment {
         connectivity: NatConnectivity::Public,
         private_ips: vec![NAT_IP],
         public_ips: vec![Ipv4Addr::new(198, 51, 100, 7)],
-        shard: ["hp1", "hp2"]
-            .iter()
-            .zip(alive)
-            .map(|(n, a)| ShardMember {
-                node_id: (*n).into(),
-                underlay_ip: a.then(|| node_ip(n)),
-            })
-            .collect(),
+        shard: members(alive),
         edges: vec![edge()],
         routes: Vec::new(),
     }
 }
 
-fn node(id: &str) -> Serve {
-    Serve::new(ServeConfig::new(id, ROUTER))
-}
-
-/// A Geneve datagram with an Ethernet frame around `packet`.
-fn geneve(dst_mac: MacAddr, src_mac: MacAddr, packet: &[u8]) -> PacketBuf {
-    let mut b = PacketBuf::from_frame(packet);
-    let mut h = [0u8; GeneveHeader::LEN + 14];
-    let at = GeneveRepr::ethernet(VNI).emit(&mut h).unwrap();
-    EthernetRepr {
-        dst: dst_mac,
-        src: src_mac,
-        vlan: None,
-        ethertype: ethertype::IPV4,
-    }
-    .emit(&mut h[at..])
-    .unwrap();
-    assert!(b.push_front(&h));
-    b
-}
-
-fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, fl: u8) -> Vec<u8> {
-    let mut t = TcpRepr::new(sport, dport, fl);
-    t.seq = 1;
-    t.ack = u32::from(fl & flags::ACK != 0);
-    PacketBuilder {
-        ethernet: None,
-        ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
-        l4: L4Repr::Tcp(t),
-    }
-    .build(b"")
-    .unwrap()
-}
-
 /// From the instance, through its host, to the gateway.
 fn from_host(fl: u8, sport: u16) -> PacketBuf {
-    geneve(gateway_mac(GW), INST_MAC, &tcp(INST, sport, SERVER, 80, fl))
+    geneve(
+        gateway_mac(GW),
+        INST_MAC,
+        &tcp(INST, sport, SERVER, 80, fl, 1),
+    )
 }
 
 /// From the server, through an edge (which mapped the EIP back to the
 /// gateway's private address), to the gateway.
 fn from_edge(port: u16, fl: u8) -> PacketBuf {
-    geneve(ROUTER, ROUTER, &tcp(SERVER, 80, NAT_IP, port, fl))
-}
-
-/// The inner flow of a Geneve datagram: (src, sport, dst, dport).
-fn inner(buf: &PacketBuf) -> (IpAddr, u16, IpAddr, u16) {
-    let g = GeneveHeader::view(buf.data()).unwrap();
-    let at = GeneveHeader::LEN + g.options.len();
-    let pf = parse_ethernet(&buf.data()[at..]).unwrap();
-    (
-        pf.key.src_ip(),
-        pf.key.src_port,
-        pf.key.dst_ip(),
-        pf.key.dst_port,
-    )
-}
-
-/// Delivers every message in `from`'s outbox to `to` (which answers into
-/// its own outbox); returns the kinds delivered.
-fn deliver(from: &mut Serve, from_ip: IpAddr, to: &mut Serve, now: u64) -> Vec<PeerVerdict> {
-    let mut out = Vec::new();
-    let mut bytes = Vec::new();
-    let mut buf = PacketBuf::default();
-    for (_, m) in from.take_outbox() {
-        m.encode(&mut bytes);
-        out.push(to.peer(&bytes, from_ip, now, &mut buf));
-    }
-    out
+    geneve(ROUTER, ROUTER, &tcp(SERVER, 80, NAT_IP, port, fl, 1))
 }
 
 #[test]
@@ -388,7 +309,7 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
     b.configure(&[private()], 0);
     a.take_outbox();
     b.take_outbox();
-    let syn = tcp(INST, 40_000, peer, 22, flags::SYN);
+    let syn = tcp(INST, 40_000, peer, 22, flags::SYN, 1);
     let mut buf = geneve(gateway_mac(GW), INST_MAC, &syn);
     let v = a.receive(&mut buf, host(), 1);
     assert_eq!(
@@ -417,14 +338,14 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
     let mut ack = geneve(
         gateway_mac(GW),
         INST_MAC,
-        &tcp(INST, 40_000, peer, 22, flags::ACK),
+        &tcp(INST, 40_000, peer, 22, flags::ACK, 1),
     );
     assert!(matches!(a.receive(&mut ack, host(), 2), Verdict::Send { to, .. } if to == peer_host));
     deliver(&mut a, node_ip("hp1"), &mut b, 2);
     b.take_outbox();
     // The peer's reply reaches hp2 (the mapping service names one node):
     // the port is hp1's slice, so hp2 forwards it there, untouched.
-    let reply = tcp(peer, 22, NAT_IP, port, flags::SYN | flags::ACK);
+    let reply = tcp(peer, 22, NAT_IP, port, flags::SYN | flags::ACK, 1);
     let mut r = geneve(gateway_mac(GW), peer_mac, &reply);
     assert_eq!(b.receive(&mut r, peer_host, 2), Verdict::Done);
     assert_eq!(b.counters().forwarded, 1);
@@ -446,7 +367,7 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
     let mut lost = geneve(
         gateway_mac(GW),
         INST_MAC,
-        &tcp(INST, 1, SERVER, 80, flags::SYN),
+        &tcp(INST, 1, SERVER, 80, flags::SYN, 1),
     );
     assert_eq!(a.receive(&mut lost, host(), 3), Verdict::Done);
     assert_eq!(a.drops(NodeDrop::NoRoute), 1);

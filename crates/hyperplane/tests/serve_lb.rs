@@ -5,36 +5,32 @@
 //! with the same target, translated sources for IP targets, and what the
 //! heartbeat says.
 
+mod common;
+
 use core::net::{IpAddr, Ipv4Addr};
 
 use openvpc_dataplane::buf::PacketBuf;
-use openvpc_hyperplane::serve::{Neighbor, PeerVerdict, Serve, ServeConfig, Verdict, gateway_mac};
+use openvpc_hyperplane::serve::{Neighbor, Serve, Verdict, gateway_mac};
 use openvpc_hyperplane::wire::Body;
 use openvpc_model::hyperplane::{
     LbAssignment, LbFront, LbHealthCheck, LbHealthProtocol, LbListener, LbProtocol, LbTarget,
-    LbTargetGroup, LbTargetType, ShardMember,
+    LbTargetGroup, LbTargetType,
 };
 use openvpc_model::lifecycle::TargetHealthState;
 use openvpc_packet::MacAddr;
 use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
-use openvpc_packet::ethernet::{EthernetRepr, ethertype};
-use openvpc_packet::flow::parse_ethernet;
-use openvpc_packet::geneve::{GeneveHeader, GeneveRepr, ReturnVia};
+use openvpc_packet::geneve::{GeneveHeader, ReturnVia};
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::tcp::{TcpRepr, flags};
 
-const VNI: u32 = 4242;
+use common::{VNI, deliver, geneve, inner, inner_via, ip, members, node, node_ip, tcp};
+
 const LB: &str = "elb-00000000000000a1";
 const FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 10);
 const TARGET: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 20);
 const CLIENT_MAC: MacAddr = MacAddr([2, 0, 0, 0, 1, 10]);
 const TARGET_MAC: MacAddr = MacAddr([2, 0, 0, 0, 2, 20]);
-const ROUTER: MacAddr = MacAddr([2, 0x6f, 0x76, 0x70, 0x63, 1]);
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn client_host() -> IpAddr {
     ip("10.99.0.3")
@@ -42,14 +38,6 @@ fn client_host() -> IpAddr {
 
 fn target_host() -> IpAddr {
     ip("10.99.0.4")
-}
-
-fn node_ip(n: &str) -> IpAddr {
-    match n {
-        "hp1" => ip("10.253.0.1"),
-        "hp2" => ip("10.253.0.2"),
-        _ => unreachable!(),
-    }
 }
 
 fn assignment(alive: [bool; 2], target_type: LbTargetType) -> LbAssignment {
@@ -107,49 +95,9 @@ fn assignment(alive: [bool; 2], target_type: LbTargetType) -> LbAssignment {
                 invalid_state: false,
             }],
         }],
-        shard: ["hp1", "hp2"]
-            .iter()
-            .zip(alive)
-            .map(|(n, a)| ShardMember {
-                node_id: (*n).into(),
-                underlay_ip: a.then(|| node_ip(n)),
-            })
-            .collect(),
+        shard: members(alive),
         edges: Vec::new(),
     }
-}
-
-fn node(id: &str) -> Serve {
-    Serve::new(ServeConfig::new(id, ROUTER))
-}
-
-fn geneve(dst_mac: MacAddr, src_mac: MacAddr, packet: &[u8]) -> PacketBuf {
-    let mut b = PacketBuf::from_frame(packet);
-    let mut h = [0u8; GeneveHeader::LEN + 14];
-    let at = GeneveRepr::ethernet(VNI).emit(&mut h).unwrap();
-    EthernetRepr {
-        dst: dst_mac,
-        src: src_mac,
-        vlan: None,
-        ethertype: ethertype::IPV4,
-    }
-    .emit(&mut h[at..])
-    .unwrap();
-    assert!(b.push_front(&h));
-    b
-}
-
-fn tcp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, fl: u8, seq: u32) -> Vec<u8> {
-    let mut t = TcpRepr::new(sport, dport, fl);
-    t.seq = seq;
-    t.ack = u32::from(fl & flags::ACK != 0);
-    PacketBuilder {
-        ethernet: None,
-        ip: IpRepr::V4(Ipv4Repr::new(src, dst, 0, 0)),
-        l4: L4Repr::Tcp(t),
-    }
-    .build(b"")
-    .unwrap()
 }
 
 fn from_client(fl: u8, sport: u16, seq: u32) -> PacketBuf {
@@ -158,34 +106,6 @@ fn from_client(fl: u8, sport: u16, seq: u32) -> PacketBuf {
         CLIENT_MAC,
         &tcp(CLIENT, sport, FRONT, 80, fl, seq),
     )
-}
-
-/// The inner flow of a Geneve datagram, and its return-via option.
-fn inner(buf: &PacketBuf) -> ((IpAddr, u16, IpAddr, u16), Option<ReturnVia>) {
-    let g = GeneveHeader::view(buf.data()).unwrap();
-    let via = ReturnVia::find(g.options());
-    let at = GeneveHeader::LEN + g.options.len();
-    let pf = parse_ethernet(&buf.data()[at..]).unwrap();
-    (
-        (
-            pf.key.src_ip(),
-            pf.key.src_port,
-            pf.key.dst_ip(),
-            pf.key.dst_port,
-        ),
-        via,
-    )
-}
-
-fn deliver(from: &mut Serve, from_ip: IpAddr, to: &mut Serve, now: u64) -> Vec<PeerVerdict> {
-    let mut out = Vec::new();
-    let mut bytes = Vec::new();
-    let mut buf = PacketBuf::default();
-    for (_, m) in from.take_outbox() {
-        m.encode(&mut bytes);
-        out.push(to.peer(&bytes, from_ip, now, &mut buf));
-    }
-    out
 }
 
 /// Two nodes serving the load balancer, introduced to each other.
@@ -229,7 +149,7 @@ fn a_clients_flow_reaches_its_target_with_the_return_via_option_and_comes_back()
     let (mut a, _b) = shard(LbTargetType::Instance);
     assert_eq!(a.serving(), vec![LB.to_string()]);
     let syn = open(&mut a, 40_000);
-    let (tuple, via) = inner(&syn);
+    let (tuple, via) = inner_via(&syn);
     // spec 9.3: an instance target sees the client's own address.
     assert_eq!(
         tuple,
@@ -259,7 +179,7 @@ fn a_clients_flow_reaches_its_target_with_the_return_via_option_and_comes_back()
         matches!(v, Verdict::Send { to, .. } if to == client_host()),
         "{v:?}"
     );
-    let (tuple, via) = inner(&synack);
+    let (tuple, via) = inner_via(&synack);
     assert_eq!(tuple, (IpAddr::V4(FRONT), 80, IpAddr::V4(CLIENT), 40_000));
     assert_eq!(via, None);
 }
@@ -279,7 +199,7 @@ fn the_buddy_takes_a_dead_nodes_flows_to_the_same_target() {
         matches!(v, Verdict::Send { to, .. } if to == target_host()),
         "{v:?}"
     );
-    let (tuple, via) = inner(&ack);
+    let (tuple, via) = inner_via(&ack);
     assert_eq!(tuple.2, IpAddr::V4(TARGET));
     // Still the flow of place 0: its replies go to whoever serves place 0.
     assert_eq!(via.map(|v| v.place), Some(0));
@@ -289,7 +209,7 @@ fn the_buddy_takes_a_dead_nodes_flows_to_the_same_target() {
 fn an_ip_targets_flow_comes_from_the_front_address_and_its_reply_finds_the_flow() {
     let (mut a, _b) = shard(LbTargetType::Ip);
     let syn = open(&mut a, 40_002);
-    let ((src, sport, dst, dport), _) = inner(&syn);
+    let (src, sport, dst, dport) = inner(&syn);
     // spec 9.3: TCP to IP targets does not preserve the client's address.
     assert_eq!(
         (src, dst, dport),
@@ -305,7 +225,7 @@ fn an_ip_targets_flow_comes_from_the_front_address_and_its_reply_finds_the_flow(
         matches!(v, Verdict::Send { to, .. } if to == client_host()),
         "{v:?}"
     );
-    let (tuple, _) = inner(&synack);
+    let tuple = inner(&synack);
     assert_eq!(tuple, (IpAddr::V4(FRONT), 80, IpAddr::V4(CLIENT), 40_002));
 }
 
@@ -354,7 +274,7 @@ fn probe_refused(a: &mut Serve, now_ms: u64) -> usize {
             Verdict::Send { .. } => buf,
             Verdict::Done => continue,
         };
-        let ((src, sport, dst, dport), via) = inner(&buf);
+        let ((src, sport, dst, dport), via) = inner_via(&buf);
         assert_eq!(
             (src, dst, dport),
             (IpAddr::V4(FRONT), IpAddr::V4(TARGET), 8080)

@@ -100,6 +100,22 @@ fn target_health(lab: &Lab, tg: &str) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
+/// Waits (as [`eventually`] does) for load balancer `arn` to be `active`;
+/// its Availability Zones (with their addresses) as it is then described.
+fn wait_active(lab: &Lab, arn: &str, what: &str) -> Vec<Value> {
+    let mut zones = Vec::new();
+    eventually(what, true, || {
+        let v = lab.elbv2(&["describe-load-balancers", "--load-balancer-arns", arn]);
+        let lb = &v["LoadBalancers"][0];
+        zones = lb["AvailabilityZones"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        lb["State"]["Code"] == "active"
+    });
+    zones
+}
+
 /// Waits up to `within` for every target of `tg` in `ids` to be in `state`;
 /// how long it took.
 fn wait_health(lab: &Lab, tg: &str, ids: &[&str], state: &str, within: Duration) -> Duration {
@@ -301,21 +317,14 @@ fn build(lab: &mut Lab) -> Net {
     );
 
     let started = Instant::now();
-    let mut fronts = BTreeMap::new();
-    eventually("the load balancer to be active", true, || {
-        let v = lab.elbv2(&["describe-load-balancers", "--load-balancer-arns", &lb_arn]);
-        let lb = &v["LoadBalancers"][0];
-        fronts = lb["AvailabilityZones"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    let fronts: BTreeMap<String, String> =
+        wait_active(lab, &lb_arn, "the load balancer to be active")
+            .iter()
             .filter_map(|z| {
                 let ip = z["LoadBalancerAddresses"][0]["PrivateIPv4Address"].as_str()?;
                 Some((z["ZoneName"].as_str()?.to_owned(), ip.to_owned()))
             })
             .collect();
-        lb["State"]["Code"] == "active"
-    });
     eprintln!(
         "nlb: active {} ms after creation; addresses {fronts:?}",
         started.elapsed().as_millis()
@@ -412,28 +421,17 @@ fn internet_facing(lab: &mut Lab, net: &Net) {
     let ids: Vec<&str> = net.targets.iter().map(|(t, _)| t.id.as_str()).collect();
     register(lab, &tg, &ids);
     listener(lab, &arn, "TCP", WEB_PORT, &tg);
-    let mut public = Vec::new();
-    eventually(
-        "the internet-facing load balancer to be active",
-        true,
-        || {
-            let v = lab.elbv2(&["describe-load-balancers", "--load-balancer-arns", &arn]);
-            let lb = &v["LoadBalancers"][0];
-            public = lb["AvailabilityZones"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|z| {
-                    Some(
-                        z["LoadBalancerAddresses"][0]["IpAddress"]
-                            .as_str()?
-                            .to_owned(),
-                    )
-                })
-                .collect();
-            lb["State"]["Code"] == "active"
-        },
-    );
+    let public: Vec<String> =
+        wait_active(lab, &arn, "the internet-facing load balancer to be active")
+            .iter()
+            .filter_map(|z| {
+                Some(
+                    z["LoadBalancerAddresses"][0]["IpAddress"]
+                        .as_str()?
+                        .to_owned(),
+                )
+            })
+            .collect();
     assert_eq!(public.len(), 2, "a public address per AZ: {public:?}");
     for ip in &public {
         let mut answer = String::new();

@@ -341,64 +341,36 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             drops(v)
         );
     }
-    if let Some(gws) = nat_gateways.as_object().filter(|g| !g.is_empty()) {
-        println!(
-            "\n{:<22} {:<24} {:>7} {:>8} {:>9} {:>8} {:>8}",
+    print!(
+        "{}",
+        shard_table(
             "nat gateway",
-            "shard (place:node)",
-            "active",
-            "attempts",
-            "port errs",
-            "idle",
-            "dropped"
-        );
-        for (id, g) in gws {
-            let shard: Vec<String> = g["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| format!("{}:{}", m["place"], m["node"].as_str().unwrap_or("?")))
-                .collect();
-            println!(
-                "{id:<22} {:<24} {:>7} {:>8} {:>9} {:>8} {:>8}",
-                shard.join(" "),
-                n(g, &["active_connection_count"]),
-                n(g, &["connection_attempt_count"]),
-                n(g, &["error_port_allocation"]),
-                n(g, &["idle_timeout_count"]),
-                n(g, &["packets_drop_count"]),
-            );
-        }
-    }
-    if let Some(lbs) = load_balancers.as_object().filter(|l| !l.is_empty()) {
-        println!(
-            "\n{:<18} {:<24} {:>7} {:>9} {:>12} {:>8} {:>8}",
+            22,
+            &nat_gateways,
+            &[
+                ("active", 7, "active_connection_count"),
+                ("attempts", 8, "connection_attempt_count"),
+                ("port errs", 9, "error_port_allocation"),
+                ("idle", 8, "idle_timeout_count"),
+                ("dropped", 8, "packets_drop_count"),
+            ],
+        )
+    );
+    print!(
+        "{}",
+        shard_table(
             "load balancer",
-            "shard (place:node)",
-            "active",
-            "new flows",
-            "bytes",
-            "resets",
-            "dropped"
-        );
-        for (id, l) in lbs {
-            let shard: Vec<String> = l["nodes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|m| format!("{}:{}", m["place"], m["node"].as_str().unwrap_or("?")))
-                .collect();
-            println!(
-                "{id:<18} {:<24} {:>7} {:>9} {:>12} {:>8} {:>8}",
-                shard.join(" "),
-                n(l, &["active_flow_count"]),
-                n(l, &["new_flow_count"]),
-                n(l, &["processed_bytes"]),
-                n(l, &["tcp_target_reset_count"]),
-                n(l, &["packets_drop_count"]),
-            );
-        }
-    }
+            18,
+            &load_balancers,
+            &[
+                ("active", 7, "active_flow_count"),
+                ("new flows", 9, "new_flow_count"),
+                ("bytes", 12, "processed_bytes"),
+                ("resets", 8, "tcp_target_reset_count"),
+                ("dropped", 8, "packets_drop_count"),
+            ],
+        )
+    );
     println!("\nprocesses:");
     for p in &processes {
         println!(
@@ -523,6 +495,40 @@ fn shards_of(
     serde_json::Value::Object(out)
 }
 
+/// The table of what [`shards_of`] found (NAT gateways, load balancers),
+/// after a blank line: one row per `kind` with its id (`id_width` wide),
+/// its shard as `place:node`s and each column's (heading, width, summed
+/// counter); empty when there are none.
+fn shard_table(
+    kind: &str,
+    id_width: usize,
+    shards: &serde_json::Value,
+    columns: &[(&str, usize, &str)],
+) -> String {
+    let Some(shards) = shards.as_object().filter(|s| !s.is_empty()) else {
+        return String::new();
+    };
+    let mut out = format!("\n{kind:<id_width$} {:<24}", "shard (place:node)");
+    for (heading, width, _) in columns {
+        out += &format!(" {heading:>width$}");
+    }
+    out.push('\n');
+    for (id, s) in shards {
+        let shard: Vec<String> = s["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{}:{}", m["place"], m["node"].as_str().unwrap_or("?")))
+            .collect();
+        out += &format!("{id:<id_width$} {:<24}", shard.join(" "));
+        for (_, width, counter) in columns {
+            out += &format!(" {:>width$}", n(s, &[counter]));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// A counter at `path` in a status file, 0 when absent.
 fn n(v: &serde_json::Value, path: &[&str]) -> u64 {
     path.iter()
@@ -575,4 +581,44 @@ fn bgp_sessions(dir: &Path) -> Result<Vec<String>, String> {
         .skip_while(|l| l.starts_with("BIRD "))
         .map(str::to_owned)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // `lab status` prints NAT gateways and load balancers in one layout:
+    // the id, the shard's `place:node`s, then the counters right-aligned.
+    #[test]
+    fn lab_status_shard_table_lines_up_ids_shards_and_counters() {
+        let lbs = serde_json::json!({
+            "net/web/00a1": {
+                "nodes": [{"place": 0, "node": "hp1"}, {"place": 1, "node": "hp2"}],
+                "active_flow_count": 3,
+                "processed_bytes": 123_456,
+            }
+        });
+        let columns = [
+            ("active", 7, "active_flow_count"),
+            ("bytes", 12, "processed_bytes"),
+        ];
+        assert_eq!(
+            shard_table("load balancer", 18, &lbs, &columns),
+            format!(
+                "\n{:<18} {:<24} {:>7} {:>12}\n{:<18} {:<24} {:>7} {:>12}\n",
+                "load balancer",
+                "shard (place:node)",
+                "active",
+                "bytes",
+                "net/web/00a1",
+                "0:hp1 1:hp2",
+                3,
+                123_456
+            )
+        );
+        assert_eq!(
+            shard_table("nat gateway", 22, &serde_json::json!({}), &columns),
+            ""
+        );
+    }
 }
