@@ -298,6 +298,60 @@ fn edge_hop(
     }
 }
 
+/// Runs hyperplane node `node`'s core, made fresh and set up by
+/// `configure` (given the time), on `datagram` from `source`'s host. The
+/// host of an address the node asks the mapping service for, the region
+/// answers as it answers the node. The core (for its counters), the packet
+/// as the node left it, and what the node does with it.
+fn run_node(
+    fleet: &Fleet,
+    region: &str,
+    node: &NodeRecord,
+    source: &EniState,
+    datagram: &[u8],
+    configure: impl FnOnce(&mut Serve, u64),
+) -> (Serve, PacketBuf, Verdict) {
+    let now = openvpc_model::time::now_secs();
+    let node_mac = RouterConfig::new(node.underlay_ip).router_mac;
+    let mut serve = Serve::new(ServeConfig::new(&node.node_id, node_mac));
+    configure(&mut serve, now);
+    let mut buf = PacketBuf::from_frame(datagram);
+    let mut verdict = serve.receive(&mut buf, host_underlay(fleet, region, source), now);
+    if let Verdict::Resolve { vni, ip, via } = verdict {
+        let mapping = FleetMapping { fleet, region };
+        verdict = match mapping.find(vni, IpAddr::V4(ip)) {
+            Lookup::Found(m) => {
+                let to = Neighbor {
+                    host: m.underlay,
+                    mac: m.mac,
+                };
+                serve.mapped(vni, ip, Some(to), now);
+                serve.deliver(&mut buf, vni, to, via)
+            }
+            Lookup::Absent | Lookup::Pending => {
+                serve.unresolved();
+                Verdict::Done
+            }
+        };
+    }
+    (serve, buf, verdict)
+}
+
+/// The node counter a fresh core's drop went to, if it was the node's.
+fn node_drop(serve: &Serve) -> Option<&'static str> {
+    first_counted(NodeDrop::ALL, NodeDrop::ALL.map(|d| serve.drops(d))).map(NodeDrop::name)
+}
+
+/// The first of `reasons` whose counter (the same place in `counts`) a
+/// fresh core moved: the one its drop went to.
+fn first_counted<D, const N: usize>(reasons: [D; N], counts: [u64; N]) -> Option<D> {
+    reasons
+        .into_iter()
+        .zip(counts)
+        .find(|(_, n)| *n > 0)
+        .map(|(d, _)| d)
+}
+
 /// Runs hyperplane node `node`'s gateway core on the packet `source`'s
 /// host sends it (the probe in the Geneve and Ethernet headers the host
 /// puts on it, the inner destination MAC naming the gateway), configured
@@ -331,32 +385,11 @@ fn nat_hop(
     let Some(datagram) = host_datagram(frame, vni, dst_mac, router_mac) else {
         return (dropped(NodeDrop::Malformed.name()), None);
     };
-    let now = openvpc_model::time::now_secs();
-    let node_mac = RouterConfig::new(node.underlay_ip).router_mac;
-    let mut serve = Serve::new(ServeConfig::new(&node.node_id, node_mac));
-    serve.configure(&delta.assignments, now);
-    let mut buf = PacketBuf::from_frame(&datagram);
-    let mut verdict = serve.receive(&mut buf, host_underlay(fleet, region, source), now);
-    // A private gateway's packet, translated, for an address whose host
-    // the node asks the mapping service for: the region answers as it
-    // answers the node.
-    if let Verdict::Resolve { vni, ip, via } = verdict {
-        let mapping = FleetMapping { fleet, region };
-        verdict = match mapping.find(vni, IpAddr::V4(ip)) {
-            Lookup::Found(m) => {
-                let to = Neighbor {
-                    host: m.underlay,
-                    mac: m.mac,
-                };
-                serve.mapped(vni, ip, Some(to), now);
-                serve.deliver(&mut buf, vni, to, via)
-            }
-            Lookup::Absent | Lookup::Pending => {
-                serve.unresolved();
-                Verdict::Done
-            }
-        };
-    }
+    // A private gateway's packet, translated, is for an address whose host
+    // the node asks the mapping service for.
+    let (serve, buf, verdict) = run_node(fleet, region, node, source, &datagram, |serve, now| {
+        serve.configure(&delta.assignments, now);
+    });
     match verdict {
         Verdict::Send { to, .. } => {
             // The translated packet, as the node sends it: Geneve, Ethernet,
@@ -382,18 +415,12 @@ fn nat_hop(
         }
         Verdict::Done => {
             // The counter the drop went to: the node's, or the gateway's.
-            let node_reason = NodeDrop::ALL
-                .into_iter()
-                .find(|d| serve.drops(*d) > 0)
-                .map(NodeDrop::name);
+            let node_reason = node_drop(&serve);
             let nat_reason = || {
-                serve.gateway_stats().iter().find_map(|g| {
-                    NatDrop::ALL
-                        .into_iter()
-                        .zip(g.drops)
-                        .find(|(_, n)| *n > 0)
-                        .map(|(d, _)| d.name())
-                })
+                serve
+                    .gateway_stats()
+                    .iter()
+                    .find_map(|g| first_counted(NatDrop::ALL, g.drops).map(NatDrop::name))
             };
             // A fresh core allocates a new flow in its own port slice, so it
             // never hands it to another node; say so if it ever does.
@@ -691,31 +718,10 @@ fn lb_hop(
         hop.dropped = Some(NodeDrop::Malformed.name().to_owned());
         return (hop, None);
     };
-    let now = openvpc_model::time::now_secs();
-    let node_mac = RouterConfig::new(node.underlay_ip).router_mac;
-    let mut serve = Serve::new(ServeConfig::new(&node.node_id, node_mac));
-    serve.configure_balancers(std::slice::from_ref(&tuned), now, now.saturating_mul(1000));
-    let mut buf = PacketBuf::from_frame(&datagram);
-    let mut verdict = serve.receive(&mut buf, host_underlay(fleet, region, source), now);
-    // The target's host, which the node asks the mapping service for: the
-    // region answers as it answers the node.
-    if let Verdict::Resolve { vni, ip, via } = verdict {
-        let mapping = FleetMapping { fleet, region };
-        verdict = match mapping.find(vni, IpAddr::V4(ip)) {
-            Lookup::Found(m) => {
-                let to = Neighbor {
-                    host: m.underlay,
-                    mac: m.mac,
-                };
-                serve.mapped(vni, ip, Some(to), now);
-                serve.deliver(&mut buf, vni, to, via)
-            }
-            Lookup::Absent | Lookup::Pending => {
-                serve.unresolved();
-                Verdict::Done
-            }
-        };
-    }
+    // The target's host is one the node asks the mapping service for.
+    let (serve, buf, verdict) = run_node(fleet, region, node, source, &datagram, |serve, now| {
+        serve.configure_balancers(std::slice::from_ref(&tuned), now, now.saturating_mul(1000));
+    });
     match verdict {
         Verdict::Send { to, .. } => {
             let sent = geneve_inner(&buf)
@@ -752,18 +758,12 @@ fn lb_hop(
         Verdict::Done | Verdict::Resolve { .. } => {
             // The counter the drop went to: the node's, or the load
             // balancer's.
-            let node_reason = NodeDrop::ALL
-                .into_iter()
-                .find(|d| serve.drops(*d) > 0)
-                .map(NodeDrop::name);
+            let node_reason = node_drop(&serve);
             let lb_reason = || {
-                serve.balancer_stats().iter().find_map(|b| {
-                    NlbDrop::ALL
-                        .into_iter()
-                        .zip(b.drops)
-                        .find(|(_, n)| *n > 0)
-                        .map(|(d, _)| d.name())
-                })
+                serve
+                    .balancer_stats()
+                    .iter()
+                    .find_map(|b| first_counted(NlbDrop::ALL, b.drops).map(NlbDrop::name))
             };
             let reason = lb_reason()
                 .or(node_reason)

@@ -24,7 +24,6 @@ use openvpc_model::edge::{EDGE_TTL_MS, EdgeRegistration};
 use openvpc_model::host::{
     HostDelta, HostRegistration, MappingAnswer, MappingKey, RouteTargetState, TOKEN_HEADER, path,
 };
-use openvpc_model::node::NodeRegistration;
 use openvpc_model::rule::{RuleAction, TrafficMatch};
 
 const REGION: &str = "us-east-1";
@@ -1254,33 +1253,13 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
         RouteTargetState::Blackhole,
         "no hyperplane node yet: pending"
     );
-    let nodes = [
-        ("hp1", "10.254.1.1"),
-        ("hp2", "10.254.1.2"),
-        ("hp3", "10.254.1.3"),
-    ];
+    let nodes = common::HYPERPLANE_NODES;
     let beat_serving = |now: u64, which: &[(&str, &str)], serving: &[String]| {
-        for (id, ip) in which {
-            nodes::register(
-                w.store.as_ref(),
-                Role::Hyperplane,
-                REGION,
-                &NodeRegistration {
-                    node_id: (*id).into(),
-                    underlay_ip: ip.parse().unwrap(),
-                    serving: serving.to_vec(),
-                    target_health: Vec::new(),
-                },
-                now,
-            )
-            .unwrap();
-        }
+        common::beat_hyperplane(w.store.as_ref(), which, serving, &[], now);
     };
     let beat = |now: u64, which: &[(&str, &str)]| beat_serving(now, which, &[]);
     beat(1_000, &nodes);
-    fleet.catch_up().unwrap();
-    shards::keep_once(&fleet).unwrap();
-    fleet.catch_up().unwrap();
+    common::keep(&fleet);
     assert_eq!(
         route(&fleet),
         RouteTargetState::Blackhole,
@@ -1288,9 +1267,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
     );
     // The nodes report it programmed: the keeper makes it available.
     beat_serving(1_500, &nodes, std::slice::from_ref(&nat));
-    fleet.catch_up().unwrap();
-    shards::keep_once(&fleet).unwrap();
-    fleet.catch_up().unwrap();
+    common::keep(&fleet);
     let RouteTargetState::Gateway { nodes: served, .. } = route(&fleet) else {
         panic!("not a gateway route");
     };
@@ -1333,9 +1310,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
         .collect();
     beat(2_000 + EDGE_TTL_MS, &alive);
     nodes::sweep(w.store.as_ref(), 2_001 + EDGE_TTL_MS).unwrap();
-    fleet.catch_up().unwrap();
-    shards::keep_once(&fleet).unwrap();
-    fleet.catch_up().unwrap();
+    common::keep(&fleet);
     let RouteTargetState::Gateway { nodes: served, .. } = route(&fleet) else {
         panic!("not a gateway route");
     };
@@ -1347,9 +1322,7 @@ fn nat_routes_lead_to_the_nodes_of_the_gateways_shard() {
 
     // Deleted, the gateway's route is a blackhole and its shard goes.
     w.ok(&format!("Action=DeleteNatGateway&NatGatewayId={nat}"));
-    fleet.catch_up().unwrap();
-    shards::keep_once(&fleet).unwrap();
-    fleet.catch_up().unwrap();
+    common::keep(&fleet);
     assert_eq!(route(&fleet), RouteTargetState::Blackhole);
     assert!(
         fleet
@@ -1425,21 +1398,7 @@ fn the_hyperplane_api_registers_watches_and_deregisters() {
 }
 
 fn beat_nodes(w: &World, now: u64, which: &[(&str, &str)]) {
-    for (id, ip) in which {
-        nodes::register(
-            w.store.as_ref(),
-            Role::Hyperplane,
-            REGION,
-            &NodeRegistration {
-                node_id: (*id).into(),
-                underlay_ip: ip.parse().unwrap(),
-                serving: Vec::new(),
-                target_health: Vec::new(),
-            },
-            now,
-        )
-        .unwrap();
-    }
+    common::beat_hyperplane(w.store.as_ref(), which, &[], &[], now);
 }
 
 /// The underlay address of each place of `nat`'s stored shard, by

@@ -13,27 +13,20 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::{call, first};
+use common::{HYPERPLANE_NODES as NODES, call, first, keep};
 use openvpc_control::account::Account;
 use openvpc_control::actions::Ctx;
 use openvpc_control::elbv2;
 use openvpc_control::fleet::nodes::{self, Role};
-use openvpc_control::fleet::registry;
-use openvpc_control::fleet::{Fleet, lb_lifecycle, shards};
+use openvpc_control::fleet::{Fleet, lb_lifecycle};
 use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_model::edge::EDGE_TTL_MS;
-use openvpc_model::host::{HostRegistration, RouteTargetState};
+use openvpc_model::host::RouteTargetState;
 use openvpc_model::hyperplane::{LbAssignment, LbProtocol, LbTargetType};
 use openvpc_model::node::NodeRegistration;
 
 const REGION: &str = "us-east-1";
-
-const NODES: [(&str, &str); 3] = [
-    ("hp1", "10.254.1.1"),
-    ("hp2", "10.254.1.2"),
-    ("hp3", "10.254.1.3"),
-];
 
 struct World {
     store: Arc<MemoryStore>,
@@ -64,22 +57,7 @@ impl World {
         w.subnet_a = w.subnet("10.0.1.0/24", "us-east-1a");
         w.subnet_b = w.subnet("10.0.2.0/24", "us-east-1b");
         w.sg = common::security_group(w.store.as_ref(), &w.a, &w.vpc, "web");
-        for (host, zone, ip) in [
-            ("h1", "us-east-1a", "192.0.2.1"),
-            ("h2", "us-east-1b", "192.0.2.2"),
-        ] {
-            registry::register(
-                w.store.as_ref(),
-                REGION,
-                &HostRegistration {
-                    host_id: host.into(),
-                    availability_zone: zone.into(),
-                    underlay_ip: ip.parse().unwrap(),
-                },
-                1,
-            )
-            .unwrap();
-        }
+        common::register_two_zone_hosts(w.store.as_ref());
         w
     }
 
@@ -100,14 +78,7 @@ impl World {
     }
 
     fn subnet(&self, cidr: &str, zone: &str) -> String {
-        first(
-            &self.ok(&format!(
-                "Action=CreateSubnet&VpcId={}&CidrBlock={}&AvailabilityZone={zone}",
-                self.vpc,
-                cidr.replace('/', "%2F")
-            )),
-            "subnetId",
-        )
+        common::subnet_in(self.store.as_ref(), &self.a, &self.vpc, cidr, zone)
     }
 
     /// Launches one instance; (instance ID, primary ENI ID, private IP).
@@ -188,30 +159,8 @@ impl World {
 
     /// Heartbeats of `which` nodes at `now` (ms), each serving `serving`.
     fn beat(&self, now: u64, which: &[(&str, &str)], serving: &[String]) {
-        for (id, ip) in which {
-            nodes::register(
-                self.store.as_ref(),
-                Role::Hyperplane,
-                REGION,
-                &NodeRegistration {
-                    node_id: (*id).into(),
-                    underlay_ip: ip.parse().unwrap(),
-                    serving: serving.to_vec(),
-                    target_health: Vec::new(),
-                },
-                now,
-            )
-            .unwrap();
-        }
+        common::beat_hyperplane(self.store.as_ref(), which, serving, &[], now);
     }
-}
-
-/// Lets the index see the store, then runs the shard keeper (shards and
-/// lifecycles) once and lets the index see what it wrote.
-fn keep(fleet: &Fleet) {
-    fleet.catch_up().unwrap();
-    shards::keep_once(fleet).unwrap();
-    fleet.catch_up().unwrap();
 }
 
 /// The node IDs of `gateway`'s stored shard.

@@ -12,27 +12,19 @@ mod common;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use common::{all, call, first};
+use common::{HYPERPLANE_NODES as NODES, all, call, first};
 use openvpc_control::account::Account;
 use openvpc_control::actions::Ctx;
 use openvpc_control::elbv2;
-use openvpc_control::fleet::nodes::{self, Role};
-use openvpc_control::fleet::{Fleet, registry, shards};
+use openvpc_control::fleet::Fleet;
 use openvpc_control::query::Params;
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_dataplane::explain::PROBE_SOURCE_PORT;
 use openvpc_hyperplane::nlb::flow_hash;
-use openvpc_model::host::HostRegistration;
 use openvpc_model::lifecycle::TargetHealthState;
-use openvpc_model::node::{NodeRegistration, TargetHealthReport};
+use openvpc_model::node::TargetHealthReport;
 
 const REGION: &str = "us-east-1";
-
-const NODES: [(&str, &str); 3] = [
-    ("hp1", "10.254.1.1"),
-    ("hp2", "10.254.1.2"),
-    ("hp3", "10.254.1.3"),
-];
 
 struct Target {
     id: String,
@@ -66,38 +58,14 @@ impl World {
         let store = Arc::new(MemoryStore::new());
         let a = common::account();
         let vpc = common::vpc(store.as_ref(), &a);
-        for (host, zone, ip) in [
-            ("h1", "us-east-1a", "192.0.2.1"),
-            ("h2", "us-east-1b", "192.0.2.2"),
-        ] {
-            registry::register(
-                store.as_ref(),
-                REGION,
-                &HostRegistration {
-                    host_id: host.into(),
-                    availability_zone: zone.into(),
-                    underlay_ip: ip.parse().unwrap(),
-                },
-                1,
-            )
-            .unwrap();
-        }
+        common::register_two_zone_hosts(store.as_ref());
         let fleet = Fleet::load(Arc::clone(&store) as Arc<dyn Store>).unwrap();
         let ok = |body: &str| {
             call(store.as_ref(), &a, body)
                 .unwrap_or_else(|e| panic!("{body}: {} {}", e.code, e.message))
         };
-        let subnet = |cidr: &str, zone: &str| {
-            first(
-                &ok(&format!(
-                    "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone={zone}",
-                    cidr.replace('/', "%2F")
-                )),
-                "subnetId",
-            )
-        };
-        let subnet_a = subnet("10.0.1.0/24", "us-east-1a");
-        let subnet_b = subnet("10.0.2.0/24", "us-east-1b");
+        let subnet_a = common::subnet_in(store.as_ref(), &a, &vpc, "10.0.1.0/24", "us-east-1a");
+        let subnet_b = common::subnet_in(store.as_ref(), &a, &vpc, "10.0.2.0/24", "us-east-1b");
         let web = common::security_group(store.as_ref(), &a, &vpc, "web");
         ok(&format!(
             "Action=AuthorizeSecurityGroupIngress&GroupId={web}&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=80&IpPermissions.1.ToPort=80&IpPermissions.1.IpRanges.1.CidrIp=10.0.0.0%2F16"
@@ -187,28 +155,18 @@ impl World {
     }
 
     fn keep(&self) {
-        self.fleet.catch_up().unwrap();
-        shards::keep_once(&self.fleet).unwrap();
-        self.fleet.catch_up().unwrap();
+        common::keep(&self.fleet);
     }
 
     /// Heartbeats of every node, serving `serving`, reporting `health`.
     fn beat(&self, serving: &[String], health: Vec<TargetHealthReport>) {
-        for (id, ip) in NODES {
-            nodes::register(
-                self.store.as_ref(),
-                Role::Hyperplane,
-                REGION,
-                &NodeRegistration {
-                    node_id: id.into(),
-                    underlay_ip: ip.parse().unwrap(),
-                    serving: serving.to_vec(),
-                    target_health: health.clone(),
-                },
-                openvpc_model::time::now_secs() * 1000,
-            )
-            .unwrap();
-        }
+        common::beat_hyperplane(
+            self.store.as_ref(),
+            &NODES,
+            serving,
+            &health,
+            openvpc_model::time::now_secs() * 1000,
+        );
         self.fleet.catch_up().unwrap();
     }
 

@@ -29,8 +29,13 @@
 //! - `HttpGet`: connect, send the request, read until the status line is
 //!   complete ([`parse_status_line`]), then close gracefully while
 //!   discarding the rest of the answer.
-//! - HTTPS is not implemented: [`Prober::start`] refuses it with
-//!   [`ProbeError::TlsUnsupported`] rather than report a made-up outcome.
+//! - `HttpGet` with `tls`: the same over TLS. rustls is the TLS client,
+//!   sans-IO like the rest: the bytes smoltcp receives go to
+//!   `read_tls`, what `write_tls` produces goes into the socket, the
+//!   request is written and the answer read as plaintext. As on AWS, the
+//!   target's certificate is not validated and the client speaks TLS 1.2
+//!   only (see `tls_config` for why). A failed handshake or an alert is
+//!   `Malformed`, as for an answer that is not HTTP.
 //! - A RST to the SYN (or an ICMP unreachable for it) is `Refused`; a RST or
 //!   a close after the handshake, before an HTTP answer, is `Reset`; bytes
 //!   that are not an HTTP status line are `Malformed`; nothing decided by
@@ -40,6 +45,14 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use core::ops::RangeInclusive;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -76,13 +89,23 @@ const MTU: usize = 1500;
 /// [`MAX_STATUS_LINE`] bytes, the rest is read and discarded.
 const RX_BUFFER: usize = 2 * MAX_STATUS_LINE;
 
+/// The receive buffer of an HTTPS probe connection: room for the target's
+/// handshake flight (its certificate chain) in a few windows. rustls takes
+/// the bytes out at each step, so this only sets the window.
+const TLS_RX_BUFFER: usize = 8 * 1024;
+
+/// The send buffer of an HTTPS probe connection: the ClientHello, then the
+/// client's handshake finish and the request as one record.
+const TLS_TX_BUFFER: usize = 4 * 1024;
+
 /// Why a probe could not start. Each is counted in [`ProberCounters`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ProbeError {
-    /// HTTPS health checks need a TLS client, which the prober does not
-    /// have: the target cannot be probed as configured.
-    #[error("HTTPS health checks are not supported by the prober (no TLS client)")]
-    TlsUnsupported,
+    /// The TLS client of an HTTPS check could not be set up (a crypto
+    /// provider that cannot make the configuration, or a request rustls
+    /// will not buffer): nothing is sent and no outcome made up.
+    #[error("cannot set up the TLS client of an HTTPS health check: {0}")]
+    Tls(String),
     /// The prober already has its maximum of open connections.
     #[error("the prober already has {0} probe connections open")]
     Full(usize),
@@ -104,7 +127,8 @@ pub struct ProbeId(pub u64);
 pub struct ProberCounters {
     /// Probes started.
     pub started: u64,
-    /// Probes refused by [`Prober::start`], by reason.
+    /// Probes refused by [`Prober::start`], by reason (`rejected_tls`:
+    /// [`ProbeError::Tls`]).
     pub rejected_tls: u64,
     pub rejected_full: u64,
     pub rejected_no_port: u64,
@@ -209,6 +233,223 @@ enum Task {
         /// The answer so far, at most [`MAX_STATUS_LINE`] + 1 bytes.
         answer: Vec<u8>,
     },
+    /// Boxed: a TLS client is large next to the other tasks.
+    Https(Box<TlsProbe>),
+}
+
+/// An HTTPS probe: the TLS client over the probe's TCP connection and
+/// what it has decrypted.
+struct TlsProbe {
+    /// The request was written to it as plaintext when the probe started;
+    /// rustls sends it once the handshake is done.
+    tls: ClientConnection,
+    /// Whether the target sent any TCP payload at all (a close with none
+    /// is `Reset`, as for HTTP).
+    heard: bool,
+    /// The end of the TCP stream was given to rustls.
+    eof: bool,
+    /// The plaintext answer so far, at most [`MAX_STATUS_LINE`] + 1 bytes.
+    answer: Vec<u8>,
+}
+
+impl core::fmt::Debug for TlsProbe {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TlsProbe")
+            .field("handshaking", &self.tls.is_handshaking())
+            .field("heard", &self.heard)
+            .field("eof", &self.eof)
+            .field("answer", &self.answer.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsProbe {
+    /// Moves bytes between `socket` and the TLS client and reads the
+    /// plaintext answer. Returns the outcome once there is one, and whether
+    /// the socket changed (so the stack must run again).
+    fn step(&mut self, socket: &mut tcp::Socket<'_>, established: bool) -> (Option<Outcome>, bool) {
+        let mut changed = false;
+        let mut buf = [0u8; 512];
+        let mut status = parse_status_line(&self.answer);
+        loop {
+            // Ciphertext in. rustls takes what its buffer has room for; the
+            // rest stays in the socket for the next round of this loop.
+            let fed = socket
+                .recv(|data| match self.tls.read_tls(&mut &*data) {
+                    Ok(n) => (n, n),
+                    Err(_) => (0, 0),
+                })
+                .unwrap_or(0);
+            if fed > 0 {
+                self.heard = true;
+                changed = true;
+            }
+            // The target closed its side with a FIN: tell rustls, once,
+            // after the last byte (it then knows a close_notify from a
+            // truncation). A RST is left to the caller: `Reset`.
+            let closing = fed == 0
+                && established
+                && !socket.may_recv()
+                && socket.state() != tcp::State::Closed
+                && !self.eof;
+            if closing {
+                self.eof = true;
+                let _ = self.tls.read_tls(&mut &[][..]);
+            }
+            if self.tls.process_new_packets().is_err() {
+                // A handshake failure, an alert, bytes that are not TLS.
+                return (Some(Outcome::Malformed), true);
+            }
+            // Plaintext out of rustls, up to a decided status line.
+            while status == StatusLine::Incomplete {
+                match self.tls.reader().read(&mut buf) {
+                    Ok(n @ 1..) => {
+                        let room = (MAX_STATUS_LINE + 1).saturating_sub(self.answer.len());
+                        self.answer.extend_from_slice(&buf[..n.min(room)]);
+                        status = parse_status_line(&self.answer);
+                    }
+                    // Nothing yet (WouldBlock), a clean close_notify (0) or
+                    // a truncated stream (UnexpectedEof, after `eof`).
+                    _ => break,
+                }
+            }
+            if status != StatusLine::Incomplete || (fed == 0 && !closing) {
+                break;
+            }
+        }
+        match status {
+            StatusLine::Status(code) => {
+                // A graceful end: close_notify, then the caller's FIN.
+                self.tls.send_close_notify();
+                self.flush(socket);
+                (Some(Outcome::HttpStatus(code)), true)
+            }
+            StatusLine::Malformed => (Some(Outcome::Malformed), true),
+            StatusLine::Incomplete if self.eof => {
+                // Closed with no status line: nothing at all, or a finished
+                // handshake and then nothing, is a reset connection, as for
+                // HTTP; a handshake cut short or a partial line is not an
+                // HTTP answer.
+                let reset = self.answer.is_empty() && (!self.heard || !self.tls.is_handshaking());
+                let outcome = if reset {
+                    Outcome::Reset
+                } else {
+                    Outcome::Malformed
+                };
+                (Some(outcome), true)
+            }
+            StatusLine::Incomplete => (None, self.flush(socket) || changed),
+        }
+    }
+
+    /// Ciphertext out: what rustls has to send, as far as the socket takes
+    /// it (nothing before the TCP handshake). Returns whether it sent.
+    fn flush(&mut self, socket: &mut tcp::Socket<'_>) -> bool {
+        let mut sent = false;
+        while self.tls.wants_write() && socket.may_send() {
+            let n = socket
+                .send(|room| {
+                    let mut out: &mut [u8] = room;
+                    let n = self.tls.write_tls(&mut out).unwrap_or(0);
+                    (n, n)
+                })
+                .unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            sent = true;
+        }
+        sent
+    }
+}
+
+/// The certificate check of HTTPS probes: none. AWS documents that a load
+/// balancer does not validate the certificates of its targets, so targets
+/// may use self-signed or expired ones, and that HTTPS health checks
+/// behave the same (Elastic Load Balancing, "Target groups for your
+/// Network Load Balancers": routing, and "Health checks"). The certificate
+/// is not parsed for trust, its name and dates are not looked at. What is
+/// still checked: the handshake's signatures, with the provider's
+/// algorithms, so the TLS exchange itself is a real one.
+#[derive(Debug)]
+struct AnyCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client configuration of HTTPS probes, made once per process:
+/// - no certificate validation ([`AnyCertificate`]);
+/// - TLS 1.2 only: AWS documents that with HTTPS health checks, targets
+///   that support only TLS 1.3 fail them ("Health checks for Network Load
+///   Balancer target groups");
+/// - no SNI: the server name is the target's IP address, which TLS never
+///   sends as SNI, as AWS sends none to IP targets;
+/// - no session resumption: each probe is a full handshake, so a target
+///   whose handshake broke is seen at once, and no session cache grows.
+fn tls_config() -> Result<Arc<ClientConfig>, rustls::Error> {
+    static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    if let Some(config) = CONFIG.get() {
+        return Ok(config.clone());
+    }
+    // rustls deprecates ring's provider for lacking post-quantum key
+    // exchange, which only TLS 1.3 has: these probes speak TLS 1.2, and
+    // carry a health check's GET, no secret.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate {
+        algorithms: provider.signature_verification_algorithms,
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    Ok(CONFIG.get_or_init(|| Arc::new(config)).clone())
+}
+
+/// A TLS client to `ip` with `request` already written as plaintext.
+fn tls_client(ip: Ipv4Addr, request: &[u8]) -> Result<ClientConnection, rustls::Error> {
+    let name = ServerName::IpAddress(core::net::IpAddr::V4(ip).into());
+    let mut tls = ClientConnection::new(tls_config()?, name)?;
+    tls.writer()
+        .write_all(request)
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    Ok(tls)
 }
 
 /// One probe connection, keyed by its local port.
@@ -334,9 +575,19 @@ impl Prober {
     pub fn start(&mut self, probe: &Probe, now: Millis) -> Result<ProbeId, ProbeError> {
         let task = match &probe.kind {
             ProbeKind::TcpConnect => Task::Connect,
-            ProbeKind::HttpGet { tls: true, .. } => {
-                self.counters.rejected_tls += 1;
-                return Err(ProbeError::TlsUnsupported);
+            ProbeKind::HttpGet { tls: true, request } => {
+                match tls_client(*probe.dest.ip(), request) {
+                    Ok(tls) => Task::Https(Box::new(TlsProbe {
+                        tls,
+                        heard: false,
+                        eof: false,
+                        answer: Vec::new(),
+                    })),
+                    Err(e) => {
+                        self.counters.rejected_tls += 1;
+                        return Err(ProbeError::Tls(e.to_string()));
+                    }
+                }
             }
             ProbeKind::HttpGet {
                 tls: false,
@@ -370,12 +621,13 @@ impl Prober {
             });
         };
         self.advance_clock(now);
-        let tx_len = match &task {
-            Task::Connect => 1,
-            Task::Http { request, .. } => request.len().max(1),
+        let (rx_len, tx_len) = match &task {
+            Task::Connect => (RX_BUFFER, 1),
+            Task::Http { request, .. } => (RX_BUFFER, request.len().max(1)),
+            Task::Https(_) => (TLS_RX_BUFFER, TLS_TX_BUFFER),
         };
         let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; RX_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; rx_len]),
             tcp::SocketBuffer::new(vec![0; tx_len]),
         );
         // The request goes out whole at once; Nagle would only delay it.
@@ -577,6 +829,11 @@ impl Prober {
                     }
                     StatusLine::Incomplete => None,
                 }
+            }
+            Task::Https(probe) => {
+                let (outcome, moved) = probe.step(socket, established);
+                changed |= moved;
+                outcome
             }
         };
         let decided = match decided {

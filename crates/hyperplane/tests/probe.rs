@@ -1,20 +1,27 @@
 //! The packet-level health-check prober against targets made of a second
-//! smoltcp stack (spec 9.4's TCP and HTTP checks): the outcomes of each
-//! kind of answer (connect, status codes, refusal, reset, silence, garbage,
-//! ICMP unreachable), local port reuse, the bound on open probes, counted
-//! drops of bad packets, and the prober driving a real `HealthChecker`.
+//! smoltcp stack (spec 9.4's TCP, HTTP and HTTPS checks): the outcomes of
+//! each kind of answer (connect, status codes, refusal, reset, silence,
+//! garbage, ICMP unreachable, TLS handshakes that succeed or fail), local
+//! port reuse, the bound on open probes, counted drops of bad packets, and
+//! the prober driving a real `HealthChecker`.
 //!
 //! No sockets: the test shuttles the IPv4 packets between the prober and
-//! the target stack, as the node's shell does over Geneve.
+//! the target stack, as the node's shell does over Geneve. HTTPS targets
+//! are a rustls server over the target stack's socket, with a self-signed
+//! certificate made by rcgen.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
 
 use openvpc_hyperplane::health::{
     HealthCheckConfig, HealthCheckParams, HealthChecker, Millis, Outcome, Probe, ProbeKind, Target,
     TargetState, http_request,
 };
 use openvpc_hyperplane::probe::{LINGER, ProbeError, ProbeId, Prober};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{ServerConfig, ServerConnection};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -34,6 +41,57 @@ enum Behaviour {
     ResetAfterRequest,
     /// Accepts and never answers.
     Mute,
+    /// Answers these bytes as soon as any bytes arrive (an HTTP server
+    /// answering a TLS ClientHello with a 400), then closes.
+    AnswerAnything(&'static [u8]),
+    /// An HTTPS server with a self-signed certificate: completes the TLS
+    /// handshake, reads the request, answers these bytes, sends
+    /// close_notify and closes.
+    Https(&'static [u8]),
+    /// [`Behaviour::Https`] speaking TLS 1.3 only.
+    Https13Only(&'static [u8]),
+}
+
+/// One listening socket of the target and its connection's state.
+struct Listener {
+    handle: SocketHandle,
+    port: u16,
+    behaviour: Behaviour,
+    /// Plaintext received on the connection.
+    got: Vec<u8>,
+    /// The TLS server of an HTTPS listener's connection.
+    tls: Option<ServerConnection>,
+    answered: bool,
+}
+
+/// The TLS server configurations of HTTPS targets: a self-signed
+/// certificate for a name that is not the target's address (the prober
+/// must accept it anyway), TLS 1.2 and 1.3 or TLS 1.3 only.
+fn server_config(tls13_only: bool) -> Arc<ServerConfig> {
+    static BOTH: OnceLock<Arc<ServerConfig>> = OnceLock::new();
+    static TLS13: OnceLock<Arc<ServerConfig>> = OnceLock::new();
+    let make = || {
+        let key = rcgen::generate_simple_self_signed(vec!["target.invalid".to_string()])
+            .expect("a self-signed certificate");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.signing_key.serialize_der()));
+        // Only a test target: the prober's provider is ring too.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            rustls::ALL_VERSIONS
+        };
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![key.cert.der().clone()], der)
+            .expect("a certificate");
+        Arc::new(config)
+    };
+    let cell = if tls13_only { &TLS13 } else { &BOTH };
+    cell.get_or_init(make).clone()
 }
 
 #[derive(Debug, Default)]
@@ -85,8 +143,12 @@ struct Server {
     iface: Interface,
     dev: Queues,
     sockets: SocketSet<'static>,
-    listeners: Vec<(SocketHandle, u16, Behaviour, Vec<u8>)>,
+    listeners: Vec<Listener>,
     black_hole: bool,
+    /// The SNI of each TLS handshake the target saw.
+    sni: Vec<Option<String>>,
+    /// The TLS version of each handshake the target completed.
+    versions: Vec<rustls::ProtocolVersion>,
 }
 
 impl Server {
@@ -111,6 +173,8 @@ impl Server {
             sockets: SocketSet::new(Vec::new()),
             listeners: Vec::new(),
             black_hole: false,
+            sni: Vec::new(),
+            versions: Vec::new(),
         }
     }
 
@@ -130,7 +194,14 @@ impl Server {
             );
             s.listen(port).expect("listen");
             let h = self.sockets.add(s);
-            self.listeners.push((h, port, behaviour, Vec::new()));
+            self.listeners.push(Listener {
+                handle: h,
+                port,
+                behaviour,
+                got: Vec::new(),
+                tls: None,
+                answered: false,
+            });
         }
         self
     }
@@ -138,19 +209,33 @@ impl Server {
     fn poll(&mut self, now: Millis) {
         let at = Instant::from_millis(now as i64);
         self.iface.poll(at, &mut self.dev, &mut self.sockets);
-        for (h, port, behaviour, got) in &mut self.listeners {
-            let s = self.sockets.get_mut::<tcp::Socket>(*h);
+        for l in &mut self.listeners {
+            let s = self.sockets.get_mut::<tcp::Socket>(l.handle);
             // Closed since the last round (any RST already sent): listen
             // for the next connection.
             if s.state() == tcp::State::Closed {
-                s.listen(*port).expect("listen again");
+                s.listen(l.port).expect("listen again");
+                l.tls = None;
+                l.answered = false;
+                l.got.clear();
             }
+            if let Behaviour::Https(answer) | Behaviour::Https13Only(answer) = l.behaviour {
+                let tls13_only = matches!(l.behaviour, Behaviour::Https13Only(_));
+                serve_tls(s, l, answer, tls13_only, &mut self.sni, &mut self.versions);
+                continue;
+            }
+            let got = &mut l.got;
             let mut buf = [0u8; 1024];
             while let Ok(n @ 1..) = s.recv_slice(&mut buf) {
                 got.extend_from_slice(&buf[..n]);
             }
             let request_in = got.windows(4).any(|w| w == b"\r\n\r\n");
-            match *behaviour {
+            match l.behaviour {
+                Behaviour::AnswerAnything(bytes) if !got.is_empty() && s.may_send() => {
+                    s.send_slice(bytes).expect("room for the answer");
+                    s.close();
+                    got.clear();
+                }
                 Behaviour::Answer(bytes) if request_in && s.may_send() => {
                     s.send_slice(bytes).expect("room for the answer");
                     s.close();
@@ -168,6 +253,75 @@ impl Server {
             }
         }
         self.iface.poll(at, &mut self.dev, &mut self.sockets);
+    }
+}
+
+/// One round of an HTTPS listener's connection: TLS bytes in from the
+/// socket, the request read as plaintext, the answer written once it is
+/// in, TLS bytes out; closed after the answer (or an alert) is sent.
+fn serve_tls(
+    s: &mut tcp::Socket<'_>,
+    l: &mut Listener,
+    answer: &[u8],
+    tls13_only: bool,
+    sni: &mut Vec<Option<String>>,
+    versions: &mut Vec<rustls::ProtocolVersion>,
+) {
+    if !s.may_recv() && !s.may_send() {
+        return;
+    }
+    let tls = l.tls.get_or_insert_with(|| {
+        ServerConnection::new(server_config(tls13_only)).expect("a TLS server")
+    });
+    let mut failed = false;
+    loop {
+        let n = s
+            .recv(|d| match tls.read_tls(&mut &*d) {
+                Ok(n) => (n, n),
+                Err(_) => (0, 0),
+            })
+            .unwrap_or(0);
+        let was_handshaking = tls.is_handshaking();
+        if tls.process_new_packets().is_err() {
+            // rustls queued an alert for the client: send it and close.
+            failed = true;
+            break;
+        }
+        if was_handshaking && !tls.is_handshaking() {
+            sni.push(tls.server_name().map(str::to_string));
+            versions.extend(tls.protocol_version());
+        }
+        let mut buf = [0u8; 1024];
+        while let Ok(k @ 1..) = tls.reader().read(&mut buf) {
+            l.got.extend_from_slice(&buf[..k]);
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    if !l.answered && l.got.windows(4).any(|w| w == b"\r\n\r\n") {
+        tls.writer().write_all(answer).expect("room for the answer");
+        tls.send_close_notify();
+        l.answered = true;
+    }
+    while tls.wants_write() && s.may_send() {
+        let n = s
+            .send(|room| {
+                let mut out: &mut [u8] = room;
+                let n = tls.write_tls(&mut out).unwrap_or(0);
+                (n, n)
+            })
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    if (l.answered || failed) && !tls.wants_write() && s.may_send() {
+        s.close();
+    }
+    // The prober closed first: close our side too.
+    if s.state() == tcp::State::CloseWait {
+        s.close();
     }
 }
 
@@ -384,20 +538,108 @@ fn close_without_an_answer_is_reset() {
     assert_eq!(net.outcome_of(id, 200), Outcome::Reset);
 }
 
+fn https(port: u16, deadline: Millis) -> Probe {
+    let kind = ProbeKind::HttpGet {
+        tls: true,
+        request: http_request("/health", TARGET, port),
+    };
+    probe(port, kind, deadline)
+}
+
+/// The TCP payloads of the packets the prober sent, in order.
+fn payloads(sent: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    sent.iter()
+        .filter_map(|p| {
+            let ip = Ipv4Packet::new_checked(p.as_slice()).ok()?;
+            let t = TcpPacket::new_checked(ip.payload()).ok()?;
+            (!t.payload().is_empty()).then(|| t.payload().to_vec())
+        })
+        .collect()
+}
+
 #[test]
-fn https_is_refused_as_unsupported() {
-    let mut net = Net::new(Server::new());
-    let p = probe(
-        443,
-        ProbeKind::HttpGet {
-            tls: true,
-            request: http_request("/", TARGET, 443),
-        },
-        5_000,
+fn https_check_reads_the_status_200_over_tls() {
+    // Spec 9.4's HTTPS check: the GET goes inside TLS, and a self-signed
+    // certificate for another name passes, as AWS does not validate
+    // targets' certificates.
+    let mut net = Net::new(Server::new().listen(443, Behaviour::Https(OK_200), 1));
+    let id = net.prober.start(&https(443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 500), Outcome::HttpStatus(200));
+    let sent = payloads(&net.sent);
+    let first = sent.first().expect("a ClientHello");
+    assert_eq!(first[..2], [0x16, 0x03], "a TLS handshake record first");
+    assert!(
+        !sent.iter().any(|p| p.windows(4).any(|w| w == b"GET ")),
+        "the request never leaves in plaintext"
     );
-    assert_eq!(net.prober.start(&p, 0), Err(ProbeError::TlsUnsupported));
-    assert_eq!(net.prober.counters().rejected_tls, 1);
-    assert!(net.prober.transmit(1).is_empty());
+    // AWS sends no SNI to IP targets and speaks TLS 1.2 to them.
+    assert_eq!(net.server.sni, [None]);
+    assert_eq!(net.server.versions, [rustls::ProtocolVersion::TLSv1_2]);
+    // Closed both ways: close_notify and FIN, no RST; the port is freed.
+    net.run(50);
+    assert!(!net.sent.iter().any(|p| tcp_of(p).3), "no RST");
+    assert!(net.sent.iter().any(|p| tcp_of(p).2), "a FIN");
+    assert_eq!(net.prober.open(), 0);
+    assert_eq!(net.prober.counters().http_status, 1);
+}
+
+#[test]
+fn https_check_reports_a_503() {
+    let mut net = Net::new(Server::new().listen(8443, Behaviour::Https(UNAVAILABLE_503), 1));
+    let id = net.prober.start(&https(8443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 500), Outcome::HttpStatus(503));
+}
+
+#[test]
+fn https_check_against_plain_http_is_malformed() {
+    // The target answers the ClientHello with plain HTTP: the handshake
+    // fails, which health.rs counts as Malformed (a failed check), never a
+    // status read from outside TLS.
+    const BAD_REQUEST: &[u8] =
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let mut net = Net::new(Server::new().listen(443, Behaviour::AnswerAnything(BAD_REQUEST), 1));
+    let id = net.prober.start(&https(443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 500), Outcome::Malformed);
+    assert_eq!(net.prober.counters().malformed, 1);
+    net.run(5);
+    assert_eq!(net.prober.open(), 0, "aborted");
+}
+
+#[test]
+fn https_check_of_a_tls13_only_target_fails() {
+    // AWS: with HTTPS health checks, targets that support only TLS 1.3
+    // fail them. The target's alert ends the handshake: Malformed.
+    let mut net = Net::new(Server::new().listen(443, Behaviour::Https13Only(OK_200), 1));
+    let id = net.prober.start(&https(443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 500), Outcome::Malformed);
+    assert!(net.server.versions.is_empty(), "no handshake completed");
+}
+
+#[test]
+fn https_check_times_out_when_the_handshake_never_completes() {
+    // The target accepts the TCP connection and never answers the
+    // ClientHello.
+    let mut net = Net::new(Server::new().listen(443, Behaviour::Mute, 1));
+    let id = net.prober.start(&https(443, 300), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 400), Outcome::Timeout);
+    assert_eq!(net.now, 300);
+    assert_eq!(net.prober.counters().timeout, 1);
+}
+
+#[test]
+fn https_check_closed_without_an_answer_is_reset() {
+    // Like HTTP: a close with nothing said (here: a FIN in answer to the
+    // ClientHello) is a reset connection.
+    let mut net = Net::new(Server::new().listen(443, Behaviour::AnswerAnything(b""), 1));
+    let id = net.prober.start(&https(443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 500), Outcome::Reset);
+}
+
+#[test]
+fn https_to_a_closed_port_is_refused() {
+    let mut net = Net::new(Server::new());
+    let id = net.prober.start(&https(443, 5_000), 0).expect("start");
+    assert_eq!(net.outcome_of(id, 50), Outcome::Refused);
 }
 
 #[test]
@@ -662,6 +904,30 @@ fn the_prober_makes_a_checker_healthy_then_unhealthy() {
 }
 
 #[test]
+fn the_prober_makes_an_https_checker_healthy() {
+    // Spec 9.4 with protocol HTTPS: the checker asks for TLS probes, and a
+    // target answering 200 over TLS (self-signed) is healthy after two.
+    let config = HealthCheckConfig::from_params(&HealthCheckParams {
+        protocol: Some("HTTPS"),
+        port: Some("443"),
+        interval_secs: Some(5),
+        timeout_secs: Some(2),
+        healthy_threshold: Some(2),
+        unhealthy_threshold: Some(2),
+        ..Default::default()
+    })
+    .expect("config");
+    let mut hc = HealthChecker::new(config);
+    let target = Target::new("i-1", TARGET, 443);
+    hc.register(target.clone(), 0);
+    let mut net = Net::new(Server::new().listen(443, Behaviour::Https(OK_200), 2));
+    drive(&mut hc, &mut net, 6);
+    assert_eq!(hc.health(&target).state, TargetState::Healthy);
+    assert_eq!(net.prober.counters().http_status, 2);
+    assert_eq!(net.server.versions.len(), 2, "two TLS handshakes");
+}
+
+#[test]
 fn many_probes_at_once_each_get_their_answer() {
     // Two targets' worth of listeners on one stack: 40 HTTP checks and 40
     // TCP checks in flight together, each decided on its own connection.
@@ -714,14 +980,21 @@ proptest::proptest! {
 
     /// Whatever a target sends — its real answers with flags, sequence
     /// numbers, windows and options changed, checksums made right — the
-    /// prober never panics and decides the probe by its deadline.
+    /// prober never panics and decides the probe by its deadline, over
+    /// HTTP and over TLS (where a changed payload breaks the records).
     #[test]
     fn mangled_answers_never_panic_and_probes_end(
         edits in proptest::collection::vec((0usize..60, proptest::prelude::any::<u8>()), 1..6),
         which in 0usize..8,
+        tls in proptest::prelude::any::<bool>(),
     ) {
-        let mut net = Net::new(Server::new().listen(80, Behaviour::Answer(OK_200), 1));
-        let id = net.prober.start(&http(80, 500), 0).expect("start");
+        let (server, p) = if tls {
+            (Server::new().listen(443, Behaviour::Https(OK_200), 1), https(443, 500))
+        } else {
+            (Server::new().listen(80, Behaviour::Answer(OK_200), 1), http(80, 500))
+        };
+        let mut net = Net::new(server);
+        let id = net.prober.start(&p, 0).expect("start");
         let mut n = 0usize;
         while net.now < 600 && !net.outcomes.iter().any(|(i, _)| *i == id) {
             net.now += 1;

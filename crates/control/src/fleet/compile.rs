@@ -205,6 +205,11 @@ pub fn region_of(key: &str) -> &str {
     key.split('/').nth(2).unwrap_or("")
 }
 
+/// The account of a resource key (`r/{account}/{region}/…`).
+pub fn account_of(key: &str) -> &str {
+    key.split('/').nth(1).unwrap_or("")
+}
+
 /// The ID at the end of a key.
 pub fn id_of(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)

@@ -31,7 +31,7 @@ use serde::de::DeserializeOwned;
 
 use super::FleetError;
 use super::compile::{
-    Compiled, Dep, Key, Mirror, compile, host_key, id_of, region_of, rkey, scope,
+    Compiled, Dep, Key, Mirror, account_of, compile, host_key, id_of, region_of, rkey, scope,
 };
 use super::nodes::Role;
 use super::shards::StoredShard;
@@ -428,6 +428,23 @@ fn nat_mapping_keys(m: &Mirror, region: &str, nat: &NatGateway) -> Vec<(String, 
 
 /// Every place of NAT gateway `gateway_id`'s shard, in order: its node and,
 /// while the node lives, its underlay address (none without a shard).
+/// The live hyperplane nodes by region and the shards, for the lifecycles.
+fn placement(m: &Mirror) -> super::shards::Placement {
+    let mut out = super::shards::Placement::default();
+    for n in m.hyperplane.values() {
+        out.nodes
+            .entry(n.region.clone())
+            .or_default()
+            .push(n.clone());
+    }
+    out.shards = m
+        .shards
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out
+}
+
 fn shard_places(m: &Mirror, region: &str, gateway_id: &str) -> Vec<(String, Option<IpAddr>)> {
     m.shards
         .get(&super::shards::shard_key(region, gateway_id))
@@ -1834,7 +1851,7 @@ impl Fleet {
                 NatGatewayState::Pending | NatGatewayState::Deleting
             ) {
                 out.gateways.push(super::nat_lifecycle::Tracked {
-                    account: key.split('/').nth(1).unwrap_or("").to_owned(),
+                    account: account_of(key).to_owned(),
                     region: region_of(key).to_owned(),
                     gateway: nat.clone(),
                 });
@@ -1843,17 +1860,7 @@ impl Fleet {
         if out.gateways.is_empty() {
             return out;
         }
-        for n in m.hyperplane.values() {
-            out.nodes
-                .entry(n.region.clone())
-                .or_default()
-                .push(n.clone());
-        }
-        out.shards = m
-            .shards
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        out.placement = placement(m);
         out.attached_vpcs = m
             .gateways
             .iter()
@@ -1873,7 +1880,7 @@ impl Fleet {
         for (key, lb) in &m.lbs {
             if super::lb_lifecycle::is_served(lb.state) {
                 out.lbs.push(super::lb_lifecycle::Tracked {
-                    account: key.split('/').nth(1).unwrap_or("").to_owned(),
+                    account: account_of(key).to_owned(),
                     region: region_of(key).to_owned(),
                     lb: lb.clone(),
                 });
@@ -1882,17 +1889,7 @@ impl Fleet {
         if out.lbs.is_empty() {
             return out;
         }
-        for n in m.hyperplane.values() {
-            out.nodes
-                .entry(n.region.clone())
-                .or_default()
-                .push(n.clone());
-        }
-        out.shards = m
-            .shards
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        out.placement = placement(m);
         out
     }
 

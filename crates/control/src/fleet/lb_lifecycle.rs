@@ -15,16 +15,11 @@
 //! from, so a concurrent DeleteLoadBalancer (or another server's lifecycle)
 //! is never overwritten. Every server runs it from the shard keeper.
 
-use std::collections::BTreeMap;
-
 use openvpc_model::lifecycle::LoadBalancerState;
-use openvpc_model::node::NodeRecord;
 
 use super::Fleet;
-use super::shards::shard_key;
-use crate::api::account::Account;
-use crate::api::actions::Ctx;
-use crate::api::actions::resource::transact;
+use super::shards::Placement;
+use crate::api::actions::resource::transact_as_owner;
 use crate::api::error::ApiError;
 use crate::records::elbv2::LoadBalancer;
 
@@ -73,10 +68,8 @@ pub struct Tracked {
 pub struct Snapshot {
     /// The load balancers that are not failed.
     pub lbs: Vec<Tracked>,
-    /// Region → its live hyperplane nodes (with what each serves).
-    pub nodes: BTreeMap<String, Vec<NodeRecord>>,
-    /// Shard key (`shards/{region}/{gateway_id}`) → its node IDs.
-    pub shards: BTreeMap<String, Vec<String>>,
+    /// The live hyperplane nodes (with what each serves) and the shards.
+    pub placement: Placement,
 }
 
 /// Where a load balancer goes, with the reason shown beside the state.
@@ -124,19 +117,7 @@ pub fn plan(snapshot: &Snapshot, now_ms: u64, timing: Timing) -> Vec<Step> {
     for t in &snapshot.lbs {
         let lb = &t.lb;
         let gateway_id = lb.gateway_id();
-        let shard = snapshot
-            .shards
-            .get(&shard_key(&t.region, &gateway_id))
-            .map_or(&[][..], Vec::as_slice);
-        // A node's record existing is the node being alive (the sweeper
-        // removes it when its heartbeats stop).
-        let live: Vec<&NodeRecord> = snapshot
-            .nodes
-            .get(&t.region)
-            .into_iter()
-            .flatten()
-            .filter(|n| shard.contains(&n.node_id))
-            .collect();
+        let live = snapshot.placement.live_shard(&t.region, &gateway_id);
         let served = live.iter().any(|n| n.serving.contains(&gateway_id));
         let since = lb.state_since.unwrap_or(lb.created);
         let to = match lb.state {
@@ -178,21 +159,7 @@ pub fn plan(snapshot: &Snapshot, now_ms: u64, timing: Timing) -> Vec<Step> {
 /// one transaction, which applies only while the load balancer is still in
 /// the state the step was planned from. Returns whether it applied.
 pub fn settle(store: &dyn crate::store::Store, step: &Step, now: u64) -> Result<bool, ApiError> {
-    // The lifecycle acts inside the owner's key space; only its ID is read.
-    let account = Account {
-        id: step.account.clone(),
-        name: String::new(),
-        access_key_id: String::new(),
-        secret_access_key: String::new(),
-    };
-    let ctx = Ctx {
-        store,
-        account: &account,
-        region: &step.region,
-        request_id: "lb-lifecycle",
-        fleet: None,
-    };
-    transact(&ctx, |tx| {
+    transact_as_owner(store, &step.account, &step.region, "lb-lifecycle", |tx| {
         let Some(mut lb) = tx.get::<LoadBalancer>(&step.lb_id)? else {
             return Ok(false);
         };
@@ -229,6 +196,9 @@ pub fn settle_once(fleet: &Fleet, now_ms: u64, timing: Timing) -> Result<Vec<Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::shards::shard_key;
+    use openvpc_model::node::NodeRecord;
+    use std::collections::BTreeMap;
 
     fn lb(state: LoadBalancerState, since: u64) -> Tracked {
         Tracked {
@@ -269,12 +239,14 @@ mod tests {
 
     fn snapshot(t: Tracked, nodes: Vec<NodeRecord>, shard: &[&str]) -> Snapshot {
         Snapshot {
-            shards: BTreeMap::from([(
-                shard_key("r1", &t.lb.gateway_id()),
-                shard.iter().map(|s| (*s).to_owned()).collect(),
-            )]),
+            placement: Placement {
+                shards: BTreeMap::from([(
+                    shard_key("r1", &t.lb.gateway_id()),
+                    shard.iter().map(|s| (*s).to_owned()).collect(),
+                )]),
+                nodes: BTreeMap::from([("r1".to_owned(), nodes)]),
+            },
             lbs: vec![t],
-            nodes: BTreeMap::from([("r1".to_owned(), nodes)]),
         }
     }
 

@@ -15,13 +15,12 @@
 //! keeper; two servers planning the same step is harmless (the second
 //! finds the state moved and does nothing).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use openvpc_model::lifecycle::NatGatewayState;
-use openvpc_model::node::NodeRecord;
 
 use super::Fleet;
-use super::shards::shard_key;
+use super::shards::Placement;
 use crate::api::actions::nat_gateway;
 use crate::api::error::ApiError;
 use crate::records::nat_gateway::NatGateway;
@@ -67,10 +66,8 @@ pub struct Tracked {
 pub struct Snapshot {
     /// The pending and deleting gateways.
     pub gateways: Vec<Tracked>,
-    /// Region → its hyperplane nodes (with what each serves).
-    pub nodes: BTreeMap<String, Vec<NodeRecord>>,
-    /// Shard key (`shards/{region}/{gateway_id}`) → its node IDs.
-    pub shards: BTreeMap<String, Vec<String>>,
+    /// The live hyperplane nodes (with what each serves) and the shards.
+    pub placement: Placement,
     /// The VPCs with an internet gateway attached.
     pub attached_vpcs: BTreeSet<String>,
 }
@@ -149,19 +146,7 @@ fn pending(
             message: format!("Network {} has no Internet gateway attached", g.vpc_id),
         });
     }
-    let shard = snapshot
-        .shards
-        .get(&shard_key(&t.region, &g.id))
-        .map_or(&[][..], Vec::as_slice);
-    let live: Vec<&NodeRecord> = snapshot
-        .nodes
-        .get(&t.region)
-        .into_iter()
-        .flatten()
-        // A node's record existing is the node being alive (the sweeper
-        // removes it when its heartbeats stop), as for routes.
-        .filter(|n| shard.contains(&n.node_id))
-        .collect();
+    let live = snapshot.placement.live_shard(&t.region, &g.id);
     if live.iter().any(|n| n.serving.contains(&g.id)) {
         return Some(Transition::Available);
     }
@@ -202,7 +187,10 @@ pub fn settle_once(fleet: &Fleet, now_ms: u64, timing: Timing) -> Result<Vec<Ste
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::shards::shard_key;
     use openvpc_model::lifecycle::NatAddressStatus;
+    use openvpc_model::node::NodeRecord;
+    use std::collections::BTreeMap;
 
     fn gateway(id: &str, state: NatGatewayState, since: u64, public: bool) -> Tracked {
         Tracked {
@@ -250,12 +238,14 @@ mod tests {
 
     fn snapshot(g: Tracked, nodes: Vec<NodeRecord>, shard: &[&str]) -> Snapshot {
         Snapshot {
-            shards: BTreeMap::from([(
-                shard_key("r1", &g.gateway.id),
-                shard.iter().map(|s| (*s).to_owned()).collect(),
-            )]),
+            placement: Placement {
+                shards: BTreeMap::from([(
+                    shard_key("r1", &g.gateway.id),
+                    shard.iter().map(|s| (*s).to_owned()).collect(),
+                )]),
+                nodes: BTreeMap::from([("r1".to_owned(), nodes)]),
+            },
             gateways: vec![g],
-            nodes: BTreeMap::from([("r1".to_owned(), nodes)]),
             attached_vpcs: BTreeSet::from(["vpc-1".to_owned()]),
         }
     }

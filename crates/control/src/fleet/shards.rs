@@ -22,6 +22,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openvpc_hyperplane::shard::{Assigner, DEFAULT_SHARD_SIZE, Shard};
+use openvpc_model::node::NodeRecord;
 use serde::{Deserialize, Serialize};
 
 use super::{Fleet, FleetError};
@@ -36,6 +37,34 @@ pub const KEEP_EVERY: Duration = Duration::from_millis(250);
 /// The store key of a gateway's shard.
 pub fn shard_key(region: &str, gateway_id: &str) -> String {
     format!("{SHARDS_PREFIX}{region}/{gateway_id}")
+}
+
+/// The live hyperplane nodes and the shards, as the lifecycles
+/// (`nat_lifecycle`, `lb_lifecycle`) read them from the fleet index.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    /// Region → its live hyperplane nodes (with what each serves).
+    pub nodes: BTreeMap<String, Vec<NodeRecord>>,
+    /// Shard key (`shards/{region}/{gateway_id}`) → its node IDs.
+    pub shards: BTreeMap<String, Vec<String>>,
+}
+
+impl Placement {
+    /// The live nodes of the shard of `gateway_id` in `region`. A node's
+    /// record existing is the node being alive (the sweeper removes it when
+    /// its heartbeats stop), as for routes.
+    pub fn live_shard(&self, region: &str, gateway_id: &str) -> Vec<&NodeRecord> {
+        let shard = self
+            .shards
+            .get(&shard_key(region, gateway_id))
+            .map_or(&[][..], Vec::as_slice);
+        self.nodes
+            .get(region)
+            .into_iter()
+            .flatten()
+            .filter(|n| shard.contains(&n.node_id))
+            .collect()
+    }
 }
 
 /// A shard as stored: hyperplane node IDs, in the gateway's order.

@@ -1,7 +1,8 @@
 //! Helpers the action tests share: calling an action over a store without
 //! HTTP (or signed, as the server sees a request), reading elements out of
-//! the XML it returns, making the resources most tests start from, and the
-//! agent API served over real HTTP.
+//! the XML it returns, making the resources most tests start from, the
+//! fleet's hosts and hyperplane nodes as the fleet tests start them, and
+//! the agent API served over real HTTP.
 
 #![allow(clippy::unwrap_used, dead_code)]
 
@@ -10,12 +11,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openvpc_control::account::Account;
 use openvpc_control::actions::{Ctx, default_vpc, dispatch};
-use openvpc_control::fleet::{AgentApi, Fleet, agent_token};
+use openvpc_control::fleet::nodes::{self, Role};
+use openvpc_control::fleet::{AgentApi, Fleet, agent_token, registry, shards};
 use openvpc_control::query::Params;
 use openvpc_control::server::{ApiState, execute, router};
 use openvpc_control::store::{MemoryStore, Store};
 use openvpc_control::{ApiError, sigv4};
-use openvpc_model::host::TOKEN_HEADER;
+use openvpc_model::host::{HostRegistration, TOKEN_HEADER};
+use openvpc_model::node::{NodeRegistration, TargetHealthReport};
 
 pub fn call(store: &dyn Store, account: &Account, body: &str) -> Result<String, ApiError> {
     let ctx = Ctx {
@@ -185,18 +188,85 @@ pub fn prefix_list(store: &dyn Store, a: &Account, max: u32, cidrs: &[&str]) -> 
 
 /// A new subnet of `vpc` with this (unencoded) CIDR in `us-east-1a`; its ID.
 pub fn subnet(store: &dyn Store, a: &Account, vpc: &str, cidr: &str) -> String {
+    subnet_in(store, a, vpc, cidr, "us-east-1a")
+}
+
+/// A new subnet of `vpc` with this (unencoded) CIDR in `zone`; its ID.
+pub fn subnet_in(store: &dyn Store, a: &Account, vpc: &str, cidr: &str, zone: &str) -> String {
     first(
         &call(
             store,
             a,
             &format!(
-                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone=us-east-1a",
+                "Action=CreateSubnet&VpcId={vpc}&CidrBlock={}&AvailabilityZone={zone}",
                 cidr.replace('/', "%2F")
             ),
         )
         .unwrap(),
         "subnetId",
     )
+}
+
+/// The hyperplane nodes the fleet tests start: (node ID, underlay address).
+pub const HYPERPLANE_NODES: [(&str, &str); 3] = [
+    ("hp1", "10.254.1.1"),
+    ("hp2", "10.254.1.2"),
+    ("hp3", "10.254.1.3"),
+];
+
+/// Registers host h1 in us-east-1a (underlay 192.0.2.1) and h2 in
+/// us-east-1b (192.0.2.2), as the load balancer tests place targets.
+pub fn register_two_zone_hosts(store: &dyn Store) {
+    for (host, zone, ip) in [
+        ("h1", "us-east-1a", "192.0.2.1"),
+        ("h2", "us-east-1b", "192.0.2.2"),
+    ] {
+        registry::register(
+            store,
+            "us-east-1",
+            &HostRegistration {
+                host_id: host.into(),
+                availability_zone: zone.into(),
+                underlay_ip: ip.parse().unwrap(),
+            },
+            1,
+        )
+        .unwrap();
+    }
+}
+
+/// Heartbeats of the hyperplane nodes `which` (ID, underlay address) at
+/// `now_ms`, each serving `serving` and reporting `health`.
+pub fn beat_hyperplane(
+    store: &dyn Store,
+    which: &[(&str, &str)],
+    serving: &[String],
+    health: &[TargetHealthReport],
+    now_ms: u64,
+) {
+    for (id, ip) in which {
+        nodes::register(
+            store,
+            Role::Hyperplane,
+            "us-east-1",
+            &NodeRegistration {
+                node_id: (*id).into(),
+                underlay_ip: ip.parse().unwrap(),
+                serving: serving.to_vec(),
+                target_health: health.to_vec(),
+            },
+            now_ms,
+        )
+        .unwrap();
+    }
+}
+
+/// Lets the index see the store, then runs the shard keeper (shards and
+/// lifecycles) once and lets the index see what it wrote.
+pub fn keep(fleet: &Fleet) {
+    fleet.catch_up().unwrap();
+    shards::keep_once(fleet).unwrap();
+    fleet.catch_up().unwrap();
 }
 
 /// A new internet gateway attached to `vpc`; its ID.

@@ -94,6 +94,26 @@ pub fn take(tx: &mut Tx) -> Result<Ipv4Addr, ApiError> {
     ))
 }
 
+/// Maps a public address taken from the region's pool ([`take`]) onto
+/// `private_ip` of `eni`: an Amazon-owned one, with no allocation or
+/// association, as AWS gives at launch. The ENI is still to be stored.
+/// Returns the address.
+pub fn take_for(
+    tx: &mut Tx,
+    eni: &mut NetworkInterface,
+    private_ip: Ipv4Addr,
+) -> Result<Ipv4Addr, ApiError> {
+    let public_ip = take(tx)?;
+    eni.public.push(PublicMapping {
+        private_ip,
+        public_ip,
+        allocation_id: None,
+        association_id: None,
+        ip_owner_id: "amazon".into(),
+    });
+    Ok(public_ip)
+}
+
 /// Takes `wanted` for the caller's account if it is a free address of the
 /// region's pool: AllocateAddress's `Address`, which EC2 allows only to
 /// recover a released address (or for a pool of one's own, which does not
@@ -286,14 +306,7 @@ pub fn disassociate_in(tx: &mut Tx, address: &mut Address) -> Result<(), ApiErro
         eni.public
             .retain(|p| p.allocation_id.as_deref() != Some(address.id.as_str()));
         if eni.auto_public && eni.primary_ip() == Some(assoc.private_ip) {
-            let public_ip = take(tx)?;
-            eni.public.push(PublicMapping {
-                private_ip: assoc.private_ip,
-                public_ip,
-                allocation_id: None,
-                association_id: None,
-                ip_owner_id: "amazon".into(),
-            });
+            take_for(tx, &mut eni, assoc.private_ip)?;
         }
         tx.put(&eni)?;
     }

@@ -24,8 +24,8 @@ use super::address;
 use super::idempotency::{self, ClientToken};
 use super::network_interface::{
     self as eni_mod, AddressRequest, EniSpec, GroupRef, Ipv6Request, NetworkInterface,
-    PublicMapping, conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups,
-    write_common, write_groups,
+    conntrack_of, parse_ip, private_dns_name, public_dns_name, resolve_groups, write_common,
+    write_groups,
 };
 use super::resource::{Resource, Tags, Tx, check_id, ok_return, transact, write_tags};
 use super::security_group;
@@ -711,14 +711,7 @@ fn launch_interfaces(
                         .associate_public
                         .unwrap_or(subnet.map_public_ip_on_launch);
                 if wants_public && let Some(private_ip) = eni.primary_ip() {
-                    let public_ip = address::take(tx)?;
-                    eni.public.push(PublicMapping {
-                        private_ip,
-                        public_ip,
-                        allocation_id: None,
-                        association_id: None,
-                        ip_owner_id: "amazon".into(),
-                    });
+                    address::take_for(tx, &mut eni, private_ip)?;
                     eni.auto_public = true;
                 }
                 eni

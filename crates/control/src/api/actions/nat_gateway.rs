@@ -42,10 +42,10 @@ use super::network_interface::{
     AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, parse_ip,
 };
 use super::resource::{
-    DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, write_tags,
+    DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, transact, transact_as_owner,
+    write_tags,
 };
 use super::subnet::Subnet;
-use crate::api::account::Account;
 use crate::api::error::ApiError;
 use crate::api::query::{Params, check_tags};
 use crate::api::xml::Xml;
@@ -582,21 +582,7 @@ fn finish_deletion(tx: &mut Tx, gateway: &mut NatGateway, now: u64) -> Result<()
 /// lifecycle) is never overwritten; the account's fence makes the check
 /// and the write one. Returns whether it applied.
 pub fn settle(store: &dyn Store, step: &Step, now: u64) -> Result<bool, ApiError> {
-    // The lifecycle acts inside the owner's key space; only its ID is read.
-    let account = Account {
-        id: step.account.clone(),
-        name: String::new(),
-        access_key_id: String::new(),
-        secret_access_key: String::new(),
-    };
-    let ctx = Ctx {
-        store,
-        account: &account,
-        region: &step.region,
-        request_id: "nat-lifecycle",
-        fleet: None,
-    };
-    transact(&ctx, |tx| {
+    transact_as_owner(store, &step.account, &step.region, "nat-lifecycle", |tx| {
         let Some(mut gateway) = tx.get::<NatGateway>(&step.gateway_id)? else {
             return Ok(false);
         };

@@ -303,6 +303,33 @@ impl<'a, 'c> Tx<'a, 'c> {
     }
 }
 
+/// [`transact`] in the key space of account `account_id` in `region`, for
+/// the server's own work on a resource (a lifecycle moving it on), which
+/// acts as its owner; `request_id` names that work.
+pub fn transact_as_owner<T>(
+    store: &dyn crate::store::Store,
+    account_id: &str,
+    region: &str,
+    request_id: &str,
+    body: impl FnMut(&mut Tx) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    // Only the account's ID is read inside its key space.
+    let account = crate::api::account::Account {
+        id: account_id.to_owned(),
+        name: String::new(),
+        access_key_id: String::new(),
+        secret_access_key: String::new(),
+    };
+    let ctx = Ctx {
+        store,
+        account: &account,
+        region,
+        request_id,
+        fleet: None,
+    };
+    transact(&ctx, body)
+}
+
 /// How often a transaction that keeps losing races is tried before the
 /// caller is told to retry.
 const ATTEMPTS: usize = 32;

@@ -26,7 +26,7 @@ use super::{
 use crate::api::actions::Ctx;
 use crate::api::actions::address::{self, Address, region_settings};
 use crate::api::actions::network_interface::{
-    AddressRequest, EniSpec, NetworkInterface, PublicMapping, create_in, delete_in, parse_ip,
+    AddressRequest, EniSpec, NetworkInterface, create_in, delete_in, parse_ip,
 };
 use crate::api::actions::resource::{Tx, transact};
 use crate::api::error::ApiError;
@@ -172,17 +172,7 @@ fn front(
                 tx.put(&eip)?;
                 eip.public_ip
             }
-            None => {
-                let public_ip = address::take(tx)?;
-                eni.public.push(PublicMapping {
-                    private_ip,
-                    public_ip,
-                    allocation_id: None,
-                    association_id: None,
-                    ip_owner_id: "amazon".into(),
-                });
-                public_ip
-            }
+            None => address::take_for(tx, &mut eni, private_ip)?,
         };
         zone.public_ip = Some(public_ip);
     }
