@@ -199,6 +199,12 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
         "TCP_Target_Reset_Count: resets sent by targets.",
         &per_lb(&|b| b.counters.tcp_target_resets),
     );
+    family(
+        "openvpc_nlb_resets_sent",
+        "counter",
+        "RSTs the load balancer sent clients for segments of no connection (spec 9.1).",
+        &per_lb(&|b| b.counters.resets_sent),
+    );
     let per_group = |healthy: bool| -> Vec<(String, u64)> {
         snapshot
             .balancers

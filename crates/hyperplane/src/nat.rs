@@ -1112,37 +1112,44 @@ impl Nat {
     /// sequence number its ACK asks for, or acknowledging it if it had
     /// none).
     fn build_reset(buf: &mut PacketBuf, pf: &ParsedFlow) -> Option<()> {
-        let data = buf.data();
-        let seg = TcpHeader::view(data.get(pf.l4_offset..pf.ip_len)?).ok()?;
-        let h = seg.header;
-        let (src, dst) = (ip_of(&pf.key.src), ip_of(&pf.key.dst));
-        let mut tcp = TcpRepr::new(pf.key.dst_port, pf.key.src_port, flags::RST);
-        tcp.window = 0;
-        if h.flags & flags::ACK != 0 {
-            tcp.seq = h.ack.get();
-        } else {
-            let len = seg.payload.len() as u32
-                + u32::from(h.flags & flags::SYN != 0)
-                + u32::from(h.flags & flags::FIN != 0);
-            tcp.ack = h.seq.get().wrapping_add(len);
-            tcp.flags |= flags::ACK;
-        }
-        let mut out = [0u8; 40];
-        let n = PacketBuilder {
-            ethernet: None,
-            ip: IpRepr::V4(Ipv4Repr::new(
-                Ipv4Addr::from_bits(dst),
-                Ipv4Addr::from_bits(src),
-                protocol::TCP,
-                0,
-            )),
-            l4: L4Repr::Tcp(tcp),
-        }
-        .emit(&[], &mut out)
-        .ok()?;
-        buf.set(out.get(..n)?);
-        Some(())
+        build_reset(buf, pf)
     }
+}
+
+/// Replaces the TCP segment in `buf` (parsed as `pf`) with the RST that
+/// answers it (RFC 9293 3.10.7.1: a segment of no connection), addressed
+/// back to its sender; `None` if the segment is too short to answer.
+pub(crate) fn build_reset(buf: &mut PacketBuf, pf: &ParsedFlow) -> Option<()> {
+    let data = buf.data();
+    let seg = TcpHeader::view(data.get(pf.l4_offset..pf.ip_len)?).ok()?;
+    let h = seg.header;
+    let (src, dst) = (ip_of(&pf.key.src), ip_of(&pf.key.dst));
+    let mut tcp = TcpRepr::new(pf.key.dst_port, pf.key.src_port, flags::RST);
+    tcp.window = 0;
+    if h.flags & flags::ACK != 0 {
+        tcp.seq = h.ack.get();
+    } else {
+        let len = seg.payload.len() as u32
+            + u32::from(h.flags & flags::SYN != 0)
+            + u32::from(h.flags & flags::FIN != 0);
+        tcp.ack = h.seq.get().wrapping_add(len);
+        tcp.flags |= flags::ACK;
+    }
+    let mut out = [0u8; 40];
+    let n = PacketBuilder {
+        ethernet: None,
+        ip: IpRepr::V4(Ipv4Repr::new(
+            Ipv4Addr::from_bits(dst),
+            Ipv4Addr::from_bits(src),
+            protocol::TCP,
+            0,
+        )),
+        l4: L4Repr::Tcp(tcp),
+    }
+    .emit(&[], &mut out)
+    .ok()?;
+    buf.set(out.get(..n)?);
+    Some(())
 }
 
 /// Which way a packet crosses the gateway.

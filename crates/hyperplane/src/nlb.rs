@@ -233,8 +233,12 @@ pub enum NlbDrop {
     NoListener,
     /// The listener's group has no target the flow may go to.
     NoTarget,
-    /// A TCP segment that opens nothing and belongs to no flow.
+    /// A RST that belongs to no flow (a segment of no connection that is
+    /// not a RST gets a RST back: [`NlbOutput::Reset`]).
     NoConnection,
+    /// A TCP segment of no known flow while the node has just joined its
+    /// place: the flow may be on its way back from the buddy, so no RST.
+    Joining,
     /// From a target, for no flow.
     NoFlow,
     /// No source port free towards the target: AWS's
@@ -251,7 +255,7 @@ pub enum NlbDrop {
 }
 
 impl NlbDrop {
-    pub const ALL: [NlbDrop; 13] = [
+    pub const ALL: [NlbDrop; 14] = [
         NlbDrop::Malformed,
         NlbDrop::NotIpv4,
         NlbDrop::Unsupported,
@@ -259,6 +263,7 @@ impl NlbDrop {
         NlbDrop::NoListener,
         NlbDrop::NoTarget,
         NlbDrop::NoConnection,
+        NlbDrop::Joining,
         NlbDrop::NoFlow,
         NlbDrop::PortAllocation,
         NlbDrop::TableFull,
@@ -276,6 +281,7 @@ impl NlbDrop {
             NlbDrop::NoListener => "no_listener",
             NlbDrop::NoTarget => "no_target",
             NlbDrop::NoConnection => "no_connection",
+            NlbDrop::Joining => "joining",
             NlbDrop::NoFlow => "no_flow",
             NlbDrop::PortAllocation => "port_allocation",
             NlbDrop::TableFull => "table_full",
@@ -307,6 +313,10 @@ pub enum NlbOutput {
     Forward {
         place: u8,
     },
+    /// A TCP segment to a listener that is neither a new connection nor a
+    /// known one (spec 9.1): the buffer now holds the RST that answers it,
+    /// for the client.
+    Reset,
     Drop(NlbDrop),
 }
 
@@ -321,6 +331,8 @@ pub struct NlbCounters {
     pub tcp_target_resets: u64,
     /// Flows that ended by idling out.
     pub idle_timeouts: u64,
+    /// RSTs sent to clients for segments of no connection.
+    pub resets_sent: u64,
 }
 
 /// Why a replication record was not installed.
@@ -365,6 +377,9 @@ pub struct Nlb {
     table: FlowTable,
     sweep_at: u32,
     forwarded: bool,
+    /// Until then (seconds, wrapping), a segment of no known flow is
+    /// dropped rather than reset: see [`Nlb::quiet_for`].
+    quiet_until: u32,
     drops: [u64; NlbDrop::ALL.len()],
     counters: NlbCounters,
 }
@@ -451,6 +466,7 @@ impl Nlb {
             table: FlowTable::new(config.capacity),
             sweep_at: 0,
             forwarded: false,
+            quiet_until: 0,
             drops: [0; NlbDrop::ALL.len()],
             counters: NlbCounters::default(),
             compiled,
@@ -460,6 +476,13 @@ impl Nlb {
 
     pub fn config(&self) -> &NlbConfig {
         &self.config
+    }
+
+    /// For `seconds` from `now`, a TCP segment of no known flow is dropped
+    /// (`Joining`), not reset: a node new in its place gets its flows back
+    /// from the buddy in that time.
+    pub fn quiet_for(&mut self, now: u64, seconds: u32) {
+        self.quiet_until = secs(now).wrapping_add(seconds);
     }
 
     /// Takes a changed configuration (targets registered or deregistered,
@@ -672,7 +695,14 @@ impl Nlb {
                     record = Some(r);
                     i
                 }
-                Err(reason) => return self.drop(reason),
+                Err(Opened::Reset) => {
+                    if crate::nat::build_reset(buf, &pf).is_none() {
+                        return self.drop(NlbDrop::Malformed);
+                    }
+                    self.counters.resets_sent += 1;
+                    return NlbOutput::Reset;
+                }
+                Err(Opened::Drop(reason)) => return self.drop(reason),
             },
         };
         let Some(f) = self.table.get(i).copied() else {
@@ -842,7 +872,7 @@ impl Nlb {
         pf: &ParsedFlow,
         key: &Key,
         now: u32,
-    ) -> Result<(u32, FlowRecord), NlbDrop> {
+    ) -> Result<(u32, FlowRecord), Opened> {
         let c = &self.compiled;
         let front = c
             .fronts
@@ -856,8 +886,13 @@ impl Nlb {
             .ok_or(NlbDrop::NoListener)?;
         let mut seq = 0;
         if key.proto == protocol::TCP {
-            if pf.tcp_flags & (flags::SYN | flags::ACK | flags::RST) != flags::SYN {
-                return Err(NlbDrop::NoConnection);
+            match pf.tcp_flags & (flags::SYN | flags::ACK | flags::RST) {
+                flags::SYN => {}
+                f if f & flags::RST != 0 => return Err(NlbDrop::NoConnection.into()),
+                _ if now.wrapping_sub(self.quiet_until) > u32::MAX / 2 => {
+                    return Err(NlbDrop::Joining.into());
+                }
+                _ => return Err(Opened::Reset),
             }
             let at = pf.l4_offset + 4;
             let b = data.get(at..at + 4).ok_or(NlbDrop::Malformed)?;
@@ -870,7 +905,7 @@ impl Nlb {
             .and_then(|p| p.get(front))
             .ok_or(NlbDrop::NoTarget)?;
         if picks.is_empty() {
-            return Err(NlbDrop::NoTarget);
+            return Err(NlbDrop::NoTarget.into());
         }
         let h = flow_hash(key.proto, key.src, key.sport, key.dst, key.dport, seq);
         let slot = picks
@@ -1139,6 +1174,20 @@ impl Nlb {
 /// a front address: its healthy targets in the allowed AZs (the front's
 /// own unless cross-zone is on, spec 9.5); with none, every target there
 /// that is neither draining nor unused (fail open, spec 9.4).
+/// Why a client's packet opened no flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opened {
+    /// A segment of no connection: answered with a RST.
+    Reset,
+    Drop(NlbDrop),
+}
+
+impl From<NlbDrop> for Opened {
+    fn from(reason: NlbDrop) -> Opened {
+        Opened::Drop(reason)
+    }
+}
+
 /// Whether a client's packet on flow `f` is a TCP SYN opening a new
 /// connection on the flow's tuple: a SYN with another sequence number than
 /// the one that opened the flow (a retransmitted SYN keeps it).

@@ -184,6 +184,7 @@ pub fn status_json(
                 "new_flow_count": b.counters.new_flows,
                 "processed_bytes": b.counters.processed_bytes,
                 "tcp_target_reset_count": b.counters.tcp_target_resets,
+                "resets_sent": b.counters.resets_sent,
                 "packets_drop_count": b.drops.iter().sum::<u64>() + b.node_dropped,
                 "health_probes": b.probes.iter().map(|p| p.started).sum::<u64>(),
                 "target_groups": groups,

@@ -172,9 +172,32 @@ fn a_flow_keeps_its_target_and_the_sequence_number_is_hashed() {
         )));
     }
     assert_eq!(targets.len(), 3, "the sequence number moves the choice");
-    // A segment of no connection is a counted drop.
-    let (o, _) = client(&mut n, &tcp(CLIENT, 6000, FRONT_A, 80, flags::ACK, 9), 1);
+    // spec 9.1: a segment of no connection gets a RST, from the front
+    // address to the client, at the sequence number its ACK asked for.
+    let (o, rst) = client(&mut n, &tcp(CLIENT, 6000, FRONT_A, 80, flags::ACK, 9), 1);
+    assert_eq!(o, NlbOutput::Reset);
+    let pf = openvpc_packet::flow::parse_ip(rst.data(), 0x0800).unwrap();
+    assert_eq!(
+        (
+            pf.key.src_ip(),
+            pf.key.src_port,
+            pf.key.dst_ip(),
+            pf.key.dst_port
+        ),
+        (FRONT_A.into(), 80, CLIENT.into(), 6000)
+    );
+    assert_ne!(pf.tcp_flags & flags::RST, 0);
+    assert_eq!(n.counters().resets_sent, 1);
+    // A RST of no connection is a counted drop, never answered.
+    let (o, _) = client(&mut n, &tcp(CLIENT, 6000, FRONT_A, 80, flags::RST, 9), 1);
     assert_eq!(o, NlbOutput::Drop(NlbDrop::NoConnection));
+    // A node that just joined its place drops such segments instead: their
+    // flows may be on their way back from the buddy.
+    n.quiet_for(2, 3);
+    let (o, _) = client(&mut n, &tcp(CLIENT, 6001, FRONT_A, 80, flags::ACK, 9), 4);
+    assert_eq!(o, NlbOutput::Drop(NlbDrop::Joining));
+    let (o, _) = client(&mut n, &tcp(CLIENT, 6001, FRONT_A, 80, flags::ACK, 9), 5);
+    assert_eq!(o, NlbOutput::Reset);
 }
 
 // spec 9.4: an unhealthy target gets no new flows; its established flow
@@ -235,9 +258,9 @@ fn draining_keeps_old_flows_until_the_deadline_and_takes_no_new_ones() {
     let (o, _) = client(&mut n, &tcp(CLIENT, sport, FRONT_A, 80, flags::ACK, 5), 300);
     assert_eq!(o, NlbOutput::Drop(NlbDrop::DrainExpired));
     assert_eq!(n.drops(NlbDrop::DrainExpired), 1);
-    // The flow is gone: the next segment opens nothing.
+    // The flow is gone: the next segment opens nothing and is reset.
     let (o, _) = client(&mut n, &tcp(CLIENT, sport, FRONT_A, 80, flags::ACK, 6), 301);
-    assert_eq!(o, NlbOutput::Drop(NlbDrop::NoConnection));
+    assert_eq!(o, NlbOutput::Reset);
 }
 
 // spec 9.5: cross-zone off (the default) keeps a front address's flows in

@@ -374,9 +374,10 @@ impl Serve {
                     let checkers = checkers_for(a, Vec::new(), now_ms);
                     let config =
                         nlb_config(a, place, self.config.capacity, &checkers, now, unix_ms);
-                    let Ok(nlb) = Nlb::new(config) else {
+                    let Ok(mut nlb) = Nlb::new(config) else {
                         continue;
                     };
+                    nlb.quiet_for(now, super::JOIN_QUIET_SECS);
                     let mut b = super::Balancer {
                         name: gateway_id(a),
                         assignment: a.clone(),
@@ -537,6 +538,17 @@ impl Serve {
                 };
                 let id = b.name.clone();
                 self.forward_to(to, &id, ip, buf, from)
+            }
+            NlbOutput::Reset => {
+                // Back to where the segment came from: the client's host,
+                // or the edge an outside client's packets came through.
+                if !Serve::encapsulate(buf, vni, src_mac, self.config.router_mac) {
+                    return self.drop(NodeDrop::Malformed);
+                }
+                Verdict::Send {
+                    to: from,
+                    after: None,
+                }
             }
             NlbOutput::Drop(_) => Verdict::Done,
         }
