@@ -467,7 +467,13 @@ fn tcp_next(state: State, f: u8, dir: Direction, seg: Segment) -> Option<(State,
             (Original, _) => None,
         },
         Segment::Ack => match (dir, state) {
-            (_, SynSent) => None,
+            // A peer that still holds an old connection on the tuple (in
+            // TIME-WAIT: a client that reused its port) answers the new SYN
+            // with a bare ACK, a challenge (RFC 9293 3.10.7.4, RFC 5961
+            // 4): it must reach the client, whose RST clears the old
+            // connection so that its next SYN opens. It opens nothing.
+            (Reply, SynSent) => keep,
+            (Original, SynSent) => None,
             // RFC 9293 3.5: the third packet of the handshake.
             (Original, SynReceived) => Some((Established, f)),
             (Reply, SynReceived) | (_, Established | TimeWait | Closed) => keep,
@@ -783,13 +789,23 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_ack_to_a_reopening_syn_passes_and_opens_nothing() {
+        // The peer still holds the old connection in TIME-WAIT and answers
+        // the new SYN with a bare ACK; the client's RST then clears the
+        // old connection and its next SYN opens (RFC 9293 3.10.7.4).
+        let mut c = Conn::new(Protocol::Tcp, SYN, 0).unwrap();
+        assert_eq!(c.update(R, ACK, SEC), Verdict::Accept);
+        assert_eq!(c.state(), State::SynSent);
+        run(&mut c, &[(O, RST, State::Closed), (O, SYN, State::SynSent)]);
+    }
+
+    #[test]
     fn invalid_packets_change_nothing() {
         let syn_sent = Conn::new(Protocol::Tcp, SYN, 0).unwrap();
         let est = established();
         for (c, dir, f) in [
             (syn_sent, O, SA), // SYN-ACK in the original direction
             (syn_sent, O, ACK),
-            (syn_sent, R, ACK),
             (syn_sent, O, FA),
             (est, O, SA),
             (est, R, SYN),

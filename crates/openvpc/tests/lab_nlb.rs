@@ -499,6 +499,13 @@ fn cross_zone_off(lab: &Lab, net: &Net) {
                 .all(|id| net.targets.iter().any(|(t, taz)| &t.id == id && taz == az))
         });
         eprintln!("nlb: cross-zone off, {az}'s address {front}: {counts:?}");
+        // The client reaches the same targets through both addresses with
+        // its own address kept, so a port it reuses may meet a target that
+        // still holds the old connection in TIME-WAIT: that target's
+        // challenge ACK must reach the client (whose RST clears it), or the
+        // connection would time out.
+        let (counts, _, failed) = requests(net, front, 60);
+        assert_eq!(failed, 0, "{az}'s address: {counts:?}");
     }
     set_lb_attribute(
         lab,
