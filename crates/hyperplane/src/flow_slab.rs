@@ -196,6 +196,29 @@ impl<F: SlabFlow> FlowSlab<F> {
         }
     }
 
+    /// Moves every flow of origin `from` that `pick` chooses to origin
+    /// `to`, and lets `touch` update it (a takeover refreshes its idle
+    /// time): a dead buddy's replicas taken over, or handed back.
+    pub fn retag(
+        &mut self,
+        from: Origin,
+        to: Origin,
+        pick: impl Fn(&F) -> bool,
+        mut touch: impl FnMut(&mut F),
+    ) {
+        let chosen: Vec<u32> = self
+            .iter()
+            .filter(|(_, f)| f.origin() == from && pick(f))
+            .map(|(i, _)| i)
+            .collect();
+        for i in chosen {
+            self.set_origin(i, to);
+            if let Some(f) = self.get_mut(i) {
+                touch(f);
+            }
+        }
+    }
+
     /// Live flows from slot `start`, at most `n` slots looked at, for a
     /// sweep; `f` returns false to stop after this flow. Returns the next
     /// start and the slots looked at.

@@ -1065,19 +1065,13 @@ impl Nat {
             return;
         }
         self.served |= 1 << node;
-        let now = secs(now);
-        let mine: Vec<u32> = self
-            .table
-            .iter()
-            .filter(|(_, f)| f.origin == Origin::Replica && owner_of(f.pport, self.nodes) == node)
-            .map(|(i, _)| i)
-            .collect();
-        for i in mine {
-            self.table.set_origin(i, Origin::TakenOver);
-            if let Some(f) = self.table.get_mut(i) {
-                f.last_seen = now;
-            }
-        }
+        let (now, nodes) = (secs(now), self.nodes);
+        self.table.retag(
+            Origin::Replica,
+            Origin::TakenOver,
+            |f| owner_of(f.pport, nodes) == node,
+            |f| f.last_seen = now,
+        );
     }
 
     /// `node` is back: its slice is its own again, and the flows taken over
@@ -1087,15 +1081,13 @@ impl Nat {
             return;
         }
         self.served &= !(1 << node);
-        let theirs: Vec<u32> = self
-            .table
-            .iter()
-            .filter(|(_, f)| f.origin == Origin::TakenOver && owner_of(f.pport, self.nodes) == node)
-            .map(|(i, _)| i)
-            .collect();
-        for i in theirs {
-            self.table.set_origin(i, Origin::Replica);
-        }
+        let nodes = self.nodes;
+        self.table.retag(
+            Origin::TakenOver,
+            Origin::Replica,
+            |f| owner_of(f.pport, nodes) == node,
+            |_| {},
+        );
     }
 
     /// Records of every flow whose port belongs to `node`'s slice: what a

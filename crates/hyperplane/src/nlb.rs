@@ -392,6 +392,18 @@ fn ip_of(octets: &[u8; 16]) -> u32 {
     u32::from_be_bytes([octets[12], octets[13], octets[14], octets[15]])
 }
 
+/// A parsed packet's tuple as the flow table keys it.
+#[inline]
+fn key_of(pf: &ParsedFlow) -> Key {
+    Key {
+        src: ip_of(&pf.key.src),
+        dst: ip_of(&pf.key.dst),
+        sport: pf.key.src_port,
+        dport: pf.key.dst_port,
+        proto: pf.key.protocol,
+    }
+}
+
 fn v4(bits: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from_bits(bits))
 }
@@ -660,17 +672,48 @@ impl Nlb {
 
     /// A client's packet to a front address.
     pub fn from_client(&mut self, buf: &mut PacketBuf, now: u64) -> NlbOutput {
+        match self.parse(buf.data()) {
+            Ok(pf) => self.client_packet(buf, &pf, &key_of(&pf), now),
+            Err(reason) => self.drop(reason),
+        }
+    }
+
+    /// A packet a node got for this load balancer, either way, parsed once:
+    /// a target's when it is not to a front address (the client's address
+    /// is kept) or when its tuple is a flow's reply (the source was
+    /// translated), a client's otherwise. Also says whether it was a
+    /// client's (so the shell learns where the client lives).
+    pub fn from_node(
+        &mut self,
+        buf: &mut PacketBuf,
+        now: u64,
+        forwarded: bool,
+    ) -> (NlbOutput, bool) {
         let pf = match self.parse(buf.data()) {
             Ok(pf) => pf,
-            Err(reason) => return self.drop(reason),
+            Err(reason) => return (self.drop(reason), false),
         };
-        let key = Key {
-            src: ip_of(&pf.key.src),
-            dst: ip_of(&pf.key.dst),
-            sport: pf.key.src_port,
-            dport: pf.key.dst_port,
-            proto: pf.key.protocol,
+        let key = key_of(&pf);
+        self.forwarded = forwarded;
+        let from_target = !self.compiled.fronts.contains(&key.dst)
+            || (self.table.find_forward(&key).is_none() && self.table.find_reverse(&key).is_some());
+        let out = if from_target {
+            self.target_packet(buf, &pf, &key, now)
+        } else {
+            self.client_packet(buf, &pf, &key, now)
         };
+        self.forwarded = false;
+        (out, !from_target)
+    }
+
+    fn client_packet(
+        &mut self,
+        buf: &mut PacketBuf,
+        pf: &ParsedFlow,
+        key: &Key,
+        now: u64,
+    ) -> NlbOutput {
+        let (pf, key) = (*pf, *key);
         let t = secs(now);
         let mut record = None;
         let mut found = self.table.find_forward(&key);
@@ -744,17 +787,20 @@ impl Nlb {
     /// A target's packet back to the client (or to the front address when
     /// the client's IP is not preserved).
     pub fn from_target(&mut self, buf: &mut PacketBuf, now: u64) -> NlbOutput {
-        let pf = match self.parse(buf.data()) {
-            Ok(pf) => pf,
-            Err(reason) => return self.drop(reason),
-        };
-        let key = Key {
-            src: ip_of(&pf.key.src),
-            dst: ip_of(&pf.key.dst),
-            sport: pf.key.src_port,
-            dport: pf.key.dst_port,
-            proto: pf.key.protocol,
-        };
+        match self.parse(buf.data()) {
+            Ok(pf) => self.target_packet(buf, &pf, &key_of(&pf), now),
+            Err(reason) => self.drop(reason),
+        }
+    }
+
+    fn target_packet(
+        &mut self,
+        buf: &mut PacketBuf,
+        pf: &ParsedFlow,
+        key: &Key,
+        now: u64,
+    ) -> NlbOutput {
+        let (pf, key) = (*pf, *key);
         let t = secs(now);
         let Some(i) = self.table.find_reverse(&key) else {
             return self.drop(NlbDrop::NoFlow);
@@ -806,14 +852,6 @@ impl Nlb {
     pub fn from_client_forwarded(&mut self, buf: &mut PacketBuf, now: u64) -> NlbOutput {
         self.forwarded = true;
         let out = self.from_client(buf, now);
-        self.forwarded = false;
-        out
-    }
-
-    /// [`Nlb::from_target`] for a packet another node forwarded.
-    pub fn from_target_forwarded(&mut self, buf: &mut PacketBuf, now: u64) -> NlbOutput {
-        self.forwarded = true;
-        let out = self.from_target(buf, now);
         self.forwarded = false;
         out
     }
@@ -1084,29 +1122,6 @@ impl Nlb {
         }
     }
 
-    /// Whether a packet to one of the front addresses is a target's reply
-    /// (to a translated source) rather than a client's: its reversed tuple
-    /// is a flow's. Anything unparsable reads as a client's, whose path
-    /// counts it.
-    pub fn is_reply(&self, packet: &[u8]) -> bool {
-        let Ok(pf) = parse_ip(packet, ethertype::IPV4) else {
-            return false;
-        };
-        let key = Key {
-            src: ip_of(&pf.key.src),
-            dst: ip_of(&pf.key.dst),
-            sport: pf.key.src_port,
-            dport: pf.key.dst_port,
-            proto: pf.key.protocol,
-        };
-        self.table.find_reverse(&key).is_some()
-    }
-
-    /// Whether `ip` is one of the front addresses.
-    pub fn is_front(&self, ip: Ipv4Addr) -> bool {
-        self.compiled.fronts.contains(&ip.to_bits())
-    }
-
     /// This node now serves the flows of `node`, its dead buddy: its
     /// replicas here are served from now on, each with a full idle timeout
     /// from `now`, to the targets they had.
@@ -1116,18 +1131,12 @@ impl Nlb {
         }
         self.served |= 1 << node;
         let now = secs(now);
-        let theirs: Vec<u32> = self
-            .table
-            .iter()
-            .filter(|(_, f)| f.origin == Origin::Replica && f.owner == node)
-            .map(|(i, _)| i)
-            .collect();
-        for i in theirs {
-            self.table.set_origin(i, Origin::TakenOver);
-            if let Some(f) = self.table.get_mut(i) {
-                f.last_seen = now;
-            }
-        }
+        self.table.retag(
+            Origin::Replica,
+            Origin::TakenOver,
+            |f| f.owner == node,
+            |f| f.last_seen = now,
+        );
     }
 
     /// `node` is back: the flows taken over from it go back to being
@@ -1137,15 +1146,12 @@ impl Nlb {
             return;
         }
         self.served &= !(1 << node);
-        let theirs: Vec<u32> = self
-            .table
-            .iter()
-            .filter(|(_, f)| f.origin == Origin::TakenOver && f.owner == node)
-            .map(|(i, _)| i)
-            .collect();
-        for i in theirs {
-            self.table.set_origin(i, Origin::Replica);
-        }
+        self.table.retag(
+            Origin::TakenOver,
+            Origin::Replica,
+            |f| f.owner == node,
+            |_| {},
+        );
     }
 
     /// Records of every flow `node` decided.

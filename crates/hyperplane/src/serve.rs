@@ -663,7 +663,7 @@ impl Serve {
             return self.drop(NodeDrop::Malformed);
         };
         if let Some(bi) = self.balancer_for(vni, dst_mac, dst) {
-            return self.balancer_packet(bi, buf, ip, (src, dst), (from, src_mac), now, forwarded);
+            return self.balancer_packet(bi, buf, ip, src, (from, src_mac), now, forwarded);
         }
         if let Some(&gi) = self.by_private.get(&(vni, dst)) {
             return self.reply_from_edge(gi, buf, ip, from, now, forwarded);

@@ -465,14 +465,14 @@ impl Serve {
     }
 
     /// A datagram for load balancer `bi`: `ip` bytes of Geneve and
-    /// Ethernet headers, then the packet from `src` to `dst`.
+    /// Ethernet headers, then the packet from `src`.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn balancer_packet(
         &mut self,
         bi: usize,
         buf: &mut PacketBuf,
         ip: usize,
-        (src, dst): (Ipv4Addr, Ipv4Addr),
+        src: Ipv4Addr,
         (from, src_mac): (IpAddr, MacAddr),
         now: u64,
         forwarded: bool,
@@ -490,14 +490,8 @@ impl Serve {
         let Some(b) = self.balancers.get_mut(bi) else {
             return self.drop(NodeDrop::UnknownGateway);
         };
-        let from_target = !b.nlb.is_front(dst) || b.nlb.is_reply(buf.data());
-        let out = match (from_target, forwarded) {
-            (true, false) => b.nlb.from_target(buf, now),
-            (true, true) => b.nlb.from_target_forwarded(buf, now),
-            (false, false) => b.nlb.from_client(buf, now),
-            (false, true) => b.nlb.from_client_forwarded(buf, now),
-        };
-        if !from_target {
+        let (out, from_client) = b.nlb.from_node(buf, now, forwarded);
+        if from_client {
             self.learn_client(bi, vni, src, src_mac, from, forwarded);
         }
         match out {
