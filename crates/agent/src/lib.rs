@@ -17,6 +17,7 @@
 
 pub mod batch_io;
 pub mod control;
+pub mod flow_log;
 pub mod health;
 pub use openvpc_dataplane::install;
 pub mod instance;
@@ -65,6 +66,11 @@ pub struct AgentConfig {
     /// The DHCP client instances run: [`netns::DHCP_CLIENT`], or (tests'
     /// fault injection, see [`DHCP_CLIENT_ENV`]) a program that fails.
     pub dhcp_client: String,
+    /// The region's upstream resolver (`IP:PORT`), which the VPC
+    /// resolvers forward the names they do not hold to; `None`: those are
+    /// answered SERVFAIL, as a resolver that cannot reach its upstream
+    /// answers.
+    pub dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// The environment variable that replaces the instances' DHCP client, for
@@ -103,6 +109,8 @@ pub struct AgentHandle {
     control: Option<JoinHandle<()>>,
     lookup: Option<JoinHandle<()>>,
     health_loop: Option<JoinHandle<()>>,
+    flow_logs: Option<JoinHandle<()>>,
+    flow_log_counters: Arc<flow_log::FlowLogCounters>,
     health: health::Health,
 }
 
@@ -128,6 +136,9 @@ impl Agent {
         wcfg.underlay_netns = cfg.underlay_netns.clone();
         wcfg.cpu = cfg.worker_cpu;
         wcfg.busy_poll = cfg.worker_busy_poll;
+        wcfg.dns_upstream = cfg.dns_upstream;
+        let (flow_logs_tx, flow_logs_rx) = std::sync::mpsc::sync_channel(flow_log::QUEUE);
+        wcfg.flow_logs = Some(flow_logs_tx);
         let (lookups_tx, lookups_rx) = std::sync::mpsc::channel();
         let worker = worker::spawn(wcfg, lookups_tx)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,6 +150,24 @@ impl Agent {
             std::thread::Builder::new()
                 .name("openvpc-lookup".into())
                 .spawn(move || control::lookup_loop(&client, &lookups_rx, &worker, &stop))?
+        };
+        let logged = flow_log::SharedEnis::default();
+        let flow_log_counters = Arc::new(flow_log::FlowLogCounters::default());
+        let flow_logs = {
+            let (client, stop, logged) = (client.clone(), stop.clone(), logged.clone());
+            let (host_id, counters) = (cfg.host_id.clone(), flow_log_counters.clone());
+            std::thread::Builder::new()
+                .name("openvpc-flowlog".into())
+                .spawn(move || {
+                    flow_log::flow_log_loop(
+                        &client,
+                        &host_id,
+                        &flow_logs_rx,
+                        &logged,
+                        &counters,
+                        &stop,
+                    )
+                })?
         };
         let health = health::Health::new(Some(health::INSTANCE_HEALTH_DIR.into()));
         let health_loop = {
@@ -156,6 +185,7 @@ impl Agent {
             };
             let mut reconciler = reconcile::Reconciler::new(worker.client(), instances, mtu)
                 .with_health(health.clone())
+                .with_flow_logs(logged)
                 .with_dhcp_client(&cfg.dhcp_client);
             let (stop, synced, state_dir) = (stop.clone(), synced.clone(), cfg.state_dir.clone());
             std::thread::Builder::new()
@@ -178,6 +208,8 @@ impl Agent {
             control: Some(control),
             lookup: Some(lookup),
             health_loop: Some(health_loop),
+            flow_logs: Some(flow_logs),
+            flow_log_counters,
             health,
         })
     }
@@ -219,6 +251,13 @@ impl AgentHandle {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         json["unix_time"] = now.as_secs().into();
+        let c = &self.flow_log_counters;
+        json["flow_logs"] = serde_json::json!({
+            "records_sent": c.sent.load(Ordering::Relaxed),
+            "records_dropped_unsent": c.dropped_unsent.load(Ordering::Relaxed),
+            "skipdata": c.skipped.load(Ordering::Relaxed),
+            "not_logged": c.not_logged.load(Ordering::Relaxed),
+        });
         let (_, instances) = self.health.snapshot();
         json["instances"] = instances
             .iter()
@@ -249,6 +288,9 @@ impl AgentHandle {
         }
         if let Some(t) = self.health_loop.take() {
             let _ = t.join();
+        }
+        if let Some(t) = self.flow_logs.take() {
+            control::join_within(t, CONTROL_STOP_GRACE);
         }
         if let Some(t) = self.control.take() {
             control::join_within(t, CONTROL_STOP_GRACE);

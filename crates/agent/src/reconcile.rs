@@ -52,6 +52,9 @@ pub struct Reconciler {
     /// ENIs whose install failed, with their instance: their health entry
     /// goes when they do.
     failed: HashMap<String, String>,
+    /// Where the flow-logged ENIs are published; `None` in tests that do
+    /// not log.
+    flow_logs: Option<crate::flow_log::SharedEnis>,
 }
 
 /// What a delta did, for logs and tests.
@@ -84,6 +87,7 @@ impl Reconciler {
             health: Health::default(),
             dhcp_client: DHCP_CLIENT.to_owned(),
             failed: HashMap::new(),
+            flow_logs: None,
         }
     }
 
@@ -91,6 +95,13 @@ impl Reconciler {
     /// reports them) instead of a private record.
     pub fn with_health(mut self, health: Health) -> Self {
         self.health = health;
+        self
+    }
+
+    /// Tells `logged` which installed ENIs flow logs cover, after each
+    /// change.
+    pub fn with_flow_logs(mut self, logged: crate::flow_log::SharedEnis) -> Self {
+        self.flow_logs = Some(logged);
         self
     }
 
@@ -169,6 +180,14 @@ impl Reconciler {
         }
         self.converter.retain_used(self.installed.values());
         self.dhcp.retain(|h| !h.is_finished());
+        if let Some(logged) = &self.flow_logs {
+            logged.publish(
+                self.installed
+                    .values()
+                    .filter_map(crate::flow_log::LoggedEni::of)
+                    .collect(),
+            );
+        }
         report
     }
 

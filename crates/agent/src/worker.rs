@@ -8,23 +8,31 @@
 //! is dropped and counted. Time is a monotonic millisecond clock handed to
 //! the router.
 //!
-//! It must not block: no DNS, no HTTP, no `ip` commands on this thread.
+//! The VPC resolvers live in the router (spec 1.4); the queries they
+//! forward go from here to the region's upstream resolver over one more
+//! UDP socket in the same poll set, and the replies come back through the
+//! router to the instance. A query with no upstream, or none that answers
+//! in time, gets SERVFAIL.
+//!
+//! It must not block: no DNS lookups of its own, no HTTP, no `ip`
+//! commands on this thread.
 
 use core::net::SocketAddr;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openvpc_dataplane::PacketBuf;
 use openvpc_dataplane::drop::DropReason;
 use openvpc_dataplane::eni::{EniConfig, EniError};
+use openvpc_dataplane::resolver::UpstreamQuery;
 use openvpc_dataplane::router::{BATCH, EniIndex, Output, Router, RouterConfig, RouterStats};
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
 use openvpc_packet::geneve::GeneveHeader;
@@ -112,6 +120,27 @@ pub struct WorkerConfig {
     /// How long the thread keeps polling without sleeping after it last
     /// moved a frame; zero sleeps at once. See [`DEFAULT_BUSY_POLL`].
     pub busy_poll: Duration,
+    /// Where the flow-log counts go once a second; `None` drops them.
+    pub flow_logs: Option<SyncSender<FlowLogHarvest>>,
+    /// The region's upstream resolver, which the VPC resolvers forward
+    /// names they do not hold to; `None` answers those with SERVFAIL.
+    pub dns_upstream: Option<SocketAddr>,
+}
+
+/// How long a forwarded query waits for the upstream resolver before its
+/// client gets SERVFAIL (a stub resolver retries after 5 s: this answers
+/// first).
+const UPSTREAM_TIMEOUT_MS: u64 = 3_000;
+/// Most queries waiting for the upstream resolver at once; beyond, SERVFAIL.
+const UPSTREAM_CAPACITY: usize = 4_096;
+
+/// The flow-log counts the router handed out, with the clock that turns
+/// its times into Unix time.
+#[derive(Debug)]
+pub struct FlowLogHarvest {
+    pub records: Vec<openvpc_dataplane::flowlog::FlowLogRecord>,
+    /// Add to a record's router time (ms) for Unix milliseconds.
+    pub unix_offset_ms: i64,
 }
 
 /// The default busy-poll window. A sleeping worker is woken by the sender
@@ -141,6 +170,8 @@ impl WorkerConfig {
             mapping_capacity: crate::mapping::DEFAULT_CAPACITY,
             cpu: None,
             busy_poll: DEFAULT_BUSY_POLL,
+            flow_logs: None,
+            dns_upstream: None,
         }
     }
 }
@@ -162,9 +193,21 @@ pub struct IoCounters {
     pub pending_queued: u64,
     pub pending_timed_out: u64,
     pub pending_overflow: u64,
-    /// Flow-log records drained from the router and discarded: nothing
-    /// ships flow logs yet.
+    /// Flow-log records handed to the agent's flow-log thread.
     pub flow_log_records: u64,
+    /// Flow-log records dropped because that thread was behind (its
+    /// queue was full) or absent.
+    pub flow_log_dropped: u64,
+    /// Queries sent to the upstream resolver, and its replies relayed.
+    pub dns_upstream_sent: u64,
+    pub dns_upstream_replies: u64,
+    /// Forwarded queries answered SERVFAIL: no upstream configured, no
+    /// reply in time, the send failed or too many were waiting.
+    pub dns_no_upstream: u64,
+    pub dns_upstream_timeouts: u64,
+    pub dns_upstream_errors: u64,
+    /// Datagrams on the upstream socket that answer no waiting query.
+    pub dns_upstream_stray: u64,
 }
 
 /// A snapshot of the worker for a status query.
@@ -178,6 +221,8 @@ pub struct WorkerStatus {
     pub mapping_entries: usize,
     pub pending: usize,
     pub io: IoCounters,
+    /// The VPC resolvers' counters, added up.
+    pub dns: openvpc_dns::Counters,
 }
 
 impl WorkerStatus {
@@ -203,8 +248,26 @@ impl WorkerStatus {
             "mapping_entries": self.mapping_entries,
             "pending": self.pending,
             "io": self.io,
+            "dns": dns_json(&self.dns),
         })
     }
+}
+
+/// The resolvers' counters for operators: answers by kind, drops by reason.
+fn dns_json(c: &openvpc_dns::Counters) -> serde_json::Value {
+    let drops: serde_json::Map<String, serde_json::Value> = c
+        .nonzero_drops()
+        .map(|(reason, n)| (reason.name().to_owned(), n.into()))
+        .collect();
+    serde_json::json!({
+        "local_answers": c.local_answers,
+        "nxdomain": c.nxdomain,
+        "cache_hits": c.cache_hits,
+        "forwarded": c.forwarded,
+        "relayed": c.relayed,
+        "errors": c.errors,
+        "drops": drops,
+    })
 }
 
 enum Command {
@@ -370,6 +433,21 @@ pub fn spawn(
     if let Err(e) = crate::batch_io::enable_gro(udp.as_raw_fd()) {
         tracing::warn!(error = %e, "UDP GRO is not available; underlay datagrams arrive one by one");
     }
+    // The upstream socket lives where the underlay does: the region's
+    // resolver is reached over the hosts' network, not the instances'.
+    let dns = match cfg.dns_upstream {
+        Some(upstream) => {
+            let any = match upstream {
+                SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
+                SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], 0)),
+            };
+            let sock = netns::in_netns(cfg.underlay_netns.as_deref(), || Ok(UdpSocket::bind(any)))?
+                .map_err(|source| WorkerError::Bind { addr: any, source })?;
+            sock.set_nonblocking(true)?;
+            Some(sock)
+        }
+        None => None,
+    };
     let (wake_tx, wake_rx) = UnixDatagram::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
@@ -384,6 +462,10 @@ pub fn spawn(
         enis: BTreeSet::new(),
         taps: Vec::new(),
         udp,
+        dns,
+        upstream: HashMap::new(),
+        upstream_order: VecDeque::new(),
+        upstream_id: 0,
         wake: wake_rx,
         rx,
         lookups,
@@ -461,6 +543,17 @@ struct Worker {
     /// Indexed by the router's ENI index.
     taps: Vec<Option<Tap>>,
     udp: UdpSocket,
+    /// The socket to the region's upstream resolver, if one is configured.
+    dns: Option<UdpSocket>,
+    /// Forwarded queries waiting for the upstream, by the id they were
+    /// sent under, with when they were sent.
+    upstream: HashMap<u16, (UpstreamQuery, u64)>,
+    /// The waiting queries' ids in the order they were sent, with when:
+    /// their deadlines come in this order. An id answered (or answered and
+    /// reused) is skipped when its turn comes.
+    upstream_order: VecDeque<(u16, u64)>,
+    /// The last upstream query id handed out.
+    upstream_id: u16,
     wake: UnixDatagram,
     rx: Receiver<Command>,
     lookups: Sender<Vec<MappingKey>>,
@@ -492,6 +585,7 @@ struct Worker {
 enum Source {
     Wake,
     Underlay,
+    Dns,
     Tap(EniIndex),
 }
 
@@ -513,7 +607,7 @@ fn emit(
             }
         }
         Output::Instance(i) => to_tap(taps, io, usize::from(i), &VnetHdr::default(), buf.data()),
-        Output::Drop(_) | Output::Pending => {}
+        Output::Drop(_) | Output::Pending | Output::Resolver => {}
     }
 }
 
@@ -669,7 +763,7 @@ fn emit_batch(
             ),
             Output::Underlay { .. } => underlay += 1,
             Output::Instance(t) => to_tap(taps, io, usize::from(t), &hdr, buf.data()),
-            Output::Drop(_) | Output::Pending => {}
+            Output::Drop(_) | Output::Pending | Output::Resolver => {}
         }
     }
     if underlay == 0 {
@@ -743,6 +837,9 @@ impl Worker {
                 };
                 add(self.wake.as_raw_fd(), Source::Wake);
                 add(self.udp.as_raw_fd(), Source::Underlay);
+                if let Some(dns) = &self.dns {
+                    add(dns.as_raw_fd(), Source::Dns);
+                }
                 for (i, tap) in self.taps.iter().enumerate() {
                     if let Some(tap) = tap.as_ref().filter(|t| !t.dead) {
                         add(tap.file.as_raw_fd(), Source::Tap(i as EniIndex));
@@ -754,7 +851,7 @@ impl Worker {
             // Parked frames need their deadline checked soon.
             let timeout = if spinning {
                 0
-            } else if self.pending.is_empty() {
+            } else if self.pending.is_empty() && self.upstream.is_empty() {
                 IDLE_POLL_MS
             } else {
                 50
@@ -802,10 +899,13 @@ impl Worker {
                         }
                     }
                     Source::Underlay => self.read_underlay(now),
+                    Source::Dns => self.read_upstream(now),
                     Source::Tap(i) => dirty |= self.read_tap(i, now),
                 }
             }
+            self.send_upstream(now);
             self.expire_pending(now);
+            self.expire_upstream(now);
             let since_sweep = now.saturating_sub(self.last_sweep);
             if since_sweep >= SWEEP_EVERY_MS {
                 self.last_sweep = now;
@@ -815,12 +915,39 @@ impl Worker {
             if now.saturating_sub(self.last_housekeeping) >= HOUSEKEEPING_MS {
                 self.last_housekeeping = now;
                 self.router.mapping_mut().sweep(now);
-                self.io.flow_log_records += self.router.take_flow_logs().len() as u64;
+                self.ship_flow_logs(now);
             }
             let wanted = self.router.mapping_mut().take_wanted();
             if !wanted.is_empty() {
                 // The receiver is gone only while the agent stops.
                 let _ = self.lookups.send(wanted);
+            }
+        }
+    }
+
+    /// Hands the router's flow-log counts to the flow-log thread; never
+    /// waits for it (a full queue drops the counts, counted).
+    fn ship_flow_logs(&mut self, now: u64) {
+        let records = self.router.take_flow_logs();
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len() as u64;
+        let Some(tx) = &self.cfg.flow_logs else {
+            self.io.flow_log_dropped += n;
+            return;
+        };
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let harvest = FlowLogHarvest {
+            records,
+            unix_offset_ms: unix_ms - now as i64,
+        };
+        match tx.try_send(harvest) {
+            Ok(()) => self.io.flow_log_records += n,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.io.flow_log_dropped += n;
             }
         }
     }
@@ -909,6 +1036,118 @@ impl Worker {
             mapping_entries: self.router.mapping_mut().len(),
             pending: self.pending.len(),
             io: self.io,
+            dns: self.router.dns_counters(),
+        }
+    }
+
+    /// Sends the queries the resolvers forwarded to the upstream resolver,
+    /// each under an id of ours (clients of several ENIs may pick the same
+    /// one); what cannot be sent is answered SERVFAIL at once.
+    fn send_upstream(&mut self, now: u64) {
+        let queries = self.router.take_upstream_queries();
+        for q in queries {
+            let (Some(sock), Some(upstream)) = (&self.dns, self.cfg.dns_upstream) else {
+                self.io.dns_no_upstream += 1;
+                self.answer_servfail(&q);
+                continue;
+            };
+            if self.upstream.len() >= UPSTREAM_CAPACITY {
+                self.io.dns_upstream_errors += 1;
+                self.answer_servfail(&q);
+                continue;
+            }
+            let mut id = self.upstream_id;
+            loop {
+                id = id.wrapping_add(1);
+                if !self.upstream.contains_key(&id) {
+                    break;
+                }
+            }
+            self.upstream_id = id;
+            let mut msg = q.query.clone();
+            openvpc_dns::set_message_id(&mut msg, id);
+            match sock.send_to(&msg, upstream) {
+                Ok(_) => {
+                    self.io.dns_upstream_sent += 1;
+                    self.upstream.insert(id, (q, now));
+                    self.upstream_order.push_back((id, now));
+                }
+                Err(_) => {
+                    self.io.dns_upstream_errors += 1;
+                    self.answer_servfail(&q);
+                }
+            }
+        }
+    }
+
+    /// Relays the upstream resolver's replies to the clients that wait.
+    fn read_upstream(&mut self, now: u64) {
+        let mut buf = [0u8; 65_535];
+        for _ in 0..BATCH * BATCHES_PER_WAKE {
+            let Some(sock) = &self.dns else {
+                return;
+            };
+            let (len, from) = match sock.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            };
+            let reply = &buf[..len];
+            let id = match reply.get(..2) {
+                Some(&[a, b]) => u16::from_be_bytes([a, b]),
+                _ => {
+                    self.io.dns_upstream_stray += 1;
+                    continue;
+                }
+            };
+            // Only the configured upstream's replies count: anyone else on
+            // the underlay could otherwise answer for it.
+            if Some(from) != self.cfg.dns_upstream {
+                self.io.dns_upstream_stray += 1;
+                continue;
+            }
+            let Some((q, _)) = self.upstream.remove(&id) else {
+                self.io.dns_upstream_stray += 1;
+                continue;
+            };
+            self.io.dns_upstream_replies += 1;
+            if let Some((eni, frame)) = self.router.relay_upstream(&q, reply, now) {
+                to_tap(
+                    &mut self.taps,
+                    &mut self.io,
+                    usize::from(eni),
+                    &VnetHdr::default(),
+                    &frame,
+                );
+            }
+        }
+    }
+
+    /// Answers SERVFAIL to the queries the upstream left unanswered.
+    fn expire_upstream(&mut self, now: u64) {
+        while let Some(&(id, sent)) = self.upstream_order.front() {
+            if now.saturating_sub(sent) < UPSTREAM_TIMEOUT_MS {
+                break;
+            }
+            self.upstream_order.pop_front();
+            if self.upstream.get(&id).is_some_and(|(_, s)| *s == sent)
+                && let Some((q, _)) = self.upstream.remove(&id)
+            {
+                self.io.dns_upstream_timeouts += 1;
+                self.answer_servfail(&q);
+            }
+        }
+    }
+
+    fn answer_servfail(&mut self, q: &UpstreamQuery) {
+        if let Some((eni, frame)) = self.router.fail_upstream(q) {
+            to_tap(
+                &mut self.taps,
+                &mut self.io,
+                usize::from(eni),
+                &VnetHdr::default(),
+                &frame,
+            );
         }
     }
 
@@ -1377,5 +1616,152 @@ mod tests {
         assert_eq!(reply.op, ArpOp::Reply);
         assert_eq!(reply.sender_mac, MacAddr([2, 0, 0, 0, 0, 0x0b]));
         s.worker.stop();
+    }
+
+    /// A DNS query for `www.example.com` A with recursion desired.
+    fn dns_query(id: u16) -> Vec<u8> {
+        let mut q = id.to_be_bytes().to_vec();
+        q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in ["www", "example", "com"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    fn dns_frame(src_port: u16, payload: &[u8]) -> Vec<u8> {
+        PacketBuilder {
+            ethernet: Some(EthernetRepr {
+                dst: "02:6f:76:70:63:01".parse().unwrap(),
+                src: "02:00:00:00:00:0a".parse().unwrap(),
+                vlan: None,
+                ethertype: 0,
+            }),
+            ip: IpRepr::V4(Ipv4Repr::new(
+                Ipv4Addr::new(10, 0, 1, 10),
+                Ipv4Addr::new(10, 0, 0, 2),
+                0,
+                0,
+            )),
+            l4: L4Repr::Udp(UdpRepr {
+                src_port,
+                dst_port: 53,
+            }),
+        }
+        .build(payload)
+        .unwrap()
+    }
+
+    /// The DNS message of a frame the worker wrote to an instance.
+    fn dns_payload(frame: &[u8]) -> Vec<u8> {
+        let pf = openvpc_packet::flow::parse_ethernet(frame).unwrap();
+        assert_eq!(pf.key.src_port, 53);
+        frame[pf.l4_offset + 8..pf.l3_offset + pf.ip_len].to_vec()
+    }
+
+    fn dns_worker(upstream: Option<SocketAddr>) -> (WorkerHandle, UnixDatagram) {
+        let mut cfg = WorkerConfig::new(RouterConfig::new(LOCAL));
+        cfg.underlay_port = 0;
+        cfg.dns_upstream = upstream;
+        let (tx, _lookups) = mpsc::channel();
+        let worker = spawn(cfg, tx).unwrap();
+        let mut state = eni(
+            "eni-a",
+            "i-a",
+            Ipv4Addr::new(10, 0, 1, 10),
+            "02:00:00:00:00:0a",
+        );
+        state.dns = Some(openvpc_model::host::VpcDnsState {
+            region: "us-east-1".into(),
+            enable_dns_support: true,
+            enable_dns_hostnames: true,
+            cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            addresses: vec![],
+            names: vec![],
+        });
+        let (tap, instance) = fake_tap();
+        let cfg = Converter::new().eni_config(&state).unwrap();
+        worker.client().upsert_eni(cfg, Some(tap)).unwrap().unwrap();
+        (worker, instance)
+    }
+
+    // spec 1.4: names the VPC does not hold go to the region's resolver;
+    // its answer comes back to the instance under the instance's id.
+    #[test]
+    fn forwarded_dns_queries_go_upstream_and_back() {
+        let upstream = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        upstream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap();
+        let (worker, instance) = dns_worker(Some(upstream.local_addr().unwrap()));
+        instance
+            .send(&dns_frame(40000, &dns_query(0x1234)))
+            .unwrap();
+
+        let mut buf = [0u8; 2048];
+        let (n, from) = upstream.recv_from(&mut buf).unwrap();
+        let mut reply = buf[..n].to_vec();
+        assert_eq!(reply[2..], dns_query(0)[2..], "the query goes up as asked");
+        // A response with one A record, under the id it was asked with.
+        reply[2] = 0x81;
+        reply[3] = 0x80;
+        reply[7] = 1;
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 1, 44, 0, 4, 198, 51, 100, 10]);
+        upstream.send_to(&reply, from).unwrap();
+
+        let n = instance.recv(&mut buf).unwrap();
+        let answer = dns_payload(&buf[..n]);
+        assert_eq!(answer[..2], [0x12, 0x34], "the client's id is back");
+        assert!(answer.ends_with(&[198, 51, 100, 10]));
+        let io = worker.client().status().unwrap().io;
+        assert_eq!((io.dns_upstream_sent, io.dns_upstream_replies), (1, 1));
+
+        // Cached now: answered without the upstream.
+        instance
+            .send(&dns_frame(40001, &dns_query(0x4321)))
+            .unwrap();
+        let n = instance.recv(&mut buf).unwrap();
+        let answer = dns_payload(&buf[..n]);
+        assert_eq!(answer[..2], [0x43, 0x21]);
+        assert!(answer.ends_with(&[198, 51, 100, 10]));
+        let status = worker.client().status().unwrap();
+        assert_eq!(status.io.dns_upstream_sent, 1);
+        assert_eq!(status.dns.cache_hits, 1);
+    }
+
+    #[test]
+    fn an_upstream_that_does_not_answer_gives_servfail_in_time() {
+        let silent = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let (worker, instance) = dns_worker(Some(silent.local_addr().unwrap()));
+        instance
+            .set_read_timeout(Some(Duration::from_millis(UPSTREAM_TIMEOUT_MS + 2_000)))
+            .unwrap();
+        let start = Instant::now();
+        instance
+            .send(&dns_frame(40000, &dns_query(0x0909)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let n = instance.recv(&mut buf).unwrap();
+        let answer = dns_payload(&buf[..n]);
+        assert_eq!(answer[..2], [0x09, 0x09]);
+        assert_eq!(answer[3] & 0x0f, 2, "RCODE SERVFAIL");
+        assert!(start.elapsed() >= Duration::from_millis(UPSTREAM_TIMEOUT_MS - 100));
+        let io = worker.client().status().unwrap().io;
+        assert_eq!((io.dns_upstream_sent, io.dns_upstream_timeouts), (1, 1));
+    }
+
+    #[test]
+    fn without_an_upstream_outside_names_get_servfail() {
+        let (worker, instance) = dns_worker(None);
+        instance
+            .send(&dns_frame(40000, &dns_query(0x0707)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        let n = instance.recv(&mut buf).unwrap();
+        let answer = dns_payload(&buf[..n]);
+        assert_eq!(answer[..2], [0x07, 0x07]);
+        assert_eq!(answer[3] & 0x0f, 2, "RCODE SERVFAIL");
+        assert_eq!(worker.client().status().unwrap().io.dns_no_upstream, 1);
     }
 }

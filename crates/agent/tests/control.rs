@@ -316,6 +316,7 @@ fn agent_runs_instances_from_the_watch() {
         worker_cpu: None,
         worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
         dhcp_client: openvpc_agent::netns::DHCP_CLIENT.into(),
+        dns_upstream: None,
     };
     let agent = Agent::start(config.clone()).unwrap();
     for (ns, want) in [(&a, "10.0.1.30/24"), (&b, "10.0.1.31/24")] {

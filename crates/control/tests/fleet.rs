@@ -1749,3 +1749,93 @@ fn the_mapping_service_answers_a_private_nat_gateways_address_with_its_nodes() {
             .contains(&key)
     );
 }
+
+// Issue 18 / spec 1.4: every ENI carries what its VPC's resolver needs
+// (the attributes, the VPC's blocks, the public addresses whose ec2- names
+// it answers) and the DHCP options set's own name servers, and follows
+// their changes.
+#[test]
+fn an_eni_carries_its_vpcs_resolver_state_and_follows_it() {
+    let (w, _igw) = internet_world();
+    let sg = w.group("dns");
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    let (i2, _, ip2) = w.run(&w.subnet_b, &sg);
+    let fleet = w.fleet();
+    let state = fleet.eni_state(&eni).unwrap();
+    let dns = state.dns.unwrap();
+    assert_eq!(dns.region, REGION);
+    assert!(dns.enable_dns_support);
+    assert!(!dns.enable_dns_hostnames, "a new VPC's default");
+    assert_eq!(dns.cidrs, vec!["10.0.0.0/16".parse().unwrap()]);
+    assert!(dns.addresses.is_empty(), "no public address yet");
+    assert_eq!(state.dns_servers, None, "AmazonProvidedDNS");
+
+    w.ok(&format!(
+        "Action=ModifyVpcAttribute&VpcId={}&EnableDnsHostnames.Value=true",
+        w.vpc
+    ));
+    fleet.catch_up().unwrap();
+    assert!(
+        fleet
+            .eni_state(&eni)
+            .unwrap()
+            .dns
+            .unwrap()
+            .enable_dns_hostnames
+    );
+
+    // Another instance's Elastic IP reaches this ENI's resolver state.
+    let alloc = first(&w.ok("Action=AllocateAddress&Domain=vpc"), "allocationId");
+    let public: Ipv4Addr = first(
+        &w.ok(&format!("Action=DescribeAddresses&AllocationId.1={alloc}")),
+        "publicIp",
+    )
+    .parse()
+    .unwrap();
+    w.ok(&format!(
+        "Action=AssociateAddress&AllocationId={alloc}&InstanceId={i2}"
+    ));
+    fleet.catch_up().unwrap();
+    let dns = fleet.eni_state(&eni).unwrap().dns.unwrap();
+    assert_eq!(
+        dns.addresses,
+        vec![openvpc_model::host::DnsAddress {
+            private: ip2,
+            public: Some(public)
+        }]
+    );
+
+    // spec 1.4: a set's own domain-name-servers replace AmazonProvidedDNS.
+    let dopt = first(
+        &w.ok("Action=CreateDhcpOptions&DhcpConfiguration.1.Key=domain-name-servers&DhcpConfiguration.1.Value.1=192.0.2.53&DhcpConfiguration.1.Value.2=AmazonProvidedDNS&DhcpConfiguration.2.Key=domain-name&DhcpConfiguration.2.Value.1=corp.example"),
+        "dhcpOptionsId",
+    );
+    w.ok(&format!(
+        "Action=AssociateDhcpOptions&DhcpOptionsId={dopt}&VpcId={}",
+        w.vpc
+    ));
+    fleet.catch_up().unwrap();
+    let state = fleet.eni_state(&eni).unwrap();
+    assert_eq!(
+        state.dns_servers,
+        Some(vec![
+            Ipv4Addr::new(192, 0, 2, 53),
+            Ipv4Addr::new(10, 0, 0, 2)
+        ])
+    );
+    assert_eq!(state.domain_name.as_deref(), Some("corp.example"));
+
+    w.ok(&format!(
+        "Action=ModifyVpcAttribute&VpcId={}&EnableDnsSupport.Value=false",
+        w.vpc
+    ));
+    fleet.catch_up().unwrap();
+    assert!(
+        !fleet
+            .eni_state(&eni)
+            .unwrap()
+            .dns
+            .unwrap()
+            .enable_dns_support
+    );
+}

@@ -532,6 +532,21 @@ fn hosts_route_the_fronts_to_the_shard_until_the_load_balancer_goes() {
         assert!(!tables.contains(&format!("{ip}/32")), "{tables}");
     }
     assert!(!tables.contains(&gateway), "{tables}");
+    // Issue 18: the VPC's resolver answers its name with its fronts.
+    let dns_name = first(
+        &w.elb(&format!(
+            "Action=DescribeLoadBalancers&LoadBalancerArns.member.1={lb}"
+        )),
+        "DNSName",
+    );
+    let names = fleet.eni_state(&eni_a).unwrap().dns.unwrap().names;
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0].name, dns_name);
+    let mut answered = names[0].addresses.clone();
+    let mut want = fronts.clone();
+    answered.sort();
+    want.sort();
+    assert_eq!(answered, want);
 
     // A node of the shard dies: its place is served by its buddy until the
     // keeper replaces it, and the hosts follow.

@@ -114,8 +114,8 @@ fn unserved_services_are_refused_naming_the_served_ones() {
         assert_eq!(
             e.message,
             format!(
-                "Credential should be scoped to correct service: 'ec2', 'elasticloadbalancing', 'sts', not '{service}'. \
-                 This endpoint serves EC2, ELBv2 and STS (GetCallerIdentity) only."
+                "Credential should be scoped to correct service: 'ec2', 'elasticloadbalancing', 'sts', 'logs', not '{service}'. \
+                 This endpoint serves EC2, ELBv2, STS (GetCallerIdentity) and CloudWatch Logs only."
             )
         );
         assert!(

@@ -61,6 +61,8 @@ reasons! {
     DhcpNotForRouter => "dhcp_not_for_router", "A DHCP message unicast to a server other than the subnet router.";
     DhcpInvalid => "dhcp_invalid", "A DHCP message that breaks RFC 2131's format: truncated, bad options, or not a client's message.";
     GatewayReplyFailed => "gateway_reply_failed", "The gateway could not build its reply (a configured host or domain name too long).";
+    ResolverDropped => "resolver_dropped", "A packet to the VPC's resolver that it dropped: DNS support off, over 1024 packets/s from the ENI, or not a DNS query; the resolver's own counters name which (spec 1.4).";
+    ResolverAbsent => "resolver_absent", "A query to the VPC's resolver from an ENI whose state carries no resolver configuration (compiled by an older server).";
 }
 
 impl fmt::Display for DropReason {

@@ -63,6 +63,15 @@ pub struct EniConfig {
     /// (private, public) for each private address that holds a public
     /// IPv4 (spec 5.1): only these may leave through an internet gateway.
     pub public_ipv4: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// What the host's resolver for the ENI's VPC answers from (spec 1.4);
+    /// shared by the ENIs of one VPC. `None`: no resolver, queries to it
+    /// are dropped.
+    pub dns: Option<Arc<openvpc_dns::VpcDns>>,
+    /// DHCP option 6; `None` gives the VPC's resolver, base + 2.
+    pub dns_servers: Option<Vec<Ipv4Addr>>,
+    /// Whether a flow log covers the ENI (spec 8.1): only then are its
+    /// flows and rejections counted for records.
+    pub flow_logged: bool,
 }
 
 /// Why an ENI configuration was refused.

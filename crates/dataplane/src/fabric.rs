@@ -234,6 +234,9 @@ impl Fabric {
                 }
                 Output::Drop(reason) => return Delivery::Dropped { host: at, reason },
                 Output::Pending => return Delivery::Pending { host: at },
+                // Held by the host's resolver until the region's upstream
+                // resolver answers, which the fabric does not model.
+                Output::Resolver => return Delivery::Pending { host: at },
                 Output::Underlay { dst, src_port } => {
                     self.capture_underlay(at, dst, src_port, buf.data());
                     let Some(next) = self.underlays.iter().position(|u| *u == dst) else {

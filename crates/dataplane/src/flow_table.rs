@@ -225,7 +225,7 @@ impl FlowEntry {
         }
         self.bytes[i] = total;
         self.packets[i] += 1;
-        self.tcp_flags[i] |= tcp_flags;
+        self.tcp_flags[i] |= crate::flowlog::logged_flags(tcp_flags);
         true
     }
 

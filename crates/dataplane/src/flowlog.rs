@@ -42,7 +42,7 @@ pub struct FlowLogRecord {
     pub start_ms: u64,
     pub end_ms: u64,
     pub action: LogAction,
-    /// OR of the TCP flags seen (spec 8.1 `tcp-flags`).
+    /// OR of the logged TCP flags seen ([`logged_flags`]).
     pub tcp_flags: u8,
     /// `ingress` or `egress` relative to the ENI.
     pub direction: Way,
@@ -82,8 +82,21 @@ impl DirCounters {
     pub fn add(&mut self, bytes: usize, tcp_flags: u8) {
         self.bytes += bytes as u64;
         self.packets = self.packets.saturating_add(1);
-        self.tcp_flags |= tcp_flags;
+        self.tcp_flags |= logged_flags(tcp_flags);
     }
+}
+
+/// spec 8.1 `tcp-flags`: FIN (1), SYN (2) and RST (4) as they are, and
+/// ACK (16) only as part of a SYN-ACK (18); other flags are not logged.
+#[inline]
+pub fn logged_flags(tcp_flags: u8) -> u8 {
+    const SYN_ACK: u8 = 0x12;
+    let syn_ack = if tcp_flags & SYN_ACK == SYN_ACK {
+        0x10
+    } else {
+        0
+    };
+    (tcp_flags & 0x07) | syn_ack
 }
 
 /// Rejected packets per (zone, directional key), bounded.

@@ -54,6 +54,9 @@ pub struct GatewayConfig {
     pub router_mac: MacAddr,
     /// Amazon DNS: VPC base + 2.
     pub dns: Ipv4Addr,
+    /// DHCP option 6 when the VPC's DHCP options set names its own
+    /// `domain-name-servers` (spec 1.4); empty gives `dns` alone.
+    pub dns_servers: Vec<Ipv4Addr>,
     /// Sent as DHCP option 26.
     pub mtu: u16,
     /// DHCP lease time (AWS uses 3600).
@@ -627,7 +630,8 @@ fn config_option(cfg: &GatewayConfig, code: u8) -> Option<Vec<u8>> {
     let value = match code {
         option::SUBNET_MASK => cfg.netmask().octets().to_vec(),
         option::ROUTER => cfg.router_ip().octets().to_vec(),
-        option::DNS => cfg.dns.octets().to_vec(),
+        option::DNS if cfg.dns_servers.is_empty() => cfg.dns.octets().to_vec(),
+        option::DNS => cfg.dns_servers.iter().flat_map(|ip| ip.octets()).collect(),
         option::HOST_NAME => cfg.hostname.as_deref()?.as_bytes().to_vec(),
         option::DOMAIN_NAME => cfg.domain_name.as_deref()?.as_bytes().to_vec(),
         option::INTERFACE_MTU => cfg.mtu.to_be_bytes().to_vec(),
@@ -750,6 +754,7 @@ mod tests {
             subnet: (Ipv4Addr::new(10, 0, 1, 0), 24),
             router_mac: ROUTER_MAC,
             dns: Ipv4Addr::new(10, 0, 0, 2),
+            dns_servers: Vec::new(),
             mtu: 9001,
             lease_secs: 3600,
             hostname: Some("ip-10-0-1-10".into()),
@@ -1450,6 +1455,20 @@ mod tests {
             r.opt(option::INTERFACE_MTU),
             Some(&9001u16.to_be_bytes()[..])
         );
+    }
+
+    #[test]
+    fn options_sets_own_name_servers_replace_amazon_dns() {
+        // spec 1.4: a DHCP options set's domain-name-servers are what
+        // instances get, in its order, instead of AmazonProvidedDNS.
+        let r = parse_reply(&answer_dhcp(&cfg(), &discover()).unwrap().unwrap());
+        assert_eq!(r.opt(option::DNS), Some(&[10, 0, 0, 2][..]));
+        let c = GatewayConfig {
+            dns_servers: vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(10, 0, 0, 2)],
+            ..cfg()
+        };
+        let r = parse_reply(&answer_dhcp(&c, &discover()).unwrap().unwrap());
+        assert_eq!(r.opt(option::DNS), Some(&[192, 0, 2, 53, 10, 0, 0, 2][..]));
     }
 
     #[test]

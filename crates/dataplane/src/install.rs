@@ -17,7 +17,7 @@ use crate::policy::{NaclEntry, NetworkAcl, SecurityGroup, SgRule};
 use crate::route::{GatewayKind, Route, RouteTable, RouteTarget};
 use openvpc_model::host::{
     ConntrackState, EniState, NetworkAclEntryState, RouteTargetState, SecurityGroupRuleState,
-    SecurityGroupState, SubnetState,
+    SecurityGroupState, SubnetState, VpcDnsState,
 };
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::ParseMacError;
@@ -53,6 +53,12 @@ pub enum InstallError {
         // Boxed: the error travels inside every install result.
         #[source]
         source: Box<MaglevError>,
+    },
+    #[error("VPC {vpc}'s resolver cannot be configured: {source}")]
+    Dns {
+        vpc: String,
+        #[source]
+        source: openvpc_dns::ConfigError,
     },
 }
 
@@ -201,6 +207,27 @@ pub fn security_group(g: &SecurityGroupState) -> SecurityGroup {
 pub struct Converter {
     subnets: HashMap<String, (SubnetState, Arc<SubnetConfig>)>,
     groups: HashMap<String, (SecurityGroupState, Arc<SecurityGroup>)>,
+    /// VPC ID → its resolver's configuration.
+    dns: HashMap<String, (VpcDnsState, Arc<openvpc_dns::VpcDns>)>,
+}
+
+/// A VPC's resolver configuration from its compiled state. A name that is
+/// not a valid DNS name (only a damaged record can hold one) is left out;
+/// a region that cannot name a domain is an error.
+pub fn vpc_dns(d: &VpcDnsState) -> Result<openvpc_dns::VpcDns, openvpc_dns::ConfigError> {
+    let mut cfg = openvpc_dns::VpcDns::new(&d.region)?;
+    cfg.enable_dns_support = d.enable_dns_support;
+    cfg.enable_dns_hostnames = d.enable_dns_hostnames;
+    for c in &d.cidrs {
+        cfg.add_range(c.network(), c.prefix_len());
+    }
+    for a in &d.addresses {
+        cfg.set_address(a.private, a.public);
+    }
+    for n in &d.names {
+        let _ = cfg.set_name(&n.name, n.addresses.clone());
+    }
+    Ok(cfg)
 }
 
 impl Converter {
@@ -255,7 +282,34 @@ impl Converter {
                 .iter()
                 .map(|p| (p.private, p.public))
                 .collect(),
+            dns: s
+                .dns
+                .as_ref()
+                .map(|d| self.vpc_dns(&s.vpc_id, d))
+                .transpose()?,
+            dns_servers: s.dns_servers.clone(),
+            flow_logged: !s.flow_logs.is_empty(),
         })
+    }
+
+    /// The resolver configuration of a VPC, built once for all its ENIs
+    /// while the control plane sends them identical.
+    fn vpc_dns(
+        &mut self,
+        vpc_id: &str,
+        d: &VpcDnsState,
+    ) -> Result<Arc<openvpc_dns::VpcDns>, InstallError> {
+        if let Some((state, cfg)) = self.dns.get(vpc_id)
+            && state == d
+        {
+            return Ok(cfg.clone());
+        }
+        let cfg = Arc::new(vpc_dns(d).map_err(|source| InstallError::Dns {
+            vpc: vpc_id.to_owned(),
+            source,
+        })?);
+        self.dns.insert(vpc_id.to_owned(), (d.clone(), cfg.clone()));
+        Ok(cfg)
     }
 
     /// Forgets subnets and groups no ENI in `live` uses any more, so the
@@ -263,12 +317,15 @@ impl Converter {
     pub fn retain_used<'a>(&mut self, live: impl IntoIterator<Item = &'a EniState>) {
         let mut subnets = std::collections::HashSet::new();
         let mut groups = std::collections::HashSet::new();
+        let mut vpcs = std::collections::HashSet::new();
         for s in live {
             subnets.insert(s.subnet.subnet_id.as_str());
             groups.extend(s.security_groups.iter().map(|g| g.group_id.as_str()));
+            vpcs.insert(s.vpc_id.as_str());
         }
         self.subnets.retain(|id, _| subnets.contains(id.as_str()));
         self.groups.retain(|id, _| groups.contains(id.as_str()));
+        self.dns.retain(|id, _| vpcs.contains(id.as_str()));
     }
 }
 
@@ -348,6 +405,10 @@ pub mod fixtures {
             hostname: None,
             domain_name: None,
             public_ipv4: vec![],
+            availability_zone_id: String::new(),
+            flow_logs: vec![],
+            dns: None,
+            dns_servers: None,
         }
     }
 }

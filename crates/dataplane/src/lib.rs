@@ -24,6 +24,7 @@ pub mod layer;
 pub mod maglev;
 pub mod mapping;
 pub mod policy;
+pub mod resolver;
 pub mod route;
 pub mod router;
 pub mod transform;

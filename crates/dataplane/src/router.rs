@@ -2,7 +2,9 @@
 //! them and the underlay (DESIGN.md, "The packet path").
 //!
 //! A frame from an instance is parsed once; the gateway answers ARP and
-//! DHCP, and everything else goes to the flow table. On a hit the compiled
+//! DHCP, the VPC's resolver (one per VPC on the host, `crate::resolver`)
+//! takes the DNS queries sent to it before any group or ACL sees them, and
+//! everything else goes to the flow table. On a hit the compiled
 //! hop is applied and no rule is evaluated; on a miss the slow path runs the
 //! port's layers (`crate::layer`), resolves where they send the packet
 //! (mapping lookup, next-hop table) and commits the result, in one place,
@@ -16,6 +18,9 @@
 
 use core::net::IpAddr;
 use hashbrown::HashMap;
+use std::sync::Arc;
+
+use openvpc_dns::{EniKey, Outcome, VpcDns, VpcResolver};
 
 use openvpc_packet::ethernet::{self, EthernetHeader, ethertype};
 use openvpc_packet::flow::{self, ParsedFlow, entropy_port};
@@ -33,6 +38,7 @@ use crate::gateway::{self, GatewayConfig, GatewayError};
 use crate::layer::{self, FlowState, Forward, LayerKind, NoSink, PacketMeta, PortLayers, Rewrite};
 use crate::mapping::{Lookup, Mapping};
 use crate::policy::Way;
+use crate::resolver::{self, UpstreamQuery};
 use crate::route::{GatewayKind, RouteTarget, gateway_mac};
 use crate::transform::{self, Transform, Transforms};
 
@@ -86,6 +92,10 @@ pub enum Output {
     Drop(DropReason),
     /// The destination is being looked up; hold the frame and retry.
     Pending,
+    /// A query the host's resolver forwards to the region's upstream
+    /// resolver: take it with [`Router::take_upstream_queries`]; nothing
+    /// to send now.
+    Resolver,
 }
 
 /// Packet counters besides drops.
@@ -95,6 +105,8 @@ pub struct RouterStats {
     pub slow_path: u64,
     pub gateway_replies: u64,
     pub pending: u64,
+    /// Queries the VPC resolvers answered, and upstream replies relayed.
+    pub dns_answers: u64,
 }
 
 /// A resolved underlay next hop, shared by every flow that uses it.
@@ -165,6 +177,11 @@ pub struct Router<M> {
     /// The return-via option of the datagram being processed, if it had
     /// one: a flow it opens sends its replies back that way.
     arrived_via: Option<ReturnVia>,
+    /// One resolver per VPC (VNI) with local ENIs, and the configuration
+    /// it was last given (spec 1.4).
+    resolvers: HashMap<u32, (Arc<VpcDns>, VpcResolver)>,
+    /// Queries the resolvers forward, for the caller to send upstream.
+    upstream: Vec<UpstreamQuery>,
 }
 
 impl<M> core::fmt::Debug for Router<M> {
@@ -212,6 +229,8 @@ impl<M: Mapping> Router<M> {
             finished_logs: Vec::new(),
             stats: RouterStats::default(),
             arrived_via: None,
+            resolvers: HashMap::new(),
+            upstream: Vec::new(),
         }
     }
 
@@ -296,6 +315,7 @@ impl<M: Mapping> Router<M> {
             subnet: (cfg.subnet.cidr.network(), cfg.subnet.cidr.prefix_len()),
             router_mac: self.cfg.router_mac,
             dns: cfg.dns(),
+            dns_servers: cfg.dns_servers.clone().unwrap_or_default(),
             mtu: self.cfg.instance_mtu,
             lease_secs: 3600,
             hostname: Some(format!("ip-{}", cfg.ipv4[0].to_string().replace('.', "-"))),
@@ -305,6 +325,9 @@ impl<M: Mapping> Router<M> {
                     .unwrap_or_else(|| "ec2.internal".into()),
             ),
         };
+        if let Some(dns) = &cfg.dns {
+            self.set_resolver(cfg.vni, dns);
+        }
         let layers = self.slot(index).map_or(PortLayers::STANDARD, |s| s.layers);
         self.enis[usize::from(index)] = Some(EniSlot {
             cfg,
@@ -313,6 +336,120 @@ impl<M: Mapping> Router<M> {
             layers,
         });
         Ok(index)
+    }
+
+    /// Gives VPC `vni`'s resolver this configuration, keeping its cache,
+    /// packet limits and counters; makes it if the host has none yet.
+    fn set_resolver(&mut self, vni: u32, dns: &Arc<VpcDns>) {
+        match self.resolvers.get_mut(&vni) {
+            Some((current, _)) if Arc::ptr_eq(current, dns) => {}
+            Some((current, r)) => {
+                *current = dns.clone();
+                *r.config_mut() = (**dns).clone();
+            }
+            None => {
+                let r = VpcResolver::new((**dns).clone(), RESOLVER_CACHE);
+                self.resolvers.insert(vni, (dns.clone(), r));
+            }
+        }
+    }
+
+    /// The counters of every VPC resolver on this host, added up.
+    pub fn dns_counters(&self) -> openvpc_dns::Counters {
+        let mut total = openvpc_dns::Counters::default();
+        for (_, r) in self.resolvers.values() {
+            total.merge(r.counters());
+        }
+        total
+    }
+
+    /// The queries the resolvers forwarded since the last call, for the
+    /// caller to send to the region's upstream resolver. Each reply goes
+    /// back through [`Self::relay_upstream`]; a query that gets none,
+    /// through [`Self::fail_upstream`].
+    pub fn take_upstream_queries(&mut self) -> Vec<UpstreamQuery> {
+        core::mem::take(&mut self.upstream)
+    }
+
+    /// The frame that carries the upstream resolver's `reply` to `q`'s
+    /// client, and the ENI to send it to; `None` (counted by the resolver)
+    /// if the reply is not a DNS response, or the VPC or ENI has gone.
+    pub fn relay_upstream(
+        &mut self,
+        q: &UpstreamQuery,
+        reply: &[u8],
+        now: u64,
+    ) -> Option<(EniIndex, Vec<u8>)> {
+        let (_, r) = self.resolvers.get_mut(&q.vni)?;
+        let answer = r.relay(reply, &q.forward, now).ok()?;
+        self.client_frame(q, &answer)
+    }
+
+    /// The SERVFAIL answer to `q` when the upstream resolver cannot be
+    /// asked or did not answer, and the ENI to send it to.
+    pub fn fail_upstream(&mut self, q: &UpstreamQuery) -> Option<(EniIndex, Vec<u8>)> {
+        let (_, r) = self.resolvers.get_mut(&q.vni)?;
+        let answer = r.fail(&q.query)?;
+        self.client_frame(q, &answer)
+    }
+
+    /// `answer` in a frame to `q`'s client, if its ENI is still there.
+    fn client_frame(&mut self, q: &UpstreamQuery, answer: &[u8]) -> Option<(EniIndex, Vec<u8>)> {
+        let slot = self.slot(q.client.eni)?;
+        if slot.cfg.vni != q.vni || slot.cfg.mac != q.client.mac {
+            return None;
+        }
+        let frame = resolver::answer_frame(self.cfg.router_mac, &q.client, answer).ok()?;
+        self.stats.dns_answers += 1;
+        Some((q.client.eni, frame))
+    }
+
+    /// Takes a query to the VPC's resolver (spec 1.4), before any security
+    /// group or network ACL: `None` if the frame is not one.
+    fn answer_dns(
+        &mut self,
+        index: EniIndex,
+        buf: &mut PacketBuf,
+        pf: &ParsedFlow,
+        now: u64,
+    ) -> Option<Output> {
+        let slot = self.slot(index)?;
+        // A query from an address that is not the ENI's is not the
+        // resolver's to answer: the layers judge it (source/destination
+        // check) like any packet.
+        if !resolver::is_resolver_query(pf, slot.cfg.dns()) || !slot.cfg.owns(pf.key.src_ip()) {
+            return None;
+        }
+        let vni = slot.cfg.vni;
+        let Some((client, query)) = resolver::split_query(index, buf.data(), pf) else {
+            return Some(self.drop(DropReason::Malformed));
+        };
+        let Some((_, r)) = self.resolvers.get_mut(&vni) else {
+            return Some(self.drop(DropReason::ResolverAbsent));
+        };
+        Some(match r.handle(EniKey(u32::from(index)), query, now) {
+            Outcome::Answer(answer) => {
+                match resolver::answer_frame(self.cfg.router_mac, &client, &answer) {
+                    Ok(frame) => {
+                        buf.set(&frame);
+                        self.stats.dns_answers += 1;
+                        Output::Instance(index)
+                    }
+                    Err(_) => self.drop(DropReason::GatewayReplyFailed),
+                }
+            }
+            Outcome::Forward(forward) => {
+                let query = query.to_vec();
+                self.upstream.push(UpstreamQuery {
+                    client,
+                    vni,
+                    forward,
+                    query,
+                });
+                Output::Resolver
+            }
+            Outcome::Drop(_) => self.drop(DropReason::ResolverDropped),
+        })
     }
 
     /// Gives ENI `index`'s port these layers (the standard ones unless a
@@ -354,9 +491,19 @@ impl<M: Mapping> Router<M> {
             },
         );
         self.give_back_transforms();
+        let vni = self.slot(index).map(|s| s.cfg.vni);
         self.unindex(index);
         self.by_id.remove(id);
         self.enis[usize::from(index)] = None;
+        if let Some(vni) = vni {
+            if self.vni_enis.contains_key(&vni) {
+                if let Some((_, r)) = self.resolvers.get_mut(&vni) {
+                    r.forget_eni(EniKey(u32::from(index)));
+                }
+            } else {
+                self.resolvers.remove(&vni);
+            }
+        }
         true
     }
 
@@ -421,6 +568,11 @@ impl<M: Mapping> Router<M> {
         };
         if gateway::is_dhcp_flow(&pf) {
             return self.answer_dhcp(index, buf);
+        }
+        if resolver::may_be_query(&pf)
+            && let Some(out) = self.answer_dns(index, buf, &pf, now)
+        {
+            return out;
         }
         if buf.data()[0] & 1 == 1 {
             // Group addresses: only DHCP is answered; a VPC has no broadcast.
@@ -648,6 +800,7 @@ impl<M: Mapping> Router<M> {
         };
         let epoch = slot.epoch;
         let timeouts = slot.cfg.timeouts;
+        let logged = slot.cfg.flow_logged;
 
         // Fast path: a live, current entry.
         let mut stale = None;
@@ -662,14 +815,20 @@ impl<M: Mapping> Router<M> {
             };
             if entry.conn.expired(now, &timeouts) {
                 stale = Some(false);
-            } else if is_opening_syn(pf) && {
-                let mut old = entry.conn;
-                old.update(dir, pf.tcp_flags, now) == Verdict::Invalid
-            } {
-                // A SYN the old connection refuses reuses its ports (a
-                // client that closed and connects again from the same
-                // port): the old entry goes and the SYN opens a new flow,
-                // whatever was compiled since.
+            } else if is_opening_syn(pf)
+                && (entry.conn.is_closed() || {
+                    let mut old = entry.conn;
+                    old.update(dir, pf.tcp_flags, now) == Verdict::Invalid
+                })
+            {
+                // A SYN on a closed connection's tuple, or one the old
+                // connection refuses, reuses its ports (a client that
+                // closed and connects again from the same port): the old
+                // entry goes and the SYN opens a new flow, whatever was
+                // compiled since. Its hops must be its own: through a load
+                // balancer the new connection may come through another
+                // node (another front or place), and its replies must go
+                // back there, not where the old one's went.
                 stale = Some(false);
             } else if entry.epoch != epoch {
                 stale = Some(true);
@@ -691,7 +850,7 @@ impl<M: Mapping> Router<M> {
                         return self.drop(reason);
                     }
                     if stale.is_none() {
-                        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+                        if logged && !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
                             flush_counters(&mut self.finished_logs, &self.enis, &nkey, entry);
                             entry.count(way, pf.ip_len, pf.tcp_flags, now);
                         }
@@ -740,7 +899,7 @@ impl<M: Mapping> Router<M> {
         let Some(slot) = self.slot(index) else {
             return self.drop(DropReason::UnknownSource);
         };
-        let epoch = slot.epoch;
+        let (epoch, logged) = (slot.epoch, slot.cfg.flow_logged);
         let state = match existing {
             None => FlowState::New,
             Some((_, true)) => FlowState::Tracked,
@@ -923,7 +1082,7 @@ impl<M: Mapping> Router<M> {
             self.log_reject(reason, key, way, pf, now);
             return self.drop(reason);
         }
-        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+        if logged && !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
             flush_counters(&mut self.finished_logs, &self.enis, &nkey, entry);
             entry.count(way, pf.ip_len, pf.tcp_flags, now);
         }
@@ -1131,7 +1290,7 @@ impl<M: Mapping> Router<M> {
         let Some(slot) = self.slot(index) else {
             return self.drop(DropReason::UnknownSource);
         };
-        let (epoch, timeouts) = (slot.epoch, slot.cfg.timeouts);
+        let (epoch, timeouts, logged) = (slot.epoch, slot.cfg.timeouts, slot.cfg.flow_logged);
         let Some(entry) = self.flows.get_mut(hash, &owner) else {
             return self.drop(DropReason::ConntrackInvalid);
         };
@@ -1215,7 +1374,7 @@ impl<M: Mapping> Router<M> {
         if entry.conn.update(dir, pf.tcp_flags, now) == Verdict::Invalid {
             return self.drop(DropReason::ConntrackInvalid);
         }
-        if !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
+        if logged && !entry.count(way, pf.ip_len, pf.tcp_flags, now) {
             flush_counters(&mut self.finished_logs, &self.enis, &owner, entry);
             entry.count(way, pf.ip_len, pf.tcp_flags, now);
         }
@@ -1275,7 +1434,8 @@ impl<M: Mapping> Router<M> {
         pf: &ParsedFlow,
         now: u64,
     ) {
-        if matches!(reason, DropReason::SgDeny | DropReason::NaclDeny) {
+        let logged = slot_of(&self.enis, key.zone).is_some_and(|s| s.cfg.flow_logged);
+        if logged && matches!(reason, DropReason::SgDeny | DropReason::NaclDeny) {
             self.rejects.record(key, way, pf.ip_len, pf.tcp_flags, now);
         }
     }
@@ -1596,6 +1756,9 @@ fn next_of(port: &EniConfig, forward: Option<Forward<'_>>, key: &FlowKey) -> Nex
 /// A received datagram after decapsulation: its ENI, flow and flow hash.
 type Classified = Result<(EniIndex, ParsedFlow, u64, Option<ReturnVia>), DropReason>;
 
+/// Upstream answers each VPC resolver caches.
+const RESOLVER_CACHE: usize = 4096;
+
 /// Frames a batch takes at a time: enough to overlap the cache misses of
 /// that many lookups, few enough that their slots stay in L1.
 pub const BATCH: usize = 32;
@@ -1645,7 +1808,8 @@ impl Frame {
                 if frame.first().is_some_and(|b| b & 1 == 0)
                     && !pf.later_fragment
                     && !pf.icmp_error
-                    && !gateway::is_dhcp_flow(pf) =>
+                    && !gateway::is_dhcp_flow(pf)
+                    && !resolver::may_be_query(pf) =>
             {
                 Some(*pf)
             }

@@ -167,8 +167,14 @@ fn policy() -> (Arc<SecurityGroup>, Arc<NetworkAcl>, Arc<RouteTable>) {
 
 impl Workload {
     /// A router sized for `flows` flows, with frames for each; no flow is
-    /// established yet.
+    /// established yet. A flow log covers the ENI, so every packet is
+    /// counted for it (the costlier case).
     pub fn new(flows: usize) -> Self {
+        Self::with_flow_logs(flows, true)
+    }
+
+    /// [`Workload::new`], with or without a flow log on the ENI.
+    pub fn with_flow_logs(flows: usize, flow_logged: bool) -> Self {
         let mut cfg = RouterConfig::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         cfg.flow_capacity = flows.max(16);
         let mut router = Router::new(cfg, SyntheticMapping);
@@ -194,6 +200,9 @@ impl Workload {
                 timeouts: Timeouts::default(),
                 domain_name: None,
                 public_ipv4: vec![],
+                dns: None,
+                dns_servers: None,
+                flow_logged,
             })
             .unwrap_or_default();
         let frames = (0..flows).map(|i| frame(i, flags::ACK)).collect();

@@ -270,6 +270,57 @@ fn a_syn_on_a_closed_tuple_opens_a_new_connection_even_after_a_policy_change() {
 }
 
 #[test]
+fn a_new_connection_on_a_closed_tuple_replies_through_its_own_node() {
+    // A client reaching one target through two of the load balancer's
+    // nodes (two fronts, its own address kept) reuses a port: the new
+    // connection's replies go to the node it came through, not to the one
+    // the closed connection on the same tuple used (its SYN-ACK would be
+    // lost there and the client would time out).
+    let mut r = host(NetworkAcl::allow_all("acl-a"));
+    let t = r.eni_index("eni-t").unwrap();
+    let via = |place| ReturnVia {
+        front: ip(FRONT),
+        place,
+    };
+    let client = |fl: u8, place| {
+        from_node(
+            &tcp(9, "10.0.9.9", 40000, "10.0.1.20", 80, fl),
+            Some(via(place)),
+        )
+    };
+    let reply = |r: &mut Router<StaticMapping>, fl: u8, now| {
+        let mut b = PacketBuf::from_frame(&tcp(2, "10.0.1.20", 80, "10.0.9.9", 40000, fl));
+        match r.from_instance(t, &mut b, now) {
+            Output::Underlay { dst, .. } => dst,
+            other => panic!("expected a node, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        r.from_underlay(&mut client(flags::SYN, 2), 1),
+        Output::Instance(t)
+    );
+    assert_eq!(reply(&mut r, flags::SYN | flags::ACK, 1), nodes()[2]);
+    assert_eq!(
+        r.from_underlay(&mut client(flags::ACK, 2), 1),
+        Output::Instance(t)
+    );
+    // The target closes first and keeps the tuple in TIME-WAIT.
+    assert_eq!(reply(&mut r, flags::FIN | flags::ACK, 2), nodes()[2]);
+    assert_eq!(
+        r.from_underlay(&mut client(flags::FIN | flags::ACK, 2), 2),
+        Output::Instance(t)
+    );
+    assert_eq!(reply(&mut r, flags::ACK, 2), nodes()[2]);
+    // The same tuple again, through place 1's node.
+    assert_eq!(
+        r.from_underlay(&mut client(flags::SYN, 1), 3),
+        Output::Instance(t)
+    );
+    assert_eq!(reply(&mut r, flags::SYN | flags::ACK, 3), nodes()[1]);
+    assert_eq!(r.drops().get(DropReason::ConntrackInvalid), 0);
+}
+
+#[test]
 fn a_pinned_reply_to_an_outside_client_needs_no_route_of_the_targets_subnet() {
     // An internet-facing load balancer: the client is outside, and the
     // target's subnet has no route there (no internet gateway route); the

@@ -57,7 +57,7 @@ pub struct Counters {
     pub forwarded: u64,
     /// Upstream replies relayed back to a client.
     pub relayed: u64,
-    /// Answered with an error code (FORMERR, NOTIMP, REFUSED).
+    /// Answered with an error code (FORMERR, NOTIMP, REFUSED, SERVFAIL).
     pub errors: u64,
 }
 
@@ -75,6 +75,20 @@ impl Counters {
     /// Packets dropped for any reason.
     pub fn dropped_total(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Adds `other`'s counts to these (a host's resolvers, one per VPC,
+    /// shown as one set).
+    pub fn merge(&mut self, other: &Counters) {
+        for (mine, theirs) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *mine += theirs;
+        }
+        self.local_answers += other.local_answers;
+        self.nxdomain += other.nxdomain;
+        self.cache_hits += other.cache_hits;
+        self.forwarded += other.forwarded;
+        self.relayed += other.relayed;
+        self.errors += other.errors;
     }
 
     /// The non-zero drop counters, by reason.

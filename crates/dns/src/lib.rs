@@ -9,9 +9,12 @@
 //! starts no thread and reads no clock: the caller passes the time in
 //! milliseconds, so tests and benches control it.
 //!
-//! The shell (the host's gateway layer) sends [`Outcome::Forward`] queries to
-//! the region's upstream resolver and hands the reply to
-//! [`VpcResolver::relay`], which caches it and gives it back the client's id.
+//! The host's gateway layer (`openvpc_dataplane::resolver`, in the router)
+//! takes the queries instances send to the resolver and answers with this;
+//! its shell (the agent's worker) sends [`Outcome::Forward`] queries to the
+//! region's upstream resolver and hands the reply to
+//! [`VpcResolver::relay`], which caches it and gives it back the client's
+//! id.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

@@ -61,6 +61,10 @@ pub struct VpcDns {
     private: HashMap<Ipv4Addr, Option<Ipv4Addr>>,
     /// Public IPv4 -> the private address behind it.
     public_to_private: HashMap<Ipv4Addr, Ipv4Addr>,
+    /// The VPC's IPv4 CIDR blocks as (network bits, mask bits): every
+    /// address in them has its private name, whether an interface holds it
+    /// or not, as Amazon's names are derived from the address.
+    ranges: Vec<(u32, u32)>,
     /// Other names answered in the VPC (a load balancer's DNS name -> its
     /// front addresses).
     extra: HashMap<Name, Vec<Ipv4Addr>>,
@@ -97,6 +101,7 @@ impl VpcDns {
             enable_dns_hostnames: false,
             private: HashMap::new(),
             public_to_private: HashMap::new(),
+            ranges: Vec::new(),
             extra: HashMap::new(),
         })
     }
@@ -118,6 +123,25 @@ impl VpcDns {
         if let Some(public) = public {
             self.public_to_private.insert(public, private);
         }
+    }
+
+    /// Gives every address of `network/prefix_len` (a CIDR block of the
+    /// VPC) its private name; a prefix over 32 counts as 32.
+    pub fn add_range(&mut self, network: Ipv4Addr, prefix_len: u8) {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len.min(32)))
+            .unwrap_or(0);
+        self.ranges.push((network.to_bits() & mask, mask));
+    }
+
+    /// Whether `ip` is one of the VPC's: an address set with
+    /// [`Self::set_address`] or inside a range of [`Self::add_range`].
+    pub fn is_private(&self, ip: Ipv4Addr) -> bool {
+        self.private.contains_key(&ip)
+            || self
+                .ranges
+                .iter()
+                .any(|(net, mask)| ip.to_bits() & mask == *net)
     }
 
     /// Forgets a private address and its public one.
@@ -333,6 +357,21 @@ impl VpcResolver {
         }
     }
 
+    /// The client's answer when the upstream resolver cannot be asked (none
+    /// is configured) or did not answer in time: SERVFAIL, as a recursive
+    /// resolver answers when it cannot resolve a name (RFC 2308 7.1).
+    /// `query` is the client's query as [`Self::handle`] took it; `None`
+    /// if it does not decode (it did when it was forwarded).
+    pub fn fail(&mut self, query: &[u8]) -> Option<Vec<u8>> {
+        let query = Message::from_vec(query).ok()?;
+        self.error(query, ResponseCode::ServFail)
+            .ok()
+            .and_then(|o| match o {
+                Outcome::Answer(bytes) => Some(bytes),
+                _ => None,
+            })
+    }
+
     /// Turns the upstream resolver's `reply` to a forwarded query into the
     /// client's answer: the same bytes with the client's id. A positive
     /// answer to the same question is cached. A reply that is not a DNS
@@ -398,7 +437,7 @@ impl VpcResolver {
                     .iter()
                     .next()
                     .and_then(|label| parse_host_label(label, b"ip-"))
-                && cfg.private.contains_key(&ip)
+                && cfg.is_private(ip)
             {
                 return if wants_a {
                     Local::Records(vec![Record::from_rdata(
@@ -441,7 +480,7 @@ impl VpcResolver {
         if cfg.amazon_names()
             && matches!(rtype, RecordType::PTR | RecordType::ANY)
             && let Some(ip) = reverse_v4(name)
-            && cfg.private.contains_key(&ip)
+            && cfg.is_private(ip)
             && let Ok(target) = Name::from_ascii(private_label(ip))
                 .and_then(|label| label.append_domain(&cfg.domain))
         {

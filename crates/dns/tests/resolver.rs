@@ -116,6 +116,36 @@ fn spec_1_4_private_name_of_an_address_not_in_the_vpc_is_nxdomain() {
 }
 
 #[test]
+fn every_address_of_the_vpcs_cidr_blocks_has_its_private_name() {
+    // Amazon's private names are derived from the address: the resolver
+    // names every address of the VPC's blocks, an interface holding it or
+    // not; outside them the name does not exist.
+    let mut cfg = VpcDns::new("us-east-1").unwrap();
+    cfg.enable_dns_hostnames = true;
+    cfg.add_range(Ipv4Addr::new(10, 0, 0, 0), 16);
+    cfg.add_range(Ipv4Addr::new(100, 64, 7, 9), 24);
+    let mut r = VpcResolver::new(cfg, 8);
+    for (qname, want) in [
+        (
+            "ip-10-0-200-17.ec2.internal.",
+            Some(Ipv4Addr::new(10, 0, 200, 17)),
+        ),
+        (
+            "ip-100-64-7-1.ec2.internal.",
+            Some(Ipv4Addr::new(100, 64, 7, 1)),
+        ),
+        ("ip-10-1-0-1.ec2.internal.", None),
+        ("ip-100-64-8-1.ec2.internal.", None),
+    ] {
+        let m = answer(&mut r, &query(1, qname, RecordType::A), 0);
+        match want {
+            Some(ip) => assert_eq!(a_records(&m), vec![ip], "{qname}"),
+            None => assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{qname}"),
+        }
+    }
+}
+
+#[test]
 fn spec_1_4_existing_private_name_without_records_of_the_type_is_nodata() {
     let mut r = resolver("us-east-1");
     let m = answer(

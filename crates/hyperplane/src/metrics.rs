@@ -205,6 +205,12 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
         "RSTs the load balancer sent clients for segments of no connection (spec 9.1).",
         &per_lb(&|b| b.counters.resets_sent),
     );
+    family(
+        "openvpc_nlb_tuples_taken_over",
+        "counter",
+        "Older flows that gave their tuple towards a target up to a new connection of the same client port through another front.",
+        &per_lb(&|b| b.counters.tuples_taken_over),
+    );
     let per_group = |healthy: bool| -> Vec<(String, u64)> {
         snapshot
             .balancers

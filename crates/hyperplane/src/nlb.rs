@@ -333,6 +333,9 @@ pub struct NlbCounters {
     pub idle_timeouts: u64,
     /// RSTs sent to clients for segments of no connection.
     pub resets_sent: u64,
+    /// Older flows that gave their tuple towards a target up to a new
+    /// connection of the same client port through another front.
+    pub tuples_taken_over: u64,
 }
 
 /// Why a replication record was not installed.
@@ -982,14 +985,42 @@ impl Nlb {
             replicated_at: now,
             syn_seq: seq,
         };
+        // The same client through another front address, with its own
+        // address and port kept, to the same target: the target knows one
+        // connection per tuple, and a new connection's first packet means
+        // the client is done with the old one (it reused its port), so
+        // the old flow gives the tuple up. Replies then reach the node the
+        // new connection came through, not the old one's front.
+        if preserve {
+            self.take_tuple(&flow, true);
+        }
         let i = self.table.insert(flow).map_err(|e| match e {
             flows::InsertError::Full => NlbDrop::TableFull,
-            // The target already has a flow from this source tuple (the
-            // same client through two front addresses to one target).
+            // Another flow holds the translated source tuple towards the
+            // target: no port was free for this one.
             flows::InsertError::Duplicate => NlbDrop::PortAllocation,
         })?;
         self.counters.new_flows += 1;
         Ok((i, FlowRecord::of(RecordKind::Upsert, &flow)))
+    }
+
+    /// Frees `flow`'s tuple towards its target from an older flow of
+    /// another front (the client reused its port through another front
+    /// address): the newer connection has it. A flow this node decided
+    /// gives way only to one it decides now (`evict_local`), never to a
+    /// record, which may be older. True if a flow went.
+    fn take_tuple(&mut self, flow: &Flow, evict_local: bool) -> bool {
+        let Some(old) = self.table.find_reverse(&flow.reverse()) else {
+            return false;
+        };
+        let yields = self.table.get(old).is_some_and(|o| {
+            o.forward() != flow.forward() && (evict_local || o.origin != Origin::Local)
+        });
+        if yields {
+            self.table.remove(old);
+            self.counters.tuples_taken_over += 1;
+        }
+        yields
     }
 
     /// A port of this node's slice free towards the target from `front`.
@@ -1075,7 +1106,9 @@ impl Nlb {
             }
             (RecordKind::Upsert, None) => {
                 let (group, slot) = self.resolve(record).ok_or(ReplicaError::UnknownTarget)?;
-                match self.table.insert(record.flow(origin, group, slot, now)) {
+                let flow = record.flow(origin, group, slot, now);
+                self.take_tuple(&flow, false);
+                match self.table.insert(flow) {
                     Ok(_) => Ok(()),
                     Err(flows::InsertError::Full) => Err(ReplicaError::Full),
                     Err(flows::InsertError::Duplicate) => Err(ReplicaError::Conflict),

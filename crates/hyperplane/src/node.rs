@@ -185,6 +185,7 @@ pub fn status_json(
                 "processed_bytes": b.counters.processed_bytes,
                 "tcp_target_reset_count": b.counters.tcp_target_resets,
                 "resets_sent": b.counters.resets_sent,
+                "tuples_taken_over": b.counters.tuples_taken_over,
                 "packets_drop_count": b.drops.iter().sum::<u64>() + b.node_dropped,
                 "health_probes": b.probes.iter().map(|p| p.started).sum::<u64>(),
                 "target_groups": groups,

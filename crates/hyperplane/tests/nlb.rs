@@ -573,6 +573,50 @@ fn a_new_syn_on_a_reused_tuple_is_a_new_connection() {
     assert_eq!(n.active_flows(), 1);
 }
 
+// A client reuses its port through the other front, its address kept,
+// and lands on the target of its last connection (which it closed): the
+// new connection takes the tuple towards the target over, and the
+// target's replies go back as the new front, on this node and on the
+// buddy that holds the old flow's replica.
+#[test]
+fn one_port_through_two_fronts_to_one_target_is_the_newer_connection() {
+    let mut n = nlb(TargetType::Instance, Protocol::Tcp, true);
+    let mut c = config(TargetType::Instance, Protocol::Tcp, true);
+    c.node = 1;
+    let mut buddy = Nlb::new(c).unwrap();
+    let (o, _) = client(&mut n, &tcp(CLIENT, 41000, FRONT_A, 80, flags::SYN, 1), 0);
+    let first = chosen(o);
+    buddy.replica(&o_record(o).unwrap(), 0).unwrap();
+    // Through FRONT_B until the hash picks the same target.
+    let mut isn = 1u32;
+    let record = loop {
+        isn += 7919;
+        let (o, _) = client(&mut n, &tcp(CLIENT, 41000, FRONT_B, 80, flags::SYN, isn), 1);
+        assert!(
+            matches!(o, NlbOutput::ToTarget { .. }),
+            "a reused port through the other front is not dropped: {o:?}"
+        );
+        if chosen(o) == first {
+            break o_record(o).unwrap();
+        }
+    };
+    assert!(n.counters().tuples_taken_over >= 1);
+    assert_eq!(n.drops(NlbDrop::PortAllocation), 0);
+    let (o, b) = reply(
+        &mut n,
+        &tcp(first, 8080, CLIENT, 41000, flags::SYN | flags::ACK, 5),
+        2,
+    );
+    assert!(matches!(o, NlbOutput::ToClient { .. }), "{o:?}");
+    assert_eq!(
+        b.data(),
+        tcp(FRONT_B, 80, CLIENT, 41000, flags::SYN | flags::ACK, 5).as_slice(),
+        "the reply comes from the new connection's front"
+    );
+    // The buddy's replica of the old flow gives way to the new record.
+    buddy.replica(&record, 2).unwrap();
+}
+
 // The buddy follows a reopened connection: the owner's record of the new
 // connection on the tuple replaces the replica of the old one, and the
 // record's SYN sequence number survives the wire.

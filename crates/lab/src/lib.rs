@@ -9,6 +9,13 @@
 //! bridge. BIRD runs as the outside router and learns the region's public
 //! pool from every edge over BGP, spreading flows over the live ones.
 //!
+//! The outside also stands for the region's upstream DNS resolver, which
+//! the hosts' VPC resolvers forward names they do not hold to: the outside
+//! namespace has one more leg, on the underlay bridge, at
+//! [`REGION_RESOLVER_IP`], where dnsmasq answers ([`REGION_RESOLVER_NAMES`]),
+//! and each agent is given it as `--dns-upstream`. The hosts reach it on
+//! the underlay directly, as a region's hosts reach its resolver fleet.
+//!
 //! Every name, link and process the lab makes is written to `DIR/lab.json`
 //! before it is made, so [`down`] can remove all of it, also after `up`
 //! crashed half way. No address is ever configured outside the lab's own
@@ -65,6 +72,21 @@ pub const OUTSIDE_SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// The lab region's public pool (203.0.113.0/24, TEST-NET-3), apart from
 /// every address of the outside: `DIR/public-pool`.
 pub const PUBLIC_POOL: &str = "203.0.113.0/24";
+
+/// The region's upstream DNS resolver: the outside namespace's address on
+/// the underlay bridge (above the hosts', below the hyperplane nodes').
+pub const REGION_RESOLVER_IP: Ipv4Addr = Ipv4Addr::new(10, 254, 0, 250);
+
+/// The names the region's resolver answers, as dnsmasq `--host-record`s:
+/// an "internet" name for the test servers' address.
+pub const REGION_RESOLVER_NAMES: &[(&str, Ipv4Addr)] = &[("www.example.com", OUTSIDE_SERVER_IP)];
+
+/// The part name of the region's DNS resolver (dnsmasq) in `lab.json`.
+pub const REGION_RESOLVER: &str = "region-resolver";
+
+/// dnsmasq (Debian's dnsmasq-base): the region's resolver. Without it the
+/// lab runs none and the hosts answer outside names SERVFAIL.
+pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
 
 /// The outside router's AS.
 pub const OUTSIDE_AS: u32 = 65000;
@@ -198,6 +220,15 @@ pub struct OutsidePlan {
     pub router_as: u32,
     pub edge_as: u32,
     pub hold_time: u16,
+    /// The region's resolver's address on the underlay bridge; `None` in
+    /// a `lab.json` older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver_ip: Option<Ipv4Addr>,
+    /// The veth pair of that leg while both ends are in the root namespace.
+    #[serde(default)]
+    pub veth_resolver: String,
+    #[serde(default)]
+    pub veth_resolver_bridge: String,
 }
 
 /// Everything a lab is made of, decided before anything is made.
@@ -304,6 +335,9 @@ impl LabPlan {
             router_as: OUTSIDE_AS,
             edge_as: EDGE_AS,
             hold_time: BGP_HOLD_TIME,
+            resolver_ip: Some(REGION_RESOLVER_IP),
+            veth_resolver: format!("ovl{tag}r0a"),
+            veth_resolver_bridge: format!("ovl{tag}r0b"),
         });
         self.edges = (1..=edges)
             .map(|i| EdgePlan {
@@ -466,6 +500,8 @@ pub fn up(
     if plan.outside.is_some() && !Path::new(BIRD).exists() {
         return Err(LabError::MissingTool(BIRD.into()));
     }
+    // The region's resolver, once it runs: the agents forward to it.
+    let mut dns_upstream: Option<String> = None;
     let mut state = LabState {
         plan: Some(plan.clone()),
         exe: launch.exe.clone(),
@@ -502,6 +538,29 @@ pub fn up(
         });
         save(dir, &state)?;
         wait_router(dir)?;
+        if let Some(resolver) = outside.resolver_ip {
+            if Path::new(DNSMASQ).exists() {
+                progress(&format!(
+                    "starting the region's DNS resolver (dnsmasq) at {resolver}"
+                ));
+                let args = resolver_args(dir, outside, resolver);
+                let log = log_dir(dir).join("region-resolver.log");
+                let pid = spawn(Path::new("ip"), &args, &log)?;
+                state.processes.push(LabProcess {
+                    part: REGION_RESOLVER.into(),
+                    pid,
+                    exe: Some(PathBuf::from("ip")),
+                    args,
+                    log,
+                });
+                save(dir, &state)?;
+                dns_upstream = Some(format!("{resolver}:53"));
+            } else {
+                progress(&format!(
+                    "{DNSMASQ} is missing (`apt-get install dnsmasq-base`): no region resolver, outside names get SERVFAIL"
+                ));
+            }
+        }
     }
 
     progress("starting the server");
@@ -568,6 +627,9 @@ pub fn up(
             // agents installing them in parallel would fight over dpkg's lock.
             "--no-install".into(),
         ];
+        if let Some(upstream) = &dns_upstream {
+            args.extend(["--dns-upstream".into(), upstream.clone()]);
+        }
         args.extend(
             launch
                 .agent_args
@@ -778,6 +840,38 @@ fn write_router_config(
     Ok((PathBuf::from("ip"), args))
 }
 
+/// The command that runs the region's resolver in the outside namespace,
+/// in the foreground: dnsmasq with no configuration file, upstream or hosts
+/// file, answering [`REGION_RESOLVER_NAMES`] on the underlay leg and the
+/// test servers' address, logging every query to its log.
+fn resolver_args(dir: &Path, outside: &OutsidePlan, resolver: Ipv4Addr) -> Vec<String> {
+    let mut args = vec![
+        "netns".to_owned(),
+        "exec".into(),
+        outside.netns.clone(),
+        DNSMASQ.into(),
+        "--keep-in-foreground".into(),
+        "--conf-file=/dev/null".into(),
+        "--no-resolv".into(),
+        "--no-hosts".into(),
+        "--bind-interfaces".into(),
+        format!("--listen-address={resolver}"),
+        format!("--listen-address={}", outside.server_ip),
+        "--user=root".into(),
+        "--group=root".into(),
+        "--log-queries".into(),
+        "--log-facility=-".into(),
+        format!(
+            "--pid-file={}",
+            router_dir(dir).join("dnsmasq.pid").display()
+        ),
+    ];
+    for (name, ip) in REGION_RESOLVER_NAMES {
+        args.push(format!("--host-record={name},{ip}"));
+    }
+    args
+}
+
 /// Waits until the outside router's control socket answers.
 fn wait_router(dir: &Path) -> Result<(), LabError> {
     let socket = router_socket(dir);
@@ -836,6 +930,7 @@ enum PartKind {
     Edge,
     Hyperplane,
     OutsideRouter,
+    RegionResolver,
 }
 
 impl PartKind {
@@ -845,6 +940,9 @@ impl PartKind {
         }
         if part == OUTSIDE_ROUTER {
             return Some(PartKind::OutsideRouter);
+        }
+        if part == REGION_RESOLVER {
+            return Some(PartKind::RegionResolver);
         }
         let plan = plan?;
         if plan.hosts.iter().any(|h| h.host_id == part) {
@@ -865,6 +963,7 @@ impl PartKind {
             PartKind::Edge => "edge",
             PartKind::Hyperplane => "hyperplane",
             PartKind::OutsideRouter => OUTSIDE_ROUTER,
+            PartKind::RegionResolver => REGION_RESOLVER,
         }
     }
 
@@ -874,6 +973,7 @@ impl PartKind {
     fn program(self) -> Program {
         match self {
             PartKind::OutsideRouter => Program::Bird,
+            PartKind::RegionResolver => Program::Dnsmasq,
             _ => Program::Openvpc,
         }
     }
@@ -932,6 +1032,7 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::OutsideRouter => {
             let _ = fs::remove_file(router_socket(dir));
         }
+        PartKind::RegionResolver => {}
     }
     let exe = process.exe.clone().unwrap_or_else(|| state.exe.clone());
     process.pid = spawn(&exe, &process.args, &process.log)?;
@@ -944,6 +1045,8 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::Edge => wait_edge(dir, part),
         PartKind::Hyperplane => wait_hyperplane(dir, part),
         PartKind::OutsideRouter => wait_router(dir),
+        // dnsmasq answers as soon as it has bound its sockets, at once.
+        PartKind::RegionResolver => Ok(()),
     };
     match ready(dir) {
         // It exited on its way up (its log says why): one more start.
@@ -1047,6 +1150,8 @@ enum Program {
     Openvpc,
     /// The outside router.
     Bird,
+    /// The region's resolver.
+    Dnsmasq,
 }
 
 impl Program {
@@ -1061,6 +1166,13 @@ impl Program {
                     .next()
                     .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
                     == Some(b"bird".as_slice())
+            }
+            Program::Dnsmasq => {
+                cmdline
+                    .split(|b| *b == 0)
+                    .next()
+                    .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
+                    == Some(b"dnsmasq".as_slice())
             }
         }
     }

@@ -143,6 +143,18 @@ pub(crate) fn build_outside(outside: &OutsidePlan, plan: &LabPlan) -> Result<(),
     // On loopback: not every kernel has the dummy link type.
     let server = format!("{}/32", outside.server_ip);
     ip(&["-n", out, "addr", "add", &server, "dev", "lo"])?;
+    // The region's resolver's leg on the underlay: the hosts reach it
+    // there directly, as a region's hosts reach its resolvers.
+    if let Some(resolver) = outside.resolver_ip {
+        veth_into(
+            out,
+            &outside.veth_resolver,
+            &outside.veth_resolver_bridge,
+            UNDERLAY_IFACE,
+            &format!("{resolver}/{UNDERLAY_PREFIX}"),
+        )?;
+        attach(&plan.underlay_netns, &outside.veth_resolver_bridge)?;
+    }
 
     for edge in &plan.edges {
         let ns = edge.netns.as_str();
@@ -213,10 +225,14 @@ pub(crate) fn destroy(plan: &LabPlan) {
         let _ = ip(&["link", "delete", &edge.veth_underlay]);
         let _ = ip(&["link", "delete", &edge.veth_uplink]);
     }
-    if let Some(outside) = &plan.outside
-        && netns_exists(&outside.netns)
-    {
-        let _ = ip(&["netns", "delete", &outside.netns]);
+    if let Some(outside) = &plan.outside {
+        if netns_exists(&outside.netns) {
+            let _ = ip(&["netns", "delete", &outside.netns]);
+        }
+        // A pair `build_outside` made but had not moved yet.
+        if !outside.veth_resolver.is_empty() {
+            let _ = ip(&["link", "delete", &outside.veth_resolver]);
+        }
     }
     if netns_exists(&plan.underlay_netns) {
         let _ = ip(&["netns", "delete", &plan.underlay_netns]);

@@ -76,6 +76,65 @@ pub struct EniState {
     /// from a private address without one, as AWS does.
     #[serde(default)]
     pub public_ipv4: Vec<PublicIpv4>,
+    /// The zone's ID (`use1-az1`), for flow logs' `az-id`.
+    #[serde(default)]
+    pub availability_zone_id: String,
+    /// The flow logs that cover this ENI: its own, its subnet's and its
+    /// VPC's (spec 8.1).
+    #[serde(default)]
+    pub flow_logs: Vec<crate::flow_log::FlowLogSpec>,
+    /// What the host's resolver for the ENI's VPC knows (spec 1.4); `None`
+    /// in state compiled before the resolver: the host answers nothing.
+    #[serde(default)]
+    pub dns: Option<VpcDnsState>,
+    /// DHCP option 6: the DHCP options set's own `domain-name-servers`
+    /// (AmazonProvidedDNS standing for the VPC's base + 2); `None` gives
+    /// AmazonProvidedDNS alone, base + 2.
+    #[serde(default)]
+    pub dns_servers: Option<Vec<Ipv4Addr>>,
+}
+
+/// What one VPC's resolver (AmazonProvidedDNS, spec 1.4) answers from: the
+/// same for every ENI of the VPC. Each host runs one resolver per VPC it
+/// has ENIs of.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct VpcDnsState {
+    /// The region: it names the Amazon domains.
+    pub region: String,
+    /// `enableDnsSupport`: when false, the resolver answers nothing.
+    pub enable_dns_support: bool,
+    /// `enableDnsHostnames`: with support, Amazon's private and public
+    /// names resolve.
+    pub enable_dns_hostnames: bool,
+    /// The VPC's IPv4 CIDR blocks: every address in them has its private
+    /// name (`ip-a-b-c-d`), derived from the address.
+    #[serde(default)]
+    pub cidrs: Vec<Ipv4Net>,
+    /// The private addresses of the VPC's network interfaces that hold a
+    /// public IPv4, with it, sorted by private address: the public names
+    /// (`ec2-…`) that resolve to them inside the VPC. Only these, so that
+    /// launching an instance without a public address recompiles no other
+    /// ENI of the VPC.
+    pub addresses: Vec<DnsAddress>,
+    /// Other names the resolver answers in the VPC (its network load
+    /// balancers' DNS names), sorted by name.
+    #[serde(default)]
+    pub names: Vec<DnsName>,
+}
+
+/// A private address of the VPC and its public one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsAddress {
+    pub private: Ipv4Addr,
+    #[serde(default)]
+    pub public: Option<Ipv4Addr>,
+}
+
+/// A name the resolver answers with these addresses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DnsName {
+    pub name: String,
+    pub addresses: Vec<Ipv4Addr>,
 }
 
 /// A public IPv4 address held for one private address of an ENI.

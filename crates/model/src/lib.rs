@@ -8,6 +8,7 @@
 
 pub mod cidr;
 pub mod edge;
+pub mod flow_log;
 pub mod host;
 pub mod hyperplane;
 pub mod id;

@@ -65,6 +65,34 @@ for _ in range(n):
 print(json.dumps({'counts': counts, 'clients': sorted(seen), 'failed': failed, 'errors': errors}))
 "#;
 
+/// Requests from 3 fixed source ports, each port going through the
+/// fronts in turn: prints `{"ok": N, "errors": [...], "targets": {...}}`.
+const REUSE: &str = r#"
+import collections, json, socket, sys
+fronts, port, n = sys.argv[1].split(','), int(sys.argv[2]), int(sys.argv[3])
+CRLF = bytes([13, 10])
+ok = 0; errors = []; targets = collections.Counter()
+for i in range(n):
+    front = fronts[i % len(fronts)]
+    src = 41000 + (i // len(fronts)) % 3
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(3)
+    try:
+        s.bind(('', src)); s.connect((front, port))
+        s.sendall(b'GET / HTTP/1.0' + CRLF + CRLF)
+        data = b''
+        while True:
+            chunk = s.recv(4096)
+            if not chunk: break
+            data += chunk
+        targets[data.split(CRLF + CRLF, 1)[-1].split()[0].decode()] += 1; ok += 1
+    except Exception as e:
+        errors.append('%s from %d via %s' % (repr(e), src, front))
+    finally:
+        s.close()
+print(json.dumps({'ok': ok, 'errors': errors, 'targets': targets}))
+"#;
+
 /// The VPC, its load balancer and its instances.
 struct Net {
     vpc: String,
@@ -353,6 +381,7 @@ fn network_load_balancer_in_a_lab() {
     };
     let net = build(&mut lab);
     spread_and_client_addresses(&lab, &net);
+    one_port_through_both_fronts(&net);
     cross_zone_off(&lab, &net);
     health_checks_follow_a_stopped_server(&mut lab, &net);
     udp_listener(&mut lab, &net);
@@ -479,6 +508,32 @@ fn spread_and_client_addresses(lab: &Lab, net: &Net) {
             t.id
         );
     }
+}
+
+/// A client that reuses its source ports through both of the load
+/// balancer's addresses, its own address kept (cross-zone on, so both
+/// fronts reach every target): a target often still holds the last
+/// connection of that port, from the other front, in TIME-WAIT. Each new
+/// connection must go back through the node it came through (the target's
+/// host opens a new flow for it, with its own return path), so none of
+/// them may fail.
+fn one_port_through_both_fronts(net: &Net) {
+    let fronts: Vec<&str> = net.fronts.values().map(String::as_str).collect();
+    let out = exec(
+        &net.client.id,
+        &[
+            "python3",
+            "-c",
+            REUSE,
+            &fronts.join(","),
+            &WEB_PORT.to_string(),
+            "24",
+        ],
+    );
+    assert!(out.status.success(), "reuse: {out:?}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("nlb: 3 source ports, each through both fronts in turn: {v}");
+    assert_eq!(v["ok"], 24, "{v}");
 }
 
 /// Spec 9.5: with cross-zone off, each AZ's address serves only the

@@ -11,9 +11,11 @@
 //! stops even an established flow at once. `openvpc trace` is asked why
 //! each blocked case is dropped.
 //!
+//! A rule of the second account names A's group with A's account ID:
+//! refused while no peering joins the VPCs, honoured across it.
+//!
 //! Not covered: A's Site-to-Site VPN and Direct Connect (neither is in the
-//! dataplane), and a rule referencing a group of another account's peer
-//! VPC (the API refuses a foreign `UserId` in a group pair).
+//! dataplane).
 //!
 //! Needs root (namespaces, TAP and TUN devices), the aws CLI from
 //! scripts/test's venv and BIRD; without them the test says why and skips
@@ -31,6 +33,8 @@ use serde_json::Value;
 use common::lab::{Instance, Lab, OPENVPC, aws_with, eventually, exec, signal};
 
 const WEB_PORT: u16 = 80;
+/// The port bob's group opens to A's client group by reference.
+const REF_PORT: u16 = 8081;
 
 /// The VPCs and what the cases need of them.
 struct Net {
@@ -44,6 +48,8 @@ struct Net {
     pcx_ac: String,
     /// A's instance in the group B's server admits by reference.
     a_client: Instance,
+    /// That group.
+    a_client_group: String,
     /// A's instance outside that group.
     a_other: Instance,
     /// A's instance in the private subnet (0.0.0.0/0 to the NAT gateway).
@@ -295,6 +301,7 @@ fn build(lab: &mut Lab) -> Net {
         pcx_ab,
         pcx_ac,
         a_client,
+        a_client_group,
         a_other,
         a_private,
         b_server,
@@ -448,7 +455,9 @@ fn no_transit_between_peers(lab: &Lab, net: &Net) {
     // The packet is sent into A's VPC, where 10.30.x is no ENI's address:
     // a packet must end on an ENI of the peer VPC (spec 7.2).
     assert!(
-        traced.contains(&net.pcx_ab) && traced.contains("no_mapping"),
+        traced.contains(&net.pcx_ab)
+            && traced.contains("no_mapping")
+            && traced.contains("VPC peering is not transitive"),
         "{traced}"
     );
     delete_route(lab, &net.b_main, "10.30.0.0/16");
@@ -493,7 +502,9 @@ fn no_internet_through_the_peer(lab: &mut Lab, net: &Net) {
     let traced = trace(lab, &net.b_server, &lab.outside_ip, "tcp");
     eprintln!("peering: trace B -> the outside over pcx-AB\n{traced}");
     assert!(
-        traced.contains(&net.pcx_ab) && traced.contains("no_mapping"),
+        traced.contains(&net.pcx_ab)
+            && traced.contains("no_mapping")
+            && traced.contains("VPC peering is not transitive"),
         "{traced}"
     );
     delete_route(lab, &net.b_main, "0.0.0.0/0");
@@ -615,6 +626,34 @@ fn cross_account(lab: &mut Lab, net: &Net, bob: &(String, Vec<(String, String)>)
         ip: id(&v, "/Instances/0/PrivateIpAddress"),
     };
 
+    // Spec 7.2: a rule may name another account's group only across a
+    // peering of the two VPCs; before there is one, the group is not found.
+    let a_account = lab.ec2(&[
+        "describe-security-groups",
+        "--group-ids",
+        &net.a_client_group,
+    ])["SecurityGroups"][0]["OwnerId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let by_reference = format!(
+        "IpProtocol=tcp,FromPort={REF_PORT},ToPort={REF_PORT},UserIdGroupPairs=[{{UserId={a_account},GroupId={}}}]",
+        net.a_client_group
+    );
+    let refused = aws_with(
+        bob_env,
+        "ec2",
+        &[
+            "authorize-security-group-ingress",
+            "--group-id",
+            &d_group,
+            "--ip-permissions",
+            &by_reference,
+        ],
+    )
+    .unwrap_err();
+    assert!(refused.contains("InvalidGroup.NotFound"), "{refused}");
+
     let pcx = id(
         &lab.ec2(&[
             "create-vpc-peering-connection",
@@ -679,6 +718,30 @@ fn cross_account(lab: &mut Lab, net: &Net, bob: &(String, Vec<(String, String)>)
         http(&net.a_client, &d_server.ip).as_deref(),
         Some(d_server.id.as_str()),
         "spec 7.2: cross-account peering carries HTTP"
+    );
+    // Across the active peering, bob's group admits A's client group by
+    // reference (with A's account): A's client reaches the port, A's
+    // other instance does not.
+    bob_ec2(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        &d_group,
+        "--ip-permissions",
+        &by_reference,
+    ]);
+    lab.http_server(&d_server, REF_PORT);
+    let on_ref_port = |from: &Instance| {
+        let url = format!("http://{}:{REF_PORT}/who", d_server.ip);
+        exec(&from.id, &["curl", "-sf", "--max-time", "2", &url])
+            .status
+            .success()
+    };
+    eventually("A's client group is admitted across accounts", true, || {
+        on_ref_port(&net.a_client)
+    });
+    assert!(
+        !on_ref_port(&net.a_other),
+        "spec 7.2: only the referenced group of the other account is admitted"
     );
     let traced = trace(lab, &net.a_client, &d_server.ip, "tcp");
     eprintln!("peering: trace A -> bob's instance\n{traced}");

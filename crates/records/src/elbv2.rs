@@ -132,6 +132,11 @@ impl LoadBalancer {
         format!("elb-{}", self.id)
     }
 
+    /// Its DNS name (`DNSName`): `NAME-ID.elb.REGION.amazonaws.com`.
+    pub fn dns_name(&self, region: &str) -> String {
+        format!("{}-{}.elb.{}.amazonaws.com", self.name, self.id, region)
+    }
+
     /// Whether the load balancer has a node (and so an ENI) in `subnet_id`.
     pub fn in_subnet(&self, subnet_id: &str) -> bool {
         self.zones.iter().any(|z| z.subnet_id == subnet_id)

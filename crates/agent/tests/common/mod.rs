@@ -95,6 +95,10 @@ pub fn eni(id: &str, instance: &str, addr: Ipv4Addr, mac: &str) -> EniState {
         hostname: None,
         domain_name: None,
         public_ipv4: vec![],
+        availability_zone_id: String::new(),
+        flow_logs: vec![],
+        dns: None,
+        dns_servers: None,
     }
 }
 

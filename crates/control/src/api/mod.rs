@@ -5,7 +5,8 @@
 //! - `query`, `filter`, `xml` and `error`: the protocol's parameters,
 //!   filters, responses and errors.
 //! - `actions`: the EC2 resources, each a module over the `resource`
-//!   framework; `elbv2`: the ELBv2 service.
+//!   framework; `elbv2`: the ELBv2 service; `logs`: a minimal CloudWatch
+//!   Logs (JSON protocol) for flow logs' log groups.
 //! - `sts` (GetCallerIdentity), `account` (accounts and access keys),
 //!   `client` (a signed client for tests and tools).
 //! - `moto_compat`: everything `--moto-compat` changes; nothing else asks
@@ -23,6 +24,7 @@ pub mod client;
 pub mod elbv2;
 pub mod error;
 pub mod filter;
+pub mod logs;
 pub mod moto_compat;
 pub mod query;
 pub mod server;

@@ -1,6 +1,7 @@
-//! The HTTP shell of the API: accepts EC2, ELBv2 and STS Query requests on
-//! `/`, verifies their SigV4 signature, resolves the caller's account and
-//! region, and runs the action of the service the request is signed for;
+//! The HTTP shell of the API: accepts EC2, ELBv2 and STS Query requests and
+//! CloudWatch Logs JSON requests on `/`, verifies their SigV4 signature,
+//! resolves the caller's account and region, and runs the action of the
+//! service the request is signed for (a Logs request is answered in JSON);
 //! a request signed for any other service is refused and logged by name.
 //! Thin on purpose: protocol and actions live in their own modules and know
 //! nothing of HTTP.
@@ -24,6 +25,7 @@ use crate::api::account::{self, Account};
 use crate::api::actions::{Ctx, default_vpc, dispatch};
 use crate::api::elbv2;
 use crate::api::error::ApiError;
+use crate::api::logs;
 use crate::api::moto_compat::Mode;
 use crate::api::query::Params;
 use crate::api::sts;
@@ -99,6 +101,9 @@ async fn handle(
     {
         return response;
     }
+    // CloudWatch Logs speaks JSON: its answers and errors are JSON, chosen
+    // by the header its clients always send.
+    let json = logs::is_logs_target(headers.get("x-amz-target").and_then(|v| v.to_str().ok()));
     let id = request_id.clone();
     let result = tokio::task::spawn_blocking(move || {
         let headers: Vec<(String, String)> = headers
@@ -128,13 +133,33 @@ async fn handle(
         )))
     });
     match result {
+        Ok(body) if json => json_response(StatusCode::OK, body, &request_id),
         Ok(xml) => xml_response(StatusCode::OK, xml),
         Err(e) => {
             tracing::debug!(code = %e.code, message = %e.message, "request refused");
             let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            xml_response(status, e.to_xml(&request_id))
+            if json {
+                json_response(status, logs::error_body(&e), &request_id)
+            } else {
+                xml_response(status, e.to_xml(&request_id))
+            }
         }
     }
+}
+
+fn json_response(status: StatusCode, body: String, request_id: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, logs::CONTENT_TYPE.to_owned()),
+            (
+                header::HeaderName::from_static("x-amzn-requestid"),
+                request_id.to_owned(),
+            ),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 fn xml_response(status: StatusCode, body: String) -> Response {
@@ -155,10 +180,12 @@ enum Service {
     Elbv2,
     /// STS's `GetCallerIdentity` (see `sts`).
     Sts,
+    /// CloudWatch Logs (see `logs`), for flow logs' log groups.
+    Logs,
 }
 
 impl Service {
-    const SERVED: [Service; 3] = [Service::Ec2, Service::Elbv2, Service::Sts];
+    const SERVED: [Service; 4] = [Service::Ec2, Service::Elbv2, Service::Sts, Service::Logs];
 
     /// The name a credential scope gives the service.
     fn scope(self) -> &'static str {
@@ -166,6 +193,7 @@ impl Service {
             Service::Ec2 => "ec2",
             Service::Elbv2 => "elasticloadbalancing",
             Service::Sts => "sts",
+            Service::Logs => "logs",
         }
     }
 
@@ -177,7 +205,9 @@ impl Service {
     /// the standard Query protocol's in the service's namespace.
     fn shape(self, e: ApiError) -> ApiError {
         match self {
-            Service::Ec2 => e,
+            // CloudWatch Logs' errors are written as JSON from the code and
+            // message alone.
+            Service::Ec2 | Service::Logs => e,
             Service::Elbv2 => e.in_query_shape(elbv2::NAMESPACE),
             Service::Sts => e.in_query_shape(sts::NAMESPACE),
         }
@@ -200,6 +230,18 @@ impl Service {
                 "Request is missing Authentication Token",
             )
             .with_status(403),
+            // The JSON protocol's common errors, as CloudWatch Logs answers them.
+            (Service::Logs, AuthError::UnknownKey) => ApiError::new(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ),
+            (Service::Logs, AuthError::Missing) => ApiError::new(
+                "MissingAuthenticationTokenException",
+                "Request is missing Authentication Token",
+            ),
+            (Service::Logs, AuthError::SignatureMismatch) => {
+                ApiError::new("InvalidSignatureException", e.to_string())
+            }
             _ => ApiError::new(e.code(), e.to_string()).with_status(e.status()),
         };
         self.shape(error)
@@ -218,7 +260,7 @@ fn unserved(service: &str) -> ApiError {
         "SignatureDoesNotMatch",
         format!(
             "Credential should be scoped to correct service: {}, not '{service}'. \
-             This endpoint serves EC2, ELBv2 and STS (GetCallerIdentity) only.",
+             This endpoint serves EC2, ELBv2, STS (GetCallerIdentity) and CloudWatch Logs only.",
             served.join(", ")
         ),
     )
@@ -253,7 +295,7 @@ pub fn execute(
         tracing::warn!(
             service = %claimed.service,
             "refused a request signed for a service this endpoint does not serve \
-             (it serves ec2, elasticloadbalancing and sts)"
+             (it serves ec2, elasticloadbalancing, sts and logs)"
         );
         return Err(unserved(&claimed.service));
     };
@@ -275,6 +317,22 @@ pub fn execute(
             (verified, account)
         }
     };
+    if service == Service::Logs {
+        // Per account and region like everything else, but no default VPC:
+        // a log call creates no EC2 resources.
+        let ctx = Ctx {
+            store,
+            account: &account,
+            region: &verified.region,
+            request_id,
+            fleet: None,
+        };
+        let target = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+            .map(|(_, v)| v.as_str());
+        return logs::dispatch(&ctx, target, body);
+    }
     let params = Params::parse(body, query);
     if service == Service::Sts {
         return sts::dispatch(&mode.caller(&account), &params, request_id);

@@ -13,17 +13,20 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use openvpc_model::cidr::Ipv4Cidr;
+use openvpc_model::flow_log::{FlowLogSpec, TrafficType};
 use openvpc_model::host::{
-    ConntrackState, EniState, HostRecord, NetworkAclEntryState, NetworkAclState, PublicIpv4,
-    RouteState, RouteTableState, RouteTargetState, SecurityGroupRuleState, SecurityGroupState,
-    SubnetState,
+    ConntrackState, DnsAddress, DnsName, EniState, HostRecord, NetworkAclEntryState,
+    NetworkAclState, PublicIpv4, RouteState, RouteTableState, RouteTargetState,
+    SecurityGroupRuleState, SecurityGroupState, SubnetState, VpcDnsState,
 };
 use openvpc_model::hyperplane::NatRoute;
-use openvpc_model::lifecycle::InstanceState;
+use openvpc_model::lifecycle::{CidrBlockState, InstanceState};
 use openvpc_model::node::NodeRecord;
 
 use super::nodes::Role;
+use crate::records::dhcp_options::DhcpOptions;
 use crate::records::elbv2::{Listener as ElbListener, LoadBalancer, TargetGroup};
+use crate::records::flow_log::FlowLog;
 use crate::records::instance::Instance;
 use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::{EntryCidr, NetworkAcl};
@@ -73,6 +76,11 @@ pub enum Dep {
     /// Which network load balancers of this VPC (by VPC ID) are served,
     /// and their fronts' addresses: every host of the VPC routes to them.
     LoadBalancers(String),
+    /// Which flow logs cover this resource (a VPC, subnet or ENI, by ID).
+    FlowLogsOf(String),
+    /// The private addresses of this VPC's network interfaces (by VPC ID)
+    /// and their public ones: what its resolver names (spec 1.4).
+    VpcAddresses(String),
 }
 
 /// The records the compiler reads, as the fleet index mirrors them from the
@@ -125,6 +133,16 @@ pub struct Mirror {
     pub target_groups: HashMap<Key, TargetGroup>,
     /// ELBv2 listeners, whole, by key.
     pub elb_listeners: HashMap<Key, ElbListener>,
+    /// Flow logs, whole, by key.
+    pub flow_logs: HashMap<Key, FlowLog>,
+    /// A flow log's key by its ID.
+    pub flow_log_by_id: HashMap<String, Key>,
+    /// Resource ID (VPC, subnet or ENI) → the keys of the flow logs on it.
+    pub flow_logs_of: HashMap<String, BTreeSet<Key>>,
+    /// DHCP options sets, whole, by key.
+    pub dhcp_options: HashMap<Key, DhcpOptions>,
+    /// VPC ID → the keys of its network interfaces.
+    pub enis_of_vpc: HashMap<String, BTreeSet<Key>>,
 }
 
 impl Mirror {
@@ -343,6 +361,7 @@ pub fn compile(
             udp: c.udp,
         },
     );
+    let (dns, dns_servers, dhcp_domain) = compile_dns(m, scope, region, vpc, vpc_cidr, deps);
     let attachment = eni.attachment.as_ref();
     let state = EniState {
         eni_id: eni.id.clone(),
@@ -368,7 +387,7 @@ pub fn compile(
         hostname: eni
             .primary_ip()
             .map(|ip| format!("ip-{}", ip.to_string().replace('.', "-"))),
-        domain_name: Some(domain_name(region)),
+        domain_name: Some(dhcp_domain.unwrap_or_else(|| domain_name(region))),
         public_ipv4: eni
             .public
             .iter()
@@ -377,8 +396,142 @@ pub fn compile(
                 public: p.public_ip,
             })
             .collect(),
+        availability_zone_id: eni.availability_zone_id.clone(),
+        flow_logs: compile_flow_logs(m, [&eni.id, &subnet.id, &vpc.id], deps),
+        dns: Some(dns),
+        dns_servers,
     };
     Ok(Some(Compiled { host, state }))
+}
+
+/// The DHCP value that stands for the VPC's own resolver (spec 1.4).
+const AMAZON_PROVIDED_DNS: &str = "AmazonProvidedDNS";
+
+/// What the host's resolver for `vpc` answers from (spec 1.4), the DHCP
+/// options set's `domain-name-servers` when it names its own (option 6),
+/// and its `domain-name` (option 15) when it has one.
+fn compile_dns(
+    m: &Mirror,
+    scope: &str,
+    region: &str,
+    vpc: &Vpc,
+    vpc_cidr: Ipv4Net,
+    deps: &mut Vec<Dep>,
+) -> (VpcDnsState, Option<Vec<Ipv4Addr>>, Option<String>) {
+    deps.push(Dep::VpcAddresses(vpc.id.clone()));
+    let mut addresses: Vec<DnsAddress> = m
+        .enis_of_vpc
+        .get(&vpc.id)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| m.enis.get(k))
+        .flat_map(|e| &e.public)
+        .map(|p| DnsAddress {
+            private: p.private_ip,
+            public: Some(p.public_ip),
+        })
+        .collect();
+    addresses.sort();
+    addresses.dedup_by_key(|a| a.private);
+
+    // Served network load balancers answer by name: an internal one with
+    // its fronts' private addresses, an internet-facing one with their
+    // public ones, as public DNS answers it.
+    deps.push(Dep::LoadBalancers(vpc.id.clone()));
+    let mut names: Vec<DnsName> = m
+        .lbs_of_vpc
+        .get(&vpc.id)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| m.lbs.get(k))
+        .filter(|lb| super::lb_lifecycle::is_served(lb.state))
+        .map(|lb| {
+            let public = lb.scheme == "internet-facing";
+            DnsName {
+                name: lb.dns_name(region),
+                addresses: lb
+                    .zones
+                    .iter()
+                    .filter_map(|z| if public { z.public_ip } else { z.private_ip })
+                    .collect(),
+            }
+        })
+        .collect();
+    names.sort();
+
+    let base_plus_two = Ipv4Addr::from_bits(vpc_cidr.network().to_bits().wrapping_add(2));
+    let (mut servers, mut domain) = (None, None);
+    if !vpc.dhcp_options_id.is_empty() && vpc.dhcp_options_id != "default" {
+        let key = rkey(scope, "dopt", &vpc.dhcp_options_id);
+        deps.push(Dep::Record(key.clone()));
+        if let Some(set) = m.dhcp_options.get(&key) {
+            if let Some(values) = set.values("domain-name-servers") {
+                let own: Vec<Ipv4Addr> = values
+                    .iter()
+                    .filter_map(|v| {
+                        if v == AMAZON_PROVIDED_DNS {
+                            Some(base_plus_two)
+                        } else {
+                            v.parse().ok()
+                        }
+                    })
+                    .collect();
+                // AmazonProvidedDNS alone is the default: left unsaid.
+                if own != [base_plus_two] {
+                    servers = Some(own);
+                }
+            }
+            domain = set
+                .values("domain-name")
+                .and_then(|v| v.first())
+                .cloned()
+                .filter(|d| !d.is_empty());
+        }
+    }
+    // The primary block and the associated secondary ones.
+    let mut cidrs = vec![vpc_cidr];
+    cidrs.extend(
+        vpc.cidr_associations
+            .iter()
+            .filter(|a| a.state == CidrBlockState::Associated)
+            .filter_map(|a| a.cidr_block.parse::<Ipv4Cidr>().ok())
+            .map(v4net),
+    );
+    cidrs.sort();
+    cidrs.dedup();
+    let dns = VpcDnsState {
+        region: region.to_owned(),
+        cidrs,
+        enable_dns_support: vpc.enable_dns_support,
+        enable_dns_hostnames: vpc.enable_dns_hostnames,
+        addresses,
+        names,
+    };
+    (dns, servers, domain)
+}
+
+/// spec 8.1: the flow logs on the ENI, its subnet and its VPC, in that
+/// order; one whose settings do not parse is left out (the API refuses
+/// them, so only a damaged record can).
+fn compile_flow_logs(m: &Mirror, resources: [&str; 3], deps: &mut Vec<Dep>) -> Vec<FlowLogSpec> {
+    let mut out = Vec::new();
+    for resource in resources {
+        deps.push(Dep::FlowLogsOf(resource.to_owned()));
+        for key in m.flow_logs_of.get(resource).into_iter().flatten() {
+            let Some(f) = m.flow_logs.get(key) else {
+                continue;
+            };
+            let Some(traffic_type) = TrafficType::parse(&f.traffic_type) else {
+                continue;
+            };
+            out.push(FlowLogSpec {
+                flow_log_id: f.id.clone(),
+                traffic_type,
+                max_aggregation_interval: f.max_aggregation_interval,
+            });
+        }
+    }
+    out
 }
 
 /// The subnet's ACL: its explicit association, else the VPC's default.

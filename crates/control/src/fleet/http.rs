@@ -16,12 +16,14 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use openvpc_model::edge::path as edge_path;
+use openvpc_model::flow_log::{FlowRecordBatch, RECORDS_PATH};
 use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
 use openvpc_model::hyperplane::path as hyperplane_path;
 use openvpc_model::node::NodeRegistration;
 use openvpc_model::time::now_secs;
 use serde::{Deserialize, Serialize};
 
+use super::flow_log_delivery::Delivery;
 use super::health;
 use super::index::{Fleet, MAX_MAPPING_KEYS};
 use super::nodes::{self, Role};
@@ -39,6 +41,8 @@ pub struct AgentApi {
     token: Arc<str>,
     /// The region of requests that name none (the server's `--region`).
     pub region: Arc<str>,
+    /// Where flow-log records go; `None` refuses them.
+    pub delivery: Option<Arc<Delivery>>,
 }
 
 impl std::fmt::Debug for AgentApi {
@@ -55,7 +59,14 @@ impl AgentApi {
             fleet,
             token: token.into(),
             region: region.into(),
+            delivery: None,
         }
+    }
+
+    /// Takes the nodes' flow-log records into `delivery`.
+    pub fn with_delivery(mut self, delivery: Arc<Delivery>) -> Self {
+        self.delivery = Some(delivery);
+        self
     }
 
     /// The shared token agents must present.
@@ -71,6 +82,8 @@ pub fn router(api: AgentApi) -> Router {
         .route(path::WATCH, axum::routing::get(watch))
         .route(path::MAPPINGS, axum::routing::post(mappings))
         .route(path::HEALTH, axum::routing::post(health_report))
+        .route(RECORDS_PATH, axum::routing::post(flow_log_records))
+        .route("/metrics", axum::routing::get(metrics))
         .route(edge_path::REGISTER, axum::routing::post(edge_register))
         .route(edge_path::DEREGISTER, axum::routing::post(edge_deregister))
         .route(edge_path::WATCH, axum::routing::get(edge_watch))
@@ -380,6 +393,57 @@ async fn health_report(
     match written {
         Ok(_) => json(StatusCode::OK, &serde_json::json!({})),
         Err(r) => *r,
+    }
+}
+
+/// `GET /metrics`: the server's counters in Prometheus's text format.
+async fn metrics(State(api): State<AgentApi>) -> Response {
+    let mut out = String::new();
+    if let Some(d) = &api.delivery {
+        out.push_str(&d.counters.prometheus());
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response()
+}
+
+/// `POST /flowlogs/v1/records`: a node's closed flow-log windows.
+async fn flow_log_records(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authenticate(&api, &headers) {
+        return *r;
+    }
+    let Some(delivery) = api.delivery.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "FlowLogsUnavailable",
+            "this server delivers no flow logs",
+        );
+    };
+    let batch: FlowRecordBatch = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "InvalidFlowRecords",
+                format!("expected a JSON FlowRecordBatch: {e}"),
+            );
+        }
+    };
+    let taken = tokio::task::spawn_blocking(move || delivery.accept(&batch, now_secs())).await;
+    match taken {
+        Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            format!("delivering flow-log records failed: {e}"),
+        ),
     }
 }
 

@@ -38,6 +38,7 @@ use super::shards::StoredShard;
 use crate::api::actions::resource::Record as _;
 use crate::records::RawEntry;
 use crate::records::elbv2::{Listener as ElbListener, LoadBalancer, TargetGroup};
+use crate::records::flow_log::FlowLog;
 use crate::records::instance::Instance;
 use crate::records::nat_gateway::NatGateway;
 use crate::records::network_acl::NetworkAcl;
@@ -238,6 +239,10 @@ enum Record {
     TargetGroup,
     /// An ELBv2 listener (`…/elb-listener/{id}`).
     ElbListener,
+    /// A flow log (`…/fl/{id}`): the ENIs it covers log to it.
+    FlowLog,
+    /// A DHCP options set (`…/dopt/{id}`): what its VPCs' instances get.
+    DhcpOptions,
     /// A key no compile reads: another resource kind, or another layout.
     Ignored,
 }
@@ -295,7 +300,9 @@ impl Record {
             ResourceKind::PrefixList => Record::PrefixList,
             ResourceKind::VpcPeeringConnection => Record::Peering,
             ResourceKind::Instance => Record::Instance,
+            ResourceKind::FlowLog => Record::FlowLog,
             ResourceKind::NetworkInterface => Record::NetworkInterface,
+            ResourceKind::DhcpOptions => Record::DhcpOptions,
             ResourceKind::InternetGateway
             | ResourceKind::EgressOnlyInternetGateway
             | ResourceKind::NatGateway
@@ -309,11 +316,9 @@ impl Record {
             | ResourceKind::SecurityGroupRule
             | ResourceKind::ElasticIpAllocation
             | ResourceKind::ElasticIpAssociation
-            | ResourceKind::FlowLog
             | ResourceKind::CustomerGateway
             | ResourceKind::VpnConnection
             | ResourceKind::NetworkInterfaceAttachment
-            | ResourceKind::DhcpOptions
             | ResourceKind::NetworkInsightsPath
             | ResourceKind::NetworkInsightsAnalysis => Record::Ignored,
         }
@@ -548,11 +553,21 @@ impl Index {
             Record::Vpc => {
                 let new: Option<Vpc> = parse(key, value);
                 let old = swap(&mut m.vpcs, key, new.clone());
-                // Compiles read only these: a tag or attribute change
-                // touches no ENI.
+                // Compiles read only these: a tag change touches no ENI.
+                // The DNS attributes and the DHCP options set are the
+                // resolver's and DHCP's (spec 1.4).
                 let used = |v: &Option<Vpc>| {
-                    v.as_ref()
-                        .map(|v| (v.id.clone(), v.vni, v.cidr_block.clone()))
+                    v.as_ref().map(|v| {
+                        (
+                            v.id.clone(),
+                            v.vni,
+                            v.cidr_block.clone(),
+                            v.enable_dns_support,
+                            v.enable_dns_hostnames,
+                            v.dhcp_options_id.clone(),
+                            v.cidr_associations.clone(),
+                        )
+                    })
                 };
                 if used(&old) == used(&new) {
                     return;
@@ -667,6 +682,12 @@ impl Index {
                     return;
                 }
             }
+            Record::DhcpOptions => {
+                let new = parse(key, value);
+                if swap(&mut m.dhcp_options, key, new.clone()) == new {
+                    return;
+                }
+            }
             Record::PrefixList => {
                 let new = parse(key, value);
                 if swap(&mut m.lists, key, new.clone()) == new {
@@ -699,6 +720,37 @@ impl Index {
                     return;
                 }
                 dirty.enis.push(key.to_owned());
+                // The VPC's public addresses, whose names its resolver
+                // answers: every ENI of the VPC reads them.
+                let named = |e: &Option<NetworkInterface>| {
+                    e.as_ref().filter(|e| !e.public.is_empty()).map(|e| {
+                        let public: Vec<_> = e
+                            .public
+                            .iter()
+                            .map(|p| (p.private_ip, p.public_ip))
+                            .collect();
+                        (e.vpc_id.clone(), public)
+                    })
+                };
+                if named(&old) != named(&new) {
+                    for (vpc, _) in named(&old).into_iter().chain(named(&new)) {
+                        dirty.deps.push(Dep::VpcAddresses(vpc));
+                    }
+                }
+                let vpc_of = |e: &Option<NetworkInterface>| e.as_ref().map(|e| e.vpc_id.clone());
+                if vpc_of(&old) != vpc_of(&new) {
+                    if let Some(vpc) = vpc_of(&old)
+                        && let Some(set) = m.enis_of_vpc.get_mut(&vpc)
+                    {
+                        set.remove(key);
+                        if set.is_empty() {
+                            m.enis_of_vpc.remove(&vpc);
+                        }
+                    }
+                    if let Some(vpc) = vpc_of(&new) {
+                        m.enis_of_vpc.entry(vpc).or_default().insert(key.to_owned());
+                    }
+                }
                 // Membership of groups: who carries which, with which addresses.
                 let groups = |e: &Option<NetworkInterface>| {
                     e.iter()
@@ -889,7 +941,8 @@ impl Index {
                     dirty.public.push(k);
                 }
                 // The hosts' routes read only whether it is served and its
-                // fronts' addresses.
+                // fronts' addresses; their resolvers, its name and public
+                // addresses too.
                 let fronts = |lb: &Option<LoadBalancer>| {
                     lb.as_ref()
                         .filter(|lb| super::lb_lifecycle::is_served(lb.state))
@@ -898,14 +951,15 @@ impl Index {
                                 lb.vpc_id.clone(),
                                 lb.zones
                                     .iter()
-                                    .filter_map(|z| z.private_ip)
+                                    .map(|z| (z.private_ip, z.public_ip))
                                     .collect::<Vec<_>>(),
+                                (lb.name.clone(), lb.scheme.clone()),
                             )
                         })
                 };
                 let (was, is) = (fronts(&old), fronts(&new));
                 if was != is {
-                    for (vpc, _) in was.into_iter().chain(is) {
+                    for (vpc, _, _) in was.into_iter().chain(is) {
                         dirty.deps.push(Dep::LoadBalancers(vpc));
                     }
                 }
@@ -939,6 +993,43 @@ impl Index {
                 let new: Option<ElbListener> = parse(key, value);
                 swap(&mut m.elb_listeners, key, new);
                 dirty.hyperplane_meta.push(region_of(key).to_owned());
+                return;
+            }
+            Record::FlowLog => {
+                let new: Option<FlowLog> = parse(key, value);
+                let old = swap(&mut m.flow_logs, key, new.clone());
+                // Compiles read which flow logs cover a resource and how
+                // they count; the delivery status is the server's own news.
+                let used = |f: &Option<FlowLog>| {
+                    f.as_ref().map(|f| {
+                        (
+                            f.resource_id.clone(),
+                            f.traffic_type.clone(),
+                            f.max_aggregation_interval,
+                        )
+                    })
+                };
+                if used(&old) == used(&new) {
+                    return;
+                }
+                if let Some(f) = &old {
+                    m.flow_log_by_id.remove(&f.id);
+                    if let Some(set) = m.flow_logs_of.get_mut(&f.resource_id) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            m.flow_logs_of.remove(&f.resource_id);
+                        }
+                    }
+                    dirty.deps.push(Dep::FlowLogsOf(f.resource_id.clone()));
+                }
+                if let Some(f) = &new {
+                    m.flow_log_by_id.insert(f.id.clone(), key.to_owned());
+                    m.flow_logs_of
+                        .entry(f.resource_id.clone())
+                        .or_default()
+                        .insert(key.to_owned());
+                    dirty.deps.push(Dep::FlowLogsOf(f.resource_id.clone()));
+                }
                 return;
             }
             Record::Host | Record::Node(_) | Record::Shard | Record::Settings | Record::Ignored => {
@@ -1951,6 +2042,14 @@ impl Fleet {
             .collect()
     }
 
+    /// A flow log by ID, with its store key, as the index mirrors it.
+    pub fn flow_log(&self, id: &str) -> Option<(Key, FlowLog)> {
+        let index = lock(&self.index);
+        let key = index.mirror.flow_log_by_id.get(id)?;
+        let f = index.mirror.flow_logs.get(key)?;
+        Some((key.clone(), f.clone()))
+    }
+
     /// The compiled state of a running ENI, by ID (for tools and tests).
     pub fn eni_state(&self, eni_id: &str) -> Option<EniState> {
         let index = lock(&self.index);
@@ -2081,11 +2180,13 @@ mod tests {
             ("r/123/us-east-1/pl/pl-1", Record::PrefixList),
             ("r/123/us-east-1/pcx/pcx-1", Record::Peering),
             ("r/123/us-east-1/i/i-1", Record::Instance),
+            ("r/123/us-east-1/fl/fl-1", Record::FlowLog),
             ("r/123/us-east-1/eni/eni-1", Record::NetworkInterface),
             ("r/123/us-east-1/igw/igw-1", Record::Gateway),
             ("r/123/us-east-1/nat/nat-1", Record::Gateway),
             ("r/123/us-east-1/cagw/cagw-1", Record::Gateway),
             ("r/123/us-east-1/lgw/lgw-1", Record::Gateway),
+            ("r/123/us-east-1/dopt/dopt-1", Record::DhcpOptions),
             (
                 "r/123/us-east-1/elb-lb/0123456789abcdef",
                 Record::LoadBalancer,
@@ -2099,7 +2200,6 @@ mod tests {
                 Record::ElbListener,
             ),
             // Kinds no compile reads, names and markers, other layouts.
-            ("r/123/us-east-1/fl/fl-1", Record::Ignored),
             (
                 "r/123/us-east-1/security-group-name/vpc-1:web",
                 Record::Ignored,

@@ -7,13 +7,15 @@
 //! hosts report about their instances' setup ([`health`]), the agent API
 //! over HTTP ([`http`]), the hyperplane's shards ([`shards`]) and the
 //! lifecycles they drive ([`nat_lifecycle`], [`lb_lifecycle`]), and what
-//! network load balancers become for nodes and hosts ([`lb`]).
+//! network load balancers become for nodes and hosts ([`lb`]), and the
+//! delivery of the flow-log records nodes send ([`flow_log_delivery`]).
 //!
 //! It reads resource records but never writes them: the actions own them.
 //! It knows nothing of packets; the agent turns what it serves into router
 //! configuration.
 
 pub mod compile;
+pub mod flow_log_delivery;
 pub mod health;
 pub mod http;
 pub mod index;
@@ -28,6 +30,7 @@ pub mod token;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use flow_log_delivery::DeliveryConfig;
 pub use http::AgentApi;
 pub use index::Fleet;
 pub use token::agent_token;
@@ -61,11 +64,28 @@ pub enum FleetError {
 /// from the store, and a background thread keeping that index current.
 /// `region` is the one agent requests act in when they name none.
 pub fn start(store: Arc<dyn Store>, region: &str, data_dir: &Path) -> Result<AgentApi, FleetError> {
+    start_with(store, region, data_dir, DeliveryConfig::default())
+}
+
+/// [`start`] with flow-log files published as `delivery` says.
+pub fn start_with(
+    store: Arc<dyn Store>,
+    region: &str,
+    data_dir: &Path,
+    delivery: DeliveryConfig,
+) -> Result<AgentApi, FleetError> {
     let token = agent_token(store.as_ref())?;
     token::write_token_file(data_dir, &token)?;
     let fleet = Fleet::load(store)?;
     fleet.spawn_tailer()?;
     nodes::spawn_sweeper(&fleet)?;
     shards::spawn_keeper(&fleet)?;
-    Ok(AgentApi::new(fleet, token, region))
+    let delivery = Arc::new(flow_log_delivery::Delivery::new(
+        Arc::clone(&fleet),
+        data_dir,
+        region,
+        delivery,
+    ));
+    flow_log_delivery::spawn_publisher(&delivery)?;
+    Ok(AgentApi::new(fleet, token, region).with_delivery(delivery))
 }

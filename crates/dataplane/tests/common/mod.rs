@@ -100,6 +100,9 @@ pub fn eni(
         timeouts: Timeouts::default(),
         domain_name: None,
         public_ipv4: vec![],
+        dns: None,
+        dns_servers: None,
+        flow_logged: true,
     }
 }
 

@@ -49,6 +49,11 @@ pub struct AgentArgs {
     /// apt-get installs the missing Debian packages itself.
     #[arg(long)]
     no_install: bool,
+    /// The region's upstream resolver (`IP:PORT`, reached from the
+    /// underlay): the VPC resolvers send it the names they do not hold.
+    /// Without it, those names get SERVFAIL.
+    #[arg(long, value_name = "IP:PORT")]
+    dns_upstream: Option<std::net::SocketAddr>,
 }
 
 /// Checks (and, unless `no_install`, installs as root) the programs
@@ -102,6 +107,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         worker_cpu: args.worker_cpu,
         worker_busy_poll: Duration::from_micros(args.worker_busy_poll_us),
         dhcp_client: openvpc_agent::dhcp_client_from_env(),
+        dns_upstream: args.dns_upstream,
     };
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;

@@ -46,6 +46,10 @@ enum LabCommand {
         /// port exhaustion.
         #[arg(long, hide = true)]
         nat_ports: Option<String>,
+        /// The server's flow-log file interval in seconds (AWS: 300), for
+        /// tests of flow logs to S3.
+        #[arg(long, hide = true)]
+        flow_log_publish_secs: Option<u64>,
         /// How many availability zones (at most as many as hosts).
         #[arg(long, default_value_t = 2)]
         azs: usize,
@@ -109,6 +113,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             hyperplane_nodes,
             nat_idle_timeout,
             nat_ports,
+            flow_log_publish_secs,
             azs,
             dir,
             region,
@@ -127,7 +132,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             }
             let launch = Launch {
                 exe: std::env::current_exe().context("finding the openvpc binary")?,
-                server_args: Vec::new(),
+                server_args: flow_log_publish_secs
+                    .map(|t| vec!["--flow-log-publish-secs".to_owned(), t.to_string()])
+                    .unwrap_or_default(),
                 agent_args: Default::default(),
                 hyperplane_args,
             };

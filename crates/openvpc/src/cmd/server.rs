@@ -42,6 +42,14 @@ pub struct ServerArgs {
     /// documentation ranges).
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     public_pool: Vec<ipnet::Ipv4Net>,
+    /// Flow logs to S3: a file is published once its oldest record is this
+    /// old (AWS: 5 minutes). Files go under --data-dir/s3/<bucket>/.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    flow_log_publish_secs: u64,
+    /// Flow logs to S3: a file is cut at this many bytes of records (AWS:
+    /// 75 MB).
+    #[arg(long, value_name = "BYTES", default_value_t = 75_000_000)]
+    flow_log_max_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +126,7 @@ pub fn open_region(
     region: &str,
     moto_compat: bool,
     public_pool: &[ipnet::Ipv4Net],
+    delivery: fleet::DeliveryConfig,
 ) -> anyhow::Result<Region> {
     let store = open_store(data_dir, store_url)?;
     if account::list(&*store)?.is_empty() {
@@ -140,8 +149,8 @@ pub fn open_region(
     tracing::info!(pool = ?settings.public_pool, "the region's public pool");
     let moto_compat = openvpc_control::moto_compat::setup(&*store, moto_compat)?;
     let token = fleet::agent_token(store.as_ref()).context("reading the agent token")?;
-    let agent =
-        fleet::start(Arc::clone(&store), region, data_dir).context("starting the agent API")?;
+    let agent = fleet::start_with(Arc::clone(&store), region, data_dir, delivery)
+        .context("starting the agent API")?;
     let credentials = std::fs::canonicalize(credentials_path(data_dir))
         .unwrap_or_else(|_| credentials_path(data_dir));
     Ok(Region {
@@ -181,6 +190,10 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         &args.region,
         args.moto_compat,
         &args.public_pool,
+        fleet::DeliveryConfig {
+            publish_every_secs: args.flow_log_publish_secs,
+            max_bytes: args.flow_log_max_bytes,
+        },
     )?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let result = runtime.block_on(async move {

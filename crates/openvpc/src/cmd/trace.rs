@@ -135,6 +135,17 @@ pub fn run(args: TraceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The peering the packet was last routed over, if a route sent it to one.
+fn through_peering(report: &TraceReport) -> Option<String> {
+    report.steps.iter().rev().find_map(|s| {
+        [&s.action, &s.rule]
+            .into_iter()
+            .flat_map(|t| t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')))
+            .find(|w| w.starts_with("pcx-"))
+            .map(str::to_owned)
+    })
+}
+
 /// The report as the terminal shows it: one line per step, then the fate.
 fn render(report: &TraceReport) -> String {
     let mut out = String::new();
@@ -238,6 +249,11 @@ fn render(report: &TraceReport) -> String {
             } else {
                 let why = DropReason::from_name(reason).map_or("", DropReason::describe);
                 out.push_str(&format!("dropped: {reason} ({why})\n"));
+                if let Some(pcx) = through_peering(report).filter(|_| reason == "no_mapping") {
+                    out.push_str(&format!(
+                        "  VPC peering is not transitive (spec 7.2): {pcx} carries traffic only to the peer VPC's own interfaces, never on through its peerings, internet or NAT gateways, VPN or endpoints\n"
+                    ));
+                }
             }
         }
         "forwarded" => out.push_str(&format!(
@@ -310,6 +326,34 @@ mod tests {
             render(&dropped),
             "dropped by hyperplane node hp1 (10.254.1.1) of NAT gateway nat-0123456789abcdef0: no_edge\n"
         );
+    }
+
+    // Issue 18 (spec 7.2): a packet routed over a peering to an address no
+    // interface of the peer VPC owns is dropped, and the trace says why.
+    #[test]
+    fn a_peering_drop_says_peering_is_not_transitive() {
+        let report = TraceReport {
+            steps: vec![openvpc_control::client::TracedStep {
+                network_interface_id: "eni-0123456789abcdef0".into(),
+                direction: "egress".into(),
+                layer: "routing".into(),
+                action: "forward in VNI 7".into(),
+                rule: "rtb-0123456789abcdef0 10.30.0.0/16 -> pcx-0123456789abcdef0".into(),
+            }],
+            fate: "dropped".into(),
+            reason: Some("no_mapping".into()),
+            ..TraceReport::default()
+        };
+        let text = render(&report);
+        assert!(
+            text.contains("VPC peering is not transitive (spec 7.2): pcx-0123456789abcdef0"),
+            "{text}"
+        );
+        let unrouted = TraceReport {
+            steps: vec![],
+            ..report
+        };
+        assert!(!render(&unrouted).contains("transitive"));
     }
 
     // Issue 17 (6): a packet to a network load balancer reads hop by hop:

@@ -63,7 +63,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     // Before anything serves: instances without their tools would be
     // shown running while they have no address.
     super::agent::ensure_instance_tools(args.no_install, "up")?;
-    let region = open_region(&args.data_dir, None, &args.region, false, &[])?;
+    let region = open_region(
+        &args.data_dir,
+        None,
+        &args.region,
+        false,
+        &[],
+        openvpc_control::fleet::DeliveryConfig::default(),
+    )?;
     let token = region.token.clone();
     let edge_token = token.clone();
     let hyperplane_token = token.clone();
@@ -92,6 +99,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         worker_cpu: None,
         worker_busy_poll: openvpc_agent::worker::DEFAULT_BUSY_POLL,
         dhcp_client: openvpc_agent::dhcp_client_from_env(),
+        dns_upstream: None,
     })
     .context("starting this host's agent")?;
     while !agent.wait_synced(Duration::from_secs(1)) {

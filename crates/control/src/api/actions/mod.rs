@@ -68,7 +68,14 @@ impl std::fmt::Debug for Ctx<'_> {
 /// keys and registered hosts (`hosts/`) live outside them. A module
 /// that keeps state under a new prefix adds it here, so `--moto-compat`'s
 /// reset clears it too.
-pub const STATE_PREFIXES: &[&[u8]] = &[b"r/", b"region/", b"compat/", b"placements/"];
+pub const STATE_PREFIXES: &[&[u8]] = &[
+    b"r/",
+    b"region/",
+    b"compat/",
+    b"placements/",
+    // CloudWatch Logs' groups, streams and events (see `api::logs::store`).
+    b"logs/",
+];
 
 impl Ctx<'_> {
     /// The store key of a resource of this account and region.

@@ -24,7 +24,9 @@ use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
 pub use crate::records::security_group::{Rule, SecurityGroup, Target};
+use crate::records::vpc_peering::VpcPeering;
 use crate::store::{Compare, KeyValue, Op, Txn, TxnResult};
+use openvpc_model::lifecycle::VpcPeeringState;
 
 /// spec 3.3: security groups per region (default quota).
 pub const GROUP_QUOTA: usize = 2500;
@@ -99,6 +101,34 @@ fn parse_group(kv: &KeyValue) -> Result<SecurityGroup, ApiError> {
 
 fn name_key(ctx: &Ctx, vpc_id: &str, name: &str) -> Vec<u8> {
     ctx.key(NAME_KIND, &format!("{vpc_id}:{name}"))
+}
+
+/// spec 7.2: another account's group `other` may be referenced by
+/// `group`'s rules only while an active peering joins the two groups' VPCs
+/// in this region; otherwise, as AWS answers, the group is not found.
+fn peered_group(
+    tx: &mut Tx,
+    group: &SecurityGroup,
+    account: &str,
+    other: &str,
+) -> Result<(), ApiError> {
+    let key = format!("r/{account}/{}/{KIND}/{other}", tx.ctx().region).into_bytes();
+    let Some(raw) = tx.get_raw(&key)? else {
+        return Err(not_found(other));
+    };
+    let theirs: SecurityGroup = serde_json::from_slice(&raw)
+        .map_err(|e| ApiError::internal(format!("A stored security group is unreadable: {e}")))?;
+    let joins = |p: &VpcPeering| {
+        let (a, b) = (&p.requester, &p.accepter);
+        p.state == VpcPeeringState::Active
+            && ((a.vpc_id == group.vpc_id && b.vpc_id == theirs.vpc_id && b.owner_id == account)
+                || (b.vpc_id == group.vpc_id && a.vpc_id == theirs.vpc_id && a.owner_id == account))
+    };
+    if tx.list::<VpcPeering>()?.iter().any(joins) {
+        Ok(())
+    } else {
+        Err(not_found(other))
+    }
 }
 
 pub(crate) fn not_found(id: &str) -> ApiError {
@@ -514,15 +544,17 @@ fn wanted_rules(ctx: &Ctx, params: &Params, egress: bool) -> Result<Vec<Wanted>,
                 .map_err(|_| ApiError::missing_parameter("Groups.N.GroupId"))?;
             ResourceId::parse(ResourceKind::SecurityGroup, group_id)
                 .map_err(|e| ApiError::new(e.code(), e.to_string()))?;
-            // Groups of other accounts are reachable only through peering,
-            // which does not exist yet: a reference names a group of ours.
-            if r.get("UserId").is_some_and(|u| u != ctx.account.id) {
-                return Err(not_found(group_id));
-            }
+            // spec 7.2: another account's group may be named (with its
+            // account) when its VPC is peered with ours; the rule's
+            // authorisation checks that.
+            let user_id = r
+                .get("UserId")
+                .filter(|u| !u.is_empty())
+                .unwrap_or(&ctx.account.id);
             out.push(Wanted {
                 traffic,
                 target: Target::Group {
-                    user_id: ctx.account.id.clone(),
+                    user_id: user_id.to_owned(),
                     group_id: group_id.to_owned(),
                 },
                 description: description(&r)?,
@@ -691,12 +723,15 @@ pub fn authorize(ctx: &Ctx, params: &Params, egress: bool) -> Result<String, Api
                 ));
             }
             if let Target::Group {
-                group_id: other, ..
+                user_id,
+                group_id: other,
             } = &w.target
-                && *other != group.id
-                && tx.get_raw(&ctx.key(KIND, other))?.is_none()
             {
-                return Err(not_found(other));
+                if *user_id != ctx.account.id {
+                    peered_group(tx, &group, user_id, other)?;
+                } else if *other != group.id && tx.get_raw(&ctx.key(KIND, other))?.is_none() {
+                    return Err(not_found(other));
+                }
             }
             if let Target::PrefixList(id) = &w.target
                 && prefix_list::find(tx, id)?.is_none()

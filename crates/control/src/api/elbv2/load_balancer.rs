@@ -50,10 +50,7 @@ fn canonical_hosted_zone(region: &str) -> Option<&'static str> {
 
 fn write_lb(x: &mut Xml, ctx: &Ctx, lb: &LoadBalancer, state: LoadBalancerState) {
     x.elem("LoadBalancerArn", &lb.arn)
-        .elem(
-            "DNSName",
-            format!("{}-{}.elb.{}.amazonaws.com", lb.name, lb.id, ctx.region),
-        )
+        .elem("DNSName", lb.dns_name(ctx.region))
         .opt("CanonicalHostedZoneId", canonical_hosted_zone(ctx.region))
         .elem("CreatedTime", format_time(lb.created))
         .elem("LoadBalancerName", &lb.name)
