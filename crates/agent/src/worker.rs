@@ -1111,15 +1111,8 @@ impl Worker {
                 continue;
             };
             self.io.dns_upstream_replies += 1;
-            if let Some((eni, frame)) = self.router.relay_upstream(&q, reply, now) {
-                to_tap(
-                    &mut self.taps,
-                    &mut self.io,
-                    usize::from(eni),
-                    &VnetHdr::default(),
-                    &frame,
-                );
-            }
+            let answer = self.router.relay_upstream(&q, reply, now);
+            self.resolver_answer(answer);
         }
     }
 
@@ -1140,7 +1133,13 @@ impl Worker {
     }
 
     fn answer_servfail(&mut self, q: &UpstreamQuery) {
-        if let Some((eni, frame)) = self.router.fail_upstream(q) {
+        let answer = self.router.fail_upstream(q);
+        self.resolver_answer(answer);
+    }
+
+    /// Writes the resolver's answer to the instance that asked.
+    fn resolver_answer(&mut self, answer: Option<(EniIndex, Vec<u8>)>) {
+        if let Some((eni, frame)) = answer {
             to_tap(
                 &mut self.taps,
                 &mut self.io,

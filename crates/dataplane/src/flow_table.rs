@@ -211,20 +211,18 @@ impl FlowEntry {
     #[inline]
     pub fn count(&mut self, way: Way, bytes: usize, tcp_flags: u8, now_ms: u64) -> bool {
         let i = way_index(way);
-        let Some(total) = u32::try_from(bytes)
-            .ok()
-            .and_then(|b| self.bytes[i].checked_add(b))
-        else {
-            return false;
-        };
-        if self.packets[i] == u32::MAX {
+        let total = u64::from(self.bytes[i]) + bytes as u64;
+        // One test on the fast path: the byte counter wraps long before
+        // the packet counter can (every IP packet has 20 bytes or more),
+        // so only it is checked and the packet count saturates.
+        if total > u64::from(u32::MAX) {
             return false;
         }
         if self.log_start == 0 {
             self.log_start = (now_ms / 1000) as u32 + 1;
         }
-        self.bytes[i] = total;
-        self.packets[i] += 1;
+        self.bytes[i] = total as u32;
+        self.packets[i] = self.packets[i].saturating_add(1);
         self.tcp_flags[i] |= crate::flowlog::logged_flags(tcp_flags);
         true
     }

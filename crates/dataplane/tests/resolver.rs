@@ -9,90 +9,20 @@
 mod common;
 
 use core::net::Ipv4Addr;
-use std::sync::Arc;
 
+use common::resolver::*;
 use common::*;
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use openvpc_dataplane::DropReason;
 use openvpc_dataplane::PacketBuf;
-use openvpc_dataplane::eni::EniConfig;
-use openvpc_dataplane::mapping::StaticMapping;
-use openvpc_dataplane::policy::{NetworkAcl, SecurityGroup};
-use openvpc_dataplane::router::{Output, Router, RouterConfig};
-use openvpc_dns::VpcDns;
+use openvpc_dataplane::router::Output;
 use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
 use openvpc_packet::ethernet::EthernetRepr;
 use openvpc_packet::flow;
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::udp::UdpRepr;
-
-const VNI: u32 = 77;
-const CLIENT: &str = "10.0.1.5";
-
-/// A group with no rule at all and an ACL with only its final deny: every
-/// packet through the layers is dropped.
-fn deny_all_eni(dns: Option<VpcDns>) -> EniConfig {
-    let acl = NetworkAcl::new("acl-deny", vec![], vec![]);
-    let sn = subnet(
-        "subnet-1",
-        "10.0.1.0/24",
-        acl,
-        routes("10.0.0.0/16", vec![]),
-    );
-    let sg = Arc::new(SecurityGroup {
-        id: "sg-deny".into(),
-        ingress: vec![],
-        egress: vec![],
-    });
-    let mut cfg = eni("eni-1", 5, CLIENT, &sn, VNI, "10.0.0.0/16", vec![sg]);
-    cfg.dns = dns.map(Arc::new);
-    cfg
-}
-
-fn vpc_dns() -> VpcDns {
-    let mut d = VpcDns::new("us-east-1").unwrap();
-    d.enable_dns_hostnames = true;
-    d.set_address(ip(CLIENT), Some(ip("203.0.113.5")));
-    d.set_address(ip("10.0.1.6"), None);
-    d
-}
-
-fn router(cfg: EniConfig) -> Router<StaticMapping> {
-    let mut r = Router::new(
-        RouterConfig::new("192.0.2.1".parse().unwrap()),
-        StaticMapping::default(),
-    );
-    r.upsert_eni(cfg).unwrap();
-    r
-}
-
-fn query_bytes(id: u16, name: &str) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    m.to_vec().unwrap()
-}
-
-/// A UDP query from the instance to `server`:`port`.
-fn query_frame(server: &str, port: u16, id: u16, name: &str) -> Vec<u8> {
-    PacketBuilder {
-        ethernet: Some(EthernetRepr {
-            dst: ROUTER_MAC,
-            src: mac(5),
-            vlan: None,
-            ethertype: 0,
-        }),
-        ip: IpRepr::V4(Ipv4Repr::new(ip(CLIENT), ip(server), 0, 0)),
-        l4: L4Repr::Udp(UdpRepr {
-            src_port: 40000,
-            dst_port: port,
-        }),
-    }
-    .build(&query_bytes(id, name))
-    .unwrap()
-}
 
 /// The answer in a frame the router sent to the instance, checked to come
 /// from `server`:53 to the client's port.
@@ -315,47 +245,4 @@ fn without_a_resolver_configuration_queries_are_dropped_as_such() {
         r.from_instance(0, &mut buf, 1_000),
         Output::Drop(DropReason::ResolverAbsent)
     );
-}
-
-/// Answers per second through the router for a cached upstream name: the
-/// frame parsed, taken by the gateway, answered by the resolver and a
-/// reply frame built (issue 18 goal: at least 100k/s per core). The clock
-/// advances 1 ms a query so the per-ENI limit never bites. A measurement,
-/// not a check: `cargo test -p openvpc-dataplane --test resolver --
-/// --ignored --nocapture`.
-#[test]
-#[ignore]
-fn answers_per_second_through_the_router() {
-    let mut r = router(deny_all_eni(Some(vpc_dns())));
-    let mut buf = PacketBuf::from_frame(&query_frame("10.0.0.2", 53, 1, "www.example.com."));
-    assert_eq!(r.from_instance(0, &mut buf, 1), Output::Resolver);
-    let q = r.take_upstream_queries().pop().unwrap();
-    let mut reply = Message::from_vec(&q.query).unwrap().into_response();
-    reply.add_answer(Record::from_rdata(
-        Name::from_ascii("www.example.com.").unwrap(),
-        86_400,
-        RData::A(A(ip("198.51.100.10"))),
-    ));
-    r.relay_upstream(&q, &reply.to_vec().unwrap(), 1).unwrap();
-    let mut now = 10;
-    for (label, name) in [
-        ("cached upstream name", "www.example.com."),
-        ("private name", "ip-10-0-1-6.ec2.internal."),
-    ] {
-        let frame = query_frame("10.0.0.2", 53, 2, name);
-        let n = 1_000_000u64;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            now += 1;
-            buf.set(&frame);
-            let out = r.from_instance(0, &mut buf, now);
-            assert_eq!(out, Output::Instance(0));
-        }
-        let secs = start.elapsed().as_secs_f64();
-        eprintln!(
-            "{label}: {:.0} answers/s through the router ({:.0} ns each)",
-            n as f64 / secs,
-            secs * 1e9 / n as f64
-        );
-    }
 }

@@ -433,6 +433,7 @@ fn lab_status_names_the_shard(lab: &Lab, net: &NatVpc) {
         let want = match name {
             "server" => "server",
             "outside-router" => "outside-router",
+            "region-resolver" => "region-resolver",
             n if n.starts_with("hp") => "hyperplane",
             n if n.starts_with('h') => "agent",
             n if n.starts_with('e') => "edge",

@@ -18,6 +18,8 @@ use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
 use openvpc_packet::ethernet::EthernetRepr;
 use openvpc_packet::icmp::IcmpRepr;
 use openvpc_packet::ipv4::Ipv4Repr;
+
+pub mod resolver;
 use openvpc_packet::tcp::{TcpRepr, flags};
 use openvpc_packet::udp::UdpRepr;
 
