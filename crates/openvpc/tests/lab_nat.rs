@@ -68,6 +68,18 @@ import json, socket, sys, threading
 ip, port, want, most = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 timeout, extra = float(sys.argv[5]), int(sys.argv[6])
 held = []
+done = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+def keep_alive():
+    # From the first connection on: the attempts after it may take their
+    # whole timeout each, longer together than the gateway's idle timeout.
+    while not done.wait(2):
+        for c in list(held):
+            try:
+                c.send(b'k')
+            except OSError:
+                pass
+threading.Thread(target=keep_alive, daemon=True).start()
 def attempt(is_extra):
     try:
         c = socket.create_connection((ip, port), timeout=timeout)
@@ -83,14 +95,7 @@ while len(held) < want and tries < most:
 for _ in range(extra):
     attempt(True)
 print('holding', flush=True)
-done = threading.Event()
-threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
-while not done.wait(2):
-    for c in held:
-        try:
-            c.send(b'k')
-        except OSError:
-            pass
+done.wait()
 "#;
 
 /// The idle client in an instance (`IP PORT IDLE`): connects to a
