@@ -8,21 +8,19 @@
 //! wait here up to [`MAX_UNSENT`]; beyond that the oldest are dropped and
 //! counted.
 
-use core::net::IpAddr;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use ipnet::IpNet;
 use openvpc_dataplane::flowlog::{FlowLogRecord, LogAction};
 use openvpc_dataplane::policy::Way;
-use openvpc_flowlogs::window::{EniLog, Observation, Windows};
+use openvpc_flowlogs::window::{Observation, Windows};
+pub use openvpc_model::flow_log::LoggedEni;
 use openvpc_model::flow_log::{
-    Action, EniContext, FlowDirection, FlowRecord, FlowRecordBatch, RECORDS_PATH, TrafficPath,
+    Action, EniContext, FlowDirection, FlowRecord, FlowRecordBatch, RECORDS_PATH,
 };
-use openvpc_model::host::{EniState, RouteTargetState};
 
 use crate::control::{Client, ClientError, Outage};
 use crate::worker::FlowLogHarvest;
@@ -36,75 +34,6 @@ pub const MAX_UNSENT: usize = 100_000;
 const BATCH: usize = 5_000;
 /// The queue between the worker and this thread, in harvests.
 pub const QUEUE: usize = 64;
-
-/// An ENI as flow logs see it: the records' context, and its routes, to
-/// tell each egress flow's `traffic-path`.
-#[derive(Debug, Clone)]
-pub struct LoggedEni {
-    pub log: EniLog,
-    routes: Vec<(IpNet, Option<TrafficPath>)>,
-}
-
-impl LoggedEni {
-    /// `None` when no flow log covers the ENI.
-    pub fn of(state: &EniState) -> Option<LoggedEni> {
-        if state.flow_logs.is_empty() {
-            return None;
-        }
-        let primary_ip = state.ipv4.first().copied().map(IpAddr::V4)?;
-        let mut routes: Vec<(IpNet, Option<TrafficPath>)> = state
-            .subnet
-            .route_table
-            .routes
-            .iter()
-            .map(|r| (r.destination, traffic_path(&r.target)))
-            .collect();
-        // Longest prefix first: the first match is the route used.
-        routes.sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
-        Some(LoggedEni {
-            log: EniLog {
-                context: EniContext {
-                    eni_id: state.eni_id.clone(),
-                    account_id: state.account_id.clone(),
-                    vpc_id: state.vpc_id.clone(),
-                    subnet_id: state.subnet.subnet_id.clone(),
-                    instance_id: state.instance_id.clone(),
-                    primary_ip,
-                    az_id: state.availability_zone_id.clone(),
-                },
-                vpc_base: Some(state.vpc_cidr.network()),
-                specs: state.flow_logs.clone(),
-            },
-            routes,
-        })
-    }
-
-    fn path_to(&self, dst: IpAddr) -> Option<TrafficPath> {
-        self.routes
-            .iter()
-            .find(|(net, _)| net.contains(&dst))
-            .and_then(|(_, p)| *p)
-    }
-}
-
-/// spec 8.1 `traffic-path` of a route's target.
-fn traffic_path(target: &RouteTargetState) -> Option<TrafficPath> {
-    match target {
-        RouteTargetState::Local | RouteTargetState::Eni { .. } => Some(TrafficPath::SameVpc),
-        RouteTargetState::Peering { .. } => Some(TrafficPath::IntraRegionPeering),
-        RouteTargetState::Gateway { gateway_id, .. } => {
-            match gateway_id.split('-').next().unwrap_or("") {
-                "igw" | "eigw" => Some(TrafficPath::InternetGateway),
-                "vgw" => Some(TrafficPath::VirtualPrivateGateway),
-                "vpce" => Some(TrafficPath::GatewayEndpoint),
-                // A NAT gateway or a load balancer is a resource in the VPC.
-                "nat" | "elb" => Some(TrafficPath::SameVpc),
-                _ => None,
-            }
-        }
-        RouteTargetState::Blackhole => None,
-    }
-}
 
 /// The logged ENIs, as the reconciler last installed them; the flow-log
 /// thread picks up a new set when the generation moves.
@@ -330,7 +259,7 @@ mod tests {
     use super::*;
     use core::net::Ipv4Addr;
     use openvpc_dataplane::install::fixtures::eni;
-    use openvpc_model::flow_log::{FlowLogSpec, LogStatus, TrafficType};
+    use openvpc_model::flow_log::{FlowLogSpec, LogStatus, TrafficPath, TrafficType};
 
     fn logged() -> SharedEnis {
         let mut state = eni(

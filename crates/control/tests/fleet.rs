@@ -1540,12 +1540,8 @@ fn a_public_nat_gateway_reaches_the_edges_and_its_replies_its_nodes() {
     assert!(fleet.edge_delta(REGION, 0).0.upserts.is_empty());
 }
 
-// Issue 16: a private NAT gateway sends nothing to the edges, and its
-// addresses are no edge's business.
-#[test]
-fn a_private_nat_gateway_has_no_edges() {
-    let (w, _) = internet_world();
-    register_edge(&w, "e1", "10.254.0.2", 1_000);
+/// A private NAT gateway in subnet B, served by node `hp1` alone.
+fn private_nat_on_hp1(w: &World) -> (String, Arc<Fleet>) {
     let nat = first(
         &w.ok(&format!(
             "Action=CreateNatGateway&SubnetId={}&ConnectivityType=private",
@@ -1553,10 +1549,20 @@ fn a_private_nat_gateway_has_no_edges() {
         )),
         "natGatewayId",
     );
-    beat_nodes(&w, 1_000, &[("hp1", "10.254.1.1")]);
+    beat_nodes(w, 1_000, &[("hp1", "10.254.1.1")]);
     let fleet = w.fleet();
     shards::keep_once(&fleet).unwrap();
     fleet.catch_up().unwrap();
+    (nat, fleet)
+}
+
+// Issue 16: a private NAT gateway sends nothing to the edges, and its
+// addresses are no edge's business.
+#[test]
+fn a_private_nat_gateway_has_no_edges() {
+    let (w, _) = internet_world();
+    register_edge(&w, "e1", "10.254.0.2", 1_000);
+    let (nat, fleet) = private_nat_on_hp1(&w);
     let (delta, _) = fleet.hyperplane_delta(REGION, "hp1", 0);
     assert_eq!(delta.assignments[0].gateway_id, nat);
     assert!(delta.assignments[0].edges.is_empty());
@@ -1838,4 +1844,54 @@ fn an_eni_carries_its_vpcs_resolver_state_and_follows_it() {
             .unwrap()
             .enable_dns_support
     );
+}
+
+// Issue 18 (spec 8.2): a flow log on a NAT gateway's subnet reaches the
+// gateway's nodes with its ENI's context (no instance, its primary
+// address) and its subnet's routes for `traffic-path`; deleting it tells
+// them again, and the gateway is no longer logged.
+#[test]
+fn a_flow_log_on_a_nat_gateways_subnet_reaches_its_nodes() {
+    use openvpc_model::flow_log::TrafficPath;
+    let (w, _) = internet_world();
+    let (nat, fleet) = private_nat_on_hp1(&w);
+    let (delta, _) = fleet.hyperplane_delta(REGION, "hp1", 0);
+    assert_eq!(delta.assignments[0].gateway_id, nat);
+    assert_eq!(delta.assignments[0].flow_log, None, "no flow log yet");
+    let rev = delta.revision;
+
+    let created = w.ok(&format!(
+        "Action=CreateFlowLogs&ResourceType=Subnet&ResourceId.1={}&TrafficType=ALL\
+         &LogDestinationType=s3&LogDestination=arn%3Aaws%3As3%3A%3A%3Abucket",
+        w.subnet_b
+    ));
+    let flow_log_id = first(&created, "item");
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.hyperplane_delta(REGION, "hp1", rev);
+    assert!(news, "a flow log now covers the gateway");
+    let logged = delta.assignments[0].flow_log.clone().expect("logged");
+    let described = w.ok(&format!("Action=DescribeNatGateways&NatGatewayId.1={nat}"));
+    let eni = first(&described, "networkInterfaceId");
+    let private_ip = first(&described, "privateIp");
+    assert_eq!(logged.log.context.eni_id, eni);
+    assert_eq!(logged.log.context.instance_id, None, "requester-managed");
+    assert_eq!(logged.log.context.primary_ip.to_string(), private_ip);
+    assert_eq!(logged.log.context.subnet_id, w.subnet_b);
+    assert_eq!(logged.log.specs.len(), 1);
+    assert_eq!(logged.log.specs[0].flow_log_id, flow_log_id);
+    assert_eq!(
+        logged.path_to("198.51.100.7".parse().unwrap()),
+        Some(TrafficPath::InternetGateway),
+        "its subnet's table sends 0.0.0.0/0 to the internet gateway"
+    );
+    assert_eq!(
+        logged.path_to("10.0.1.9".parse().unwrap()),
+        Some(TrafficPath::SameVpc)
+    );
+
+    w.ok(&format!("Action=DeleteFlowLogs&FlowLogId.1={flow_log_id}"));
+    fleet.catch_up().unwrap();
+    let (delta, news) = fleet.hyperplane_delta(REGION, "hp1", delta.revision);
+    assert!(news, "the flow log is gone");
+    assert_eq!(delta.assignments[0].flow_log, None);
 }

@@ -12,6 +12,7 @@
 use core::net::{IpAddr, Ipv4Addr};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+pub use openvpc_model::flow_log::EniLog;
 use openvpc_model::flow_log::{
     Action, EniContext, FlowDirection, FlowFields, FlowLogSpec, FlowRecord, LogStatus, TrafficPath,
 };
@@ -22,16 +23,6 @@ pub const DEFAULT_GRACE_SECS: i64 = 10;
 
 /// The open flows a node keeps by default before it skips (SKIPDATA).
 pub const DEFAULT_CAPACITY: usize = 262_144;
-
-/// An ENI whose traffic is logged, and by which flow logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EniLog {
-    pub context: EniContext,
-    /// The VPC's network address: its router (+1), DNS (+2) and reserved
-    /// (+3) addresses are not logged.
-    pub vpc_base: Option<Ipv4Addr>,
-    pub specs: Vec<FlowLogSpec>,
-}
 
 /// The counts of one direction of one flow on one ENI, as the dataplane
 /// hands them out (a slice of time; several add up in a window).

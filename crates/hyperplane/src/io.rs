@@ -15,7 +15,7 @@ use std::io;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use openvpc_agent::batch_io::{
     Mmsg, drain, enable_gro, grow_socket_buffers, poll, readable, send_segmented, sockaddr,
 };
+use openvpc_agent::flow_log::SharedEnis;
 use openvpc_agent::netns::{self, NetnsError};
+use openvpc_agent::worker::FlowLogHarvest;
 use openvpc_dataplane::PacketBuf;
 use openvpc_model::host::{GENEVE_PORT, MappingAnswer, MappingKey};
 use openvpc_model::hyperplane::{LbAssignment, NatAssignment};
@@ -111,6 +113,10 @@ pub struct IoCounters {
     pub acks: u64,
     pub ack_wait_us_sum: u64,
     pub ack_wait_us_max: u64,
+    /// Flow-log counts handed out, and those dropped because the flow-log
+    /// thread was behind (the worker never waits for it).
+    pub flow_log_records: u64,
+    pub flow_log_records_dropped: u64,
 }
 
 /// What the worker publishes.
@@ -128,6 +134,14 @@ pub struct Snapshot {
     pub serving: Vec<String>,
     /// Assignments applied.
     pub configured: u64,
+}
+
+/// Where the worker hands its gateways' flow-log counts (once a second)
+/// and which of their ENIs flow logs cover (on every assignment).
+#[derive(Debug)]
+pub struct FlowLogSink {
+    pub harvests: SyncSender<FlowLogHarvest>,
+    pub enis: SharedEnis,
 }
 
 /// A node's assignments, whole.
@@ -239,6 +253,7 @@ pub fn spawn(
     netns: Option<&str>,
     config: ServeConfig,
     resolver: Option<Resolver>,
+    flow_logs: Option<FlowLogSink>,
 ) -> Result<IoHandle, IoError> {
     let geneve = bind(netns, SocketAddr::new(underlay_ip, GENEVE_PORT))?;
     let peer = bind(netns, SocketAddr::new(underlay_ip, PEER_PORT))?;
@@ -283,6 +298,7 @@ pub fn spawn(
         start: Instant::now(),
         configured: 0,
         published: published.clone(),
+        flow_logs,
     };
     let thread = std::thread::Builder::new()
         .name("openvpc-hyperplane-io".into())
@@ -387,6 +403,7 @@ struct Worker {
     start: Instant,
     configured: u64,
     published: Arc<Mutex<Snapshot>>,
+    flow_logs: Option<FlowLogSink>,
 }
 
 /// The wall clock in Unix milliseconds: deregistration deadlines come in it.
@@ -452,6 +469,7 @@ impl Worker {
                 next_expire = now + EXPIRE_EVERY;
                 let t = self.now();
                 self.serve.expire(t, EXPIRE_BUDGET);
+                self.hand_out_flow_logs();
             }
             if now >= next_publish {
                 next_publish = now + PUBLISH_EVERY;
@@ -471,6 +489,9 @@ impl Worker {
                     self.serve
                         .configure_balancers(&assignments.load_balancers, now, unix_ms());
                     self.configured += 1;
+                    if let Some(sink) = &self.flow_logs {
+                        sink.enis.publish(self.serve.logged_enis());
+                    }
                     self.flush_outbox();
                     self.publish();
                     let _ = reply.send(());
@@ -478,6 +499,31 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Hands the gateways' flow-log counts to the flow-log thread; what
+    /// its full queue cannot take is dropped and counted.
+    fn hand_out_flow_logs(&mut self) {
+        let Some(sink) = &self.flow_logs else {
+            return;
+        };
+        let mut records = Vec::new();
+        self.serve.harvest_flow_logs(&mut records);
+        if records.is_empty() {
+            return;
+        }
+        let n = records.len() as u64;
+        // The cores' clock is whole seconds since `start`.
+        let unix_offset_ms = unix_ms() as i64 - self.start.elapsed().as_secs() as i64 * 1000;
+        match sink.harvests.try_send(FlowLogHarvest {
+            records,
+            unix_offset_ms,
+        }) {
+            Ok(()) => self.io.flow_log_records += n,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.io.flow_log_records_dropped += n;
+            }
+        }
     }
 
     fn publish(&self) {

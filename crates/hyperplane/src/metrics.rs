@@ -84,6 +84,12 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
         "PacketsDropCount: packets the gateway dropped, every reason.",
         &per_gateway(&|g| g.packets_dropped()),
     );
+    family(
+        "openvpc_nat_flow_log_skipped",
+        "counter",
+        "Packets the gateway's flow logs could not count (too many flows between two harvests).",
+        &per_gateway(&|g| g.flow_counts_skipped),
+    );
     let c = |f: fn(&crate::nat::NatCounters) -> u64| per_gateway(&move |g| f(&g.counters));
     family(
         "openvpc_nat_bytes_in_from_source",
@@ -320,6 +326,16 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
             "Flow records received.",
             n.records_received,
         ),
+        (
+            "flow_log_records",
+            "Flow-log counts of the gateways' ENIs handed to the flow-log thread.",
+            io.flow_log_records,
+        ),
+        (
+            "flow_log_records_dropped",
+            "Flow-log counts dropped because the flow-log thread was behind.",
+            io.flow_log_records_dropped,
+        ),
         ("takeovers", "Dead places' slices taken over.", n.takeovers),
         ("adopted", "Flows handed back to this node.", n.adopted),
     ] {
@@ -428,6 +444,7 @@ mod tests {
             node_dropped: 0,
             active: 3,
             replicas: 1,
+            flow_counts_skipped: 0,
         };
         g.counters.connection_attempts = 5;
         g.drops[NatDrop::ErrorPortAllocation as usize] = 2;

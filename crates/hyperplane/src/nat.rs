@@ -23,6 +23,7 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod flow_counts;
 pub mod flows;
 pub mod ports;
 pub mod replica;
@@ -41,6 +42,7 @@ use openvpc_packet::ip::protocol;
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::tcp::{TcpHeader, TcpRepr, flags};
 
+pub use flow_counts::{FlowCount, FlowCounts};
 pub use flows::{Flow, FlowState, FlowTable, Key, Origin};
 pub use ports::{DEFAULT_PORTS, PER_DESTINATION, Slice, owner_of};
 pub use replica::{FlowRecord, RecordError, RecordKind};
@@ -264,6 +266,8 @@ pub struct Nat {
     forwarded: bool,
     drops: [u64; NatDrop::ALL.len()],
     counters: NatCounters,
+    /// While a flow log covers the gateway: what each flow carried.
+    flow_counts: Option<Box<FlowCounts>>,
 }
 
 fn secs(now: u64) -> u32 {
@@ -322,7 +326,38 @@ impl Nat {
             forwarded: false,
             drops: [0; NatDrop::ALL.len()],
             counters: NatCounters::default(),
+            flow_counts: None,
         })
+    }
+
+    /// Counts what each flow carries (a flow log covers the gateway), or
+    /// stops and forgets the counts.
+    pub fn count_flows(&mut self, on: bool) {
+        match (on, self.flow_counts.is_some()) {
+            (true, false) => self.flow_counts = Some(Box::default()),
+            (false, true) => self.flow_counts = None,
+            _ => {}
+        }
+    }
+
+    /// What each flow carried since the last call, into `out`.
+    pub fn harvest_flows(&mut self, out: &mut Vec<FlowCount>) {
+        if let Some(c) = &mut self.flow_counts {
+            c.harvest(out);
+        }
+    }
+
+    /// Packets the flow counts could not hold (too many flows between
+    /// harvests).
+    pub fn flow_counts_skipped(&self) -> u64 {
+        self.flow_counts.as_ref().map_or(0, |c| c.skipped)
+    }
+
+    #[inline]
+    fn count(&mut self, slot: u32, flow: &Flow, dir: Dir, bytes: u64, tcp_flags: u8, now: u32) {
+        if let Some(c) = &mut self.flow_counts {
+            c.count(slot, flow, dir == Dir::Out, bytes, tcp_flags, now);
+        }
     }
 
     /// Replaces the gateway's addresses (an address associated or
@@ -670,6 +705,7 @@ impl Nat {
         if is_first_fragment(buf.data()) {
             self.remember_fragment(buf.data(), Dir::Out, i, now);
         }
+        self.count(i, &flow, Dir::Out, len, pf.tcp_flags, now);
         self.counters.bytes_out_to_destination += len;
         self.counters.packets_out_to_destination += 1;
         NatOutput::ToDestination(record)
@@ -854,6 +890,7 @@ impl Nat {
         if is_first_fragment(buf.data()) {
             self.remember_fragment(buf.data(), Dir::In, i, now);
         }
+        self.count(i, &flow, Dir::In, len, pf.tcp_flags, now);
         self.counters.bytes_out_to_source += len;
         self.counters.packets_out_to_source += 1;
         NatOutput::ToSource(record)
@@ -959,6 +996,7 @@ impl Nat {
             return self.drop(NatDrop::RewriteFailed);
         }
         let len = buf.len() as u64;
+        self.count(fr.flow, &flow, dir, len, 0, now);
         match dir {
             Dir::Out => {
                 self.counters.bytes_out_to_destination += len;

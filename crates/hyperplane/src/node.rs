@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use openvpc_agent::control::{ClientError, Outage, sleep_unless_stopped};
+use openvpc_agent::flow_log;
 use openvpc_model::hyperplane::{HyperplaneDelta, NodeRecord, NodeRegistration, path};
 use openvpc_model::node::HEARTBEAT_MS;
 
@@ -117,6 +118,7 @@ pub fn status_json(
     synced: bool,
     revision: u64,
     s: &Snapshot,
+    flow_logs: &flow_log::FlowLogCounters,
 ) -> serde_json::Value {
     let gateways: Vec<serde_json::Value> = s
         .gateways
@@ -149,6 +151,7 @@ pub fn status_json(
                 "packets_out_to_destination": c.packets_out_to_destination,
                 "packets_in_from_destination": c.packets_in_from_destination,
                 "packets_out_to_source": c.packets_out_to_source,
+                "flow_log_skipped": g.flow_counts_skipped,
                 "drops": drops,
             })
         })
@@ -232,6 +235,14 @@ pub fn status_json(
             "handed_back": n.handed_back,
             "adopted": n.adopted,
         },
+        "flow_logs": {
+            "records_handed_out": io.flow_log_records,
+            "records_dropped_by_worker": io.flow_log_records_dropped,
+            "sent": flow_logs.sent.load(Ordering::Relaxed),
+            "dropped_unsent": flow_logs.dropped_unsent.load(Ordering::Relaxed),
+            "skipped": flow_logs.skipped.load(Ordering::Relaxed),
+            "not_logged": flow_logs.not_logged.load(Ordering::Relaxed),
+        },
         "drops": node_drops,
     })
 }
@@ -243,6 +254,7 @@ struct Shared {
     state_dir: PathBuf,
     state: ControlState,
     io: IoClient,
+    flow_logs: Arc<flow_log::FlowLogCounters>,
 }
 
 impl Shared {
@@ -257,6 +269,7 @@ impl Shared {
             self.state.synced.load(Ordering::Relaxed),
             self.state.revision.load(Ordering::Relaxed),
             &self.io.snapshot(),
+            &self.flow_logs,
         )
     }
 }
@@ -460,17 +473,27 @@ impl HyperplaneNode {
             let client = client.clone();
             Box::new(move |keys| client.0.mappings(keys).map_err(|e| e.to_string()))
         };
+        // Flow logs on the gateways' ENIs: the agent's thread, fed by the
+        // worker.
+        let (harvests, harvested) = std::sync::mpsc::sync_channel(flow_log::QUEUE);
+        let logged = flow_log::SharedEnis::default();
+        let flow_log_counters = Arc::new(flow_log::FlowLogCounters::default());
         let io = io::spawn(
             cfg.underlay_ip,
             cfg.netns.as_deref(),
             cfg.serve.clone(),
             Some(resolver),
+            Some(io::FlowLogSink {
+                harvests,
+                enis: logged.clone(),
+            }),
         )?;
         let shared = Arc::new(Shared {
             node_id: cfg.node_id.clone(),
             state_dir: cfg.state_dir.clone(),
             state: ControlState::default(),
             io: io.client(),
+            flow_logs: flow_log_counters.clone(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -512,6 +535,22 @@ impl HyperplaneNode {
             threads.push(spawn(
                 "openvpc-hyperplane-heartbeat",
                 Box::new(move || heartbeat_loop(&client, &cfg, &shared, &stop)),
+            )?);
+        }
+        {
+            let (stop, client, node_id, counters) = (
+                stop.clone(),
+                client.clone(),
+                cfg.node_id.clone(),
+                flow_log_counters.clone(),
+            );
+            threads.push(spawn(
+                "openvpc-hyperplane-flow-logs",
+                Box::new(move || {
+                    flow_log::flow_log_loop(
+                        &client.0, &node_id, &harvested, &logged, &counters, &stop,
+                    );
+                }),
             )?);
         }
         let watch = {

@@ -36,6 +36,8 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use hashbrown::HashMap;
 use openvpc_dataplane::buf::PacketBuf;
+use openvpc_dataplane::flowlog::FlowLogRecord;
+use openvpc_model::flow_log::LoggedEni;
 use openvpc_model::hyperplane::{NatAssignment, NatConnectivity, ShardMember};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{self, EthernetHeader, EthernetRepr, ethertype};
@@ -283,6 +285,8 @@ pub struct GatewayStats {
     pub node_dropped: u64,
     pub active: u32,
     pub replicas: u32,
+    /// Packets its flow logs could not count (too many flows at once).
+    pub flow_counts_skipped: u64,
 }
 
 impl GatewayStats {
@@ -559,6 +563,8 @@ impl Serve {
                     g
                 }
             };
+            let mut g = g;
+            g.nat.count_flows(a.flow_log.is_some());
             next.push(g);
         }
         next.sort_by(|a, b| a.assignment.gateway_id.cmp(&b.assignment.gateway_id));
@@ -1141,6 +1147,33 @@ impl Serve {
         }
     }
 
+    /// The flow-log records of what every logged gateway translated since
+    /// the last call (spec 8.2), with times in milliseconds of the cores'
+    /// clock, into `out`; and the ENIs they belong to, for the flow-log
+    /// thread.
+    pub fn harvest_flow_logs(&mut self, out: &mut Vec<FlowLogRecord>) {
+        let mut counts = Vec::new();
+        for g in &mut self.gateways {
+            let Some(logged) = &g.assignment.flow_log else {
+                continue;
+            };
+            counts.clear();
+            g.nat.harvest_flows(&mut counts);
+            let eni_id = &logged.log.context.eni_id;
+            for c in &counts {
+                crate::nat::flow_counts::records(eni_id, c, |s| u64::from(s) * 1000, out);
+            }
+        }
+    }
+
+    /// The gateways' ENIs that flow logs cover.
+    pub fn logged_enis(&self) -> Vec<LoggedEni> {
+        self.gateways
+            .iter()
+            .filter_map(|g| g.assignment.flow_log.clone())
+            .collect()
+    }
+
     /// Every gateway's figures now.
     pub fn gateway_stats(&self) -> Vec<GatewayStats> {
         self.gateways
@@ -1158,6 +1191,7 @@ impl Serve {
                     node_dropped: g.dropped,
                     active: g.nat.active_connections(),
                     replicas: g.nat.replicas(),
+                    flow_counts_skipped: g.nat.flow_counts_skipped(),
                 }
             })
             .collect()

@@ -47,6 +47,7 @@ fn assignment(alive: [bool; 2]) -> NatAssignment {
         shard: members(alive),
         edges: vec![edge()],
         routes: Vec::new(),
+        flow_log: None,
     }
 }
 
@@ -376,4 +377,75 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
         1,
         "the gateway's PacketsDropCount counts it"
     );
+}
+
+/// Issue 18 (spec 8.2): a gateway whose ENI a flow log covers hands out
+/// what it translated as records on that ENI, each direction in and out;
+/// one nobody logs counts nothing.
+#[test]
+fn a_logged_gateway_hands_out_records_of_its_eni() {
+    use openvpc_dataplane::policy::Way;
+    use openvpc_model::flow_log::{
+        EniContext, EniLog, FlowLogSpec, LoggedEni, PathRoute, TrafficType,
+    };
+    let mut a = node("hp1");
+    a.configure(&[assignment([true, false])], 0);
+    let mut syn = from_host(flags::SYN, 40_001);
+    a.receive(&mut syn, host(), 1);
+    let mut records = Vec::new();
+    a.harvest_flow_logs(&mut records);
+    assert!(records.is_empty(), "not logged: nothing counted");
+
+    let mut logged = assignment([true, false]);
+    logged.flow_log = LoggedEni::new(
+        EniLog {
+            context: EniContext {
+                eni_id: "eni-0nat".into(),
+                account_id: "123".into(),
+                vpc_id: "vpc-1".into(),
+                subnet_id: "subnet-1".into(),
+                instance_id: None,
+                primary_ip: IpAddr::V4(NAT_IP),
+                az_id: "use1-az1".into(),
+            },
+            vpc_base: Some(Ipv4Addr::new(10, 0, 0, 0)),
+            specs: vec![FlowLogSpec {
+                flow_log_id: "fl-1".into(),
+                traffic_type: TrafficType::All,
+                max_aggregation_interval: 60,
+            }],
+        },
+        vec![PathRoute {
+            destination: "0.0.0.0/0".parse().unwrap(),
+            path: None,
+        }],
+    );
+    a.configure(&[logged], 2);
+    assert_eq!(a.logged_enis().len(), 1);
+    let mut syn = from_host(flags::SYN, 40_002);
+    a.receive(&mut syn, host(), 3);
+    let (_, port, _, _) = inner(&syn);
+    let mut synack = from_edge(port, flags::SYN | flags::ACK);
+    a.receive(&mut synack, edge(), 3);
+    a.harvest_flow_logs(&mut records);
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert!(records.iter().all(|r| r.interface_id == "eni-0nat"));
+    let from_instance = records
+        .iter()
+        .find(|r| r.direction == Way::Ingress && r.src == IpAddr::V4(INST))
+        .unwrap();
+    assert_eq!(
+        (from_instance.src_port, from_instance.tcp_flags),
+        (40_002, 2)
+    );
+    let translated_back = records
+        .iter()
+        .find(|r| r.direction == Way::Egress && r.dst == IpAddr::V4(INST))
+        .unwrap();
+    assert_eq!(translated_back.src, IpAddr::V4(SERVER));
+    assert_eq!(translated_back.tcp_flags, 18, "SYN-ACK");
+    assert_eq!(translated_back.start_ms, 3_000);
+    records.clear();
+    a.harvest_flow_logs(&mut records);
+    assert!(records.is_empty(), "a harvest starts the counts again");
 }

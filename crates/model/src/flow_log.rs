@@ -6,9 +6,12 @@
 //! only what a flow log decides (format, destination). They name no file
 //! layout and no format: that is `openvpc_flowlogs`'s job.
 
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+use crate::host::{EniState, RouteTargetState};
 
 /// `TrafficType`: which decisions a flow log records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -166,6 +169,103 @@ pub struct EniContext {
     pub primary_ip: IpAddr,
     /// `az-id`, e.g. `use1-az1`.
     pub az_id: String,
+}
+
+/// An ENI whose traffic is logged, and by which flow logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EniLog {
+    pub context: EniContext,
+    /// The VPC's network address: its router (+1), DNS (+2) and reserved
+    /// (+3) addresses are not logged.
+    pub vpc_base: Option<Ipv4Addr>,
+    pub specs: Vec<FlowLogSpec>,
+}
+
+/// One route of the ENI's subnet as `traffic-path` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRoute {
+    pub destination: IpNet,
+    pub path: Option<TrafficPath>,
+}
+
+/// An ENI as the node that carries its traffic logs it: the records'
+/// context and flow logs, and its subnet's routes, longest prefix first,
+/// to tell each egress flow's `traffic-path`. A host builds it from the
+/// ENI's compiled state; a hyperplane node is sent one for a gateway's
+/// ENI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEni {
+    pub log: EniLog,
+    pub routes: Vec<PathRoute>,
+}
+
+impl LoggedEni {
+    /// `routes` in any order; `None` when no flow log covers the ENI.
+    pub fn new(log: EniLog, mut routes: Vec<PathRoute>) -> Option<LoggedEni> {
+        if log.specs.is_empty() {
+            return None;
+        }
+        // Longest prefix first: the first match is the route used.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.destination.prefix_len()));
+        Some(LoggedEni { log, routes })
+    }
+
+    /// An instance's ENI, from its compiled state; `None` when no flow log
+    /// covers it.
+    pub fn of(state: &EniState) -> Option<LoggedEni> {
+        let primary_ip = state.ipv4.first().copied().map(IpAddr::V4)?;
+        let routes = state
+            .subnet
+            .route_table
+            .routes
+            .iter()
+            .map(|r| PathRoute {
+                destination: r.destination,
+                path: traffic_path(&r.target),
+            })
+            .collect();
+        let log = EniLog {
+            context: EniContext {
+                eni_id: state.eni_id.clone(),
+                account_id: state.account_id.clone(),
+                vpc_id: state.vpc_id.clone(),
+                subnet_id: state.subnet.subnet_id.clone(),
+                instance_id: state.instance_id.clone(),
+                primary_ip,
+                az_id: state.availability_zone_id.clone(),
+            },
+            vpc_base: Some(state.vpc_cidr.network()),
+            specs: state.flow_logs.clone(),
+        };
+        LoggedEni::new(log, routes)
+    }
+
+    /// The `traffic-path` of an egress flow to `dst`.
+    pub fn path_to(&self, dst: IpAddr) -> Option<TrafficPath> {
+        self.routes
+            .iter()
+            .find(|r| r.destination.contains(&dst))
+            .and_then(|r| r.path)
+    }
+}
+
+/// spec 8.1 `traffic-path` of a route's target.
+pub fn traffic_path(target: &RouteTargetState) -> Option<TrafficPath> {
+    match target {
+        RouteTargetState::Local | RouteTargetState::Eni { .. } => Some(TrafficPath::SameVpc),
+        RouteTargetState::Peering { .. } => Some(TrafficPath::IntraRegionPeering),
+        RouteTargetState::Gateway { gateway_id, .. } => {
+            match gateway_id.split('-').next().unwrap_or("") {
+                "igw" | "eigw" => Some(TrafficPath::InternetGateway),
+                "vgw" => Some(TrafficPath::VirtualPrivateGateway),
+                "vpce" => Some(TrafficPath::GatewayEndpoint),
+                // A NAT gateway or a load balancer is a resource in the VPC.
+                "nat" | "elb" => Some(TrafficPath::SameVpc),
+                _ => None,
+            }
+        }
+        RouteTargetState::Blackhole => None,
+    }
 }
 
 /// One record: one ENI, one direction of one flow, one window; or a

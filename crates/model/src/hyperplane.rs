@@ -11,6 +11,7 @@ use core::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+use crate::flow_log::LoggedEni;
 pub use crate::node::{NodeRecord, NodeRegistration};
 
 /// Whether a NAT gateway translates to public addresses (through the
@@ -74,6 +75,10 @@ pub struct NatAssignment {
     /// public gateway.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<NatRoute>,
+    /// The gateway's ENI, while a flow log covers it (the ENI, its subnet
+    /// or its VPC): the nodes count what they translate and send records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_log: Option<LoggedEni>,
 }
 
 /// The answer to a node's watch: its assignments, whole.

@@ -8,6 +8,11 @@
 //! `zcat` for the text files, DuckDB for the Parquet ones, and `aws logs
 //! filter-log-events` for the log group.
 //!
+//! A second VPC sends a private instance's HTTP session through a NAT
+//! gateway whose ENI has a flow log in spec 8.2's custom format
+//! `${version} ${srcaddr} ${pkt-srcaddr} ${tcp-flags}` (the hyperplane
+//! nodes count what they translate and send the records).
+//!
 //! Checked (spec 8.1 and 8.2's acceptance list): every text line matches
 //! the default format (or its NODATA / SKIPDATA form) under the header;
 //! the object keys follow the documented layout; a connection to a port
@@ -15,7 +20,10 @@
 //! packets and bytes add up to what was sent, per direction; the
 //! resolver's traffic is absent; the custom format shows version 3 and a
 //! short TCP session's flags; and the unwritable destination makes its
-//! flow log `FAILED` with the reason while the others stay `SUCCESS`.
+//! flow log `FAILED` with the reason while the others stay `SUCCESS`. On
+//! the NAT gateway's ENI: version 3, translated return traffic whose
+//! `srcaddr` (the gateway) is not its `pkt-srcaddr` (the outside server),
+//! and the short session's flags 3 and 19.
 //!
 //! Needs root (namespaces, TAP devices), the aws CLI and DuckDB from
 //! scripts/test's venv and BIRD; without them the test says why and skips
@@ -42,6 +50,48 @@ const PINGS: u64 = 10;
 const PING_IP_BYTES: u64 = 84;
 /// Version 3 fields only: `version` must say 3.
 const CUSTOM: &str = "${version} ${interface-id} ${srcaddr} ${pkt-srcaddr} ${dstport} ${protocol} ${tcp-flags} ${action} ${log-status}";
+/// spec 8.2's format for the NAT gateway's ENI.
+const NAT_FORMAT: &str = "${version} ${srcaddr} ${pkt-srcaddr} ${tcp-flags}";
+const NAT_LOG_GROUP: &str = "nat-flow";
+/// The outside's HTTP server for the NAT gateway's session.
+const OUTSIDE_PORT: u16 = 8099;
+
+/// A VPC with an internet gateway, a NAT gateway in its public subnet and
+/// a private instance whose default route is the NAT gateway; returns the
+/// instance, the gateway's ENI and its private address.
+fn nat_vpc(lab: &Lab) -> (Instance, String, String) {
+    let (vpc, _igw, _main) = lab.internet_vpc("10.61.0.0/16");
+    let public = lab.subnet(&vpc, "10.61.0.0/24", "us-east-1a", false);
+    let (nat, _eip) = lab.public_nat_gateway(&public);
+    let private = lab.subnet(&vpc, "10.61.1.0/24", "us-east-1a", false);
+    let table = lab.route_table(&vpc, &[&private]);
+    let gateway = wait_for(
+        "the NAT gateway to be available",
+        Duration::from_secs(60),
+        || {
+            let v = lab.ec2(&["describe-nat-gateways", "--nat-gateway-ids", &nat]);
+            let g = v["NatGateways"][0].clone();
+            (g["State"] == "available").then_some(g)
+        },
+    );
+    lab.ec2(&[
+        "create-route",
+        "--route-table-id",
+        &table,
+        "--destination-cidr-block",
+        "0.0.0.0/0",
+        "--nat-gateway-id",
+        &nat,
+    ]);
+    let group = lab.group(&vpc, "nat-private", &[]);
+    let instance = lab.instance(&private, &group, None);
+    let address = &gateway["NatGatewayAddresses"][0];
+    (
+        instance,
+        address["NetworkInterfaceId"].as_str().unwrap().to_owned(),
+        address["PrivateIp"].as_str().unwrap().to_owned(),
+    )
+}
 
 /// Every file under `dir` whose name ends with `suffix`.
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
@@ -214,8 +264,61 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
             "60",
         ],
     );
-    // The flow logs reach the hosts with the ENIs' next state.
+    // spec 8.2: a flow log on a NAT gateway's ENI.
+    let (private, nat_eni, nat_ip) = nat_vpc(&lab);
+    let nat_log = flow_log(
+        &lab,
+        &[
+            "--resource-type",
+            "NetworkInterface",
+            "--resource-ids",
+            &nat_eni,
+            "--traffic-type",
+            "ALL",
+            "--log-destination-type",
+            "cloud-watch-logs",
+            "--log-group-name",
+            NAT_LOG_GROUP,
+            "--deliver-logs-permission-arn",
+            "arn:aws:iam::123456789012:role/flow-logs",
+            "--log-format",
+            NAT_FORMAT,
+            "--max-aggregation-interval",
+            "60",
+        ],
+    );
+    let outside = lab.outside_ip.clone();
+    lab.spawn_outside(&[
+        "python3",
+        "-m",
+        "http.server",
+        &OUTSIDE_PORT.to_string(),
+        "--bind",
+        &outside,
+    ]);
+    lab.wait_listening_outside(OUTSIDE_PORT);
+    // The flow logs reach the hosts with the ENIs' next state, and the
+    // gateway's nodes with their next assignments.
     std::thread::sleep(Duration::from_secs(3));
+    wait_for(
+        "an HTTP session through the NAT gateway",
+        Duration::from_secs(30),
+        || {
+            let out = exec(
+                &private.id,
+                &[
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "3",
+                    &format!("http://{outside}:{OUTSIDE_PORT}/"),
+                ],
+            );
+            out.status.success().then_some(())
+        },
+    );
 
     lab.http_server(&b, 22);
     let ping = exec(
@@ -522,6 +625,49 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
         "the server's SYN-ACK and FIN: {flags:?}"
     );
 
+    // spec 8.2 on the NAT gateway's ENI: version 3; the translated
+    // return traffic's `srcaddr` is the gateway, its `pkt-srcaddr` the
+    // outside server; the client's direction shows SYN and FIN (3), the
+    // server's SYN-ACK and FIN (19), in and out of the gateway.
+    let nat_lines: Vec<Vec<String>> = wait_for(
+        "the NAT gateway ENI's records",
+        Duration::from_secs(120),
+        || {
+            let v = aws_with(
+                env,
+                "logs",
+                &["filter-log-events", "--log-group-name", NAT_LOG_GROUP],
+            )
+            .ok()?;
+            let lines: Vec<Vec<String>> = v["events"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["logStreamName"] == nat_eni.as_str())
+                .filter_map(|e| e["message"].as_str())
+                .map(|m| m.split(' ').map(str::to_owned).collect())
+                .collect();
+            let flags = |want: &str| lines.iter().filter(|f| f[3] == want).count();
+            (flags("3") >= 2 && flags("19") >= 2).then_some(lines)
+        },
+    );
+    eprintln!("flow logs on the NAT gateway's ENI {nat_eni}: {nat_lines:?}");
+    for f in &nat_lines {
+        assert_eq!(f.len(), 4, "{f:?}");
+        assert_eq!(f[0], "3", "version 3: {f:?}");
+    }
+    assert!(
+        nat_lines
+            .iter()
+            .any(|f| f[1] == nat_ip && f[2] == outside && f[3] == "19"),
+        "translated return traffic: srcaddr {nat_ip}, pkt-srcaddr {outside}: {nat_lines:?}"
+    );
+    assert!(
+        nat_lines
+            .iter()
+            .any(|f| f[1] == private.ip && f[2] == private.ip && f[3] == "3"),
+        "the instance's packets into the gateway: {nat_lines:?}"
+    );
+
     // The truth about delivery.
     let described = lab.ec2(&["describe-flow-logs"]);
     let by_id = |id: &str| {
@@ -533,7 +679,7 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
             .cloned()
             .unwrap()
     };
-    for id in [&text, &parquet, &logs] {
+    for id in [&text, &parquet, &logs, &nat_log] {
         let f = by_id(id);
         assert_eq!(f["FlowLogStatus"], "ACTIVE", "{f}");
         assert_eq!(f["DeliverLogsStatus"], "SUCCESS", "{f}");

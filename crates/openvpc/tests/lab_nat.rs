@@ -164,17 +164,7 @@ impl NatVpc {
     fn new(lab: &Lab) -> NatVpc {
         let (vpc, _igw, _main) = lab.internet_vpc("10.0.0.0/16");
         let public = lab.subnet(&vpc, "10.0.0.0/24", "us-east-1a", false);
-        let (eip, alloc) = lab.allocate_address();
-        let nat = lab.ec2(&[
-            "create-nat-gateway",
-            "--subnet-id",
-            &public,
-            "--allocation-id",
-            &alloc,
-        ])["NatGateway"]["NatGatewayId"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (nat, eip) = lab.public_nat_gateway(&public);
         let private = [
             lab.subnet(&vpc, "10.0.1.0/24", "us-east-1a", false),
             lab.subnet(&vpc, "10.0.2.0/24", "us-east-1b", false),

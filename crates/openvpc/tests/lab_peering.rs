@@ -208,17 +208,7 @@ fn build(lab: &mut Lab) -> Net {
     let (vpc_a, _igw, a_main) = lab.internet_vpc("10.10.0.0/16");
     let a_public = lab.subnet(&vpc_a, "10.10.1.0/24", "us-east-1a", true);
     let a_priv = lab.subnet(&vpc_a, "10.10.2.0/24", "us-east-1b", false);
-    let (_eip, alloc) = lab.allocate_address();
-    let nat = id(
-        &lab.ec2(&[
-            "create-nat-gateway",
-            "--subnet-id",
-            &a_public,
-            "--allocation-id",
-            &alloc,
-        ]),
-        "/NatGateway/NatGatewayId",
-    );
+    let (nat, _eip) = lab.public_nat_gateway(&a_public);
     let a_private_table = lab.route_table(&vpc_a, &[&a_priv]);
     let vpc_b = lab.vpc("10.20.0.0/16");
     let b1 = lab.subnet(&vpc_b, "10.20.1.0/24", "us-east-1b", false);

@@ -13,7 +13,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use openvpc_model::cidr::Ipv4Cidr;
-use openvpc_model::flow_log::{FlowLogSpec, TrafficType};
+use openvpc_model::flow_log::{
+    EniContext, EniLog, FlowLogSpec, LoggedEni, PathRoute, TrafficType, traffic_path,
+};
 use openvpc_model::host::{
     ConntrackState, DnsAddress, DnsName, EniState, HostRecord, NetworkAclEntryState,
     NetworkAclState, PublicIpv4, RouteState, RouteTableState, RouteTargetState,
@@ -681,6 +683,61 @@ pub fn nat_routes(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Vec<NatRoute> 
             Some(NatRoute { destination, vni })
         })
         .collect()
+}
+
+/// A NAT gateway's ENI as its nodes log it (spec 8.2: flow logs on the
+/// gateway's ENI, subnet or VPC record what it translates), or `None`
+/// while no flow log covers it. The index tells the nodes again when a
+/// flow log or a route table of the region changes, so what was read is
+/// not kept.
+pub fn nat_flow_log(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Option<LoggedEni> {
+    let scope = scope(nat_key);
+    let eni_id = nat.network_interface_id.as_deref()?;
+    let mut deps = Vec::new();
+    let specs = compile_flow_logs(m, [eni_id, &nat.subnet_id, &nat.vpc_id], &mut deps);
+    if specs.is_empty() {
+        return None;
+    }
+    let vpc_key = rkey(scope, "vpc", &nat.vpc_id);
+    let vpc = m.vpcs.get(&vpc_key)?;
+    let eni = m.enis.get(&rkey(scope, "eni", eni_id))?;
+    let primary_ip = nat
+        .addresses
+        .iter()
+        .find(|a| a.is_primary)
+        .and_then(|a| a.private_ip)
+        .or_else(|| eni.primary_ip())?;
+    let subnet_key = rkey(scope, "subnet", &nat.subnet_id);
+    let routes = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, &mut deps)
+        .map(|t| {
+            t.routes
+                .iter()
+                .map(|r| PathRoute {
+                    destination: r.destination,
+                    path: traffic_path(&r.target),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let log = EniLog {
+        context: EniContext {
+            eni_id: eni_id.to_owned(),
+            account_id: nat.owner_id.clone(),
+            vpc_id: nat.vpc_id.clone(),
+            subnet_id: nat.subnet_id.clone(),
+            // spec 8.1: `-` for a requester-managed ENI.
+            instance_id: None,
+            primary_ip: IpAddr::V4(primary_ip),
+            az_id: eni.availability_zone_id.clone(),
+        },
+        vpc_base: vpc
+            .cidr_block
+            .parse::<Ipv4Cidr>()
+            .ok()
+            .map(|c| v4net(c).network()),
+        specs,
+    };
+    LoggedEni::new(log, routes)
 }
 
 /// The underlay address of the host a placed ENI runs on.

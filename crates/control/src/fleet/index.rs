@@ -1030,6 +1030,9 @@ impl Index {
                         .insert(key.to_owned());
                     dirty.deps.push(Dep::FlowLogsOf(f.resource_id.clone()));
                 }
+                // A NAT gateway's nodes log its ENI (whole assignments:
+                // rare enough to tell them all).
+                dirty.hyperplane_meta.push(region_of(key).to_owned());
                 return;
             }
             Record::Host | Record::Node(_) | Record::Shard | Record::Settings | Record::Ignored => {
@@ -1037,25 +1040,29 @@ impl Index {
             }
         }
         // A private NAT gateway's nodes are told its subnet's routes to the
-        // VPC and its peers whole: coarsely, any change of what those read
-        // is news for the region's nodes while it has such a gateway.
+        // VPC and its peers whole, and a logged gateway's nodes its
+        // subnet's routes (`traffic-path`): coarsely, any change of what
+        // those read is news for the region's nodes while it has such a
+        // gateway.
         if matches!(
             record,
             Record::RouteTable | Record::Peering | Record::PrefixList | Record::Vpc
-        ) && self.has_private_nat(region_of(key))
+        ) && self.nodes_read_routes(region_of(key))
         {
             dirty.hyperplane_meta.push(region_of(key).to_owned());
         }
         dirty.deps.push(Dep::Record(key.to_owned()));
     }
 
-    /// Whether `region` has a private NAT gateway its nodes serve.
-    fn has_private_nat(&self, region: &str) -> bool {
+    /// Whether `region` has a NAT gateway its nodes serve that is private,
+    /// or that a flow log may cover (the region has flow logs).
+    fn nodes_read_routes(&self, region: &str) -> bool {
+        let logged = self.mirror.flow_logs.keys().any(|k| region_of(k) == region);
         self.nat_by_id
             .iter()
             .filter(|((r, _), _)| r == region)
             .filter_map(|(_, k)| self.mirror.nats.get(k))
-            .any(|n| n.state.holds_shard() && n.connectivity_type == "private")
+            .any(|n| n.state.holds_shard() && (logged || n.connectivity_type == "private"))
     }
 
     /// The ENIs that read any of `deps`, plus `enis`.
@@ -1827,6 +1834,7 @@ impl Fleet {
                 } else {
                     super::compile::nat_routes(m, key, nat)
                 },
+                flow_log: super::compile::nat_flow_log(m, key, nat),
             });
         }
         assignments.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));

@@ -91,6 +91,7 @@ fn assignment(a: IpAddr, b: IpAddr) -> NatAssignment {
         ],
         edges: Vec::new(),
         routes: Vec::new(),
+        flow_log: None,
     }
 }
 

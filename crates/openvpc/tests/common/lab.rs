@@ -318,6 +318,21 @@ impl Lab {
         )
     }
 
+    /// A public NAT gateway in `subnet` with a new Elastic IP: (its ID,
+    /// the Elastic IP). It is `pending` until its shard serves it.
+    pub fn public_nat_gateway(&self, subnet: &str) -> (String, String) {
+        let (eip, alloc) = self.allocate_address();
+        let v = self.ec2(&[
+            "create-nat-gateway",
+            "--subnet-id",
+            subnet,
+            "--allocation-id",
+            &alloc,
+        ]);
+        let nat = v["NatGateway"]["NatGatewayId"].as_str().unwrap().to_owned();
+        (nat, eip)
+    }
+
     /// A network ACL of `vpc` holding `rules`.
     pub fn network_acl(&self, vpc: &str, rules: &[AclRule]) -> String {
         let acl = self.ec2(&["create-network-acl", "--vpc-id", vpc])["NetworkAcl"]["NetworkAclId"]
