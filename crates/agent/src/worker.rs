@@ -507,7 +507,7 @@ pub fn spawn(
 
 /// Pins the calling thread to one CPU; a failure (no such CPU) is logged
 /// and the thread floats.
-fn pin_to(cpu: usize) {
+pub fn pin_to(cpu: usize) {
     // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET write inside it and
     // sched_setaffinity(0, …) reads it for the calling thread.
     let rc = unsafe {
@@ -517,7 +517,7 @@ fn pin_to(cpu: usize) {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if rc != 0 {
-        tracing::warn!(cpu, error = %io::Error::last_os_error(), "could not pin the worker thread");
+        tracing::warn!(cpu, error = %io::Error::last_os_error(), "could not pin the thread");
     }
 }
 

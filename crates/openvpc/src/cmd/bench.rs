@@ -39,6 +39,11 @@ enum Target {
         /// Flows in the large-table measurement.
         #[arg(long, default_value_t = 1_000_000)]
         flows: usize,
+        /// The CPU the measuring thread is pinned to (default: the last
+        /// one). A thread the scheduler moves between CPUs makes the
+        /// flow-log comparison (a few percent) drown in noise.
+        #[arg(long)]
+        cpu: Option<usize>,
     },
     /// The edge: public <-> private translation and Geneve encapsulation per
     /// core, with many public addresses held (the goal: 5 Mpps at 1M).
@@ -130,7 +135,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             json,
             seconds,
             flows,
+            cpu,
         } => dataplane(
+            cpu,
             json,
             Duration::from_secs_f64(seconds.max(0.01)),
             flows.max(1),
@@ -183,7 +190,9 @@ fn packet(json: bool, budget: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dataplane(json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
+fn dataplane(cpu: Option<usize>, json: bool, budget: Duration, flows: usize) -> anyhow::Result<()> {
+    let last = std::thread::available_parallelism().map_or(0, |n| n.get() - 1);
+    openvpc_agent::worker::pin_to(cpu.unwrap_or(last));
     let figures = openvpc_dataplane::bench::run(budget, flows, &mut progress(json))?;
     if json {
         println!("{}", figures.json());
