@@ -18,6 +18,7 @@ pub use node::{HyperplaneNode, HyperplaneNodeConfig, HyperplaneNodeHandle};
 
 #[cfg(feature = "bench")]
 pub mod bench;
+pub mod flow_counts;
 pub mod flow_slab;
 pub use openvpc_dataplane::maglev;
 pub mod health;

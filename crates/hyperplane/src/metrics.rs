@@ -277,6 +277,12 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
         "Health-check probes this node started.",
         &per_lb(&|b| b.probes.iter().map(|p| p.started).sum()),
     );
+    family(
+        "openvpc_nlb_flow_log_skipped",
+        "counter",
+        "Packets the load balancer's flow logs could not count (too many flows between two harvests).",
+        &per_lb(&|b| b.flow_counts_skipped),
+    );
     let node_drops: Vec<(String, u64)> = NodeDrop::ALL
         .iter()
         .zip(snapshot.node_drops)
@@ -486,6 +492,7 @@ mod tests {
             node_dropped: 0,
             groups: vec![("73e2d6bc24d8a067".into(), 2, 1)],
             probes: Vec::new(),
+            flow_counts_skipped: 0,
         };
         b.counters.new_flows = 9;
         b.counters.processed_bytes = 1_000;

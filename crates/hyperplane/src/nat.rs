@@ -23,7 +23,6 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
-pub mod flow_counts;
 pub mod flows;
 pub mod ports;
 pub mod replica;
@@ -31,6 +30,7 @@ pub mod replica;
 use core::net::{IpAddr, Ipv4Addr};
 use core::ops::RangeInclusive;
 
+use crate::flow_counts::{Crossing, FlowCount, FlowCounts, Tuple};
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_dataplane::layer::Rewrite;
 use openvpc_dataplane::transform;
@@ -42,7 +42,6 @@ use openvpc_packet::ip::protocol;
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::tcp::{TcpHeader, TcpRepr, flags};
 
-pub use flow_counts::{FlowCount, FlowCounts};
 pub use flows::{Flow, FlowState, FlowTable, Key, Origin};
 pub use ports::{DEFAULT_PORTS, PER_DESTINATION, Slice, owner_of};
 pub use replica::{FlowRecord, RecordError, RecordKind};
@@ -356,7 +355,22 @@ impl Nat {
     #[inline]
     fn count(&mut self, slot: u32, flow: &Flow, dir: Dir, bytes: u64, tcp_flags: u8, now: u32) {
         if let Some(c) = &mut self.flow_counts {
-            c.count(slot, flow, dir == Dir::Out, bytes, tcp_flags, now);
+            let crossing = Crossing {
+                proto: flow.proto,
+                arrives: Tuple {
+                    src: flow.src,
+                    sport: flow.sport,
+                    dst: flow.dst,
+                    dport: flow.dport,
+                },
+                leaves: Tuple {
+                    src: flow.public,
+                    sport: flow.pport,
+                    dst: flow.dst,
+                    dport: flow.dport,
+                },
+            };
+            c.count(slot, &crossing, dir == Dir::Out, bytes, tcp_flags, now);
         }
     }
 

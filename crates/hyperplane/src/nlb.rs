@@ -37,6 +37,7 @@ use openvpc_packet::flow::{ParsedFlow, parse_ip};
 use openvpc_packet::ip::protocol;
 use openvpc_packet::tcp::flags;
 
+use crate::flow_counts::{Crossing, FlowCount, FlowCounts, Tuple};
 use crate::nat::{DEFAULT_PORTS, Slice, owner_of};
 pub use flows::{Flow, FlowState, FlowTable, Key, Origin};
 pub use replica::{FlowRecord, RecordError, RecordKind};
@@ -385,6 +386,8 @@ pub struct Nlb {
     quiet_until: u32,
     drops: [u64; NlbDrop::ALL.len()],
     counters: NlbCounters,
+    /// While a flow log covers one of its ENIs: what each flow carried.
+    flow_counts: Option<Box<FlowCounts>>,
 }
 
 fn secs(now: u64) -> u32 {
@@ -484,6 +487,7 @@ impl Nlb {
             quiet_until: 0,
             drops: [0; NlbDrop::ALL.len()],
             counters: NlbCounters::default(),
+            flow_counts: None,
             compiled,
             config,
         })
@@ -491,6 +495,59 @@ impl Nlb {
 
     pub fn config(&self) -> &NlbConfig {
         &self.config
+    }
+
+    /// Counts what each flow carries (a flow log covers one of its ENIs),
+    /// or stops and forgets the counts.
+    pub fn count_flows(&mut self, on: bool) {
+        match (on, self.flow_counts.is_some()) {
+            (true, false) => self.flow_counts = Some(Box::default()),
+            (false, true) => self.flow_counts = None,
+            _ => {}
+        }
+    }
+
+    /// What each flow carried since the last call, into `out`; a flow's
+    /// front address (`arrives.dst`) names the ENI it crossed.
+    pub fn harvest_flows(&mut self, out: &mut Vec<FlowCount>) {
+        if let Some(c) = &mut self.flow_counts {
+            c.harvest(out);
+        }
+    }
+
+    /// Packets the flow counts could not hold.
+    pub fn flow_counts_skipped(&self) -> u64 {
+        self.flow_counts.as_ref().map_or(0, |c| c.skipped)
+    }
+
+    #[inline]
+    fn count(
+        &mut self,
+        slot: u32,
+        f: &Flow,
+        from_client: bool,
+        bytes: u64,
+        tcp_flags: u8,
+        now: u32,
+    ) {
+        if let Some(c) = &mut self.flow_counts {
+            let crossing = Crossing {
+                proto: f.proto,
+                arrives: Tuple {
+                    src: f.client,
+                    sport: f.cport,
+                    dst: f.front,
+                    dport: f.fport,
+                },
+                leaves: Tuple {
+                    src: f.source,
+                    sport: f.sport,
+                    dst: f.target,
+                    dport: f.tport,
+                },
+            };
+            c.count(slot, &crossing, from_client, bytes, tcp_flags, now);
+        }
     }
 
     /// For `seconds` from `now`, a TCP segment of no known flow is dropped
@@ -780,6 +837,7 @@ impl Nlb {
             return self.drop(NlbDrop::RewriteFailed);
         }
         self.counters.processed_bytes += buf.len() as u64;
+        self.count(i, &f, true, buf.len() as u64, pf.tcp_flags, t);
         NlbOutput::ToTarget {
             target: Ipv4Addr::from_bits(f.target),
             owner: f.owner,
@@ -844,6 +902,7 @@ impl Nlb {
             return self.drop(NlbDrop::RewriteFailed);
         }
         self.counters.processed_bytes += buf.len() as u64;
+        self.count(i, &f, false, buf.len() as u64, pf.tcp_flags, t);
         NlbOutput::ToClient {
             client: Ipv4Addr::from_bits(f.client),
             record,

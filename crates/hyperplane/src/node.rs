@@ -191,6 +191,7 @@ pub fn status_json(
                 "tuples_taken_over": b.counters.tuples_taken_over,
                 "packets_drop_count": b.drops.iter().sum::<u64>() + b.node_dropped,
                 "health_probes": b.probes.iter().map(|p| p.started).sum::<u64>(),
+                "flow_log_skipped": b.flow_counts_skipped,
                 "target_groups": groups,
                 "drops": drops,
             })

@@ -1147,11 +1147,11 @@ impl Serve {
         }
     }
 
-    /// The flow-log records of what every logged gateway translated since
-    /// the last call (spec 8.2), with times in milliseconds of the cores'
-    /// clock, into `out`; and the ENIs they belong to, for the flow-log
-    /// thread.
+    /// The flow-log records of what every logged gateway and load
+    /// balancer carried since the last call (spec 8.2), with times in
+    /// milliseconds of the cores' clock, into `out`.
     pub fn harvest_flow_logs(&mut self, out: &mut Vec<FlowLogRecord>) {
+        let ms = |s: u32| u64::from(s) * 1000;
         let mut counts = Vec::new();
         for g in &mut self.gateways {
             let Some(logged) = &g.assignment.flow_log else {
@@ -1161,16 +1161,41 @@ impl Serve {
             g.nat.harvest_flows(&mut counts);
             let eni_id = &logged.log.context.eni_id;
             for c in &counts {
-                crate::nat::flow_counts::records(eni_id, c, |s| u64::from(s) * 1000, out);
+                crate::flow_counts::records(eni_id, c, ms, out);
+            }
+        }
+        for b in &mut self.balancers {
+            if b.assignment.flow_logs.is_empty() {
+                continue;
+            }
+            counts.clear();
+            b.nlb.harvest_flows(&mut counts);
+            for c in &counts {
+                // The front address a flow came to names its ENI; a front
+                // no flow log covers is not logged.
+                let front = IpAddr::V4(Ipv4Addr::from_bits(c.flow.arrives.dst));
+                if let Some(logged) = b
+                    .assignment
+                    .flow_logs
+                    .iter()
+                    .find(|l| l.log.context.primary_ip == front)
+                {
+                    crate::flow_counts::records(&logged.log.context.eni_id, c, ms, out);
+                }
             }
         }
     }
 
-    /// The gateways' ENIs that flow logs cover.
+    /// The gateways' and load balancers' ENIs that flow logs cover.
     pub fn logged_enis(&self) -> Vec<LoggedEni> {
         self.gateways
             .iter()
             .filter_map(|g| g.assignment.flow_log.clone())
+            .chain(
+                self.balancers
+                    .iter()
+                    .flat_map(|b| b.assignment.flow_logs.iter().cloned()),
+            )
             .collect()
     }
 

@@ -97,6 +97,7 @@ fn assignment(alive: [bool; 2], target_type: LbTargetType) -> LbAssignment {
         }],
         shard: members(alive),
         edges: Vec::new(),
+        flow_logs: Vec::new(),
     }
 }
 
@@ -332,4 +333,63 @@ fn probes_from_the_front_address_make_a_refusing_target_unhealthy() {
     let mut out = Vec::new();
     a.health(25_000, &mut out);
     assert!(out.is_empty(), "{out:?}");
+}
+
+/// Issue 18 (spec 8.1): a front whose ENI a flow log covers gets records
+/// of what crossed it: the client's packets in and on to the target, the
+/// target's back in and on to the client.
+#[test]
+fn a_logged_front_hands_out_records_of_its_eni() {
+    use openvpc_dataplane::policy::Way;
+    use openvpc_model::flow_log::{EniContext, EniLog, FlowLogSpec, LoggedEni, TrafficType};
+    let (mut a, _b) = shard(LbTargetType::Instance);
+    let mut logged = assignment([true, true], LbTargetType::Instance);
+    logged.flow_logs = LoggedEni::new(
+        EniLog {
+            context: EniContext {
+                eni_id: "eni-0front".into(),
+                account_id: "123".into(),
+                vpc_id: "vpc-1".into(),
+                subnet_id: "subnet-1".into(),
+                instance_id: None,
+                primary_ip: IpAddr::V4(FRONT),
+                az_id: "use1-az1".into(),
+            },
+            vpc_base: Some(Ipv4Addr::new(10, 0, 0, 0)),
+            specs: vec![FlowLogSpec {
+                flow_log_id: "fl-1".into(),
+                traffic_type: TrafficType::All,
+                max_aggregation_interval: 60,
+            }],
+        },
+        Vec::new(),
+    )
+    .into_iter()
+    .collect();
+    a.configure_balancers(&[logged], 1, 0);
+    assert_eq!(a.logged_enis().len(), 1);
+    open(&mut a, 40_001);
+    let mut synack = geneve(
+        gateway_mac(LB),
+        TARGET_MAC,
+        &tcp(TARGET, 8080, CLIENT, 40_001, flags::SYN | flags::ACK, 5),
+    );
+    a.receive(&mut synack, target_host(), 1);
+    let mut records = Vec::new();
+    a.harvest_flow_logs(&mut records);
+    assert_eq!(records.len(), 4, "{records:?}");
+    assert!(records.iter().all(|r| r.interface_id == "eni-0front"));
+    let find = |way: Way, src: Ipv4Addr, dst: Ipv4Addr| {
+        records
+            .iter()
+            .find(|r| r.direction == way && r.src == IpAddr::V4(src) && r.dst == IpAddr::V4(dst))
+            .unwrap_or_else(|| panic!("{way:?} {src} -> {dst} in {records:?}"))
+    };
+    let client_in = find(Way::Ingress, CLIENT, FRONT);
+    assert_eq!((client_in.dst_port, client_in.tcp_flags), (80, 2));
+    // spec 9.3: an instance target sees the client's own address.
+    let to_target = find(Way::Egress, CLIENT, TARGET);
+    assert_eq!(to_target.dst_port, 8080);
+    assert_eq!(find(Way::Ingress, TARGET, CLIENT).tcp_flags, 18);
+    assert_eq!(find(Way::Egress, FRONT, CLIENT).src_port, 80);
 }

@@ -229,6 +229,11 @@ pub struct LbAssignment {
     /// go: the region's live edges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub edges: Vec<IpAddr>,
+    /// The fronts' ENIs that a flow log covers (the ENI, its subnet or its
+    /// VPC), each with its front address as its primary: the nodes count
+    /// what crosses them and send records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flow_logs: Vec<LoggedEni>,
 }
 
 /// The hyperplane API's endpoints, relative to the server's URL; every call

@@ -8,7 +8,10 @@
 //! `zcat` for the text files, DuckDB for the Parquet ones, and `aws logs
 //! filter-log-events` for the log group.
 //!
-//! A second VPC sends a private instance's HTTP session through a NAT
+//! An internal network load balancer in the first VPC forwards port 80
+//! to the second instance's port 22: the VPC's flow log covers its ENI
+//! too (records of the client coming in and of the target going out). A
+//! second VPC sends a private instance's HTTP session through a NAT
 //! gateway whose ENI has a flow log in spec 8.2's custom format
 //! `${version} ${srcaddr} ${pkt-srcaddr} ${tcp-flags}` (the hyperplane
 //! nodes count what they translate and send the records).
@@ -55,6 +58,91 @@ const NAT_FORMAT: &str = "${version} ${srcaddr} ${pkt-srcaddr} ${tcp-flags}";
 const NAT_LOG_GROUP: &str = "nat-flow";
 /// The outside's HTTP server for the NAT gateway's session.
 const OUTSIDE_PORT: u16 = 8099;
+
+/// An internal network load balancer in `subnet` forwarding TCP 80 to
+/// `target`'s port 22; its ENI and address once the target is healthy.
+fn nlb_to(lab: &Lab, vpc: &str, subnet: &str, target: &Instance) -> (String, String) {
+    let v = lab.elbv2(&[
+        "create-target-group",
+        "--name",
+        "fl-web",
+        "--protocol",
+        "TCP",
+        "--port",
+        "22",
+        "--vpc-id",
+        vpc,
+        "--target-type",
+        "instance",
+        "--health-check-protocol",
+        "TCP",
+        "--health-check-interval-seconds",
+        "5",
+        "--health-check-timeout-seconds",
+        "2",
+        "--healthy-threshold-count",
+        "2",
+        "--unhealthy-threshold-count",
+        "2",
+    ]);
+    let tg = v["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lab.elbv2(&[
+        "register-targets",
+        "--target-group-arn",
+        &tg,
+        "--targets",
+        &format!("Id={}", target.id),
+    ]);
+    let v = lab.elbv2(&[
+        "create-load-balancer",
+        "--name",
+        "fl-web",
+        "--type",
+        "network",
+        "--scheme",
+        "internal",
+        "--subnets",
+        subnet,
+    ]);
+    let arn = v["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = arn.rsplit('/').next().unwrap().to_owned();
+    lab.elbv2(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &arn,
+        "--protocol",
+        "TCP",
+        "--port",
+        "80",
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg}"),
+    ]);
+    let enis = lab.ec2(&[
+        "describe-network-interfaces",
+        "--filters",
+        &format!("Name=description,Values=ELB net/fl-web/{id}"),
+    ]);
+    let eni = &enis["NetworkInterfaces"][0];
+    let (eni_id, ip) = (
+        eni["NetworkInterfaceId"].as_str().unwrap().to_owned(),
+        eni["PrivateIpAddress"].as_str().unwrap().to_owned(),
+    );
+    wait_for(
+        "the NLB's target to be healthy",
+        Duration::from_secs(60),
+        || {
+            let v = lab.elbv2(&["describe-target-health", "--target-group-arn", &tg]);
+            (v["TargetHealthDescriptions"][0]["TargetHealth"]["State"] == "healthy").then_some(())
+        },
+    );
+    (eni_id, ip)
+}
 
 /// A VPC with an internet gateway, a NAT gateway in its public subnet and
 /// a private instance whose default route is the NAT gateway; returns the
@@ -321,6 +409,27 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
     );
 
     lab.http_server(&b, 22);
+    // The VPC's flow log covers the load balancer's ENI too.
+    let (nlb_eni, nlb_ip) = nlb_to(&lab, &vpc, &subnet, &b);
+    wait_for(
+        "an HTTP request through the load balancer",
+        Duration::from_secs(30),
+        || {
+            let out = exec(
+                &a.id,
+                &[
+                    "curl",
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "--max-time",
+                    "3",
+                    &format!("http://{nlb_ip}:80/who"),
+                ],
+            );
+            out.status.success().then_some(())
+        },
+    );
     let ping = exec(
         &a.id,
         &["ping", "-c", &PINGS.to_string(), "-i", "0.2", &b.ip],
@@ -392,6 +501,30 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
         lines.len(),
         lines.iter().take(6).cloned().collect::<Vec<_>>().join("\n")
     );
+
+    // The load balancer's ENI: the client's packets in on port 80, and on
+    // to the target's port 22 (its own address as `srcaddr`: the ENI's
+    // side is its primary address, whatever the packet carried).
+    let nlb_lines = wait_for(
+        "the load balancer ENI's records",
+        Duration::from_secs(60),
+        || {
+            let lines = text_lines(&text_dir);
+            let fields: Vec<Vec<String>> = lines
+                .iter()
+                .map(|l| l.split(' ').map(str::to_owned).collect())
+                .filter(|f: &Vec<String>| f.len() == 14 && f[2] == nlb_eni && f[13] == "OK")
+                .collect();
+            let client_in = fields.iter().any(|f| {
+                f[3] == a.ip && f[4] == nlb_ip && f[6] == "80" && f[7] == "6" && f[12] == "ACCEPT"
+            });
+            let to_target = fields
+                .iter()
+                .any(|f| f[3] == nlb_ip && f[4] == b.ip && f[6] == "22" && f[12] == "ACCEPT");
+            (client_in && to_target).then_some(fields)
+        },
+    );
+    eprintln!("flow logs on the load balancer's ENI {nlb_eni}: {nlb_lines:?}");
 
     // spec 8.2: the key layout.
     for f in files(&text_dir, ".log.gz") {

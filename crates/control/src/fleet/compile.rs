@@ -687,27 +687,52 @@ pub fn nat_routes(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Vec<NatRoute> 
 
 /// A NAT gateway's ENI as its nodes log it (spec 8.2: flow logs on the
 /// gateway's ENI, subnet or VPC record what it translates), or `None`
-/// while no flow log covers it. The index tells the nodes again when a
-/// flow log or a route table of the region changes, so what was read is
-/// not kept.
+/// while no flow log covers it.
 pub fn nat_flow_log(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Option<LoggedEni> {
-    let scope = scope(nat_key);
     let eni_id = nat.network_interface_id.as_deref()?;
-    let mut deps = Vec::new();
-    let specs = compile_flow_logs(m, [eni_id, &nat.subnet_id, &nat.vpc_id], &mut deps);
-    if specs.is_empty() {
-        return None;
-    }
-    let vpc_key = rkey(scope, "vpc", &nat.vpc_id);
-    let vpc = m.vpcs.get(&vpc_key)?;
-    let eni = m.enis.get(&rkey(scope, "eni", eni_id))?;
     let primary_ip = nat
         .addresses
         .iter()
         .find(|a| a.is_primary)
-        .and_then(|a| a.private_ip)
-        .or_else(|| eni.primary_ip())?;
-    let subnet_key = rkey(scope, "subnet", &nat.subnet_id);
+        .and_then(|a| a.private_ip);
+    let eni = ServiceEni {
+        eni_id,
+        subnet_id: &nat.subnet_id,
+        vpc_id: &nat.vpc_id,
+        account_id: &nat.owner_id,
+        primary_ip,
+    };
+    service_flow_log(m, scope(nat_key), &eni)
+}
+
+/// A requester-managed ENI a service's nodes carry the traffic of (a NAT
+/// gateway's, a load balancer's front).
+#[derive(Debug)]
+pub struct ServiceEni<'a> {
+    pub eni_id: &'a str,
+    pub subnet_id: &'a str,
+    pub vpc_id: &'a str,
+    pub account_id: &'a str,
+    /// The service's address on it, when the service knows it (else the
+    /// ENI's own primary address).
+    pub primary_ip: Option<Ipv4Addr>,
+}
+
+/// A service ENI as its nodes log it, or `None` while no flow log covers
+/// it (the ENI, its subnet or its VPC). The index tells the nodes again
+/// when a flow log or a route table of the region changes, so what was
+/// read is not kept.
+pub fn service_flow_log(m: &Mirror, scope: &str, s: &ServiceEni) -> Option<LoggedEni> {
+    let mut deps = Vec::new();
+    let specs = compile_flow_logs(m, [s.eni_id, s.subnet_id, s.vpc_id], &mut deps);
+    if specs.is_empty() {
+        return None;
+    }
+    let vpc_key = rkey(scope, "vpc", s.vpc_id);
+    let vpc = m.vpcs.get(&vpc_key)?;
+    let eni = m.enis.get(&rkey(scope, "eni", s.eni_id))?;
+    let primary_ip = s.primary_ip.or_else(|| eni.primary_ip())?;
+    let subnet_key = rkey(scope, "subnet", s.subnet_id);
     let routes = compile_routes(m, scope, &subnet_key, &vpc_key, vpc, &mut deps)
         .map(|t| {
             t.routes
@@ -721,10 +746,10 @@ pub fn nat_flow_log(m: &Mirror, nat_key: &str, nat: &NatGateway) -> Option<Logge
         .unwrap_or_default();
     let log = EniLog {
         context: EniContext {
-            eni_id: eni_id.to_owned(),
-            account_id: nat.owner_id.clone(),
-            vpc_id: nat.vpc_id.clone(),
-            subnet_id: nat.subnet_id.clone(),
+            eni_id: s.eni_id.to_owned(),
+            account_id: s.account_id.to_owned(),
+            vpc_id: s.vpc_id.to_owned(),
+            subnet_id: s.subnet_id.to_owned(),
             // spec 8.1: `-` for a requester-managed ENI.
             instance_id: None,
             primary_ip: IpAddr::V4(primary_ip),

@@ -1055,14 +1055,17 @@ impl Index {
     }
 
     /// Whether `region` has a NAT gateway its nodes serve that is private,
-    /// or that a flow log may cover (the region has flow logs).
+    /// or a NAT gateway or load balancer a flow log may cover (the region
+    /// has flow logs).
     fn nodes_read_routes(&self, region: &str) -> bool {
         let logged = self.mirror.flow_logs.keys().any(|k| region_of(k) == region);
-        self.nat_by_id
+        let nats = self
+            .nat_by_id
             .iter()
             .filter(|((r, _), _)| r == region)
             .filter_map(|(_, k)| self.mirror.nats.get(k))
-            .any(|n| n.state.holds_shard() && (logged || n.connectivity_type == "private"))
+            .any(|n| n.state.holds_shard() && (logged || n.connectivity_type == "private"));
+        nats || (logged && self.mirror.lbs.keys().any(|k| region_of(k) == region))
     }
 
     /// The ENIs that read any of `deps`, plus `enis`.

@@ -96,6 +96,7 @@ pub fn lb_assignment(
         .and_then(|k| m.vpcs.get(k))
         .map(|v| v.vni)?;
     let scope = scope(key);
+    let account_id = key.split('/').nth(1).unwrap_or("");
     let internet_facing = lb.scheme == "internet-facing";
     let fronts = lb
         .zones
@@ -146,7 +147,7 @@ pub fn lb_assignment(
         id: lb.id.clone(),
         arn: lb.arn.clone(),
         name: lb.name.clone(),
-        account_id: key.split('/').nth(1).unwrap_or("").to_owned(),
+        account_id: account_id.to_owned(),
         vpc_id: lb.vpc_id.clone(),
         vni,
         internet_facing,
@@ -160,6 +161,20 @@ pub fn lb_assignment(
         } else {
             Vec::new()
         },
+        flow_logs: lb
+            .zones
+            .iter()
+            .filter_map(|z| {
+                let eni = super::compile::ServiceEni {
+                    eni_id: z.network_interface_id.as_deref()?,
+                    subnet_id: &z.subnet_id,
+                    vpc_id: &lb.vpc_id,
+                    account_id,
+                    primary_ip: z.private_ip,
+                };
+                super::compile::service_flow_log(m, scope, &eni)
+            })
+            .collect(),
     })
 }
 

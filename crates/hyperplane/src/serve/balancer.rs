@@ -113,6 +113,8 @@ pub struct BalancerStats {
     pub groups: Vec<(String, u32, u32)>,
     /// Per front address: its prober's counters.
     pub probes: Vec<ProberCounters>,
+    /// Packets its flow logs could not count (too many flows at once).
+    pub flow_counts_skipped: u64,
 }
 
 fn protocol_of(p: LbProtocol) -> nlb::Protocol {
@@ -394,6 +396,9 @@ impl Serve {
                     next.push(b);
                 }
             }
+        }
+        for b in &mut next {
+            b.nlb.count_flows(!b.assignment.flow_logs.is_empty());
         }
         next.sort_by(|a, b| a.name.cmp(&b.name));
         self.balancers = next;
@@ -843,6 +848,7 @@ impl Serve {
                     })
                     .collect(),
                 probes: b.probers.iter().map(Prober::counters).collect(),
+                flow_counts_skipped: b.nlb.flow_counts_skipped(),
             })
             .collect()
     }

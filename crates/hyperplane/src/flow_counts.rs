@@ -1,7 +1,7 @@
-//! What a gateway's flows carried since the last harvest, for the flow
-//! logs on its ENI (spec 8.2), and the records they make. Kept beside the
-//! flow table, by slot, only while a flow log covers the gateway, so the
-//! table's entries stay small for every gateway nobody logs.
+//! What a gateway's or a load balancer's flows carried since the last
+//! harvest, for the flow logs on its ENI (spec 8.2), and the records they
+//! make. Kept beside the flow table, by slot, only while a flow log covers
+//! the ENI, so the tables' entries stay small for everything nobody logs.
 //!
 //! Sans-IO. It allocates when counting is turned on, and never per packet
 //! once the map has grown to the traffic's size.
@@ -14,7 +14,37 @@ use openvpc_dataplane::flowlog::{FlowLogRecord, LogAction, logged_flags};
 use openvpc_dataplane::policy::Way;
 use openvpc_packet::ip::protocol;
 
-use super::flows::Flow;
+/// One side of a crossing: `src:sport → dst:dport`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: u32,
+    pub sport: u16,
+    pub dst: u32,
+    pub dport: u16,
+}
+
+impl Tuple {
+    fn reversed(self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            sport: self.dport,
+            dst: self.src,
+            dport: self.sport,
+        }
+    }
+}
+
+/// A flow as it crosses the ENI: what arrives from the side that opened
+/// it, and what leaves, rewritten, towards the other side (a NAT gateway:
+/// instance → outside, then gateway → outside; a load balancer: client →
+/// front, then the source the target sees → target). Replies cross the
+/// other way, each tuple reversed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Crossing {
+    pub proto: u8,
+    pub arrives: Tuple,
+    pub leaves: Tuple,
+}
 
 /// Flows counted between two harvests; beyond, packets are skipped and
 /// counted (the agent's windows bound theirs the same way).
@@ -46,10 +76,11 @@ impl Counted {
     }
 }
 
-/// What one flow carried: `out` from the instance, `back` from the outside.
+/// What one flow carried: `out` from the side that opened it, `back`
+/// from the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowCount {
-    pub flow: Flow,
+    pub flow: Crossing,
     pub out: Counted,
     pub back: Counted,
 }
@@ -63,17 +94,13 @@ pub struct FlowCounts {
     pub skipped: u64,
 }
 
-fn same_flow(a: &Flow, b: &Flow) -> bool {
-    a.original() == b.original() && a.translated() == b.translated()
-}
-
 impl FlowCounts {
     /// Counts one packet of `flow` (in table slot `slot`): `out` from the
-    /// instance, else from the outside.
+    /// side that opened it, else from the other.
     pub fn count(
         &mut self,
         slot: u32,
-        flow: &Flow,
+        flow: &Crossing,
         out: bool,
         bytes: u64,
         tcp_flags: u8,
@@ -83,7 +110,7 @@ impl FlowCounts {
         let entry = match self.by_slot.entry(slot) {
             Entry::Occupied(e) => {
                 let e = e.into_mut();
-                if !same_flow(&e.flow, flow) {
+                if e.flow != *flow {
                     // The slot's flow ended and another took it: the old
                     // counts wait for the harvest on their own.
                     if self.finished.len() < MAX_FINISHED {
@@ -130,47 +157,46 @@ impl FlowCounts {
     }
 }
 
-/// The records a flow's counts make on the gateway's ENI `eni_id` (spec
-/// 8.2's NAT gateway example): each direction passes the ENI twice, in
-/// as it arrives and out as translated, so it is an ingress and an egress
-/// record. The ENI's own address side is rewritten to its primary address
-/// by the windows; the packets' addresses stay here. `ms` turns the
-/// cores' seconds into the clock of [`FlowLogRecord`]'s times.
+/// The records a flow's counts make on the ENI `eni_id` (spec 8.2's NAT
+/// gateway example): each direction passes the ENI twice, in as it
+/// arrives and out as rewritten, so it is an ingress and an egress
+/// record. The windows rewrite the ENI's own side to its primary address;
+/// the packets' addresses stay here. `ms` turns the cores' seconds into
+/// the clock of [`FlowLogRecord`]'s times.
 pub fn records(eni_id: &str, c: &FlowCount, ms: impl Fn(u32) -> u64, out: &mut Vec<FlowLogRecord>) {
     let f = &c.flow;
-    let (inst, remote, public) = (ip(f.src), ip(f.dst), ip(f.public));
-    // Flow logs show no ports for ICMP (the table keeps its identifier).
-    let (sport, dport, pport) = if f.proto == protocol::ICMP {
-        (0, 0, 0)
-    } else {
-        (f.sport, f.dport, f.pport)
-    };
-    let mut push = |counted: &Counted, way: Way, src: (IpAddr, u16), dst: (IpAddr, u16)| {
+    let mut push = |counted: &Counted, way: Way, t: Tuple| {
         if counted.packets == 0 {
             return;
         }
+        // Flow logs show no ports for ICMP (the tables keep its identifier).
+        let (sport, dport) = if f.proto == protocol::ICMP {
+            (0, 0)
+        } else {
+            (t.sport, t.dport)
+        };
         out.push(FlowLogRecord {
             interface_id: eni_id.to_owned(),
-            src: src.0,
-            dst: dst.0,
-            src_port: src.1,
-            dst_port: dst.1,
+            src: ip(t.src),
+            dst: ip(t.dst),
+            src_port: sport,
+            dst_port: dport,
             protocol: f.proto,
             packets: counted.packets,
             bytes: counted.bytes,
             start_ms: ms(counted.first),
             end_ms: ms(counted.last),
-            // The gateway has no security groups; its subnet's ACL is
+            // No security group is the gateway's own; its subnet's ACL is
             // the hosts' to apply, before and after it.
             action: LogAction::Accept,
             tcp_flags: counted.tcp_flags,
             direction: way,
         });
     };
-    push(&c.out, Way::Ingress, (inst, sport), (remote, dport));
-    push(&c.out, Way::Egress, (public, pport), (remote, dport));
-    push(&c.back, Way::Ingress, (remote, dport), (public, pport));
-    push(&c.back, Way::Egress, (remote, dport), (inst, sport));
+    push(&c.out, Way::Ingress, f.arrives);
+    push(&c.out, Way::Egress, f.leaves);
+    push(&c.back, Way::Ingress, f.leaves.reversed());
+    push(&c.back, Way::Egress, f.arrives.reversed());
 }
 
 fn ip(bits: u32) -> IpAddr {
@@ -180,27 +206,31 @@ fn ip(bits: u32) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::{FlowState, Origin};
     use openvpc_packet::tcp::flags;
 
-    fn flow(sport: u16) -> Flow {
-        Flow {
-            src: Ipv4Addr::new(10, 0, 1, 5).to_bits(),
-            dst: Ipv4Addr::new(203, 0, 113, 5).to_bits(),
-            public: Ipv4Addr::new(10, 0, 0, 220).to_bits(),
-            sport,
-            dport: 80,
-            pport: 40_000,
+    /// spec 8.2's NAT gateway example: 10.0.1.5 through 10.0.0.220 to
+    /// 203.0.113.5:80.
+    fn flow(sport: u16) -> Crossing {
+        let remote = Ipv4Addr::new(203, 0, 113, 5).to_bits();
+        Crossing {
             proto: protocol::TCP,
-            state: FlowState::Opened,
-            origin: Origin::Local,
-            last_seen: 0,
-            replicated_at: 0,
+            arrives: Tuple {
+                src: Ipv4Addr::new(10, 0, 1, 5).to_bits(),
+                sport,
+                dst: remote,
+                dport: 80,
+            },
+            leaves: Tuple {
+                src: Ipv4Addr::new(10, 0, 0, 220).to_bits(),
+                sport: 40_000,
+                dst: remote,
+                dport: 80,
+            },
         }
     }
 
     /// A short TCP session through the gateway: spec 8.2's flags 3 and 19.
-    fn session(c: &mut FlowCounts, f: &Flow, t: u32) {
+    fn session(c: &mut FlowCounts, f: &Crossing, t: u32) {
         c.count(7, f, true, 60, flags::SYN, t);
         c.count(7, f, false, 60, flags::SYN | flags::ACK, t);
         c.count(7, f, true, 52, flags::ACK, t);
@@ -262,7 +292,7 @@ mod tests {
         session(&mut c, &flow(6666), 20);
         let mut counts = Vec::new();
         c.harvest(&mut counts);
-        let ports: Vec<u16> = counts.iter().map(|c| c.flow.sport).collect();
+        let ports: Vec<u16> = counts.iter().map(|c| c.flow.arrives.sport).collect();
         assert_eq!(ports, [5555, 6666]);
         assert!(
             counts
