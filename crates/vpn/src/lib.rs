@@ -1,0 +1,11 @@
+//! Site-to-Site VPN (issue 19, spec 10): the virtual private gateway's
+//! tunnels, as sans-IO cores (no sockets, threads or clocks: time is an
+//! argument). [`esp`] seals and opens packets for one tunnel's SA pair,
+//! with [`replay`]'s anti-replay window; [`natt`] is ESP and IKE over UDP
+//! 4500 (RFC 3948).
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod esp;
+pub mod natt;
+pub mod replay;
