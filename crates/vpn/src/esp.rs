@@ -11,15 +11,11 @@
 
 use core::ops::Range;
 
-use aes::{Aes128, Aes256};
-use aes_gcm::aead::{AeadInOut, KeyInit, Nonce, Tag};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
-use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Sha256, Sha384, Sha512};
 use subtle::ConstantTimeEq;
 
+use crate::cipher::{AES_BLOCK, Aes, Gcm, ICV_GCM};
 use crate::replay::{Replay, ReplayWindow};
 
 /// SPI and sequence number.
@@ -28,8 +24,6 @@ const HEADER: usize = 8;
 const GCM_IV: usize = 8;
 /// RFC 4106 §8.1: the last 4 bytes of the key material.
 const GCM_SALT: usize = 4;
-const ICV_GCM: usize = 16;
-const AES_BLOCK: usize = 16;
 /// Next header: an IPv4 packet, an IPv6 packet, and "no next header"
 /// (RFC 4303 §2.6: a dummy packet, dropped on arrival).
 pub const IPV4: u8 = 4;
@@ -237,85 +231,6 @@ impl Hmacs {
     }
 }
 
-/// AES-GCM of either key size.
-#[derive(Clone)]
-enum Gcm {
-    A128(Box<Aes128Gcm>),
-    A256(Box<Aes256Gcm>),
-}
-
-impl Gcm {
-    fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8]) -> Option<[u8; ICV_GCM]> {
-        let tag = match self {
-            Gcm::A128(a) => a
-                .encrypt_inout_detached(&Nonce::<Aes128Gcm>::from(nonce), aad, buf.into())
-                .ok()?,
-            Gcm::A256(a) => a
-                .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), aad, buf.into())
-                .ok()?,
-        };
-        tag.as_slice().try_into().ok()
-    }
-
-    fn open(&self, nonce: [u8; 12], aad: &[u8], buf: &mut [u8], tag: &[u8]) -> bool {
-        match self {
-            Gcm::A128(a) => Tag::<Aes128Gcm>::try_from(tag).is_ok_and(|tag| {
-                a.decrypt_inout_detached(&Nonce::<Aes128Gcm>::from(nonce), aad, buf.into(), &tag)
-                    .is_ok()
-            }),
-            Gcm::A256(a) => Tag::<Aes256Gcm>::try_from(tag).is_ok_and(|tag| {
-                a.decrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), aad, buf.into(), &tag)
-                    .is_ok()
-            }),
-        }
-    }
-}
-
-/// AES of either key size, for CBC.
-#[derive(Clone)]
-enum Aes {
-    A128(Box<Aes128>),
-    A256(Box<Aes256>),
-}
-
-impl Aes {
-    /// An unpredictable IV (RFC 3602 §3: it must be): the SA's key
-    /// encrypts its sequence number, which never repeats.
-    fn iv(&self, seq: u32) -> [u8; AES_BLOCK] {
-        let mut block = [0u8; AES_BLOCK];
-        block[12..].copy_from_slice(&seq.to_be_bytes());
-        let mut b = block.into();
-        match self {
-            Aes::A128(a) => a.encrypt_block(&mut b),
-            Aes::A256(a) => a.encrypt_block(&mut b),
-        }
-        b.into()
-    }
-
-    fn encrypt(&self, iv: [u8; AES_BLOCK], buf: &mut [u8]) -> bool {
-        let len = buf.len();
-        match self {
-            Aes::A128(a) => cbc::Encryptor::inner_iv_init((**a).clone(), &iv.into())
-                .encrypt_padded::<NoPadding>(buf, len)
-                .is_ok(),
-            Aes::A256(a) => cbc::Encryptor::inner_iv_init((**a).clone(), &iv.into())
-                .encrypt_padded::<NoPadding>(buf, len)
-                .is_ok(),
-        }
-    }
-
-    fn decrypt(&self, iv: [u8; AES_BLOCK], buf: &mut [u8]) -> bool {
-        match self {
-            Aes::A128(a) => cbc::Decryptor::inner_iv_init((**a).clone(), &iv.into())
-                .decrypt_padded::<NoPadding>(buf)
-                .is_ok(),
-            Aes::A256(a) => cbc::Decryptor::inner_iv_init((**a).clone(), &iv.into())
-                .decrypt_padded::<NoPadding>(buf)
-                .is_ok(),
-        }
-    }
-}
-
 /// The keyed cipher of one direction.
 #[derive(Clone)]
 enum Keyed {
@@ -349,12 +264,7 @@ impl Keyed {
                 let (key, salt) = keymat.split_at(keymat.len() - GCM_SALT);
                 let salt: [u8; GCM_SALT] = salt.try_into().map_err(|_| length.clone())?;
                 let gcm = match key_bits {
-                    128 => Gcm::A128(Box::new(
-                        Aes128Gcm::new_from_slice(key).map_err(|_| length)?,
-                    )),
-                    256 => Gcm::A256(Box::new(
-                        Aes256Gcm::new_from_slice(key).map_err(|_| length)?,
-                    )),
+                    128 | 256 => Gcm::new(key_bits, key).ok_or(length)?,
                     other => return Err(KeyError::KeyBits(other)),
                 };
                 Ok(Keyed::Gcm { gcm, salt })
@@ -368,8 +278,7 @@ impl Keyed {
                     return Err(length);
                 };
                 let aes = match key_bits {
-                    128 => Aes::A128(Box::new(Aes128::new_from_slice(key).map_err(|_| length)?)),
-                    256 => Aes::A256(Box::new(Aes256::new_from_slice(key).map_err(|_| length)?)),
+                    128 | 256 => Aes::new(key_bits, key).ok_or(length)?,
                     other => return Err(KeyError::KeyBits(other)),
                 };
                 Ok(Keyed::Cbc { aes, mac })

@@ -6,6 +6,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod cipher;
 pub mod esp;
+pub mod ike;
 pub mod natt;
 pub mod replay;
