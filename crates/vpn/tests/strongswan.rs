@@ -7,7 +7,9 @@
 //! child SA, and charon reports the IKE SA `ESTABLISHED` and its child
 //! `INSTALLED`; the customer gateway rekeys the child SA (with and
 //! without PFS) and the IKE SA, and traffic follows. A wrong key is
-//! refused with AUTHENTICATION_FAILED.
+//! refused with AUTHENTICATION_FAILED. Our dead peer detection's
+//! liveness checks get charon's answers; once charon is killed, the
+//! tunnel is cleared.
 //!
 //! Needs root (namespaces) and strongSwan (`scripts/test` installs
 //! strongswan-charon, libcharon-extra-plugins, strongswan-swanctl);
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use openvpc_vpn::esp::{IPV4, InboundSa, OutboundSa};
-use openvpc_vpn::ike::responder::{Entropy, Output, Responder, TunnelConfig};
+use openvpc_vpn::ike::responder::{Down, Entropy, Output, Responder, TunnelConfig};
 use openvpc_vpn::natt::{self, Natt};
 
 const CHARON: &str = "/usr/lib/ipsec/charon";
@@ -260,13 +262,23 @@ fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
     Some(reply)
 }
 
+/// What our side did.
+#[derive(Debug)]
+struct Served {
+    answered: u64,
+    ike_sas: u64,
+    auth_failures: u64,
+    dpd_sent: u64,
+    dead_peers: u64,
+}
+
 /// Our side: the responder and the child SAs, on UDP 500 and 4500, until
 /// `stop`. Returns (echo requests answered, IKE SAs up, auth failures).
 fn serve(
     net: &Net,
     config: TunnelConfig,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<(u64, u64, u64)> {
+) -> std::thread::JoinHandle<Served> {
     let s500 = net.bind(natt::IKE_PORT);
     let s4500 = net.bind(natt::NATT_PORT);
     std::thread::spawn(move || {
@@ -279,6 +291,7 @@ fn serve(
         let start = Instant::now();
         let mut buf = vec![0u8; 65_536];
         let mut answered = 0;
+        let mut dead_peers = 0;
         while !stop.load(Ordering::Relaxed) {
             let now = start.elapsed().as_millis() as u64;
             let mut outputs = r.tick(now, &mut rng);
@@ -337,11 +350,18 @@ fn serve(
                     Output::ChildDown { inbound_spi } => {
                         children.retain(|c| c.0.spi() != inbound_spi);
                     }
+                    Output::IkeDown(Down::DeadPeer) => dead_peers += 1,
                     Output::IkeDown(_) => {}
                 }
             }
         }
-        (answered, r.counters.ike_sas, r.counters.auth_failures)
+        Served {
+            answered,
+            ike_sas: r.counters.ike_sas,
+            auth_failures: r.counters.auth_failures,
+            dpd_sent: r.counters.dpd_sent,
+            dead_peers,
+        }
     })
 }
 
@@ -375,11 +395,12 @@ fn strongswan_brings_tunnels_up_with_each_proposal_and_pings_cross() {
     let dir = tempfile_dir();
     let charon = Charon::start(&net, &dir);
     let stop = Arc::new(AtomicBool::new(false));
-    let server = serve(
-        &net,
-        TunnelConfig::new(PSK.as_bytes(), IpAddr::V4(OURS)),
-        stop.clone(),
-    );
+    // Dead peer detection after 1 s of silence, the peer dead after 4 s
+    // (AWS's 10 and 30 s, shortened).
+    let mut config = TunnelConfig::new(PSK.as_bytes(), IpAddr::V4(OURS));
+    config.dpd_delay_secs = 1;
+    config.dpd_timeout_secs = 4;
+    let server = serve(&net, config, stop.clone());
     let cases = [
         // AWS's downloadable configuration's defaults.
         ("cbc1", "aes128-sha1-modp1024", "aes128-sha256"),
@@ -433,12 +454,27 @@ fn strongswan_brings_tunnels_up_with_each_proposal_and_pings_cross() {
         out.contains("AUTHENTICATION_FAILED"),
         "charon is told why: {out}"
     );
-    stop.store(true, Ordering::Relaxed);
-    let (answered, ike_sas, auth_failures) = server.join().unwrap();
-    assert!(answered >= 24, "echo requests answered: {answered}");
-    assert_eq!(ike_sas, 4);
-    assert_eq!(auth_failures, 1);
+    // One more tunnel, idle: our liveness checks get charon's answers;
+    // then charon dies without a word and the tunnel is cleared (spec
+    // 10.2: DPD action `clear`).
+    charon.load("idle", "aes128-sha1-modp1024", "aes128-sha256", PSK);
+    let out = charon.swanctl(&["--initiate", "--child", "idle", "--timeout", "10"]);
+    assert!(out.contains("initiate completed successfully"), "{out}");
+    std::thread::sleep(Duration::from_secs(3));
+    let sas = charon.swanctl(&["--list-sas", "--ike", "idle"]);
+    assert!(
+        sas.contains("ESTABLISHED"),
+        "answering DPD keeps it up: {sas}"
+    );
     drop(charon);
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let served = server.join().unwrap();
+    assert!(served.answered >= 24, "{served:?}");
+    assert_eq!(served.ike_sas, 5, "{served:?}");
+    assert_eq!(served.auth_failures, 1, "{served:?}");
+    assert!(served.dpd_sent >= 2, "{served:?}");
+    assert_eq!(served.dead_peers, 1, "{served:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
