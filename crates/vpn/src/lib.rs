@@ -2,7 +2,8 @@
 //! tunnels, as sans-IO cores (no sockets, threads or clocks: time is an
 //! argument). [`esp`] seals and opens packets for one tunnel's SA pair,
 //! with [`replay`]'s anti-replay window; [`natt`] is ESP and IKE over UDP
-//! 4500 (RFC 3948).
+//! 4500 (RFC 3948); [`ike`] is the IKEv2 responder; [`tunnel`] puts them
+//! together on whole IP packets, as an edge's uplink carries them.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -11,3 +12,4 @@ pub mod esp;
 pub mod ike;
 pub mod natt;
 pub mod replay;
+pub mod tunnel;

@@ -104,6 +104,49 @@ impl Net {
         net
     }
 
+    /// As [`Net::new`], but our side of the veth has another address and
+    /// forwards what is for [`OURS`] to where a route sends it (a TUN),
+    /// answering ARP for it.
+    fn new_routed() -> Net {
+        let net = Net::new();
+        let dev = format!("vpa{}", std::process::id());
+        sh(&[
+            "ip",
+            "-n",
+            &net.ours,
+            "addr",
+            "del",
+            &format!("{OURS}/24"),
+            "dev",
+            &dev,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &net.ours,
+            "addr",
+            "add",
+            "192.0.2.254/24",
+            "dev",
+            &dev,
+        ]);
+        for (key, value) in [
+            ("net.ipv4.ip_forward", "1"),
+            (&*format!("net.ipv4.conf.{dev}.proxy_arp"), "1"),
+        ] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &net.ours,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ]);
+        }
+        net
+    }
+
     /// A UDP socket bound in our namespace.
     fn bind(&self, port: u16) -> UdpSocket {
         let ns = File::open(format!("/run/netns/{}", self.ours)).unwrap();
@@ -381,8 +424,10 @@ fn ping_across(net: &Net, name: &str) {
     );
 }
 
+/// One test: charon's pid file allows one charon on the machine at a
+/// time, so the cases run in turn.
 #[test]
-fn strongswan_brings_tunnels_up_with_each_proposal_and_pings_cross() {
+fn strongswan_as_the_customer_gateway() {
     if let Some(why) = skip_reason() {
         // scripts/test installs everything and sets this: there a missing
         // tool is a failure, not a skip.
@@ -391,6 +436,11 @@ fn strongswan_brings_tunnels_up_with_each_proposal_and_pings_cross() {
         eprintln!("skipped: the test {why}");
         return;
     }
+    tunnels_come_up_with_each_proposal_rekey_and_detect_a_dead_peer();
+    the_tunnel_core_on_raw_packets_carries_pings_both_ways();
+}
+
+fn tunnels_come_up_with_each_proposal_rekey_and_detect_a_dead_peer() {
     let net = Net::new();
     let dir = tempfile_dir();
     let charon = Charon::start(&net, &dir);
@@ -475,12 +525,159 @@ fn strongswan_brings_tunnels_up_with_each_proposal_and_pings_cross() {
     assert_eq!(served.auth_failures, 1, "{served:?}");
     assert!(served.dpd_sent >= 2, "{served:?}");
     assert_eq!(served.dead_peers, 1, "{served:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempfile_dir() -> PathBuf {
+/// A scratch directory for charon's files, removed on drop (a failed
+/// assertion included).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Scratch {
     let dir = std::env::temp_dir().join(format!("ovpn-strongswan-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// `struct ifreq` as TUNSETIFF reads it.
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Opens TUN `name` (bare IP packets) in namespace `ns`.
+fn open_tun(ns: &str, name: &str) -> File {
+    let nsf = File::open(format!("/run/netns/{ns}")).unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: `nsf` is an open namespace file; setns changes only
+            // this thread, which ends after opening the device.
+            assert_eq!(
+                unsafe { libc::setns(nsf.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            let tun = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .unwrap();
+            let mut req = IfReq {
+                name: [0; libc::IFNAMSIZ],
+                flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+                _pad: [0; 22],
+            };
+            for (d, b) in req.name.iter_mut().zip(name.bytes()) {
+                *d = b as libc::c_char;
+            }
+            // SAFETY: an open TUN control fd and a live ifreq.
+            assert_eq!(
+                unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req) },
+                0
+            );
+            tun
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// The tunnel's whole-packet core behind a TUN device, as an edge's uplink
+/// carries it: the veth side of our namespace forwards what is for the
+/// tunnel's outside address into the TUN (proxy ARP answers for it), and
+/// what the tunnel writes back leaves the same way. charon brings the
+/// tunnel up; pings from the customer's network come out decrypted on the
+/// VPC side and their answers go back through the tunnel.
+fn the_tunnel_core_on_raw_packets_carries_pings_both_ways() {
+    use std::io::{Read, Write};
+
+    use openvpc_vpn::tunnel::{Tunnel, TunnelOutput};
+
+    let net = Net::new_routed();
+    let dir = tempfile_dir();
+    let tun_name = format!("vgw{}", std::process::id() % 100_000);
+    let mut tun = open_tun(&net.ours, &tun_name);
+    sh(&["ip", "-n", &net.ours, "link", "set", &tun_name, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &net.ours,
+        "route",
+        "add",
+        &format!("{OURS}/32"),
+        "dev",
+        &tun_name,
+    ]);
+    let charon = Charon::start(&net, &dir);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let mut writer = tun.try_clone().unwrap();
+    // Reads block; a short timeout lets the loop tick and see `stop`.
+    let fd = tun.as_raw_fd();
+    let server = std::thread::spawn(move || {
+        let mut t = Tunnel::new(TunnelConfig::new(PSK.as_bytes(), IpAddr::V4(OURS))).unwrap();
+        let mut rng = Counter(7);
+        let start = Instant::now();
+        let mut buf = vec![0u8; 65_536];
+        let (mut ups, mut answered) = (0u64, 0u64);
+        while !stopped.load(Ordering::Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, 20) };
+            let now = start.elapsed().as_millis() as u64;
+            let mut outputs = t.tick(now, &mut rng);
+            if pfd.revents & libc::POLLIN != 0 {
+                let n = tun.read(&mut buf).unwrap();
+                outputs.extend(t.from_outside(&buf[..n], now, &mut rng));
+            }
+            for o in outputs {
+                match o {
+                    TunnelOutput::Outside(p) => {
+                        writer.write_all(&p).unwrap();
+                    }
+                    TunnelOutput::Inside(inner) => {
+                        if let Some(reply) = echo_reply(&inner) {
+                            let p = t.to_outside(&reply).unwrap();
+                            writer.write_all(&p).unwrap();
+                            answered += 1;
+                        }
+                    }
+                    TunnelOutput::Up => ups += 1,
+                    TunnelOutput::Down(_) => {}
+                }
+            }
+        }
+        (ups, answered, t.counters)
+    });
+    charon.load("raw", "aes128-sha256-modp2048", "aes128gcm16", PSK);
+    let out = charon.swanctl(&["--initiate", "--child", "raw", "--timeout", "10"]);
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}",
+        std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default()
+    );
+    ping_across(&net, "raw");
+    stop.store(true, Ordering::Relaxed);
+    let (ups, answered, counters) = server.join().unwrap();
+    assert_eq!(ups, 1);
+    assert_eq!(answered, 3);
+    assert_eq!((counters.packets_in, counters.packets_out), (3, 3));
+    drop(charon);
 }
