@@ -1,8 +1,8 @@
 //! ESP (RFC 4303) in tunnel mode: one security association each way, each
 //! sealing or opening whole inner IP packets. The transforms AWS's tunnels
 //! offer in phase 2 (spec 10.2): AES-GCM with a 16-byte ICV (RFC 4106),
-//! and AES-CBC (RFC 3602) with HMAC-SHA-256-128, -384-192 or -512-256
-//! (RFC 4868); 32-bit sequence numbers (no ESN) and a 1,024-packet replay
+//! and AES-CBC (RFC 3602) with HMAC-SHA1-96 (RFC 2404) or
+//! HMAC-SHA-256-128, -384-192 or -512-256 (RFC 4868); 32-bit sequence numbers (no ESN) and a 1,024-packet replay
 //! window.
 //!
 //! Sans-IO and allocation-free once the caller's buffer has grown: bytes
@@ -12,6 +12,7 @@
 use core::ops::Range;
 
 use hmac::{Hmac, KeyInit, Mac};
+use sha1::Sha1;
 use sha2::{Sha256, Sha384, Sha512};
 use subtle::ConstantTimeEq;
 
@@ -33,6 +34,8 @@ pub const NO_NEXT_HEADER: u8 = 59;
 /// The integrity half of an AES-CBC transform (IKEv2 transform type 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Integrity {
+    /// AUTH_HMAC_SHA1_96 (2): AWS's downloadable configurations' default.
+    Sha1,
     /// AUTH_HMAC_SHA2_256_128 (12).
     Sha256,
     /// AUTH_HMAC_SHA2_384_192 (13).
@@ -45,15 +48,19 @@ impl Integrity {
     /// The HMAC key's length.
     pub fn key_len(self) -> usize {
         match self {
+            Integrity::Sha1 => 20,
             Integrity::Sha256 => 32,
             Integrity::Sha384 => 48,
             Integrity::Sha512 => 64,
         }
     }
 
-    /// The truncated ICV's length: half the hash.
+    /// The truncated ICV's length: half the hash (96 bits for SHA-1).
     pub fn icv_len(self) -> usize {
-        self.key_len() / 2
+        match self {
+            Integrity::Sha1 => 12,
+            other => other.key_len() / 2,
+        }
     }
 }
 
@@ -199,6 +206,7 @@ impl EspCounters {
 /// A pre-keyed HMAC, cloned per packet.
 #[derive(Clone)]
 enum Hmacs {
+    Sha1(Hmac<Sha1>),
     Sha256(Hmac<Sha256>),
     Sha384(Hmac<Sha384>),
     Sha512(Hmac<Sha512>),
@@ -207,6 +215,7 @@ enum Hmacs {
 impl Hmacs {
     fn new(integrity: Integrity, key: &[u8]) -> Option<Hmacs> {
         Some(match integrity {
+            Integrity::Sha1 => Hmacs::Sha1(Hmac::new_from_slice(key).ok()?),
             Integrity::Sha256 => Hmacs::Sha256(Hmac::new_from_slice(key).ok()?),
             Integrity::Sha384 => Hmacs::Sha384(Hmac::new_from_slice(key).ok()?),
             Integrity::Sha512 => Hmacs::Sha512(Hmac::new_from_slice(key).ok()?),
@@ -224,6 +233,7 @@ impl Hmacs {
             n
         }
         match self {
+            Hmacs::Sha1(m) => run(m, data, out),
             Hmacs::Sha256(m) => run(m, data, out),
             Hmacs::Sha384(m) => run(m, data, out),
             Hmacs::Sha512(m) => run(m, data, out),

@@ -20,7 +20,12 @@ fn all_transforms() -> Vec<Transform> {
         Transform::AesGcm16 { key_bits: 256 },
     ];
     for key_bits in [128, 256] {
-        for integrity in [Integrity::Sha256, Integrity::Sha384, Integrity::Sha512] {
+        for integrity in [
+            Integrity::Sha1,
+            Integrity::Sha256,
+            Integrity::Sha384,
+            Integrity::Sha512,
+        ] {
             all.push(Transform::AesCbc {
                 key_bits,
                 integrity,

@@ -116,9 +116,12 @@ fn the_modp_primes_are_safe_primes() {
     let one = BigUint::from(1u8);
     for (group, bits) in [
         (DhGroup::Modp1024, 1024),
+        (DhGroup::Modp1536, 1536),
         (DhGroup::Modp2048, 2048),
         (DhGroup::Modp3072, 3072),
         (DhGroup::Modp4096, 4096),
+        (DhGroup::Modp6144, 6144),
+        (DhGroup::Modp8192, 8192),
     ] {
         let p = group.prime().unwrap();
         assert_eq!(p.bits(), bits, "{group:?}");

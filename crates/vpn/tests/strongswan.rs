@@ -453,8 +453,8 @@ fn tunnels_come_up_with_each_proposal_rekey_and_detect_a_dead_peer() {
     let server = serve(&net, config, stop.clone());
     let cases = [
         // AWS's downloadable configuration's defaults.
-        ("cbc1", "aes128-sha1-modp1024", "aes128-sha256"),
-        ("cbc2", "aes256-sha256-modp2048", "aes256-sha512"),
+        ("cbc1", "aes128-sha1-modp1024", "aes128-sha1-modp1024"),
+        ("cbc2", "aes256-sha256-modp2048", "aes256-sha512-modp1536"),
         ("gcm1", "aes128gcm16-prfsha256-ecp256", "aes128gcm16"),
         (
             "gcm2",
@@ -475,8 +475,8 @@ fn tunnels_come_up_with_each_proposal_rekey_and_detect_a_dead_peer() {
         assert!(sas.contains("INSTALLED"), "{sas}");
         ping_across(&net, name);
         if name == "cbc2" || name == "gcm2" {
-            // The customer gateway rekeys the child (with PFS for gcm2's
-            // proposal) and then the IKE SA; traffic follows the new SAs.
+            // The customer gateway rekeys the child (with PFS: groups 5
+            // and 14) and then the IKE SA; traffic follows the new SAs.
             let out = charon.swanctl(&["--rekey", "--child", name]);
             assert!(out.contains("rekey completed successfully"), "{out}");
             ping_across(&net, name);

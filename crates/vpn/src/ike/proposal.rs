@@ -48,10 +48,12 @@ pub fn choose_ike(proposals: &[Proposal], ke_group: Option<u16>) -> Option<(IkeS
         .find_map(|p| {
             let (encr, te) = first(p, transform_type::ENCR, encr_of)?;
             let (prf, tp) = first(p, transform_type::PRF, |t| Prf::from_id(t.id))?;
+            // spec 10.2: group 5 is a phase 2 group only.
+            let phase1 = |id: u16| DhGroup::from_id(id).filter(|g| *g != DhGroup::Modp1536);
             let (dh, td) = first(p, transform_type::DH, |t| {
-                DhGroup::from_id(t.id).filter(|g| Some(g.id()) == ke_group)
+                phase1(t.id).filter(|g| Some(g.id()) == ke_group)
             })
-            .or_else(|| first(p, transform_type::DH, |t| DhGroup::from_id(t.id)))?;
+            .or_else(|| first(p, transform_type::DH, |t| phase1(t.id)))?;
             let mut chosen = vec![te, tp];
             let integ = match encr {
                 // RFC 5282 §8: an AEAD takes no integrity transform (or
@@ -102,15 +104,13 @@ pub fn choose_esp(
             let transform = match encr {
                 Encr::AesGcm16 { key_bits } => Transform::AesGcm16 { key_bits },
                 Encr::AesCbc { key_bits } => {
-                    let (integrity, ti) = first(p, transform_type::INTEG, |t| {
-                        match Integ::from_id(t.id)? {
+                    let (integrity, ti) =
+                        first(p, transform_type::INTEG, |t| match Integ::from_id(t.id)? {
                             Integ::HmacSha256_128 => Some(Integrity::Sha256),
                             Integ::HmacSha384_192 => Some(Integrity::Sha384),
                             Integ::HmacSha512_256 => Some(Integrity::Sha512),
-                            // ESP with HMAC-SHA1-96 is not served yet.
-                            Integ::HmacSha1_96 => None,
-                        }
-                    })?;
+                            Integ::HmacSha1_96 => Some(Integrity::Sha1),
+                        })?;
                     chosen.push(ti);
                     Transform::AesCbc {
                         key_bits,

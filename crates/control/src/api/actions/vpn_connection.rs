@@ -205,21 +205,19 @@ fn write_tunnel(x: &mut Xml, t: &Tunnel) {
     values(x, "phase2EncryptionAlgorithmSet", &ciphers);
     values(x, "phase1IntegrityAlgorithmSet", &integrity);
     values(x, "phase2IntegrityAlgorithmSet", &integrity);
+    // What the tunnels' IKEv2 responder serves (crates/vpn): AWS's
+    // defaults less RFC 5114's groups 22-24 and IKEv1.
     values(
         x,
         "phase1DHGroupNumberSet",
-        &[
-            "2", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24",
-        ],
+        &["2", "14", "15", "16", "17", "18", "19", "20", "21"],
     );
     values(
         x,
         "phase2DHGroupNumberSet",
-        &[
-            "2", "5", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24",
-        ],
+        &["2", "5", "14", "15", "16", "17", "18", "19", "20", "21"],
     );
-    values(x, "ikeVersionSet", &["ikev1", "ikev2"]);
+    values(x, "ikeVersionSet", &["ikev2"]);
     x.elem("startupAction", "add");
 }
 
