@@ -32,7 +32,7 @@ use openvpc_vpn::ike::responder::TunnelConfig;
 use openvpc_vpn::tunnel::{Tunnel, TunnelOutput};
 
 use common::{
-    CUSTOMER_HOST, Charon, Counter, Net, OURS, PSK, VPC_HOST, open_tun, sh, tempfile_dir,
+    CUSTOMER_HOST, Charon, Counter, Net, OURS, PSK, VPC_HOST, sh, tempfile_dir, tun_routing,
 };
 
 const SECONDS: u32 = 5;
@@ -74,31 +74,8 @@ fn main() {
     let dir = tempfile_dir();
     let id = std::process::id() % 100_000;
     let (outside_name, vpc_name) = (format!("vgw{id}"), format!("vpc{id}"));
-    let mut outside = open_tun(&net.ours, &outside_name);
-    let mut vpc = open_tun(&net.ours, &vpc_name);
-    for name in [&outside_name, &vpc_name] {
-        sh(&["ip", "-n", &net.ours, "link", "set", name, "up"]);
-    }
-    sh(&[
-        "ip",
-        "-n",
-        &net.ours,
-        "route",
-        "add",
-        &format!("{OURS}/32"),
-        "dev",
-        &outside_name,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &net.ours,
-        "route",
-        "add",
-        "10.99.0.0/16",
-        "dev",
-        &vpc_name,
-    ]);
+    let mut outside = tun_routing(&net, &outside_name, &[&format!("{OURS}/32")]);
+    let mut vpc = tun_routing(&net, &vpc_name, &["10.99.0.0/16"]);
     sh(&[
         "ip",
         "-n",

@@ -31,8 +31,8 @@ use openvpc_vpn::ike::responder::{Down, Output, Responder, TunnelConfig};
 use openvpc_vpn::natt::{self, Natt};
 
 use common::{
-    CUSTOMER_HOST, Charon, Counter, Net, OURS, PSK, VPC_HOST, echo_reply, open_tun, sh,
-    skip_reason, tempfile_dir,
+    CUSTOMER_HOST, Charon, Counter, Net, OURS, PSK, VPC_HOST, echo_reply, skip_reason,
+    tempfile_dir, tun_routing,
 };
 
 /// What our side did.
@@ -271,18 +271,7 @@ fn the_tunnel_core_on_raw_packets_carries_pings_both_ways() {
     let net = Net::new_routed();
     let dir = tempfile_dir();
     let tun_name = format!("vgw{}", std::process::id() % 100_000);
-    let mut tun = open_tun(&net.ours, &tun_name);
-    sh(&["ip", "-n", &net.ours, "link", "set", &tun_name, "up"]);
-    sh(&[
-        "ip",
-        "-n",
-        &net.ours,
-        "route",
-        "add",
-        &format!("{OURS}/32"),
-        "dev",
-        &tun_name,
-    ]);
+    let mut tun = tun_routing(&net, &tun_name, &[&format!("{OURS}/32")]);
     let charon = Charon::start(&net, &dir);
     let stop = Arc::new(AtomicBool::new(false));
     let stopped = stop.clone();

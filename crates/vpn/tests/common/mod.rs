@@ -324,6 +324,17 @@ pub struct IfReq {
     _pad: [u8; 22],
 }
 
+/// A TUN device `name` in our namespace, up, with `routes` (CIDRs) sent
+/// into it.
+pub fn tun_routing(net: &Net, name: &str, routes: &[&str]) -> File {
+    let tun = open_tun(&net.ours, name);
+    sh(&["ip", "-n", &net.ours, "link", "set", name, "up"]);
+    for r in routes {
+        sh(&["ip", "-n", &net.ours, "route", "add", r, "dev", name]);
+    }
+    tun
+}
+
 /// Opens TUN `name` (bare IP packets) in namespace `ns`.
 pub fn open_tun(ns: &str, name: &str) -> File {
     let nsf = File::open(format!("/run/netns/{ns}")).unwrap();
