@@ -157,6 +157,51 @@ impl FlowCounts {
     }
 }
 
+/// A core's flow counting for flow logs: nothing kept while off (no flow
+/// log covers its ENIs), a [`FlowCounts`] while on.
+#[derive(Debug, Default)]
+pub struct FlowLogging(Option<Box<FlowCounts>>);
+
+impl FlowLogging {
+    /// Turns counting on, or off forgetting the counts.
+    pub fn set(&mut self, on: bool) {
+        match (on, self.0.is_some()) {
+            (true, false) => self.0 = Some(Box::default()),
+            (false, true) => self.0 = None,
+            _ => {}
+        }
+    }
+
+    /// What each flow carried since the last call, into `out`.
+    pub fn harvest(&mut self, out: &mut Vec<FlowCount>) {
+        if let Some(c) = &mut self.0 {
+            c.harvest(out);
+        }
+    }
+
+    /// Packets the counts could not hold (too many flows between
+    /// harvests).
+    pub fn skipped(&self) -> u64 {
+        self.0.as_ref().map_or(0, |c| c.skipped)
+    }
+
+    /// Counts one packet while on; `crossing` is only made then.
+    #[inline]
+    pub fn count(
+        &mut self,
+        slot: u32,
+        crossing: impl FnOnce() -> Crossing,
+        out: bool,
+        bytes: u64,
+        tcp_flags: u8,
+        now: u32,
+    ) {
+        if let Some(c) = &mut self.0 {
+            c.count(slot, &crossing(), out, bytes, tcp_flags, now);
+        }
+    }
+}
+
 /// The records a flow's counts make on the ENI `eni_id` (spec 8.2's NAT
 /// gateway example): each direction passes the ENI twice, in as it
 /// arrives and out as rewritten, so it is an ingress and an egress

@@ -30,7 +30,7 @@ pub mod replica;
 use core::net::{IpAddr, Ipv4Addr};
 use core::ops::RangeInclusive;
 
-use crate::flow_counts::{Crossing, FlowCount, FlowCounts, Tuple};
+use crate::flow_counts::{Crossing, FlowLogging, Tuple};
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_dataplane::layer::Rewrite;
 use openvpc_dataplane::transform;
@@ -266,7 +266,7 @@ pub struct Nat {
     drops: [u64; NatDrop::ALL.len()],
     counters: NatCounters,
     /// While a flow log covers the gateway: what each flow carried.
-    flow_counts: Option<Box<FlowCounts>>,
+    flow_counts: FlowLogging,
 }
 
 fn secs(now: u64) -> u32 {
@@ -325,53 +325,39 @@ impl Nat {
             forwarded: false,
             drops: [0; NatDrop::ALL.len()],
             counters: NatCounters::default(),
-            flow_counts: None,
+            flow_counts: FlowLogging::default(),
         })
     }
 
-    /// Counts what each flow carries (a flow log covers the gateway), or
-    /// stops and forgets the counts.
-    pub fn count_flows(&mut self, on: bool) {
-        match (on, self.flow_counts.is_some()) {
-            (true, false) => self.flow_counts = Some(Box::default()),
-            (false, true) => self.flow_counts = None,
-            _ => {}
-        }
+    /// The gateway's flow counting (on while a flow log covers its ENI).
+    pub fn flow_logging(&mut self) -> &mut FlowLogging {
+        &mut self.flow_counts
     }
 
-    /// What each flow carried since the last call, into `out`.
-    pub fn harvest_flows(&mut self, out: &mut Vec<FlowCount>) {
-        if let Some(c) = &mut self.flow_counts {
-            c.harvest(out);
-        }
-    }
-
-    /// Packets the flow counts could not hold (too many flows between
-    /// harvests).
+    /// Packets its flow counting could not hold.
     pub fn flow_counts_skipped(&self) -> u64 {
-        self.flow_counts.as_ref().map_or(0, |c| c.skipped)
+        self.flow_counts.skipped()
     }
 
     #[inline]
     fn count(&mut self, slot: u32, flow: &Flow, dir: Dir, bytes: u64, tcp_flags: u8, now: u32) {
-        if let Some(c) = &mut self.flow_counts {
-            let crossing = Crossing {
-                proto: flow.proto,
-                arrives: Tuple {
-                    src: flow.src,
-                    sport: flow.sport,
-                    dst: flow.dst,
-                    dport: flow.dport,
-                },
-                leaves: Tuple {
-                    src: flow.public,
-                    sport: flow.pport,
-                    dst: flow.dst,
-                    dport: flow.dport,
-                },
-            };
-            c.count(slot, &crossing, dir == Dir::Out, bytes, tcp_flags, now);
-        }
+        let crossing = || Crossing {
+            proto: flow.proto,
+            arrives: Tuple {
+                src: flow.src,
+                sport: flow.sport,
+                dst: flow.dst,
+                dport: flow.dport,
+            },
+            leaves: Tuple {
+                src: flow.public,
+                sport: flow.pport,
+                dst: flow.dst,
+                dport: flow.dport,
+            },
+        };
+        self.flow_counts
+            .count(slot, crossing, dir == Dir::Out, bytes, tcp_flags, now);
     }
 
     /// Replaces the gateway's addresses (an address associated or

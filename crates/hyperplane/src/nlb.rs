@@ -37,7 +37,7 @@ use openvpc_packet::flow::{ParsedFlow, parse_ip};
 use openvpc_packet::ip::protocol;
 use openvpc_packet::tcp::flags;
 
-use crate::flow_counts::{Crossing, FlowCount, FlowCounts, Tuple};
+use crate::flow_counts::{Crossing, FlowLogging, Tuple};
 use crate::nat::{DEFAULT_PORTS, Slice, owner_of};
 pub use flows::{Flow, FlowState, FlowTable, Key, Origin};
 pub use replica::{FlowRecord, RecordError, RecordKind};
@@ -387,7 +387,7 @@ pub struct Nlb {
     drops: [u64; NlbDrop::ALL.len()],
     counters: NlbCounters,
     /// While a flow log covers one of its ENIs: what each flow carried.
-    flow_counts: Option<Box<FlowCounts>>,
+    flow_counts: FlowLogging,
 }
 
 fn secs(now: u64) -> u32 {
@@ -487,7 +487,7 @@ impl Nlb {
             quiet_until: 0,
             drops: [0; NlbDrop::ALL.len()],
             counters: NlbCounters::default(),
-            flow_counts: None,
+            flow_counts: FlowLogging::default(),
             compiled,
             config,
         })
@@ -497,27 +497,15 @@ impl Nlb {
         &self.config
     }
 
-    /// Counts what each flow carries (a flow log covers one of its ENIs),
-    /// or stops and forgets the counts.
-    pub fn count_flows(&mut self, on: bool) {
-        match (on, self.flow_counts.is_some()) {
-            (true, false) => self.flow_counts = Some(Box::default()),
-            (false, true) => self.flow_counts = None,
-            _ => {}
-        }
+    /// Its flow counting (on while a flow log covers one of its ENIs); a
+    /// flow's front address (`arrives.dst`) names the ENI it crossed.
+    pub fn flow_logging(&mut self) -> &mut FlowLogging {
+        &mut self.flow_counts
     }
 
-    /// What each flow carried since the last call, into `out`; a flow's
-    /// front address (`arrives.dst`) names the ENI it crossed.
-    pub fn harvest_flows(&mut self, out: &mut Vec<FlowCount>) {
-        if let Some(c) = &mut self.flow_counts {
-            c.harvest(out);
-        }
-    }
-
-    /// Packets the flow counts could not hold.
+    /// Packets its flow counting could not hold.
     pub fn flow_counts_skipped(&self) -> u64 {
-        self.flow_counts.as_ref().map_or(0, |c| c.skipped)
+        self.flow_counts.skipped()
     }
 
     #[inline]
@@ -530,24 +518,23 @@ impl Nlb {
         tcp_flags: u8,
         now: u32,
     ) {
-        if let Some(c) = &mut self.flow_counts {
-            let crossing = Crossing {
-                proto: f.proto,
-                arrives: Tuple {
-                    src: f.client,
-                    sport: f.cport,
-                    dst: f.front,
-                    dport: f.fport,
-                },
-                leaves: Tuple {
-                    src: f.source,
-                    sport: f.sport,
-                    dst: f.target,
-                    dport: f.tport,
-                },
-            };
-            c.count(slot, &crossing, from_client, bytes, tcp_flags, now);
-        }
+        let crossing = || Crossing {
+            proto: f.proto,
+            arrives: Tuple {
+                src: f.client,
+                sport: f.cport,
+                dst: f.front,
+                dport: f.fport,
+            },
+            leaves: Tuple {
+                src: f.source,
+                sport: f.sport,
+                dst: f.target,
+                dport: f.tport,
+            },
+        };
+        self.flow_counts
+            .count(slot, crossing, from_client, bytes, tcp_flags, now);
     }
 
     /// For `seconds` from `now`, a TCP segment of no known flow is dropped

@@ -564,7 +564,7 @@ impl Serve {
                 }
             };
             let mut g = g;
-            g.nat.count_flows(a.flow_log.is_some());
+            g.nat.flow_logging().set(a.flow_log.is_some());
             next.push(g);
         }
         next.sort_by(|a, b| a.assignment.gateway_id.cmp(&b.assignment.gateway_id));
@@ -1158,7 +1158,7 @@ impl Serve {
                 continue;
             };
             counts.clear();
-            g.nat.harvest_flows(&mut counts);
+            g.nat.flow_logging().harvest(&mut counts);
             let eni_id = &logged.log.context.eni_id;
             for c in &counts {
                 crate::flow_counts::records(eni_id, c, ms, out);
@@ -1169,7 +1169,7 @@ impl Serve {
                 continue;
             }
             counts.clear();
-            b.nlb.harvest_flows(&mut counts);
+            b.nlb.flow_logging().harvest(&mut counts);
             for c in &counts {
                 // The front address a flow came to names its ENI; a front
                 // no flow log covers is not logged.

@@ -17,7 +17,7 @@ use openvpc_packet::MacAddr;
 use openvpc_packet::geneve::GeneveHeader;
 use openvpc_packet::tcp::flags;
 
-use common::{ROUTER, VNI, deliver, geneve, inner, ip, members, node, node_ip, tcp};
+use common::{ROUTER, VNI, deliver, geneve, inner, ip, logged_eni, members, node, node_ip, tcp};
 
 const GW: &str = "nat-0aa";
 const NAT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
@@ -385,9 +385,6 @@ fn a_private_gateway_forwards_by_its_routes_and_replies_find_the_port_owner() {
 #[test]
 fn a_logged_gateway_hands_out_records_of_its_eni() {
     use openvpc_dataplane::policy::Way;
-    use openvpc_model::flow_log::{
-        EniContext, EniLog, FlowLogSpec, LoggedEni, PathRoute, TrafficType,
-    };
     let mut a = node("hp1");
     a.configure(&[assignment([true, false])], 0);
     let mut syn = from_host(flags::SYN, 40_001);
@@ -397,29 +394,7 @@ fn a_logged_gateway_hands_out_records_of_its_eni() {
     assert!(records.is_empty(), "not logged: nothing counted");
 
     let mut logged = assignment([true, false]);
-    logged.flow_log = LoggedEni::new(
-        EniLog {
-            context: EniContext {
-                eni_id: "eni-0nat".into(),
-                account_id: "123".into(),
-                vpc_id: "vpc-1".into(),
-                subnet_id: "subnet-1".into(),
-                instance_id: None,
-                primary_ip: IpAddr::V4(NAT_IP),
-                az_id: "use1-az1".into(),
-            },
-            vpc_base: Some(Ipv4Addr::new(10, 0, 0, 0)),
-            specs: vec![FlowLogSpec {
-                flow_log_id: "fl-1".into(),
-                traffic_type: TrafficType::All,
-                max_aggregation_interval: 60,
-            }],
-        },
-        vec![PathRoute {
-            destination: "0.0.0.0/0".parse().unwrap(),
-            path: None,
-        }],
-    );
+    logged.flow_log = Some(logged_eni("eni-0nat", NAT_IP));
     a.configure(&[logged], 2);
     assert_eq!(a.logged_enis().len(), 1);
     let mut syn = from_host(flags::SYN, 40_002);

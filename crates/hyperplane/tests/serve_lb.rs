@@ -23,7 +23,7 @@ use openvpc_packet::geneve::{GeneveHeader, ReturnVia};
 use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::tcp::{TcpRepr, flags};
 
-use common::{VNI, deliver, geneve, inner, inner_via, ip, members, node, node_ip, tcp};
+use common::{VNI, deliver, geneve, inner, inner_via, ip, logged_eni, members, node, node_ip, tcp};
 
 const LB: &str = "elb-00000000000000a1";
 const FRONT: Ipv4Addr = Ipv4Addr::new(10, 0, 1, 50);
@@ -341,31 +341,9 @@ fn probes_from_the_front_address_make_a_refusing_target_unhealthy() {
 #[test]
 fn a_logged_front_hands_out_records_of_its_eni() {
     use openvpc_dataplane::policy::Way;
-    use openvpc_model::flow_log::{EniContext, EniLog, FlowLogSpec, LoggedEni, TrafficType};
     let (mut a, _b) = shard(LbTargetType::Instance);
     let mut logged = assignment([true, true], LbTargetType::Instance);
-    logged.flow_logs = LoggedEni::new(
-        EniLog {
-            context: EniContext {
-                eni_id: "eni-0front".into(),
-                account_id: "123".into(),
-                vpc_id: "vpc-1".into(),
-                subnet_id: "subnet-1".into(),
-                instance_id: None,
-                primary_ip: IpAddr::V4(FRONT),
-                az_id: "use1-az1".into(),
-            },
-            vpc_base: Some(Ipv4Addr::new(10, 0, 0, 0)),
-            specs: vec![FlowLogSpec {
-                flow_log_id: "fl-1".into(),
-                traffic_type: TrafficType::All,
-                max_aggregation_interval: 60,
-            }],
-        },
-        Vec::new(),
-    )
-    .into_iter()
-    .collect();
+    logged.flow_logs = vec![logged_eni("eni-0front", FRONT)];
     a.configure_balancers(&[logged], 1, 0);
     assert_eq!(a.logged_enis().len(), 1);
     open(&mut a, 40_001);

@@ -62,40 +62,8 @@ const OUTSIDE_PORT: u16 = 8099;
 /// An internal network load balancer in `subnet` forwarding TCP 80 to
 /// `target`'s port 22; its ENI and address once the target is healthy.
 fn nlb_to(lab: &Lab, vpc: &str, subnet: &str, target: &Instance) -> (String, String) {
-    let v = lab.elbv2(&[
-        "create-target-group",
-        "--name",
-        "fl-web",
-        "--protocol",
-        "TCP",
-        "--port",
-        "22",
-        "--vpc-id",
-        vpc,
-        "--target-type",
-        "instance",
-        "--health-check-protocol",
-        "TCP",
-        "--health-check-interval-seconds",
-        "5",
-        "--health-check-timeout-seconds",
-        "2",
-        "--healthy-threshold-count",
-        "2",
-        "--unhealthy-threshold-count",
-        "2",
-    ]);
-    let tg = v["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    lab.elbv2(&[
-        "register-targets",
-        "--target-group-arn",
-        &tg,
-        "--targets",
-        &format!("Id={}", target.id),
-    ]);
+    let tg = lab.nlb_target_group(vpc, "fl-web", "TCP", 22, None);
+    lab.register_targets(&tg, &[&target.id]);
     let v = lab.elbv2(&[
         "create-load-balancer",
         "--name",
@@ -112,17 +80,7 @@ fn nlb_to(lab: &Lab, vpc: &str, subnet: &str, target: &Instance) -> (String, Str
         .unwrap()
         .to_owned();
     let id = arn.rsplit('/').next().unwrap().to_owned();
-    lab.elbv2(&[
-        "create-listener",
-        "--load-balancer-arn",
-        &arn,
-        "--protocol",
-        "TCP",
-        "--port",
-        "80",
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={tg}"),
-    ]);
+    lab.listener(&arn, "TCP", 80, &tg);
     let enis = lab.ec2(&[
         "describe-network-interfaces",
         "--filters",
@@ -162,15 +120,7 @@ fn nat_vpc(lab: &Lab) -> (Instance, String, String) {
             (g["State"] == "available").then_some(g)
         },
     );
-    lab.ec2(&[
-        "create-route",
-        "--route-table-id",
-        &table,
-        "--destination-cidr-block",
-        "0.0.0.0/0",
-        "--nat-gateway-id",
-        &nat,
-    ]);
+    lab.route(&table, "0.0.0.0/0", &["--nat-gateway-id", &nat]);
     let group = lab.group(&vpc, "nat-private", &[]);
     let instance = lab.instance(&private, &group, None);
     let address = &gateway["NatGatewayAddresses"][0];
@@ -229,6 +179,17 @@ fn eni_of(lab: &Lab, instance: &Instance) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+/// Waits up to 30 s for `instance` to fetch `url` with curl.
+fn fetch(instance: &Instance, url: &str, what: &str) {
+    wait_for(what, Duration::from_secs(30), || {
+        let out = exec(
+            &instance.id,
+            &["curl", "-sf", "-o", "/dev/null", "--max-time", "3", url],
+        );
+        out.status.success().then_some(())
+    });
 }
 
 /// Waits up to `limit` for `check` to give `Some`.
@@ -388,47 +349,19 @@ fn flow_logs_reach_s3_as_text_and_parquet_and_cloudwatch_logs() {
     // The flow logs reach the hosts with the ENIs' next state, and the
     // gateway's nodes with their next assignments.
     std::thread::sleep(Duration::from_secs(3));
-    wait_for(
+    fetch(
+        &private,
+        &format!("http://{outside}:{OUTSIDE_PORT}/"),
         "an HTTP session through the NAT gateway",
-        Duration::from_secs(30),
-        || {
-            let out = exec(
-                &private.id,
-                &[
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "3",
-                    &format!("http://{outside}:{OUTSIDE_PORT}/"),
-                ],
-            );
-            out.status.success().then_some(())
-        },
     );
 
     lab.http_server(&b, 22);
     // The VPC's flow log covers the load balancer's ENI too.
     let (nlb_eni, nlb_ip) = nlb_to(&lab, &vpc, &subnet, &b);
-    wait_for(
+    fetch(
+        &a,
+        &format!("http://{nlb_ip}:80/who"),
         "an HTTP request through the load balancer",
-        Duration::from_secs(30),
-        || {
-            let out = exec(
-                &a.id,
-                &[
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "3",
-                    &format!("http://{nlb_ip}:80/who"),
-                ],
-            );
-            out.status.success().then_some(())
-        },
     );
     let ping = exec(
         &a.id,

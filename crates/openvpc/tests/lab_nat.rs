@@ -177,15 +177,7 @@ impl NatVpc {
             started.elapsed().as_millis()
         );
         assert_eq!(gateway["NatGatewayAddresses"][0]["PublicIp"], eip.as_str());
-        lab.ec2(&[
-            "create-route",
-            "--route-table-id",
-            &table,
-            "--destination-cidr-block",
-            "0.0.0.0/0",
-            "--nat-gateway-id",
-            &nat,
-        ]);
+        lab.route(&table, "0.0.0.0/0", &["--nat-gateway-id", &nat]);
         // Issue 16: a route to a NAT gateway is active while it is available.
         eventually("the route to the NAT gateway to be active", true, || {
             let v = lab.ec2(&["describe-route-tables", "--route-table-ids", &table]);
@@ -850,14 +842,12 @@ fn private_nat_gateway_to_a_peered_vpc(lab: &mut Lab) {
     // A2 (the gateway's subnet) keeps A's main table: 10.20.0.0/16 to the
     // peering. B's main table: A's CIDR back over the peering.
     let a_main = lab.main_route_table(&vpc_a);
-    route(
-        lab,
+    lab.route(
         &a_main,
         "10.20.0.0/16",
         &["--vpc-peering-connection-id", &pcx],
     );
-    route(
-        lab,
+    lab.route(
         &lab.main_route_table(&vpc_b),
         "10.10.0.0/16",
         &["--vpc-peering-connection-id", &pcx],
@@ -877,7 +867,7 @@ fn private_nat_gateway_to_a_peered_vpc(lab: &mut Lab) {
     assert!(address.get("PublicIp").is_none(), "{gateway}");
     let nat_ip = address["PrivateIp"].as_str().unwrap().to_owned();
     assert!(nat_ip.starts_with("10.10.2."), "{nat_ip} is not in A2");
-    route(lab, &a1_table, "10.20.0.0/16", &["--nat-gateway-id", &nat]);
+    lab.route(&a1_table, "10.20.0.0/16", &["--nat-gateway-id", &nat]);
 
     // B's instance admits the port from A's CIDR only; A's instance has
     // AWS's default egress and no ingress.
@@ -992,8 +982,7 @@ fn private_nat_gateway_to_a_peered_vpc(lab: &mut Lab) {
     eventually("the node to count no_route drops", true, || {
         no_route(lab) > before
     });
-    route(
-        lab,
+    lab.route(
         &a_main,
         "10.20.0.0/16",
         &["--vpc-peering-connection-id", &pcx],
@@ -1005,19 +994,6 @@ fn private_nat_gateway_to_a_peered_vpc(lab: &mut Lab) {
     });
     let again = again.unwrap_or_default();
     assert!(again.starts_with(&format!("{nat_ip} ")), "{again}");
-}
-
-/// `create-route` in `table` of `cidr` to `target` (`--nat-gateway-id ID`, …).
-fn route(lab: &Lab, table: &str, cidr: &str, target: &[&str]) {
-    let mut args = vec![
-        "create-route",
-        "--route-table-id",
-        table,
-        "--destination-cidr-block",
-        cidr,
-    ];
-    args.extend_from_slice(target);
-    lab.ec2(&args);
 }
 
 /// The network interface of `instance`.

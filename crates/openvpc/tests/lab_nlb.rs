@@ -166,73 +166,6 @@ fn wait_health(lab: &Lab, tg: &str, ids: &[&str], state: &str, within: Duration)
     }
 }
 
-/// A target group over the instances' `port`, with fast health checks
-/// (5 s apart, 2 to change) on `check_port` (the traffic port if `None`).
-fn target_group(
-    lab: &Lab,
-    vpc: &str,
-    name: &str,
-    proto: &str,
-    port: u16,
-    check: Option<u16>,
-) -> String {
-    let port_s = port.to_string();
-    let check_s = check.map(|p| p.to_string());
-    let mut args = vec![
-        "create-target-group",
-        "--name",
-        name,
-        "--protocol",
-        proto,
-        "--port",
-        &port_s,
-        "--vpc-id",
-        vpc,
-        "--target-type",
-        "instance",
-        "--health-check-protocol",
-        "TCP",
-        "--health-check-interval-seconds",
-        "5",
-        "--health-check-timeout-seconds",
-        "2",
-        "--healthy-threshold-count",
-        "2",
-        "--unhealthy-threshold-count",
-        "2",
-    ];
-    if let Some(p) = &check_s {
-        args.extend_from_slice(&["--health-check-port", p]);
-    }
-    let v = lab.elbv2(&args);
-    v["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn listener(lab: &Lab, lb: &str, proto: &str, port: u16, tg: &str) {
-    let action = format!("Type=forward,TargetGroupArn={tg}");
-    lab.elbv2(&[
-        "create-listener",
-        "--load-balancer-arn",
-        lb,
-        "--protocol",
-        proto,
-        "--port",
-        &port.to_string(),
-        "--default-actions",
-        &action,
-    ]);
-}
-
-fn register(lab: &Lab, tg: &str, ids: &[&str]) {
-    let targets: Vec<String> = ids.iter().map(|id| format!("Id={id}")).collect();
-    let mut args = vec!["register-targets", "--target-group-arn", tg, "--targets"];
-    args.extend(targets.iter().map(String::as_str));
-    lab.elbv2(&args);
-}
-
 fn set_lb_attribute(lab: &Lab, lb: &str, key: &str, value: &str) {
     let attr = format!("Key={key},Value={value}");
     lab.elbv2(&[
@@ -314,9 +247,9 @@ fn build(lab: &mut Lab) -> Net {
         who_server(lab, t, WEB_PORT);
     }
 
-    let web_tg = target_group(lab, &vpc, "web", "TCP", WEB_PORT, None);
+    let web_tg = lab.nlb_target_group(&vpc, "web", "TCP", WEB_PORT, None);
     let ids: Vec<&str> = targets.iter().map(|(t, _)| t.id.as_str()).collect();
-    register(lab, &web_tg, &ids);
+    lab.register_targets(&web_tg, &ids);
     let v = lab.elbv2(&[
         "create-load-balancer",
         "--name",
@@ -332,7 +265,7 @@ fn build(lab: &mut Lab) -> Net {
     let lb = &v["LoadBalancers"][0];
     let lb_arn = lb["LoadBalancerArn"].as_str().unwrap().to_owned();
     let lb_id = lb_arn.rsplit('/').next().unwrap().to_owned();
-    listener(lab, &lb_arn, "TCP", WEB_PORT, &web_tg);
+    lab.listener(&lb_arn, "TCP", WEB_PORT, &web_tg);
 
     // Its ENIs, as AWS describes them.
     let enis = lab.ec2(&[
@@ -448,10 +381,10 @@ fn internet_facing(lab: &mut Lab, net: &Net) {
         .unwrap()
         .to_owned();
     // A target group serves one load balancer: the public one gets its own.
-    let tg = target_group(lab, &net.vpc, "web-public", "TCP", WEB_PORT, None);
+    let tg = lab.nlb_target_group(&net.vpc, "web-public", "TCP", WEB_PORT, None);
     let ids: Vec<&str> = net.targets.iter().map(|(t, _)| t.id.as_str()).collect();
-    register(lab, &tg, &ids);
-    listener(lab, &arn, "TCP", WEB_PORT, &tg);
+    lab.register_targets(&tg, &ids);
+    lab.listener(&arn, "TCP", WEB_PORT, &tg);
     let public: Vec<String> =
         wait_active(lab, &arn, "the internet-facing load balancer to be active")
             .iter()
@@ -632,9 +565,9 @@ fn udp_listener(lab: &mut Lab, net: &Net) {
     );
     lab.wait_listening_on(&["exec", &t.id, "--"], "udp", UDP_PORT);
     // Health checks over TCP on the web port: UDP has no handshake.
-    let tg = target_group(lab, &net.vpc, "echo", "UDP", UDP_PORT, Some(WEB_PORT));
-    register(lab, &tg, &[&t.id]);
-    listener(lab, &net.lb_arn, "UDP", UDP_PORT, &tg);
+    let tg = lab.nlb_target_group(&net.vpc, "echo", "UDP", UDP_PORT, Some(WEB_PORT));
+    lab.register_targets(&tg, &[&t.id]);
+    lab.listener(&net.lb_arn, "UDP", UDP_PORT, &tg);
     wait_health(lab, &tg, &[&t.id], "healthy", Duration::from_secs(30));
     let front = &net.fronts["us-east-1b"];
     let mut answer = String::new();
@@ -661,7 +594,7 @@ fn udp_listener(lab: &mut Lab, net: &Net) {
 /// under 100 connections (none may be reset), then a deregistered target's
 /// streams go on until the deregistration delay ends.
 fn streams(lab: &mut Lab, net: &Net) {
-    let stream_tg = target_group(lab, &net.vpc, "stream", "TCP", STREAM_PORT, None);
+    let stream_tg = lab.nlb_target_group(&net.vpc, "stream", "TCP", STREAM_PORT, None);
     for (t, _) in &net.targets {
         lab.spawn_in(
             t,
@@ -676,8 +609,8 @@ fn streams(lab: &mut Lab, net: &Net) {
         lab.wait_listening(&["exec", &t.id, "--"], STREAM_PORT);
     }
     let ids: Vec<&str> = net.targets.iter().map(|(t, _)| t.id.as_str()).collect();
-    register(lab, &stream_tg, &ids);
-    listener(lab, &net.lb_arn, "TCP", STREAM_PORT, &stream_tg);
+    lab.register_targets(&stream_tg, &ids);
+    lab.listener(&net.lb_arn, "TCP", STREAM_PORT, &stream_tg);
     wait_health(lab, &stream_tg, &ids, "healthy", Duration::from_secs(30));
     let front = net.fronts["us-east-1a"].clone();
 

@@ -157,19 +157,6 @@ fn peer(lab: &Lab, a: &str, b: &str) -> String {
     pcx
 }
 
-/// `create-route` in `table` of `cidr` to `target` (`--gateway-id ID`, …).
-fn route(lab: &Lab, table: &str, cidr: &str, target: &[&str]) {
-    let mut args = vec![
-        "create-route",
-        "--route-table-id",
-        table,
-        "--destination-cidr-block",
-        cidr,
-    ];
-    args.extend_from_slice(target);
-    lab.ec2(&args);
-}
-
 fn delete_route(lab: &Lab, table: &str, cidr: &str) {
     lab.ec2(&[
         "delete-route",
@@ -220,26 +207,22 @@ fn build(lab: &mut Lab) -> Net {
     let pcx_ab = peer(lab, &vpc_a, &vpc_b);
     let pcx_ac = peer(lab, &vpc_a, &vpc_c);
     // Spec 7.2: each side adds the peer's CIDR to the peering itself.
-    route(
-        lab,
+    lab.route(
         &a_main,
         "10.20.0.0/16",
         &["--vpc-peering-connection-id", &pcx_ab],
     );
-    route(
-        lab,
+    lab.route(
         &a_main,
         "10.30.0.0/16",
         &["--vpc-peering-connection-id", &pcx_ac],
     );
-    route(
-        lab,
+    lab.route(
         &b_main,
         "10.10.0.0/16",
         &["--vpc-peering-connection-id", &pcx_ab],
     );
-    route(
-        lab,
+    lab.route(
         &c_main,
         "10.10.0.0/16",
         &["--vpc-peering-connection-id", &pcx_ac],
@@ -276,12 +259,7 @@ fn build(lab: &mut Lab) -> Net {
     lab.http_server(&c_server, WEB_PORT);
 
     wait_nat(lab, &nat);
-    route(
-        lab,
-        &a_private_table,
-        "0.0.0.0/0",
-        &["--nat-gateway-id", &nat],
-    );
+    lab.route(&a_private_table, "0.0.0.0/0", &["--nat-gateway-id", &nat]);
     lab.echo_server();
     Net {
         vpc_a,
@@ -366,8 +344,7 @@ fn routes_on_both_sides(lab: &Lab, net: &Net) {
     eprintln!("peering: trace B -> A without B's route\n{traced}");
     assert!(traced.contains("no_route"), "{traced}");
 
-    route(
-        lab,
+    lab.route(
         &net.b_main,
         "10.10.0.0/16",
         &["--vpc-peering-connection-id", &net.pcx_ab],
@@ -411,14 +388,12 @@ fn no_transit_between_peers(lab: &Lab, net: &Net) {
         http(&net.a_client, &net.c_server.ip).is_some(),
         "A gets C's page"
     );
-    route(
-        lab,
+    lab.route(
         &net.b_main,
         "10.30.0.0/16",
         &["--vpc-peering-connection-id", &net.pcx_ab],
     );
-    route(
-        lab,
+    lab.route(
         &net.c_main,
         "10.20.0.0/16",
         &["--vpc-peering-connection-id", &net.pcx_ac],
@@ -469,8 +444,7 @@ fn no_internet_through_the_peer(lab: &mut Lab, net: &Net) {
         true,
         || lab.curl_outside_from(&net.a_private).is_some(),
     );
-    route(
-        lab,
+    lab.route(
         &net.b_main,
         "0.0.0.0/0",
         &["--vpc-peering-connection-id", &net.pcx_ab],
@@ -530,8 +504,7 @@ fn no_gateway_endpoint_through_the_peer(lab: &Lab, net: &Net) {
     ]);
     let cidr = id(&v, "/PrefixLists/0/Cidrs/0");
     let s3_ip = cidr.split('/').next().unwrap().to_owned();
-    route(
-        lab,
+    lab.route(
         &net.b_main,
         &cidr,
         &["--vpc-peering-connection-id", &net.pcx_ab],
@@ -670,8 +643,7 @@ fn cross_account(lab: &mut Lab, net: &Net, bob: &(String, Vec<(String, String)>)
         "--vpc-peering-connection-id",
         &pcx,
     ]);
-    route(
-        lab,
+    lab.route(
         &net.a_main,
         "10.40.0.0/16",
         &["--vpc-peering-connection-id", &pcx],

@@ -398,7 +398,7 @@ impl Serve {
             }
         }
         for b in &mut next {
-            b.nlb.count_flows(!b.assignment.flow_logs.is_empty());
+            b.nlb.flow_logging().set(!b.assignment.flow_logs.is_empty());
         }
         next.sort_by(|a, b| a.name.cmp(&b.name));
         self.balancers = next;

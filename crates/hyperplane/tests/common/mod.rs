@@ -9,6 +9,7 @@ use core::net::{IpAddr, Ipv4Addr};
 
 use openvpc_dataplane::buf::PacketBuf;
 use openvpc_hyperplane::serve::{PeerVerdict, Serve, ServeConfig};
+use openvpc_model::flow_log::{EniContext, EniLog, FlowLogSpec, LoggedEni, TrafficType};
 use openvpc_model::hyperplane::ShardMember;
 use openvpc_packet::MacAddr;
 use openvpc_packet::builder::{IpRepr, L4Repr, PacketBuilder};
@@ -114,4 +115,31 @@ pub fn deliver(from: &mut Serve, from_ip: IpAddr, to: &mut Serve, now: u64) -> V
         out.push(to.peer(&bytes, from_ip, now, &mut buf));
     }
     out
+}
+
+/// `eni_id`, with primary address `primary`, under one flow log (issue
+/// 18): what the server sends a node for a logged gateway's or front's
+/// ENI.
+pub fn logged_eni(eni_id: &str, primary: Ipv4Addr) -> LoggedEni {
+    LoggedEni::new(
+        EniLog {
+            context: EniContext {
+                eni_id: eni_id.into(),
+                account_id: "123".into(),
+                vpc_id: "vpc-1".into(),
+                subnet_id: "subnet-1".into(),
+                instance_id: None,
+                primary_ip: IpAddr::V4(primary),
+                az_id: "use1-az1".into(),
+            },
+            vpc_base: Some(Ipv4Addr::new(10, 0, 0, 0)),
+            specs: vec![FlowLogSpec {
+                flow_log_id: "fl-1".into(),
+                traffic_type: TrafficType::All,
+                max_aggregation_interval: 60,
+            }],
+        },
+        Vec::new(),
+    )
+    .expect("a flow log covers it")
 }

@@ -222,15 +222,21 @@ impl Lab {
 
     /// Routes 0.0.0.0/0 in `table` to `igw`.
     pub fn default_route(&self, table: &str, igw: &str) {
-        self.ec2(&[
+        self.route(table, "0.0.0.0/0", &["--gateway-id", igw]);
+    }
+
+    /// `create-route` in `table` of `cidr` to `target` (`--gateway-id ID`,
+    /// `--nat-gateway-id ID`, …).
+    pub fn route(&self, table: &str, cidr: &str, target: &[&str]) {
+        let mut args = vec![
             "create-route",
             "--route-table-id",
             table,
             "--destination-cidr-block",
-            "0.0.0.0/0",
-            "--gateway-id",
-            igw,
-        ]);
+            cidr,
+        ];
+        args.extend_from_slice(target);
+        self.ec2(&args);
     }
 
     /// A VPC of `cidr` with an attached internet gateway and 0.0.0.0/0 to
@@ -331,6 +337,73 @@ impl Lab {
         ]);
         let nat = v["NatGateway"]["NatGatewayId"].as_str().unwrap().to_owned();
         (nat, eip)
+    }
+
+    /// A target group over the instances' `port`, with fast health checks
+    /// (5 s apart, 2 to change) on `check_port` (the traffic port if `None`).
+    pub fn nlb_target_group(
+        &self,
+        vpc: &str,
+        name: &str,
+        proto: &str,
+        port: u16,
+        check: Option<u16>,
+    ) -> String {
+        let port_s = port.to_string();
+        let check_s = check.map(|p| p.to_string());
+        let mut args = vec![
+            "create-target-group",
+            "--name",
+            name,
+            "--protocol",
+            proto,
+            "--port",
+            &port_s,
+            "--vpc-id",
+            vpc,
+            "--target-type",
+            "instance",
+            "--health-check-protocol",
+            "TCP",
+            "--health-check-interval-seconds",
+            "5",
+            "--health-check-timeout-seconds",
+            "2",
+            "--healthy-threshold-count",
+            "2",
+            "--unhealthy-threshold-count",
+            "2",
+        ];
+        if let Some(p) = &check_s {
+            args.extend_from_slice(&["--health-check-port", p]);
+        }
+        let v = self.elbv2(&args);
+        v["TargetGroups"][0]["TargetGroupArn"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub fn listener(&self, lb: &str, proto: &str, port: u16, tg: &str) {
+        let action = format!("Type=forward,TargetGroupArn={tg}");
+        self.elbv2(&[
+            "create-listener",
+            "--load-balancer-arn",
+            lb,
+            "--protocol",
+            proto,
+            "--port",
+            &port.to_string(),
+            "--default-actions",
+            &action,
+        ]);
+    }
+
+    pub fn register_targets(&self, tg: &str, ids: &[&str]) {
+        let targets: Vec<String> = ids.iter().map(|id| format!("Id={id}")).collect();
+        let mut args = vec!["register-targets", "--target-group-arn", tg, "--targets"];
+        args.extend(targets.iter().map(String::as_str));
+        self.elbv2(&args);
     }
 
     /// A network ACL of `vpc` holding `rules`.
