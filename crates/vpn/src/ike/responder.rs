@@ -146,17 +146,21 @@ pub enum IkeDrop {
     MessageId,
     /// The SK payload did not verify or decrypt.
     Integrity,
+    /// The SK payload verified but its payloads do not parse: answered
+    /// with INVALID_SYNTAX (RFC 7296 §3.10.1).
+    InvalidSyntax,
     /// The peer's public value is not valid for its group.
     BadKeyExchange,
 }
 
 impl IkeDrop {
-    pub const ALL: [IkeDrop; 6] = [
+    pub const ALL: [IkeDrop; 7] = [
         IkeDrop::Malformed,
         IkeDrop::Unexpected,
         IkeDrop::UnknownSpi,
         IkeDrop::MessageId,
         IkeDrop::Integrity,
+        IkeDrop::InvalidSyntax,
         IkeDrop::BadKeyExchange,
     ];
 
@@ -167,6 +171,7 @@ impl IkeDrop {
             IkeDrop::UnknownSpi => "unknown_spi",
             IkeDrop::MessageId => "message_id",
             IkeDrop::Integrity => "integrity",
+            IkeDrop::InvalidSyntax => "invalid_syntax",
             IkeDrop::BadKeyExchange => "bad_key_exchange",
         }
     }
@@ -452,8 +457,23 @@ fn seal(
     rng: &mut dyn Entropy,
 ) -> Option<Vec<u8>> {
     let (first, plain) = message::encode_payloads(payloads);
+    seal_encoded(suite, sk_e, sk_a, h, first, &plain, rng)
+}
+
+/// A message of header `h` and one SK payload holding `plain` (encoded
+/// payloads, the first of type `first`), sealed with the sender's keys
+/// and a random IV.
+pub fn seal_encoded(
+    suite: &IkeSuite,
+    sk_e: &[u8],
+    sk_a: &[u8],
+    h: Header,
+    first: u8,
+    plain: &[u8],
+    rng: &mut dyn Entropy,
+) -> Option<Vec<u8>> {
     let iv = random_vec(rng, suite.encr.iv_len());
-    let body = crypto::sk_body(suite, &iv, &plain).ok()?;
+    let body = crypto::sk_body(suite, &iv, plain).ok()?;
     let (mut bytes, at) = Message {
         header: h,
         payloads: vec![Payload::Encrypted {
@@ -485,7 +505,7 @@ fn open(
         CryptoError::Integrity | CryptoError::Padding => IkeDrop::Integrity,
         _ => IkeDrop::Malformed,
     })?;
-    message::parse_payloads(first, &buf[range]).map_err(|_| IkeDrop::Malformed)
+    message::parse_payloads(first, &buf[range]).map_err(|_| IkeDrop::InvalidSyntax)
 }
 
 impl Responder {
@@ -746,6 +766,28 @@ impl Responder {
         let suite = half.suite;
         let inner = match open(&suite, &half.keys.sk_ei, &half.keys.sk_ai, msg, bytes) {
             Ok(p) => p,
+            Err(IkeDrop::InvalidSyntax) => {
+                // In IKE_AUTH it ends the IKE SA (RFC 7296 §2.21.2): the
+                // half-open SA is forgotten.
+                let mut out = self.drop(IkeDrop::InvalidSyntax);
+                let invalid = [notify(notify_type::INVALID_SYNTAX, Vec::new())];
+                let h2 = header(h.spi_i, h.spi_r, Exchange::IkeAuth, 1, Header::RESPONSE);
+                if let Some(answer) = seal(
+                    &suite,
+                    &half.keys.sk_er,
+                    &half.keys.sk_ar,
+                    h2,
+                    &invalid,
+                    rng,
+                ) {
+                    out.push(Output::Send {
+                        to: from,
+                        natt,
+                        bytes: answer,
+                    });
+                }
+                return out;
+            }
             Err(reason) => {
                 self.half_open = Some(half);
                 return self.drop(reason);
@@ -970,6 +1012,22 @@ impl Responder {
         }
         let inner = match open(&e.suite, &e.keys.sk_ei, &e.keys.sk_ai, msg, bytes) {
             Ok(p) => p,
+            Err(IkeDrop::InvalidSyntax) => {
+                // Authentic but unreadable: the peer is told, and the
+                // exchange is done (RFC 7296 §2.21.2).
+                let mut out = self.drop(IkeDrop::InvalidSyntax);
+                e.peer_next = e.peer_next.wrapping_add(1);
+                let invalid = [notify(notify_type::INVALID_SYNTAX, Vec::new())];
+                let h2 = header(h.spi_i, h.spi_r, h.exchange, h.message_id, Header::RESPONSE);
+                if let Some(answer) =
+                    seal(&e.suite, &e.keys.sk_er, &e.keys.sk_ar, h2, &invalid, rng)
+                {
+                    e.last_answer = Some((h.message_id, answer.clone()));
+                    out.push(self.send(from, answer));
+                }
+                self.established = Some(e);
+                return out;
+            }
             Err(reason) => {
                 self.established = Some(e);
                 return self.drop(reason);
