@@ -246,7 +246,7 @@ fn tunnels_come_up_with_each_proposal_rekey_and_detect_a_dead_peer() {
         sas.contains("ESTABLISHED"),
         "answering DPD keeps it up: {sas}"
     );
-    drop(charon);
+    charon.kill_without_a_word();
     std::thread::sleep(Duration::from_secs(6));
     stop.store(true, Ordering::Relaxed);
     let served = server.join().unwrap();

@@ -164,6 +164,8 @@ pub struct Charon {
     dir: PathBuf,
     /// charon's process (`ip netns exec` replaces itself with it).
     pub pid: u32,
+    /// Reaped already: its pid may belong to someone else now.
+    gone: bool,
 }
 
 impl Charon {
@@ -191,6 +193,7 @@ impl Charon {
             pid: child.id(),
             child,
             dir: dir.to_owned(),
+            gone: false,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !dir.join("charon.vici").exists() {
@@ -234,12 +237,34 @@ impl Charon {
     }
 }
 
-impl Drop for Charon {
-    fn drop(&mut self) {
+impl Charon {
+    /// SIGKILL: charon dies without a word to its peers (no Delete).
+    pub fn kill_without_a_word(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // `ip netns exec` runs charon as its child: make sure it is gone.
-        let _ = Command::new("pkill").args(["-f", CHARON]).status();
+        self.gone = true;
+    }
+}
+
+impl Drop for Charon {
+    /// Stops charon by its pid (`ip netns exec` execs it, so the child is
+    /// charon itself): SIGTERM, so it removes its pid file, then SIGKILL
+    /// if it has not gone within 3 s.
+    fn drop(&mut self) {
+        if self.gone {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
