@@ -82,15 +82,6 @@ fn hand_ike_sa_init() -> Vec<u8> {
     m
 }
 
-fn notify(kind: u16, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify {
-        protocol: 0,
-        spi: Vec::new(),
-        kind,
-        data,
-    })
-}
-
 #[test]
 fn hand_assembled_ike_sa_init_parses_to_its_fields_and_re_encodes_byte_for_byte() {
     // RFC 7296 §3.1-§3.10: every field where the figures put it.
@@ -144,10 +135,10 @@ fn hand_assembled_ike_sa_init_parses_to_its_fields_and_re_encodes_byte_for_byte(
             data: filler(256, 1),
         },
         Payload::Nonce(filler(32, 2)),
-        notify(notify_type::NAT_DETECTION_SOURCE_IP, filler(20, 3)),
-        notify(notify_type::NAT_DETECTION_DESTINATION_IP, filler(20, 4)),
-        notify(notify_type::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()),
-        notify(
+        Payload::notify(notify_type::NAT_DETECTION_SOURCE_IP, filler(20, 3)),
+        Payload::notify(notify_type::NAT_DETECTION_DESTINATION_IP, filler(20, 4)),
+        Payload::notify(notify_type::IKEV2_FRAGMENTATION_SUPPORTED, Vec::new()),
+        Payload::notify(
             notify_type::SIGNATURE_HASH_ALGORITHMS,
             vec![0, 2, 0, 3, 0, 4],
         ),
@@ -337,8 +328,8 @@ fn realistic_ike_sa_init_request_round_trips() {
                 data: filler(256, 11),
             },
             Payload::Nonce(filler(32, 12)),
-            notify(notify_type::NAT_DETECTION_SOURCE_IP, filler(20, 13)),
-            notify(notify_type::NAT_DETECTION_DESTINATION_IP, filler(20, 14)),
+            Payload::notify(notify_type::NAT_DETECTION_SOURCE_IP, filler(20, 13)),
+            Payload::notify(notify_type::NAT_DETECTION_DESTINATION_IP, filler(20, 14)),
             Payload::VendorId(STRONGSWAN_VID.to_vec()),
         ],
         encrypted_at: None,

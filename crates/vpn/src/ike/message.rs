@@ -370,6 +370,16 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// A Notify about no particular SA (protocol 0, no SPI).
+    pub fn notify(kind: u16, data: Vec<u8>) -> Payload {
+        Payload::Notify(Notify {
+            protocol: 0,
+            spi: Vec::new(),
+            kind,
+            data,
+        })
+    }
+
     /// Its payload type number.
     pub fn kind(&self) -> u8 {
         use payload_type as t;

@@ -211,7 +211,6 @@ struct Pending {
     message_id: u32,
     bytes: Vec<u8>,
     sent_ms: u64,
-    tries: u32,
 }
 
 struct Established {
@@ -327,15 +326,6 @@ fn our_id(ip: IpAddr) -> Identification {
             data: a.octets().to_vec(),
         },
     }
-}
-
-fn notify(kind: u16, data: Vec<u8>) -> Payload {
-    Payload::Notify(Notify {
-        protocol: 0,
-        spi: Vec::new(),
-        kind,
-        data,
-    })
 }
 
 fn ipv4_range(ts: &TrafficSelector) -> Option<(u32, u32)> {
@@ -549,6 +539,14 @@ impl Responder {
         self.last_heard_ms = self.last_heard_ms.max(now_ms);
     }
 
+    /// An authentic message came from `from`: where the peer is now, and
+    /// that it lives.
+    fn heard_from(&mut self, from: SocketAddr, natt: bool, now_ms: u64) {
+        self.peer = Some(from);
+        self.natt |= natt;
+        self.last_heard_ms = now_ms;
+    }
+
     fn drop(&mut self, reason: IkeDrop) -> Vec<Output> {
         self.counters.drops[reason as usize] += 1;
         Vec::new()
@@ -612,7 +610,7 @@ impl Responder {
                 .map_or(0, u64::from_be_bytes);
             let answer = Message {
                 header: header(spi_i, 0, Exchange::IkeSaInit, 0, Header::RESPONSE),
-                payloads: vec![notify(kind, data)],
+                payloads: vec![Payload::notify(kind, data)],
                 encrypted_at: None,
             };
             out.push(Output::Send {
@@ -652,7 +650,7 @@ impl Responder {
             natt,
             bytes: Message {
                 header: header(h.spi_i, 0, Exchange::IkeSaInit, 0, Header::RESPONSE),
-                payloads: vec![notify(kind, data)],
+                payloads: vec![Payload::notify(kind, data)],
                 encrypted_at: None,
             }
             .encode(),
@@ -702,11 +700,11 @@ impl Responder {
                     data: public,
                 },
                 Payload::Nonce(nr.clone()),
-                notify(
+                Payload::notify(
                     notify_type::NAT_DETECTION_SOURCE_IP,
                     nat_hash(h.spi_i, spi_r, local),
                 ),
-                notify(
+                Payload::notify(
                     notify_type::NAT_DETECTION_DESTINATION_IP,
                     nat_hash(h.spi_i, spi_r, from),
                 ),
@@ -770,7 +768,7 @@ impl Responder {
                 // In IKE_AUTH it ends the IKE SA (RFC 7296 §2.21.2): the
                 // half-open SA is forgotten.
                 let mut out = self.drop(IkeDrop::InvalidSyntax);
-                let invalid = [notify(notify_type::INVALID_SYNTAX, Vec::new())];
+                let invalid = [Payload::notify(notify_type::INVALID_SYNTAX, Vec::new())];
                 let h2 = header(h.spi_i, h.spi_r, Exchange::IkeAuth, 1, Header::RESPONSE);
                 if let Some(answer) = seal(
                     &suite,
@@ -793,9 +791,7 @@ impl Responder {
                 return self.drop(reason);
             }
         };
-        self.peer = Some(from);
-        self.natt |= natt;
-        self.last_heard_ms = now_ms;
+        self.heard_from(from, natt, now_ms);
         let answer =
             |r: &mut Self, payloads: &[Payload], rng: &mut dyn Entropy| -> Option<Output> {
                 let bytes = seal(
@@ -832,7 +828,10 @@ impl Responder {
         );
         if method != auth_method::SHARED_KEY_MIC || !auth_matches(&want, &auth) {
             self.counters.auth_failures += 1;
-            let failed = [notify(notify_type::AUTHENTICATION_FAILED, Vec::new())];
+            let failed = [Payload::notify(
+                notify_type::AUTHENTICATION_FAILED,
+                Vec::new(),
+            )];
             return answer(self, &failed, rng).into_iter().collect();
         }
         let mut out = Vec::new();
@@ -894,7 +893,7 @@ impl Responder {
                 self.counters.child_sas += 1;
             }
             // The IKE SA stands without a child (RFC 7296 §1.2).
-            Err(kind) => payloads.push(notify(kind, Vec::new())),
+            Err(kind) => payloads.push(Payload::notify(kind, Vec::new())),
         }
         let Some(sent) = answer(self, &payloads, rng) else {
             return self.drop(IkeDrop::Malformed);
@@ -923,18 +922,11 @@ impl Responder {
     ) -> Result<(ChildSa, Vec<Payload>), u16> {
         let proposals = sa_of(request).ok_or(notify_type::NO_PROPOSAL_CHOSEN)?;
         let (tsi, tsr) = ts_of(request).ok_or(notify_type::TS_UNACCEPTABLE)?;
-        if notifies(request, notify_type::USE_TRANSPORT_MODE)
-            .next()
-            .is_some()
-        {
-            // AWS's tunnels are tunnel mode only: the answer's missing
-            // USE_TRANSPORT_MODE tells the peer so (RFC 7296 §1.3.1).
-        }
+        // AWS's tunnels are tunnel mode only: a USE_TRANSPORT_MODE request
+        // is refused by leaving it out of the answer (RFC 7296 §1.3.1).
         let our_spi = nonzero_spi32(rng);
-        let pfs = match (shared, requested_group(proposals)) {
-            (Some(_), g) => g,
-            (None, _) => None,
-        };
+        // A Diffie-Hellman group is asked of the proposal only with a KE.
+        let pfs = shared.and(requested_group(proposals));
         let (transform, peer_spi, chosen) =
             choose_esp(proposals, our_spi, pfs).ok_or(notify_type::NO_PROPOSAL_CHOSEN)?;
         // TSi is the initiator's (the customer's) side, TSr ours.
@@ -1017,7 +1009,7 @@ impl Responder {
                 // exchange is done (RFC 7296 §2.21.2).
                 let mut out = self.drop(IkeDrop::InvalidSyntax);
                 e.peer_next = e.peer_next.wrapping_add(1);
-                let invalid = [notify(notify_type::INVALID_SYNTAX, Vec::new())];
+                let invalid = [Payload::notify(notify_type::INVALID_SYNTAX, Vec::new())];
                 let h2 = header(h.spi_i, h.spi_r, h.exchange, h.message_id, Header::RESPONSE);
                 if let Some(answer) =
                     seal(&e.suite, &e.keys.sk_er, &e.keys.sk_ar, h2, &invalid, rng)
@@ -1033,9 +1025,7 @@ impl Responder {
                 return self.drop(reason);
             }
         };
-        self.peer = Some(from);
-        self.natt |= natt;
-        self.last_heard_ms = now_ms;
+        self.heard_from(from, natt, now_ms);
         e.peer_next = e.peer_next.wrapping_add(1);
         let mut out = Vec::new();
         let mut gone = false;
@@ -1114,7 +1104,7 @@ impl Responder {
         rng: &mut dyn Entropy,
         out: &mut Vec<Output>,
     ) -> Vec<Payload> {
-        let refuse = |kind: u16| vec![notify(kind, Vec::new())];
+        let refuse = |kind: u16| vec![Payload::notify(kind, Vec::new())];
         let Some(ni) = nonce_of(inner) else {
             return refuse(notify_type::INVALID_SYNTAX);
         };
@@ -1283,7 +1273,6 @@ impl Responder {
         match (&mut e.pending, to) {
             (Some(p), Some(to)) if now_ms.saturating_sub(p.sent_ms) >= RETRY_MS => {
                 p.sent_ms = now_ms;
-                p.tries += 1;
                 out.push(self.send(to, p.bytes.clone()));
             }
             (None, Some(to)) if silent >= self.config.dpd_delay_secs * 1000 => {
@@ -1302,7 +1291,6 @@ impl Responder {
                         message_id: id,
                         bytes: bytes.clone(),
                         sent_ms: now_ms,
-                        tries: 0,
                     });
                     self.counters.dpd_sent += 1;
                     out.push(self.send(to, bytes));
