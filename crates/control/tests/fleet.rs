@@ -1895,3 +1895,133 @@ fn a_flow_log_on_a_nat_gateways_subnet_reaches_its_nodes() {
     assert!(news, "the flow log is gone");
     assert_eq!(delta.assignments[0].flow_log, None);
 }
+
+/// The route to `destination` in `eni`'s compiled table, if any.
+fn route_to(fleet: &Fleet, eni: &str, destination: &str) -> Option<RouteTargetState> {
+    fleet
+        .eni_state(eni)
+        .unwrap()
+        .subnet
+        .route_table
+        .routes
+        .into_iter()
+        .find(|r| r.destination.to_string() == destination)
+        .map(|r| r.target)
+}
+
+// Issue 19, spec 2.7 and 10.3: a VPN connection's tunnels are placed on
+// two edges, which the edges are told with the VPC behind them; what the
+// serving edge reports learned over BGP reaches the hosts of a
+// propagating table (to that edge) and the edges' gateway table; a static
+// route for the same prefix wins; a session that drops takes its routes.
+#[test]
+fn a_vpn_gateways_learned_routes_reach_the_hosts_and_the_edges() {
+    use openvpc_control::api::actions::vpn_connection::record_reports;
+    use openvpc_model::edge::{LearnedRoute, VpnTunnelReport};
+    let w = world();
+    let sg = w.group("app");
+    let (_, eni, _) = w.run(&w.subnet_a, &sg);
+    register_edge(&w, "e1", "10.254.0.2", u64::MAX / 2);
+    register_edge(&w, "e2", "10.254.0.3", u64::MAX / 2);
+    let cgw = first(
+        &w.ok("Action=CreateCustomerGateway&Type=ipsec.1&IpAddress=198.51.100.20&BgpAsn=65000"),
+        "customerGatewayId",
+    );
+    let vgw = first(
+        &w.ok("Action=CreateVpnGateway&Type=ipsec.1"),
+        "vpnGatewayId",
+    );
+    w.ok(&format!(
+        "Action=AttachVpnGateway&VpnGatewayId={vgw}&VpcId={}",
+        w.vpc
+    ));
+    let rtb = common::main_route_table(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=EnableVgwRoutePropagation&RouteTableId={rtb}&GatewayId={vgw}"
+    ));
+    let xml = w.ok(&format!(
+        "Action=CreateVpnConnection&Type=ipsec.1&CustomerGatewayId={cgw}&VpnGatewayId={vgw}"
+    ));
+    let vpn = first(&xml, "vpnConnectionId");
+    let fleet = w.fleet();
+
+    let (delta, _) = fleet.edge_delta(REGION, 0);
+    let tunnels = &delta.vpn_tunnels;
+    assert_eq!(tunnels.len(), 2);
+    assert_ne!(
+        tunnels[0].edge_id, tunnels[1].edge_id,
+        "one tunnel per edge"
+    );
+    assert_eq!(tunnels[0].vni, Some(w.vni()));
+    assert_eq!(tunnels[0].vpc_cidrs, vec!["10.0.0.0/16".parse().unwrap()]);
+    assert_eq!(
+        (tunnels[0].amazon_asn, tunnels[0].customer_asn),
+        (64512, 65000)
+    );
+    assert!(delta.vgw_routes.is_empty(), "no tunnel is up");
+    assert_eq!(route_to(&fleet, &eni, "172.16.0.0/16"), None);
+
+    let report = |t: usize, bgp_up: bool| {
+        let tunnel = &tunnels[t];
+        let r = VpnTunnelReport {
+            vpn_connection_id: vpn.clone(),
+            outside_ip: tunnel.outside_ip,
+            edge_id: tunnel.edge_id.clone(),
+            ipsec_up: true,
+            bgp_up,
+            status_message: String::new(),
+            routes: vec![LearnedRoute {
+                prefix: "172.16.0.0/16".parse().unwrap(),
+                as_path_len: 1,
+                med: 0,
+            }],
+            last_change_ms: 1,
+        };
+        record_reports(
+            w.store.as_ref(),
+            &w.a.id,
+            REGION,
+            &vpn,
+            &tunnel.edge_id,
+            &[r],
+        )
+        .unwrap();
+        fleet.catch_up().unwrap();
+    };
+    report(1, true);
+    assert_eq!(
+        route_to(&fleet, &eni, "172.16.0.0/16"),
+        Some(RouteTargetState::Gateway {
+            gateway_id: vgw.clone(),
+            nodes: vec![tunnels[1].edge_underlay],
+        }),
+        "to the edge serving the tunnel whose session learned it"
+    );
+    let (delta, _) = fleet.edge_delta(REGION, 0);
+    assert_eq!(delta.vgw_routes.len(), 1);
+    assert_eq!(delta.vgw_routes[0].outside_ip, tunnels[1].outside_ip);
+    assert_eq!(delta.vgw_routes[0].vni, w.vni());
+    // With both sessions up, the first tunnel is the primary egress.
+    report(0, true);
+    let (delta, _) = fleet.edge_delta(REGION, 0);
+    assert_eq!(delta.vgw_routes.len(), 1);
+    assert_eq!(delta.vgw_routes[0].outside_ip, tunnels[0].outside_ip);
+    // spec 2.4: a static route for the same prefix wins.
+    let igw = common::attached_igw(w.store.as_ref(), &w.a, &w.vpc);
+    w.ok(&format!(
+        "Action=CreateRoute&RouteTableId={rtb}&DestinationCidrBlock=172.16.0.0%2F16&GatewayId={igw}"
+    ));
+    fleet.catch_up().unwrap();
+    assert!(matches!(
+        route_to(&fleet, &eni, "172.16.0.0/16"),
+        Some(RouteTargetState::Gateway { gateway_id, .. }) if gateway_id == igw
+    ));
+    w.ok(&format!(
+        "Action=DeleteRoute&RouteTableId={rtb}&DestinationCidrBlock=172.16.0.0%2F16"
+    ));
+    // Both sessions drop: the route goes.
+    report(0, false);
+    report(1, false);
+    assert_eq!(route_to(&fleet, &eni, "172.16.0.0/16"), None);
+    assert!(fleet.edge_delta(REGION, 0).0.vgw_routes.is_empty());
+}

@@ -47,6 +47,66 @@ fn vpn(
     .map_err(|e| e.code.into_owned())
 }
 
+/// Two edges of the region report on every tunnel of `conn` as an edge
+/// does (issue 19), IPsec up or down per tunnel; only the edge serving a
+/// tunnel is believed.
+fn report_tunnels(store: &dyn Store, a: &Account, conn: &str, up: &[bool]) {
+    use openvpc_control::fleet::nodes::{self, Role};
+    use openvpc_model::edge::VpnTunnelReport;
+    use openvpc_model::node::NodeRegistration;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let xml = call(
+        store,
+        a,
+        &format!("Action=DescribeVpnConnections&VpnConnectionId.1={conn}"),
+    )
+    .unwrap();
+    let outside = all(&xml, "outsideIpAddress");
+    for (edge, ip) in [("edge-a", "10.254.0.2"), ("edge-b", "10.254.0.3")] {
+        let registration = NodeRegistration {
+            node_id: edge.into(),
+            underlay_ip: ip.parse().unwrap(),
+            serving: vec![],
+            target_health: vec![],
+        };
+        // Far in the future: the test's edges never expire.
+        nodes::register(
+            store,
+            Role::Edge,
+            "us-east-1",
+            &registration,
+            now_ms + 3_600_000,
+        )
+        .unwrap();
+        let reports: Vec<VpnTunnelReport> = up
+            .iter()
+            .zip(&outside)
+            .map(|(up, ip)| VpnTunnelReport {
+                vpn_connection_id: conn.into(),
+                outside_ip: ip.parse().unwrap(),
+                edge_id: edge.into(),
+                ipsec_up: *up,
+                bgp_up: false,
+                status_message: String::new(),
+                routes: vec![],
+                last_change_ms: now_ms,
+            })
+            .collect();
+        openvpc_control::api::actions::vpn_connection::record_reports(
+            store,
+            &a.id,
+            "us-east-1",
+            conn,
+            edge,
+            &reports,
+        )
+        .unwrap();
+    }
+}
+
 fn attach(vgw: &str, vpc: &str) -> String {
     format!("Action=AttachVpnGateway&VpnGatewayId={vgw}&VpcId={vpc}")
 }
@@ -443,8 +503,34 @@ fn vpn_connection_generated_tunnels() {
     let c = cgw(&store, &a, "203.0.113.5", 65000);
     let v = vgw(&store, &a);
     let xml = vpn(&store, &a, &c, &v, "&Options.StaticRoutesOnly=true").unwrap();
-    assert!(first(&xml, "vpnConnectionId").starts_with("vpn-"));
-    assert_eq!(first(&xml, "state"), "available");
+    let id = first(&xml, "vpnConnectionId");
+    assert!(id.starts_with("vpn-"));
+    // Issue 19: pending until an edge serves a tunnel; no edge runs here.
+    assert_eq!(first(&xml, "state"), "pending");
+    assert_eq!(all(&xml, "status"), ["DOWN", "DOWN"]);
+    let described = call(
+        &store,
+        &a,
+        &format!("Action=DescribeVpnConnections&VpnConnectionId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(
+        all(&described, "statusMessage"),
+        [
+            "no edge node serves this tunnel",
+            "no edge node serves this tunnel"
+        ]
+    );
+    // The serving edge's first report makes it available; UP follows it.
+    report_tunnels(&store, &a, &id, &[true, false]);
+    let described = call(
+        &store,
+        &a,
+        &format!("Action=DescribeVpnConnections&VpnConnectionId.1={id}"),
+    )
+    .unwrap();
+    assert_eq!(first(&described, "state"), "available");
+    assert_eq!(all(&described, "status"), ["UP", "DOWN"]);
     assert_eq!(first(&xml, "customerGatewayId"), c);
     assert_eq!(first(&xml, "vpnGatewayId"), v);
     assert_eq!(first(&xml, "staticRoutesOnly"), "true");
@@ -608,7 +694,7 @@ fn vpn_connection_delete_and_describe() {
     )
     .unwrap();
     assert_eq!(first(&xml, "state"), "deleted");
-    assert_eq!(by("state", "available"), [id2]);
+    assert_eq!(by("state", "pending"), [id2]);
     let err = call(
         &store,
         &a,
@@ -960,6 +1046,10 @@ fn propagated_routes_from_vpn_static_routes() {
     assert!(propagated(&routes()).is_empty());
     let enable = format!("Action=EnableVgwRoutePropagation&RouteTableId={table}&GatewayId={v}");
     call(&store, &a, &enable).unwrap();
+    // Issue 19: nothing while no tunnel is up: the routes would be lies.
+    assert!(propagated(&routes()).is_empty());
+    report_tunnels(&store, &a, &conns[0], &[false, true]);
+    report_tunnels(&store, &a, &conns[1], &[true, true]);
     let shown = routes();
     assert_eq!(propagated(&shown), ["192.168.0.0/16"]);
     let route = shown.iter().find(|r| r.0 == "192.168.0.0/16").unwrap();

@@ -391,10 +391,12 @@ impl Layer for Routing {
                 {
                     return Decision::new(Action::Deny(DropReason::NoPublicIp), rule);
                 }
-                // A NAT gateway's or load balancer's frames carry its own
-                // MAC, so a node that serves several of this VPC knows which
-                // one a frame is for; the edge's gateways take the router's.
-                let mac = kind.keeps_flows().then(|| gateway_mac(id));
+                // A NAT gateway's, load balancer's or VPN gateway's frames
+                // carry its own MAC, so a node that serves several knows
+                // which one a frame is for (an edge, whether it is the VPN
+                // gateway's or the internet gateway's); the internet
+                // gateway's take the router's.
+                let mac = kind.named_by_mac().then(|| gateway_mac(id));
                 match target.node_for(gateway_hash(&packet.key)) {
                     Some(underlay) => Action::Encap(Forward::Node {
                         target,

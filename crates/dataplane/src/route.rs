@@ -35,6 +35,13 @@ impl GatewayKind {
     pub fn keeps_flows(self) -> bool {
         matches!(self, GatewayKind::Nat | GatewayKind::LoadBalancer)
     }
+
+    /// Whether frames to the gateway carry its own MAC ([`gateway_mac`]):
+    /// those whose nodes serve several gateways of one VPC, or serve it
+    /// beside an internet gateway (an edge is both).
+    pub fn named_by_mac(self) -> bool {
+        self.keeps_flows() || self == GatewayKind::VpnGateway
+    }
 }
 
 /// Where a route sends packets, resolved as far as the control plane can.

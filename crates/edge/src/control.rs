@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use openvpc_agent::control::{Outage, sleep_unless_stopped};
-use openvpc_model::edge::{EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, path};
+use openvpc_model::edge::{
+    EdgeDelta, EdgeRecord, EdgeRegistration, HEARTBEAT_MS, VpnTunnelReport, path,
+};
+use openvpc_model::host::{MappingAnswer, MappingKey};
 use openvpc_packet::MacAddr;
 
 use crate::translate::{MAX_NAT_PLACES, PublicMapping, TableUpdate};
@@ -50,6 +53,24 @@ impl Client {
     pub fn deregister(&self, reg: &EdgeRegistration) -> Result<(), ClientError> {
         let _: serde_json::Value = self.0.post("deregister", path::DEREGISTER, reg)?;
         Ok(())
+    }
+
+    /// `POST /edge/v1/vpn-status`: the VPN tunnels this edge serves, as
+    /// they are now.
+    pub fn vpn_status(
+        &self,
+        edge_id: &str,
+        reports: &[VpnTunnelReport],
+    ) -> Result<(), ClientError> {
+        let endpoint = format!("{}?edge={edge_id}", path::VPN_STATUS);
+        let _: serde_json::Value = self.0.post("VPN status report", &endpoint, &reports)?;
+        Ok(())
+    }
+
+    /// `POST /agent/v1/mappings`: who holds each address (the VPN
+    /// gateway's decrypted packets go to them).
+    pub fn mappings(&self, keys: &[MappingKey]) -> Result<Vec<MappingAnswer>, ClientError> {
+        self.0.mappings(keys)
     }
 
     /// `GET /edge/v1/watch`: what changed since `since`, waiting up to
@@ -216,6 +237,63 @@ pub fn heartbeat_loop_with(
     ever
 }
 
+/// How often the VPN gateway's reports are sent while nothing changes: the
+/// server believes a tunnel's report only while its edge lives, so this is
+/// for a server that missed one (it restarted, or a write failed).
+pub const VPN_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// How often the VPN loop looks for news from the worker.
+const VPN_POLL: Duration = Duration::from_millis(50);
+
+/// What the VPN loop reads from and hands to the worker.
+pub trait VpnWorker {
+    /// The reports (with their sequence number) and the addresses whose
+    /// owners the gateway wants to know.
+    fn take(&self) -> (u64, Vec<VpnTunnelReport>, Vec<MappingKey>);
+    /// The mapping service's answers; an error ends the loop (the worker
+    /// has stopped).
+    fn answer(&self, answers: Vec<MappingAnswer>) -> Result<(), String>;
+}
+
+/// Until `stop`: asks the mapping service what the VPN gateway wants to
+/// know and hands the answers back, and sends the gateway's reports to the
+/// server when they change (and every [`VPN_REPORT_EVERY`]).
+pub fn vpn_loop(client: &Client, edge_id: &str, worker: &dyn VpnWorker, stop: &AtomicBool) {
+    let mut outage = Outage::new(EDGE_CONSEQUENCE);
+    let mut sent_seq = 0;
+    let mut sent_at: Option<std::time::Instant> = None;
+    while sleep_unless_stopped(stop, VPN_POLL) {
+        let (seq, reports, wanted) = worker.take();
+        if !wanted.is_empty() {
+            for chunk in wanted.chunks(openvpc_agent::control::MAPPING_BATCH) {
+                match client.mappings(chunk) {
+                    Ok(answers) => {
+                        if worker.answer(answers).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        outage.failed("mapping lookup", &e);
+                    }
+                }
+            }
+        }
+        let due = sent_at.is_none_or(|t| t.elapsed() >= VPN_REPORT_EVERY);
+        if seq != sent_seq || (due && !reports.is_empty()) {
+            match client.vpn_status(edge_id, &reports) {
+                Ok(()) => {
+                    outage.ok("VPN status report");
+                    sent_seq = seq;
+                    sent_at = Some(std::time::Instant::now());
+                }
+                Err(e) => {
+                    outage.failed("VPN status report", &e);
+                }
+            }
+        }
+    }
+}
+
 /// Follows the watch until `stop`, applying every delta with `apply`; it
 /// starts once the node has registered. An `apply` error (the worker has
 /// stopped) ends the loop.
@@ -314,6 +392,7 @@ mod tests {
             removals: vec![ip("198.51.100.1")],
             attached_vnis: vec![77, 1 << 25],
             public_pool: vec![],
+            ..EdgeDelta::default()
         };
         let (update, bad) = table_update(&delta);
         assert!(update.full);
@@ -353,6 +432,7 @@ mod tests {
             removals: vec![],
             attached_vnis: vec![77],
             public_pool: vec![],
+            ..EdgeDelta::default()
         };
         let (update, bad) = table_update(&delta);
         assert_eq!(update.upserts.len(), 1);

@@ -39,9 +39,9 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -57,7 +57,12 @@ use openvpc_packet::gso::{
     Coalescer, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, VNET_HDR_LEN, VnetHdr, complete_checksum, cut_tcp4,
 };
 
+use openvpc_model::edge::{VgwRoute, VpnTunnel, VpnTunnelReport};
+use openvpc_model::host::{MappingAnswer, MappingKey};
+use openvpc_vpn::ike::responder::Entropy;
+
 use crate::translate::{Edge, EdgeDrop, EdgeOutput, TableUpdate};
+use crate::vgw::{TunnelStatus, Vgw, VgwDrop, VgwOutput};
 
 /// Packets per batch, each way.
 pub const BATCH: usize = 32;
@@ -82,6 +87,9 @@ const FAKE_ETHERNET: [u8; 14] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00]
 pub const TUN_MTU: u16 = 1500 - openvpc_packet::geneve::OVERHEAD_V4 as u16;
 /// How long the worker sleeps in poll with nothing to do.
 const IDLE_POLL_MS: libc::c_int = 500;
+/// How often the VPN gateway's timers run while it serves tunnels: the
+/// BGP endpoints' TCP wants prompt polls; IKE's timers are seconds.
+const VGW_TICK: Duration = Duration::from_millis(20);
 
 /// A failure of the node's I/O.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +129,8 @@ pub struct IoConfig {
     pub tun_name: String,
     /// The source MAC of inbound inner frames (the VPC router's).
     pub router_mac: MacAddr,
+    /// This node's name: the VPN tunnels given to it are its own.
+    pub edge_id: String,
 }
 
 /// The worker's counters. Bytes are IP packet or UDP payload lengths.
@@ -248,7 +258,30 @@ impl Published {
 enum Command {
     /// Apply a table change; answers (addresses held, attached VPCs).
     Apply(Box<TableUpdate>, Sender<(usize, usize)>),
+    /// The region's VPN tunnels and gateways' routes, whole.
+    Vpn(Box<(Vec<VpnTunnel>, Vec<VgwRoute>)>),
+    /// The mapping service's answers to the VPN gateway's questions.
+    Mappings(Vec<MappingAnswer>),
     Stop,
+}
+
+/// What the VPN gateway role publishes for the node's control threads:
+/// reports for the server, the status file's figures, and the addresses
+/// it wants the mapping service to name owners of.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct VpnShared {
+    pub reports: Vec<VpnTunnelReport>,
+    /// Bumped whenever a report changes.
+    pub reports_seq: u64,
+    pub tunnels: Vec<TunnelStatus>,
+    pub wanted: Vec<MappingKey>,
+    /// Packets decrypted into VPCs, sealed into tunnels, handed on to the
+    /// edge serving their tunnel.
+    pub to_vpc: u64,
+    pub to_tunnel: u64,
+    pub handed_on: u64,
+    /// Per [`VgwDrop::ALL`].
+    pub drops: Vec<(&'static str, u64)>,
 }
 
 /// Hands table changes to a running worker.
@@ -280,6 +313,16 @@ impl IoClient {
             .recv_timeout(APPLY_TIMEOUT)
             .map_err(|_| IoError::Stopped)
     }
+
+    /// Hands the region's VPN tunnels and gateways' routes to the worker.
+    pub fn vpn(&self, tunnels: Vec<VpnTunnel>, routes: Vec<VgwRoute>) -> Result<(), IoError> {
+        self.send(Command::Vpn(Box::new((tunnels, routes))))
+    }
+
+    /// Hands the mapping service's answers to the worker.
+    pub fn mappings(&self, answers: Vec<MappingAnswer>) -> Result<(), IoError> {
+        self.send(Command::Mappings(answers))
+    }
 }
 
 /// A running worker.
@@ -287,6 +330,7 @@ impl IoClient {
 pub struct IoHandle {
     client: IoClient,
     published: Arc<Published>,
+    vpn: Arc<Mutex<VpnShared>>,
     thread: Option<JoinHandle<()>>,
     underlay: SocketAddr,
 }
@@ -299,6 +343,11 @@ impl IoHandle {
     /// The counters as of the worker's last poll round.
     pub fn status(&self) -> IoStatus {
         self.published.load()
+    }
+
+    /// What the VPN gateway role last published.
+    pub fn vpn(&self) -> Arc<Mutex<VpnShared>> {
+        Arc::clone(&self.vpn)
     }
 
     /// The bound underlay address.
@@ -442,9 +491,14 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
     wake_rx.set_nonblocking(true).map_err(IoError::Thread)?;
     let (tx, rx) = mpsc::channel();
     let published = Arc::new(Published::default());
+    let vpn = Arc::new(Mutex::new(VpnShared::default()));
     let underlay = udp.local_addr().map_err(IoError::Thread)?;
     let mut worker = Worker {
         edge: Edge::new(cfg.router_mac),
+        vgw: Vgw::new(&cfg.edge_id, cfg.router_mac),
+        vgw_out: Vec::new(),
+        vpn: Arc::clone(&vpn),
+        last_tick: Instant::now(),
         udp,
         tun,
         tun_dead: false,
@@ -478,6 +532,7 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
             wake: Arc::new(wake_tx),
         },
         published,
+        vpn,
         thread: Some(thread),
         underlay,
     })
@@ -485,6 +540,12 @@ pub fn spawn(cfg: &IoConfig) -> Result<IoHandle, IoError> {
 
 struct Worker {
     edge: Edge,
+    /// The VPN gateway role: the tunnels this node serves.
+    vgw: Vgw,
+    /// What the VPN gateway said to send, sent after each batch.
+    vgw_out: Vec<VgwOutput>,
+    vpn: Arc<Mutex<VpnShared>>,
+    last_tick: Instant,
     udp: UdpSocket,
     tun: File,
     /// The TUN failed for good (deleted under us): it leaves the poll set
@@ -532,7 +593,12 @@ impl Worker {
                     self.tun.as_raw_fd()
                 }),
             ];
-            if let Err(e) = openvpc_agent::batch_io::poll(&mut fds, IDLE_POLL_MS) {
+            let wait = if self.vgw.is_active() {
+                VGW_TICK.as_millis() as libc::c_int
+            } else {
+                IDLE_POLL_MS
+            };
+            if let Err(e) = openvpc_agent::batch_io::poll(&mut fds, wait) {
                 tracing::error!(error = %e, "poll failed; the edge worker stops");
                 return;
             }
@@ -551,8 +617,65 @@ impl Worker {
             if tun.revents != 0 {
                 self.uplink_to_underlay();
             }
+            if self.vgw.is_active() && self.last_tick.elapsed() >= VGW_TICK {
+                self.last_tick = Instant::now();
+                self.vgw.tick(unix_ms(), &mut OsEntropy, &mut self.vgw_out);
+                self.send_vgw();
+                self.publish_vpn();
+            }
             self.publish();
         }
+    }
+
+    /// Sends what the VPN gateway produced: sealed packets and IKE out of
+    /// the uplink, decrypted ones to hosts and frames handed on to edges
+    /// over the underlay.
+    fn send_vgw(&mut self) {
+        for o in self.vgw_out.drain(..) {
+            match o {
+                VgwOutput::Uplink(packet) => {
+                    let written = write_tun(&self.tun, &VnetHdr::default(), &packet);
+                    match written {
+                        Ok(n) if n == packet.len() + VNET_HDR_LEN => {
+                            self.io.uplink_tx += 1;
+                            self.io.uplink_tx_bytes += packet.len() as u64;
+                        }
+                        Ok(_) | Err(_) => self.io.uplink_write_errors += 1,
+                    }
+                }
+                VgwOutput::Underlay { dst, datagram } => {
+                    self.io.underlay_tx_bytes += datagram.len() as u64;
+                    match self
+                        .udp
+                        .send_to(&datagram, SocketAddr::new(dst, GENEVE_PORT))
+                    {
+                        Ok(_) => self.io.underlay_tx += 1,
+                        Err(_) => self.io.underlay_send_errors += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes the VPN gateway's reports (when they changed), figures
+    /// and mapping questions.
+    fn publish_vpn(&mut self) {
+        let changed = self.vgw.take_reports_changed();
+        let wanted = self.vgw.take_wanted();
+        let mut shared = self.vpn.lock().unwrap_or_else(PoisonError::into_inner);
+        if changed {
+            shared.reports = self.vgw.reports();
+            shared.reports_seq += 1;
+        }
+        shared.tunnels = self.vgw.status();
+        shared.wanted.extend(wanted);
+        shared.to_vpc = self.vgw.to_vpc;
+        shared.to_tunnel = self.vgw.to_tunnel;
+        shared.handed_on = self.vgw.handed_on;
+        shared.drops = VgwDrop::ALL
+            .iter()
+            .map(|d| (d.name(), self.vgw.drops(*d)))
+            .collect();
     }
 
     fn commands(&mut self) -> Result<(), Stopped> {
@@ -562,6 +685,15 @@ impl Worker {
                 Command::Apply(update, reply) => {
                     self.edge.apply(&update);
                     let _ = reply.send((self.edge.len(), self.edge.attached_len()));
+                }
+                Command::Vpn(vpn) => {
+                    let (tunnels, routes) = *vpn;
+                    self.vgw.apply(&tunnels, &routes, unix_ms());
+                    self.publish_vpn();
+                }
+                Command::Mappings(answers) => {
+                    self.vgw.answer(&answers, unix_ms(), &mut self.vgw_out);
+                    self.send_vgw();
                 }
             }
         }
@@ -597,9 +729,18 @@ impl Worker {
                     0 => data.len().max(1),
                     s => s,
                 };
+                let from = self.mmsg.source(i).map(|a| a.ip());
                 for datagram in data.chunks(seg) {
                     self.io.underlay_rx += 1;
                     self.io.underlay_rx_bytes += datagram.len() as u64;
+                    // A frame to a VPN gateway is the gateway's; the rest
+                    // is the internet gateway's translation.
+                    if self.vgw.is_active()
+                        && let Some(from) = from
+                        && self.vgw.from_underlay(datagram, from, &mut self.vgw_out)
+                    {
+                        continue;
+                    }
                     if let Some(work) = self.work.get_mut(held) {
                         work.set(datagram);
                         held += 1;
@@ -617,6 +758,7 @@ impl Worker {
         self.outbound_held(held);
         self.rx_bufs = rx;
         self.flush_uplink();
+        self.send_vgw();
     }
 
     /// Translates the first `held` datagrams of `work` as one batch and
@@ -694,11 +836,12 @@ impl Worker {
     /// Packets to public addresses: translated inbound and sent to hosts.
     fn uplink_to_underlay(&mut self) {
         for _ in 0..BATCHES_PER_WAKE {
-            let n = self.read_tun();
-            for buf in self.bufs.iter().take(n) {
+            let read = self.read_tun();
+            for buf in self.bufs.iter().take(read) {
                 self.io.uplink_rx += 1;
                 self.io.uplink_rx_bytes += buf.len() as u64;
             }
+            let n = self.take_tunnel_packets(read);
             if let (Some(bufs), Some(outs)) = (self.bufs.get_mut(..n), self.outs.get_mut(..n)) {
                 self.edge.inbound_batch(bufs, outs);
             }
@@ -728,10 +871,44 @@ impl Worker {
                 }
             }
             self.send_queued(queued, n);
-            if n < BATCH {
+            self.send_vgw();
+            if read < BATCH {
                 break;
             }
         }
+    }
+
+    /// Hands the packets of the first `n` read to a VPN tunnel's outside
+    /// address to the gateway, and moves the rest to the front, in order;
+    /// returns how many are left for translation.
+    fn take_tunnel_packets(&mut self, n: usize) -> usize {
+        if !self.vgw.is_active() {
+            return n;
+        }
+        let mut kept = 0;
+        for i in 0..n {
+            let dst = self
+                .bufs
+                .get(i)
+                .and_then(|b| b.data().get(16..20))
+                .and_then(|d| <[u8; 4]>::try_from(d).ok())
+                .map(core::net::Ipv4Addr::from);
+            if let Some(dst) = dst
+                && self.vgw.serves(dst)
+            {
+                if let Some(buf) = self.bufs.get(i) {
+                    self.vgw
+                        .from_uplink(buf.data(), unix_ms(), &mut OsEntropy, &mut self.vgw_out);
+                }
+                continue;
+            }
+            if i != kept {
+                self.bufs.swap(i, kept);
+                self.segment_sizes.swap(i, kept);
+            }
+            kept += 1;
+        }
+        kept
     }
 
     /// Sends the translated packets `from..to` of the batch in one sendmmsg.
@@ -822,6 +999,28 @@ impl Worker {
             }
         }
         n
+    }
+}
+
+/// Unix milliseconds now: the VPN gateway's clock (its reports carry it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The kernel's randomness, for IKE's nonces, SPIs and Diffie-Hellman
+/// secrets.
+struct OsEntropy;
+
+impl Entropy for OsEntropy {
+    fn fill(&mut self, buf: &mut [u8]) {
+        if let Err(e) = getrandom::fill(buf) {
+            // Keys made from anything weaker would be worse than no
+            // tunnel: stop rather than serve them.
+            tracing::error!(error = %e, "the kernel's random source failed; the edge stops");
+            std::process::abort();
+        }
     }
 }
 

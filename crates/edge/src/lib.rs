@@ -20,6 +20,7 @@ pub mod control;
 pub mod io;
 pub mod node;
 pub mod translate;
+pub mod vgw;
 
 pub use node::{EdgeNode, EdgeNodeConfig, EdgeNodeError, EdgeNodeHandle, NodeStatus};
 pub use translate::{Edge, EdgeDrop, EdgeOutput, PublicMapping, TableUpdate};

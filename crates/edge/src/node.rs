@@ -21,8 +21,10 @@ use openvpc_packet::MacAddr;
 
 use crate::bgp::{Announcer, BgpConfig, BgpError};
 use crate::control::{self, Client, ControlState};
-use crate::io::{self, IoClient, IoConfig, IoError, IoHandle, IoStatus, Routes};
+use crate::io::{self, IoClient, IoConfig, IoError, IoHandle, IoStatus, Routes, VpnShared};
 use crate::translate::EdgeDrop;
+use openvpc_model::edge::VpnTunnelReport;
+use openvpc_model::host::{MappingAnswer, MappingKey};
 
 /// The file in the state directory that says the node serves: it has
 /// registered and applied the region's whole table (the lab waits for it;
@@ -108,6 +110,7 @@ pub enum EdgeNodeError {
 #[derive(Debug)]
 struct Applier {
     io: IoClient,
+    edge_id: String,
     routes: Mutex<Routes>,
     pool: Mutex<Vec<Ipv4Net>>,
     state: Arc<ControlState>,
@@ -130,12 +133,24 @@ impl Applier {
             .fetch_add(bad.len() as u64, Ordering::Relaxed);
         let changes = update.upserts.len() + update.removals.len();
         let (held, attached) = self.io.apply(update)?;
+        self.io
+            .vpn(delta.vpn_tunnels.clone(), delta.vgw_routes.clone())?;
         lock(&self.routes).sync(&delta.public_pool);
         *lock(&self.pool) = delta.public_pool.clone();
         // Announced only now that the table is in: traffic the router
-        // sends us can be translated.
+        // sends us can be translated. The outside address of each VPN
+        // tunnel we serve goes as a /32 too: the router sends the
+        // tunnel's packets here and nowhere else.
         if let Some(bgp) = lock(&self.bgp).as_ref() {
-            bgp.set_pool(&delta.public_pool);
+            let mut announced = delta.public_pool.clone();
+            announced.extend(
+                delta
+                    .vpn_tunnels
+                    .iter()
+                    .filter(|t| t.edge_id == self.edge_id)
+                    .map(|t| Ipv4Net::from(t.outside_ip)),
+            );
+            bgp.set_pool(&announced);
         }
         self.state.revision.store(delta.revision, Ordering::Relaxed);
         if changes > 0 || delta.full {
@@ -170,6 +185,8 @@ pub struct NodeStatus {
     pub io: IoStatus,
     /// The BGP session's state, if a peer is configured.
     pub bgp: Option<serde_json::Value>,
+    /// The VPN gateway role's tunnels and figures.
+    pub vpn: VpnShared,
 }
 
 impl NodeStatus {
@@ -207,8 +224,52 @@ impl NodeStatus {
             },
             "drops": drops,
             "bgp": self.bgp,
+            "vpn": vpn_json(&self.vpn),
         })
     }
+}
+
+/// The VPN gateway role in the status file: each tunnel (IPsec, BGP,
+/// routes learned, counters) and the gateway's counters.
+fn vpn_json(v: &VpnShared) -> serde_json::Value {
+    let tunnels: Vec<serde_json::Value> = v
+        .tunnels
+        .iter()
+        .map(|t| {
+            let r = &t.report;
+            let drops: serde_json::Map<String, serde_json::Value> =
+                openvpc_vpn::tunnel::TunnelDrop::ALL
+                    .iter()
+                    .map(|d| (d.name().to_string(), t.counters.drops[*d as usize].into()))
+                    .collect();
+            serde_json::json!({
+                "vpn_connection_id": r.vpn_connection_id,
+                "outside_ip": r.outside_ip.to_string(),
+                "ipsec_up": r.ipsec_up,
+                "bgp_up": r.bgp_up,
+                "bgp_state": t.bgp_state.map(|s| format!("{s:?}")),
+                "status_message": r.status_message,
+                "routes": r.routes.iter().map(|l| l.prefix.to_string()).collect::<Vec<_>>(),
+                "packets_in": t.counters.packets_in,
+                "packets_out": t.counters.packets_out,
+                "bytes_in": t.counters.bytes_in,
+                "bytes_out": t.counters.bytes_out,
+                "drops": drops,
+            })
+        })
+        .collect();
+    let drops: serde_json::Map<String, serde_json::Value> = v
+        .drops
+        .iter()
+        .map(|(name, n)| ((*name).to_string(), (*n).into()))
+        .collect();
+    serde_json::json!({
+        "tunnels": tunnels,
+        "to_vpc": v.to_vpc,
+        "to_tunnel": v.to_tunnel,
+        "handed_on": v.handed_on,
+        "drops": drops,
+    })
 }
 
 /// Everything the status thread and the handle share.
@@ -223,7 +284,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn status(&self, io: &IoStatus) -> NodeStatus {
+    fn status(&self, io: &IoStatus, vpn: VpnShared) -> NodeStatus {
         NodeStatus {
             edge_id: self.edge_id.clone(),
             registered: self.state.registered.load(Ordering::Relaxed),
@@ -234,6 +295,7 @@ impl Shared {
             routed: lock(&self.applier.routes).installed().copied().collect(),
             io: *io,
             bgp: lock(&self.applier.bgp).as_ref().map(Announcer::to_json),
+            vpn,
         }
     }
 
@@ -258,7 +320,7 @@ fn write_status(dir: &Path, status: &NodeStatus) -> std::io::Result<()> {
 
 /// The status writer: `ready` once the node serves, `status.json` every
 /// [`STATUS_EVERY`].
-fn status_loop(shared: &Shared, published: &dyn Fn() -> IoStatus, stop: &AtomicBool) {
+fn status_loop(shared: &Shared, published: &dyn Fn() -> (IoStatus, VpnShared), stop: &AtomicBool) {
     let mut next = Instant::now();
     let mut ready_written = false;
     let mut failed = false;
@@ -283,7 +345,8 @@ fn status_loop(shared: &Shared, published: &dyn Fn() -> IoStatus, stop: &AtomicB
         }
         if Instant::now() >= next {
             next = Instant::now() + STATUS_EVERY;
-            match write_status(&shared.state_dir, &shared.status(&published())) {
+            let (io, vpn) = published();
+            match write_status(&shared.state_dir, &shared.status(&io, vpn)) {
                 Ok(()) => failed = false,
                 Err(e) if !failed => {
                     failed = true;
@@ -305,6 +368,23 @@ pub struct EdgeNodeHandle {
     heartbeat: Option<JoinHandle<()>>,
     watch: Option<JoinHandle<()>>,
     status: Option<JoinHandle<()>>,
+    vpn: Option<JoinHandle<()>>,
+}
+
+/// The VPN loop's view of the worker.
+struct WorkerVpn(Arc<IoHandle>);
+
+impl control::VpnWorker for WorkerVpn {
+    fn take(&self) -> (u64, Vec<VpnTunnelReport>, Vec<MappingKey>) {
+        let shared = self.0.vpn();
+        let mut shared = lock(&shared);
+        let wanted = std::mem::take(&mut shared.wanted);
+        (shared.reports_seq, shared.reports.clone(), wanted)
+    }
+
+    fn answer(&self, answers: Vec<MappingAnswer>) -> Result<(), String> {
+        self.0.client().mappings(answers).map_err(|e| e.to_string())
+    }
 }
 
 /// The edge node: start it, feed it, stop it.
@@ -349,6 +429,22 @@ impl EdgeNode {
                 .map_err(EdgeNodeError::Thread)?
         };
         handle.watch = Some(watch);
+        let vpn = {
+            let stop = handle.stop.clone();
+            let edge_id = cfg.edge_id.clone();
+            let client = Client::new(&cfg.server_url, &cfg.token);
+            let worker = WorkerVpn(
+                handle
+                    .io
+                    .clone()
+                    .ok_or(EdgeNodeError::Io(IoError::Stopped))?,
+            );
+            std::thread::Builder::new()
+                .name("openvpc-edge-vpn".into())
+                .spawn(move || control::vpn_loop(&client, &edge_id, &worker, &stop))
+                .map_err(EdgeNodeError::Thread)?
+        };
+        handle.vpn = Some(vpn);
         Ok(handle)
     }
 
@@ -379,6 +475,7 @@ impl EdgeNode {
             netns: cfg.netns.clone(),
             tun_name: cfg.tun_name.clone(),
             router_mac: cfg.router_mac,
+            edge_id: cfg.edge_id.clone(),
         })?);
         let bgp = match cfg.bgp {
             Some(b) => Some(Announcer::start(b, cfg.netns.clone(), cfg.underlay_ip)?),
@@ -391,6 +488,7 @@ impl EdgeNode {
             state: state.clone(),
             applier: Applier {
                 io: io.client(),
+                edge_id: cfg.edge_id.clone(),
                 routes: Mutex::new(Routes::new(cfg.netns.clone(), cfg.tun_name.clone())),
                 pool: Mutex::new(Vec::new()),
                 state,
@@ -403,7 +501,17 @@ impl EdgeNode {
             let (shared, stop, io) = (shared.clone(), stop.clone(), io.clone());
             std::thread::Builder::new()
                 .name("openvpc-edge-status".into())
-                .spawn(move || status_loop(&shared, &|| io.status(), &stop))
+                .spawn(move || {
+                    status_loop(
+                        &shared,
+                        &|| {
+                            let vpn = io.vpn();
+                            let vpn = lock(&vpn).clone();
+                            (io.status(), vpn)
+                        },
+                        &stop,
+                    )
+                })
                 .map_err(EdgeNodeError::Thread)?
         };
         Ok(EdgeNodeHandle {
@@ -413,6 +521,7 @@ impl EdgeNode {
             heartbeat: None,
             watch: None,
             status: Some(status),
+            vpn: None,
         })
     }
 }
@@ -441,7 +550,12 @@ impl EdgeNodeHandle {
     /// The node's counters and state now.
     pub fn status(&self) -> NodeStatus {
         let io = self.io.as_ref().map(|io| io.status()).unwrap_or_default();
-        self.shared.status(&io)
+        let vpn = self
+            .io
+            .as_ref()
+            .map(|io| lock(&io.vpn()).clone())
+            .unwrap_or_default();
+        self.shared.status(&io, vpn)
     }
 
     /// The bound underlay address (port 6081).
@@ -464,7 +578,7 @@ impl EdgeNodeHandle {
         }
         self.stop.store(true, Ordering::Relaxed);
         // The heartbeat deregisters on its way out, bounded by its timeout.
-        for t in [self.heartbeat.take(), self.status.take()]
+        for t in [self.heartbeat.take(), self.status.take(), self.vpn.take()]
             .into_iter()
             .flatten()
         {
@@ -517,6 +631,7 @@ mod tests {
             routed: vec![],
             io,
             bgp: None,
+            vpn: VpnShared::default(),
         };
         let json = s.to_json();
         assert_eq!(json["drops"]["unknown_public_ip"], 3);

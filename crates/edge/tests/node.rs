@@ -232,6 +232,7 @@ fn table() -> EdgeDelta {
         removals: vec![],
         attached_vnis: vec![VNI],
         public_pool: vec!["198.51.100.0/24".parse().unwrap()],
+        ..EdgeDelta::default()
     }
 }
 

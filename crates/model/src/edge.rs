@@ -53,6 +53,104 @@ pub struct EdgeDelta {
     pub attached_vnis: Vec<u32>,
     /// The region's public pool, whole: what edges announce over BGP.
     pub public_pool: Vec<Ipv4Net>,
+    /// Every VPN tunnel of the region, whole, each with the edge that
+    /// serves it (issue 19): an edge serves its own and hands another's
+    /// traffic to its owner.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vpn_tunnels: Vec<VpnTunnel>,
+    /// Every VPN gateway's chosen routes (spec 10.3), whole: where an
+    /// edge sends what a VPC sends to its gateway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vgw_routes: Vec<VgwRoute>,
+}
+
+/// A prefix a VPN gateway routes, and the tunnel it chose for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VgwRoute {
+    pub vpn_gateway_id: String,
+    /// The VNI of the gateway's VPC.
+    pub vni: u32,
+    pub prefix: Ipv4Net,
+    /// The tunnel's outside address, and the edge that serves it.
+    pub outside_ip: Ipv4Addr,
+    pub edge_underlay: IpAddr,
+}
+
+/// One tunnel of a Site-to-Site VPN connection, as the edge that serves it
+/// needs it (spec 10.2): the IKE responder's parameters, the inside /30
+/// BGP runs over, and where the gateway's VPC is.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnTunnel {
+    pub vpn_connection_id: String,
+    pub vpn_gateway_id: String,
+    /// 0 or 1: the connection's first or second tunnel.
+    pub index: u8,
+    /// Ours: from the region's public pool; the owner edge announces it.
+    pub outside_ip: Ipv4Addr,
+    /// The customer gateway's address.
+    pub customer_ip: Ipv4Addr,
+    /// AWS (we) take the first host address, the customer the second.
+    pub inside_cidr: Ipv4Net,
+    pub pre_shared_key: String,
+    pub amazon_asn: u32,
+    pub customer_asn: u32,
+    /// No BGP over the inside /30: `static_routes` say what the customer
+    /// side holds.
+    pub static_routes_only: bool,
+    pub static_routes: Vec<Ipv4Net>,
+    /// The selectors: the customer side's (`LocalIpv4NetworkCidr`) and the
+    /// VPC side's (`RemoteIpv4NetworkCidr`), 0.0.0.0/0 by default.
+    pub local_network: Ipv4Net,
+    pub remote_network: Ipv4Net,
+    /// The VNI of the VPC the gateway is attached to, and its CIDRs (what
+    /// BGP announces to the customer); `None` while detached.
+    pub vni: Option<u32>,
+    pub vpc_cidrs: Vec<Ipv4Net>,
+    /// The edge that serves it, and its underlay address.
+    pub edge_id: String,
+    pub edge_underlay: IpAddr,
+}
+
+// The pre-shared key is never printed.
+impl core::fmt::Debug for VpnTunnel {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("VpnTunnel")
+            .field("vpn_connection_id", &self.vpn_connection_id)
+            .field("index", &self.index)
+            .field("outside_ip", &self.outside_ip)
+            .field("inside_cidr", &self.inside_cidr)
+            .field("edge_id", &self.edge_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route the customer gateway announced over a tunnel's BGP session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedRoute {
+    pub prefix: Ipv4Net,
+    /// AS_PATH length and MED: spec 10.3's tie-breaks.
+    pub as_path_len: u32,
+    #[serde(default)]
+    pub med: u32,
+}
+
+/// What an edge says of a tunnel it serves (`POST` [`path::VPN_STATUS`]):
+/// the truth `VgwTelemetry` and route propagation are made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnTunnelReport {
+    pub vpn_connection_id: String,
+    pub outside_ip: Ipv4Addr,
+    pub edge_id: String,
+    /// The IKE SA and a child SA are up.
+    pub ipsec_up: bool,
+    /// The BGP session is established (always false for static routing).
+    pub bgp_up: bool,
+    /// What `VgwTelemetry.StatusMessage` says, as AWS words it.
+    pub status_message: String,
+    /// The routes accepted from the customer over BGP.
+    pub routes: Vec<LearnedRoute>,
+    /// Unix milliseconds of the last change of `ipsec_up` or `bgp_up`.
+    pub last_change_ms: u64,
 }
 
 /// The edge API's endpoints, relative to the server's URL; every call
@@ -65,4 +163,7 @@ pub mod path {
     pub const DEREGISTER: &str = "/edge/v1/deregister";
     /// GET `?edge=ID&since=REV[&wait_ms=N]`; answers an [`super::EdgeDelta`].
     pub const WATCH: &str = "/edge/v1/watch";
+    /// POST a list of [`super::VpnTunnelReport`] (`?edge=ID`): the tunnels
+    /// the edge serves, whole; answers `{}`.
+    pub const VPN_STATUS: &str = "/edge/v1/vpn-status";
 }

@@ -57,6 +57,20 @@ pub struct VpnConnection {
     #[serde(default)]
     pub remote_ipv4_network_cidr: Option<Ipv4Cidr>,
     pub tags: Tags,
+    /// `VgwTelemetry`, per tunnel: computed from the edges' reports when
+    /// the connection is read, never stored.
+    #[serde(skip)]
+    pub telemetry: Vec<ShownTelemetry>,
+}
+
+/// A tunnel's `VgwTelemetry` as Describe shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShownTelemetry {
+    pub up: bool,
+    pub status_message: String,
+    pub accepted_route_count: usize,
+    /// Unix milliseconds; `None` before any report.
+    pub last_status_change_ms: Option<u64>,
 }
 
 impl VpnConnection {
@@ -64,3 +78,34 @@ impl VpnConnection {
         self.state.exists()
     }
 }
+
+/// The store segment of [`VpnTelemetry`] (`r/{account}/{region}/vpn-telemetry/{id}`).
+pub const TELEMETRY_SEGMENT: &str = "vpn-telemetry";
+
+/// What the edges last reported of a connection's tunnels (issue 19): the
+/// truth behind `VgwTelemetry`, the connection's `available` state and
+/// the routes its gateway propagates. Kept apart from the connection, so
+/// the edges' writes never race a customer's changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VpnTelemetry {
+    /// The connection's ID.
+    pub id: String,
+    pub tunnels: Vec<TunnelTelemetry>,
+}
+
+/// One tunnel's last report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelTelemetry {
+    pub outside_ip: Ipv4Addr,
+    /// The edge that reported it: the report holds only while that edge
+    /// lives and still serves the tunnel.
+    pub edge_id: String,
+    pub ipsec_up: bool,
+    pub bgp_up: bool,
+    pub status_message: String,
+    pub routes: Vec<LearnedRoute>,
+    /// Unix milliseconds of the last change of `ipsec_up` or `bgp_up`.
+    pub last_change_ms: u64,
+}
+
+pub use openvpc_model::edge::LearnedRoute;

@@ -43,6 +43,8 @@ use crate::records::security_group::{self, SecurityGroup};
 use crate::records::subnet::Subnet;
 use crate::records::vpc::Vpc;
 use crate::records::vpc_peering::VpcPeering;
+use crate::records::vpn_connection::{VpnConnection, VpnTelemetry};
+use openvpc_model::edge::{VgwRoute, VpnTunnel};
 
 /// A record's store key, `r/{account}/{region}/{segment}/{id}` (or
 /// `hosts/{region}/{id}`): how the index names records.
@@ -145,6 +147,11 @@ pub struct Mirror {
     pub dhcp_options: HashMap<Key, DhcpOptions>,
     /// VPC ID → the keys of its network interfaces.
     pub enis_of_vpc: HashMap<String, BTreeSet<Key>>,
+    /// Site-to-Site VPN connections, whole, by key.
+    pub vpns: HashMap<Key, VpnConnection>,
+    /// What the edges last said of each connection's tunnels, by the
+    /// connection's key.
+    pub vpn_telemetry: HashMap<Key, VpnTelemetry>,
 }
 
 impl Mirror {
@@ -168,6 +175,110 @@ impl Mirror {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// `region`'s live edge nodes, sorted by ID.
+    pub fn edge_records(&self, region: &str) -> Vec<NodeRecord> {
+        let mut edges: Vec<NodeRecord> = self
+            .edges
+            .values()
+            .filter(|e| e.region == region)
+            .cloned()
+            .collect();
+        edges.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        edges
+    }
+
+    /// The VPC a VPN gateway of `scope` is attached to (VNI and IPv4
+    /// CIDRs), while it is alive and attached.
+    pub fn vgw_vpc(&self, scope: &str, vgw_id: &str) -> Option<(String, u32, Vec<Ipv4Net>)> {
+        let g = self.gateways.get(&rkey(scope, "vgw", vgw_id))?;
+        if g.liveness != Liveness::Alive {
+            return None;
+        }
+        let vpc_id = g.vpc_id.as_ref()?;
+        let vpc = self.vpcs.get(self.vpc_by_id.get(vpc_id)?)?;
+        Some((vpc_id.clone(), vpc.vni, vpc_cidrs(vpc)))
+    }
+
+    /// The live connections of a VPN gateway of `scope`, each with its
+    /// tunnels' views (`super::vpn::tunnel_views`).
+    pub fn vgw_connections(
+        &self,
+        scope: &str,
+        vgw_id: &str,
+        edges: &[NodeRecord],
+    ) -> Vec<(&VpnConnection, Vec<super::vpn::TunnelView>)> {
+        let mut out: Vec<(&VpnConnection, Vec<super::vpn::TunnelView>)> = self
+            .vpns
+            .iter()
+            .filter(|(k, v)| {
+                self::scope(k) == scope
+                    && v.is_live()
+                    && v.vpn_gateway_id.as_deref() == Some(vgw_id)
+            })
+            .map(|(k, v)| {
+                let views = super::vpn::tunnel_views(v, self.vpn_telemetry.get(k), edges);
+                (v, views)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+        out
+    }
+
+    /// Every VPN tunnel of `region`, with the edge that serves it.
+    pub fn vpn_tunnels(&self, region: &str) -> Vec<VpnTunnel> {
+        let edges = self.edge_records(region);
+        let mut keys: Vec<&Key> = self
+            .vpns
+            .iter()
+            .filter(|(k, v)| region_of(k) == region && v.is_live())
+            .map(|(k, _)| k)
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|k| self.vpns.get(k).map(|v| (k, v)))
+            .flat_map(|(k, v)| {
+                let vpc = v
+                    .vpn_gateway_id
+                    .as_deref()
+                    .and_then(|g| self.vgw_vpc(scope(k), g))
+                    .map(|(_, vni, cidrs)| (vni, cidrs));
+                super::vpn::edge_tunnels(v, &edges, vpc)
+            })
+            .collect()
+    }
+
+    /// Every attached VPN gateway's chosen routes in `region`.
+    pub fn vgw_routes(&self, region: &str) -> Vec<VgwRoute> {
+        let edges = self.edge_records(region);
+        let mut gateways: Vec<(&str, &str)> = self
+            .vpns
+            .iter()
+            .filter(|(k, v)| region_of(k) == region && v.is_live())
+            .filter_map(|(k, v)| Some((scope(k), v.vpn_gateway_id.as_deref()?)))
+            .collect();
+        gateways.sort_unstable();
+        gateways.dedup();
+        let mut routes = Vec::new();
+        for (scope, vgw) in gateways {
+            let Some((_, vni, _)) = self.vgw_vpc(scope, vgw) else {
+                continue;
+            };
+            let connections = self.vgw_connections(scope, vgw, &edges);
+            routes.extend(
+                super::vpn::vgw_paths(&connections)
+                    .into_iter()
+                    .map(|p| VgwRoute {
+                        vpn_gateway_id: vgw.to_owned(),
+                        vni,
+                        prefix: p.prefix,
+                        outside_ip: p.outside_ip,
+                        edge_underlay: p.edge_underlay,
+                    }),
+            );
+        }
+        routes
     }
 
     /// The underlay addresses of `region`'s live edge nodes, sorted, so
@@ -254,7 +365,7 @@ pub fn domain_name(region: &str) -> String {
     }
 }
 
-fn v4net(c: Ipv4Cidr) -> Ipv4Net {
+pub(crate) fn v4net(c: Ipv4Cidr) -> Ipv4Net {
     // An Ipv4Cidr's prefix length is at most 32, so this cannot fail.
     Ipv4Net::new(c.network(), c.prefix_len()).unwrap_or_default()
 }
@@ -490,15 +601,8 @@ fn compile_dns(
                 .filter(|d| !d.is_empty());
         }
     }
-    // The primary block and the associated secondary ones.
-    let mut cidrs = vec![vpc_cidr];
-    cidrs.extend(
-        vpc.cidr_associations
-            .iter()
-            .filter(|a| a.state == CidrBlockState::Associated)
-            .filter_map(|a| a.cidr_block.parse::<Ipv4Cidr>().ok())
-            .map(v4net),
-    );
+    let mut cidrs = vpc_cidrs(vpc);
+    cidrs.push(vpc_cidr);
     cidrs.sort();
     cidrs.dedup();
     let dns = VpcDnsState {
@@ -510,6 +614,26 @@ fn compile_dns(
         names,
     };
     (dns, servers, domain)
+}
+
+/// A VPC's IPv4 blocks: the primary and the associated secondary ones.
+pub fn vpc_cidrs(vpc: &Vpc) -> Vec<Ipv4Net> {
+    let mut cidrs: Vec<Ipv4Net> = vpc
+        .cidr_block
+        .parse::<Ipv4Cidr>()
+        .map(v4net)
+        .into_iter()
+        .collect();
+    cidrs.extend(
+        vpc.cidr_associations
+            .iter()
+            .filter(|a| a.state == CidrBlockState::Associated)
+            .filter_map(|a| a.cidr_block.parse::<Ipv4Cidr>().ok())
+            .map(v4net),
+    );
+    cidrs.sort();
+    cidrs.dedup();
+    cidrs
 }
 
 /// spec 8.1: the flow logs on the ENI, its subnet and its VPC, in that
@@ -643,10 +767,81 @@ fn compile_routes(
             target: target.clone(),
         }));
     }
+    routes.extend(propagated_routes(m, scope, vpc, table, &routes, deps));
     Some(RouteTableState {
         route_table_id: table.id.clone(),
         routes,
     })
+}
+
+/// spec 2.7, 10.3: what the VPN gateways propagating into `table` add to
+/// it while attached to its VPC: each prefix their tunnels carry now, to
+/// the edge serving the tunnel the gateway chose. A destination `routes`
+/// (the table's own) already has is left out: the static route wins
+/// (spec 2.4); a more specific propagated prefix still wins by length.
+fn propagated_routes(
+    m: &Mirror,
+    scope: &str,
+    vpc: &Vpc,
+    table: &RouteTable,
+    routes: &[RouteState],
+    deps: &mut Vec<Dep>,
+) -> Vec<RouteState> {
+    if table.propagating_vgws.is_empty() {
+        return Vec::new();
+    }
+    let region = region_of(scope);
+    deps.push(Dep::Nodes(Role::Edge, region.to_owned()));
+    let edges = m.edge_records(region);
+    let mut out: Vec<RouteState> = Vec::new();
+    for vgw in &table.propagating_vgws {
+        deps.push(Dep::Record(rkey(scope, "vgw", vgw)));
+        if m.vgw_vpc(scope, vgw)
+            .is_none_or(|(vpc_id, _, _)| vpc_id != vpc.id)
+        {
+            continue;
+        }
+        let connections = m.vgw_connections(scope, vgw, &edges);
+        for path in super::vpn::vgw_paths(&connections) {
+            let destination = IpNet::V4(path.prefix);
+            if routes
+                .iter()
+                .chain(out.iter())
+                .any(|r| r.destination == destination)
+            {
+                continue;
+            }
+            out.push(RouteState {
+                destination,
+                target: RouteTargetState::Gateway {
+                    gateway_id: vgw.clone(),
+                    nodes: vec![path.edge_underlay],
+                },
+            });
+        }
+    }
+    out
+}
+
+/// The edges a static route to VPN gateway `vgw_id` sends to: those
+/// serving its tunnels that are up (the edge that takes a packet finds the
+/// gateway's path for it and hands it on to the tunnel's edge); none while
+/// no tunnel is up, so the route is unserved.
+fn vgw_nodes(m: &Mirror, scope: &str, vgw_id: &str) -> Vec<IpAddr> {
+    let edges = m.edge_records(region_of(scope));
+    let mut nodes: Vec<IpAddr> = m
+        .vgw_connections(scope, vgw_id, &edges)
+        .iter()
+        .flat_map(|(vpn, views)| {
+            views
+                .iter()
+                .filter(|v| v.is_up(vpn.static_routes_only))
+                .filter_map(|v| v.edge.as_ref().map(|(_, ip)| *ip))
+        })
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
 }
 
 /// Where a private NAT gateway's translated packets can go (issue 16): the
@@ -878,6 +1073,21 @@ fn resolve_target(
                 RouteTargetState::Gateway {
                     gateway_id: target.id.clone(),
                     nodes: m.shard_nodes(region, &shard),
+                }
+            }
+            _ => RouteTargetState::Blackhole,
+        },
+        // A VPN gateway forwards for the VPC it is attached to, through
+        // the edges serving its tunnels (issue 19).
+        TargetKind::Gateway if segment == "vgw" => match m.gateways.get(&key) {
+            Some(g)
+                if g.liveness == Liveness::Alive
+                    && g.vpc_id.as_deref() == Some(vpc.id.as_str()) =>
+            {
+                deps.push(Dep::Nodes(Role::Edge, region_of(scope).to_owned()));
+                RouteTargetState::Gateway {
+                    gateway_id: target.id.clone(),
+                    nodes: vgw_nodes(m, scope, &target.id),
                 }
             }
             _ => RouteTargetState::Blackhole,

@@ -7,6 +7,7 @@
 //! Thin: the registry and the fleet index do the work; this only parses,
 //! authenticates and moves blocking work off the async threads.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use openvpc_model::edge::VpnTunnelReport;
 use openvpc_model::edge::path as edge_path;
 use openvpc_model::flow_log::{FlowRecordBatch, RECORDS_PATH};
 use openvpc_model::host::{HealthReport, HostRegistration, MappingKey, TOKEN_HEADER, path};
@@ -87,6 +89,7 @@ pub fn router(api: AgentApi) -> Router {
         .route(edge_path::REGISTER, axum::routing::post(edge_register))
         .route(edge_path::DEREGISTER, axum::routing::post(edge_deregister))
         .route(edge_path::WATCH, axum::routing::get(edge_watch))
+        .route(edge_path::VPN_STATUS, axum::routing::post(edge_vpn_status))
         .route(
             hyperplane_path::REGISTER,
             axum::routing::post(hyperplane_register),
@@ -532,6 +535,76 @@ async fn edge_deregister(
     body: Bytes,
 ) -> Response {
     node_deregister(api, Role::Edge, query, headers, body).await
+}
+
+#[derive(Debug, Deserialize)]
+struct EdgeQuery {
+    edge: String,
+    region: Option<String>,
+}
+
+/// An edge's report on the VPN tunnels it serves (issue 19): stored per
+/// connection, in the connection's account, where `VgwTelemetry`, the
+/// connection's state and route propagation read it.
+async fn edge_vpn_status(
+    State(api): State<AgentApi>,
+    Query(query): Query<EdgeQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (region, reports): (_, Vec<VpnTunnelReport>) = match posted(
+        &api,
+        &headers,
+        query.region,
+        &body,
+        "InvalidReport",
+        "a JSON list of VpnTunnelReport",
+    ) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if !registry::valid_name(&query.edge) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "InvalidReport",
+            format!("The edge ID {:?} is not valid", query.edge),
+        );
+    }
+    if let Err(r) = catch_up(&api.fleet).await {
+        return *r;
+    }
+    let mut by_vpn: BTreeMap<String, Vec<VpnTunnelReport>> = BTreeMap::new();
+    for r in reports {
+        by_vpn
+            .entry(r.vpn_connection_id.clone())
+            .or_default()
+            .push(r);
+    }
+    let fleet = Arc::clone(&api.fleet);
+    let edge = query.edge;
+    let written = tokio::task::spawn_blocking(move || {
+        for (vpn_id, reports) in &by_vpn {
+            // A connection the index does not know is gone: nothing to say.
+            let Some(account) = fleet.vpn_account(&region, vpn_id) else {
+                continue;
+            };
+            crate::api::actions::vpn_connection::record_reports(
+                fleet.store().as_ref(),
+                &account,
+                &region,
+                vpn_id,
+                &edge,
+                reports,
+            )?;
+        }
+        Ok::<(), crate::api::error::ApiError>(())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({})),
+        Ok(Err(e)) => internal(&e),
+        Err(e) => internal(&e),
+    }
 }
 
 async fn hyperplane_register(

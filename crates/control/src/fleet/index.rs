@@ -48,6 +48,7 @@ use crate::records::route_table::RouteTable;
 use crate::records::route_target::{self, TargetRecord, TargetRecordKind};
 use crate::records::subnet::Subnet;
 use crate::records::vpc::Vpc;
+use crate::records::vpn_connection::{TELEMETRY_SEGMENT, VpnConnection, VpnTelemetry};
 use crate::store::{Event, EventKind, Revision, Store, StoreError};
 
 /// How many entries each host's and each region's log keeps; an agent
@@ -243,6 +244,12 @@ enum Record {
     FlowLog,
     /// A DHCP options set (`…/dopt/{id}`): what its VPCs' instances get.
     DhcpOptions,
+    /// A Site-to-Site VPN connection (`…/vpn/{id}`): its tunnels are
+    /// served by edges, its routes propagated.
+    VpnConnection,
+    /// What the edges last said of a connection's tunnels
+    /// (`…/vpn-telemetry/{id}`).
+    VpnTelemetry,
     /// A key no compile reads: another resource kind, or another layout.
     Ignored,
 }
@@ -287,6 +294,7 @@ impl Record {
                 s if s == LoadBalancer::segment() => Record::LoadBalancer,
                 s if s == TargetGroup::segment() => Record::TargetGroup,
                 s if s == ElbListener::segment() => Record::ElbListener,
+                TELEMETRY_SEGMENT => Record::VpnTelemetry,
                 _ => Record::Ignored,
             };
         };
@@ -303,6 +311,7 @@ impl Record {
             ResourceKind::FlowLog => Record::FlowLog,
             ResourceKind::NetworkInterface => Record::NetworkInterface,
             ResourceKind::DhcpOptions => Record::DhcpOptions,
+            ResourceKind::VpnConnection => Record::VpnConnection,
             ResourceKind::InternetGateway
             | ResourceKind::EgressOnlyInternetGateway
             | ResourceKind::NatGateway
@@ -317,7 +326,6 @@ impl Record {
             | ResourceKind::ElasticIpAllocation
             | ResourceKind::ElasticIpAssociation
             | ResourceKind::CustomerGateway
-            | ResourceKind::VpnConnection
             | ResourceKind::NetworkInterfaceAttachment
             | ResourceKind::NetworkInsightsPath
             | ResourceKind::NetworkInsightsAnalysis => Record::Ignored,
@@ -498,6 +506,10 @@ impl Index {
                 // Nodes are told their shard's places (hyperplane) and
                 // where translated packets go (edges) whole.
                 dirty.hyperplane_meta.push(region.clone());
+                if role == Role::Edge {
+                    // Which edge serves each VPN tunnel.
+                    dirty.edge_meta.push(region.clone());
+                }
                 if role == Role::Hyperplane {
                     // Replies to the Elastic IPs of the gateways it serves
                     // now go to it, or to its buddy.
@@ -887,6 +899,11 @@ impl Index {
                 }
                 let is_igw = key.rsplit('/').nth(1) == Some("igw");
                 let attached = |g: &Option<TargetRecord>| g.as_ref().and_then(|g| g.vpc_id.clone());
+                // The edges serve a VPN gateway's tunnels into the VPC it
+                // is attached to.
+                if key.rsplit('/').nth(1) == Some("vgw") {
+                    dirty.edge_meta.push(region_of(key).to_owned());
+                }
                 if is_igw && attached(&old) != attached(&new) {
                     dirty.edge_meta.push(region_of(key).to_owned());
                     // A public NAT gateway's nodes send to the edges only
@@ -993,6 +1010,35 @@ impl Index {
                 let new: Option<ElbListener> = parse(key, value);
                 swap(&mut m.elb_listeners, key, new);
                 dirty.hyperplane_meta.push(region_of(key).to_owned());
+                return;
+            }
+            Record::VpnConnection | Record::VpnTelemetry => {
+                let vpn_key = match record {
+                    Record::VpnTelemetry => rkey(scope, "vpn", id_of(key)),
+                    _ => key.to_owned(),
+                };
+                let changed = if record == Record::VpnConnection {
+                    let new: Option<VpnConnection> = parse(key, value);
+                    let old = swap(&mut m.vpns, key, new.clone());
+                    for v in old.iter().chain(new.iter()) {
+                        if let Some(vgw) = &v.vpn_gateway_id {
+                            dirty.deps.push(Dep::Record(rkey(scope, "vgw", vgw)));
+                        }
+                    }
+                    old != new
+                } else {
+                    let new: Option<VpnTelemetry> = parse(key, value);
+                    let old = swap(&mut m.vpn_telemetry, &vpn_key, new.clone());
+                    if let Some(vgw) = m.vpns.get(&vpn_key).and_then(|v| v.vpn_gateway_id.clone()) {
+                        dirty.deps.push(Dep::Record(rkey(scope, "vgw", &vgw)));
+                    }
+                    old != new
+                };
+                if changed {
+                    // The edges are told every tunnel and the gateways'
+                    // routes whole.
+                    dirty.edge_meta.push(region_of(key).to_owned());
+                }
                 return;
             }
             Record::FlowLog => {
@@ -1507,6 +1553,8 @@ impl Index {
                 .settings
                 .get(region)
                 .map_or_else(default_public_pool, |s| s.public_pool.clone()),
+            vpn_tunnels: self.mirror.vpn_tunnels(region),
+            vgw_routes: self.mirror.vgw_routes(region),
             ..EdgeDelta::default()
         };
         let empty = Log::new(self.base);
@@ -1998,6 +2046,18 @@ impl Fleet {
     /// The VNIs of `region`'s VPCs with an internet gateway attached.
     pub fn attached_vnis(&self, region: &str) -> Vec<u32> {
         lock(&self.index).attached_vnis(region)
+    }
+
+    /// The account of VPN connection `vpn_id` of `region`, if the index
+    /// knows it.
+    pub fn vpn_account(&self, region: &str, vpn_id: &str) -> Option<String> {
+        let index = lock(&self.index);
+        index
+            .mirror
+            .vpns
+            .keys()
+            .find(|k| region_of(k) == region && id_of(k) == vpn_id)
+            .map(|k| account_of(k).to_owned())
     }
 
     /// The live edge nodes of `region` the index knows, sorted by ID.

@@ -26,6 +26,7 @@ pub mod nodes;
 pub mod registry;
 pub mod shards;
 pub mod token;
+pub mod vpn;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use openvpc_model::lifecycle::CidrBlockState;
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 
+use openvpc_model::node::NodeRecord;
+
 use super::idempotency::{self, ClientToken};
 use super::resource::{
     DescribeSpec, Resource, Tags, Tx, check_id, describe_with, new_id, ok_return, transact,
@@ -693,6 +695,7 @@ pub fn delete_table(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 }
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
+    let edges = vpn_connection::live_edges(ctx)?;
     describe_with::<RouteTable>(
         ctx,
         params,
@@ -719,7 +722,7 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                     };
                     route.blackhole = !ok;
                 }
-                add_propagated_routes(tx, table)?;
+                add_propagated_routes(tx, table, &edges)?;
             }
             Ok(tables)
         },
@@ -728,13 +731,18 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 
 /// spec 2.7, 10.3: the routes a table learns from the VGWs propagating
 /// into it, shown with `Origin=EnableVgwRoutePropagation`: while the
-/// gateway is attached to the table's VPC, the static routes of its live
-/// VPN connections (openvpc speaks no BGP, so there are no learned ones).
-/// Computed when the table is read, never stored. A destination the table
-/// already routes statically (or locally) is not shown twice: the static
-/// route wins (spec 2.4), and several connections announcing one prefix
+/// gateway is attached to the table's VPC, what its tunnels carry now (a
+/// connection's static routes while a tunnel's IPsec SA is up, the routes
+/// its BGP sessions learned while they are established). Computed when
+/// the table is read, never stored. A destination the table routes
+/// statically (or locally) shows its static route only: it wins (spec
+/// 2.4), as the hosts are told; several connections announcing one prefix
 /// make one route.
-fn add_propagated_routes(tx: &mut Tx, table: &mut RouteTable) -> Result<(), ApiError> {
+fn add_propagated_routes(
+    tx: &mut Tx,
+    table: &mut RouteTable,
+    edges: &[NodeRecord],
+) -> Result<(), ApiError> {
     for vgw_id in table.propagating_vgws.clone() {
         let attached = tx
             .get::<VpnGateway>(&vgw_id)?
@@ -742,7 +750,10 @@ fn add_propagated_routes(tx: &mut Tx, table: &mut RouteTable) -> Result<(), ApiE
         if !attached {
             continue;
         }
-        for cidr in vpn_connection::static_routes_of(tx, &vgw_id)? {
+        for path in vpn_connection::vgw_paths_of(tx, &vgw_id, edges)? {
+            let Ok(cidr) = Ipv4Cidr::new(path.prefix.network(), path.prefix.prefix_len()) else {
+                continue;
+            };
             let destination = Destination::Ipv4(cidr);
             if table.routes.iter().any(|r| r.destination == destination) {
                 continue;

@@ -10,8 +10,10 @@
 
 use std::net::Ipv4Addr;
 
+use openvpc_model::edge::VpnTunnelReport;
 use openvpc_model::lifecycle::VpnConnectionState;
-use openvpc_model::time::{now_secs, timestamp};
+use openvpc_model::node::NodeRecord;
+use openvpc_model::time::{format_time, now_secs, timestamp};
 use openvpc_model::{Ipv4Cidr, ResourceKind};
 use rand::RngExt;
 
@@ -19,15 +21,18 @@ use super::address;
 use super::customer_gateway::{
     CustomerGateway, check_named, ipsec_type, load_named, still_visible,
 };
-use super::resource::{
-    DescribeSpec, Resource, Tags, Tx, describe_where, new_id, ok_return, transact, write_tags,
-};
+use super::resource::{DescribeSpec, Resource, Tags, Tx, new_id, ok_return, transact, write_tags};
+use super::resource::{Record, describe_with, transact_as_owner};
 use super::vpn_gateway::load_live;
 use super::{Ctx, tags_for};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-pub use crate::records::vpn_connection::{Tunnel, VpnConnection, VpnRoute};
+use crate::fleet::vpn::{TunnelView, tunnel_views};
+pub use crate::records::vpn_connection::{
+    ShownTelemetry, TELEMETRY_SEGMENT, Tunnel, TunnelTelemetry, VpnConnection, VpnRoute,
+    VpnTelemetry,
+};
 
 /// spec 13: VPN connections per region.
 pub const VPN_CONNECTION_QUOTA: usize = 50;
@@ -171,13 +176,21 @@ impl Resource for VpnConnection {
                     },
                 );
         })
-        .list("vgwTelemetry", &self.tunnels, |x, t| {
-            x.elem("outsideIpAddress", t.outside_ip)
-                .elem("status", "DOWN")
-                .elem("lastStatusChange", &self.created)
-                .elem("statusMessage", "")
-                .elem("acceptedRouteCount", 0);
-        });
+        .list(
+            "vgwTelemetry",
+            self.tunnels.iter().enumerate(),
+            |x, (i, t)| {
+                let shown = self.telemetry.get(i).cloned().unwrap_or_default();
+                let changed = shown
+                    .last_status_change_ms
+                    .map_or_else(|| self.created.clone(), |ms| format_time(ms / 1000));
+                x.elem("outsideIpAddress", t.outside_ip)
+                    .elem("status", if shown.up { "UP" } else { "DOWN" })
+                    .elem("lastStatusChange", changed)
+                    .elem("statusMessage", &shown.status_message)
+                    .elem("acceptedRouteCount", shown.accepted_route_count);
+            },
+        );
         write_tags(x, &self.tags);
     }
 }
@@ -430,7 +443,9 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
         }
         let vpn = VpnConnection {
             id: new_id(ResourceKind::VpnConnection),
-            state: VpnConnectionState::Available,
+            // `available` once an edge serves a tunnel (its first report):
+            // before that nothing answers the customer gateway.
+            state: VpnConnectionState::Pending,
             connection_type: connection_type.clone(),
             customer_gateway_id: cgw_id.to_owned(),
             vpn_gateway_id: vgw_id.map(str::to_owned),
@@ -446,6 +461,7 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             local_ipv4_network_cidr: local_cidr,
             remote_ipv4_network_cidr: remote_cidr,
             tags: tags.clone(),
+            telemetry: Vec::new(),
         };
         tx.put(&vpn)?;
         Ok(vpn)
@@ -478,7 +494,8 @@ fn transit_gateway_asn(tx: &mut Tx, id: &str) -> Result<u64, ApiError> {
 
 pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
     check_named::<VpnConnection>(params, "VpnConnectionId")?;
-    describe_where::<VpnConnection>(
+    let edges = live_edges(ctx)?;
+    describe_with::<VpnConnection>(
         ctx,
         params,
         DescribeSpec {
@@ -487,7 +504,131 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
             set: "vpnConnectionSet",
         },
         |c| still_visible(c.deleted_at),
+        |tx| {
+            let mut all = tx.list::<VpnConnection>()?;
+            for vpn in all.iter_mut().filter(|v| v.is_live()) {
+                let telemetry = tx.get::<VpnTelemetry>(&vpn.id)?;
+                vpn.telemetry = tunnel_views(vpn, telemetry.as_ref(), &edges)
+                    .iter()
+                    .map(|v| shown(vpn, v))
+                    .collect();
+            }
+            Ok(all)
+        },
     )
+}
+
+/// The region's live edges, which serve the tunnels.
+pub fn live_edges(ctx: &Ctx) -> Result<Vec<NodeRecord>, ApiError> {
+    crate::fleet::nodes::nodes(ctx.store, crate::fleet::nodes::Role::Edge, ctx.region)
+        .map_err(|e| ApiError::internal(format!("reading the region's edges: {e}")))
+}
+
+/// spec 10.1: a tunnel's `VgwTelemetry`. A dynamic connection's tunnel is
+/// UP only with its BGP session; with IPsec alone AWS says "IPSEC IS UP".
+fn shown(vpn: &VpnConnection, v: &TunnelView) -> ShownTelemetry {
+    let up = v.is_up(vpn.static_routes_only);
+    let status_message = if v.edge.is_none() {
+        "no edge node serves this tunnel".to_owned()
+    } else if up && !vpn.static_routes_only {
+        format!("{} BGP ROUTES", v.routes.len())
+    } else if v.ipsec_up && !vpn.static_routes_only {
+        "IPSEC IS UP".to_owned()
+    } else {
+        v.status_message.clone()
+    };
+    ShownTelemetry {
+        up,
+        status_message,
+        accepted_route_count: if vpn.static_routes_only {
+            0
+        } else {
+            v.routes.len()
+        },
+        last_status_change_ms: v.last_change_ms,
+    }
+}
+
+impl Record for VpnTelemetry {
+    fn segment() -> &'static str {
+        TELEMETRY_SEGMENT
+    }
+
+    fn noun() -> &'static str {
+        "VPN telemetry"
+    }
+
+    fn record_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Stores what edge `edge_id` says of connection `vpn_id`'s tunnels (it
+/// reports the ones it serves), in the connection's account: the
+/// connection becomes `available` at the first report, since an edge now
+/// answers its customer gateway. Writes only what changed; a report on a
+/// connection that is gone, or on an address not its own, is dropped.
+pub fn record_reports(
+    store: &dyn crate::store::Store,
+    account: &str,
+    region: &str,
+    vpn_id: &str,
+    edge_id: &str,
+    reports: &[VpnTunnelReport],
+) -> Result<(), ApiError> {
+    transact_as_owner(store, account, region, "vpn-status", |tx| {
+        let Some(mut vpn) = tx.get::<VpnConnection>(vpn_id)? else {
+            return Ok(());
+        };
+        if !vpn.is_live() {
+            return Ok(());
+        }
+        let stored = tx.get::<VpnTelemetry>(vpn_id)?;
+        let mut telemetry = stored.clone().unwrap_or_else(|| VpnTelemetry {
+            id: vpn_id.to_owned(),
+            tunnels: Vec::new(),
+        });
+        for r in reports {
+            if !vpn.tunnels.iter().any(|t| t.outside_ip == r.outside_ip) {
+                continue;
+            }
+            let entry = TunnelTelemetry {
+                outside_ip: r.outside_ip,
+                edge_id: edge_id.to_owned(),
+                ipsec_up: r.ipsec_up,
+                bgp_up: r.bgp_up,
+                status_message: r.status_message.clone(),
+                routes: r.routes.clone(),
+                last_change_ms: r.last_change_ms,
+            };
+            // One entry per tunnel and edge: while the placement moves, a
+            // tunnel's old edge and its new one may both speak for a moment;
+            // the view believes the one serving it now.
+            match telemetry
+                .tunnels
+                .iter_mut()
+                .find(|t| t.outside_ip == r.outside_ip && t.edge_id == edge_id)
+            {
+                Some(t) => *t = entry,
+                None => telemetry.tunnels.push(entry),
+            }
+        }
+        // Entries of edges that are gone say nothing any more.
+        let live =
+            crate::fleet::nodes::nodes(tx.ctx().store, crate::fleet::nodes::Role::Edge, region)
+                .map_err(|e| ApiError::internal(format!("reading the region's edges: {e}")))?;
+        telemetry
+            .tunnels
+            .retain(|t| t.edge_id == edge_id || live.iter().any(|e| e.node_id == t.edge_id));
+        if stored.as_ref() != Some(&telemetry) {
+            tx.put(&telemetry)?;
+        }
+        if vpn.state == VpnConnectionState::Pending && !telemetry.tunnels.is_empty() {
+            vpn.state = VpnConnectionState::Available;
+            tx.put(&vpn)?;
+        }
+        Ok(())
+    })
 }
 
 pub fn delete(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
@@ -635,15 +776,25 @@ pub fn route(ctx: &Ctx, params: &Params, create: bool) -> Result<String, ApiErro
     Ok(ok_return(ctx, action))
 }
 
-/// The live connections of a gateway, for route propagation: their static
-/// routes (spec 2.7, 10.3).
-pub fn static_routes_of(tx: &mut Tx, vgw_id: &str) -> Result<Vec<Ipv4Cidr>, ApiError> {
-    Ok(tx
+/// spec 2.7, 10.3: the paths a gateway chose, over its live connections
+/// and what the edges serving their tunnels last said (`edges`: the
+/// region's live edges), for route propagation.
+pub fn vgw_paths_of(
+    tx: &mut Tx,
+    vgw_id: &str,
+    edges: &[NodeRecord],
+) -> Result<Vec<crate::fleet::vpn::VgwPath>, ApiError> {
+    let connections: Vec<VpnConnection> = tx
         .list::<VpnConnection>()?
         .into_iter()
         .filter(|c| c.is_live() && c.vpn_gateway_id.as_deref() == Some(vgw_id))
-        .flat_map(|c| c.routes.into_iter().map(|r| r.destination))
-        .collect())
+        .collect();
+    let mut viewed = Vec::with_capacity(connections.len());
+    for c in &connections {
+        let telemetry = tx.get::<VpnTelemetry>(&c.id)?;
+        viewed.push((c, tunnel_views(c, telemetry.as_ref(), edges)));
+    }
+    Ok(crate::fleet::vpn::vgw_paths(&viewed))
 }
 
 #[cfg(test)]
