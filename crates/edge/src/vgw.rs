@@ -36,6 +36,7 @@ use openvpc_model::host::{MappingAnswer, MappingKey};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+use openvpc_packet::tcp::clamp_mss;
 use openvpc_vpn::ike::message::TrafficSelector;
 use openvpc_vpn::ike::responder::{Down, Entropy, TunnelConfig};
 use openvpc_vpn::inside::{BgpEndpoint, tunnel_session_config};
@@ -52,6 +53,18 @@ pub const MAPPING_REFRESH_MS: u64 = 30_000;
 
 /// How long a held packet waits for its answer.
 const HELD_MS: u64 = 2_000;
+
+/// The TCP MSS the gateway clamps SYNs to, both ways (AWS's VPN clamps
+/// to 1379): segments that fit the tunnel's 1446-byte MTU after ESP.
+pub const TUNNEL_MSS: u16 = 1379;
+
+/// Whether an IPv4 packet is a TCP segment with SYN set (checked before a
+/// copy is made to clamp its MSS).
+fn is_tcp_syn(p: &[u8]) -> bool {
+    let ihl = p.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
+    p.get(9) == Some(&openvpc_packet::ip::protocol::TCP)
+        && p.get(ihl + 13).is_some_and(|f| f & openvpc_packet::tcp::flags::SYN != 0)
+}
 
 /// Why the gateway dropped a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -494,6 +507,15 @@ impl Vgw {
             return true;
         };
         if let Some(s) = self.served.get_mut(&path.outside_ip) {
+            let clamped;
+            let inner = if is_tcp_syn(inner) {
+                let mut copy = inner.to_vec();
+                clamp_mss(&mut copy, TUNNEL_MSS);
+                clamped = copy;
+                &clamped[..]
+            } else {
+                inner
+            };
             match s.tunnel.to_outside(inner) {
                 Ok(sealed) => {
                     self.to_tunnel += 1;
@@ -617,7 +639,8 @@ impl Vgw {
                         b.tunnel_down(since(now_ms));
                     }
                 }
-                TunnelOutput::Inside(p) => {
+                TunnelOutput::Inside(mut p) => {
+                    clamp_mss(&mut p, TUNNEL_MSS);
                     let ours = s.bgp.as_ref().map(BgpEndpoint::local_addr);
                     let dst = p
                         .get(16..20)
@@ -737,5 +760,179 @@ impl Vgw {
             Lookup::Pending => self.drop(VgwDrop::HeldTooLong),
             Lookup::Absent => self.drop(VgwDrop::NoOwner),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VNI: u32 = 77;
+    const ME: &str = "edge-a";
+
+    fn tunnel(outside: &str, edge: &str, underlay: &str) -> VpnTunnel {
+        VpnTunnel {
+            vpn_connection_id: "vpn-1".into(),
+            vpn_gateway_id: "vgw-1".into(),
+            index: 0,
+            outside_ip: outside.parse().unwrap(),
+            customer_ip: "198.51.100.20".parse().unwrap(),
+            inside_cidr: "169.254.10.0/30".parse().unwrap(),
+            pre_shared_key: "key_one_1".into(),
+            amazon_asn: 64512,
+            customer_asn: 65000,
+            static_routes_only: false,
+            static_routes: vec![],
+            local_network: Ipv4Net::default(),
+            remote_network: Ipv4Net::default(),
+            vni: Some(VNI),
+            vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            edge_id: edge.into(),
+            edge_underlay: underlay.parse().unwrap(),
+        }
+    }
+
+    fn route(prefix: &str, outside: &str, edge: &str) -> VgwRoute {
+        VgwRoute {
+            vpn_gateway_id: "vgw-1".into(),
+            vni: VNI,
+            prefix: prefix.parse().unwrap(),
+            outside_ip: outside.parse().unwrap(),
+            edge_underlay: edge.parse().unwrap(),
+        }
+    }
+
+    /// A host's Geneve datagram carrying `dst` to the gateway (its MAC).
+    fn frame(vni: u32, mac: MacAddr, dst: &str) -> Vec<u8> {
+        let mut d = vec![0u8; GeneveHeader::LEN + EthernetHeader::LEN + 20];
+        let at = GeneveRepr::ethernet(vni).emit(&mut d).unwrap();
+        EthernetRepr {
+            dst: mac,
+            src: MacAddr([2, 0, 0, 0, 0, 1]),
+            vlan: None,
+            ethertype: ethertype::IPV4,
+        }
+        .emit(&mut d[at..])
+        .unwrap();
+        let ip = &mut d[at + EthernetHeader::LEN..];
+        ip[0] = 0x45;
+        ip[12..16].copy_from_slice(&[10, 0, 1, 10]);
+        ip[16..20].copy_from_slice(&dst.parse::<Ipv4Addr>().unwrap().octets());
+        d
+    }
+
+    fn vgw() -> Vgw {
+        let mut v = Vgw::new(ME, MacAddr([2, 0, 0, 0, 0, 0xfe]));
+        v.apply(
+            &[
+                tunnel("203.0.113.5", ME, "10.254.0.2"),
+                VpnTunnel {
+                    index: 1,
+                    inside_cidr: "169.254.11.0/30".parse().unwrap(),
+                    ..tunnel("203.0.113.6", "edge-b", "10.254.0.3")
+                },
+            ],
+            &[
+                route("172.16.0.0/16", "203.0.113.5", "10.254.0.2"),
+                route("172.17.0.0/16", "203.0.113.6", "10.254.0.3"),
+            ],
+            1_000,
+        );
+        v
+    }
+
+    const HOST: &str = "192.0.2.1";
+
+    // An edge serves the tunnels given to it and only those; it announces
+    // their outside addresses, and reports each (down until IKE is done).
+    #[test]
+    fn an_edge_serves_its_own_tunnels() {
+        let mut v = vgw();
+        assert_eq!(v.outside_ips(), vec!["203.0.113.5".parse::<Ipv4Addr>().unwrap()]);
+        assert!(v.serves("203.0.113.5".parse().unwrap()));
+        assert!(!v.serves("203.0.113.6".parse().unwrap()));
+        assert!(v.take_reports_changed());
+        let reports = v.reports();
+        assert_eq!(reports.len(), 1);
+        assert!(!reports[0].ipsec_up && !reports[0].bgp_up);
+        assert_eq!(reports[0].edge_id, ME);
+        // The same tunnel with another VPC CIDR keeps its state; another
+        // key makes it another tunnel.
+        let mut same = tunnel("203.0.113.5", ME, "10.254.0.2");
+        same.vpc_cidrs.push("10.1.0.0/16".parse().unwrap());
+        v.apply(std::slice::from_ref(&same), &[], 2_000);
+        assert!(!v.take_reports_changed());
+        same.pre_shared_key = "another_key".into();
+        v.apply(std::slice::from_ref(&same), &[], 3_000);
+        assert!(v.take_reports_changed());
+        v.apply(&[], &[], 4_000);
+        assert!(v.outside_ips().is_empty());
+        assert!(!v.is_active());
+    }
+
+    // A VPC's frame to the gateway goes by the gateway's table: to a tunnel
+    // here (refused and counted while no child SA is up), handed as it is
+    // to the edge serving another tunnel, never handed on twice, and
+    // dropped without a route. Frames to other MACs are not the gateway's.
+    #[test]
+    fn frames_follow_the_gateways_table() {
+        let mut v = vgw();
+        let mac = gateway_mac("vgw-1");
+        let host: IpAddr = HOST.parse().unwrap();
+        let mut out = Vec::new();
+
+        assert!(v.from_underlay(&frame(VNI, mac, "172.16.1.10"), host, &mut out));
+        assert!(out.is_empty());
+        assert_eq!(v.drops(VgwDrop::Tunnel), 1, "no child SA yet");
+
+        let handed = frame(VNI, mac, "172.17.1.10");
+        assert!(v.from_underlay(&handed, host, &mut out));
+        assert_eq!(
+            out,
+            vec![VgwOutput::Underlay {
+                dst: "10.254.0.3".parse().unwrap(),
+                datagram: handed.clone(),
+            }]
+        );
+        assert_eq!(v.handed_on, 1);
+        out.clear();
+        // From an edge: not handed on again.
+        assert!(v.from_underlay(&handed, "10.254.0.3".parse().unwrap(), &mut out));
+        assert!(out.is_empty());
+        assert_eq!(v.drops(VgwDrop::NotServedHere), 1);
+
+        assert!(v.from_underlay(&frame(VNI, mac, "192.168.1.1"), host, &mut out));
+        assert_eq!(v.drops(VgwDrop::NoRoute), 1);
+        // Another VPC naming this gateway's MAC gets nothing through it.
+        assert!(v.from_underlay(&frame(VNI + 1, mac, "172.16.1.10"), host, &mut out));
+        assert_eq!(v.drops(VgwDrop::NoRoute), 2);
+        assert!(out.is_empty());
+
+        let igw_bound = frame(VNI, MacAddr([2, 0, 0, 0, 0, 0xfe]), "8.8.8.8");
+        assert!(!v.from_underlay(&igw_bound, host, &mut out));
+        assert!(!v.from_underlay(&[0u8; 3], host, &mut out));
+    }
+
+    // Whatever arrives at a tunnel's address is the tunnel's to refuse and
+    // count; nothing panics.
+    #[test]
+    fn garbage_from_the_uplink_is_counted() {
+        let mut v = vgw();
+        struct Zero;
+        impl Entropy for Zero {
+            fn fill(&mut self, buf: &mut [u8]) {
+                buf.fill(0);
+            }
+        }
+        let mut out = Vec::new();
+        let mut packet = vec![0x45u8; 40];
+        packet[16..20].copy_from_slice(&[203, 0, 113, 5]);
+        v.from_uplink(&packet, 1_000, &mut Zero, &mut out);
+        v.from_uplink(&[1, 2, 3], 1_000, &mut Zero, &mut out);
+        v.tick(2_000, &mut Zero, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(v.drops(VgwDrop::Malformed), 1);
+        let status = v.status();
+        assert_eq!(status[0].counters.drops.iter().sum::<u64>(), 1);
     }
 }

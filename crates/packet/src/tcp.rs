@@ -206,3 +206,125 @@ mod tests {
         assert!(TcpHeader::view(&SYN[..19]).is_err());
     }
 }
+
+/// The MSS option's kind (RFC 9293 §3.2).
+const OPTION_MSS: u8 = 2;
+
+/// Lowers the MSS option of a TCP SYN in the IPv4 packet `packet` to at
+/// most `max`, patching the checksum (RFC 1624): what a router in front of
+/// a smaller MTU does (a VPN gateway: spec 10.2's MSS of 1379), so neither
+/// side sends segments the tunnel must fragment. Anything else (not a
+/// SYN, not TCP, a fragment, a packet too short) is left alone. Returns
+/// whether it changed the packet.
+pub fn clamp_mss(packet: &mut [u8], max: u16) -> bool {
+    let Some(&vihl) = packet.first() else {
+        return false;
+    };
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if vihl >> 4 != 4 || ihl < 20 || packet.get(9) != Some(&crate::ip::protocol::TCP) {
+        return false;
+    }
+    // A fragment other than the first carries no TCP header.
+    let frag = packet.get(6..8).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    if frag & 0x1fff != 0 {
+        return false;
+    }
+    let Some(tcp) = packet.get_mut(ihl..) else {
+        return false;
+    };
+    let Some(&offset) = tcp.get(12) else {
+        return false;
+    };
+    let header_len = usize::from(offset >> 4) * 4;
+    if tcp.get(13).is_none_or(|f| f & flags::SYN == 0) || header_len < TcpHeader::LEN {
+        return false;
+    }
+    let mut at = TcpHeader::LEN;
+    while at < header_len {
+        match tcp.get(at).copied() {
+            None | Some(0) => return false,
+            Some(1) => at += 1,
+            Some(kind) => {
+                let Some(len) = tcp.get(at + 1).map(|l| usize::from(*l)) else {
+                    return false;
+                };
+                if len < 2 || at + len > header_len {
+                    return false;
+                }
+                if kind == OPTION_MSS && len == 4 {
+                    let Some(b) = tcp.get(at + 2..at + 4) else {
+                        return false;
+                    };
+                    let old = u16::from_be_bytes([b[0], b[1]]);
+                    if old <= max {
+                        return false;
+                    }
+                    let Some(c) = tcp.get(16..18) else {
+                        return false;
+                    };
+                    let check = checksum::update16(u16::from_be_bytes([c[0], c[1]]), old, max);
+                    tcp[at + 2..at + 4].copy_from_slice(&max.to_be_bytes());
+                    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+                    return true;
+                }
+                at += len;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod clamp_tests {
+    use super::*;
+    use crate::builder::{IpRepr, L4Repr, PacketBuilder};
+    use crate::ipv4::Ipv4Repr;
+
+    fn syn(mss: u16, syn: bool) -> Vec<u8> {
+        let mut tcp = TcpRepr::new(40000, 80, if syn { flags::SYN } else { flags::ACK });
+        let opts = [1, 1, OPTION_MSS, 4, (mss >> 8) as u8, mss as u8, 1, 1];
+        tcp.options[..opts.len()].copy_from_slice(&opts);
+        tcp.options_len = opts.len() as u8;
+        PacketBuilder {
+            ethernet: None,
+            ip: IpRepr::V4(Ipv4Repr::new(
+                "10.0.1.10".parse().unwrap(),
+                "172.16.1.10".parse().unwrap(),
+                crate::ip::protocol::TCP,
+                0,
+            )),
+            l4: L4Repr::Tcp(tcp),
+        }
+        .build(b"")
+        .unwrap()
+    }
+
+    fn verifies(packet: &[u8]) -> bool {
+        let pseudo = checksum::pseudo_v4(
+            "10.0.1.10".parse().unwrap(),
+            "172.16.1.10".parse().unwrap(),
+            crate::ip::protocol::TCP,
+            (packet.len() - 20) as u16,
+        );
+        checksum::verifies(checksum::add(pseudo, &packet[20..]))
+    }
+
+    // A SYN's larger MSS is lowered with a checksum that still verifies;
+    // a smaller one, or a segment that is no SYN, is left alone.
+    #[test]
+    fn a_syns_mss_is_clamped_and_the_checksum_kept() {
+        let mut p = syn(1460, true);
+        assert!(verifies(&p));
+        assert!(clamp_mss(&mut p, 1379));
+        assert_eq!(&p[20 + 24..20 + 26], &1379u16.to_be_bytes());
+        assert!(verifies(&p));
+        let mut small = syn(1300, true);
+        assert!(!clamp_mss(&mut small, 1379));
+        let mut ack = syn(1460, false);
+        assert!(!clamp_mss(&mut ack, 1379));
+        for len in 0..p.len() {
+            let mut cut = p[..len].to_vec();
+            clamp_mss(&mut cut, 1000);
+        }
+    }
+}

@@ -321,9 +321,14 @@ impl Tunnel {
         let packet = if natt {
             udp_packet(self.outside, NATT_PORT, peer_ip, peer.port(), &sealed)
         } else {
+            let mut ip = Ipv4Repr::new(self.outside, peer_ip, ESP, 0);
+            // A full-size inner packet makes an ESP packet larger than the
+            // path's MTU: the outer packet may be fragmented on the way,
+            // and the customer gateway reassembles it before opening it.
+            ip.frag.dont_fragment = false;
             PacketBuilder {
                 ethernet: None,
-                ip: IpRepr::V4(Ipv4Repr::new(self.outside, peer_ip, ESP, 0)),
+                ip: IpRepr::V4(ip),
                 l4: L4Repr::Raw,
             }
             .build(&sealed)
