@@ -802,7 +802,7 @@ fn propagated_routes(
             continue;
         }
         let connections = m.vgw_connections(scope, vgw, &edges);
-        for path in super::vpn::vgw_paths(&connections) {
+        for path in super::vpn::propagated_into_table(super::vpn::vgw_paths(&connections)) {
             let destination = IpNet::V4(path.prefix);
             if routes
                 .iter()

@@ -182,6 +182,23 @@ pub fn vgw_paths(connections: &[(&VpnConnection, Vec<TunnelView>)]) -> Vec<VgwPa
         .collect()
 }
 
+/// spec 2.7: the most BGP routes a route table takes by propagation (not
+/// adjustable); static VPN routes do not count.
+pub const MAX_PROPAGATED_BGP: usize = 100;
+
+/// The paths a route table takes by propagation from `paths`: every static
+/// one, and the first [`MAX_PROPAGATED_BGP`] learned over BGP (by prefix).
+pub fn propagated_into_table(paths: Vec<VgwPath>) -> impl Iterator<Item = VgwPath> {
+    let mut bgp = 0;
+    paths.into_iter().filter(move |p| match p.source {
+        PathSource::Static => true,
+        PathSource::Bgp { .. } => {
+            bgp += 1;
+            bgp <= MAX_PROPAGATED_BGP
+        }
+    })
+}
+
 /// What the edges are told of one connection: its tunnels, each with the
 /// edge that serves it; none while no edge lives. `vpc` is the gateway's
 /// attached VPC (VNI and CIDRs), if any.
@@ -458,6 +475,29 @@ mod tests {
         assert!(paths.is_empty());
         let paths = vgw_paths(&[(&statik, vec![view(0, "203.0.113.5", true, false, &[])])]);
         assert_eq!(paths.len(), 1);
+    }
+
+    // spec 2.7: a table takes at most 100 BGP routes by propagation;
+    // static ones are not counted.
+    #[test]
+    fn a_table_takes_at_most_100_bgp_routes() {
+        let dynamic = vpn("vpn-b", false, &[]);
+        let statik = vpn("vpn-a", true, &["192.168.0.0/16"]);
+        let learned: Vec<(String, u32, u32)> = (0..120)
+            .map(|i| (format!("10.{}.{}.0/24", 100 + i / 200, i % 200), 1, 0))
+            .collect();
+        let learned: Vec<(&str, u32, u32)> = learned
+            .iter()
+            .map(|(p, l, m)| (p.as_str(), *l, *m))
+            .collect();
+        let paths = vgw_paths(&[
+            (&dynamic, vec![view(0, "203.0.113.5", true, true, &learned)]),
+            (&statik, vec![view(0, "203.0.113.7", true, false, &[])]),
+        ]);
+        assert_eq!(paths.len(), 121);
+        let taken: Vec<VgwPath> = propagated_into_table(paths).collect();
+        assert_eq!(taken.len(), 101);
+        assert!(taken.iter().any(|p| p.source == PathSource::Static));
     }
 
     // The edges get each tunnel with its serving edge, the VPC's VNI and

@@ -750,7 +750,8 @@ fn add_propagated_routes(
         if !attached {
             continue;
         }
-        for path in vpn_connection::vgw_paths_of(tx, &vgw_id, edges)? {
+        let paths = vpn_connection::vgw_paths_of(tx, &vgw_id, edges)?;
+        for path in crate::fleet::vpn::propagated_into_table(paths) {
             let Ok(cidr) = Ipv4Cidr::new(path.prefix.network(), path.prefix.prefix_len()) else {
                 continue;
             };
