@@ -8,8 +8,8 @@
 //! thin shell makes an edge node: [`io`] (the Geneve socket, the uplink TUN
 //! and the worker thread that owns the core), [`control`] (registration,
 //! heartbeat and the watch of the edge API), [`bgp`] (the announcement of
-//! the public pool to the upstream router) and [`node`] (starting and
-//! stopping it all, the state directory).
+//! the public pool to the upstream router), [`metrics`] (`/metrics`) and
+//! [`node`] (starting and stopping it all, the state directory).
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -18,6 +18,7 @@ pub mod bench;
 pub mod bgp;
 pub mod control;
 pub mod io;
+pub mod metrics;
 pub mod node;
 pub mod translate;
 pub mod vgw;

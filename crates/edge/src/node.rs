@@ -5,8 +5,8 @@
 //!
 //! Threads: the I/O worker (packets), the heartbeat (register every
 //! second, deregister at the end), the watch (deltas → the worker's table,
-//! the uplink routes and the BGP announcement), the status writer, and
-//! the BGP speaker when a peer is configured.
+//! the uplink routes and the BGP announcement), the status writer, the
+//! BGP speaker when a peer is configured, and `/metrics` when asked for.
 
 use core::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -63,6 +63,9 @@ pub struct EdgeNodeConfig {
     pub router_mac: MacAddr,
     /// The upstream router to announce the public pool to, if any.
     pub bgp: Option<BgpConfig>,
+    /// Where `/metrics` is served, in `netns` (`None`: not served; see
+    /// [`crate::metrics::default_addr`]).
+    pub metrics: Option<SocketAddr>,
 }
 
 impl EdgeNodeConfig {
@@ -85,6 +88,7 @@ impl EdgeNodeConfig {
             state_dir,
             router_mac: openvpc_dataplane::RouterConfig::new(underlay_ip).router_mac,
             bgp: None,
+            metrics: None,
         }
     }
 }
@@ -104,6 +108,12 @@ pub enum EdgeNodeError {
     },
     #[error("could not start an edge thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("could not serve /metrics on {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Applies deltas: the worker's table, the uplink routes, the pool.
@@ -369,6 +379,8 @@ pub struct EdgeNodeHandle {
     watch: Option<JoinHandle<()>>,
     status: Option<JoinHandle<()>>,
     vpn: Option<JoinHandle<()>>,
+    /// The `/metrics` responder and where it listens.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 /// The VPN loop's view of the worker.
@@ -470,6 +482,11 @@ impl EdgeNode {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(dir_err(e)),
             _ => {}
         }
+        // Bound first: an address in use fails before anything runs.
+        let metrics = cfg
+            .metrics
+            .map(|addr| bind_metrics(cfg.netns.as_deref(), addr))
+            .transpose()?;
         let io = Arc::new(io::spawn(&IoConfig {
             underlay_ip: cfg.underlay_ip,
             netns: cfg.netns.clone(),
@@ -514,7 +531,7 @@ impl EdgeNode {
                 })
                 .map_err(EdgeNodeError::Thread)?
         };
-        Ok(EdgeNodeHandle {
+        let mut handle = EdgeNodeHandle {
             stop,
             shared,
             io: Some(io),
@@ -522,8 +539,52 @@ impl EdgeNode {
             watch: None,
             status: Some(status),
             vpn: None,
-        })
+            metrics: None,
+        };
+        // On an error the handle's drop stops what has started.
+        if let Some((addr, listener)) = metrics {
+            handle.metrics = Some(serve_metrics(&handle, addr, listener)?);
+        }
+        Ok(handle)
     }
+}
+
+/// Binds `/metrics`' `addr` in `netns`; answers the bound address (port
+/// 0 picks one) and the listener.
+fn bind_metrics(
+    netns: Option<&str>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, std::net::TcpListener), EdgeNodeError> {
+    let err = |source| EdgeNodeError::Metrics { addr, source };
+    let listener = openvpc_agent::netns::in_netns(netns, || Ok(std::net::TcpListener::bind(addr)))
+        .map_err(IoError::from)?
+        .map_err(err)?;
+    Ok((listener.local_addr().map_err(err)?, listener))
+}
+
+/// Serves the node's status as `/metrics` on `listener` (the hyperplane
+/// node's responder) until the node stops.
+fn serve_metrics(
+    handle: &EdgeNodeHandle,
+    addr: SocketAddr,
+    listener: std::net::TcpListener,
+) -> Result<(SocketAddr, JoinHandle<()>), EdgeNodeError> {
+    let shared = handle.shared.clone();
+    let io = handle
+        .io
+        .clone()
+        .ok_or(EdgeNodeError::Io(IoError::Stopped))?;
+    let thread = openvpc_hyperplane::metrics::serve_named(
+        "openvpc-edge-metrics",
+        listener,
+        move || {
+            let vpn = lock(&io.vpn()).clone();
+            crate::metrics::render(&shared.status(&io.status(), vpn))
+        },
+        handle.stop.clone(),
+    )
+    .map_err(|source| EdgeNodeError::Metrics { addr, source })?;
+    Ok((addr, thread))
 }
 
 impl EdgeNodeHandle {
@@ -558,6 +619,11 @@ impl EdgeNodeHandle {
         self.shared.status(&io, vpn)
     }
 
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// The bound underlay address (port 6081).
     pub fn underlay_addr(&self) -> Option<SocketAddr> {
         self.io.as_ref().map(|io| io.underlay_addr())
@@ -578,9 +644,14 @@ impl EdgeNodeHandle {
         }
         self.stop.store(true, Ordering::Relaxed);
         // The heartbeat deregisters on its way out, bounded by its timeout.
-        for t in [self.heartbeat.take(), self.status.take(), self.vpn.take()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.heartbeat.take(),
+            self.status.take(),
+            self.vpn.take(),
+            self.metrics.take().map(|(_, t)| t),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = t.join();
         }

@@ -63,7 +63,8 @@ pub const TUNNEL_MSS: u16 = 1379;
 fn is_tcp_syn(p: &[u8]) -> bool {
     let ihl = p.first().map_or(0, |b| usize::from(b & 0x0f) * 4);
     p.get(9) == Some(&openvpc_packet::ip::protocol::TCP)
-        && p.get(ihl + 13).is_some_and(|f| f & openvpc_packet::tcp::flags::SYN != 0)
+        && p.get(ihl + 13)
+            .is_some_and(|f| f & openvpc_packet::tcp::flags::SYN != 0)
 }
 
 /// Why the gateway dropped a packet.
@@ -848,7 +849,10 @@ mod tests {
     #[test]
     fn an_edge_serves_its_own_tunnels() {
         let mut v = vgw();
-        assert_eq!(v.outside_ips(), vec!["203.0.113.5".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            v.outside_ips(),
+            vec!["203.0.113.5".parse::<Ipv4Addr>().unwrap()]
+        );
         assert!(v.serves("203.0.113.5".parse().unwrap()));
         assert!(!v.serves("203.0.113.6".parse().unwrap()));
         assert!(v.take_reports_changed());

@@ -355,8 +355,9 @@ pub fn render(node_id: &str, snapshot: &Snapshot) -> String {
     out
 }
 
-/// A label value with `\`, `"` and newlines escaped.
-fn escape(s: &str) -> String {
+/// A label value with `\`, `"` and newlines escaped (the edge's
+/// `/metrics` uses it too).
+pub fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -369,9 +370,20 @@ pub fn serve(
     render: impl Fn() -> String + Send + 'static,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
+    serve_named("openvpc-hyperplane-metrics", listener, render, stop)
+}
+
+/// [`serve`] on a thread named `thread` (the edge node's responder is
+/// this one under its own name).
+pub fn serve_named(
+    thread: &str,
+    listener: TcpListener,
+    render: impl Fn() -> String + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     std::thread::Builder::new()
-        .name("openvpc-hyperplane-metrics".into())
+        .name(thread.into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {

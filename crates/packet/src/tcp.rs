@@ -225,7 +225,9 @@ pub fn clamp_mss(packet: &mut [u8], max: u16) -> bool {
         return false;
     }
     // A fragment other than the first carries no TCP header.
-    let frag = packet.get(6..8).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+    let frag = packet
+        .get(6..8)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
     if frag & 0x1fff != 0 {
         return false;
     }

@@ -1,7 +1,7 @@
 //! `openvpc edge`: an edge node of the region, translating between the
 //! VPCs' private addresses and the public pool, fed by the regional server.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -58,6 +58,28 @@ pub struct EdgeArgs {
     /// long the router keeps the path of an edge it no longer hears from.
     #[arg(long, default_value_t = DEFAULT_HOLD_TIME, value_parser = parse_hold_time)]
     bgp_hold_time: u16,
+    /// Where Prometheus scrapes `/metrics`: translation counters and
+    /// drops, the BGP announcement, and per VPN tunnel AWS's CloudWatch
+    /// metrics (TunnelState, TunnelDataIn, TunnelDataOut) and ours
+    /// (default: --underlay-ip, port 9109, in --netns; the hyperplane
+    /// node's is 9108); `off` serves none.
+    #[arg(long, value_name = "ADDRESS:PORT|off", value_parser = parse_metrics)]
+    metrics: Option<MetricsAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricsAddr {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_metrics(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr::Off);
+    }
+    s.parse()
+        .map(MetricsAddr::At)
+        .map_err(|e| format!("{s}: {e} (give ADDRESS:PORT, or `off`)"))
 }
 
 /// A hold time RFC 4271 allows: 0 or at least 3 seconds.
@@ -81,6 +103,11 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
     );
     cfg.netns = args.netns.clone();
     cfg.tun_name = args.tun.clone();
+    cfg.metrics = match args.metrics {
+        Some(MetricsAddr::Off) => None,
+        Some(MetricsAddr::At(a)) => Some(a),
+        None => Some(openvpc_edge::metrics::default_addr(args.underlay_ip)),
+    };
     if let (Some(peer), Some(peer_as), Some(local_as)) =
         (args.bgp_peer, args.bgp_peer_as, args.bgp_as)
     {
@@ -109,10 +136,13 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
         );
     }
     eprintln!(
-        "edge {} serving; underlay {}:6081, uplink {}{}",
+        "edge {} serving; underlay {}:6081, uplink {}{}{}",
         args.edge_id,
         args.underlay_ip,
         args.tun,
+        node.metrics_addr()
+            .map(|a| format!(", metrics http://{a}/metrics"))
+            .unwrap_or_default(),
         args.netns
             .as_deref()
             .map(|ns| format!(" in {ns}"))
@@ -123,4 +153,20 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
     }
     node.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_take_an_address_or_off() {
+        assert_eq!(parse_metrics("off"), Ok(MetricsAddr::Off));
+        assert_eq!(
+            parse_metrics("10.254.0.2:9109"),
+            Ok(MetricsAddr::At("10.254.0.2:9109".parse().unwrap()))
+        );
+        assert!(parse_metrics("10.254.0.2").is_err());
+        assert!(parse_hold_time("2").is_err());
+    }
 }
