@@ -19,7 +19,15 @@
 //! through the edge the node sends it to, which maps that address to the
 //! gateway's Elastic IP. The node's core is a fresh one, so the probe is a
 //! new flow and the port shown is one the node would allocate for it, not
-//! the port of a flow it holds. A packet to a network load balancer's
+//! the port of a flow it holds. A packet to a virtual private gateway
+//! (its route's target `vgw-…`, sent to an edge) goes through the edge's
+//! own VPN gateway core (`openvpc_edge::vgw`), fed the region's tunnels and
+//! gateways' tables as the edges get them: the prefix the gateway routes
+//! it by, the tunnel that carries it (spec 10.3) and the edge serving that
+//! tunnel (handed on there once if another edge took it), or the gateway's
+//! drop. A packet the host drops for want of a served route to a gateway
+//! (no tunnel up), or of any route while its VPC has a gateway, carries the
+//! gateway's tunnels' states as the fleet believes them. A packet to a network load balancer's
 //! front address (its host route to `elb-…`) goes through the node's own
 //! load balancer core, told the targets' health as the nodes report it:
 //! the listener of the port, its target group, the target the flow hash
@@ -37,18 +45,21 @@
 use core::net::{IpAddr, Ipv4Addr};
 use std::collections::HashMap;
 
+use ipnet::Ipv4Net;
 use openvpc_dataplane::DropReason;
 use openvpc_dataplane::buf::PacketBuf;
-use openvpc_dataplane::explain::{Explanation, Fate, Probe, StepAction, probe_frame};
+use openvpc_dataplane::explain::{Evidence, Explanation, Fate, Probe, StepAction, probe_frame};
 use openvpc_dataplane::install::{Converter, InstallError};
 use openvpc_dataplane::mapping::{Lookup, Mapping, MappingEntry};
 use openvpc_dataplane::policy::Way;
 use openvpc_dataplane::{Router, RouterConfig};
+use openvpc_edge::vgw::{Vgw, VgwDrop, VgwOutput};
 use openvpc_edge::{Edge, EdgeDrop, EdgeOutput, PublicMapping};
 use openvpc_hyperplane::nat::NatDrop;
 use openvpc_hyperplane::nlb::NlbDrop;
 use openvpc_hyperplane::serve::balancer::gateway_id as lb_gateway_id;
 use openvpc_hyperplane::serve::{Neighbor, NodeDrop, Serve, ServeConfig, Verdict, gateway_mac};
+use openvpc_model::edge::{VgwRoute, VpnTunnel};
 use openvpc_model::host::{EniState, MappingKey};
 use openvpc_model::hyperplane::{LbAssignment, LbProtocol, LbTarget, LbTargetGroup};
 use openvpc_model::lifecycle::TargetHealthState;
@@ -60,6 +71,7 @@ use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
 use openvpc_packet::ip::protocol as ip_protocol;
 
 use crate::fleet::Fleet;
+use crate::fleet::vpn::TunnelView;
 
 /// Why a packet could not be explained.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +204,146 @@ pub enum NatHop {
     },
 }
 
+/// What a VPN gateway's edge does with a packet the walk hands it (a route
+/// to `vgw-…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VpnHop {
+    /// Sealed into tunnel `outside_ip` of `vpn_connection_id` by the edge
+    /// serving it, `edge_id`: the tunnel the gateway's table picks for
+    /// `prefix` (spec 10.3), up as the fleet believes it. `handed_on_by`:
+    /// the edge the host sent it to, when that edge does not serve the
+    /// tunnel and handed it on.
+    Tunnel {
+        edge_id: String,
+        edge_underlay: IpAddr,
+        handed_on_by: Option<String>,
+        vpn_gateway_id: String,
+        vpn_connection_id: String,
+        outside_ip: Ipv4Addr,
+        prefix: Ipv4Net,
+    },
+    /// Dropped by edge `edge_id`, for the reason its counters use
+    /// ([`VgwDrop::name`]): `no_route` when the gateway knows no prefix
+    /// for the destination (spec 10.3); `tunnel` when the tunnel its table
+    /// picks has no IPsec SA up (then `gateway` says which tunnels are).
+    Dropped {
+        edge_id: String,
+        vpn_gateway_id: String,
+        reason: VgwDrop,
+        gateway: Option<VgwStatus>,
+    },
+}
+
+/// One tunnel of a gateway's connection, as the fleet believes it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelState {
+    pub vpn_connection_id: String,
+    pub outside_ip: Ipv4Addr,
+    /// The edge serving it; `None` while no edge lives.
+    pub edge_id: Option<String>,
+    /// The serving edge has reported on it.
+    pub reported: bool,
+    pub static_routes_only: bool,
+    pub ipsec_up: bool,
+    pub bgp_up: bool,
+    /// `VgwTelemetry.Status`: UP when it carries traffic.
+    pub up: bool,
+    pub status_message: String,
+}
+
+impl TunnelState {
+    fn of(vpn: &str, static_routes_only: bool, v: &TunnelView) -> TunnelState {
+        TunnelState {
+            vpn_connection_id: vpn.to_owned(),
+            outside_ip: v.outside_ip,
+            edge_id: v.edge.as_ref().map(|(id, _)| id.clone()),
+            reported: v.reported,
+            static_routes_only,
+            ipsec_up: v.ipsec_up,
+            bgp_up: v.bgp_up,
+            up: v.is_up(static_routes_only),
+            status_message: v.status_message.clone(),
+        }
+    }
+}
+
+impl core::fmt::Display for TunnelState {
+    /// `tunnel 203.0.113.5 DOWN (IPSEC IS UP, BGP down)`, as telemetry
+    /// words it, with why where the edge said.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "tunnel {} {}",
+            self.outside_ip,
+            if self.up { "UP" } else { "DOWN" }
+        )?;
+        let why = match (&self.edge_id, self.reported) {
+            (None, _) => "no edge node serves it".to_owned(),
+            (Some(e), false) => format!("edge {e} has not reported on it"),
+            (Some(_), true) if !self.ipsec_up => "IPsec down".to_owned(),
+            (Some(_), true) if self.static_routes_only => "IPSEC IS UP".to_owned(),
+            (Some(_), true) if self.bgp_up => "IPSEC IS UP, BGP established".to_owned(),
+            (Some(_), true) => "IPSEC IS UP, BGP down".to_owned(),
+        };
+        write!(f, " ({why}")?;
+        if !self.status_message.is_empty() {
+            write!(f, ": {}", self.status_message)?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// A VPN gateway's connections and their tunnels, as the fleet believes
+/// them: why a route to it is unserved, or why none is propagated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VgwStatus {
+    pub vpn_gateway_id: String,
+    pub tunnels: Vec<TunnelState>,
+}
+
+impl VgwStatus {
+    fn of(fleet: &Fleet, region: &str, account: &str, vgw_id: &str) -> VgwStatus {
+        let tunnels = fleet
+            .vgw_tunnels(region, account, vgw_id)
+            .into_iter()
+            .flat_map(|(vpn, static_only, views)| {
+                views
+                    .iter()
+                    .map(|v| TunnelState::of(&vpn, static_only, v))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        VgwStatus {
+            vpn_gateway_id: vgw_id.to_owned(),
+            tunnels,
+        }
+    }
+}
+
+impl core::fmt::Display for VgwStatus {
+    /// `vgw-…: vpn-… tunnel 203.0.113.5 DOWN (…), tunnel 203.0.113.6 …`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: ", self.vpn_gateway_id)?;
+        if self.tunnels.is_empty() {
+            return f.write_str("no VPN connection");
+        }
+        let mut last: Option<&str> = None;
+        for (i, t) in self.tunnels.iter().enumerate() {
+            if last != Some(t.vpn_connection_id.as_str()) {
+                if i > 0 {
+                    f.write_str("; ")?;
+                }
+                write!(f, "{} ", t.vpn_connection_id)?;
+                last = Some(&t.vpn_connection_id);
+            } else {
+                f.write_str(", ")?;
+            }
+            write!(f, "{t}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An explanation, with the hyperplane node's part when the packet went to
 /// a NAT gateway, and the edge's part when it left for the internet
 /// (directly, or after the NAT gateway).
@@ -202,6 +354,12 @@ pub struct Traced {
     /// The load balancer's part, when the packet went to one's front.
     pub lb: Option<LbHop>,
     pub edge: Option<EdgeHop>,
+    /// The VPN gateway's part, when the packet went to one's edge.
+    pub vpn: Option<VpnHop>,
+    /// When the host dropped the packet for want of a served route to a
+    /// VPN gateway, or of any route while its VPC has one: the gateway's
+    /// tunnels, which say why.
+    pub vgw: Option<VgwStatus>,
 }
 
 /// The underlay address of the host that runs `source` (unspecified while
@@ -809,6 +967,121 @@ fn edge_hop_after_nat(
     }
 }
 
+/// The route of the gateway of VPC `vni` for `dst`, as the edges' table
+/// finds it: the longest prefix holding it.
+fn vgw_route(routes: &[VgwRoute], vni: u32, dst: Ipv4Addr) -> Option<&VgwRoute> {
+    routes
+        .iter()
+        .filter(|r| r.vni == vni && r.prefix.contains(&dst))
+        .max_by_key(|r| r.prefix.prefix_len())
+}
+
+/// Runs edge `edge`'s VPN gateway core, made fresh and fed the region's
+/// tunnels and gateways' tables as the edges get them, on `datagram` from
+/// underlay address `from`: the core (for its counters), whether it took
+/// the datagram, and what it sent.
+fn run_vgw(
+    edge: &NodeRecord,
+    (tunnels, routes): (&[VpnTunnel], &[VgwRoute]),
+    datagram: &[u8],
+    from: IpAddr,
+) -> (Vgw, bool, Vec<VgwOutput>) {
+    let now_ms = openvpc_model::time::now_secs().saturating_mul(1000);
+    let mut core = Vgw::new(
+        &edge.node_id,
+        RouterConfig::new(edge.underlay_ip).router_mac,
+    );
+    core.apply(tunnels, routes, now_ms);
+    let mut out = Vec::new();
+    let taken = core.from_underlay(datagram, from, &mut out);
+    (core, taken, out)
+}
+
+/// Runs the VPN gateway core of edge `edge` on the packet `source`'s host
+/// sends it for gateway `vgw_id` (the probe in the Geneve and Ethernet
+/// headers the host puts on it, the inner destination MAC naming the
+/// gateway), fed the region's tunnels and gateways' tables as the edges
+/// get them; if the edge hands it on to the edge serving the tunnel, that
+/// edge's core runs on it next, as it would receive it.
+fn vgw_hop(
+    fleet: &Fleet,
+    region: &str,
+    edge: NodeRecord,
+    source: &EniState,
+    frame: &[u8],
+    (vni, dst_mac, router_mac): (u32, MacAddr, MacAddr),
+    (vgw_id, dst): (&str, Ipv4Addr),
+) -> VpnHop {
+    let (delta, _) = fleet.edge_delta(region, 0);
+    let table = (&delta.vpn_tunnels[..], &delta.vgw_routes[..]);
+    let dropped = |edge_id: &str, reason, gateway| VpnHop::Dropped {
+        edge_id: edge_id.to_owned(),
+        vpn_gateway_id: vgw_id.to_owned(),
+        reason,
+        gateway,
+    };
+    let Some(datagram) = host_datagram(frame, vni, dst_mac, router_mac) else {
+        return dropped(&edge.node_id, VgwDrop::Malformed, None);
+    };
+    let mut at = edge;
+    let mut from = host_underlay(fleet, region, source);
+    let mut handed_on_by: Option<String> = None;
+    loop {
+        let (core, taken, out) = run_vgw(&at, table, &datagram, from);
+        if !taken {
+            // The edge knows no table and no tunnel of the gateway's VPC:
+            // it routes no prefix for it.
+            return dropped(&at.node_id, VgwDrop::NoRoute, None);
+        }
+        if let Some(VgwOutput::Underlay { dst: next, .. }) = out.first() {
+            // Handed on (once: an edge never hands on what an edge sent).
+            let Some(e) = fleet
+                .edges(region)
+                .into_iter()
+                .find(|e| e.underlay_ip == *next && handed_on_by.is_none())
+            else {
+                return dropped(&at.node_id, VgwDrop::NotServedHere, None);
+            };
+            handed_on_by = Some(at.node_id.clone());
+            from = at.underlay_ip;
+            at = e;
+            continue;
+        }
+        let drop = first_counted(VgwDrop::ALL, VgwDrop::ALL.map(|d| core.drops(d)));
+        match drop {
+            // Explain mode: a fresh core holds no IPsec SA, so sealing into
+            // a tunnel this edge serves always fails (`VgwDrop::Tunnel`).
+            // That refusal is the fresh core's, not the edge's: what the
+            // edge does is decided by the tunnel the table picks and
+            // whether the fleet's view (the serving edge's last report)
+            // says its IPsec SA is up.
+            None | Some(VgwDrop::Tunnel) => {
+                let Some(route) = vgw_route(table.1, vni, dst) else {
+                    return dropped(&at.node_id, VgwDrop::NoRoute, None);
+                };
+                let status = VgwStatus::of(fleet, region, &source.account_id, vgw_id);
+                let tunnel = status
+                    .tunnels
+                    .iter()
+                    .find(|t| t.outside_ip == route.outside_ip);
+                let Some(tunnel) = tunnel.filter(|t| t.ipsec_up) else {
+                    return dropped(&at.node_id, VgwDrop::Tunnel, Some(status));
+                };
+                return VpnHop::Tunnel {
+                    edge_id: at.node_id.clone(),
+                    edge_underlay: at.underlay_ip,
+                    handed_on_by,
+                    vpn_gateway_id: vgw_id.to_owned(),
+                    vpn_connection_id: tunnel.vpn_connection_id.clone(),
+                    outside_ip: route.outside_ip,
+                    prefix: route.prefix,
+                };
+            }
+            Some(reason) => return dropped(&at.node_id, reason, None),
+        }
+    }
+}
+
 /// Continues the walk on the datagram a hyperplane node sent to underlay
 /// address `to`: if a host of the region is there, it runs the ingress of
 /// the ENI the datagram names (by VNI, address `dst` and MAC) on the inner
@@ -871,6 +1144,14 @@ pub fn trace(
     let mut edge = None;
     let mut nat = None;
     let mut lb = None;
+    let mut vpn = None;
+    // The route target the host sent it to (a gateway's ID), if any.
+    let target = explained.steps.iter().rev().find_map(|s| match &s.action {
+        StepAction::Forward {
+            target: Some(t), ..
+        } => Some(t.clone()),
+        _ => None,
+    });
     if let Fate::Sent {
         underlay,
         vni,
@@ -894,7 +1175,19 @@ pub fn trace(
                 .into_iter()
                 .find(|n| n.underlay_ip == underlay)
         };
-        if let Some(node) = to_edge {
+        let to_vgw = target.as_deref().filter(|t| t.starts_with("vgw-"));
+        if let (Some(node), Some(vgw_id)) = (&to_edge, to_vgw) {
+            // A VPN gateway's route: the edge's gateway core takes it.
+            vpn = Some(vgw_hop(
+                fleet,
+                region,
+                node.clone(),
+                source,
+                &frame,
+                (vni, dst_mac, router_mac),
+                (vgw_id, dst),
+            ));
+        } else if let Some(node) = to_edge {
             edge = Some(edge_hop(
                 fleet,
                 region,
@@ -904,12 +1197,7 @@ pub fn trace(
                 (vni, dst_mac, router_mac),
             ));
         } else if let Some(node) = to_hyperplane() {
-            let target = explained.steps.iter().rev().find_map(|s| match &s.action {
-                StepAction::Forward {
-                    target: Some(t), ..
-                } => Some(t.as_str()),
-                _ => None,
-            });
+            let target = target.as_deref();
             if let Some(gateway_id) = target.filter(|t| t.starts_with("elb-")) {
                 // A load balancer's front address: the node picks the
                 // target, and its host runs that ENI's ingress.
@@ -967,6 +1255,31 @@ pub fn trace(
             owners.extend(there.owners);
         }
     }
+    // Dropped at the source for want of a served route to a VPN gateway
+    // (no tunnel up), or of any route while the VPC has a gateway (none is
+    // propagated): the gateway's tunnels say why.
+    let mut vgw = None;
+    if let Fate::Dropped(reason) = explained.fate {
+        let denied = explained
+            .steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s.action, StepAction::Deny(_)))
+            .filter(|s| s.eni == source.eni_id);
+        let gateway = match (reason, denied.map(|s| &s.evidence)) {
+            (DropReason::TargetUnserved, Some(Evidence::Route { target, .. }))
+                if target.starts_with("vgw-") =>
+            {
+                Some(target.clone())
+            }
+            (DropReason::NoRoute, Some(_)) => fleet
+                .vgws_of_vni(region, &source.account_id, source.vni)
+                .into_iter()
+                .next(),
+            _ => None,
+        };
+        vgw = gateway.map(|g| VgwStatus::of(fleet, region, &source.account_id, &g));
+    }
     // Another account's interface: that the packet reached it, and whether
     // it was let in, but not its rules.
     let foreign = |eni: &str| owners.get(eni).is_some_and(|owner| owner != account);
@@ -983,5 +1296,7 @@ pub fn trace(
         nat,
         lb,
         edge,
+        vpn,
+        vgw,
     })
 }

@@ -170,6 +170,8 @@ pub enum ExplanationCode {
     EniSourceDestCheckRestriction,
     /// The load balancer has no listener that accepts the traffic.
     ElbListenersMismatch,
+    /// The VPN connection is not in a functional state (no tunnel up).
+    BadStateVpn,
 }
 
 impl ExplanationCode {
@@ -183,6 +185,7 @@ impl ExplanationCode {
             ExplanationCode::BadState => "BAD_STATE",
             ExplanationCode::EniSourceDestCheckRestriction => "ENI_SOURCE_DEST_CHECK_RESTRICTION",
             ExplanationCode::ElbListenersMismatch => "ELB_LISTENERS_MISMATCH",
+            ExplanationCode::BadStateVpn => "BAD_STATE_VPN",
         }
     }
 }
@@ -226,6 +229,12 @@ pub struct Explanation {
     pub load_balancer_target: Option<AnalysisLoadBalancerTarget>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer_target_port: Option<u16>,
+    /// botocore's `VpnGateway` and `VpnConnection`; absent in analyses
+    /// stored before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_gateway: Option<AnalysisComponent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpn_connection: Option<AnalysisComponent>,
 }
 
 impl Explanation {
@@ -254,6 +263,8 @@ impl Explanation {
             load_balancer_target_groups: Vec::new(),
             load_balancer_target: None,
             load_balancer_target_port: None,
+            vpn_gateway: None,
+            vpn_connection: None,
         }
     }
 }

@@ -167,6 +167,26 @@ pub struct TraceReport {
     pub nat_source_port: Option<String>,
     /// A network load balancer the packet went to.
     pub lb: Option<LbReport>,
+    /// A VPN gateway the packet went to (fate `vpn`, or dropped at its
+    /// edge, `vgw:<reason>`), or whose tunnels say why the host dropped it.
+    pub vpn: Option<VpnReport>,
+}
+
+/// A VPN gateway's hop as `TracePacket` answers it (the `vpn…` elements
+/// of the fate; the edge is the report's `edge_id` and `underlay`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VpnReport {
+    pub vpn_gateway_id: String,
+    /// The route of the gateway's table the packet took.
+    pub prefix: Option<String>,
+    /// The tunnel carrying it: its connection and outside address.
+    pub vpn_connection_id: Option<String>,
+    pub tunnel_outside_ip: Option<String>,
+    /// The edge that took it from the host and handed it on to the edge
+    /// serving the tunnel.
+    pub handed_on_by: Option<String>,
+    /// The gateway's tunnels' states, when they say why it was dropped.
+    pub tunnels: Option<String>,
 }
 
 /// A network load balancer's hop as `TracePacket` answers it (the `lb…`
@@ -255,6 +275,14 @@ impl TraceReport {
                 fail_open: between(fate, "lbFailOpen").as_deref() == Some("true"),
                 target_source: between(fate, "lbTargetSource"),
                 target_source_port: between(fate, "lbTargetSourcePort"),
+            }),
+            vpn: between(fate, "vpnGatewayId").map(|vpn_gateway_id| VpnReport {
+                vpn_gateway_id,
+                prefix: between(fate, "vpnPrefix"),
+                vpn_connection_id: between(fate, "vpnConnectionId"),
+                tunnel_outside_ip: between(fate, "tunnelOutsideIp"),
+                handed_on_by: between(fate, "handedOnBy"),
+                tunnels: between(fate, "vpnTunnels"),
             }),
         }
     }

@@ -2060,6 +2060,43 @@ impl Fleet {
             .map(|k| account_of(k).to_owned())
     }
 
+    /// The VPN gateways of `account` in `region` attached to the VPC of
+    /// VNI `vni` (AWS allows one), sorted by ID: where a VPC's traffic to
+    /// its datacenter goes, for the trace to say why none does.
+    pub fn vgws_of_vni(&self, region: &str, account: &str, vni: u32) -> Vec<String> {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let want = format!("r/{account}/{region}");
+        let mut ids: Vec<String> = m
+            .gateways
+            .keys()
+            .filter(|k| k.rsplit('/').nth(1) == Some("vgw") && scope(k) == want)
+            .map(|k| id_of(k).to_owned())
+            .filter(|id| m.vgw_vpc(&want, id).is_some_and(|(_, v, _)| v == vni))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The live connections of VPN gateway `vgw_id` of `account` in
+    /// `region`, sorted by ID, each with whether it routes statically and
+    /// its tunnels as the fleet believes them now (`vpn::tunnel_views`:
+    /// served by a live edge, up only as that edge last reported).
+    pub fn vgw_tunnels(
+        &self,
+        region: &str,
+        account: &str,
+        vgw_id: &str,
+    ) -> Vec<(String, bool, Vec<super::vpn::TunnelView>)> {
+        let index = lock(&self.index);
+        let m = &index.mirror;
+        let edges = m.edge_records(region);
+        m.vgw_connections(&format!("r/{account}/{region}"), vgw_id, &edges)
+            .into_iter()
+            .map(|(vpn, views)| (vpn.id.clone(), vpn.static_routes_only, views))
+            .collect()
+    }
+
     /// The live edge nodes of `region` the index knows, sorted by ID.
     pub fn edges(&self, region: &str) -> Vec<NodeRecord> {
         let index = lock(&self.index);

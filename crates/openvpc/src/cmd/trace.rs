@@ -5,7 +5,9 @@
 //! translated to, then the edge and the Elastic IP it leaves the region
 //! from; to a network load balancer, its node, the listener and target
 //! group, the target the flow hash picks with its health, then the
-//! target's own layers. The server explains over the state its hosts run; nothing is sent
+//! target's own layers; to a VPN gateway, the route of its table, the
+//! tunnel that carries the packet and the edge serving it, or, when no
+//! tunnel is up, each tunnel's state. The server explains over the state its hosts run; nothing is sent
 //! and no root is needed.
 //!
 //! Endpoint, region and credentials are found as the aws CLI finds them:
@@ -219,7 +221,21 @@ fn render(report: &TraceReport) -> String {
         )),
         "dropped" => {
             let reason = report.reason.as_deref().unwrap_or("");
-            if let Some(at_edge) = reason.strip_prefix("edge:") {
+            if let Some(at_gateway) = reason.strip_prefix("vgw:") {
+                let why = match at_gateway {
+                    "no_route" => "the gateway knows no route to it (spec 10.3)",
+                    "tunnel" => "the tunnel its route picks is down",
+                    other => other,
+                };
+                out.push_str(&format!(
+                    "dropped by edge node {} of VPN gateway {}: {why}\n",
+                    or_unknown(&report.edge_id),
+                    report
+                        .vpn
+                        .as_ref()
+                        .map_or("?", |v| v.vpn_gateway_id.as_str()),
+                ));
+            } else if let Some(at_edge) = reason.strip_prefix("edge:") {
                 out.push_str(&format!(
                     "dropped by edge node {}: {at_edge}\n",
                     report.edge_id.as_deref().unwrap_or("?")
@@ -256,6 +272,23 @@ fn render(report: &TraceReport) -> String {
                 }
             }
         }
+        "vpn" => {
+            let vpn = report.vpn.clone().unwrap_or_default();
+            out.push_str(&format!(
+                "to VPN gateway {} by its route {}: into VPN connection {} through tunnel {}, sealed by edge node {} ({})\n",
+                vpn.vpn_gateway_id,
+                or_unknown(&vpn.prefix),
+                or_unknown(&vpn.vpn_connection_id),
+                or_unknown(&vpn.tunnel_outside_ip),
+                or_unknown(&report.edge_id),
+                or_unknown(&report.underlay),
+            ));
+            if let Some(by) = &vpn.handed_on_by {
+                out.push_str(&format!(
+                    "  edge node {by} took it from the host and handed it on to the tunnel's edge\n"
+                ));
+            }
+        }
         "forwarded" => out.push_str(&format!(
             "forwarded to the gateway's node at {}\n",
             report.underlay.as_deref().unwrap_or("?")
@@ -274,6 +307,10 @@ fn render(report: &TraceReport) -> String {
         )),
         "unresolved" => out.push_str("unresolved: nothing owns the destination yet\n"),
         other => out.push_str(&format!("{other}\n")),
+    }
+    // Why a VPN gateway carries nothing: its tunnels' states.
+    if let Some(tunnels) = report.vpn.as_ref().and_then(|v| v.tunnels.as_ref()) {
+        out.push_str(&format!("  {tunnels}\n"));
     }
     out
 }
@@ -325,6 +362,50 @@ mod tests {
         assert_eq!(
             render(&dropped),
             "dropped by hyperplane node hp1 (10.254.1.1) of NAT gateway nat-0123456789abcdef0: no_edge\n"
+        );
+    }
+
+    // Issue 19 (5): a packet to a VPN gateway reads as the route, the
+    // tunnel and its edge; a drop for want of a tunnel up says each
+    // tunnel's state.
+    #[test]
+    fn a_vpn_hop_names_the_route_tunnel_and_edge_or_the_tunnels_states() {
+        let report = TraceReport {
+            fate: "vpn".into(),
+            edge_id: Some("e2".into()),
+            underlay: Some("10.254.0.3".into()),
+            vpn: Some(openvpc_control::client::VpnReport {
+                vpn_gateway_id: "vgw-0123456789abcdef0".into(),
+                prefix: Some("172.16.0.0/16".into()),
+                vpn_connection_id: Some("vpn-0123456789abcdef0".into()),
+                tunnel_outside_ip: Some("203.0.113.5".into()),
+                handed_on_by: Some("e1".into()),
+                tunnels: None,
+            }),
+            ..TraceReport::default()
+        };
+        assert_eq!(
+            render(&report),
+            "to VPN gateway vgw-0123456789abcdef0 by its route 172.16.0.0/16: into VPN connection vpn-0123456789abcdef0 through tunnel 203.0.113.5, sealed by edge node e2 (10.254.0.3)\n  edge node e1 took it from the host and handed it on to the tunnel's edge\n"
+        );
+        let down = TraceReport {
+            fate: "dropped".into(),
+            reason: Some("target_unserved".into()),
+            vpn: Some(openvpc_control::client::VpnReport {
+                vpn_gateway_id: "vgw-0123456789abcdef0".into(),
+                tunnels: Some(
+                    "vgw-0123456789abcdef0: vpn-0123456789abcdef0 tunnel 203.0.113.5 DOWN (IPSEC IS UP, BGP down)"
+                        .into(),
+                ),
+                ..Default::default()
+            }),
+            ..TraceReport::default()
+        };
+        let text = render(&down);
+        assert!(text.starts_with("dropped: target_unserved"), "{text}");
+        assert!(
+            text.ends_with("  vgw-0123456789abcdef0: vpn-0123456789abcdef0 tunnel 203.0.113.5 DOWN (IPSEC IS UP, BGP down)\n"),
+            "{text}"
         );
     }
 

@@ -34,6 +34,17 @@
 //!   the port is `ELB_LISTENERS_MISMATCH` [U: documented for Classic Load
 //!   Balancers]; a target that is not healthy, or a load balancer failing
 //!   open, is a warning;
+//! - to a VPN gateway (issue 19), the edge's gateway core routes the
+//!   packet (`crate::trace`): the path is found when a tunnel that is up
+//!   carries it, ending at the gateway's component (the route to it shown
+//!   with origin `EnableVgwRoutePropagation` when it was propagated), and a
+//!   warning names the tunnel and its edge; when no tunnel is up (the
+//!   hosts' route to the gateway is unserved, or the gateway's table picks
+//!   a tunnel that is down) the explanation is `BAD_STATE_VPN` with the
+//!   gateway and the connection, and the warning gives each tunnel's state;
+//!   a gateway that knows no prefix for the address is
+//!   `NO_ROUTE_TO_DESTINATION` on the gateway; no route at all while the
+//!   VPC has a gateway warns with its tunnels' states (none propagates);
 //! - a source that runs on no host fails with the reason.
 //!
 //! Isolation: the path is looked up in the caller's account only, and the
@@ -73,7 +84,8 @@ pub use crate::records::network_insights_analysis::{
     AnalysisPortRange, AnalysisRouteTableRoute, AnalysisSecurityGroupRule, Direction, Explanation,
     ExplanationCode, NetworkInsightsAnalysis, PathComponent, RouteState,
 };
-use crate::trace::{EdgeHop, LbHop, NatHop, Traced, trace};
+use crate::trace::{EdgeHop, LbHop, NatHop, Traced, VgwStatus, VpnHop, trace};
+use openvpc_edge::vgw::VgwDrop;
 
 /// The address a path to an internet gateway is analysed with when the path
 /// names none: any address outside the VPC that the route table sends to
@@ -293,6 +305,8 @@ fn write_explanation(x: &mut Xml, e: &Explanation) {
     }
     write_component(x, "subnet", e.subnet.as_ref());
     write_component(x, "vpc", e.vpc.as_ref());
+    write_component(x, "vpnConnection", e.vpn_connection.as_ref());
+    write_component(x, "vpnGateway", e.vpn_gateway.as_ref());
 }
 
 fn action_text(a: RuleAction) -> &'static str {
@@ -663,6 +677,9 @@ fn judge(
             if let Some(lb) = &traced.lb {
                 return through_lb(tx, lb, components, outcome.warnings);
             }
+            if let Some(vpn) = &traced.vpn {
+                return through_vgw(tx, vpn, gateway, header, dst, components);
+            }
             match &traced.nat {
                 Some(NatHop::Dropped {
                     node_id,
@@ -728,9 +745,12 @@ fn judge(
                 .rev()
                 .find(|s| matches!(s.action, StepAction::Deny(_)));
             match explain_drop(tx, path, *reason, denied, dst, dst_eni)? {
-                Some((mut explanation, warning)) => {
+                Some((mut explanation, mut warning)) => {
                     if let Some(lb) = &traced.lb {
                         lb_explained(tx, lb, &mut explanation)?;
+                    }
+                    if let Some(g) = &traced.vgw {
+                        vgw_explained(tx, g, &mut explanation, &mut warning);
                     }
                     outcome.explanations.push(explanation);
                     outcome.warnings.extend(warning);
@@ -941,6 +961,10 @@ fn explain_drop(
                 format!(
                     "No live hyperplane node of NAT gateway {target}'s shard serves it now, so the hosts drop what the route sends there."
                 )
+            } else if target.starts_with("vgw-") {
+                format!(
+                    "No tunnel of VPN gateway {target} is up, so no edge node carries what the route sends there."
+                )
             } else {
                 format!(
                     "No openvpc node serves {target} yet (internet, NAT and VPN gateways need the edge, issue 15), so the hosts drop what the route sends there."
@@ -1078,6 +1102,137 @@ fn through_nat(
         components,
         ..Outcome::default()
     })
+}
+
+/// The first connection of a gateway with a tunnel down, else its first.
+fn down_connection(g: &VgwStatus) -> Option<&str> {
+    g.tunnels
+        .iter()
+        .find(|t| !t.up)
+        .or(g.tunnels.first())
+        .map(|t| t.vpn_connection_id.as_str())
+}
+
+/// A drop for want of a VPN gateway's tunnel (the hosts' route to it is
+/// unserved): `BAD_STATE_VPN` on the gateway's connection, the gateway
+/// named; for a drop with no route at all, the gateway's tunnels say why
+/// none was propagated. Either way the warning gives each tunnel's state.
+fn vgw_explained(
+    tx: &Tx,
+    g: &VgwStatus,
+    explanation: &mut Explanation,
+    warning: &mut Option<String>,
+) {
+    explanation.vpn_gateway = Some(component(tx, &g.vpn_gateway_id));
+    if explanation.code == ExplanationCode::BadState {
+        explanation.code = ExplanationCode::BadStateVpn;
+        explanation.vpn_connection = down_connection(g).map(|c| component(tx, c));
+        if let Some(c) = &explanation.vpn_connection {
+            explanation.component = Some(c.clone());
+        }
+    }
+    let states = format!("The VPN gateway's tunnels: {g}.");
+    *warning = Some(match warning.take() {
+        Some(w) => format!("{w} {states}"),
+        None => states,
+    });
+}
+
+/// A path the hosts send to a VPN gateway's edge (issue 19): sealed into
+/// a tunnel that is up, the path is found and ends at the gateway (AWS's
+/// analysis ends a path at a VPN gateway too), with a warning naming the
+/// tunnel and its edge; dropped there, the gateway's reason.
+fn through_vgw(
+    tx: &mut Tx,
+    vpn: &VpnHop,
+    to_gateway: Option<&PathEndpoint>,
+    header: &AnalysisPacketHeader,
+    dst: Ipv4Addr,
+    mut components: Vec<PathComponent>,
+) -> Result<Outcome, ApiError> {
+    let numbered = |mut components: Vec<PathComponent>| {
+        for (i, c) in components.iter_mut().enumerate() {
+            c.sequence_number = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        }
+        components
+    };
+    match vpn {
+        VpnHop::Tunnel {
+            edge_id,
+            vpn_gateway_id,
+            vpn_connection_id,
+            outside_ip,
+            prefix,
+            ..
+        } => {
+            if let Some(wanted) = to_gateway {
+                return Ok(Outcome::failed(format!(
+                    "The packet leaves through VPN gateway {vpn_gateway_id}, not through {}.",
+                    wanted.id
+                )));
+            }
+            components.push(PathComponent {
+                outbound_header: Some(header.clone()),
+                ..path_component(component(tx, vpn_gateway_id))
+            });
+            Ok(Outcome {
+                found: Some(true),
+                components: numbered(components),
+                warnings: vec![format!(
+                    "VPN gateway {vpn_gateway_id} routes {dst} by {prefix} into VPN connection {vpn_connection_id}'s tunnel {outside_ip}, served by edge node {edge_id}."
+                )],
+                ..Outcome::default()
+            })
+        }
+        VpnHop::Dropped {
+            edge_id,
+            vpn_gateway_id,
+            reason,
+            gateway,
+        } => {
+            let vgw = component(tx, vpn_gateway_id);
+            let explanation = match reason {
+                VgwDrop::Tunnel => Explanation {
+                    vpn_connection: gateway
+                        .as_ref()
+                        .and_then(down_connection)
+                        .map(|c| component(tx, c)),
+                    component: Some(vgw.clone()),
+                    vpn_gateway: Some(vgw),
+                    address: Some(dst),
+                    ..Explanation::new(ExplanationCode::BadStateVpn)
+                },
+                // [U] the gateway knows no prefix for the address (spec
+                // 10.3): the closest documented code.
+                VgwDrop::NoRoute => Explanation {
+                    component: Some(vgw.clone()),
+                    vpn_gateway: Some(vgw),
+                    address: Some(dst),
+                    ..Explanation::new(ExplanationCode::NoRouteToDestination)
+                },
+                other => {
+                    return Ok(Outcome::failed(format!(
+                        "Edge node {edge_id} of VPN gateway {vpn_gateway_id} drops the packet ({}), which no Reachability Analyzer explanation code describes.",
+                        other.name()
+                    )));
+                }
+            };
+            let mut warnings = vec![format!(
+                "Edge node {edge_id} of VPN gateway {vpn_gateway_id} drops the packet ({}).",
+                reason.name()
+            )];
+            if let Some(g) = gateway {
+                warnings.push(format!("The VPN gateway's tunnels: {g}."));
+            }
+            Ok(Outcome {
+                found: Some(false),
+                components: numbered(components),
+                explanations: vec![explanation],
+                warnings,
+                ..Outcome::default()
+            })
+        }
+    }
 }
 
 /// The caller's load balancer, listener and target group a hop names.
@@ -1357,6 +1512,7 @@ fn component(tx: &Tx, id: &str) -> AnalysisComponent {
         ("nat-", "natgateway"),
         ("pcx-", "vpc-peering-connection"),
         ("vgw-", "vpn-gateway"),
+        ("vpn-", "vpn-connection"),
         ("tgw-", "transit-gateway"),
     ];
     let arn = TYPES
@@ -1474,11 +1630,15 @@ fn route(
             origin: Some(r.origin.clone()),
             state,
         },
+        // Not in the table's own routes: a VPN gateway's is propagated
+        // (spec 2.7).
         None => AnalysisRouteTableRoute {
             destination_cidr: Some(cidr.to_owned()),
             destination_prefix_list_id: None,
             target: target_of(target),
-            origin: None,
+            origin: target
+                .starts_with("vgw-")
+                .then(|| "EnableVgwRoutePropagation".to_owned()),
             state,
         },
     })

@@ -16,7 +16,16 @@
 //! `lbTargetIp`, `lbTargetPort`) with its health as the nodes report it
 //! (`lbTargetHealth`, `lbTargetHealthReason`, `lbFailOpen`) and the source
 //! it sees (`lbTargetSource`); a drop at the node is `lb:<reason>`
-//! (`lb:no_listener`: no listener on the port).
+//! (`lb:no_listener`: no listener on the port). A packet to a VPN
+//! gateway (issue 19) is fate `vpn`: the gateway (`vpnGatewayId`), the
+//! route of its table it took (`vpnPrefix`), the tunnel carrying it
+//! (`vpnConnectionId`, `tunnelOutsideIp`) and the edge serving that tunnel
+//! (`edgeId`, `underlay`; `handedOnBy`: the edge that took it from the host
+//! and handed it on); a drop at the gateway is `vgw:<reason>` (`vgw:no_route`:
+//! the gateway knows no prefix for it, spec 10.3; `vgw:tunnel`: the tunnel
+//! is down). A drop for want of a served route to a gateway (no tunnel up),
+//! or of any route while the VPC has one, names the gateway and says why
+//! in `vpnTunnels` (each tunnel's state, as `VgwTelemetry` words it).
 //!
 //! Parameters: `Source` (`i-` or `eni-`), `Destination` (`i-` or `eni-`) or
 //! `DestinationIp`, `Protocol` (`tcp`, `udp` or `icmp`), `DestinationPort`
@@ -34,7 +43,7 @@ use super::resource::{Tx, check_id, transact};
 use crate::api::error::ApiError;
 use crate::api::query::Params;
 use crate::api::xml::Xml;
-use crate::trace::{EdgeHop, LbHop, NatHop, TraceError, Traced, lb_protocol_name, trace};
+use crate::trace::{EdgeHop, LbHop, NatHop, TraceError, Traced, VpnHop, lb_protocol_name, trace};
 
 pub fn dispatch(ctx: &Ctx, action: &str, params: &Params) -> Option<Result<String, ApiError>> {
     Some(match action {
@@ -187,7 +196,17 @@ fn write_explanation(x: &mut Xml, traced: &Traced) {
     x.node("fate", |x| {
         match &e.fate {
             Fate::Delivered { eni } => x.elem("code", "delivered").elem("networkInterfaceId", eni),
-            Fate::Dropped(reason) => x.elem("code", "dropped").elem("reason", reason),
+            // With the VPN gateway whose tunnels say why, if one does.
+            Fate::Dropped(reason) => x
+                .elem("code", "dropped")
+                .elem("reason", reason)
+                .opt(
+                    "vpnGatewayId",
+                    traced.vgw.as_ref().map(|g| &g.vpn_gateway_id),
+                )
+                .opt("vpnTunnels", traced.vgw.as_ref()),
+            // Taken by a VPN gateway's edge.
+            Fate::Sent { .. } if traced.vpn.is_some() => write_vpn(x, traced.vpn.as_ref()),
             // Dropped by the load balancer's node.
             Fate::Sent { .. } if lb_drop.is_some() => x
                 .elem("code", "dropped")
@@ -268,6 +287,42 @@ fn write_lb(x: &mut Xml, lb: &LbHop) {
     if let Some((ip, port)) = lb.source {
         x.elem("lbTargetSource", ip)
             .elem("lbTargetSourcePort", port);
+    }
+}
+
+/// A VPN gateway's hop: sealed into a tunnel by the edge serving it, or
+/// dropped by an edge with the gateway's reason.
+fn write_vpn<'x>(x: &'x mut Xml, vpn: Option<&VpnHop>) -> &'x mut Xml {
+    match vpn {
+        Some(VpnHop::Tunnel {
+            edge_id,
+            edge_underlay,
+            handed_on_by,
+            vpn_gateway_id,
+            vpn_connection_id,
+            outside_ip,
+            prefix,
+        }) => x
+            .elem("code", "vpn")
+            .elem("edgeId", edge_id)
+            .elem("underlay", edge_underlay)
+            .opt("handedOnBy", handed_on_by.as_ref())
+            .elem("vpnGatewayId", vpn_gateway_id)
+            .elem("vpnPrefix", prefix)
+            .elem("vpnConnectionId", vpn_connection_id)
+            .elem("tunnelOutsideIp", outside_ip),
+        Some(VpnHop::Dropped {
+            edge_id,
+            vpn_gateway_id,
+            reason,
+            gateway,
+        }) => x
+            .elem("code", "dropped")
+            .elem("reason", format!("vgw:{}", reason.name()))
+            .elem("edgeId", edge_id)
+            .elem("vpnGatewayId", vpn_gateway_id)
+            .opt("vpnTunnels", gateway.as_ref()),
+        None => x.elem("code", "forwarded"),
     }
 }
 
