@@ -22,6 +22,10 @@
 //! namespaces: the agents reach the server on loopback and create their
 //! underlay sockets inside their host's namespace.
 //!
+//! With `--datacenter` the outside also holds a customer's datacenter
+//! (see [`datacenter`]): strongSwan and BIRD there are the customer
+//! gateway and router of a Site-to-Site VPN connection.
+//!
 //! This crate plumbs namespaces and processes; it knows nothing of packets
 //! or of the API beyond the files the server and agents write.
 
@@ -35,8 +39,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod datacenter;
 mod netns;
 
+pub use datacenter::DatacenterPlan;
 pub use netns::{ip, netns_exists};
 
 /// The most hosts one lab holds: their underlay addresses are 10.254.0.11…
@@ -138,9 +144,21 @@ pub enum LabError {
     )]
     MissingTool(PathBuf),
     #[error(
-        "the lab has no part '{0}': name `server`, a host ID (h1, h2, …), an edge ID (e1, e2, …) or `{OUTSIDE_ROUTER}`"
+        "the lab has no part '{0}': name `server`, a host ID (h1, h2, …), an edge ID (e1, e2, …), `{OUTSIDE_ROUTER}`, `datacenter-gateway` or `datacenter-router`"
     )]
     NoPart(String),
+    #[error(
+        "a datacenter lives on the outside world: build the lab with edges (`--edges 1` or more) to add `--datacenter`"
+    )]
+    DatacenterNeedsOutside,
+    #[error("the lab in {0} has no datacenter: build it with `openvpc lab up --datacenter`")]
+    NoDatacenter(PathBuf),
+    #[error("{0}")]
+    Connection(String),
+    #[error(
+        "{0} is missing: the datacenter's customer gateway is strongSwan (`apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins`)"
+    )]
+    MissingStrongswan(PathBuf),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -249,6 +267,9 @@ pub struct LabPlan {
     /// The Hyperplane fleet (NAT gateways).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hyperplane: Vec<HyperplanePlan>,
+    /// A customer's datacenter on the outside (`--datacenter`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacenter: Option<DatacenterPlan>,
 }
 
 /// The name of the uplink interface inside each edge namespace.
@@ -294,7 +315,18 @@ impl LabPlan {
             outside: None,
             edges: Vec::new(),
             hyperplane: Vec::new(),
+            datacenter: None,
         })
+    }
+
+    /// Adds a customer's datacenter on the outside world, which the plan
+    /// must have (edges first).
+    pub fn with_datacenter(mut self) -> Result<LabPlan, LabError> {
+        if self.outside.is_none() {
+            return Err(LabError::DatacenterNeedsOutside);
+        }
+        self.datacenter = Some(DatacenterPlan::new(&self.tag));
+        Ok(self)
     }
 
     /// Adds `nodes` hyperplane nodes (0: none).
@@ -324,6 +356,7 @@ impl LabPlan {
         if edges == 0 {
             self.outside = None;
             self.edges = Vec::new();
+            self.datacenter = None;
             return Ok(self);
         }
         let tag = &self.tag;
@@ -538,6 +571,13 @@ pub fn up(
         });
         save(dir, &state)?;
         wait_router(dir)?;
+        if let Some(dc) = &plan.datacenter {
+            progress(&format!(
+                "datacenter: namespace {} at {} (its LAN server {}, network {})",
+                dc.netns, dc.public_ip, dc.server_ip, dc.prefix
+            ));
+            datacenter::build(dc, outside)?;
+        }
         if let Some(resolver) = outside.resolver_ip {
             if Path::new(DNSMASQ).exists() {
                 progress(&format!(
@@ -727,6 +767,9 @@ pub fn up(
             let path = dir.join(file);
             fs::write(&path, format!("{text}\n")).map_err(io_at(&path))?;
         }
+    }
+    if let Some(dc) = &plan.datacenter {
+        datacenter::write_client_files(dir, dc)?;
     }
     Ok(state)
 }
@@ -931,6 +974,8 @@ enum PartKind {
     Hyperplane,
     OutsideRouter,
     RegionResolver,
+    DatacenterGateway,
+    DatacenterRouter,
 }
 
 impl PartKind {
@@ -943,6 +988,12 @@ impl PartKind {
         }
         if part == REGION_RESOLVER {
             return Some(PartKind::RegionResolver);
+        }
+        if part == datacenter::GATEWAY_PART {
+            return Some(PartKind::DatacenterGateway);
+        }
+        if part == datacenter::ROUTER_PART {
+            return Some(PartKind::DatacenterRouter);
         }
         let plan = plan?;
         if plan.hosts.iter().any(|h| h.host_id == part) {
@@ -964,6 +1015,8 @@ impl PartKind {
             PartKind::Hyperplane => "hyperplane",
             PartKind::OutsideRouter => OUTSIDE_ROUTER,
             PartKind::RegionResolver => REGION_RESOLVER,
+            PartKind::DatacenterGateway => datacenter::GATEWAY_PART,
+            PartKind::DatacenterRouter => datacenter::ROUTER_PART,
         }
     }
 
@@ -972,8 +1025,9 @@ impl PartKind {
     /// left alone.
     fn program(self) -> Program {
         match self {
-            PartKind::OutsideRouter => Program::Bird,
+            PartKind::OutsideRouter | PartKind::DatacenterRouter => Program::Bird,
             PartKind::RegionResolver => Program::Dnsmasq,
+            PartKind::DatacenterGateway => Program::Charon,
             _ => Program::Openvpc,
         }
     }
@@ -1033,6 +1087,12 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
             let _ = fs::remove_file(router_socket(dir));
         }
         PartKind::RegionResolver => {}
+        PartKind::DatacenterGateway => {
+            let _ = fs::remove_file(datacenter::vici_socket(dir));
+        }
+        PartKind::DatacenterRouter => {
+            let _ = fs::remove_file(datacenter::router_socket(dir));
+        }
     }
     let exe = process.exe.clone().unwrap_or_else(|| state.exe.clone());
     process.pid = spawn(&exe, &process.args, &process.log)?;
@@ -1047,6 +1107,14 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::OutsideRouter => wait_router(dir),
         // dnsmasq answers as soon as it has bound its sockets, at once.
         PartKind::RegionResolver => Ok(()),
+        // A new charon has a new TUN and no tunnels: configure it again.
+        PartKind::DatacenterGateway => {
+            match state.plan.as_ref().and_then(|p| p.datacenter.as_ref()) {
+                Some(dc) => datacenter::configure_gateway(dir, dc),
+                None => Err(LabError::NoDatacenter(dir.to_owned())),
+            }
+        }
+        PartKind::DatacenterRouter => datacenter::wait_router(dir),
     };
     match ready(dir) {
         // It exited on its way up (its log says why): one more start.
@@ -1125,19 +1193,34 @@ pub fn down(
         for host in &plan.hosts {
             remove_instances(&host_dir(dir, &host.host_id));
         }
+        // The datacenter's link ends in the outside namespace.
+        if let Some(dc) = &plan.datacenter {
+            datacenter::destroy(dc);
+        }
         netns::destroy(plan);
         progress(&format!(
             "removed namespaces {} and ovl-{}-h*{}",
             plan.underlay_netns,
             plan.tag,
             if plan.outside.is_some() {
-                format!(", ovl-{0}-out and ovl-{0}-e*", plan.tag)
+                format!(
+                    ", ovl-{0}-out and ovl-{0}-e*{1}",
+                    plan.tag,
+                    if plan.datacenter.is_some() {
+                        format!(", ovl-{}-dc", plan.tag)
+                    } else {
+                        String::new()
+                    }
+                )
             } else {
                 String::new()
             }
         ));
     }
-    for file in std::iter::once("lab.json").chain(CLIENT_FILES) {
+    for file in std::iter::once("lab.json")
+        .chain(CLIENT_FILES)
+        .chain(datacenter::CLIENT_FILES)
+    {
         let _ = fs::remove_file(dir.join(file));
     }
     Ok(())
@@ -1152,6 +1235,8 @@ enum Program {
     Bird,
     /// The region's resolver.
     Dnsmasq,
+    /// The datacenter's customer gateway (strongSwan).
+    Charon,
 }
 
 impl Program {
@@ -1173,6 +1258,13 @@ impl Program {
                     .next()
                     .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
                     == Some(b"dnsmasq".as_slice())
+            }
+            Program::Charon => {
+                cmdline
+                    .split(|b| *b == 0)
+                    .next()
+                    .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
+                    == Some(b"charon".as_slice())
             }
         }
     }

@@ -1,6 +1,8 @@
 //! `openvpc lab up|restart|status|down`: several hosts as network namespaces on this
 //! machine, with a server and an agent per host, and an outside world (a
-//! BIRD router and edge nodes), for tests and demos.
+//! BIRD router and edge nodes), for tests and demos. `lab datacenter
+//! connect|disconnect` runs the customer's side of a Site-to-Site VPN
+//! connection (strongSwan and BIRD) in the lab's datacenter.
 
 use std::path::{Path, PathBuf};
 
@@ -64,6 +66,19 @@ enum LabCommand {
         /// `openvpc up --help`).
         #[arg(long)]
         no_install: bool,
+        /// Also a customer's datacenter on the outside (needs edges): a
+        /// namespace whose public address (DIR/datacenter-ip, outside the
+        /// public pool) is a customer gateway's IP, with a LAN server at
+        /// DIR/datacenter-server-ip in DIR/datacenter-prefix; the
+        /// namespace's name is in DIR/datacenter-netns. `lab datacenter
+        /// connect` runs a VPN connection's customer side there.
+        #[arg(long)]
+        datacenter: bool,
+    },
+    /// The datacenter's customer gateway and router (`lab up --datacenter`).
+    Datacenter {
+        #[command(subcommand)]
+        command: DatacenterCommand,
     },
     /// Restart one part of a running lab: `server`, a host ID (h1, …), an
     /// edge ID (e1, …), a hyperplane node ID (hp1, …) or `outside-router`. Instances and their addresses
@@ -105,6 +120,41 @@ enum LabCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DatacenterCommand {
+    /// Read a VPN connection through the API (its customer gateway
+    /// configuration: per tunnel the outside address, inside /30, PSK and
+    /// ASNs; the attached VPC's CIDRs) and start in the datacenter
+    /// strongSwan's charon as its customer gateway, initiating both
+    /// tunnels, and unless the connection is static-routes-only BIRD as
+    /// its customer router (eBGP over each tunnel, announcing the
+    /// datacenter's prefix). Replaces what an earlier `connect` started.
+    Connect {
+        /// The lab's directory, as given to `lab up`.
+        #[arg(long, default_value = "./openvpc-lab")]
+        dir: PathBuf,
+        /// The connection (vpn-…), made for the customer gateway at
+        /// DIR/datacenter-ip.
+        #[arg(long)]
+        vpn_connection_id: String,
+        /// The API endpoint [default: DIR/endpoint].
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The shared credentials file [default: DIR/credentials].
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        /// The profile in it.
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
+    /// Stop the datacenter's customer gateway and router.
+    Disconnect {
+        /// The lab's directory, as given to `lab up`.
+        #[arg(long, default_value = "./openvpc-lab")]
+        dir: PathBuf,
+    },
+}
+
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
         LabCommand::Up {
@@ -118,11 +168,15 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             dir,
             region,
             no_install,
+            datacenter,
         } => {
-            super::agent::ensure_instance_tools(no_install, "lab")?;
-            let plan = LabPlan::new(&dir, hosts, azs, &region)?
+            let mut plan = LabPlan::new(&dir, hosts, azs, &region)?
                 .with_edges(edges)?
                 .with_hyperplane_nodes(hyperplane_nodes)?;
+            if datacenter {
+                plan = plan.with_datacenter()?;
+            }
+            super::agent::ensure_instance_tools(no_install, "lab")?;
             let mut hyperplane_args = Vec::new();
             if let Some(t) = nat_idle_timeout {
                 hyperplane_args.extend(["--idle-timeout".to_owned(), t.to_string()]);
@@ -165,6 +219,24 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             Ok(())
         }
         LabCommand::Status { dir, json } => status(&dir, json),
+        LabCommand::Datacenter {
+            command:
+                DatacenterCommand::Connect {
+                    dir,
+                    vpn_connection_id,
+                    endpoint,
+                    credentials,
+                    profile,
+                },
+        } => datacenter_connect(&dir, &vpn_connection_id, endpoint, credentials, &profile),
+        LabCommand::Datacenter {
+            command: DatacenterCommand::Disconnect { dir },
+        } => {
+            if !openvpc_lab::datacenter::disconnect(&dir, |step| eprintln!("lab: {step}"))? {
+                eprintln!("lab: the datacenter's gateway and router were not running");
+            }
+            Ok(())
+        }
         LabCommand::Down { dir } => {
             openvpc_lab::down(
                 &dir,
@@ -181,6 +253,104 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `lab datacenter connect`: the connection through the API, then the
+/// customer gateway and router in the datacenter.
+fn datacenter_connect(
+    dir: &Path,
+    id: &str,
+    endpoint: Option<String>,
+    credentials: Option<PathBuf>,
+    profile: &str,
+) -> anyhow::Result<()> {
+    use openvpc_control::client::{Client, ClientError};
+    use openvpc_lab::datacenter::{Connection, all_inner, unescape};
+
+    let state = openvpc_lab::load(dir)?;
+    let plan = state
+        .plan
+        .with_context(|| format!("{} holds no plan: was `lab up` interrupted?", dir.display()))?;
+    let endpoint = match endpoint {
+        Some(e) => e,
+        None => std::fs::read_to_string(dir.join("endpoint"))
+            .map(|e| e.trim().to_owned())
+            .with_context(|| {
+                format!(
+                    "reading {}: give --endpoint, or wait until `lab up` is done",
+                    dir.join("endpoint").display()
+                )
+            })?,
+    };
+    let path = credentials.unwrap_or_else(|| dir.join("credentials"));
+    let ini = ini::Ini::load_from_file(&path)
+        .with_context(|| format!("reading the credentials file {}", path.display()))?;
+    let section = ini.section(Some(profile)).with_context(|| {
+        format!(
+            "the credentials file {} has no profile [{profile}]",
+            path.display()
+        )
+    })?;
+    let (Some(key), Some(secret)) = (
+        section.get("aws_access_key_id"),
+        section.get("aws_secret_access_key"),
+    ) else {
+        anyhow::bail!(
+            "profile [{profile}] of {} lacks aws_access_key_id or aws_secret_access_key",
+            path.display()
+        );
+    };
+    let client = Client::new(&endpoint, key, secret, &plan.region);
+    let call = |action: &str, params: &[(&str, &str)]| -> anyhow::Result<String> {
+        match client.call(action, params) {
+            Ok(xml) => Ok(xml),
+            Err(ClientError::Api(e)) => anyhow::bail!("{action}: {}: {}", e.code, e.message),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let xml = call("DescribeVpnConnections", &[("VpnConnectionId.1", id)])?;
+    let mut connection = Connection::from_describe(&xml, id)?;
+    // The VPC side's prefixes, for the tunnels' remote traffic selectors:
+    // the CIDRs of the VPC the VPN gateway is attached to (none known:
+    // 0.0.0.0/0, as AWS's sample configuration).
+    if let Some(vgw) = connection
+        .vpn_gateway_id
+        .clone()
+        .filter(|g| g.starts_with("vgw-"))
+    {
+        let xml = call("DescribeVpnGateways", &[("VpnGatewayId.1", &vgw)])?;
+        let vpcs: Vec<String> = all_inner(&xml, "item")
+            .into_iter()
+            .filter(|item| item.contains("<state>attached</state>"))
+            .filter_map(|item| all_inner(item, "vpcId").first().map(|v| unescape(v)))
+            .collect();
+        for vpc in vpcs {
+            let xml = call("DescribeVpcs", &[("VpcId.1", &vpc)])?;
+            for cidr in all_inner(&xml, "cidrBlock") {
+                let cidr = unescape(cidr);
+                if !connection.remote_prefixes.contains(&cidr) {
+                    connection.remote_prefixes.push(cidr);
+                }
+            }
+        }
+    }
+    openvpc_lab::datacenter::connect(dir, &connection, |step| eprintln!("lab: {step}"))
+        .with_context(|| {
+            format!(
+                "connecting the datacenter to {id}; `openvpc lab datacenter disconnect --dir {}` stops what was started",
+                dir.display()
+            )
+        })?;
+    eprintln!(
+        "lab: {id}'s customer side runs; `openvpc lab status --dir {}` shows its tunnels{}",
+        dir.display(),
+        if connection.has_bgp() {
+            " and BGP sessions"
+        } else {
+            ""
+        }
+    );
+    Ok(())
 }
 
 /// `lab status`: each host's and each edge node's last `status.json`, and
@@ -234,6 +404,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
     let nat_gateways = nat_shards(&hyperplane, &state.processes, now);
     let load_balancers = lb_shards(&hyperplane, &state.processes, now);
     let sessions = plan.outside.as_ref().map(|_| bgp_sessions(dir));
+    let datacenter = openvpc_lab::datacenter::status(dir)?;
     if json {
         let sessions = sessions.map(|s| match s {
             Ok(lines) => serde_json::json!(lines),
@@ -247,6 +418,19 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             "nat_gateways": nat_gateways,
             "load_balancers": load_balancers,
             "outside_router": sessions,
+            "datacenter": datacenter.as_ref().map(|d| serde_json::json!({
+                "netns": d.netns,
+                "public_ip": d.public_ip,
+                "server_ip": d.server_ip,
+                "prefix": d.prefix,
+                "gateway": { "pid": d.gateway_pid, "running": d.gateway_running },
+                "router": { "pid": d.router_pid, "running": d.router_running },
+                "sas": match &d.sas { Ok(t) => serde_json::json!(t), Err(e) => serde_json::json!({ "error": e }) },
+                "protocols": d.protocols.as_ref().map(|p| match p {
+                    Ok(t) => serde_json::json!(t),
+                    Err(e) => serde_json::json!({ "error": e }),
+                }),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -401,6 +585,37 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
         }
         Some(Err(e)) => println!("\noutside router: {e}"),
         None => {}
+    }
+    if let Some(d) = datacenter {
+        let running = |pid: Option<u32>, running: bool| match (pid, running) {
+            (None, _) => "not started".to_owned(),
+            (Some(pid), true) => format!("pid {pid}, running"),
+            (Some(pid), false) => format!("pid {pid}, not running"),
+        };
+        println!(
+            "\ndatacenter {} at {} (server {}, network {}):",
+            d.netns, d.public_ip, d.server_ip, d.prefix
+        );
+        println!(
+            "  customer gateway (strongSwan): {}",
+            running(d.gateway_pid, d.gateway_running)
+        );
+        match &d.sas {
+            Ok(text) => text.lines().for_each(|l| println!("    {l}")),
+            Err(e) => println!("    {e}"),
+        }
+        println!(
+            "  customer router (BIRD): {}",
+            running(d.router_pid, d.router_running)
+        );
+        match &d.protocols {
+            Some(Ok(text)) => text
+                .lines()
+                .skip_while(|l| l.starts_with("BIRD "))
+                .for_each(|l| println!("    {l}")),
+            Some(Err(e)) => println!("    {e}"),
+            None => {}
+        }
     }
     Ok(())
 }
