@@ -89,8 +89,8 @@ pub struct TunnelCounters {
 struct Child {
     inbound: InboundSa,
     outbound: OutboundSa,
-    local_ts: TrafficSelector,
-    remote_ts: TrafficSelector,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
 }
 
 /// One tunnel.
@@ -112,11 +112,12 @@ impl core::fmt::Debug for Tunnel {
     }
 }
 
-fn covers(ts: &TrafficSelector, addr: Ipv4Addr) -> bool {
-    match (ts.start, ts.end) {
+/// Whether one of a child's selectors covers `addr`.
+fn covers(selectors: &[TrafficSelector], addr: Ipv4Addr) -> bool {
+    selectors.iter().any(|ts| match (ts.start, ts.end) {
         (IpAddr::V4(s), IpAddr::V4(e)) => s <= addr && addr <= e,
         _ => false,
-    }
+    })
 }
 
 /// The source and destination of an inner IPv4 packet.

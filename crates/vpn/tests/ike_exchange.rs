@@ -192,12 +192,16 @@ fn a_whole_exchange_with_a_small_initiator() {
                     t(transform_type::ESN, esn::NO, None),
                 ],
             }]),
-            Payload::TsI(vec![any_ipv4()]),
-            Payload::TsR(vec![TrafficSelector {
-                start: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 0)),
-                end: IpAddr::V4(Ipv4Addr::new(10, 0, 255, 255)),
-                ..any_ipv4()
-            }]),
+            // A customer gateway's LAN and its inside address, to the
+            // VPC and our inside address (BGP runs between the two).
+            Payload::TsI(vec![
+                range(172, 16, 0, 0, 172, 16, 255, 255),
+                host(169, 254, 10, 2),
+            ]),
+            Payload::TsR(vec![
+                range(10, 0, 0, 0, 10, 0, 255, 255),
+                host(169, 254, 10, 1),
+            ]),
         ],
     );
     let out = r.handle(peer(), false, &request, 10, &mut rng);
@@ -221,10 +225,13 @@ fn a_whole_exchange_with_a_small_initiator() {
     m2.extend_from_slice(&sent(&r.handle(peer(), false, &init, 20, &mut rng)));
     let want = psk_auth(Prf::HmacSha256, PSK, &m2, &ni, &keys.sk_pr, &id_body(&idr));
     assert_eq!(their_auth.unwrap(), want);
-    // Narrowed as asked: TSr is the VPC side's 10.0.0.0/16.
-    assert!(inner.iter().any(
-        |p| matches!(p, Payload::TsR(v) if v[0].end == IpAddr::V4(Ipv4Addr::new(10, 0, 255, 255)))
-    ));
+    // RFC 7296 §2.9: every selector asked for comes back (our side is
+    // 0.0.0.0/0 here, so narrowing keeps each whole), not the first alone:
+    // the customer's BGP over the inside addresses matches its policy.
+    assert!(inner.iter().any(|p| matches!(p, Payload::TsI(v)
+        if *v == [range(172, 16, 0, 0, 172, 16, 255, 255), host(169, 254, 10, 2)])));
+    assert!(inner.iter().any(|p| matches!(p, Payload::TsR(v)
+        if *v == [range(10, 0, 0, 0, 10, 0, 255, 255), host(169, 254, 10, 1)])));
     let responder_spi = u32::from_be_bytes(chosen.unwrap().spi.try_into().unwrap());
     assert!(r.is_established());
 
@@ -249,6 +256,8 @@ fn a_whole_exchange_with_a_small_initiator() {
             _ => None,
         })
         .expect("the child came up");
+    assert_eq!(child.local_ts.len(), 2);
+    assert_eq!(child.remote_ts.len(), 2);
     assert_eq!(child.inbound.spi(), responder_spi);
     assert_eq!(child.outbound.spi(), OUR_ESP_SPI);
     let opened = child.inbound.open(&mut wire).unwrap();
@@ -301,4 +310,19 @@ fn a_whole_exchange_with_a_small_initiator() {
             .any(|o| matches!(o, Output::IkeDown(Down::Deleted)))
     );
     assert!(!r.is_established());
+}
+
+/// An IPv4 selector from `a.b.c.d` to `e.f.g.h`, any protocol and port.
+#[allow(clippy::too_many_arguments)]
+fn range(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8, h: u8) -> TrafficSelector {
+    TrafficSelector {
+        start: IpAddr::V4(Ipv4Addr::new(a, b, c, d)),
+        end: IpAddr::V4(Ipv4Addr::new(e, f, g, h)),
+        ..any_ipv4()
+    }
+}
+
+/// A selector of one IPv4 address.
+fn host(a: u8, b: u8, c: u8, d: u8) -> TrafficSelector {
+    range(a, b, c, d, a, b, c, d)
 }

@@ -93,9 +93,10 @@ impl TunnelConfig {
 pub struct ChildSa {
     pub inbound: InboundSa,
     pub outbound: OutboundSa,
-    /// Our side's and the peer's selectors as agreed.
-    pub local_ts: TrafficSelector,
-    pub remote_ts: TrafficSelector,
+    /// Our side's and the peer's selectors as agreed (each side may have
+    /// several).
+    pub local_ts: Vec<TrafficSelector>,
+    pub remote_ts: Vec<TrafficSelector>,
     /// A rekey: the inbound SPI of the child it replaces (deleted by the
     /// peer soon after).
     pub replaces: Option<u32>,
@@ -335,30 +336,37 @@ fn ipv4_range(ts: &TrafficSelector) -> Option<(u32, u32)> {
     }
 }
 
-/// The intersection of the peer's selectors with ours (RFC 7296 §2.9:
-/// the responder narrows); `None` when nothing is left.
-fn narrow(theirs: &[TrafficSelector], ours: &TrafficSelector) -> Option<TrafficSelector> {
+/// The intersections of each of the peer's selectors with ours (RFC 7296
+/// §2.9: the responder narrows each, and answers every one that is left:
+/// a customer gateway proposing its LAN and its inside address gets both,
+/// so its BGP over the inside addresses matches the child's policy);
+/// `None` when nothing is left.
+fn narrow(theirs: &[TrafficSelector], ours: &TrafficSelector) -> Option<Vec<TrafficSelector>> {
     let (os, oe) = ipv4_range(ours)?;
-    theirs.iter().find_map(|t| {
-        let (ts, te) = ipv4_range(t)?;
-        let (s, e) = (ts.max(os), te.min(oe));
-        let (ps, pe) = (
-            t.start_port.max(ours.start_port),
-            t.end_port.min(ours.end_port),
-        );
-        let proto = match (t.ip_protocol, ours.ip_protocol) {
-            (0, p) | (p, 0) => p,
-            (a, b) if a == b => a,
-            _ => return None,
-        };
-        (s <= e && ps <= pe).then(|| TrafficSelector {
-            ip_protocol: proto,
-            start_port: ps,
-            end_port: pe,
-            start: IpAddr::V4(core::net::Ipv4Addr::from_bits(s)),
-            end: IpAddr::V4(core::net::Ipv4Addr::from_bits(e)),
+    let narrowed: Vec<TrafficSelector> = theirs
+        .iter()
+        .filter_map(|t| {
+            let (ts, te) = ipv4_range(t)?;
+            let (s, e) = (ts.max(os), te.min(oe));
+            let (ps, pe) = (
+                t.start_port.max(ours.start_port),
+                t.end_port.min(ours.end_port),
+            );
+            let proto = match (t.ip_protocol, ours.ip_protocol) {
+                (0, p) | (p, 0) => p,
+                (a, b) if a == b => a,
+                _ => return None,
+            };
+            (s <= e && ps <= pe).then(|| TrafficSelector {
+                ip_protocol: proto,
+                start_port: ps,
+                end_port: pe,
+                start: IpAddr::V4(core::net::Ipv4Addr::from_bits(s)),
+                end: IpAddr::V4(core::net::Ipv4Addr::from_bits(e)),
+            })
         })
-    })
+        .collect();
+    (!narrowed.is_empty()).then_some(narrowed)
 }
 
 fn find<'a, T>(payloads: &'a [Payload], f: impl Fn(&'a Payload) -> Option<T>) -> Option<T> {
@@ -952,14 +960,14 @@ impl Responder {
             ChildSa {
                 inbound,
                 outbound,
-                local_ts: local,
-                remote_ts: remote,
+                local_ts: local.clone(),
+                remote_ts: remote.clone(),
                 replaces,
             },
             vec![
                 Payload::Sa(vec![chosen]),
-                Payload::TsI(vec![remote]),
-                Payload::TsR(vec![local]),
+                Payload::TsI(remote),
+                Payload::TsR(local),
             ],
         ))
     }
