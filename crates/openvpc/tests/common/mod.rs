@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod lab;
+pub mod vpn;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
