@@ -5,8 +5,11 @@
 //! datacenter connect` starts, for one VPN connection, strongSwan's
 //! charon as the customer gateway (IKEv2, PSK, both tunnels, the customer
 //! side initiating) and, unless the connection is static-routes-only,
-//! BIRD as the customer router (one eBGP session per tunnel over its
-//! inside /30, announcing the datacenter's prefix).
+//! the customer router (one eBGP session per tunnel over its inside /30,
+//! announcing the datacenter's prefix): BIRD, or with `--router frr`
+//! FRR's bgpd with its zebra (which puts the learned routes in the
+//! namespace's kernel table, as BIRD's kernel protocol does), so the
+//! VGW's BGP speaker is tried against both (issue 19, Interop).
 //!
 //! This kernel has no XFRM, so charon runs kernel-libipsec: ESP in
 //! userspace behind one TUN, `ipsec0`. Both tunnels share it, and
@@ -23,6 +26,14 @@
 //! before the main one, so while a tunnel is up its selectors route, and
 //! BIRD's routes are what is left when none is. A static connection has
 //! only those.
+//!
+//! FRR's daemons run standalone, not under `watchfrr` or the init
+//! script: each with its configuration, pid file, zebra socket and vty
+//! sockets in `DIR/datacenter/frr`, so they never meet the machine's own
+//! FRR, another lab's or the BGP crate's tests' (`vtysh --vty_socket
+//! DIR/datacenter/frr` reaches them). They keep running as root (they
+//! configure the namespace's routes) with the group `frrvty`, the only
+//! group FRR lets root run with without dropping privileges.
 //!
 //! charon writes `/var/run/charon.pid` and refuses to start when it
 //! exists, which allows one charon per machine; each lab's runs with the
@@ -72,8 +83,23 @@ pub const SWANCTL: &str = "swanctl";
 /// The part name of the customer gateway (charon) in `lab.json`.
 pub const GATEWAY_PART: &str = "datacenter-gateway";
 
-/// The part name of the customer router (BIRD) in `lab.json`.
+/// The part name of the customer router (BIRD, or FRR's bgpd) in
+/// `lab.json`.
 pub const ROUTER_PART: &str = "datacenter-router";
+
+/// The part name of FRR's zebra in `lab.json`, when the router is FRR.
+pub const ZEBRA_PART: &str = "datacenter-zebra";
+
+/// FRR's BGP daemon and its kernel-route manager (Debian's frr).
+pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const ZEBRA: &str = "/usr/lib/frr/zebra";
+
+/// FRR's shell, over the daemons' vty sockets.
+pub const VTYSH: &str = "vtysh";
+
+/// The group FRR's vty sockets belong to; FRR refuses a user outside
+/// it, and root is not in it, so the daemons run with it as their group.
+const FRR_VTY_GROUP: &str = "frrvty";
 
 /// kernel-libipsec's TUN: the tunnels' packets go in and out here.
 pub const LIBIPSEC_TUN: &str = "ipsec0";
@@ -105,6 +131,35 @@ const BGP_KEEPALIVE_SECS: u16 = 10;
 
 /// How long `connect` waits for charon's socket and BIRD's.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The customer router `lab datacenter connect` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Router {
+    /// BIRD 2 (`bird.conf`, `birdc`).
+    #[default]
+    Bird,
+    /// FRR 8: bgpd for the sessions, zebra for the kernel routes.
+    Frr,
+}
+
+impl Router {
+    pub fn name(self) -> &'static str {
+        match self {
+            Router::Bird => "BIRD",
+            Router::Frr => "FRR",
+        }
+    }
+
+    /// Which router a recorded `datacenter-router` process runs.
+    fn of(process: &LabProcess) -> Router {
+        if process.args.iter().any(|a| a == BGPD) {
+            Router::Frr
+        } else {
+            Router::Bird
+        }
+    }
+}
 
 /// The datacenter namespace and its link to the outside.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +300,12 @@ pub fn vici_socket(dir: &Path) -> PathBuf {
 /// The customer router's control socket (`birdc -s`).
 pub fn router_socket(dir: &Path) -> PathBuf {
     datacenter_dir(dir).join("bird.ctl")
+}
+
+/// FRR's files: its daemons' configurations, pid files, zebra's socket
+/// and the vty sockets (`vtysh --vty_socket`).
+pub fn frr_dir(dir: &Path) -> PathBuf {
+    datacenter_dir(dir).join("frr")
 }
 
 /// A tunnel's pre-shared key: never shown by `Debug` or `Display`.
@@ -642,6 +703,92 @@ pub fn render_bird_conf(c: &Connection, dc: &DatacenterPlan) -> Option<String> {
     Some(conf)
 }
 
+/// FRR's two configurations: zebra's and bgpd's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrrConf {
+    pub zebra: String,
+    pub bgpd: String,
+}
+
+/// The customer router as FRR, the same as [`render_bird_conf`]'s: one
+/// eBGP session per tunnel from its `.2` (bound to it) to the VGW's `.1`,
+/// spec 10.2's timers, reconnecting after 5 s. Its policies take every
+/// route the VGW sends and send it only the datacenter's prefix (not the
+/// VPC routes one tunnel taught it over the other). The prefix is a
+/// `network` without an import check: nothing in the datacenter routes
+/// it as a whole (its server is a loopback address), and a static route
+/// would need FRR's staticd as a third daemon. One best path (no ECMP),
+/// like BIRD's kernel export; zebra installs it with the LAN server's
+/// address as the source. `None` for a static-routes-only connection.
+pub fn render_frr_conf(c: &Connection, dc: &DatacenterPlan) -> Option<FrrConf> {
+    let (Some(local_as), Some(peer_as)) = (c.customer_asn, c.amazon_asn) else {
+        return None;
+    };
+    if c.static_routes_only {
+        return None;
+    }
+    let zebra = format!(
+        "! VPN connection {id}: the lab datacenter's customer router (FRR's zebra).\n\
+         hostname datacenter-zebra\n\
+         log stdout informational\n\
+         ! The VPC routes BGP learns leave from the LAN server's address.\n\
+         route-map FROM-LAN-SERVER permit 10\n\
+         \x20set src {server}\n\
+         exit\n\
+         ip protocol bgp route-map FROM-LAN-SERVER\n",
+        id = c.id,
+        server = dc.server_ip,
+    );
+    let mut neighbors = String::new();
+    let mut policies = String::new();
+    for (i, t) in c.tunnels.iter().enumerate() {
+        let peer = t.vgw_inside;
+        // Named as swanctl's connections and BIRD's protocols, so `lab
+        // status` lines up FRR's summary with the SAs.
+        neighbors.push_str(&format!(
+            "\x20neighbor {peer} remote-as {peer_as}\n\
+             \x20neighbor {peer} description tunnel{n} to {outside}\n\
+             \x20neighbor {peer} update-source {local}\n\
+             \x20neighbor {peer} timers {BGP_KEEPALIVE_SECS} {BGP_HOLD_SECS}\n\
+             \x20neighbor {peer} timers connect 5\n",
+            n = i + 1,
+            outside = t.outside_ip,
+            local = t.cgw_inside,
+        ));
+        policies.push_str(&format!(
+            "\x20 neighbor {peer} route-map FROM-VGW in\n\
+             \x20 neighbor {peer} route-map TO-VGW out\n"
+        ));
+    }
+    let bgpd = format!(
+        "! VPN connection {id}: the lab datacenter's customer router (FRR's bgpd).\n\
+         hostname datacenter-bgpd\n\
+         log stdout informational\n\
+         ip prefix-list DATACENTER seq 5 permit {prefix}\n\
+         route-map TO-VGW permit 10\n\
+         \x20match ip address prefix-list DATACENTER\n\
+         exit\n\
+         route-map FROM-VGW permit 10\n\
+         exit\n\
+         router bgp {local_as}\n\
+         \x20bgp router-id {router_id}\n\
+         \x20bgp log-neighbor-changes\n\
+         \x20no bgp ebgp-requires-policy\n\
+         \x20no bgp network import-check\n\
+         {neighbors}\
+         \x20address-family ipv4 unicast\n\
+         \x20 network {prefix}\n\
+         \x20 maximum-paths 1\n\
+         {policies}\
+         \x20exit-address-family\n\
+         exit\n",
+        id = c.id,
+        prefix = dc.prefix,
+        router_id = dc.public_ip,
+    );
+    Some(FrrConf { zebra, bgpd })
+}
+
 /// Runs `swanctl ARGS` against the lab's charon: its output, or why not.
 pub fn swanctl(dir: &Path, args: &[&str]) -> Result<String, String> {
     let uri = format!("unix://{}", vici_socket(dir).display());
@@ -684,6 +831,29 @@ pub fn birdc(dir: &Path, args: &[&str]) -> Result<String, String> {
         Err(format!(
             "birdc -s {}: {}{}",
             socket.display(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Runs `vtysh --vty_socket DIR/datacenter/frr -d DAEMON -c COMMAND`
+/// against the customer router when it is FRR: its answer, or why not.
+pub fn vtysh(dir: &Path, daemon: &str, command: &str) -> Result<String, String> {
+    let sockets = frr_dir(dir);
+    let out = Command::new(VTYSH)
+        .arg("--vty_socket")
+        .arg(&sockets)
+        .args(["-d", daemon, "-c", command])
+        .output()
+        .map_err(|e| format!("running {VTYSH}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{VTYSH} --vty_socket {} -d {daemon}: {}{}",
+            sockets.display(),
             text.trim(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))
@@ -743,9 +913,47 @@ fn bird_args(dir: &Path, dc: &DatacenterPlan) -> Vec<String> {
     ]
 }
 
+/// The commands that run FRR's zebra and bgpd in the datacenter's
+/// namespace, in the foreground (`ip netns exec` execs them, so the
+/// recorded PIDs are theirs), every path of theirs in [`frr_dir`], no TCP
+/// vty port.
+fn frr_args(dir: &Path, dc: &DatacenterPlan, daemon: &str) -> Vec<String> {
+    let frr = frr_dir(dir);
+    let file = |name: String| frr.join(name).display().to_string();
+    let exe = if daemon == "zebra" { ZEBRA } else { BGPD };
+    [
+        "netns",
+        "exec",
+        &dc.netns,
+        exe,
+        "-u",
+        "root",
+        "-g",
+        FRR_VTY_GROUP,
+        "-f",
+        &file(format!("{daemon}.conf")),
+        "-i",
+        &file(format!("{daemon}.pid")),
+        "-z",
+        &file("zserv.api".to_owned()),
+        "--vty_socket",
+        &frr.display().to_string(),
+        "-P",
+        "0",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Starts the customer gateway for `c` (and the customer router with
-/// BGP) in the datacenter, replacing what an earlier `connect` started.
-pub fn connect(dir: &Path, c: &Connection, mut progress: impl FnMut(&str)) -> Result<(), LabError> {
+/// BGP: BIRD, or FRR with `router`) in the datacenter, replacing what an
+/// earlier `connect` started.
+pub fn connect(
+    dir: &Path,
+    c: &Connection,
+    router: Router,
+    mut progress: impl FnMut(&str),
+) -> Result<(), LabError> {
     let state = load(dir)?;
     let dc = state
         .plan
@@ -761,8 +969,16 @@ pub fn connect(dir: &Path, c: &Connection, mut progress: impl FnMut(&str)) -> Re
     if !Path::new(CHARON).exists() {
         return Err(LabError::MissingStrongswan(CHARON.into()));
     }
-    if c.has_bgp() && !Path::new(BIRD).exists() {
-        return Err(LabError::MissingTool(BIRD.into()));
+    match router {
+        Router::Bird if c.has_bgp() && !Path::new(BIRD).exists() => {
+            return Err(LabError::MissingTool(BIRD.into()));
+        }
+        Router::Frr if c.has_bgp() && !(Path::new(BGPD).exists() && Path::new(ZEBRA).exists()) => {
+            return Err(LabError::Connection(format!(
+                "{BGPD} or {ZEBRA} is missing: the customer router with --router frr is FRR (`apt-get install frr`)"
+            )));
+        }
+        _ => {}
     }
     disconnect(dir, &mut progress)?;
     let dc_dir = datacenter_dir(dir);
@@ -783,7 +999,11 @@ pub fn connect(dir: &Path, c: &Connection, mut progress: impl FnMut(&str)) -> Re
             .and_then(|mut f| f.write_all(text.as_bytes()))
             .map_err(io_at(&path))
     };
-    let bird_conf = render_bird_conf(c, &dc);
+    let router_files: Option<Vec<(&str, String)>> = match router {
+        Router::Bird => render_bird_conf(c, &dc).map(|b| vec![("bird.conf", b)]),
+        Router::Frr => render_frr_conf(c, &dc)
+            .map(|f| vec![("frr/zebra.conf", f.zebra), ("frr/bgpd.conf", f.bgpd)]),
+    };
     write("strongswan.conf", &render_strongswan_conf(&dc_dir), false)?;
     write("swanctl.conf", &render_swanctl_conf(c, &dc), true)?;
     let _ = fs::remove_file(vici_socket(dir));
@@ -800,9 +1020,10 @@ pub fn connect(dir: &Path, c: &Connection, mut progress: impl FnMut(&str)) -> Re
     ));
     start_gateway(dir, &dc)?;
 
-    if let Some(conf) = bird_conf {
+    if let Some(files) = router_files {
         progress(&format!(
-            "starting the customer router (BIRD): AS {} to the VGW's AS {} over {}",
+            "starting the customer router ({}): AS {} to the VGW's AS {} over {}",
+            router.name(),
             c.customer_asn.unwrap_or_default(),
             c.amazon_asn.unwrap_or_default(),
             c.tunnels
@@ -811,8 +1032,12 @@ pub fn connect(dir: &Path, c: &Connection, mut progress: impl FnMut(&str)) -> Re
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        write("bird.conf", &conf, false)?;
-        start_router(dir, &dc)?;
+        let frr = frr_dir(dir);
+        fs::create_dir_all(&frr).map_err(io_at(&frr))?;
+        for (name, text) in &files {
+            write(name, text, false)?;
+        }
+        start_router(dir, &dc, router)?;
     }
     Ok(())
 }
@@ -892,41 +1117,85 @@ fn inside_cidrs(swanctl_conf: &str) -> Vec<String> {
         .collect()
 }
 
-fn start_router(dir: &Path, dc: &DatacenterPlan) -> Result<(), LabError> {
+/// Starts the customer router: BIRD, or FRR's zebra and then its bgpd
+/// (which finds zebra's socket at once). Each is recorded before it runs.
+fn start_router(dir: &Path, dc: &DatacenterPlan, router: Router) -> Result<(), LabError> {
+    match router {
+        Router::Bird => {
+            let _ = fs::remove_file(router_socket(dir));
+            start_part(dir, ROUTER_PART, bird_args(dir, dc))?;
+            wait_router(dir)
+        }
+        Router::Frr => {
+            let frr = frr_dir(dir);
+            for stale in ["zebra.vty", "bgpd.vty", "zserv.api"] {
+                let _ = fs::remove_file(frr.join(stale));
+            }
+            start_part(dir, ZEBRA_PART, frr_args(dir, dc, "zebra"))?;
+            wait_zebra(dir)?;
+            start_part(dir, ROUTER_PART, frr_args(dir, dc, "bgpd"))?;
+            wait_router(dir)
+        }
+    }
+}
+
+/// Spawns `ip ARGS` as lab part `part`, logging to `DIR/logs/PART.log`.
+fn start_part(dir: &Path, part: &str, args: Vec<String>) -> Result<(), LabError> {
     let mut state = load(dir)?;
-    let args = bird_args(dir, dc);
-    let log = log_dir(dir).join("datacenter-router.log");
+    let log = log_dir(dir).join(format!("{part}.log"));
     let exe = PathBuf::from("ip");
-    let _ = fs::remove_file(router_socket(dir));
     let pid = spawn(&exe, &args, &log)?;
-    state.processes.retain(|p| p.part != ROUTER_PART);
+    state.processes.retain(|p| p.part != part);
     state.processes.push(LabProcess {
-        part: ROUTER_PART.into(),
+        part: part.into(),
         pid,
         exe: Some(exe),
         args,
-        log: log.clone(),
+        log,
     });
-    save(dir, &state)?;
-    wait_router(dir)
+    save(dir, &state)
 }
 
+/// Waits until the recorded customer router answers on its socket
+/// (BIRD's control socket, or bgpd's vty socket).
 pub(crate) fn wait_router(dir: &Path) -> Result<(), LabError> {
-    let socket = router_socket(dir);
+    let state = load(dir)?;
+    let router = state
+        .processes
+        .iter()
+        .find(|p| p.part == ROUTER_PART)
+        .map_or(Router::Bird, Router::of);
+    let socket = match router {
+        Router::Bird => router_socket(dir),
+        Router::Frr => frr_dir(dir).join("bgpd.vty"),
+    };
     let log = log_dir(dir).join("datacenter-router.log");
-    wait("the customer router (BIRD)", &log, || {
+    wait(
+        &format!("the customer router ({})", router.name()),
+        &log,
+        || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+    )
+}
+
+/// Waits until FRR's zebra answers on its vty socket.
+pub(crate) fn wait_zebra(dir: &Path) -> Result<(), LabError> {
+    let socket = frr_dir(dir).join("zebra.vty");
+    let log = log_dir(dir).join(format!("{ZEBRA_PART}.log"));
+    wait("the customer router's zebra (FRR)", &log, || {
         std::os::unix::net::UnixStream::connect(&socket).is_ok()
     })
 }
 
-/// Stops the customer router and gateway (BIRD first, so it does not see
-/// the tunnels die) and forgets them; the secrets file goes too. True if
+/// Stops the customer router and gateway (the router first, so it does
+/// not see the tunnels die; FRR's zebra after its bgpd, taking its kernel
+/// routes with it) and forgets them; the secrets file goes too. True if
 /// something ran.
 pub fn disconnect(dir: &Path, mut progress: impl FnMut(&str)) -> Result<bool, LabError> {
     let mut state = load(dir)?;
     let mut stopped = false;
     for (part, program) in [
-        (ROUTER_PART, Program::Bird),
+        (ROUTER_PART, Program::CustomerRouter),
+        (ZEBRA_PART, Program::Frr),
         (GATEWAY_PART, Program::Charon),
     ] {
         if let Some(p) = state.processes.iter().find(|p| p.part == part)
@@ -938,7 +1207,7 @@ pub fn disconnect(dir: &Path, mut progress: impl FnMut(&str)) -> Result<bool, La
     }
     state
         .processes
-        .retain(|p| p.part != ROUTER_PART && p.part != GATEWAY_PART);
+        .retain(|p| ![ROUTER_PART, ZEBRA_PART, GATEWAY_PART].contains(&p.part.as_str()));
     save(dir, &state)?;
     let _ = fs::remove_file(datacenter_dir(dir).join("swanctl.conf"));
     Ok(stopped)
@@ -953,11 +1222,17 @@ pub struct DatacenterStatus {
     pub prefix: String,
     pub gateway_pid: Option<u32>,
     pub gateway_running: bool,
+    /// Which customer router runs (BIRD unless started with `--router
+    /// frr`).
+    pub router: Router,
     pub router_pid: Option<u32>,
     pub router_running: bool,
+    /// FRR's zebra, when the router is FRR.
+    pub zebra_pid: Option<u32>,
+    pub zebra_running: bool,
     /// `swanctl --list-sas`, or why it could not be read.
     pub sas: Result<String, String>,
-    /// `birdc show protocols`, or why not.
+    /// `birdc show protocols` or FRR's `show bgp summary`, or why not.
     pub protocols: Option<Result<String, String>>,
 }
 
@@ -975,19 +1250,28 @@ pub fn status(dir: &Path) -> Result<Option<DatacenterStatus>, LabError> {
             .find(|p| p.part == part)
             .map(|p| p.pid)
     };
-    let (gateway_pid, router_pid) = (pid(GATEWAY_PART), pid(ROUTER_PART));
+    let (gateway_pid, router_pid, zebra_pid) =
+        (pid(GATEWAY_PART), pid(ROUTER_PART), pid(ZEBRA_PART));
     let gateway_running = gateway_pid.is_some_and(crate::process_alive);
     let router_running = router_pid.is_some_and(crate::process_alive);
+    let zebra_running = zebra_pid.is_some_and(crate::process_alive);
+    let router = state
+        .processes
+        .iter()
+        .find(|p| p.part == ROUTER_PART)
+        .map_or(Router::Bird, Router::of);
     let sas = if gateway_running {
         swanctl(dir, &["--list-sas"])
     } else {
         Err("not running: `openvpc lab datacenter connect` starts it".to_owned())
     };
     let protocols = router_pid.map(|_| {
-        if router_running {
-            birdc(dir, &["show", "protocols"])
-        } else {
+        if !router_running {
             Err("not running".to_owned())
+        } else if router == Router::Frr {
+            vtysh(dir, "bgpd", "show bgp summary")
+        } else {
+            birdc(dir, &["show", "protocols"])
         }
     });
     Ok(Some(DatacenterStatus {
@@ -997,8 +1281,11 @@ pub fn status(dir: &Path) -> Result<Option<DatacenterStatus>, LabError> {
         prefix: dc.prefix,
         gateway_pid,
         gateway_running,
+        router,
         router_pid,
         router_running,
+        zebra_pid,
+        zebra_running,
         sas,
         protocols,
     }))
@@ -1139,6 +1426,87 @@ mod tests {
         }
         assert!(conf.contains("route 172.16.0.0/16 blackhole;"));
         assert!(conf.contains("krt_prefsrc = 172.16.1.10;"));
+    }
+
+    // spec 10.2, with FRR as the router (issue 19, Interop): the same
+    // sessions, timers and announcement as BIRD's; only the datacenter's
+    // prefix goes out; zebra installs learned routes from the server.
+    #[test]
+    fn frr_conf_peers_each_tunnels_inside_address_with_both_asns() {
+        let c = Connection::from_configuration(&document(true)).unwrap();
+        let FrrConf { zebra, bgpd } = render_frr_conf(&c, &plan()).unwrap();
+        let router = bgpd.split("router bgp 65000\n").nth(1).unwrap();
+        assert!(router.contains(" bgp router-id 198.51.100.202\n"), "{bgpd}");
+        assert!(router.contains(" no bgp ebgp-requires-policy\n"));
+        for (n, local, peer) in [
+            (1, "169.254.10.2", "169.254.10.1"),
+            (2, "169.254.11.2", "169.254.11.1"),
+        ] {
+            for line in [
+                format!(" neighbor {peer} remote-as 64512\n"),
+                format!(
+                    " neighbor {peer} description tunnel{n} to 203.0.113.{}\n",
+                    n + 4
+                ),
+                format!(" neighbor {peer} update-source {local}\n"),
+                format!(" neighbor {peer} timers 10 30\n"),
+                format!(" neighbor {peer} timers connect 5\n"),
+                format!("  neighbor {peer} route-map FROM-VGW in\n"),
+                format!("  neighbor {peer} route-map TO-VGW out\n"),
+            ] {
+                assert!(router.contains(&line), "{line:?} missing from\n{bgpd}");
+            }
+        }
+        let family = router
+            .split(" address-family ipv4 unicast\n")
+            .nth(1)
+            .unwrap();
+        assert!(family.contains("  network 172.16.0.0/16\n"), "{bgpd}");
+        assert!(family.contains("  maximum-paths 1\n"));
+        assert!(bgpd.contains("ip prefix-list DATACENTER seq 5 permit 172.16.0.0/16\n"));
+        let to_vgw = bgpd.split("route-map TO-VGW permit 10\n").nth(1).unwrap();
+        assert!(to_vgw.starts_with(" match ip address prefix-list DATACENTER\n"));
+        assert!(zebra.contains(" set src 172.16.1.10\n"), "{zebra}");
+        assert!(zebra.contains("ip protocol bgp route-map FROM-LAN-SERVER\n"));
+        for conf in [&zebra, &bgpd] {
+            assert!(!conf.contains(PSK1) && !conf.contains(PSK2));
+        }
+        // No BGP, no router.
+        let c = Connection::from_describe(&describe(false), "vpn-0123abcd").unwrap();
+        assert_eq!(render_frr_conf(&c, &plan()), None);
+    }
+
+    // Each FRR daemon's files are the lab's own: none of FRR's defaults
+    // under /var/run/frr or /etc/frr, so labs never share a socket.
+    #[test]
+    fn frr_daemons_keep_every_path_in_the_labs_directory() {
+        let dir = Path::new("/lab");
+        for daemon in ["zebra", "bgpd"] {
+            let args = frr_args(dir, &plan(), daemon);
+            assert_eq!(args[..3], ["netns", "exec", "ovl-abc123-dc"]);
+            assert!(args[3].ends_with(&format!("/{daemon}")), "{args:?}");
+            let value = |flag: &str| {
+                let at = args.iter().position(|a| a == flag).unwrap();
+                args[at + 1].clone()
+            };
+            assert_eq!(value("-f"), format!("/lab/datacenter/frr/{daemon}.conf"));
+            assert_eq!(value("-i"), format!("/lab/datacenter/frr/{daemon}.pid"));
+            assert_eq!(value("-z"), "/lab/datacenter/frr/zserv.api");
+            assert_eq!(value("--vty_socket"), "/lab/datacenter/frr");
+            assert_eq!(value("-P"), "0");
+        }
+        // `lab status` and `restart` tell the router by its command.
+        let router = |args: Vec<String>| {
+            Router::of(&LabProcess {
+                part: ROUTER_PART.into(),
+                pid: 1,
+                exe: None,
+                args,
+                log: PathBuf::new(),
+            })
+        };
+        assert_eq!(router(frr_args(dir, &plan(), "bgpd")), Router::Frr);
+        assert_eq!(router(bird_args(dir, &plan())), Router::Bird);
     }
 
     #[test]

@@ -23,8 +23,8 @@
 //! underlay sockets inside their host's namespace.
 //!
 //! With `--datacenter` the outside also holds a customer's datacenter
-//! (see [`datacenter`]): strongSwan and BIRD there are the customer
-//! gateway and router of a Site-to-Site VPN connection.
+//! (see [`datacenter`]): strongSwan and BIRD (or FRR) there are the
+//! customer gateway and router of a Site-to-Site VPN connection.
 //!
 //! This crate plumbs namespaces and processes; it knows nothing of packets
 //! or of the API beyond the files the server and agents write.
@@ -144,7 +144,7 @@ pub enum LabError {
     )]
     MissingTool(PathBuf),
     #[error(
-        "the lab has no part '{0}': name `server`, a host ID (h1, h2, …), an edge ID (e1, e2, …), `{OUTSIDE_ROUTER}`, `datacenter-gateway` or `datacenter-router`"
+        "the lab has no part '{0}': name `server`, a host ID (h1, h2, …), an edge ID (e1, e2, …), `{OUTSIDE_ROUTER}`, `datacenter-gateway`, `datacenter-router` or `datacenter-zebra`"
     )]
     NoPart(String),
     #[error(
@@ -976,6 +976,9 @@ enum PartKind {
     RegionResolver,
     DatacenterGateway,
     DatacenterRouter,
+    /// FRR's zebra beside its bgpd (the router part) when the customer
+    /// router is FRR.
+    DatacenterZebra,
 }
 
 impl PartKind {
@@ -994,6 +997,9 @@ impl PartKind {
         }
         if part == datacenter::ROUTER_PART {
             return Some(PartKind::DatacenterRouter);
+        }
+        if part == datacenter::ZEBRA_PART {
+            return Some(PartKind::DatacenterZebra);
         }
         let plan = plan?;
         if plan.hosts.iter().any(|h| h.host_id == part) {
@@ -1017,6 +1023,7 @@ impl PartKind {
             PartKind::RegionResolver => REGION_RESOLVER,
             PartKind::DatacenterGateway => datacenter::GATEWAY_PART,
             PartKind::DatacenterRouter => datacenter::ROUTER_PART,
+            PartKind::DatacenterZebra => datacenter::ZEBRA_PART,
         }
     }
 
@@ -1025,7 +1032,9 @@ impl PartKind {
     /// left alone.
     fn program(self) -> Program {
         match self {
-            PartKind::OutsideRouter | PartKind::DatacenterRouter => Program::Bird,
+            PartKind::OutsideRouter => Program::Bird,
+            PartKind::DatacenterRouter => Program::CustomerRouter,
+            PartKind::DatacenterZebra => Program::Frr,
             PartKind::RegionResolver => Program::Dnsmasq,
             PartKind::DatacenterGateway => Program::Charon,
             _ => Program::Openvpc,
@@ -1093,6 +1102,7 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
         PartKind::DatacenterRouter => {
             let _ = fs::remove_file(datacenter::router_socket(dir));
         }
+        PartKind::DatacenterZebra => {}
     }
     let exe = process.exe.clone().unwrap_or_else(|| state.exe.clone());
     process.pid = spawn(&exe, &process.args, &process.log)?;
@@ -1115,6 +1125,7 @@ pub fn restart(dir: &Path, part: &str, kill: bool) -> Result<(), LabError> {
             }
         }
         PartKind::DatacenterRouter => datacenter::wait_router(dir),
+        PartKind::DatacenterZebra => datacenter::wait_zebra(dir),
     };
     match ready(dir) {
         // It exited on its way up (its log says why): one more start.
@@ -1237,6 +1248,11 @@ enum Program {
     Dnsmasq,
     /// The datacenter's customer gateway (strongSwan).
     Charon,
+    /// FRR's bgpd or zebra (the datacenter's customer router with
+    /// `--router frr`).
+    Frr,
+    /// The datacenter's customer router: BIRD or FRR's bgpd.
+    CustomerRouter,
 }
 
 impl Program {
@@ -1265,6 +1281,21 @@ impl Program {
                     .next()
                     .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
                     == Some(b"charon".as_slice())
+            }
+            Program::Frr => matches!(
+                cmdline
+                    .split(|b| *b == 0)
+                    .next()
+                    .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next()),
+                Some(b"bgpd" | b"zebra")
+            ),
+            Program::CustomerRouter => {
+                Program::Bird.runs_in(cmdline)
+                    || cmdline
+                        .split(|b| *b == 0)
+                        .next()
+                        .and_then(|argv0| argv0.rsplit(|b| *b == b'/').next())
+                        == Some(b"bgpd".as_slice())
             }
         }
     }
@@ -1411,6 +1442,12 @@ mod tests {
         assert!(!Program::Bird.runs_in(b"ip\0netns\0exec\0ns\0/usr/sbin/bird\0"));
         assert!(!Program::Bird.runs_in(b"/usr/bin/birdc\0"));
         assert!(!Program::Bird.runs_in(b""));
+        assert!(Program::Frr.runs_in(b"/usr/lib/frr/bgpd\0-f\0x.conf\0"));
+        assert!(Program::Frr.runs_in(b"/usr/lib/frr/zebra\0-f\0x.conf\0"));
+        assert!(!Program::Frr.runs_in(b"/usr/bin/vtysh\0"));
+        assert!(Program::CustomerRouter.runs_in(b"/usr/sbin/bird\0"));
+        assert!(Program::CustomerRouter.runs_in(b"/usr/lib/frr/bgpd\0"));
+        assert!(!Program::CustomerRouter.runs_in(b"/usr/lib/frr/zebra\0"));
         assert!(Program::Openvpc.runs_in(b"/x/openvpc\0edge\0"));
     }
 

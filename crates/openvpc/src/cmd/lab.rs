@@ -2,12 +2,12 @@
 //! machine, with a server and an agent per host, and an outside world (a
 //! BIRD router and edge nodes), for tests and demos. `lab datacenter
 //! connect|disconnect` runs the customer's side of a Site-to-Site VPN
-//! connection (strongSwan and BIRD) in the lab's datacenter.
+//! connection (strongSwan and BIRD, or FRR) in the lab's datacenter.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use openvpc_lab::{LabPlan, Launch};
 
 #[derive(Debug, Args)]
@@ -120,15 +120,31 @@ enum LabCommand {
     },
 }
 
+/// `lab datacenter connect --router`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RouterArg {
+    Bird,
+    Frr,
+}
+
+impl From<RouterArg> for openvpc_lab::datacenter::Router {
+    fn from(r: RouterArg) -> Self {
+        match r {
+            RouterArg::Bird => Self::Bird,
+            RouterArg::Frr => Self::Frr,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum DatacenterCommand {
     /// Read a VPN connection through the API (its customer gateway
     /// configuration: per tunnel the outside address, inside /30, PSK and
     /// ASNs; the attached VPC's CIDRs) and start in the datacenter
     /// strongSwan's charon as its customer gateway, initiating both
-    /// tunnels, and unless the connection is static-routes-only BIRD as
-    /// its customer router (eBGP over each tunnel, announcing the
-    /// datacenter's prefix). Replaces what an earlier `connect` started.
+    /// tunnels, and unless the connection is static-routes-only BIRD (or
+    /// FRR, `--router frr`) as its customer router (eBGP over each tunnel,
+    /// announcing the datacenter's prefix). Replaces what an earlier `connect` started.
     Connect {
         /// The lab's directory, as given to `lab up`.
         #[arg(long, default_value = "./openvpc-lab")]
@@ -146,6 +162,9 @@ enum DatacenterCommand {
         /// The profile in it.
         #[arg(long, default_value = "default")]
         profile: String,
+        /// The customer router: BIRD 2, or FRR 8 (its bgpd and zebra).
+        #[arg(long, value_enum, default_value_t = RouterArg::Bird)]
+        router: RouterArg,
     },
     /// Stop the datacenter's customer gateway and router.
     Disconnect {
@@ -227,8 +246,16 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
                     endpoint,
                     credentials,
                     profile,
+                    router,
                 },
-        } => datacenter_connect(&dir, &vpn_connection_id, endpoint, credentials, &profile),
+        } => datacenter_connect(
+            &dir,
+            &vpn_connection_id,
+            endpoint,
+            credentials,
+            &profile,
+            router.into(),
+        ),
         LabCommand::Datacenter {
             command: DatacenterCommand::Disconnect { dir },
         } => {
@@ -263,6 +290,7 @@ fn datacenter_connect(
     endpoint: Option<String>,
     credentials: Option<PathBuf>,
     profile: &str,
+    router: openvpc_lab::datacenter::Router,
 ) -> anyhow::Result<()> {
     use openvpc_control::client::{Client, ClientError};
     use openvpc_lab::datacenter::{Connection, all_inner, unescape};
@@ -334,7 +362,7 @@ fn datacenter_connect(
             }
         }
     }
-    openvpc_lab::datacenter::connect(dir, &connection, |step| eprintln!("lab: {step}"))
+    openvpc_lab::datacenter::connect(dir, &connection, router, |step| eprintln!("lab: {step}"))
         .with_context(|| {
             format!(
                 "connecting the datacenter to {id}; `openvpc lab datacenter disconnect --dir {}` stops what was started",
@@ -424,7 +452,12 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
                 "server_ip": d.server_ip,
                 "prefix": d.prefix,
                 "gateway": { "pid": d.gateway_pid, "running": d.gateway_running },
-                "router": { "pid": d.router_pid, "running": d.router_running },
+                "router": {
+                    "program": d.router,
+                    "pid": d.router_pid,
+                    "running": d.router_running,
+                    "zebra": d.zebra_pid.map(|pid| serde_json::json!({ "pid": pid, "running": d.zebra_running })),
+                },
                 "sas": match &d.sas { Ok(t) => serde_json::json!(t), Err(e) => serde_json::json!({ "error": e }) },
                 "protocols": d.protocols.as_ref().map(|p| match p {
                     Ok(t) => serde_json::json!(t),
@@ -605,9 +638,16 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             Err(e) => println!("    {e}"),
         }
         println!(
-            "  customer router (BIRD): {}",
+            "  customer router ({}): {}",
+            d.router.name(),
             running(d.router_pid, d.router_running)
         );
+        if d.zebra_pid.is_some() {
+            println!(
+                "  its zebra (FRR): {}",
+                running(d.zebra_pid, d.zebra_running)
+            );
+        }
         match &d.protocols {
             Some(Ok(text)) => text
                 .lines()

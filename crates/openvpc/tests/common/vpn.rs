@@ -223,3 +223,41 @@ impl VpnWorld {
         }
     }
 }
+
+/// FRR's daemons, the customer router of `lab datacenter connect --router
+/// frr`.
+pub const BGPD: &str = "/usr/lib/frr/bgpd";
+pub const ZEBRA: &str = "/usr/lib/frr/zebra";
+
+/// What only the FRR interop test asks of a lab.
+impl Lab {
+    /// `vtysh -d DAEMON -c CMD` against the datacenter's FRR (its vty
+    /// sockets in DIR/datacenter/frr), parsed as JSON (`Null` if it is
+    /// not).
+    pub fn dc_frr(&self, daemon: &str, cmd: &str) -> serde_json::Value {
+        let out = Command::new("vtysh")
+            .arg("--vty_socket")
+            .arg(self.dir.path().join("datacenter/frr"))
+            .args(["-d", daemon, "-c", cmd])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// True (said why) without FRR's bgpd, zebra and vtysh, unless
+/// OPENVPC_REQUIRE_TOOLS is set.
+pub fn frr_missing() -> bool {
+    if Path::new(BGPD).exists()
+        && Path::new(ZEBRA).exists()
+        && Command::new("vtysh").arg("--version").output().is_ok()
+    {
+        return false;
+    }
+    assert!(
+        std::env::var_os("OPENVPC_REQUIRE_TOOLS").is_none(),
+        "{BGPD}, {ZEBRA} or vtysh is missing: scripts/test installs frr"
+    );
+    eprintln!("skipping: FRR is missing (apt-get install frr)");
+    true
+}
