@@ -11,10 +11,12 @@
 //! datacenter's addresses and routes, charon initiating IKE toward both
 //! tunnels' outside addresses, BIRD's sessions configured, `lab status`,
 //! a static-routes-only connection, disconnect, and that no pre-shared
-//! key reaches a log. The whole path (both tunnels UP in VgwTelemetry,
-//! BGP established, the datacenter's prefix propagated, pings both ways)
-//! is [`both_tunnels_carry_bgp_and_traffic_both_ways`], run with
-//! `OPENVPC_LAB_VPN_E2E=1` until the edge serves tunnels.
+//! key reaches a log. Then the whole path through the edges serving the
+//! tunnels ([`both_tunnels_carry_bgp_and_traffic_both_ways`]): both
+//! tunnels UP in VgwTelemetry, BGP established, the datacenter's prefix
+//! propagated, pings both ways, security groups and network ACLs applied,
+//! route precedence, failover from tunnel 1 to tunnel 2 with an
+//! established TCP connection kept, and no transit through a peering.
 //!
 //! Needs root, the aws CLI, BIRD and strongSwan; without them it says why
 //! and skips (CI runs it as root with every tool).
@@ -27,7 +29,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use common::lab::{Instance, Lab, OPENVPC, exec};
+use std::time::{Duration, Instant};
+
+use common::lab::{
+    AclRule, Instance, Lab, OPENVPC, STREAM_CLIENT, STREAM_SERVER, eventually, exec,
+};
 use common::vpn::{VpnWorld, strongswan_missing, within};
 
 #[test]
@@ -49,7 +55,7 @@ fn the_datacenter_runs_the_customer_side_of_a_vpn_connection() {
     if strongswan_missing() {
         return;
     }
-    let Some(lab) = Lab::up(&["--datacenter"]) else {
+    let Some(mut lab) = Lab::up(&["--datacenter"]) else {
         return;
     };
     // The datacenter's public address is the customer gateway's IP: on the
@@ -95,6 +101,8 @@ fn the_datacenter_runs_the_customer_side_of_a_vpn_connection() {
 
     let VpnWorld {
         vpc,
+        subnet,
+        group,
         instance,
         cgw,
         vgw,
@@ -160,13 +168,11 @@ fn the_datacenter_runs_the_customer_side_of_a_vpn_connection() {
         "{dc}"
     );
 
-    if std::env::var("OPENVPC_LAB_VPN_E2E").is_ok_and(|v| v == "1") {
-        both_tunnels_carry_bgp_and_traffic_both_ways(&lab, &vpn, &vgw, &vpc, &instance);
-    } else {
-        eprintln!(
-            "not checking the whole path (tunnels UP, BGP, propagation, pings): set OPENVPC_LAB_VPN_E2E=1 once the edge serves tunnels"
-        );
-    }
+    both_tunnels_carry_bgp_and_traffic_both_ways(&lab, &vpn, &vgw, &vpc, &instance);
+    groups_and_acls_apply(&lab, &vpc, &subnet, &group, &instance);
+    route_precedence(&lab, &vgw, &vpc, &instance);
+    failover_keeps_connections(&mut lab, &vpn, &instance);
+    not_through_a_peering(&lab, &vpc, &group, &instance);
 
     // A static-routes-only connection: charon alone, no router.
     let (static_vpn, static_ips, static_psks) = lab.vpn_connection(&cgw, &vgw, true);
@@ -234,7 +240,6 @@ fn the_datacenter_runs_the_customer_side_of_a_vpn_connection() {
 /// "Traffic" tests): both tunnels UP in VgwTelemetry, BGP established on
 /// both, the datacenter's prefix propagated into a route table with
 /// propagation on, and pings instance → datacenter server and back.
-/// Needs the edge to serve tunnels: run with `OPENVPC_LAB_VPN_E2E=1`.
 fn both_tunnels_carry_bgp_and_traffic_both_ways(
     lab: &Lab,
     vpn: &str,
@@ -309,4 +314,378 @@ fn both_tunnels_carry_bgp_and_traffic_both_ways(
         "the datacenter pings the instance: {}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Whether the datacenter's server reaches the instance (ICMP, from its
+/// LAN address).
+fn datacenter_reaches(lab: &Lab, instance: &Instance) -> bool {
+    let server_ip = lab.file("datacenter-server-ip");
+    lab.in_datacenter(&["ping", "-c", "1", "-W", "2", "-I", &server_ip, &instance.ip])
+        .status
+        .success()
+}
+
+/// Whether the instance reaches the datacenter's server (ICMP).
+fn reaches_datacenter(lab: &Lab, instance: &Instance) -> bool {
+    let server_ip = lab.file("datacenter-server-ip");
+    exec(&instance.id, &["ping", "-c", "1", "-W", "2", &server_ip])
+        .status
+        .success()
+}
+
+/// Issue 19 ("Traffic"): what comes out of a tunnel meets the VPC's
+/// network ACL and the instance's security group like any other packet.
+fn groups_and_acls_apply(lab: &Lab, vpc: &str, subnet: &str, group: &str, instance: &Instance) {
+    let deny = lab.network_acl(
+        vpc,
+        &[
+            AclRule {
+                number: 50,
+                egress: false,
+                protocol: "-1",
+                cidr: "172.16.0.0/16",
+                ports: None,
+                action: "deny",
+            },
+            AclRule::allow_all(false),
+            AclRule::allow_all(true),
+        ],
+    );
+    let old = lab.swap_network_acl(subnet, &deny);
+    eventually("the network ACL stops the datacenter", false, || {
+        datacenter_reaches(lab, instance)
+    });
+    lab.swap_network_acl(subnet, &old);
+    eventually("the datacenter reaches the instance again", true, || {
+        datacenter_reaches(lab, instance)
+    });
+    let icmp = [
+        "--group-id",
+        group,
+        "--protocol",
+        "icmp",
+        "--port",
+        "-1",
+        "--cidr",
+        "172.16.0.0/16",
+    ];
+    let mut revoke = vec!["revoke-security-group-ingress"];
+    revoke.extend(icmp);
+    lab.ec2(&revoke);
+    eventually("the security group stops the datacenter", false, || {
+        datacenter_reaches(lab, instance)
+    });
+    let mut authorize = vec!["authorize-security-group-ingress"];
+    authorize.extend(icmp);
+    lab.ec2(&authorize);
+    eventually(
+        "the security group lets the datacenter in again",
+        true,
+        || datacenter_reaches(lab, instance),
+    );
+}
+
+/// Each route of `table` as (destination, target, origin).
+fn routes_of(lab: &Lab, table: &str) -> Vec<(String, String, String)> {
+    let v = lab.ec2(&["describe-route-tables", "--route-table-ids", table]);
+    v["RouteTables"][0]["Routes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let target = ["GatewayId", "NetworkInterfaceId", "InstanceId"]
+                .iter()
+                .find_map(|k| r[*k].as_str())
+                .unwrap_or_default();
+            (
+                r["DestinationCidrBlock"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                target.to_owned(),
+                r["Origin"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// spec 2.4, 2.7 and 10.3: without propagation the route is not there;
+/// a static VPC route for the same prefix wins over the propagated one,
+/// and DescribeRouteTables shows both.
+fn route_precedence(lab: &Lab, vgw: &str, vpc: &str, instance: &Instance) {
+    let table = lab.main_route_table(vpc);
+    let propagated = |lab: &Lab| {
+        routes_of(lab, &table)
+            .iter()
+            .any(|r| r.0 == "172.16.0.0/16" && r.2 == "EnableVgwRoutePropagation")
+    };
+    let toggle = |on: bool| {
+        lab.ec2(&[
+            if on {
+                "enable-vgw-route-propagation"
+            } else {
+                "disable-vgw-route-propagation"
+            },
+            "--route-table-id",
+            &table,
+            "--gateway-id",
+            vgw,
+        ]);
+    };
+    toggle(false);
+    assert!(!propagated(lab), "{:?}", routes_of(lab, &table));
+    eventually(
+        "no route to the datacenter without propagation",
+        false,
+        || reaches_datacenter(lab, instance),
+    );
+    toggle(true);
+    within(30, "propagated again", || {
+        (!propagated(lab)).then(|| format!("{:?}", routes_of(lab, &table)))
+    });
+    eventually("the route is back", true, || {
+        reaches_datacenter(lab, instance)
+    });
+
+    // A static route to an internet gateway for the same prefix: it wins
+    // (the instance has no public address, so nothing gets through), and
+    // both show.
+    let igw = lab.igw(vpc);
+    lab.route(&table, "172.16.0.0/16", &["--gateway-id", &igw]);
+    let routes = routes_of(lab, &table);
+    let both: Vec<&(String, String, String)> =
+        routes.iter().filter(|r| r.0 == "172.16.0.0/16").collect();
+    assert_eq!(both.len(), 2, "{routes:?}");
+    assert!(
+        both.iter().any(|r| r.1 == igw && r.2 == "CreateRoute"),
+        "{routes:?}"
+    );
+    assert!(
+        both.iter()
+            .any(|r| r.1 == vgw && r.2 == "EnableVgwRoutePropagation"),
+        "{routes:?}"
+    );
+    eventually("the static route wins", false, || {
+        reaches_datacenter(lab, instance)
+    });
+    let trace = lab.trace(
+        &instance.id,
+        &lab.file("datacenter-server-ip"),
+        &["--protocol", "icmp"],
+    );
+    assert!(
+        trace.contains(&igw),
+        "the trace follows the static route: {trace}"
+    );
+    lab.ec2(&[
+        "delete-route",
+        "--route-table-id",
+        &table,
+        "--destination-cidr-block",
+        "172.16.0.0/16",
+    ]);
+    eventually("the propagated route carries again", true, || {
+        reaches_datacenter(lab, instance)
+    });
+}
+
+/// The tunnels' `Status` in VgwTelemetry, in tunnel order.
+fn tunnel_states(lab: &Lab, vpn: &str) -> Vec<String> {
+    lab.ec2(&["describe-vpn-connections", "--vpn-connection-ids", vpn])["VpnConnections"][0]
+        ["VgwTelemetry"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t["Status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Issue 19 ("Failover"): tunnel 1 (the primary egress) goes away, its
+/// IKE SA deleted by the customer gateway; traffic moves to tunnel 2. An
+/// established TCP connection (the instance reading a stream from the
+/// datacenter) survives; the longest pause it saw is the failover time.
+fn failover_keeps_connections(lab: &mut Lab, vpn: &str, instance: &Instance) {
+    let vici = format!(
+        "unix://{}",
+        lab.dir.path().join("datacenter/charon.vici").display()
+    );
+    let server_ip = lab.file("datacenter-server-ip");
+    let netns = lab.file("datacenter-netns");
+    let server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &netns,
+            "python3",
+            "-c",
+            STREAM_SERVER,
+            "8080",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    lab.background.push(server);
+    within(10, "the datacenter's stream server listens", || {
+        let out = lab.in_datacenter(&["ss", "-Hltn", "sport = :8080"]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .is_empty()
+            .then(|| "not yet".to_owned())
+    });
+    let instance_id = instance.id.clone();
+    let client = std::thread::spawn(move || {
+        exec(
+            &instance_id,
+            &[
+                "python3",
+                "-c",
+                STREAM_CLIENT,
+                &server_ip,
+                "8080",
+                "2",
+                "15",
+            ],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let killed = Instant::now();
+    let out = std::process::Command::new("swanctl")
+        .args(["--terminate", "--ike", "tunnel1", "--uri", &vici])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "swanctl --terminate: {out:?}");
+    within(15, "tunnel 1 DOWN and tunnel 2 UP", || {
+        let states = tunnel_states(lab, vpn);
+        (states != ["DOWN", "UP"]).then(|| format!("{states:?}"))
+    });
+    let noticed = killed.elapsed();
+    let fresh = reaches_datacenter(lab, instance);
+    let back = datacenter_reaches(lab, instance);
+    eprintln!("after failover: instance → datacenter {fresh}, datacenter → instance {back}");
+    let out = client.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the stream client's report: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!(
+        "failover (IKE SA of tunnel 1 deleted): telemetry after {} ms; TCP streams: {report}",
+        noticed.as_millis()
+    );
+    if report["stalled_at_end"] != 0 {
+        dump_vpn_state(lab);
+        let server_ip = lab.file("datacenter-server-ip");
+        eprintln!(
+            "trace: {}",
+            lab.trace(
+                &instance.id,
+                &server_ip,
+                &["--protocol", "tcp", "--port", "8080"]
+            )
+        );
+    }
+    assert_eq!(report["resets"], 0, "{report}");
+    assert_eq!(report["closes"], 0, "{report}");
+    assert_eq!(report["alive"], 2, "both connections survive: {report}");
+    assert_eq!(report["stalled_at_end"], 0, "{report}");
+    // Tunnel 1 comes back when the customer gateway starts it again.
+    let out = std::process::Command::new("swanctl")
+        .args(["--initiate", "--child", "tunnel1", "--uri", &vici])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "swanctl --initiate: {out:?}");
+    within(60, "tunnel 1 UP again", || {
+        let states = tunnel_states(lab, vpn);
+        (states != ["UP", "UP"]).then(|| format!("{states:?}"))
+    });
+    assert!(reaches_datacenter(lab, instance));
+}
+
+/// spec 7.2 (case 3): a peered VPC cannot reach the datacenter through
+/// this VPC's VPN gateway, even with a route to the peering for it.
+fn not_through_a_peering(lab: &Lab, vpc: &str, group: &str, instance: &Instance) {
+    let other = lab.vpc("10.9.0.0/16");
+    let subnet = lab.subnet(&other, "10.9.1.0/24", "us-east-1a", false);
+    let peer_group = lab.group(&other, "peer", &[]);
+    lab.allow(&peer_group, "icmp", "-1", "0.0.0.0/0");
+    let peer = lab.instance(&subnet, &peer_group, None);
+    let pcx = lab.ec2(&[
+        "create-vpc-peering-connection",
+        "--vpc-id",
+        &other,
+        "--peer-vpc-id",
+        vpc,
+    ])["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    lab.ec2(&[
+        "accept-vpc-peering-connection",
+        "--vpc-peering-connection-id",
+        &pcx,
+    ]);
+    let table = lab.main_route_table(&other);
+    lab.route(
+        &table,
+        "10.0.0.0/16",
+        &["--vpc-peering-connection-id", &pcx],
+    );
+    lab.route(
+        &table,
+        "172.16.0.0/16",
+        &["--vpc-peering-connection-id", &pcx],
+    );
+    let back = lab.main_route_table(vpc);
+    lab.route(&back, "10.9.0.0/16", &["--vpc-peering-connection-id", &pcx]);
+    // The peering itself works.
+    lab.allow(group, "icmp", "-1", "10.9.0.0/16");
+    eventually("the peer reaches the instance", true, || {
+        exec(&peer.id, &["ping", "-c", "1", "-W", "2", &instance.ip])
+            .status
+            .success()
+    });
+    let server_ip = lab.file("datacenter-server-ip");
+    let out = exec(&peer.id, &["ping", "-c", "3", "-W", "2", &server_ip]);
+    assert!(
+        !out.status.success(),
+        "spec 7.2: no transit through the VPN gateway: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// What a failed VPN check needs to be understood: each edge's gateway
+/// role, and the datacenter's SAs, routes and BGP view.
+fn dump_vpn_state(lab: &Lab) {
+    for edge in ["e1", "e2"] {
+        let status =
+            std::fs::read_to_string(lab.dir.path().join("edges").join(edge).join("status.json"))
+                .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+        eprintln!("{edge} vpn: {}", v["vpn"]);
+        eprintln!(
+            "{edge} drops: {} translated {}",
+            v["drops"], v["translated"]
+        );
+    }
+    eprintln!("datacenter SAs: {}", lab.sas());
+    for cmd in [
+        &["ip", "-4", "route", "show", "table", "all"][..],
+        &["ip", "-s", "link", "show", "ipsec0"][..],
+    ] {
+        let out = lab.in_datacenter(cmd);
+        eprintln!(
+            "datacenter {cmd:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    eprintln!("datacenter BGP: {}", lab.dc_protocols());
 }

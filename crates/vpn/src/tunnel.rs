@@ -16,6 +16,7 @@ use openvpc_packet::ipv4::Ipv4Repr;
 use openvpc_packet::udp::UdpRepr;
 
 use crate::esp::{self, EspDrop, InboundSa, OutboundSa};
+use crate::fragments::{self, FragmentCounters, Reassembler};
 use crate::ike::message::TrafficSelector;
 use crate::ike::responder::{Down, Entropy, Output, Responder, TunnelConfig};
 use crate::natt::{self, IKE_PORT, NATT_PORT, Natt};
@@ -51,16 +52,20 @@ pub enum TunnelDrop {
     NoChild,
     /// An inner packet that is not IPv4.
     NotIpv4,
+    /// Fragments that could not be put together (malformed, overlapping,
+    /// evicted; timeouts are in the reassembler's counters).
+    Fragments,
 }
 
 impl TunnelDrop {
-    pub const ALL: [TunnelDrop; 6] = [
+    pub const ALL: [TunnelDrop; 7] = [
         TunnelDrop::NotOurs,
         TunnelDrop::UnknownSpi,
         TunnelDrop::Esp,
         TunnelDrop::Selectors,
         TunnelDrop::NoChild,
         TunnelDrop::NotIpv4,
+        TunnelDrop::Fragments,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +76,7 @@ impl TunnelDrop {
             TunnelDrop::Selectors => "selectors",
             TunnelDrop::NoChild => "no_child",
             TunnelDrop::NotIpv4 => "not_ipv4",
+            TunnelDrop::Fragments => "fragments",
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct Tunnel {
     outside: Ipv4Addr,
     /// Newest last: it sends.
     children: Vec<Child>,
+    /// The customer gateway's fragmented packets, waiting for the rest.
+    fragments: Reassembler,
     pub counters: TunnelCounters,
 }
 
@@ -140,6 +148,7 @@ impl Tunnel {
             responder: Responder::new(config),
             outside,
             children: Vec::new(),
+            fragments: Reassembler::default(),
             counters: TunnelCounters::default(),
         })
     }
@@ -151,6 +160,11 @@ impl Tunnel {
     /// Whether a child carries traffic.
     pub fn is_up(&self) -> bool {
         !self.children.is_empty()
+    }
+
+    /// The reassembler's figures.
+    pub fn fragment_counters(&self) -> FragmentCounters {
+        self.fragments.counters
     }
 
     pub fn responder(&self) -> &Responder {
@@ -169,10 +183,17 @@ impl Tunnel {
         now_ms: u64,
         rng: &mut dyn Entropy,
     ) -> Vec<TunnelOutput> {
+        if fragments::is_fragment(packet) {
+            return match self.fragments.push(packet, now_ms) {
+                Ok(Some(whole)) => self.from_outside(&whole, now_ms, rng),
+                Ok(None) => Vec::new(),
+                Err(_) => self.drop(TunnelDrop::Fragments),
+            };
+        }
         let Ok((ip, payload)) = Ipv4Repr::parse(packet) else {
             return self.drop(TunnelDrop::NotOurs);
         };
-        if ip.dst != self.outside || ip.frag.more_fragments || ip.frag.offset != 0 {
+        if ip.dst != self.outside {
             return self.drop(TunnelDrop::NotOurs);
         }
         match ip.protocol {
@@ -239,6 +260,7 @@ impl Tunnel {
 
     /// Time passes (dead peer detection, lifetimes).
     pub fn tick(&mut self, now_ms: u64, rng: &mut dyn Entropy) -> Vec<TunnelOutput> {
+        self.fragments.expire(now_ms);
         let outputs = self.responder.tick(now_ms, rng);
         self.apply(outputs)
     }
