@@ -15,8 +15,10 @@
 //! tunnels ([`both_tunnels_carry_bgp_and_traffic_both_ways`]): both
 //! tunnels UP in VgwTelemetry, BGP established, the datacenter's prefix
 //! propagated, pings both ways, security groups and network ACLs applied,
-//! route precedence, failover from tunnel 1 to tunnel 2 with an
-//! established TCP connection kept, and no transit through a peering.
+//! route precedence, failover from tunnel 1 to tunnel 2 (told: its IKE
+//! SA deleted, with established TCP connections kept; silent: its address
+//! dropped, caught by the BGP hold timer or dead peer detection), and no
+//! transit through a peering. Each failover prints what it measured.
 //!
 //! Needs root, the aws CLI, BIRD and strongSwan; without them it says why
 //! and skips (CI runs it as root with every tool).
@@ -172,6 +174,7 @@ fn the_datacenter_runs_the_customer_side_of_a_vpn_connection() {
     groups_and_acls_apply(&lab, &vpc, &subnet, &group, &instance);
     route_precedence(&lab, &vgw, &vpc, &instance);
     failover_keeps_connections(&mut lab, &vpn, &instance);
+    failover_on_silence(&lab, &vpn, &outside_ips, &instance);
     not_through_a_peering(&lab, &vpc, &group, &instance);
 
     // A static-routes-only connection: charon alone, no router.
@@ -688,4 +691,132 @@ fn dump_vpn_state(lab: &Lab) {
         );
     }
     eprintln!("datacenter BGP: {}", lab.dc_protocols());
+}
+
+/// Counts the datagrams that reach UDP port 9999 for DURATION seconds
+/// (`python3 -c GAP_RECEIVER DURATION`), then prints one JSON line: how
+/// many came, the longest gap between two, and how long before the end
+/// the last one came.
+const GAP_RECEIVER: &str = r#"
+import json, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(('0.0.0.0', 9999))
+s.settimeout(0.1)
+end = time.monotonic() + float(sys.argv[1])
+n, last, gap = 0, None, 0.0
+while time.monotonic() < end:
+    try:
+        s.recv(100)
+    except socket.timeout:
+        continue
+    now = time.monotonic()
+    if last is not None:
+        gap = max(gap, now - last)
+    n, last = n + 1, now
+print(json.dumps({'received': n, 'max_gap_ms': round(gap * 1000),
+    'quiet_at_end_ms': round((end - last) * 1000) if last else None}), flush=True)
+"#;
+
+/// Sends COUNT datagrams to ADDRESS:9999, one every 100 ms
+/// (`python3 -c UDP_SENDER ADDRESS COUNT`).
+const UDP_SENDER: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    s.sendto(str(i).encode(), (sys.argv[1], 9999))
+    time.sleep(0.1)
+"#;
+
+/// Issue 19 ("Failover"), the silent kind: tunnel 1's outside address
+/// stops answering in the datacenter (its packets dropped both ways,
+/// nothing said). Dead peer detection or the BGP hold timer (30 s each)
+/// takes the tunnel down at the gateway, and the gateway's traffic moves
+/// to tunnel 2: measured as the longest gap in datagrams the instance
+/// sends every 100 ms to the datacenter. (The other way is the customer
+/// gateway's to move: libipsec picks its SA by policy, so it follows its
+/// own dead peer detection, not BGP.)
+fn failover_on_silence(lab: &Lab, vpn: &str, outside_ips: &[String], instance: &Instance) {
+    let server_ip = lab.file("datacenter-server-ip");
+    let first = format!("{}/32", outside_ips[0]);
+    let netns = lab.file("datacenter-netns");
+    let receiver = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "python3", "-c", GAP_RECEIVER, "48"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let instance_id = instance.id.clone();
+    let sender = std::thread::spawn(move || {
+        exec(
+            &instance_id,
+            &["python3", "-c", UDP_SENDER, &server_ip, "460"],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // The datacenter sends nothing to it, and the outside router drops
+    // what it sends to the datacenter.
+    let dc = format!("{}/32", lab.file("datacenter-ip"));
+    let towards_dc = [
+        "rule",
+        "from",
+        first.as_str(),
+        "to",
+        dc.as_str(),
+        "blackhole",
+    ];
+    let in_outside = |verb: &str| {
+        let mut args = vec![
+            "netns",
+            "exec",
+            lab.outside.as_str(),
+            "ip",
+            towards_dc[0],
+            verb,
+        ];
+        args.extend_from_slice(&towards_dc[1..]);
+        std::process::Command::new("ip")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let silenced = Instant::now();
+    let out = lab.in_datacenter(&["ip", "route", "add", "blackhole", first.as_str()]);
+    assert!(out.status.success(), "{out:?}");
+    let out = in_outside("add");
+    assert!(out.status.success(), "{out:?}");
+    within(45, "tunnel 1 DOWN after silence", || {
+        let states = tunnel_states(lab, vpn);
+        (states.first().map(String::as_str) != Some("DOWN")).then(|| format!("{states:?}"))
+    });
+    let detected = silenced.elapsed();
+    let sent = sender.join().unwrap();
+    assert!(sent.status.success(), "{sent:?}");
+    let out = receiver.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the receiver's report: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!(
+        "failover (tunnel 1 silent): telemetry DOWN after {} ms; VPC → datacenter: {report}",
+        detected.as_millis()
+    );
+    let gap = report["max_gap_ms"].as_u64().unwrap_or(u64::MAX);
+    // DPD's or BGP's 30 s, and the move after it.
+    assert!(gap <= 35_000, "{report}");
+    assert!(
+        report["quiet_at_end_ms"]
+            .as_u64()
+            .is_some_and(|q| q < 2_000),
+        "datagrams cross tunnel 2 after the failover: {report}"
+    );
+    in_outside("del");
+    lab.in_datacenter(&["ip", "route", "del", "blackhole", first.as_str()]);
 }
