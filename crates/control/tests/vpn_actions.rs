@@ -1051,12 +1051,17 @@ fn propagated_routes_from_vpn_static_routes() {
     report_tunnels(&store, &a, &conns[0], &[false, true]);
     report_tunnels(&store, &a, &conns[1], &[true, true]);
     let shown = routes();
-    assert_eq!(propagated(&shown), ["192.168.0.0/16"]);
+    assert_eq!(propagated(&shown), ["172.16.0.0/12", "192.168.0.0/16"]);
     let route = shown.iter().find(|r| r.0 == "192.168.0.0/16").unwrap();
     assert_eq!((route.1.as_str(), route.3.as_str()), (v.as_str(), "active"));
-    let static_route: Vec<_> = shown.iter().filter(|r| r.0 == "172.16.0.0/12").collect();
-    assert_eq!(static_route.len(), 1);
-    assert_eq!(static_route[0].2, "CreateRoute");
+    // spec 2.4 and issue 19: a static route for a propagated prefix is
+    // shown beside it (the static one wins; the hosts get only that).
+    let both: Vec<&str> = shown
+        .iter()
+        .filter(|r| r.0 == "172.16.0.0/12")
+        .map(|r| r.2.as_str())
+        .collect();
+    assert_eq!(both, ["CreateRoute", "EnableVgwRoutePropagation"]);
     // The origin filter sees them.
     let xml = call(
         &store,

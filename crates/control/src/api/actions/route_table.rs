@@ -734,9 +734,9 @@ pub fn describe(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
 /// gateway is attached to the table's VPC, what its tunnels carry now (a
 /// connection's static routes while a tunnel's IPsec SA is up, the routes
 /// its BGP sessions learned while they are established). Computed when
-/// the table is read, never stored. A destination the table routes
-/// statically (or locally) shows its static route only: it wins (spec
-/// 2.4), as the hosts are told; several connections announcing one prefix
+/// the table is read, never stored. A destination the table also routes
+/// statically shows both, as AWS does; the static one wins (spec 2.4) and
+/// is what the hosts are told. Several connections announcing one prefix
 /// make one route.
 fn add_propagated_routes(
     tx: &mut Tx,
@@ -756,7 +756,11 @@ fn add_propagated_routes(
                 continue;
             };
             let destination = Destination::Ipv4(cidr);
-            if table.routes.iter().any(|r| r.destination == destination) {
+            if table
+                .routes
+                .iter()
+                .any(|r| r.destination == destination && r.origin == ORIGIN_PROPAGATED)
+            {
                 continue;
             }
             table.routes.push(Route {
