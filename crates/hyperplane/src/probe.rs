@@ -43,7 +43,7 @@
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::ops::RangeInclusive;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
@@ -54,8 +54,8 @@ use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_t
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
 
+use openvpc_packet::queue_device::QueueDevice;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpProtocol, Ipv4Packet, TcpPacket};
@@ -154,58 +154,6 @@ pub struct ProberCounters {
     /// Well-formed packets that are not for an open probe connection (late
     /// answers to a closed probe, another protocol, another address).
     pub dropped_unmatched: u64,
-}
-
-/// The device smoltcp sends and receives through: the packet the shell just
-/// handed in, and the packets waiting for the shell.
-#[derive(Debug, Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-impl Device for Queues {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
-        (self.tx.len() < TX_QUEUE).then_some(TxToken(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = MTU;
-        // Checksums are computed and verified in software (the default):
-        // the packets leave inside Geneve with no offload behind them.
-        caps
-    }
-}
-
-#[derive(Debug)]
-struct RxToken(Vec<u8>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-#[derive(Debug)]
-struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = vec![0; len];
-        let r = f(&mut packet);
-        self.0.push_back(packet);
-        r
-    }
 }
 
 /// What a probe connection still has to do.
@@ -473,7 +421,7 @@ pub struct Prober {
     cursor: u16,
     max_open: usize,
     iface: Interface,
-    device: Queues,
+    device: QueueDevice,
     sockets: SocketSet<'static>,
     conns: HashMap<u16, Conn>,
     next_id: u64,
@@ -513,7 +461,7 @@ impl Prober {
 
     /// [`Self::new`] with a given seed (for deterministic tests).
     pub fn with_seed(front: Ipv4Addr, ports: RangeInclusive<u16>, seed: u64) -> Self {
-        let mut device = Queues::default();
+        let mut device = QueueDevice::new(MTU, TX_QUEUE);
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = seed;
         // The stack's clock starts at 0 and follows the `now` of each call.

@@ -11,7 +11,6 @@
 //! certificate made by rcgen.
 
 use core::net::{Ipv4Addr, SocketAddrV4};
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
 
@@ -20,10 +19,10 @@ use openvpc_hyperplane::health::{
     TargetState, http_request,
 };
 use openvpc_hyperplane::probe::{LINGER, ProbeError, ProbeId, Prober};
+use openvpc_packet::queue_device::QueueDevice;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Packet, TcpPacket};
@@ -94,54 +93,12 @@ fn server_config(tls13_only: bool) -> Arc<ServerConfig> {
     cell.get_or_init(make).clone()
 }
 
-#[derive(Debug, Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut p = vec![0; len];
-        let r = f(&mut p);
-        self.0.push_back(p);
-        r
-    }
-}
-
-impl Device for Queues {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = 1500;
-        caps
-    }
-}
-
 /// The target: a smoltcp stack owning `TARGET` with listeners on some
 /// ports (any other port answers a SYN with a RST, as a host with nothing
 /// listening does), or a black hole that swallows everything.
 struct Server {
     iface: Interface,
-    dev: Queues,
+    dev: QueueDevice,
     sockets: SocketSet<'static>,
     listeners: Vec<Listener>,
     black_hole: bool,
@@ -153,7 +110,7 @@ struct Server {
 
 impl Server {
     fn new() -> Self {
-        let mut dev = Queues::default();
+        let mut dev = QueueDevice::new(1500, usize::MAX);
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ip),
             &mut dev,

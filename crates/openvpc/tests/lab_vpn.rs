@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use common::lab::{
     AclRule, Instance, Lab, OPENVPC, STREAM_CLIENT, STREAM_SERVER, eventually, exec,
 };
-use common::vpn::{VpnWorld, strongswan_missing, within};
+use common::vpn::{VpnWorld, last_json, propagate_and_wait, strongswan_missing, within};
 
 #[test]
 fn a_datacenter_needs_an_outside() {
@@ -273,31 +273,7 @@ fn both_tunnels_carry_bgp_and_traffic_both_ways(
     // spec 10.3: the datacenter's prefix, learned over BGP, in a route
     // table with propagation on.
     let table = lab.main_route_table(vpc);
-    lab.ec2(&[
-        "enable-vgw-route-propagation",
-        "--route-table-id",
-        &table,
-        "--gateway-id",
-        vgw,
-    ]);
-    within(
-        30,
-        "172.16.0.0/16 propagated into the main route table",
-        || {
-            let v = lab.ec2(&["describe-route-tables", "--route-table-ids", &table]);
-            let routes = v["RouteTables"][0]["Routes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let found = routes.iter().any(|r| {
-                r["DestinationCidrBlock"] == "172.16.0.0/16"
-                    && r["GatewayId"] == vgw
-                    && r["Origin"] == "EnableVgwRoutePropagation"
-                    && r["State"] == "active"
-            });
-            (!found).then(|| format!("{routes:?}"))
-        },
-    );
+    propagate_and_wait(lab, &table, vgw);
     let c = telemetry();
     for t in c["VgwTelemetry"].as_array().unwrap() {
         assert!(t["AcceptedRouteCount"].as_u64().unwrap_or(0) >= 1, "{t}");
@@ -569,17 +545,7 @@ fn failover_keeps_connections(lab: &mut Lab, vpn: &str, instance: &Instance) {
     let back = datacenter_reaches(lab, instance);
     eprintln!("after failover: instance → datacenter {fresh}, datacenter → instance {back}");
     let out = client.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the stream client's report: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let report = last_json(&out, "the stream client");
     eprintln!(
         "failover (IKE SA of tunnel 1 deleted): telemetry after {} ms; TCP streams: {report}",
         noticed.as_millis()
@@ -793,17 +759,7 @@ fn failover_on_silence(lab: &Lab, vpn: &str, outside_ips: &[String], instance: &
     let sent = sender.join().unwrap();
     assert!(sent.status.success(), "{sent:?}");
     let out = receiver.join().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: serde_json::Value = stdout
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "the receiver's report: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let report = last_json(&out, "the datagram receiver");
     eprintln!(
         "failover (tunnel 1 silent): telemetry DOWN after {} ms; VPC → datacenter: {report}",
         detected.as_millis()

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::lab::{Lab, capture, decode, exec};
-use common::vpn::{VpnWorld, frr_missing, strongswan_missing, within};
+use common::vpn::{VpnWorld, frr_missing, propagate_and_wait, strongswan_missing, within};
 
 /// RFC 7296 §3.1: IKEv2's exchange types, and version 2.0 as one octet.
 const IKE_SA_INIT: u64 = 34;
@@ -188,31 +188,7 @@ fn frr_as_the_customer_router_and_ikev2_esp_on_the_wire() {
 
     // spec 10.3: learned from FRR, propagated into the main route table.
     let table = lab.main_route_table(&world.vpc);
-    lab.ec2(&[
-        "enable-vgw-route-propagation",
-        "--route-table-id",
-        &table,
-        "--gateway-id",
-        &world.vgw,
-    ]);
-    within(
-        30,
-        "172.16.0.0/16 propagated into the main route table",
-        || {
-            let v = lab.ec2(&["describe-route-tables", "--route-table-ids", &table]);
-            let routes = v["RouteTables"][0]["Routes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let found = routes.iter().any(|r| {
-                r["DestinationCidrBlock"] == "172.16.0.0/16"
-                    && r["GatewayId"] == world.vgw.as_str()
-                    && r["Origin"] == "EnableVgwRoutePropagation"
-                    && r["State"] == "active"
-            });
-            (!found).then(|| format!("{routes:?}"))
-        },
-    );
+    propagate_and_wait(&lab, &table, &world.vgw);
 
     // FRR learned the VPC's CIDR over both tunnels and zebra put one best
     // path into the datacenter's kernel, from the LAN server's address.

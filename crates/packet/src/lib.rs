@@ -30,6 +30,8 @@ pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+#[cfg(feature = "smoltcp")]
+pub mod queue_device;
 pub mod sample;
 pub mod tcp;
 pub mod udp;

@@ -44,8 +44,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use openvpc_bgp::session::ConfigError;
 use openvpc_bgp::{Config, Event, ExportAttrs, Ipv4Prefix, Route, Session, State};
+use openvpc_packet::queue_device::QueueDevice;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -161,58 +161,6 @@ pub fn tunnel_session_config(local: Ipv4Addr, amazon_asn: u32, customer_asn: u32
     }
 }
 
-/// The device smoltcp sends and receives through: the packets the caller
-/// handed in, and the packets waiting for it.
-#[derive(Debug, Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-impl Device for Queues {
-    type RxToken<'a> = RxToken;
-    type TxToken<'a> = TxToken<'a>;
-
-    fn receive(&mut self, _: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        let packet = self.rx.pop_front()?;
-        Some((RxToken(packet), TxToken(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _: Instant) -> Option<Self::TxToken<'_>> {
-        (self.tx.len() < TX_QUEUE).then_some(TxToken(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = INSIDE_MTU;
-        // Checksums in software (the default): the packets are sealed into
-        // ESP with no offload behind them.
-        caps
-    }
-}
-
-#[derive(Debug)]
-struct RxToken(Vec<u8>);
-
-impl phy::RxToken for RxToken {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-#[derive(Debug)]
-struct TxToken<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut packet = vec![0; len];
-        let r = f(&mut packet);
-        self.0.push_back(packet);
-        r
-    }
-}
-
 fn instant(d: Duration) -> Instant {
     Instant::from_micros(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
@@ -231,7 +179,7 @@ fn session_connected(state: State) -> bool {
 }
 
 /// A smoltcp interface owning `local` in `inside`, over a fresh device.
-fn interface(local: Ipv4Addr, inside: Ipv4Net, seed: u64, device: &mut Queues) -> Interface {
+fn interface(local: Ipv4Addr, inside: Ipv4Net, seed: u64, device: &mut QueueDevice) -> Interface {
     let mut config = IfaceConfig::new(HardwareAddress::Ip);
     config.random_seed = seed;
     // The stack's clock starts at 0 and follows the `now` of each call.
@@ -259,12 +207,12 @@ pub struct BgpEndpoint {
     peer: Ipv4Addr,
     session: Session,
     iface: Interface,
-    device: Queues,
+    device: QueueDevice,
     sockets: SocketSet<'static>,
     /// Answers what comes from other sources than the peer: it has our
     /// address and no sockets, so smoltcp refuses every connection.
     refuser: Interface,
-    refuser_device: Queues,
+    refuser_device: QueueDevice,
     no_sockets: SocketSet<'static>,
     /// Always listening on our address, port 179.
     listener: SocketHandle,
@@ -320,9 +268,9 @@ impl BgpEndpoint {
         let mut session = Session::new(session)?;
         session.listen(Duration::ZERO);
 
-        let mut device = Queues::default();
+        let mut device = QueueDevice::new(INSIDE_MTU, TX_QUEUE);
         let iface = interface(local, inside, seed, &mut device);
-        let mut refuser_device = Queues::default();
+        let mut refuser_device = QueueDevice::new(INSIDE_MTU, TX_QUEUE);
         let mut refuser = interface(local, inside, seed.rotate_left(17), &mut refuser_device);
         // Foreign sources are not on-link; smoltcp answers only routed
         // destinations, and with Medium::Ip the next hop is never used.

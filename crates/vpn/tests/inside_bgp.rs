@@ -6,7 +6,6 @@
 //! /30, keepalive 10 s / hold 30 s, MTU 1399) and 10.3 (at most 100
 //! prefixes from the customer).
 
-use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -15,12 +14,13 @@ use openvpc_bgp::wire::{AsSegment, Notification, code, subcode};
 use openvpc_bgp::{
     Config, DownReason, Event, ExportAttrs, Ipv4Prefix, Session, SessionError, State,
 };
+use openvpc_packet::queue_device::QueueDevice;
 use openvpc_vpn::inside::{
     BgpEndpoint, Error, INSIDE_MTU, InsideDrop, MAX_PREFIXES, tunnel_session_config,
 };
 use proptest::prelude::*;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{
@@ -45,54 +45,12 @@ fn instant(d: Duration) -> Instant {
     Instant::from_micros(d.as_micros() as i64)
 }
 
-#[derive(Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut b = vec![0; len];
-        let r = f(&mut b);
-        self.0.push_back(b);
-        r
-    }
-}
-
-impl Device for Queues {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
-        let b = self.rx.pop_front()?;
-        Some((Rx(b), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ip;
-        c.max_transmission_unit = INSIDE_MTU;
-        c
-    }
-}
-
 /// The customer's router: a BGP session in connect mode over a smoltcp TCP
 /// client from `addr` to our inside address, port 179, reconnecting 1 s
 /// after a connection ends.
 struct Customer {
     iface: Interface,
-    device: Queues,
+    device: QueueDevice,
     sockets: SocketSet<'static>,
     conn: Option<SocketHandle>,
     /// The session was told the connection is up.
@@ -105,7 +63,7 @@ struct Customer {
 
 impl Customer {
     fn new(addr: Ipv4Addr, prefix_len: u8, seed: u64) -> Self {
-        let mut device = Queues::default();
+        let mut device = QueueDevice::new(INSIDE_MTU, usize::MAX);
         let mut cfg = IfaceConfig::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
         let mut iface = Interface::new(cfg, &mut device, instant(Duration::ZERO));

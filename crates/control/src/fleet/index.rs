@@ -2099,16 +2099,7 @@ impl Fleet {
 
     /// The live edge nodes of `region` the index knows, sorted by ID.
     pub fn edges(&self, region: &str) -> Vec<NodeRecord> {
-        let index = lock(&self.index);
-        let mut edges: Vec<NodeRecord> = index
-            .mirror
-            .edges
-            .values()
-            .filter(|e| e.region == region)
-            .cloned()
-            .collect();
-        edges.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        edges
+        lock(&self.index).mirror.edge_records(region)
     }
 
     /// The live hyperplane nodes of `region` the index knows, sorted by ID.

@@ -1,7 +1,7 @@
 //! `openvpc edge`: an edge node of the region, translating between the
 //! VPCs' private addresses and the public pool, fed by the regional server.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -12,6 +12,7 @@ use openvpc_edge::bgp::{BgpConfig, DEFAULT_HOLD_TIME};
 use openvpc_edge::{EdgeNode, EdgeNodeConfig};
 
 use super::agent::{read_token, stop_on_signals};
+use super::metrics_addr::{MetricsAddr, parse_metrics};
 
 #[derive(Debug, Args)]
 pub struct EdgeArgs {
@@ -67,21 +68,6 @@ pub struct EdgeArgs {
     metrics: Option<MetricsAddr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MetricsAddr {
-    Off,
-    At(SocketAddr),
-}
-
-fn parse_metrics(s: &str) -> Result<MetricsAddr, String> {
-    if s == "off" {
-        return Ok(MetricsAddr::Off);
-    }
-    s.parse()
-        .map(MetricsAddr::At)
-        .map_err(|e| format!("{s}: {e} (give ADDRESS:PORT, or `off`)"))
-}
-
 /// A hold time RFC 4271 allows: 0 or at least 3 seconds.
 fn parse_hold_time(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
@@ -103,11 +89,10 @@ pub fn run(args: EdgeArgs) -> anyhow::Result<()> {
     );
     cfg.netns = args.netns.clone();
     cfg.tun_name = args.tun.clone();
-    cfg.metrics = match args.metrics {
-        Some(MetricsAddr::Off) => None,
-        Some(MetricsAddr::At(a)) => Some(a),
-        None => Some(openvpc_edge::metrics::default_addr(args.underlay_ip)),
-    };
+    cfg.metrics = MetricsAddr::resolve(
+        args.metrics,
+        openvpc_edge::metrics::default_addr(args.underlay_ip),
+    );
     if let (Some(peer), Some(peer_as), Some(local_as)) =
         (args.bgp_peer, args.bgp_peer_as, args.bgp_as)
     {
@@ -160,13 +145,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_take_an_address_or_off() {
-        assert_eq!(parse_metrics("off"), Ok(MetricsAddr::Off));
-        assert_eq!(
-            parse_metrics("10.254.0.2:9109"),
-            Ok(MetricsAddr::At("10.254.0.2:9109".parse().unwrap()))
-        );
-        assert!(parse_metrics("10.254.0.2").is_err());
+    fn a_hold_time_is_0_or_at_least_3() {
         assert!(parse_hold_time("2").is_err());
+        assert_eq!(parse_hold_time("0"), Ok(0));
+        assert_eq!(parse_hold_time("3"), Ok(3));
     }
 }

@@ -2,7 +2,7 @@
 //! the NAT gateways whose shuffle shards hold it, fed by the regional
 //! server.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -13,6 +13,7 @@ use clap::Args;
 use openvpc_hyperplane::{HyperplaneNode, HyperplaneNodeConfig};
 
 use super::agent::{read_token, stop_on_signals};
+use super::metrics_addr::{MetricsAddr, parse_metrics};
 
 #[derive(Debug, Args)]
 pub struct HyperplaneArgs {
@@ -49,21 +50,6 @@ pub struct HyperplaneArgs {
     /// ErrorPortAllocation.
     #[arg(long, value_parser = parse_ports, hide = true)]
     ports: Option<RangeInclusive<u16>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum MetricsAddr {
-    Off,
-    At(SocketAddr),
-}
-
-fn parse_metrics(s: &str) -> Result<MetricsAddr, String> {
-    if s == "off" {
-        return Ok(MetricsAddr::Off);
-    }
-    s.parse()
-        .map(MetricsAddr::At)
-        .map_err(|e| format!("{s}: {e} (give ADDRESS:PORT, or `off`)"))
 }
 
 fn parse_ports(s: &str) -> Result<RangeInclusive<u16>, String> {

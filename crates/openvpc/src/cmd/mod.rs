@@ -8,6 +8,7 @@ pub mod edge;
 pub mod exec;
 pub mod hyperplane;
 pub mod lab;
+pub mod metrics_addr;
 pub mod server;
 pub mod trace;
 pub mod up;

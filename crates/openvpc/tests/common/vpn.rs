@@ -261,3 +261,45 @@ pub fn frr_missing() -> bool {
     eprintln!("skipping: FRR is missing (apt-get install frr)");
     true
 }
+
+/// spec 2.7, 10.3: turns propagation from `vgw` on in `table`, then waits
+/// until the datacenter's 172.16.0.0/16 shows there, active, with Origin
+/// `EnableVgwRoutePropagation`.
+pub fn propagate_and_wait(lab: &Lab, table: &str, vgw: &str) {
+    lab.ec2(&[
+        "enable-vgw-route-propagation",
+        "--route-table-id",
+        table,
+        "--gateway-id",
+        vgw,
+    ]);
+    within(30, "172.16.0.0/16 propagated into the route table", || {
+        let v = lab.ec2(&["describe-route-tables", "--route-table-ids", table]);
+        let routes = v["RouteTables"][0]["Routes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let found = routes.iter().any(|r| {
+            r["DestinationCidrBlock"] == "172.16.0.0/16"
+                && r["GatewayId"] == vgw
+                && r["Origin"] == "EnableVgwRoutePropagation"
+                && r["State"] == "active"
+        });
+        (!found).then(|| format!("{routes:?}"))
+    });
+}
+
+/// The JSON line a helper script printed last (its report).
+pub fn last_json(out: &std::process::Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{what}'s report: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
