@@ -1168,3 +1168,21 @@ fn modify_vpn_connection_options() {
         "IncorrectState"
     );
 }
+
+// spec 10.1: BGP runs between two ASNs: a dynamic connection whose
+// customer gateway has the gateway's Amazon-side ASN is refused; a
+// static-routes connection has no BGP and is made.
+#[test]
+fn a_dynamic_connection_needs_two_asns() {
+    let store = MemoryStore::new();
+    let a = account();
+    let same = cgw(&store, &a, "203.0.113.31", 64512);
+    let v = vgw(&store, &a);
+    assert_eq!(
+        vpn(&store, &a, &same, &v, "").unwrap_err(),
+        "InvalidParameterValue"
+    );
+    assert!(vpn(&store, &a, &same, &v, "&Options.StaticRoutesOnly=true").is_ok());
+    let other = cgw(&store, &a, "203.0.113.32", 65000);
+    assert!(vpn(&store, &a, &other, &v, "").is_ok());
+}

@@ -389,6 +389,18 @@ pub fn create(ctx: &Ctx, params: &Params) -> Result<String, ApiError> {
                 transit_gateway_asn(tx, id)?
             }
         };
+        // eBGP runs between two ASNs: a dynamic connection cannot have the
+        // customer gateway in the gateway's own AS (spec 10.1: the Amazon
+        // side's ASN must differ from the customer gateway's).
+        if !static_routes_only && cgw.bgp_asn == amazon_asn {
+            return Err(ApiError::new(
+                "InvalidParameterValue",
+                format!(
+                    "The customer gateway's BGP ASN {} is the gateway's Amazon-side ASN: BGP needs two. Create the customer gateway with another --bgp-asn, or make a static-routes connection (Options.StaticRoutesOnly=true).",
+                    cgw.bgp_asn
+                ),
+            ));
+        }
         let live: Vec<VpnConnection> = tx
             .list::<VpnConnection>()?
             .into_iter()
