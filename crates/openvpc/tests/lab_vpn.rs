@@ -274,6 +274,17 @@ fn both_tunnels_carry_bgp_and_traffic_both_ways(
     // table with propagation on.
     let table = lab.main_route_table(vpc);
     propagate_and_wait(lab, &table, vgw);
+    // Operators see each edge's tunnels in `lab status`.
+    let text = Command::new(OPENVPC)
+        .args(["lab", "status", "--dir"])
+        .arg(lab.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(vpn) && text.matches("Established").count() >= 2,
+        "lab status shows the tunnels: {text}"
+    );
     let c = telemetry();
     for t in c["VgwTelemetry"].as_array().unwrap() {
         assert!(t["AcceptedRouteCount"].as_u64().unwrap_or(0) >= 1, "{t}");

@@ -381,6 +381,58 @@ fn datacenter_connect(
     Ok(())
 }
 
+/// The VPN tunnels the edges serve (their `status.json`'s `vpn`): IPsec
+/// and BGP, the routes learned, packets each way, and why one is down.
+fn print_vpn_tunnels(edges: &serde_json::Map<String, serde_json::Value>) {
+    let tunnels: Vec<(&String, &serde_json::Value)> = edges
+        .iter()
+        .flat_map(|(edge, v)| {
+            v.pointer("/vpn/tunnels")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(move |t| (edge, t))
+        })
+        .collect();
+    if tunnels.is_empty() {
+        return;
+    }
+    println!(
+        "\n{:<6} {:<22} {:<15} {:>5} {:>11} {:>8} {:>10} {:>10}  why down",
+        "edge", "vpn connection", "tunnel", "ipsec", "bgp", "routes", "in", "out"
+    );
+    let text = |t: &serde_json::Value, k: &str| {
+        t.get(k)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    for (edge, t) in tunnels {
+        let up = |k: &str| {
+            if t.get(k).and_then(serde_json::Value::as_bool) == Some(true) {
+                "up"
+            } else {
+                "down"
+            }
+        };
+        println!(
+            "{edge:<6} {:<22} {:<15} {:>5} {:>11} {:>8} {:>10} {:>10}  {}",
+            text(t, "vpn_connection_id"),
+            text(t, "outside_ip"),
+            up("ipsec_up"),
+            t.get("bgp_state")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("static"),
+            t.get("routes")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len),
+            n(t, &["packets_in"]),
+            n(t, &["packets_out"]),
+            text(t, "status_message"),
+        );
+    }
+}
+
 /// `lab status`: each host's and each edge node's last `status.json`, and
 /// the outside router's BGP sessions, as tables or as JSON.
 fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
@@ -539,6 +591,7 @@ fn status(dir: &Path, json: bool) -> anyhow::Result<()> {
             drops(v)
         );
     }
+    print_vpn_tunnels(&edges);
     if !hyperplane.is_empty() {
         println!(
             "\n{:<6} {:>4} {:>8} {:>10} {:>10} {:>8} {:>9}  drops",
