@@ -61,7 +61,7 @@ use openvpc_model::edge::{VgwRoute, VpnTunnel, VpnTunnelReport};
 use openvpc_model::host::{MappingAnswer, MappingKey};
 use openvpc_vpn::ike::responder::Entropy;
 
-use crate::translate::{Edge, EdgeDrop, EdgeOutput, TableUpdate};
+use crate::translate::{Edge, EdgeDrop, EdgeOutput, TableUpdate, ipv4_destination};
 use crate::vgw::{TunnelStatus, Vgw, VgwDrop, VgwOutput};
 
 /// Packets per batch, each way.
@@ -887,12 +887,7 @@ impl Worker {
         }
         let mut kept = 0;
         for i in 0..n {
-            let dst = self
-                .bufs
-                .get(i)
-                .and_then(|b| b.data().get(16..20))
-                .and_then(|d| <[u8; 4]>::try_from(d).ok())
-                .map(core::net::Ipv4Addr::from);
+            let dst = self.bufs.get(i).and_then(|b| ipv4_destination(b.data()));
             if let Some(dst) = dst
                 && self.vgw.serves(dst)
             {

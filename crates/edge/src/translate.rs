@@ -144,10 +144,11 @@ pub enum EdgeOutput {
 /// Packets whose table lookups run back to back in the batch calls.
 pub const LOOKUP_BATCH: usize = 32;
 
-/// The destination of a bare IPv4 packet: what inbound looks up. Read from
-/// the header's fixed place before the packet is parsed (the parse that
-/// follows checks the rest).
-fn inbound_key(packet: &[u8]) -> Option<Ipv4Addr> {
+/// The destination of a bare IPv4 packet: what inbound looks up (and what
+/// names a VPN tunnel's outside address). Read from the header's fixed
+/// place before the packet is parsed (the parse that follows checks the
+/// rest).
+pub(crate) fn ipv4_destination(packet: &[u8]) -> Option<Ipv4Addr> {
     if packet.first()? >> 4 != 4 {
         return None;
     }
@@ -155,22 +156,31 @@ fn inbound_key(packet: &[u8]) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(dst))
 }
 
-/// The (VNI, inner IPv4 source) of a Geneve datagram carrying an untagged
-/// IPv4 frame: what outbound looks up; read from fixed places, as
-/// [`inbound_key`].
-fn outbound_key(datagram: &[u8]) -> Option<(u32, Ipv4Addr)> {
+/// The VNI and the inner Ethernet frame of a Geneve datagram, read from
+/// fixed places before anything is parsed.
+pub(crate) fn geneve_frame(datagram: &[u8]) -> Option<(u32, &[u8])> {
     let options = usize::from(datagram.first()? & 0x3f) * 4;
     let vni = datagram.get(4..7)?;
     let vni = u32::from_be_bytes([0, vni[0], vni[1], vni[2]]);
-    let eth = GeneveHeader::LEN + options;
-    if datagram.get(eth + 12..eth + 14)? != [0x08, 0x00] {
+    Some((vni, datagram.get(GeneveHeader::LEN + options..)?))
+}
+
+/// The inner packet of an untagged IPv4 Ethernet frame.
+pub(crate) fn ipv4_of_frame(frame: &[u8]) -> Option<&[u8]> {
+    if frame.get(12..14)? != [0x08, 0x00] {
         return None;
     }
-    let ip = eth + EthernetHeader::LEN;
-    if datagram.get(ip)? >> 4 != 4 {
-        return None;
-    }
-    let src: [u8; 4] = datagram.get(ip + 12..ip + 16)?.try_into().ok()?;
+    let ip = frame.get(EthernetHeader::LEN..)?;
+    (ip.first()? >> 4 == 4).then_some(ip)
+}
+
+/// The (VNI, inner IPv4 source) of a Geneve datagram carrying an untagged
+/// IPv4 frame: what outbound looks up; read from fixed places, as
+/// [`ipv4_destination`].
+fn outbound_key(datagram: &[u8]) -> Option<(u32, Ipv4Addr)> {
+    let (vni, frame) = geneve_frame(datagram)?;
+    let ip = ipv4_of_frame(frame)?;
+    let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
     Some((vni, Ipv4Addr::from(src)))
 }
 
@@ -410,7 +420,7 @@ impl Edge {
     /// A bare IPv4 packet from the uplink, for an instance (or for the
     /// hyperplane node that owns its port, to a NAT gateway's Elastic IP).
     pub fn inbound(&mut self, buf: &mut PacketBuf) -> EdgeOutput {
-        let m = inbound_key(buf.data()).and_then(|k| self.by_public.get(&k).copied());
+        let m = ipv4_destination(buf.data()).and_then(|k| self.by_public.get(&k).copied());
         self.inbound_with(buf, m)
     }
 
@@ -420,7 +430,7 @@ impl Edge {
         self.batch(
             bufs,
             out,
-            inbound_key,
+            ipv4_destination,
             |edge, k| edge.by_public.get(&k).copied(),
             Edge::inbound_with,
         );

@@ -36,6 +36,8 @@ use openvpc_model::host::{MappingAnswer, MappingKey};
 use openvpc_packet::MacAddr;
 use openvpc_packet::ethernet::{EthernetHeader, EthernetRepr, ethertype};
 use openvpc_packet::geneve::{GeneveHeader, GeneveRepr};
+
+use crate::translate::{geneve_frame, ipv4_destination, ipv4_of_frame};
 use openvpc_packet::tcp::clamp_mss;
 use openvpc_vpn::ike::message::TrafficSelector;
 use openvpc_vpn::ike::responder::{Down, Entropy, TunnelConfig};
@@ -442,11 +444,7 @@ impl Vgw {
         rng: &mut dyn Entropy,
         out: &mut Vec<VgwOutput>,
     ) {
-        let Some(dst) = packet
-            .get(16..20)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(Ipv4Addr::from)
-        else {
+        let Some(dst) = ipv4_destination(packet) else {
             self.drop(VgwDrop::Malformed);
             return;
         };
@@ -467,7 +465,9 @@ impl Vgw {
         from: IpAddr,
         out: &mut Vec<VgwOutput>,
     ) -> bool {
-        let Ok((geneve, frame)) = GeneveRepr::parse(datagram) else {
+        // Fixed places only: every internet gateway's datagram passes here
+        // first while this edge serves a gateway.
+        let Some((frame_vni, frame)) = geneve_frame(datagram) else {
             return false;
         };
         let Some(mac) = frame
@@ -480,20 +480,13 @@ impl Vgw {
         let Some(&vni) = self.macs.get(&mac) else {
             return false;
         };
-        if vni != geneve.vni {
+        if vni != frame_vni {
             // A frame naming another VPC's gateway: not ours to carry.
             self.drop(VgwDrop::NoRoute);
             return true;
         }
-        let inner = frame.get(EthernetHeader::LEN..).unwrap_or_default();
-        if frame.get(12..14) != Some(&[0x08, 0x00][..]) {
-            self.drop(VgwDrop::Malformed);
-            return true;
-        }
-        let Some(dst) = inner
-            .get(16..20)
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(Ipv4Addr::from)
+        let Some((inner, dst)) =
+            ipv4_of_frame(frame).and_then(|ip| Some((ip, ipv4_destination(ip)?)))
         else {
             self.drop(VgwDrop::Malformed);
             return true;
@@ -643,27 +636,20 @@ impl Vgw {
                 TunnelOutput::Inside(mut p) => {
                     clamp_mss(&mut p, TUNNEL_MSS);
                     let ours = s.bgp.as_ref().map(BgpEndpoint::local_addr);
-                    let dst = p
-                        .get(16..20)
-                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                        .map(Ipv4Addr::from);
-                    match (s.bgp.as_mut(), dst) {
+                    match (s.bgp.as_mut(), ipv4_destination(&p)) {
                         (Some(b), Some(d)) if Some(d) == ours => {
                             if b.receive(&p, since(now_ms)).is_err() {
                                 self.drops[VgwDrop::Inside as usize] += 1;
                             }
                             inside = true;
                         }
-                        (_, Some(d)) => {
-                            let (vni, cidrs) = (s.spec.vni, s.spec.vpc_cidrs.clone());
-                            match vni {
-                                None => self.drop(VgwDrop::Detached),
-                                Some(_) if !cidrs.iter().any(|c| c.contains(&d)) => {
-                                    self.drop(VgwDrop::NotInVpc)
-                                }
-                                Some(vni) => self.deliver_to_vpc(vni, d, p, now_ms, now_ms, out),
+                        (_, Some(d)) => match s.spec.vni {
+                            None => self.drop(VgwDrop::Detached),
+                            Some(_) if !s.spec.vpc_cidrs.iter().any(|c| c.contains(&d)) => {
+                                self.drop(VgwDrop::NotInVpc)
                             }
-                        }
+                            Some(vni) => self.deliver_to_vpc(vni, d, p, now_ms, now_ms, out),
+                        },
                         (_, None) => self.drop(VgwDrop::Malformed),
                     }
                 }

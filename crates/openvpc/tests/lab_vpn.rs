@@ -552,9 +552,6 @@ fn failover_keeps_connections(lab: &mut Lab, vpn: &str, instance: &Instance) {
         (states != ["DOWN", "UP"]).then(|| format!("{states:?}"))
     });
     let noticed = killed.elapsed();
-    let fresh = reaches_datacenter(lab, instance);
-    let back = datacenter_reaches(lab, instance);
-    eprintln!("after failover: instance → datacenter {fresh}, datacenter → instance {back}");
     let out = client.join().unwrap();
     let report = last_json(&out, "the stream client");
     eprintln!(
